@@ -1,0 +1,176 @@
+import { z } from 'zod';
+import { DEVICE_ID_RE, SHA256_RE } from './topics.js';
+
+/**
+ * Every MQTT payload of the protocol, as zod schemas. Types come from `z.infer`; there is no
+ * hand-written twin that could drift. Schemas are strict: unknown keys are rejected, because a
+ * payload we do not fully understand must not be acted on.
+ */
+export const PROTOCOL_VERSION = 1;
+
+export const deviceId = z.string().regex(DEVICE_ID_RE, 'invalid device id');
+export const sha256Hex = z.string().regex(SHA256_RE, 'expected 64 lowercase hex characters');
+export const isoTime = z.iso.datetime({ offset: true });
+export const releaseSeq = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const finite = z.number().refine(Number.isFinite, 'must be finite');
+
+/** How raw inputs become model inputs: `model = raw * scale + offset`, per element. */
+export const scalingSchema = z.strictObject({ scale: finite, offset: finite });
+
+export const inputSpecSchema = z.strictObject({
+  /** Per-example shape, without the batch dimension, e.g. [784] or [28, 28, 1]. */
+  shape: z.array(z.number().int().min(1)).min(1).max(4),
+  dtype: z.literal('float32'),
+  scaling: scalingSchema,
+  /** The raw encoding devices may receive (uint8 pixels are scaled with `scaling`). */
+  raw: z.enum(['float32', 'uint8']).default('float32'),
+});
+export type InputSpec = z.infer<typeof inputSpecSchema>;
+
+export const artifactSchema = z.strictObject({
+  format: z.literal('onnx'),
+  quantization: z.enum(['fp32', 'int8']),
+  sha256: sha256Hex,
+  bytes: z.number().int().min(1).max(2 ** 31),
+  chunkSize: z.number().int().min(1024).max(16 * 1024 * 1024),
+  /** sha256 of each retained chunk, in order: lets a device check a chunk's position and content on arrival. */
+  chunks: z.array(sha256Hex).min(1),
+  /** Optional HTTP(S) source for the same bytes; the device checks sha256 and length either way. */
+  url: z.url({ protocol: /^https?$/ }).optional(),
+});
+
+export const selfTestSchema = z.strictObject({
+  /** One example, already scaled, flattened. */
+  input: z.array(finite).min(1),
+  /** The model's expected output for it (logits or probabilities, as `output.kind`). */
+  expected: z.array(finite).min(1),
+  /** Max absolute difference tolerated (int8 models differ from fp32 a little). */
+  tolerance: z.number().min(0).max(10),
+});
+
+export const manifestSchema = z
+  .strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    model: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'invalid model name'),
+    release: releaseSeq,
+    artifact: artifactSchema,
+    input: inputSpecSchema,
+    output: z.strictObject({ kind: z.enum(['logits', 'probs']), classes: z.number().int().min(2) }),
+    labels: z.array(z.string().max(128)).min(2),
+    teacher: z.strictObject({ id: z.string().min(1).max(256) }),
+    metrics: z.record(z.string(), finite),
+    lineage: z.strictObject({
+      exampleCount: z.number().int().min(0),
+      round: z.string().max(128).optional(),
+      /** Set when this release re-issues an earlier model under a new sequence (rollback). */
+      reissueOf: releaseSeq.optional(),
+    }),
+    parent: releaseSeq.nullable(),
+    createdAt: isoTime,
+    expiresAt: isoTime,
+    selfTest: selfTestSchema,
+  })
+  .refine((m) => m.labels.length === m.output.classes, { message: 'labels must have one entry per output class', path: ['labels'] })
+  .refine((m) => m.selfTest.expected.length === m.output.classes, { message: 'selfTest.expected must have one value per class', path: ['selfTest', 'expected'] })
+  .refine((m) => m.selfTest.input.length === m.input.shape.reduce((a, b) => a * b, 1), { message: 'selfTest.input length must match input.shape', path: ['selfTest', 'input'] })
+  .refine((m) => m.artifact.chunks.length === Math.ceil(m.artifact.bytes / m.artifact.chunkSize), { message: 'chunk count must equal ceil(bytes / chunkSize)', path: ['artifact', 'chunks'] });
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export const signatureSchema = z.strictObject({
+  alg: z.literal('ed25519'),
+  keyId: z.string().regex(/^[0-9a-f]{16}$/, 'expected a 16-hex-digit key id'),
+  /** base64 Ed25519 signature over the RFC 8785 canonical JSON of `manifest`. */
+  sig: z.base64(),
+});
+
+/** Payload of `devices/{id}/desired`: the manifest and its detached signature. */
+export const signedManifestSchema = z.strictObject({
+  manifest: z.unknown(),
+  signature: signatureSchema,
+});
+export type SignedManifest = { manifest: Manifest; signature: z.infer<typeof signatureSchema> };
+
+export const statusSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  deviceId,
+  state: z.enum(['online', 'offline']),
+  model: z.string().nullable(),
+  release: releaseSeq.nullable(),
+  sha256: sha256Hex.nullable(),
+  at: isoTime,
+  agent: z.string().max(64).optional(),
+});
+export type Status = z.infer<typeof statusSchema>;
+
+const count = z.number().int().min(0);
+export const telemetrySchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  deviceId,
+  at: isoTime,
+  model: z.string().nullable(),
+  release: releaseSeq.nullable(),
+  uptimeSeconds: z.number().min(0),
+  requests: count,
+  errors: count,
+  latencyMs: z.strictObject({ p50: z.number().min(0).nullable(), p95: z.number().min(0).nullable() }),
+  rssBytes: count,
+  outbox: z.strictObject({ depth: count, bytes: count, dropped: count, evicted: count, selected: count, published: count }),
+  health: z.enum(['ok', 'degraded', 'no_model']),
+});
+export type Telemetry = z.infer<typeof telemetrySchema>;
+
+export const REJECT_REASONS = [
+  'malformed_manifest',
+  'bad_signature',
+  'unknown_key',
+  'stale_release',
+  'expired',
+  'denied_hash',
+  'hash_mismatch',
+  'length_mismatch',
+  'download_failed',
+  'load_failed',
+  'self_test_failed',
+  'input_mismatch',
+] as const;
+export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget'] as const;
+
+export const eventSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  deviceId,
+  at: isoTime,
+  type: z.enum(['installed', 'rejected', 'rolled_back', 'committed']),
+  model: z.string().nullable(),
+  release: releaseSeq.nullable(),
+  sha256: sha256Hex.nullable(),
+  reason: z.enum([...REJECT_REASONS, ...ROLLBACK_REASONS]).optional(),
+  detail: z.string().max(1024).optional(),
+});
+export type DeviceEvent = z.infer<typeof eventSchema>;
+
+export const EXAMPLE_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 'audit', 'feedback'] as const;
+export const MAX_EXAMPLES_PER_BATCH = 256;
+export const MAX_INPUT_ELEMENTS = 1 << 20;
+
+export const exampleSchema = z.strictObject({
+  id: z.uuid(),
+  /** base64 of little-endian float32, already scaled as the model saw it. */
+  input: z.base64().max(Math.ceil((MAX_INPUT_ELEMENTS * 4) / 3) * 4),
+  /** Student output as probabilities. */
+  output: z.array(finite).min(1).max(4096),
+  model: z.string().nullable(),
+  release: releaseSeq.nullable(),
+  at: isoTime,
+  reason: z.enum(EXAMPLE_REASONS),
+  /** A label only when a user supplied one through /v1/feedback. */
+  label: z.number().int().min(0).optional(),
+});
+export type Example = z.infer<typeof exampleSchema>;
+
+export const examplesBatchSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  deviceId,
+  batchId: z.uuid(),
+  examples: z.array(exampleSchema).min(1).max(MAX_EXAMPLES_PER_BATCH),
+});
+export type ExamplesBatch = z.infer<typeof examplesBatchSchema>;
