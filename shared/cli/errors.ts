@@ -3,7 +3,7 @@
  * The CLI prints its message on one line and exits with code 2.
  */
 export class UsageError extends Error {
-  override readonly name = 'UsageError';
+  override readonly name: string = 'UsageError';
 }
 
 /** Parses a positive integer flag value or throws a UsageError naming the flag. */

@@ -1,0 +1,37 @@
+import { z } from 'zod';
+import { MAX_EXAMPLES_PER_BATCH } from '../../shared/protocol/index.js';
+
+/**
+ * Outbox part of the daemon's config file; `{}` is valid. The file path is not here: the daemon
+ * derives it from its data directory.
+ *
+ * @example
+ * const cfg = outboxConfigSchema.parse({ maxRows: 5000 });
+ * const outbox = await Outbox.create({ path: join(dataDir, 'outbox.db'), maxRows: cfg.maxRows, maxBytes: cfg.maxBytes, log });
+ */
+export const outboxConfigSchema = z.strictObject({
+  /** Row bound of the store. */
+  maxRows: z.number().int().min(1).max(10_000_000).default(10_000),
+  /** Byte bound of the store (sum of example JSON sizes); 64 MiB. */
+  maxBytes: z.number().int().min(1024).max(2 ** 40).default(64 * 1024 * 1024),
+  batch: z
+    .strictObject({
+      maxExamples: z.number().int().min(1).max(MAX_EXAMPLES_PER_BATCH).default(64),
+      /** 128 KiB fits AWS IoT Core's message limit; a single larger example is still sent alone. */
+      maxBytes: z.number().int().min(1024).max(8 * 1024 * 1024).default(128 * 1024),
+    })
+    .prefault({}),
+  /** Without a PUBACK this long (while connected), the batch is abandoned and its rows resent. */
+  ackTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+  backoff: z
+    .strictObject({
+      initialMs: z.number().int().min(1).max(3_600_000).default(1_000),
+      maxMs: z.number().int().min(1).max(3_600_000).default(60_000),
+    })
+    .refine((b) => b.maxMs >= b.initialMs, { message: 'maxMs must be >= initialMs', path: ['maxMs'] })
+    .prefault({}),
+});
+
+export type OutboxConfig = z.infer<typeof outboxConfigSchema>;
+export type OutboxConfigInput = z.input<typeof outboxConfigSchema>;
+export const DEFAULT_OUTBOX_CONFIG: OutboxConfig = outboxConfigSchema.parse({});

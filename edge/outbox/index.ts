@@ -1,0 +1,10 @@
+export { Outbox, OutboxError, EXAMPLE_KINDS, kindOf } from './store.js';
+export type { OutboxOptions, OutboxCounters, OutboxStats, OutboxRow, AddResult, ExampleKind } from './store.js';
+export { OutboxPublisher } from './publisher.js';
+export type { OutboxPublisherOptions, PublishClient, PublisherStats } from './publisher.js';
+export { outboxConfigSchema, DEFAULT_OUTBOX_CONFIG } from './config.js';
+export type { OutboxConfig, OutboxConfigInput } from './config.js';
+export { createBackoff } from './backoff.js';
+export type { Backoff, BackoffOptions } from './backoff.js';
+export { buildExample } from './example.js';
+export type { BuildExampleInput } from './example.js';

@@ -1,0 +1,337 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { exampleSchema, formatIssues, type Example } from '../../shared/protocol/index.js';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+
+/**
+ * Eviction classes, cheapest to lose first. `audit` samples are random traffic (replaceable), `hard`
+ * examples were picked by the selector, `feedback` rows carry a label a user typed in (irreplaceable).
+ */
+export const EXAMPLE_KINDS = ['audit', 'hard', 'feedback'] as const;
+export type ExampleKind = (typeof EXAMPLE_KINDS)[number];
+const PRIORITY: Record<ExampleKind, number> = { audit: 0, hard: 1, feedback: 2 };
+
+export function kindOf(reason: Example['reason']): ExampleKind {
+  return reason === 'audit' || reason === 'feedback' ? reason : 'hard';
+}
+
+export class OutboxError extends Error {
+  override readonly name = 'OutboxError';
+}
+
+export interface OutboxOptions {
+  /** SQLite file (its directory is created), or `:memory:` for throwaway use. */
+  path: string;
+  /** Upper bound on stored rows. */
+  maxRows: number;
+  /** Upper bound on the sum of stored payload bytes (UTF-8 JSON of each example). */
+  maxBytes: number;
+  log?: Logger;
+  /** Wall-clock milliseconds for `created_at`; defaults to `Date.now`. Ordering uses an insertion sequence, not this. */
+  now?: () => number;
+}
+
+/** Persisted in the `meta` table, so they survive restarts. */
+export interface OutboxCounters {
+  /** New examples offered to `add` (duplicates of a stored UUID excluded). */
+  selected: number;
+  /** Rows deleted after the broker acknowledged them. */
+  published: number;
+  /** Rows deleted to make room for newer ones. */
+  evicted: number;
+  /** Examples refused: larger than `maxBytes`, no room among rows it may evict, or unreadable on read-back. */
+  dropped: number;
+}
+
+/** Same shape as `telemetrySchema.outbox`. Invariant: selected = depth + published + evicted + dropped. */
+export interface OutboxStats extends OutboxCounters {
+  depth: number;
+  bytes: number;
+}
+
+export type AddResult =
+  | { status: 'added'; evicted: number }
+  | { status: 'duplicate' }
+  | { status: 'dropped'; cause: 'too_large' | 'full' };
+
+export interface OutboxRow {
+  id: string;
+  kind: ExampleKind;
+  bytes: number;
+  createdAt: number;
+  example: Example;
+}
+
+const SCHEMA_VERSION = 1;
+const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped'] as const;
+
+/**
+ * Store-and-forward queue of examples in SQLite (WAL, synchronous=FULL: a row that `add` returned
+ * for survives power loss). The row on disk is the source of truth; a row leaves only when the
+ * broker acknowledged it (`acknowledge`) or when eviction makes room.
+ *
+ * Eviction policy, when an add would exceed `maxRows` or `maxBytes`:
+ * - victims are taken in class order audit → hard → feedback, oldest (insertion order) first within
+ *   a class, until the new row fits;
+ * - a row never evicts a row of a more valuable class than its own (a new audit sample cannot push out
+ *   a hard example or a user label); if it cannot fit otherwise, the new row is dropped instead and
+ *   nothing is evicted;
+ * - an example larger than `maxBytes` on its own is dropped.
+ * Evicted and dropped examples are counted (persisted). A row evicted while in flight may still reach
+ * the cloud; it is then counted as evicted, not published.
+ */
+export class Outbox {
+  private rows = 0;
+  private totalBytes = 0;
+  private readonly cache: OutboxCounters;
+  private readonly listeners = new Set<() => void>();
+  private disposed = false;
+
+  private constructor(
+    private readonly db: Database.Database,
+    private readonly opts: Required<OutboxOptions>,
+  ) {
+    const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox').get() as { n: number; b: number };
+    this.rows = totals.n;
+    this.totalBytes = totals.b;
+    const meta = new Map((db.prepare('SELECT key, value FROM meta').all() as { key: string; value: number }[]).map((r) => [r.key, r.value]));
+    this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0 };
+    for (const k of COUNTER_KEYS) this.cache[k] = meta.get(k) ?? 0;
+  }
+
+  /**
+   * Opens (creating if needed) the outbox file and applies its schema.
+   *
+   * @example
+   * const outbox = await Outbox.create({ path: '/var/lib/apprentice/outbox.db', maxRows: 10_000, maxBytes: 64 << 20 });
+   */
+  static async create({ path, maxRows, maxBytes, log = silentLogger, now = Date.now }: OutboxOptions): Promise<Outbox> {
+    if (!Number.isSafeInteger(maxRows) || maxRows < 1) throw new OutboxError(`maxRows must be a positive integer, got ${maxRows}`);
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new OutboxError(`maxBytes must be a positive integer, got ${maxBytes}`);
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path);
+    try {
+      db.pragma('journal_mode = WAL');
+      // FULL: the WAL is fsynced on every commit, so an acknowledged add survives power loss (NORMAL would not).
+      db.pragma('synchronous = FULL');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    const outbox = new Outbox(db, { path, maxRows, maxBytes, log, now });
+    log.info({ path, depth: outbox.rows, bytes: outbox.totalBytes }, 'outbox opened');
+    return outbox;
+  }
+
+  /**
+   * Stores an example (validated against `exampleSchema`; invalid ones throw OutboxError).
+   * Idempotent on the example UUID: a second add of a stored id changes nothing.
+   */
+  add(example: Example): AddResult {
+    this.assertOpen();
+    const parsed = exampleSchema.safeParse(example);
+    if (!parsed.success) throw new OutboxError(`invalid example: ${formatIssues(parsed.error)}`);
+    const ex = parsed.data;
+    const json = JSON.stringify(ex);
+    const bytes = Buffer.byteLength(json);
+    const kind = kindOf(ex.reason);
+    const priority = PRIORITY[kind];
+    const { maxRows, maxBytes } = this.opts;
+
+    const result = this.db.transaction((): { res: AddResult; freedRows: number; freedBytes: number } => {
+      if (this.db.prepare('SELECT 1 FROM outbox WHERE id = ?').get(ex.id)) return { res: { status: 'duplicate' }, freedRows: 0, freedBytes: 0 };
+      this.bump('selected', 1);
+      if (bytes > maxBytes) {
+        this.bump('dropped', 1);
+        return { res: { status: 'dropped', cause: 'too_large' }, freedRows: 0, freedBytes: 0 };
+      }
+      let needRows = this.rows + 1 - maxRows;
+      let needBytes = this.totalBytes + bytes - maxBytes;
+      const victims: { id: string; bytes: number }[] = [];
+      if (needRows > 0 || needBytes > 0) {
+        // Collect first: better-sqlite3 forbids other statements while an iterator is open.
+        const candidates = this.db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? ORDER BY priority, seq').iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
+        for (const v of candidates) {
+          victims.push(v);
+          needRows--;
+          needBytes -= v.bytes;
+          if (needRows <= 0 && needBytes <= 0) break;
+        }
+        if (needRows > 0 || needBytes > 0) {
+          this.bump('dropped', 1);
+          return { res: { status: 'dropped', cause: 'full' }, freedRows: 0, freedBytes: 0 };
+        }
+        const del = this.db.prepare('DELETE FROM outbox WHERE id = ?');
+        for (const v of victims) del.run(v.id);
+        this.bump('evicted', victims.length);
+      }
+      const seq = this.bump('seq', 1);
+      this.db
+        .prepare('INSERT INTO outbox (id, seq, reason, kind, priority, bytes, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(ex.id, seq, ex.reason, kind, priority, bytes, this.opts.now(), json);
+      const freedBytes = victims.reduce((a, v) => a + v.bytes, 0);
+      return { res: { status: 'added', evicted: victims.length }, freedRows: victims.length - 1, freedBytes: freedBytes - bytes };
+    }).immediate();
+
+    // Caches change only after the commit, so a failed transaction cannot leave them wrong.
+    this.rows -= result.freedRows;
+    this.totalBytes -= result.freedBytes;
+    this.reloadCounters();
+    const { res } = result;
+    if (res.status === 'dropped') this.opts.log.warn({ id: ex.id, reason: ex.reason, bytes, cause: res.cause }, 'outbox dropped example');
+    if (res.status === 'added') {
+      if (res.evicted > 0) this.opts.log.debug({ evicted: res.evicted, kind }, 'outbox evicted rows');
+      for (const l of this.listeners) {
+        try {
+          l();
+        } catch (err) {
+          this.opts.log.error({ err }, 'outbox/added listener failed');
+        }
+      }
+    }
+    return res;
+  }
+
+  /**
+   * The oldest rows, in insertion order: at most `limit`, and at most `maxBytes` of payload (one byte
+   * per row added for the separator) — but always at least one row when any exist, so an example
+   * bigger than a batch still leaves. A stored row that no longer parses (e.g. after a schema change)
+   * is deleted and counted as dropped rather than blocking the queue forever.
+   */
+  peek({ limit, maxBytes = Infinity }: { limit: number; maxBytes?: number }): OutboxRow[] {
+    this.assertOpen();
+    const out: OutboxRow[] = [];
+    const bad: string[] = [];
+    let total = 0;
+    const rows = this.db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox ORDER BY seq').iterate() as IterableIterator<{ id: string; kind: ExampleKind; bytes: number; created_at: number; payload: string }>;
+    for (const r of rows) {
+      if (out.length >= limit) break;
+      if (out.length > 0 && total + r.bytes + 1 > maxBytes) break;
+      let example: Example | undefined;
+      try {
+        const p = exampleSchema.safeParse(JSON.parse(r.payload));
+        if (p.success) example = p.data;
+      } catch {
+        example = undefined;
+      }
+      if (!example) {
+        bad.push(r.id);
+        continue;
+      }
+      total += r.bytes + 1;
+      out.push({ id: r.id, kind: r.kind, bytes: r.bytes, createdAt: r.created_at, example });
+    }
+    if (bad.length > 0) {
+      this.opts.log.error({ ids: bad }, 'outbox dropped unreadable rows');
+      this.deleteRows(bad, 'dropped');
+    }
+    return out;
+  }
+
+  /** Deletes rows the broker acknowledged and counts them as published. Unknown ids are ignored. */
+  acknowledge(ids: readonly string[]): number {
+    this.assertOpen();
+    return this.deleteRows(ids, 'published');
+  }
+
+  depth(): number {
+    return this.rows;
+  }
+
+  bytes(): number {
+    return this.totalBytes;
+  }
+
+  counters(): OutboxCounters {
+    return { ...this.cache };
+  }
+
+  stats(): OutboxStats {
+    return { depth: this.rows, bytes: this.totalBytes, ...this.cache };
+  }
+
+  /** Called after each newly stored row (not for duplicates or drops). Returns an unsubscribe function. */
+  onAdded(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get closed(): boolean {
+    return this.disposed;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.listeners.clear();
+    this.db.close();
+  }
+
+  private deleteRows(ids: readonly string[], counter: 'published' | 'dropped'): number {
+    if (ids.length === 0) return 0;
+    const sel = this.db.prepare('SELECT bytes FROM outbox WHERE id = ?');
+    const del = this.db.prepare('DELETE FROM outbox WHERE id = ?');
+    const { n, b } = this.db.transaction(() => {
+      let count = 0;
+      let freed = 0;
+      for (const id of new Set(ids)) {
+        const row = sel.get(id) as { bytes: number } | undefined;
+        if (!row) continue;
+        del.run(id);
+        count++;
+        freed += row.bytes;
+      }
+      if (count > 0) this.bump(counter, count);
+      return { n: count, b: freed };
+    }).immediate();
+    this.rows -= n;
+    this.totalBytes -= b;
+    this.reloadCounters();
+    return n;
+  }
+
+  /** Adds to a persisted counter inside the caller's transaction; returns the new value. */
+  private bump(key: (typeof COUNTER_KEYS)[number] | 'seq', by: number): number {
+    const row = this.db
+      .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value')
+      .get(key, by) as { value: number };
+    return row.value;
+  }
+
+  private reloadCounters(): void {
+    for (const r of this.db.prepare('SELECT key, value FROM meta').all() as { key: string; value: number }[]) {
+      if ((COUNTER_KEYS as readonly string[]).includes(r.key)) this.cache[r.key as keyof OutboxCounters] = r.value;
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.disposed) throw new OutboxError('outbox is disposed');
+  }
+}
+
+/** Versioned with `PRAGMA user_version`; a file from a newer release is refused rather than misread. */
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) throw new OutboxError(`outbox schema version ${version} is newer than this build (${SCHEMA_VERSION})`);
+  if (version === SCHEMA_VERSION) return;
+  db.transaction(() => {
+    db.exec(`
+      CREATE TABLE outbox (
+        id         TEXT    PRIMARY KEY,          -- example UUID: the idempotency key end to end
+        seq        INTEGER NOT NULL UNIQUE,      -- insertion order (explicit: VACUUM may renumber rowids)
+        reason     TEXT    NOT NULL,
+        kind       TEXT    NOT NULL CHECK (kind IN ('audit', 'hard', 'feedback')),
+        priority   INTEGER NOT NULL,             -- 0 audit, 1 hard, 2 feedback: eviction class
+        bytes      INTEGER NOT NULL,             -- UTF-8 length of payload
+        created_at INTEGER NOT NULL,             -- wall-clock ms when stored
+        payload    TEXT    NOT NULL              -- the example as JSON (exampleSchema)
+      );
+      CREATE INDEX outbox_evict ON outbox (priority, seq);
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    `);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
+}

@@ -1,0 +1,186 @@
+import type { ROLLBACK_REASONS } from '../../shared/protocol/index.js';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { InferenceObservation, InferenceObserver, LoadedModel } from './host.js';
+
+export type RollbackReason = (typeof ROLLBACK_REASONS)[number];
+
+export interface HealthVerdict {
+  sha256: string;
+  model: string;
+  release: number;
+  /** Set on `unhealthy`. */
+  reason?: RollbackReason;
+  detail: string;
+  requests: number;
+  errors: number;
+  nonFinite: number;
+  /** p95 run latency over the window, when enough samples were seen. */
+  p95Ms: number | null;
+}
+
+export interface HealthGateOptions {
+  /** How long a new model is watched after a switch. */
+  windowMs?: number;
+  /** The window also ends (early) after this many observed runs. */
+  windowRequests?: number;
+  /** p95 run latency over the window above this is unhealthy; undefined disables the check. */
+  latencyBudgetMs?: number;
+  /** Fewer latency samples than this and the latency check is skipped (too little evidence). */
+  minLatencySamples?: number;
+  /** Unhealthy once errors ≥ `minErrors` and errors / runs > `maxErrorRate`. */
+  maxErrorRate?: number;
+  minErrors?: number;
+  /** Unhealthy once this many runs produced NaN/±Inf (1 = the first one). */
+  maxNonFinite?: number;
+  onUnhealthy: (v: HealthVerdict) => void;
+  onCommitted: (v: HealthVerdict) => void;
+  log?: Logger;
+}
+
+/** Latency samples kept per window; past it, reservoir sampling keeps an unbiased subset. */
+const MAX_SAMPLES = 10_000;
+
+interface Window {
+  model: LoadedModel;
+  requests: number;
+  errors: number;
+  nonFinite: number;
+  latencies: number[];
+  seen: number;
+  timer: NodeJS.Timeout;
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx]!;
+}
+
+/**
+ * Post-switch health gate. For a window after each switch it watches the new model's runs (errors,
+ * NaN/Inf outputs, p95 latency against a budget) and decides exactly once: `onUnhealthy` (the daemon rolls
+ * back) or, when the window passes cleanly, `onCommitted`. A newer switch abandons the current window.
+ * Runs still finishing on the previous model (other sha256) are ignored.
+ *
+ * @example
+ * const gate = new HealthGate({ windowMs: 60_000, latencyBudgetMs: 20, onUnhealthy: rollback, onCommitted: report });
+ * const host = new ModelHost({ observer: gate });
+ */
+export class HealthGate implements InferenceObserver {
+  private window: Window | undefined;
+  private readonly o: Required<Omit<HealthGateOptions, 'latencyBudgetMs'>> & { latencyBudgetMs: number | undefined };
+
+  constructor({
+    windowMs = 60_000,
+    windowRequests = Number.POSITIVE_INFINITY,
+    latencyBudgetMs,
+    minLatencySamples = 20,
+    maxErrorRate = 0.05,
+    minErrors = 3,
+    maxNonFinite = 1,
+    onUnhealthy,
+    onCommitted,
+    log = silentLogger,
+  }: HealthGateOptions) {
+    this.o = { windowMs, windowRequests, latencyBudgetMs, minLatencySamples, maxErrorRate, minErrors, maxNonFinite, onUnhealthy, onCommitted, log };
+  }
+
+  /** The sha256 under watch, if a window is open. */
+  get watching(): string | undefined {
+    return this.window?.model.sha256;
+  }
+
+  switched(model: LoadedModel): void {
+    this.close();
+    const timer = setTimeout(() => this.finish(), this.o.windowMs);
+    timer.unref();
+    this.window = { model, requests: 0, errors: 0, nonFinite: 0, latencies: [], seen: 0, timer };
+  }
+
+  observed(obs: InferenceObservation): void {
+    const w = this.window;
+    if (!w || obs.sha256 !== w.model.sha256) return;
+    w.requests++;
+    if (!obs.ok) {
+      if (obs.nonFinite) w.nonFinite++;
+      else w.errors++;
+    } else {
+      w.seen++;
+      if (w.latencies.length < MAX_SAMPLES) w.latencies.push(obs.latencyMs);
+      else {
+        const j = Math.floor(Math.random() * w.seen);
+        if (j < MAX_SAMPLES) w.latencies[j] = obs.latencyMs;
+      }
+    }
+    if (w.nonFinite >= this.o.maxNonFinite) {
+      this.unhealthy(w, 'nan_output', `${w.nonFinite} run(s) produced NaN/Inf outputs`);
+    } else if (w.errors >= this.o.minErrors && w.errors / w.requests > this.o.maxErrorRate) {
+      this.unhealthy(w, 'inference_errors', `${w.errors} of ${w.requests} runs failed`);
+    } else if (w.requests >= this.o.windowRequests) {
+      this.finish();
+    }
+  }
+
+  /** Abandons the open window without a verdict. */
+  dispose(): void {
+    this.close();
+  }
+
+  private finish(): void {
+    const w = this.window;
+    if (!w) return;
+    const p95 = this.p95(w);
+    const budget = this.o.latencyBudgetMs;
+    if (budget !== undefined && p95 !== null && p95 > budget) {
+      this.unhealthy(w, 'latency_budget', `p95 latency ${p95.toFixed(2)} ms over ${w.latencies.length} runs exceeds the ${budget} ms budget`);
+      return;
+    }
+    if (w.errors >= this.o.minErrors && w.errors / Math.max(1, w.requests) > this.o.maxErrorRate) {
+      this.unhealthy(w, 'inference_errors', `${w.errors} of ${w.requests} runs failed`);
+      return;
+    }
+    this.close();
+    const v = this.verdict(w, undefined, `window passed: ${w.requests} runs, ${w.errors} errors`);
+    this.o.log.info(v, 'model committed');
+    this.emit(() => this.o.onCommitted(v));
+  }
+
+  private unhealthy(w: Window, reason: RollbackReason, detail: string): void {
+    this.close();
+    const v = this.verdict(w, reason, detail);
+    this.o.log.warn(v, 'model unhealthy');
+    this.emit(() => this.o.onUnhealthy(v));
+  }
+
+  private p95(w: Window): number | null {
+    return w.latencies.length >= this.o.minLatencySamples && w.latencies.length > 0 ? percentile(w.latencies, 95) : null;
+  }
+
+  private verdict(w: Window, reason: RollbackReason | undefined, detail: string): HealthVerdict {
+    const { manifest, sha256 } = w.model;
+    return {
+      sha256,
+      model: manifest.model,
+      release: manifest.release,
+      ...(reason ? { reason } : {}),
+      detail,
+      requests: w.requests,
+      errors: w.errors,
+      nonFinite: w.nonFinite,
+      p95Ms: this.p95(w),
+    };
+  }
+
+  private close(): void {
+    if (this.window) clearTimeout(this.window.timer);
+    this.window = undefined;
+  }
+
+  private emit(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.o.log.error({ err }, 'edge/runtime/health callback failed');
+    }
+  }
+}

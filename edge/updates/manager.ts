@@ -1,0 +1,376 @@
+import type { MqttClient } from 'mqtt';
+import type { Logger } from '../../shared/log/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import { verifyManifest, type TrustedKey } from '../../shared/manifest/index.js';
+import { decodePayload, manifestSchema, signedManifestSchema, type InputSpec, type Manifest } from '../../shared/protocol/index.js';
+import { deviceEvent, emitSafely, type EventContext } from './events.js';
+import { ArtifactFetcher } from './fetch.js';
+import { SlotStore } from './slots.js';
+import { UpdateStateStore, type UpdateState } from './state.js';
+import { UpdateError, type EmitEvent, type ModelHost, type RejectReason, type RollbackReason, type SlotRecord } from './types.js';
+
+/**
+ * The device's update pipeline (DESIGN.md "Edge rules"): verify → refuse (stale, expired, denied,
+ * input) → fetch → slot → activate through the {@link ModelHost} → persist → report. One install
+ * runs at a time; a newer desired manifest aborts a download in progress. Nothing touches the disk
+ * before the signature verified.
+ */
+
+export interface UpdateManagerDeps {
+  deviceId: string;
+  dataDir: string;
+  /** Public keys the device was provisioned with; more than one during a key rotation. */
+  trustedKeys: readonly TrustedKey[];
+  host: ModelHost;
+  /** Receives installed / rejected / rolled_back events; the daemon publishes them. */
+  emit: EmitEvent;
+  /** The daemon's MQTT client, for retained artifact chunks. */
+  mqtt?: MqttClient;
+  log?: Logger;
+  now?: () => Date;
+  /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */
+  expectedInput?: Pick<InputSpec, 'shape' | 'dtype'>;
+  mqttIdleTimeoutMs?: number;
+  httpIdleTimeoutMs?: number;
+  fetchImpl?: typeof fetch;
+  /** Retry after `download_failed` with exponential backoff; `false` disables. Default 30 s → 15 min. */
+  retry?: { initialMs: number; maxMs: number } | false;
+}
+
+export type UpdateOutcome =
+  | { status: 'installed'; release: number; sha256: string }
+  | { status: 'rejected'; reason: RejectReason; detail: string }
+  | { status: 'ignored'; detail: string }
+  | { status: 'superseded'; by: number };
+
+export type RollbackOutcome =
+  | { status: 'rolled_back'; to: { release: number; sha256: string } }
+  | { status: 'no_previous' | 'previous_failed' | 'not_current'; detail: string };
+
+export type RestoreOutcome = { status: 'restored'; from: 'current' | 'previous'; release: number; sha256: string } | { status: 'none' };
+
+export interface RunningModel {
+  model: string;
+  release: number;
+  sha256: string;
+}
+
+interface Candidate {
+  manifest: Manifest;
+  signed: SlotRecord['signed'];
+  resolve: (o: UpdateOutcome) => void;
+}
+
+class Superseded extends Error {
+  override readonly name = 'Superseded';
+  constructor(readonly by: number) {
+    super(`superseded by release ${by}`);
+  }
+}
+
+const PERMANENT: ReadonlySet<RejectReason> = new Set(['hash_mismatch', 'length_mismatch', 'load_failed', 'self_test_failed']);
+const keyOf = (m: Manifest): string => `${m.release}:${m.artifact.sha256}`;
+
+/** Parses a slot's stored manifest (local, already verified when it was stored). */
+function manifestOf(slot: SlotRecord | null): Manifest | null {
+  const r = slot ? manifestSchema.safeParse(slot.signed.manifest) : undefined;
+  return r?.success ? r.data : null;
+}
+
+export class UpdateManager {
+  private readonly log: Logger;
+  private readonly ctx: EventContext;
+  private readonly failed = new Map<string, RejectReason>();
+  private next: Candidate | undefined;
+  private job: { cand: Candidate; abort: AbortController; phase: 'fetch' | 'activate' } | undefined;
+  private worker: Promise<void> | undefined;
+  private lock: Promise<unknown> = Promise.resolve();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
+  private running: RunningModel | null = null;
+  private stopped = false;
+
+  private constructor(
+    private readonly deps: UpdateManagerDeps,
+    private readonly state: UpdateStateStore,
+    private readonly slots: SlotStore,
+    private readonly fetcher: ArtifactFetcher,
+  ) {
+    this.log = deps.log ?? silentLogger;
+    this.ctx = { deviceId: deps.deviceId, now: deps.now ?? (() => new Date()), emit: deps.emit, log: this.log };
+    this.retryDelay = deps.retry ? deps.retry.initialMs : 30_000;
+  }
+
+  /** Opens the persisted state (throws UpdateStateError on a corrupt file) and the slot store. */
+  static async create(deps: UpdateManagerDeps): Promise<UpdateManager> {
+    const log = deps.log ?? silentLogger;
+    const state = await UpdateStateStore.create({ dataDir: deps.dataDir });
+    const slots = await SlotStore.create({ dataDir: deps.dataDir, log });
+    const fetcher = await ArtifactFetcher.create({ dataDir: deps.dataDir, mqtt: deps.mqtt, log, mqttIdleTimeoutMs: deps.mqttIdleTimeoutMs, httpIdleTimeoutMs: deps.httpIdleTimeoutMs, fetchImpl: deps.fetchImpl });
+    return new UpdateManager(deps, state, slots, fetcher);
+  }
+
+  /** The model the host was last switched to by this manager (null before restore/install). */
+  get current(): RunningModel | null {
+    return this.running;
+  }
+
+  /** The persisted state (release floor, deny list, slots). */
+  get persisted(): UpdateState {
+    return this.state.get();
+  }
+
+  /**
+   * At startup: activates the persisted current slot, else the previous one, so the daemon serves
+   * what it served before a crash or restart. Each slot is re-verified (signature, file hash) first.
+   */
+  restore(): Promise<RestoreOutcome> {
+    return this.exclusive(async () => {
+      const s = this.state.get();
+      for (const from of ['current', 'previous'] as const) {
+        const slot = s[from];
+        if (!slot || this.state.isDenied(slot.sha256)) continue;
+        const v = verifyManifest(slot.signed, this.deps.trustedKeys);
+        if (!v.ok || v.manifest.artifact.sha256 !== slot.sha256) {
+          this.log.warn({ from, sha256: slot.sha256, reason: v.ok ? 'sha_mismatch' : v.reason }, 'updates/restore-untrusted-slot');
+          continue;
+        }
+        const m = v.manifest;
+        if (!(await this.slots.verify(m.artifact))) continue;
+        try {
+          await this.deps.host.activate(this.slots.pathOf(slot.sha256), m);
+        } catch (err) {
+          this.log.warn({ from, sha256: slot.sha256, err }, 'updates/restore-activate-failed');
+          continue;
+        }
+        if (from === 'previous') await this.state.save({ ...s, current: slot, previous: null });
+        const now = this.state.get();
+        await this.slots.prune([now.current?.sha256, now.previous?.sha256]);
+        this.running = { model: m.model, release: m.release, sha256: slot.sha256 };
+        this.log.info({ from, release: m.release, sha256: slot.sha256 }, 'updates/restored');
+        return { status: 'restored', from, release: m.release, sha256: slot.sha256 };
+      }
+      if (s.current || s.previous) this.log.error({ current: s.current?.sha256, previous: s.previous?.sha256 }, 'updates/restore-nothing-usable');
+      return { status: 'none' };
+    });
+  }
+
+  /**
+   * Handles a raw `desired` payload (bytes, text or parsed JSON). Resolves when this manifest is
+   * installed, refused, ignored (already running or in progress) or superseded; never rejects.
+   */
+  handleDesired(payload: unknown): Promise<UpdateOutcome> {
+    if (this.stopped) return Promise.resolve({ status: 'ignored', detail: 'update manager stopped' });
+    let envelope: unknown = payload;
+    if (typeof payload === 'string' || payload instanceof Uint8Array) {
+      try {
+        envelope = decodePayload(signedManifestSchema, payload);
+      } catch {
+        // verifyManifest reports the precise reason below.
+      }
+    }
+    const v = verifyManifest(envelope, this.deps.trustedKeys);
+    if (!v.ok) return Promise.resolve(this.reject(null, v.reason, v.detail));
+    const m = v.manifest;
+    const early = this.precheck(m);
+    if (early) return Promise.resolve(early);
+    for (const c of [this.job?.cand, this.next]) {
+      if (!c) continue;
+      if (keyOf(c.manifest) === keyOf(m)) return Promise.resolve({ status: 'ignored', detail: `release ${m.release} is already in progress` });
+      if (c.manifest.release >= m.release) return Promise.resolve(this.reject(m, 'stale_release', `release ${c.manifest.release} is already being installed`));
+    }
+    return new Promise<UpdateOutcome>((resolve) => {
+      this.next?.resolve({ status: 'superseded', by: m.release });
+      this.next = { manifest: m, signed: envelope as SlotRecord['signed'], resolve };
+      this.clearRetry();
+      if (this.job?.phase === 'fetch') this.job.abort.abort(new Superseded(m.release));
+      this.kick();
+    });
+  }
+
+  /**
+   * Called by the health gate after a bad switch: deny-lists `sha256`, switches back to the
+   * previous slot, persists, and reports `rolled_back` with `reason`.
+   */
+  rollback(reason: RollbackReason, sha256: string): Promise<RollbackOutcome> {
+    return this.exclusive(async () => {
+      const s = this.state.get();
+      const denied = [...s.denied, sha256];
+      const bad = s.current?.sha256 === sha256 ? manifestOf(s.current) : null;
+      if (!bad) {
+        await this.state.save({ ...s, denied });
+        return { status: 'not_current', detail: `${sha256} is not the current slot; deny-listed only` };
+      }
+      const prev = s.previous;
+      const prevManifest = manifestOf(prev);
+      let problem: { status: 'no_previous' | 'previous_failed'; detail: string } | undefined;
+      if (!prev || !prevManifest || prev.sha256 === sha256 || this.state.isDenied(prev.sha256) || !(await this.slots.verify(prevManifest.artifact))) {
+        problem = { status: 'no_previous', detail: 'no usable previous release is kept; still serving the denied model' };
+      } else {
+        try {
+          await this.deps.host.activate(this.slots.pathOf(prev.sha256), prevManifest);
+        } catch (err) {
+          problem = { status: 'previous_failed', detail: `previous release ${prevManifest.release} failed to load: ${(err as Error).message}` };
+        }
+      }
+      if (problem || !prev || !prevManifest) {
+        await this.state.save({ ...s, denied });
+        const p = problem ?? { status: 'no_previous' as const, detail: 'no previous release' };
+        emitSafely(this.ctx, deviceEvent(this.ctx, 'rolled_back', bad, { reason, detail: p.detail }));
+        this.log.error({ sha256, reason, ...p }, 'updates/rollback-incomplete');
+        return p;
+      }
+      await this.state.save({ ...s, denied, current: prev, previous: null });
+      await this.slots.prune([prev.sha256]);
+      this.running = { model: prevManifest.model, release: prevManifest.release, sha256: prev.sha256 };
+      const detail = `now serving release ${prevManifest.release} (${prev.sha256.slice(0, 12)})`;
+      emitSafely(this.ctx, deviceEvent(this.ctx, 'rolled_back', bad, { reason, detail }));
+      this.log.warn({ sha256, reason, to: prevManifest.release }, 'updates/rolled-back');
+      return { status: 'rolled_back', to: { release: prevManifest.release, sha256: prev.sha256 } };
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.clearRetry();
+    this.next?.resolve({ status: 'ignored', detail: 'update manager stopped' });
+    this.next = undefined;
+    this.job?.abort.abort(new Error('update manager stopped'));
+    await this.worker;
+    await this.lock.catch(() => undefined);
+    await this.state.dispose();
+  }
+
+  /** Checks that need no download; emits and returns a refusal, or null to go on. */
+  private precheck(m: Manifest): UpdateOutcome | null {
+    const s = this.state.get();
+    const sha = m.artifact.sha256;
+    const cur = manifestOf(s.current);
+    if (cur && cur.release === m.release && s.current?.sha256 === sha) return { status: 'ignored', detail: `release ${m.release} is already installed` };
+    if (m.release <= s.highestRelease) return this.reject(m, 'stale_release', `release ${m.release} is not above the highest accepted release ${s.highestRelease}`);
+    const now = this.ctx.now();
+    if (Date.parse(m.expiresAt) < now.getTime()) return this.reject(m, 'expired', `manifest expired at ${m.expiresAt} (now ${now.toISOString()})`);
+    if (this.state.isDenied(sha)) return this.reject(m, 'denied_hash', `model ${sha} was rolled back on this device and is deny-listed`);
+    const want = this.deps.expectedInput;
+    if (want && (want.dtype !== m.input.dtype || want.shape.join('x') !== m.input.shape.join('x'))) {
+      return this.reject(m, 'input_mismatch', `model input ${m.input.dtype}[${m.input.shape.join(',')}] differs from the device's ${want.dtype}[${want.shape.join(',')}]`);
+    }
+    const failed = this.failed.get(keyOf(m));
+    if (failed) return { status: 'ignored', detail: `release ${m.release} already failed here (${failed})` };
+    return null;
+  }
+
+  private reject(m: Manifest | null, reason: RejectReason, detail: string): UpdateOutcome {
+    this.log.warn({ release: m?.release, sha256: m?.artifact.sha256, reason, detail }, 'updates/rejected');
+    emitSafely(this.ctx, deviceEvent(this.ctx, 'rejected', m, { reason, detail }));
+    return { status: 'rejected', reason, detail };
+  }
+
+  private kick(): void {
+    if (this.worker || this.stopped) return;
+    this.worker = (async () => {
+      while (this.next && !this.stopped) {
+        const cand = this.next;
+        this.next = undefined;
+        const job = { cand, abort: new AbortController(), phase: 'fetch' as 'fetch' | 'activate' };
+        this.job = job;
+        let outcome: UpdateOutcome;
+        try {
+          outcome = await this.install(job);
+        } catch (err) {
+          outcome = this.failure(job, err);
+        } finally {
+          this.job = undefined;
+        }
+        cand.resolve(outcome);
+      }
+    })().finally(() => {
+      this.worker = undefined;
+      if (this.next) this.kick();
+    });
+  }
+
+  private async install(job: NonNullable<UpdateManager['job']>): Promise<UpdateOutcome> {
+    const { manifest: m, signed } = job.cand;
+    const sha = m.artifact.sha256;
+    const early = this.precheck(m); // the state may have moved while this candidate waited
+    if (early) return early;
+    let path: string;
+    if (await this.slots.verify(m.artifact)) {
+      path = this.slots.pathOf(sha); // the bytes are already in a slot (a re-issued release)
+    } else {
+      const got = await this.fetcher.fetch(m.artifact, { signal: job.abort.signal });
+      path = await this.slots.adopt(m.artifact, got.path);
+      await this.fetcher.forget(sha);
+    }
+    job.abort.signal.throwIfAborted();
+    job.phase = 'activate';
+    return this.exclusive(async () => {
+      const late = this.precheck(m); // a rollback may have deny-listed it meanwhile
+      if (late) return late;
+      try {
+        await this.deps.host.activate(path, m);
+      } catch (err) {
+        const reason: RejectReason = (err as { reason?: unknown }).reason === 'self_test_failed' ? 'self_test_failed' : 'load_failed';
+        throw new UpdateError(reason, (err as Error)?.message ?? String(err), { cause: err });
+      }
+      const next = await this.state.update((s) => ({
+        ...s,
+        highestRelease: Math.max(s.highestRelease, m.release),
+        current: { sha256: sha, signed },
+        previous: s.current && s.current.sha256 !== sha ? s.current : s.previous,
+      }));
+      this.running = { model: m.model, release: m.release, sha256: sha };
+      this.failed.clear();
+      this.retryDelay = this.deps.retry ? this.deps.retry.initialMs : 30_000;
+      await this.slots.prune([next.current?.sha256, next.previous?.sha256]);
+      await this.fetcher.prune();
+      this.log.info({ release: m.release, sha256: sha, model: m.model }, 'updates/installed');
+      emitSafely(this.ctx, deviceEvent(this.ctx, 'installed', m));
+      return { status: 'installed', release: m.release, sha256: sha };
+    });
+  }
+
+  private failure(job: NonNullable<UpdateManager['job']>, err: unknown): UpdateOutcome {
+    const m = job.cand.manifest;
+    const aborted: unknown = job.abort.signal.aborted ? job.abort.signal.reason : undefined;
+    if (aborted instanceof Superseded) return { status: 'superseded', by: aborted.by };
+    if (aborted !== undefined || this.stopped) return { status: 'ignored', detail: 'update manager stopped' };
+    const reason: RejectReason = err instanceof UpdateError ? err.reason : job.phase === 'activate' ? 'load_failed' : 'download_failed';
+    if (PERMANENT.has(reason)) {
+      this.failed.set(keyOf(m), reason);
+      if (this.failed.size > 64) this.failed.delete(this.failed.keys().next().value!);
+      // A model that failed to load is not worth keeping; never delete the slots in use.
+      const s = this.state.get();
+      void this.slots.prune([s.current?.sha256, s.previous?.sha256]).catch((e: unknown) => this.log.warn({ err: e }, 'updates/prune-failed'));
+    }
+    if (reason === 'download_failed') this.scheduleRetry(job.cand);
+    return this.reject(m, reason, (err as Error)?.message ?? String(err));
+  }
+
+  private scheduleRetry(cand: Candidate): void {
+    if (this.deps.retry === false || this.stopped || this.next) return;
+    const delay = this.retryDelay;
+    this.retryDelay = Math.min(delay * 2, this.deps.retry?.maxMs ?? 15 * 60_000);
+    this.clearRetry();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.next || this.job || this.stopped) return;
+      this.log.info({ release: cand.manifest.release }, 'updates/retry');
+      this.next = { ...cand, resolve: () => undefined };
+      this.kick();
+    }, delay);
+    this.retryTimer.unref();
+  }
+
+  private clearRetry(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+}

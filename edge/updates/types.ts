@@ -1,0 +1,52 @@
+import type { DeviceEvent, Manifest, REJECT_REASONS, ROLLBACK_REASONS } from '../../shared/protocol/index.js';
+
+export type RejectReason = (typeof REJECT_REASONS)[number];
+export type RollbackReason = (typeof ROLLBACK_REASONS)[number];
+export type ActivationFailure = Extract<RejectReason, 'load_failed' | 'self_test_failed'>;
+
+/**
+ * What the update pipeline needs from the inference runtime (implemented by edge/runtime).
+ */
+export interface ModelHost {
+  /**
+   * Create a new ORT session for the file, run `manifest.selfTest`, then atomically switch;
+   * in-flight requests finish on the old session. Throws an Error with
+   * `reason: 'load_failed' | 'self_test_failed'` (see {@link ActivationError}); any other error is
+   * treated as `load_failed`. On a throw, the previously active model must still be serving.
+   */
+  activate(path: string, manifest: Manifest): Promise<void>;
+}
+
+/** The error a {@link ModelHost} throws when a model cannot be switched to. */
+export class ActivationError extends Error {
+  override readonly name = 'ActivationError';
+  constructor(
+    readonly reason: ActivationFailure,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** Receives device events (installed / rejected / rolled_back); the daemon publishes them on `devices/{id}/events`. */
+export type EmitEvent = (event: DeviceEvent) => void | Promise<void>;
+
+/** A failure of the update pipeline with its protocol reason code. */
+export class UpdateError extends Error {
+  override readonly name = 'UpdateError';
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** What is installed in a slot: the content address and the signed payload exactly as received. */
+export interface SlotRecord {
+  sha256: string;
+  /** The `desired` payload as received (`{ manifest, signature }`), so it can be re-verified later. */
+  signed: { manifest: unknown; signature: { alg: 'ed25519'; keyId: string; sig: string } };
+}

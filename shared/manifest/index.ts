@@ -1,0 +1,4 @@
+export * from './keys.js';
+export * from './canonical.js';
+export * from './sign.js';
+export * from './artifact.js';

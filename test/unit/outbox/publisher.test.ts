@@ -1,0 +1,229 @@
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Outbox, OutboxPublisher, createBackoff, type PublishClient } from '../../../edge/outbox/index.js';
+import { decodePayload, examplesBatchSchema, topics } from '../../../shared/protocol/index.js';
+import { makeExample, tempDir } from './helpers.js';
+
+/** Records publishes; the test decides when (and whether) each is acknowledged. */
+class FakeClient extends EventEmitter implements PublishClient {
+  connected = false;
+  sent: { topic: string; qos: number; cb: (err?: Error) => void; batch: ReturnType<typeof decode> }[] = [];
+  publish(topic: string, message: Buffer, opts: { qos: 1 }, cb: (err?: Error) => void): this {
+    this.sent.push({ topic, qos: opts.qos, cb, batch: decode(message) });
+    return this;
+  }
+  up(): void {
+    this.connected = true;
+    this.emit('connect');
+  }
+  down(): void {
+    this.connected = false;
+    this.emit('close');
+  }
+}
+const decode = (m: Buffer) => decodePayload(examplesBatchSchema, m);
+
+const DEVICE = 'dev-unit-1';
+let tmp: ReturnType<typeof tempDir>;
+let outbox: Outbox;
+let client: FakeClient;
+let pub: OutboxPublisher;
+/** setImmediate stays real (the publisher coalesces wake-ups with it); one turn runs the queued pump. */
+const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function publisher(extra: Partial<ConstructorParameters<typeof OutboxPublisher>[0]> = {}) {
+  pub = new OutboxPublisher({ outbox, client, deviceId: DEVICE, backoff: { initialMs: 1000, maxMs: 8000, random: () => 0 }, ackTimeoutMs: 30_000, ...extra });
+  return pub;
+}
+
+beforeEach(async () => {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+  tmp = tempDir();
+  outbox = await Outbox.create({ path: join(tmp.dir, 'o.db'), maxRows: 10_000, maxBytes: 50_000_000 });
+  client = new FakeClient();
+});
+afterEach(async () => {
+  await pub?.stop();
+  outbox.dispose();
+  tmp.cleanup();
+  vi.useRealTimers();
+});
+
+describe('OutboxPublisher', () => {
+  it('publishes only while connected, at QoS 1 to the device examples topic, and deletes rows only on ack', async () => {
+    const es = [makeExample(), makeExample('audit'), makeExample('feedback')];
+    for (const e of es) outbox.add(e);
+    publisher().start();
+    await flush();
+    expect(client.sent).toHaveLength(0); // offline: nothing handed to MQTT.js
+
+    client.up();
+    await flush();
+    expect(client.sent).toHaveLength(1);
+    const [first] = client.sent;
+    expect(first!.topic).toBe(topics.examples(DEVICE));
+    expect(first!.qos).toBe(1);
+    expect(first!.batch).toMatchObject({ v: 1, deviceId: DEVICE });
+    expect(first!.batch.examples).toEqual(es);
+    expect(outbox.depth()).toBe(3); // written, not acknowledged
+    expect(pub.stats().inFlight).toBe(3);
+
+    outbox.add(makeExample());
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(client.sent).toHaveLength(1); // the in-flight batch is not re-sent, no second batch meanwhile
+
+    first!.cb();
+    await flush();
+    expect(outbox.counters().published).toBe(3);
+    expect(client.sent).toHaveLength(2); // the row added meanwhile
+    client.sent[1]!.cb();
+    await flush();
+    expect(pub.depth()).toBe(0);
+    expect(pub.counters()).toMatchObject({ selected: 4, published: 4 });
+    expect(pub.stats()).toMatchObject({ batches: 2, failures: 0, inFlight: 0 });
+  });
+
+  it('splits into batches by count and by bytes', async () => {
+    for (let i = 0; i < 150; i++) outbox.add(makeExample('low_margin', 64));
+    publisher({ maxBatchExamples: 64 }).start();
+    client.up();
+    const sizes: number[] = [];
+    for (let i = 0; i < 5 && pub.depth() > 0; i++) {
+      await flush();
+      const last = client.sent.at(-1)!;
+      sizes.push(last.batch.examples.length);
+      last.cb();
+    }
+    expect(sizes).toEqual([64, 64, 22]);
+
+    for (let i = 0; i < 20; i++) outbox.add(makeExample('low_margin', 256));
+    await pub.stop();
+    client = new FakeClient();
+    publisher({ maxBatchBytes: 8 * 1024 }).start();
+    client.up();
+    await flush();
+    const b = client.sent[0]!;
+    expect(Buffer.byteLength(JSON.stringify(b.batch))).toBeLessThanOrEqual(8 * 1024);
+    expect(b.batch.examples.length).toBeGreaterThan(1);
+    expect(b.batch.examples.length).toBeLessThan(20);
+  });
+
+  it('on a publish error, retries the same rows with a new batchId after exponential backoff, reset by success', async () => {
+    for (let i = 0; i < 3; i++) outbox.add(makeExample());
+    publisher().start();
+    client.up();
+    await flush();
+    // random() = 0 → half the ceiling: 500, 1000, 2000, 4000, then capped at 8000/2.
+    for (const d of [500, 1000, 2000, 4000, 4000]) {
+      const n = client.sent.length;
+      client.sent.at(-1)!.cb(new Error('boom'));
+      await vi.advanceTimersByTimeAsync(d - 1);
+      await flush();
+      expect(client.sent.length).toBe(n);
+      await vi.advanceTimersByTimeAsync(1);
+      await flush();
+      expect(client.sent.length).toBe(n + 1);
+    }
+    const batchIds = new Set(client.sent.map((s) => s.batch.batchId));
+    expect(batchIds.size).toBe(6);
+    for (const s of client.sent) expect(s.batch.examples.map((e) => e.id)).toEqual(client.sent[0]!.batch.examples.map((e) => e.id));
+    expect(outbox.depth()).toBe(3);
+    expect(pub.stats().failures).toBe(5);
+
+    client.sent.at(-1)!.cb();
+    await flush();
+    expect(outbox.depth()).toBe(0);
+    outbox.add(makeExample());
+    await flush();
+    const n = client.sent.length;
+    client.sent.at(-1)!.cb(new Error('again'));
+    await vi.advanceTimersByTimeAsync(499);
+    await flush();
+    expect(client.sent.length).toBe(n);
+    await vi.advanceTimersByTimeAsync(1);
+    await flush();
+    expect(client.sent.length).toBe(n + 1); // backoff was reset by the success
+  });
+
+  it('keeps the in-flight batch across a disconnect (MQTT.js resends it) and does not time it out while offline', async () => {
+    outbox.add(makeExample());
+    publisher({ ackTimeoutMs: 5000 }).start();
+    client.up();
+    await flush();
+    client.down();
+    await vi.advanceTimersByTimeAsync(60_000);
+    client.up();
+    await vi.advanceTimersByTimeAsync(4000);
+    expect(client.sent).toHaveLength(1); // we did not publish it again
+    client.sent[0]!.cb(); // PUBACK of MQTT.js's resend
+    await flush();
+    expect(outbox.depth()).toBe(0);
+    expect(pub.stats().failures).toBe(0);
+  });
+
+  it('resends rows when no PUBACK comes in time; a late PUBACK still deletes them, counted once', async () => {
+    const es = [makeExample(), makeExample()];
+    for (const e of es) outbox.add(e);
+    publisher({ ackTimeoutMs: 5000 }).start();
+    client.up();
+    await flush();
+    await vi.advanceTimersByTimeAsync(5000 + 500);
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    expect(client.sent[1]!.batch.batchId).not.toBe(client.sent[0]!.batch.batchId);
+    expect(client.sent[1]!.batch.examples).toEqual(client.sent[0]!.batch.examples);
+    client.sent[0]!.cb(); // late ack of the abandoned batch
+    await flush();
+    expect(outbox.depth()).toBe(0);
+    client.sent[1]!.cb();
+    await flush();
+    expect(outbox.counters().published).toBe(2);
+    expect(client.sent).toHaveLength(2);
+  });
+
+  it('a reconnect cancels a pending backoff and resumes at once', async () => {
+    outbox.add(makeExample());
+    publisher({ backoff: { initialMs: 60_000, maxMs: 60_000, random: () => 0 } }).start();
+    client.up();
+    await flush();
+    client.down();
+    client.sent[0]!.cb(new Error('Connection closed'));
+    await vi.advanceTimersByTimeAsync(1000);
+    client.up();
+    await flush();
+    expect(client.sent).toHaveLength(2);
+  });
+
+  it('stop() halts publishing; rows stay for the next start', async () => {
+    outbox.add(makeExample());
+    publisher().start();
+    client.up();
+    await flush();
+    await pub.stop();
+    client.sent[0]!.cb(new Error('x'));
+    outbox.add(makeExample());
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(client.sent).toHaveLength(1);
+    expect(outbox.depth()).toBe(2);
+    publisher().start();
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    expect(client.sent[1]!.batch.examples).toHaveLength(2);
+  });
+
+  it('refuses an invalid device id at construction', () => {
+    expect(() => new OutboxPublisher({ outbox, client, deviceId: 'a/+' })).toThrow(/invalid device id/);
+  });
+});
+
+describe('createBackoff', () => {
+  it('uses equal jitter within [c/2, c) and caps c', () => {
+    const hi = createBackoff({ initialMs: 100, maxMs: 1000, random: () => 0.999999 });
+    const lo = createBackoff({ initialMs: 100, maxMs: 1000, random: () => 0 });
+    expect(Array.from({ length: 6 }, () => lo.next())).toEqual([50, 100, 200, 400, 500, 500]);
+    expect(Array.from({ length: 6 }, () => hi.next())).toEqual([99, 199, 399, 799, 999, 999]);
+    lo.reset();
+    expect(lo.next()).toBe(50);
+  });
+});
