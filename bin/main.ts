@@ -1,4 +1,7 @@
 import { Command } from 'commander';
+import { distillCommand } from '../cloud/distill/cli.js';
+import { teacherCommand } from '../cloud/teacher/cli.js';
+import { dataCommand } from '../shared/data/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -6,8 +9,12 @@ export function buildProgram(): Command {
   const program = new Command('apprentice')
     .description('Distil small student models from a cloud teacher and keep a fleet of edge devices running them')
     .version('0.1.0');
+  program.addCommand(teacherCommand());
+  program.addCommand(distillCommand());
+  program.addCommand(dataCommand());
   return program;
 }
 
-const code = await runProgram(buildProgram(), process.argv);
-process.exitCode = code;
+if (!process.env.VITEST) {
+  process.exitCode = await runProgram(buildProgram(), process.argv);
+}

@@ -209,8 +209,12 @@ check_source() {
   if [[ $COPY_NODE_MODULES -eq 1 && ! -d "$SOURCE/node_modules" ]]; then
     die "--copy-node-modules: $SOURCE/node_modules does not exist"
   fi
-  if [[ -n "$CONFIG_FILE" && ! -f "$CONFIG_FILE" ]]; then
-    die "--config $CONFIG_FILE: no such file"
+  if [[ -n "$CONFIG_FILE" ]]; then
+    [[ -f "$CONFIG_FILE" ]] || die "--config $CONFIG_FILE: no such file"
+    if command -v node >/dev/null 2>&1; then
+      node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$CONFIG_FILE" 2>/dev/null ||
+        die "--config $CONFIG_FILE is not valid JSON"
+    fi
   fi
 }
 
@@ -326,10 +330,6 @@ write_config() {
   fi
   local tmp="$CONF_FILE.tmp.$$"
   if [[ -n "$CONFIG_FILE" ]]; then
-    if command -v node >/dev/null 2>&1; then
-      node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$CONFIG_FILE" ||
-        die "--config $CONFIG_FILE is not valid JSON"
-    fi
     cp "$CONFIG_FILE" "$tmp"
     log "wrote $CONF_FILE from $CONFIG_FILE"
   else

@@ -43,7 +43,8 @@ export function agreement(a: Int32Array, b: Int32Array): number {
 }
 
 async function openSession(model: Uint8Array, threads?: number): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential' });
+  // ORT rejects an explicit `undefined` thread count, so only set it when given.
+  return ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', interOpNumThreads: 1, executionMode: 'sequential', ...(threads ? { intraOpNumThreads: threads } : {}) });
 }
 
 function feedDims(session: ort.InferenceSession, exampleSize: number, n: number): number[] {

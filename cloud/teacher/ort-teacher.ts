@@ -53,7 +53,7 @@ export class Teacher {
         if (bytes.length === 0) throw new TeacherError(`${file}: empty file, not an ONNX model`);
         let session: ort.InferenceSession;
         try {
-          session = await ort.InferenceSession.create(bytes, { intraOpNumThreads, graphOptimizationLevel: 'all' });
+          session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', ...(intraOpNumThreads ? { intraOpNumThreads } : {}) });
         } catch (err) {
           throw new TeacherError(`${file}: not a loadable ONNX model (${(err as Error).message.split('\n')[0]})`);
         }

@@ -87,17 +87,18 @@ export class Outbox {
   private readonly cache: OutboxCounters;
   private readonly listeners = new Set<() => void>();
   private disposed = false;
+  private readonly sql: ReturnType<typeof prepare>;
 
   private constructor(
     private readonly db: Database.Database,
     private readonly opts: Required<OutboxOptions>,
   ) {
+    this.sql = prepare(db);
     const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox').get() as { n: number; b: number };
     this.rows = totals.n;
     this.totalBytes = totals.b;
-    const meta = new Map((db.prepare('SELECT key, value FROM meta').all() as { key: string; value: number }[]).map((r) => [r.key, r.value]));
     this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0 };
-    for (const k of COUNTER_KEYS) this.cache[k] = meta.get(k) ?? 0;
+    this.reloadCounters();
   }
 
   /**
@@ -142,7 +143,7 @@ export class Outbox {
     const { maxRows, maxBytes } = this.opts;
 
     const result = this.db.transaction((): { res: AddResult; freedRows: number; freedBytes: number } => {
-      if (this.db.prepare('SELECT 1 FROM outbox WHERE id = ?').get(ex.id)) return { res: { status: 'duplicate' }, freedRows: 0, freedBytes: 0 };
+      if (this.sql.exists.get(ex.id)) return { res: { status: 'duplicate' }, freedRows: 0, freedBytes: 0 };
       this.bump('selected', 1);
       if (bytes > maxBytes) {
         this.bump('dropped', 1);
@@ -153,7 +154,7 @@ export class Outbox {
       const victims: { id: string; bytes: number }[] = [];
       if (needRows > 0 || needBytes > 0) {
         // Collect first: better-sqlite3 forbids other statements while an iterator is open.
-        const candidates = this.db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? ORDER BY priority, seq').iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
+        const candidates = this.sql.victims.iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
         for (const v of candidates) {
           victims.push(v);
           needRows--;
@@ -164,14 +165,11 @@ export class Outbox {
           this.bump('dropped', 1);
           return { res: { status: 'dropped', cause: 'full' }, freedRows: 0, freedBytes: 0 };
         }
-        const del = this.db.prepare('DELETE FROM outbox WHERE id = ?');
-        for (const v of victims) del.run(v.id);
+        for (const v of victims) this.sql.delete.run(v.id);
         this.bump('evicted', victims.length);
       }
       const seq = this.bump('seq', 1);
-      this.db
-        .prepare('INSERT INTO outbox (id, seq, reason, kind, priority, bytes, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(ex.id, seq, ex.reason, kind, priority, bytes, this.opts.now(), json);
+      this.sql.insert.run(ex.id, seq, ex.reason, kind, priority, bytes, this.opts.now(), json);
       const freedBytes = victims.reduce((a, v) => a + v.bytes, 0);
       return { res: { status: 'added', evicted: victims.length }, freedRows: victims.length - 1, freedBytes: freedBytes - bytes };
     }).immediate();
@@ -206,7 +204,7 @@ export class Outbox {
     const out: OutboxRow[] = [];
     const bad: string[] = [];
     let total = 0;
-    const rows = this.db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox ORDER BY seq').iterate() as IterableIterator<{ id: string; kind: ExampleKind; bytes: number; created_at: number; payload: string }>;
+    const rows = this.sql.oldest.iterate() as IterableIterator<{ id: string; kind: ExampleKind; bytes: number; created_at: number; payload: string }>;
     for (const r of rows) {
       if (out.length >= limit) break;
       if (out.length > 0 && total + r.bytes + 1 > maxBytes) break;
@@ -272,15 +270,13 @@ export class Outbox {
 
   private deleteRows(ids: readonly string[], counter: 'published' | 'dropped'): number {
     if (ids.length === 0) return 0;
-    const sel = this.db.prepare('SELECT bytes FROM outbox WHERE id = ?');
-    const del = this.db.prepare('DELETE FROM outbox WHERE id = ?');
     const { n, b } = this.db.transaction(() => {
       let count = 0;
       let freed = 0;
       for (const id of new Set(ids)) {
-        const row = sel.get(id) as { bytes: number } | undefined;
+        const row = this.sql.bytesOf.get(id) as { bytes: number } | undefined;
         if (!row) continue;
-        del.run(id);
+        this.sql.delete.run(id);
         count++;
         freed += row.bytes;
       }
@@ -295,14 +291,11 @@ export class Outbox {
 
   /** Adds to a persisted counter inside the caller's transaction; returns the new value. */
   private bump(key: (typeof COUNTER_KEYS)[number] | 'seq', by: number): number {
-    const row = this.db
-      .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value')
-      .get(key, by) as { value: number };
-    return row.value;
+    return (this.sql.bump.get(key, by) as { value: number }).value;
   }
 
   private reloadCounters(): void {
-    for (const r of this.db.prepare('SELECT key, value FROM meta').all() as { key: string; value: number }[]) {
+    for (const r of this.sql.meta.all() as { key: string; value: number }[]) {
       if ((COUNTER_KEYS as readonly string[]).includes(r.key)) this.cache[r.key as keyof OutboxCounters] = r.value;
     }
   }
@@ -310,6 +303,20 @@ export class Outbox {
   private assertOpen(): void {
     if (this.disposed) throw new OutboxError('outbox is disposed');
   }
+}
+
+/** Every statement, prepared once per connection. */
+function prepare(db: Database.Database) {
+  return {
+    exists: db.prepare('SELECT 1 FROM outbox WHERE id = ?'),
+    bytesOf: db.prepare('SELECT bytes FROM outbox WHERE id = ?'),
+    victims: db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? ORDER BY priority, seq'),
+    oldest: db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox ORDER BY seq'),
+    insert: db.prepare('INSERT INTO outbox (id, seq, reason, kind, priority, bytes, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    delete: db.prepare('DELETE FROM outbox WHERE id = ?'),
+    bump: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value'),
+    meta: db.prepare('SELECT key, value FROM meta'),
+  };
 }
 
 /** Versioned with `PRAGMA user_version`; a file from a newer release is refused rather than misread. */

@@ -2,12 +2,23 @@ import type { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/log/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { verifyManifest, type TrustedKey } from '../../shared/manifest/index.js';
-import { decodePayload, manifestSchema, signedManifestSchema, type InputSpec, type Manifest } from '../../shared/protocol/index.js';
+import { decodePayload, signedManifestSchema, type InputSpec, type Manifest } from '../../shared/protocol/index.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
 import { UpdateStateStore, type UpdateState } from './state.js';
-import { UpdateError, type EmitEvent, type ModelHost, type RejectReason, type RollbackReason, type SlotRecord } from './types.js';
+import { manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
+import {
+  UpdateError,
+  type EmitEvent,
+  type ModelHost,
+  type RejectReason,
+  type RestoreOutcome,
+  type RollbackOutcome,
+  type RollbackReason,
+  type RunningModel,
+  type SlotRecord,
+} from './types.js';
 
 /**
  * The device's update pipeline (DESIGN.md "Edge rules"): verify → refuse (stale, expired, denied,
@@ -43,18 +54,6 @@ export type UpdateOutcome =
   | { status: 'ignored'; detail: string }
   | { status: 'superseded'; by: number };
 
-export type RollbackOutcome =
-  | { status: 'rolled_back'; to: { release: number; sha256: string } }
-  | { status: 'no_previous' | 'previous_failed' | 'not_current'; detail: string };
-
-export type RestoreOutcome = { status: 'restored'; from: 'current' | 'previous'; release: number; sha256: string } | { status: 'none' };
-
-export interface RunningModel {
-  model: string;
-  release: number;
-  sha256: string;
-}
-
 interface Candidate {
   manifest: Manifest;
   signed: SlotRecord['signed'];
@@ -71,15 +70,10 @@ class Superseded extends Error {
 const PERMANENT: ReadonlySet<RejectReason> = new Set(['hash_mismatch', 'length_mismatch', 'load_failed', 'self_test_failed']);
 const keyOf = (m: Manifest): string => `${m.release}:${m.artifact.sha256}`;
 
-/** Parses a slot's stored manifest (local, already verified when it was stored). */
-function manifestOf(slot: SlotRecord | null): Manifest | null {
-  const r = slot ? manifestSchema.safeParse(slot.signed.manifest) : undefined;
-  return r?.success ? r.data : null;
-}
-
 export class UpdateManager {
   private readonly log: Logger;
   private readonly ctx: EventContext;
+  private readonly recovery: RecoveryDeps;
   private readonly failed = new Map<string, RejectReason>();
   private next: Candidate | undefined;
   private job: { cand: Candidate; abort: AbortController; phase: 'fetch' | 'activate' } | undefined;
@@ -99,6 +93,7 @@ export class UpdateManager {
     this.log = deps.log ?? silentLogger;
     this.ctx = { deviceId: deps.deviceId, now: deps.now ?? (() => new Date()), emit: deps.emit, log: this.log };
     this.retryDelay = deps.retry ? deps.retry.initialMs : 30_000;
+    this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, ctx: this.ctx, log: this.log };
   }
 
   /** Opens the persisted state (throws UpdateStateError on a corrupt file) and the slot store. */
@@ -126,32 +121,9 @@ export class UpdateManager {
    */
   restore(): Promise<RestoreOutcome> {
     return this.exclusive(async () => {
-      const s = this.state.get();
-      for (const from of ['current', 'previous'] as const) {
-        const slot = s[from];
-        if (!slot || this.state.isDenied(slot.sha256)) continue;
-        const v = verifyManifest(slot.signed, this.deps.trustedKeys);
-        if (!v.ok || v.manifest.artifact.sha256 !== slot.sha256) {
-          this.log.warn({ from, sha256: slot.sha256, reason: v.ok ? 'sha_mismatch' : v.reason }, 'updates/restore-untrusted-slot');
-          continue;
-        }
-        const m = v.manifest;
-        if (!(await this.slots.verify(m.artifact))) continue;
-        try {
-          await this.deps.host.activate(this.slots.pathOf(slot.sha256), m);
-        } catch (err) {
-          this.log.warn({ from, sha256: slot.sha256, err }, 'updates/restore-activate-failed');
-          continue;
-        }
-        if (from === 'previous') await this.state.save({ ...s, current: slot, previous: null });
-        const now = this.state.get();
-        await this.slots.prune([now.current?.sha256, now.previous?.sha256]);
-        this.running = { model: m.model, release: m.release, sha256: slot.sha256 };
-        this.log.info({ from, release: m.release, sha256: slot.sha256 }, 'updates/restored');
-        return { status: 'restored', from, release: m.release, sha256: slot.sha256 };
-      }
-      if (s.current || s.previous) this.log.error({ current: s.current?.sha256, previous: s.previous?.sha256 }, 'updates/restore-nothing-usable');
-      return { status: 'none' };
+      const { outcome, running } = await restoreSlots(this.recovery);
+      this.running = running;
+      return outcome;
     });
   }
 
@@ -194,39 +166,9 @@ export class UpdateManager {
    */
   rollback(reason: RollbackReason, sha256: string): Promise<RollbackOutcome> {
     return this.exclusive(async () => {
-      const s = this.state.get();
-      const denied = [...s.denied, sha256];
-      const bad = s.current?.sha256 === sha256 ? manifestOf(s.current) : null;
-      if (!bad) {
-        await this.state.save({ ...s, denied });
-        return { status: 'not_current', detail: `${sha256} is not the current slot; deny-listed only` };
-      }
-      const prev = s.previous;
-      const prevManifest = manifestOf(prev);
-      let problem: { status: 'no_previous' | 'previous_failed'; detail: string } | undefined;
-      if (!prev || !prevManifest || prev.sha256 === sha256 || this.state.isDenied(prev.sha256) || !(await this.slots.verify(prevManifest.artifact))) {
-        problem = { status: 'no_previous', detail: 'no usable previous release is kept; still serving the denied model' };
-      } else {
-        try {
-          await this.deps.host.activate(this.slots.pathOf(prev.sha256), prevManifest);
-        } catch (err) {
-          problem = { status: 'previous_failed', detail: `previous release ${prevManifest.release} failed to load: ${(err as Error).message}` };
-        }
-      }
-      if (problem || !prev || !prevManifest) {
-        await this.state.save({ ...s, denied });
-        const p = problem ?? { status: 'no_previous' as const, detail: 'no previous release' };
-        emitSafely(this.ctx, deviceEvent(this.ctx, 'rolled_back', bad, { reason, detail: p.detail }));
-        this.log.error({ sha256, reason, ...p }, 'updates/rollback-incomplete');
-        return p;
-      }
-      await this.state.save({ ...s, denied, current: prev, previous: null });
-      await this.slots.prune([prev.sha256]);
-      this.running = { model: prevManifest.model, release: prevManifest.release, sha256: prev.sha256 };
-      const detail = `now serving release ${prevManifest.release} (${prev.sha256.slice(0, 12)})`;
-      emitSafely(this.ctx, deviceEvent(this.ctx, 'rolled_back', bad, { reason, detail }));
-      this.log.warn({ sha256, reason, to: prevManifest.release }, 'updates/rolled-back');
-      return { status: 'rolled_back', to: { release: prevManifest.release, sha256: prev.sha256 } };
+      const { outcome, running } = await rollbackSlot(this.recovery, reason, sha256);
+      if (running) this.running = running;
+      return outcome;
     });
   }
 
@@ -278,7 +220,7 @@ export class UpdateManager {
         try {
           outcome = await this.install(job);
         } catch (err) {
-          outcome = this.failure(job, err);
+          outcome = await this.failure(job, err);
         } finally {
           this.job = undefined;
         }
@@ -331,7 +273,7 @@ export class UpdateManager {
     });
   }
 
-  private failure(job: NonNullable<UpdateManager['job']>, err: unknown): UpdateOutcome {
+  private async failure(job: NonNullable<UpdateManager['job']>, err: unknown): Promise<UpdateOutcome> {
     const m = job.cand.manifest;
     const aborted: unknown = job.abort.signal.aborted ? job.abort.signal.reason : undefined;
     if (aborted instanceof Superseded) return { status: 'superseded', by: aborted.by };
@@ -342,7 +284,7 @@ export class UpdateManager {
       if (this.failed.size > 64) this.failed.delete(this.failed.keys().next().value!);
       // A model that failed to load is not worth keeping; never delete the slots in use.
       const s = this.state.get();
-      void this.slots.prune([s.current?.sha256, s.previous?.sha256]).catch((e: unknown) => this.log.warn({ err: e }, 'updates/prune-failed'));
+      await this.slots.prune([s.current?.sha256, s.previous?.sha256]).catch((e: unknown) => this.log.warn({ err: e }, 'updates/prune-failed'));
     }
     if (reason === 'download_failed') this.scheduleRetry(job.cand);
     return this.reject(m, reason, (err as Error)?.message ?? String(err));

@@ -50,3 +50,16 @@ export interface SlotRecord {
   /** The `desired` payload as received (`{ manifest, signature }`), so it can be re-verified later. */
   signed: { manifest: unknown; signature: { alg: 'ed25519'; keyId: string; sig: string } };
 }
+
+/** What the host was last switched to by the update pipeline. */
+export interface RunningModel {
+  model: string;
+  release: number;
+  sha256: string;
+}
+
+export type RestoreOutcome = { status: 'restored'; from: 'current' | 'previous'; release: number; sha256: string } | { status: 'none' };
+
+export type RollbackOutcome =
+  | { status: 'rolled_back'; to: { release: number; sha256: string } }
+  | { status: 'no_previous' | 'previous_failed' | 'not_current'; detail: string };

@@ -12,7 +12,7 @@ export interface ProgressBar {
  * @example
  * const bar = createProgressBar({ label: 'epoch 1/5', total: 469, format: 'loss {loss} | {sps} samples/s' });
  */
-export function createProgressBar({ label, total, format = '', enabled = true }: { label: string; total: number; format?: string; enabled?: boolean }): ProgressBar {
+export function createProgressBar({ label, total, format = '', enabled = true, initial = {} }: { label: string; total: number; format?: string; enabled?: boolean; initial?: Record<string, string | number> }): ProgressBar {
   if (!enabled) return { update() {}, stop() {} };
   const bar = new cliProgress.SingleBar(
     {
@@ -25,7 +25,7 @@ export function createProgressBar({ label, total, format = '', enabled = true }:
     },
     cliProgress.Presets.legacy,
   );
-  bar.start(total, 0, {});
+  bar.start(total, 0, initial);
   return {
     update: (v, payload) => bar.update(v, payload ?? {}),
     stop: () => bar.stop(),

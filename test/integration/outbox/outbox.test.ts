@@ -23,7 +23,7 @@ afterEach(async () => {
 const deviceId = (tag: string) => `it-${tag}-${randomUUID().slice(0, 8)}`;
 
 /** A QoS 1 subscriber that tallies example UUIDs. `clean: false` keeps its queue across broker restarts. */
-async function subscriber(url: string, device: string, { clean = true } = {}) {
+async function subscriber(url: string, device: string, { clean = true, onSeen }: { clean?: boolean; onSeen?: (unique: number) => void } = {}) {
   const client = connect(url, { clientId: `sub-${device}`, clean, reconnectPeriod: 100, connectTimeout: 2000 });
   cleanups.push(() => client.endAsync(true));
   const seen = new Map<string, number>();
@@ -31,6 +31,7 @@ async function subscriber(url: string, device: string, { clean = true } = {}) {
   client.on('message', (_topic, payload) => {
     messages++;
     for (const e of decodePayload(examplesBatchSchema, payload).examples) seen.set(e.id, (seen.get(e.id) ?? 0) + 1);
+    onSeen?.(seen.size);
   });
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve());
@@ -46,6 +47,7 @@ async function subscriber(url: string, device: string, { clean = true } = {}) {
  */
 function watchedClient(client: MqttClient, outbox: () => Outbox) {
   const violations: string[] = [];
+  const acked = new Set<string>();
   let acks = 0;
   const wrapped: PublishClient = {
     get connected() {
@@ -70,7 +72,6 @@ function watchedClient(client: MqttClient, outbox: () => Outbox) {
     on: (event, listener) => client.on(event, listener),
     removeListener: (event, listener) => client.removeListener(event, listener),
   };
-  const acked = new Set<string>();
   return { wrapped, violations, acks: () => acks };
 }
 
@@ -130,19 +131,31 @@ describe.each(brokerMatrix())('outbox over $name', ({ name, start }) => {
 
   it('loses nothing when the broker stops and starts in the middle of a stream', async () => {
     const id = deviceId(name);
-    const sub = await subscriber(broker.url, id, { clean: false });
+    let restarting: Promise<void> | undefined;
+    let depthAtRestart = -1;
     const dev = await device(broker.url, id, join(tmp.dir, `${id}.db`), { maxBatchExamples: 8 });
+    let connects = 0;
+    dev.mqttClient.on('connect', () => connects++);
+    // Restart from inside the subscriber's handler, so it happens mid-stream however fast the link is.
+    const sub = await subscriber(broker.url, id, {
+      clean: false,
+      onSeen: (unique) => {
+        if (unique < 40 || restarting) return;
+        depthAtRestart = dev.outbox.depth();
+        restarting = broker.restart();
+      },
+    });
     const ids = addMany(dev.outbox, 300);
     dev.publisher.start();
-    await waitFor(() => sub.seen.size >= 40, 10_000, { message: 'first batches' });
-
-    const restarting = broker.restart();
+    await waitFor(() => restarting !== undefined, 10_000, { message: 'restart triggered' });
     ids.push(...addMany(dev.outbox, 50, 'feedback')); // the outbox keeps accepting while the broker is away
     await restarting;
 
     await waitFor(() => sub.seen.size === ids.length && dev.outbox.depth() === 0, 30_000, {
       message: `${ids.length} unique ids after restart (have ${sub.seen.size}, depth ${dev.outbox.depth()})`,
     });
+    expect(depthAtRestart).toBeGreaterThan(200);
+    expect(connects).toBeGreaterThanOrEqual(2); // the first connect and at least one reconnect
     expect(new Set(sub.seen.keys())).toEqual(new Set(ids));
     expect(sub.deliveries()).toBeGreaterThanOrEqual(ids.length); // duplicates only as repeated UUIDs
     expect(dev.watch.violations).toEqual([]);

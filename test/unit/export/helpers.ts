@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import * as ort from 'onnxruntime-node';
 import { initBackend } from '../../../cloud/tf/backend.js';
+import { mulberry32 } from '../../../shared/util/random.js';
 
 export async function setup(): Promise<void> {
   await initBackend();
@@ -8,15 +9,9 @@ export async function setup(): Promise<void> {
 
 /** Deterministic pseudo-random floats in [lo, hi) (mulberry32), so failures reproduce. */
 export function rand(n: number, seed = 1, lo = -1, hi = 1): Float32Array {
-  let a = seed >>> 0;
+  const r = mulberry32(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
-  }
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
   return out;
 }
 

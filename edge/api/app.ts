@@ -1,0 +1,75 @@
+import { Hono } from 'hono';
+import type { Registry } from 'prom-client';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { MicroBatcher } from '../runtime/batcher.js';
+import { DEFAULT_LIMITS, type ApiContext, type FeedbackSink, type LocalApiLimits, type PredictionEvent, type ServingHost } from './context.js';
+import { notFoundJson, onApiError } from './errors.js';
+import { feedbackRoutes } from './feedback.js';
+import { ApiMetrics, metricsRoutes } from './metrics.js';
+import { modelRoutes } from './model.js';
+import { predictRoutes } from './predict.js';
+import { probeRoutes } from './probes.js';
+import { RecentPredictions } from './recent.js';
+
+export interface LocalApiDeps {
+  host: ServingHost;
+  /** prom-client registry the API's metrics (and, unless disabled, the default process metrics) go to. */
+  metrics: Registry;
+  /** Called for every example answered; the hard-example selector hooks here. Must be quick; errors are logged. */
+  onPrediction?: (p: PredictionEvent) => void;
+  /** Receives user labels with the remembered input (the outbox). */
+  feedback: FeedbackSink;
+  limits?: Partial<LocalApiLimits>;
+  /** Coalesce concurrent predictions into shared ORT runs (see MicroBatcher); off by default. */
+  batching?: { maxBatch?: number; maxWaitMs?: number } | false;
+  /** Epoch milliseconds. */
+  clock?: () => number;
+  log?: Logger;
+  /** Register prom-client's default process metrics on `metrics` (default true; skipped if present). */
+  defaultMetrics?: boolean;
+}
+
+const ROUTES = ['/v1/predict', '/v1/feedback', '/v1/model', '/healthz', '/readyz', '/metrics'] as const;
+
+/**
+ * The edge's local HTTP API. Works with no broker and no cloud: it needs only the model host.
+ * One Hono app per resource, mounted here; one error shape (`{ error: { code, message, field? } }`)
+ * produced by `onApiError` and `notFoundJson`. Test with `app.request()`; serve with `startLocalServer`.
+ *
+ * @example
+ * const app = createLocalApi({ host, metrics: new Registry(), feedback: (f) => outbox.addFeedback(f) });
+ * const server = await startLocalServer({ app, port: 8080 });
+ */
+export function createLocalApi(deps: LocalApiDeps): Hono {
+  const limits: LocalApiLimits = { ...DEFAULT_LIMITS, ...deps.limits };
+  const clock = deps.clock ?? Date.now;
+  const log = deps.log ?? silentLogger;
+  const metrics = new ApiMetrics({ registry: deps.metrics, current: () => deps.host.current(), routes: ROUTES, defaultMetrics: deps.defaultMetrics ?? true });
+  const predictor = deps.batching ? new MicroBatcher({ predictor: deps.host, ...deps.batching }) : deps.host;
+  const ctx: ApiContext = {
+    host: deps.host,
+    predictor,
+    metrics,
+    recent: new RecentPredictions({ maxEntries: limits.rememberPredictions, maxBytes: limits.rememberBytes, ttlMs: limits.rememberMs, clock }),
+    limits,
+    clock,
+    log,
+    onPrediction: deps.onPrediction,
+    feedback: deps.feedback,
+  };
+
+  const app = new Hono();
+  app.use(async function countRequests(c, next) {
+    const t0 = performance.now();
+    await next();
+    metrics.request(c.req.path, c.req.method, c.res.status, (performance.now() - t0) / 1000);
+  });
+  app.route('/v1/predict', predictRoutes(ctx));
+  app.route('/v1/feedback', feedbackRoutes(ctx));
+  app.route('/v1/model', modelRoutes(ctx));
+  app.route('/metrics', metricsRoutes({ registry: deps.metrics }));
+  app.route('/', probeRoutes(ctx));
+  app.notFound(notFoundJson);
+  app.onError(onApiError({ log }));
+  return app;
+}

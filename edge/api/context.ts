@@ -1,0 +1,64 @@
+import type { Logger } from '../../shared/log/index.js';
+import type { Manifest } from '../../shared/protocol/index.js';
+import type { LoadedModel, Predictor } from '../runtime/host.js';
+import type { ApiMetrics } from './metrics.js';
+import type { RecentPredictions } from './recent.js';
+
+/** What the API needs from the model host (`ModelHost` satisfies it). */
+export interface ServingHost extends Predictor {
+  readonly ready: boolean;
+  current(): LoadedModel | undefined;
+}
+
+/** Handed to `onPrediction` for every example answered (the hard-example selector hooks here). */
+export interface PredictionEvent {
+  id: string;
+  /** The scaled model input. */
+  input: Float32Array;
+  probs: Float32Array;
+  manifest: Manifest;
+}
+
+/** Handed to the feedback sink (the outbox): a user-supplied label for a remembered prediction. */
+export interface FeedbackEvent extends PredictionEvent {
+  /** Class index. */
+  label: number;
+  labelName: string;
+  /** Epoch milliseconds of the prediction. */
+  predictedAt: number;
+}
+
+export type FeedbackSink = (f: FeedbackEvent) => { stored: boolean } | Promise<{ stored: boolean }>;
+
+export interface LocalApiLimits {
+  /** Request bodies above this are refused with 413. */
+  maxBodyBytes: number;
+  /** Examples per request above this are refused with 413 naming the field. */
+  maxBatch: number;
+  /** Predictions remembered for feedback (count, bytes, age). */
+  rememberPredictions: number;
+  rememberBytes: number;
+  rememberMs: number;
+}
+
+export const DEFAULT_LIMITS: LocalApiLimits = {
+  maxBodyBytes: 1024 * 1024,
+  maxBatch: 256,
+  rememberPredictions: 10_000,
+  rememberBytes: 64 * 1024 * 1024,
+  rememberMs: 60 * 60 * 1000,
+};
+
+/** Shared by the resource apps; built once by `createLocalApi`. */
+export interface ApiContext {
+  host: ServingHost;
+  /** The host, or a MicroBatcher in front of it. */
+  predictor: Predictor;
+  metrics: ApiMetrics;
+  recent: RecentPredictions;
+  limits: LocalApiLimits;
+  clock: () => number;
+  log: Logger;
+  onPrediction: ((p: PredictionEvent) => void) | undefined;
+  feedback: FeedbackSink;
+}

@@ -1,0 +1,79 @@
+import { randomUUID } from 'node:crypto';
+import { Hono } from 'hono';
+import type { Prediction } from '../runtime/host.js';
+import type { ApiContext } from './context.js';
+import { decodePredict, type DecodedPredict } from './decode.js';
+import { ApiError, methodNotAllowed } from './errors.js';
+import { jsonOnly, limitBody, readJson } from './middleware.js';
+
+interface TopK {
+  index: number;
+  label: string;
+  probability: number;
+}
+
+interface ExampleAnswer {
+  id: string;
+  label: string;
+  index: number;
+  confidence: number;
+  probabilities?: number[];
+  top_k?: TopK[];
+}
+
+function topK(probs: Float32Array, labels: readonly string[], k: number): TopK[] {
+  const idx = Array.from({ length: probs.length }, (_, i) => i).sort((a, b) => probs[b]! - probs[a]!);
+  return idx.slice(0, k).map((i) => ({ index: i, label: labels[i] ?? String(i), probability: probs[i]! }));
+}
+
+/** Builds the per-example answers, remembers each for feedback and feeds the selector hook. */
+function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): ExampleAnswer[] {
+  const { manifest } = result;
+  const labels = manifest.labels;
+  const classes = result.probs.length / req.n;
+  const size = req.data.length / req.n;
+  const at = ctx.clock();
+  const out: ExampleAnswer[] = new Array(req.n);
+  for (let r = 0; r < req.n; r++) {
+    // Rows of a batch are copied so a remembered example does not pin the whole request's buffer.
+    const probs = req.n === 1 ? result.probs : result.probs.slice(r * classes, (r + 1) * classes);
+    const input = req.n === 1 ? req.data : req.data.slice(r * size, (r + 1) * size);
+    let best = 0;
+    for (let j = 1; j < classes; j++) if (probs[j]! > probs[best]!) best = j;
+    const id = randomUUID();
+    const a: ExampleAnswer = { id, label: labels[best] ?? String(best), index: best, confidence: probs[best]! };
+    if (req.topK !== undefined) a.top_k = topK(probs, labels, req.topK);
+    else a.probabilities = Array.from(probs);
+    out[r] = a;
+    ctx.recent.remember(id, { input, probs, manifest, at });
+    if (ctx.onPrediction) {
+      try {
+        ctx.onPrediction({ id, input, probs, manifest });
+      } catch (err) {
+        ctx.log.error({ err }, 'edge/api onPrediction hook failed');
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * `POST /v1/predict`: one example (`input`, or `input_b64` without `count`) answers one object, a batch
+ * (`inputs`, or `input_b64` with `count`) answers `predictions: [...]`; both carry model, release and
+ * latency_ms (time in the ORT run).
+ */
+export function predictRoutes(ctx: ApiContext): Hono {
+  return new Hono()
+    .post('/', jsonOnly(), limitBody({ maxBytes: ctx.limits.maxBodyBytes }), async (c) => {
+      const json = await readJson(c);
+      const model = ctx.host.current();
+      if (!model) throw new ApiError(503, 'no_model', 'no model is loaded yet');
+      const req = decodePredict(json, model.manifest, ctx.limits);
+      const result = await ctx.predictor.predict(req.data, req.n);
+      ctx.metrics.predicted(req.n, result.latencyMs);
+      const answers = answer(ctx, req, result);
+      const meta = { model: result.manifest.model, release: result.manifest.release, latency_ms: Math.round(result.latencyMs * 1000) / 1000 };
+      return c.json(req.single ? { ...answers[0]!, ...meta } : { predictions: answers, ...meta });
+    })
+    .all('/', methodNotAllowed(['POST']));
+}
