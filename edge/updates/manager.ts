@@ -133,6 +133,8 @@ export class UpdateManager {
    */
   handleDesired(payload: unknown): Promise<UpdateOutcome> {
     if (this.stopped) return Promise.resolve({ status: 'ignored', detail: 'update manager stopped' });
+    // An empty retained publish deletes the retained desired state ([MQTT-3.3.1-10]): nothing to do, nothing wrong.
+    if ((payload instanceof Uint8Array && payload.byteLength === 0) || payload === '') return Promise.resolve({ status: 'ignored', detail: 'desired state cleared' });
     let envelope: unknown = payload;
     if (typeof payload === 'string' || payload instanceof Uint8Array) {
       try {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { makeManifest, modelBytes } from '../updates/fixtures.js';
 import {
   base64ToFloat32,
   decodePayload,
@@ -10,6 +11,7 @@ import {
   MAX_PAYLOAD_BYTES,
   PayloadError,
   signedManifestSchema,
+  manifestSchema,
   statusSchema,
   telemetrySchema,
 } from '../../../shared/protocol/index.js';
@@ -86,5 +88,30 @@ describe('float32 base64', () => {
     const v = new Float32Array([1.5, -2, 3.25]);
     expect(Array.from(base64ToFloat32(float32ToBase64(v)))).toEqual([1.5, -2, 3.25]);
     expect(() => base64ToFloat32(Buffer.from([1, 2, 3]).toString('base64'))).toThrow(PayloadError);
+  });
+});
+
+describe('manifest schema through decodePayload', () => {
+  const good = makeManifest(modelBytes(3000));
+  it('accepts a valid manifest and fills defaults', () => {
+    const { raw: _raw, ...input } = good.input;
+    expect(decodePayload(manifestSchema, JSON.stringify({ ...good, input })).input.raw).toBe('float32');
+  });
+  it.each([
+    ['release 0', { release: 0 }],
+    ['release as string', { release: '1' }],
+    ['bad model name', { model: '../evil' }],
+    ['labels not matching classes', { labels: ['a', 'b', 'c'] }],
+    ['self-test expected length', { selfTest: { ...good.selfTest, expected: [1] } }],
+    ['self-test input length', { selfTest: { ...good.selfTest, input: [1, 2] } }],
+    ['chunk count', { artifact: { ...good.artifact, chunks: good.artifact.chunks.slice(1) } }],
+    ['uppercase sha', { artifact: { ...good.artifact, sha256: good.artifact.sha256.toUpperCase() } }],
+    ['ftp url', { artifact: { ...good.artifact, url: 'ftp://x/y' } }],
+    ['tiny chunk size', { artifact: { ...good.artifact, chunkSize: 10 } }],
+    ['time without offset', { expiresAt: '2030-01-01 00:00' }],
+    ['unknown key', { extra: 1 }],
+    ['NaN-like metric', { metrics: { accuracy: 'high' } }],
+  ])('refuses a manifest with %s', (_name, patch) => {
+    expect(() => decodePayload(manifestSchema, JSON.stringify({ ...good, ...patch }))).toThrow(PayloadError);
   });
 });

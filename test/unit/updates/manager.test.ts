@@ -113,8 +113,14 @@ describe('UpdateManager: refusals', () => {
     await expectRefused(Buffer.from(JSON.stringify(signed)), 'unknown_key');
   });
 
-  it.each([['garbage', Buffer.from('\u0000\u0001garbage')], ['empty', Buffer.alloc(0)], ['wrong shape', Buffer.from('{"manifest":1}')]])('malformed payload (%s)', async (_n, p) => {
+  it.each([['garbage', Buffer.from('\u0000\u0001garbage')], ['JSON null', Buffer.from('null')], ['wrong shape', Buffer.from('{"manifest":1}')]])('malformed payload (%s)', async (_n, p) => {
     await expectRefused(p, 'malformed_manifest');
+  });
+
+  it('an empty payload (the retained desired state was cleared) is ignored, not reported', async () => {
+    const m = await manager();
+    expect(await m.handleDesired(Buffer.alloc(0))).toMatchObject({ status: 'ignored' });
+    expect(log.events).toEqual([]);
   });
 
   it('stale release: at or below the highest accepted one', async () => {

@@ -1,0 +1,44 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
+import * as schema from './schema.js';
+
+export type RegistryDb = BetterSQLite3Database<typeof schema>;
+
+/** Committed migrations live beside the schema source; from dist/ we reach back to them. */
+function migrationsFolder(): string {
+  const candidates = [new URL('./migrations', import.meta.url), new URL('../../../cloud/registry/migrations', import.meta.url)].map((u) => fileURLToPath(u));
+  const found = candidates.find((c) => existsSync(c));
+  if (!found) throw new Error(`registry migrations not found (looked in ${candidates.join(', ')})`);
+  return found;
+}
+
+/**
+ * The registry database: a real SQLite file (WAL) with the committed migrations applied at open.
+ * Native handle, so it is a class with an explicit dispose().
+ */
+export class Registry {
+  private constructor(
+    readonly sqlite: Database.Database,
+    readonly db: RegistryDb,
+  ) {}
+
+  static open(path: string): Registry {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const sqlite = new Database(path);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    const db = drizzle(sqlite, { schema });
+    migrate(db, { migrationsFolder: migrationsFolder() });
+    return new Registry(sqlite, db);
+  }
+
+  dispose(): void {
+    if (this.sqlite.open) this.sqlite.close();
+  }
+}

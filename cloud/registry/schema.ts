@@ -1,0 +1,170 @@
+import { sql } from 'drizzle-orm';
+import { blob, index, integer, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+/**
+ * The whole cloud registry schema. camelCase keys map to snake_case columns. Kept to types that
+ * have direct PostgreSQL equivalents (text, integer, real, blob→bytea, JSON stored as text) so the
+ * pg dialect port is a mechanical change of imports. Times are ISO-8601 text in UTC.
+ */
+
+const now = sql`(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`;
+
+export const models = sqliteTable('models', {
+  name: text('name').primaryKey(),
+  /** JSON InputSpec (shared/protocol inputSpecSchema). */
+  inputSpec: text('input_spec', { mode: 'json' }).notNull(),
+  /** JSON string[]. */
+  labels: text('labels', { mode: 'json' }).notNull(),
+  /** JSON: { files: string[], outputKind: 'logits' | 'probs' }. */
+  teacher: text('teacher', { mode: 'json' }).notNull(),
+  studentSpec: text('student_spec').notNull(),
+  /** JSON: temperature, alpha, epochs, batchSize, lr, baseData, holdout, tolerance, ... */
+  distillSettings: text('distill_settings', { mode: 'json' }).notNull(),
+  /** JSON: { intervalSeconds, minNewExamples, autoRollout, rollout: {...} } or null for manual only. */
+  schedule: text('schedule', { mode: 'json' }),
+  createdAt: text('created_at').notNull().default(now),
+  updatedAt: text('updated_at').notNull().default(now),
+});
+
+export const releases = sqliteTable(
+  'releases',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    model: text('model').notNull().references(() => models.name),
+    /** Monotonic release sequence; unique across the registry so devices can compare any two. */
+    seq: integer('seq').notNull(),
+    sha256: text('sha256').notNull(),
+    bytes: integer('bytes').notNull(),
+    quantization: text('quantization').notNull(),
+    metrics: text('metrics', { mode: 'json' }).notNull(),
+    /** The manifest as signed (JSON). */
+    manifest: text('manifest', { mode: 'json' }).notNull(),
+    /** Detached signature object {alg, keyId, sig}. */
+    signature: text('signature', { mode: 'json' }).notNull(),
+    parentSeq: integer('parent_seq'),
+    roundId: text('round_id'),
+    /** Path of the content-addressed artifact under the data dir. */
+    artifactPath: text('artifact_path').notNull(),
+    /** Whether the retained chunks are currently published on the broker. */
+    chunksPublished: integer('chunks_published', { mode: 'boolean' }).notNull().default(false),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [uniqueIndex('releases_seq_unique').on(t.seq), index('releases_model_idx').on(t.model), index('releases_sha_idx').on(t.sha256)],
+);
+
+export const devices = sqliteTable(
+  'devices',
+  {
+    id: text('id').primaryKey(),
+    /** JSON string[]. */
+    groups: text('groups', { mode: 'json' }).notNull(),
+    /** scrypt hash of the MQTT password (for broker-auth); never the password itself. */
+    credentialHash: text('credential_hash').notNull(),
+    lastSeen: text('last_seen'),
+    online: integer('online', { mode: 'boolean' }).notNull().default(false),
+    runningSeq: integer('running_seq'),
+    runningSha256: text('running_sha256'),
+    desiredSeq: integer('desired_seq'),
+    lastTelemetry: text('last_telemetry', { mode: 'json' }),
+    revoked: integer('revoked', { mode: 'boolean' }).notNull().default(false),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [index('devices_online_idx').on(t.online)],
+);
+
+export const rollouts = sqliteTable(
+  'rollouts',
+  {
+    id: text('id').primaryKey(),
+    model: text('model').notNull().references(() => models.name),
+    releaseSeq: integer('release_seq').notNull(),
+    /** JSON: { kind: 'all' } | { kind: 'group', group } | { kind: 'devices', ids }. */
+    target: text('target', { mode: 'json' }).notNull(),
+    canaryShare: real('canary_share').notNull(),
+    soakSeconds: integer('soak_seconds').notNull(),
+    failureThreshold: real('failure_threshold').notNull(),
+    /** pending → canary → fleet → completed | aborted | rolled_back. */
+    state: text('state').notNull(),
+    reason: text('reason'),
+    /** Release re-issued when this rollout was rolled back. */
+    rollbackSeq: integer('rollback_seq'),
+    canaryStartedAt: text('canary_started_at'),
+    canaryHealthySince: text('canary_healthy_since'),
+    createdAt: text('created_at').notNull().default(now),
+    updatedAt: text('updated_at').notNull().default(now),
+  },
+  (t) => [index('rollouts_state_idx').on(t.state)],
+);
+
+export const rolloutDevices = sqliteTable(
+  'rollout_devices',
+  {
+    rolloutId: text('rollout_id').notNull().references(() => rollouts.id),
+    deviceId: text('device_id').notNull(),
+    canary: integer('canary', { mode: 'boolean' }).notNull(),
+    /** waiting → desired → installed | rejected | rolled_back. */
+    state: text('state').notNull(),
+    reason: text('reason'),
+    updatedAt: text('updated_at').notNull().default(now),
+  },
+  (t) => [uniqueIndex('rollout_devices_pk').on(t.rolloutId, t.deviceId), index('rollout_devices_device_idx').on(t.deviceId)],
+);
+
+export const examples = sqliteTable(
+  'examples',
+  {
+    /** The device-generated UUID: the idempotency key of ingest. */
+    id: text('id').primaryKey(),
+    deviceId: text('device_id').notNull(),
+    model: text('model'),
+    releaseSeq: integer('release_seq'),
+    /** float32 little-endian, as the model saw it. */
+    input: blob('input', { mode: 'buffer' }).notNull(),
+    /** JSON number[]: student probabilities. */
+    studentOutput: text('student_output', { mode: 'json' }).notNull(),
+    reason: text('reason').notNull(),
+    label: integer('label'),
+    /** float32 teacher logits, filled once per example and reused by every later round. */
+    teacherLogits: blob('teacher_logits', { mode: 'buffer' }),
+    teacherId: text('teacher_id'),
+    capturedAt: text('captured_at').notNull(),
+    ingestedAt: text('ingested_at').notNull().default(now),
+  },
+  (t) => [index('examples_device_idx').on(t.deviceId), index('examples_model_idx').on(t.model, t.ingestedAt), index('examples_release_idx').on(t.releaseSeq)],
+);
+
+export const rounds = sqliteTable(
+  'rounds',
+  {
+    id: text('id').primaryKey(),
+    model: text('model').notNull().references(() => models.name),
+    /** queued → running → released | rejected | failed. */
+    state: text('state').notNull(),
+    trigger: text('trigger').notNull(),
+    /** JSON: { phase, epoch, epochs, loss, samplesPerSec }. */
+    progress: text('progress', { mode: 'json' }),
+    metrics: text('metrics', { mode: 'json' }),
+    error: text('error'),
+    releaseSeq: integer('release_seq'),
+    exampleCount: integer('example_count'),
+    attempts: integer('attempts').notNull().default(0),
+    startedAt: text('started_at'),
+    finishedAt: text('finished_at'),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [index('rounds_model_idx').on(t.model, t.state)],
+);
+
+/** Key-value settings that must survive restarts (e.g. the highest release sequence ever issued). */
+export const meta = sqliteTable('meta', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+});
+
+export type ModelRow = typeof models.$inferSelect;
+export type ReleaseRow = typeof releases.$inferSelect;
+export type DeviceRow = typeof devices.$inferSelect;
+export type RolloutRow = typeof rollouts.$inferSelect;
+export type RolloutDeviceRow = typeof rolloutDevices.$inferSelect;
+export type ExampleRow = typeof examples.$inferSelect;
+export type RoundRow = typeof rounds.$inferSelect;
