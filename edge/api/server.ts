@@ -30,9 +30,10 @@ export interface LocalServer {
  */
 export function startLocalServer({ app, hostname = '127.0.0.1', port = 8080, log = silentLogger }: LocalServerOptions): Promise<LocalServer> {
   return new Promise((resolve, reject) => {
-    // overrideGlobalObjects: false — the daemon process also uses fetch() elsewhere (HTTP artifact
-    // downloads); the node-server's lightweight Request must not replace the global one for them.
-    const server = serve({ fetch: app.fetch, hostname, port, overrideGlobalObjects: false }, (info: AddressInfo) => {
+    // overrideGlobalObjects stays on (the default): hono's c.json() then builds @hono/node-server's
+    // lightweight Response, written straight to the socket. With it off, every answer is a WHATWG
+    // Response read back through a ReadableStream: about a fifth of the CPU per request in the edge bench.
+    const server = serve({ fetch: app.fetch, hostname, port }, (info: AddressInfo) => {
       server.off('error', reject);
       const url = `http://${info.family === 'IPv6' ? `[${info.address}]` : info.address}:${info.port}`;
       log.info({ url }, 'local API listening');

@@ -1,5 +1,5 @@
 export * from './types.js';
-export { UpdateManager, type UpdateManagerDeps, type UpdateOutcome } from './manager.js';
+export { UpdateManager } from './manager.js';
 export { ArtifactFetcher, type ArtifactFetcherDeps, type FetchOptions, type FetchProgress, type FetchResult } from './fetch.js';
 export { SlotStore, type SlotStoreDeps } from './slots.js';
 export { UpdateStateStore, UpdateStateError, type UpdateState, type UpdateStateDeps } from './state.js';

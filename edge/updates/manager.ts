@@ -1,8 +1,7 @@
-import type { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/log/index.js';
 import { silentLogger } from '../../shared/log/index.js';
-import { verifyManifest, type TrustedKey } from '../../shared/manifest/index.js';
-import { decodePayload, signedManifestSchema, type InputSpec, type Manifest } from '../../shared/protocol/index.js';
+import { verifyManifest } from '../../shared/manifest/index.js';
+import { decodePayload, signedManifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
@@ -10,15 +9,16 @@ import { UpdateStateStore, type UpdateState } from './state.js';
 import { manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
   UpdateError,
-  type EmitEvent,
-  type ModelHost,
   type RejectReason,
   type RestoreOutcome,
   type RollbackOutcome,
   type RollbackReason,
   type RunningModel,
   type SlotRecord,
+  type UpdateManagerDeps,
+  type UpdateOutcome,
 } from './types.js';
+
 
 /**
  * The device's update pipeline (DESIGN.md "Edge rules"): verify → refuse (stale, expired, denied,
@@ -26,33 +26,6 @@ import {
  * runs at a time; a newer desired manifest aborts a download in progress. Nothing touches the disk
  * before the signature verified.
  */
-
-export interface UpdateManagerDeps {
-  deviceId: string;
-  dataDir: string;
-  /** Public keys the device was provisioned with; more than one during a key rotation. */
-  trustedKeys: readonly TrustedKey[];
-  host: ModelHost;
-  /** Receives installed / rejected / rolled_back events; the daemon publishes them. */
-  emit: EmitEvent;
-  /** The daemon's MQTT client, for retained artifact chunks. */
-  mqtt?: MqttClient;
-  log?: Logger;
-  now?: () => Date;
-  /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */
-  expectedInput?: Pick<InputSpec, 'shape' | 'dtype'>;
-  mqttIdleTimeoutMs?: number;
-  httpIdleTimeoutMs?: number;
-  fetchImpl?: typeof fetch;
-  /** Retry after `download_failed` with exponential backoff; `false` disables. Default 30 s → 15 min. */
-  retry?: { initialMs: number; maxMs: number } | false;
-}
-
-export type UpdateOutcome =
-  | { status: 'installed'; release: number; sha256: string }
-  | { status: 'rejected'; reason: RejectReason; detail: string }
-  | { status: 'ignored'; detail: string }
-  | { status: 'superseded'; by: number };
 
 interface Candidate {
   manifest: Manifest;
@@ -132,6 +105,16 @@ export class UpdateManager {
    * installed, refused, ignored (already running or in progress) or superseded; never rejects.
    */
   handleDesired(payload: unknown): Promise<UpdateOutcome> {
+    try {
+      return this.accept(payload);
+    } catch (err) {
+      // A handler never crashes the daemon (STYLE.md 5); this is a bug, log it loudly.
+      this.log.error({ err }, 'updates/desired-handler-failed');
+      return Promise.resolve({ status: 'ignored', detail: `internal error: ${(err as Error)?.message ?? String(err)}` });
+    }
+  }
+
+  private accept(payload: unknown): Promise<UpdateOutcome> {
     if (this.stopped) return Promise.resolve({ status: 'ignored', detail: 'update manager stopped' });
     // An empty retained publish deletes the retained desired state ([MQTT-3.3.1-10]): nothing to do, nothing wrong.
     if ((payload instanceof Uint8Array && payload.byteLength === 0) || payload === '') return Promise.resolve({ status: 'ignored', detail: 'desired state cleared' });
@@ -155,7 +138,9 @@ export class UpdateManager {
     }
     return new Promise<UpdateOutcome>((resolve) => {
       this.next?.resolve({ status: 'superseded', by: m.release });
-      this.next = { manifest: m, signed: envelope as SlotRecord['signed'], resolve };
+      // A private copy of exactly what verified: the caller's object must not change what gets persisted.
+      const signed = JSON.parse(JSON.stringify(envelope)) as SlotRecord['signed'];
+      this.next = { manifest: m, signed, resolve };
       this.clearRetry();
       if (this.job?.phase === 'fetch') this.job.abort.abort(new Superseded(m.release));
       this.kick();
@@ -174,7 +159,8 @@ export class UpdateManager {
     });
   }
 
-  async stop(): Promise<void> {
+  /** Aborts a download in progress, waits for the pipeline to settle, and closes the state. */
+  async dispose(): Promise<void> {
     this.stopped = true;
     this.clearRetry();
     this.next?.resolve({ status: 'ignored', detail: 'update manager stopped' });

@@ -1,4 +1,7 @@
-import type { DeviceEvent, Manifest, REJECT_REASONS, ROLLBACK_REASONS } from '../../shared/protocol/index.js';
+import type { MqttClient } from 'mqtt';
+import type { Logger } from '../../shared/log/index.js';
+import type { TrustedKey } from '../../shared/manifest/index.js';
+import type { DeviceEvent, InputSpec, Manifest, REJECT_REASONS, ROLLBACK_REASONS } from '../../shared/protocol/index.js';
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
 export type RollbackReason = (typeof ROLLBACK_REASONS)[number];
@@ -63,3 +66,30 @@ export type RestoreOutcome = { status: 'restored'; from: 'current' | 'previous';
 export type RollbackOutcome =
   | { status: 'rolled_back'; to: { release: number; sha256: string } }
   | { status: 'no_previous' | 'previous_failed' | 'not_current'; detail: string };
+
+export interface UpdateManagerDeps {
+  deviceId: string;
+  dataDir: string;
+  /** Public keys the device was provisioned with; more than one during a key rotation. */
+  trustedKeys: readonly TrustedKey[];
+  host: ModelHost;
+  /** Receives installed / rejected / rolled_back events; the daemon publishes them. */
+  emit: EmitEvent;
+  /** The daemon's MQTT client, for retained artifact chunks. */
+  mqtt?: MqttClient;
+  log?: Logger;
+  now?: () => Date;
+  /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */
+  expectedInput?: Pick<InputSpec, 'shape' | 'dtype'>;
+  mqttIdleTimeoutMs?: number;
+  httpIdleTimeoutMs?: number;
+  fetchImpl?: typeof fetch;
+  /** Retry after `download_failed` with exponential backoff; `false` disables. Default 30 s → 15 min. */
+  retry?: { initialMs: number; maxMs: number } | false;
+}
+
+export type UpdateOutcome =
+  | { status: 'installed'; release: number; sha256: string }
+  | { status: 'rejected'; reason: RejectReason; detail: string }
+  | { status: 'ignored'; detail: string }
+  | { status: 'superseded'; by: number };

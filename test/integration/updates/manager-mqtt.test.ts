@@ -69,7 +69,7 @@ describe.each(brokers)('UpdateManager over %s', (_name, start) => {
     await device.subscribeAsync(topics.desired(deviceId), { qos: 1 });
   });
   afterEach(async () => {
-    await manager.stop();
+    await manager.dispose();
     await device.endAsync(true);
     await cloud.unsubscribeAsync(topics.events(deviceId));
     await clearRetained(cloud, retained);

@@ -24,7 +24,7 @@ beforeEach(async () => {
   log = new EventLog();
 });
 afterEach(async () => {
-  await Promise.all(managers.splice(0).map((m) => m.stop()));
+  await Promise.all(managers.splice(0).map((m) => m.dispose()));
   await cleanup();
 });
 
@@ -135,7 +135,7 @@ describe('UpdateManager: refusals', () => {
     const old = release(1);
     await first.handleDesired(old.payload);
     await first.handleDesired(release(2).payload);
-    await first.stop();
+    await first.dispose();
     const second = await manager();
     await expectRefused(old.payload, 'stale_release', second);
     expect(second.persisted.highestRelease).toBe(2);
@@ -231,7 +231,7 @@ describe('UpdateManager: rollback and restore', () => {
     // The same bytes under a newer release are refused: deny-listed.
     expect(await m.handleDesired(release(3, { bytes: b.bytes }).payload)).toMatchObject({ status: 'rejected', reason: 'denied_hash' });
     // A restart keeps both the floor and the deny list.
-    await m.stop();
+    await m.dispose();
     const again = await manager();
     expect(await again.restore()).toMatchObject({ status: 'restored', from: 'current', release: 1 });
     expect(await again.handleDesired(release(4, { bytes: b.bytes }).payload)).toMatchObject({ reason: 'denied_hash' });
@@ -253,13 +253,13 @@ describe('UpdateManager: rollback and restore', () => {
     const [a, b] = [release(1), release(2)];
     await m.handleDesired(a.payload);
     await m.handleDesired(b.payload);
-    await m.stop();
+    await m.dispose();
 
     host = new FakeHost();
     const again = await manager({ host });
     expect(await again.restore()).toEqual({ status: 'restored', from: 'current', release: 2, sha256: b.sha });
     expect(host.calls.map((c) => c.sha256)).toEqual([b.sha]);
-    await again.stop();
+    await again.dispose();
 
     await truncate(join(dir, 'models', `${b.sha}.onnx`), 100); // a torn slot
     host = new FakeHost();
@@ -280,7 +280,7 @@ describe('UpdateManager: rollback and restore', () => {
     const m = await manager();
     const a = release(1);
     await m.handleDesired(a.payload);
-    await m.stop();
+    await m.dispose();
     const other = generateSigningKey();
     const again = await manager({ trustedKeys: [toTrustedKey(other)] });
     expect(await again.restore()).toEqual({ status: 'none' });

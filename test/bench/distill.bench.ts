@@ -1,0 +1,115 @@
+/**
+ * Distillation bench (issue: engine). `npm run bench:distill`.
+ *
+ * 1. Quality, Hinton-style: teacher mlp:1200,1200 (dropout, jitter 2; trained once and cached in
+ *    .cache/bench), student mlp:800,800 at T=20 distilled vs the same student trained alone (same
+ *    epochs, same lr-tuning procedure), as test errors out of 10,000 and the gap closed; the same for a
+ *    tiny edge student mlp:64.
+ * 2. Speed at the edge: ORT batch-1 latency of the tiny student vs the teacher, measured in this run.
+ * 3. Training throughput: distillation FLOP/s as a share of the plain forward matMul rate of the same
+ *    layer shapes on the same backend, measured in this run.
+ *
+ * Env: BENCH_EPOCHS (default 10), BENCH_TEACHER_EPOCHS (14), BENCH_QUICK=1 (tiny budgets, smoke run).
+ */
+import { existsSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { runDistill, type DistillReport } from '../../cloud/distill/pipeline.js';
+import { trainTeacher } from '../../cloud/teacher/train-teacher.js';
+import { initBackend } from '../../cloud/tf/backend.js';
+import { epochBars } from '../../shared/cli/epoch-bars.js';
+import { writeBenchResult } from './common.js';
+
+const quick = process.env.BENCH_QUICK === '1';
+const epochs = Number(process.env.BENCH_EPOCHS ?? (quick ? 1 : 10));
+const teacherEpochs = Number(process.env.BENCH_TEACHER_EPOCHS ?? (quick ? 1 : 14));
+const limit = quick ? 5000 : undefined;
+const batchSize = 128;
+const teacherFile = quick ? '.cache/bench/teacher-quick.onnx' : '.cache/bench/teacher-mlp1200x2.onnx';
+const bars = epochBars(true);
+const t0 = performance.now();
+
+const backend = await initBackend();
+if (!existsSync(teacherFile)) {
+  bars.phase('teacher', `training mlp:1200,1200 for ${teacherEpochs} epochs (cached in ${teacherFile} for later runs)`);
+  await trainTeacher({
+    data: 'mnist:train', test: 'mnist:test', limit, arch: 'mlp:1200,1200', dropout: 0.5, inputDropout: 0.2, epochs: teacherEpochs, batchSize: 128, learningRate: 1e-3, jitter: 2, seed: 1, out: teacherFile,
+    events: { phase: bars.phase, epoch: (p) => bars.epoch('teacher', p) },
+  });
+} else {
+  bars.phase('teacher', `using cached ${teacherFile}`);
+}
+
+async function distil(student: string, outDir: string): Promise<DistillReport> {
+  const { report } = await runDistill({
+    teacher: [teacherFile], data: 'mnist:train', test: 'mnist:test', limit, student, temperature: 20, alpha: 0.9, epochs, batchSize, learningRate: 'auto', tuneEpochs: quick ? 1 : 2, baseline: true, seed: 1, outDir, cacheDir: '.cache/teacher-logits',
+    events: { phase: bars.phase, epoch: (run, p) => bars.epoch(`${student} ${run}`, p) },
+  });
+  return report;
+}
+
+const big = await distil('mlp:800,800', '.cache/bench/out-mlp800x2');
+const tiny = await distil('mlp:64', '.cache/bench/out-mlp64');
+
+/** Plain forward matMul rate of the student's own layer shapes at the training batch size. */
+function forwardMatMulGflops(widths: number[], batch: number): number {
+  const xs = widths.slice(0, -1).map((w) => tf.randomNormal([batch, w]));
+  const ws = widths.slice(1).map((w, i) => tf.randomNormal([widths[i]!, w]));
+  const run = () => {
+    for (let i = 0; i < ws.length; i++) {
+      const y = tf.matMul(xs[i]!, ws[i]!);
+      y.dataSync();
+      y.dispose();
+    }
+  };
+  for (let i = 0; i < 5; i++) run();
+  let iters = 0;
+  const s = performance.now();
+  while (performance.now() - s < 3000) {
+    run();
+    iters++;
+  }
+  const sec = (performance.now() - s) / 1000;
+  let flops = 0;
+  for (let i = 0; i + 1 < widths.length; i++) flops += 2 * batch * widths[i]! * widths[i + 1]!;
+  tf.dispose([...xs, ...ws]);
+  return (flops * iters) / sec / 1e9;
+}
+const fwdGflops = forwardMatMulGflops([784, 800, 800, 10], batchSize);
+const trainShare = big.student.training.gflops / fwdGflops;
+
+const errs = (r: DistillReport) => ({ teacher: r.teacher.test.errors, alone: r.baseline?.test.errors, distilled: r.student.test.errors, int8: r.student.int8Test.errors });
+const result = {
+  backend,
+  epochs,
+  quick,
+  quality: {
+    student800: { errors: errs(big), gapClosed: big.gapClosed, agreementWithTeacher: big.student.agreementWithTeacher, lr: { distilled: big.student.training.learningRate, alone: big.baseline?.training.learningRate }, tuning: { distilled: big.student.training.tuning, alone: big.baseline?.training.tuning } },
+    student64: { errors: errs(tiny), gapClosed: tiny.gapClosed, agreementWithTeacher: tiny.student.agreementWithTeacher, params: tiny.student.params, bytes: tiny.student.bytes, accuracy: tiny.student.test.accuracy },
+    hinton2015: { teacher: 67, alone: 146, distilled: 74, gapClosed: (146 - 74) / (146 - 67) },
+  },
+  edgeSpeed: {
+    teacherP50Ms: tiny.teacher.latency.p50Ms,
+    tinyFp32P50Ms: tiny.student.latency.fp32.p50Ms,
+    tinyInt8P50Ms: tiny.student.latency.int8.p50Ms,
+    speedup: tiny.speedupVsTeacher,
+    accuracyPointsBelowTeacher: 100 * (tiny.teacher.test.accuracy - tiny.student.test.accuracy),
+    student800Speedup: big.speedupVsTeacher,
+  },
+  throughput: {
+    distillSamplesPerSec: big.student.training.samplesPerSec,
+    distillGflops: big.student.training.gflops,
+    forwardMatMulGflops: fwdGflops,
+    shareOfForwardMatMul: trainShare,
+    batchSize,
+  },
+  seconds: (performance.now() - t0) / 1000,
+  reports: { student800: big, student64: tiny },
+};
+const file = writeBenchResult('distill', result);
+const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${(100 * x).toFixed(0)}%`);
+bars.stop();
+console.log(
+  `distill: teacher/alone/distilled errors ${big.teacher.test.errors}/${big.baseline?.test.errors}/${big.student.test.errors} (gap closed ${pct(big.gapClosed)}, ${epochs} epochs); ` +
+    `mlp:64 ${tiny.baseline?.test.errors}→${tiny.student.test.errors} errors (gap ${pct(tiny.gapClosed)}), ${result.edgeSpeed.speedup.toFixed(1)}× faster than teacher, ${result.edgeSpeed.accuracyPointsBelowTeacher.toFixed(2)} pts below; ` +
+    `training ${Math.round(big.student.training.samplesPerSec)} samples/s = ${pct(trainShare)} of forward matMul rate [${backend.name}] → ${file}`,
+);

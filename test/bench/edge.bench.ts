@@ -1,0 +1,393 @@
+/**
+ * Edge bench: local API throughput and latency, ORT in-process, micro-batching on/off, RSS, cold start,
+ * RSS after 200 hot swaps. Built by `npm run build`; run `node dist/test/bench/edge.bench.js`
+ * (options: --duration-ms 5000 --connections 16 --swaps 200 --hidden 128).
+ * Writes test/bench/results/edge.json and prints a one-line summary.
+ *
+ * Load comes from a child process (this file with `--child load`) holding N keep-alive sockets, each
+ * sending one request and waiting for its full response before the next (closed loop, like autocannon).
+ * It writes pre-serialised HTTP/1.1 requests straight to `net` sockets and only parses status and
+ * Content-Length back: a Node `http.Agent` client would eat much of the 2 shared cores it competes for.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Registry } from 'prom-client';
+import { createLocalApi, type LocalApiDeps } from '../../edge/api/app.js';
+import { startLocalServer, type LocalServer } from '../../edge/api/server.js';
+import { ModelHost } from '../../edge/runtime/host.js';
+import { ModelSession, type ModelSessionOptions } from '../../edge/runtime/session.js';
+import type { Manifest } from '../../shared/protocol/index.js';
+import { denseModel, makeManifest, sampleInputs, writeModel } from '../fixtures/onnx-models.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const ROOT = resolve(dirname(SELF), '../../..');
+const MB = 1024 * 1024;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+// ───────────────────────────── child: load generator ─────────────────────────────
+
+interface LoadSpec {
+  port: number;
+  method: 'GET' | 'POST';
+  path: string;
+  bodies: string[];
+  connections: number;
+  durationMs: number;
+  warmupMs: number;
+}
+
+interface LoadResult {
+  requests: number;
+  /** Including the warm-up: what the server's CPU time is divided by. */
+  totalRequests: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  socketErrors: number;
+}
+
+async function loadChild(spec: LoadSpec): Promise<LoadResult> {
+  const reqs = spec.bodies.map((b) =>
+    Buffer.from(
+      spec.method === 'GET'
+        ? `GET ${spec.path} HTTP/1.1\r\nHost: bench\r\n\r\n`
+        : `POST ${spec.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`,
+    ),
+  );
+  const latencies: number[] = [];
+  let requests = 0;
+  let totalRequests = 0;
+  let non2xx = 0;
+  let socketErrors = 0;
+  const start = performance.now();
+  const measureFrom = start + spec.warmupMs;
+  const end = measureFrom + spec.durationMs;
+
+  const runConn = (k: number) =>
+    new Promise<void>((done) => {
+      const sock: Socket = connect({ port: spec.port, host: '127.0.0.1', noDelay: true });
+      let buf: Buffer = Buffer.alloc(0);
+      let sentAt = 0;
+      let i = k;
+      const send = () => {
+        if (performance.now() >= end) {
+          sock.end();
+          return done();
+        }
+        sentAt = performance.now();
+        sock.write(reqs[i++ % reqs.length]!);
+      };
+      sock.on('connect', send);
+      sock.on('error', () => {
+        socketErrors++;
+        done();
+      });
+      sock.on('data', (chunk: Buffer) => {
+        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+        for (;;) {
+          const headEnd = buf.indexOf('\r\n\r\n');
+          if (headEnd < 0) return;
+          const head = buf.subarray(0, headEnd).toString('latin1');
+          const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+          const len = m ? Number(m[1]) : 0;
+          if (buf.length < headEnd + 4 + len) return;
+          const status = Number(head.slice(9, 12));
+          buf = buf.subarray(headEnd + 4 + len);
+          const now = performance.now();
+          totalRequests++;
+          if (sentAt >= measureFrom) {
+            requests++;
+            latencies.push(now - sentAt);
+            if (status < 200 || status > 299) non2xx++;
+          }
+          send();
+        }
+      });
+    });
+  await Promise.all(Array.from({ length: spec.connections }, (_, k) => runConn(k)));
+  latencies.sort((a, b) => a - b);
+  return { requests, totalRequests, rps: round(requests / (spec.durationMs / 1000), 0), p50Ms: round(pct(latencies, 50), 3), p99Ms: round(pct(latencies, 99), 3), non2xx, socketErrors };
+}
+
+// ───────────────────────────── child: cold start ─────────────────────────────
+
+/** The daemon's order: bind the API first (readyz 503), then load the model (readyz 200). */
+async function serveChild(modelPath: string, manifestPath: string): Promise<void> {
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Manifest;
+  const host = new ModelHost();
+  const app = createLocalApi({ host, metrics: new Registry(), feedback: () => ({ stored: false }) });
+  const server = await startLocalServer({ app, port: 0 });
+  process.stdout.write(`${server.port}\n`);
+  await host.activate(modelPath, manifest);
+  process.on('SIGTERM', () => {
+    void server.stop().then(() => host.dispose()).then(() => process.exit(0));
+  });
+}
+
+// ───────────────────────────── child: hot swaps ─────────────────────────────
+
+async function swapsChild(paths: [string, string], manifestPaths: [string, string], swaps: number, arena: boolean): Promise<void> {
+  const manifests = (await Promise.all(manifestPaths.map(async (p) => JSON.parse(await readFile(p, 'utf8')) as Manifest))) as [Manifest, Manifest];
+  const host = new ModelHost({ sessionOptions: { enableCpuMemArena: arena } });
+  const x = sampleInputs(1, manifests[0].input.shape.reduce((a, b) => a * b, 1));
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const rss = () => {
+    gc?.();
+    return process.memoryUsage().rss;
+  };
+  const swap = async (i: number) => {
+    const load = Array.from({ length: 8 }, () => host.predict(x, 1).catch(() => undefined));
+    await host.activate(paths[i % 2]!, { ...manifests[i % 2]!, release: i + 1 });
+    await Promise.all(load);
+  };
+  // Warm: first sessions allocate ORT's process-wide state (thread pools, kernels registry).
+  for (let i = 0; i < 10; i++) await swap(i);
+  const before = rss();
+  const t0 = performance.now();
+  for (let i = 10; i < 10 + swaps; i++) await swap(i);
+  const ms = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 50));
+  const after = rss();
+  const stats = host.stats();
+  await host.dispose();
+  process.stdout.write(`${JSON.stringify({ swaps, arena, rssBeforeMB: round(before / MB, 1), rssAfterMB: round(after / MB, 1), growthMB: round((after - before) / MB, 1), msPerSwap: round(ms / swaps, 2), stats })}\n`);
+}
+
+// ───────────────────────────── parent ─────────────────────────────
+
+function runChild(args: string[], nodeArgs: string[] = []): Promise<string> {
+  return new Promise((res, rej) => {
+    const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    cp.on('error', rej);
+    cp.on('exit', (code) => (code === 0 ? res(out) : rej(new Error(`child ${args[0]} exited with ${code}`))));
+  });
+}
+
+type Measured = LoadResult & {
+  /** Server CPU time (user + system, this process: the server runs here) per request. */
+  serverCpuUsPerReq: number;
+  /** 1e6 / serverCpuUsPerReq: requests/s one core could serve; robust to other load on the machine. */
+  perCoreCapacity: number;
+  rssMaxMB?: number;
+};
+
+async function load(port: number, method: 'GET' | 'POST', path: string, bodies: string[], o: { connections: number; durationMs: number; warmupMs: number }, sampleRss = false): Promise<Measured> {
+  let rssMax = 0;
+  const timer = sampleRss ? setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage().rss)), 200) : undefined;
+  const spec: LoadSpec = { port, method, path, bodies, ...o };
+  const cpu0 = process.cpuUsage();
+  const out = await runChild(['load', JSON.stringify(spec)]);
+  const cpu = process.cpuUsage(cpu0);
+  if (timer) clearInterval(timer);
+  const r = JSON.parse(out) as LoadResult;
+  const us = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
+  const m: Measured = { ...r, serverCpuUsPerReq: round(us, 1), perCoreCapacity: round(1e6 / us, 0) };
+  return sampleRss ? { ...m, rssMaxMB: round(rssMax / MB, 1) } : m;
+}
+
+async function withApi<T>(deps: Partial<LocalApiDeps> & Pick<LocalApiDeps, 'host'>, fn: (port: number) => Promise<T>): Promise<T> {
+  const app = createLocalApi({ metrics: new Registry(), feedback: () => ({ stored: false }), ...deps });
+  const server: LocalServer = await startLocalServer({ app, port: 0 });
+  try {
+    return await fn(server.port);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** The reference: a plain Hono + onnxruntime handler with no validation, metrics or bookkeeping. */
+async function withPlain<T>(modelPath: string, opts: ModelSessionOptions, fn: (port: number) => Promise<T>): Promise<T> {
+  const session = await InferenceSession.create(modelPath, { intraOpNumThreads: opts.intraOpNumThreads ?? 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+  const app = new Hono().post('/p', async (c) => {
+    const { input } = (await c.req.json()) as { input: number[] };
+    const out = await session.run({ x: new Tensor('float32', Float32Array.from(input), [1, input.length]) });
+    return c.json({ probabilities: Array.from(out.y!.data as Float32Array) });
+  });
+  const server = await new Promise<ReturnType<typeof serve>>((res) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => res(s));
+  });
+  try {
+    return await fn((server.address() as { port: number }).port);
+  } finally {
+    await new Promise((r) => server.close(r));
+    (server as unknown as { closeAllConnections(): void }).closeAllConnections();
+    await session.release();
+  }
+}
+
+async function inProcess(modelPath: string, manifest: Manifest, iterations: number): Promise<{ ortRunsPerSec: number; ortP50Ms: number; ortP99Ms: number; hostRunsPerSec: number }> {
+  const session = await ModelSession.create(modelPath, manifest);
+  const x = sampleInputs(1, 784);
+  for (let i = 0; i < 500; i++) await session.run(x, 1);
+  const lat: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < iterations; i++) {
+    const s = performance.now();
+    await session.run(x, 1);
+    lat.push(performance.now() - s);
+  }
+  const ms = performance.now() - t0;
+  await session.dispose();
+  const host = new ModelHost();
+  await host.activate(modelPath, manifest);
+  for (let i = 0; i < 500; i++) await host.predict(x, 1);
+  const t1 = performance.now();
+  for (let i = 0; i < iterations; i++) await host.predict(x, 1);
+  const hostMs = performance.now() - t1;
+  await host.dispose();
+  lat.sort((a, b) => a - b);
+  return { ortRunsPerSec: round((iterations / ms) * 1000, 0), ortP50Ms: round(pct(lat, 50), 4), ortP99Ms: round(pct(lat, 99), 4), hostRunsPerSec: round((iterations / hostMs) * 1000, 0) };
+}
+
+async function coldStart(modelPath: string, manifestPath: string): Promise<{ toListeningMs: number; toReadyMs: number }> {
+  const t0 = performance.now();
+  const cp = spawn(process.execPath, [SELF, '--child', 'serve', modelPath, manifestPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((res, rej) => {
+    let out = '';
+    cp.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) res(Number(out.trim()));
+    });
+    cp.on('exit', (code) => rej(new Error(`serve child exited with ${code}`)));
+  });
+  const toListeningMs = performance.now() - t0;
+  let toReadyMs = NaN;
+  for (;;) {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+    if (r?.status === 200) {
+      toReadyMs = performance.now() - t0;
+      break;
+    }
+    if (performance.now() - t0 > 30_000) break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  cp.kill('SIGTERM');
+  await new Promise((res) => cp.once('exit', res));
+  return { toListeningMs: round(toListeningMs, 0), toReadyMs: round(toReadyMs, 0) };
+}
+
+async function main(): Promise<void> {
+  const durationMs = arg('duration-ms', 5000);
+  const connections = arg('connections', 16);
+  const swaps = arg('swaps', 200);
+  const hidden = arg('hidden', 128);
+  const o = { connections, durationMs, warmupMs: 1000 };
+  const dir = await mkdtemp(join(tmpdir(), 'apprentice-edge-bench-'));
+  try {
+    const sizes = hidden > 0 ? [784, hidden, 10] : [784, 10];
+    const model = denseModel({ sizes, seed: 1 });
+    const modelB = denseModel({ sizes, seed: 2 });
+    const manifest = makeManifest(model);
+    const manifestB = makeManifest(modelB, { release: 2 });
+    const path = await writeModel(dir, model);
+    const pathB = await writeModel(dir, modelB);
+    const manPath = join(dir, 'a.json');
+    const manPathB = join(dir, 'b.json');
+    await writeFile(manPath, JSON.stringify(manifest));
+    await writeFile(manPathB, JSON.stringify(manifestB));
+
+    const rows = Array.from({ length: 8 }, (_, i) => sampleInputs(1, 784, 1000 + i));
+    const jsonBodies = rows.map((r) => JSON.stringify({ input: Array.from(r, (v) => Math.round(v * 1e4) / 1e4) }));
+    const u8Bodies = rows.map((r) => JSON.stringify({ input_b64: Buffer.from(Uint8Array.from(r, (v) => Math.round(v * 255))).toString('base64'), encoding: 'uint8' }));
+
+    const inproc = await inProcess(path, manifest, 20_000);
+    console.error(`[edge.bench] in-process ORT: ${inproc.ortRunsPerSec}/s`);
+
+    const host = new ModelHost();
+    await host.activate(path, manifest);
+    const rssIdleMB = round(process.memoryUsage().rss / MB, 1);
+    const bare = await withApi({ host }, (port) => load(port, 'GET', '/healthz', [''], o));
+    console.error(`[edge.bench] bare GET /healthz: ${bare.rps}/s`);
+    const plain = await withPlain(path, {}, (port) => load(port, 'POST', '/p', jsonBodies, o));
+    console.error(`[edge.bench] plain hono+ort: ${plain.rps}/s`);
+    const jsonOff = await withApi({ host }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true));
+    console.error(`[edge.bench] predict json (batching off): ${jsonOff.rps}/s`);
+    const jsonOn = await withApi({ host, batching: { maxBatch: 32, maxWaitMs: 0 } }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o));
+    console.error(`[edge.bench] predict json (batching on): ${jsonOn.rps}/s`);
+    const u8Off = await withApi({ host }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o));
+    console.error(`[edge.bench] predict b64-uint8 (batching off): ${u8Off.rps}/s`);
+    const u8On = await withApi({ host, batching: { maxBatch: 32, maxWaitMs: 0 } }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o));
+    console.error(`[edge.bench] predict b64-uint8 (batching on): ${u8On.rps}/s`);
+    await host.dispose();
+
+    const cold = await coldStart(path, manPath);
+    console.error(`[edge.bench] cold start to ready: ${cold.toReadyMs} ms`);
+    const swapRuns = [];
+    for (const arena of [true, false]) {
+      const out = await runChild(['swaps', path, pathB, manPath, manPathB, String(swaps), String(arena)], ['--expose-gc']);
+      swapRuns.push(JSON.parse(out) as { growthMB: number; arena: boolean });
+      console.error(`[edge.bench] ${swaps} swaps (arena ${arena}): ${out.trim()}`);
+    }
+
+    const result = {
+      at: new Date().toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      cpu: cpus()[0]?.model,
+      model: { sizes, bytes: model.bytes.byteLength },
+      load: { connections, durationMs, warmupMs: o.warmupMs, client: 'raw keep-alive sockets, closed loop, separate process' },
+      http: {
+        bareHealthz: bare,
+        plainHonoOrt: plain,
+        predictJson: { batchingOff: jsonOff, batchingOn: jsonOn },
+        predictB64Uint8: { batchingOff: u8Off, batchingOn: u8On },
+      },
+      inProcess: inproc,
+      rss: { idleMB: rssIdleMB, underLoadMaxMB: jsonOff.rssMaxMB },
+      coldStart: cold,
+      swaps: swapRuns,
+    };
+    const outDir = join(ROOT, 'test/bench/results');
+    await mkdir(outDir, { recursive: true });
+    await writeFile(join(outDir, 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
+    const best = Math.max(jsonOff.rps, jsonOn.rps);
+    console.log(
+      `edge bench (${sizes.join('→')}, ${connections} conns, ${cpus().length} cpus): predict json ${jsonOff.rps}/s p50 ${jsonOff.p50Ms} p99 ${jsonOff.p99Ms} ms` +
+        ` | batching on ${jsonOn.rps}/s p99 ${jsonOn.p99Ms} ms | b64-uint8 ${u8Off.rps}/s (on ${u8On.rps}/s)` +
+        ` | plain hono+ort ${plain.rps}/s | bare /healthz ${bare.rps}/s | in-process ORT ${inproc.ortRunsPerSec}/s` +
+        ` | RSS idle ${rssIdleMB} MB, load ${jsonOff.rssMaxMB} MB | cold start ${cold.toReadyMs} ms` +
+        ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (arena ${s.arena ? 'on' : 'off'})`).join(', ')}` +
+        ` | target 10000/s ${best >= 10_000 ? 'met' : 'NOT met'}`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const childIdx = process.argv.indexOf('--child');
+if (childIdx >= 0) {
+  const [kind, ...rest] = process.argv.slice(childIdx + 1);
+  if (kind === 'load') {
+    const r = await loadChild(JSON.parse(rest[0]!) as LoadSpec);
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+  } else if (kind === 'serve') {
+    await serveChild(rest[0]!, rest[1]!);
+  } else if (kind === 'swaps') {
+    await swapsChild([rest[0]!, rest[1]!], [rest[2]!, rest[3]!], Number(rest[4]), rest[5] === 'true');
+  } else {
+    throw new Error(`unknown child ${kind}`);
+  }
+} else {
+  await main();
+}
