@@ -311,64 +311,73 @@ async function main(): Promise<void> {
     const jsonBodies = rows.map((r) => JSON.stringify({ input: Array.from(r, (v) => Math.round(v * 1e4) / 1e4) }));
     const u8Bodies = rows.map((r) => JSON.stringify({ input_b64: Buffer.from(Uint8Array.from(r, (v) => Math.round(v * 255))).toString('base64'), encoding: 'uint8' }));
 
-    const inproc = await inProcess(path, manifest, 20_000);
-    console.error(`[edge.bench] in-process ORT: ${inproc.ortRunsPerSec}/s`);
+    const onlyArg = process.argv.indexOf('--only');
+    const only = onlyArg >= 0 ? new Set(process.argv[onlyArg + 1]!.split(',')) : undefined;
+    const want = (name: string) => !only || only.has(name);
+
+    const inproc = want('inproc') ? await inProcess(path, manifest, 20_000) : undefined;
+    if (inproc) console.error(`[edge.bench] in-process: ORT ${inproc.ortRunsPerSec}/s p50 ${inproc.ortP50Ms} ms, via ModelHost ${inproc.hostRunsPerSec}/s`);
 
     const host = new ModelHost();
     await host.activate(path, manifest);
     const rssIdleMB = round(process.memoryUsage().rss / MB, 1);
-    const bare = await withApi({ host }, (port) => load(port, 'GET', '/healthz', [''], o));
-    console.error(`[edge.bench] bare GET /healthz: ${bare.rps}/s`);
-    const plain = await withPlain(path, {}, (port) => load(port, 'POST', '/p', jsonBodies, o));
-    console.error(`[edge.bench] plain hono+ort: ${plain.rps}/s`);
-    const jsonOff = await withApi({ host }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true));
-    console.error(`[edge.bench] predict json (batching off): ${jsonOff.rps}/s`);
-    const jsonOn = await withApi({ host, batching: { maxBatch: 32, maxWaitMs: 0 } }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o));
-    console.error(`[edge.bench] predict json (batching on): ${jsonOn.rps}/s`);
-    const u8Off = await withApi({ host }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o));
-    console.error(`[edge.bench] predict b64-uint8 (batching off): ${u8Off.rps}/s`);
-    const u8On = await withApi({ host, batching: { maxBatch: 32, maxWaitMs: 0 } }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o));
-    console.error(`[edge.bench] predict b64-uint8 (batching on): ${u8On.rps}/s`);
+    const batching = { maxBatch: 32, maxWaitMs: 0 };
+    const scenarios: Record<string, () => Promise<Measured>> = {
+      bareHealthz: () => withApi({ host }, (port) => load(port, 'GET', '/healthz', [''], o)),
+      plainHonoOrt: () => withPlain(path, {}, (port) => load(port, 'POST', '/p', jsonBodies, o)),
+      jsonBatchingOff: () => withApi({ host }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true)),
+      jsonBatchingOn: () => withApi({ host, batching }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o)),
+      u8BatchingOff: () => withApi({ host }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o)),
+      u8BatchingOn: () => withApi({ host, batching }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o)),
+    };
+    const http: Record<string, Measured> = {};
+    for (const [name, run] of Object.entries(scenarios)) {
+      if (!want(name)) continue;
+      const r = await run();
+      http[name] = r;
+      console.error(`[edge.bench] ${name}: ${r.rps}/s p50 ${r.p50Ms} p99 ${r.p99Ms} ms, server ${r.serverCpuUsPerReq} µs CPU/req (${r.perCoreCapacity}/s per core), non-2xx ${r.non2xx}`);
+    }
     await host.dispose();
 
-    const cold = await coldStart(path, manPath);
-    console.error(`[edge.bench] cold start to ready: ${cold.toReadyMs} ms`);
-    const swapRuns = [];
-    for (const arena of [true, false]) {
+    const cold = want('cold') ? await coldStart(path, manPath) : undefined;
+    if (cold) console.error(`[edge.bench] cold start: listening ${cold.toListeningMs} ms, ready ${cold.toReadyMs} ms`);
+    const swapRuns: { growthMB: number; arena: boolean }[] = [];
+    for (const arena of want('swaps') ? [true, false] : []) {
       const out = await runChild(['swaps', path, pathB, manPath, manPathB, String(swaps), String(arena)], ['--expose-gc']);
       swapRuns.push(JSON.parse(out) as { growthMB: number; arena: boolean });
       console.error(`[edge.bench] ${swaps} swaps (arena ${arena}): ${out.trim()}`);
     }
+    const loadavg = (await readFile('/proc/loadavg', 'utf8').catch(() => '')).split(' ').slice(0, 3).join(' ');
 
     const result = {
       at: new Date().toISOString(),
       node: process.version,
       cpus: cpus().length,
       cpu: cpus()[0]?.model,
+      loadavgAfter: loadavg,
       model: { sizes, bytes: model.bytes.byteLength },
       load: { connections, durationMs, warmupMs: o.warmupMs, client: 'raw keep-alive sockets, closed loop, separate process' },
-      http: {
-        bareHealthz: bare,
-        plainHonoOrt: plain,
-        predictJson: { batchingOff: jsonOff, batchingOn: jsonOn },
-        predictB64Uint8: { batchingOff: u8Off, batchingOn: u8On },
-      },
+      http,
       inProcess: inproc,
-      rss: { idleMB: rssIdleMB, underLoadMaxMB: jsonOff.rssMaxMB },
+      rss: { idleMB: rssIdleMB, underLoadMaxMB: http.jsonBatchingOff?.rssMaxMB },
       coldStart: cold,
       swaps: swapRuns,
     };
-    const outDir = join(ROOT, 'test/bench/results');
-    await mkdir(outDir, { recursive: true });
-    await writeFile(join(outDir, 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
-    const best = Math.max(jsonOff.rps, jsonOn.rps);
+    // A partial run (--only) prints but does not replace the recorded results.
+    if (!only) {
+      const outDir = join(ROOT, 'test/bench/results');
+      await mkdir(outDir, { recursive: true });
+      await writeFile(join(outDir, 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
+    }
+    const f = (m: Measured | undefined) => (m ? `${m.rps}/s (p50 ${m.p50Ms}, p99 ${m.p99Ms} ms, ${m.serverCpuUsPerReq} µs CPU/req)` : 'n/a');
+    const best = Math.max(http.jsonBatchingOff?.rps ?? 0, http.jsonBatchingOn?.rps ?? 0);
     console.log(
-      `edge bench (${sizes.join('→')}, ${connections} conns, ${cpus().length} cpus): predict json ${jsonOff.rps}/s p50 ${jsonOff.p50Ms} p99 ${jsonOff.p99Ms} ms` +
-        ` | batching on ${jsonOn.rps}/s p99 ${jsonOn.p99Ms} ms | b64-uint8 ${u8Off.rps}/s (on ${u8On.rps}/s)` +
-        ` | plain hono+ort ${plain.rps}/s | bare /healthz ${bare.rps}/s | in-process ORT ${inproc.ortRunsPerSec}/s` +
-        ` | RSS idle ${rssIdleMB} MB, load ${jsonOff.rssMaxMB} MB | cold start ${cold.toReadyMs} ms` +
-        ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (arena ${s.arena ? 'on' : 'off'})`).join(', ')}` +
-        ` | target 10000/s ${best >= 10_000 ? 'met' : 'NOT met'}`,
+      `edge bench (${sizes.join('→')}, ${connections} conns, ${cpus().length} cpus, loadavg ${loadavg}): predict json ${f(http.jsonBatchingOff)}` +
+        ` | batching on ${f(http.jsonBatchingOn)} | b64-uint8 ${f(http.u8BatchingOff)}, batching on ${f(http.u8BatchingOn)}` +
+        ` | plain hono+ort ${f(http.plainHonoOrt)} | bare /healthz ${f(http.bareHealthz)} | in-process ORT ${inproc?.ortRunsPerSec ?? 'n/a'}/s` +
+        ` | RSS idle ${rssIdleMB} MB, under load ${http.jsonBatchingOff?.rssMaxMB ?? 'n/a'} MB | cold start to ready ${cold?.toReadyMs ?? 'n/a'} ms` +
+        ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (arena ${s.arena ? 'on' : 'off'})`).join(', ') || 'n/a'}` +
+        ` | 10000/s target ${best >= 10_000 ? 'met' : 'not met'}`,
     );
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,144 @@
+import { z } from 'zod';
+import { inputSpecSchema, type InputSpec } from '../../shared/protocol/schemas.js';
+import type { ModelRow } from '../registry/schema.js';
+import { parseArch } from '../models/spec.js';
+
+/**
+ * What a round reads from a `models` row, validated once when a round starts (STYLE.md §3: one
+ * validation, `path: message` errors, defaults in one place). The JSON columns stay free-form in the
+ * registry so the API can store them as given; this is the only reader.
+ */
+
+export class RoundConfigError extends Error {
+  override readonly name = 'RoundConfigError';
+}
+
+const positiveInt = z.number().int().min(1);
+const fraction = z.number().min(0).max(1);
+
+/** `models.distill_settings`. Every field but `baseData` has a default. */
+export const distillSettingsSchema = z.object({
+  /** Softening temperature T of the distillation loss. */
+  temperature: z.number().min(0.01).max(1000).default(20),
+  /** Weight of the soft (teacher) term; 1 − alpha weighs the hard-label term where labels exist. */
+  alpha: fraction.default(0.9),
+  epochs: positiveInt.max(1000).default(10),
+  batchSize: positiveInt.max(65536).default(128),
+  lr: z.number().min(1e-7).max(10).default(1e-3),
+  seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
+  /** Random translation (pixels) during training; square inputs only. */
+  jitter: z.number().int().min(0).max(8).default(0),
+
+  /** Base transfer set, a shared/data spec such as `mnist:train` or `unlabeled:idx:...`. */
+  baseData: z.string().min(3),
+  /** Keep only this many base examples (after a shuffle with `seed`). */
+  baseLimit: positiveInt.optional(),
+  /**
+   * Fixed holdout used by the gate: a dataset spec (`mnist:test`) or `split:AMOUNT` to carve it out
+   * of the base data (AMOUNT a fraction in (0,1) or a count) with `holdoutSeed`. Must be labelled.
+   */
+  holdout: z.string().min(3).default('split:0.1'),
+  holdoutLimit: positiveInt.optional(),
+  holdoutSeed: z.number().int().min(0).max(2 ** 32 - 1).default(1234),
+  /**
+   * Gate: release only if holdoutAccuracy ≥ parentHoldoutAccuracy − tolerance. A negative value
+   * demands an improvement of at least |tolerance|.
+   */
+  tolerance: z.number().min(-1).max(1).default(0.01),
+  /** Gate: absolute floor on holdout accuracy, applied even without a parent. */
+  minHoldoutAccuracy: fraction.default(0),
+
+  /**
+   * Hard-example mixing. Device examples are few next to the base set, so they are repeated until
+   * they make up at least `hardExampleShare` of every epoch, but each one at most
+   * `hardExampleMaxRepeat` times (so a handful of examples is not memorised). See mix.ts.
+   */
+  hardExampleShare: z.number().min(0).max(0.9).default(0.2),
+  hardExampleMaxRepeat: positiveInt.max(1000).default(20),
+  /** Only the newest N ingested examples of the model enter the transfer set. */
+  hardExampleWindow: positiveInt.default(20_000),
+  /** The newest N of them are also the "recent traffic" evaluation set (agreement with the teacher). */
+  hardEvalCount: positiveInt.default(1000),
+
+  /** Initialise from the current release's weights when the architecture matches. */
+  warmStart: z.boolean().default(true),
+  /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */
+  artifact: z.enum(['int8', 'fp32']).default('int8'),
+  chunkSize: z.number().int().min(1024).max(16 * 1024 * 1024).default(128 * 1024),
+  /** Manifest validity: expiresAt = createdAt + validityDays. */
+  validityDays: z.number().min(1 / 24).max(3650).default(30),
+  /** Self-test tolerance (max abs logit difference); default 1e-3 for fp32, 0.05 for int8. */
+  selfTestTolerance: z.number().min(0).max(10).optional(),
+  /** Time budget of the ORT batch-1 latency measurement. */
+  latencyBudgetMs: z.number().int().min(10).max(60_000).default(500),
+});
+export type DistillSettings = z.infer<typeof distillSettingsSchema>;
+
+const rolloutTargetSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('all') }),
+  z.object({ kind: z.literal('group'), group: z.string().min(1) }),
+  z.object({ kind: z.literal('devices'), ids: z.array(z.string().min(1)).min(1) }),
+]);
+
+/** `models.schedule`; null means manual rounds only and no automatic rollout. */
+export const scheduleSchema = z.object({
+  /** How often the scheduler looks at the model. */
+  intervalSeconds: z.number().int().min(1).default(3600),
+  /** A scheduled round starts only when this many examples arrived since the last round started. */
+  minNewExamples: z.number().int().min(0).default(100),
+  /** Start a rollout of every release a round produces. */
+  autoRollout: z.boolean().default(false),
+  /** Passed to the rollout engine with the new release. */
+  rollout: z
+    .object({
+      target: rolloutTargetSchema.default({ kind: 'all' }),
+      canaryShare: fraction.default(0.1),
+      soakSeconds: z.number().int().min(0).default(300),
+      failureThreshold: fraction.default(0.2),
+    })
+    .default({ target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2 }),
+});
+export type Schedule = z.infer<typeof scheduleSchema>;
+
+const teacherSchema = z.object({ files: z.array(z.string().min(1)).min(1), outputKind: z.enum(['logits', 'probs']).default('logits') });
+
+/** Everything a round needs from one model, parsed. */
+export interface RoundModel {
+  name: string;
+  inputSpec: InputSpec;
+  labels: string[];
+  teacher: z.infer<typeof teacherSchema>;
+  studentSpec: string;
+  settings: DistillSettings;
+  schedule: Schedule | null;
+}
+
+function parsePart<S extends z.ZodType>(schema: S, value: unknown, model: string, column: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => `${[column, ...i.path.map(String)].join('.')}: ${i.message}`);
+  throw new RoundConfigError(`model ${model}: ${lines.join('; ')}`);
+}
+
+/** Validates a `models` row for a round. Throws RoundConfigError with `column.path: message`. */
+export function parseRoundModel(row: ModelRow): RoundModel {
+  const model: RoundModel = {
+    name: row.name,
+    inputSpec: parsePart(inputSpecSchema, row.inputSpec, row.name, 'inputSpec'),
+    labels: parsePart(z.array(z.string()).min(2), row.labels, row.name, 'labels'),
+    teacher: parsePart(teacherSchema, row.teacher, row.name, 'teacher'),
+    studentSpec: row.studentSpec,
+    settings: parsePart(distillSettingsSchema, row.distillSettings, row.name, 'distillSettings'),
+    schedule: row.schedule == null ? null : parsePart(scheduleSchema, row.schedule, row.name, 'schedule'),
+  };
+  try {
+    parseArch(row.studentSpec, 'studentSpec');
+  } catch (err) {
+    throw new RoundConfigError(`model ${row.name}: ${(err as Error).message}`);
+  }
+  return model;
+}
+
+export function selfTestTolerance(s: DistillSettings): number {
+  return s.selfTestTolerance ?? (s.artifact === 'int8' ? 0.05 : 1e-3);
+}
