@@ -1,0 +1,130 @@
+import type { Manifest, SignedManifest } from '../../shared/protocol/schemas.js';
+import type { ModelRow } from '../registry/schema.js';
+import type { Schedule } from './settings.js';
+
+/**
+ * Structural types of what rounds need from other modules (signing keys, the MQTT publisher, the
+ * rollout engine) and the messages between the round runner and its worker process. Structural on
+ * purpose: cloud/keys and cloud/fleet satisfy them without importing this folder.
+ */
+
+/** Signs release manifests; the cloud's KeyStore provides it. May be async (e.g. a remote KMS). */
+export interface ManifestSigner {
+  sign(manifest: Manifest): SignedManifest | Promise<SignedManifest>;
+}
+
+/** Synchronous signer, as `reissueRelease` needs it inside one registry transaction. */
+export interface SyncManifestSigner {
+  sign(manifest: Manifest): SignedManifest;
+}
+
+/** Publishes an artifact's retained chunks (cloud/fleet publisher). */
+export interface ArtifactPublisher {
+  publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<void>;
+}
+
+/** What a round asks the rollout engine for when the model's schedule says `autoRollout`. */
+export interface RolloutRequest {
+  model: string;
+  releaseSeq: number;
+  target: Schedule['rollout']['target'];
+  canaryShare: number;
+  soakSeconds: number;
+  failureThreshold: number;
+  /** Why the rollout exists, e.g. `round 3f2a…`. */
+  reason: string;
+}
+
+/** cloud/fleet RolloutEngine, structurally. */
+export interface RolloutStarter {
+  create(input: RolloutRequest): Promise<unknown>;
+}
+
+export const ROUND_STATES = ['queued', 'running', 'released', 'rejected', 'failed'] as const;
+export type RoundState = (typeof ROUND_STATES)[number];
+export const FINAL_ROUND_STATES: readonly RoundState[] = ['released', 'rejected', 'failed'];
+export type RoundTrigger = 'manual' | 'schedule' | 'retry';
+
+/** Live progress of a round, as stored in `rounds.progress`. */
+export interface RoundProgress {
+  phase: RoundPhase;
+  detail?: string;
+  epoch?: number;
+  epochs?: number;
+  loss?: number;
+  samplesPerSec?: number;
+  at: string;
+}
+export type RoundPhase = 'starting' | 'transfer-set' | 'teacher' | 'train' | 'evaluate' | 'gate' | 'export' | 'sign' | 'store' | 'publish' | 'rollout' | 'done';
+
+/** A second round for a model while one is queued or running. The API maps it to 409. */
+export class RoundConflictError extends Error {
+  override readonly name = 'RoundConflictError';
+  constructor(
+    readonly model: string,
+    readonly activeRoundId: string,
+  ) {
+    super(`model ${model} already has round ${activeRoundId} in progress`);
+  }
+}
+
+export class UnknownModelError extends Error {
+  override readonly name = 'UnknownModelError';
+  constructor(readonly model: string) {
+    super(`unknown model ${model}`);
+  }
+}
+
+/** Sent to the worker once, right after fork. Plain JSON. */
+export interface RoundJob {
+  roundId: string;
+  dbPath: string;
+  dataDir: string;
+  model: ModelRow;
+  /** `${publicBaseUrl}/v1/releases/${seq}/artifact` goes into the manifest when set. */
+  publicBaseUrl?: string;
+  /** tfjs backend for the worker (default: auto). */
+  backend?: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+}
+
+/** Metrics of a round (rounds.metrics); the numeric subset goes into the manifest. */
+export type RoundMetrics = Record<string, unknown>;
+
+export type RoundOutcome =
+  | { state: 'released'; releaseSeq: number; sha256: string; artifactPath: string; chunkSize: number; exampleCount: number; metrics: RoundMetrics }
+  | { state: 'rejected'; reason: string; exampleCount: number; metrics: RoundMetrics };
+
+export type ParentMessage =
+  | { type: 'job'; job: RoundJob }
+  | { type: 'signed'; requestId: number; signed: SignedManifest }
+  | { type: 'sign-failed'; requestId: number; message: string };
+
+export type WorkerMessage =
+  | { type: 'progress'; progress: RoundProgress }
+  | { type: 'sign'; requestId: number; manifest: Manifest }
+  | { type: 'done'; outcome: RoundOutcome }
+  | { type: 'error'; message: string; stack?: string };
+
+/** What `get(id)` returns: the row with the live progress of a running round. */
+export interface RoundView {
+  id: string;
+  model: string;
+  state: RoundState;
+  trigger: string;
+  progress: RoundProgress | null;
+  metrics: RoundMetrics | null;
+  error: string | null;
+  releaseSeq: number | null;
+  exampleCount: number | null;
+  attempts: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+  createdAt: string;
+}
+
+/** The interface the HTTP API uses. */
+export interface RoundsService {
+  start(model: string, trigger: RoundTrigger): Promise<{ id: string }>;
+  get(id: string): RoundView | undefined;
+  list(model?: string, limit?: number): RoundView[];
+}
