@@ -1,7 +1,10 @@
 import { Command } from 'commander';
 import { distillCommand } from '../cloud/distill/cli.js';
+import { keysCommand } from '../cloud/keys/cli.js';
+import { brokerAuthCommand, provisionCommand } from '../cloud/provision/cli.js';
 import { teacherCommand } from '../cloud/teacher/cli.js';
 import { dataCommand } from '../shared/data/cli.js';
+import { edgeCommand } from '../edge/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -12,6 +15,10 @@ export function buildProgram(): Command {
   program.addCommand(teacherCommand());
   program.addCommand(distillCommand());
   program.addCommand(dataCommand());
+  program.addCommand(keysCommand());
+  program.addCommand(provisionCommand());
+  program.addCommand(brokerAuthCommand());
+  program.addCommand(edgeCommand());
   return program;
 }
 

@@ -20,7 +20,11 @@ export interface LocalApiDeps {
   /** Receives user labels with the remembered input (the outbox). */
   feedback: FeedbackSink;
   limits?: Partial<LocalApiLimits>;
-  /** Coalesce concurrent predictions into shared ORT runs (see MicroBatcher); off by default. */
+  /**
+   * Coalesce concurrent predictions into shared ORT runs (see MicroBatcher). On by default with
+   * { maxBatch: 32, maxWaitMs: 0 } (no added wait: only requests that arrived in the same event-loop turn
+   * share a run); the edge bench measured it to halve CPU per request under concurrency. `false` turns it off.
+   */
   batching?: { maxBatch?: number; maxWaitMs?: number } | false;
   /** Epoch milliseconds. */
   clock?: () => number;
@@ -28,6 +32,8 @@ export interface LocalApiDeps {
   /** Register prom-client's default process metrics on `metrics` (default true; skipped if present). */
   defaultMetrics?: boolean;
 }
+
+export const DEFAULT_BATCHING = { maxBatch: 32, maxWaitMs: 0 } as const;
 
 const ROUTES = ['/v1/predict', '/v1/feedback', '/v1/model', '/healthz', '/readyz', '/metrics'] as const;
 
@@ -45,7 +51,8 @@ export function createLocalApi(deps: LocalApiDeps): Hono {
   const clock = deps.clock ?? Date.now;
   const log = deps.log ?? silentLogger;
   const metrics = new ApiMetrics({ registry: deps.metrics, current: () => deps.host.current(), routes: ROUTES, defaultMetrics: deps.defaultMetrics ?? true });
-  const predictor = deps.batching ? new MicroBatcher({ predictor: deps.host, ...deps.batching }) : deps.host;
+  const batching = deps.batching ?? DEFAULT_BATCHING;
+  const predictor = batching ? new MicroBatcher({ predictor: deps.host, ...batching }) : deps.host;
   const ctx: ApiContext = {
     host: deps.host,
     predictor,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Manifest } from '../../shared/protocol/index.js';
-import { ApiError, badRequest } from './errors.js';
+import { ApiError, badRequest, invalidBody } from './errors.js';
 
 /**
  * `POST /v1/predict` request decoding: the hot path of the edge. zod checks the body's structure (which
@@ -100,13 +100,7 @@ function decodeBase64(body: PredictBody, b64: string, size: number, manifest: Ma
  */
 export function decodePredict(json: unknown, manifest: Manifest, limits: DecodeLimits): DecodedPredict {
   const parsed = predictBodySchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const keys = issue.code === 'unrecognized_keys' ? issue.keys : [];
-    const field = keys.length > 0 ? keys.join(',') : issue.path.length > 0 ? issue.path.join('.') : undefined;
-    const message = keys.length > 0 ? `unknown field(s): ${keys.join(', ')}` : issue.message;
-    throw badRequest(message, field, 'invalid_body');
-  }
+  if (!parsed.success) throw invalidBody(parsed.error);
   const body = parsed.data;
   const forms = (body.input !== undefined ? 1 : 0) + (body.inputs !== undefined ? 1 : 0) + (body.input_b64 !== undefined ? 1 : 0);
   if (forms !== 1) throw badRequest('exactly one of input, inputs, input_b64 is required', forms === 0 ? 'input' : undefined, 'invalid_body');

@@ -1,6 +1,7 @@
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { z } from 'zod';
 import type { Logger } from '../../shared/log/index.js';
 import { InferenceError, NoModelError } from '../runtime/errors.js';
 
@@ -31,6 +32,13 @@ export class ApiError extends HTTPException {
 }
 
 export const badRequest = (message: string, field?: string, code = 'invalid_request'): ApiError => new ApiError(400, code, message, field);
+
+/** 400 `invalid_body` from a zod failure, naming the first issue's field (or the unknown keys). */
+export function invalidBody(error: z.ZodError): ApiError {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') return badRequest(`unknown field(s): ${issue.keys.join(', ')}`, issue.keys.join(','), 'invalid_body');
+  return badRequest(issue.message, issue.path.length > 0 ? issue.path.join('.') : undefined, 'invalid_body');
+}
 
 /** For resource apps: answers 405 with an Allow header for methods the path does not serve. */
 export function methodNotAllowed(allowed: readonly string[]) {

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import type { ApiContext } from './context.js';
-import { ApiError, badRequest, methodNotAllowed } from './errors.js';
+import { ApiError, badRequest, invalidBody, methodNotAllowed } from './errors.js';
 import { jsonOnly, limitBody, readJson } from './middleware.js';
 
 export const feedbackBodySchema = z.strictObject({
@@ -19,11 +19,7 @@ export function feedbackRoutes(ctx: ApiContext): Hono {
   return new Hono()
     .post('/', jsonOnly(), limitBody({ maxBytes: 64 * 1024 }), async (c) => {
       const parsed = feedbackBodySchema.safeParse(await readJson(c));
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        const field = issue.code === 'unrecognized_keys' ? issue.keys.join(',') : issue.path.join('.') || undefined;
-        throw badRequest(issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message, field, 'invalid_body');
-      }
+      if (!parsed.success) throw invalidBody(parsed.error);
       const { id, label } = parsed.data;
       const p = ctx.recent.get(id);
       if (!p) throw new ApiError(404, 'unknown_prediction', `no recent prediction with id ${id} (unknown or expired)`, 'id');

@@ -1,6 +1,21 @@
-import type { MiddlewareHandler } from 'hono';
+import type { IncomingMessage } from 'node:http';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { ApiError } from './errors.js';
+
+/**
+ * A request header. Under @hono/node-server it is read from Node's own parsed headers: `c.req.header()`
+ * makes the adapter build a WHATWG Headers object from the raw headers first, ~5 µs per request on the
+ * predict hot path. Elsewhere (app.request() in tests, other runtimes) it falls back to `c.req.header()`.
+ */
+export function header(c: Context, name: string): string | undefined {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (incoming?.headers) {
+    const v = incoming.headers[name];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+  return c.req.header(name);
+}
 
 function tooLarge(maxBytes: number): ApiError {
   return new ApiError(413, 'payload_too_large', `request body exceeds ${maxBytes} bytes`);
@@ -22,9 +37,9 @@ export function limitBody({ maxBytes = 1 << 20 }: { maxBytes?: number } = {}): M
       throw tooLarge(maxBytes);
     },
   });
-  return async function limitBody(c, next) {
-    const length = c.req.header('content-length');
-    if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
+  return function limitBody(c, next) {
+    const length = header(c, 'content-length');
+    if (length !== undefined && header(c, 'transfer-encoding') === undefined) {
       const n = Number(length);
       if (!Number.isSafeInteger(n) || n < 0) throw new ApiError(400, 'invalid_request', 'invalid Content-Length');
       if (n > maxBytes) throw tooLarge(maxBytes);
@@ -41,8 +56,8 @@ export function limitBody({ maxBytes = 1 << 20 }: { maxBytes?: number } = {}): M
  * app.post('/v1/feedback', jsonOnly(), handler);
  */
 export function jsonOnly(): MiddlewareHandler {
-  return async function jsonOnly(c, next) {
-    const ct = c.req.header('content-type');
+  return function jsonOnly(c, next) {
+    const ct = header(c, 'content-type');
     const semi = ct === undefined ? -1 : ct.indexOf(';');
     const type = ct === undefined ? '' : (semi === -1 ? ct : ct.slice(0, semi)).trim().toLowerCase();
     if (type !== 'application/json') {
@@ -53,7 +68,7 @@ export function jsonOnly(): MiddlewareHandler {
 }
 
 /** Reads and parses the JSON body; 400 `invalid_json` when it does not parse. */
-export async function readJson(c: Parameters<MiddlewareHandler>[0]): Promise<unknown> {
+export async function readJson(c: Context): Promise<unknown> {
   const text = await c.req.text();
   try {
     return JSON.parse(text);

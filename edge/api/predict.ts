@@ -35,9 +35,9 @@ function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): Examp
   const at = ctx.clock();
   const out: ExampleAnswer[] = new Array(req.n);
   for (let r = 0; r < req.n; r++) {
-    // Rows of a batch are copied so a remembered example does not pin the whole request's buffer.
-    const probs = req.n === 1 ? result.probs : result.probs.slice(r * classes, (r + 1) * classes);
-    const input = req.n === 1 ? req.data : req.data.slice(r * size, (r + 1) * size);
+    // Views, not copies: `recent` copies into its ring; the hook may keep them.
+    const probs = req.n === 1 ? result.probs : result.probs.subarray(r * classes, (r + 1) * classes);
+    const input = req.n === 1 ? req.data : req.data.subarray(r * size, (r + 1) * size);
     let best = 0;
     for (let j = 1; j < classes; j++) if (probs[j]! > probs[best]!) best = j;
     const id = randomUUID();

@@ -1,3 +1,4 @@
+import { InferenceError } from './errors.js';
 import type { Prediction, Predictor } from './host.js';
 
 export interface MicroBatcherOptions {
@@ -105,6 +106,11 @@ export class MicroBatcher implements Predictor {
     try {
       result = await this.predictor.predict(all, total);
     } catch (err) {
+      if (err instanceof InferenceError && err.code === 'non_finite_output') {
+        // One caller's example may have made the model emit NaN: rerun each alone, so only it fails.
+        for (const it of items) this.predictor.predict(it.data, it.n).then(it.resolve, it.reject);
+        return;
+      }
       for (const it of items) it.reject(err);
       return;
     }

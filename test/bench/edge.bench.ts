@@ -323,11 +323,11 @@ async function main(): Promise<void> {
     const rssIdleMB = round(process.memoryUsage().rss / MB, 1);
     const batching = { maxBatch: 32, maxWaitMs: 0 };
     const scenarios: Record<string, () => Promise<Measured>> = {
-      bareHealthz: () => withApi({ host }, (port) => load(port, 'GET', '/healthz', [''], o)),
+      bareHealthz: () => withApi({ host, batching: false }, (port) => load(port, 'GET', '/healthz', [''], o)),
       plainHonoOrt: () => withPlain(path, {}, (port) => load(port, 'POST', '/p', jsonBodies, o)),
-      jsonBatchingOff: () => withApi({ host }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true)),
-      jsonBatchingOn: () => withApi({ host, batching }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o)),
-      u8BatchingOff: () => withApi({ host }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o)),
+      jsonBatchingOff: () => withApi({ host, batching: false }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true)),
+      jsonBatchingOn: () => withApi({ host, batching }, (port) => load(port, 'POST', '/v1/predict', jsonBodies, o, true)),
+      u8BatchingOff: () => withApi({ host, batching: false }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o)),
       u8BatchingOn: () => withApi({ host, batching }, (port) => load(port, 'POST', '/v1/predict', u8Bodies, o)),
     };
     const http: Record<string, Measured> = {};
@@ -359,7 +359,7 @@ async function main(): Promise<void> {
       load: { connections, durationMs, warmupMs: o.warmupMs, client: 'raw keep-alive sockets, closed loop, separate process' },
       http,
       inProcess: inproc,
-      rss: { idleMB: rssIdleMB, underLoadMaxMB: http.jsonBatchingOff?.rssMaxMB },
+      rss: { idleMB: rssIdleMB, underLoadMaxMB: { batchingOff: http.jsonBatchingOff?.rssMaxMB, batchingOn: http.jsonBatchingOn?.rssMaxMB } },
       coldStart: cold,
       swaps: swapRuns,
     };
@@ -375,7 +375,7 @@ async function main(): Promise<void> {
       `edge bench (${sizes.join('→')}, ${connections} conns, ${cpus().length} cpus, loadavg ${loadavg}): predict json ${f(http.jsonBatchingOff)}` +
         ` | batching on ${f(http.jsonBatchingOn)} | b64-uint8 ${f(http.u8BatchingOff)}, batching on ${f(http.u8BatchingOn)}` +
         ` | plain hono+ort ${f(http.plainHonoOrt)} | bare /healthz ${f(http.bareHealthz)} | in-process ORT ${inproc?.ortRunsPerSec ?? 'n/a'}/s` +
-        ` | RSS idle ${rssIdleMB} MB, under load ${http.jsonBatchingOff?.rssMaxMB ?? 'n/a'} MB | cold start to ready ${cold?.toReadyMs ?? 'n/a'} ms` +
+        ` | RSS idle ${rssIdleMB} MB, under load ${http.jsonBatchingOff?.rssMaxMB ?? 'n/a'}/${http.jsonBatchingOn?.rssMaxMB ?? 'n/a'} MB (batching off/on) | cold start to ready ${cold?.toReadyMs ?? 'n/a'} ms` +
         ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (arena ${s.arena ? 'on' : 'off'})`).join(', ') || 'n/a'}` +
         ` | 10000/s target ${best >= 10_000 ? 'met' : 'not met'}`,
     );

@@ -118,7 +118,14 @@ describe('GET /metrics', () => {
 });
 
 describe('micro-batching switch', () => {
-  it('gives the same answers with batching on', async () => {
+  it('gives the same answers with batching off', async () => {
+    h = await harness({ batching: false });
+    const r = (await (await post(h.app, '/v1/predict', { input })).json()) as { probabilities: number[] };
+    const solo = await h.host.predict(Float32Array.from(input), 1);
+    r.probabilities.forEach((p, j) => expect(p).toBeCloseTo(solo.probs[j]!, 6));
+  });
+
+  it('gives the same answers with batching on (concurrent requests share runs)', async () => {
     h = await harness({ batching: { maxBatch: 8, maxWaitMs: 0 } });
     const rows = Array.from({ length: 6 }, (_, i) => Array.from(sampleInputs(1, 784, 200 + i)));
     const answers = await Promise.all(rows.map(async (r) => (await (await post(h!.app, '/v1/predict', { input: r })).json()) as { probabilities: number[] }));

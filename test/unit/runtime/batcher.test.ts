@@ -68,6 +68,21 @@ describe('MicroBatcher', () => {
     expect(out.map((o) => o.status)).toEqual(['rejected', 'rejected']);
   });
 
+  it('reruns a batch that produced NaN row by row, so only the poisoned request fails', async () => {
+    const nan = denseModel({ seed: 32, nanOnNegativeSum: true });
+    const nanHost = new ModelHost();
+    await nanHost.activate(await writeModel(dir, nan), makeManifest(nan));
+    const c = counting(nanHost);
+    const b = new MicroBatcher({ predictor: c });
+    const good = sampleInputs(1, 784, 3);
+    const poisoned = good.map((v) => -v);
+    const out = await Promise.allSettled([b.predict(good, 1), b.predict(poisoned, 1), b.predict(good, 1)]);
+    expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((out[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'non_finite_output' });
+    expect(c.calls).toEqual([3, 1, 1, 1]);
+    await nanHost.dispose();
+  });
+
   it('runs rows of a different width separately', async () => {
     const seen: number[] = [];
     const echo: Predictor = {

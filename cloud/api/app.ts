@@ -1,0 +1,102 @@
+import { sql } from 'drizzle-orm';
+import { Hono, type NotFoundHandler } from 'hono';
+import { z } from 'zod';
+import { silentLogger } from '../../shared/log/index.js';
+import { DEFAULT_LIMITS, type ApiContext } from './context.js';
+import { deviceRoutes } from './devices.js';
+import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
+import { exampleRoutes } from './examples.js';
+import { keyRoutes } from './keys.js';
+import { bearerAuth, describeRoute, limitBody } from './middleware.js';
+import { modelRoutes } from './models.js';
+import { buildOpenApi, openApiPath } from './openapi.js';
+import { releaseRoutes } from './releases.js';
+import { rolloutRoutes } from './rollouts.js';
+import { roundRoutes } from './rounds.js';
+import type { CloudApiDeps } from './types.js';
+
+/** Shortest admin token accepted: a guessable token would be the whole fleet's weakest point. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+const PUBLIC_PATHS = ['/healthz', '/openapi.json'] as const;
+
+/** Hono path pattern → RegExp, to tell 405 (path exists, other method) from 404. */
+function pathRegExp(path: string): RegExp {
+  const src = path
+    .split('/')
+    .map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
+  return new RegExp(`^${src}/?$`);
+}
+
+/**
+ * The cloud's admin HTTP API. One Hono app per resource (devices, models, rounds, releases, rollouts,
+ * examples, keys), mounted here behind bearer auth (all but /healthz and /openapi.json) and a body limit;
+ * one error shape `{ error: { code, message, field? } }` for every failure, 404 and 405 included.
+ * Test with `app.request()`; serve with `startCloudServer`.
+ *
+ * @example
+ * const app = createCloudApi({ registry, keys, adminToken, broker: { publicUrl: 'mqtts://broker.example.com:8883' }, rounds, rollouts, fleet, artifactsDir });
+ * const server = await startCloudServer({ app, port: 8787 });
+ */
+export function createCloudApi(deps: CloudApiDeps): Hono {
+  if (deps.adminToken.length < MIN_ADMIN_TOKEN_LENGTH) throw new Error(`cloud API: adminToken must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters`);
+  const log = deps.log ?? silentLogger;
+  const ctx: ApiContext = {
+    db: deps.registry.db,
+    keys: deps.keys,
+    broker: deps.broker,
+    rounds: deps.rounds,
+    rollouts: deps.rollouts,
+    fleet: deps.fleet,
+    artifactsDir: deps.artifactsDir,
+    limits: { ...DEFAULT_LIMITS, ...deps.limits },
+    clock: deps.clock ?? (() => new Date()),
+    log,
+  };
+  const started = Date.now();
+  let openapi: Record<string, unknown> | undefined;
+
+  const app = new Hono();
+  app.use(bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS }));
+  app.use(limitBody({ maxBytes: ctx.limits.maxBodyBytes }));
+  app.get(
+    '/healthz',
+    describeRoute({
+      summary: 'Liveness: the process answers and the registry can be read',
+      public: true,
+      responses: { 200: { description: 'ok', schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number() }) }, 503: { description: 'the registry cannot be read', schema: errorBodySchema } },
+    }),
+    (c) => {
+      try {
+        ctx.db.get(sql`select 1`);
+      } catch (err) {
+        log.error({ err }, 'cloud/api healthz: registry unavailable');
+        throw new ApiError(503, 'unavailable', 'registry unavailable');
+      }
+      return c.json({ status: 'ok' as const, uptimeSeconds: Math.round((Date.now() - started) / 1000) });
+    },
+  );
+  app.get('/openapi.json', describeRoute({ summary: 'This OpenAPI 3.1 document', public: true, responses: { 200: { description: 'the document' } } }), (c) => c.json((openapi ??= buildOpenApi(app))));
+  app.route('/v1/devices', deviceRoutes(ctx));
+  app.route('/v1/models', modelRoutes(ctx));
+  app.route('/v1', roundRoutes(ctx));
+  app.route('/v1/releases', releaseRoutes(ctx));
+  app.route('/v1/rollouts', rolloutRoutes(ctx));
+  app.route('/v1/examples', exampleRoutes(ctx));
+  app.route('/v1/keys', keyRoutes(ctx));
+
+  let routes: { method: string; re: RegExp }[] | undefined;
+  const notFoundOr405: NotFoundHandler = (c) => {
+    routes ??= app.routes.filter((r) => r.method !== 'ALL' && !r.path.includes('*')).map((r) => ({ method: r.method, re: pathRegExp(r.path) }));
+    const allowed = [...new Set(routes.filter((r) => r.re.test(c.req.path)).map((r) => r.method))];
+    if (allowed.length) {
+      if (allowed.includes('GET')) allowed.push('HEAD');
+      c.header('Allow', allowed.join(', '));
+      return c.json(errorBody('method_not_allowed', `${c.req.method} is not allowed on ${openApiPath(c.req.path)}; use ${allowed.join(', ')}`), 405);
+    }
+    return c.json(errorBody('not_found', `no route for ${c.req.method} ${c.req.path}`), 404);
+  };
+  app.notFound(notFoundOr405);
+  app.onError(onApiError({ log }));
+  return app;
+}

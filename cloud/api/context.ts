@@ -1,0 +1,29 @@
+import type { Logger } from '../../shared/log/index.js';
+import type { KeyStore } from '../keys/store.js';
+import type { RegistryDb } from '../registry/db.js';
+import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService } from './types.js';
+
+/** Shared by the resource apps; built once by `createCloudApi`. */
+export interface ApiContext {
+  db: RegistryDb;
+  keys: KeyStore;
+  broker: { publicUrl: string };
+  rounds: RoundsService;
+  rollouts: RolloutsService;
+  fleet: FleetHooks | undefined;
+  artifactsDir: string;
+  limits: CloudApiLimits;
+  clock: () => Date;
+  log: Logger;
+}
+
+export const DEFAULT_LIMITS: CloudApiLimits = {
+  maxBodyBytes: 1024 * 1024,
+  exportBatchRows: 500,
+};
+
+/** True for a better-sqlite3 unique / primary key violation (a lost insert race). */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+}

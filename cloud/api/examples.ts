@@ -1,0 +1,153 @@
+import { and, asc, count, eq, gt, gte, isNotNull, isNull, or, type SQL } from 'drizzle-orm';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { isoTime } from '../../shared/protocol/schemas.js';
+import { examples, models } from '../registry/schema.js';
+import type { ApiContext } from './context.js';
+import { errorBodySchema, notFound } from './errors.js';
+import { describeRoute, validate } from './middleware.js';
+import { modelName } from './schemas.js';
+
+export const exampleStatsSchema = z.strictObject({
+  total: z.number().int(),
+  labelled: z.number().int(),
+  byDevice: z.record(z.string(), z.number().int()),
+  byReason: z.record(z.string(), z.number().int()),
+  /** Keyed by release sequence; `none` for examples captured with no model loaded. */
+  byRelease: z.record(z.string(), z.number().int()),
+});
+
+export const exportQuerySchema = z.strictObject({
+  model: modelName,
+  /** Only examples ingested at or after this time. */
+  since: isoTime.optional(),
+  format: z.literal('csv').default('csv'),
+  /**
+   * `true`: labelled examples only, with a `label` column; `false`: unlabelled ones only; omitted: all
+   * examples, features only (a transfer set: the teacher labels them). The CSV loader has no per-row
+   * missing label, so labelled and unlabelled rows never share a file.
+   */
+  labelled: z.enum(['true', 'false']).optional(),
+});
+
+/**
+ * Shortest decimal that reads back as the same float32 (inputs are stored as float32), so the CSV
+ * round-trips exactly and stays about half the size of full double precision.
+ */
+export function formatFloat32(v: number): string {
+  if (Number.isInteger(v)) return String(v);
+  for (let p = 6; p < 9; p++) {
+    const s = v.toPrecision(p);
+    if (Math.fround(Number(s)) === v) return String(Number(s));
+  }
+  return String(Number(v.toPrecision(9)));
+}
+
+/** One CSV line of a stored example (float32 little-endian blob), or undefined when it cannot be one. */
+function csvLine(input: Buffer, size: number, label: number | null | undefined): string | undefined {
+  if (input.byteLength !== size * 4) return undefined;
+  const cells = new Array<string>(size + (label === undefined ? 0 : 1));
+  for (let i = 0; i < size; i++) {
+    const v = input.readFloatLE(i * 4);
+    if (!Number.isFinite(v)) return undefined;
+    cells[i] = formatFloat32(v);
+  }
+  if (label !== undefined) {
+    if (label === null || !Number.isInteger(label) || label < 0) return undefined;
+    cells[size] = String(label);
+  }
+  return cells.join(',') + '\n';
+}
+
+/**
+ * `/v1/examples`: what the fleet sent back. `GET /stats` counts; `GET /export` streams a CSV that
+ * `apprentice distill --data csv:FILE` and `loadDataset('csv:FILE')` read: header `x0..x{n-1}[,label]`,
+ * one row per example, values as the model saw them (scaled: load with identity scaling, the CSV default).
+ */
+export function exampleRoutes(ctx: ApiContext): Hono {
+  return new Hono()
+    .get(
+      '/stats',
+      describeRoute({ summary: 'Example counts by device, by reason and by release', responses: { 200: { description: 'counts', schema: exampleStatsSchema } } }),
+      validate('query', z.strictObject({ model: modelName.optional() })),
+      (c) => {
+        const { model } = c.req.valid('query');
+        const where = model === undefined ? undefined : eq(examples.model, model);
+        const group = <K extends 'deviceId' | 'reason' | 'releaseSeq'>(key: K) =>
+          ctx.db.select({ key: examples[key], n: count() }).from(examples).where(where).groupBy(examples[key]).all();
+        const total = ctx.db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
+        const labelled = ctx.db.select({ n: count() }).from(examples).where(and(where, isNotNull(examples.label))).get()?.n ?? 0;
+        const toRecord = (rows: { key: string | number | null; n: number }[]) => Object.fromEntries(rows.map((r) => [r.key === null ? 'none' : String(r.key), r.n]));
+        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')) });
+      },
+    )
+    .get(
+      '/export',
+      describeRoute({
+        summary: 'Stream a model\'s examples as a CSV dataset (for `apprentice distill --data csv:FILE`)',
+        responses: { 200: { description: 'CSV: header x0..x{n-1}[,label], one row per example', contentType: 'text/csv' }, 404: { description: 'no such model', schema: errorBodySchema } },
+      }),
+      validate('query', exportQuerySchema),
+      (c) => {
+        const q = c.req.valid('query');
+        const model = ctx.db.select({ inputSpec: models.inputSpec }).from(models).where(eq(models.name, q.model)).get();
+        if (!model) throw notFound(`model ${q.model}`, 'model');
+        const size = (model.inputSpec as { shape: number[] }).shape.reduce((a, b) => a * b, 1);
+        const withLabel = q.labelled === 'true';
+        const filters: SQL[] = [eq(examples.model, q.model)];
+        if (q.since !== undefined) filters.push(gte(examples.ingestedAt, new Date(q.since).toISOString()));
+        if (q.labelled === 'true') filters.push(isNotNull(examples.label));
+        if (q.labelled === 'false') filters.push(isNull(examples.label));
+        const header = Array.from({ length: size }, (_, i) => `x${i}`).concat(withLabel ? ['label'] : []).join(',') + '\n';
+
+        // Keyset pages, not one long-lived cursor: better-sqlite3 would keep the connection busy (ingest
+        // could not write) for as long as the client takes to read.
+        let cursor: { at: string; id: string } | undefined;
+        let sent = 0;
+        let skipped = 0;
+        const encoder = new TextEncoder();
+        const stream = new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(encoder.encode(header));
+          },
+          pull(controller) {
+            // Loop until something is enqueued or the end: a pull that enqueues nothing is not called again.
+            for (;;) {
+              const after = cursor === undefined ? undefined : or(gt(examples.ingestedAt, cursor.at), and(eq(examples.ingestedAt, cursor.at), gt(examples.id, cursor.id)));
+              const rows = ctx.db
+                .select({ id: examples.id, at: examples.ingestedAt, input: examples.input, label: examples.label })
+                .from(examples)
+                .where(and(...filters, after))
+                .orderBy(asc(examples.ingestedAt), asc(examples.id))
+                .limit(ctx.limits.exportBatchRows)
+                .all();
+              let chunk = '';
+              for (const r of rows) {
+                const line = csvLine(r.input, size, withLabel ? r.label : undefined);
+                if (line === undefined) skipped++;
+                else {
+                  chunk += line;
+                  sent++;
+                }
+              }
+              if (chunk) controller.enqueue(encoder.encode(chunk));
+              const last = rows.at(-1);
+              if (!last || rows.length < ctx.limits.exportBatchRows) {
+                if (skipped) ctx.log.warn({ model: q.model, skipped, size }, 'cloud/api examples export skipped rows whose input does not match the model');
+                ctx.log.info({ model: q.model, rows: sent }, 'examples exported');
+                controller.close();
+                return;
+              }
+              cursor = { at: last.at, id: last.id };
+              if (chunk) return;
+            }
+          },
+        });
+        return c.body(stream, 200, {
+          'Content-Type': 'text/csv; charset=utf-8',
+          'Content-Disposition': `attachment; filename="${q.model}-examples.csv"`,
+          'Cache-Control': 'no-store',
+        });
+      },
+    );
+}

@@ -1,0 +1,136 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { isAbsolute, relative, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { desc, eq } from 'drizzle-orm';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { signatureSchema } from '../../shared/protocol/schemas.js';
+import { releases, type ReleaseRow } from '../registry/schema.js';
+import type { ApiContext } from './context.js';
+import { ApiError, errorBodySchema, notFound } from './errors.js';
+import { describeRoute, validate } from './middleware.js';
+import { parseRange } from './range.js';
+import { limitQuery, modelName, seqString } from './schemas.js';
+
+export const releaseSchema = z.strictObject({
+  seq: z.number().int(),
+  model: z.string(),
+  sha256: z.string(),
+  bytes: z.number().int(),
+  quantization: z.string(),
+  metrics: z.record(z.string(), z.unknown()),
+  parentSeq: z.number().int().nullable(),
+  roundId: z.string().nullable(),
+  keyId: z.string().nullable(),
+  chunksPublished: z.boolean(),
+  createdAt: z.string(),
+});
+export const releaseDetailSchema = releaseSchema.extend({
+  /** The manifest exactly as signed, and its detached signature: together, the `desired` payload. */
+  manifest: z.record(z.string(), z.unknown()),
+  signature: signatureSchema,
+});
+
+function view(r: ReleaseRow): z.infer<typeof releaseSchema> {
+  return {
+    seq: r.seq,
+    model: r.model,
+    sha256: r.sha256,
+    bytes: r.bytes,
+    quantization: r.quantization,
+    metrics: r.metrics as Record<string, unknown>,
+    parentSeq: r.parentSeq,
+    roundId: r.roundId,
+    keyId: (r.signature as { keyId?: string } | null)?.keyId ?? null,
+    chunksPublished: r.chunksPublished,
+    createdAt: r.createdAt,
+  };
+}
+
+const seqParam = z.strictObject({ seq: seqString });
+const notFoundDoc = { 404: { description: 'no such release', schema: errorBodySchema } };
+
+/** `/v1/releases`: signed releases in the registry, and their artifacts over HTTP with Range support. */
+export function releaseRoutes(ctx: ApiContext): Hono {
+  const root = resolve(ctx.artifactsDir);
+  const find = (seq: number): ReleaseRow => {
+    const row = ctx.db.select().from(releases).where(eq(releases.seq, seq)).get();
+    if (!row) throw notFound(`release ${seq}`, 'seq');
+    return row;
+  };
+
+  return new Hono()
+    .get(
+      '/',
+      describeRoute({ summary: 'List releases, newest first', responses: { 200: { description: 'releases', schema: z.object({ releases: z.array(releaseSchema) }) } } }),
+      validate('query', z.strictObject({ model: modelName.optional(), limit: limitQuery })),
+      (c) => {
+        const { model, limit = 100 } = c.req.valid('query');
+        const q = ctx.db.select().from(releases);
+        const rows = (model === undefined ? q : q.where(eq(releases.model, model))).orderBy(desc(releases.seq)).limit(limit).all();
+        return c.json({ releases: rows.map(view) });
+      },
+    )
+    .get(
+      '/:seq',
+      describeRoute({ summary: 'One release, with its signed manifest', responses: { 200: { description: 'the release', schema: releaseDetailSchema }, ...notFoundDoc } }),
+      validate('param', seqParam),
+      (c) => {
+        const row = find(c.req.valid('param').seq);
+        return c.json({ ...view(row), manifest: row.manifest as Record<string, unknown>, signature: row.signature as z.infer<typeof signatureSchema> });
+      },
+    )
+    .get(
+      '/:seq/artifact',
+      describeRoute({
+        summary: 'The release artifact (ONNX). Supports Range (single range), If-Range and If-None-Match; ETag is the sha256',
+        responses: {
+          200: { description: 'the whole file', contentType: 'application/octet-stream' },
+          206: { description: 'the requested range (Content-Range)', contentType: 'application/octet-stream' },
+          304: { description: 'If-None-Match matched' },
+          416: { description: 'range not satisfiable (Content-Range: bytes */SIZE)', schema: errorBodySchema },
+          ...notFoundDoc,
+        },
+      }),
+      validate('param', seqParam),
+      async (c) => {
+        const row = find(c.req.valid('param').seq);
+        const path = resolve(root, row.artifactPath);
+        const rel = relative(root, path);
+        if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+          ctx.log.error({ release: row.seq, path }, 'cloud/api release artifact path is outside artifactsDir');
+          throw new ApiError(500, 'artifact_unavailable', `artifact of release ${row.seq} is not available`);
+        }
+        const st = await stat(path).catch(() => undefined);
+        if (!st?.isFile()) throw new ApiError(404, 'artifact_missing', `artifact of release ${row.seq} is missing`, 'seq');
+        if (st.size !== row.bytes) {
+          ctx.log.error({ release: row.seq, path, expected: row.bytes, actual: st.size }, 'cloud/api release artifact has the wrong size');
+          throw new ApiError(500, 'artifact_corrupt', `artifact of release ${row.seq} does not match the registry`);
+        }
+        const etag = `"${row.sha256}"`;
+        const size = st.size;
+        c.header('ETag', etag);
+        c.header('Accept-Ranges', 'bytes');
+        // Content-addressed: the bytes behind this ETag never change.
+        c.header('Cache-Control', 'private, max-age=31536000, immutable');
+        const inm = c.req.header('if-none-match');
+        if (inm !== undefined && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*')) return c.body(null, 304);
+
+        const ifRange = c.req.header('if-range');
+        const range = ifRange !== undefined && ifRange.trim() !== etag ? { kind: 'full' as const } : parseRange(c.req.header('range'), size);
+        if (range.kind === 'unsatisfiable') {
+          throw new ApiError(416, 'range_not_satisfiable', `range ${JSON.stringify(c.req.header('range'))} cannot be served from ${size} bytes`, 'range', { 'Content-Range': `bytes */${size}` });
+        }
+        const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
+        c.header('Content-Type', 'application/octet-stream');
+        c.header('Content-Disposition', `attachment; filename="${row.model}-${row.seq}.onnx"`);
+        c.header('Content-Length', String(end - start + 1));
+        if (range.kind === 'partial') c.header('Content-Range', `bytes ${start}-${end}/${size}`);
+        const status = range.kind === 'partial' ? 206 : 200;
+        if (c.req.method === 'HEAD' || size === 0) return c.body(null, status);
+        const stream = Readable.toWeb(createReadStream(path, { start, end })) as unknown as ReadableStream<Uint8Array>;
+        return c.body(stream, status);
+      },
+    );
+}

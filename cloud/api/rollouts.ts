@@ -1,0 +1,162 @@
+import { and, eq, inArray } from 'drizzle-orm';
+import { Hono } from 'hono';
+import { z } from 'zod';
+import { releaseSeq } from '../../shared/protocol/schemas.js';
+import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
+import type { ApiContext } from './context.js';
+import { ApiError, errorBodySchema, notFound } from './errors.js';
+import { describeRoute, validate } from './middleware.js';
+import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
+import type { RolloutTarget } from './types.js';
+
+export const createRolloutBodySchema = z.strictObject({
+  model: modelName,
+  release: releaseSeq,
+  target: rolloutTargetSchema,
+  ...rolloutPolicyFields,
+});
+
+const ROLLOUT_STATES = ['pending', 'canary', 'fleet', 'completed', 'aborted', 'rolled_back'] as const;
+
+export const rolloutSchema = z.strictObject({
+  id: z.string(),
+  model: z.string(),
+  release: z.number().int(),
+  target: z.union([z.strictObject({ kind: z.literal('all') }), z.strictObject({ kind: z.literal('group'), group: z.string() }), z.strictObject({ kind: z.literal('devices'), ids: z.array(z.string()) })]),
+  canaryShare: z.number(),
+  soakSeconds: z.number().int(),
+  failureThreshold: z.number(),
+  /** pending → canary → fleet → completed | aborted | rolled_back */
+  state: z.string(),
+  reason: z.string().nullable(),
+  rollbackRelease: z.number().int().nullable(),
+  canaryStartedAt: z.string().nullable(),
+  canaryHealthySince: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export const rolloutDetailSchema = rolloutSchema.extend({
+  /** Devices per state: waiting → desired → installed | rejected | rolled_back. */
+  counts: z.record(z.string(), z.number().int()),
+  devices: z.array(z.strictObject({ deviceId: z.string(), canary: z.boolean(), state: z.string(), reason: z.string().nullable(), updatedAt: z.string() })),
+});
+
+function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
+  return {
+    id: r.id,
+    model: r.model,
+    release: r.releaseSeq,
+    target: r.target as RolloutTarget,
+    canaryShare: r.canaryShare,
+    soakSeconds: r.soakSeconds,
+    failureThreshold: r.failureThreshold,
+    state: r.state,
+    reason: r.reason,
+    rollbackRelease: r.rollbackSeq,
+    canaryStartedAt: r.canaryStartedAt,
+    canaryHealthySince: r.canaryHealthySince,
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+  };
+}
+
+const idParam = z.strictObject({ id: z.string().min(1).max(128) });
+const notFoundDoc = { 404: { description: 'no such rollout', schema: errorBodySchema } };
+const conflictDoc = { 409: { description: 'the rollout has finished (rollout_conflict)', schema: errorBodySchema } };
+const invalid = (message: string, field: string) => new ApiError(422, 'invalid_rollout', message, field);
+
+/**
+ * `/v1/rollouts`: the API checks what it can answer precisely (model, release, device ids) and hands the
+ * rest to the RolloutEngine (cloud/fleet), whose typed errors become 404/409/422.
+ */
+export function rolloutRoutes(ctx: ApiContext): Hono {
+  const detail = async (id: string) => {
+    const row = await ctx.rollouts.get(id);
+    if (!row) throw notFound(`rollout ${id}`, 'id', 'rollout_not_found');
+    const devs = ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
+    const counts: Record<string, number> = {};
+    for (const d of devs) counts[d.state] = (counts[d.state] ?? 0) + 1;
+    return { ...view(row), counts, devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, state: d.state, reason: d.reason, updatedAt: d.updatedAt })) };
+  };
+
+  return new Hono()
+    .post(
+      '/',
+      describeRoute({
+        summary: 'Start a rollout: canary share first, then the rest of the target after the soak',
+        responses: {
+          201: { description: 'the rollout', schema: rolloutSchema },
+          400: { description: 'invalid body', schema: errorBodySchema },
+          409: { description: 'conflicts with another rollout (rollout_conflict)', schema: errorBodySchema },
+          422: { description: 'unknown model, release or devices, or a target the engine cannot serve (invalid_rollout)', schema: errorBodySchema },
+        },
+      }),
+      validate('json', createRolloutBodySchema),
+      async (c) => {
+        const body = c.req.valid('json');
+        if (!ctx.db.select({ n: models.name }).from(models).where(eq(models.name, body.model)).get()) throw invalid(`unknown model ${body.model}`, 'model');
+        const rel = ctx.db.select({ model: releases.model }).from(releases).where(eq(releases.seq, body.release)).get();
+        if (!rel) throw invalid(`unknown release ${body.release}`, 'release');
+        if (rel.model !== body.model) throw invalid(`release ${body.release} belongs to model ${rel.model}, not ${body.model}`, 'release');
+        if (body.target.kind === 'devices') {
+          const ids = body.target.ids;
+          const found = new Set(ctx.db.select({ id: devices.id }).from(devices).where(and(inArray(devices.id, ids), eq(devices.revoked, false))).all().map((d) => d.id));
+          const missing = ids.filter((id) => !found.has(id));
+          if (missing.length) throw invalid(`unknown or revoked device(s): ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''}`, 'target.devices');
+        }
+        const row = await ctx.rollouts.create({
+          model: body.model,
+          releaseSeq: body.release,
+          target: body.target,
+          canaryShare: body.canaryShare,
+          soakSeconds: body.soakSeconds,
+          failureThreshold: body.failureThreshold,
+        });
+        ctx.log.info({ rollout: row.id, model: body.model, release: body.release }, 'rollout created');
+        c.header('Location', `/v1/rollouts/${row.id}`);
+        return c.json(view(row), 201);
+      },
+    )
+    .get(
+      '/',
+      describeRoute({ summary: 'List rollouts, newest first', responses: { 200: { description: 'rollouts', schema: z.object({ rollouts: z.array(rolloutSchema) }) } } }),
+      validate('query', z.strictObject({ model: modelName.optional(), state: z.enum(ROLLOUT_STATES).optional() })),
+      async (c) => {
+        const { model, state } = c.req.valid('query');
+        const rows = (await ctx.rollouts.list()).filter((r) => (model === undefined || r.model === model) && (state === undefined || r.state === state));
+        return c.json({ rollouts: rows.map(view) });
+      },
+    )
+    .get(
+      '/:id',
+      describeRoute({ summary: 'One rollout with per-device progress', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc } }),
+      validate('param', idParam),
+      async (c) => c.json(await detail(c.req.valid('param').id)),
+    )
+    .post(
+      '/:id/abort',
+      describeRoute({ summary: 'Abort a rollout (devices keep what they run; see rollback)', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc, ...conflictDoc } }),
+      validate('param', idParam),
+      validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('aborted by operator') }), { optional: true }),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        await detail(id);
+        await ctx.rollouts.abort(id, c.req.valid('json').reason);
+        ctx.log.info({ rollout: id }, 'rollout aborted');
+        return c.json(await detail(id));
+      },
+    )
+    .post(
+      '/:id/rollback',
+      describeRoute({ summary: "Roll a rollout's devices back to the previous release", responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc, ...conflictDoc } }),
+      validate('param', idParam),
+      validate('json', z.strictObject({}), { optional: true }),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        await detail(id);
+        await ctx.rollouts.rollback(id);
+        ctx.log.info({ rollout: id }, 'rollout rolled back');
+        return c.json(await detail(id));
+      },
+    );
+}

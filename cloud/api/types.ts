@@ -1,0 +1,110 @@
+import type { Logger } from '../../shared/log/index.js';
+import type { KeyStore } from '../keys/store.js';
+import type { Registry } from '../registry/db.js';
+import type { RolloutRow } from '../registry/schema.js';
+
+/**
+ * What the cloud API needs from the other cloud modules, as structural interfaces: cloud/rounds and the
+ * cloud/fleet RolloutEngine satisfy them without importing anything from here except the typed errors
+ * below, which the API maps to HTTP statuses (everything else a service throws is a logged 500).
+ */
+type Awaitable<T> = T | Promise<T>;
+
+/** Starts distillation rounds (cloud/rounds). */
+export interface RoundsService {
+  /**
+   * Queues a round for `model` (which the API has checked exists) and returns its id at once; progress
+   * is read from the registry's `rounds` table. Throws RoundInProgressError when one is already queued
+   * or running for that model.
+   */
+  start(model: string, trigger: 'manual'): Awaitable<{ id: string }>;
+}
+
+/** Who a rollout is for; stored as-is in `rollouts.target`. */
+export type RolloutTarget = { kind: 'all' } | { kind: 'group'; group: string } | { kind: 'devices'; ids: string[] };
+
+export interface CreateRolloutInput {
+  model: string;
+  /** Checked by the API: exists and belongs to `model`. */
+  releaseSeq: number;
+  target: RolloutTarget;
+  /** 0..1: share of the targeted devices that get the release first. */
+  canaryShare: number;
+  /** How long the canaries must stay healthy before the rest of the fleet gets the release. */
+  soakSeconds: number;
+  /** 0..1: share of failed devices (rejected / rolled back) that aborts and rolls back. */
+  failureThreshold: number;
+}
+
+/** Rollouts (the cloud/fleet RolloutEngine). */
+export interface RolloutsService {
+  /** Throws RolloutConflictError (e.g. another active rollout of the model) or RolloutRequestError (e.g. target matches no device). */
+  create(input: CreateRolloutInput): Promise<RolloutRow>;
+  /** Throws RolloutNotFoundError, or RolloutConflictError when the rollout already finished. */
+  abort(id: string, reason: string): Promise<void>;
+  /** Re-issues the previous release to the rollout's devices. Same errors as `abort`. */
+  rollback(id: string): Promise<void>;
+  get(id: string): Awaitable<RolloutRow | undefined>;
+  /** Newest first. */
+  list(): Awaitable<RolloutRow[]>;
+}
+
+/** Optional hooks into the fleet (cloud/fleet), called after the registry changed. Failures are logged, never undo the change. */
+export interface FleetHooks {
+  onDeviceProvisioned(id: string, groups: string[]): Promise<void>;
+  /** E.g. clear the retained `desired`, cancel rollout entries, tell the operator to reload the broker. */
+  onDeviceRevoked(id: string): Promise<void>;
+}
+
+export interface CloudApiLimits {
+  /** Request bodies above this are refused with 413 (default 1 MiB). */
+  maxBodyBytes: number;
+  /** Rows per page of the examples CSV export query (memory bound of the stream). */
+  exportBatchRows: number;
+}
+
+export interface CloudApiDeps {
+  registry: Registry;
+  keys: KeyStore;
+  /** Bearer token for every route but /healthz and /openapi.json. */
+  adminToken: string;
+  /** The MQTT URL devices should use (goes into provisioning bundles). */
+  broker: { publicUrl: string };
+  rounds: RoundsService;
+  rollouts: RolloutsService;
+  fleet?: FleetHooks;
+  /** Release artifacts live under here; `releases.artifact_path` is resolved against it and must stay inside. */
+  artifactsDir: string;
+  limits?: Partial<CloudApiLimits>;
+  clock?: () => Date;
+  log?: Logger;
+}
+
+/** Thrown by RoundsService.start when the model already has a queued or running round. → 409 `round_in_progress`. */
+export class RoundInProgressError extends Error {
+  override readonly name = 'RoundInProgressError';
+  constructor(readonly model: string, readonly roundId?: string) {
+    super(`model ${model} already has a round in progress${roundId ? ` (${roundId})` : ''}`);
+  }
+}
+
+/** The rollout does not exist. → 404 `rollout_not_found`. */
+export class RolloutNotFoundError extends Error {
+  override readonly name = 'RolloutNotFoundError';
+  constructor(readonly rolloutId: string) {
+    super(`no rollout ${rolloutId}`);
+  }
+}
+
+/** The rollout's state forbids the operation (finished, another one active, ...). → 409 `rollout_conflict`. */
+export class RolloutConflictError extends Error {
+  override readonly name = 'RolloutConflictError';
+}
+
+/** A well-formed request the engine cannot act on (e.g. no device matches the target). → 422 `invalid_rollout`, naming `field`. */
+export class RolloutRequestError extends Error {
+  override readonly name = 'RolloutRequestError';
+  constructor(message: string, readonly field?: string) {
+    super(message);
+  }
+}

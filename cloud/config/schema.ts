@@ -1,0 +1,54 @@
+import { z } from 'zod';
+
+/** host:port with a 0..65535 port; port 0 asks the OS for a free one (tests, demo). */
+const bind = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port').refine((s) => Number(s.split(':').pop()) <= 65535, 'port out of range');
+
+/**
+ * The cloud's config file (`cloud.json`). Every field has a default, so `{}` (or no file at all) runs
+ * a single-machine cloud: embedded aedes broker, API on 127.0.0.1:8787, data under ./.apprentice/cloud.
+ */
+export const cloudConfigSchema = z.strictObject({
+  version: z.literal(1).default(1),
+  dataDir: z.string().min(1).default('.apprentice/cloud'),
+  api: z
+    .strictObject({
+      bind: bind.default('127.0.0.1:8787'),
+      /** Bearer token for the admin API. Without one, a random token is generated once and kept in the data dir. */
+      adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
+      /** Base URL devices use for HTTP artifact downloads; unset = MQTT chunks only. */
+      publicBaseUrl: z.url().optional(),
+      maxBodyBytes: z.number().int().min(1024).default(1 << 20),
+    })
+    .prefault({}),
+  mqtt: z
+    .strictObject({
+      /** An external broker (Mosquitto, EMQX); unset = start the embedded aedes broker. */
+      url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\//, 'expected mqtt://, mqtts://, ws:// or wss://').optional(),
+      username: z.string().optional(),
+      password: z.string().optional(),
+      caFile: z.string().optional(),
+      embedded: z.strictObject({ bind: bind.default('127.0.0.1:1883') }).prefault({}),
+      /** URL devices are told to use in their config bundle (defaults to the broker URL). */
+      publicUrl: z.string().optional(),
+      /** `$share/cloud/...` subscriptions (Mosquitto/EMQX); aedes has none. */
+      sharedSubscriptions: z.boolean().default(false),
+      protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+    })
+    .prefault({}),
+  keys: z
+    .strictObject({
+      /** PEM file of the active signing key; unset = generated under the data dir on first start. */
+      signingKeyFile: z.string().optional(),
+    })
+    .prefault({}),
+  rounds: z
+    .strictObject({
+      /** How often the scheduler checks each model's schedule. */
+      tickSeconds: z.number().min(0.1).default(10),
+      maxAttempts: z.number().int().min(1).default(2),
+    })
+    .prefault({}),
+  rollouts: z.strictObject({ tickSeconds: z.number().min(0.1).default(5) }).prefault({}),
+});
+export type CloudConfig = z.infer<typeof cloudConfigSchema>;
+export type CloudConfigInput = z.input<typeof cloudConfigSchema>;

@@ -1,0 +1,156 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { eq, inArray } from 'drizzle-orm';
+import { chunkArtifact, sha256Of } from '../../shared/manifest/index.js';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { encodePayload, signedManifestSchema, topics, type SignedManifest } from '../../shared/protocol/index.js';
+import type { Registry } from '../registry/db.js';
+import { devices, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import type { MqttPublisher } from './mqtt.js';
+import { ACTIVE_ROLLOUT_STATES } from './rollout-store.js';
+
+export class PublishError extends Error {
+  override readonly name = 'PublishError';
+}
+
+export interface ReleasePublisherDeps {
+  mqtt: MqttPublisher;
+  log?: Logger;
+  /** Chunk publishes awaiting PUBACK at once; default 16. */
+  concurrency?: number;
+  /** Base for relative `releases.artifact_path` values (the cloud's data dir); default cwd. */
+  dataDir?: string;
+}
+
+/** Runs `fn` over `items` with at most `limit` calls pending. Rejects with the first error. */
+export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** Number of retained chunks a release's artifact has. */
+export function chunkCountOf(row: Pick<ReleaseRow, 'manifest' | 'bytes'>): number {
+  const artifact = (row.manifest as { artifact?: { chunks?: unknown[]; chunkSize?: number } } | null)?.artifact;
+  if (Array.isArray(artifact?.chunks)) return artifact.chunks.length;
+  if (artifact?.chunkSize) return Math.ceil(row.bytes / artifact.chunkSize);
+  throw new PublishError('release manifest has no artifact chunk list');
+}
+
+/** The `desired` payload of a release row: its manifest as signed and the detached signature. */
+export function signedManifestOf(row: Pick<ReleaseRow, 'manifest' | 'signature'>): SignedManifest {
+  return { manifest: row.manifest, signature: row.signature } as SignedManifest;
+}
+
+/**
+ * Puts releases on the broker as devices read them (DESIGN.md "Protocol"): artifact chunks and
+ * desired states retained at QoS 1, and removes them again (an empty retained publish deletes a
+ * retained message, [MQTT-3.3.1-10]).
+ */
+export class ReleasePublisher {
+  private readonly log: Logger;
+  private readonly concurrency: number;
+
+  constructor(private readonly deps: ReleasePublisherDeps) {
+    this.log = deps.log ?? silentLogger;
+    this.concurrency = deps.concurrency ?? 16;
+  }
+
+  /** Publishes every chunk of `bytes` retained on `artifacts/{sha}/{i}`; checks the sha first. Returns the chunk count. */
+  async publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<number> {
+    const actual = sha256Of(bytes);
+    if (actual !== sha256) throw new PublishError(`artifact bytes hash to ${actual}, not ${sha256}`);
+    const chunks = chunkArtifact(bytes, chunkSize);
+    await mapLimit(chunks, this.concurrency, (c, i) => this.deps.mqtt.publish(topics.artifactChunk(sha256, i), c, { qos: 1, retain: true }));
+    this.log.info({ sha256, chunks: chunks.length, bytes: bytes.byteLength }, 'publisher/artifact-published');
+    return chunks.length;
+  }
+
+  /** Deletes the retained chunks 0..chunks-1 of an artifact. */
+  async clearArtifact(sha256: string, chunks: number): Promise<void> {
+    const idx = Array.from({ length: chunks }, (_, i) => i);
+    await mapLimit(idx, this.concurrency, (i) => this.deps.mqtt.publish(topics.artifactChunk(sha256, i), Buffer.alloc(0), { qos: 1, retain: true }));
+    this.log.info({ sha256, chunks }, 'publisher/artifact-cleared');
+  }
+
+  /** Retains `signed` as the device's desired state. The envelope is validated before it leaves. */
+  async publishDesired(deviceId: string, signed: SignedManifest): Promise<void> {
+    await this.deps.mqtt.publish(topics.desired(deviceId), encodePayload(signedManifestSchema, signed), { qos: 1, retain: true });
+  }
+
+  /** Removes the device's retained desired state (revoked devices). */
+  async clearDesired(deviceId: string): Promise<void> {
+    await this.deps.mqtt.publish(topics.desired(deviceId), Buffer.alloc(0), { qos: 1, retain: true });
+  }
+
+  /**
+   * Makes sure a release's chunks are on the broker: reads its artifact file, publishes the chunks
+   * with the manifest's chunk size, and marks every release row with the same sha256 published
+   * (re-issues share the bytes of the release they re-issue). `force` republishes anyway.
+   */
+  async ensureChunks(registry: Registry, row: ReleaseRow, { force = false } = {}): Promise<void> {
+    if (row.chunksPublished && !force) return;
+    const path = resolve(this.deps.dataDir ?? '.', row.artifactPath);
+    const bytes = await readFile(path);
+    const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
+    if (!chunkSize) throw new PublishError(`release ${row.seq}: manifest has no artifact.chunkSize`);
+    await this.publishArtifact(row.sha256, bytes, chunkSize);
+    registry.db.update(releases).set({ chunksPublished: true }).where(eq(releases.sha256, row.sha256)).run();
+  }
+
+  /**
+   * Clears the chunks of every published release that no (non-revoked) device runs or is meant to
+   * run and no active rollout needs (DESIGN.md: retained chunks cost broker memory). Works per
+   * sha256, because a re-issue shares its artifact with the release it re-issues. Returns the
+   * cleared sha256s.
+   */
+  async gcArtifacts(registry: Registry): Promise<string[]> {
+    const db = registry.db;
+    const needed = new Set<string>();
+    const seqs = new Set<number>();
+    const devs = db
+      .select({ running: devices.runningSha256, desired: devices.desiredSeq })
+      .from(devices)
+      .where(eq(devices.revoked, false))
+      .all();
+    for (const d of devs) {
+      if (d.running) needed.add(d.running);
+      if (d.desired !== null) seqs.add(d.desired);
+    }
+    const active = db
+      .select({ seq: rollouts.releaseSeq, rollbackSeq: rollouts.rollbackSeq })
+      .from(rollouts)
+      .where(inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES]))
+      .all();
+    for (const r of active) {
+      seqs.add(r.seq);
+      if (r.rollbackSeq !== null) seqs.add(r.rollbackSeq);
+    }
+    if (seqs.size) {
+      for (const r of db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.seq, [...seqs])).all()) needed.add(r.sha);
+    }
+    const published = db
+      .select()
+      .from(releases)
+      .where(eq(releases.chunksPublished, true))
+      .all();
+    const bySha = new Map<string, ReleaseRow>();
+    for (const r of published) if (!needed.has(r.sha256) && !bySha.has(r.sha256)) bySha.set(r.sha256, r);
+    const cleared: string[] = [];
+    for (const [sha, row] of bySha) {
+      try {
+        await this.clearArtifact(sha, chunkCountOf(row));
+        db.update(releases).set({ chunksPublished: false }).where(eq(releases.sha256, sha)).run();
+        cleared.push(sha);
+      } catch (err) {
+        this.log.error({ err, sha256: sha }, 'publisher/gc-failed');
+      }
+    }
+    return cleared;
+  }
+}

@@ -1,0 +1,263 @@
+import { and, desc, eq } from 'drizzle-orm';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { Registry } from '../registry/db.js';
+import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
+import type { FleetSignalMap, FleetSignals } from './ingest.js';
+import type { ReleasePublisher } from './publisher.js';
+import { RolloutSteps } from './rollout-steps.js';
+import {
+  ROLLOUT_DEVICE_STATES,
+  RolloutError,
+  activeMemberships,
+  activeRollouts,
+  getRollout,
+  rolloutRequestSchema,
+  setRollout,
+  type RolloutDeviceState,
+  type RolloutRequest,
+  type RolloutState,
+} from './rollout-store.js';
+
+export interface Timers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
+
+export interface RolloutEngineDeps {
+  registry: Registry;
+  publisher: ReleasePublisher;
+  /**
+   * Re-issues release `previousSeq`'s model under a new, higher sequence (devices never accept a
+   * lower one), stores it as a releases row (same artifact, new signed manifest) and returns its seq.
+   * Implemented by cloud/rounds, which holds the signing key.
+   */
+  reissue(previousSeq: number): Promise<number>;
+  /** Ingest's signals: device events, statuses and telemetry trigger an evaluation at once. */
+  signals?: FleetSignals;
+  log?: Logger;
+  now?: () => Date;
+  /** Evaluation tick (soak timers, retries of failed steps); default 10 s. */
+  tickSeconds?: number;
+  timers?: Timers;
+  newId?: () => string;
+  /**
+   * Canaries must have sent telemetry for the new release with health 'ok' before the fleet stage
+   * (evidence, not only the absence of complaints). Default true.
+   */
+  requireTelemetry?: boolean;
+  /** Desired publishes in flight at once; default 16. */
+  concurrency?: number;
+}
+
+export interface RolloutView {
+  rollout: RolloutRow;
+  devices: RolloutDeviceRow[];
+  counts: Record<RolloutDeviceState, number>;
+}
+
+const ABORTABLE: readonly string[] = ['pending', 'canary', 'fleet', 'rolling_back'] satisfies RolloutState[];
+const ROLLBACKABLE: readonly string[] = ['canary', 'fleet', 'completed', 'aborted', 'rolling_back'] satisfies RolloutState[];
+
+/**
+ * Rolls releases out canary → fleet and rolls them back (DESIGN.md "Cloud rules"); the transitions
+ * are in `RolloutSteps`. All state is in the DB (rollouts, rollout_devices, devices.desired_seq), so
+ * `start()` in a fresh process resumes where the last one stopped. Every step runs through one
+ * queue, so ticks, device signals and API calls never interleave half-way.
+ *
+ * @example
+ * const engine = await RolloutEngine.create({ registry, publisher, reissue, signals: ingest });
+ * const r = await engine.create({ model: 'mnist', releaseSeq: 7, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 600, failureThreshold: 0 });
+ */
+export class RolloutEngine {
+  private readonly log: Logger;
+  private readonly now: () => Date;
+  private readonly timers: Timers;
+  private readonly steps: RolloutSteps;
+  private tail: Promise<unknown> = Promise.resolve();
+  private evalQueued = false;
+  private interval: unknown;
+  private offs: (() => void)[] = [];
+
+  constructor(private readonly deps: RolloutEngineDeps) {
+    this.log = deps.log ?? silentLogger;
+    this.now = deps.now ?? (() => new Date());
+    // Resolved at call time, so fake timers installed after construction still apply.
+    this.timers = deps.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
+    this.steps = new RolloutSteps({ ...deps, log: this.log, now: this.now });
+  }
+
+  static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {
+    const e = new RolloutEngine(deps);
+    await e.start();
+    return e;
+  }
+
+  private get db() {
+    return this.deps.registry.db;
+  }
+
+  /** Subscribes to signals, starts the tick, and resumes every non-terminal rollout. */
+  async start(): Promise<void> {
+    if (this.interval !== undefined) return;
+    const s = this.deps.signals;
+    if (s) {
+      const onEvent = (e: FleetSignalMap['event'][0]): void => {
+        if (e.applied) this.requestEvaluate();
+      };
+      const onStatus = (e: FleetSignalMap['status'][0]): void => this.onStatus(e.deviceId, e.status.state === 'online');
+      const onTelemetry = (e: FleetSignalMap['telemetry'][0]): void => this.onTelemetry(e.deviceId);
+      s.on('event', onEvent);
+      s.on('status', onStatus);
+      s.on('telemetry', onTelemetry);
+      this.offs = [() => s.off('event', onEvent), () => s.off('status', onStatus), () => s.off('telemetry', onTelemetry)];
+    }
+    this.interval = this.timers.setInterval(() => this.requestEvaluate(), (this.deps.tickSeconds ?? 10) * 1000);
+    const resumed = activeRollouts(this.db);
+    if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
+    await this.exclusive(() => this.steps.evaluateAll());
+  }
+
+  /** Stops the tick and the signals, then waits for queued work. */
+  async stop(): Promise<void> {
+    if (this.interval !== undefined) this.timers.clearInterval(this.interval);
+    this.interval = undefined;
+    for (const off of this.offs) off();
+    this.offs = [];
+    await this.idle();
+  }
+
+  dispose(): Promise<void> {
+    return this.stop();
+  }
+
+  /** Resolves once no queued work is left (tests, shutdown). */
+  async idle(): Promise<void> {
+    let t: Promise<unknown>;
+    do {
+      t = this.tail;
+      await t;
+    } while (t !== this.tail);
+  }
+
+  /**
+   * Starts a rollout: stores it, gives the canaries the release (chunks + retained desired) and
+   * supersedes (aborts) an active rollout of the same model. Throws RolloutError (not_found, invalid).
+   */
+  create(request: RolloutRequest): Promise<RolloutRow> {
+    const parsed = rolloutRequestSchema.safeParse(request);
+    if (!parsed.success) {
+      const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      return Promise.reject(new RolloutError(`invalid rollout: ${why}`, 'invalid'));
+    }
+    return this.exclusive(() => this.steps.create(parsed.data));
+  }
+
+  /** Stops an active rollout where it is. No rollback: devices keep what they installed (see `rollback`). */
+  abort(id: string, reason = 'aborted by operator'): Promise<RolloutRow> {
+    return this.exclusive(async () => {
+      const r = this.steps.mustGet(id);
+      if (!ABORTABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
+      setRollout(this.db, id, this.now(), { state: 'aborted', reason });
+      this.log.warn({ rollout: id, reason }, 'rollouts/aborted');
+      await this.steps.gcQuietly();
+      return this.steps.mustGet(id);
+    });
+  }
+
+  /**
+   * Re-issues the previous release under a new sequence to every device that was given this
+   * rollout's release. Only the latest rollout of a model can be rolled back (an older one would
+   * undo a newer release). A failing re-issue leaves it `rolling_back`; the tick retries.
+   */
+  rollback(id: string, reason = 'rolled back by operator'): Promise<RolloutRow> {
+    return this.exclusive(async () => {
+      const r = this.steps.mustGet(id);
+      if (!ROLLBACKABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
+      const latest = this.list({ model: r.model, limit: 1 })[0];
+      if (latest?.id !== id) throw new RolloutError(`rollout ${id} is not the latest of model ${r.model} (${latest?.id} is)`, 'conflict');
+      if (r.state !== 'rolling_back') setRollout(this.db, id, this.now(), { state: 'rolling_back', reason });
+      this.log.warn({ rollout: id, reason }, 'rollouts/rollback-requested');
+      await this.steps.continueRollback(this.steps.mustGet(id));
+      return this.steps.mustGet(id);
+    });
+  }
+
+  get(id: string): RolloutView | undefined {
+    const rollout = getRollout(this.db, id);
+    if (!rollout) return undefined;
+    const rows = this.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).orderBy(rolloutDevices.deviceId).all();
+    const counts = Object.fromEntries(ROLLOUT_DEVICE_STATES.map((s) => [s, 0])) as Record<RolloutDeviceState, number>;
+    for (const d of rows) counts[d.state as RolloutDeviceState]++;
+    return { rollout, devices: rows, counts };
+  }
+
+  /** Newest first. */
+  list({ model, state, limit = 100 }: { model?: string; state?: RolloutState; limit?: number } = {}): RolloutRow[] {
+    const where = and(model ? eq(rollouts.model, model) : undefined, state ? eq(rollouts.state, state) : undefined);
+    return this.db.select().from(rollouts).where(where).orderBy(desc(rollouts.createdAt), desc(rollouts.id)).limit(limit).all();
+  }
+
+  /**
+   * A new device gets the release its target currently runs: that of the latest fleet-stage or
+   * completed rollout whose target includes it (or that rollout's re-issue if it was rolled back),
+   * when its desired release is missing or older. Also runs on every `online` status.
+   */
+  onDeviceProvisioned(deviceId: string, groups?: readonly string[]): Promise<void> {
+    return this.exclusive(() => this.steps.converge(deviceId, groups));
+  }
+
+  /** Clears a revoked device's retained desired state; rollouts stop counting it. */
+  onDeviceRevoked(deviceId: string): Promise<void> {
+    return this.exclusive(async () => {
+      await this.deps.publisher.clearDesired(deviceId);
+      this.db.update(devices).set({ desiredSeq: null }).where(eq(devices.id, deviceId)).run();
+      await this.steps.evaluateAll();
+    });
+  }
+
+  /** Re-evaluates every active rollout now. */
+  evaluate(): Promise<void> {
+    return this.exclusive(() => this.steps.evaluateAll());
+  }
+
+  /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
+  gc(): Promise<string[]> {
+    return this.exclusive(() => this.deps.publisher.gcArtifacts(this.deps.registry));
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn);
+    this.tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** Coalesces bursts of signals (and ticks) into one queued evaluation. */
+  private requestEvaluate(): void {
+    if (this.evalQueued) return;
+    this.evalQueued = true;
+    void this.exclusive(async () => {
+      this.evalQueued = false;
+      await this.steps.evaluateAll();
+    }).catch((err) => this.log.error({ err }, 'rollouts/evaluate-failed'));
+  }
+
+  private onStatus(deviceId: string, online: boolean): void {
+    try {
+      if (online) void this.exclusive(() => this.steps.converge(deviceId)).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
+      if (activeMemberships(this.db, deviceId).length) this.requestEvaluate();
+    } catch (err) {
+      this.log.error({ err, deviceId }, 'rollouts/status-failed');
+    }
+  }
+
+  private onTelemetry(deviceId: string): void {
+    try {
+      if (activeMemberships(this.db, deviceId).some((m) => m.canary && m.rolloutState === 'canary')) this.requestEvaluate();
+    } catch (err) {
+      this.log.error({ err, deviceId }, 'rollouts/telemetry-failed');
+    }
+  }
+}

@@ -1,0 +1,86 @@
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { UsageError } from '../../shared/cli/errors.js';
+import { DEVICE_ID_RE } from '../../shared/protocol/topics.js';
+import { writeFileAtomicSync } from '../keys/atomic.js';
+import { Registry } from '../registry/db.js';
+import { DEFAULT_CLOUD_USER, writeBrokerAuth } from './broker-auth.js';
+import { provisionDevice } from './client.js';
+
+/** The registry database inside a cloud data dir. */
+export const REGISTRY_FILE = 'registry.db';
+export const TOKEN_ENV = 'APPRENTICE_ADMIN_TOKEN';
+
+export function registryPathIn(dataDir: string): string {
+  return join(dataDir, REGISTRY_FILE);
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+/** `apprentice provision`: registers a device with the cloud and writes its edge.json (mode 0600). */
+export function provisionCommand(): Command {
+  return new Command('provision')
+    .description('Provision a device with the cloud and write its config bundle (MQTT credentials, trusted keys); the password is shown only once')
+    .requiredOption('--cloud <url>', 'cloud API base URL, e.g. http://127.0.0.1:8787')
+    .option('--token <token>', `admin bearer token (default: $${TOKEN_ENV})`)
+    .requiredOption('--device <id>', 'device id (also its MQTT username): [A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+    .option('--group <name>', 'rollout group (repeatable)', collect, [] as string[])
+    .requiredOption('--out <file>', "where to write the bundle (edge.json, mode 0600); '-' prints it")
+    .option('--force', 'overwrite --out if it exists', false)
+    .addHelpText('after', '\nExample:\n  apprentice provision --cloud http://127.0.0.1:8787 --token "$APPRENTICE_ADMIN_TOKEN" --device pi-kitchen --group kitchen --out edge.json')
+    .action(async (o: { cloud: string; token?: string; device: string; group: string[]; out: string; force: boolean }) => {
+      const token = o.token ?? process.env[TOKEN_ENV];
+      if (!token) throw new UsageError(`--token is required (or set ${TOKEN_ENV})`);
+      if (!DEVICE_ID_RE.test(o.device)) throw new UsageError(`--device: invalid device id "${o.device}" (allowed: ${DEVICE_ID_RE.source})`);
+      const out = o.out === '-' ? undefined : resolve(o.out);
+      // Checked before the request: the bundle holds the only copy of the password.
+      if (out !== undefined) {
+        if (!existsSync(dirname(out)) || !statSync(dirname(out)).isDirectory()) throw new UsageError(`--out: directory ${dirname(out)} does not exist`);
+        if (existsSync(out) && !o.force) throw new UsageError(`--out: ${out} exists (pass --force to overwrite)`);
+      }
+      const bundle = await provisionDevice({ cloud: o.cloud, token, deviceId: o.device, groups: o.group });
+      const text = JSON.stringify(bundle, null, 2) + '\n';
+      if (out === undefined) {
+        process.stdout.write(text);
+        return;
+      }
+      try {
+        writeFileAtomicSync(out, text, 0o600);
+      } catch (err) {
+        throw new Error(`device ${o.device} was provisioned but ${out} could not be written (${(err as Error).message}); revoke it (DELETE /v1/devices/${o.device}) and provision again`);
+      }
+      process.stderr.write(`provisioned ${bundle.deviceId}: wrote ${out} (mode 0600; it holds the device's only copy of its MQTT password)\n`);
+    });
+}
+
+/** `apprentice broker-auth`: Mosquitto passwd + acl for the provisioned devices. */
+export function brokerAuthCommand(): Command {
+  return new Command('broker-auth')
+    .description('Write the Mosquitto password file and ACL for every provisioned, non-revoked device (then: systemctl reload mosquitto)')
+    .option('--data-dir <dir>', `cloud data directory (uses DIR/${REGISTRY_FILE})`)
+    .option('--db <file>', 'registry database file (instead of --data-dir)')
+    .requiredOption('--out-dir <dir>', 'where to write passwd and acl (e.g. /etc/mosquitto/apprentice)')
+    .option('--cloud-user <name>', "the cloud's MQTT username", DEFAULT_CLOUD_USER)
+    .option('--cloud-password-file <file>', "the cloud's MQTT password; created with a random one (mode 0600) if missing")
+    .option('--json', 'print the result as JSON', false)
+    .addHelpText('after', '\nExample:\n  apprentice broker-auth --data-dir /var/lib/apprentice --out-dir /etc/mosquitto/apprentice --cloud-password-file /etc/apprentice/mqtt-password')
+    .action((o: { dataDir?: string; db?: string; outDir: string; cloudUser: string; cloudPasswordFile?: string; json: boolean }) => {
+      if ((o.dataDir === undefined) === (o.db === undefined)) throw new UsageError('give exactly one of --data-dir or --db');
+      const dbPath = o.db ?? registryPathIn(o.dataDir!);
+      // Never create an empty registry by accident: a typo would yield a passwd with no devices.
+      if (!existsSync(dbPath)) throw new UsageError(`${dbPath}: registry database not found`);
+      const registry = Registry.open(dbPath);
+      try {
+        const r = writeBrokerAuth({ registry, outDir: o.outDir, cloudUser: o.cloudUser, cloudPasswordFile: o.cloudPasswordFile });
+        if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+        else {
+          process.stdout.write(`wrote ${r.passwdPath} (${r.devices} device(s) + ${o.cloudUser}) and ${r.aclPath}\n`);
+          if (r.cloud === 'generated') process.stdout.write(`generated a password for ${o.cloudUser} in ${o.cloudPasswordFile} (use it in cloud.json)\n`);
+          process.stdout.write('apply with: systemctl reload mosquitto\n');
+        }
+      } finally {
+        registry.dispose();
+      }
+    });
+}

@@ -1,0 +1,61 @@
+import { buildArtifactDescriptor } from '../../shared/manifest/artifact.js';
+import { manifestSchema, type InputSpec, type Manifest } from '../../shared/protocol/schemas.js';
+
+/** Step 6 of a round: the release manifest, before signing. Pure, so tests can build one directly. */
+export interface ReleaseManifestInput {
+  model: string;
+  seq: number;
+  parentSeq: number | null;
+  inputSpec: InputSpec;
+  labels: string[];
+  teacherId: string;
+  artifact: Uint8Array;
+  quantization: 'int8' | 'fp32';
+  chunkSize: number;
+  /** Public base URL of the cloud API; the manifest then names `${base}/v1/releases/${seq}/artifact`. */
+  publicBaseUrl?: string;
+  /** Only finite numbers are kept (the manifest schema refuses anything else). */
+  metrics: Record<string, unknown>;
+  exampleCount: number;
+  roundId?: string;
+  createdAt: Date;
+  validityDays: number;
+  /** One holdout example and the shipped artifact's own ORT output for it, at batch 1. */
+  selfTest: { input: Float32Array; expected: Float32Array; tolerance: number };
+}
+
+export function releaseArtifactUrl(publicBaseUrl: string, seq: number): string {
+  return `${publicBaseUrl.replace(/\/+$/, '')}/v1/releases/${seq}/artifact`;
+}
+
+export function numericMetrics(metrics: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(metrics)) if (typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+  return out;
+}
+
+/** Builds and validates the manifest (throws a ZodError if a field is out of its schema). */
+export function buildReleaseManifest(i: ReleaseManifestInput): Manifest {
+  const classes = i.labels.length;
+  const manifest: Manifest = {
+    v: 1,
+    model: i.model,
+    release: i.seq,
+    artifact: buildArtifactDescriptor(i.artifact, {
+      quantization: i.quantization,
+      chunkSize: i.chunkSize,
+      ...(i.publicBaseUrl ? { url: releaseArtifactUrl(i.publicBaseUrl, i.seq) } : {}),
+    }),
+    input: i.inputSpec,
+    output: { kind: 'logits', classes },
+    labels: i.labels,
+    teacher: { id: i.teacherId },
+    metrics: numericMetrics(i.metrics),
+    lineage: { exampleCount: i.exampleCount, ...(i.roundId ? { round: i.roundId } : {}) },
+    parent: i.parentSeq,
+    createdAt: i.createdAt.toISOString(),
+    expiresAt: new Date(i.createdAt.getTime() + i.validityDays * 86_400_000).toISOString(),
+    selfTest: { input: Array.from(i.selfTest.input), expected: Array.from(i.selfTest.expected), tolerance: i.selfTest.tolerance },
+  };
+  return manifestSchema.parse(manifest);
+}

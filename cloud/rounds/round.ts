@@ -1,0 +1,211 @@
+import type * as tf from '@tensorflow/tfjs';
+import type { SignedManifest } from '../../shared/protocol/schemas.js';
+import { agreement, argmaxRows, evaluateOnnx, measureLatency, scorePredictions } from '../distill/evaluate.js';
+import { trainModel } from '../distill/trainer.js';
+import { loadWeightsInto, saveWeights, type WarmStartResult } from '../distill/warm-start.js';
+import { exportToOnnx, quantizeInt8 } from '../export/index.js';
+import { buildModel, parseArch } from '../models/spec.js';
+import type { Registry } from '../registry/db.js';
+import type { ReleaseRow } from '../registry/schema.js';
+import { featuresFingerprint } from '../teacher/logit-cache.js';
+import { Teacher } from '../teacher/ort-teacher.js';
+import { initBackend } from '../tf/backend.js';
+import { gate } from './gate.js';
+import { buildReleaseManifest } from './manifest.js';
+import { mixTransferSet } from './mix.js';
+import { allocateReleaseSeq, currentRelease, insertRelease, recordedHoldoutAccuracy } from './releases.js';
+import { parseRoundModel, RoundConfigError, selfTestTolerance } from './settings.js';
+import { readArtifact, storeArtifact, teacherCacheDir, weightsBasePath } from './store.js';
+import { baseTeacherLogits, loadBaseData, loadHardExamples, newestHard } from './transfer-set.js';
+import type { ManifestSigner, RoundJob, RoundMetrics, RoundOutcome, RoundProgress } from './types.js';
+
+/** Steps 1–7 of a round (transfer set → train → evaluate → gate → export → sign → store). Runs in the worker process. */
+export interface RoundDeps {
+  registry: Registry;
+  signer: ManifestSigner;
+  onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
+  now?: () => Date;
+}
+
+export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
+  const { registry, signer } = deps;
+  const progress = (p: Omit<RoundProgress, 'at'>) => deps.onProgress?.(p);
+  const model = parseRoundModel(job.model);
+  const s = model.settings;
+  const classes = model.labels.length;
+  const inputSize = model.inputSpec.shape.reduce((a, b) => a * b, 1);
+  const arch = parseArch(model.studentSpec, 'studentSpec');
+
+  const backend = await initBackend(job.backend);
+  progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });
+  const { train, holdout } = await loadBaseData(s, inputSize);
+  const teacher = await Teacher.create(model.teacher.files, { outputKind: model.teacher.outputKind, intraOpNumThreads: 1 });
+  let student: tf.LayersModel | undefined;
+  try {
+    progress({ phase: 'teacher', detail: `soft labels for ${train.count} base examples` });
+    const cacheDir = teacherCacheDir(job.dataDir);
+    const tTrain = await baseTeacherLogits(teacher, train, cacheDir);
+    if (tTrain.classes !== classes) throw new RoundConfigError(`teacher outputs ${tTrain.classes} classes, model ${model.name} has ${classes} labels`);
+    const tHold = await baseTeacherLogits(teacher, holdout, cacheDir);
+    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow });
+    const { set, stats: mix } = mixTransferSet(
+      { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits },
+      { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
+      { inputSize, classes, share: s.hardExampleShare, maxRepeat: s.hardExampleMaxRepeat },
+    );
+
+    // Step 2: distil, from the current release's weights when the architecture still matches.
+    const parent = currentRelease(registry, model.name);
+    student = buildModel(arch, { inputSize, classes, seed: s.seed });
+    const warm: WarmStartResult = !s.warmStart
+      ? { loaded: false, reason: 'warm start disabled' }
+      : !parent
+        ? { loaded: false, reason: 'no current release' }
+        : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
+    progress({ phase: 'train', detail: `${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from #${parent!.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs: s.epochs });
+    const tr = trainModel(student, set, {
+      epochs: s.epochs,
+      batchSize: s.batchSize,
+      learningRate: s.lr,
+      temperature: s.temperature,
+      alpha: s.alpha,
+      seed: s.seed,
+      jitter: s.jitter,
+      onProgress: (p) => progress({ phase: 'train', epoch: p.epoch, epochs: p.epochs, loss: p.loss, samplesPerSec: p.samplesPerSec }),
+    });
+    if (!Number.isFinite(tr.finalLoss)) throw new Error(`training diverged (final loss ${tr.finalLoss})`);
+
+    // Steps 5 and 3: export first, because what is evaluated and gated is the artifact that would ship.
+    progress({ phase: 'export', detail: 'ONNX fp32 + int8' });
+    const fp32 = exportToOnnx(student, { docString: `Apprentice student ${arch.text} for ${model.name}, distilled from teacher ${teacher.id}`, metadata: { model: model.name, round: job.roundId, teacher: teacher.id } });
+    const int8 = quantizeInt8(fp32);
+    const artifact = s.artifact === 'int8' ? int8 : fp32;
+
+    progress({ phase: 'evaluate', detail: `holdout ${holdout.count}, recent hard examples ${Math.min(hard.count, s.hardEvalCount)}` });
+    const evalArtifact = await evaluateOnnx(artifact, holdout.features, inputSize, holdout.labels);
+    const evalOther = await evaluateOnnx(s.artifact === 'int8' ? fp32 : int8, holdout.features, inputSize, holdout.labels);
+    const teacherPred = argmaxRows(tHold.logits, classes);
+    const recent = newestHard(hard, s.hardEvalCount, inputSize, classes);
+    const recentTeacherPred = argmaxRows(recent.teacherLogits, classes);
+    const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
+    const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
+    const sample = holdout.features.slice(0, inputSize);
+    const latency = await measureLatency(artifact, sample, { budgetMs: s.latencyBudgetMs, warmup: 5 });
+    // The device runs batch 1, and dynamic int8 quantisation depends on the batch: compute the golden output the same way.
+    const expected = (await evaluateOnnx(artifact, sample, inputSize)).logits;
+
+    const holdoutFingerprint = featuresFingerprint(holdout.features);
+    const parentRecordedSameHoldout = parent && (parent.metrics as RoundMetrics | null)?.holdoutFingerprint === holdoutFingerprint;
+    // The recorded number is only comparable on the same holdout; if the holdout changed, re-score the parent's artifact.
+    const parentAccuracy = parent ? (parentRecordedSameHoldout ? recordedHoldoutAccuracy(parent) : undefined) ?? parentEval?.holdoutAccuracy : undefined;
+    const metrics: RoundMetrics = {
+      holdoutAccuracy: evalArtifact.accuracy,
+      holdoutErrors: evalArtifact.errors,
+      holdoutCount: holdout.count,
+      holdoutAgreement: agreement(evalArtifact.predictions, teacherPred),
+      fp32HoldoutAccuracy: s.artifact === 'int8' ? evalOther.accuracy : evalArtifact.accuracy,
+      int8HoldoutAccuracy: s.artifact === 'int8' ? evalArtifact.accuracy : evalOther.accuracy,
+      teacherHoldoutAccuracy: scorePredictions(teacherPred, holdout.labels).accuracy,
+      hardAgreement,
+      hardEvalCount: recent.count,
+      parentHardAgreement: parentEval?.hardAgreement,
+      parentHoldoutAccuracy: parentAccuracy,
+      latencyP50Ms: latency.p50Ms,
+      latencyP95Ms: latency.p95Ms,
+      latencyMeanMs: latency.meanMs,
+      bytes: artifact.byteLength,
+      fp32Bytes: fp32.byteLength,
+      int8Bytes: int8.byteLength,
+      params: student.countParams(),
+      epochs: tr.epochs,
+      trainSeconds: tr.seconds,
+      samplesPerSec: tr.samplesPerSec,
+      finalLoss: tr.finalLoss,
+      ...mix,
+      hardSkipped: hard.skipped,
+      hardLogitsComputed: hard.computed,
+      warmStarted: warm.loaded ? 1 : 0,
+      warmStart: warm.loaded ? { fromSeq: parent!.seq, loaded: true } : { fromSeq: parent?.seq ?? null, loaded: false, reason: `trained from scratch: ${warm.reason}` },
+      backend: backend.name,
+      teacherId: teacher.id,
+      arch: arch.text,
+      quantization: s.artifact,
+      holdoutFingerprint,
+      parentSeq: parent?.seq ?? null,
+    };
+
+    progress({ phase: 'gate' });
+    const decision = gate({ holdoutAccuracy: evalArtifact.accuracy ?? NaN, parentHoldoutAccuracy: parentAccuracy, parentSeq: parent?.seq, tolerance: s.tolerance, minHoldoutAccuracy: s.minHoldoutAccuracy });
+    metrics.gate = decision;
+    if (!decision.pass) return { state: 'rejected', reason: decision.reason, exampleCount: hard.count, metrics };
+
+    // Step 6: a fresh sequence, then the manifest, signed by the parent process's key store.
+    progress({ phase: 'sign' });
+    const seq = allocateReleaseSeq(registry);
+    const manifest = buildReleaseManifest({
+      model: model.name,
+      seq,
+      parentSeq: parent?.seq ?? null,
+      inputSpec: model.inputSpec,
+      labels: model.labels,
+      teacherId: teacher.id,
+      artifact,
+      quantization: s.artifact,
+      chunkSize: s.chunkSize,
+      publicBaseUrl: job.publicBaseUrl,
+      metrics,
+      exampleCount: hard.count,
+      roundId: job.roundId,
+      createdAt: (deps.now ?? (() => new Date()))(),
+      validityDays: s.validityDays,
+      selfTest: { input: sample, expected, tolerance: selfTestTolerance(s) },
+    });
+    const signed: SignedManifest = await signer.sign(manifest);
+
+    // Step 7: content-addressed files first, the registry row last (a row never points at a missing file).
+    progress({ phase: 'store' });
+    const stored = await storeArtifact(job.dataDir, artifact);
+    const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8);
+    await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
+    metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
+    insertRelease(registry, {
+      model: model.name,
+      seq,
+      sha256: stored.sha256,
+      bytes: artifact.byteLength,
+      quantization: s.artifact,
+      metrics,
+      manifest: signed.manifest,
+      signature: signed.signature,
+      parentSeq: parent?.seq ?? null,
+      roundId: job.roundId,
+      artifactPath: stored.relPath,
+      chunksPublished: false,
+    });
+    return { state: 'released', releaseSeq: seq, sha256: stored.sha256, artifactPath: stored.relPath, chunkSize: s.chunkSize, exampleCount: hard.count, metrics };
+  } finally {
+    student?.dispose();
+    await teacher.dispose();
+  }
+}
+
+/** The current release's artifact on today's holdout and recent traffic, for comparison (skipped if its file is gone). */
+async function evaluateParent(
+  dataDir: string,
+  parent: ReleaseRow,
+  features: Float32Array,
+  labels: Int32Array,
+  recent: { features: Float32Array; count: number },
+  recentTeacherPred: Int32Array,
+  inputSize: number,
+): Promise<{ holdoutAccuracy?: number; hardAgreement?: number } | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readArtifact(dataDir, parent.artifactPath, parent.sha256);
+  } catch {
+    return undefined;
+  }
+  const h = await evaluateOnnx(bytes, features, inputSize, labels);
+  const r = recent.count ? agreement((await evaluateOnnx(bytes, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
+  return { holdoutAccuracy: h.accuracy, hardAgreement: r };
+}

@@ -1,0 +1,370 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { and, asc, desc, eq, inArray } from 'drizzle-orm';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { Registry } from '../registry/db.js';
+import { models, releases, rollouts, rounds, type RoundRow } from '../registry/schema.js';
+import { writeTransaction } from './releases.js';
+import { parseRoundModel, type Schedule } from './settings.js';
+import { readArtifact } from './store.js';
+import {
+  RoundConflictError,
+  UnknownModelError,
+  type ArtifactPublisher,
+  type ManifestSigner,
+  type RolloutStarter,
+  type RoundJob,
+  type RoundMetrics,
+  type RoundOutcome,
+  type RoundProgress,
+  type RoundsService,
+  type RoundState,
+  type RoundTrigger,
+  type RoundView,
+  type WorkerMessage,
+} from './types.js';
+
+export interface RoundRunnerOptions {
+  /** Goes into manifests as the HTTP source `${publicBaseUrl}/v1/releases/${seq}/artifact`. */
+  publicBaseUrl?: string;
+  /** A round interrupted by a cloud restart is retried while its attempts are below this. Default 2. */
+  maxAttempts?: number;
+  /** Rounds training at the same time (across models); more wait `queued`. Default 1. */
+  maxConcurrent?: number;
+  backend?: RoundJob['backend'];
+  /** Worker entry point; default cloud/rounds/worker.js (worker.ts + tsx when running from source). */
+  workerPath?: string;
+  workerExecArgv?: string[];
+  /** Minimum interval between progress writes to the registry. Default 250 ms. */
+  progressWriteMs?: number;
+}
+
+export interface RoundRunnerDeps {
+  registry: Registry;
+  /** Data dir: artifacts/ and cache/ live under it. */
+  dataDir: string;
+  signer: ManifestSigner;
+  publish: ArtifactPublisher;
+  rollouts: RolloutStarter;
+  log?: Logger;
+  options?: RoundRunnerOptions;
+}
+
+interface Active {
+  id: string;
+  model: string;
+  child?: ChildProcess;
+  progress: RoundProgress;
+  lastWrite: number;
+  outcome?: RoundOutcome;
+  error?: string;
+  stderr: string;
+  done: Promise<void>;
+}
+
+const nowIso = () => new Date().toISOString();
+const STDERR_TAIL = 2000;
+
+/** Worker file and node flags: from dist/ plain node; from TypeScript source (vitest, tsx) the .ts file through tsx. */
+function defaultWorker(): { path: string; execArgv: string[] } {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const path = fileURLToPath(new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url));
+  if (!fromSource) return { path, execArgv: [] };
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  return { path, execArgv: ['--import', tsx] };
+}
+
+/**
+ * Runs distillation rounds in child processes (worker.ts does steps 1–7), keeps `rounds` rows and
+ * live progress, and does steps 8–9 (publish the artifact's retained chunks, start a rollout) in
+ * this process, where MQTT lives. One round per model at a time; `maxConcurrent` across models.
+ * Use `RoundRunner.create()` (it recovers rounds a previous process left behind) and `dispose()`.
+ */
+export class RoundRunner implements RoundsService {
+  private readonly active = new Map<string, Active>();
+  private readonly queue: string[] = [];
+  private readonly log: Logger;
+  private stopping = false;
+
+  private constructor(private readonly deps: RoundRunnerDeps) {
+    this.log = deps.log ?? silentLogger;
+  }
+
+  static async create(deps: RoundRunnerDeps): Promise<RoundRunner> {
+    // The worker opens the registry file itself; an in-memory database cannot be shared with it.
+    if (deps.registry.sqlite.memory) throw new Error('RoundRunner needs a file-backed registry (the round worker opens the same SQLite file)');
+    const runner = new RoundRunner(deps);
+    await runner.recover();
+    return runner;
+  }
+
+  private get opts(): Required<Pick<RoundRunnerOptions, 'maxAttempts' | 'maxConcurrent' | 'progressWriteMs'>> & RoundRunnerOptions {
+    return { maxAttempts: 2, maxConcurrent: 1, progressWriteMs: 250, ...this.deps.options };
+  }
+
+  /** Queues a round for `model`; throws UnknownModelError, RoundConfigError or RoundConflictError. */
+  async start(model: string, trigger: RoundTrigger): Promise<{ id: string }> {
+    return this.enqueue(model, trigger, 0);
+  }
+
+  /** `attempts` carries over from the round a retry replaces, so retries stop at maxAttempts. */
+  private enqueue(model: string, trigger: RoundTrigger, carriedAttempts: number): { id: string } {
+    if (this.stopping) throw new Error('round runner is stopping');
+    const { db } = this.deps.registry;
+    const id = randomUUID();
+    writeTransaction(this.deps.registry, () => {
+      const row = db.select().from(models).where(eq(models.name, model)).get();
+      if (!row) throw new UnknownModelError(model);
+      parseRoundModel(row);
+      const busy = db.select({ id: rounds.id }).from(rounds).where(and(eq(rounds.model, model), inArray(rounds.state, ['queued', 'running']))).get();
+      if (busy) throw new RoundConflictError(model, busy.id);
+      db.insert(rounds).values({ id, model, state: 'queued', trigger, attempts: carriedAttempts, createdAt: nowIso() }).run();
+    });
+    this.log.info({ round: id, model, trigger }, 'round queued');
+    this.queue.push(id);
+    this.pump();
+    return { id };
+  }
+
+  get(id: string): RoundView | undefined {
+    const row = this.deps.registry.db.select().from(rounds).where(eq(rounds.id, id)).get();
+    return row ? this.view(row) : undefined;
+  }
+
+  list(model?: string, limit = 50): RoundView[] {
+    const q = this.deps.registry.db.select().from(rounds);
+    const rows = (model ? q.where(eq(rounds.model, model)) : q).orderBy(desc(rounds.createdAt)).limit(limit).all();
+    return rows.map((r) => this.view(r));
+  }
+
+  /** Pid of the worker training round `id`, if any (operations and tests). */
+  workerPid(id: string): number | undefined {
+    return this.active.get(id)?.child?.pid;
+  }
+
+  /** Resolves when round `id` has left `queued`/`running` in this process. */
+  async settled(id: string): Promise<RoundView | undefined> {
+    while (this.queue.includes(id)) await new Promise((r) => setTimeout(r, 20));
+    await this.active.get(id)?.done;
+    return this.get(id);
+  }
+
+  /**
+   * Stops workers (SIGTERM, then SIGKILL after `graceMs`). Their rounds stay `running` in the
+   * registry, so the next `create()` marks them failed and retries them.
+   */
+  async dispose(graceMs = 5000): Promise<void> {
+    this.stopping = true;
+    this.queue.length = 0;
+    const waits = [...this.active.values()].map(async (a) => {
+      a.child?.kill('SIGTERM');
+      const timer = setTimeout(() => a.child?.kill('SIGKILL'), graceMs);
+      await a.done;
+      clearTimeout(timer);
+    });
+    await Promise.all(waits);
+  }
+
+  private view(row: RoundRow): RoundView {
+    const live = this.active.get(row.id);
+    return {
+      id: row.id,
+      model: row.model,
+      state: row.state as RoundState,
+      trigger: row.trigger,
+      progress: live?.progress ?? (row.progress as RoundProgress | null),
+      metrics: row.metrics as RoundMetrics | null,
+      error: row.error,
+      releaseSeq: row.releaseSeq,
+      exampleCount: row.exampleCount,
+      attempts: row.attempts,
+      startedAt: row.startedAt,
+      finishedAt: row.finishedAt,
+      createdAt: row.createdAt,
+    };
+  }
+
+  private update(id: string, set: Partial<typeof rounds.$inferInsert>): void {
+    this.deps.registry.db.update(rounds).set(set).where(eq(rounds.id, id)).run();
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.queue.length && this.active.size < this.opts.maxConcurrent) this.launch(this.queue.shift()!);
+  }
+
+  private setProgress(a: Active, p: Omit<RoundProgress, 'at'> & { at?: string }, force = false): void {
+    const phaseChanged = p.phase !== a.progress.phase;
+    a.progress = { ...p, at: p.at ?? nowIso() };
+    const now = Date.now();
+    if (force || phaseChanged || now - a.lastWrite >= this.opts.progressWriteMs) {
+      a.lastWrite = now;
+      this.update(a.id, { progress: a.progress });
+    }
+  }
+
+  private launch(id: string): void {
+    const row = this.deps.registry.db.select().from(rounds).where(eq(rounds.id, id)).get();
+    const modelRow = row && this.deps.registry.db.select().from(models).where(eq(models.name, row.model)).get();
+    if (!row || !modelRow) return;
+    let resolveDone!: () => void;
+    const a: Active = { id, model: row.model, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
+    this.active.set(id, a);
+    this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
+
+    const job: RoundJob = { roundId: id, dbPath: this.deps.registry.sqlite.name, dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend };
+    const worker = defaultWorker();
+    const child = fork(this.opts.workerPath ?? worker.path, [], { execArgv: this.opts.workerExecArgv ?? worker.execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'json' });
+    a.child = child;
+    child.stdout?.resume();
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      a.stderr = (a.stderr + chunk).slice(-STDERR_TAIL);
+    });
+    child.on('message', (msg: WorkerMessage) => this.onMessage(a, msg));
+    let exited = false;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => {
+      if (exited) return;
+      exited = true;
+      this.finish(a, code, signal, spawnError)
+        .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/finish failed'))
+        .finally(() => {
+          this.active.delete(id);
+          resolveDone();
+          this.pump();
+        });
+    };
+    child.on('exit', (code, signal) => onExit(code, signal));
+    child.on('error', (err) => onExit(null, null, err));
+    child.send({ type: 'job', job });
+    this.log.info({ round: id, model: row.model, pid: child.pid }, 'round worker started');
+  }
+
+  private onMessage(a: Active, msg: WorkerMessage): void {
+    try {
+      if (msg.type === 'progress') this.setProgress(a, msg.progress);
+      else if (msg.type === 'done') a.outcome = msg.outcome;
+      else if (msg.type === 'error') a.error = msg.message;
+      else if (msg.type === 'sign') {
+        Promise.resolve()
+          .then(() => this.deps.signer.sign(msg.manifest))
+          .then(
+            (signed) => a.child?.send({ type: 'signed', requestId: msg.requestId, signed }),
+            (err: Error) => a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: err?.message ?? String(err) }),
+          );
+      }
+    } catch (err) {
+      // One bad message never takes the cloud down (STYLE.md §5).
+      this.log.error({ err, round: a.id }, 'rounds/message failed');
+    }
+  }
+
+  private async finish(a: Active, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<void> {
+    if (this.stopping && !a.outcome) return; // left `running`: recovered (failed + retried) at the next start
+    const finishedAt = nowIso();
+    const o = a.outcome;
+    // A worker that died after inserting its release (before reporting) still produced a valid, signed release.
+    const orphan = o ? undefined : this.deps.registry.db.select({ seq: releases.seq }).from(releases).where(eq(releases.roundId, a.id)).get();
+    if (orphan) {
+      this.log.warn({ round: a.id, release: orphan.seq, code, signal }, 'worker exited after storing its release');
+      return this.completeRelease(a, orphan.seq);
+    }
+    if (o?.state === 'rejected') {
+      this.setProgress(a, { phase: 'done', detail: 'rejected by the gate' }, true);
+      this.update(a.id, { state: 'rejected', error: o.reason, metrics: o.metrics, exampleCount: o.exampleCount, finishedAt });
+      this.log.info({ round: a.id, reason: o.reason }, 'round rejected');
+    } else if (o?.state === 'released') {
+      this.update(a.id, { releaseSeq: o.releaseSeq, metrics: o.metrics, exampleCount: o.exampleCount });
+      await this.completeRelease(a, o.releaseSeq);
+    } else {
+      const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
+      const how = spawnError ? `worker could not start: ${spawnError.message}` : signal ? `worker killed by ${signal}` : `worker exited with code ${code}`;
+      const reason = [a.error ?? how, a.error ? `(${how})` : '', tail && !a.error ? `stderr: ${tail}` : ''].filter(Boolean).join(' ');
+      this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt });
+      this.log.warn({ round: a.id, reason }, 'round failed');
+    }
+  }
+
+  /** Steps 8–9 for a release row of this round: publish chunks (unless already), start a rollout (if scheduled and not yet). */
+  private async completeRelease(a: Active, seq: number): Promise<void> {
+    const { db } = this.deps.registry;
+    const rel = db.select().from(releases).where(eq(releases.seq, seq)).get();
+    if (!rel) throw new Error(`round ${a.id}: release ${seq} reported by the worker is not in the registry`);
+    const problems: string[] = [];
+    if (!rel.chunksPublished) {
+      this.setProgress(a, { phase: 'publish', detail: `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)` }, true);
+      try {
+        const bytes = await readArtifact(this.deps.dataDir, rel.artifactPath, rel.sha256);
+        const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
+        await this.deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
+        db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq)).run();
+      } catch (err) {
+        problems.push(`publish failed: ${(err as Error).message}`);
+      }
+    }
+    let schedule: Schedule | null = null;
+    try {
+      const modelRow = db.select().from(models).where(eq(models.name, rel.model)).get();
+      schedule = modelRow ? parseRoundModel(modelRow).schedule : null;
+    } catch (err) {
+      problems.push(`no rollout: ${(err as Error).message}`);
+    }
+    const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(eq(rollouts.releaseSeq, seq)).get();
+    if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
+      this.setProgress(a, { phase: 'rollout', detail: `release ${seq}` }, true);
+      try {
+        await this.deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout, reason: `round ${a.id}` });
+      } catch (err) {
+        problems.push(`rollout failed: ${(err as Error).message}`);
+      }
+    }
+    this.setProgress(a, { phase: 'done', detail: `release ${seq}` }, true);
+    // The release exists and is signed: the round is released even if publishing must be retried.
+    // After a recovery the round row may lack what the worker would have reported: take it from the release.
+    const row = db.select({ metrics: rounds.metrics }).from(rounds).where(eq(rounds.id, a.id)).get();
+    const fromRelease = row?.metrics ? {} : { metrics: rel.metrics, exampleCount: (rel.manifest as { lineage?: { exampleCount?: number } }).lineage?.exampleCount ?? null };
+    this.update(a.id, { state: 'released', releaseSeq: seq, error: problems.length ? problems.join('; ') : null, finishedAt: nowIso(), ...fromRelease });
+    this.log.info({ round: a.id, release: seq, problems }, 'round released');
+  }
+
+  /**
+   * Rounds a previous process left behind. `running` with a release row: the worker finished, the
+   * cloud died before publishing, so finish steps 8–9. Other `running`: failed ("cloud restarted
+   * during round") and retried as a new round while attempts < maxAttempts. `queued`: queued again.
+   */
+  private async recover(): Promise<void> {
+    const { db } = this.deps.registry;
+    const left = db.select().from(rounds).where(inArray(rounds.state, ['queued', 'running'])).orderBy(asc(rounds.createdAt)).all();
+    const retries: { model: string; attempts: number; from: string }[] = [];
+    for (const r of left) {
+      if (r.state === 'queued') {
+        this.queue.push(r.id);
+        continue;
+      }
+      const rel = db.select({ seq: releases.seq }).from(releases).where(eq(releases.roundId, r.id)).get();
+      if (rel) {
+        const a: Active = { id: r.id, model: r.model, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
+        this.active.set(r.id, a);
+        a.done = this.completeRelease(a, rel.seq)
+          .catch((err: Error) => this.log.error({ err, round: r.id }, 'rounds/recover failed'))
+          .finally(() => {
+            this.active.delete(r.id);
+            this.pump();
+          });
+        continue;
+      }
+      const retry = r.attempts < this.opts.maxAttempts;
+      this.update(r.id, { state: 'failed', error: `cloud restarted during round${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() });
+      if (retry) retries.push({ model: r.model, attempts: r.attempts, from: r.id });
+    }
+    for (const t of retries) {
+      try {
+        const { id } = this.enqueue(t.model, 'retry', t.attempts);
+        this.update(t.from, { error: `cloud restarted during round; retried as ${id}` });
+      } catch (err) {
+        this.log.warn({ err, round: t.from }, 'rounds/retry not started');
+      }
+    }
+    this.pump();
+  }
+}

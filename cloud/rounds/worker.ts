@@ -1,0 +1,85 @@
+import type { Manifest, SignedManifest } from '../../shared/protocol/schemas.js';
+import { createLogger } from '../../shared/log/index.js';
+import { Registry } from '../registry/db.js';
+import { runRound } from './round.js';
+import type { ManifestSigner, ParentMessage, RoundJob, WorkerMessage } from './types.js';
+
+/**
+ * Round worker: a child process forked by RoundRunner, so that training (synchronous tfjs work for
+ * minutes) never blocks the cloud's event loop. Protocol over the IPC channel (types.ts):
+ *   parent → {job}                     once
+ *   worker → {progress}*  {sign}*      the parent answers every sign with {signed} or {sign-failed}
+ *   worker → {done} | {error}          then the worker exits
+ * The signing key never enters this process: manifests are sent to the parent's key store to sign.
+ * The worker opens its own Registry on the same SQLite file (WAL lets both processes use it).
+ */
+
+const log = createLogger({ name: 'cloud/rounds/worker' });
+
+function send(msg: WorkerMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.connected) return resolve();
+    process.send!(msg, undefined, {}, () => resolve());
+  });
+}
+
+function remoteSigner(): ManifestSigner & { settle(msg: ParentMessage): void } {
+  let next = 1;
+  const pending = new Map<number, { resolve(s: SignedManifest): void; reject(e: Error): void }>();
+  return {
+    sign(manifest: Manifest): Promise<SignedManifest> {
+      const requestId = next++;
+      return new Promise((resolve, reject) => {
+        pending.set(requestId, { resolve, reject });
+        void send({ type: 'sign', requestId, manifest });
+      });
+    },
+    settle(msg) {
+      if (msg.type !== 'signed' && msg.type !== 'sign-failed') return;
+      const p = pending.get(msg.requestId);
+      if (!p) return;
+      pending.delete(msg.requestId);
+      if (msg.type === 'signed') p.resolve(msg.signed);
+      else p.reject(new Error(`signing failed: ${msg.message}`));
+    },
+  };
+}
+
+async function run(job: RoundJob, signer: ManifestSigner): Promise<void> {
+  const registry = Registry.open(job.dbPath);
+  try {
+    const outcome = await runRound(job, {
+      registry,
+      signer,
+      onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),
+    });
+    await send({ type: 'done', outcome });
+  } finally {
+    registry.dispose();
+  }
+}
+
+function main(): void {
+  const signer = remoteSigner();
+  let started = false;
+  process.on('message', (msg: ParentMessage) => {
+    if (msg.type === 'job' && !started) {
+      started = true;
+      log.info({ round: msg.job.roundId, model: msg.job.model.name }, 'round started');
+      run(msg.job, signer).then(
+        () => process.exit(0),
+        async (err: Error) => {
+          log.error({ err, round: msg.job.roundId }, 'round failed');
+          await send({ type: 'error', message: err?.message ?? String(err), stack: err?.stack });
+          process.exit(1);
+        },
+      );
+    } else {
+      signer.settle(msg);
+    }
+  });
+  // The cloud went away: nobody is left to record the result, so stop burning CPU.
+  process.on('disconnect', () => process.exit(3));
+}
+
+if (process.send) main();

@@ -1,0 +1,181 @@
+import { z } from 'zod';
+import { KeyError, keyIdOf, loadPublicKey } from '../../shared/manifest/index.js';
+import { deviceId } from '../../shared/protocol/index.js';
+import { DEFAULT_OUTBOX_CONFIG, outboxConfigSchema } from '../outbox/index.js';
+import { DEFAULT_SELECTION_CONFIG, selectionConfigSchema } from '../selection/index.js';
+
+/**
+ * The edge daemon's config file, `edge.json` (STYLE.md 3: versioned, validated once at start, defaults in
+ * one object). The cloud's provisioning bundle `{ version, deviceId, mqtt: { url, username, password },
+ * trustedKeys }` is a complete config on its own: everything else has a default below.
+ */
+
+export const EDGE_CONFIG_VERSION = 1;
+
+/** Every default of the edge config, in one place (the selection and outbox defaults are their modules'). */
+export const EDGE_DEFAULTS = {
+  dataDir: '/var/lib/apprentice',
+  telemetrySeconds: 30,
+  mqtt: {
+    rejectUnauthorized: true,
+    /** MQTT keepalive: the broker fires the last will after 1.5 × this without traffic ([MQTT-3.1.2-24]). */
+    keepaliveSeconds: 30,
+    /** Delay between reconnect attempts; the daemon retries forever. */
+    reconnectMs: 5_000,
+    connectTimeoutMs: 30_000,
+    /** 3.1.1: what aedes (the embedded broker) speaks; 5 only behind this switch (DESIGN.md "MQTT"). */
+    protocolVersion: 4 as 4 | 5,
+  },
+  api: {
+    /** Loopback by default: the local API has no authentication. */
+    bind: '127.0.0.1:8080',
+    maxBodyBytes: 1024 * 1024,
+    maxBatch: 256,
+    microBatch: { enabled: false, maxBatch: 32, maxWaitMs: 0 },
+  },
+  runtime: {
+    intraOpThreads: 1,
+    memArena: true,
+    healthWindowSeconds: 60,
+    /** The health window also closes early after this many runs; null = only the time bound. */
+    healthWindowRequests: null as number | null,
+    /** p95 run latency above this during the health window rolls the model back; null = no budget. */
+    latencyBudgetMs: null as number | null,
+    maxErrorRate: 0.05,
+    minErrors: 3,
+    maxNonFinite: 1,
+  },
+  updates: {
+    mqttIdleTimeoutMs: 60_000,
+    httpIdleTimeoutMs: 30_000,
+    retryInitialMs: 30_000,
+    retryMaxMs: 15 * 60_000,
+  },
+  selection: DEFAULT_SELECTION_CONFIG,
+  outbox: DEFAULT_OUTBOX_CONFIG,
+} as const;
+
+const D = EDGE_DEFAULTS;
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const path = z.string().min(1, 'must not be empty');
+
+/** `host:port`, IPv6 hosts in brackets (`[::1]:8080`); port 0 lets the OS pick one (tests). */
+export const BIND_RE = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
+
+/** Splits a validated `host:port` bind string; brackets are removed from an IPv6 host. */
+export function parseBind(bind: string): { hostname: string; port: number } {
+  const m = BIND_RE.exec(bind);
+  if (!m) throw new RangeError(`invalid bind "${bind}" (expected host:port)`);
+  return { hostname: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
+}
+
+const bindSchema = z
+  .string()
+  .regex(BIND_RE, 'expected host:port (IPv6 as [addr]:port)')
+  .refine((s) => parseBind(s).port <= 65_535, 'port must be 0..65535');
+
+const trustedKeySchema = z
+  .strictObject({
+    keyId: z.string().regex(/^[0-9a-f]{16}$/, 'expected a 16-hex-digit key id'),
+    publicKeyPem: z.string().min(1),
+  })
+  .superRefine((k, ctx) => {
+    // A provisioning mistake (id pasted next to the wrong PEM) is caught here, at start, not at the
+    // first release, where it would look like an attack (`unknown_key`).
+    try {
+      const actual = keyIdOf(loadPublicKey(k.publicKeyPem));
+      if (actual !== k.keyId) ctx.addIssue({ code: 'custom', path: ['keyId'], message: `does not match publicKeyPem (whose key id is ${actual})` });
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['publicKeyPem'], message: err instanceof KeyError ? err.message : 'not an Ed25519 public key PEM' });
+    }
+  });
+
+const mqttSchema = z
+  .strictObject({
+    url: z.url({ protocol: /^(mqtts?|wss?|tcp|ssl)$/, error: 'expected an mqtt://, mqtts://, ws:// or wss:// URL' }),
+    username: z.string().min(1).optional(),
+    password: z.string().optional(),
+    /** File holding the password (first line), for credentials kept out of edge.json. */
+    passwordFile: path.optional(),
+    caFile: path.optional(),
+    certFile: path.optional(),
+    keyFile: path.optional(),
+    rejectUnauthorized: z.boolean().default(D.mqtt.rejectUnauthorized),
+    keepaliveSeconds: int(0, 65_535).default(D.mqtt.keepaliveSeconds),
+    reconnectMs: int(100, 3_600_000).default(D.mqtt.reconnectMs),
+    connectTimeoutMs: int(1_000, 600_000).default(D.mqtt.connectTimeoutMs),
+    protocolVersion: z.union([z.literal(4), z.literal(5)], { error: 'expected 4 (MQTT 3.1.1) or 5' }).default(D.mqtt.protocolVersion),
+  })
+  .superRefine((m, ctx) => {
+    if (m.password !== undefined && m.passwordFile !== undefined) ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'set password or passwordFile, not both' });
+    if ((m.certFile === undefined) !== (m.keyFile === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [m.certFile === undefined ? 'certFile' : 'keyFile'], message: 'certFile and keyFile go together (TLS client certificate)' });
+    }
+  });
+
+const apiSchema = z.strictObject({
+  bind: bindSchema.default(D.api.bind),
+  maxBodyBytes: int(1024, 64 * 1024 * 1024).default(D.api.maxBodyBytes),
+  maxBatch: int(1, 4096).default(D.api.maxBatch),
+  /** Coalesce concurrent predictions into shared ORT runs (edge/runtime MicroBatcher); off by default. */
+  microBatch: z
+    .strictObject({
+      enabled: z.boolean().default(D.api.microBatch.enabled),
+      maxBatch: int(1, 4096).default(D.api.microBatch.maxBatch),
+      maxWaitMs: z.number().min(0).max(1_000).default(D.api.microBatch.maxWaitMs),
+    })
+    .prefault({}),
+});
+
+const runtimeSchema = z.strictObject({
+  /** ORT intra-op threads; 1 leaves the other core of a Pi to the HTTP API. */
+  intraOpThreads: int(1, 64).default(D.runtime.intraOpThreads),
+  /** ORT's CPU memory arena (faster runs; off trades speed for lower RSS). */
+  memArena: z.boolean().default(D.runtime.memArena),
+  /** How long a newly switched model is watched by the health gate before it is committed. */
+  healthWindowSeconds: z.number().min(0.1).max(86_400).default(D.runtime.healthWindowSeconds),
+  healthWindowRequests: int(1, 10_000_000).nullable().default(D.runtime.healthWindowRequests),
+  latencyBudgetMs: z.number().positive().max(600_000).nullable().default(D.runtime.latencyBudgetMs),
+  maxErrorRate: z.number().min(0).max(1).default(D.runtime.maxErrorRate),
+  minErrors: int(1, 1_000_000).default(D.runtime.minErrors),
+  maxNonFinite: int(1, 1_000_000).default(D.runtime.maxNonFinite),
+});
+
+const updatesSchema = z
+  .strictObject({
+    /** Give up on MQTT chunks when none arrived for this long (then retry with backoff). */
+    mqttIdleTimeoutMs: int(1_000, 3_600_000).default(D.updates.mqttIdleTimeoutMs),
+    httpIdleTimeoutMs: int(1_000, 3_600_000).default(D.updates.httpIdleTimeoutMs),
+    retryInitialMs: int(100, 86_400_000).default(D.updates.retryInitialMs),
+    retryMaxMs: int(100, 86_400_000).default(D.updates.retryMaxMs),
+  })
+  .refine((u) => u.retryMaxMs >= u.retryInitialMs, { message: 'must be >= retryInitialMs', path: ['retryMaxMs'] });
+
+export const edgeConfigSchema = z.strictObject({
+  version: z.literal(EDGE_CONFIG_VERSION, { error: `unsupported config version (this daemon reads version ${EDGE_CONFIG_VERSION})` }),
+  deviceId,
+  mqtt: mqttSchema,
+  /** Public keys releases may be signed with; more than one during a key rotation. */
+  trustedKeys: z
+    .array(trustedKeySchema)
+    .min(1, 'at least one trusted key is required (from the provisioning bundle)')
+    .superRefine((keys, ctx) => {
+      const seen = new Set<string>();
+      keys.forEach((k, i) => {
+        if (seen.has(k.keyId)) ctx.addIssue({ code: 'custom', path: [i, 'keyId'], message: `duplicate key id ${k.keyId}` });
+        seen.add(k.keyId);
+      });
+    }),
+  /** Model slots, update state, outbox. */
+  dataDir: path.default(D.dataDir),
+  api: apiSchema.prefault({}),
+  selection: selectionConfigSchema.prefault({}),
+  outbox: outboxConfigSchema.prefault({}),
+  runtime: runtimeSchema.prefault({}),
+  updates: updatesSchema.prefault({}),
+  /** Heartbeat period on `devices/{id}/telemetry`. */
+  telemetrySeconds: z.number().min(1).max(86_400).default(D.telemetrySeconds),
+});
+
+export type EdgeConfig = z.infer<typeof edgeConfigSchema>;
+export type EdgeConfigInput = z.input<typeof edgeConfigSchema>;

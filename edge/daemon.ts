@@ -1,0 +1,378 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
+import { Registry } from 'prom-client';
+import { silentLogger, type Logger } from '../shared/log/index.js';
+import { PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
+import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
+import { mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
+import { Outbox, OutboxPublisher, buildExample } from './outbox/index.js';
+import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
+import { createSelector, type Selector } from './selection/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, type RunningRelease, type SdNotifier } from './status/index.js';
+import { UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
+
+/**
+ * The edge daemon's composition root (DESIGN.md "edge daemon", STYLE.md 1): builds every module from the
+ * validated config and wires them; the modules know nothing of each other.
+ *
+ *   model host ◄─ health gate ◄── runs          local API ─► selector ─► outbox ─► publisher ─► MQTT
+ *       ▲              │ unhealthy                  │ feedback ───────────► outbox
+ *   update manager ◄───┘ rollback        MQTT desired ─► update manager ─► events ─► MQTT
+ *
+ * `create()` opens the data dir, the outbox, the update state and builds the MQTT client without
+ * connecting; `start()` restores the last good model, serves the local API (it needs no network), tells
+ * systemd READY, and only then connects to the broker (reconnecting forever); `stop()` undoes it in
+ * reverse. Every handler is wrapped so one bad message or callback logs `<module>/<event>` and the
+ * daemon goes on (STYLE.md 5).
+ */
+
+export interface EdgeDaemonDeps {
+  log?: Logger;
+  /** NOTIFY_SOCKET, WATCHDOG_USEC and the test hooks are read from here; `process.env` by default. */
+  env?: NodeJS.ProcessEnv;
+  /** sd_notify; built from `env` by default. */
+  notifier?: SdNotifier;
+  now?: () => Date;
+}
+
+export interface DaemonSnapshot {
+  running: RunningRelease | null;
+  apiUrl: string | undefined;
+  mqttConnected: boolean;
+  outbox: ReturnType<Outbox['stats']>;
+  telemetry: Telemetry;
+}
+
+export class EdgeDaemon {
+  private readonly log: Logger;
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly now: () => Date;
+  private readonly sd: SdNotifier;
+  private readonly stats = new InferenceStats();
+  private readonly selector: Selector;
+  private readonly startedAt: number;
+  private client!: MqttClient;
+  private outbox!: Outbox;
+  private host!: ModelHost;
+  private gate!: HealthGate;
+  private updates!: UpdateManager;
+  private publisher!: OutboxPublisher;
+  private status!: StatusPublisher;
+  private telemetry!: TelemetryPublisher;
+  private app!: ReturnType<typeof createLocalApi>;
+  private server: LocalServer | undefined;
+  /** Set when a rollback could not complete: still serving a model the gate found unhealthy. */
+  private degraded: string | undefined;
+  private state: 'created' | 'started' | 'stopped' = 'created';
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: EdgeConfig,
+    deps: EdgeDaemonDeps,
+  ) {
+    this.log = deps.log ?? silentLogger;
+    this.env = deps.env ?? process.env;
+    this.now = deps.now ?? (() => new Date());
+    this.sd = deps.notifier ?? createSdNotify({ env: this.env, log: this.log.child({ module: 'edge/sd-notify' }) });
+    this.selector = createSelector(config.selection);
+    this.startedAt = this.now().getTime();
+  }
+
+  /**
+   * Opens the daemon's resources (data dir, outbox, update state) and builds its modules. Throws
+   * ConfigError when an MQTT file (password, CA, certificate) cannot be read.
+   *
+   * @example
+   * const daemon = await EdgeDaemon.create(config, { log });
+   * await daemon.start();
+   * process.once('SIGTERM', () => void daemon.stop());
+   */
+  static async create(config: EdgeConfig, deps: EdgeDaemonDeps = {}): Promise<EdgeDaemon> {
+    const daemon = new EdgeDaemon(config, deps);
+    try {
+      await daemon.open();
+    } catch (err) {
+      await daemon.updates?.dispose().catch(() => undefined);
+      await daemon.close();
+      throw err;
+    }
+    return daemon;
+  }
+
+  private async open(): Promise<void> {
+    const { config, log } = this;
+    const id = config.deviceId;
+    await mkdir(config.dataDir, { recursive: true });
+    const options = await mqttClientOptions(config, lastWill(id, null, this.now()));
+    this.client = mqtt.connect(config.mqtt.url, options); // manualConnect: no I/O until start()
+    this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, log: log.child({ module: 'edge/outbox' }) });
+    const rt = config.runtime;
+    this.gate = new HealthGate({
+      windowMs: rt.healthWindowSeconds * 1000,
+      windowRequests: rt.healthWindowRequests ?? undefined,
+      latencyBudgetMs: rt.latencyBudgetMs ?? undefined,
+      maxErrorRate: rt.maxErrorRate,
+      minErrors: rt.minErrors,
+      maxNonFinite: rt.maxNonFinite,
+      onUnhealthy: (v) => this.guard('health/unhealthy', () => this.onUnhealthy(v)),
+      onCommitted: (v) => this.guard('health/committed', () => this.onCommitted(v)),
+      log: log.child({ module: 'edge/health' }),
+    });
+    const gate = this.gate;
+    const stats = this.stats;
+    this.host = new ModelHost({
+      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena },
+      // One observer feed for the health gate and the telemetry window.
+      observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
+      log: log.child({ module: 'edge/runtime' }),
+    });
+    this.updates = await UpdateManager.create({
+      deviceId: id,
+      dataDir: config.dataDir,
+      trustedKeys: config.trustedKeys,
+      host: withTestPause(this.host, this.env, log),
+      emit: (ev) => this.guard('events/emit', () => this.emitEvent(ev)),
+      mqtt: this.client,
+      log: log.child({ module: 'edge/updates' }),
+      mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
+      httpIdleTimeoutMs: config.updates.httpIdleTimeoutMs,
+      retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
+    });
+    const mb = config.api.microBatch;
+    this.app = createLocalApi({
+      host: this.host,
+      metrics: new Registry(),
+      onPrediction: (p) => this.guard('selection/prediction', () => this.onPrediction(p)),
+      feedback: (f) => this.onFeedback(f),
+      limits: { maxBodyBytes: config.api.maxBodyBytes, maxBatch: config.api.maxBatch },
+      batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
+      log: log.child({ module: 'edge/api' }),
+    });
+    const o = config.outbox;
+    this.publisher = new OutboxPublisher({
+      outbox: this.outbox,
+      client: this.client,
+      deviceId: id,
+      log: log.child({ module: 'edge/outbox' }),
+      maxBatchExamples: o.batch.maxExamples,
+      maxBatchBytes: o.batch.maxBytes,
+      ackTimeoutMs: o.ackTimeoutMs,
+      backoff: o.backoff,
+    });
+    this.status = new StatusPublisher({ client: this.client, deviceId: id, running: () => this.running(), log: log.child({ module: 'edge/status' }), now: this.now });
+    this.telemetry = new TelemetryPublisher({ client: this.client, deviceId: id, intervalMs: config.telemetrySeconds * 1000, collect: () => this.collectTelemetry(), log });
+    this.wireMqtt();
+  }
+
+  private wireMqtt(): void {
+    const { client, log } = this;
+    const desired = topics.desired(this.config.deviceId);
+    // Without an 'error' listener an EventEmitter error (bad credentials, TLS) would crash the process.
+    client.on('error', (err) => log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt/error'));
+    client.on('offline', () => log.info('mqtt/offline'));
+    client.on('reconnect', () => log.debug('mqtt/reconnect'));
+    client.on('connect', () =>
+      this.guard('mqtt/connect', () => {
+        log.info({ url: this.config.mqtt.url }, 'mqtt/connected');
+        // A clean session has no subscriptions: subscribe on every connect (resubscribe is off).
+        client.subscribe(desired, { qos: 1 }, (err, granted) => {
+          if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
+          else if (granted?.some((g) => g.qos === 128)) log.error({ topic: desired }, 'mqtt/subscribe-refused: check the broker ACL');
+        });
+      }),
+    );
+    client.on('message', (topic, payload) =>
+      this.guard('mqtt/message', () => {
+        if (topic !== desired) return; // artifact chunks are consumed by edge/updates' own listener
+        void this.updates.handleDesired(payload).then((o) => this.onOutcome(o));
+      }),
+    );
+  }
+
+  /** Restores the last good model, serves the local API, reports READY, then connects to the broker. */
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new Error(`cannot start a daemon that is ${this.state}`);
+    this.state = 'started';
+    // Pings from the start: loading the restored model on a slow Pi may take a while.
+    this.sd.startWatchdog();
+    const restored = await this.updates.restore();
+    this.log.info({ restored }, restored.status === 'restored' ? 'daemon/restored' : 'daemon/no-model-yet');
+    const { hostname, port } = parseBind(this.config.api.bind);
+    this.server = await startLocalServer({ app: this.app, hostname, port, log: this.log.child({ module: 'edge/api' }) });
+    await this.sd.ready(this.statusText());
+    // Listeners first, so the first CONNACK already publishes status and drains the outbox.
+    this.status.start();
+    this.publisher.start();
+    this.telemetry.start();
+    this.client.connect();
+    this.log.info({ api: this.server.url, deviceId: this.config.deviceId, running: this.running() }, 'daemon/started');
+  }
+
+  /** Stops in reverse order: API, outbox publisher, updates, status (offline), MQTT, runtime, outbox. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    const step = async (name: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error({ err }, `daemon/stop-${name}`);
+      }
+    };
+    await step('notify', () => this.sd.stopping('stopping'));
+    await step('telemetry', () => this.telemetry.stop());
+    await step('api', () => this.server?.stop(5_000));
+    await step('publisher', () => this.publisher.stop());
+    await step('updates', () => this.updates.dispose());
+    await step('status', async () => {
+      this.status.stop();
+      if (await this.status.offline(2_000)) this.log.info('daemon/offline-published');
+    });
+    await this.close();
+    this.sd.stopWatchdog();
+    this.state = 'stopped';
+    this.log.info('daemon/stopped');
+  }
+
+  /** Releases what `open()` acquired (also after a failed open). */
+  private async close(): Promise<void> {
+    const client = this.client;
+    if (client && !client.connected) {
+      // Nothing can be flushed without a connection; a graceful end would wait for acks that never come.
+      await client.endAsync(true).catch(() => undefined);
+    } else if (client) {
+      // A graceful end waits for in-flight QoS 1 acks; a broker that is gone must not hold the stop.
+      const ended = client.endAsync(false).then(() => true);
+      const late = new Promise<false>((r) => setTimeout(() => r(false), 3_000).unref());
+      if (!(await Promise.race([ended, late]).catch(() => false))) await client.endAsync(true).catch(() => undefined);
+    }
+    this.gate?.dispose();
+    await this.host?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-runtime'));
+    this.outbox?.dispose();
+  }
+
+  get apiUrl(): string | undefined {
+    return this.server?.url;
+  }
+
+  /** The MQTT client (tests observe reconnects through it). */
+  get mqtt(): MqttClient {
+    return this.client;
+  }
+
+  snapshot(): DaemonSnapshot {
+    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), telemetry: this.collectTelemetry() };
+  }
+
+  private running(): RunningRelease | null {
+    const cur = this.host.current();
+    return cur ? { model: cur.manifest.model, release: cur.manifest.release, sha256: cur.sha256 } : null;
+  }
+
+  private statusText(): string {
+    const r = this.running();
+    return r ? `serving ${r.model} release ${r.release}` : 'waiting for a first model';
+  }
+
+  private collectTelemetry(): Telemetry {
+    return buildTelemetry({
+      deviceId: this.config.deviceId,
+      running: () => this.running(),
+      stats: this.stats,
+      outbox: () => this.outbox.stats(),
+      health: () => {
+        if (!this.host.ready) return 'no_model';
+        return this.degraded || this.stats.window().recentErrors > 0 ? 'degraded' : 'ok';
+      },
+      startedAt: this.startedAt,
+      now: this.now,
+    });
+  }
+
+  /** Events at QoS 1; MQTT.js keeps them while offline and sends them after the next CONNACK. */
+  private emitEvent(ev: DeviceEvent): void {
+    this.client.publish(topics.events(this.config.deviceId), encodePayload(eventSchema, ev), { qos: 1 }, (err) => {
+      if (err) this.log.warn({ err: err.message, event: ev.type }, 'events/publish-failed');
+    });
+    if (ev.type === 'installed' || ev.type === 'rolled_back') {
+      if (ev.type === 'installed') this.degraded = undefined;
+      this.status.publish();
+      void this.sd.status(this.statusText());
+    }
+  }
+
+  private onOutcome(o: UpdateOutcome): void {
+    this.log.info({ outcome: o }, 'updates/outcome');
+  }
+
+  private onUnhealthy(v: HealthVerdict): void {
+    const reason = v.reason ?? 'inference_errors';
+    void this.updates.rollback(reason, v.sha256).then(
+      (outcome) => {
+        this.log.warn({ verdict: v, outcome }, 'health/rollback');
+        if (outcome.status !== 'rolled_back' && outcome.status !== 'not_current') this.degraded = outcome.detail;
+      },
+      (err: unknown) => this.log.error({ err }, 'health/rollback-failed'),
+    );
+  }
+
+  /** The model passed its health window: tell the cloud (rollouts advance on installed + healthy). */
+  private onCommitted(v: HealthVerdict): void {
+    this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
+  }
+
+  /** Hard-example selection on every answered example; selected ones go to the outbox with a fresh UUID. */
+  private onPrediction(p: PredictionEvent): void {
+    const hit = this.selector.select({ input: p.input, probs: p.probs });
+    if (!hit) return;
+    const r = this.outbox.add(buildExample({ input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release }));
+    if (r.status === 'dropped') this.log.debug({ cause: r.cause }, 'outbox/dropped');
+  }
+
+  /**
+   * A user label. The prediction id is the example UUID, so a label sent twice is stored once (a hard
+   * example selected from the same prediction has its own UUID, so the label is never lost to it).
+   */
+  private onFeedback(f: FeedbackEvent): { stored: boolean } {
+    const r = this.outbox.add(buildExample({ input: f.input, probs: f.probs, reason: 'feedback', label: f.label, model: f.manifest.model, release: f.manifest.release, id: f.id }));
+    return { stored: r.status !== 'dropped' };
+  }
+
+  /** STYLE.md 5: a handler logs `<module>/<event>` with the error and the daemon goes on. */
+  private guard(event: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err }, event);
+    }
+  }
+}
+
+/**
+ * Test-only crash points, honoured only under NODE_ENV=test: `APPRENTICE_TEST_PAUSE_AT=<point>:<release>`
+ * sleeps `APPRENTICE_TEST_PAUSE_MS` (default 60 s) when the update pipeline activates that release, at
+ * `activate` (the file is in its slot, no session loaded yet) or `switch` (the host serves the new model,
+ * the update state on disk still names the old one). It logs `test/paused` so a test can kill -9 there.
+ */
+function withTestPause(host: ModelHost, env: NodeJS.ProcessEnv, log: Logger): UpdatesHost {
+  if (env.NODE_ENV !== 'test' || !env.APPRENTICE_TEST_PAUSE_AT) return host;
+  const [point, rel] = env.APPRENTICE_TEST_PAUSE_AT.split(':');
+  const release = Number(rel);
+  const ms = Number(env.APPRENTICE_TEST_PAUSE_MS ?? 60_000);
+  const pause = async (at: string, m: Manifest): Promise<void> => {
+    if (point !== at || m.release !== release) return;
+    log.warn({ at, release: m.release }, 'test/paused');
+    await new Promise((r) => setTimeout(r, ms));
+  };
+  return {
+    async activate(path: string, m: Manifest): Promise<void> {
+      await pause('activate', m);
+      await host.activate(path, m);
+      await pause('switch', m);
+    },
+  };
+}

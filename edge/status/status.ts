@@ -1,0 +1,114 @@
+import type { MqttClient } from 'mqtt';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type Status } from '../../shared/protocol/index.js';
+import type { MqttWill } from '../config/index.js';
+
+/** What the device runs, as reported in status and telemetry. */
+export interface RunningRelease {
+  model: string;
+  release: number;
+  sha256: string;
+}
+
+export const AGENT = 'apprentice-edge/0.1.0';
+
+/** A `devices/{id}/status` payload. */
+export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date): Buffer {
+  return encodePayload(statusSchema, {
+    v: PROTOCOL_VERSION,
+    deviceId,
+    state,
+    model: running?.model ?? null,
+    release: running?.release ?? null,
+    sha256: running?.sha256 ?? null,
+    at: at.toISOString(),
+    agent: AGENT,
+  });
+}
+
+/** The last will: the broker publishes it, retained, when our connection dies without a DISCONNECT. */
+export function lastWill(deviceId: string, running: RunningRelease | null, at: Date): MqttWill {
+  return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at), qos: 1, retain: true };
+}
+
+export interface StatusPublisherDeps {
+  client: MqttClient;
+  deviceId: string;
+  /** The release being served now (null before the first install). */
+  running: () => RunningRelease | null;
+  log?: Logger;
+  now?: () => Date;
+}
+
+/**
+ * The retained `devices/{id}/status` topic (STYLE.md 4): `online` with the running release on every
+ * connect — a broker restarted without persistence forgot it, and our own last will overwrote it — and
+ * again after each install or rollback (`publish()`); `offline` by the last will, or by `offline()` on a
+ * clean stop (a DISCONNECT discards the will, [MQTT-3.1.2-10]).
+ *
+ * @example
+ * const status = new StatusPublisher({ client, deviceId, running: () => current });
+ * status.start();            // before client.connect()
+ * status.publish();          // after an install
+ * await status.offline();    // on SIGTERM, before client.end()
+ */
+export class StatusPublisher {
+  private readonly topic: string;
+  private readonly log: Logger;
+  private readonly now: () => Date;
+  private started = false;
+
+  constructor(private readonly deps: StatusPublisherDeps) {
+    this.topic = assertPublishable(topics.status(deps.deviceId));
+    this.log = deps.log ?? silentLogger;
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.deps.client.on('connect', this.onConnect);
+    if (this.deps.client.connected) this.publish();
+  }
+
+  stop(): void {
+    this.started = false;
+    this.deps.client.removeListener('connect', this.onConnect);
+  }
+
+  /**
+   * Publishes `online` with the running release (when connected; otherwise the next connect does) and
+   * refreshes the last will so that it, too, names the release (it applies from the next connection).
+   */
+  publish(): void {
+    const { client, deviceId } = this.deps;
+    const running = this.deps.running();
+    client.options.will = lastWill(deviceId, running, this.now());
+    if (!client.connected) return;
+    client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now()), { qos: 1, retain: true }, (err) => {
+      if (err) this.log.warn({ err }, 'status/publish-failed');
+    });
+  }
+
+  /** Publishes the retained `offline` status and waits for the PUBACK (at most `timeoutMs`). */
+  offline(timeoutMs = 2_000): Promise<boolean> {
+    const { client, deviceId } = this.deps;
+    if (!client.connected) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      client.publish(this.topic, statusPayload(deviceId, 'offline', this.deps.running(), this.now()), { qos: 1, retain: true }, (err) => {
+        clearTimeout(timer);
+        if (err) this.log.warn({ err }, 'status/offline-failed');
+        resolve(!err);
+      });
+    });
+  }
+
+  private readonly onConnect = (): void => {
+    try {
+      this.publish();
+    } catch (err) {
+      this.log.error({ err }, 'status/connect');
+    }
+  };
+}

@@ -1,0 +1,190 @@
+/**
+ * The edge daemon in-process (EdgeDaemon.create/start/stop) against real brokers — aedes always,
+ * Mosquitto when the binary exists — with real signed releases, real ORT, real SQLite.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EdgeDaemon } from '../../../edge/daemon.js';
+import { generateSigningKey } from '../../../shared/manifest/index.js';
+import { clearRetained, expectedProbs, makeRelease, publishDesired, publishRelease } from '../../fixtures/edge-release.js';
+import { sampleInputs } from '../../fixtures/onnx-models.js';
+import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
+import { Cloud, edgeConfig, newDeviceId, predict, readyz, retainedStatus, startDaemon, startNetworkCut, tempDir, type NetworkCut } from './harness.js';
+
+const key = generateSigningKey();
+const input = (seed: number): number[] => Array.from(sampleInputs(1, 784, seed));
+
+describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
+  let broker: TestBroker;
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const later = (fn: () => Promise<unknown>) => cleanups.push(fn);
+
+  beforeAll(async () => {
+    broker = await start();
+  });
+  afterAll(async () => {
+    await broker.stop();
+  });
+  afterEach(async () => {
+    // Reverse order: daemons before the clients and dirs they use.
+    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+  });
+
+  async function setup(o: { url?: string; selection?: object; telemetrySeconds?: number } = {}) {
+    const deviceId = newDeviceId();
+    const { dir, cleanup } = await tempDir();
+    later(cleanup);
+    const cloud = await Cloud.connect(broker.url, deviceId);
+    later(() => cloud.close());
+    const retained: string[] = [];
+    later(() => clearRetained(cloud.client, retained));
+    const config = edgeConfig({ deviceId, mqttUrl: o.url ?? broker.url, dataDir: dir, key, selection: o.selection, telemetrySeconds: o.telemetrySeconds ?? 30 });
+    const daemons: EdgeDaemon[] = [];
+    const launch = async () => {
+      const d = await startDaemon(config);
+      daemons.push(d);
+      later(() => d.stop());
+      return d;
+    };
+    return { deviceId, dir, cloud, retained, config, launch };
+  }
+
+  it('installs a release end to end: 503 before, then predictions, retained status, installed event, telemetry', async () => {
+    const { deviceId, cloud, retained, launch } = await setup({ telemetrySeconds: 1 });
+    const daemon = await launch();
+    const api = daemon.apiUrl!;
+    expect(await readyz(api)).toEqual({ status: 503, release: undefined });
+    expect((await predict(api, input(1))).status).toBe(503);
+    await waitFor(() => cloud.lastStatus()?.state === 'online', 10_000, { message: 'online status' });
+    expect(cloud.lastStatus()).toMatchObject({ state: 'online', release: null, model: null });
+
+    const rel = makeRelease(key, { release: 1, seed: 11 });
+    retained.push(...(await publishRelease(cloud.client, deviceId, rel)));
+    const installed = await cloud.waitEvent((e) => e.type === 'installed');
+    expect(installed).toMatchObject({ deviceId, release: 1, sha256: rel.manifest.artifact.sha256, model: 'mnist-student' });
+    expect(await readyz(api)).toEqual({ status: 200, release: 1 });
+
+    const x = input(7);
+    const r = await predict(api, x);
+    expect(r.status).toBe(200);
+    expect(r.body.release).toBe(1);
+    expectProbsClose(r.body.probabilities!, expectedProbs(rel, x));
+
+    await waitFor(() => cloud.lastStatus()?.release === 1, 5_000, { message: 'status with release 1' });
+    expect(await retainedStatus(broker.url, deviceId)).toMatchObject({ state: 'online', release: 1, sha256: rel.manifest.artifact.sha256 });
+
+    const beat = await waitFor(() => cloud.telemetry.find((t) => t.release === 1 && t.requests >= 1), 5_000, { message: 'telemetry after a prediction' });
+    expect(beat).toMatchObject({ deviceId, model: 'mnist-student', health: 'ok', errors: 0 });
+    expect(beat.latencyMs.p50).toBeGreaterThan(0);
+    expect(beat.outbox).toEqual(daemon.snapshot().outbox);
+    expect(cloud.invalid).toEqual([]);
+  });
+
+  it('keeps answering predictions with the broker down, and stops cleanly without it', async () => {
+    const own = await start(); // a broker of its own, to take down
+    later(() => own.stop());
+    const deviceId = newDeviceId();
+    const { dir, cleanup } = await tempDir();
+    later(cleanup);
+    const cloud = await Cloud.connect(own.url, deviceId);
+    later(() => cloud.close());
+    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: own.url, dataDir: dir, key }));
+    later(() => daemon.stop());
+    const rel = makeRelease(key, { release: 1, seed: 12 });
+    await publishRelease(cloud.client, deviceId, rel);
+    await cloud.waitEvent((e) => e.type === 'installed');
+    await cloud.close();
+
+    await own.stop();
+    await waitFor(() => !daemon.mqtt.connected, 5_000, { message: 'device sees the broker gone' });
+    for (let i = 0; i < 20; i++) {
+      const x = input(100 + i);
+      const r = await predict(daemon.apiUrl!, x);
+      expect(r.status).toBe(200);
+      expectProbsClose(r.body.probabilities!, expectedProbs(rel, x));
+    }
+    expect(await readyz(daemon.apiUrl!)).toEqual({ status: 200, release: 1 });
+    const t0 = Date.now();
+    await daemon.stop();
+    expect(Date.now() - t0).toBeLessThan(8_000);
+  });
+
+  it('refuses a lower release replayed after a restart (stale_release) and keeps serving the installed one', async () => {
+    const { deviceId, cloud, retained, launch } = await setup();
+    const first = await launch();
+    const r1 = makeRelease(key, { release: 1, seed: 21 });
+    const r2 = makeRelease(key, { release: 2, seed: 22 });
+    retained.push(...(await publishRelease(cloud.client, deviceId, r1)));
+    await cloud.waitEvent((e) => e.type === 'installed' && e.release === 1);
+    retained.push(...(await publishRelease(cloud.client, deviceId, r2)));
+    await cloud.waitEvent((e) => e.type === 'installed' && e.release === 2);
+    await first.stop();
+
+    // The old manifest comes back as the retained desired state (a replay, or a cloud restored from backup).
+    await publishDesired(cloud.client, deviceId, r1);
+    const second = await launch();
+    expect(await readyz(second.apiUrl!)).toEqual({ status: 200, release: 2 }); // restored before serving
+    const stale = await cloud.waitEvent((e) => e.type === 'rejected');
+    expect(stale).toMatchObject({ reason: 'stale_release', release: 1 });
+    expect(await readyz(second.apiUrl!)).toEqual({ status: 200, release: 2 });
+    await waitFor(() => cloud.lastStatus()?.release === 2, 5_000, { message: 'status still release 2' });
+  });
+
+  it('sends low-confidence predictions to the cloud as hard examples, each UUID once', async () => {
+    const selection = { lowConfidence: { enabled: true, threshold: 0.999 }, caps: { perMinute: null, perHour: null } };
+    const { deviceId, cloud, retained, launch } = await setup({ selection });
+    const daemon = await launch();
+    const rel = makeRelease(key, { release: 1, seed: 31 });
+    retained.push(...(await publishRelease(cloud.client, deviceId, rel)));
+    await cloud.waitEvent((e) => e.type === 'installed');
+    const N = 40;
+    for (let i = 0; i < N; i++) expect((await predict(daemon.apiUrl!, input(1000 + i))).status).toBe(200);
+    const selected = daemon.snapshot().outbox.selected;
+    expect(selected).toBeGreaterThan(N / 2);
+    await waitFor(() => cloud.exampleIds().length >= selected, 10_000, { message: `${selected} examples at the cloud` });
+    const ids = cloud.exampleIds();
+    expect(new Set(ids).size).toBe(selected);
+    for (const ex of cloud.batches.flatMap((b) => b.examples)) {
+      expect(ex).toMatchObject({ model: 'mnist-student', release: 1, reason: 'low_confidence' });
+      expect(Math.max(...ex.output)).toBeLessThan(0.999);
+    }
+    await waitFor(() => daemon.snapshot().outbox.depth === 0, 5_000, { message: 'outbox drained' });
+    expect(daemon.snapshot().outbox).toMatchObject({ published: selected, dropped: 0, evicted: 0 });
+  });
+
+  it('keeps hard examples across a restart with the network down and delivers them all when it returns', async () => {
+    const link: NetworkCut = await startNetworkCut(broker.port);
+    later(() => link.stop());
+    const selection = { lowConfidence: { enabled: true, threshold: 0.999 }, caps: { perMinute: null, perHour: null } };
+    const { deviceId, cloud, retained, launch } = await setup({ url: link.url, selection });
+    const first = await launch();
+    const rel = makeRelease(key, { release: 1, seed: 41 });
+    retained.push(...(await publishRelease(cloud.client, deviceId, rel)));
+    await cloud.waitEvent((e) => e.type === 'installed');
+
+    await link.cut();
+    await waitFor(() => !first.mqtt.connected, 5_000, { message: 'device offline' });
+    for (let i = 0; i < 25; i++) expect((await predict(first.apiUrl!, input(2000 + i))).status).toBe(200);
+    const before = first.snapshot().outbox;
+    expect(before.depth).toBe(before.selected);
+    expect(before.depth).toBeGreaterThan(10);
+    await first.stop();
+
+    // Restart while the network is still down: the daemon starts, restores the model, keeps the queue.
+    const second = await launch();
+    expect(second.snapshot().outbox).toMatchObject({ depth: before.depth, selected: before.selected });
+    for (let i = 0; i < 15; i++) expect((await predict(second.apiUrl!, input(3000 + i))).status).toBe(200);
+    const total = second.snapshot().outbox.selected;
+    expect(cloud.exampleIds()).toEqual([]);
+
+    await link.restore();
+    await waitFor(() => new Set(cloud.exampleIds()).size >= total, 15_000, { message: `${total} examples after the network returned` });
+    expect(new Set(cloud.exampleIds()).size).toBe(total);
+    await waitFor(() => second.snapshot().outbox.depth === 0, 5_000, { message: 'outbox drained' });
+    expect(second.snapshot().outbox).toMatchObject({ selected: total, published: total, dropped: 0, evicted: 0 });
+  });
+});
+
+function expectProbsClose(got: number[], want: number[]): void {
+  expect(got).toHaveLength(want.length);
+  got.forEach((v, i) => expect(Math.abs(v - want[i]!)).toBeLessThan(1e-4));
+}

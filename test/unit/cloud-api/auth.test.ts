@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { harness, TOKEN, type Harness } from './helpers.js';
+
+// Spy on the real timingSafeEqual: the token check must go through it, with equal-length digests.
+vi.mock('node:crypto', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:crypto')>();
+  return { ...actual, timingSafeEqual: vi.fn(actual.timingSafeEqual) };
+});
+const crypto = await import('node:crypto');
+
+describe('cloud API auth', () => {
+  let h: Harness;
+  beforeAll(() => {
+    h = harness();
+  });
+  afterAll(() => h.close());
+
+  const get = (path: string, headers: Record<string, string> = {}) => h.app.request(path, { headers });
+
+  it('answers /healthz and /openapi.json without a token', async () => {
+    expect((await get('/healthz')).status).toBe(200);
+    expect(await (await get('/healthz')).json()).toMatchObject({ status: 'ok' });
+    expect((await get('/openapi.json')).status).toBe(200);
+  });
+
+  it.each([
+    ['no token', {}, /missing bearer token/],
+    ['wrong token', { authorization: 'Bearer nope' }, /invalid token/],
+    ['a longer wrong token', { authorization: `Bearer ${TOKEN}x` }, /invalid token/],
+    ['a prefix of the token', { authorization: `Bearer ${TOKEN.slice(0, 10)}` }, /invalid token/],
+    ['another scheme', { authorization: `Basic ${Buffer.from(`admin:${TOKEN}`).toString('base64')}` }, /malformed Authorization/],
+  ])('401 JSON for %s', async (_name, headers, message) => {
+    for (const path of ['/v1/devices', '/v1/models', '/v1/no-such-route']) {
+      const res = await get(path, headers as Record<string, string>);
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
+      const body = await res.json();
+      expect(body.error.code).toBe('unauthorized');
+      expect(body.error.message).toMatch(message);
+    }
+  });
+
+  it('accepts the right token (scheme case-insensitive) and compares sha256 digests in constant time', async () => {
+    const spy = vi.mocked(crypto.timingSafeEqual);
+    spy.mockClear();
+    expect((await get('/v1/devices', { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+    expect((await get('/v1/devices', { authorization: `bearer ${TOKEN}` })).status).toBe(200);
+    expect((await get('/v1/devices', { authorization: 'Bearer x' })).status).toBe(401);
+    expect(spy).toHaveBeenCalledTimes(3);
+    for (const [a, b] of spy.mock.calls) {
+      expect((a as Buffer).length).toBe(32);
+      expect((b as Buffer).length).toBe(32);
+    }
+  });
+
+  it('refuses to start with a short admin token', async () => {
+    const { createCloudApi } = await import('../../../cloud/api/app.js');
+    expect(() => createCloudApi({ ...({} as any), adminToken: 'short' })).toThrow(/at least 16/);
+  });
+});

@@ -1,0 +1,109 @@
+import * as tf from '@tensorflow/tfjs';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadWeightsInto, saveWeights } from '../../../cloud/distill/warm-start.js';
+import { buildModel, parseArch } from '../../../cloud/models/spec.js';
+import type { Registry } from '../../../cloud/registry/db.js';
+import { examples } from '../../../cloud/registry/schema.js';
+import { parseRoundModel, RoundConfigError } from '../../../cloud/rounds/settings.js';
+import { loadHardExamples } from '../../../cloud/rounds/transfer-set.js';
+import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
+import { denseModel, sampleInputs, writeModel } from '../../fixtures/onnx-models.js';
+import { insertExamples, insertModel, openRegistry, tempDir } from './helpers.js';
+
+describe('hard examples from the registry', () => {
+  const tmp = tempDir();
+  let registry: Registry;
+  let teacherA: Teacher;
+  let teacherB: Teacher;
+  const a = denseModel({ sizes: [16, 3], seed: 1 });
+  const b = denseModel({ sizes: [16, 3], seed: 2 });
+
+  beforeAll(async () => {
+    registry = openRegistry(tmp.dir);
+    insertModel(registry, { name: 'tiny' });
+    insertModel(registry, { name: 'other' });
+    teacherA = await Teacher.create([await writeModel(tmp.dir, a)]);
+    teacherB = await Teacher.create([await writeModel(tmp.dir, b)]);
+  });
+  afterAll(async () => {
+    await teacherA.dispose();
+    await teacherB.dispose();
+    registry.dispose();
+    tmp.cleanup();
+  });
+
+  it('computes teacher logits only where missing or from another teacher, and stores them', async () => {
+    const x = sampleInputs(5, 16);
+    const rows = Array.from({ length: 5 }, (_, i) => x.slice(i * 16, (i + 1) * 16));
+    const ids = insertExamples(registry, 'tiny', rows.slice(0, 3), [2, null, 7], '2030-01-01T00:00:00.000Z');
+    insertExamples(registry, 'tiny', rows.slice(3), [], '2030-01-02T00:00:00.000Z');
+    insertExamples(registry, 'tiny', [new Float32Array(3)], [], '2030-01-03T00:00:00.000Z'); // does not fit the model
+    insertExamples(registry, 'other', rows.slice(0, 1));
+    const opts = { inputSize: 16, classes: 3, window: 100 };
+
+    const h1 = await loadHardExamples(registry, 'tiny', teacherA, opts);
+    expect(h1).toMatchObject({ count: 5, skipped: 1, computed: 5 });
+    // Newest first: rows 3 and 4, then rows 0..2 (ties in any order). Label 7 is out of range: unlabelled.
+    expect(new Set(h1.ids.slice(0, 2))).not.toContain(ids[0]);
+    expect(ids.map((id) => h1.labels[h1.ids.indexOf(id)])).toEqual([2, -1, -1]);
+    const expected = a.forward(x, 5);
+    const row0 = h1.ids.indexOf(ids[0]!);
+    Array.from(h1.teacherLogits.subarray(row0 * 3, row0 * 3 + 3)).forEach((v, k) => expect(v).toBeCloseTo(expected[k]!, 4));
+    const stored = registry.db.select().from(examples).where(eq(examples.id, ids[0]!)).get()!;
+    expect(stored.teacherId).toBe(teacherA.id);
+    expect(stored.teacherLogits!.byteLength).toBe(12);
+
+    expect((await loadHardExamples(registry, 'tiny', teacherA, opts)).computed).toBe(0);
+    const h3 = await loadHardExamples(registry, 'tiny', teacherB, opts);
+    expect(h3.computed).toBe(5);
+    expect(registry.db.select().from(examples).where(eq(examples.id, ids[0]!)).get()!.teacherId).toBe(teacherB.id);
+    // The window counts rows before the misfit ones are dropped: the newest row is the misfit.
+    expect(await loadHardExamples(registry, 'tiny', teacherB, { ...opts, window: 2 })).toMatchObject({ count: 1, skipped: 1 });
+  });
+});
+
+describe('warm start weights', () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+
+  it('loads weights into the same architecture and refuses a different one', async () => {
+    await tf.setBackend('cpu');
+    const arch = parseArch('mlp:4');
+    const src = buildModel(arch, { inputSize: 6, classes: 3, seed: 1 });
+    const base = `${tmp.dir}/w`;
+    await saveWeights(src, base, arch.text);
+    const dst = buildModel(arch, { inputSize: 6, classes: 3, seed: 99 });
+    expect(await loadWeightsInto(dst, base, arch.text)).toEqual({ loaded: true });
+    const x = tf.ones([1, 6]);
+    expect(Array.from((dst.predict(x) as tf.Tensor).dataSync())).toEqual(Array.from((src.predict(x) as tf.Tensor).dataSync()));
+    const wider = buildModel(parseArch('mlp:5'), { inputSize: 6, classes: 3 });
+    expect(await loadWeightsInto(wider, base, 'mlp:5')).toEqual({ loaded: false, reason: 'architecture changed (mlp:4 → mlp:5)' });
+    const moreInputs = buildModel(arch, { inputSize: 7, classes: 3 });
+    expect(await loadWeightsInto(moreInputs, base, arch.text)).toMatchObject({ loaded: false, reason: expect.stringContaining('has shape [6,4], model needs [7,4]') });
+    expect(await loadWeightsInto(dst, `${tmp.dir}/missing`, arch.text)).toMatchObject({ loaded: false, reason: expect.stringContaining('ENOENT') });
+    tf.dispose([x]);
+    for (const m of [src, dst, wider, moreInputs]) m.dispose();
+  });
+});
+
+describe('round settings', () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+
+  it('fills defaults and reports invalid fields as column.path', () => {
+    const registry = openRegistry(tmp.dir);
+    try {
+      insertModel(registry, { name: 'ok', distillSettings: { baseData: 'mnist:train' }, schedule: { minNewExamples: 5 } });
+      insertModel(registry, { name: 'bad', distillSettings: { baseData: 'mnist:train', artifact: 'fp16', hardExampleShare: 2 } });
+      const rows = registry.db.query.models.findMany().sync();
+      const ok = parseRoundModel(rows.find((r) => r.name === 'ok')!);
+      expect(ok.settings).toMatchObject({ temperature: 20, alpha: 0.9, tolerance: 0.01, artifact: 'int8', holdout: 'split:0.1', hardExampleShare: 0.2, validityDays: 30, warmStart: true });
+      expect(ok.schedule).toMatchObject({ intervalSeconds: 3600, minNewExamples: 5, autoRollout: false, rollout: { target: { kind: 'all' }, canaryShare: 0.1 } });
+      expect(() => parseRoundModel(rows.find((r) => r.name === 'bad')!)).toThrow(RoundConfigError);
+      expect(() => parseRoundModel(rows.find((r) => r.name === 'bad')!)).toThrow(/^model bad: distillSettings\.hardExampleShare: .*; distillSettings\.artifact: /);
+    } finally {
+      registry.dispose();
+    }
+  });
+});
