@@ -295,6 +295,10 @@ chown_if_possible() {
 }
 
 template_config() {
+  # edge/config/schema.ts (version 1). The cloud's provisioning bundle (version, deviceId, mqtt.url,
+  # username, password, trustedKeys) is a complete config; everything else has a default, and every
+  # field can also come from an APPRENTICE_* variable (`apprentice edge --help` lists them).
+  # The daemon refuses to start while any CHANGE-ME placeholder is left.
   cat <<'EOF'
 {
   "version": 1,
@@ -306,8 +310,10 @@ template_config() {
     "password": "CHANGE-ME",
     "caFile": "/etc/apprentice/ca.crt"
   },
-  "trustedKeys": ["CHANGE-ME-base64-ed25519-public-key"],
-  "api": { "host": "127.0.0.1", "port": 8080 }
+  "trustedKeys": [
+    { "keyId": "CHANGE-ME", "publicKeyPem": "CHANGE-ME-ed25519-public-key-pem" }
+  ],
+  "api": { "bind": "127.0.0.1:8080" }
 }
 EOF
 }

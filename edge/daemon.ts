@@ -145,7 +145,12 @@ export class EdgeDaemon {
       metrics: new Registry(),
       onPrediction: (p) => this.guard('selection/prediction', () => this.onPrediction(p)),
       feedback: (f) => this.onFeedback(f),
-      limits: { maxBodyBytes: config.api.maxBodyBytes, maxBatch: config.api.maxBatch },
+      limits: {
+        maxBodyBytes: config.api.maxBodyBytes,
+        maxBatch: config.api.maxBatch,
+        rememberPredictions: config.api.rememberPredictions,
+        rememberMs: config.api.rememberSeconds * 1000,
+      },
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
       log: log.child({ module: 'edge/api' }),
     });

@@ -3,6 +3,8 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { z } from 'zod';
 import type { Logger } from '../../shared/log/index.js';
+import { RolloutError } from '../fleet/rollout-store.js';
+import { RoundConflictError, UnknownModelError } from '../rounds/types.js';
 import { RolloutConflictError, RolloutNotFoundError, RolloutRequestError, RoundInProgressError } from './types.js';
 
 /**
@@ -52,7 +54,8 @@ const STATUS_CODES: Partial<Record<number, string>> = {
 
 /**
  * The single `app.onError`: ApiError and other HTTPExceptions as `ErrorBody`, the services' typed errors
- * (cloud/api/types.ts) as 404/409/422; anything else is logged and answered 500 without internals.
+ * (cloud/api/types.ts, and those cloud/rounds and cloud/fleet throw) as 404/409/422; anything else is
+ * logged and answered 500 without internals.
  *
  * @example
  * app.onError(onApiError({ log }));
@@ -66,7 +69,14 @@ export function onApiError({ log }: { log: Logger }): ErrorHandler {
     if (err instanceof HTTPException) {
       return c.json(errorBody(STATUS_CODES[err.status] ?? 'http_error', err.message || `HTTP ${err.status}`), err.status);
     }
-    if (err instanceof RoundInProgressError) return c.json(errorBody('round_in_progress', err.message), 409);
+    if (err instanceof RoundInProgressError || err instanceof RoundConflictError) return c.json(errorBody('round_in_progress', err.message), 409);
+    if (err instanceof UnknownModelError) return c.json(errorBody('not_found', err.message, 'name'), 404);
+    // cloud/rounds/settings.ts (which loads tfjs): a stored model the round runner cannot use.
+    if (err instanceof Error && err.name === 'RoundConfigError') return c.json(errorBody('invalid_model_config', err.message), 422);
+    if (err instanceof RolloutError) {
+      const [status, code] = ({ not_found: [404, 'rollout_not_found'], conflict: [409, 'rollout_conflict'], invalid: [422, 'invalid_rollout'] } as const)[err.code];
+      return c.json(errorBody(code, err.message), status);
+    }
     if (err instanceof RolloutNotFoundError) return c.json(errorBody('rollout_not_found', err.message, 'id'), 404);
     if (err instanceof RolloutConflictError) return c.json(errorBody('rollout_conflict', err.message), 409);
     if (err instanceof RolloutRequestError) return c.json(errorBody('invalid_rollout', err.message, err.field), 422);

@@ -14,37 +14,63 @@ const studentSpec = z
   .regex(/^(linear|mlp:\d{1,5}(,\d{1,5})*)$/, 'expected linear or mlp:H1,H2,...')
   .refine((s) => s === 'linear' || s.slice(4).split(',').every((w) => Number(w) >= 1 && Number(w) <= 16384), 'layer widths must be 1..16384');
 
-const datasetSpec = z.string().max(1024).regex(/^(mnist|idx|csv|unlabeled):\S/, 'expected a dataset spec: mnist:train, idx:IMAGES[,LABELS], csv:FILE or unlabeled:SPEC');
+const DATASET_SPEC = 'a dataset spec: mnist:train, idx:IMAGES[,LABELS], csv:FILE or unlabeled:SPEC';
+const datasetSpec = z.string().max(1024).regex(/^(mnist|idx|csv|unlabeled):\S/, `expected ${DATASET_SPEC}`);
+const positiveInt = z.number().int().min(1);
+const fraction = z.number().min(0).max(1);
 
-/** What a round needs to distil this model (cloud/rounds reads it from `models.distill_settings`). */
+/**
+ * `models.distill_settings`: the fields, bounds and defaults of cloud/rounds/settings.ts (its only reader),
+ * but strict, so a typo is a 400 here instead of a silently ignored key. test/unit/cloud-api/contract.test.ts
+ * checks that every key the rounds parser fills in is accepted here, and that what is stored here parses there.
+ */
 export const distillSettingsSchema = z.strictObject({
   temperature: z.number().min(0.01).max(1000).default(20),
-  alpha: z.number().min(0).max(1).default(0.9),
-  epochs: z.number().int().min(1).max(1000).default(10),
-  batchSize: z.number().int().min(1).max(65_536).default(128),
-  lr: z.union([z.number().gt(0).max(10), z.literal('auto')]).default('auto'),
+  alpha: fraction.default(0.9),
+  epochs: positiveInt.max(1000).default(10),
+  batchSize: positiveInt.max(65_536).default(128),
+  lr: z.union([z.number().min(1e-7).max(10), z.literal('auto')]).default(1e-3),
+  lrCandidates: z.array(z.number().min(1e-7).max(10)).min(1).max(8).default([3e-4, 1e-3, 3e-3]),
+  tuneEpochs: positiveInt.max(100).optional(),
+  seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
+  jitter: z.number().int().min(0).max(8).default(0),
   /** Transfer set the ingested hard examples are added to. */
   baseData: datasetSpec,
-  /** Labelled holdout the gate evaluates on. */
-  holdout: datasetSpec,
-  /** Largest holdout accuracy drop vs the previous release the gate accepts (0.005 = half a point). */
-  tolerance: z.number().min(0).max(1).default(0.005),
-  seed: z.number().int().min(0).max(2 ** 31 - 1).default(1),
-  /** Use only the first N base examples. */
-  limit: z.number().int().min(1).optional(),
-  /** Start from the previous release's weights. */
+  baseLimit: positiveInt.optional(),
+  /** Labelled holdout the gate evaluates on: a dataset spec, or `split:AMOUNT` carved out of baseData. */
+  holdout: z
+    .string()
+    .max(1024)
+    .regex(/^((mnist|idx|csv|unlabeled):\S|split:\S)/, `expected ${DATASET_SPEC}, or split:AMOUNT`)
+    .default('split:0.1'),
+  holdoutLimit: positiveInt.optional(),
+  holdoutSeed: z.number().int().min(0).max(2 ** 32 - 1).default(1234),
+  /** Gate: release only if holdout accuracy >= the parent's minus this (negative: demand an improvement). */
+  tolerance: z.number().min(-1).max(1).default(0.01),
+  minHoldoutAccuracy: fraction.default(0),
+  hardExampleShare: z.number().min(0).max(0.9).default(0.2),
+  hardExampleMaxRepeat: positiveInt.max(1000).default(20),
+  hardExampleWindow: positiveInt.default(20_000),
+  hardEvalCount: positiveInt.default(1000),
+  /** Start from the previous release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** Which export is released. */
-  quantization: z.enum(['fp32', 'int8']).default('int8'),
+  artifact: z.enum(['int8', 'fp32']).default('int8'),
+  chunkSize: z.number().int().min(1024).max(16 * 1024 * 1024).default(128 * 1024),
+  validityDays: z.number().min(1 / 24).max(3650).default(30),
+  selfTestTolerance: z.number().min(0).max(10).optional(),
+  latencyBudgetMs: z.number().int().min(10).max(60_000).default(500),
 });
 
 export const scheduleSchema = z.strictObject({
-  intervalSeconds: z.number().int().min(60).max(365 * 24 * 3600),
-  minNewExamples: z.number().int().min(0).default(0),
+  intervalSeconds: positiveInt.max(365 * 24 * 3600).default(3600),
+  /** A scheduled round starts only when this many examples arrived since the last one started. */
+  minNewExamples: z.number().int().min(0).default(100),
+  /** Roll out every release a scheduled round produces, with `rollout`. */
   autoRollout: z.boolean().default(false),
   rollout: z
     .strictObject({ ...rolloutPolicyFields, target: rolloutTargetSchema.default({ kind: 'all' }) })
-    .default({ canaryShare: 0.1, soakSeconds: 600, failureThreshold: 0.2, target: { kind: 'all' } }),
+    .prefault({}),
 });
 
 export const modelBodySchema = z

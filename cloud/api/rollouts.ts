@@ -2,6 +2,7 @@ import { and, eq, inArray } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { releaseSeq } from '../../shared/protocol/schemas.js';
+import { ROLLOUT_STATES } from '../fleet/rollout-store.js';
 import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
@@ -16,8 +17,6 @@ export const createRolloutBodySchema = z.strictObject({
   ...rolloutPolicyFields,
 });
 
-const ROLLOUT_STATES = ['pending', 'canary', 'fleet', 'completed', 'aborted', 'rolled_back'] as const;
-
 export const rolloutSchema = z.strictObject({
   id: z.string(),
   model: z.string(),
@@ -26,8 +25,8 @@ export const rolloutSchema = z.strictObject({
   canaryShare: z.number(),
   soakSeconds: z.number().int(),
   failureThreshold: z.number(),
-  /** pending → canary → fleet → completed | aborted | rolled_back */
-  state: z.string(),
+  /** pending → canary → fleet → completed; aborted; rolling_back → rolled_back */
+  state: z.enum(ROLLOUT_STATES),
   reason: z.string().nullable(),
   rollbackRelease: z.number().int().nullable(),
   canaryStartedAt: z.string().nullable(),
@@ -50,7 +49,7 @@ function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
     canaryShare: r.canaryShare,
     soakSeconds: r.soakSeconds,
     failureThreshold: r.failureThreshold,
-    state: r.state,
+    state: r.state as (typeof ROLLOUT_STATES)[number],
     reason: r.reason,
     rollbackRelease: r.rollbackSeq,
     canaryStartedAt: r.canaryStartedAt,
@@ -71,8 +70,9 @@ const invalid = (message: string, field: string) => new ApiError(422, 'invalid_r
  */
 export function rolloutRoutes(ctx: ApiContext): Hono {
   const detail = async (id: string) => {
-    const row = await ctx.rollouts.get(id);
-    if (!row) throw notFound(`rollout ${id}`, 'id', 'rollout_not_found');
+    const got = await ctx.rollouts.get(id);
+    if (!got) throw notFound(`rollout ${id}`, 'id', 'rollout_not_found');
+    const row = 'rollout' in got ? got.rollout : got;
     const devs = ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
     const counts: Record<string, number> = {};
     for (const d of devs) counts[d.state] = (counts[d.state] ?? 0) + 1;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { deviceId, manifestSchema, releaseSeq } from '../../shared/protocol/schemas.js';
+import { rolloutRequestSchema } from '../fleet/rollout-store.js';
 import type { RolloutTarget } from './types.js';
 
 /**
@@ -34,9 +35,9 @@ export const rolloutTargetSchema = z
   ], { error: 'expected "all", { "group": NAME } or { "devices": [IDS] }' })
   .transform((t): RolloutTarget => (t === 'all' ? { kind: 'all' } : 'group' in t ? { kind: 'group', group: t.group } : { kind: 'devices', ids: [...new Set(t.devices)] }));
 
-/** How a release goes out: canary share first, soak, then the rest; abort past the failure threshold. */
+/** How a release goes out: canary share first, soak, then the rest; abort past the failure threshold. The engine's own fields and defaults (cloud/fleet). */
 export const rolloutPolicyFields = {
-  canaryShare: z.number().min(0).max(1).default(0.1),
-  soakSeconds: z.number().int().min(0).max(30 * 24 * 3600).default(600),
-  failureThreshold: z.number().min(0).max(1).default(0.2),
+  canaryShare: rolloutRequestSchema.shape.canaryShare,
+  soakSeconds: rolloutRequestSchema.shape.soakSeconds,
+  failureThreshold: rolloutRequestSchema.shape.failureThreshold,
 };

@@ -4,9 +4,10 @@ import type { Registry } from '../registry/db.js';
 import type { RolloutRow } from '../registry/schema.js';
 
 /**
- * What the cloud API needs from the other cloud modules, as structural interfaces: cloud/rounds and the
- * cloud/fleet RolloutEngine satisfy them without importing anything from here except the typed errors
- * below, which the API maps to HTTP statuses (everything else a service throws is a logged 500).
+ * What the cloud API needs from the other cloud modules, as structural interfaces: cloud/rounds'
+ * RoundRunner and cloud/fleet's RolloutEngine satisfy them as they are (checked at compile time in
+ * contracts.ts). The API maps the typed errors below, and the ones those modules throw (RoundConflictError,
+ * UnknownModelError, RoundConfigError, RolloutError), to 404/409/422; anything else is a logged 500.
  */
 type Awaitable<T> = T | Promise<T>;
 
@@ -41,10 +42,11 @@ export interface RolloutsService {
   /** Throws RolloutConflictError (e.g. another active rollout of the model) or RolloutRequestError (e.g. target matches no device). */
   create(input: CreateRolloutInput): Promise<RolloutRow>;
   /** Throws RolloutNotFoundError, or RolloutConflictError when the rollout already finished. */
-  abort(id: string, reason: string): Promise<void>;
+  abort(id: string, reason: string): Promise<unknown>;
   /** Re-issues the previous release to the rollout's devices. Same errors as `abort`. */
-  rollback(id: string): Promise<void>;
-  get(id: string): Awaitable<RolloutRow | undefined>;
+  rollback(id: string): Promise<unknown>;
+  /** The row, or a view holding it (the RolloutEngine answers `{ rollout, devices, counts }`). */
+  get(id: string): Awaitable<RolloutRow | { rollout: RolloutRow } | undefined>;
   /** Newest first. */
   list(): Awaitable<RolloutRow[]>;
 }

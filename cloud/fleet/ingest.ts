@@ -83,7 +83,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private readonly now: () => Date;
   private readonly flushMs: number;
   private readonly maxPendingRows: number;
-  private readonly counters: { messages: Counter<'kind' | 'result'>; examples: Counter<'result'> };
+  private counters: { messages: Counter<'kind' | 'result'>; examples: Counter<'result'> } | undefined;
   private readonly s: IngestStats = { examplesInserted: 0, duplicates: 0, malformed: 0, unknownDevice: 0, batches: 0, dropped: 0, flushes: 0 };
   private pending: ExampleRowValues[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -98,12 +98,6 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.now = deps.now ?? (() => new Date());
     this.flushMs = deps.flushMs ?? 5;
     this.maxPendingRows = deps.maxPendingRows ?? 4096;
-    const registers = [deps.metrics ?? new PromRegistry()];
-    const reg = registers[0]!;
-    this.counters = {
-      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
-      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, dropped)', labelNames: ['result'] as const, registers })),
-    };
   }
 
   static async create(deps: IngestDeps): Promise<Ingest> {
@@ -113,6 +107,13 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   }
 
   async start(): Promise<void> {
+    if (this.insert) return;
+    const registers = [this.deps.metrics ?? new PromRegistry()];
+    const reg = registers[0]!;
+    this.counters = {
+      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
+      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, dropped)', labelNames: ['result'] as const, registers })),
+    };
     const sqlite = this.deps.registry.sqlite;
     // Hot path: one prepared statement, not a query builder per row.
     this.insert = sqlite.prepare<ExampleRowValues>(INSERT_EXAMPLE);
@@ -136,6 +137,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     for (const u of this.unsubscribers) u();
     this.unsubscribers = [];
     this.flush();
+    this.insert = undefined;
+    this.lookup = undefined;
   }
 
   dispose(): Promise<void> {
@@ -203,11 +206,11 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       this.s.flushes++;
       this.s.examplesInserted += inserted;
       this.s.duplicates += rows.length - inserted;
-      this.counters.examples.inc({ result: 'inserted' }, inserted);
-      if (rows.length > inserted) this.counters.examples.inc({ result: 'duplicate' }, rows.length - inserted);
+      this.counters?.examples.inc({ result: 'inserted' }, inserted);
+      if (rows.length > inserted) this.counters?.examples.inc({ result: 'duplicate' }, rows.length - inserted);
     } catch (err) {
       this.s.dropped += rows.length;
-      this.counters.examples.inc({ result: 'dropped' }, rows.length);
+      this.counters?.examples.inc({ result: 'dropped' }, rows.length);
       this.log.error({ err, rows: rows.length }, 'ingest/flush-failed');
     }
   }
@@ -218,7 +221,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   }
 
   private count(kind: string, result: string): void {
-    this.counters.messages.inc({ kind, result });
+    this.counters?.messages.inc({ kind, result });
   }
 
   private checkDevice(topicId: string, payloadId: string): void {

@@ -158,10 +158,10 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
    * Publishes and resolves on PUBACK (QoS 1) or once written (QoS 0). Refuses wildcard topics.
    * While disconnected MQTT.js keeps QoS 1 publishes and sends them after the reconnect.
    */
-  publish(topic: string, payload: Buffer | string, { qos, retain }: PublishOptions): Promise<void> {
+  async publish(topic: string, payload: Buffer | string, { qos, retain }: PublishOptions): Promise<void> {
     assertPublishable(topic);
     const client = this.client;
-    if (!client) return Promise.reject(new Error('CloudMqtt: not started'));
+    if (!client) throw new Error('CloudMqtt: not started');
     return new Promise((resolve, reject) => {
       client.publish(topic, payload, { qos, retain }, (err) => (err ? reject(err) : resolve()));
     });

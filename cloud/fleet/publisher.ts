@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { eq, inArray } from 'drizzle-orm';
+import { and, eq, inArray, isNotNull } from 'drizzle-orm';
 import { chunkArtifact, sha256Of } from '../../shared/manifest/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { encodePayload, signedManifestSchema, topics, type SignedManifest } from '../../shared/protocol/index.js';
@@ -111,36 +111,11 @@ export class ReleasePublisher {
    */
   async gcArtifacts(registry: Registry): Promise<string[]> {
     const db = registry.db;
-    const needed = new Set<string>();
-    const seqs = new Set<number>();
-    const devs = db
-      .select({ running: devices.runningSha256, desired: devices.desiredSeq })
-      .from(devices)
-      .where(eq(devices.revoked, false))
-      .all();
-    for (const d of devs) {
-      if (d.running) needed.add(d.running);
-      if (d.desired !== null) seqs.add(d.desired);
-    }
-    const active = db
-      .select({ seq: rollouts.releaseSeq, rollbackSeq: rollouts.rollbackSeq })
-      .from(rollouts)
-      .where(inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES]))
-      .all();
-    for (const r of active) {
-      seqs.add(r.seq);
-      if (r.rollbackSeq !== null) seqs.add(r.rollbackSeq);
-    }
-    if (seqs.size) {
-      for (const r of db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.seq, [...seqs])).all()) needed.add(r.sha);
-    }
-    const published = db
-      .select()
-      .from(releases)
-      .where(eq(releases.chunksPublished, true))
-      .all();
+    const needed = neededArtifacts(registry);
     const bySha = new Map<string, ReleaseRow>();
-    for (const r of published) if (!needed.has(r.sha256) && !bySha.has(r.sha256)) bySha.set(r.sha256, r);
+    for (const r of db.select().from(releases).where(eq(releases.chunksPublished, true)).all()) {
+      if (!needed.has(r.sha256) && !bySha.has(r.sha256)) bySha.set(r.sha256, r);
+    }
     const cleared: string[] = [];
     for (const [sha, row] of bySha) {
       try {
@@ -153,4 +128,78 @@ export class ReleasePublisher {
     }
     return cleared;
   }
+
+  /**
+   * Publishes again every retained message the registry says should exist: the chunks of every
+   * needed artifact and each device's desired release. For the cloud's start (STYLE.md 4: do not
+   * rely on the broker keeping retained state; the embedded aedes keeps it in memory only).
+   * Failures are logged per item, never thrown. Returns what was published.
+   */
+  async republishAll(registry: Registry): Promise<{ artifacts: number; desired: number; failed: number }> {
+    const db = registry.db;
+    const needed = [...neededArtifacts(registry)];
+    let artifacts = 0;
+    let failed = 0;
+    const rows = needed.length ? db.select().from(releases).where(inArray(releases.sha256, needed)).all() : [];
+    const bySha = new Map(rows.map((r) => [r.sha256, r]));
+    for (const row of bySha.values()) {
+      try {
+        await this.ensureChunks(registry, row, { force: true });
+        artifacts++;
+      } catch (err) {
+        failed++;
+        this.log.error({ err, release: row.seq, sha256: row.sha256 }, 'publisher/republish-artifact-failed');
+      }
+    }
+    const targets = db
+      .select({ id: devices.id, seq: devices.desiredSeq })
+      .from(devices)
+      .where(and(eq(devices.revoked, false), isNotNull(devices.desiredSeq)))
+      .all();
+    const seqs = [...new Set(targets.map((t) => t.seq!))];
+    const bySeq = new Map((seqs.length ? db.select().from(releases).where(inArray(releases.seq, seqs)).all() : []).map((r) => [r.seq, signedManifestOf(r)]));
+    let desired = 0;
+    await mapLimit(targets, this.concurrency, async (t) => {
+      const signed = bySeq.get(t.seq!);
+      if (!signed) return void this.log.warn({ deviceId: t.id, release: t.seq }, 'publisher/desired-release-missing');
+      try {
+        await this.publishDesired(t.id, signed);
+        desired++;
+      } catch (err) {
+        failed++;
+        this.log.error({ err, deviceId: t.id }, 'publisher/republish-desired-failed');
+      }
+    });
+    this.log.info({ artifacts, desired, failed }, 'publisher/republished');
+    return { artifacts, desired, failed };
+  }
+}
+
+/**
+ * sha256s whose chunks must stay on the broker: what non-revoked devices run or are meant to run,
+ * and the releases (and re-issues) of active rollouts.
+ */
+export function neededArtifacts(registry: Registry): Set<string> {
+  const db = registry.db;
+  const needed = new Set<string>();
+  const seqs = new Set<number>();
+  for (const d of db.select({ running: devices.runningSha256, desired: devices.desiredSeq }).from(devices).where(eq(devices.revoked, false)).all()) {
+    if (d.running) needed.add(d.running);
+    if (d.desired !== null) seqs.add(d.desired);
+  }
+  const active = db
+    .select({ seq: rollouts.releaseSeq, rollbackSeq: rollouts.rollbackSeq })
+    .from(rollouts)
+    .where(inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES]))
+    .all();
+  for (const r of active) {
+    seqs.add(r.seq);
+    if (r.rollbackSeq !== null) seqs.add(r.rollbackSeq);
+  }
+  if (seqs.size) {
+    for (const r of db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.seq, [...seqs])).all()) needed.add(r.sha);
+  }
+  // Only artifacts we have a release for can be published at all.
+  const known = needed.size ? new Set(db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.sha256, [...needed])).all().map((r) => r.sha)) : new Set<string>();
+  return known;
 }

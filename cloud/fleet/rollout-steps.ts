@@ -250,6 +250,7 @@ export class RolloutSteps {
       .from(rollouts)
       .where(inArray(rollouts.state, ['fleet', 'completed', 'rolled_back']))
       .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
+      .limit(500) // history grows; the current release of a target is among the recent ones
       .all()
       .find((r) => inTarget(r.target as RolloutTarget, { id: dev.id, groups: groups ?? dev.groups }));
     if (!candidate) return;

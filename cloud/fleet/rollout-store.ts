@@ -140,7 +140,8 @@ export interface AppliedEvent {
 
 /**
  * Applies an installed / rejected / rolled_back event to the device's row in its active rollout
- * (canary or fleet stage, release given to it). The event must be about that rollout's release; a
+ * (pending, canary or fleet stage; release given to it: a fast canary may report before the
+ * rollout leaves `pending`). The event must be about that rollout's release; a
  * rejection of a manifest that could not be trusted carries no release and counts against the
  * release the device was told to install. Returns what changed, or null.
  */
@@ -149,7 +150,7 @@ export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date): AppliedEve
     .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, releaseSeq: rollouts.releaseSeq, model: rollouts.model })
     .from(rolloutDevices)
     .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
-    .where(and(eq(rolloutDevices.deviceId, ev.deviceId), inArray(rollouts.state, ['canary', 'fleet']), ne(rolloutDevices.state, 'waiting')))
+    .where(and(eq(rolloutDevices.deviceId, ev.deviceId), inArray(rollouts.state, ['pending', 'canary', 'fleet']), ne(rolloutDevices.state, 'waiting')))
     .orderBy(desc(rollouts.createdAt))
     .all();
   const row =

@@ -47,6 +47,11 @@ export interface RolloutEngineDeps {
   requireTelemetry?: boolean;
   /** Desired publishes in flight at once; default 16. */
   concurrency?: number;
+  /**
+   * On start, publish again every retained desired state and needed artifact (the embedded aedes
+   * keeps retained messages in memory only). Default true; a persistent broker may turn it off.
+   */
+  republishOnStart?: boolean;
 }
 
 export interface RolloutView {
@@ -96,7 +101,7 @@ export class RolloutEngine {
     return this.deps.registry.db;
   }
 
-  /** Subscribes to signals, starts the tick, and resumes every non-terminal rollout. */
+  /** Subscribes to signals, starts the tick, republishes retained state, and resumes every non-terminal rollout. */
   async start(): Promise<void> {
     if (this.interval !== undefined) return;
     const s = this.deps.signals;
@@ -114,7 +119,10 @@ export class RolloutEngine {
     this.interval = this.timers.setInterval(() => this.requestEvaluate(), (this.deps.tickSeconds ?? 10) * 1000);
     const resumed = activeRollouts(this.db);
     if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
-    await this.exclusive(() => this.steps.evaluateAll());
+    await this.exclusive(async () => {
+      if (this.deps.republishOnStart ?? true) await this.deps.publisher.republishAll(this.deps.registry);
+      await this.steps.evaluateAll();
+    });
   }
 
   /** Stops the tick and the signals, then waits for queued work. */

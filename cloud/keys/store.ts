@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -97,7 +98,7 @@ function parsePrivatePem(pem: string, where: string): SigningKey {
   return {
     keyId: keyIdOf(key),
     privateKeyPem: key.export({ format: 'pem', type: 'pkcs8' }).toString(),
-    publicKeyPem: key.export({ format: 'pem', type: 'spki' }).toString(),
+    publicKeyPem: createPublicKey(key).export({ format: 'pem', type: 'spki' }).toString(),
   };
 }
 
@@ -146,6 +147,7 @@ export class KeyStore {
       if (store.external) store.adoptExternal(store.external);
     } else if (store.external) {
       const { key, source } = store.external;
+      store.privateKeys.set(key.keyId, key);
       store.save({ version: INDEX_VERSION, active: key.keyId, keys: [store.entry(key, source)], retired: [] });
     } else {
       const key = store.generate();

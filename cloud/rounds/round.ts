@@ -11,6 +11,7 @@ import { featuresFingerprint } from '../teacher/logit-cache.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
 import { gate } from './gate.js';
+import { chooseLearningRate } from './lr.js';
 import { buildReleaseManifest } from './manifest.js';
 import { mixTransferSet } from './mix.js';
 import { allocateReleaseSeq, currentRelease, insertRelease, recordedHoldoutAccuracy } from './releases.js';
@@ -38,7 +39,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
 
   const backend = await initBackend(job.backend);
   progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });
-  const { train, holdout } = await loadBaseData(s, inputSize);
+  const { train, holdout } = await loadBaseData(s, inputSize, model.inputSpec.scaling);
   const teacher = await Teacher.create(model.teacher.files, { outputKind: model.teacher.outputKind, intraOpNumThreads: 1 });
   let student: tf.LayersModel | undefined;
   try {
@@ -62,11 +63,13 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       : !parent
         ? { loaded: false, reason: 'no current release' }
         : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
+    if (s.lr === 'auto') progress({ phase: 'train', detail: `lr auto: trying ${s.lrCandidates.join(', ')}` });
+    const lr = chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes });
     progress({ phase: 'train', detail: `${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from #${parent!.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs: s.epochs });
     const tr = trainModel(student, set, {
       epochs: s.epochs,
       batchSize: s.batchSize,
-      learningRate: s.lr,
+      learningRate: lr.learningRate,
       temperature: s.temperature,
       alpha: s.alpha,
       seed: s.seed,
@@ -121,6 +124,9 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       trainSeconds: tr.seconds,
       samplesPerSec: tr.samplesPerSec,
       finalLoss: tr.finalLoss,
+      learningRate: lr.learningRate,
+      ...(lr.tuning ? { lrTuning: lr.tuning } : {}),
+      ...(lr.note ? { lrNote: lr.note } : {}),
       ...mix,
       hardSkipped: hard.skipped,
       hardLogitsComputed: hard.computed,

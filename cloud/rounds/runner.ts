@@ -1,20 +1,16 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { and, asc, desc, eq, inArray } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
-import { models, releases, rollouts, rounds, type RoundRow } from '../registry/schema.js';
+import { models, releases, rounds, type RoundRow } from '../registry/schema.js';
 import { writeTransaction } from './releases.js';
-import { parseRoundModel, type Schedule } from './settings.js';
-import { readArtifact } from './store.js';
+import { publishRelease, type PublishDeps } from './publish.js';
+import { parseRoundModel } from './settings.js';
+import { forkWorker } from './spawn.js';
 import {
   RoundConflictError,
   UnknownModelError,
-  type ArtifactPublisher,
   type ManifestSigner,
-  type RolloutStarter,
   type RoundJob,
   type RoundMetrics,
   type RoundOutcome,
@@ -41,13 +37,9 @@ export interface RoundRunnerOptions {
   progressWriteMs?: number;
 }
 
-export interface RoundRunnerDeps {
-  registry: Registry;
-  /** Data dir: artifacts/ and cache/ live under it. */
-  dataDir: string;
+/** registry + dataDir (artifacts/, cache/ live under it) + publish + rollouts, and the signer. */
+export interface RoundRunnerDeps extends PublishDeps {
   signer: ManifestSigner;
-  publish: ArtifactPublisher;
-  rollouts: RolloutStarter;
   log?: Logger;
   options?: RoundRunnerOptions;
 }
@@ -66,15 +58,6 @@ interface Active {
 
 const nowIso = () => new Date().toISOString();
 const STDERR_TAIL = 2000;
-
-/** Worker file and node flags: from dist/ plain node; from TypeScript source (vitest, tsx) the .ts file through tsx. */
-function defaultWorker(): { path: string; execArgv: string[] } {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const path = fileURLToPath(new URL(fromSource ? './worker.ts' : './worker.js', import.meta.url));
-  if (!fromSource) return { path, execArgv: [] };
-  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-  return { path, execArgv: ['--import', tsx] };
-}
 
 /**
  * Runs distillation rounds in child processes (worker.ts does steps 1–7), keeps `rounds` rows and
@@ -207,17 +190,16 @@ export class RoundRunner implements RoundsService {
   private launch(id: string): void {
     const row = this.deps.registry.db.select().from(rounds).where(eq(rounds.id, id)).get();
     const modelRow = row && this.deps.registry.db.select().from(models).where(eq(models.name, row.model)).get();
-    if (!row || !modelRow) return;
+    if (!row) return;
+    if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
     let resolveDone!: () => void;
     const a: Active = { id, model: row.model, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
     this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
 
     const job: RoundJob = { roundId: id, dbPath: this.deps.registry.sqlite.name, dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend };
-    const worker = defaultWorker();
-    const child = fork(this.opts.workerPath ?? worker.path, [], { execArgv: this.opts.workerExecArgv ?? worker.execArgv, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], serialization: 'json' });
+    const child = forkWorker({ path: this.opts.workerPath, execArgv: this.opts.workerExecArgv });
     a.child = child;
-    child.stdout?.resume();
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       a.stderr = (a.stderr + chunk).slice(-STDERR_TAIL);
     });
@@ -235,7 +217,8 @@ export class RoundRunner implements RoundsService {
         });
     };
     child.on('exit', (code, signal) => onExit(code, signal));
-    child.on('error', (err) => onExit(null, null, err));
+    // 'error' also fires when a send to a dying worker fails; only a failed spawn (no pid) ends the round here, else 'exit' follows.
+    child.on('error', (err) => (child.pid === undefined ? onExit(null, null, err) : this.log.warn({ err, round: id }, 'rounds/worker channel error')));
     child.send({ type: 'job', job });
     this.log.info({ round: id, model: row.model, pid: child.pid }, 'round worker started');
   }
@@ -285,39 +268,10 @@ export class RoundRunner implements RoundsService {
     }
   }
 
-  /** Steps 8–9 for a release row of this round: publish chunks (unless already), start a rollout (if scheduled and not yet). */
+  /** Steps 8–9 (publish.ts), then the round is `released`. */
   private async completeRelease(a: Active, seq: number): Promise<void> {
     const { db } = this.deps.registry;
-    const rel = db.select().from(releases).where(eq(releases.seq, seq)).get();
-    if (!rel) throw new Error(`round ${a.id}: release ${seq} reported by the worker is not in the registry`);
-    const problems: string[] = [];
-    if (!rel.chunksPublished) {
-      this.setProgress(a, { phase: 'publish', detail: `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)` }, true);
-      try {
-        const bytes = await readArtifact(this.deps.dataDir, rel.artifactPath, rel.sha256);
-        const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
-        await this.deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
-        db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq)).run();
-      } catch (err) {
-        problems.push(`publish failed: ${(err as Error).message}`);
-      }
-    }
-    let schedule: Schedule | null = null;
-    try {
-      const modelRow = db.select().from(models).where(eq(models.name, rel.model)).get();
-      schedule = modelRow ? parseRoundModel(modelRow).schedule : null;
-    } catch (err) {
-      problems.push(`no rollout: ${(err as Error).message}`);
-    }
-    const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(eq(rollouts.releaseSeq, seq)).get();
-    if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
-      this.setProgress(a, { phase: 'rollout', detail: `release ${seq}` }, true);
-      try {
-        await this.deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout, reason: `round ${a.id}` });
-      } catch (err) {
-        problems.push(`rollout failed: ${(err as Error).message}`);
-      }
-    }
+    const { release: rel, problems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
     this.setProgress(a, { phase: 'done', detail: `release ${seq}` }, true);
     // The release exists and is signed: the round is released even if publishing must be retried.
     // After a recovery the round row may lack what the worker would have reported: take it from the release.

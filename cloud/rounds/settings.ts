@@ -16,15 +16,22 @@ export class RoundConfigError extends Error {
 const positiveInt = z.number().int().min(1);
 const fraction = z.number().min(0).max(1);
 
-/** `models.distill_settings`. Every field but `baseData` has a default. */
-export const distillSettingsSchema = z.object({
+/**
+ * `models.distill_settings`. Every field but `baseData` has a default. Unknown keys are ignored, and
+ * the admin API's names are accepted as aliases: `limit` for `baseLimit`, `quantization` for `artifact`.
+ */
+const distillSettingsFields = z.object({
   /** Softening temperature T of the distillation loss. */
   temperature: z.number().min(0.01).max(1000).default(20),
   /** Weight of the soft (teacher) term; 1 − alpha weighs the hard-label term where labels exist. */
   alpha: fraction.default(0.9),
   epochs: positiveInt.max(1000).default(10),
   batchSize: positiveInt.max(65536).default(128),
-  lr: z.number().min(1e-7).max(10).default(1e-3),
+  /** A fixed rate, or 'auto': tuned per round on a 10% split of the (labelled) base data, never on the gate holdout. */
+  lr: z.union([z.number().min(1e-7).max(10), z.literal('auto')]).default(1e-3),
+  /** Candidates and epochs per candidate for lr 'auto' (default min(epochs, 2)). */
+  lrCandidates: z.array(z.number().min(1e-7).max(10)).min(1).max(8).default([3e-4, 1e-3, 3e-3]),
+  tuneEpochs: positiveInt.max(100).optional(),
   seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
   /** Random translation (pixels) during training; square inputs only. */
   jitter: z.number().int().min(0).max(8).default(0),
@@ -72,7 +79,14 @@ export const distillSettingsSchema = z.object({
   /** Time budget of the ORT batch-1 latency measurement. */
   latencyBudgetMs: z.number().int().min(10).max(60_000).default(500),
 });
-export type DistillSettings = z.infer<typeof distillSettingsSchema>;
+export const distillSettingsSchema = z.preprocess((v) => {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return v;
+  const o = { ...(v as Record<string, unknown>) };
+  if (o.baseLimit === undefined && o.limit !== undefined) o.baseLimit = o.limit;
+  if (o.artifact === undefined && o.quantization !== undefined) o.artifact = o.quantization;
+  return o;
+}, distillSettingsFields);
+export type DistillSettings = z.infer<typeof distillSettingsFields>;
 
 const rolloutTargetSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('all') }),

@@ -1,5 +1,5 @@
 import { desc, eq } from 'drizzle-orm';
-import { type Dataset, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
+import { type Dataset, type Scaling, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
 import type { Registry } from '../registry/db.js';
 import { examples } from '../registry/schema.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
@@ -15,7 +15,7 @@ export interface BaseData {
 }
 
 /** Loads the base transfer data and the fixed gate holdout (a separate spec, or a seeded split of the base). */
-export async function loadBaseData(s: DistillSettings, inputSize: number): Promise<BaseData> {
+export async function loadBaseData(s: DistillSettings, inputSize: number, scaling?: Scaling): Promise<BaseData> {
   const base = await loadDataset(s.baseData, { limit: s.baseLimit, shuffleSeed: s.seed });
   let train = base;
   let holdout: Dataset;
@@ -31,6 +31,10 @@ export async function loadBaseData(s: DistillSettings, inputSize: number): Promi
   if (holdout.count === 0) throw new RoundConfigError(`distillSettings.holdout: ${s.holdout} is empty`);
   for (const [what, ds] of [['baseData', train], ['holdout', holdout]] as const) {
     if (exampleSize(ds) !== inputSize) throw new RoundConfigError(`distillSettings.${what}: examples have ${exampleSize(ds)} values, the model's input spec has ${inputSize}`);
+    // Devices scale raw inputs with the manifest's input spec; training on differently scaled data would silently mismatch.
+    if (scaling && (Math.abs(ds.scaling.scale - scaling.scale) > 1e-9 || Math.abs(ds.scaling.offset - scaling.offset) > 1e-9)) {
+      throw new RoundConfigError(`distillSettings.${what}: data scaling ${JSON.stringify(ds.scaling)} differs from the model's input spec ${JSON.stringify(scaling)}`);
+    }
   }
   return { train, holdout: holdout as BaseData['holdout'] };
 }

@@ -20,10 +20,10 @@ export interface SyncManifestSigner {
 
 /** Publishes an artifact's retained chunks (cloud/fleet publisher). */
 export interface ArtifactPublisher {
-  publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<void>;
+  publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<unknown>;
 }
 
-/** What a round asks the rollout engine for when the model's schedule says `autoRollout`. */
+/** What a round asks the rollout engine for when the model's schedule says `autoRollout` (cloud/fleet rolloutRequestSchema, which is strict: no extra keys). */
 export interface RolloutRequest {
   model: string;
   releaseSeq: number;
@@ -31,8 +31,6 @@ export interface RolloutRequest {
   canaryShare: number;
   soakSeconds: number;
   failureThreshold: number;
-  /** Why the rollout exists, e.g. `round 3f2a…`. */
-  reason: string;
 }
 
 /** cloud/fleet RolloutEngine, structurally. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Manifest } from '../../shared/protocol/index.js';
 import { ApiError, badRequest, invalidBody } from './errors.js';
+import { fastSingleInput } from './fast-input.js';
 
 /**
  * `POST /v1/predict` request decoding: the hot path of the edge. zod checks the body's structure (which
@@ -132,4 +133,23 @@ export function decodePredict(json: unknown, manifest: Manifest, limits: DecodeL
     fillNumbers(row, data, r * size, `inputs.${r}`, scale, offset, raw);
   }
   return { data, n: rows.length, single: false, topK: body.top_k };
+}
+
+// Like c.req.text(): invalid UTF-8 becomes U+FFFD, a leading BOM is dropped.
+const utf8 = new TextDecoder();
+
+/**
+ * Decodes a raw `POST /v1/predict` body: the `{"input":[…]}` fast path when it applies (see
+ * fast-input.ts), else JSON.parse (400 `invalid_json`) and `decodePredict`.
+ */
+export function decodePredictBody(bytes: Uint8Array, manifest: Manifest, limits: DecodeLimits): DecodedPredict {
+  const fast = fastSingleInput(bytes, manifest.input.shape.reduce((a, b) => a * b, 1));
+  if (fast) return { data: fast, n: 1, single: true, topK: undefined };
+  let json: unknown;
+  try {
+    json = JSON.parse(utf8.decode(bytes));
+  } catch (err) {
+    throw new ApiError(400, 'invalid_json', `body is not valid JSON: ${(err as Error).message.slice(0, 200)}`);
+  }
+  return decodePredict(json, manifest, limits);
 }

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Hono } from 'hono';
 import type { Prediction } from '../runtime/host.js';
 import type { ApiContext } from './context.js';
-import { decodePredict, type DecodedPredict } from './decode.js';
+import { decodePredictBody, type DecodedPredict } from './decode.js';
 import { ApiError, methodNotAllowed } from './errors.js';
-import { jsonOnly, limitBody, readJson } from './middleware.js';
+import { jsonOnly, limitBody } from './middleware.js';
 
 interface TopK {
   index: number;
@@ -65,10 +65,10 @@ function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): Examp
 export function predictRoutes(ctx: ApiContext): Hono {
   return new Hono()
     .post('/', jsonOnly(), limitBody({ maxBytes: ctx.limits.maxBodyBytes }), async (c) => {
-      const json = await readJson(c);
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
       const model = ctx.host.current();
       if (!model) throw new ApiError(503, 'no_model', 'no model is loaded yet');
-      const req = decodePredict(json, model.manifest, ctx.limits);
+      const req = decodePredictBody(bytes, model.manifest, ctx.limits);
       const result = await ctx.predictor.predict(req.data, req.n);
       ctx.metrics.predicted(req.n, result.latencyMs);
       const answers = answer(ctx, req, result);

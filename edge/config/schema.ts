@@ -31,6 +31,9 @@ export const EDGE_DEFAULTS = {
     bind: '127.0.0.1:8080',
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
+    /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
+    rememberPredictions: 10_000,
+    rememberSeconds: 3_600,
     microBatch: { enabled: false, maxBatch: 32, maxWaitMs: 0 },
   },
   runtime: {
@@ -72,7 +75,8 @@ export function parseBind(bind: string): { hostname: string; port: number } {
 const bindSchema = z
   .string()
   .regex(BIND_RE, 'expected host:port (IPv6 as [addr]:port)')
-  .refine((s) => parseBind(s).port <= 65_535, 'port must be 0..65535');
+  // zod runs every check even after the regex failed: only judge the port of a well-formed bind.
+  .refine((s) => Number(BIND_RE.exec(s)?.[2] ?? 0) <= 65_535, 'port must be 0..65535');
 
 const trustedKeySchema = z
   .strictObject({
@@ -117,6 +121,8 @@ const apiSchema = z.strictObject({
   bind: bindSchema.default(D.api.bind),
   maxBodyBytes: int(1024, 64 * 1024 * 1024).default(D.api.maxBodyBytes),
   maxBatch: int(1, 4096).default(D.api.maxBatch),
+  rememberPredictions: int(0, 1_000_000).default(D.api.rememberPredictions),
+  rememberSeconds: z.number().min(0).max(7 * 86_400).default(D.api.rememberSeconds),
   /** Coalesce concurrent predictions into shared ORT runs (edge/runtime MicroBatcher); off by default. */
   microBatch: z
     .strictObject({

@@ -1,8 +1,8 @@
 /**
  * Edge bench: local API throughput and latency, ORT in-process, micro-batching on/off, RSS, cold start,
  * RSS after 200 hot swaps. Built by `npm run build`; run `node dist/test/bench/edge.bench.js`
- * (options: --duration-ms 5000 --connections 16 --swaps 200 --hidden 128).
- * Writes test/bench/results/edge.json and prints a one-line summary.
+ * (options: --duration-ms 5000 --connections 16 --swaps 200 --hidden 0 --only name,name).
+ * Writes test/bench/results/edge.json (edge-h<N>.json with --hidden N) and prints a one-line summary.
  *
  * Load comes from a child process (this file with `--child load`) holding N keep-alive sockets, each
  * sending one request and waiting for its full response before the next (closed loop, like autocannon).
@@ -163,20 +163,25 @@ async function swapsChild(paths: [string, string], manifestPaths: [string, strin
   for (let i = 0; i < 10; i++) await swap(i);
   const before = rss();
   const t0 = performance.now();
-  for (let i = 10; i < 10 + swaps; i++) await swap(i);
+  const checkpointsMB: number[] = [];
+  for (let i = 10; i < 10 + swaps; i++) {
+    await swap(i);
+    if ((i - 9) % 50 === 0) checkpointsMB.push(round(rss() / MB, 1));
+  }
   const ms = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 50));
   const after = rss();
   const stats = host.stats();
   await host.dispose();
-  process.stdout.write(`${JSON.stringify({ swaps, arena, rssBeforeMB: round(before / MB, 1), rssAfterMB: round(after / MB, 1), growthMB: round((after - before) / MB, 1), msPerSwap: round(ms / swaps, 2), stats })}\n`);
+  const mallocArenaMax = process.env.MALLOC_ARENA_MAX ?? null;
+  process.stdout.write(`${JSON.stringify({ swaps, arena, mallocArenaMax, rssBeforeMB: round(before / MB, 1), rssAfterMB: round(after / MB, 1), growthMB: round((after - before) / MB, 1), checkpointsMB, msPerSwap: round(ms / swaps, 2), stats })}\n`);
 }
 
 // ───────────────────────────── parent ─────────────────────────────
 
-function runChild(args: string[], nodeArgs: string[] = []): Promise<string> {
+function runChild(args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<string> {
   return new Promise((res, rej) => {
-    const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
     let out = '';
     cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
     cp.on('error', rej);
@@ -291,7 +296,8 @@ async function main(): Promise<void> {
   const durationMs = arg('duration-ms', 5000);
   const connections = arg('connections', 16);
   const swaps = arg('swaps', 200);
-  const hidden = arg('hidden', 128);
+  // 0: the MatMul+Add 784→10 student (HTTP overhead dominates); --hidden 128 adds a Relu layer.
+  const hidden = arg('hidden', 0);
   const o = { connections, durationMs, warmupMs: 1000 };
   const dir = await mkdtemp(join(tmpdir(), 'apprentice-edge-bench-'));
   try {
@@ -341,11 +347,14 @@ async function main(): Promise<void> {
 
     const cold = want('cold') ? await coldStart(path, manPath) : undefined;
     if (cold) console.error(`[edge.bench] cold start: listening ${cold.toListeningMs} ms, ready ${cold.toReadyMs} ms`);
-    const swapRuns: { growthMB: number; arena: boolean }[] = [];
-    for (const arena of want('swaps') ? [true, false] : []) {
-      const out = await runChild(['swaps', path, pathB, manPath, manPathB, String(swaps), String(arena)], ['--expose-gc']);
-      swapRuns.push(JSON.parse(out) as { growthMB: number; arena: boolean });
-      console.error(`[edge.bench] ${swaps} swaps (arena ${arena}): ${out.trim()}`);
+    // ORT's CPU arena on/off, and glibc limited to 2 malloc arenas (fragmentation across ORT's threads
+    // is a usual suspect for RSS that grows although every session is released).
+    const swapRuns: { growthMB: number; arena: boolean; mallocArenaMax: string | null }[] = [];
+    const swapVariants: [boolean, Record<string, string>][] = [[true, {}], [false, {}], [true, { MALLOC_ARENA_MAX: '2' }]];
+    for (const [arena, env] of want('swaps') ? swapVariants : []) {
+      const out = await runChild(['swaps', path, pathB, manPath, manPathB, String(swaps), String(arena)], ['--expose-gc'], env);
+      swapRuns.push(JSON.parse(out) as (typeof swapRuns)[number]);
+      console.error(`[edge.bench] ${swaps} swaps: ${out.trim()}`);
     }
     const loadavg = (await readFile('/proc/loadavg', 'utf8').catch(() => '')).split(' ').slice(0, 3).join(' ');
 
@@ -367,7 +376,7 @@ async function main(): Promise<void> {
     if (!only) {
       const outDir = join(ROOT, 'test/bench/results');
       await mkdir(outDir, { recursive: true });
-      await writeFile(join(outDir, 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
+      await writeFile(join(outDir, hidden > 0 ? `edge-h${hidden}.json` : 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
     }
     const f = (m: Measured | undefined) => (m ? `${m.rps}/s (p50 ${m.p50Ms}, p99 ${m.p99Ms} ms, ${m.serverCpuUsPerReq} µs CPU/req)` : 'n/a');
     const best = Math.max(http.jsonBatchingOff?.rps ?? 0, http.jsonBatchingOn?.rps ?? 0);
@@ -376,7 +385,7 @@ async function main(): Promise<void> {
         ` | batching on ${f(http.jsonBatchingOn)} | b64-uint8 ${f(http.u8BatchingOff)}, batching on ${f(http.u8BatchingOn)}` +
         ` | plain hono+ort ${f(http.plainHonoOrt)} | bare /healthz ${f(http.bareHealthz)} | in-process ORT ${inproc?.ortRunsPerSec ?? 'n/a'}/s` +
         ` | RSS idle ${rssIdleMB} MB, under load ${http.jsonBatchingOff?.rssMaxMB ?? 'n/a'}/${http.jsonBatchingOn?.rssMaxMB ?? 'n/a'} MB (batching off/on) | cold start to ready ${cold?.toReadyMs ?? 'n/a'} ms` +
-        ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (arena ${s.arena ? 'on' : 'off'})`).join(', ') || 'n/a'}` +
+        ` | ${swaps} swaps RSS ${swapRuns.map((s) => `${s.growthMB >= 0 ? '+' : ''}${s.growthMB} MB (ORT arena ${s.arena ? 'on' : 'off'}${s.mallocArenaMax ? `, MALLOC_ARENA_MAX=${s.mallocArenaMax}` : ''})`).join(', ') || 'n/a'}` +
         ` | 10000/s target ${best >= 10_000 ? 'met' : 'not met'}`,
     );
   } finally {

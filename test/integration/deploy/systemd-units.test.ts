@@ -44,18 +44,19 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'apprentice-units-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const UNITS = [
-  { file: 'apprentice-edge.service', command: 'edge', config: '/etc/apprentice/edge.json', memoryMax: '256M', watchdog: '30' },
-  { file: 'apprentice-cloud.service', command: 'cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120' },
+  // edge: NotifyAccess=all because it notifies through a spawned systemd-notify (edge/status/sd-notify.ts).
+  { file: 'apprentice-edge.service', command: 'edge', config: '/etc/apprentice/edge.json', memoryMax: '256M', watchdog: '30', notifyAccess: 'all' },
+  { file: 'apprentice-cloud.service', command: 'cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'main' },
 ] as const;
 
-describe.each(UNITS)('$file', ({ file, command, config, memoryMax, watchdog }) => {
+describe.each(UNITS)('$file', ({ file, command, config, memoryMax, watchdog, notifyAccess }) => {
   const text = readFileSync(path.join(UNIT_DIR, file), 'utf8');
   const unit = parseUnit(text);
   const svc = (key: string) => last(unit, 'Service', key);
 
   it('is a notify service with a watchdog, restarted on failure', () => {
     expect(svc('Type')).toBe('notify');
-    expect(svc('NotifyAccess')).toBe('main');
+    expect(svc('NotifyAccess')).toBe(notifyAccess);
     expect(svc('WatchdogSec')).toBe(watchdog);
     expect(svc('Restart')).toBe('on-failure');
     expect(Number(svc('RestartSec'))).toBeGreaterThan(0);

@@ -129,6 +129,35 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     await waitFor(() => cloud.lastStatus()?.release === 2, 5_000, { message: 'status still release 2' });
   });
 
+  it('rolls back a model that turns out unhealthy, reports it (queued while offline) and republishes status', async () => {
+    const link = await startNetworkCut(broker.port);
+    later(() => link.stop());
+    const { deviceId, cloud, retained, launch } = await setup({ url: link.url });
+    const daemon = await launch();
+    const good = makeRelease(key, { release: 1, seed: 51 });
+    const bad = makeRelease(key, { release: 2, seed: 52, nanOnNegativeSum: true }); // passes its self-test
+    retained.push(...(await publishRelease(cloud.client, deviceId, good)));
+    await cloud.waitEvent((e) => e.type === 'installed' && e.release === 1);
+    retained.push(...(await publishRelease(cloud.client, deviceId, bad)));
+    await cloud.waitEvent((e) => e.type === 'installed' && e.release === 2);
+    await waitFor(() => cloud.lastStatus()?.release === 2, 5_000, { message: 'status release 2' });
+
+    await link.cut(); // the verdict and the rollback happen offline
+    await waitFor(() => !daemon.mqtt.connected, 5_000, { message: 'device offline' });
+    const r = await predict(daemon.apiUrl!, input(5).map((v) => -v)); // a negative sum: NaN out of release 2
+    expect(r.status).toBeGreaterThanOrEqual(500);
+    await waitFor(async () => (await readyz(daemon.apiUrl!)).release === 1, 5_000, { message: 'serving release 1 again' });
+    expect((await predict(daemon.apiUrl!, input(6))).body.release).toBe(1);
+    expect(cloud.events.some((e) => e.type === 'rolled_back')).toBe(false);
+
+    await link.restore();
+    const rolled = await cloud.waitEvent((e) => e.type === 'rolled_back');
+    expect(rolled).toMatchObject({ release: 2, sha256: bad.manifest.artifact.sha256, reason: 'nan_output' });
+    await waitFor(() => cloud.lastStatus()?.release === 1, 5_000, { message: 'status back to release 1' });
+    // The deny-listed model is not taken again from the (still retained) desired manifest.
+    expect(await readyz(daemon.apiUrl!)).toEqual({ status: 200, release: 1 });
+  });
+
   it('sends low-confidence predictions to the cloud as hard examples, each UUID once', async () => {
     const selection = { lowConfidence: { enabled: true, threshold: 0.999 }, caps: { perMinute: null, perHour: null } };
     const { deviceId, cloud, retained, launch } = await setup({ selection });
@@ -149,6 +178,16 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     }
     await waitFor(() => daemon.snapshot().outbox.depth === 0, 5_000, { message: 'outbox drained' });
     expect(daemon.snapshot().outbox).toMatchObject({ published: selected, dropped: 0, evicted: 0 });
+
+    // A user label goes the same way, under the prediction's id (sent twice, stored once).
+    const p = await predict(daemon.apiUrl!, input(999));
+    const fb = () => fetch(`${daemon.apiUrl}/v1/feedback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: p.body.id, label: 'digit_3' }) });
+    expect(await (await fb()).json()).toMatchObject({ id: p.body.id, index: 3, stored: true });
+    expect((await fb()).status).toBe(200);
+    const labelled = await waitFor(() => cloud.batches.flatMap((b) => b.examples).find((e) => e.id === p.body.id), 10_000, { message: 'feedback example' });
+    expect(labelled).toMatchObject({ reason: 'feedback', label: 3, release: 1 });
+    await waitFor(() => daemon.snapshot().outbox.depth === 0, 5_000, { message: 'outbox drained again' });
+    expect(cloud.exampleIds().filter((id) => id === p.body.id)).toHaveLength(1);
   });
 
   it('keeps hard examples across a restart with the network down and delivers them all when it returns', async () => {

@@ -28,7 +28,7 @@ import {
 } from '../../../shared/protocol/index.js';
 import { trustedKeysOf } from '../../fixtures/edge-release.js';
 import { REPO_ROOT } from '../../helpers/cli.js';
-import { freePort, waitFor } from '../../helpers/broker.js';
+import { findExecutable, freePort, waitFor } from '../../helpers/broker.js';
 
 export const newDeviceId = (): string => `edge-${randomBytes(4).toString('hex')}`;
 
@@ -220,8 +220,8 @@ export class DaemonProcess {
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  static spawn(configPath: string, env: Record<string, string> = {}, args: string[] = []): DaemonProcess {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'edge', '--config', configPath, ...args], {
+  static spawn(configPath: string, env: Record<string, string> = {}, { args = [], nodeArgs = [] }: { args?: string[]; nodeArgs?: string[] } = {}): DaemonProcess {
+    const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'bin/main.ts', 'edge', '--config', configPath, ...args], {
       cwd: REPO_ROOT,
       env: { ...process.env, VITEST: '', NOTIFY_SOCKET: '', APPRENTICE_LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -260,4 +260,58 @@ export async function writeConfig(dir: string, input: EdgeConfigInput, name = 'e
   const path = join(dir, name);
   await writeFile(path, JSON.stringify(input, null, 2));
   return path;
+}
+
+/** A stand-in for systemd's notify socket: a unix datagram listener (python3) recording each message. */
+export interface NotifyListener {
+  path: string;
+  messages: string[];
+  stop(): Promise<void>;
+}
+
+const LISTENER = `
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("ready", flush=True)
+while True:
+    # recv() without room for ancillary data: the fd that BARRIER=1 passes is closed by the kernel, which is
+    # what releases systemd-notify's barrier wait (systemd closes it after processing the message).
+    data = s.recv(65536)
+    print(json.dumps(data.decode("utf-8", "replace")), flush=True)
+`;
+
+export function python3(): string | undefined {
+  return findExecutable('python3');
+}
+
+export async function startNotifyListener(dir: string): Promise<NotifyListener> {
+  const py = python3();
+  if (!py) throw new Error('python3 not found');
+  const path = join(dir, 'notify.sock');
+  const child = spawn(py, ['-c', LISTENER, path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const messages: string[] = [];
+  let ready = false;
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line === 'ready') ready = true;
+      else messages.push(JSON.parse(line) as string);
+    }
+  });
+  await waitFor(() => ready || (child.exitCode !== null ? Promise.reject(new Error('listener exited')) : false), 5_000, { message: 'notify listener' });
+  return {
+    path,
+    messages,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('exit', r));
+      }
+    },
+  };
 }

@@ -73,6 +73,7 @@ describe('rounds end to end', () => {
       const { id } = await runner.start('mnist', 'manual');
       let view = runner.get(id)!;
       const phases = new Set<string>();
+      let pingsWhileTraining = 0;
       while (view.state === 'queued' || view.state === 'running') {
         const t = performance.now();
         const res = await fetch(`http://127.0.0.1:${port}/ping`);
@@ -80,12 +81,13 @@ describe('rounds end to end', () => {
         latencies.push(performance.now() - t);
         view = runner.get(id)!;
         if (view.progress) phases.add(view.progress.phase);
+        if (view.progress?.phase === 'train') pingsWhileTraining++;
         await new Promise((r) => setTimeout(r, 10));
       }
       first = view;
       expect(view.error).toBeNull();
       expect(view.state).toBe('released');
-      expect(phases.has('train')).toBe(true);
+      expect(pingsWhileTraining).toBeGreaterThan(0);
     } finally {
       server.close();
     }
@@ -121,7 +123,7 @@ describe('rounds end to end', () => {
 
     expect(publish.calls).toEqual([{ sha256: m.artifact.sha256, bytes: m.artifact.bytes, chunkSize: 128 * 1024 }]);
     expect(rel.chunksPublished).toBe(true);
-    expect(rollouts.calls).toEqual([{ model: 'mnist', releaseSeq: m.release, target: { kind: 'group', group: 'lab' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2, reason: `round ${first!.id}` }]);
+    expect(rollouts.calls).toEqual([{ model: 'mnist', releaseSeq: m.release, target: { kind: 'group', group: 'lab' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2 }]);
 
     // Teacher logits were stored on the example rows for the next round.
     const row = registry.db.select().from(examples).where(eq(examples.id, hardIds[0]!)).get()!;
@@ -157,7 +159,8 @@ describe('rounds end to end', () => {
   it('marks a round failed when its worker is killed', async () => {
     const { id } = await runner.start('mnist', 'manual');
     // Kill it once it is working (past start-up), as an OOM killer would.
-    while (!['teacher', 'train'].includes(runner.get(id)!.progress?.phase ?? '')) await new Promise((r) => setTimeout(r, 10));
+    while ((runner.get(id)!.progress?.phase ?? 'starting') === 'starting') await new Promise((r) => setTimeout(r, 10));
+    expect(runner.get(id)!.state).toBe('running');
     process.kill(runner.workerPid(id)!, 'SIGKILL');
     const view = (await runner.settled(id))!;
     expect(view.state).toBe('failed');

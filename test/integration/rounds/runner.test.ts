@@ -53,7 +53,7 @@ describe('RoundRunner (fake worker process)', () => {
     expect(verifyManifest({ manifest: rel.manifest, signature: rel.signature }, signer.trusted).ok).toBe(true);
     expect(rel.chunksPublished).toBe(true);
     expect(publish.calls).toEqual([{ sha256: rel.sha256, bytes: rel.bytes, chunkSize: 4096 }]);
-    expect(rollouts.calls).toMatchObject([{ model: 'm1', releaseSeq: 1, target: { kind: 'all' }, reason: `round ${id}` }]);
+    expect(rollouts.calls).toEqual([{ model: 'm1', releaseSeq: 1, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2 }]);
   });
 
   it('refuses a second round for a model, unknown models and invalid settings; queues beyond maxConcurrent', async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { harness, TOKEN, type Harness } from './helpers.js';
+import { harness, json, TOKEN, type Harness } from './helpers.js';
 
 // Spy on the real timingSafeEqual: the token check must go through it, with equal-length digests.
 vi.mock('node:crypto', async (importOriginal) => {
@@ -19,7 +19,7 @@ describe('cloud API auth', () => {
 
   it('answers /healthz and /openapi.json without a token', async () => {
     expect((await get('/healthz')).status).toBe(200);
-    expect(await (await get('/healthz')).json()).toMatchObject({ status: 'ok' });
+    expect(await json(await get('/healthz'))).toMatchObject({ status: 'ok' });
     expect((await get('/openapi.json')).status).toBe(200);
   });
 
@@ -34,7 +34,7 @@ describe('cloud API auth', () => {
       const res = await get(path, headers as Record<string, string>);
       expect(res.status).toBe(401);
       expect(res.headers.get('www-authenticate')).toMatch(/^Bearer /);
-      const body = await res.json();
+      const body = await json(res);
       expect(body.error.code).toBe('unauthorized');
       expect(body.error.message).toMatch(message);
     }

@@ -17,7 +17,7 @@ describe('/v1/devices', () => {
     expect(res.status).toBe(201);
     expect(res.headers.get('cache-control')).toBe('no-store');
     expect(res.headers.get('location')).toBe('/v1/devices/pi-kitchen');
-    const bundle = provisionBundleSchema.parse(await res.json());
+    const bundle = provisionBundleSchema.parse(await json(res));
     expect(bundle).toMatchObject({ version: 1, deviceId: 'pi-kitchen', mqtt: { url: BROKER_URL, username: 'pi-kitchen' } });
     expect(bundle.mqtt.password).toMatch(/^[A-Za-z0-9_-]{32}$/);
     expect(bundle.trustedKeys).toEqual(h.keys.trusted());
@@ -34,7 +34,7 @@ describe('/v1/devices', () => {
     // Exactly once: provisioning again is a conflict and never reveals anything.
     const again = await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-kitchen' } });
     expect(again.status).toBe(409);
-    expect(await again.json()).toEqual({ error: { code: 'device_exists', message: 'device pi-kitchen already exists', field: 'id' } });
+    expect(await json(again)).toEqual({ error: { code: 'device_exists', message: 'device pi-kitchen already exists', field: 'id' } });
   });
 
   it('trusts every non-retired key in new bundles after a rotation', async () => {
@@ -55,7 +55,7 @@ describe('/v1/devices', () => {
     ] as const) {
       const res = await call(h.app, 'POST', '/v1/devices', { body });
       expect(res.status, JSON.stringify(body)).toBe(400);
-      const err = (await res.json()).error;
+      const err = (await json(res)).error;
       expect(err.code).toBe('invalid_body');
       expect(err.field).toBe(field);
     }
@@ -82,7 +82,7 @@ describe('/v1/devices', () => {
     expect((await json(await call(h.app, 'GET', '/v1/devices/pi-b'))).telemetry).toBeNull();
     const missing = await call(h.app, 'GET', '/v1/devices/nope');
     expect(missing.status).toBe(404);
-    expect((await missing.json()).error).toMatchObject({ code: 'not_found', field: 'id' });
+    expect((await json(missing)).error).toMatchObject({ code: 'not_found', field: 'id' });
     expect((await call(h.app, 'GET', '/v1/devices/bad%2Fid')).status).toBe(400);
   });
 
@@ -90,12 +90,12 @@ describe('/v1/devices', () => {
     await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-x' } });
     const res = await call(h.app, 'DELETE', '/v1/devices/pi-x');
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ id: 'pi-x', revoked: true, status: 'revoked', online: false });
+    expect(await json(res)).toMatchObject({ id: 'pi-x', revoked: true, status: 'revoked', online: false });
     expect((await call(h.app, 'DELETE', '/v1/devices/pi-x')).status).toBe(200);
     expect(h.fleetCalls.filter((c) => c.startsWith('revoked'))).toEqual(['revoked pi-x']);
     const again = await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-x' } });
     expect(again.status).toBe(409);
-    expect((await again.json()).error.message).toMatch(/revoked/);
+    expect((await json(again)).error.message).toMatch(/revoked/);
     expect((await call(h.app, 'DELETE', '/v1/devices/ghost')).status).toBe(404);
   });
 
@@ -104,6 +104,6 @@ describe('/v1/devices', () => {
     h = harness({ fleet: { onDeviceProvisioned: async () => { throw new Error('broker down'); }, onDeviceRevoked: async () => undefined } });
     const res = await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-y' } });
     expect(res.status).toBe(201);
-    expect(provisionBundleSchema.safeParse(await res.json()).success).toBe(true);
+    expect(provisionBundleSchema.safeParse(await json(res)).success).toBe(true);
   });
 });

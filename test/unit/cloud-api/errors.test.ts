@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, harness, TOKEN, type Harness } from './helpers.js';
+import { RolloutError } from '../../../cloud/fleet/rollout-store.js';
+import { RoundConflictError, UnknownModelError } from '../../../cloud/rounds/types.js';
+import { call, harness, json, seedModel, seedRelease, TOKEN, type Harness } from './helpers.js';
 
 /** Every failure answers the one JSON shape `{ error: { code, message, field? } }`. */
 describe('cloud API error shape', () => {
@@ -12,7 +14,7 @@ describe('cloud API error shape', () => {
   async function expectError(res: Response, status: number, code: string, field?: string) {
     expect(res.status).toBe(status);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
-    const body = await res.json();
+    const body = await json(res);
     expect(Object.keys(body)).toEqual(['error']);
     expect(body.error.code).toBe(code);
     expect(typeof body.error.message).toBe('string');
@@ -73,6 +75,36 @@ describe('cloud API error shape', () => {
       expect(err.message).not.toMatch(/secret/);
     } finally {
       bad.close();
+    }
+  });
+
+  it.each([
+    [new RoundConflictError('m', 'r-1'), 409, 'round_in_progress'],
+    [new UnknownModelError('m'), 404, 'not_found'],
+    [Object.assign(new Error('model m: distillSettings.baseData: required'), { name: 'RoundConfigError' }), 422, 'invalid_model_config'],
+  ])('maps cloud/rounds errors: %s', async (error, status, code) => {
+    const x = harness({ rounds: { start: () => { throw error; } } });
+    try {
+      seedModel(x, 'm');
+      await expectError(await call(x.app, 'POST', '/v1/models/m/rounds'), status, code);
+    } finally {
+      x.close();
+    }
+  });
+
+  it.each([
+    ['not_found', 404, 'rollout_not_found'],
+    ['conflict', 409, 'rollout_conflict'],
+    ['invalid', 422, 'invalid_rollout'],
+  ] as const)('maps cloud/fleet RolloutError %s', async (kind, status, code) => {
+    const x = harness();
+    x.rollouts.create = async () => { throw new RolloutError('nope', kind); };
+    try {
+      seedModel(x);
+      seedRelease(x, { seq: 1, bytes: Buffer.from('x') });
+      await expectError(await call(x.app, 'POST', '/v1/rollouts', { body: { model: 'digits', release: 1, target: 'all' } }), status, code);
+    } finally {
+      x.close();
     }
   });
 });

@@ -13,15 +13,15 @@ describe('/v1/models and rounds', () => {
   it('creates (201) then updates (200) a model, filling defaults, and lists it', async () => {
     const created = await call(h.app, 'PUT', '/v1/models/digits', { body: MNIST_LIKE });
     expect(created.status).toBe(201);
-    const m = await created.json();
+    const m = await json(created);
     expect(m).toMatchObject({ name: 'digits', labels: ['a', 'b', 'c'], studentSpec: 'mlp:8', schedule: null, latestRelease: null });
     expect(m.inputSpec.raw).toBe('float32');
-    expect(m.distill).toMatchObject({ temperature: 4, seed: 1, warmStart: true, quantization: 'int8' });
+    expect(m.distill).toMatchObject({ temperature: 4, seed: 1, warmStart: true, artifact: 'int8', holdoutSeed: 1234 });
 
     const schedule = { intervalSeconds: 3600, minNewExamples: 100, autoRollout: true, rollout: { canaryShare: 0.2, soakSeconds: 60, failureThreshold: 0.1, target: { group: 'lab' } } };
     const updated = await call(h.app, 'PUT', '/v1/models/digits', { body: { ...MNIST_LIKE, studentSpec: 'linear', schedule } });
     expect(updated.status).toBe(200);
-    const u = await updated.json();
+    const u = await json(updated);
     expect(u.studentSpec).toBe('linear');
     expect(u.schedule.rollout.target).toEqual({ kind: 'group', group: 'lab' });
     expect(u.createdAt).toBe(m.createdAt);
@@ -44,18 +44,20 @@ describe('/v1/models and rounds', () => {
       [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, bogus: 1 } }, 'distill.bogus'],
       [{ ...MNIST_LIKE, inputSpec: { ...MNIST_LIKE.inputSpec, dtype: 'int8' } }, 'inputSpec.dtype'],
       [{ ...MNIST_LIKE, teacher: undefined }, 'teacher'],
-      [{ ...MNIST_LIKE, schedule: { intervalSeconds: 5 } }, 'schedule.intervalSeconds'],
+      [{ ...MNIST_LIKE, schedule: { intervalSeconds: 0 } }, 'schedule.intervalSeconds'],
+      [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, quantization: 'int8' } }, 'distill.quantization'],
+      [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, holdout: 'split' } }, 'distill.holdout'],
       [{ ...MNIST_LIKE, schedule: { intervalSeconds: 600, rollout: { target: 'some' } } }, 'schedule.rollout.target'],
     ];
     for (const [body, field] of cases) {
       const res = await call(h.app, 'PUT', '/v1/models/digits', { body });
       expect(res.status, field).toBe(400);
-      expect((await res.json()).error, field).toMatchObject({ code: 'invalid_body', field });
+      expect((await json(res)).error, field).toMatchObject({ code: 'invalid_body', field });
     }
     const missing = await json(await call(h.app, 'PUT', '/v1/models/digits', { body: { ...MNIST_LIKE, teacher: undefined } }));
     expect(missing.error.message).toBe('teacher: required');
     const badName = await call(h.app, 'PUT', '/v1/models/-bad', { body: MNIST_LIKE });
-    expect((await badName.json()).error).toMatchObject({ code: 'invalid_param', field: 'name' });
+    expect((await json(badName)).error).toMatchObject({ code: 'invalid_param', field: 'name' });
   });
 
   it('refuses to change the input spec of a model with examples', async () => {
@@ -63,7 +65,7 @@ describe('/v1/models and rounds', () => {
     seedExample(h, { input: [1, 2, 3, 4] });
     const res = await call(h.app, 'PUT', '/v1/models/digits', { body: { ...MNIST_LIKE, inputSpec: { ...MNIST_LIKE.inputSpec, shape: [5] } } });
     expect(res.status).toBe(409);
-    expect((await res.json()).error).toMatchObject({ code: 'input_spec_locked', field: 'inputSpec' });
+    expect((await json(res)).error).toMatchObject({ code: 'input_spec_locked', field: 'inputSpec' });
     expect((await call(h.app, 'PUT', '/v1/models/digits', { body: { ...MNIST_LIKE, labels: ['x', 'y', 'z'] } })).status).toBe(200);
   });
 
@@ -71,13 +73,13 @@ describe('/v1/models and rounds', () => {
     seedModel(h);
     const res = await call(h.app, 'POST', '/v1/models/digits/rounds');
     expect(res.status).toBe(202);
-    const { id } = await res.json();
+    const { id } = await json(res);
     expect(res.headers.get('location')).toBe(`/v1/rounds/${id}`);
     expect(h.rounds.calls).toEqual([{ model: 'digits', trigger: 'manual' }]);
 
     const busy = await call(h.app, 'POST', '/v1/models/digits/rounds', { body: {} });
     expect(busy.status).toBe(409);
-    expect((await busy.json()).error).toMatchObject({ code: 'round_in_progress' });
+    expect((await json(busy)).error).toMatchObject({ code: 'round_in_progress' });
 
     h.registry.db.update(rounds).set({ state: 'running', progress: { phase: 'train', epoch: 1, epochs: 2 }, startedAt: '2024-01-01T00:00:00.000Z' }).where(eq(rounds.id, id)).run();
     const r = await json(await call(h.app, 'GET', `/v1/rounds/${id}`));
@@ -89,8 +91,8 @@ describe('/v1/models and rounds', () => {
     expect((await call(h.app, 'POST', '/v1/models/ghost/rounds')).status).toBe(404);
     expect((await call(h.app, 'GET', '/v1/models/ghost/rounds')).status).toBe(404);
     const badLimit = await call(h.app, 'GET', '/v1/models/digits/rounds?limit=0');
-    expect((await badLimit.json()).error).toMatchObject({ code: 'invalid_query', field: 'limit' });
+    expect((await json(badLimit)).error).toMatchObject({ code: 'invalid_query', field: 'limit' });
     const unknownBody = await call(h.app, 'POST', '/v1/models/digits/rounds', { body: { force: true } });
-    expect((await unknownBody.json()).error).toMatchObject({ code: 'invalid_body', field: 'force' });
+    expect((await json(unknownBody)).error).toMatchObject({ code: 'invalid_body', field: 'force' });
   });
 });

@@ -68,7 +68,7 @@ describe('/v1/releases', () => {
     const res = await artifact({ range });
     expect(res.status).toBe(416);
     expect(res.headers.get('content-range')).toBe('bytes */1000');
-    expect((await res.json()).error).toMatchObject({ code: 'range_not_satisfiable', field: 'range' });
+    expect((await json(res)).error).toMatchObject({ code: 'range_not_satisfiable', field: 'range' });
   });
 
   it('ignores other units, multiple ranges and a stale If-Range; honours If-None-Match', async () => {
@@ -93,7 +93,7 @@ describe('/v1/releases', () => {
     rmSync(join(h.artifactsDir, `${gone}.onnx`));
     const res = await artifact({}, 4);
     expect(res.status).toBe(404);
-    expect((await res.json()).error.code).toBe('artifact_missing');
+    expect((await json(res)).error.code).toBe('artifact_missing');
   });
 
   it('parseRange', () => {

@@ -20,7 +20,7 @@ describe('/v1/rollouts', () => {
   it('creates, lists, shows, aborts and rolls back a rollout', async () => {
     const res = await call(h.app, 'POST', '/v1/rollouts', { body });
     expect(res.status).toBe(201);
-    const r = await res.json();
+    const r = await json(res);
     expect(r).toMatchObject({ model: 'digits', release: 1, target: { kind: 'devices', ids: ['pi-1', 'pi-2'] }, canaryShare: 0.5, soakSeconds: 30, failureThreshold: 0.25, state: 'canary' });
     expect(res.headers.get('location')).toBe(`/v1/rollouts/${r.id}`);
 
@@ -35,11 +35,11 @@ describe('/v1/rollouts', () => {
 
     const conflict = await call(h.app, 'POST', '/v1/rollouts', { body });
     expect(conflict.status).toBe(409);
-    expect((await conflict.json()).error.code).toBe('rollout_conflict');
+    expect((await json(conflict)).error.code).toBe('rollout_conflict');
 
     const aborted = await call(h.app, 'POST', `/v1/rollouts/${r.id}/abort`);
     expect(aborted.status).toBe(200);
-    expect((await aborted.json()).state).toBe('aborted');
+    expect((await json(aborted)).state).toBe('aborted');
     expect(h.rollouts.aborted).toEqual([{ id: r.id, reason: 'aborted by operator' }]);
     const again = await call(h.app, 'POST', `/v1/rollouts/${r.id}/abort`, { body: { reason: 'again' } });
     expect(again.status).toBe(409);
@@ -51,7 +51,7 @@ describe('/v1/rollouts', () => {
 
   it('defaults the policy and accepts "all" and group targets', async () => {
     const all = await json(await call(h.app, 'POST', '/v1/rollouts', { body: { model: 'digits', release: 1, target: 'all' } }));
-    expect(all).toMatchObject({ target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 600, failureThreshold: 0.2 });
+    expect(all).toMatchObject({ target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0 });
     const group = await json(await call(h.app, 'POST', '/v1/rollouts', { body: { model: 'other', release: 2, target: { group: 'lab' } } }));
     expect(group.target).toEqual({ kind: 'group', group: 'lab' });
   });
@@ -67,7 +67,7 @@ describe('/v1/rollouts', () => {
     for (const [b, field] of cases) {
       const res = await call(h.app, 'POST', '/v1/rollouts', { body: b });
       expect(res.status, field).toBe(422);
-      expect((await res.json()).error).toMatchObject({ code: 'invalid_rollout', field });
+      expect((await json(res)).error).toMatchObject({ code: 'invalid_rollout', field });
     }
     for (const [b, field] of [
       [{ ...body, canaryShare: 1.5 }, 'canaryShare'],
@@ -77,7 +77,7 @@ describe('/v1/rollouts', () => {
     ] as const) {
       const res = await call(h.app, 'POST', '/v1/rollouts', { body: b });
       expect(res.status, field).toBe(400);
-      expect((await res.json()).error.field).toBe(field);
+      expect((await json(res)).error.field).toBe(field);
     }
   });
 
@@ -85,7 +85,7 @@ describe('/v1/rollouts', () => {
     for (const [m, p] of [['GET', '/v1/rollouts/nope'], ['POST', '/v1/rollouts/nope/abort'], ['POST', '/v1/rollouts/nope/rollback']] as const) {
       const res = await call(h.app, m, p);
       expect(res.status).toBe(404);
-      expect((await res.json()).error.code).toBe('rollout_not_found');
+      expect((await json(res)).error.code).toBe('rollout_not_found');
     }
   });
 });

@@ -6,7 +6,9 @@ import { buildModel, parseArch } from '../../../cloud/models/spec.js';
 import type { Registry } from '../../../cloud/registry/db.js';
 import { examples } from '../../../cloud/registry/schema.js';
 import { parseRoundModel, RoundConfigError } from '../../../cloud/rounds/settings.js';
-import { loadHardExamples } from '../../../cloud/rounds/transfer-set.js';
+import { loadBaseData, loadHardExamples } from '../../../cloud/rounds/transfer-set.js';
+import { chooseLearningRate } from '../../../cloud/rounds/lr.js';
+import { distillSettingsSchema } from '../../../cloud/rounds/settings.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
 import { denseModel, sampleInputs, writeModel } from '../../fixtures/onnx-models.js';
 import { insertExamples, insertModel, openRegistry, tempDir } from './helpers.js';
@@ -63,6 +65,21 @@ describe('hard examples from the registry', () => {
   });
 });
 
+describe('base data and holdout', () => {
+  it('carves a fixed holdout out of the base data, or loads a separate one, and checks the input spec', async () => {
+    const settings = distillSettingsSchema.parse({ baseData: 'mnist:train', baseLimit: 200, holdout: 'split:50' });
+    const a = await loadBaseData(settings, 784, { scale: 1 / 255, offset: 0 });
+    const b = await loadBaseData(settings, 784);
+    expect([a.train.count, a.holdout.count]).toEqual([150, 50]);
+    expect(Array.from(b.holdout.labels)).toEqual(Array.from(a.holdout.labels)); // same seed, same holdout
+    const sep = await loadBaseData(distillSettingsSchema.parse({ baseData: 'mnist:train', baseLimit: 10, holdout: 'mnist:test', holdoutLimit: 20 }), 784);
+    expect([sep.train.count, sep.holdout.count]).toEqual([10, 20]);
+    await expect(loadBaseData(settings, 100)).rejects.toThrow('distillSettings.baseData: examples have 784 values, the model\'s input spec has 100');
+    await expect(loadBaseData(settings, 784, { scale: 1, offset: 0 })).rejects.toThrow(/data scaling .* differs from the model's input spec/);
+    await expect(loadBaseData({ ...settings, holdout: 'unlabeled:mnist:test' }, 784)).rejects.toThrow(RoundConfigError);
+  });
+});
+
 describe('warm start weights', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
@@ -87,6 +104,26 @@ describe('warm start weights', () => {
   });
 });
 
+describe('learning rate', () => {
+  it('uses a fixed rate, tunes "auto" on labelled base data, and falls back without labels', async () => {
+    await tf.setBackend('cpu');
+    const n = 200;
+    const features = new Float32Array(n * 4).map((_, i) => ((i * 7919) % 13) / 13);
+    const labels = Int32Array.from({ length: n }, (_, i) => (features[i * 4]! > 0.5 ? 1 : 0));
+    const teacherLogits = new Float32Array(n * 2).map((_, i) => (i % 2 === labels[i >> 1] ? 2 : -2));
+    const base = { features, count: n, labels, teacherLogits };
+    const dims = { inputSize: 4, classes: 2 };
+    const arch = parseArch('mlp:4');
+    const s = distillSettingsSchema.parse({ baseData: 'x:y', lr: 0.01 });
+    expect(chooseLearningRate(arch, base, s, dims)).toEqual({ learningRate: 0.01 });
+    const auto = distillSettingsSchema.parse({ baseData: 'x:y', lr: 'auto', lrCandidates: [1e-3, 1e-2], epochs: 1, batchSize: 32 });
+    const tuned = chooseLearningRate(arch, base, auto, dims);
+    expect([1e-3, 1e-2]).toContain(tuned.learningRate);
+    expect(tuned.tuning).toMatchObject({ holdout: 20, trials: [{ learningRate: 1e-3 }, { learningRate: 1e-2 }] });
+    expect(chooseLearningRate(arch, { ...base, labels: undefined }, auto, dims)).toEqual({ learningRate: 1e-2, note: 'lr auto: no labelled base data to tune on, used 0.01' });
+  });
+});
+
 describe('round settings', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
@@ -101,6 +138,8 @@ describe('round settings', () => {
       expect(ok.settings).toMatchObject({ temperature: 20, alpha: 0.9, tolerance: 0.01, artifact: 'int8', holdout: 'split:0.1', hardExampleShare: 0.2, validityDays: 30, warmStart: true });
       expect(ok.schedule).toMatchObject({ intervalSeconds: 3600, minNewExamples: 5, autoRollout: false, rollout: { target: { kind: 'all' }, canaryShare: 0.1 } });
       expect(() => parseRoundModel(rows.find((r) => r.name === 'bad')!)).toThrow(RoundConfigError);
+      // The admin API's field names are accepted too.
+      expect(distillSettingsSchema.parse({ baseData: 'mnist:train', limit: 500, quantization: 'fp32', lr: 'auto' })).toMatchObject({ baseLimit: 500, artifact: 'fp32', lr: 'auto' });
       expect(() => parseRoundModel(rows.find((r) => r.name === 'bad')!)).toThrow(/^model bad: distillSettings\.hardExampleShare: .*; distillSettings\.artifact: /);
     } finally {
       registry.dispose();

@@ -1,0 +1,60 @@
+import { eq } from 'drizzle-orm';
+import type { Registry } from '../registry/db.js';
+import { models, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import { parseRoundModel, type Schedule } from './settings.js';
+import { readArtifact } from './store.js';
+import type { ArtifactPublisher, RolloutStarter, RoundPhase } from './types.js';
+
+export interface PublishDeps {
+  registry: Registry;
+  dataDir: string;
+  publish: ArtifactPublisher;
+  rollouts: RolloutStarter;
+}
+
+/**
+ * Steps 8–9 of a round, in the cloud process (MQTT lives there): publish the artifact's retained
+ * chunks unless `releases.chunks_published` says it was done, then start a rollout when the model's
+ * schedule says `autoRollout` and no rollout of this release exists yet. Both checks make it safe to
+ * run again after a restart. Failures are returned, not thrown: the signed release stands either way.
+ */
+export async function publishRelease(
+  deps: PublishDeps,
+  roundId: string,
+  seq: number,
+  onPhase: (phase: RoundPhase, detail: string) => void,
+): Promise<{ release: ReleaseRow; problems: string[] }> {
+  const { db } = deps.registry;
+  const rel = db.select().from(releases).where(eq(releases.seq, seq)).get();
+  if (!rel) throw new Error(`round ${roundId}: release ${seq} is not in the registry`);
+  const problems: string[] = [];
+  if (!rel.chunksPublished) {
+    onPhase('publish', `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)`);
+    try {
+      const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256);
+      const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
+      await deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
+      db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq)).run();
+    } catch (err) {
+      problems.push(`publish failed: ${(err as Error).message}`);
+    }
+  }
+  let schedule: Schedule | null = null;
+  try {
+    const modelRow = db.select().from(models).where(eq(models.name, rel.model)).get();
+    schedule = modelRow ? parseRoundModel(modelRow).schedule : null;
+  } catch (err) {
+    problems.push(`no rollout: ${(err as Error).message}`);
+  }
+  const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(eq(rollouts.releaseSeq, seq)).get();
+  // Never roll out bytes the devices cannot fetch over MQTT.
+  if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
+    onPhase('rollout', `release ${seq}`);
+    try {
+      await deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout });
+    } catch (err) {
+      problems.push(`rollout failed: ${(err as Error).message}`);
+    }
+  }
+  return { release: rel, problems };
+}
