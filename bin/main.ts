@@ -5,6 +5,7 @@ import { brokerAuthCommand, provisionCommand } from '../cloud/provision/cli.js';
 import { teacherCommand } from '../cloud/teacher/cli.js';
 import { dataCommand } from '../shared/data/cli.js';
 import { edgeCommand } from '../edge/cli.js';
+import { cloudCommand } from '../cloud/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   program.addCommand(provisionCommand());
   program.addCommand(brokerAuthCommand());
   program.addCommand(edgeCommand());
+  program.addCommand(cloudCommand());
   return program;
 }
 

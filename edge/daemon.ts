@@ -339,8 +339,9 @@ export class EdgeDaemon {
   }
 
   /**
-   * A user label. The prediction id is the example UUID, so a label sent twice is stored once (a hard
-   * example selected from the same prediction has its own UUID, so the label is never lost to it).
+   * A user label. The prediction id is the example UUID, so a label sent twice carries one UUID and the
+   * cloud (idempotent on it) keeps it once; a hard example selected from the same prediction has its own
+   * UUID, so the label is never mistaken for a duplicate of it.
    */
   private onFeedback(f: FeedbackEvent): { stored: boolean } {
     const r = this.outbox.add(buildExample({ input: f.input, probs: f.probs, reason: 'feedback', label: f.label, model: f.manifest.model, release: f.manifest.release, id: f.id }));

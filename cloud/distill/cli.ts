@@ -2,8 +2,8 @@ import { Command, Option } from 'commander';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../../shared/cli/errors.js';
 import { parseArch } from '../models/spec.js';
-import { BACKEND_CHOICES, type BackendChoice } from '../tf/backend.js';
-import { runDistill, type DistillReport } from './pipeline.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../tf/choices.js';
+import type { DistillReport } from './pipeline.js';
 
 const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 
@@ -48,6 +48,8 @@ export function distillCommand(): Command {
       const temperature = parseNumber('--temperature', o.temperature, { min: 0.01, max: 1000 });
       const bars = epochBars(!o.json);
       if (!o.json && !o.baseline && lr === 'auto') process.stderr.write('note: --lr auto tunes the rate on a holdout before training\n');
+      // Loaded on use: tfjs and onnxruntime are heavy and other commands (the edge daemon) must not pay for them.
+      const { runDistill } = await import('./pipeline.js');
       const { report, files } = await runDistill({
         teacher: o.teacher,
         teacherOutput: o.teacherOutput,

@@ -1,4 +1,5 @@
-import { buildModel, type ArchSpec } from '../models/spec.js';
+import { buildModel } from '../models/build.js';
+import { type ArchSpec } from '../models/spec.js';
 import { argmaxRows, scorePredictions } from './evaluate.js';
 import { predictLogits, trainModel, type TrainOptions, type TrainSet } from './trainer.js';
 

@@ -4,7 +4,8 @@ import { agreement, argmaxRows, evaluateOnnx, measureLatency, scorePredictions }
 import { trainModel } from '../distill/trainer.js';
 import { loadWeightsInto, saveWeights, type WarmStartResult } from '../distill/warm-start.js';
 import { exportToOnnx, quantizeInt8 } from '../export/index.js';
-import { buildModel, parseArch } from '../models/spec.js';
+import { buildModel } from '../models/build.js';
+import { parseArch } from '../models/spec.js';
 import type { Registry } from '../registry/db.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { featuresFingerprint } from '../teacher/logit-cache.js';

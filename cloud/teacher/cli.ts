@@ -2,8 +2,8 @@ import { Command, Option } from 'commander';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { parseNonNegativeInt, parseNumber, parsePositiveInt } from '../../shared/cli/errors.js';
 import { parseArch } from '../models/spec.js';
-import { BACKEND_CHOICES, type BackendChoice } from '../tf/backend.js';
-import { trainTeacher } from './train-teacher.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../tf/choices.js';
+
 
 export function teacherCommand(): Command {
   const teacher = new Command('teacher').description('Work with teacher models');
@@ -28,6 +28,7 @@ export function teacherCommand(): Command {
     .action(async (o) => {
       parseArch(o.arch);
       const bars = epochBars(!o.json);
+      const { trainTeacher } = await import('./train-teacher.js');
       const report = await trainTeacher({
         data: o.data,
         test: o.test,

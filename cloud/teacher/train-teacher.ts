@@ -4,7 +4,8 @@ import { exampleSize, loadDataset } from '../../shared/data/index.js';
 import { evaluateOnnx } from '../distill/evaluate.js';
 import { trainModel, type TrainProgress } from '../distill/trainer.js';
 import { exportToOnnx } from '../export/index.js';
-import { buildModel, parseArch } from '../models/spec.js';
+import { buildModel } from '../models/build.js';
+import { parseArch } from '../models/spec.js';
 import { initBackend, type BackendChoice } from '../tf/backend.js';
 
 export interface TeacherTrainOptions {

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { UsageError } from '../../shared/cli/errors.js';
-import { installWasmMatMulOverride } from './wasm-matmul.js';
+import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from './choices.js';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export { BACKEND_CHOICES, parseBackendChoice, type BackendChoice };
+import { installWasmMatMulOverride } from './wasm-matmul.js';
 
 export interface BackendInfo {
   /** The tfjs backend name in use: `tensorflow` (tfjs-node), `wasm` or `cpu`. */
@@ -17,11 +17,6 @@ export interface BackendInfo {
 }
 
 let current: BackendInfo | undefined;
-
-export function parseBackendChoice(value: string): BackendChoice {
-  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
-  throw new UsageError(`--backend: expected one of ${BACKEND_CHOICES.join(', ')}, got "${value}"`);
-}
 
 async function tryTensorflow(): Promise<string | undefined> {
   try {

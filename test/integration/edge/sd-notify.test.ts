@@ -58,7 +58,7 @@ describe.skipIf(!hasRealPath)('sdNotify through systemd-notify to a notify socke
     expect(await sd.ready('serving mnist-student release 3')).toBe(true);
     expect(await sd.status('line one\nline two')).toBe(true);
     sd.startWatchdog();
-    await sleep(700);
+    await sleep(1_000);
     sd.stopWatchdog();
     expect(await sd.stopping()).toBe(true);
     await waitFor(() => listener!.messages.includes('STOPPING=1'), 2_000, { message: 'STOPPING=1' });
@@ -66,8 +66,9 @@ describe.skipIf(!hasRealPath)('sdNotify through systemd-notify to a notify socke
     expect(got[0]).toBe('READY=1\nSTATUS=serving mnist-student release 3');
     expect(got[1]).toBe('STATUS=line one line two'); // a newline cannot split an assignment
     const pings = got.filter((m) => m === 'WATCHDOG=1').length;
+    // The interval (half of WATCHDOG_USEC) is asserted above; here the timer really pings, ~5 in 1 s.
     expect(pings).toBeGreaterThanOrEqual(2);
-    expect(pings).toBeLessThanOrEqual(4);
+    expect(pings).toBeLessThanOrEqual(5);
     expect(got[got.length - 1]).toBe('STOPPING=1');
   });
 });

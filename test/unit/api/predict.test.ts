@@ -47,6 +47,14 @@ describe('POST /v1/predict', () => {
     expect(Array.from(h.predictions.at(-1)!.input)).toEqual(Array.from(row(0)));
   });
 
+  it('gives the same answer on the {"input":[…]} fast path as on the general path', async () => {
+    const values = Array.from(row(1));
+    const fast = (await (await post(h.app, '/v1/predict', `{ "input": [${values.join(', ')}] }`)).json()) as Answer;
+    const general = (await (await post(h.app, '/v1/predict', { input: values, raw: false })).json()) as Answer;
+    expect(fast.probabilities).toEqual(general.probabilities);
+    expect(fast.index).toBe(general.index);
+  });
+
   it('answers a batch of inputs', async () => {
     const res = await post(h.app, '/v1/predict', { inputs: [0, 1, 2].map((i) => Array.from(row(i))) });
     expect(res.status).toBe(200);

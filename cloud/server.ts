@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../shared/log/index.js';
+import { signManifest } from '../shared/manifest/index.js';
+import type { Manifest } from '../shared/protocol/schemas.js';
+import { createCloudApi, startCloudServer, type CloudServer } from './api/index.js';
+import type { CloudConfig } from './config/schema.js';
+import { embeddedBrokerAuth } from './fleet/broker-auth.js';
+import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, RolloutEngine } from './fleet/index.js';
+import { writeFileAtomicSync } from './keys/atomic.js';
+import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/index.js';
+import { Registry } from './registry/db.js';
+import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
+
+export const CLOUD_MQTT_USER = 'apprentice-cloud';
+
+export interface CloudService {
+  apiUrl: string;
+  brokerUrl: string;
+  adminToken: string;
+  dataDir: string;
+  registry: Registry;
+  rounds: RoundRunner;
+  rollouts: RolloutEngine;
+  ingest: Ingest;
+  stop(): Promise<void>;
+}
+
+/** A secret kept in the data dir (0600) so restarts reuse it; generated on first start. */
+function persistentSecret(file: string): string {
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const secret = randomBytes(24).toString('base64url');
+  writeFileAtomicSync(file, secret + '\n', 0o600);
+  return secret;
+}
+
+function splitBind(bind: string): { host: string; port: number } {
+  const i = bind.lastIndexOf(':');
+  return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
+}
+
+/**
+ * The cloud's composition root: registry → keys → broker (embedded or external) → MQTT client →
+ * publisher → rollout engine ← ingest → round runner + scheduler → HTTP API. `stop()` tears down
+ * in reverse order. Nothing here has side effects until `startCloud` is called.
+ */
+export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Promise<CloudService> {
+  const dataDir = resolve(cfg.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+  const stack: (() => Promise<void> | void)[] = [];
+  const stop = async () => {
+    for (const fn of stack.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.error({ err }, 'cloud/stop');
+      }
+    }
+    stack.length = 0;
+  };
+  try {
+    const registry = Registry.open(join(dataDir, 'registry.db'));
+    stack.push(() => registry.dispose());
+    const keys = KeyStore.open({ dir: keysDirIn(dataDir), keyFile: cfg.keys.signingKeyFile, keyPem: process.env[SIGNING_KEY_ENV] });
+    const active = keys.active();
+    log.info({ keyId: active.keyId, trusted: keys.trusted().map((k) => k.keyId) }, 'cloud/keys ready');
+    const adminToken = cfg.api.adminToken ?? persistentSecret(join(dataDir, 'admin-token'));
+    const metrics = new PromRegistry();
+    collectDefaultMetrics({ register: metrics });
+
+    let brokerUrl = cfg.mqtt.url;
+    let username = cfg.mqtt.username;
+    let password = cfg.mqtt.password;
+    let broker: EmbeddedBroker | undefined;
+    if (!brokerUrl) {
+      const { host, port } = splitBind(cfg.mqtt.embedded.bind);
+      username = CLOUD_MQTT_USER;
+      password = persistentSecret(join(dataDir, 'mqtt-cloud-password'));
+      broker = await EmbeddedBroker.create({ host, port, log, aedes: embeddedBrokerAuth({ registry, cloudUser: username, cloudPassword: password }) }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'EADDRINUSE') throw new Error(`embedded MQTT broker: ${host}:${port} is in use (another broker?). Set mqtt.embedded.bind (APPRENTICE_MQTT_EMBEDDED_BIND) or point --mqtt-url at that broker`);
+        throw err;
+      });
+      stack.push(() => broker!.stop());
+      brokerUrl = broker.url;
+    }
+    const mqtt = await CloudMqtt.create({
+      url: brokerUrl,
+      clientId: `apprentice-cloud-${hostname()}`,
+      username,
+      password,
+      sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
+      protocolVersion: cfg.mqtt.protocolVersion,
+      log,
+      ...(cfg.mqtt.caFile ? { clientOptions: { ca: readFileSync(cfg.mqtt.caFile) } } : {}),
+    });
+    stack.push(() => mqtt.dispose());
+    const publisher = new ReleasePublisher({ mqtt, dataDir, log });
+    const ingest = new Ingest({ registry, mqtt, metrics, log });
+    const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
+    const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
+    stack.push(() => rollouts.stop());
+    await ingest.start();
+    stack.push(() => ingest.stop());
+    const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts } });
+    stack.push(() => rounds.dispose());
+    const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
+    scheduler.start();
+    stack.push(() => scheduler.stop());
+
+    const app = createCloudApi({
+      registry,
+      keys,
+      adminToken,
+      broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
+      rounds,
+      rollouts,
+      fleet: { onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups), onDeviceRevoked: (id) => rollouts.onDeviceRevoked(id) },
+      artifactsDir: dataDir,
+      limits: { maxBodyBytes: cfg.api.maxBodyBytes },
+      log,
+    });
+    const api = splitBind(cfg.api.bind);
+    const server: CloudServer = await startCloudServer({ app, hostname: api.host, port: api.port, log });
+    stack.push(() => server.stop());
+    log.info({ api: server.url, broker: brokerUrl, embeddedBroker: !!broker, dataDir }, 'cloud/started');
+    return { apiUrl: server.url, brokerUrl, adminToken, dataDir, registry, rounds, rollouts, ingest, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
