@@ -23,7 +23,7 @@ import {
   writeConfig,
   type NotifyListener,
 } from './harness.js';
-import { findExecutable } from '../../helpers/broker.js';
+import { findExecutable, freePort } from '../../helpers/broker.js';
 
 const key = generateSigningKey();
 const input = (seed: number): number[] => Array.from(sampleInputs(1, 784, seed));
@@ -65,8 +65,8 @@ describe.each(brokerMatrix())('edge daemon process over $name', ({ start }) => {
     later(() => clearRetained(cloud.client, retained));
     const dataDir = join(dir, 'data');
     const configPath = await writeConfig(dir, edgeConfigInput({ deviceId, mqttUrl: broker.url, dataDir, key }));
-    const launch = async (env: Record<string, string> = {}) => {
-      const p = DaemonProcess.spawn(configPath, env);
+    const launch = async (env: Record<string, string> = {}, args: string[] = []) => {
+      const p = DaemonProcess.spawn(configPath, env, { args });
       later(() => p.kill('SIGKILL'));
       await p.started();
       return p;
@@ -85,7 +85,9 @@ describe.each(brokerMatrix())('edge daemon process over $name', ({ start }) => {
     } else {
       ctx.annotate?.('no python3/systemd-notify: sd_notify delivery not checked here');
     }
-    const daemon = await launch(env);
+    const port = await freePort();
+    const daemon = await launch(env, ['--bind', `127.0.0.1:${port}`]); // the flag beats the file's api.bind
+    expect(daemon.apiUrl).toBe(`http://127.0.0.1:${port}`);
     expect((await fetch(`${daemon.apiUrl}/healthz`)).status).toBe(200);
     await waitFor(() => cloud.lastStatus()?.state === 'online', 10_000, { message: 'online status' });
     if (listener) {

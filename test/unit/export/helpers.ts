@@ -44,7 +44,7 @@ export function randomizeWeights(model: tf.LayersModel, seed = 7, lo = -0.5, hi 
     const ws = layer.weights;
     if (ws.length === 0) continue;
     layer.setWeights(ws.map((w) => {
-      const n = w.shape.reduce((a, d) => a * (d as number), 1);
+      const n = (w.shape as number[]).reduce((a: number, d: number) => a * d, 1);
       const variance = w.originalName.endsWith('moving_variance');
       return tf.tensor(rand(n, s++, variance ? 0.2 : lo, variance ? 2 : hi), w.shape as number[]);
     }));

@@ -47,7 +47,7 @@ describe('PartialDownload', () => {
     await b.close();
     // Corrupt chunk 1 on disk: it is dropped on the next open, the others kept.
     const raw = await readFile(b.partPath);
-    raw[1024 + 5] ^= 0xff;
+    raw[1024 + 5] = raw[1024 + 5]! ^ 0xff;
     await writeFile(b.partPath, raw);
     const c = await PartialDownload.open({ dataDir: dir, artifact });
     expect(c.resumed).toBe(2);

@@ -1,0 +1,164 @@
+import { mkdir } from 'node:fs/promises';
+import mqtt, { type MqttClient } from 'mqtt';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { TrustedKey } from '../../shared/manifest/index.js';
+import { encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
+import { mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
+import type { ModelHost } from '../runtime/index.js';
+import { StatusPublisher, lastWill, type RunningRelease } from '../status/index.js';
+import { UpdateManager, type UpdateOutcome } from '../updates/index.js';
+import type { SharedSessions } from './sessions.js';
+
+/**
+ * One simulated device: the real edge update path (edge/updates UpdateManager: manifest verification,
+ * chunk fetch over MQTT, hash checks, slots, install state machine, events), the real edge/runtime
+ * ModelHost (self-test, switch) and the real edge/status publisher, each with its own MQTT connection
+ * and its own persisted data dir. What it leaves out of the daemon: the local HTTP API, selection and the
+ * outbox (no traffic is simulated), telemetry. The ORT session comes from the process-wide
+ * {@link SharedSessions}.
+ */
+
+export interface SimDeviceOptions {
+  deviceId: string;
+  dataDir: string;
+  mqttUrl: string;
+  trustedKeys: readonly TrustedKey[];
+  sessions: SharedSessions;
+  username?: string;
+  password?: string;
+  log?: Logger;
+  /** Called with every event the device publishes (installed, rejected, rolled_back). */
+  onEvent?: (ev: DeviceEvent) => void;
+  /** MQTT reconnect period; default 1 s. */
+  reconnectMs?: number;
+  keepaliveSeconds?: number;
+  mqttIdleTimeoutMs?: number;
+  retryInitialMs?: number;
+}
+
+export class SimDevice {
+  readonly config: EdgeConfig;
+  private client!: MqttClient;
+  private host!: ModelHost;
+  private updates!: UpdateManager;
+  private status!: StatusPublisher;
+  private readonly log: Logger;
+  private stopped = false;
+
+  private constructor(private readonly opts: SimDeviceOptions) {
+    this.log = opts.log ?? silentLogger;
+    // The same config validation as the daemon: a simulated device is configured like a real one.
+    this.config = parseEdgeConfig({
+      version: 1,
+      deviceId: opts.deviceId,
+      dataDir: opts.dataDir,
+      mqtt: {
+        url: opts.mqttUrl,
+        ...(opts.username !== undefined ? { username: opts.username } : {}),
+        ...(opts.password !== undefined ? { password: opts.password } : {}),
+        reconnectMs: opts.reconnectMs ?? 1_000,
+        keepaliveSeconds: opts.keepaliveSeconds ?? 60,
+      },
+      trustedKeys: [...opts.trustedKeys],
+      updates: { mqttIdleTimeoutMs: opts.mqttIdleTimeoutMs ?? 60_000, retryInitialMs: opts.retryInitialMs ?? 2_000, retryMaxMs: 60_000 },
+    });
+  }
+
+  static async create(opts: SimDeviceOptions): Promise<SimDevice> {
+    const d = new SimDevice(opts);
+    await d.open();
+    return d;
+  }
+
+  get id(): string {
+    return this.config.deviceId;
+  }
+
+  get connected(): boolean {
+    return this.client.connected;
+  }
+
+  get mqtt(): MqttClient {
+    return this.client;
+  }
+
+  running(): RunningRelease | null {
+    const cur = this.host.current();
+    return cur ? { model: cur.manifest.model, release: cur.manifest.release, sha256: cur.sha256 } : null;
+  }
+
+  private async open(): Promise<void> {
+    const { config, log } = this;
+    await mkdir(config.dataDir, { recursive: true });
+    this.client = mqtt.connect(config.mqtt.url, await mqttClientOptions(config, lastWill(config.deviceId, null, new Date())));
+    this.host = this.opts.sessions.host(log);
+    this.updates = await UpdateManager.create({
+      deviceId: config.deviceId,
+      dataDir: config.dataDir,
+      trustedKeys: config.trustedKeys,
+      host: this.host,
+      emit: (ev) => this.emit(ev),
+      mqtt: this.client,
+      log,
+      mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
+      retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
+    });
+    this.status = new StatusPublisher({ client: this.client, deviceId: config.deviceId, running: () => this.running(), log });
+    const desired = topics.desired(config.deviceId);
+    this.client.on('error', (err) => log.debug({ err: err.message }, 'sim/mqtt-error'));
+    this.client.on('connect', () => {
+      this.client.subscribe(desired, { qos: 1 }, (err) => {
+        if (err) log.debug({ err: err.message }, 'sim/subscribe-interrupted');
+      });
+    });
+    this.client.on('message', (topic, payload) => {
+      if (topic !== desired) return;
+      void this.updates.handleDesired(payload).then((o: UpdateOutcome) => log.debug({ outcome: o }, 'sim/outcome'));
+    });
+  }
+
+  /** Restores the persisted model (like the daemon after a restart), then connects. */
+  async start(): Promise<void> {
+    await this.updates.restore();
+    this.status.start();
+    this.client.connect();
+  }
+
+  /** Resolves once connected (or rejects after `timeoutMs`). */
+  waitConnected(timeoutMs = 30_000): Promise<void> {
+    if (this.client.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.client.removeListener('connect', on);
+        reject(new Error(`${this.id}: not connected after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (): void => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.client.once('connect', on);
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.status.stop();
+    await this.updates.dispose().catch(() => undefined);
+    await this.status.offline(1_000).catch(() => false);
+    await this.client.endAsync(!this.client.connected).catch(() => undefined);
+    await this.host.dispose().catch(() => undefined);
+  }
+
+  private emit(ev: DeviceEvent): void {
+    this.client.publish(topics.events(this.id), encodePayload(eventSchema, ev), { qos: 1 }, (err) => {
+      if (err) this.log.debug({ err: err.message, event: ev.type }, 'sim/event-publish-failed');
+    });
+    if (ev.type === 'installed' || ev.type === 'rolled_back') this.status.publish();
+    try {
+      this.opts.onEvent?.(ev);
+    } catch (err) {
+      this.log.error({ err }, 'sim/on-event');
+    }
+  }
+}
