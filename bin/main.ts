@@ -6,6 +6,8 @@ import { teacherCommand } from '../cloud/teacher/cli.js';
 import { dataCommand } from '../shared/data/cli.js';
 import { edgeCommand } from '../edge/cli.js';
 import { cloudCommand } from '../cloud/cli.js';
+import { demoCommand } from '../cloud/demo/cli.js';
+import { simCommand } from '../edge/sim/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -21,6 +23,8 @@ export function buildProgram(): Command {
   program.addCommand(brokerAuthCommand());
   program.addCommand(edgeCommand());
   program.addCommand(cloudCommand());
+  program.addCommand(demoCommand());
+  program.addCommand(simCommand());
   return program;
 }
 

@@ -44,9 +44,9 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'apprentice-units-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const UNITS = [
-  // edge: NotifyAccess=all because it notifies through a spawned systemd-notify (edge/status/sd-notify.ts).
+  // Both notify through a spawned systemd-notify (edge/status/sd-notify.ts), hence NotifyAccess=all.
   { file: 'apprentice-edge.service', command: 'edge', config: '/etc/apprentice/edge.json', memoryMax: '256M', watchdog: '30', notifyAccess: 'all' },
-  { file: 'apprentice-cloud.service', command: 'cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'main' },
+  { file: 'apprentice-cloud.service', command: 'cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'all' },
 ] as const;
 
 describe.each(UNITS)('$file', ({ file, command, config, memoryMax, watchdog, notifyAccess }) => {

@@ -35,7 +35,9 @@ describe('apprentice keys / provision / broker-auth', () => {
     const next = /signing with ([0-9a-f]{16})/.exec(rotate.stdout)![1]!;
     expect(h.keys.active().keyId).toBe(next);
 
-    const [list, retire] = await Promise.all([runCli(['keys', 'list', '--data-dir', h.dir, '--json']), runCli(['keys', 'retire', first, '--data-dir', h.dir])]);
+    // Sequential: list must see both keys before the old one is retired.
+    const list = await runCli(['keys', 'list', '--data-dir', h.dir, '--json']);
+    const retire = await runCli(['keys', 'retire', first, '--data-dir', h.dir]);
     expect(list.code, list.stderr).toBe(0);
     expect(JSON.parse(list.stdout).map((k: { keyId: string }) => k.keyId)).toEqual(expect.arrayContaining([next, first]));
     expect(retire.code, retire.stderr).toBe(0);

@@ -1,0 +1,122 @@
+import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { UsageError, parsePositiveInt } from '../../shared/cli/errors.js';
+import { createLogger } from '../../shared/log/index.js';
+import type { TrustedKey } from '../../shared/manifest/index.js';
+
+/** Reads trusted keys from a JSON array, an edge.json / provisioning bundle (`trustedKeys`), or a PEM public key. */
+export async function readTrustedKeys(file: string): Promise<TrustedKey[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--trusted-keys: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const { trustedKeyFromPem } = await import('../../shared/manifest/index.js');
+  if (text.trimStart().startsWith('-----BEGIN PUBLIC KEY-----')) return [trustedKeyFromPem(text)];
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new UsageError(`--trusted-keys: ${file} is neither JSON nor a PEM public key`);
+  }
+  const list = Array.isArray(raw) ? raw : (raw as { trustedKeys?: unknown })?.trustedKeys;
+  if (!Array.isArray(list) || list.length === 0) throw new UsageError(`--trusted-keys: ${file} has no keys (expected [{keyId, publicKeyPem}] or {trustedKeys: [...]})`);
+  return list.map((k, i) => {
+    const pem = (k as { publicKeyPem?: unknown })?.publicKeyPem;
+    if (typeof pem !== 'string') throw new UsageError(`--trusted-keys: key ${i} has no publicKeyPem`);
+    return trustedKeyFromPem(pem);
+  });
+}
+
+interface SimOpts {
+  devices: string;
+  mqttUrl: string;
+  dataDir?: string;
+  trustedKeys?: string;
+  cloud?: string;
+  token?: string;
+  prefix: string;
+  group: string[];
+  connectConcurrency: string;
+}
+
+/**
+ * `apprentice sim`: N simulated devices in one process running the real edge update path (see
+ * edge/sim/device.ts), for fleet-scale tests and benches. Prints the installed count as it changes and
+ * stops cleanly on SIGINT / SIGTERM.
+ */
+export function simCommand(): Command {
+  return new Command('sim')
+    .description('Simulate N edge devices in one process (real manifest verification, chunk fetch, install state machine, status and events)')
+    .requiredOption('-n, --devices <n>', 'number of simulated devices')
+    .requiredOption('--mqtt-url <url>', 'broker URL (mqtt://host:port)')
+    .option('--data-dir <dir>', 'state of every device under <dir>/<deviceId> (kept across runs)')
+    .option('--trusted-keys <file>', 'release-signing public keys: a JSON list [{keyId, publicKeyPem}], an edge.json / bundle, or a PEM file')
+    .option('--cloud <url>', 'provision each device through the cloud API (POST /v1/devices) and trust its keys')
+    .option('--token <token>', 'cloud admin token (with --cloud; or APPRENTICE_ADMIN_TOKEN)')
+    .option('--prefix <prefix>', 'device id prefix', 'sim')
+    .option('--group <name>', 'group of provisioned devices (repeatable, with --cloud)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--connect-concurrency <n>', 'devices connecting at once', '50')
+    .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
+    .action(async (opts: SimOpts) => {
+      const n = parsePositiveInt('--devices', opts.devices);
+      const conc = parsePositiveInt('--connect-concurrency', opts.connectConcurrency);
+      if (!/^(mqtts?|wss?):\/\/[^/]+/.test(opts.mqttUrl)) throw new UsageError(`--mqtt-url: expected mqtt://host:port, got "${opts.mqttUrl}"`);
+      const token = opts.token ?? process.env.APPRENTICE_ADMIN_TOKEN;
+      if (!opts.trustedKeys && !opts.cloud) throw new UsageError('either --trusted-keys FILE or --cloud URL --token T is required');
+      if (opts.trustedKeys && opts.cloud) throw new UsageError('--trusted-keys and --cloud are exclusive');
+      if (opts.cloud && !token) throw new UsageError('--cloud needs --token (or APPRENTICE_ADMIN_TOKEN)');
+      if (opts.cloud && !URL.canParse(opts.cloud)) throw new UsageError(`--cloud: not a URL: "${opts.cloud}"`);
+      const log = createLogger({ name: 'sim', level: process.env.APPRENTICE_LOG_LEVEL ?? 'warn' });
+      const { SimFleet, cloudCredentials, fetchTrustedKeys } = await import('./fleet.js');
+      const trustedKeys = opts.trustedKeys ? await readTrustedKeys(opts.trustedKeys) : await fetchTrustedKeys(opts.cloud!, token!);
+      const dataDir = opts.dataDir ?? join(tmpdir(), `apprentice-sim-${opts.prefix}`);
+      const fleet = new SimFleet({
+        devices: n,
+        mqttUrl: opts.mqttUrl,
+        dataDir,
+        trustedKeys,
+        prefix: opts.prefix,
+        log,
+        connectConcurrency: conc,
+        credentials: opts.cloud ? cloudCredentials(opts.cloud, token!, opts.group) : undefined,
+      });
+      let stopping = false;
+      const stopped = new Promise<void>((resolve) => {
+        const on = (sig: NodeJS.Signals): void => {
+          if (stopping) process.exit(130);
+          stopping = true;
+          process.stdout.write(`\n${sig}: stopping ${n} devices…\n`);
+          resolve();
+        };
+        process.once('SIGINT', on);
+        process.once('SIGTERM', on);
+      });
+      const t0 = Date.now();
+      let last = '';
+      const print = (): void => {
+        const s = fleet.stats();
+        const running = Object.entries(s.running).map(([r, c]) => `r${r}:${c}`).join(' ') || '-';
+        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
+        if (line.replace(/^\[[^\]]*\] /, '') !== last) process.stdout.write(`${line}\n`);
+        last = line.replace(/^\[[^\]]*\] /, '');
+      };
+      const timer = setInterval(print, 1_000);
+      process.stdout.write(`sim: ${n} devices on ${opts.mqttUrl}, state in ${dataDir}\n`);
+      const started = fleet.start().then(
+        () => process.stdout.write(`sim: all ${n} devices connected in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`),
+        (err: unknown) => {
+          process.stderr.write(`sim: ${(err as Error).message}\n`);
+          process.exitCode = 1;
+        },
+      );
+      await Promise.race([stopped, started.then(() => stopped)]);
+      clearInterval(timer);
+      print();
+      await fleet.stop();
+      process.stdout.write('sim: stopped\n');
+    });
+}
