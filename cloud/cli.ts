@@ -22,7 +22,7 @@ export function cloudCommand(): Command {
       const log = createLogger({ name: 'cloud' });
       // Loaded on use: the service pulls in tfjs, onnxruntime and SQLite.
       const { startCloud } = await import('./server.js');
-      const { createSdNotify } = await import('../edge/status/sd-notify.js');
+      const { createSdNotify } = await import('../shared/systemd/sd-notify.js');
       const sd = createSdNotify({ log });
       const svc = await startCloud(cfg, { log });
       process.stdout.write(

@@ -23,7 +23,8 @@ export interface LocalApiDeps {
   /**
    * Coalesce concurrent predictions into shared ORT runs (see MicroBatcher). On by default with
    * { maxBatch: 32, maxWaitMs: 0 } (no added wait: only requests that arrived in the same event-loop turn
-   * share a run); the edge bench measured it to halve CPU per request under concurrency. `false` turns it off.
+   * share a run). With 16 concurrent connections the edge bench measured ~40% less server CPU per request
+   * (144 → 86 µs) and about twice the throughput. `false` turns it off.
    */
   batching?: { maxBatch?: number; maxWaitMs?: number } | false;
   /** Epoch milliseconds. */

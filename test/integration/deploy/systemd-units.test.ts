@@ -44,7 +44,7 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'apprentice-units-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const UNITS = [
-  // Both notify through a spawned systemd-notify (edge/status/sd-notify.ts), hence NotifyAccess=all.
+  // Both notify through a spawned systemd-notify (shared/systemd/sd-notify.ts), hence NotifyAccess=all.
   { file: 'apprentice-edge.service', command: 'edge', config: '/etc/apprentice/edge.json', memoryMax: '256M', watchdog: '30', notifyAccess: 'all' },
   { file: 'apprentice-cloud.service', command: 'cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'all' },
 ] as const;

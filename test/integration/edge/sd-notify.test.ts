@@ -1,5 +1,5 @@
 /**
- * edge/status/sd-notify: a no-op without NOTIFY_SOCKET, and the real `systemd-notify` helper delivering
+ * shared/systemd/sd-notify: a no-op without NOTIFY_SOCKET, and the real `systemd-notify` helper delivering
  * to a unix datagram socket standing in for systemd's (python3 listener) when both exist.
  */
 import { afterEach, describe, expect, it } from 'vitest';

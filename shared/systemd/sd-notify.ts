@@ -1,5 +1,5 @@
 import { spawn as nodeSpawn } from 'node:child_process';
-import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { silentLogger, type Logger } from '../log/index.js';
 
 /**
  * sd_notify(3) for the edge daemon: READY=1, WATCHDOG=1, STOPPING=1, STATUS=… — a no-op without
