@@ -364,7 +364,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       artifact: 'int8',
       latencyBudgetMs: 100,
     };
-    const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: { kind: 'all' }, canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
+    const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
     const put = await api.send('PUT', '/v1/models/demo', {
       inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' },
       labels: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],

@@ -44,7 +44,8 @@ export interface LocalApiLimits {
 export const DEFAULT_LIMITS: LocalApiLimits = {
   maxBodyBytes: 1024 * 1024,
   maxBatch: 256,
-  rememberPredictions: 10_000,
+  // 2,000 × 784 floats ≈ 6 MB: enough for feedback within minutes, small enough for a 256 MB Pi.
+  rememberPredictions: 2_000,
   rememberBytes: 64 * 1024 * 1024,
   rememberMs: 60 * 60 * 1000,
 };

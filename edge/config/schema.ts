@@ -32,7 +32,8 @@ export const EDGE_DEFAULTS = {
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
-    rememberPredictions: 10_000,
+    // 2,000 × 784 floats ≈ 6 MB: enough for feedback within minutes, small enough for a 256 MB Pi.
+  rememberPredictions: 2_000,
     rememberSeconds: 3_600,
     microBatch: { enabled: false, maxBatch: 32, maxWaitMs: 0 },
   },

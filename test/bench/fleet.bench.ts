@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt, { type MqttClient } from 'mqtt';
 import { SimFleet } from '../../edge/sim/index.js';
-import { generateSigningKey } from '../../shared/manifest/index.js';
+import { generateSigningKey, type TrustedKey } from '../../shared/manifest/index.js';
 import { encodePayload, signedManifestSchema, topics } from '../../shared/protocol/index.js';
 import { makeRelease, trustedKeysOf, type TestRelease } from '../fixtures/edge-release.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
@@ -117,48 +117,66 @@ function timing(perDevice: number[], totalMs: number): Timing {
   return { totalMs: round(totalMs), p50Ms: round(pct(s, 50)), p95Ms: round(pct(s, 95)) };
 }
 
-async function baseline(url: string, n: number, rel: TestRelease): Promise<Timing> {
-  const ids = Array.from({ length: n }, (_, i) => `base-${String(i).padStart(4, '0')}`);
-  const sha = rel.manifest.artifact.sha256;
-  const need = rel.chunks.length;
-  const done: number[] = [];
-  let t0 = 0;
-  let resolveAll!: () => void;
-  const all = new Promise<void>((r) => (resolveAll = r));
-  const clients: MqttClient[] = [];
-  await mapLimit(ids, CONNECT_CONCURRENCY, async (id, i) => {
-    const c = await connectClient(url, id);
-    clients[i] = c;
-    const got = new Set<number>();
-    let bytes = 0;
-    let manifest = false;
-    let finished = false;
-    c.on('message', (topic, payload) => {
-      if (finished || payload.length === 0) return;
-      if (topic === topics.desired(id)) manifest = true;
-      else {
-        const idx = Number(topic.slice(topic.lastIndexOf('/') + 1));
-        if (!got.has(idx)) {
-          got.add(idx);
-          bytes += payload.length;
-        }
-      }
-      if (manifest && got.size === need && bytes === rel.bytes.length) {
-        finished = true;
-        done.push(performance.now() - t0);
-        if (done.length === n) resolveAll();
-      }
+/** Epoch milliseconds with sub-millisecond precision, comparable across processes on one host. */
+const epochNow = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * The devices (or plain subscribers) run in a child process, so the parent, which publishes like the cloud
+ * and watches the events, is not slowed down by their work: the same split as cloud and fleet.
+ */
+interface Child {
+  proc: ChildProcess;
+  ready: Promise<{ rss: number; heap: number }>;
+  done: Promise<{ at: number[]; rejected: number }>;
+  measure(): Promise<{ rss: number; heap: number; sessionsOpened: number }>;
+  stop(): Promise<void>;
+}
+
+function startChild(args: string[]): Child {
+  const proc = spawn(process.execPath, ['--expose-gc', SELF, '--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const waiters = new Map<string, (m: Record<string, unknown>) => void>();
+  const once = <T>(type: string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      waiters.set(type, (m) => resolve(m as T));
+      proc.once('exit', (code) => reject(new Error(`bench child exited (${code}) before "${type}"`)));
     });
-    await c.subscribeAsync([topics.desired(id), topics.artifactChunks(sha)], { qos: 1 });
-  });
+  proc.on('message', (m: Record<string, unknown>) => waiters.get(String(m.type))?.(m));
+  const ready = once<{ rss: number; heap: number }>('ready');
+  const done = once<{ at: number[]; rejected: number }>('done');
+  // Only the baseline child sends `done`; an exit before it must not be an unhandled rejection.
+  done.catch(() => undefined);
+  return {
+    proc,
+    ready,
+    done,
+    measure: () => {
+      const p = once<{ rss: number; heap: number; sessionsOpened: number }>('measured');
+      proc.send({ type: 'measure' });
+      return p;
+    },
+    stop: async () => {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.send({ type: 'stop' });
+      await exited;
+    },
+  };
+}
+
+async function baseline(url: string, n: number, rel: TestRelease): Promise<Timing> {
+  const prefix = `base${Date.now().toString(36)}`;
+  const ids = Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i));
+  const child = startChild(['subs', String(n), url, prefix, rel.manifest.artifact.sha256, String(rel.chunks.length), String(rel.bytes.length)]);
+  await child.ready;
   const pub = await connectClient(url, 'bench-pub-base');
-  t0 = performance.now();
+  const t0 = epochNow();
   await publishRollout(pub, rel, ids);
-  await all;
-  const total = performance.now() - t0;
+  const { at } = await child.done;
+  const perDevice = at.map((x) => x - t0);
   await clearRollout(pub, rel, ids);
-  await Promise.all([pub, ...clients].map((c) => c.endAsync(true)));
-  return timing(done, total);
+  await pub.endAsync();
+  await child.stop();
+  return timing(perDevice, Math.max(...perDevice));
 }
 
 interface SimResult extends Timing {
@@ -176,45 +194,101 @@ async function simulate(url: string, n: number, rel: TestRelease, key: ReturnTyp
   const monitor = await connectClient(url, 'bench-monitor');
   const installedAt = new Map<string, number>();
   let rejected = 0;
-  let t0 = 0;
   let resolveAll!: () => void;
   const all = new Promise<void>((r) => (resolveAll = r));
-  monitor.on('message', (topic, payload) => {
+  monitor.on('message', (_topic, payload) => {
+    const at = epochNow();
     const ev = JSON.parse(payload.toString('utf8')) as { deviceId: string; type: string; release: number | null };
     if (ev.type === 'rejected') rejected++;
     if (ev.type !== 'installed' || ev.release !== rel.manifest.release || installedAt.has(ev.deviceId)) return;
-    installedAt.set(ev.deviceId, performance.now() - t0);
+    installedAt.set(ev.deviceId, at);
     if (installedAt.size === n) resolveAll();
   });
   await monitor.subscribeAsync('apprentice/v1/devices/+/events', { qos: 1 });
-  global.gc?.();
-  const rss0 = process.memoryUsage();
-  const fleet = new SimFleet({ devices: n, mqttUrl: url, dataDir, trustedKeys: trustedKeysOf(key), prefix, connectConcurrency: CONNECT_CONCURRENCY });
   const c0 = performance.now();
-  await fleet.start();
+  const child = startChild(['sim', String(n), url, prefix, dataDir, JSON.stringify(trustedKeysOf(key))]);
+  const mem0 = await child.ready.then(() => child.measure());
   const connectMs = performance.now() - c0;
   const pub = await connectClient(url, 'bench-pub-sim');
-  t0 = performance.now();
+  const t0 = epochNow();
   await publishRollout(pub, rel, ids);
   const timeout = new Promise<never>((_r, rej) => setTimeout(() => rej(new Error(`only ${installedAt.size}/${n} installed after 10 min (${rejected} rejected)`)), 600_000).unref());
   await Promise.race([all, timeout]);
-  const total = performance.now() - t0;
-  global.gc?.();
-  const rss1 = process.memoryUsage();
-  const sessionsOpened = fleet.sessions.stats().opened;
-  await fleet.stop();
+  const perDevice = [...installedAt.values()].map((x) => x - t0);
+  const mem1 = await child.measure();
+  await child.stop();
   await clearRollout(pub, rel, ids);
-  await Promise.all([pub, monitor].map((c) => c.endAsync(true)));
-  const rssDelta = rss1.rss - rss0.rss;
+  await Promise.all([pub, monitor].map((c) => c.endAsync()));
+  // The child's RSS before any device exists is its baseline (Node + modules + ORT); `ready` carries it.
+  const base = await child.ready;
+  const rssDelta = mem1.rss - base.rss;
   return {
-    ...timing([...installedAt.values()], total),
+    ...timing(perDevice, Math.max(...perDevice)),
     connectMs: round(connectMs),
     rssDeltaMiB: round(rssDelta / 2 ** 20),
     rssPerDeviceKiB: round(rssDelta / n / 1024),
-    heapPerDeviceKiB: round((rss1.heapUsed - rss0.heapUsed) / n / 1024),
+    heapPerDeviceKiB: round((mem1.heap - base.heap) / n / 1024),
     rejected,
-    sessionsOpened,
+    sessionsOpened: mem1.sessionsOpened,
   };
+  void mem0;
+}
+
+/** Child: N plain subscribers (baseline) or N simulated devices; reports over IPC. */
+async function child(kind: string, args: string[]): Promise<void> {
+  const send = (m: Record<string, unknown>): void => void process.send!(m);
+  const mem = () => {
+    global.gc?.();
+    const u = process.memoryUsage();
+    return { rss: u.rss, heap: u.heapUsed };
+  };
+  if (kind === 'subs') {
+    const [nS, url, prefix, sha, chunksS, bytesS] = args as [string, string, string, string, string, string];
+    const n = Number(nS);
+    const need = Number(chunksS);
+    const total = Number(bytesS);
+    const at: number[] = [];
+    const clients: MqttClient[] = [];
+    await mapLimit(Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i)), CONNECT_CONCURRENCY, async (id, i) => {
+      const c = await connectClient(url, id);
+      clients[i] = c;
+      const got = new Set<number>();
+      let bytes = 0;
+      let manifest = false;
+      let finished = false;
+      c.on('message', (topic, payload) => {
+        if (finished || payload.length === 0) return;
+        if (topic === topics.desired(id)) manifest = true;
+        else {
+          const idx = Number(topic.slice(topic.lastIndexOf('/') + 1));
+          if (!got.has(idx)) {
+            got.add(idx);
+            bytes += payload.length;
+          }
+        }
+        if (manifest && got.size === need && bytes === total) {
+          finished = true;
+          at.push(epochNow());
+          if (at.length === n) send({ type: 'done', at, rejected: 0 });
+        }
+      });
+      await c.subscribeAsync([topics.desired(id), topics.artifactChunks(sha)], { qos: 1 });
+    });
+    send({ type: 'ready', ...mem() });
+    process.on('message', (m: { type: string }) => {
+      if (m.type === 'stop') void Promise.all(clients.map((c) => c.endAsync(true))).then(() => process.exit(0));
+    });
+    return;
+  }
+  const [nS, url, prefix, dataDir, keys] = args as [string, string, string, string, string];
+  const before = mem();
+  const fleet = new SimFleet({ devices: Number(nS), mqttUrl: url, dataDir, trustedKeys: JSON.parse(keys) as TrustedKey[], prefix, connectConcurrency: CONNECT_CONCURRENCY });
+  await fleet.start();
+  send({ type: 'ready', ...before });
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'measure') send({ type: 'measured', ...mem(), sessionsOpened: fleet.sessions.stats().opened });
+    if (m.type === 'stop') void fleet.stop().then(() => process.exit(0));
+  });
 }
 
 async function main(): Promise<void> {
@@ -262,7 +336,9 @@ async function aedesChild(port: number): Promise<void> {
   process.once('SIGTERM', () => void b.stop().then(() => process.exit(0)));
 }
 
-if (process.argv[2] === '--aedes-child') {
+if (process.argv[2] === '--child') {
+  await child(process.argv[3]!, process.argv.slice(4));
+} else if (process.argv[2] === '--aedes-child') {
   await aedesChild(Number(process.argv[3]));
 } else {
   main().then(
