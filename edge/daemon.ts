@@ -7,6 +7,7 @@ import { PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent,
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, buildExample } from './outbox/index.js';
+import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, type RunningRelease, type SdNotifier } from './status/index.js';
@@ -140,9 +141,11 @@ export class EdgeDaemon {
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
     });
     const mb = config.api.microBatch;
+    const metrics = new Registry();
+    registerHardExampleMetrics(metrics, { outbox: () => this.outbox, selector: this.selector });
     this.app = createLocalApi({
       host: this.host,
-      metrics: new Registry(),
+      metrics,
       onPrediction: (p) => this.guard('selection/prediction', () => this.onPrediction(p)),
       feedback: (f) => this.onFeedback(f),
       limits: {

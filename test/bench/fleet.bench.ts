@@ -133,7 +133,7 @@ interface Child {
 }
 
 function startChild(args: string[]): Child {
-  const proc = spawn(process.execPath, ['--expose-gc', SELF, '--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const proc = spawn(process.execPath, ['--expose-gc', ...(process.env.BENCH_CHILD_FLAGS ?? '').split(' ').filter(Boolean), SELF, '--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const waiters = new Map<string, (m: Record<string, unknown>) => void>();
   const once = <T>(type: string): Promise<T> =>
     new Promise<T>((resolve, reject) => {

@@ -201,6 +201,10 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     }
     await waitFor(() => daemon.snapshot().outbox.depth === 0, 5_000, { message: 'outbox drained' });
     expect(daemon.snapshot().outbox).toMatchObject({ published: selected, dropped: 0, evicted: 0 });
+    // The same counters are scraped by Prometheus.
+    const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    expect(metrics).toContain(`apprentice_edge_outbox{stat="published"} ${selected}`);
+    expect(metrics).toContain(`apprentice_edge_selection{outcome="selected",reason="low_confidence"} ${selected}`);
 
     // A user label goes the same way, under the prediction's id: sent twice, it reaches the cloud only under
     // that one UUID (the outbox drops a repeat while the first is queued; the cloud's ingest dedupes the rest).

@@ -1,0 +1,29 @@
+import { Gauge, type Registry } from 'prom-client';
+import type { Outbox } from '../outbox/index.js';
+import type { Selector } from '../selection/index.js';
+
+/**
+ * Prometheus gauges for the hard-example path, read at scrape time (prom-client `collect`), so the
+ * outbox and selector keep their own counters and nothing is double-counted.
+ */
+export function registerHardExampleMetrics(registry: Registry, { outbox, selector }: { outbox: () => Outbox; selector: Selector }): void {
+  new Gauge({
+    name: 'apprentice_edge_outbox',
+    help: 'Outbox state: depth (rows), bytes, and lifetime selected/published/evicted/dropped counts',
+    labelNames: ['stat'] as const,
+    registers: [registry],
+    collect() {
+      for (const [k, v] of Object.entries(outbox().stats())) this.set({ stat: k }, v);
+    },
+  });
+  new Gauge({
+    name: 'apprentice_edge_selection',
+    help: 'Hard-example selector decisions since start, by outcome (selected, capped, duplicate) and reason',
+    labelNames: ['outcome', 'reason'] as const,
+    registers: [registry],
+    collect() {
+      const c = selector.counters();
+      for (const outcome of ['selected', 'capped', 'duplicate'] as const) for (const [reason, v] of Object.entries(c[outcome])) this.set({ outcome, reason }, v);
+    },
+  });
+}
