@@ -1,0 +1,212 @@
+/**
+ * Fault-injection harness (issue 5 "Fault injection"): a private Mosquitto with persistence, the real
+ * cloud (`startCloud` with `mqtt.url` pointing at it), real in-process edge daemons provisioned through
+ * `POST /v1/devices`, and tiny signed releases inserted in the cloud's registry and rolled out by its
+ * RolloutEngine. Every scenario ends with `assertConverged` and `assertNoExampleLost`.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { cloudConfigSchema, type CloudConfig } from '../../cloud/config/schema.js';
+import { allocateReleaseSeq } from '../../cloud/rounds/index.js';
+import { examples, models, releases, rollouts } from '../../cloud/registry/schema.js';
+import { startCloud, type CloudService } from '../../cloud/server.js';
+import { parseEdgeConfig, type EdgeConfig } from '../../edge/config/index.js';
+import { EdgeDaemon } from '../../edge/daemon.js';
+import { generateSigningKey, signManifest, type SigningKey } from '../../shared/manifest/index.js';
+import { silentLogger } from '../../shared/log/index.js';
+import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
+import { makeRelease } from '../fixtures/edge-release.js';
+import { startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+
+export const MODEL = 'mnist-student';
+const TOKEN = 'fault-admin-token-0123456789';
+
+export interface ReleaseInfo {
+  seq: number;
+  sha256: string;
+}
+
+export class FaultWorld {
+  readonly dir = mkdtempSync(join(tmpdir(), 'apprentice-faults-'));
+  readonly key: SigningKey = generateSigningKey();
+  readonly cloudCfg: CloudConfig;
+  cloud: CloudService | undefined;
+  readonly daemons = new Map<string, EdgeDaemon>();
+  readonly configs = new Map<string, EdgeConfig>();
+  private predictions = 0;
+
+  private constructor(readonly broker: MosquittoBroker) {
+    const keyFile = join(this.dir, 'signing-key.pem');
+    writeFileSync(keyFile, this.key.privateKeyPem, { mode: 0o600 });
+    this.cloudCfg = cloudConfigSchema.parse({
+      dataDir: join(this.dir, 'cloud'),
+      api: { bind: '127.0.0.1:0', adminToken: TOKEN },
+      mqtt: { url: broker.url },
+      keys: { signingKeyFile: keyFile },
+      rounds: { tickSeconds: 3600 },
+      rollouts: { tickSeconds: 0.3 },
+    });
+  }
+
+  static async create(): Promise<FaultWorld> {
+    const broker = await startMosquitto({ persistence: true });
+    const w = new FaultWorld(broker);
+    await w.startCloud();
+    return w;
+  }
+
+  get registry() {
+    return this.c.registry;
+  }
+
+  private get c(): CloudService {
+    if (!this.cloud) throw new Error('the cloud is not running');
+    return this.cloud;
+  }
+
+  async startCloud(): Promise<void> {
+    if (this.cloud) return;
+    this.cloud = await startCloud(this.cloudCfg, { log: silentLogger });
+  }
+
+  async stopCloud(): Promise<void> {
+    const c = this.cloud;
+    this.cloud = undefined;
+    await c?.stop();
+  }
+
+  /** A signed release of a tiny model in the registry (as a round stores one); `badSelfTest` makes it fail its self-test on devices. */
+  addRelease({ seed, badSelfTest = false }: { seed: number; badSelfTest?: boolean }): ReleaseInfo {
+    const registry = this.c.registry;
+    registry.db
+      .insert(models)
+      .values({ name: MODEL, inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' }, labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`), teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp:16', distillSettings: {} })
+      .onConflictDoNothing()
+      .run();
+    const seq = allocateReleaseSeq(registry);
+    // ~50 KB (784→16→10) in 16 KiB chunks: 4 retained chunks.
+    const rel = makeRelease(this.key, { release: seq, seed, sizes: [784, 16, 10], chunkSize: 16 * 1024 });
+    let manifest: Manifest = rel.manifest;
+    if (badSelfTest) manifest = manifestSchema.parse({ ...manifest, selfTest: { ...manifest.selfTest, expected: manifest.selfTest.expected.map((v) => v + 1) } });
+    const signed = signManifest(manifest, this.key);
+    const artifactPath = join('artifacts', `${rel.manifest.artifact.sha256}.onnx`);
+    mkdirSync(join(this.cloudCfg.dataDir, 'artifacts'), { recursive: true });
+    writeFileSync(join(this.cloudCfg.dataDir, artifactPath), rel.bytes);
+    registry.db
+      .insert(releases)
+      .values({ model: MODEL, seq, sha256: rel.manifest.artifact.sha256, bytes: rel.bytes.length, quantization: 'fp32', metrics: manifest.metrics, manifest: signed.manifest, signature: signed.signature, parentSeq: null, artifactPath })
+      .run();
+    return { seq, sha256: rel.manifest.artifact.sha256 };
+  }
+
+  /** Starts a canary → fleet rollout of `seq` to all devices (one canary, short soak). */
+  async rollout(seq: number, { canaryShare = 0.34, soakSeconds = 1 } = {}): Promise<string> {
+    const r = await this.c.rollouts.create({ model: MODEL, releaseSeq: seq, target: { kind: 'all' }, canaryShare, soakSeconds, failureThreshold: 0 });
+    return r.id;
+  }
+
+  rolloutRow(id: string) {
+    return this.c.registry.db.select().from(rollouts).where(eq(rollouts.id, id)).get();
+  }
+
+  /** Provisions the device through the cloud API and writes its edge config (like `apprentice provision`). */
+  async provision(id: string): Promise<EdgeConfig> {
+    const res = await fetch(`${this.c.apiUrl}/v1/devices`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id }) });
+    if (res.status !== 201) throw new Error(`provision ${id}: ${res.status} ${await res.text()}`);
+    const bundle = (await res.json()) as { deviceId: string; mqtt: { url: string; username: string; password: string }; trustedKeys: { keyId: string; publicKeyPem: string }[] };
+    const config = parseEdgeConfig({
+      version: 1,
+      deviceId: bundle.deviceId,
+      mqtt: { ...bundle.mqtt, reconnectMs: 200, keepaliveSeconds: 5, connectTimeoutMs: 2_000 },
+      trustedKeys: bundle.trustedKeys,
+      dataDir: join(this.dir, 'devices', id),
+      api: { bind: '127.0.0.1:0' },
+      // Every answered example is a hard example: the proofs count them.
+      selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
+      outbox: { ackTimeoutMs: 2_000, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
+      runtime: { healthWindowSeconds: 1 },
+      updates: { mqttIdleTimeoutMs: 3_000, retryInitialMs: 300, retryMaxMs: 2_000 },
+      telemetrySeconds: 1,
+    });
+    this.configs.set(id, config);
+    return config;
+  }
+
+  async startDevice(id: string): Promise<EdgeDaemon> {
+    const config = this.configs.get(id) ?? (await this.provision(id));
+    const d = await EdgeDaemon.create(config, { log: silentLogger, env: {} });
+    await d.start();
+    this.daemons.set(id, d);
+    return d;
+  }
+
+  async stopDevice(id: string): Promise<void> {
+    const d = this.daemons.get(id);
+    this.daemons.delete(id);
+    await d?.stop();
+  }
+
+  /** Sends `n` predictions (distinct inputs) to the device's local API; each one is selected. Returns how many were answered. */
+  async predict(id: string, n: number): Promise<number> {
+    const d = this.daemons.get(id);
+    if (!d?.apiUrl) throw new Error(`device ${id} is not running`);
+    let ok = 0;
+    for (let i = 0; i < n; i++) {
+      const seed = ++this.predictions;
+      const input = Array.from({ length: 784 }, (_, j) => ((seed * 7919 + j * 104729) % 256) / 255);
+      const res = await fetch(`${d.apiUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input }) });
+      if (res.ok) ok++;
+      await res.arrayBuffer();
+    }
+    return ok;
+  }
+
+  /** Every device runs release `seq` (by its own state and by the cloud's registry). */
+  async waitConverged(seq: number, timeoutMs = 30_000): Promise<void> {
+    const where = () => [...this.daemons].map(([id, d]) => `${id}=${d.snapshot().running?.release ?? 'none'}`).join(' ');
+    await waitFor(() => [...this.daemons.values()].every((d) => d.snapshot().running?.release === seq), timeoutMs, { intervalMs: 100 }).catch(() => {
+      throw new Error(`devices not on release ${seq} after ${timeoutMs} ms: ${where()}`);
+    });
+  }
+
+  /** Hard examples: selected by the devices vs stored by the cloud, per device; waits for the outboxes to drain. */
+  async waitNoExampleLost(timeoutMs = 30_000): Promise<{ selected: number; stored: number }> {
+    const count = () => {
+      let selected = 0;
+      let depth = 0;
+      let dropped = 0;
+      for (const d of this.daemons.values()) {
+        const o = d.snapshot().outbox;
+        selected += o.selected;
+        depth += o.depth;
+        dropped += o.dropped + o.evicted;
+      }
+      const stored = this.c.registry.db.select({ id: examples.id }).from(examples).all().length;
+      return { selected, depth, dropped, stored };
+    };
+    await waitFor(() => {
+      const c = count();
+      return c.depth === 0 && c.stored >= c.selected;
+    }, timeoutMs, { intervalMs: 100 }).catch((err: unknown) => {
+      throw new Error(`outboxes did not drain: ${JSON.stringify(count())} (${(err as Error).message})`);
+    });
+    const c = count();
+    return { selected: c.selected, stored: c.stored };
+  }
+
+  storedIds(): string[] {
+    return this.c.registry.db.select({ id: examples.id }).from(examples).all().map((r) => r.id);
+  }
+
+  async dispose(): Promise<void> {
+    for (const id of [...this.daemons.keys()]) await this.stopDevice(id).catch(() => undefined);
+    await this.stopCloud().catch(() => undefined);
+    await this.broker.stop().catch(() => undefined);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export const newUuid = randomUUID;
