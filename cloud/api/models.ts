@@ -6,6 +6,7 @@ import { examples, models, releases, type ModelRow } from '../registry/schema.js
 import { isUniqueViolation, type ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
+import { distillSettingsFields } from '../rounds/settings.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
 
 /** The architecture grammar of cloud/models/spec.ts (`linear` | `mlp:H1,H2,...`, widths 1..16384), checked without loading tfjs. */
@@ -17,50 +18,22 @@ const studentSpec = z
 const DATASET_SPEC = 'a dataset spec: mnist:train, idx:IMAGES[,LABELS], csv:FILE or unlabeled:SPEC';
 const datasetSpec = z.string().max(1024).regex(/^(mnist|idx|csv|unlabeled):\S/, `expected ${DATASET_SPEC}`);
 const positiveInt = z.number().int().min(1);
-const fraction = z.number().min(0).max(1);
 
 /**
- * `models.distill_settings`: the fields, bounds and defaults of cloud/rounds/settings.ts (its only reader),
+ * `models.distill_settings`: the very fields, bounds and defaults of cloud/rounds/settings.ts (its only reader),
  * but strict, so a typo is a 400 here instead of a silently ignored key. test/unit/cloud-api/contract.test.ts
  * checks that every key the rounds parser fills in is accepted here, and that what is stored here parses there.
  */
-export const distillSettingsSchema = z.strictObject({
-  temperature: z.number().min(0.01).max(1000).default(20),
-  alpha: fraction.default(0.9),
-  epochs: positiveInt.max(1000).default(10),
-  batchSize: positiveInt.max(65_536).default(128),
-  lr: z.union([z.number().min(1e-7).max(10), z.literal('auto')]).default(1e-3),
-  lrCandidates: z.array(z.number().min(1e-7).max(10)).min(1).max(8).default([3e-4, 1e-3, 3e-3]),
-  tuneEpochs: positiveInt.max(100).optional(),
-  seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
-  jitter: z.number().int().min(0).max(8).default(0),
-  /** Transfer set the ingested hard examples are added to. */
-  baseData: datasetSpec,
-  baseLimit: positiveInt.optional(),
-  /** Labelled holdout the gate evaluates on: a dataset spec, or `split:AMOUNT` carved out of baseData. */
-  holdout: z
-    .string()
-    .max(1024)
-    .regex(/^((mnist|idx|csv|unlabeled):\S|split:\S)/, `expected ${DATASET_SPEC}, or split:AMOUNT`)
-    .default('split:0.1'),
-  holdoutLimit: positiveInt.optional(),
-  holdoutSeed: z.number().int().min(0).max(2 ** 32 - 1).default(1234),
-  /** Gate: release only if holdout accuracy >= the parent's minus this (negative: demand an improvement). */
-  tolerance: z.number().min(-1).max(1).default(0.01),
-  minHoldoutAccuracy: fraction.default(0),
-  hardExampleShare: z.number().min(0).max(0.9).default(0.2),
-  hardExampleMaxRepeat: positiveInt.max(1000).default(20),
-  hardExampleWindow: positiveInt.default(20_000),
-  hardEvalCount: positiveInt.default(1000),
-  /** Start from the previous release's weights when the architecture matches. */
-  warmStart: z.boolean().default(true),
-  /** Which export is released. */
-  artifact: z.enum(['int8', 'fp32']).default('int8'),
-  chunkSize: z.number().int().min(1024).max(16 * 1024 * 1024).default(128 * 1024),
-  validityDays: z.number().min(1 / 24).max(3650).default(30),
-  selfTestTolerance: z.number().min(0).max(10).optional(),
-  latencyBudgetMs: z.number().int().min(10).max(60_000).default(500),
-});
+export const distillSettingsSchema = distillSettingsFields
+  .extend({
+    baseData: datasetSpec,
+    holdout: z
+      .string()
+      .max(1024)
+      .regex(/^((mnist|idx|csv|unlabeled):\S|split:\S)/, `expected ${DATASET_SPEC}, or split:AMOUNT`)
+      .default('split:0.1'),
+  })
+  .strict();
 
 export const scheduleSchema = z.strictObject({
   intervalSeconds: positiveInt.max(365 * 24 * 3600).default(3600),

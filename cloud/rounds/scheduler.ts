@@ -43,13 +43,21 @@ export class Scheduler {
     this.timer = undefined;
   }
 
-  /** Examples of `model` ingested after its last round started (all of them if it never had a round). */
+  /**
+   * Examples of `model` ingested after its last round started (all of them if it never had a round).
+   * A round reads its hard examples some seconds after it starts, so examples that arrived in between
+   * are already in its transfer set: when the last round recorded how many it used (`exampleCount`),
+   * the count is also capped at "stored minus used", so they do not trigger a round that learns nothing new.
+   */
   newExamples(model: string): number {
     const { db } = this.deps.registry;
-    const last = db.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1).get();
+    const last = db.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt, exampleCount: rounds.exampleCount }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1).get();
     const since = last ? (last.startedAt ?? last.createdAt) : undefined;
     const where = since ? and(eq(examples.model, model), gt(examples.ingestedAt, since)) : eq(examples.model, model);
-    return db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
+    const arrived = db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
+    if (last?.exampleCount == null) return arrived;
+    const stored = db.select({ n: count() }).from(examples).where(eq(examples.model, model)).get()?.n ?? 0;
+    return Math.min(arrived, Math.max(0, stored - last.exampleCount));
   }
 
   /** One pass over all scheduled models; returns the ids of rounds it started. */

@@ -20,7 +20,7 @@ const fraction = z.number().min(0).max(1);
  * `models.distill_settings`. Every field but `baseData` has a default. Unknown keys are ignored, and
  * the admin API's names are accepted as aliases: `limit` for `baseLimit`, `quantization` for `artifact`.
  */
-const distillSettingsFields = z.object({
+export const distillSettingsFields = z.object({
   /** Softening temperature T of the distillation loss. */
   temperature: z.number().min(0.01).max(1000).default(20),
   /** Weight of the soft (teacher) term; 1 − alpha weighs the hard-label term where labels exist. */
