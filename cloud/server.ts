@@ -102,6 +102,13 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
     stack.push(() => rollouts.stop());
+    // CloudMqtt.create resolved on the first CONNACK: every later one is a reconnect, after which the
+    // broker may have lost retained state it had not saved yet (a crash). Put it back.
+    const onReconnect = (): void => {
+      void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
+    };
+    mqtt.raw?.on('connect', onReconnect);
+    stack.push(() => void mqtt.raw?.off('connect', onReconnect));
     await ingest.start();
     stack.push(() => ingest.stop());
     const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts } });

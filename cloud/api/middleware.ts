@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Context, Env, MiddlewareHandler } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import type { Env, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
+import { limitBody as sharedLimitBody, mediaType, notJson } from '../../shared/http/middleware.js';
 import { ApiError, badRequest } from './errors.js';
 
 /** Where route metadata hangs on a middleware function, for the OpenAPI builder (openapi.ts). */
@@ -78,39 +78,15 @@ export function bearerAuth({ token, exempt = [] }: { token: string; exempt?: rea
   };
 }
 
-function tooLarge(maxBytes: number): ApiError {
-  return new ApiError(413, 'payload_too_large', `request body exceeds ${maxBytes} bytes`);
-}
-
 /**
- * Caps request bodies at `maxBytes` (413). A Content-Length is judged on the header alone; chunked bodies
- * go through hono's `bodyLimit`, which counts while streaming.
+ * Caps request bodies at `maxBytes` (413). A Content-Length is judged on the header alone (and must be
+ * digits only, else 400); chunked bodies go through hono's `bodyLimit`, which counts while streaming.
  *
  * @example
  * app.use(limitBody({ maxBytes: 1 << 20 }));
  */
 export function limitBody({ maxBytes = 1 << 20 }: { maxBytes?: number } = {}): MiddlewareHandler {
-  const streaming = bodyLimit({
-    maxSize: maxBytes,
-    onError: () => {
-      throw tooLarge(maxBytes);
-    },
-  });
-  return async function limitBody(c, next) {
-    const length = c.req.header('content-length');
-    if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
-      const n = Number(length);
-      if (!/^\d+$/.test(length) || !Number.isSafeInteger(n)) throw badRequest('invalid Content-Length');
-      if (n > maxBytes) throw tooLarge(maxBytes);
-      return next();
-    }
-    return streaming(c, next);
-  };
-}
-
-function mediaType(c: Context): string | undefined {
-  const ct = c.req.header('content-type');
-  return ct === undefined ? undefined : ct.split(';')[0]!.trim().toLowerCase();
+  return sharedLimitBody({ maxBytes, strictLength: true });
 }
 
 /** `path: message` of a zod error, and the field to name: unknown keys by name, missing ones as "required". */
@@ -150,15 +126,12 @@ export function validate<T extends ValidationTarget, S extends z.ZodType, E exte
     let value: unknown;
     if (target === 'json') {
       const text = await c.req.text();
-      const type = mediaType(c);
+      const type = mediaType(c.req.header('content-type'));
       if (text.trim() === '' && (optional || type === 'application/json')) {
         if (!optional) throw badRequest('request body is empty; expected a JSON object', undefined, 'invalid_json');
         value = {};
       } else {
-        if (type !== 'application/json') {
-          const got = c.req.header('content-type');
-          throw new ApiError(415, 'unsupported_media_type', `expected Content-Type application/json, got ${got === undefined ? 'none' : JSON.stringify(got.slice(0, 100))}`);
-        }
+        if (type !== 'application/json') throw notJson(c.req.header('content-type'));
         try {
           value = JSON.parse(text);
         } catch (err) {

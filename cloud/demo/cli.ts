@@ -85,8 +85,6 @@ Examples:
         process.stderr.write('\nstopping (Ctrl-C again to exit at once)…\n');
         ac.abort();
       };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
       const print = (line: string) => process.stdout.write(line + '\n');
       const summary = await runDemo({
         ...DEMO_DEFAULTS,
@@ -95,6 +93,11 @@ Examples:
         out: f.json ? () => undefined : print,
         progress: true,
         signal: ac.signal,
+        // Until the teacher is ready, Ctrl-C keeps its default (exit at once): nothing is running yet.
+        onStarting: () => {
+          process.on('SIGINT', onSignal);
+          process.on('SIGTERM', onSignal);
+        },
       });
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

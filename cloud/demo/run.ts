@@ -39,6 +39,8 @@ export interface DemoOptions {
   out: (line: string) => void;
   progress: boolean;
   signal?: AbortSignal;
+  /** Called once the teacher is ready, before anything is started (the CLI installs its Ctrl-C handler here: teacher training is synchronous). */
+  onStarting?: () => void;
 }
 
 export const DEMO_DEFAULTS = {
@@ -223,12 +225,13 @@ async function predictOnDevice(apiUrl: string, features: Float32Array, batch = 1
 }
 
 function table(devices: DeviceInfo[]): { header: string[]; row: (r: RoundRow) => string } {
-  const devCols = devices.map((d) => `${d.id} (${d.shift})`.padEnd(24));
-  const header = [`round  release  ${devCols.join('  ')}  hard ex.  in set  to all devices`, `       ${' '.repeat(7)}  ${devices.map(() => 'student / teacher'.padEnd(24)).join('  ')}`];
+  const W = 27;
+  const devCols = devices.map((d) => `${d.id}`.padEnd(W));
+  const header = [`round  release  ${devCols.join('  ')}  hard ex.  in set  to all devices`, `       ${' '.repeat(7)}  ${devices.map(() => 'student / teacher (gap)'.padEnd(W)).join('  ')}`];
   const row = (r: RoundRow) => {
     const cells = devices.map((d) => {
       const x = r.devices.find((v) => v.id === d.id);
-      return (x ? `${pct(x.studentAccuracy)}% / ${pct(x.teacherAccuracy)}%  (gap ${pct(x.gap)})` : r.state).padEnd(24);
+      return (x ? `${pct(x.studentAccuracy)}% / ${pct(x.teacherAccuracy)}% (${pct(x.gap)})` : r.state).padEnd(W);
     });
     const rel = r.release === null ? r.state : `#${r.release}`;
     return `${String(r.round).padEnd(5)}  ${rel.padEnd(7)}  ${cells.join('  ')}  ${String(r.ingested).padStart(8)}  ${String(r.exampleCount ?? 0).padStart(6)}  ${r.rolloutSeconds === null ? '-' : r.rolloutSeconds.toFixed(1) + ' s'}`;
@@ -277,6 +280,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     throw new Error(`--teacher ${teacherFile}: no such file`);
   }
   teacherFile = resolve(teacherFile);
+  o.onStarting?.();
   const teacherSession = await ort.InferenceSession.create(teacherFile, { intraOpNumThreads: 1, interOpNumThreads: 1 });
   check();
 

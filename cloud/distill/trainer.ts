@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import type { EpochProgress } from '../../shared/cli/epoch-bars.js';
 import { mulberry32, permutation } from '../../shared/util/random.js';
 import { distillationLoss } from './loss.js';
 
@@ -32,15 +33,8 @@ export interface TrainOptions {
   shouldStop?: () => boolean;
 }
 
-export interface TrainProgress {
-  epoch: number;
-  epochs: number;
-  batch: number;
-  batches: number;
-  loss: number;
-  samplesPerSec: number;
-  epochDone: boolean;
-}
+/** What `onProgress` reports: the shape the CLI's epoch bars draw. */
+export type TrainProgress = EpochProgress;
 
 export interface TrainResult {
   epochs: number;

@@ -223,6 +223,15 @@ export class RolloutEngine {
     });
   }
 
+  /**
+   * Publishes every retained desired state and needed artifact again (ReleasePublisher.republishAll),
+   * in the queue. For a broker reconnect: a broker that crashed (or restarted without persistence)
+   * may have lost retained chunks and desired states published since its last save.
+   */
+  republish(): Promise<{ artifacts: number; desired: number; failed: number }> {
+    return this.exclusive(() => this.deps.publisher.republishAll(this.deps.registry));
+  }
+
   /** Re-evaluates every active rollout now. */
   evaluate(): Promise<void> {
     return this.exclusive(() => this.steps.evaluateAll());

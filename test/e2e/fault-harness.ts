@@ -16,13 +16,15 @@ import { startCloud, type CloudService } from '../../cloud/server.js';
 import { parseEdgeConfig, type EdgeConfig } from '../../edge/config/index.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
 import { generateSigningKey, signManifest, type SigningKey } from '../../shared/manifest/index.js';
-import { silentLogger } from '../../shared/log/index.js';
+import { createLogger, silentLogger, type Logger } from '../../shared/log/index.js';
 import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { makeRelease } from '../fixtures/edge-release.js';
 import { startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
 
 export const MODEL = 'mnist-student';
 const TOKEN = 'fault-admin-token-0123456789';
+/** FAULTS_LOG=debug|info prints the cloud's and the daemons' logs (stderr) when a scenario needs a look. */
+const LOG: Logger = process.env.FAULTS_LOG ? createLogger({ name: 'faults', level: process.env.FAULTS_LOG }) : silentLogger;
 
 export interface ReleaseInfo {
   seq: number;
@@ -69,7 +71,7 @@ export class FaultWorld {
 
   async startCloud(): Promise<void> {
     if (this.cloud) return;
-    this.cloud = await startCloud(this.cloudCfg, { log: silentLogger });
+    this.cloud = await startCloud(this.cloudCfg, { log: LOG.child({ side: 'cloud' }) });
   }
 
   async stopCloud(): Promise<void> {
@@ -137,7 +139,7 @@ export class FaultWorld {
 
   async startDevice(id: string): Promise<EdgeDaemon> {
     const config = this.configs.get(id) ?? (await this.provision(id));
-    const d = await EdgeDaemon.create(config, { log: silentLogger, env: {} });
+    const d = await EdgeDaemon.create(config, { log: LOG.child({ device: id }), env: {} });
     await d.start();
     this.daemons.set(id, d);
     return d;
@@ -191,7 +193,7 @@ export class FaultWorld {
       const c = count();
       return c.depth === 0 && c.stored >= c.selected;
     }, timeoutMs, { intervalMs: 100 }).catch((err: unknown) => {
-      throw new Error(`outboxes did not drain: ${JSON.stringify(count())} (${(err as Error).message})`);
+      throw new Error(`outboxes did not drain: ${JSON.stringify(count())}, cloud ingest ${JSON.stringify(this.c.ingest.stats())} (${(err as Error).message})`);
     });
     const c = count();
     return { selected: c.selected, stored: c.stored };
