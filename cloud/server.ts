@@ -96,7 +96,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       log,
       ...(cfg.mqtt.caFile ? { clientOptions: { ca: readFileSync(cfg.mqtt.caFile) } } : {}),
     });
-    stack.push(() => mqtt.dispose());
+    // The MQTT session is persistent (clean=false): the broker keeps our subscriptions and queues device
+    // messages while the cloud is down. So disconnect first, then stop Ingest: its unsubscribes must not
+    // reach the broker, or examples sent while we are down would be dropped instead of queued.
+    let stopIngest: (() => Promise<void>) | undefined;
+    stack.push(async () => {
+      await mqtt.dispose();
+      await stopIngest?.();
+    });
     const publisher = new ReleasePublisher({ mqtt, dataDir, log });
     const ingest = new Ingest({ registry, mqtt, metrics, log });
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
@@ -110,7 +117,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
     await ingest.start();
-    stack.push(() => ingest.stop());
+    stopIngest = () => ingest.stop();
     const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts } });
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });

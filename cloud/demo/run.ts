@@ -597,7 +597,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
 export function summaryLines(s: DemoSummary): string[] {
   const lines = ['', `summary (${s.rows.length} rounds in ${s.seconds.toFixed(0)} s):`];
   for (const g of s.gaps) {
-    lines.push(`  ${g.id.padEnd(20)} round-0 gap ${pct(g.round0Gap)} pts → round ${g.lastRound} gap ${pct(g.lastGap)} pts: ${Number.isFinite(g.closed) ? pct(g.closed) + '% of the gap closed' : 'no gap'}`);
+    lines.push(`  ${g.id.padEnd(20)} ${s.rows[0]?.exampleCount ? `first gap (release #${s.rows[0].release})` : 'round-0 gap'} ${pct(g.round0Gap)} pts → round ${g.lastRound} gap ${pct(g.lastGap)} pts: ${Number.isFinite(g.closed) ? pct(g.closed) + '% of the gap closed' : 'no gap'}`);
   }
   for (const e of s.examples) lines.push(`  ${e.id.padEnd(20)} hard examples selected ${e.selected ?? '?'}, stored by the cloud ${e.stored}`);
   return lines;

@@ -82,12 +82,17 @@ export interface DeviceSubscriber {
  * await m.publish(topics.desired('pi-1'), payload, { qos: 1, retain: true });
  * await m.dispose();
  */
+/** Bound on device messages kept for handlers that are not registered yet. */
+const MAX_EARLY = 10_000;
+
 export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
   private client: MqttClient | undefined;
   private readonly handlers = new Map<DeviceTopicKind, Set<DeviceMessageHandler>>();
   /** filter → kind */
   private readonly filters = new Map<string, DeviceTopicKind>();
   private readonly log: Logger;
+  /** Device messages that arrived before any handler of their kind (see `dispatch`). */
+  private early: { kind: DeviceTopicKind; topic: string; payload: Buffer; retain: boolean }[] = [];
 
   constructor(private readonly opts: CloudMqttOptions) {
     this.log = opts.log ?? silentLogger;
@@ -176,6 +181,13 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     let set = this.handlers.get(kind);
     if (!set) this.handlers.set(kind, (set = new Set()));
     set.add(handler);
+    if (this.early.some((m) => m.kind === kind)) {
+      const replay = this.early.filter((m) => m.kind === kind);
+      this.early = this.early.filter((m) => m.kind !== kind);
+      queueMicrotask(() => {
+        for (const m of replay) this.dispatch(m.topic, m.payload, m.retain);
+      });
+    }
     if (!this.filters.has(filter)) {
       this.filters.set(filter, kind);
       this.sendSubscribe(filter);
@@ -216,7 +228,12 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
       const t = parseTopic(topic);
       if (!t || t.type !== 'device') return;
       const set = this.handlers.get(t.kind);
-      if (!set) return;
+      if (!set) {
+        // A persistent session delivers what the broker queued right after the CONNACK, before the
+        // consumers (Ingest) registered: keep it for them instead of dropping acknowledged messages.
+        if (this.early.length < MAX_EARLY) this.early.push({ kind: t.kind, topic, payload, retain });
+        return;
+      }
       for (const h of set) {
         try {
           h({ deviceId: t.deviceId, kind: t.kind, payload, retain });

@@ -15,11 +15,13 @@ import { examples, models, releases, rollouts } from '../../cloud/registry/schem
 import { startCloud, type CloudService } from '../../cloud/server.js';
 import { parseEdgeConfig, type EdgeConfig } from '../../edge/config/index.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
+import { Outbox, type OutboxStats } from '../../edge/outbox/index.js';
 import { generateSigningKey, signManifest, type SigningKey } from '../../shared/manifest/index.js';
 import { createLogger, silentLogger, type Logger } from '../../shared/log/index.js';
 import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { makeRelease } from '../fixtures/edge-release.js';
 import { startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+import { DaemonProcess } from '../integration/edge/harness.js';
 
 export const MODEL = 'mnist-student';
 const TOKEN = 'fault-admin-token-0123456789';
@@ -54,7 +56,8 @@ export class FaultWorld {
   }
 
   static async create(): Promise<FaultWorld> {
-    const broker = await startMosquitto({ persistence: true });
+    // autosave_on_changes: a snapshot after every change, so a SIGKILL loses (almost) nothing the broker acknowledged.
+    const broker = await startMosquitto({ persistence: true, config: ['autosave_on_changes true'] });
     const w = new FaultWorld(broker);
     await w.startCloud();
     return w;
@@ -81,7 +84,7 @@ export class FaultWorld {
   }
 
   /** A signed release of a tiny model in the registry (as a round stores one); `badSelfTest` makes it fail its self-test on devices. */
-  addRelease({ seed, badSelfTest = false }: { seed: number; badSelfTest?: boolean }): ReleaseInfo {
+  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024 }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number }): ReleaseInfo {
     const registry = this.c.registry;
     registry.db
       .insert(models)
@@ -89,8 +92,8 @@ export class FaultWorld {
       .onConflictDoNothing()
       .run();
     const seq = allocateReleaseSeq(registry);
-    // ~50 KB (784→16→10) in 16 KiB chunks: 4 retained chunks.
-    const rel = makeRelease(this.key, { release: seq, seed, sizes: [784, 16, 10], chunkSize: 16 * 1024 });
+    // By default ~50 KB (784→16→10) in 16 KiB chunks: 4 retained chunks.
+    const rel = makeRelease(this.key, { release: seq, seed, sizes, chunkSize });
     let manifest: Manifest = rel.manifest;
     if (badSelfTest) manifest = manifestSchema.parse({ ...manifest, selfTest: { ...manifest.selfTest, expected: manifest.selfTest.expected.map((v) => v + 1) } });
     const signed = signManifest(manifest, this.key);
@@ -137,6 +140,27 @@ export class FaultWorld {
     return config;
   }
 
+  /** The device as its own process (`apprentice edge --config edge.json`), for kill -9. */
+  async spawnDevice(id: string): Promise<DaemonProcess> {
+    const config = this.configs.get(id) ?? (await this.provision(id));
+    const file = join(this.dir, `${id}.edge.json`);
+    writeFileSync(file, JSON.stringify(config, null, 2));
+    const p = DaemonProcess.spawn(file);
+    await p.started();
+    return p;
+  }
+
+  /** Outbox counters of a device that is not running in this process (read from its outbox.db). */
+  async outboxOf(id: string): Promise<OutboxStats> {
+    const config = this.configs.get(id)!;
+    const o = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes });
+    try {
+      return o.stats();
+    } finally {
+      o.dispose();
+    }
+  }
+
   async startDevice(id: string): Promise<EdgeDaemon> {
     const config = this.configs.get(id) ?? (await this.provision(id));
     const d = await EdgeDaemon.create(config, { log: LOG.child({ device: id }), env: {} });
@@ -175,9 +199,9 @@ export class FaultWorld {
   }
 
   /** Hard examples: selected by the devices vs stored by the cloud, per device; waits for the outboxes to drain. */
-  async waitNoExampleLost(timeoutMs = 30_000): Promise<{ selected: number; stored: number }> {
+  async waitNoExampleLost(timeoutMs = 30_000, { extraSelected = 0 } = {}): Promise<{ selected: number; stored: number }> {
     const count = () => {
-      let selected = 0;
+      let selected = extraSelected;
       let depth = 0;
       let dropped = 0;
       for (const d of this.daemons.values()) {

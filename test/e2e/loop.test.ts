@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runDemo, type DemoSummary } from '../../cloud/demo/run.js';
 import { trainDemoTeacher } from '../../cloud/demo/teacher.js';
 import { Registry } from '../../cloud/registry/db.js';
-import { examples, releases } from '../../cloud/registry/schema.js';
+import { devices, examples, releases } from '../../cloud/registry/schema.js';
 
 /** Cached across runs: trained once (a few seconds), keyed by its settings. */
 const TEACHER = join(tmpdir(), 'apprentice-loop-teacher-mlp128-e1-n4000.onnx');
@@ -57,6 +57,10 @@ describe('closed loop (short form of apprentice demo)', () => {
       const lineage = (latest.manifest as { lineage?: { exampleCount?: number } }).lineage;
       expect(lineage?.exampleCount ?? 0).toBeGreaterThan(0);
       expect(r1.exampleCount).toBeGreaterThan(0);
+      // The cloud's view agrees: every device reported running the round-1 release.
+      const fleet = registry.db.select({ id: devices.id, running: devices.runningSeq }).from(devices).all();
+      expect(fleet).toHaveLength(2);
+      for (const d of fleet) expect(d.running, d.id).toBe(r1.release);
       // Zero lost, zero duplicated: what each device selected is what the cloud stored, once per UUID.
       for (const e of summary.examples) {
         expect(e.selected, e.id).toBeGreaterThan(0);
