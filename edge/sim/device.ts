@@ -5,7 +5,7 @@ import type { TrustedKey } from '../../shared/manifest/index.js';
 import { encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
 import { mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
 import type { ModelHost } from '../runtime/index.js';
-import { StatusPublisher, lastWill, type RunningRelease } from '../status/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease } from '../status/index.js';
 import { UpdateManager, type UpdateOutcome } from '../updates/index.js';
 import type { SharedSessions } from './sessions.js';
 
@@ -13,8 +13,9 @@ import type { SharedSessions } from './sessions.js';
  * One simulated device: the real edge update path (edge/updates UpdateManager: manifest verification,
  * chunk fetch over MQTT, hash checks, slots, install state machine, events), the real edge/runtime
  * ModelHost (self-test, switch) and the real edge/status publisher, each with its own MQTT connection
- * and its own persisted data dir. What it leaves out of the daemon: the local HTTP API, selection and the
- * outbox (no traffic is simulated), telemetry. The ORT session comes from the process-wide
+ * and its own persisted data dir, and the real telemetry heartbeat (rollouts advance on canary telemetry).
+ * What it leaves out of the daemon: the local HTTP API, selection and the outbox (no traffic is
+ * simulated, so telemetry reports zero requests and an empty outbox). The ORT session comes from the process-wide
  * {@link SharedSessions}.
  */
 
@@ -34,7 +35,11 @@ export interface SimDeviceOptions {
   keepaliveSeconds?: number;
   mqttIdleTimeoutMs?: number;
   retryInitialMs?: number;
+  /** Telemetry heartbeat period; default 30 s (the daemon's default). Also sent right after each install. */
+  telemetrySeconds?: number;
 }
+
+const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0 };
 
 export class SimDevice {
   readonly config: EdgeConfig;
@@ -42,6 +47,9 @@ export class SimDevice {
   private host!: ModelHost;
   private updates!: UpdateManager;
   private status!: StatusPublisher;
+  private telemetry!: TelemetryPublisher;
+  private readonly stats = new InferenceStats();
+  private readonly startedAt = Date.now();
   private readonly log: Logger;
   private stopped = false;
 
@@ -60,6 +68,7 @@ export class SimDevice {
         keepaliveSeconds: opts.keepaliveSeconds ?? 60,
       },
       trustedKeys: [...opts.trustedKeys],
+      telemetrySeconds: opts.telemetrySeconds ?? 30,
       updates: { mqttIdleTimeoutMs: opts.mqttIdleTimeoutMs ?? 60_000, retryInitialMs: opts.retryInitialMs ?? 2_000, retryMaxMs: 60_000 },
     });
   }
@@ -104,6 +113,14 @@ export class SimDevice {
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
     });
     this.status = new StatusPublisher({ client: this.client, deviceId: config.deviceId, running: () => this.running(), log });
+    this.telemetry = new TelemetryPublisher({
+      client: this.client,
+      deviceId: config.deviceId,
+      intervalMs: config.telemetrySeconds * 1000,
+      collect: () =>
+        buildTelemetry({ deviceId: config.deviceId, running: () => this.running(), stats: this.stats, outbox: () => EMPTY_OUTBOX, health: () => (this.host.ready ? 'ok' : 'no_model'), startedAt: this.startedAt }),
+      log,
+    });
     const desired = topics.desired(config.deviceId);
     this.client.on('error', (err) => log.debug({ err: err.message }, 'sim/mqtt-error'));
     this.client.on('connect', () => {
@@ -121,6 +138,7 @@ export class SimDevice {
   async start(): Promise<void> {
     await this.updates.restore();
     this.status.start();
+    this.telemetry.start();
     this.client.connect();
   }
 
@@ -144,6 +162,7 @@ export class SimDevice {
     if (this.stopped) return;
     this.stopped = true;
     this.status.stop();
+    this.telemetry.stop();
     await this.updates.dispose().catch(() => undefined);
     await this.status.offline(1_000).catch(() => false);
     await this.client.endAsync(!this.client.connected).catch(() => undefined);
@@ -154,7 +173,10 @@ export class SimDevice {
     this.client.publish(topics.events(this.id), encodePayload(eventSchema, ev), { qos: 1 }, (err) => {
       if (err) this.log.debug({ err: err.message, event: ev.type }, 'sim/event-publish-failed');
     });
-    if (ev.type === 'installed' || ev.type === 'rolled_back') this.status.publish();
+    if (ev.type === 'installed' || ev.type === 'rolled_back') {
+      this.status.publish();
+      this.telemetry.publishNow();
+    }
     try {
       this.opts.onEvent?.(ev);
     } catch (err) {

@@ -13,7 +13,8 @@
  * own flash, while 1,000 simulated ones would queue their fsyncs (several per install) on one host disk
  * and four libuv threads, which measures this machine's disk rather than the fleet protocol.
  *
- * Env BENCH_DEVICES (default 1000), BENCH_BROKERS (default "mosquitto,aedes"), BENCH_DATA_DIR. Writes
+ * Env BENCH_DEVICES (default 1000), BENCH_BROKERS (default "mosquitto,aedes"), BENCH_DATA_DIR,
+ * BENCH_PROFILE (CPU profile of the simulated devices during the rollout), BENCH_CHILD_FLAGS. Writes
  * test/bench/results/fleet.json and prints a one-line summary.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -285,7 +286,23 @@ async function child(kind: string, args: string[]): Promise<void> {
   const fleet = new SimFleet({ devices: Number(nS), mqttUrl: url, dataDir, trustedKeys: JSON.parse(keys) as TrustedKey[], prefix, connectConcurrency: CONNECT_CONCURRENCY });
   await fleet.start();
   send({ type: 'ready', ...before });
+  // BENCH_PROFILE=file.cpuprofile: a CPU profile of the sim child from the rollout start to 100% installed.
+  const { Session } = await import('node:inspector/promises');
+  const profile = process.env.BENCH_PROFILE ? new Session() : undefined;
+  let measures = 0;
   process.on('message', (m: { type: string }) => {
+    if (m.type === 'measure' && profile) {
+      measures++;
+      if (measures === 1) {
+        profile.connect();
+        void profile.post('Profiler.enable').then(() => profile.post('Profiler.start'));
+      } else if (measures === 2) {
+        void profile.post('Profiler.stop').then(async ({ profile: data }) => {
+          const { writeFile } = await import('node:fs/promises');
+          await writeFile(process.env.BENCH_PROFILE!, JSON.stringify(data));
+        });
+      }
+    }
     if (m.type === 'measure') send({ type: 'measured', ...mem(), sessionsOpened: fleet.sessions.stats().opened });
     if (m.type === 'stop') void fleet.stop().then(() => process.exit(0));
   });

@@ -4,6 +4,7 @@
  * `POST /v1/devices`, and tiny signed releases inserted in the cloud's registry and rolled out by its
  * RolloutEngine. Every scenario ends with `assertConverged` and `assertNoExampleLost`.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { eq } from 'drizzle-orm';
 import { cloudConfigSchema, type CloudConfig } from '../../cloud/config/schema.js';
 import { allocateReleaseSeq } from '../../cloud/rounds/index.js';
 import { examples, models, releases, rollouts } from '../../cloud/registry/schema.js';
+import { Registry } from '../../cloud/registry/db.js';
 import { startCloud, type CloudService } from '../../cloud/server.js';
 import { parseEdgeConfig, type EdgeConfig } from '../../edge/config/index.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
@@ -20,7 +22,8 @@ import { generateSigningKey, signManifest, type SigningKey } from '../../shared/
 import { createLogger, silentLogger, type Logger } from '../../shared/log/index.js';
 import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { makeRelease } from '../fixtures/edge-release.js';
-import { startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+import { freePort, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+import { REPO_ROOT } from '../helpers/cli.js';
 import { DaemonProcess } from '../integration/edge/harness.js';
 
 export const MODEL = 'mnist-student';
@@ -72,6 +75,35 @@ export class FaultWorld {
     return this.cloud;
   }
 
+  /**
+   * The cloud as its own process (`apprentice cloud --config cloud.json`, same data dir and broker), for
+   * SIGKILL. The in-process cloud must be stopped first. Resolves once its API answers.
+   */
+  async spawnCloud(): Promise<{ child: ChildProcess; apiUrl: string; token: string }> {
+    if (this.cloud) throw new Error('stop the in-process cloud first');
+    const port = await freePort();
+    const file = join(this.dir, 'cloud.json');
+    writeFileSync(file, JSON.stringify({ ...this.cloudCfg, api: { ...this.cloudCfg.api, bind: `127.0.0.1:${port}` } }, null, 2));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', file], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, VITEST: '', APPRENTICE_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-5_000)));
+    const apiUrl = `http://127.0.0.1:${port}`;
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`cloud process exited ${child.exitCode}: ${stderr}`);
+      return (await fetch(`${apiUrl}/healthz`).catch(() => undefined))?.ok;
+    }, 30_000, { intervalMs: 100, message: 'cloud process API' });
+    return { child, apiUrl, token: TOKEN };
+  }
+
+  /** The registry file, opened by the test itself (while the cloud runs as another process). */
+  openRegistry(): Registry {
+    return Registry.open(join(this.cloudCfg.dataDir, 'registry.db'));
+  }
+
   async startCloud(): Promise<void> {
     if (this.cloud) return;
     this.cloud = await startCloud(this.cloudCfg, { log: LOG.child({ side: 'cloud' }) });
@@ -84,8 +116,7 @@ export class FaultWorld {
   }
 
   /** A signed release of a tiny model in the registry (as a round stores one); `badSelfTest` makes it fail its self-test on devices. */
-  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024 }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number }): ReleaseInfo {
-    const registry = this.c.registry;
+  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024 }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number }, registry: Registry = this.c.registry): ReleaseInfo {
     registry.db
       .insert(models)
       .values({ name: MODEL, inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' }, labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`), teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp:16', distillSettings: {} })

@@ -4,7 +4,9 @@
  * stored by the cloud, no duplicates: the example UUID is the primary key, and the count matches).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { skipWithoutMosquitto, sleep } from '../helpers/broker.js';
+import mqtt from 'mqtt';
+import { examplesBatchSchema, decodePayload } from '../../shared/protocol/index.js';
+import { skipWithoutMosquitto, sleep, waitFor } from '../helpers/broker.js';
 import { FaultWorld } from './fault-harness.js';
 
 async function proofs(w: FaultWorld, seq: number): Promise<void> {
@@ -37,7 +39,8 @@ describe.skipIf(skipWithoutMosquitto())('fault injection on Mosquitto', () => {
     const r = w.addRelease({ seed: 2 });
     const id = await w.rollout(r.seq, { soakSeconds: 0 });
     const stream = Promise.all([...w.daemons.keys()].map((d) => w.predict(d, 20)));
-    await sleep(150);
+    await sleep(50);
+    expect(w.rolloutRow(id)?.state).not.toBe('completed');
     await w.broker.kill('SIGKILL');
     await sleep(500);
     await w.broker.restart();
@@ -62,9 +65,20 @@ describe.skipIf(skipWithoutMosquitto())('fault injection on Mosquitto', () => {
 
   it('(e) a canary that fails its release self-test: the rollout aborts, no other device receives it', async () => {
     const bad = w.addRelease({ seed: 4, badSelfTest: true });
-    const id = await w.rollout(bad.seq, { canaryShare: 0.34, soakSeconds: 0 });
+    // Who is ever told to run the bad release: a spy on every device's desired topic.
+    const spy = await mqtt.connectAsync(w.broker.url, { clientId: 'faults-spy-desired', clean: true });
+    const told = new Set<string>();
+    spy.on('message', (topic, payload) => {
+      if (payload.length && (JSON.parse(payload.toString('utf8')) as { manifest: { release: number } }).manifest.release === bad.seq) told.add(topic.split('/')[3]!);
+    });
+    await spy.subscribeAsync('apprentice/v1/devices/+/desired', { qos: 1 });
+    // 0.3 × 3 devices: one canary.
+    const id = await w.rollout(bad.seq, { canaryShare: 0.3, soakSeconds: 0 });
     await expect.poll(() => w.rolloutRow(id)?.state, { timeout: 20_000 }).toMatch(/^(rolled_back|aborted)$/);
     await sleep(500);
+    await spy.endAsync();
+    // Only the canary (one of three) was given it.
+    expect(told.size).toBe(1);
     for (const d of w.daemons.values()) expect(d.snapshot().running?.release).not.toBe(bad.seq);
     // Canary plus the rest end on one release that is not the bad one: the previous model, re-issued.
     const row = w.rolloutRow(id)!;
@@ -74,7 +88,7 @@ describe.skipIf(skipWithoutMosquitto())('fault injection on Mosquitto', () => {
     latest = target;
   }, 60_000);
 
-  it('(f) the cloud killed mid-rollout and restarted: the rollout resumes', async () => {
+  it('(f) the cloud stopped mid-rollout (in-process, graceful) and restarted: the rollout resumes', async () => {
     const r = w.addRelease({ seed: 5 });
     const id = await w.rollout(r.seq, { canaryShare: 0.34, soakSeconds: 2 });
     await sleep(300);
@@ -87,4 +101,25 @@ describe.skipIf(skipWithoutMosquitto())('fault injection on Mosquitto', () => {
     await expect.poll(() => w.rolloutRow(id)?.state, { timeout: 20_000 }).toBe('completed');
     latest = r.seq;
   }, 60_000);
+
+  it('(d) the same example batch delivered twice (and a third time) is stored once', async () => {
+    // What a device does when a PUBACK is lost: it sends the same batch (same UUIDs) again.
+    const spy = await mqtt.connectAsync(w.broker.url, { clientId: 'faults-spy', clean: true });
+    const seen: { topic: string; payload: Buffer }[] = [];
+    spy.on('message', (topic, payload) => seen.push({ topic, payload }));
+    await spy.subscribeAsync('apprentice/v1/devices/+/examples', { qos: 1 });
+    await w.predict('dev-b', 5);
+    const first = await waitFor(() => seen[0], 10_000);
+    const before = await w.waitNoExampleLost();
+    const batch = decodePayload(examplesBatchSchema, first.payload);
+    await spy.publishAsync(first.topic, first.payload, { qos: 1 });
+    await spy.publishAsync(first.topic, first.payload, { qos: 1 });
+    await sleep(500);
+    await spy.endAsync();
+    const ids = w.storedIds();
+    for (const ex of batch.examples) expect(ids.filter((id) => id === ex.id)).toHaveLength(1);
+    expect(ids).toHaveLength(before.stored);
+    await proofs(w, latest);
+  }, 60_000);
 });
+
