@@ -12,12 +12,12 @@
  * Env: BENCH_EPOCHS (default 10), BENCH_TEACHER_EPOCHS (14), BENCH_QUICK=1 (tiny budgets, smoke run).
  */
 import { existsSync } from 'node:fs';
-import * as tf from '@tensorflow/tfjs';
 import { runDistill, type DistillReport } from '../../cloud/distill/pipeline.js';
 import { trainTeacher } from '../../cloud/teacher/train-teacher.js';
 import { initBackend } from '../../cloud/tf/backend.js';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { writeBenchResult } from './common.js';
+import { measureTrainingThroughput } from './train-throughput.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const epochs = Number(process.env.BENCH_EPOCHS ?? (quick ? 1 : 10));
@@ -50,32 +50,8 @@ async function distil(student: string, outDir: string): Promise<DistillReport> {
 const big = await distil('mlp:800,800', '.cache/bench/out-mlp800x2');
 const tiny = await distil('mlp:64', '.cache/bench/out-mlp64');
 
-/** Plain forward matMul rate of the student's own layer shapes at the training batch size. */
-function forwardMatMulGflops(widths: number[], batch: number): number {
-  const xs = widths.slice(0, -1).map((w) => tf.randomNormal([batch, w]));
-  const ws = widths.slice(1).map((w, i) => tf.randomNormal([widths[i]!, w]));
-  const run = () => {
-    for (let i = 0; i < ws.length; i++) {
-      const y = tf.matMul(xs[i]!, ws[i]!);
-      y.dataSync();
-      y.dispose();
-    }
-  };
-  for (let i = 0; i < 5; i++) run();
-  let iters = 0;
-  const s = performance.now();
-  while (performance.now() - s < 3000) {
-    run();
-    iters++;
-  }
-  const sec = (performance.now() - s) / 1000;
-  let flops = 0;
-  for (let i = 0; i + 1 < widths.length; i++) flops += 2 * batch * widths[i]! * widths[i + 1]!;
-  tf.dispose([...xs, ...ws]);
-  return (flops * iters) / sec / 1e9;
-}
-const fwdGflops = forwardMatMulGflops([784, 800, 800, 10], batchSize);
-const trainShare = big.student.training.gflops / fwdGflops;
+const probe = measureTrainingThroughput({ batchSize });
+const trainShare = probe.median.share;
 
 const errs = (r: DistillReport) => ({ teacher: r.teacher.test.errors, alone: r.baseline?.test.errors, distilled: r.student.test.errors, int8: r.student.int8Test.errors });
 const result = {
@@ -96,10 +72,14 @@ const result = {
     student800Speedup: big.speedupVsTeacher,
   },
   throughput: {
-    distillSamplesPerSec: big.student.training.samplesPerSec,
-    distillGflops: big.student.training.gflops,
-    forwardMatMulGflops: fwdGflops,
+    // Interleaved probe (train-throughput.ts): forward matMul rate and distillation rate back to back.
+    distillSamplesPerSec: probe.median.distillSamplesPerSec,
+    distillGflops: probe.median.distillGflops,
+    forwardMatMulGflops: probe.median.forwardGflops,
     shareOfForwardMatMul: trainShare,
+    probe,
+    // The full 60k-example run of the quality section, for reference (measured at a different moment).
+    fullRunSamplesPerSec: big.student.training.samplesPerSec,
     batchSize,
   },
   seconds: (performance.now() - t0) / 1000,
@@ -111,5 +91,5 @@ bars.stop();
 console.log(
   `distill: teacher/alone/distilled errors ${big.teacher.test.errors}/${big.baseline?.test.errors}/${big.student.test.errors} (gap closed ${pct(big.gapClosed)}, ${epochs} epochs); ` +
     `mlp:64 ${tiny.baseline?.test.errors}→${tiny.student.test.errors} errors (gap ${pct(tiny.gapClosed)}), ${result.edgeSpeed.speedup.toFixed(1)}× faster than teacher, ${result.edgeSpeed.accuracyPointsBelowTeacher.toFixed(2)} pts below; ` +
-    `training ${Math.round(big.student.training.samplesPerSec)} samples/s = ${pct(trainShare)} of forward matMul rate [${backend.name}] → ${file}`,
+    `training ${Math.round(probe.median.distillSamplesPerSec)} samples/s = ${pct(trainShare)} of forward matMul rate [${backend.name}] → ${file}`,
 );
