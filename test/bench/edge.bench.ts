@@ -292,6 +292,45 @@ async function coldStart(modelPath: string, manifestPath: string): Promise<{ toL
   return { toListeningMs: round(toListeningMs, 0), toReadyMs: round(toReadyMs, 0) };
 }
 
+/** VmRSS of another process, from /proc (Linux). */
+async function procRssMB(pid: number): Promise<number> {
+  const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+}
+
+/**
+ * RSS of a process that does nothing but serve the local API (the daemon's shape, unlike this bench
+ * process, which also ran the in-process and plain-handler scenarios): idle after ready, and the
+ * maximum under the JSON predict load. `nodeArgs` lets us try V8 heap settings.
+ */
+async function serverProcessRss(modelPath: string, manifestPath: string, bodies: string[], o: { connections: number; durationMs: number; warmupMs: number }, nodeArgs: string[] = []): Promise<{ nodeArgs: string[]; idleMB: number; underLoadMaxMB: number; rps: number }> {
+  const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', 'serve', modelPath, manifestPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<number>((res, rej) => {
+      let out = '';
+      cp.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) res(Number(out.trim()));
+      });
+      cp.on('exit', (code) => rej(new Error(`serve child exited with ${code}`)));
+    });
+    for (let i = 0; i < 600; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      if (r?.status === 200) break;
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    await new Promise((res) => setTimeout(res, 500));
+    const idleMB = await procRssMB(cp.pid!);
+    let maxMB = idleMB;
+    const timer = setInterval(() => void procRssMB(cp.pid!).then((v) => (maxMB = Math.max(maxMB, v))).catch(() => undefined), 200);
+    const m = await load(port, 'POST', '/v1/predict', bodies, o);
+    clearInterval(timer);
+    return { nodeArgs, idleMB, underLoadMaxMB: maxMB, rps: m.rps };
+  } finally {
+    cp.kill('SIGTERM');
+  }
+}
+
 async function main(): Promise<void> {
   const durationMs = arg('duration-ms', 5000);
   const connections = arg('connections', 16);
@@ -345,6 +384,12 @@ async function main(): Promise<void> {
     }
     await host.dispose();
 
+    const rssProcess = [];
+    for (const args of want('rssproc') ? [[], ['--max-semi-space-size=1']] : []) {
+      const r = await serverProcessRss(path, manPath, jsonBodies, o, args);
+      rssProcess.push(r);
+      console.error(`[edge.bench] server process ${args.join(' ') || '(default V8 flags)'}: RSS idle ${r.idleMB} MB, under load max ${r.underLoadMaxMB} MB at ${r.rps}/s`);
+    }
     const cold = want('cold') ? await coldStart(path, manPath) : undefined;
     if (cold) console.error(`[edge.bench] cold start: listening ${cold.toListeningMs} ms, ready ${cold.toReadyMs} ms`);
     // ORT's CPU arena on/off, and glibc limited to 2 malloc arenas (fragmentation across ORT's threads
@@ -368,7 +413,7 @@ async function main(): Promise<void> {
       load: { connections, durationMs, warmupMs: o.warmupMs, client: 'raw keep-alive sockets, closed loop, separate process' },
       http,
       inProcess: inproc,
-      rss: { idleMB: rssIdleMB, underLoadMaxMB: { batchingOff: http.jsonBatchingOff?.rssMaxMB, batchingOn: http.jsonBatchingOn?.rssMaxMB } },
+      rss: { idleMB: rssIdleMB, underLoadMaxMB: { batchingOff: http.jsonBatchingOff?.rssMaxMB, batchingOn: http.jsonBatchingOn?.rssMaxMB }, serverProcess: rssProcess },
       coldStart: cold,
       swaps: swapRuns,
     };
