@@ -28,6 +28,4 @@ export function buildProgram(): Command {
   return program;
 }
 
-if (!process.env.VITEST) {
-  process.exitCode = await runProgram(buildProgram(), process.argv);
-}
+process.exitCode = await runProgram(buildProgram(), process.argv);

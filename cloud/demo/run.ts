@@ -337,9 +337,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       const logFile = join(dir, 'edge.log');
       const { cmd, args } = edgeCommandLine(configFile);
       const out = createWriteStream(logFile, { flags: 'a' });
-      // Not VITEST: bin/main.ts does not run the CLI under the test runner (the loop test spawns real daemons).
-      const { VITEST: _v, VITEST_WORKER_ID: _w, VITEST_POOL_ID: _p, ...env } = process.env;
-      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, APPRENTICE_LOG_LEVEL: process.env.APPRENTICE_LOG_LEVEL ?? 'info' } });
+      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APPRENTICE_LOG_LEVEL: process.env.APPRENTICE_LOG_LEVEL ?? 'info' } });
       child.stdout!.pipe(out, { end: false });
       child.stderr!.pipe(out, { end: false });
       const exited = new Promise<void>((r) => child.once('exit', () => r()));

@@ -86,6 +86,7 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
   const mBuf = new Float32Array(batchSize);
   const lossHistory: number[] = [];
   let step = 0;
+  let samples = 0;
   let lastLoss = NaN;
   const t0 = performance.now();
   let stopped = false;
@@ -133,6 +134,7 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
       }, readLoss);
       for (const v of [x, t, y, m]) v?.dispose();
       step++;
+      samples += n;
       if (lossT) {
         lastLoss = (lossT.dataSync() as Float32Array)[0]!;
         lossT.dispose();
@@ -148,7 +150,6 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
   }
   optimizer.dispose();
   const seconds = (performance.now() - t0) / 1000;
-  const samples = step * batchSize > count * epochs ? count * epochs : Math.min(step * batchSize, count * epochs);
   return { epochs: lossHistory.length, steps: step, samples, seconds, samplesPerSec: samples / seconds, finalLoss: lossHistory.at(-1) ?? NaN, lossHistory };
 }
 

@@ -18,6 +18,8 @@ function sameSecret(a: string, b: string): boolean {
  * may do anything under the protocol prefix; a device (username = device id, password as provisioned,
  * checked against the registry's `$7$` hash) may publish only its own status/telemetry/events/examples
  * and subscribe only to its own `desired` and to artifacts. Revoked devices are refused at connect.
+ * A refused PUBLISH closes the device's connection (aedes, [MQTT-3.3.5-2]); a refused subscription
+ * is answered with SUBACK 0x80.
  */
 export function embeddedBrokerAuth({ registry, cloudUser, cloudPassword }: { registry: Registry; cloudUser: string; cloudPassword: string }): AedesOptions {
   const isCloud = (client: { id: string } & Record<string, unknown>) => (client as { apprenticeRole?: string }).apprenticeRole === 'cloud';

@@ -265,17 +265,23 @@ async function inProcess(modelPath: string, manifest: Manifest, iterations: numb
   return { ortRunsPerSec: round((iterations / ms) * 1000, 0), ortP50Ms: round(pct(lat, 50), 4), ortP99Ms: round(pct(lat, 99), 4), hostRunsPerSec: round((iterations / hostMs) * 1000, 0) };
 }
 
-async function coldStart(modelPath: string, manifestPath: string): Promise<{ toListeningMs: number; toReadyMs: number }> {
-  const t0 = performance.now();
-  const cp = spawn(process.execPath, [SELF, '--child', 'serve', modelPath, manifestPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Spawns the serve-only child; resolves once it prints its port (it listens before the model is ready). */
+async function startServeChild(modelPath: string, manifestPath: string, nodeArgs: string[] = []): Promise<{ cp: ReturnType<typeof spawn>; port: number }> {
+  const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', 'serve', modelPath, manifestPath], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((res, rej) => {
     let out = '';
-    cp.stdout.on('data', (d: Buffer) => {
+    cp.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('\n')) res(Number(out.trim()));
     });
     cp.on('exit', (code) => rej(new Error(`serve child exited with ${code}`)));
   });
+  return { cp, port };
+}
+
+async function coldStart(modelPath: string, manifestPath: string): Promise<{ toListeningMs: number; toReadyMs: number }> {
+  const t0 = performance.now();
+  const { cp, port } = await startServeChild(modelPath, manifestPath);
   const toListeningMs = performance.now() - t0;
   let toReadyMs = NaN;
   for (;;) {
@@ -304,16 +310,8 @@ async function procRssMB(pid: number): Promise<number> {
  * maximum under the JSON predict load. `nodeArgs` lets us try V8 heap settings.
  */
 async function serverProcessRss(modelPath: string, manifestPath: string, bodies: string[], o: { connections: number; durationMs: number; warmupMs: number }, nodeArgs: string[] = []): Promise<{ nodeArgs: string[]; idleMB: number; underLoadMaxMB: number; rps: number }> {
-  const cp = spawn(process.execPath, [...nodeArgs, SELF, '--child', 'serve', modelPath, manifestPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const { cp, port } = await startServeChild(modelPath, manifestPath, nodeArgs);
   try {
-    const port = await new Promise<number>((res, rej) => {
-      let out = '';
-      cp.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('\n')) res(Number(out.trim()));
-      });
-      cp.on('exit', (code) => rej(new Error(`serve child exited with ${code}`)));
-    });
     for (let i = 0; i < 600; i++) {
       const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
       if (r?.status === 200) break;

@@ -86,7 +86,7 @@ export class FaultWorld {
     writeFileSync(file, JSON.stringify({ ...this.cloudCfg, api: { ...this.cloudCfg.api, bind: `127.0.0.1:${port}` } }, null, 2));
     const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', file], {
       cwd: REPO_ROOT,
-      env: { ...process.env, VITEST: '', APPRENTICE_LOG_LEVEL: 'warn' },
+      env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';

@@ -12,7 +12,7 @@ export interface CliResult {
 /** Runs the real CLI (TypeScript source via tsx) as a child process, as a user would. */
 export function runCli(args: string[], { timeoutMs = 120_000, env = {} }: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env, VITEST: '' } });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

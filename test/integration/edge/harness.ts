@@ -223,7 +223,7 @@ export class DaemonProcess {
   static spawn(configPath: string, env: Record<string, string> = {}, { args = [], nodeArgs = [] }: { args?: string[]; nodeArgs?: string[] } = {}): DaemonProcess {
     const child = spawn(process.execPath, ['--import', 'tsx', ...nodeArgs, 'bin/main.ts', 'edge', '--config', configPath, ...args], {
       cwd: REPO_ROOT,
-      env: { ...process.env, VITEST: '', NOTIFY_SOCKET: '', APPRENTICE_LOG_LEVEL: 'info', ...env },
+      env: { ...process.env, NOTIFY_SOCKET: '', APPRENTICE_LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new DaemonProcess(child);
