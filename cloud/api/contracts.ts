@@ -1,4 +1,4 @@
-import type { RolloutEngine } from '../fleet/rollouts.js';
+import type { RolloutEngine } from '../rollouts/engine.js';
 import type { RoundRunner } from '../rounds/runner.js';
 import type { RolloutsService, RoundsService } from './types.js';
 

@@ -1,7 +1,7 @@
 import type { ErrorHandler } from 'hono';
 import { ApiError, apiErrorHandler, errorBody } from '../../shared/http/errors.js';
 import type { Logger } from '../../shared/log/index.js';
-import { RolloutError } from '../fleet/rollout-store.js';
+import { RolloutError } from '../rollouts/policy.js';
 import { RoundConflictError, UnknownModelError } from '../rounds/types.js';
 import { RolloutConflictError, RolloutNotFoundError, RolloutRequestError, RoundInProgressError } from './types.js';
 

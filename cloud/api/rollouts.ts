@@ -2,7 +2,7 @@ import { and, eq, inArray } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { releaseSeq } from '../../shared/protocol/schemas.js';
-import { ROLLOUT_STATES } from '../fleet/rollout-store.js';
+import { ROLLOUT_STATES } from '../rollouts/policy.js';
 import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
@@ -66,7 +66,7 @@ const invalid = (message: string, field: string) => new ApiError(422, 'invalid_r
 
 /**
  * `/v1/rollouts`: the API checks what it can answer precisely (model, release, device ids) and hands the
- * rest to the RolloutEngine (cloud/fleet), whose typed errors become 404/409/422.
+ * rest to the RolloutEngine (cloud/rollouts), whose typed errors become 404/409/422.
  */
 export function rolloutRoutes(ctx: ApiContext): Hono {
   const detail = async (id: string) => {

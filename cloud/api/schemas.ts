@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { deviceId, manifestSchema, releaseSeq } from '../../shared/protocol/schemas.js';
-import { rolloutRequestSchema } from '../fleet/rollout-store.js';
+import { rolloutRequestSchema } from '../rollouts/policy.js';
 import type { RolloutTarget } from './types.js';
 
 /**

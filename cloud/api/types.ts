@@ -5,7 +5,7 @@ import type { RolloutRow } from '../registry/schema.js';
 
 /**
  * What the cloud API needs from the other cloud modules, as structural interfaces: cloud/rounds'
- * RoundRunner and cloud/fleet's RolloutEngine satisfy them as they are (checked at compile time in
+ * RoundRunner and cloud/rollouts' RolloutEngine satisfy them as they are (checked at compile time in
  * contracts.ts). The API maps the typed errors below, and the ones those modules throw (RoundConflictError,
  * UnknownModelError, RoundConfigError, RolloutError), to 404/409/422; anything else is a logged 500.
  */
@@ -37,7 +37,7 @@ export interface CreateRolloutInput {
   failureThreshold: number;
 }
 
-/** Rollouts (the cloud/fleet RolloutEngine). */
+/** Rollouts (the cloud/rollouts RolloutEngine). */
 export interface RolloutsService {
   /** Throws RolloutConflictError (e.g. another active rollout of the model) or RolloutRequestError (e.g. target matches no device). */
   create(input: CreateRolloutInput): Promise<RolloutRow>;

@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
 
 export interface OnnxEval {
   count: number;
@@ -111,8 +112,7 @@ export async function measureLatency(model: Uint8Array, sample: Float32Array, { 
       if (times.length >= 100_000) break;
     }
     times.sort((a, b) => a - b);
-    const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
-    return { batch: 1, threads, iterations: times.length, meanMs: times.reduce((a, b) => a + b, 0) / times.length, p50Ms: q(0.5), p95Ms: q(0.95) };
+    return { batch: 1, threads, iterations: times.length, meanMs: times.reduce((a, b) => a + b, 0) / times.length, p50Ms: percentileOfSorted(times, 50), p95Ms: percentileOfSorted(times, 95) };
   } finally {
     await session.release();
   }

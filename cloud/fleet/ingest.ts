@@ -18,7 +18,7 @@ import {
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
-import { applyDeviceEvent, type AppliedEvent } from './rollout-store.js';
+import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
 
 /** In-process signals for the rollout engine, emitted after the DB was updated. */
 export interface FleetSignalMap {

@@ -4,10 +4,11 @@ import { and, eq, inArray, isNotNull } from 'drizzle-orm';
 import { chunkArtifact, sha256Of } from '../../shared/manifest/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { encodePayload, signedManifestSchema, topics, type SignedManifest } from '../../shared/protocol/index.js';
+import { mapLimit } from '../../shared/util/map-limit.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import type { MqttPublisher } from './mqtt.js';
-import { ACTIVE_ROLLOUT_STATES } from './rollout-store.js';
 
 export class PublishError extends Error {
   override readonly name = 'PublishError';
@@ -20,18 +21,6 @@ export interface ReleasePublisherDeps {
   concurrency?: number;
   /** Base for relative `releases.artifact_path` values (the cloud's data dir); default cwd. */
   dataDir?: string;
-}
-
-/** Runs `fn` over `items` with at most `limit` calls pending. Rejects with the first error. */
-export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }
 
 /** Number of retained chunks a release's artifact has. */

@@ -1,6 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
+import { addApiOptions, resolveAdminToken } from '../../shared/cli/api-client.js';
 import { UsageError } from '../../shared/cli/errors.js';
 import { DEVICE_ID_RE } from '../../shared/protocol/topics.js';
 import { writeFileAtomicSync } from '../keys/atomic.js';
@@ -10,7 +11,6 @@ import { provisionDevice } from './client.js';
 
 /** The registry database inside a cloud data dir. */
 export const REGISTRY_FILE = 'registry.db';
-export const TOKEN_ENV = 'APPRENTICE_ADMIN_TOKEN';
 
 export function registryPathIn(dataDir: string): string {
   return join(dataDir, REGISTRY_FILE);
@@ -20,18 +20,15 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 
 /** `apprentice provision`: registers a device with the cloud and writes its edge.json (mode 0600). */
 export function provisionCommand(): Command {
-  return new Command('provision')
+  return addApiOptions(new Command('provision'))
     .description('Provision a device with the cloud and write its config bundle (MQTT credentials, trusted keys); the password is shown only once')
-    .requiredOption('--cloud <url>', 'cloud API base URL, e.g. http://127.0.0.1:8787')
-    .option('--token <token>', `admin bearer token (default: $${TOKEN_ENV})`)
     .requiredOption('--device <id>', 'device id (also its MQTT username): [A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
     .option('--group <name>', 'rollout group (repeatable)', collect, [] as string[])
     .requiredOption('--out <file>', "where to write the bundle (edge.json, mode 0600); '-' prints it")
     .option('--force', 'overwrite --out if it exists', false)
-    .addHelpText('after', '\nExample:\n  apprentice provision --cloud http://127.0.0.1:8787 --token "$APPRENTICE_ADMIN_TOKEN" --device pi-kitchen --group kitchen --out edge.json')
-    .action(async (o: { cloud: string; token?: string; device: string; group: string[]; out: string; force: boolean }) => {
-      const token = o.token ?? process.env[TOKEN_ENV];
-      if (!token) throw new UsageError(`--token is required (or set ${TOKEN_ENV})`);
+    .addHelpText('after', '\nExample:\n  apprentice provision --cloud http://127.0.0.1:8787 --token-file .apprentice/cloud/admin-token --device pi-kitchen --group kitchen --out edge.json')
+    .action(async (o: { cloud: string; token?: string; tokenFile?: string; device: string; group: string[]; out: string; force: boolean }) => {
+      const token = resolveAdminToken(o);
       if (!DEVICE_ID_RE.test(o.device)) throw new UsageError(`--device: invalid device id "${o.device}" (allowed: ${DEVICE_ID_RE.source})`);
       const out = o.out === '-' ? undefined : resolve(o.out);
       // Checked before the request: the bundle holds the only copy of the password.

@@ -5,7 +5,7 @@ import type { Schedule } from './settings.js';
 /**
  * Structural types of what rounds need from other modules (signing keys, the MQTT publisher, the
  * rollout engine) and the messages between the round runner and its worker process. Structural on
- * purpose: cloud/keys and cloud/fleet satisfy them without importing this folder.
+ * purpose: cloud/keys, cloud/fleet and cloud/rollouts satisfy them without importing this folder.
  */
 
 /** Signs release manifests; the cloud's KeyStore provides it. May be async (e.g. a remote KMS). */
@@ -23,7 +23,7 @@ export interface ArtifactPublisher {
   publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<unknown>;
 }
 
-/** What a round asks the rollout engine for when the model's schedule says `autoRollout` (cloud/fleet rolloutRequestSchema, which is strict: no extra keys). */
+/** What a round asks the rollout engine for when the model's schedule says `autoRollout` (cloud/rollouts rolloutRequestSchema, which is strict: no extra keys). */
 export interface RolloutRequest {
   model: string;
   releaseSeq: number;
@@ -33,7 +33,7 @@ export interface RolloutRequest {
   failureThreshold: number;
 }
 
-/** cloud/fleet RolloutEngine, structurally. */
+/** cloud/rollouts RolloutEngine, structurally. */
 export interface RolloutStarter {
   create(input: RolloutRequest): Promise<unknown>;
 }

@@ -1,6 +1,7 @@
 import type { ROLLBACK_REASONS } from '../../shared/protocol/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { InferenceObservation, InferenceObserver, LoadedModel } from './host.js';
+import { percentile } from '../../shared/util/percentile.js';
 
 export type RollbackReason = (typeof ROLLBACK_REASONS)[number];
 
@@ -48,12 +49,6 @@ interface Window {
   latencies: number[];
   seen: number;
   timer: NodeJS.Timeout;
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx]!;
 }
 
 /**

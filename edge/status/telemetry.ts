@@ -4,6 +4,7 @@ import { PROTOCOL_VERSION, assertPublishable, encodePayload, telemetrySchema, to
 import type { OutboxStats } from '../outbox/index.js';
 import type { InferenceObservation } from '../runtime/index.js';
 import type { RunningRelease } from './status.js';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
 
 export interface InferenceStatsOptions {
   /** Runs kept for the percentiles (a ring buffer). */
@@ -12,10 +13,6 @@ export interface InferenceStatsOptions {
   maxAgeMs?: number;
   /** Monotonic milliseconds. */
   now?: () => number;
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 /**
@@ -67,7 +64,7 @@ export class InferenceStats {
     if (lat.length === 0) return { p50: null, p95: null, recentErrors, recentRuns };
     lat.sort((a, b) => a - b);
     const round = (x: number) => Math.round(x * 1000) / 1000;
-    return { p50: round(percentile(lat, 50)), p95: round(percentile(lat, 95)), recentErrors, recentRuns };
+    return { p50: round(percentileOfSorted(lat, 50)), p95: round(percentileOfSorted(lat, 95)), recentErrors, recentRuns };
   }
 }
 

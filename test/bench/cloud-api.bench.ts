@@ -14,6 +14,7 @@ import { cloudConfigSchema } from '../../cloud/config/schema.js';
 import { trainTeacher } from '../../cloud/teacher/train-teacher.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { writeBenchResult } from './common.js';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'apprentice-bench-cloud-'));
 const teacher = join(dir, 'teacher.onnx');
@@ -52,8 +53,7 @@ async function measure(path: () => string, until: () => boolean, minMs: number):
     }),
   );
   times.sort((a, b) => a - b);
-  const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
-  return { n: times.length, p50: q(0.5), p99: q(0.99) };
+  return { n: times.length, p50: percentileOfSorted(times, 50), p99: percentileOfSorted(times, 99) };
 }
 
 const idle = await measure(() => '/v1/devices', () => true, 5000);

@@ -25,6 +25,7 @@ import { ModelHost } from '../../edge/runtime/host.js';
 import { ModelSession, type ModelSessionOptions } from '../../edge/runtime/session.js';
 import type { Manifest } from '../../shared/protocol/index.js';
 import { denseModel, makeManifest, sampleInputs, writeModel } from '../fixtures/onnx-models.js';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), '../../..');
@@ -33,11 +34,6 @@ const MB = 1024 * 1024;
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
@@ -125,7 +121,7 @@ async function loadChild(spec: LoadSpec): Promise<LoadResult> {
     });
   await Promise.all(Array.from({ length: spec.connections }, (_, k) => runConn(k)));
   latencies.sort((a, b) => a - b);
-  return { requests, totalRequests, rps: round(requests / (spec.durationMs / 1000), 0), p50Ms: round(pct(latencies, 50), 3), p99Ms: round(pct(latencies, 99), 3), non2xx, socketErrors };
+  return { requests, totalRequests, rps: round(requests / (spec.durationMs / 1000), 0), p50Ms: round(percentileOfSorted(latencies, 50), 3), p99Ms: round(percentileOfSorted(latencies, 99), 3), non2xx, socketErrors };
 }
 
 // ───────────────────────────── child: cold start ─────────────────────────────
@@ -262,7 +258,7 @@ async function inProcess(modelPath: string, manifest: Manifest, iterations: numb
   const hostMs = performance.now() - t1;
   await host.dispose();
   lat.sort((a, b) => a - b);
-  return { ortRunsPerSec: round((iterations / ms) * 1000, 0), ortP50Ms: round(pct(lat, 50), 4), ortP99Ms: round(pct(lat, 99), 4), hostRunsPerSec: round((iterations / hostMs) * 1000, 0) };
+  return { ortRunsPerSec: round((iterations / ms) * 1000, 0), ortP50Ms: round(percentileOfSorted(lat, 50), 4), ortP99Ms: round(percentileOfSorted(lat, 99), 4), hostRunsPerSec: round((iterations / hostMs) * 1000, 0) };
 }
 
 /** Spawns the serve-only child; resolves once it prints its port (it listens before the model is ready). */

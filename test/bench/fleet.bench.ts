@@ -31,28 +31,13 @@ import { makeRelease, trustedKeysOf, type TestRelease } from '../fixtures/edge-r
 import { startMosquitto } from '../helpers/mosquitto.js';
 import { freePort, canConnect, sleep } from '../helpers/net.js';
 import { writeBenchResult } from './common.js';
+import { mapLimit } from '../../shared/util/map-limit.js';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const PUBLISH_CONCURRENCY = 16;
 const CONNECT_CONCURRENCY = 50;
 const STORAGE = process.env.BENCH_DATA_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
-
-async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
-}
-
-function pct(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 const round = (x: number): number => Math.round(x * 10) / 10;
 
@@ -115,7 +100,7 @@ interface Timing {
 
 function timing(perDevice: number[], totalMs: number): Timing {
   const s = [...perDevice].sort((a, b) => a - b);
-  return { totalMs: round(totalMs), p50Ms: round(pct(s, 50)), p95Ms: round(pct(s, 95)) };
+  return { totalMs: round(totalMs), p50Ms: round(percentileOfSorted(s, 50)), p95Ms: round(percentileOfSorted(s, 95)) };
 }
 
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes on one host. */

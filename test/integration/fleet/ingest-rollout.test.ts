@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { Ingest } from '../../../cloud/fleet/ingest.js';
 import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
-import { RolloutEngine } from '../../../cloud/fleet/rollouts.js';
+import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { examples } from '../../../cloud/registry/schema.js';
 import { topics } from '../../../shared/protocol/index.js';
 import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';

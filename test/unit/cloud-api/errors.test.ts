@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RolloutError } from '../../../cloud/fleet/rollout-store.js';
+import { RolloutError } from '../../../cloud/rollouts/policy.js';
 import { RoundConflictError, UnknownModelError } from '../../../cloud/rounds/types.js';
 import { call, harness, json, seedModel, seedRelease, TOKEN, type Harness } from './helpers.js';
 

@@ -29,7 +29,7 @@ export class FakeRounds implements RoundsService {
   }
 }
 
-/** cloud/fleet RolloutEngine stand-in over the real registry tables. */
+/** cloud/rollouts RolloutEngine stand-in over the real registry tables. */
 export class FakeRollouts implements RolloutsService {
   readonly aborted: { id: string; reason: string }[] = [];
   readonly rolledBack: string[] = [];

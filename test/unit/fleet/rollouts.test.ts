@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Ingest } from '../../../cloud/fleet/ingest.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
-import { RolloutError } from '../../../cloud/fleet/rollout-store.js';
-import { RolloutEngine, type RolloutEngineDeps } from '../../../cloud/fleet/rollouts.js';
+import { RolloutError } from '../../../cloud/rollouts/policy.js';
+import { RolloutEngine, type RolloutEngineDeps } from '../../../cloud/rollouts/engine.js';
 import { verifyManifest } from '../../../shared/manifest/index.js';
 import { topics } from '../../../shared/protocol/index.js';
 import { FakeMqtt, FleetFixture, MODEL, eventPayload, statusPayload, telemetryPayload } from './fixtures.js';

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { provisionCommand, brokerAuthCommand } from '../../../cloud/provision/cli.js';
-import { provisionDevice, ProvisionError } from '../../../cloud/provision/client.js';
+import { provisionDevice } from '../../../cloud/provision/client.js';
+import { ApiError } from '../../../shared/cli/api-client.js';
 import { runProgram } from '../../../shared/cli/run.js';
 import { harness, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
@@ -23,9 +24,9 @@ describe('provisionDevice (in-process against the real app)', () => {
   it.each([
     [{ token: 'wrong-token', deviceId: 'pi-2' }, /^HTTP 401 from http:\/\/cloud\.test\/v1\/devices: unauthorized: invalid token$/],
     [{ token: TOKEN, deviceId: 'pi-1' }, /^HTTP 409 .*device_exists: device pi-1 already exists \(field id\)$/],
-  ])('turns HTTP errors into one-line ProvisionErrors', async (over, message) => {
+  ])('turns HTTP errors into one-line ApiErrors', async (over, message) => {
     const err = await provisionDevice({ cloud: 'http://cloud.test/', fetchImpl, ...over }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ProvisionError);
+    expect(err).toBeInstanceOf(ApiError);
     expect((err as Error).message).toMatch(message);
   });
 

@@ -2,21 +2,11 @@ import { and, desc, eq } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
-import type { FleetSignalMap, FleetSignals } from './ingest.js';
-import type { ReleasePublisher } from './publisher.js';
-import { RolloutSteps } from './rollout-steps.js';
-import {
-  ROLLOUT_DEVICE_STATES,
-  RolloutError,
-  activeMemberships,
-  activeRollouts,
-  getRollout,
-  rolloutRequestSchema,
-  setRollout,
-  type RolloutDeviceState,
-  type RolloutRequest,
-  type RolloutState,
-} from './rollout-store.js';
+import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
+import type { ReleasePublisher } from '../fleet/publisher.js';
+import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
+import { RolloutSteps } from './steps.js';
+import { activeMemberships, activeRollouts, getRollout, setRollout } from './store.js';
 
 export interface Timers {
   setInterval(fn: () => void, ms: number): unknown;

@@ -1,76 +1,16 @@
 import { and, desc, eq, inArray, ne } from 'drizzle-orm';
-import { z } from 'zod';
-import { deviceId as deviceIdSchema, releaseSeq, type DeviceEvent } from '../../shared/protocol/index.js';
+import type { DeviceEvent } from '../../shared/protocol/index.js';
 import type { RegistryDb } from '../registry/db.js';
 import { devices, rolloutDevices, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
+import { ACTIVE_ROLLOUT_STATES, inTarget, type RolloutDeviceState, type RolloutTarget } from './policy.js';
 
 /** The registry database or a transaction on it. */
 export type Db = RegistryDb | Parameters<Parameters<RegistryDb['transaction']>[0]>[0];
 
 /**
- * Rollout state as stored in `rollouts.state` / `rollout_devices.state`, and the DB reads and
- * transitions shared by ingest (device events) and the rollout engine. The DB is the only state:
- * a restarted cloud resumes from it.
+ * The DB reads and transitions of rollouts, shared by ingest (device events) and the rollout engine.
+ * The DB is the only state: a restarted cloud resumes from it.
  */
-
-/**
- * pending → canary → fleet → completed; any active state → aborted (manual, superseded) or
- * rolling_back → rolled_back (failure threshold or manual rollback). `rolling_back` is persisted so a
- * restart in the middle of a re-issue finishes it.
- */
-export const ROLLOUT_STATES = ['pending', 'canary', 'fleet', 'rolling_back', 'completed', 'aborted', 'rolled_back'] as const;
-export type RolloutState = (typeof ROLLOUT_STATES)[number];
-export const ACTIVE_ROLLOUT_STATES = ['pending', 'canary', 'fleet', 'rolling_back'] as const satisfies readonly RolloutState[];
-
-/** waiting (not given the release) → desired (retained desired published) → installed | rejected | rolled_back. */
-export const ROLLOUT_DEVICE_STATES = ['waiting', 'desired', 'installed', 'rejected', 'rolled_back'] as const;
-export type RolloutDeviceState = (typeof ROLLOUT_DEVICE_STATES)[number];
-export const FAILED_DEVICE_STATES: readonly RolloutDeviceState[] = ['rejected', 'rolled_back'];
-export const SETTLED_DEVICE_STATES: readonly RolloutDeviceState[] = ['installed', 'rejected', 'rolled_back'];
-
-export class RolloutError extends Error {
-  override readonly name = 'RolloutError';
-  constructor(
-    message: string,
-    /** not_found | invalid | conflict: lets the API map it to 404 / 400 / 409. */
-    readonly code: 'not_found' | 'invalid' | 'conflict',
-  ) {
-    super(message);
-  }
-}
-
-export const rolloutTargetSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('all') }),
-  z.strictObject({ kind: z.literal('group'), group: z.string().min(1).max(128) }),
-  z.strictObject({ kind: z.literal('devices'), ids: z.array(deviceIdSchema).min(1).max(100_000) }),
-]);
-export type RolloutTarget = z.infer<typeof rolloutTargetSchema>;
-
-/** Body of a rollout request (the API validates with it too). */
-export const rolloutRequestSchema = z.strictObject({
-  model: z.string().min(1).max(128),
-  releaseSeq,
-  target: rolloutTargetSchema.default({ kind: 'all' }),
-  /** Share of targeted devices that get the release first; at least one device. */
-  canaryShare: z.number().min(0).max(1).default(0.1),
-  /** How long every canary must stay healthy after the last one installed. */
-  soakSeconds: z.number().int().min(0).max(30 * 24 * 3600).default(300),
-  /** Abort (and roll back) when the share of failed devices (canaries, then all targeted) exceeds this. */
-  failureThreshold: z.number().min(0).max(1).default(0),
-});
-export type RolloutRequest = z.input<typeof rolloutRequestSchema>;
-export type RolloutRequestParsed = z.output<typeof rolloutRequestSchema>;
-
-export function inTarget(target: RolloutTarget, device: { id: string; groups: unknown }): boolean {
-  switch (target.kind) {
-    case 'all':
-      return true;
-    case 'group':
-      return Array.isArray(device.groups) && device.groups.includes(target.group);
-    case 'devices':
-      return target.ids.includes(device.id);
-  }
-}
 
 /** Non-revoked devices the target names. */
 export function targetedDevices(db: Db, target: RolloutTarget): DeviceRow[] {

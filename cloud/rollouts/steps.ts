@@ -1,25 +1,12 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { desc, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
-import { mapLimit, signedManifestOf, type ReleasePublisher } from './publisher.js';
-import {
-  FAILED_DEVICE_STATES,
-  RolloutError,
-  SETTLED_DEVICE_STATES,
-  activeRollouts,
-  getRollout,
-  inTarget,
-  members,
-  setMember,
-  setRollout,
-  targetedDevices,
-  type RolloutDeviceState,
-  type RolloutMember,
-  type RolloutRequestParsed,
-  type RolloutTarget,
-} from './rollout-store.js';
+import { mapLimit } from '../../shared/util/map-limit.js';
+import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
+import { FAILED_DEVICE_STATES, RolloutError, SETTLED_DEVICE_STATES, inTarget, pickCanaries, type RolloutDeviceState, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
+import { activeRollouts, getRollout, members, setMember, setRollout, targetedDevices, type RolloutMember } from './store.js';
 
 export interface RolloutStepsDeps {
   registry: Registry;
@@ -279,18 +266,4 @@ export class RolloutSteps {
       this.log.error({ err }, 'rollouts/gc-failed');
     }
   }
-}
-
-/**
- * Deterministic canaries: ceil(share × targeted) devices (at least one), online ones first, then by
- * sha256(rollout id, device id), so a re-run picks the same devices and different rollouts spread.
- */
-export function pickCanaries(rolloutId: string, targeted: readonly Pick<DeviceRow, 'id' | 'online'>[], share: number): Set<string> {
-  // The epsilon keeps float noise (0.3 × 10 = 3.0000000000000004) from adding a canary.
-  const n = Math.min(targeted.length, Math.max(1, Math.ceil(share * targeted.length - 1e-9)));
-  const key = (id: string) => createHash('sha256').update(`${rolloutId}\0${id}`).digest('hex');
-  const sorted = targeted
-    .map((d) => ({ id: d.id, online: d.online, k: key(d.id) }))
-    .sort((a, b) => Number(b.online) - Number(a.online) || (a.k < b.k ? -1 : a.k > b.k ? 1 : 0));
-  return new Set(sorted.slice(0, n).map((d) => d.id));
 }

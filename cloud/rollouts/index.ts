@@ -1,0 +1,4 @@
+export * from './policy.js';
+export * from './store.js';
+export * from './steps.js';
+export * from './engine.js';
