@@ -4,7 +4,8 @@ import * as tf from '@tensorflow/tfjs';
 import { type Dataset, exampleSize, loadDataset, splitHoldout } from '../../shared/data/index.js';
 import { exportToOnnx, quantizeInt8, DEFAULT_QUANT_FORM } from '../export/index.js';
 import { buildModel } from '../models/build.js';
-import { mlpForwardFlops, parseArch, type ArchSpec } from '../models/spec.js';
+import { modelFlops } from '../models/flops.js';
+import { imageShapeOf, isConv, parseArch, type ArchSpec } from '../models/spec.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
 import { Teacher, type TeacherOutputKind } from '../teacher/ort-teacher.js';
 import { initBackend, type BackendChoice } from '../tf/backend.js';
@@ -81,7 +82,7 @@ export interface TrainingStats {
   epochs: number;
   seconds: number;
   samplesPerSec: number;
-  /** Training FLOP/s assuming backward ≈ 2× forward. */
+  /** Training FLOP/s over the whole run, from the gradient ops tfjs runs (cloud/models/flops.ts). */
   gflops: number;
   finalLoss: number;
 }
@@ -120,7 +121,8 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     const teacherPred = argmaxRows(tTest.logits, classes);
     const teacherScore = { ...scorePredictions(teacherPred, test.labels), count: test.count };
 
-    const fwdFlops = mlpForwardFlops(arch, size, classes);
+    const imageShape = isConv(arch) ? imageShapeOf(train.shape) : undefined;
+    const flops = modelFlops(arch, imageShape ?? [size], classes);
     const trainOne = async (run: 'student' | 'baseline'): Promise<{ model: tf.LayersModel; stats: TrainingStats }> => {
       const distil = run === 'student';
       const set = toTrainSet(train, classes, distil ? tTrain.logits : undefined);
@@ -142,9 +144,9 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         lr = o.learningRate;
       }
       ev.phase?.('train', `${run}: ${arch.text}, lr=${lr}`);
-      const model = buildModel(arch, { inputSize: size, classes, seed: o.seed });
+      const model = buildModel(arch, { inputSize: size, classes, imageShape, seed: o.seed });
       const r = trainModel(model, set, { ...common, learningRate: lr, onProgress: (p) => ev.epoch?.(run, p) });
-      return { model, stats: { learningRate: lr, tuning, epochs: r.epochs, seconds: r.seconds, samplesPerSec: r.samplesPerSec, gflops: (3 * fwdFlops * r.samplesPerSec) / 1e9, finalLoss: r.finalLoss } };
+      return { model, stats: { learningRate: lr, tuning, epochs: r.epochs, seconds: r.seconds, samplesPerSec: r.samplesPerSec, gflops: (flops.training * r.samplesPerSec) / 1e9, finalLoss: r.finalLoss } };
     };
 
     await mkdir(o.outDir, { recursive: true });
