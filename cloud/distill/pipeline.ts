@@ -134,7 +134,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
         const { train: tr, holdout } = splitHoldout(train, 0.1, o.seed);
         const trLogits = distil ? (await cachedTeacherLogits(teacher, tr.features, size, { dir: o.cacheDir })).logits : undefined;
         ev.phase?.('tune', `${run}: learning rate among ${(o.lrCandidates ?? DEFAULT_LR_CANDIDATES).join(', ')}`);
-        tuning = tuneLearningRate(arch, toTrainSet(tr, classes, trLogits), { features: holdout.features, labels: holdout.labels! }, o.lrCandidates ?? DEFAULT_LR_CANDIDATES, {
+        tuning = await tuneLearningRate(arch, toTrainSet(tr, classes, trLogits), { features: holdout.features, labels: holdout.labels! }, o.lrCandidates ?? DEFAULT_LR_CANDIDATES, {
           ...common,
           epochs: o.tuneEpochs ?? Math.min(o.epochs, 2),
           onTrial: (lrc, i) => ev.phase?.('tune', `${run}: trial ${i + 1} lr=${lrc}`),
@@ -145,7 +145,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       }
       ev.phase?.('train', `${run}: ${arch.text}, lr=${lr}`);
       const model = buildModel(arch, { inputSize: size, classes, imageShape, seed: o.seed });
-      const r = trainModel(model, set, { ...common, learningRate: lr, onProgress: (p) => ev.epoch?.(run, p) });
+      const r = await trainModel(model, set, { ...common, learningRate: lr, onProgress: (p) => ev.epoch?.(run, p) });
       return { model, stats: { learningRate: lr, tuning, epochs: r.epochs, seconds: r.seconds, samplesPerSec: r.samplesPerSec, gflops: (flops.training * r.samplesPerSec) / 1e9, finalLoss: r.finalLoss } };
     };
 

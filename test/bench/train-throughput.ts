@@ -44,7 +44,7 @@ export interface ThroughputRound {
  * gradient for the first layer; see cloud/models/flops.ts), not 3× forward. The data
  * is synthetic (the rate does not depend on the values); the loss is the real distillation loss.
  */
-export function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 128, examples = 8192, rounds = 3 }: { arch?: string; batchSize?: number; examples?: number; rounds?: number } = {}) {
+export async function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 128, examples = 8192, rounds = 3 }: { arch?: string; batchSize?: number; examples?: number; rounds?: number } = {}) {
   const spec = parseArch(arch);
   const inputSize = 784;
   const classes = 10;
@@ -57,7 +57,7 @@ export function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 12
   for (let i = 0; i < rounds; i++) {
     const forwardGflops = forwardMatMulGflops([inputSize, ...spec.hidden, classes], batchSize);
     const model = buildModel(spec, { inputSize, classes, seed: i + 1 });
-    const t = trainModel(model, { features, inputSize, count: examples, classes, labels, teacherLogits }, { epochs: 1, batchSize, learningRate: 1e-3, temperature: 20, alpha: 0.9, seed: i + 1 });
+    const t = await trainModel(model, { features, inputSize, count: examples, classes, labels, teacherLogits }, { epochs: 1, batchSize, learningRate: 1e-3, temperature: 20, alpha: 0.9, seed: i + 1 });
     model.dispose();
     const distillGflops = (trainFlops * t.samplesPerSec) / 1e9;
     out.push({ forwardGflops, distillSamplesPerSec: t.samplesPerSec, distillGflops, share: distillGflops / forwardGflops });
