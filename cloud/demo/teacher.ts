@@ -54,7 +54,7 @@ export async function trainDemoTeacher(o: DemoTeacherOptions): Promise<DemoTeach
     // A quarter of every epoch stays clean; the rest gets a fresh random augmentation.
     const features = mapImages(train.features, size, (img) => (rand() < 0.25 ? Float32Array.from(img) : teacherAugment(img, rand)));
     const lr = baseLr * 0.5 * (1 + Math.cos((Math.PI * e) / epochs));
-    trainModel(model, { features, inputSize: size, count: train.count, classes, labels: train.labels! }, {
+    await trainModel(model, { features, inputSize: size, count: train.count, classes, labels: train.labels! }, {
       epochs: 1,
       batchSize: 128,
       learningRate: lr,

@@ -1,16 +1,16 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { type Dataset, exampleSize, loadDataset, splitHoldout } from '../../shared/data/index.js';
+import { exampleSize, loadDataset } from '../../shared/data/index.js';
 import { exportToOnnx, quantizeInt8, DEFAULT_QUANT_FORM } from '../export/index.js';
-import { buildModel } from '../models/build.js';
-import { mlpForwardFlops, parseArch, type ArchSpec } from '../models/spec.js';
+import { modelFlops } from '../models/flops.js';
+import { imageShapeOf, isConv, parseArch, type ArchSpec } from '../models/spec.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
 import { Teacher, type TeacherOutputKind } from '../teacher/ort-teacher.js';
 import { initBackend, type BackendChoice } from '../tf/backend.js';
 import { agreement, argmaxRows, evaluateOnnx, measureLatency, scorePredictions, type LatencyStats } from './evaluate.js';
-import { trainModel, type TrainProgress, type TrainSet } from './trainer.js';
-import { tuneLearningRate, type TuneResult } from './tune.js';
+import type { Recipe } from './recipe.js';
+import { trainRuns, type TrainingStats } from './runs.js';
+import type { TrainProgress } from './trainer.js';
 
 export interface DistillOptions {
   teacher: string[];
@@ -29,6 +29,13 @@ export interface DistillOptions {
   /** Epochs per candidate when tuning (default min(epochs, 2)). */
   tuneEpochs?: number;
   baseline: boolean;
+  /** `search` (default with labels): T and alpha chosen on a validation split; `fixed`: the given ones. */
+  recipe?: 'search' | 'fixed';
+  recipes?: Recipe[];
+  searchEpochs?: number;
+  searchMinutes?: number;
+  patience?: number;
+  functionMatching?: boolean;
   seed: number;
   jitter?: number;
   outDir: string;
@@ -53,7 +60,7 @@ export interface ModelScore {
 export interface DistillReport {
   version: 1;
   createdAt: string;
-  backend: { name: string; requested: string; fallbacks: string[]; wasmMatMulOverride: boolean };
+  backend: { name: string; requested: string; fallbacks: string[]; wasmMatMulOverride: boolean; wasmConvGradKernels: string[] };
   data: { train: string; trainCount: number; test: string; testCount: number; inputShape: number[]; scaling: { scale: number; offset: number } };
   teacher: { files: string[]; id: string; outputKind: TeacherOutputKind; test: ModelScore; latency: LatencyStats; bytes: number };
   student: {
@@ -72,19 +79,10 @@ export interface DistillReport {
   /** (err_alone − err_distilled) / (err_alone − err_teacher), when a baseline ran. */
   gapClosed?: number;
   speedupVsTeacher: number;
-  settings: { temperature: number; alpha: number; epochs: number; batchSize: number; seed: number; jitter: number };
+  settings: { recipe: 'search' | 'fixed'; temperature: number; alpha: number; epochs: number; batchSize: number; seed: number; jitter: number; functionMatching: boolean };
 }
 
-export interface TrainingStats {
-  learningRate: number;
-  tuning?: TuneResult;
-  epochs: number;
-  seconds: number;
-  samplesPerSec: number;
-  /** Training FLOP/s assuming backward ≈ 2× forward. */
-  gflops: number;
-  finalLoss: number;
-}
+export type { TrainingStats };
 
 export interface DistillResult {
   report: DistillReport;
@@ -94,11 +92,6 @@ export interface DistillResult {
   files: { student: string; studentInt8: string; report: string; baseline?: string };
 }
 
-const DEFAULT_LR_CANDIDATES = [3e-4, 1e-3, 3e-3];
-
-function toTrainSet(ds: Dataset, classes: number, teacherLogits?: Float32Array): TrainSet {
-  return { features: ds.features, inputSize: exampleSize(ds), count: ds.count, classes, labels: ds.labels, teacherLogits };
-}
 
 /** One complete distillation: teacher soft labels → student (→ baseline) → ONNX fp32 + int8 → report. */
 export async function runDistill(o: DistillOptions): Promise<DistillResult> {
@@ -120,35 +113,16 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     const teacherPred = argmaxRows(tTest.logits, classes);
     const teacherScore = { ...scorePredictions(teacherPred, test.labels), count: test.count };
 
-    const fwdFlops = mlpForwardFlops(arch, size, classes);
-    const trainOne = async (run: 'student' | 'baseline'): Promise<{ model: tf.LayersModel; stats: TrainingStats }> => {
-      const distil = run === 'student';
-      const set = toTrainSet(train, classes, distil ? tTrain.logits : undefined);
-      const common = { epochs: o.epochs, batchSize: o.batchSize, temperature: o.temperature, alpha: distil ? o.alpha : 0, seed: o.seed, jitter: o.jitter ?? 0 };
-      let lr: number;
-      let tuning: TuneResult | undefined;
-      if (o.learningRate === 'auto') {
-        if (!train.labels) throw new Error('--lr auto needs a labelled training set to score candidates on a holdout; give a fixed --lr');
-        const { train: tr, holdout } = splitHoldout(train, 0.1, o.seed);
-        const trLogits = distil ? (await cachedTeacherLogits(teacher, tr.features, size, { dir: o.cacheDir })).logits : undefined;
-        ev.phase?.('tune', `${run}: learning rate among ${(o.lrCandidates ?? DEFAULT_LR_CANDIDATES).join(', ')}`);
-        tuning = tuneLearningRate(arch, toTrainSet(tr, classes, trLogits), { features: holdout.features, labels: holdout.labels! }, o.lrCandidates ?? DEFAULT_LR_CANDIDATES, {
-          ...common,
-          epochs: o.tuneEpochs ?? Math.min(o.epochs, 2),
-          onTrial: (lrc, i) => ev.phase?.('tune', `${run}: trial ${i + 1} lr=${lrc}`),
-        });
-        lr = tuning.chosen;
-      } else {
-        lr = o.learningRate;
-      }
-      ev.phase?.('train', `${run}: ${arch.text}, lr=${lr}`);
-      const model = buildModel(arch, { inputSize: size, classes, seed: o.seed });
-      const r = trainModel(model, set, { ...common, learningRate: lr, onProgress: (p) => ev.epoch?.(run, p) });
-      return { model, stats: { learningRate: lr, tuning, epochs: r.epochs, seconds: r.seconds, samplesPerSec: r.samplesPerSec, gflops: (3 * fwdFlops * r.samplesPerSec) / 1e9, finalLoss: r.finalLoss } };
-    };
+    const imageShape = isConv(arch) ? imageShapeOf(train.shape) : undefined;
+    const flops = modelFlops(arch, imageShape ?? [size], classes);
+    const recipe = o.recipe ?? (train.labels ? 'search' : 'fixed');
+    const runs = await trainRuns(
+      { ...o, recipe, jitter: o.jitter ?? 0 },
+      { arch, imageShape, train, teacher, teacherLogits: tTrain.logits, classes, flops, baseline: o.baseline, events: ev },
+    );
 
     await mkdir(o.outDir, { recursive: true });
-    const student = await trainOne('student');
+    const student = runs.student;
     ev.phase?.('export', 'ONNX fp32 + int8');
     const studentOnnx = exportToOnnx(student.model, { docString: `Apprentice student ${arch.text} distilled from teacher ${teacher.id}` });
     const studentInt8 = quantizeInt8(studentOnnx);
@@ -170,7 +144,7 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
 
     let baselineReport: DistillReport['baseline'];
     if (o.baseline) {
-      const base = await trainOne('baseline');
+      const base = runs.baseline!;
       const baseOnnx = exportToOnnx(base.model, { docString: `Apprentice baseline ${arch.text} trained on labels only` });
       base.model.dispose();
       files.baseline = join(o.outDir, 'baseline.onnx');
@@ -206,7 +180,8 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
       // Only meaningful when the teacher beats the student trained alone.
       gapClosed: baselineReport && baselineReport.test.errors > teacherScore.errors ? (baselineReport.test.errors - sEval.errors!) / (baselineReport.test.errors - teacherScore.errors) : undefined,
       speedupVsTeacher: teacherLatency.p50Ms / bestStudentLatency,
-      settings: { temperature: o.temperature, alpha: o.alpha, epochs: o.epochs, batchSize: o.batchSize, seed: o.seed, jitter: o.jitter ?? 0 },
+      // What the student was trained with (the search's choice in search mode, not the --temperature/--alpha defaults).
+      settings: { recipe, temperature: student.stats.temperature, alpha: student.stats.alpha, epochs: o.epochs, batchSize: o.batchSize, seed: o.seed, jitter: o.jitter ?? 0, functionMatching: student.stats.functionMatching },
     };
     await writeFile(files.report, JSON.stringify(report, null, 2) + '\n');
     return { report, studentOnnx, studentInt8, files };

@@ -31,6 +31,17 @@ export interface TrainOptions {
   progressEvery?: number;
   /** Checked between batches; when it returns true training stops early. */
   shouldStop?: () => boolean;
+  /**
+   * Labelled examples scored after every epoch (never the test set). The weights of the best epoch
+   * are kept, and with `patience` training stops after that many epochs without improvement.
+   */
+  validation?: { features: Float32Array; labels: Int32Array };
+  patience?: number;
+  /**
+   * Function matching (Beyer et al. 2022): teacher logits for exactly the (augmented) batch the
+   * student sees, computed on the fly, instead of the cached logits of the un-augmented examples.
+   */
+  teacher?: (batch: Float32Array, n: number) => Promise<Float32Array>;
 }
 
 /** What `onProgress` reports: the shape the CLI's epoch bars draw. */
@@ -44,6 +55,20 @@ export interface TrainResult {
   samplesPerSec: number;
   finalLoss: number;
   lossHistory: number[];
+  /** With `validation`: errors after each epoch, and the epoch (1-based) whose weights were kept. */
+  validation?: { errors: number[]; bestEpoch: number; bestErrors: number; count: number; stoppedEarly: boolean };
+}
+
+/** Validation errors of the model as it is now. */
+function validationErrors(model: tf.LayersModel, v: { features: Float32Array; labels: Int32Array }, inputSize: number, classes: number): number {
+  const logits = predictLogits(model, v.features, inputSize);
+  let errors = 0;
+  for (let i = 0; i < v.labels.length; i++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[i * classes + c]! > logits[i * classes + best]!) best = c;
+    if (best !== v.labels[i]) errors++;
+  }
+  return errors;
 }
 
 /** Shifts a square image by (dx, dy) pixels, filling with the image's minimum (the background). */
@@ -64,13 +89,13 @@ function jitterInto(src: Float32Array, srcOff: number, dst: Float32Array, dstOff
  * teacher logits are looked up from the cache instead of recomputed, and the loss is only read back
  * every `progressEvery` batches, so the backend spends its time in matMuls.
  */
-export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOptions): TrainResult {
+export async function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOptions): Promise<TrainResult> {
   const { epochs, batchSize, learningRate, schedule = 'cosine', temperature = 1, alpha = 0, seed = 1, jitter = 0, progressEvery = 20 } = opts;
   const { inputSize, count, classes } = data;
   if (count === 0) throw new Error('training set is empty');
   if (data.features.length !== count * inputSize) throw new Error(`features length ${data.features.length} != count ${count} × inputSize ${inputSize}`);
   if (data.teacherLogits && data.teacherLogits.length !== count * classes) throw new Error('teacher logits do not match the training set');
-  const useTeacher = !!data.teacherLogits && alpha > 0;
+  const useTeacher = (!!data.teacherLogits || !!opts.teacher) && alpha > 0;
   const useLabels = !!data.labels && (!useTeacher || alpha < 1);
   if (!useTeacher && !useLabels) throw new Error('nothing to learn from: no labels and no teacher logits (or alpha excludes them)');
   const side = Math.round(Math.sqrt(inputSize));
@@ -90,6 +115,9 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
   let lastLoss = NaN;
   const t0 = performance.now();
   let stopped = false;
+  const val = opts.validation ? { errors: [] as number[], bestEpoch: 0, bestErrors: Infinity, count: opts.validation.labels.length, stoppedEarly: false } : undefined;
+  let bestWeights: tf.Tensor[] | undefined;
+  let validationMs = 0;
 
   for (let epoch = 0; epoch < epochs && !stopped; epoch++) {
     const order = permutation(count, rand);
@@ -112,7 +140,7 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
         } else {
           xBuf.set(data.features.subarray(idx * inputSize, (idx + 1) * inputSize), i * inputSize);
         }
-        if (useTeacher) tBuf.set(data.teacherLogits!.subarray(idx * classes, (idx + 1) * classes), i * classes);
+        if (useTeacher && !opts.teacher) tBuf.set(data.teacherLogits!.subarray(idx * classes, (idx + 1) * classes), i * classes);
         if (useLabels) {
           const y = data.labels![idx]!;
           yBuf[i] = y >= 0 ? y : 0;
@@ -123,6 +151,7 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
         // AdamOptimizer reads `learningRate` on every step, so the schedule is a field update.
         (optimizer as unknown as { learningRate: number }).learningRate = (learningRate * (1 + Math.cos((Math.PI * step) / totalSteps))) / 2;
       }
+      if (useTeacher && opts.teacher) tBuf.set(await opts.teacher(xBuf.subarray(0, n * inputSize), n));
       const readLoss = (b + 1) % progressEvery === 0 || b === batchesPerEpoch - 1;
       const x = tf.tensor2d(xBuf.subarray(0, n * inputSize), [n, inputSize]);
       const t = useTeacher ? tf.tensor2d(tBuf.subarray(0, n * classes), [n, classes]) : null;
@@ -147,10 +176,31 @@ export function trainModel(model: tf.LayersModel, data: TrainSet, opts: TrainOpt
     const eSec = (performance.now() - e0) / 1000;
     lossHistory.push(lossReads ? epochLoss / lossReads : lastLoss);
     opts.onProgress?.({ epoch: epoch + 1, epochs, batch: batchesPerEpoch, batches: batchesPerEpoch, loss: lossHistory.at(-1)!, samplesPerSec: count / eSec, epochDone: true });
+    if (val && !stopped) {
+      const v0 = performance.now();
+      const errors = validationErrors(model, opts.validation!, inputSize, classes);
+      validationMs += performance.now() - v0;
+      val.errors.push(errors);
+      if (errors < val.bestErrors) {
+        val.bestErrors = errors;
+        val.bestEpoch = epoch + 1;
+        tf.dispose(bestWeights);
+        bestWeights = model.getWeights().map((w) => w.clone());
+      } else if (opts.patience !== undefined && epoch + 1 - val.bestEpoch >= opts.patience) {
+        val.stoppedEarly = epoch + 1 < epochs;
+        stopped = true;
+      }
+    }
   }
   optimizer.dispose();
-  const seconds = (performance.now() - t0) / 1000;
-  return { epochs: lossHistory.length, steps: step, samples, seconds, samplesPerSec: samples / seconds, finalLoss: lossHistory.at(-1) ?? NaN, lossHistory };
+  if (bestWeights) {
+    // Keep the best epoch on validation, not the last one.
+    if (val!.bestEpoch !== val!.errors.length) model.setWeights(bestWeights);
+    tf.dispose(bestWeights);
+  }
+  // The rate is the training rate over the whole run; validation passes are not training work.
+  const seconds = (performance.now() - t0 - validationMs) / 1000;
+  return { epochs: lossHistory.length, steps: step, samples, seconds, samplesPerSec: samples / seconds, finalLoss: lossHistory.at(-1) ?? NaN, lossHistory, validation: val };
 }
 
 /** Runs the model in inference mode over a feature matrix, in batches; returns logits [count × classes]. */

@@ -1,5 +1,5 @@
 import { buildModel } from '../models/build.js';
-import { type ArchSpec } from '../models/spec.js';
+import { type ArchSpec, type ImageShape } from '../models/spec.js';
 import { argmaxRows, scorePredictions } from './evaluate.js';
 import { predictLogits, trainModel, type TrainOptions, type TrainSet } from './trainer.js';
 
@@ -15,18 +15,18 @@ export interface TuneResult {
  * training data (never the test set). The same procedure tunes the distilled student and the
  * label-only baseline, so neither gets a better-tuned optimiser than the other.
  */
-export function tuneLearningRate(
+export async function tuneLearningRate(
   arch: ArchSpec,
   train: TrainSet,
   holdout: { features: Float32Array; labels: Int32Array },
   candidates: number[],
-  opts: Omit<TrainOptions, 'learningRate' | 'onProgress'> & { seed: number; onTrial?: (lr: number, i: number) => void },
-): TuneResult {
+  opts: Omit<TrainOptions, 'learningRate' | 'onProgress'> & { seed: number; imageShape?: ImageShape; onTrial?: (lr: number, i: number) => void },
+): Promise<TuneResult> {
   const trials: TuneResult['trials'] = [];
   for (const [i, lr] of candidates.entries()) {
     opts.onTrial?.(lr, i);
-    const model = buildModel(arch, { inputSize: train.inputSize, classes: train.classes, seed: opts.seed });
-    trainModel(model, train, { ...opts, learningRate: lr });
+    const model = buildModel(arch, { inputSize: train.inputSize, classes: train.classes, imageShape: opts.imageShape, seed: opts.seed });
+    await trainModel(model, train, { ...opts, learningRate: lr });
     const logits = predictLogits(model, holdout.features, train.inputSize);
     const s = scorePredictions(argmaxRows(logits, train.classes), holdout.labels);
     trials.push({ learningRate: lr, holdoutErrors: s.errors, holdoutAccuracy: s.accuracy });

@@ -80,7 +80,8 @@ function emitOp(g: GraphBuilder, op: IrOp, s: State, denseForm: DenseForm): Stat
       const w = g.float(`${base}_kernel`, hwioToOihw(op.w, kh, kw, op.cin, op.cout), [op.cout, op.cin, kh, kw]);
       const b = g.float(`${base}_bias`, op.b, [op.cout]);
       const pads = spatialPads(op.inShape, op.kernel, op.strides, op.padding);
-      return { ...x, name: g.op('Conv', [x.name, w, b], base, { kernel_shape: { ints: op.kernel }, strides: { ints: op.strides }, pads: { ints: pads } }) };
+      const attrs = { kernel_shape: { ints: op.kernel }, strides: { ints: op.strides }, pads: { ints: pads }, ...(op.group > 1 ? { group: { i: op.group } } : {}) };
+      return { ...x, name: g.op('Conv', [x.name, w, b], base, attrs) };
     }
     case 'pool': {
       const x = toNchw(g, s, base);

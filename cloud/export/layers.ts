@@ -18,8 +18,12 @@ interface Base {
 export type IrOp = Base &
   (
     | { kind: 'dense'; w: Float32Array; b: Float32Array; inDim: number; outDim: number }
-    /** `w` in tfjs HWIO layout [kh, kw, cin, cout]. */
-    | { kind: 'conv'; w: Float32Array; b: Float32Array; kernel: [number, number]; cin: number; cout: number; strides: [number, number]; padding: 'valid' | 'same' }
+    /**
+     * `w` in tfjs HWIO layout [kh, kw, cin, cout]; `cin` counts input channels per group. A depthwise
+     * conv is `group` = channels with cin 1: tfjs's depthwise kernel [kh, kw, C, mult] has the same
+     * memory order as HWIO [kh, kw, 1, C·mult], and ONNX's grouped output channel c·mult + m is tfjs's.
+     */
+    | { kind: 'conv'; w: Float32Array; b: Float32Array; kernel: [number, number]; cin: number; cout: number; group: number; strides: [number, number]; padding: 'valid' | 'same' }
     | { kind: 'pool'; type: 'max' | 'avg'; pool: [number, number]; strides: [number, number]; padding: 'valid' | 'same' }
     /** `axis` (softmax only) counts the batch dimension, as in tfjs/ONNX. */
     | { kind: 'act'; act: Activation; axis: number }
@@ -163,10 +167,13 @@ export function convertLayer(e: ChainEntry): IrOp[] {
       const b = cfg.useBias === false ? new Float32Array(cout) : need(w, 'bias', layer);
       const conv: IrOp = {
         ...base, kind: 'conv', w: need(w, 'kernel', layer), b, kernel: pair(cfg.kernelSize, layer, 'kernelSize'),
-        cin: inShape[2] as number, cout, strides: pair(cfg.strides ?? 1, layer, 'strides'), padding: padding(cfg, layer),
+        cin: inShape[2] as number, cout, group: 1, strides: pair(cfg.strides ?? 1, layer, 'strides'), padding: padding(cfg, layer),
       };
       return [conv, ...activationOp(cfg.activation, e)];
     }
+    case 'DepthwiseConv2D':
+    case 'SeparableConv2D':
+      return depthwiseOps(e, cfg, cls === 'SeparableConv2D');
     case 'MaxPooling2D':
     case 'AveragePooling2D': {
       checkChannelsLast(cfg, layer);
@@ -198,6 +205,38 @@ export function convertLayer(e: ChainEntry): IrOp[] {
     default:
       throw new OnnxExportError(`layer class ${cls} is not supported by the ONNX exporter`, describe(layer));
   }
+}
+
+/**
+ * DepthwiseConv2D → one grouped Conv (bias and activation on it). SeparableConv2D (depthwise, then a
+ * 1×1 pointwise conv, then bias and activation, as tfjs computes it) → grouped Conv without bias,
+ * then a 1×1 Conv with the bias.
+ */
+function depthwiseOps(e: ChainEntry, cfg: Config, separable: boolean): IrOp[] {
+  const { layer, inShape, outShape } = e;
+  checkChannelsLast(cfg, layer);
+  const dil = pair(cfg.dilationRate ?? 1, layer, 'dilationRate');
+  if (dil[0] !== 1 || dil[1] !== 1) throw new OnnxExportError(`dilationRate ${JSON.stringify(cfg.dilationRate)} is not supported`, describe(layer));
+  if (inShape.length !== 3) throw new OnnxExportError(`expected a rank-4 NHWC input, got [N, ${inShape.join(', ')}]`, describe(layer));
+  const w = weightsByRole(layer);
+  const channels = inShape[2] as number;
+  const mult = typeof cfg.depthMultiplier === 'number' ? cfg.depthMultiplier : 1;
+  const dwOut = channels * mult;
+  const cout = outShape[2] as number;
+  const bias = cfg.useBias === false ? new Float32Array(cout) : need(w, 'bias', layer);
+  const strides = pair(cfg.strides ?? 1, layer, 'strides');
+  const dwShape = [outShape[0] as number, outShape[1] as number, dwOut];
+  const dw: IrOp = {
+    layer: separable ? `${layer.name}_depthwise` : layer.name, inShape, outShape: separable ? dwShape : outShape, kind: 'conv',
+    w: need(w, 'depthwise_kernel', layer), b: separable ? new Float32Array(dwOut) : bias, kernel: pair(cfg.kernelSize, layer, 'kernelSize'),
+    cin: 1, cout: dwOut, group: channels, strides, padding: padding(cfg, layer),
+  };
+  if (!separable) return [dw, ...activationOp(cfg.activation, e)];
+  const pw: IrOp = {
+    layer: `${layer.name}_pointwise`, inShape: dwShape, outShape, kind: 'conv', w: need(w, 'pointwise_kernel', layer), b: bias,
+    kernel: [1, 1], cin: dwOut, cout, group: 1, strides: [1, 1], padding: 'valid',
+  };
+  return [dw, pw, ...activationOp(cfg.activation, e)];
 }
 
 /** Inference-time BN as a per-channel affine map, computed in float64 to keep folding exact. */

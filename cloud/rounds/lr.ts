@@ -10,12 +10,12 @@ import type { DistillSettings } from './settings.js';
  * Never on the gate holdout: tuning on it would make the gate's number optimistic. Without labels
  * there is nothing to score, so the middle candidate is used and the round says so.
  */
-export function chooseLearningRate(
+export async function chooseLearningRate(
   arch: ArchSpec,
   base: { features: Float32Array; count: number; labels?: Int32Array; teacherLogits: Float32Array },
   s: DistillSettings,
   { inputSize, classes }: { inputSize: number; classes: number },
-): { learningRate: number; tuning?: TuneResult; note?: string } {
+): Promise<{ learningRate: number; tuning?: TuneResult; note?: string }> {
   if (s.lr !== 'auto') return { learningRate: s.lr };
   const fallback = s.lrCandidates[Math.floor(s.lrCandidates.length / 2)]!;
   const k = Math.round(base.count * 0.1);
@@ -33,7 +33,7 @@ export function chooseLearningRate(
     return { features, inputSize, count: idx.length, classes, labels, teacherLogits };
   };
   const holdout = pick(perm.slice(0, k));
-  const tuning = tuneLearningRate(arch, pick(perm.slice(k)), { features: holdout.features, labels: holdout.labels! }, s.lrCandidates, {
+  const tuning = await tuneLearningRate(arch, pick(perm.slice(k)), { features: holdout.features, labels: holdout.labels! }, s.lrCandidates, {
     epochs: s.tuneEpochs ?? Math.min(s.epochs, 2),
     batchSize: s.batchSize,
     temperature: s.temperature,

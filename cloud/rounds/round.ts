@@ -65,9 +65,9 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
         ? { loaded: false, reason: 'no current release' }
         : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
     if (s.lr === 'auto') progress({ phase: 'train', detail: `lr auto: trying ${s.lrCandidates.join(', ')}` });
-    const lr = chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes });
+    const lr = await chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes });
     progress({ phase: 'train', detail: `${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from #${parent!.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs: s.epochs });
-    const tr = trainModel(student, set, {
+    const tr = await trainModel(student, set, {
       epochs: s.epochs,
       batchSize: s.batchSize,
       learningRate: lr.learningRate,

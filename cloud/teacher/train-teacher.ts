@@ -50,7 +50,7 @@ export async function trainTeacher(o: TeacherTrainOptions): Promise<TeacherTrain
   const classes = train.numClasses ?? Math.max(...train.labels) + 1;
   const model = buildModel(arch, { inputSize: size, classes, dropout: o.dropout, inputDropout: o.inputDropout, seed: o.seed });
   o.events?.phase?.('train', `${arch.text} on ${train.count} examples`);
-  const r = trainModel(model, { features: train.features, inputSize: size, count: train.count, classes, labels: train.labels }, {
+  const r = await trainModel(model, { features: train.features, inputSize: size, count: train.count, classes, labels: train.labels }, {
     epochs: o.epochs,
     batchSize: o.batchSize,
     learningRate: o.learningRate,

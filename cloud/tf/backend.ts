@@ -3,6 +3,7 @@ import { UsageError } from '../../shared/cli/errors.js';
 import { BACKEND_CHOICES, parseBackendChoice, type BackendChoice } from './choices.js';
 
 export { BACKEND_CHOICES, parseBackendChoice, type BackendChoice };
+import { installWasmConvGradKernels } from './wasm-conv-grad.js';
 import { installWasmMatMulOverride } from './wasm-matmul.js';
 
 export interface BackendInfo {
@@ -14,6 +15,8 @@ export interface BackendInfo {
   fallbacks: string[];
   /** Whether the wasm transposed-matMul kernel override is active. */
   wasmMatMulOverride: boolean;
+  /** Gradient kernels added to the wasm backend (conv students need them); empty on other backends. */
+  wasmConvGradKernels: string[];
 }
 
 let current: BackendInfo | undefined;
@@ -60,7 +63,8 @@ export async function initBackend(choice: BackendChoice = (process.env.APPRENTIC
   if (!name) throw new UsageError(`--backend ${requested}: ${fallbacks.join('; ')}`);
   await tf.ready();
   const wasmMatMulOverride = name === 'wasm' && process.env.APPRENTICE_WASM_MATMUL_OVERRIDE !== '0' ? installWasmMatMulOverride() : false;
-  current = { name: tf.getBackend(), requested, fallbacks, wasmMatMulOverride };
+  const wasmConvGradKernels = name === 'wasm' ? installWasmConvGradKernels() : [];
+  current = { name: tf.getBackend(), requested, fallbacks, wasmMatMulOverride, wasmConvGradKernels };
   return current;
 }
 

@@ -50,7 +50,7 @@ async function distil(student: string, outDir: string): Promise<DistillReport> {
 const big = await distil('mlp:800,800', '.cache/bench/out-mlp800x2');
 const tiny = await distil('mlp:64', '.cache/bench/out-mlp64');
 
-const probe = measureTrainingThroughput({ batchSize });
+const probe = await measureTrainingThroughput({ batchSize });
 const trainShare = probe.median.share;
 
 const errs = (r: DistillReport) => ({ teacher: r.teacher.test.errors, alone: r.baseline?.test.errors, distilled: r.student.test.errors, int8: r.student.int8Test.errors });

@@ -4,7 +4,7 @@ import { writeBenchResult } from './common.js';
 import { measureTrainingThroughput } from './train-throughput.js';
 
 const backend = await initBackend();
-const probe = measureTrainingThroughput({});
+const probe = await measureTrainingThroughput({});
 const file = writeBenchResult(backend.wasmMatMulOverride || backend.name !== 'wasm' ? 'train-throughput' : 'train-throughput-no-override', { backend, ...probe });
 console.log(
   `train-throughput: ${probe.arch} distillation ${Math.round(probe.median.distillSamplesPerSec)} samples/s = ${probe.median.distillGflops.toFixed(1)} GFLOP/s, ` +

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { trainModel } from '../../cloud/distill/trainer.js';
 import { buildModel } from '../../cloud/models/build.js';
-import { mlpForwardFlops, parseArch } from '../../cloud/models/spec.js';
+import { modelFlops } from '../../cloud/models/flops.js';
+import { parseArch } from '../../cloud/models/spec.js';
 import { mulberry32 } from '../../shared/util/random.js';
 
 /** Plain forward matMul rate (GFLOP/s) of an MLP's own layer shapes at one batch size. */
@@ -39,10 +40,11 @@ export interface ThroughputRound {
 /**
  * Distillation training FLOP rate as a share of the plain forward matMul rate, measured back to back
  * and repeated (`rounds` times, median reported), so that load from other processes on a shared
- * machine hits both sides of the ratio alike. Training FLOPs count backward as 2× forward. The data
+ * machine hits both sides of the ratio alike. Training FLOPs are the gradient ops tfjs runs (no input
+ * gradient for the first layer; see cloud/models/flops.ts), not 3× forward. The data
  * is synthetic (the rate does not depend on the values); the loss is the real distillation loss.
  */
-export function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 128, examples = 8192, rounds = 3 }: { arch?: string; batchSize?: number; examples?: number; rounds?: number } = {}) {
+export async function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 128, examples = 8192, rounds = 3 }: { arch?: string; batchSize?: number; examples?: number; rounds?: number } = {}) {
   const spec = parseArch(arch);
   const inputSize = 784;
   const classes = 10;
@@ -50,14 +52,14 @@ export function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 12
   const features = Float32Array.from({ length: examples * inputSize }, () => r());
   const teacherLogits = Float32Array.from({ length: examples * classes }, () => 4 * r() - 2);
   const labels = Int32Array.from({ length: examples }, () => Math.floor(r() * classes));
-  const fwdFlops = mlpForwardFlops(spec, inputSize, classes);
+  const { training: trainFlops } = modelFlops(spec, [inputSize], classes);
   const out: ThroughputRound[] = [];
   for (let i = 0; i < rounds; i++) {
     const forwardGflops = forwardMatMulGflops([inputSize, ...spec.hidden, classes], batchSize);
     const model = buildModel(spec, { inputSize, classes, seed: i + 1 });
-    const t = trainModel(model, { features, inputSize, count: examples, classes, labels, teacherLogits }, { epochs: 1, batchSize, learningRate: 1e-3, temperature: 20, alpha: 0.9, seed: i + 1 });
+    const t = await trainModel(model, { features, inputSize, count: examples, classes, labels, teacherLogits }, { epochs: 1, batchSize, learningRate: 1e-3, temperature: 20, alpha: 0.9, seed: i + 1 });
     model.dispose();
-    const distillGflops = (3 * fwdFlops * t.samplesPerSec) / 1e9;
+    const distillGflops = (trainFlops * t.samplesPerSec) / 1e9;
     out.push({ forwardGflops, distillSamplesPerSec: t.samplesPerSec, distillGflops, share: distillGflops / forwardGflops });
   }
   const median = [...out].sort((a, b) => a.share - b.share)[Math.floor(out.length / 2)]!;

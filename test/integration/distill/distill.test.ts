@@ -21,7 +21,7 @@ describe('distillation end to end on MNIST (small budget)', () => {
   it('distils a student that is far above chance and agrees with the teacher', async () => {
     const out = join(dir, 'out');
     const { report, files } = await runDistill({
-      teacher: [teacherFile], data: 'mnist:train', limit: 4000, test: 'mnist:test', student: 'mlp:32', temperature: 4, alpha: 0.9, epochs: 4, batchSize: 64, learningRate: 3e-3, baseline: true, seed: 3, outDir: out,
+      teacher: [teacherFile], data: 'mnist:train', limit: 4000, test: 'mnist:test', student: 'mlp:32', recipe: 'fixed', temperature: 4, alpha: 0.9, epochs: 4, batchSize: 64, learningRate: 3e-3, baseline: true, seed: 3, outDir: out,
     });
     // Chance is 10%; a 32-unit student on 4k images reaches ~90%.
     expect(report.student.test.accuracy).toBeGreaterThan(0.8);

@@ -116,12 +116,12 @@ describe('learning rate', () => {
     const dims = { inputSize: 4, classes: 2 };
     const arch = parseArch('mlp:4');
     const s = distillSettingsSchema.parse({ baseData: 'x:y', lr: 0.01 });
-    expect(chooseLearningRate(arch, base, s, dims)).toEqual({ learningRate: 0.01 });
+    expect(await chooseLearningRate(arch, base, s, dims)).toEqual({ learningRate: 0.01 });
     const auto = distillSettingsSchema.parse({ baseData: 'x:y', lr: 'auto', lrCandidates: [1e-3, 1e-2], epochs: 1, batchSize: 32 });
-    const tuned = chooseLearningRate(arch, base, auto, dims);
+    const tuned = await chooseLearningRate(arch, base, auto, dims);
     expect([1e-3, 1e-2]).toContain(tuned.learningRate);
     expect(tuned.tuning).toMatchObject({ holdout: 20, trials: [{ learningRate: 1e-3 }, { learningRate: 1e-2 }] });
-    expect(chooseLearningRate(arch, { ...base, labels: undefined }, auto, dims)).toEqual({ learningRate: 1e-2, note: 'lr auto: no labelled base data to tune on, used 0.01' });
+    expect(await chooseLearningRate(arch, { ...base, labels: undefined }, auto, dims)).toEqual({ learningRate: 1e-2, note: 'lr auto: no labelled base data to tune on, used 0.01' });
   });
 });
 
