@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parsePositiveInt, UsageError } from '../../shared/cli/errors.js';
-import { DEMO_DEFAULTS } from './run.js';
+import { DEMO_DEFAULTS } from './options.js';
 
 interface DemoFlags {
   rounds?: string;
@@ -10,6 +10,7 @@ interface DemoFlags {
   fresh?: boolean;
   devices: string;
   traffic: string;
+  evalPool: string;
   student: string;
   baseLimit: string;
   epochs: string;
@@ -29,8 +30,9 @@ export function demoCommand(): Command {
     .option('--cache-dir <dir>', 'where the reference teacher is cached after its first training', DEMO_DEFAULTS.cacheDir)
     .option('--fresh', 'wipe --data-dir first (the teacher cache is kept)')
     .addOption(new Option('--devices <n>', 'edge daemons, 1..3 (rotation, thickness, noise)').default(String(DEMO_DEFAULTS.devices)))
-    .addOption(new Option('--traffic <n>', 'shifted test images sent to each device per round').default(String(DEMO_DEFAULTS.traffic)))
-    .addOption(new Option('--student <arch>', 'student architecture (linear | mlp:H1,...)').default(DEMO_DEFAULTS.student))
+    .addOption(new Option('--traffic <n>', "shifted test images sent to each device per round, from its traffic pool").default(String(DEMO_DEFAULTS.traffic)))
+    .addOption(new Option('--eval-pool <n>', "test images per device held out of all traffic; every accuracy is measured on them").default(String(DEMO_DEFAULTS.evalPool)))
+    .addOption(new Option('--student <arch>', 'student architecture (linear | mlp:H1,... | cnn:F1,...[/H] | dscnn:...; CNNs get [28, 28, 1] inputs)').default(DEMO_DEFAULTS.student))
     .addOption(new Option('--base-limit <n>', 'clean MNIST training images in every transfer set').default(String(DEMO_DEFAULTS.baseLimit)))
     .addOption(new Option('--epochs <n>', 'distillation epochs per round').default(String(DEMO_DEFAULTS.epochs)))
     .option('--json', 'print the final summary as JSON on stdout instead of the table')
@@ -43,10 +45,12 @@ What it does:
   2. starts the embedded MQTT broker and the cloud API in this process (free loopback ports), and one
      \`apprentice edge\` process per device, each provisioned through POST /v1/devices;
   3. round 0: distils the student (${DEMO_DEFAULTS.student}) from clean MNIST, signs it, rolls it out canary-first;
-  4. sends each device's local API a stream of MNIST *test* images under its own shift; the demo knows
-     the labels, the devices and the cloud never see them;
+  4. splits the MNIST *test* set into disjoint per-device slices, each into a traffic pool and an
+     evaluation pool (--eval-pool); sends each device's local API a stream from its traffic pool under
+     its own shift; the demo knows the labels, the devices and the cloud never see them;
   5. the devices select hard examples and send them to the cloud; the scheduler runs the next round
-     from them; one table row per round: student vs teacher accuracy on each device's traffic, hard
+     from them; one table row per round: student vs teacher accuracy on each device's evaluation pool
+     (images no device was ever sent; the student is the artifact the device serves, by sha256), hard
      examples ingested, time from round start to every device serving the release.
 
 Output: the table on stdout, progress on stderr, logs in DATA_DIR/cloud.log and DATA_DIR/devices/*/edge.log,
@@ -61,7 +65,12 @@ Examples:
       const rounds = f.rounds === undefined ? undefined : f.rounds === '0' ? 0 : parsePositiveInt('--rounds', f.rounds);
       const devices = parsePositiveInt('--devices', f.devices);
       if (devices > 3) throw new UsageError(`--devices: at most 3 (one per shift), got ${devices}`);
-      if (!/^(linear|mlp:\d{1,5}(,\d{1,5})*)$/.test(f.student)) throw new UsageError(`--student: expected linear or mlp:H1,H2,..., got "${f.student}"`);
+      // The one grammar of cloud/models (it grows cnn:/dscnn: there); a bad spec fails here, not in round 0.
+      const { parseArch } = await import('../models/spec.js');
+      parseArch(f.student, '--student');
+      const evalPool = parsePositiveInt('--eval-pool', f.evalPool);
+      const { splitPools, MNIST_TEST_COUNT } = await import('./pools.js');
+      splitPools(MNIST_TEST_COUNT, devices, evalPool); // refuses a pool that leaves no traffic, before anything starts
       const { existsSync } = await import('node:fs');
       if (f.teacher !== undefined && !existsSync(f.teacher)) throw new UsageError(`--teacher ${f.teacher}: no such file`);
       const opts = {
@@ -72,6 +81,7 @@ Examples:
         teacher: f.teacher,
         devices,
         traffic: parsePositiveInt('--traffic', f.traffic),
+        evalPool,
         student: f.student,
         baseLimit: parsePositiveInt('--base-limit', f.baseLimit),
         epochs: parsePositiveInt('--epochs', f.epochs),

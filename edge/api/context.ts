@@ -39,6 +39,8 @@ export interface LocalApiLimits {
   rememberPredictions: number;
   rememberBytes: number;
   rememberMs: number;
+  /** PNG/JPEG inputs above this many pixels (width × height, from the header) are refused with 400 before decoding. */
+  maxImagePixels: number;
 }
 
 export const DEFAULT_LIMITS: LocalApiLimits = {
@@ -48,6 +50,8 @@ export const DEFAULT_LIMITS: LocalApiLimits = {
   rememberPredictions: 2_000,
   rememberBytes: 64 * 1024 * 1024,
   rememberMs: 60 * 60 * 1000,
+  // A 12 MP camera frame (Pi Camera Module 3: 4608 × 2592); libvips streams it, never holding it whole.
+  maxImagePixels: 12_000_000,
 };
 
 /** Shared by the resource apps; built once by `createLocalApi`. */

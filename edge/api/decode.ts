@@ -23,6 +23,10 @@ export const predictBodySchema = z.strictObject({
   count: z.number().int().min(1).optional(),
   /** Numbers (JSON or float32 base64) are raw and get `manifest.input.scaling`; uint8 is always raw. */
   raw: z.boolean().optional(),
+  /** One PNG or JPEG, base64 (image models only; see image.ts). */
+  image_b64: z.string().optional(),
+  /** Several PNG or JPEG images, each base64. */
+  images_b64: anyArray.optional(),
   /** Answer the k most likely classes instead of all probabilities. */
   top_k: z.number().int().min(1).optional(),
 });
@@ -35,6 +39,8 @@ export interface DecodedPredict {
   /** The request named one example (`input`, or `input_b64` without `count`): answer one object. */
   single: boolean;
   topK: number | undefined;
+  /** Images still to decode into `data` (image.ts `decodeImages`), with the field naming each. */
+  images?: { bytes: Uint8Array[]; fields: string[] };
 }
 
 export interface DecodeLimits {
@@ -95,6 +101,22 @@ function decodeBase64(body: PredictBody, b64: string, size: number, manifest: Ma
   return { data, n, single: body.count === undefined, topK: body.top_k };
 }
 
+/** Base64 images, checked and decoded to bytes; the pixels are decoded later (image.ts, asynchronous). */
+function imagesOf(body: PredictBody, limits: DecodeLimits): DecodedPredict {
+  if (body.raw !== undefined) throw badRequest('raw does not apply to images (the manifest normalises them)', 'raw', 'invalid_body');
+  const single = body.image_b64 !== undefined;
+  const items: unknown[] = single ? [body.image_b64] : body.images_b64!;
+  const field = single ? 'image_b64' : 'images_b64';
+  if (items.length === 0) throw badRequest('expected at least one image', field, 'invalid_input');
+  if (items.length > limits.maxBatch) throw tooMany(field, items.length, limits.maxBatch);
+  const fields = items.map((_, i) => (single ? field : `${field}.${i}`));
+  const bytes = items.map((b64, i) => {
+    if (typeof b64 !== 'string' || decodedLength(b64) <= 0) throw badRequest('expected an image as canonical base64 (A-Z a-z 0-9 + / with = padding)', fields[i], 'invalid_input');
+    return new Uint8Array(Buffer.from(b64, 'base64'));
+  });
+  return { data: new Float32Array(0), n: items.length, single, topK: body.top_k, images: { bytes, fields } };
+}
+
 /**
  * Turns a parsed JSON body into model inputs for `manifest`, or throws ApiError: 400 naming the field
  * (wrong length, non-finite number, bad base64, wrong type), 413 `batch_too_large` past `maxBatch`.
@@ -103,14 +125,15 @@ export function decodePredict(json: unknown, manifest: Manifest, limits: DecodeL
   const parsed = predictBodySchema.safeParse(json);
   if (!parsed.success) throw invalidBody(parsed.error);
   const body = parsed.data;
-  const forms = (body.input !== undefined ? 1 : 0) + (body.inputs !== undefined ? 1 : 0) + (body.input_b64 !== undefined ? 1 : 0);
-  if (forms !== 1) throw badRequest('exactly one of input, inputs, input_b64 is required', forms === 0 ? 'input' : undefined, 'invalid_body');
+  const forms = [body.input, body.inputs, body.input_b64, body.image_b64, body.images_b64].filter((f) => f !== undefined).length;
+  if (forms !== 1) throw badRequest('exactly one of input, inputs, input_b64, image_b64, images_b64 is required', forms === 0 ? 'input' : undefined, 'invalid_body');
   if (body.input_b64 === undefined && (body.encoding !== undefined || body.count !== undefined)) {
     throw badRequest('encoding and count only apply to input_b64', body.encoding !== undefined ? 'encoding' : 'count', 'invalid_body');
   }
   if (body.top_k !== undefined && body.top_k > manifest.output.classes) {
     throw badRequest(`top_k must be at most ${manifest.output.classes}`, 'top_k', 'invalid_body');
   }
+  if (body.image_b64 !== undefined || body.images_b64 !== undefined) return imagesOf(body, limits);
   const size = manifest.input.shape.reduce((a, b) => a * b, 1);
   if (body.input_b64 !== undefined) return decodeBase64(body, body.input_b64, size, manifest, limits);
 

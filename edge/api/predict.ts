@@ -4,7 +4,9 @@ import type { Prediction } from '../runtime/host.js';
 import type { ApiContext } from './context.js';
 import { decodePredictBody, type DecodedPredict } from './decode.js';
 import { ApiError, methodNotAllowed } from './errors.js';
-import { jsonOnly, limitBody } from './middleware.js';
+import { decodeImageBody, decodeImages, imageFormatOf, jsonOrImage } from './image.js';
+import { header, limitBody } from './middleware.js';
+import { mediaType } from '../../shared/http/middleware.js';
 
 interface TopK {
   index: number;
@@ -58,17 +60,19 @@ function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): Examp
 }
 
 /**
- * `POST /v1/predict`: one example (`input`, or `input_b64` without `count`) answers one object, a batch
- * (`inputs`, or `input_b64` with `count`) answers `predictions: [...]`; both carry model, release and
- * latency_ms (time in the ORT run).
+ * `POST /v1/predict`: one example (`input`, `image_b64`, a PNG/JPEG body, or `input_b64` without `count`)
+ * answers one object, a batch (`inputs`, `images_b64`, or `input_b64` with `count`) answers
+ * `predictions: [...]`; both carry model, release and latency_ms (time in the ORT run).
  */
 export function predictRoutes(ctx: ApiContext): Hono {
   return new Hono()
-    .post('/', jsonOnly(), limitBody({ maxBytes: ctx.limits.maxBodyBytes }), async (c) => {
+    .post('/', jsonOrImage(), limitBody({ maxBytes: ctx.limits.maxBodyBytes }), async (c) => {
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       const model = ctx.host.current();
       if (!model) throw new ApiError(503, 'no_model', 'no model is loaded yet');
-      const req = decodePredictBody(bytes, model.manifest, ctx.limits);
+      const format = imageFormatOf(mediaType(header(c, 'content-type')));
+      const req = format ? await decodeImageBody(bytes, format, c.req.query('top_k'), model.manifest, ctx.limits, ctx.log) : decodePredictBody(bytes, model.manifest, ctx.limits);
+      if (req.images) req.data = await decodeImages(req.images.bytes, req.images.fields, model.manifest, ctx.limits, ctx.log);
       const result = await ctx.predictor.predict(req.data, req.n);
       ctx.metrics.predicted(req.n, result.latencyMs);
       const answers = answer(ctx, req, result);

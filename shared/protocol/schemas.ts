@@ -17,14 +17,51 @@ const finite = z.number().refine(Number.isFinite, 'must be finite');
 /** How raw inputs become model inputs: `model = raw * scale + offset`, per element. */
 export const scalingSchema = z.strictObject({ scale: finite, offset: finite });
 
-export const inputSpecSchema = z.strictObject({
-  /** Per-example shape, without the batch dimension, e.g. [784] or [28, 28, 1]. */
-  shape: z.array(z.number().int().min(1)).min(1).max(4),
-  dtype: z.literal('float32'),
-  scaling: scalingSchema,
-  /** The raw encoding devices may receive (uint8 pixels are scaled with `scaling`). */
-  raw: z.enum(['float32', 'uint8']).default('float32'),
-});
+/**
+ * The image form of an input (issue 11): how a device turns a PNG or JPEG into the model's input
+ * (shared/image/preprocess.ts): resize to height × width (cover, centre crop), convert to `channels`
+ * (1 grey, 3 sRGB), `x = (pixel / 255 − mean[c]) / std[c]`, laid out nhwc or nchw.
+ */
+export const imageSpecSchema = z
+  .strictObject({
+    height: z.number().int().min(1).max(4096),
+    width: z.number().int().min(1).max(4096),
+    channels: z.union([z.literal(1), z.literal(3)]),
+    layout: z.enum(['nhwc', 'nchw']),
+    /** Per channel, in the [0, 1] pixel scale (torchvision's Normalize convention). */
+    mean: z.array(finite).min(1).max(3),
+    std: z.array(finite.refine((v) => v > 0, 'must be > 0')).min(1).max(3),
+  })
+  .refine((s) => s.mean.length === s.channels && s.std.length === s.channels, { message: 'mean and std need one value per channel', path: ['mean'] });
+export type ImageSpec = z.infer<typeof imageSpecSchema>;
+
+export const inputSpecSchema = z
+  .strictObject({
+    /** Per-example shape, without the batch dimension, e.g. [784] or [28, 28, 1]. */
+    shape: z.array(z.number().int().min(1)).min(1).max(4),
+    dtype: z.literal('float32'),
+    scaling: scalingSchema,
+    /** The raw encoding devices may receive (uint8 pixels are scaled with `scaling`). */
+    raw: z.enum(['float32', 'uint8']).default('float32'),
+    /**
+     * Present for image models: devices then accept PNG/JPEG. Optional and additive, so manifests of
+     * non-image models are byte-identical to before; a daemon older than this field refuses an image
+     * model's manifest as malformed (strict parsing) rather than misreading it.
+     */
+    image: imageSpecSchema.optional(),
+  })
+  .refine((s) => !s.image || imageFits(s.image, s.shape), {
+    message: 'image height × width × channels must match shape (flat, or [H, W, C] for nhwc, [C, H, W] for nchw)',
+    path: ['image'],
+  });
+
+/** A flat shape of H·W·C values, or the 3-d shape of the image's layout (a batch-less 4-d shape is not an image). */
+function imageFits(i: ImageSpec, shape: number[]): boolean {
+  const size = i.height * i.width * i.channels;
+  if (shape.length === 1) return shape[0] === size;
+  const want = i.layout === 'nhwc' ? [i.height, i.width, i.channels] : [i.channels, i.height, i.width];
+  return shape.length === 3 && shape.every((d, k) => d === want[k]);
+}
 export type InputSpec = z.infer<typeof inputSpecSchema>;
 
 export const artifactSchema = z.strictObject({

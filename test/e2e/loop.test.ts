@@ -32,6 +32,7 @@ describe('closed loop (short form of apprentice demo)', () => {
       teacher: TEACHER,
       devices: 2,
       traffic: 300,
+      evalPool: 500,
       student: 'mlp:16',
       baseLimit: 3000,
       epochs: 1,
@@ -49,6 +50,18 @@ describe('closed loop (short form of apprentice demo)', () => {
     expect(r1.release).toBeGreaterThan(r0.release!);
     // Every device answered all of its round-1 traffic with the latest release (the demo waited for all to serve it).
     for (const d of r1.devices) expect(d.examples).toBe(300);
+    // Accuracies come from each device's evaluation pool, disjoint from its traffic (issue 11).
+    expect(summary.pools.perDevice).toEqual([
+      { id: 'demo-1-rotation', traffic: 4500, evaluation: 500 },
+      { id: 'demo-2-thickness', traffic: 4500, evaluation: 500 },
+    ]);
+    for (const r of summary.rows) {
+      for (const d of r.devices) {
+        expect(d.evaluated).toBe(500);
+        expect(d.studentAccuracy).toBeGreaterThan(0.1);
+        expect(d.gap).toBeCloseTo(d.teacherAccuracy - d.studentAccuracy, 9);
+      }
+    }
 
     const registry = Registry.open(join(dataDir, 'cloud', 'registry.db'));
     try {

@@ -1,0 +1,130 @@
+import type { ShiftName } from './shifts.js';
+
+/** Everything the demo (and its short form in test/e2e/loop.test.ts) can be told. */
+export interface DemoOptions {
+  dataDir: string;
+  fresh: boolean;
+  /** Stop after round N (round 0 plus N scheduled rounds); undefined = until stopped. */
+  rounds?: number;
+  /** The user's teacher (ONNX, logits); else the cached reference teacher, trained on first use. */
+  teacher?: string;
+  cacheDir: string;
+  devices: number;
+  /** Traffic examples per device per round (drawn from the device's traffic pool). */
+  traffic: number;
+  /** Images per device held out of all traffic: every reported accuracy is measured on these. */
+  evalPool: number;
+  student: string;
+  baseLimit: number;
+  epochs: number;
+  hardExampleShare: number;
+  teacherArch: string;
+  teacherEpochs: number;
+  teacherLimit?: number;
+  /** Per-round limit (round start to all devices serving). */
+  roundTimeoutMs: number;
+  /** Live output (table, URLs); progress goes to stderr. */
+  out: (line: string) => void;
+  progress: boolean;
+  signal?: AbortSignal;
+  /** Called once the teacher is ready, before anything is started (the CLI installs its Ctrl-C handler here: teacher training is synchronous). */
+  onStarting?: () => void;
+}
+
+export const DEMO_DEFAULTS = {
+  dataDir: '.apprentice/demo',
+  cacheDir: '.apprentice/demo-cache',
+  devices: 3,
+  traffic: 1000,
+  evalPool: 1000,
+  student: 'mlp:64',
+  baseLimit: 20_000,
+  epochs: 4,
+  hardExampleShare: 0.5,
+  teacherArch: 'mlp:512,512',
+  teacherEpochs: 5,
+  roundTimeoutMs: 10 * 60_000,
+} as const;
+
+export interface DeviceInfo {
+  id: string;
+  shift: ShiftName;
+  shiftDescription: string;
+  apiUrl: string;
+  configFile: string;
+  logFile: string;
+}
+
+/** One device's figures for one round. */
+export interface DeviceRound {
+  id: string;
+  shift: ShiftName;
+  /** Traffic images the device answered with this round's release. */
+  examples: number;
+  /** Images of the device's evaluation pool (never sent to any device) the accuracies are measured on. */
+  evaluated: number;
+  /** The served artifact (same sha256 as the device reports) on the evaluation pool. */
+  studentAccuracy: number;
+  teacherAccuracy: number;
+  gap: number;
+  /**
+   * The device's own answers on this round's traffic, for contrast only: traffic repeats, so these
+   * include images already sent back as hard examples and trained on.
+   */
+  trafficStudentAccuracy: number;
+}
+
+export interface RoundRow {
+  round: number;
+  roundId: string;
+  state: string;
+  release: number | null;
+  /** Hard examples in the round's transfer set (lineage exampleCount). */
+  exampleCount: number | null;
+  /** Hard examples the cloud stored while this release served traffic. */
+  ingested: number;
+  /** Round start → every device serving the release, seconds. */
+  rolloutSeconds: number | null;
+  roundSeconds: number | null;
+  devices: DeviceRound[];
+  error?: string;
+}
+
+/** Sizes of each device's two disjoint pools of MNIST test images. */
+export interface PoolSizes {
+  source: string;
+  perDevice: { id: string; traffic: number; evaluation: number }[];
+}
+
+export interface DemoSummary {
+  version: 2;
+  startedAt: string;
+  seconds: number;
+  cloudApiUrl: string;
+  adminTokenFile: string;
+  teacher: { file: string; trainedSeconds?: number };
+  settings: Record<string, unknown>;
+  pools: PoolSizes;
+  devices: DeviceInfo[];
+  rows: RoundRow[];
+  /** Per device: round-0 gap, last gap, share of the gap closed (evaluation pool). */
+  gaps: { id: string; shift: ShiftName; round0Gap: number; lastRound: number; lastGap: number; closed: number }[];
+  /** Per device: examples the device selected (its outbox counter) and the cloud stored. */
+  examples: { id: string; selected: number | null; stored: number }[];
+  stoppedBy: 'rounds' | 'signal' | 'error';
+}
+
+/** Thrown when the demo's AbortSignal fires: a normal stop, not a failure. */
+export class Stopped extends Error {}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const pct = (x: number) => (x * 100).toFixed(1);
+
+/** CNN students take [H, W, C] images; MLPs a flat vector (same bytes, row-major HWC with C = 1). */
+export function isConvStudent(student: string): boolean {
+  return /^(cnn|dscnn):/.test(student.trim());
+}
+
+/** The demo's model name in the registry, and its input size (28 × 28 MNIST pixels). */
+export const DEMO_MODEL = 'demo';
+export const DEMO_INPUT_SIZE = 784;
