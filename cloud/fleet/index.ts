@@ -5,3 +5,4 @@ export * from './ingest.js';
 export * from './rollout-store.js';
 export * from './rollout-steps.js';
 export * from './rollouts.js';
+export * from './device-compat.js';
