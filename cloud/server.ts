@@ -9,7 +9,7 @@ import type { Manifest } from '../shared/protocol/schemas.js';
 import { createCloudApi, startCloudServer, type CloudServer } from './api/index.js';
 import type { CloudConfig } from './config/schema.js';
 import { embeddedBrokerAuth } from './fleet/broker-auth.js';
-import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher } from './fleet/index.js';
+import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/index.js';
@@ -105,7 +105,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       await mqtt.dispose();
       await stopIngest?.();
     });
-    const publisher = new ReleasePublisher({ mqtt, dataDir, log });
+    const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
+    const advertise = (): void => void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
+    advertise();
     const ingest = new Ingest({ registry, mqtt, metrics, log });
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
@@ -113,6 +115,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // CloudMqtt.create resolved on the first CONNACK: every later one is a reconnect, after which the
     // broker may have lost retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
+      advertise();
       void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
     };
     mqtt.raw?.on('connect', onReconnect);

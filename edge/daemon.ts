@@ -3,14 +3,14 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, buildExample } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
-import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, type RunningRelease, type SdNotifier } from './status/index.js';
+import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
 import { UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
 
 /**
@@ -60,6 +60,7 @@ export class EdgeDaemon {
   private updates!: UpdateManager;
   private publisher!: OutboxPublisher;
   private status!: StatusPublisher;
+  private cloudInfo!: CloudInfoWatcher;
   private telemetry!: TelemetryPublisher;
   private app!: ReturnType<typeof createLocalApi>;
   private server: LocalServer | undefined;
@@ -168,7 +169,16 @@ export class EdgeDaemon {
       ackTimeoutMs: o.ackTimeoutMs,
       backoff: o.backoff,
     });
-    this.status = new StatusPublisher({ client: this.client, deviceId: id, running: () => this.running(), log: log.child({ module: 'edge/status' }), now: this.now });
+    // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
+    this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
+    this.status = new StatusPublisher({
+      client: this.client,
+      deviceId: id,
+      running: () => this.running(),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : null }) : undefined),
+      log: log.child({ module: 'edge/status' }),
+      now: this.now,
+    });
     this.telemetry = new TelemetryPublisher({ client: this.client, deviceId: id, intervalMs: config.telemetrySeconds * 1000, collect: () => this.collectTelemetry(), log });
     this.wireMqtt();
   }
@@ -210,6 +220,7 @@ export class EdgeDaemon {
     this.server = await startLocalServer({ app: this.app, hostname, port, log: this.log.child({ module: 'edge/api' }) });
     await this.sd.ready(this.statusText());
     // Listeners first, so the first CONNACK already publishes status and drains the outbox.
+    this.cloudInfo.start();
     this.status.start();
     this.publisher.start();
     this.telemetry.start();
@@ -238,6 +249,7 @@ export class EdgeDaemon {
     await step('updates', () => this.updates.dispose());
     await step('status', async () => {
       this.status.stop();
+      this.cloudInfo.stop();
       if (await this.status.offline(2_000)) this.log.info('daemon/offline-published');
     });
     await this.close();

@@ -31,6 +31,10 @@ export const deviceSchema = z.strictObject({
   running: z.strictObject({ model: z.string().nullable(), release: releaseSeq, sha256: sha256Hex.nullable() }).nullable(),
   desiredRelease: releaseSeq.nullable(),
   revoked: z.boolean(),
+  /** What the device said in its last online status (shared/protocol/compat.ts); protocol 1 and none before. */
+  protocol: z.strictObject({ version: z.number().int(), capabilities: z.array(z.string()) }),
+  trust: z.strictObject({ keysetVersion: z.number().int().nullable(), state: z.string() }).nullable(),
+  degraded: z.string().nullable(),
   createdAt: z.string(),
 });
 export const deviceDetailSchema = deviceSchema.extend({ telemetry: telemetrySchema.nullable() });
@@ -48,6 +52,9 @@ function view(row: DeviceRow, model: string | null): DeviceView {
     running: row.runningSeq === null ? null : { model, release: row.runningSeq, sha256: row.runningSha256 },
     desiredRelease: row.desiredSeq,
     revoked: row.revoked,
+    protocol: { version: row.protocolVersion ?? 1, capabilities: row.capabilities ?? [] },
+    trust: row.trust ?? null,
+    degraded: row.degraded,
     createdAt: row.createdAt,
   };
 }

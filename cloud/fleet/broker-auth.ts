@@ -1,12 +1,15 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { AedesOptions } from 'aedes';
 import { eq } from 'drizzle-orm';
-import { parseTopic, TOPIC_PREFIX } from '../../shared/protocol/topics.js';
+import { DEVICE_READABLE_KINDS, DEVICE_WRITABLE_KINDS, parseTopic, TOPIC_PREFIX, topics } from '../../shared/protocol/topics.js';
 import { verifyPassword } from '../provision/passwd.js';
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
 
-const DEVICE_WRITABLE = new Set(['status', 'telemetry', 'events', 'examples']);
+const DEVICE_WRITABLE = new Set<string>(DEVICE_WRITABLE_KINDS);
+const DEVICE_READABLE = new Set<string>(DEVICE_READABLE_KINDS);
+/** Global cloud-written topics every device may read (never write). */
+const GLOBAL_READABLE = new Set([topics.keyset(), topics.cloudInfo()]);
 
 function sameSecret(a: string, b: string): boolean {
   // Compare digests so neither content nor length leaks through timing.
@@ -17,7 +20,7 @@ function sameSecret(a: string, b: string): boolean {
  * Authentication and ACL for the embedded aedes broker, matching deploy/mosquitto/acl: the cloud user
  * may do anything under the protocol prefix; a device (username = device id, password as provisioned,
  * checked against the registry's `$7$` hash) may publish only its own status/telemetry/events/examples
- * and subscribe only to its own `desired` and to artifacts. Revoked devices are refused at connect.
+ * and subscribe only to its own `desired` and `receipts`, to the key set, the cloud info and artifacts. Revoked devices are refused at connect.
  * A refused PUBLISH closes the device's connection (aedes, [MQTT-3.3.5-2]); a refused subscription
  * is answered with SUBACK 0x80.
  */
@@ -52,10 +55,12 @@ export function embeddedBrokerAuth({ registry, cloudUser, cloudPassword }: { reg
       if (isCloud(c)) return done(null, sub);
       const id = deviceOf(c);
       const topic = sub.topic;
-      const own = id !== undefined && topic === `${TOPIC_PREFIX}/devices/${id}/desired`;
+      // A filter with `+` never parses as a device topic, so a device cannot read others' topics with it.
+      const t = parseTopic(topic);
+      const own = id !== undefined && t?.type === 'device' && t.deviceId === id && DEVICE_READABLE.has(t.kind);
       const artifacts = topic.startsWith(`${TOPIC_PREFIX}/artifacts/`) && !topic.includes('#');
       // Returning null as the subscription grants nothing (SUBACK 0x80) without disconnecting.
-      done(null, own || artifacts ? sub : null);
+      done(null, own || artifacts || GLOBAL_READABLE.has(topic) ? sub : null);
     },
   };
 }

@@ -2,3 +2,4 @@ export * from './broker.js';
 export * from './mqtt.js';
 export * from './publisher.js';
 export * from './ingest.js';
+export * from './device-compat.js';

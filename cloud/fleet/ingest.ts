@@ -264,7 +264,17 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         lastSeen: this.seenAt(status.at),
         // The offline status is the last will, composed when the device connected: its running
         // release may be stale, so only an online status says what runs.
-        ...(online ? { runningSeq: status.release, runningSha256: status.sha256 } : {}),
+        // Protocol fields too: a daemon downgraded to protocol 1 sends none and must get today's fields again.
+        ...(online
+          ? {
+              runningSeq: status.release,
+              runningSha256: status.sha256,
+              protocolVersion: status.protocolVersion ?? null,
+              capabilities: status.capabilities ?? null,
+              trust: status.trust ?? null,
+              degraded: status.degraded ?? null,
+            }
+          : {}),
       })
       .where(eq(devices.id, deviceId))
       .run();

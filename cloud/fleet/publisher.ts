@@ -3,7 +3,18 @@ import { resolve } from 'node:path';
 import { and, eq, inArray, isNotNull } from 'drizzle-orm';
 import { chunkArtifact, sha256Of } from '../../shared/manifest/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { encodePayload, signedManifestSchema, topics, type SignedManifest } from '../../shared/protocol/index.js';
+import {
+  cloudInfo,
+  cloudInfoSchema,
+  deviceCompat,
+  desiredFor,
+  encodePayload,
+  signedManifestSchema,
+  topics,
+  type DeviceCapability,
+  type DeviceCompat,
+  type SignedManifest,
+} from '../../shared/protocol/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
@@ -11,8 +22,23 @@ import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import type { MqttPublisher } from './mqtt.js';
 
 export class PublishError extends Error {
-  override readonly name = 'PublishError';
+  override readonly name: string = 'PublishError';
 }
+
+/** The release needs a capability the device did not declare: nothing was sent (its rollout state is `incompatible`). */
+export class IncompatibleReleaseError extends PublishError {
+  override readonly name = 'IncompatibleReleaseError';
+  constructor(
+    readonly deviceId: string,
+    readonly release: number,
+    readonly missing: readonly DeviceCapability[],
+  ) {
+    super(`release ${release} needs ${missing.join(', ')}, which device ${deviceId} did not declare`);
+  }
+}
+
+/** The cloud's `agent` in its retained info. */
+export const CLOUD_AGENT = 'apprentice-cloud/0.1.0';
 
 export interface ReleasePublisherDeps {
   mqtt: MqttPublisher;
@@ -21,6 +47,8 @@ export interface ReleasePublisherDeps {
   concurrency?: number;
   /** Base for relative `releases.artifact_path` values (the cloud's data dir); default cwd. */
   dataDir?: string;
+  /** What a device declared it understands (cloud/fleet/device-compat.ts); without it, every device is protocol 1. */
+  compatOf?: (deviceId: string) => Promise<DeviceCompat>;
 }
 
 /** Number of retained chunks a release's artifact has. */
@@ -67,9 +95,27 @@ export class ReleasePublisher {
     this.log.info({ sha256, chunks }, 'publisher/artifact-cleared');
   }
 
-  /** Retains `signed` as the device's desired state. The envelope is validated before it leaves. */
+  /**
+   * Retains `signed` as the device's desired state, as much of it as the device understands
+   * (shared/protocol/compat.ts `desiredFor`). Throws IncompatibleReleaseError, sending nothing, when
+   * the signed manifest needs a capability the device lacks. The envelope is validated before it leaves.
+   */
   async publishDesired(deviceId: string, signed: SignedManifest): Promise<void> {
-    await this.deps.mqtt.publish(topics.desired(deviceId), encodePayload(signedManifestSchema, signed), { qos: 1, retain: true });
+    const device = (await this.deps.compatOf?.(deviceId)) ?? deviceCompat(null);
+    const r = desiredFor(signed, device);
+    if (!r.compatible) throw new IncompatibleReleaseError(deviceId, signed.manifest.release, r.missing);
+    if (r.stripped.length) this.log.debug({ deviceId, release: signed.manifest.release, stripped: r.stripped }, 'publisher/desired-stripped');
+    await this.deps.mqtt.publish(topics.desired(deviceId), encodePayload(signedManifestSchema, r.desired), { qos: 1, retain: true });
+  }
+
+  /**
+   * Retains this cloud's protocol info on `apprentice/v1/cloud`, so devices know which new fields it
+   * accepts. On every connect (a broker may have lost it, STYLE.md 4). Several replicas publish the
+   * same info; during a rolling upgrade the last one wins, so a replica must accept what an older
+   * replica advertises (it does: features are only ever added).
+   */
+  async publishCloudInfo(at: Date = new Date()): Promise<void> {
+    await this.deps.mqtt.publish(topics.cloudInfo(), encodePayload(cloudInfoSchema, cloudInfo(at, CLOUD_AGENT)), { qos: 1, retain: true });
   }
 
   /** Removes the device's retained desired state (revoked devices). */

@@ -67,6 +67,14 @@ export const devices = sqliteTable(
     desiredSeq: integer('desired_seq'),
     lastTelemetry: text('last_telemetry', { mode: 'json' }),
     revoked: integer('revoked', { mode: 'boolean' }).notNull().default(false),
+    /** From the device's status (shared/protocol/compat.ts); null = a protocol-1 daemon that never said. */
+    protocolVersion: integer('protocol_version'),
+    /** JSON string[]: what the device understands from the cloud (status.capabilities). */
+    capabilities: text('capabilities', { mode: 'json' }).$type<string[]>(),
+    /** JSON { keysetVersion, state } (status.trust). */
+    trust: text('trust', { mode: 'json' }).$type<{ keysetVersion: number | null; state: string }>(),
+    /** Reason the device reports serving degraded (status.degraded), or null. */
+    degraded: text('degraded'),
     createdAt: text('created_at').notNull().default(now),
   },
   (t) => [index('devices_online_idx').on(t.online)],

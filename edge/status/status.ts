@@ -1,6 +1,6 @@
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type Status } from '../../shared/protocol/index.js';
+import { PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
 import type { MqttWill } from '../config/index.js';
 
 /** What the device runs, as reported in status and telemetry. */
@@ -12,8 +12,25 @@ export interface RunningRelease {
 
 export const AGENT = 'apprentice-edge/0.1.0';
 
-/** A `devices/{id}/status` payload. */
-export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date): Buffer {
+/**
+ * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
+ * capability is listed only with the code that handles it: the cloud sends what is listed here.
+ */
+export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [];
+
+/** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */
+export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabilities' | 'trust' | 'degraded'>>;
+
+/**
+ * The protocol-2 fields as this daemon fills them. Until the root of trust lands (issue 10 step 2)
+ * a device trusts only its edge.json keys: `trusted_keys`, no key set version.
+ */
+export function statusExtension({ degraded }: { degraded: string | null }): StatusExtension {
+  return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded };
+}
+
+/** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */
+export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension): Buffer {
   return encodePayload(statusSchema, {
     v: PROTOCOL_VERSION,
     deviceId,
@@ -23,12 +40,13 @@ export function statusPayload(deviceId: string, state: Status['state'], running:
     sha256: running?.sha256 ?? null,
     at: at.toISOString(),
     agent: AGENT,
+    ...ext,
   });
 }
 
 /** The last will: the broker publishes it, retained, when our connection dies without a DISCONNECT. */
-export function lastWill(deviceId: string, running: RunningRelease | null, at: Date): MqttWill {
-  return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at), qos: 1, retain: true };
+export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension): MqttWill {
+  return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at, ext), qos: 1, retain: true };
 }
 
 export interface StatusPublisherDeps {
@@ -36,6 +54,8 @@ export interface StatusPublisherDeps {
   deviceId: string;
   /** The release being served now (null before the first install). */
   running: () => RunningRelease | null;
+  /** The protocol-2 fields, or undefined while the cloud does not accept them (CloudInfoWatcher). */
+  extension?: () => StatusExtension | undefined;
   log?: Logger;
   now?: () => Date;
 }
@@ -83,9 +103,10 @@ export class StatusPublisher {
   publish(): void {
     const { client, deviceId } = this.deps;
     const running = this.deps.running();
-    client.options.will = lastWill(deviceId, running, this.now());
+    const ext = this.deps.extension?.();
+    client.options.will = lastWill(deviceId, running, this.now(), ext);
     if (!client.connected) return;
-    client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now()), { qos: 1, retain: true }, (err) => {
+    client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now(), ext), { qos: 1, retain: true }, (err) => {
       if (err) this.log.warn({ err }, 'status/publish-failed');
     });
   }
@@ -96,7 +117,7 @@ export class StatusPublisher {
     if (!client.connected) return Promise.resolve(false);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
-      client.publish(this.topic, statusPayload(deviceId, 'offline', this.deps.running(), this.now()), { qos: 1, retain: true }, (err) => {
+      client.publish(this.topic, statusPayload(deviceId, 'offline', this.deps.running(), this.now(), this.deps.extension?.()), { qos: 1, retain: true }, (err) => {
         clearTimeout(timer);
         if (err) this.log.warn({ err }, 'status/offline-failed');
         resolve(!err);

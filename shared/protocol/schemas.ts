@@ -49,6 +49,12 @@ export const inputSpecSchema = z
      * model's manifest as malformed (strict parsing) rather than misreading it.
      */
     image: imageSpecSchema.optional(),
+    /**
+     * Inclusive [min, max] of raw input values the model is meant for (issue 10, health gate); requests
+     * outside it are refused before inference. Needs the device capability `manifest.input-range`
+     * (shared/protocol/compat.ts): older daemons refuse unknown keys.
+     */
+    range: z.tuple([finite, finite]).refine(([lo, hi]) => lo < hi, 'range min must be below max').optional(),
   })
   .refine((s) => !s.image || imageFits(s.image, s.shape), {
     message: 'image height × width × channels must match shape (flat, or [H, W, C] for nhwc, [C, H, W] for nchw)',
@@ -120,12 +126,43 @@ export const signatureSchema = z.strictObject({
   sig: z.base64(),
 });
 
+/**
+ * Which model (and cohort) a device is assigned to, signed by a release key (issue 10 item 4): a
+ * device refuses manifests for another model. Travels beside the manifest in `desired`, only to
+ * devices declaring `desired.assignment` (compat.ts).
+ */
+export const assignmentSchema = z.strictObject({
+  deviceId,
+  model: z.string().min(1).max(128),
+  cohort: z.string().min(1).max(128).nullable(),
+});
+export type Assignment = z.infer<typeof assignmentSchema>;
+export const signedAssignmentSchema = z.strictObject({ assignment: z.unknown(), signature: signatureSchema });
+
 /** Payload of `devices/{id}/desired`: the manifest and its detached signature. */
 export const signedManifestSchema = z.strictObject({
   manifest: z.unknown(),
   signature: signatureSchema,
+  assignment: signedAssignmentSchema.optional(),
 });
-export type SignedManifest = { manifest: Manifest; signature: z.infer<typeof signatureSchema> };
+export type SignedManifest = {
+  manifest: Manifest;
+  signature: z.infer<typeof signatureSchema>;
+  assignment?: { assignment: Assignment; signature: z.infer<typeof signatureSchema> };
+};
+
+/** A capability or feature name (shared/protocol/compat.ts); unknown names are ignored, never refused. */
+export const CAPABILITY_RE = /^[a-z][a-z0-9]*([.-][a-z0-9]+)*$/;
+export const capabilityName = z.string().max(64).regex(CAPABILITY_RE, 'invalid capability name');
+export const capabilityList = z.array(capabilityName).max(64);
+
+/**
+ * Where a device stands with the root of trust (issue 10): `trusted_keys` = only the keys of its
+ * edge.json (no key set accepted yet), `current` = a key set within its expiry, `trust_stale` = the
+ * newest key set it has is expired (kept, and reported).
+ */
+export const TRUST_STATES = ['trusted_keys', 'current', 'trust_stale'] as const;
+const reasonCode = z.string().max(64).regex(/^[a-z][a-z0-9_]*$/, 'expected a snake_case reason');
 
 export const statusSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
@@ -136,6 +173,15 @@ export const statusSchema = z.strictObject({
   sha256: sha256Hex.nullable(),
   at: isoTime,
   agent: z.string().max(64).optional(),
+  // The fields below are sent only to a cloud whose info (topics.cloudInfo) accepts `status.ext`;
+  // a status without them is a protocol-1 device and gets only today's fields and message kinds.
+  /** The protocol revision the daemon speaks (compat.ts PROTOCOL_REVISION). */
+  protocolVersion: z.number().int().min(1).max(1000).optional(),
+  /** What the device understands from the cloud (DEVICE_CAPABILITIES, and any newer names). */
+  capabilities: capabilityList.optional(),
+  trust: z.strictObject({ keysetVersion: z.number().int().min(1).nullable(), state: z.enum(TRUST_STATES) }).optional(),
+  /** Why the device serves below par (e.g. `revoked_key`: only a revoked key's release is left), or null. */
+  degraded: reasonCode.nullable().optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 

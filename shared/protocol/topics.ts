@@ -4,8 +4,15 @@
  */
 export const TOPIC_PREFIX = 'apprentice/v1';
 
-export const DEVICE_TOPIC_KINDS = ['desired', 'status', 'telemetry', 'events', 'examples'] as const;
+export const DEVICE_TOPIC_KINDS = ['desired', 'status', 'telemetry', 'events', 'examples', 'receipts'] as const;
 export type DeviceTopicKind = (typeof DEVICE_TOPIC_KINDS)[number];
+/**
+ * The read/write rules of every broker (deploy/mosquitto/acl, the generated ACL, the embedded
+ * broker's authorizer): a device writes only these of its own topics...
+ */
+export const DEVICE_WRITABLE_KINDS = ['status', 'telemetry', 'events', 'examples'] as const satisfies readonly DeviceTopicKind[];
+/** ...and reads only these of its own (plus the global keyset, cloud info and artifact topics). */
+export const DEVICE_READABLE_KINDS = ['desired', 'receipts'] as const satisfies readonly DeviceTopicKind[];
 
 /** Device ids become topic levels, so they must not contain `/`, `+`, `#` or NUL ([MQTT-4.7.1]). */
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -29,6 +36,15 @@ export const topics = {
   telemetry: (id: string) => topics.device(id, 'telemetry'),
   events: (id: string) => topics.device(id, 'events'),
   examples: (id: string) => topics.device(id, 'examples'),
+  /** cloud → device, QoS 1, not retained: per-example `stored` / `refused` / `deferred` (receiptSchema). */
+  receipts: (id: string) => topics.device(id, 'receipts'),
+  /** cloud → every device, retained: the root-signed key set (signedKeySetSchema). */
+  keyset: (): string => `${TOPIC_PREFIX}/trust/keyset`,
+  /**
+   * cloud → every device, retained: the cloud's protocol version and what it accepts from devices
+   * (cloudInfoSchema). A device sends new fields only when this says the cloud understands them.
+   */
+  cloudInfo: (): string => `${TOPIC_PREFIX}/cloud`,
   artifactChunk(sha256: string, index: number): string {
     if (!SHA256_RE.test(sha256)) throw new TopicError(`invalid sha256 "${sha256}"`);
     if (!Number.isSafeInteger(index) || index < 0) throw new TopicError(`invalid chunk index ${index}`);
@@ -52,10 +68,14 @@ export const topics = {
 
 export type ParsedTopic =
   | { type: 'device'; deviceId: string; kind: DeviceTopicKind }
-  | { type: 'artifact'; sha256: string; index: number };
+  | { type: 'artifact'; sha256: string; index: number }
+  | { type: 'keyset' }
+  | { type: 'cloud' };
 
 /** Parses a concrete (non-wildcard) topic received from the broker; undefined when it is not ours. */
 export function parseTopic(topic: string): ParsedTopic | undefined {
+  if (topic === topics.keyset()) return { type: 'keyset' };
+  if (topic === topics.cloudInfo()) return { type: 'cloud' };
   const parts = topic.split('/');
   if (parts.length < 4 || `${parts[0]}/${parts[1]}` !== TOPIC_PREFIX) return undefined;
   if (parts[2] === 'devices' && parts.length === 5) {

@@ -93,6 +93,41 @@ describe('embedded broker auth and ACL', () => {
     for (const t of [topics.desired('dev-a'), topics.desired('dev-b'), topics.artifactChunk(sha, 0)]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
   });
 
+  it('lets a device read its own receipts, the key set and the cloud info, never write them, never read another\'s receipts', async () => {
+    const cloud = await connect(CLOUD.user, CLOUD.password);
+    await cloud.publishAsync(topics.keyset(), 'keyset-v1', { qos: 1, retain: true });
+    await cloud.publishAsync(topics.cloudInfo(), 'info', { qos: 1, retain: true });
+    const a = await connect('dev-a', 'pw-a');
+    const got: Array<[string, string]> = [];
+    a.on('message', (t, p) => got.push([t, p.toString()]));
+    await expect(a.subscribeAsync(topics.receipts('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
+    await expect(a.subscribeAsync('apprentice/v1/devices/+/receipts', { qos: 1 })).rejects.toThrow(/Subscribe error/);
+    await a.subscribeAsync([topics.receipts('dev-a'), topics.keyset(), topics.cloudInfo()], { qos: 1 });
+    await waitFor(() => got.length >= 2, 3000, { message: 'the retained key set and cloud info' });
+    await cloud.publishAsync(topics.receipts('dev-a'), 'receipt-a', { qos: 1 });
+    await cloud.publishAsync(topics.receipts('dev-b'), 'receipt-b', { qos: 1 });
+    await waitFor(() => got.some(([t]) => t === topics.receipts('dev-a')), 3000, { message: "dev-a's receipt" });
+    await sleep(200);
+    expect(got.sort()).toEqual([[topics.cloudInfo(), 'info'], [topics.receipts('dev-a'), 'receipt-a'], [topics.keyset(), 'keyset-v1']]);
+
+    // Writing any of them (even its own receipts) is refused and closes the connection ([MQTT-3.3.5-2]).
+    const watcher = await connect(CLOUD.user, CLOUD.password);
+    const forged: string[] = [];
+    watcher.on('message', (t, p) => p.length && forged.push(t));
+    await watcher.subscribeAsync([topics.keyset(), topics.cloudInfo(), topics.receipts('dev-a')], { qos: 1 });
+    await sleep(200);
+    forged.length = 0; // the retained copies
+    for (const t of [topics.keyset(), topics.cloudInfo(), topics.receipts('dev-a'), topics.receipts('dev-b')]) {
+      const d = await connect('dev-a', 'pw-a');
+      const closed = new Promise<void>((r) => d.once('close', () => r()));
+      d.publish(t, 'forged', { qos: 0, retain: true });
+      await closed;
+    }
+    await sleep(200);
+    expect(forged).toEqual([]);
+    for (const t of [topics.keyset(), topics.cloudInfo()]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
+  });
+
   it('refuses a device revoked after provisioning at its next connect', async () => {
     registry.db.update(devices).set({ revoked: true }).where(eq(devices.id, 'dev-b')).run();
     await expect(connect('dev-b', 'pw-b')).rejects.toThrow();

@@ -10,6 +10,8 @@ import { aclText, writeBrokerAuth } from '../../../cloud/provision/broker-auth.j
 import { formatPasswordFile, hashPassword, parsePasswordFile, verifyPassword } from '../../../cloud/provision/passwd.js';
 import { findExecutable, requireMosquittoOrSkip, startMosquitto, type MosquittoBroker } from '../../helpers/broker.js';
 import { call, harness, json, type Harness } from '../cloud-api/helpers.js';
+import { topics } from '../../../shared/protocol/topics.js';
+import { sleep, waitFor } from '../../helpers/net.js';
 
 const ACL_TEMPLATE = fileURLToPath(new URL('../../../deploy/mosquitto/acl', import.meta.url));
 const rules = (text: string) => text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
@@ -146,6 +148,42 @@ describe('a real Mosquitto with the generated files', () => {
     expect(await connects('apprentice-cloud', cloudPassword)).toBe(true);
     expect(await connects('pi-a', 'wrong-password')).toBe(false);
     expect(await connects('pi-gone', passwords.get('pi-gone')!)).toBe(false);
+  });
+
+  it('with the generated ACL a device reads its own receipts, the key set and the cloud info, and cannot write them', async (ctx) => {
+    requireMosquittoOrSkip(ctx);
+    expect(broker, 'the broker of the previous test').toBeDefined();
+    const opts = { protocolVersion: 4 as const, reconnectPeriod: 0, connectTimeout: 3_000 };
+    const cloud = await mqtt.connectAsync(broker!.url, { ...opts, username: 'apprentice-cloud', password: cloudPassword, clientId: `cloud-${randomBytes(4).toString('hex')}` });
+    const dev = await mqtt.connectAsync(broker!.url, { ...opts, username: 'pi-a', password: passwords.get('pi-a')!, clientId: `pi-a-${randomBytes(4).toString('hex')}` });
+    try {
+      await cloud.publishAsync(topics.keyset(), 'keyset-v1', { qos: 1, retain: true });
+      await cloud.publishAsync(topics.cloudInfo(), 'info', { qos: 1, retain: true });
+      const got: string[] = [];
+      dev.on('message', (t, p) => got.push(`${t}=${p.toString()}`));
+      // Mosquitto grants a forbidden SUBSCRIBE but delivers nothing on it (deploy/mosquitto/acl).
+      await dev.subscribeAsync([topics.receipts('pi-a'), topics.receipts('pi-gone'), topics.keyset(), topics.cloudInfo()], { qos: 1 });
+      await cloud.publishAsync(topics.receipts('pi-gone'), 'theirs', { qos: 1 });
+      await cloud.publishAsync(topics.receipts('pi-a'), 'mine', { qos: 1 });
+      await waitFor(() => got.length >= 3, 3_000, { message: 'own receipt, key set, cloud info' });
+
+      const seen: string[] = [];
+      cloud.on('message', (t, p) => p.length && seen.push(`${t}=${p.toString()}`));
+      await cloud.subscribeAsync([topics.keyset(), topics.cloudInfo(), topics.receipts('pi-a')], { qos: 1 });
+      await waitFor(() => seen.length >= 2, 3_000, { message: 'the retained copies' });
+      seen.length = 0;
+      // A denied PUBLISH is dropped silently on 3.1.1 (the PUBACK still comes).
+      for (const t of [topics.keyset(), topics.cloudInfo(), topics.receipts('pi-a')]) await dev.publishAsync(t, 'forged', { qos: 1, retain: true });
+      await cloud.publishAsync(topics.receipts('pi-a'), 'control', { qos: 1 });
+      await waitFor(() => seen.length >= 1, 3_000, { message: 'the control receipt' });
+      await sleep(200);
+      expect(seen).toEqual([`${topics.receipts('pi-a')}=control`]);
+      expect(got.filter((g) => !g.endsWith('=control')).sort()).toEqual([`${topics.cloudInfo()}=info`, `${topics.keyset()}=keyset-v1`, `${topics.receipts('pi-a')}=mine`].sort());
+    } finally {
+      for (const t of [topics.keyset(), topics.cloudInfo()]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
+      await dev.endAsync(true);
+      await cloud.endAsync(true);
+    }
   });
 });
 

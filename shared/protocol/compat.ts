@@ -1,0 +1,123 @@
+import { z } from 'zod';
+import { capabilityList, isoTime, PROTOCOL_VERSION, type Manifest, type SignedManifest, type Status } from './schemas.js';
+
+/**
+ * The compatibility policy, both ways (issue 10, "First, a small commit of its own").
+ *
+ * Every schema of the protocol is strict, so a field a peer does not know makes it refuse the whole
+ * payload. Neither side may therefore send a new field until the other has said it understands it:
+ *
+ * - cloud → device: a device lists in its `status.capabilities` what it understands. The cloud sends
+ *   it only those optional `desired` envelope fields and message kinds; a release whose *signed*
+ *   manifest uses a field the device lacks cannot be stripped (the signature covers it), so it is not
+ *   sent at all and the device's rollout state is `incompatible`. A status with no capabilities
+ *   (every daemon before this revision) gets exactly today's fields.
+ * - device → cloud: the cloud retains its info on `apprentice/v1/cloud` (cloudInfoSchema) with the
+ *   features it accepts. A device sends a new field or value only when `accepts` lists it; with no
+ *   info (an older cloud, or before the retained message arrived) it sends today's payloads.
+ *
+ * `v` in every payload stays 1: it names the wire format of topic prefix `apprentice/v1`, which every
+ * revision must still parse. `protocolVersion` counts the revisions within it.
+ */
+export const PROTOCOL_REVISION = 2;
+
+/** What a device may declare it understands from the cloud (`status.capabilities`). */
+export const DEVICE_CAPABILITIES = {
+  /** Consumes `devices/{id}/receipts`; only such devices get receipts (others delete on PUBACK). */
+  receipts: 'receipts',
+  /** Verifies the root-signed key set on `trust/keyset`. */
+  keyset: 'keyset',
+  /** Parses `manifest.input.range`. */
+  inputRange: 'manifest.input-range',
+  /** Parses and checks the signed `assignment` beside the manifest in `desired`. */
+  assignment: 'desired.assignment',
+} as const;
+export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_CAPABILITIES];
+
+/** What the cloud may say it accepts from devices (cloud info `accepts`). */
+export const CLOUD_FEATURES = {
+  /** `status.protocolVersion`, `capabilities`, `trust` and `degraded`. */
+  statusExt: 'status.ext',
+} as const;
+export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
+
+/**
+ * Payload of `apprentice/v1/cloud` (retained). Deliberately *not* strict: it is read by daemons
+ * older than the cloud, and unknown keys only describe features the device will not use anyway.
+ */
+export const cloudInfoSchema = z.object({
+  v: z.literal(PROTOCOL_VERSION),
+  protocolVersion: z.number().int().min(1).max(1000),
+  /** Device → cloud features this cloud accepts; unknown names are ignored by devices. */
+  accepts: capabilityList,
+  at: isoTime,
+  agent: z.string().max(64).optional(),
+});
+export type CloudInfo = z.infer<typeof cloudInfoSchema>;
+
+/** This cloud's info, for the retained `apprentice/v1/cloud`. */
+export function cloudInfo(at: Date, agent?: string): CloudInfo {
+  return { v: PROTOCOL_VERSION, protocolVersion: PROTOCOL_REVISION, accepts: Object.values(CLOUD_FEATURES), at: at.toISOString(), ...(agent ? { agent } : {}) };
+}
+
+/** Device side: whether the cloud said it accepts `feature`. No info = an older cloud = no. */
+export function cloudAccepts(info: Pick<CloudInfo, 'accepts'> | undefined, feature: CloudFeature): boolean {
+  return info?.accepts.includes(feature) ?? false;
+}
+
+/** What the cloud knows of a device's protocol, from its last status. */
+export interface DeviceCompat {
+  protocolVersion: number;
+  capabilities: ReadonlySet<string>;
+}
+
+/** From a status (or the registry's copy of it); a missing status or field means protocol 1 and nothing more. */
+export function deviceCompat(status?: Pick<Status, 'protocolVersion' | 'capabilities'> | { protocolVersion?: number | null; capabilities?: readonly string[] | null } | null): DeviceCompat {
+  return { protocolVersion: status?.protocolVersion ?? 1, capabilities: new Set(status?.capabilities ?? []) };
+}
+
+/** Cloud → device message kinds beyond today's, each sent only to devices that declared it. */
+export const OPTIONAL_MESSAGE_KINDS = { receipts: DEVICE_CAPABILITIES.receipts, keyset: DEVICE_CAPABILITIES.keyset } as const;
+
+/** Whether the cloud may send `kind` to this device. */
+export function cloudMaySend(device: DeviceCompat, kind: keyof typeof OPTIONAL_MESSAGE_KINDS): boolean {
+  return device.capabilities.has(OPTIONAL_MESSAGE_KINDS[kind]);
+}
+
+/**
+ * Signed manifest fields newer than protocol 1, with the capability each needs. Add a row with every
+ * new optional manifest field; the test in test/unit/protocol/compat.test.ts holds this table to the schema.
+ */
+export const MANIFEST_REQUIREMENTS: ReadonlyArray<{ path: string; capability: DeviceCapability; present: (m: Manifest) => boolean }> = [
+  { path: 'input.range', capability: DEVICE_CAPABILITIES.inputRange, present: (m) => m.input.range !== undefined },
+];
+
+/** Optional `desired` envelope fields (outside the manifest's signature), stripped for devices without the capability. */
+export const ENVELOPE_FIELDS: ReadonlyArray<{ field: Exclude<keyof SignedManifest, 'manifest' | 'signature'>; capability: DeviceCapability }> = [
+  { field: 'assignment', capability: DEVICE_CAPABILITIES.assignment },
+];
+
+export type DesiredFor = { compatible: true; desired: SignedManifest; stripped: string[] } | { compatible: false; missing: DeviceCapability[] };
+
+/**
+ * The one place the cloud decides what of a release a device gets: incompatible when the signed
+ * manifest needs a capability the device lacks (the rollout records `incompatible` and sends
+ * nothing), else the envelope with the optional fields it did not declare removed.
+ *
+ * @example
+ * const r = desiredFor(signed, deviceCompat(row));
+ * if (r.compatible) await publisher.publishDesired(id, r.desired);
+ */
+export function desiredFor(signed: SignedManifest, device: DeviceCompat): DesiredFor {
+  const missing = MANIFEST_REQUIREMENTS.filter((r) => r.present(signed.manifest) && !device.capabilities.has(r.capability)).map((r) => r.capability);
+  if (missing.length) return { compatible: false, missing: [...new Set(missing)] };
+  const desired: SignedManifest = { ...signed };
+  const stripped: string[] = [];
+  for (const f of ENVELOPE_FIELDS) {
+    if (desired[f.field] !== undefined && !device.capabilities.has(f.capability)) {
+      delete desired[f.field];
+      stripped.push(f.field);
+    }
+  }
+  return { compatible: true, desired, stripped };
+}
