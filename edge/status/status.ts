@@ -1,6 +1,6 @@
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
+import { DEVICE_CAPABILITIES, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
 import type { MqttWill } from '../config/index.js';
 
 /** What the device runs, as reported in status and telemetry. */
@@ -16,7 +16,7 @@ export const AGENT = 'apprentice-edge/0.1.0';
  * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
  * capability is listed only with the code that handles it: the cloud sends what is listed here.
  */
-export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [];
+export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [DEVICE_CAPABILITIES.inputImage];
 
 /** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */
 export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabilities' | 'trust' | 'degraded'>>;
