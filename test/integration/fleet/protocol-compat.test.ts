@@ -12,7 +12,7 @@ import { Ingest } from '../../../cloud/fleet/ingest.js';
 import { devices } from '../../../cloud/registry/schema.js';
 import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
 import { IncompatibleReleaseError, ReleasePublisher } from '../../../cloud/fleet/publisher.js';
-import { CloudInfoWatcher, StatusPublisher, statusExtension } from '../../../edge/status/index.js';
+import { CloudInfoWatcher, EDGE_CAPABILITIES, StatusPublisher, statusExtension } from '../../../edge/status/index.js';
 import { generateSigningKey, signManifest } from '../../../shared/manifest/index.js';
 import { CLOUD_FEATURES, decodePayload, PROTOCOL_REVISION, signedManifestSchema, statusSchema, topics, type SignedManifest } from '../../../shared/protocol/index.js';
 import { brokerMatrix, sleep, waitFor, type TestBroker } from '../../helpers/broker.js';
@@ -85,8 +85,8 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     await publisher.publishCloudInfo();
     await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 5_000, { message: 'ingest records the protocol fields' });
     expect(d.info.current?.accepts).toContain(CLOUD_FEATURES.statusExt);
-    expect(fx.device('pi-new')).toMatchObject({ capabilities: [], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null });
-    expect(decodePayload(statusSchema, statuses.at(-1)!)).toMatchObject({ protocolVersion: PROTOCOL_REVISION, capabilities: [] });
+    expect(fx.device('pi-new')).toMatchObject({ capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null });
+    expect(decodePayload(statusSchema, statuses.at(-1)!)).toMatchObject({ protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES] });
   });
 
   it('sends a device only the envelope fields it declared, and no release that needs a capability it lacks', async () => {
