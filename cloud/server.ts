@@ -38,6 +38,18 @@ function persistentSecret(file: string): string {
   return secret;
 }
 
+/**
+ * Fault drills only (test/e2e): `APPRENTICE_FAULT_KILL_AFTER_COMMIT=N` SIGKILLs this process right after
+ * the Nth example commit, before any PUBACK or receipt: the ack window, made deterministic.
+ */
+function faultHooks(log: Logger): { afterCommit?: () => void } {
+  const n = Number(process.env.APPRENTICE_FAULT_KILL_AFTER_COMMIT ?? '');
+  if (!Number.isInteger(n) || n < 1) return {};
+  let commits = 0;
+  log.warn({ afterCommit: n }, 'cloud/fault-hook armed: SIGKILL after an example commit');
+  return { afterCommit: () => void (++commits === n && process.kill(process.pid, 'SIGKILL')) };
+}
+
 function splitBind(bind: string): { host: string; port: number } {
   const i = bind.lastIndexOf(':');
   return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
@@ -87,7 +99,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       stack.push(() => broker!.stop());
       brokerUrl = broker.url;
     }
-    const mqtt = await CloudMqtt.create({
+    // Constructed, not connected: Ingest registers its handlers first, so nothing the broker queued for
+    // our persistent session arrives before its consumer (issue 9 "startup gap").
+    const mqtt = new CloudMqtt({
       url: brokerUrl,
       clientId: `apprentice-cloud-${hostname()}`,
       username,
@@ -95,33 +109,35 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
       protocolVersion: cfg.mqtt.protocolVersion,
       log,
+      metrics,
       ...(cfg.mqtt.caFile ? { clientOptions: { ca: readFileSync(cfg.mqtt.caFile) } } : {}),
     });
     // The MQTT session is persistent (clean=false): the broker keeps our subscriptions and queues device
     // messages while the cloud is down. So disconnect first, then stop Ingest: its unsubscribes must not
     // reach the broker, or examples sent while we are down would be dropped instead of queued.
-    let stopIngest: (() => Promise<void>) | undefined;
+    const ingest = new Ingest({ registry, mqtt, metrics, log, ...faultHooks(log) });
     stack.push(async () => {
       await mqtt.dispose();
-      await stopIngest?.();
+      await ingest.stop();
     });
+    await ingest.start();
+    await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
     const advertise = (): void => void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
     advertise();
-    const ingest = new Ingest({ registry, mqtt, metrics, log });
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
+    // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
+    // so signals emitted before it listens lose nothing.
     const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
     stack.push(() => rollouts.stop());
-    // CloudMqtt.create resolved on the first CONNACK: every later one is a reconnect, after which the
-    // broker may have lost retained state it had not saved yet (a crash). Put it back.
+    // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
+    // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
       advertise();
       void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    await ingest.start();
-    stopIngest = () => ingest.stop();
     const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts } });
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
