@@ -39,15 +39,18 @@ function persistentSecret(file: string): string {
 }
 
 /**
- * Fault drills only (test/e2e): `APPRENTICE_FAULT_KILL_AFTER_COMMIT=N` SIGKILLs this process right after
- * the Nth example commit, before any PUBACK or receipt: the ack window, made deterministic.
+ * Fault drills only (test/e2e): `APPRENTICE_FAULT_KILL=before-commit:N` or `after-commit:N` SIGKILLs this
+ * process at the Nth example commit, just before its transaction or just after it (before any PUBACK or
+ * receipt): the ack window, made deterministic. Unset in production; a malformed value is ignored.
  */
-function faultHooks(log: Logger): { afterCommit?: () => void } {
-  const n = Number(process.env.APPRENTICE_FAULT_KILL_AFTER_COMMIT ?? '');
-  if (!Number.isInteger(n) || n < 1) return {};
+function faultHooks(log: Logger): { beforeCommit?: () => void; afterCommit?: () => void } {
+  const m = /^(before|after)-commit:(\d+)$/.exec(process.env.APPRENTICE_FAULT_KILL ?? '');
+  if (!m) return {};
+  const n = Number(m[2]);
   let commits = 0;
-  log.warn({ afterCommit: n }, 'cloud/fault-hook armed: SIGKILL after an example commit');
-  return { afterCommit: () => void (++commits === n && process.kill(process.pid, 'SIGKILL')) };
+  const kill = (): void => void (++commits === n && process.kill(process.pid, 'SIGKILL'));
+  log.warn({ fault: m[0] }, 'cloud/fault-hook armed: SIGKILL at an example commit');
+  return m[1] === 'before' ? { beforeCommit: kill } : { afterCommit: kill };
 }
 
 function splitBind(bind: string): { host: string; port: number } {

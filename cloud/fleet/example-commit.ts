@@ -32,6 +32,8 @@ export interface ExampleCommitterDeps {
   flushMs: number;
   maxPendingRows: number;
   retry?: BackoffOptions;
+  /** Fault drills: runs before each commit attempt (rows received, nothing on disk yet). */
+  beforeCommit?: () => void;
   /** Fault drills: runs after each commit, before anyone is told (the ack window). */
   afterCommit?: () => void;
 }
@@ -100,6 +102,7 @@ export class ExampleCommitter {
     this.retryTimer = undefined;
     const rows = this.pending;
     if (rows.length === 0) return true;
+    this.deps.beforeCommit?.();
     const insert = this.insert;
     const ingestedAt = this.deps.now().toISOString();
     let inserted: number;

@@ -45,6 +45,8 @@ export interface IngestDeps {
   maxPendingRows?: number;
   /** Status and telemetry writes within this window share one transaction; default 250 ms. */
   stateFlushMs?: number;
+  /** Fault drills: runs before each example commit attempt. */
+  beforeCommit?: () => void;
   /** Fault drills: runs after each example commit, before any ack or receipt (the ack window). */
   afterCommit?: () => void;
 }
@@ -127,6 +129,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       counter: this.counters.examples,
       flushMs: this.deps.flushMs ?? 0,
       maxPendingRows: this.deps.maxPendingRows ?? 4096,
+      ...(this.deps.beforeCommit ? { beforeCommit: this.deps.beforeCommit } : {}),
       ...(this.deps.afterCommit ? { afterCommit: this.deps.afterCommit } : {}),
     });
     this.writer = new DeviceStateWriter({
