@@ -38,6 +38,21 @@ function persistentSecret(file: string): string {
   return secret;
 }
 
+/**
+ * Fault drills only (test/e2e): `APPRENTICE_FAULT_KILL=before-commit:N` or `after-commit:N` SIGKILLs this
+ * process at the Nth example commit, just before its transaction or just after it (before any PUBACK or
+ * receipt): the ack window, made deterministic. Unset in production; a malformed value is ignored.
+ */
+function faultHooks(log: Logger): { beforeCommit?: () => void; afterCommit?: () => void } {
+  const m = /^(before|after)-commit:(\d+)$/.exec(process.env.APPRENTICE_FAULT_KILL ?? '');
+  if (!m) return {};
+  const n = Number(m[2]);
+  let commits = 0;
+  const kill = (): void => void (++commits === n && process.kill(process.pid, 'SIGKILL'));
+  log.warn({ fault: m[0] }, 'cloud/fault-hook armed: SIGKILL at an example commit');
+  return m[1] === 'before' ? { beforeCommit: kill } : { afterCommit: kill };
+}
+
 function splitBind(bind: string): { host: string; port: number } {
   const i = bind.lastIndexOf(':');
   return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
@@ -87,7 +102,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       stack.push(() => broker!.stop());
       brokerUrl = broker.url;
     }
-    const mqtt = await CloudMqtt.create({
+    // Constructed, not connected: Ingest registers its handlers first, so nothing the broker queued for
+    // our persistent session arrives before its consumer (issue 9 "startup gap").
+    const mqtt = new CloudMqtt({
       url: brokerUrl,
       clientId: `apprentice-cloud-${hostname()}`,
       username,
@@ -95,34 +112,36 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
       protocolVersion: cfg.mqtt.protocolVersion,
       log,
+      metrics,
       ...(cfg.mqtt.caFile ? { clientOptions: { ca: readFileSync(cfg.mqtt.caFile) } } : {}),
     });
     // The MQTT session is persistent (clean=false): the broker keeps our subscriptions and queues device
     // messages while the cloud is down. So disconnect first, then stop Ingest: its unsubscribes must not
     // reach the broker, or examples sent while we are down would be dropped instead of queued.
-    let stopIngest: (() => Promise<void>) | undefined;
+    const ingest = new Ingest({ registry, mqtt, metrics, log, ...faultHooks(log) });
     stack.push(async () => {
       await mqtt.dispose();
-      await stopIngest?.();
+      await ingest.stop();
     });
+    await ingest.start();
+    await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
     const advertise = (): void => void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
     advertise();
-    const ingest = new Ingest({ registry, mqtt, metrics, log });
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
+    // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
+    // so signals emitted before it listens lose nothing.
     const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
     stack.push(() => rollouts.stop());
-    // CloudMqtt.create resolved on the first CONNACK: every later one is a reconnect, after which the
-    // broker may have lost retained state it had not saved yet (a crash). Put it back.
+    // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
+    // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
       advertise();
       void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    await ingest.start();
-    stopIngest = () => ingest.stop();
-    const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts } });
+    const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } });
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
     scheduler.start();

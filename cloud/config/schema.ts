@@ -46,6 +46,8 @@ export const cloudConfigSchema = z.strictObject({
       /** How often the scheduler checks each model's schedule. */
       tickSeconds: z.number().min(0.1).default(10),
       maxAttempts: z.number().int().min(1).default(2),
+      /** Wall-clock limit of one round; a round past it is stopped and `failed` with that reason. 2 h. */
+      maxWallSeconds: z.number().min(1).max(7 * 24 * 3600).default(7200),
     })
     .prefault({}),
   rollouts: z.strictObject({ tickSeconds: z.number().min(0.1).default(5) }).prefault({}),

@@ -69,7 +69,10 @@ export class EmbeddedBroker {
   async start(): Promise<void> {
     if (this.server) return;
     // aedes 1.2: the constructor no longer starts the broker; createBroker() does (its default export is gone).
-    const aedes = await Aedes.createBroker(this.opts.aedes);
+    // The limits of deploy/mosquitto/mosquitto.conf where aedes has one: max_keepalive 300. aedes has no
+    // max_queued_messages/bytes or max_inflight for outgoing QoS 1 (its memory persistence queues without
+    // bound); what bounds it is the edge outbox's 4 unreceipted batches per device (issue 9).
+    const aedes = await Aedes.createBroker({ keepaliveLimit: 300, ...this.opts.aedes });
     aedes.on('clientError', (client, err) => this.log.debug({ client: client?.id, err: err.message }, 'broker/client-error'));
     aedes.on('connectionError', (client, err) => this.log.debug({ client: client?.id, err: err.message }, 'broker/connection-error'));
     const server = net.createServer((sock) => {

@@ -17,6 +17,8 @@ import {
 } from '../../shared/protocol/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
+import { DeviceStateWriter } from './device-state-writer.js';
+import { ExampleCommitter, type ExampleRowValues } from './example-commit.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
 
@@ -37,10 +39,16 @@ export interface IngestDeps {
   /** Prometheus registry for the counters; a private one by default. */
   metrics?: PromRegistry;
   now?: () => Date;
-  /** Example batches arriving within this window share one transaction; default 5 ms. */
+  /** Example batches arriving within this window share one transaction; default 0 (the next tick). */
   flushMs?: number;
-  /** Flush at once when this many example rows wait; default 4096. */
+  /** At most this many example rows wait uncommitted; past it a batch waits (backpressure). Default 4096. */
   maxPendingRows?: number;
+  /** Status and telemetry writes within this window share one transaction; default 250 ms. */
+  stateFlushMs?: number;
+  /** Fault drills: runs before each example commit attempt. */
+  beforeCommit?: () => void;
+  /** Fault drills: runs after each example commit, before any ack or receipt (the ack window). */
+  afterCommit?: () => void;
 }
 
 export interface IngestStats {
@@ -53,15 +61,14 @@ export interface IngestStats {
   unknownDevice: number;
   /** Example batches accepted. */
   batches: number;
-  /** Example rows lost to a failed transaction (logged). */
+  /** Example rows lost for good. Always 0: a failed commit is retried, never dropped (kept for dashboards). */
   dropped: number;
+  /** Failed example commits (each retried). */
+  failedCommits: number;
+  /** Times a batch waited for `maxPendingRows` room. */
+  backpressureWaits: number;
   flushes: number;
 }
-
-type ExampleRowValues = [string, string, string | null, number | null, Buffer, string, string, number | null, string, string];
-
-const INSERT_EXAMPLE = `INSERT INTO examples (id, device_id, model, release_seq, input, student_output, reason, label, captured_at, ingested_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`;
 
 function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
@@ -73,31 +80,29 @@ function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
  * (STYLE.md 5). Examples are idempotent by UUID (DESIGN.md "Cloud rules"): `ON CONFLICT(id) DO
  * NOTHING`, so a redelivered batch adds nothing.
  *
- * Delivery: MQTT.js sends PUBACK once the message handler returned, and batches are committed at
- * most `flushMs` later; a crash inside that window loses those batches (the device has already
- * deleted them). The window is bounded by `flushMs` and `maxPendingRows`; the DB write itself is
- * synchronous, so the buffer never grows past `maxPendingRows`.
+ * Delivery (issue 9): `handleMessage` returns, for an example batch, a promise that settles only once
+ * its rows are committed, and `CloudMqtt` sends the PUBACK only then. A failed commit is retried in
+ * process (ExampleCommitter), never dropped. Status and telemetry are batched (DeviceStateWriter) and
+ * acknowledged at once: both come back by themselves after a crash. Device events are committed
+ * before their handler returns.
  */
 export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals {
   private readonly log: Logger;
   private readonly now: () => Date;
-  private readonly flushMs: number;
-  private readonly maxPendingRows: number;
-  private counters: { messages: Counter<'kind' | 'result'>; examples: Counter<'result'> } | undefined;
-  private readonly s: IngestStats = { examplesInserted: 0, duplicates: 0, malformed: 0, unknownDevice: 0, batches: 0, dropped: 0, flushes: 0 };
-  private pending: ExampleRowValues[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private counters: { messages: Counter<'kind' | 'result'>; examples: Counter<'result'>; state: Counter<'result'> } | undefined;
+  private readonly s = { malformed: 0, unknownDevice: 0, batches: 0 };
   private unsubscribers: (() => void)[] = [];
-  private insert: Statement<ExampleRowValues> | undefined;
+  private committer: ExampleCommitter | undefined;
+  private writer: DeviceStateWriter | undefined;
   private lookup: Statement<[string], { revoked: number }> | undefined;
   private readonly warnedUnknown = new Set<string>();
+  /** Commit figures kept across stop(), so stats() still reads after it. */
+  private lastCommitStats = { inserted: 0, duplicates: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
   constructor(private readonly deps: IngestDeps) {
     super();
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? (() => new Date());
-    this.flushMs = deps.flushMs ?? 5;
-    this.maxPendingRows = deps.maxPendingRows ?? 4096;
   }
 
   static async create(deps: IngestDeps): Promise<Ingest> {
@@ -106,21 +111,43 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return i;
   }
 
+  /** Prepares the statements and registers the handlers (do it before the MQTT client connects). */
   async start(): Promise<void> {
-    if (this.insert) return;
+    if (this.committer) return;
     const registers = [this.deps.metrics ?? new PromRegistry()];
     const reg = registers[0]!;
     this.counters = {
       messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
-      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, dropped)', labelNames: ['result'] as const, registers })),
+      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
+      state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
-    const sqlite = this.deps.registry.sqlite;
-    // Hot path: one prepared statement, not a query builder per row.
-    this.insert = sqlite.prepare<ExampleRowValues>(INSERT_EXAMPLE);
-    this.lookup = sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
+    const { registry } = this.deps;
+    this.committer = new ExampleCommitter({
+      registry,
+      log: this.log,
+      now: this.now,
+      counter: this.counters.examples,
+      flushMs: this.deps.flushMs ?? 0,
+      maxPendingRows: this.deps.maxPendingRows ?? 4096,
+      ...(this.deps.beforeCommit ? { beforeCommit: this.deps.beforeCommit } : {}),
+      ...(this.deps.afterCommit ? { afterCommit: this.deps.afterCommit } : {}),
+    });
+    this.writer = new DeviceStateWriter({
+      registry,
+      log: this.log,
+      counter: this.counters.state,
+      flushMs: this.deps.stateFlushMs ?? 250,
+      onCommitted: (ops) => {
+        for (const { op, status } of ops) {
+          if (status) this.signal('status', status);
+          else if (op.kind === 'telemetry') this.signal('telemetry', { deviceId: op.deviceId, telemetry: op.telemetry });
+        }
+      },
+    });
+    this.lookup = registry.sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
     const mqtt = this.deps.mqtt;
     if (!mqtt) return;
-    const handler = (m: DeviceMessage): void => this.handleMessage(m.kind, m.deviceId, m.payload, m.retain);
+    const handler = (m: DeviceMessage): Promise<void> | undefined => this.handleMessage(m.kind, m.deviceId, m.payload, m.retain);
     this.unsubscribers = [
       // Status is retained and its handling idempotent: a plain subscription, because brokers do not
       // send retained messages to a new shared subscription (MQTT 5 §4.8.2), and every replica may
@@ -132,12 +159,15 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     ];
   }
 
-  /** Unsubscribes and commits what is buffered. */
+  /** Unsubscribes and commits what is buffered (rows that still fail were never acknowledged). */
   async stop(): Promise<void> {
     for (const u of this.unsubscribers) u();
     this.unsubscribers = [];
-    this.flush();
-    this.insert = undefined;
+    this.committer?.stop();
+    if (this.committer) this.lastCommitStats = this.committer.stats();
+    this.writer?.stop();
+    this.committer = undefined;
+    this.writer = undefined;
     this.lookup = undefined;
   }
 
@@ -146,15 +176,24 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   }
 
   stats(): IngestStats {
-    return { ...this.s };
+    const c = this.committer?.stats() ?? this.lastCommitStats;
+    return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
   }
 
-  /** Handles one message from `devices/{deviceId}/{kind}`; never throws. */
-  handleMessage(kind: DeviceTopicKind, deviceId: string, payload: Buffer, retain = false): void {
+  /** Example rows accepted and not yet committed. */
+  uncommitted(): number {
+    return this.committer?.uncommitted() ?? 0;
+  }
+
+  /**
+   * Handles one message from `devices/{deviceId}/{kind}`; never throws. For an accepted example batch
+   * it returns a promise that settles once the rows are committed: acknowledge only then.
+   */
+  handleMessage(kind: DeviceTopicKind, deviceId: string, payload: Buffer, retain = false): Promise<void> | undefined {
     try {
-      if (kind === 'desired') return;
+      if (kind === 'desired') return undefined;
       // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
-      if (payload.byteLength === 0 && kind === 'status') return this.count(kind, 'ignored');
+      if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
       if (!this.known(deviceId)) {
         this.s.unknownDevice++;
         this.count(kind, 'unknown_device');
@@ -162,57 +201,40 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
           this.warnedUnknown.add(deviceId);
           this.log.warn({ deviceId, kind }, 'ingest/unknown-device');
         }
-        return;
+        return undefined;
       }
       switch (kind) {
         case 'examples':
           return this.onExamples(deviceId, payload);
         case 'status':
-          return this.onStatus(deviceId, payload, retain);
+          return void this.onStatus(deviceId, payload, retain);
         case 'telemetry':
-          return this.onTelemetry(deviceId, payload);
+          return void this.onTelemetry(deviceId, payload);
         case 'events':
-          return this.onEvent(deviceId, payload);
+          return void this.onEvent(deviceId, payload);
       }
     } catch (err) {
       if (err instanceof PayloadError) {
         this.s.malformed++;
         this.count(kind, 'malformed');
         this.log.warn({ deviceId, kind, reason: err.message.slice(0, 500) }, 'ingest/malformed');
-        return;
+        return undefined;
       }
       this.log.error({ err, deviceId, kind }, 'ingest/handler-failed');
     }
+    return undefined;
   }
 
-  /** Commits the buffered example rows in one transaction. Synchronous (better-sqlite3). */
-  flush(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const rows = this.pending;
-    if (rows.length === 0 || !this.insert) return;
-    this.pending = [];
-    const insert = this.insert;
-    const ingestedAt = this.now().toISOString();
-    try {
-      const inserted = this.deps.registry.sqlite.transaction(() => {
-        let n = 0;
-        for (const r of rows) {
-          r[9] = ingestedAt;
-          n += insert.run(...r).changes;
-        }
-        return n;
-      })();
-      this.s.flushes++;
-      this.s.examplesInserted += inserted;
-      this.s.duplicates += rows.length - inserted;
-      this.counters?.examples.inc({ result: 'inserted' }, inserted);
-      if (rows.length > inserted) this.counters?.examples.inc({ result: 'duplicate' }, rows.length - inserted);
-    } catch (err) {
-      this.s.dropped += rows.length;
-      this.counters?.examples.inc({ result: 'dropped' }, rows.length);
-      this.log.error({ err, rows: rows.length }, 'ingest/flush-failed');
-    }
+  /** Commits the buffered example rows and device state now; false if a commit failed (retried later). */
+  flush(): boolean {
+    const a = this.committer?.flush() ?? true;
+    const b = this.writer?.flush() ?? true;
+    return a && b;
+  }
+
+  /** The batched status/telemetry writer (the console adds its telemetry history as a sink). */
+  get deviceState(): DeviceStateWriter | undefined {
+    return this.writer;
   }
 
   private known(deviceId: string): boolean {
@@ -229,7 +251,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     if (topicId !== payloadId) throw new PayloadError(`deviceId "${payloadId}" does not match the topic's device "${topicId}"`);
   }
 
-  private onExamples(deviceId: string, payload: Buffer): void {
+  private onExamples(deviceId: string, payload: Buffer): Promise<void> | undefined {
     const batch = decodePayload(examplesBatchSchema, payload);
     this.checkDevice(deviceId, batch.deviceId);
     const rows: ExampleRowValues[] = [];
@@ -239,11 +261,10 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       if (input.byteLength === 0 || input.byteLength % 4 !== 0) throw new PayloadError(`example ${ex.id}: input has ${input.byteLength} bytes, not a non-empty multiple of 4`);
       rows.push([ex.id, deviceId, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, ex.label ?? null, ex.at, '']);
     }
-    for (const r of rows) this.pending.push(r);
+    if (!this.committer) return undefined;
     this.s.batches++;
     this.count('examples', 'accepted');
-    if (this.pending.length >= this.maxPendingRows) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), this.flushMs);
+    return this.committer.add(rows);
   }
 
   /** Device clocks may run ahead: never record a last-seen time in the future. */
@@ -255,44 +276,22 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private onStatus(deviceId: string, payload: Buffer, retain: boolean): void {
     const status = decodePayload(statusSchema, payload);
     this.checkDevice(deviceId, status.deviceId);
-    const db = this.deps.registry.db;
-    const before = db.select({ online: devices.online }).from(devices).where(eq(devices.id, deviceId)).get();
-    const online = status.state === 'online';
-    db.update(devices)
-      .set({
-        online,
-        lastSeen: this.seenAt(status.at),
-        // The offline status is the last will, composed when the device connected: its running
-        // release may be stale, so only an online status says what runs.
-        // Protocol fields too: a daemon downgraded to protocol 1 sends none and must get today's fields again.
-        ...(online
-          ? {
-              runningSeq: status.release,
-              runningSha256: status.sha256,
-              protocolVersion: status.protocolVersion ?? null,
-              capabilities: status.capabilities ?? null,
-              trust: status.trust ?? null,
-              degraded: status.degraded ?? null,
-            }
-          : {}),
-      })
-      .where(eq(devices.id, deviceId))
-      .run();
+    this.writer?.push({ kind: 'status', deviceId, status, retain, lastSeen: this.seenAt(status.at) });
     this.count('status', 'accepted');
-    this.signal('status', { deviceId, status, retain, wentOnline: online && !before?.online });
   }
 
   private onTelemetry(deviceId: string, payload: Buffer): void {
     const telemetry = decodePayload(telemetrySchema, payload);
     this.checkDevice(deviceId, telemetry.deviceId);
-    this.deps.registry.db.update(devices).set({ lastTelemetry: telemetry, lastSeen: this.seenAt(telemetry.at) }).where(eq(devices.id, deviceId)).run();
+    this.writer?.push({ kind: 'telemetry', deviceId, telemetry, lastSeen: this.seenAt(telemetry.at) });
     this.count('telemetry', 'accepted');
-    this.signal('telemetry', { deviceId, telemetry });
   }
 
   private onEvent(deviceId: string, payload: Buffer): void {
     const event = decodePayload(eventSchema, payload);
     this.checkDevice(deviceId, event.deviceId);
+    // A status queued for the same device must land first (the rollout reads both).
+    this.writer?.flush();
     const db = this.deps.registry.db;
     const applied = db.transaction((tx) => {
       tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { Counter, Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { assertPublishable, parseTopic, topics, type DeviceTopicKind } from '../../shared/protocol/index.js';
 
@@ -33,6 +34,8 @@ export interface CloudMqttOptions {
    */
   sharedSubscriptions: boolean;
   log?: Logger;
+  /** Prometheus registry for the counters; a private one by default. */
+  metrics?: PromRegistry;
   /** Extra MQTT.js options (TLS material, keepalive...), applied last. */
   clientOptions?: Partial<IClientOptions>;
 }
@@ -51,7 +54,11 @@ export interface DeviceMessage {
   retain: boolean;
 }
 
-export type DeviceMessageHandler = (msg: DeviceMessage) => void;
+/**
+ * Handles one device message. A returned promise delays the PUBACK (QoS 1) until it settles: that is
+ * how ingest acknowledges a batch only after its rows are committed (issue 9).
+ */
+export type DeviceMessageHandler = (msg: DeviceMessage) => void | Promise<unknown>;
 
 export interface SubscribeDeviceOptions {
   /**
@@ -81,21 +88,29 @@ export interface DeviceSubscriber {
  * const off = m.onDevice('status', (msg) => ...);
  * await m.publish(topics.desired('pi-1'), payload, { qos: 1, retain: true });
  * await m.dispose();
+ *
+ * Acknowledgement: messages are handed to handlers through MQTT.js's `handleMessage` hook, whose
+ * callback sends the PUBACK. When a handler returns a promise, the PUBACK waits for it. MQTT.js
+ * processes incoming packets one at a time and waits for that callback, so a slow commit also holds
+ * back the next message: the broker keeps the rest (its inflight window), which is the backpressure.
+ * Register handlers (`onDevice`) before `start()`: a message of a kind nobody handles is logged,
+ * counted (`apprentice_cloud_mqtt_unhandled_total`) and acknowledged, never buffered.
  */
-/** Bound on device messages kept for handlers that are not registered yet. */
-const MAX_EARLY = 10_000;
-
 export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
   private client: MqttClient | undefined;
   private readonly handlers = new Map<DeviceTopicKind, Set<DeviceMessageHandler>>();
   /** filter → kind */
   private readonly filters = new Map<string, DeviceTopicKind>();
   private readonly log: Logger;
-  /** Device messages that arrived before any handler of their kind (see `dispatch`). */
-  private early: { kind: DeviceTopicKind; topic: string; payload: Buffer; retain: boolean }[] = [];
+  private readonly unhandled: Counter<'kind'>;
+  private unhandledLogged = 0;
 
+  /** No side effects: register handlers with `onDevice`, then `start()`. */
   constructor(private readonly opts: CloudMqttOptions) {
     this.log = opts.log ?? silentLogger;
+    const reg = opts.metrics ?? new PromRegistry();
+    const name = 'apprentice_cloud_mqtt_unhandled_total';
+    this.unhandled = (reg.getSingleMetric(name) as Counter<'kind'> | undefined) ?? new Counter({ name, help: 'Device messages acknowledged with no handler registered for their kind (logged)', labelNames: ['kind'] as const, registers: [reg] });
   }
 
   /** Connects and resolves after the first CONNACK (rejects after `connectTimeoutMs`, default 10 s). */
@@ -139,7 +154,13 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     client.on('close', () => this.log.debug('mqtt/closed'));
     client.on('offline', () => this.log.warn('mqtt/offline'));
     client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt/error'));
-    client.on('message', (topic, payload, packet) => this.dispatch(topic, payload, packet.retain));
+    // Replaces MQTT.js's no-op hook: its callback sends the PUBACK, so the ack waits for the handlers.
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void): void => {
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      const pending = this.dispatch(packet.topic, payload, packet.retain);
+      if (!pending) return callback();
+      void pending.then(() => callback());
+    };
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         cleanup();
@@ -181,13 +202,6 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     let set = this.handlers.get(kind);
     if (!set) this.handlers.set(kind, (set = new Set()));
     set.add(handler);
-    if (this.early.some((m) => m.kind === kind)) {
-      const replay = this.early.filter((m) => m.kind === kind);
-      this.early = this.early.filter((m) => m.kind !== kind);
-      queueMicrotask(() => {
-        for (const m of replay) this.dispatch(m.topic, m.payload, m.retain);
-      });
-    }
     if (!this.filters.has(filter)) {
       this.filters.set(filter, kind);
       this.sendSubscribe(filter);
@@ -222,27 +236,33 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     });
   }
 
-  private dispatch(topic: string, payload: Buffer, retain: boolean): void {
+  /** Runs the handlers of one message; a promise when one of them is still working (the PUBACK waits). */
+  private dispatch(topic: string, payload: Buffer, retain: boolean): Promise<void> | undefined {
     // One bad message or handler never takes the service down (STYLE.md 5).
     try {
       const t = parseTopic(topic);
-      if (!t || t.type !== 'device') return;
+      if (!t || t.type !== 'device') return undefined;
       const set = this.handlers.get(t.kind);
       if (!set) {
-        // A persistent session delivers what the broker queued right after the CONNACK, before the
-        // consumers (Ingest) registered: keep it for them instead of dropping acknowledged messages.
-        if (this.early.length < MAX_EARLY) this.early.push({ kind: t.kind, topic, payload, retain });
-        return;
+        // A persistent session may still hold a subscription nobody handles now. Acknowledging is safe:
+        // examples are deleted on the device only by a receipt, never by a PUBACK.
+        this.unhandled.inc({ kind: t.kind });
+        if (this.unhandledLogged++ % 1000 === 0) this.log.warn({ topic, kind: t.kind, total: this.unhandledLogged }, 'mqtt/unhandled-message');
+        return undefined;
       }
+      const waits: Promise<unknown>[] = [];
       for (const h of set) {
         try {
-          h({ deviceId: t.deviceId, kind: t.kind, payload, retain });
+          const r = h({ deviceId: t.deviceId, kind: t.kind, payload, retain });
+          if (r) waits.push(r.catch((err: unknown) => this.log.error({ err, topic }, 'mqtt/handler-failed')));
         } catch (err) {
           this.log.error({ err, topic }, 'mqtt/handler-failed');
         }
       }
+      return waits.length ? Promise.all(waits).then(() => undefined) : undefined;
     } catch (err) {
       this.log.error({ err, topic }, 'mqtt/dispatch-failed');
+      return undefined;
     }
   }
 }

@@ -35,6 +35,8 @@ export interface RoundRunnerOptions {
   workerExecArgv?: string[];
   /** Minimum interval between progress writes to the registry. Default 250 ms. */
   progressWriteMs?: number;
+  /** Wall-clock limit of one round's worker; past it the worker is killed and the round `failed`. Default 2 h. */
+  maxWallSeconds?: number;
 }
 
 /** registry + dataDir (artifacts/, cache/ live under it) + publish + rollouts, and the signer. */
@@ -54,6 +56,8 @@ interface Active {
   error?: string;
   stderr: string;
   done: Promise<void>;
+  /** Set when the wall-clock limit killed the worker. */
+  timedOut?: boolean;
 }
 
 const nowIso = () => new Date().toISOString();
@@ -83,8 +87,8 @@ export class RoundRunner implements RoundsService {
     return runner;
   }
 
-  private get opts(): Required<Pick<RoundRunnerOptions, 'maxAttempts' | 'maxConcurrent' | 'progressWriteMs'>> & RoundRunnerOptions {
-    return { maxAttempts: 2, maxConcurrent: 1, progressWriteMs: 250, ...this.deps.options };
+  private get opts(): Required<Pick<RoundRunnerOptions, 'maxAttempts' | 'maxConcurrent' | 'progressWriteMs' | 'maxWallSeconds'>> & RoundRunnerOptions {
+    return { maxAttempts: 2, maxConcurrent: 1, progressWriteMs: 250, maxWallSeconds: 7200, ...this.deps.options };
   }
 
   /** Queues a round for `model`; throws UnknownModelError, RoundConfigError or RoundConflictError. */
@@ -204,10 +208,21 @@ export class RoundRunner implements RoundsService {
       a.stderr = (a.stderr + chunk).slice(-STDERR_TAIL);
     });
     child.on('message', (msg: WorkerMessage) => this.onMessage(a, msg));
+    // A hung worker (a stuck teacher, a training loop that never converges) must not hold the model's
+    // round slot for ever (issue 9): SIGTERM at the limit, SIGKILL if it does not leave.
+    let killTimer: NodeJS.Timeout | undefined;
+    const wallTimer = setTimeout(() => {
+      a.timedOut = true;
+      this.log.warn({ round: id, maxWallSeconds: this.opts.maxWallSeconds }, 'round over its wall-clock limit; stopping its worker');
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    }, this.opts.maxWallSeconds * 1000);
     let exited = false;
     const onExit = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => {
       if (exited) return;
       exited = true;
+      clearTimeout(wallTimer);
+      clearTimeout(killTimer);
       this.finish(a, code, signal, spawnError)
         .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/finish failed'))
         .finally(() => {
@@ -261,7 +276,13 @@ export class RoundRunner implements RoundsService {
       await this.completeRelease(a, o.releaseSeq);
     } else {
       const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
-      const how = spawnError ? `worker could not start: ${spawnError.message}` : signal ? `worker killed by ${signal}` : `worker exited with code ${code}`;
+      const how = a.timedOut
+        ? `round exceeded its wall-clock limit of ${this.opts.maxWallSeconds} s (rounds.maxWallSeconds); worker stopped`
+        : spawnError
+          ? `worker could not start: ${spawnError.message}`
+          : signal
+            ? `worker killed by ${signal}`
+            : `worker exited with code ${code}`;
       const reason = [a.error ?? how, a.error ? `(${how})` : '', tail && !a.error ? `stderr: ${tail}` : ''].filter(Boolean).join(' ');
       this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt });
       this.log.warn({ round: a.id, reason }, 'round failed');

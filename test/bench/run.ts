@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const names = (process.argv.slice(2).length ? process.argv.slice(2) : ['export', 'train-throughput', 'distill', 'edge', 'cloud-ingest', 'cloud-api', 'fleet']).filter((n) => {
+const names = (process.argv.slice(2).length ? process.argv.slice(2) : ['export', 'train-throughput', 'distill', 'edge', 'cloud-ingest', 'registry-durability', 'cloud-api', 'fleet']).filter((n) => {
   const ok = existsSync(fileURLToPath(new URL(`./${n}.bench.js`, import.meta.url)));
   if (!ok) console.error(`bench ${n}: not built (no dist/test/bench/${n}.bench.js), skipped`);
   return ok;

@@ -79,21 +79,21 @@ export class FaultWorld {
    * The cloud as its own process (`apprentice cloud --config cloud.json`, same data dir and broker), for
    * SIGKILL. The in-process cloud must be stopped first. Resolves once its API answers.
    */
-  async spawnCloud(): Promise<{ child: ChildProcess; apiUrl: string; token: string }> {
+  async spawnCloud(env: Record<string, string> = {}): Promise<{ child: ChildProcess; apiUrl: string; token: string }> {
     if (this.cloud) throw new Error('stop the in-process cloud first');
     const port = await freePort();
     const file = join(this.dir, 'cloud.json');
     writeFileSync(file, JSON.stringify({ ...this.cloudCfg, api: { ...this.cloudCfg.api, bind: `127.0.0.1:${port}` } }, null, 2));
     const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', file], {
       cwd: REPO_ROOT,
-      env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn' },
+      env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-5_000)));
     const apiUrl = `http://127.0.0.1:${port}`;
     await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`cloud process exited ${child.exitCode}: ${stderr}`);
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cloud process exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
       return (await fetch(`${apiUrl}/healthz`).catch(() => undefined))?.ok;
     }, 30_000, { intervalMs: 100, message: 'cloud process API' });
     return { child, apiUrl, token: TOKEN };

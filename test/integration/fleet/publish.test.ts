@@ -85,7 +85,7 @@ describe.each(brokerMatrix())('release publishing over $name', ({ start, feature
     const v5 = await CloudMqtt.create({ url: broker.url, clientId: `cloud5-${randomUUID().slice(0, 8)}`, protocolVersion: 5, sharedSubscriptions: true });
     try {
       const got: string[] = [];
-      v5.onDevice('telemetry', (m) => got.push(m.deviceId));
+      v5.onDevice('telemetry', (m) => void got.push(m.deviceId));
       const dev = await connectClient(broker.url, `dev-${randomUUID().slice(0, 8)}`);
       await waitFor(async () => {
         await dev.publishAsync(topics.telemetry('pi-5'), 'x', { qos: 1 });

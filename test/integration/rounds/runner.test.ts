@@ -85,6 +85,16 @@ describe('RoundRunner (fake worker process)', () => {
     expect((await runner.settled(e.id))!.error).toBe('baseData: mnist:nope is not a dataset (worker exited with code 1)');
   });
 
+  it('a round past its wall-clock limit is stopped and failed with that reason', async () => {
+    fake(registry, 'slow', 'hang');
+    const runner = await create({ maxWallSeconds: 1 });
+    const { id } = await runner.start('slow', 'manual');
+    const done = (await runner.settled(id))!;
+    expect(done.state).toBe('failed');
+    expect(done.error).toMatch(/^round exceeded its wall-clock limit of 1 s \(rounds\.maxWallSeconds\)/);
+    expect(runner.workerPid(id)).toBeUndefined();
+  });
+
   it('keeps a release whose worker died before reporting it', async () => {
     fake(registry, 'm', 'die-after-release');
     const runner = await create();

@@ -85,22 +85,29 @@ describe('Ingest', () => {
     expect(ingest.stats().examplesInserted).toBe(2);
   });
 
-  it('status and telemetry update the device row', () => {
+  it('status and telemetry update the device row, batched, signalling after the commit', () => {
     const seen: FleetSignalMap['status'][0][] = [];
     ingest.on('status', (s) => seen.push(s));
     const sha = 'a'.repeat(64);
     ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha), true);
+    // Batched: nothing is written or signalled before the writer's commit.
+    expect(fx.device('pi-1')).toMatchObject({ runningSeq: null });
+    expect(seen).toHaveLength(0);
+    ingest.flush();
     expect(fx.device('pi-1')).toMatchObject({ online: true, runningSeq: 4, runningSha256: sha });
     expect(fx.device('pi-1')!.lastSeen).toBeTruthy();
     expect(seen[0]).toMatchObject({ deviceId: 'pi-1', retain: true });
 
     // The last will is offline: online flips, the running release is kept (the will is stale by design).
     ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', null, null, 'offline'));
+    ingest.flush();
     expect(fx.device('pi-1')).toMatchObject({ online: false, runningSeq: 4 });
     ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha));
+    ingest.flush();
     expect(seen.at(-1)!.wentOnline).toBe(true);
 
     ingest.handleMessage('telemetry', 'pi-1', telemetryPayload('pi-1', 4, 'degraded'));
+    ingest.flush();
     expect(fx.device('pi-1')!.lastTelemetry).toMatchObject({ release: 4, health: 'degraded' });
     // An empty retained status (a cleared topic) is not a message at all.
     ingest.handleMessage('status', 'pi-1', Buffer.alloc(0), true);

@@ -22,6 +22,12 @@ describe('RolloutEngine', () => {
     engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 5, ...extra });
   }
 
+  /** One device message, committed at once (status and telemetry writes are batched otherwise). */
+  function feed(...args: Parameters<Ingest['handleMessage']>): void {
+    void ingest.handleMessage(...args);
+    ingest.flush();
+  }
+
   async function shutdown(): Promise<void> {
     await engine.dispose();
     await ingest.dispose();
@@ -29,9 +35,9 @@ describe('RolloutEngine', () => {
 
   /** What a device daemon reports after installing `seq`: status, event, then a healthy heartbeat. */
   async function install(id: string, seq: number): Promise<void> {
-    ingest.handleMessage('status', id, statusPayload(id, seq, shas[seq]));
-    ingest.handleMessage('events', id, eventPayload(id, 'installed', seq));
-    ingest.handleMessage('telemetry', id, telemetryPayload(id, seq, 'ok'));
+    feed('status', id, statusPayload(id, seq, shas[seq]));
+    feed('events', id, eventPayload(id, 'installed', seq));
+    feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
     await engine.idle();
   }
 
@@ -83,7 +89,7 @@ describe('RolloutEngine', () => {
     for (const id of rest.slice(0, 7)) await install(id, 2);
     expect(engine.get(r.id)!.rollout.state).toBe('fleet'); // one device still out
     // Installed per status alone (its event was lost): still counts.
-    ingest.handleMessage('status', rest[7]!, statusPayload(rest[7]!, 2, shas[2]));
+    feed('status', rest[7]!, statusPayload(rest[7]!, 2, shas[2]));
     await engine.idle();
     expect(engine.get(r.id)!.rollout.state).toBe('completed');
     expect(engine.get(r.id)!.counts.installed).toBe(10);
@@ -93,12 +99,12 @@ describe('RolloutEngine', () => {
     await engine.onDeviceProvisioned('late', ['lab']);
     expect(fake.desiredRelease('late')).toBe(2);
     expect(fx.device('late')!.desiredSeq).toBe(2);
-    ingest.handleMessage('status', 'outsider', statusPayload('outsider', 1, shas[1]));
+    feed('status', 'outsider', statusPayload('outsider', 1, shas[1]));
     await engine.idle();
     expect(fake.desiredHistory('outsider')).toEqual([]);
     // A device with an older desired state catches up when it comes online.
     fx.addDevice('stale', { groups: ['lab'], online: false, desiredSeq: 1, runningSeq: 1 });
-    ingest.handleMessage('status', 'stale', statusPayload('stale', 1, shas[1]));
+    feed('status', 'stale', statusPayload('stale', 1, shas[1]));
     await engine.idle();
     expect(fake.desiredRelease('stale')).toBe(2);
   });
@@ -112,7 +118,7 @@ describe('RolloutEngine', () => {
 
     await install(canaries[0]!, 2);
     expect(engine.get(r.id)!.rollout.state).toBe('canary');
-    ingest.handleMessage('events', canaries[1]!, eventPayload(canaries[1]!, 'rejected', 2, 'self_test_failed'));
+    feed('events', canaries[1]!, eventPayload(canaries[1]!, 'rejected', 2, 'self_test_failed'));
     await engine.idle();
 
     const after = engine.get(r.id)!;
@@ -135,7 +141,7 @@ describe('RolloutEngine', () => {
     // Once nobody runs release 2 any more, its chunks are cleared.
     expect(await engine.gc()).toEqual([]); // canary 0 still runs 2
     await install(canaries[0]!, 3);
-    ingest.handleMessage('status', canaries[0]!, statusPayload(canaries[0]!, 3, shas[1]));
+    feed('status', canaries[0]!, statusPayload(canaries[0]!, 3, shas[1]));
     expect(await engine.gc()).toEqual([shas[2]]);
     expect(fake.retainedChunks(shas[2]!)).toBe(0);
     expect(fake.retainedChunks(shas[1]!)).toBe(4);
@@ -148,18 +154,18 @@ describe('RolloutEngine', () => {
     await install(a, 2);
     await install(b, 2);
     await advance(50);
-    ingest.handleMessage('telemetry', a, telemetryPayload(a, 2, 'degraded'));
+    feed('telemetry', a, telemetryPayload(a, 2, 'degraded'));
     await engine.idle();
     expect(engine.get(r.id)!.rollout.canaryHealthySince).toBeNull();
-    ingest.handleMessage('telemetry', a, telemetryPayload(a, 2, 'ok'));
+    feed('telemetry', a, telemetryPayload(a, 2, 'ok'));
     await engine.idle();
     await advance(30); // 80 s after install, but only 30 s healthy
     expect(engine.get(r.id)!.rollout.state).toBe('canary');
 
-    ingest.handleMessage('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
+    feed('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
     await engine.idle();
     expect(engine.get(r.id)!.rollout.state).toBe('canary'); // 1/2 is not above 0.5
-    ingest.handleMessage('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
+    feed('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
     await engine.idle();
     expect(engine.get(r.id)!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
     expect(engine.get(r.id)!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'rolled_back', reason: 'latency_budget' });
@@ -201,7 +207,7 @@ describe('RolloutEngine', () => {
     await boot({ reissue });
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0 });
     const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
-    ingest.handleMessage('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
+    feed('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
     await engine.idle();
     expect(engine.get(r.id)!.rollout.state).toBe('rolling_back');
     await advance(10);
