@@ -10,14 +10,16 @@ import { trainModel, type TrainOptions, type TrainProgress, type TrainResult, ty
  * never the test set.
  *
  * What the defaults encode (issue 11):
- *  - α = 0 (labels only) is always the first candidate, so a weak teacher cannot make the shipped
- *    student worse on validation than label training: if it would, label training wins the search.
+ *  - Label training (α = 0) is searched first, over the learning rate, with as many trials as there
+ *    are recipes; its winner is a candidate of the student's search too, and the distillation recipes
+ *    run at its learning rate. So a weak teacher cannot make the shipped student worse on validation
+ *    than label training: if it would, label training wins, and the student is the baseline.
  *  - Low temperatures for small students (Hinton et al. 2015 §3 found 2.5–4 best for 30-unit layers),
  *    and the engine's old default T = 20, α = 0.9 for comparison.
  *  - Every trial and the final run use early stopping on the validation split (the best epoch's
  *    weights are kept), so a longer, "patient" schedule costs nothing in quality.
- *  - The baseline gets the same budget: as many trials (over the learning rate, its only knob), the
- *    same epochs, patience, augmentation and validation split.
+ *  - The baseline is that label-training winner, trained like the student: same epochs, patience,
+ *    augmentation and validation split.
  * The search stops starting trials once its time budget is spent; the trials it skipped are recorded.
  */
 export interface Recipe {
@@ -91,22 +93,27 @@ export async function trainCandidate(ctx: SearchContext, c: Candidate, epochs: n
   return { model, result };
 }
 
+/** The best trial: fewest validation errors, ties to the earlier one (list conservative candidates first). */
+function best(trials: Trial[]): Candidate {
+  const b = trials.reduce((a, t) => (t.validationErrors < a.validationErrors ? t : a));
+  return { temperature: b.temperature, alpha: b.alpha, learningRate: b.learningRate };
+}
+
 /**
  * Tries each candidate for `epochs` epochs (early stopping included) and picks the fewest validation
- * errors. Ties go to the earlier candidate, so list the conservative ones first (α = 0 leads).
+ * errors. With `runFirst` the first candidate runs even when the budget is already spent (a search
+ * that tried nothing has nothing to choose); `before` are trials already run that compete too.
  */
 export async function searchCandidates(
   ctx: SearchContext,
   candidates: readonly Candidate[],
-  { epochs, budgetSeconds, onTrial }: { epochs: number; budgetSeconds: number; onTrial?: (c: Candidate, i: number) => void },
+  { epochs, budgetSeconds, runFirst = true, before = [], onTrial }: { epochs: number; budgetSeconds: number; runFirst?: boolean; before?: Trial[]; onTrial?: (c: Candidate, i: number) => void },
 ): Promise<SearchResult> {
-  if (candidates.length === 0) throw new Error('recipe search: no candidates');
   const t0 = performance.now();
-  const trials: Trial[] = [];
+  const trials: Trial[] = [...before];
   const skipped: Candidate[] = [];
   for (const [i, c] of candidates.entries()) {
-    // The first candidate always runs: a search that tried nothing has nothing to choose.
-    if (i > 0 && (performance.now() - t0) / 1000 >= budgetSeconds) {
+    if (!(i === 0 && runFirst) && (performance.now() - t0) / 1000 >= budgetSeconds) {
       skipped.push(c);
       continue;
     }
@@ -117,9 +124,9 @@ export async function searchCandidates(
     const v = result.validation!;
     trials.push({ ...c, validationErrors: v.bestErrors, bestEpoch: v.bestEpoch, epochsRun: result.epochs, seconds: (performance.now() - s0) / 1000 });
   }
-  const best = trials.reduce((a, t) => (t.validationErrors < a.validationErrors ? t : a));
+  if (trials.length === 0) throw new Error('recipe search: no trial ran');
   return {
-    chosen: { temperature: best.temperature, alpha: best.alpha, learningRate: best.learningRate },
+    chosen: best(trials),
     trials,
     skipped,
     validationCount: ctx.validation.labels.length,
@@ -130,14 +137,14 @@ export async function searchCandidates(
   };
 }
 
-/** The distilled student's candidates: each recipe at the shared learning rate. */
+/** The distillation candidates (alpha > 0) at the learning rate label training chose. */
 export function recipeCandidates(recipes: readonly Recipe[], learningRate: number): Candidate[] {
-  return recipes.map((r) => ({ ...r, learningRate }));
+  return recipes.filter((r) => r.alpha > 0).map((r) => ({ ...r, learningRate }));
 }
 
 /**
- * The labels-only baseline's candidates, as many as the student's: its learning rate scaled by
- * 1, 1/2, 2, 1/4, 4, ... (nearest first), so it gets the same number of tuned trials.
+ * The labels-only candidates: the learning rate scaled by 1, 1/2, 2, 1/4, 4, ... (nearest first),
+ * `count` of them (as many as the recipes, so label training gets as many trials as distillation).
  */
 export function baselineCandidates(learningRate: number, count: number): Candidate[] {
   const out: Candidate[] = [];

@@ -116,24 +116,25 @@ export async function trainRuns(
   const budgetSeconds = (p.searchMinutes ?? 10) * 60;
   const fm = !!p.functionMatching;
 
-  const search = await searchCandidates(ctx, recipeCandidates(p.recipes ?? DEFAULT_RECIPES, lr), {
-    epochs: searchEpochs, budgetSeconds,
-    onTrial: (c, i) => ev.phase?.('search', `student trial ${i + 1}: T=${c.temperature} alpha=${c.alpha}`),
+  const recipes = p.recipes ?? DEFAULT_RECIPES;
+  // Label training first (half the budget at most), then distillation at its learning rate.
+  const labels = await searchCandidates(ctx, baselineCandidates(lr, Math.max(1, recipes.length)), {
+    epochs: searchEpochs, budgetSeconds: budgetSeconds / 2,
+    onTrial: (bc, i) => ev.phase?.('search', `labels only, trial ${i + 1}: lr=${bc.learningRate}`),
+  });
+  const labelsBest = labels.trials.find((t) => t.learningRate === labels.chosen.learningRate)!;
+  const search = await searchCandidates(ctx, recipeCandidates(recipes, labels.chosen.learningRate), {
+    epochs: searchEpochs, budgetSeconds: Math.max(0, budgetSeconds - labels.seconds), runFirst: false, before: [labelsBest],
+    onTrial: (c, i) => ev.phase?.('search', `distillation, trial ${i + 1}: T=${c.temperature} alpha=${c.alpha}`),
   });
   const c = search.chosen;
   ev.phase?.('train', `student: ${arch.text}, T=${c.temperature}, alpha=${c.alpha}, lr=${c.learningRate} (chosen on ${ctx.validation.labels.length} validation examples)`);
   const s = await trainCandidate(ctx, c, p.epochs, (pr) => ev.epoch?.('student', pr));
   const student = { model: s.model, stats: stats(s.result, c, flops, { tuning, search, functionMatching: fm && c.alpha > 0 }) };
   if (!x.baseline) return { student };
-
-  // Same number of trials as the student ran; the budget already bounded that count.
-  const bsearch = await searchCandidates(ctx, baselineCandidates(lr, search.trials.length), {
-    epochs: searchEpochs, budgetSeconds: Infinity,
-    onTrial: (bc, i) => ev.phase?.('search', `baseline trial ${i + 1}: lr=${bc.learningRate}`),
-  });
-  ev.phase?.('train', `baseline: ${arch.text}, labels only, lr=${bsearch.chosen.learningRate}`);
-  const b = await trainCandidate(ctx, bsearch.chosen, p.epochs, (pr) => ev.epoch?.('baseline', pr));
-  return { student, baseline: { model: b.model, stats: stats(b.result, bsearch.chosen, flops, { tuning, search: bsearch }) } };
+  ev.phase?.('train', `baseline: ${arch.text}, labels only, lr=${labels.chosen.learningRate}`);
+  const b = await trainCandidate(ctx, labels.chosen, p.epochs, (pr) => ev.epoch?.('baseline', pr));
+  return { student, baseline: { model: b.model, stats: stats(b.result, labels.chosen, flops, { tuning, search: labels }) } };
 }
 
 /** The given T and α on all the training data (unlabelled transfer sets: teacher-only loss). */
@@ -164,8 +165,10 @@ async function trainFixed(
     }
     ev.phase?.('train', `${run}: ${arch.text}, lr=${lr}`);
     const model = buildModel(arch, { inputSize: size, classes, imageShape, seed: p.seed });
-    const r = await trainModel(model, toTrainSet(train, classes, distil ? x.teacherLogits : undefined), { ...common, learningRate: lr, onProgress: (pr) => ev.epoch?.(run, pr) });
-    return { model, stats: stats(r, { temperature: p.temperature, alpha, learningRate: lr }, x.flops, { tuning }) };
+    const fm = distil && alpha > 0 && !!p.functionMatching;
+    const teacher = fm ? async (batch: Float32Array) => (await x.teacher.logits(batch, size)).logits : undefined;
+    const r = await trainModel(model, toTrainSet(train, classes, distil ? x.teacherLogits : undefined), { ...common, learningRate: lr, teacher, onProgress: (pr) => ev.epoch?.(run, pr) });
+    return { model, stats: stats(r, { temperature: p.temperature, alpha, learningRate: lr }, x.flops, { tuning, functionMatching: fm }) };
   };
   const student = await one('student');
   return x.baseline ? { student, baseline: await one('baseline') } : { student };

@@ -137,6 +137,14 @@ function checkChannelsLast(cfg: Config, layer: TfLayer): void {
   }
 }
 
+/** What every conv layer we export needs: channels-last, no dilation, a rank-4 NHWC input. */
+function checkConvInput(cfg: Config, layer: TfLayer, inShape: number[]): void {
+  checkChannelsLast(cfg, layer);
+  const dil = pair(cfg.dilationRate ?? 1, layer, 'dilationRate');
+  if (dil[0] !== 1 || dil[1] !== 1) throw new OnnxExportError(`dilationRate ${JSON.stringify(cfg.dilationRate)} is not supported`, describe(layer));
+  if (inShape.length !== 3) throw new OnnxExportError(`expected a rank-4 NHWC input, got [N, ${inShape.join(', ')}]`, describe(layer));
+}
+
 function padding(cfg: Config, layer: TfLayer): 'valid' | 'same' {
   if (cfg.padding === 'valid' || cfg.padding === 'same') return cfg.padding;
   throw new OnnxExportError(`padding "${String(cfg.padding)}" is not supported (valid/same only)`, describe(layer));
@@ -158,10 +166,7 @@ export function convertLayer(e: ChainEntry): IrOp[] {
       return [{ ...base, kind: 'dense', w: need(w, 'kernel', layer), b, inDim, outDim }, ...activationOp(cfg.activation, e)];
     }
     case 'Conv2D': {
-      checkChannelsLast(cfg, layer);
-      const dil = pair(cfg.dilationRate ?? 1, layer, 'dilationRate');
-      if (dil[0] !== 1 || dil[1] !== 1) throw new OnnxExportError(`dilationRate ${JSON.stringify(cfg.dilationRate)} is not supported`, describe(layer));
-      if (inShape.length !== 3) throw new OnnxExportError(`expected a rank-4 NHWC input, got [N, ${inShape.join(', ')}]`, describe(layer));
+      checkConvInput(cfg, layer, inShape);
       const w = weightsByRole(layer);
       const cout = outShape[2] as number;
       const b = cfg.useBias === false ? new Float32Array(cout) : need(w, 'bias', layer);
@@ -214,10 +219,7 @@ export function convertLayer(e: ChainEntry): IrOp[] {
  */
 function depthwiseOps(e: ChainEntry, cfg: Config, separable: boolean): IrOp[] {
   const { layer, inShape, outShape } = e;
-  checkChannelsLast(cfg, layer);
-  const dil = pair(cfg.dilationRate ?? 1, layer, 'dilationRate');
-  if (dil[0] !== 1 || dil[1] !== 1) throw new OnnxExportError(`dilationRate ${JSON.stringify(cfg.dilationRate)} is not supported`, describe(layer));
-  if (inShape.length !== 3) throw new OnnxExportError(`expected a rank-4 NHWC input, got [N, ${inShape.join(', ')}]`, describe(layer));
+  checkConvInput(cfg, layer, inShape);
   const w = weightsByRole(layer);
   const channels = inShape[2] as number;
   const mult = typeof cfg.depthMultiplier === 'number' ? cfg.depthMultiplier : 1;

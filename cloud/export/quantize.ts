@@ -55,10 +55,21 @@ export interface QuantizeOptions {
   perChannel?: boolean;
   /** 7-bit weights ([-64, 63]) to avoid U8S8 saturation on x64 CPUs without VNNI. Default false. */
   reduceRange?: boolean;
+  /**
+   * Conv lowering: `weight-only` (int8 weights → DequantizeLinear → fp32 Conv, the default) or
+   * `integer` (DynamicQuantizeLinear → ConvInteger → Cast → Mul by the scales → Add bias: int8
+   * compute, no calibration). Chosen by measurement: test/bench/conv-int8.bench.ts.
+   */
+  convForm?: ConvForm;
 }
+
+export type ConvForm = 'weight-only' | 'integer';
+export const CONV_FORMS: readonly ConvForm[] = ['weight-only', 'integer'];
 
 /** Fastest int8 form measured here (table above); per-column scales by default for accuracy. */
 export const DEFAULT_QUANT_FORM: QuantForm = 'dynamic';
+/** Conv lowering by default; see the conv-int8 bench for the measurement behind it. */
+export const DEFAULT_CONV_FORM: ConvForm = 'weight-only';
 
 interface Quantized {
   q: Int8Array;
@@ -161,11 +172,31 @@ class Quantizer {
     const inner = rest.reduce((a, d) => a * d, 1);
     const base = (w.name ?? 'w').replace(/_kernel$/, '');
     const q = quantizeSymmetric(tensorToFloat32(w), cout, inner, 0, this.opts.perChannel, this.opts.reduceRange);
-    const wf = this.dequant(base, this.int8(base, q, dims), 0);
+    const names = this.int8(base, q, dims);
     this.replaced.add(w.name ?? '');
     const input = [...(node.input ?? [])];
-    input[1] = wf;
+    if (this.opts.convForm === 'integer') return this.convInteger(node, base, input, names.q, q.scale, cout);
+    input[1] = this.dequant(base, names, 0);
     this.g.nodes.push({ ...node, input });
+  }
+
+  /** y = Cast(ConvInteger(x_q, W_int8, x_zp)) · (x_scale · w_scale[c]) + b[c], channel axis 1 (NCHW). */
+  private convInteger(node: NodeProto, base: string, input: string[], wq: string, scale: Float32Array, cout: number): void {
+    const g = this.g;
+    const [x, , bias] = input as [string, string, string | undefined];
+    const [xq, xs, xz] = g.node('DynamicQuantizeLinear', [x], `${base}_x`, {}, 3) as [string, string, string];
+    const ci = g.op('ConvInteger', [xq, wq, xz], base);
+    // Copy the conv attributes (kernel_shape, strides, pads, group) onto ConvInteger.
+    const last = g.nodes[g.nodes.length - 1] as NodeProto;
+    last.attribute = node.attribute ?? [];
+    const cast = g.op('Cast', [ci], base, { to: { i: DataType.FLOAT } });
+    const wScale = g.float(`${base}_wscale`, scale, scale.length === 1 ? [] : [cout, 1, 1]);
+    let acc = g.op('Mul', [cast, g.op('Mul', [xs, wScale], `${base}_scale`)], base);
+    if (bias) {
+      const b = tensorToFloat32(this.inits.get(bias)!);
+      acc = g.op('Add', [acc, g.float(`${base}_bias_c11`, b, [cout, 1, 1])], base);
+    }
+    (g.nodes[g.nodes.length - 1]!.output as string[])[0] = node.output?.[0] ?? '';
   }
 
   visit(node: NodeProto): void {
@@ -192,7 +223,8 @@ class Quantizer {
 /** Quantizes the weights of an fp32 ONNX model (as produced by exportToOnnx) to int8. */
 export function quantizeInt8(fp32Onnx: Uint8Array, opts: QuantizeOptions = {}): Uint8Array {
   const model = decodeModel(fp32Onnx);
-  const full: Required<QuantizeOptions> = { form: opts.form ?? DEFAULT_QUANT_FORM, perChannel: opts.perChannel ?? true, reduceRange: opts.reduceRange ?? false };
+  const full: Required<QuantizeOptions> = { form: opts.form ?? DEFAULT_QUANT_FORM, perChannel: opts.perChannel ?? true, reduceRange: opts.reduceRange ?? false, convForm: opts.convForm ?? DEFAULT_CONV_FORM };
+  if (!CONV_FORMS.includes(full.convForm)) throw new OnnxFormatError(`unknown conv quantization form "${String(full.convForm)}" (expected ${CONV_FORMS.join(', ')})`);
   if (!QUANT_FORMS.includes(full.form)) throw new OnnxFormatError(`unknown quantization form "${String(full.form)}" (expected ${QUANT_FORMS.join(', ')})`);
   const graph = model.graph as DecodedGraph;
   const opset = model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
@@ -206,6 +238,6 @@ export function quantizeInt8(fp32Onnx: Uint8Array, opts: QuantizeOptions = {}): 
   const stillUsed = new Set(q.g.nodes.flatMap((n) => n.input ?? []));
   graph.node = q.g.nodes;
   graph.initializer = [...graph.initializer.filter((t) => !q.replaced.has(t.name ?? '') || stillUsed.has(t.name ?? '')), ...q.g.initializers];
-  model.metadataProps = [...model.metadataProps.filter((p) => p.key !== 'quantization'), { key: 'quantization', value: `int8:${full.form}${full.perChannel ? ':per-channel' : ''}${full.reduceRange ? ':reduce-range' : ''}` }];
+  model.metadataProps = [...model.metadataProps.filter((p) => p.key !== 'quantization'), { key: 'quantization', value: `int8:${full.form}${full.perChannel ? ':per-channel' : ''}${full.reduceRange ? ':reduce-range' : ''}${full.convForm === 'integer' ? ':conv-integer' : ''}` }];
   return encodeModel(model);
 }

@@ -1,6 +1,6 @@
 import { tuneLearningRate, type TuneResult } from '../distill/tune.js';
 import type { TrainSet } from '../distill/trainer.js';
-import type { ArchSpec } from '../models/spec.js';
+import type { ArchSpec, ImageShape } from '../models/spec.js';
 import { mulberry32, permutation } from '../../shared/util/random.js';
 import type { DistillSettings } from './settings.js';
 
@@ -14,7 +14,7 @@ export async function chooseLearningRate(
   arch: ArchSpec,
   base: { features: Float32Array; count: number; labels?: Int32Array; teacherLogits: Float32Array },
   s: DistillSettings,
-  { inputSize, classes }: { inputSize: number; classes: number },
+  { inputSize, classes, imageShape }: { inputSize: number; classes: number; imageShape?: ImageShape },
 ): Promise<{ learningRate: number; tuning?: TuneResult; note?: string }> {
   if (s.lr !== 'auto') return { learningRate: s.lr };
   const fallback = s.lrCandidates[Math.floor(s.lrCandidates.length / 2)]!;
@@ -40,6 +40,7 @@ export async function chooseLearningRate(
     alpha: s.alpha,
     seed: s.seed,
     jitter: s.jitter,
+    imageShape,
   });
   return { learningRate: tuning.chosen, tuning };
 }

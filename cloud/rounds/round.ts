@@ -5,7 +5,7 @@ import { trainModel } from '../distill/trainer.js';
 import { loadWeightsInto, saveWeights, type WarmStartResult } from '../distill/warm-start.js';
 import { exportToOnnx, quantizeInt8 } from '../export/index.js';
 import { buildModel } from '../models/build.js';
-import { parseArch } from '../models/spec.js';
+import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 import type { Registry } from '../registry/db.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { featuresFingerprint } from '../teacher/logit-cache.js';
@@ -37,6 +37,8 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
   const classes = model.labels.length;
   const inputSize = model.inputSpec.shape.reduce((a, b) => a * b, 1);
   const arch = parseArch(model.studentSpec, 'studentSpec');
+  // Conv students read the image shape from the model's input spec ([H, W, C], or a flat square image).
+  const imageShape = isConv(arch) ? imageShapeOf(model.inputSpec.shape, 'studentSpec') : undefined;
 
   const backend = await initBackend(job.backend);
   progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });
@@ -58,14 +60,14 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
 
     // Step 2: distil, from the current release's weights when the architecture still matches.
     const parent = currentRelease(registry, model.name);
-    student = buildModel(arch, { inputSize, classes, seed: s.seed });
+    student = buildModel(arch, { inputSize, classes, imageShape, seed: s.seed });
     const warm: WarmStartResult = !s.warmStart
       ? { loaded: false, reason: 'warm start disabled' }
       : !parent
         ? { loaded: false, reason: 'no current release' }
         : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
     if (s.lr === 'auto') progress({ phase: 'train', detail: `lr auto: trying ${s.lrCandidates.join(', ')}` });
-    const lr = await chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes });
+    const lr = await chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes, imageShape });
     progress({ phase: 'train', detail: `${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from #${parent!.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs: s.epochs });
     const tr = await trainModel(student, set, {
       epochs: s.epochs,

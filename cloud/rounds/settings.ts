@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { inputSpecSchema, type InputSpec } from '../../shared/protocol/schemas.js';
 import type { ModelRow } from '../registry/schema.js';
-import { parseArch } from '../models/spec.js';
+import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 
 /**
  * What a round reads from a `models` row, validated once when a round starts (STYLE.md §3: one
@@ -146,7 +146,8 @@ export function parseRoundModel(row: ModelRow): RoundModel {
     schedule: row.schedule == null ? null : parsePart(scheduleSchema, row.schedule, row.name, 'schedule'),
   };
   try {
-    parseArch(row.studentSpec, 'studentSpec');
+    const arch = parseArch(row.studentSpec, 'studentSpec');
+    if (isConv(arch)) imageShapeOf(model.inputSpec.shape, 'studentSpec');
   } catch (err) {
     throw new RoundConfigError(`model ${row.name}: ${(err as Error).message}`);
   }

@@ -49,7 +49,7 @@ describe('recipe search on a validation split (8×8 fixture)', () => {
     bad.dispose();
   }, 120_000);
 
-  it('tries every recipe (alpha = 0 first) on validation, keeps the best, and gives the baseline as many trials', async () => {
+  it('searches label training, then every recipe at its learning rate, on validation, and keeps the best', async () => {
     const { report, files } = await runDistill({ ...base, teacher: [goodTeacher], student: 'cnn:4/8', baseline: true, outDir: join(dir, 'good') });
     const search = report.student.training.search!;
     expect(report.settings.recipe).toBe('search');
@@ -60,10 +60,13 @@ describe('recipe search on a validation split (8×8 fixture)', () => {
     expect(search.chosen).toEqual({ temperature: first.temperature, alpha: first.alpha, learningRate: first.learningRate });
     expect(report.settings).toMatchObject({ temperature: first.temperature, alpha: first.alpha });
     for (const t of search.trials) expect(t.bestEpoch).toBeGreaterThanOrEqual(1);
-    // Same budget for the labels-only baseline: as many trials, learning rates only.
+    // Label training gets as many trials (learning rates), and its winner is the student's alpha-0 candidate.
     const bsearch = report.baseline!.training.search!;
     expect(bsearch.trials).toHaveLength(search.trials.length);
     expect(bsearch.trials.every((t) => t.alpha === 0)).toBe(true);
+    expect(search.trials[0]).toEqual(bsearch.trials.find((t) => t.learningRate === bsearch.chosen.learningRate));
+    expect(search.trials.slice(1).every((t) => t.learningRate === bsearch.chosen.learningRate)).toBe(true);
+    expect(report.baseline!.training.learningRate).toBe(bsearch.chosen.learningRate);
     expect(report.baseline!.training.validationCount).toBe(40);
     // The final runs kept their best validation epoch.
     expect(report.student.training.bestEpoch).toBeGreaterThanOrEqual(1);
@@ -86,11 +89,14 @@ describe('recipe search on a validation split (8×8 fixture)', () => {
     expect(search.trials[0]!.alpha).toBe(0);
     expect(search.skipped).toHaveLength(5);
     expect(report.baseline!.training.search!.trials).toHaveLength(1);
+    expect(report.baseline!.training.search!.skipped).toHaveLength(5);
+    // Label training won by default, so the student is the baseline's twin (same seed, same recipe).
+    expect(report.student.test.errors).toBe(report.baseline!.test.errors);
   }, 300_000);
 
   it('function matching: the student trains on teacher logits computed on the fly', async () => {
-    const { report } = await runDistill({ ...base, teacher: [goodTeacher], student: 'mlp:16', epochs: 8, baseline: false, outDir: join(dir, 'fm'), functionMatching: true, jitter: 1, recipes: [{ temperature: 4, alpha: 0.9 }] });
-    expect(report.settings).toMatchObject({ functionMatching: true, alpha: 0.9, jitter: 1 });
+    const { report } = await runDistill({ ...base, teacher: [goodTeacher], student: 'mlp:16', epochs: 8, baseline: false, outDir: join(dir, 'fm'), functionMatching: true, jitter: 1, recipe: 'fixed', temperature: 4 });
+    expect(report.settings).toMatchObject({ recipe: 'fixed', functionMatching: true, temperature: 4, alpha: 0.9, jitter: 1 });
     expect(report.student.test.accuracy).toBeGreaterThan(0.6);
   }, 300_000);
 

@@ -31,6 +31,17 @@ describe('conv students: ORT output of the exported file equals tfjs', () => {
     const q = await runOrt(quantizeInt8(bytes), x, [5, size]);
     expect(maxAbsDiff(q, want)).toBeLessThan(0.1 * Math.max(...want.map(Math.abs)));
     expect(argmaxRows(q, 3).filter((v, i) => v === argmaxRows(want, 3)[i]).length).toBeGreaterThanOrEqual(4);
+    // ConvInteger form: int8 compute in ORT, same tolerance.
+    const qi = quantizeInt8(bytes, { convForm: 'integer' });
+    expect(inspectOnnx(qi).nodeOps).toContain('ConvInteger');
+    const gotI = await runOrt(qi, x, [5, size]);
+    expect(maxAbsDiff(gotI, want)).toBeLessThan(0.1 * Math.max(...want.map(Math.abs)));
+    model.dispose();
+  });
+
+  it('rejects an unknown conv quantization form', () => {
+    const model = buildModel(parseArch('cnn:2'), { inputSize: 16, classes: 2, seed: 1 });
+    expect(() => quantizeInt8(exportToOnnx(model), { convForm: 'qlinear' as never })).toThrow(/unknown conv quantization form "qlinear"/);
     model.dispose();
   });
 

@@ -146,4 +146,17 @@ describe('round settings', () => {
       registry.dispose();
     }
   });
+
+  it('accepts conv students on an image input spec and names a bad student spec', () => {
+    const registry = openRegistry(tmp.dir);
+    try {
+      insertModel(registry, { name: 'cnn', studentSpec: 'dscnn:8,16/32', distillSettings: { baseData: 'mnist:train' } });
+      insertModel(registry, { name: 'badcnn', studentSpec: 'cnn:8/', distillSettings: { baseData: 'mnist:train' } });
+      const rows = registry.db.query.models.findMany().sync();
+      expect(parseRoundModel(rows.find((r) => r.name === 'cnn')!).studentSpec).toBe('dscnn:8,16/32');
+      expect(() => parseRoundModel(rows.find((r) => r.name === 'badcnn')!)).toThrow(/^model badcnn: studentSpec: unknown architecture "cnn:8\/"/);
+    } finally {
+      registry.dispose();
+    }
+  });
 });
