@@ -6,17 +6,24 @@ import { examples, models, releases, type ModelRow } from '../registry/schema.js
 import { isUniqueViolation, type ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
+import { parseArch } from '../models/spec.js';
 import { distillSettingsFields } from '../rounds/settings.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
 
-/** The architecture grammar of cloud/models/spec.ts (`linear` | `mlp:H1,H2,...`, widths 1..16384), checked without loading tfjs. */
+/** The one architecture grammar, cloud/models/spec.ts (linear, mlp:, cnn:, dscnn:); it loads no tfjs. */
 const studentSpec = z
   .string()
-  .regex(/^(linear|mlp:\d{1,5}(,\d{1,5})*)$/, 'expected linear or mlp:H1,H2,...')
-  .refine((s) => s === 'linear' || s.slice(4).split(',').every((w) => Number(w) >= 1 && Number(w) <= 16384), 'layer widths must be 1..16384');
+  .max(256)
+  .superRefine((s, ctx) => {
+    try {
+      parseArch(s, 'studentSpec');
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^studentSpec: /, '') });
+    }
+  });
 
-const DATASET_SPEC = 'a dataset spec: mnist:train, idx:IMAGES[,LABELS], csv:FILE or unlabeled:SPEC';
-const datasetSpec = z.string().max(1024).regex(/^(mnist|idx|csv|unlabeled):\S/, `expected ${DATASET_SPEC}`);
+const DATASET_SPEC = 'a dataset spec: mnist:train, idx:IMAGES[,LABELS], csv:FILE, images:DIR or unlabeled:SPEC';
+const datasetSpec = z.string().max(1024).regex(/^(mnist|idx|csv|images|unlabeled):\S/, `expected ${DATASET_SPEC}`);
 const positiveInt = z.number().int().min(1);
 
 /**

@@ -32,7 +32,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--devices <n>', 'edge daemons, 1..3 (rotation, thickness, noise)').default(String(DEMO_DEFAULTS.devices)))
     .addOption(new Option('--traffic <n>', "shifted test images sent to each device per round, from its traffic pool").default(String(DEMO_DEFAULTS.traffic)))
     .addOption(new Option('--eval-pool <n>', "test images per device held out of all traffic; every accuracy is measured on them").default(String(DEMO_DEFAULTS.evalPool)))
-    .addOption(new Option('--student <arch>', 'student architecture (linear | mlp:H1,... | cnn:F1,...[/H] | dscnn:...; CNNs get [28, 28, 1] inputs)').default(DEMO_DEFAULTS.student))
+    .addOption(new Option('--student <arch>', 'student architecture (linear | mlp:H1,... | cnn:F1,...[/H] | dscnn:F1,...[/H]; conv students read the 784 pixels as 28×28×1)').default(DEMO_DEFAULTS.student))
     .addOption(new Option('--base-limit <n>', 'clean MNIST training images in every transfer set').default(String(DEMO_DEFAULTS.baseLimit)))
     .addOption(new Option('--epochs <n>', 'distillation epochs per round').default(String(DEMO_DEFAULTS.epochs)))
     .option('--json', 'print the final summary as JSON on stdout instead of the table')

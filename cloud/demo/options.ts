@@ -120,11 +120,6 @@ export class Stopped extends Error {}
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const pct = (x: number) => (x * 100).toFixed(1);
 
-/** CNN students take [H, W, C] images; MLPs a flat vector (same bytes, row-major HWC with C = 1). */
-export function isConvStudent(student: string): boolean {
-  return /^(cnn|dscnn):/.test(student.trim());
-}
-
 /** The demo's model name in the registry, and its input size (28 × 28 MNIST pixels). */
 export const DEMO_MODEL = 'demo';
 export const DEMO_INPUT_SIZE = 784;

@@ -9,7 +9,7 @@ import { startCloud, type CloudService } from '../server.js';
 import { cloudClient, type CloudClient } from './cloud-client.js';
 import { freePort, startFleet, type DemoFleet } from './fleet.js';
 import { accuracyOf } from './measure.js';
-import { DEMO_INPUT_SIZE, DEMO_MODEL, isConvStudent, pct, Stopped, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
+import { DEMO_INPUT_SIZE, DEMO_MODEL, pct, Stopped, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
 import { evaluationSet, splitPools, TrafficStream } from './pools.js';
 import { runRounds, selectedCounts, type DeviceData } from './rounds.js';
 import { gapsOf } from './report.js';
@@ -60,8 +60,15 @@ async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): 
   };
   const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
   const put = await api.send('PUT', `/v1/models/${DEMO_MODEL}`, {
-    // A CNN student reads the same row-major pixels as [28, 28, 1]; the teacher keeps its own input shape.
-    inputSpec: { shape: isConvStudent(o.student) ? [28, 28, 1] : [DEMO_INPUT_SIZE], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' },
+    // Flat: a cnn:/dscnn: student reshapes [784] to 28×28×1 inside the model (cloud/models/spec.ts
+    // imageShapeOf). The image form lets a device take a PNG/JPEG digit too (white on black, like MNIST).
+    inputSpec: {
+      shape: [DEMO_INPUT_SIZE],
+      dtype: 'float32',
+      scaling: { scale: 1 / 255, offset: 0 },
+      raw: 'uint8',
+      image: { height: 28, width: 28, channels: 1, layout: 'nhwc', mean: [0], std: [1] },
+    },
     labels: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
     teacher: { files: [teacherFile], outputKind: 'logits' },
     studentSpec: o.student,

@@ -42,7 +42,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
 
   const backend = await initBackend(job.backend);
   progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });
-  const { train, holdout } = await loadBaseData(s, inputSize, model.inputSpec.scaling);
+  const { train, holdout } = await loadBaseData(s, inputSize, model.inputSpec.scaling, model.inputSpec.image);
   const teacher = await Teacher.create(model.teacher.files, { outputKind: model.teacher.outputKind, intraOpNumThreads: 1 });
   let student: tf.LayersModel | undefined;
   try {

@@ -1,5 +1,6 @@
 import { desc, eq } from 'drizzle-orm';
 import { type Dataset, type Scaling, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
+import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { examples } from '../registry/schema.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
@@ -15,8 +16,9 @@ export interface BaseData {
 }
 
 /** Loads the base transfer data and the fixed gate holdout (a separate spec, or a seeded split of the base). */
-export async function loadBaseData(s: DistillSettings, inputSize: number, scaling?: Scaling): Promise<BaseData> {
-  const base = await loadDataset(s.baseData, { limit: s.baseLimit, shuffleSeed: s.seed });
+/** `image`: the model's input.image, so `images:DIR` data is preprocessed exactly as its devices do it. */
+export async function loadBaseData(s: DistillSettings, inputSize: number, scaling?: Scaling, image?: ImageSpec): Promise<BaseData> {
+  const base = await loadDataset(s.baseData, { limit: s.baseLimit, shuffleSeed: s.seed, image });
   let train = base;
   let holdout: Dataset;
   if (s.holdout.startsWith('split:')) {
@@ -25,7 +27,7 @@ export async function loadBaseData(s: DistillSettings, inputSize: number, scalin
     ({ train, holdout } = splitHoldout(base, amount, s.holdoutSeed));
     if (s.holdoutLimit !== undefined && holdout.count > s.holdoutLimit) holdout = subset(holdout, Array.from({ length: s.holdoutLimit }, (_, i) => i));
   } else {
-    holdout = await loadDataset(s.holdout, { limit: s.holdoutLimit, shuffleSeed: s.holdoutSeed });
+    holdout = await loadDataset(s.holdout, { limit: s.holdoutLimit, shuffleSeed: s.holdoutSeed, image });
   }
   if (!holdout.labels) throw new RoundConfigError(`distillSettings.holdout: ${s.holdout} has no labels; the gate needs a labelled holdout`);
   if (holdout.count === 0) throw new RoundConfigError(`distillSettings.holdout: ${s.holdout} is empty`);

@@ -1,4 +1,5 @@
 import { UsageError } from '../cli/errors.js';
+import type { ImageSpec } from '../protocol/schemas.js';
 import { mulberry32, permutation as randomPermutation } from '../util/random.js';
 
 /** Model input = raw * scale + offset. Recorded so an edge device can reproduce it from raw sensor values. */
@@ -31,6 +32,8 @@ export interface LoadOptions {
   imageShape?: 'flat' | 'hwc';
   /** Override the loader's default scaling (IDX: 1/255; CSV: identity). */
   scaling?: Scaling;
+  /** `images:DIR`: preprocess every image to this input.image (size, channels, layout, mean/std). */
+  image?: ImageSpec;
 }
 
 /**

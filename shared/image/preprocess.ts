@@ -61,6 +61,8 @@ export interface ImageHeader {
   format: ImageFormat;
   width: number;
   height: number;
+  /** Grey (one colour channel, alpha aside) or colour, as stored. */
+  grey: boolean;
 }
 
 /**
@@ -72,7 +74,7 @@ export async function inspectImage(bytes: Uint8Array, o: PreprocessOptions): Pro
   if (!format) throw new ImageError('wrong_type', 'not a PNG or JPEG image (unrecognised signature)');
   if (o.expect !== undefined && format !== o.expect) throw new ImageError('wrong_type', `the body is a ${format.toUpperCase()} image, but its type says ${IMAGE_MEDIA_TYPES[o.expect]}`);
   const sharp = await loadSharp();
-  let meta: { width?: number; height?: number };
+  let meta: { width?: number; height?: number; channels?: number; space?: string; hasAlpha?: boolean };
   try {
     // The header only: no pixel is decoded here, so libvips' own limit is lifted to let us report the real dimensions.
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
@@ -82,7 +84,8 @@ export async function inspectImage(bytes: Uint8Array, o: PreprocessOptions): Pro
   const { width, height } = meta;
   if (!width || !height) throw new ImageError('undecodable', `the ${format.toUpperCase()} header has no dimensions`);
   if (width * height > o.maxPixels) throw new ImageError('too_many_pixels', `${width}×${height} = ${width * height} pixels exceeds the limit of ${o.maxPixels}`);
-  return { format, width, height };
+  const colour = (meta.channels ?? 3) - (meta.hasAlpha ? 1 : 0);
+  return { format, width, height, grey: colour === 1 || meta.space === 'b-w' };
 }
 
 /**

@@ -29,12 +29,15 @@ describe('/v1/models and rounds', () => {
     const list = await json(await call(h.app, 'GET', '/v1/models'));
     expect(list.models.map((x: { name: string }) => x.name)).toEqual(['digits']);
     expect((await json(await call(h.app, 'GET', '/v1/models/digits'))).studentSpec).toBe('linear');
+    // The one grammar of cloud/models/spec.ts: conv students are accepted too (issue 11).
+    expect((await call(h.app, 'PUT', '/v1/models/digits', { body: { ...MNIST_LIKE, studentSpec: 'dscnn:8,16/32', schedule } })).status).toBe(200);
     expect((await call(h.app, 'GET', '/v1/models/nope')).status).toBe(404);
   });
 
   it('names the offending field of a bad model', async () => {
     const cases: [unknown, string][] = [
-      [{ ...MNIST_LIKE, studentSpec: 'cnn:3' }, 'studentSpec'],
+      [{ ...MNIST_LIKE, studentSpec: 'resnet:18' }, 'studentSpec'],
+      [{ ...MNIST_LIKE, studentSpec: 'cnn:8/16,32' }, 'studentSpec'],
       [{ ...MNIST_LIKE, studentSpec: 'mlp:0' }, 'studentSpec'],
       [{ ...MNIST_LIKE, labels: ['only-one'] }, 'labels'],
       [{ ...MNIST_LIKE, labels: ['a', 'a'] }, 'labels'],

@@ -81,6 +81,33 @@ describe('base data and holdout', () => {
   });
 });
 
+describe('base data from images:DIR', () => {
+  const tmp = tempDir();
+  it("preprocesses every image to the model's input.image, base data and holdout alike", async () => {
+    const sharp = (await import('sharp')).default;
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    for (const [label, side] of [['a', 10], ['b', 17]] as const) {
+      mkdirSync(join(tmp.dir, 'imgs', label), { recursive: true });
+      mkdirSync(join(tmp.dir, 'held', label), { recursive: true });
+      for (let i = 0; i < 3; i++) {
+        const png = await sharp(Buffer.alloc(side * side, 40 * i), { raw: { width: side, height: side, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+        writeFileSync(join(tmp.dir, 'imgs', label, `${i}.png`), png);
+        writeFileSync(join(tmp.dir, 'held', label, `${i}.png`), png);
+      }
+    }
+    const image = { height: 8, width: 8, channels: 1 as const, layout: 'nhwc' as const, mean: [0], std: [1] };
+    const settings = distillSettingsSchema.parse({ baseData: `images:${join(tmp.dir, 'imgs')}`, holdout: `images:${join(tmp.dir, 'held')}` });
+    const d = await loadBaseData(settings, 64, { scale: 1 / 255, offset: 0 }, image);
+    expect([d.train.count, d.holdout.count]).toEqual([6, 6]);
+    expect(d.train.shape).toEqual([8, 8, 1]);
+    expect(d.train.labelNames).toEqual(['a', 'b']);
+    // Without the model's image form the sizes differ (10×10 and 17×17): refused, naming the file.
+    await expect(loadBaseData(settings, 64)).rejects.toThrow(/is (10×10|17×17), but the first image is (17×17|10×10); give the model.s input.image/);
+  });
+  afterAll(() => tmp.cleanup());
+});
+
 describe('warm start weights', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
