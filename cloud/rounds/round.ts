@@ -13,6 +13,7 @@ import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
 import { gate } from './gate.js';
 import { chooseLearningRate } from './lr.js';
+import { chooseRoundRecipe } from './recipe.js';
 import { buildReleaseManifest } from './manifest.js';
 import { mixTransferSet } from './mix.js';
 import { allocateReleaseSeq, currentRelease, insertRelease, recordedHoldoutAccuracy } from './releases.js';
@@ -30,6 +31,7 @@ export interface RoundDeps {
 }
 
 export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
+  const startedMs = Date.now();
   const { registry, signer } = deps;
   const progress = (p: Omit<RoundProgress, 'at'>) => deps.onProgress?.(p);
   const model = parseRoundModel(job.model);
@@ -67,14 +69,17 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
         ? { loaded: false, reason: 'no current release' }
         : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
     if (s.lr === 'auto') progress({ phase: 'train', detail: `lr auto: trying ${s.lrCandidates.join(', ')}` });
-    const lr = await chooseLearningRate(arch, { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits }, s, { inputSize, classes, imageShape });
+    const base = { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits };
+    const lr = await chooseLearningRate(arch, base, s, { inputSize, classes, imageShape });
+    if (s.recipe === 'search') progress({ phase: 'train', detail: `recipe search on a validation split of the base data` });
+    const recipe = await chooseRoundRecipe(arch, base, s, { inputSize, classes, imageShape, learningRate: lr.learningRate, elapsedSeconds: (Date.now() - startedMs) / 1000 });
     progress({ phase: 'train', detail: `${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from #${parent!.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs: s.epochs });
     const tr = await trainModel(student, set, {
       epochs: s.epochs,
       batchSize: s.batchSize,
-      learningRate: lr.learningRate,
-      temperature: s.temperature,
-      alpha: s.alpha,
+      learningRate: recipe.learningRate,
+      temperature: recipe.temperature,
+      alpha: recipe.alpha,
       seed: s.seed,
       jitter: s.jitter,
       onProgress: (p) => progress({ phase: 'train', epoch: p.epoch, epochs: p.epochs, loss: p.loss, samplesPerSec: p.samplesPerSec }),
@@ -127,7 +132,8 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       trainSeconds: tr.seconds,
       samplesPerSec: tr.samplesPerSec,
       finalLoss: tr.finalLoss,
-      learningRate: lr.learningRate,
+      learningRate: recipe.learningRate,
+      recipe,
       ...(lr.tuning ? { lrTuning: lr.tuning } : {}),
       ...(lr.note ? { lrNote: lr.note } : {}),
       ...mix,

@@ -35,6 +35,17 @@ export const distillSettingsFields = z.object({
   seed: z.number().int().min(0).max(2 ** 32 - 1).default(1),
   /** Random translation (pixels) during training; square inputs only. */
   jitter: z.number().int().min(0).max(8).default(0),
+  /**
+   * `search`: choose T and alpha per round on a 10% validation split of the labelled base data
+   * (cloud/distill/recipe.ts), within the round's wall-clock budget; `fixed`: use temperature/alpha.
+   */
+  recipe: z.enum(['fixed', 'search']).default('fixed'),
+  /** The round's wall-clock limit; the search gets half of what is left after `reserveMinutes`. */
+  roundMinutes: z.number().min(1).max(1440).default(60),
+  /** Kept free for export, evaluation, gate and signing. */
+  reserveMinutes: z.number().min(0).max(1440).default(5),
+  /** Epochs per search trial (default min(epochs, 2)). */
+  searchEpochs: positiveInt.max(100).optional(),
 
   /** Base transfer set, a shared/data spec such as `mnist:train` or `unlabeled:idx:...`. */
   baseData: z.string().min(3),
