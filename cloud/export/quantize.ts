@@ -56,20 +56,24 @@ export interface QuantizeOptions {
   /** 7-bit weights ([-64, 63]) to avoid U8S8 saturation on x64 CPUs without VNNI. Default false. */
   reduceRange?: boolean;
   /**
-   * Conv lowering: `weight-only` (int8 weights → DequantizeLinear → fp32 Conv, the default) or
-   * `integer` (DynamicQuantizeLinear → ConvInteger → Cast → Mul by the scales → Add bias: int8
-   * compute, no calibration). Chosen by measurement: test/bench/conv-int8.bench.ts.
+   * Conv lowering: `fp32` (conv weights left in fp32, only dense layers quantized: the default),
+   * `weight-only` (int8 weights → DequantizeLinear → fp32 Conv) or `integer` (DynamicQuantizeLinear →
+   * ConvInteger → Cast → Mul by the scales → Add bias: int8 compute, no calibration).
+   * Measured (test/bench/conv-int8.bench.ts, ORT 1.30, batch 1, 1 thread, cnn:16,32 / dscnn:16,32 /
+   * cnn:32,64): weight-only takes 1.2–1.9× and ConvInteger 4.4–6.1× the fp32 latency, because ORT
+   * dequantizes the weights on every call and has no fast small-conv integer kernel; conv weights are
+   * a small share of these students' bytes, so keeping them fp32 costs little size.
    */
   convForm?: ConvForm;
 }
 
-export type ConvForm = 'weight-only' | 'integer';
-export const CONV_FORMS: readonly ConvForm[] = ['weight-only', 'integer'];
+export type ConvForm = 'fp32' | 'weight-only' | 'integer';
+export const CONV_FORMS: readonly ConvForm[] = ['fp32', 'weight-only', 'integer'];
 
 /** Fastest int8 form measured here (table above); per-column scales by default for accuracy. */
 export const DEFAULT_QUANT_FORM: QuantForm = 'dynamic';
 /** Conv lowering by default; see the conv-int8 bench for the measurement behind it. */
-export const DEFAULT_CONV_FORM: ConvForm = 'weight-only';
+export const DEFAULT_CONV_FORM: ConvForm = 'fp32';
 
 interface Quantized {
   q: Int8Array;
@@ -172,11 +176,13 @@ class Quantizer {
     const inner = rest.reduce((a, d) => a * d, 1);
     const base = (w.name ?? 'w').replace(/_kernel$/, '');
     const q = quantizeSymmetric(tensorToFloat32(w), cout, inner, 0, this.opts.perChannel, this.opts.reduceRange);
-    const names = this.int8(base, q, dims);
     this.replaced.add(w.name ?? '');
     const input = [...(node.input ?? [])];
-    if (this.opts.convForm === 'integer') return this.convInteger(node, base, input, names.q, q.scale, cout);
-    input[1] = this.dequant(base, names, 0);
+    if (this.opts.convForm === 'integer') {
+      const wq = this.g.addInitializer((n) => int8Tensor(n, q.q, dims), `${base}_int8`);
+      return this.convInteger(node, base, input, wq, q.scale, cout);
+    }
+    input[1] = this.dequant(base, this.int8(base, q, dims), 0);
     this.g.nodes.push({ ...node, input });
   }
 
@@ -193,6 +199,8 @@ class Quantizer {
     const wScale = g.float(`${base}_wscale`, scale, scale.length === 1 ? [] : [cout, 1, 1]);
     let acc = g.op('Mul', [cast, g.op('Mul', [xs, wScale], `${base}_scale`)], base);
     if (bias) {
+      // The [C] bias is re-shaped to [C, 1, 1] to broadcast over NCHW; the original is then unused.
+      this.replaced.add(bias);
       const b = tensorToFloat32(this.inits.get(bias)!);
       acc = g.op('Add', [acc, g.float(`${base}_bias_c11`, b, [cout, 1, 1])], base);
     }
@@ -212,7 +220,7 @@ class Quantizer {
       const w = weightOf(node, 1, this.inits, 2);
       if (w) return this.matmul(node, ins[0] ?? '', w.t, w.dims[0] as number, w.dims[1] as number, ins[2] || undefined, y);
     }
-    if (node.opType === 'Conv' && !node.domain) {
+    if (node.opType === 'Conv' && !node.domain && this.opts.convForm !== 'fp32') {
       const w = weightOf(node, 1, this.inits, 4);
       if (w) return this.conv(node, w.t, w.dims);
     }

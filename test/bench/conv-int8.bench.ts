@@ -2,8 +2,9 @@
  * int8 forms of conv students in onnxruntime (issue 11): `node dist/test/bench/conv-int8.bench.js`.
  *
  * For cnn:16,32 and dscnn:16,32 on 28×28×1 (the bench students) and a wider cnn:32,64: ORT latency
- * at batch 1 (the edge's request shape), 1 intra-op thread, of the fp32 file and of the two int8 conv lowerings
- * quantizeInt8 offers (dense layers use the default dynamic form in both):
+ * at batch 1 (the edge's request shape), 1 intra-op thread, of the fp32 file and of the three conv lowerings
+ * quantizeInt8 offers (dense layers use the default dynamic form in all):
+ *   - fp32:        conv weights left in fp32 (only the dense layers are int8);
  *   - weight-only: int8 weights → DequantizeLinear → fp32 Conv (per-output-channel scales);
  *   - integer:     DynamicQuantizeLinear → ConvInteger → Cast → Mul → Add (int8 compute).
  * QLinearConv is not measured: it needs a static output scale per layer, i.e. calibration data, which
@@ -32,7 +33,7 @@ for (const spec of ['cnn:16,32', 'dscnn:16,32', 'cnn:32,64']) {
   const fp32 = exportToOnnx(model);
   const params = model.countParams();
   model.dispose();
-  const variants: [string, Uint8Array][] = [['fp32', fp32], ...(['weight-only', 'integer'] as ConvForm[]).map((f): [string, Uint8Array] => [`int8 conv ${f}`, quantizeInt8(fp32, { convForm: f })])];
+  const variants: [string, Uint8Array][] = [['fp32', fp32], ...(['fp32', 'weight-only', 'integer'] as ConvForm[]).map((f): [string, Uint8Array] => [`int8 conv ${f}`, quantizeInt8(fp32, { convForm: f })])];
   const b1: Record<string, number[]> = {};
   for (let i = 0; i < rounds; i++) {
     for (const [name, bytes] of variants) {

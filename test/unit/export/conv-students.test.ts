@@ -31,6 +31,12 @@ describe('conv students: ORT output of the exported file equals tfjs', () => {
     const q = await runOrt(quantizeInt8(bytes), x, [5, size]);
     expect(maxAbsDiff(q, want)).toBeLessThan(0.1 * Math.max(...want.map(Math.abs)));
     expect(argmaxRows(q, 3).filter((v, i) => v === argmaxRows(want, 3)[i]).length).toBeGreaterThanOrEqual(4);
+    // Default: convs stay fp32 (measured fastest), dense layers int8; weight-only dequantizes conv weights.
+    const convInputs = (b: Uint8Array) => inspectOnnx(b).nodeOps.filter((op) => op === 'DequantizeLinear').length;
+    expect(convInputs(quantizeInt8(bytes))).toBe(0);
+    const wo = quantizeInt8(bytes, { convForm: 'weight-only' });
+    expect(convInputs(wo)).toBeGreaterThanOrEqual(spec.startsWith('dscnn') ? 2 : 1);
+    expect(maxAbsDiff(await runOrt(wo, x, [5, size]), want)).toBeLessThan(0.1 * Math.max(...want.map(Math.abs)));
     // ConvInteger form: int8 compute in ORT, same tolerance.
     const qi = quantizeInt8(bytes, { convForm: 'integer' });
     expect(inspectOnnx(qi).nodeOps).toContain('ConvInteger');
