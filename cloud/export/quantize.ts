@@ -59,10 +59,12 @@ export interface QuantizeOptions {
    * Conv lowering: `fp32` (conv weights left in fp32, only dense layers quantized: the default),
    * `weight-only` (int8 weights → DequantizeLinear → fp32 Conv) or `integer` (DynamicQuantizeLinear →
    * ConvInteger → Cast → Mul by the scales → Add bias: int8 compute, no calibration).
-   * Measured (test/bench/conv-int8.bench.ts, ORT 1.30, batch 1, 1 thread, cnn:16,32 / dscnn:16,32 /
-   * cnn:32,64): weight-only takes 1.2–1.9× and ConvInteger 4.4–6.1× the fp32 latency, because ORT
-   * dequantizes the weights on every call and has no fast small-conv integer kernel; conv weights are
-   * a small share of these students' bytes, so keeping them fp32 costs little size.
+   * Measured (test/bench/conv-int8.bench.ts → results/conv-int8.json, ORT 1.30, batch 1, 1 thread,
+   * latency vs the fp32 file for cnn:16,32 / dscnn:16,32 / cnn:32,64): conv fp32 1.49 / 1.07 / 0.90×,
+   * weight-only 2.02 / 1.49 / 1.55×, ConvInteger 5.25 / 7.14 / 4.08×. ORT dequantizes int8 conv
+   * weights on every call and has no fast small-conv integer kernel, so convs stay fp32; conv weights
+   * are a small share of these students' bytes. (For such small students the fp32 file itself is the
+   * fastest: ship `artifact: fp32` when latency matters more than bytes.)
    */
   convForm?: ConvForm;
 }
