@@ -3,6 +3,7 @@ import { header, mediaType } from '../../shared/http/middleware.js';
 import { ImageError, imageSize, preprocessImage, type ImageFormat } from '../../shared/image/preprocess.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { Manifest } from '../../shared/protocol/index.js';
+import type { ApiMetrics } from './metrics.js';
 import type { DecodedPredict } from './decode.js';
 import { ApiError, badRequest } from './errors.js';
 
@@ -16,9 +17,14 @@ import { ApiError, badRequest } from './errors.js';
 
 const IMAGE_TYPES: Record<string, ImageFormat> = { 'image/png': 'png', 'image/jpeg': 'jpeg' };
 
-export interface ImageLimits {
-  /** Largest width × height decoded (judged on the header, before decoding). */
-  maxImagePixels: number;
+/** What image decoding needs of the API context. */
+export interface ImageDeps {
+  limits: {
+    /** Largest width × height decoded (judged on the header, before decoding). */
+    maxImagePixels: number;
+  };
+  log: Logger;
+  metrics: Pick<ApiMetrics, 'image'>;
 }
 
 /** The format a media type names, if it is an image type the API takes. */
@@ -44,9 +50,10 @@ export function jsonOrImage(): MiddlewareHandler {
 
 const ERROR_CODES = { undecodable: 'undecodable_image', too_many_pixels: 'too_many_pixels', wrong_type: 'wrong_image_type' } as const;
 
-/** Refusals are answered, logged and counted (the request counter by status, and this log line's reason). */
-function refused(err: unknown, field: string, log: Logger): never {
+/** Refusals are answered, logged and counted by reason (apprentice_edge_images_total{outcome}). */
+function refused(err: unknown, field: string, { log, metrics }: ImageDeps): never {
   if (err instanceof ImageError) {
+    metrics.image(err.code);
     log.info({ reason: err.code, field }, 'edge/api image refused');
     throw badRequest(err.message, field, ERROR_CODES[err.code]);
   }
@@ -60,23 +67,24 @@ function imageSpecOf(manifest: Manifest) {
 }
 
 /** Decodes `images` into one batch of model inputs; the field names the offending image (`images_b64.3`). */
-export async function decodeImages(images: Uint8Array[], fields: string[], manifest: Manifest, limits: ImageLimits, log: Logger): Promise<Float32Array> {
+export async function decodeImages(images: Uint8Array[], fields: string[], manifest: Manifest, deps: ImageDeps): Promise<Float32Array> {
   const spec = imageSpecOf(manifest);
   const size = imageSize(spec);
   const data = new Float32Array(images.length * size);
   // One at a time: sharp runs one libvips thread, and a batch in parallel would hold every decoded image at once.
   for (let i = 0; i < images.length; i++) {
     try {
-      await preprocessImage(images[i]!, spec, { maxPixels: limits.maxImagePixels }, data, i * size);
+      await preprocessImage(images[i]!, spec, { maxPixels: deps.limits.maxImagePixels }, data, i * size);
     } catch (err) {
-      refused(err, fields[i]!, log);
+      refused(err, fields[i]!, deps);
     }
+    deps.metrics.image('decoded');
   }
   return data;
 }
 
 /** A PNG/JPEG request body → one model input; `top_k` comes from the query string. */
-export async function decodeImageBody(bytes: Uint8Array, format: ImageFormat, topK: string | undefined, manifest: Manifest, limits: ImageLimits, log: Logger): Promise<DecodedPredict> {
+export async function decodeImageBody(bytes: Uint8Array, format: ImageFormat, topK: string | undefined, manifest: Manifest, deps: ImageDeps): Promise<DecodedPredict> {
   let k: number | undefined;
   if (topK !== undefined) {
     k = Number(topK);
@@ -84,9 +92,10 @@ export async function decodeImageBody(bytes: Uint8Array, format: ImageFormat, to
   }
   const spec = imageSpecOf(manifest);
   try {
-    const data = await preprocessImage(bytes, spec, { maxPixels: limits.maxImagePixels, expect: format });
+    const data = await preprocessImage(bytes, spec, { maxPixels: deps.limits.maxImagePixels, expect: format });
+    deps.metrics.image('decoded');
     return { data, n: 1, single: true, topK: k };
   } catch (err) {
-    refused(err, 'body', log);
+    refused(err, 'body', deps);
   }
 }

@@ -30,6 +30,7 @@ export class ApiMetrics {
   private readonly predictions: Counter;
   private readonly inferenceSeconds: Counter;
   private readonly feedbackTotal: Counter<'stored'>;
+  private readonly imagesTotal: Counter<'outcome'>;
   private readonly children = new Map<string, { inc(): void }>();
   private readonly durations = new Map<string, { observe(v: number): void }>();
   private readonly routes: Set<string>;
@@ -44,6 +45,7 @@ export class ApiMetrics {
     // (÷ predictions) gives the mean time in ORT at a tenth of a histogram's per-request cost.
     this.inferenceSeconds = metric(registry, 'apprentice_edge_inference_seconds_total', () => new Counter({ name: 'apprentice_edge_inference_seconds_total', help: 'Time spent in ORT runs, summed per request (a shared batched run counts for each request in it)', registers }));
     this.feedbackTotal = metric(registry, 'apprentice_edge_feedback_total', () => new Counter({ name: 'apprentice_edge_feedback_total', help: 'Feedback labels received, by whether the outbox stored them', labelNames: ['stored'] as const, registers }));
+    this.imagesTotal = metric(registry, 'apprentice_edge_images_total', () => new Counter({ name: 'apprentice_edge_images_total', help: 'PNG/JPEG inputs by outcome: decoded, or the reason they were refused (wrong_type, undecodable, too_many_pixels)', labelNames: ['outcome'] as const, registers }));
     metric(registry, 'apprentice_edge_model_release', () => new Gauge({
       name: 'apprentice_edge_model_release',
       help: 'Release sequence of the model being served (absent when none is loaded)',
@@ -91,6 +93,11 @@ export class ApiMetrics {
   predicted(n: number, inferenceMs: number): void {
     this.predictions.inc(n);
     this.inferenceSeconds.inc(inferenceMs / 1000);
+  }
+
+  /** An image input: 'decoded', or the ImageError code it was refused with. */
+  image(outcome: string): void {
+    this.imagesTotal.inc({ outcome });
   }
 
   feedback(stored: boolean): void {

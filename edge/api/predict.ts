@@ -71,8 +71,8 @@ export function predictRoutes(ctx: ApiContext): Hono {
       const model = ctx.host.current();
       if (!model) throw new ApiError(503, 'no_model', 'no model is loaded yet');
       const format = imageFormatOf(mediaType(header(c, 'content-type')));
-      const req = format ? await decodeImageBody(bytes, format, c.req.query('top_k'), model.manifest, ctx.limits, ctx.log) : decodePredictBody(bytes, model.manifest, ctx.limits);
-      if (req.images) req.data = await decodeImages(req.images.bytes, req.images.fields, model.manifest, ctx.limits, ctx.log);
+      const req = format ? await decodeImageBody(bytes, format, c.req.query('top_k'), model.manifest, ctx) : decodePredictBody(bytes, model.manifest, ctx.limits);
+      if (req.images) req.data = await decodeImages(req.images.bytes, req.images.fields, model.manifest, ctx);
       const result = await ctx.predictor.predict(req.data, req.n);
       ctx.metrics.predicted(req.n, result.latencyMs);
       const answers = answer(ctx, req, result);

@@ -25,6 +25,7 @@ let model: TinyModel;
 let app: ReturnType<typeof createLocalApi>;
 let numbersApp: ReturnType<typeof createLocalApi>;
 const seen: Float32Array[] = [];
+const registry = new Registry();
 
 /** 8×8 RGB pixels with a fixed pattern, and the model input the spec makes of them (nchw, normalised). */
 const pixels = Uint8Array.from({ length: 8 * 8 * 3 }, (_, i) => (i * 37 + 11) % 256);
@@ -69,7 +70,7 @@ beforeAll(async () => {
   numbersHost = new ModelHost();
   await numbersHost.activate(path, plain);
   const deps = { metrics: new Registry(), feedback: () => ({ stored: true }), defaultMetrics: false, batching: false as const };
-  app = createLocalApi({ ...deps, host, onPrediction: (p) => seen.push(Float32Array.from(p.input)), limits: { maxImagePixels: 1_000_000 } });
+  app = createLocalApi({ ...deps, metrics: registry, host, onPrediction: (p) => seen.push(Float32Array.from(p.input)), limits: { maxImagePixels: 1_000_000 } });
   numbersApp = createLocalApi({ ...deps, metrics: new Registry(), host: numbersHost });
 });
 afterAll(async () => {
@@ -152,7 +153,13 @@ describe('POST /v1/predict refuses bad images with a 400 naming why', () => {
     await expectError(await send(numbersApp, { image_b64: (await png()).toString('base64') }, 'application/json'), 400, 'not_an_image_model');
   });
 
-  it('after every refusal the API still answers a good image', async () => {
+  it('after every refusal the API still answers a good image; refusals are counted by reason', async () => {
     expect((await send(app, await png(), 'image/png')).status).toBe(200);
+    const text = await registry.metrics();
+    const count = (outcome: string) => Number(new RegExp(`apprentice_edge_images_total\\{outcome="${outcome}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    expect(count('too_many_pixels')).toBe(2);
+    expect(count('undecodable')).toBe(3);
+    expect(count('wrong_type')).toBe(3);
+    expect(count('decoded')).toBeGreaterThanOrEqual(7);
   });
 });
