@@ -99,7 +99,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     for (const d of devs) closers.push(() => d.close());
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     expect(engine.get(r.id)!.counts).toMatchObject({ desired: 1, waiting: 2 });
     await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
     for (const d of devs) expect(d.installed).toEqual([2]);
@@ -121,7 +121,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     }
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
     await waitFor(() => engine.get(r.id)!.rollout.state === 'rolled_back', 10_000, { message: 'rolled back' });
     const sim = devs.find((d) => d.id === canary)!;
