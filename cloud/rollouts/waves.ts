@@ -42,7 +42,8 @@ export class WaveChecks {
   async startWave(r: RolloutRow, w: number): Promise<void> {
     const now = this.deps.now();
     const n = wavesOf(r).length;
-    const state = w === 0 ? 'canary' : 'fleet';
+    // A single wave has no canaries: the whole target at once.
+    const state = w === 0 && n > 1 ? 'canary' : 'fleet';
     setRollout(
       this.db,
       r.id,
@@ -127,6 +128,13 @@ export class WaveChecks {
     }
   }
 
+  /** Offline for longer than canaryGraceSeconds since it was given the release or last seen. */
+  private gone(r: RolloutRow, m: RolloutMember, now: Date): boolean {
+    if (m.device.online) return false;
+    const since = Math.max(Date.parse(m.desiredAt ?? r.updatedAt), m.device.lastSeen ? Date.parse(m.device.lastSeen) : 0);
+    return now.getTime() - since >= r.canaryGraceSeconds * 1000;
+  }
+
   /**
    * A device of the current wave (not the last) offline for longer than canaryGraceSeconds moves to the
    * next wave and a waiting device (online first) takes its place; after MAX_REPLACEMENTS in one wave the
@@ -135,12 +143,7 @@ export class WaveChecks {
   async replaceOffline(r: RolloutRow): Promise<boolean> {
     if (r.wave >= wavesOf(r).length - 1) return false;
     const now = this.deps.now();
-    const graceMs = r.canaryGraceSeconds * 1000;
-    const gone = members(this.db, r.id, { wave: r.wave, states: ['desired'] }).filter((m) => {
-      if (m.device.online) return false;
-      const since = Math.max(Date.parse(m.desiredAt ?? r.updatedAt), m.device.lastSeen ? Date.parse(m.device.lastSeen) : 0);
-      return now.getTime() - since >= graceMs;
-    });
+    const gone = members(this.db, r.id, { wave: r.wave, states: ['desired'] }).filter((m) => this.gone(r, m, now));
     let replacements = r.replacements;
     for (const m of gone) {
       if (replacements >= MAX_REPLACEMENTS) break;
@@ -166,9 +169,9 @@ export class WaveChecks {
   }
 
   /**
-   * The current wave passed: no online device of it still pending, at least one installed (or, with
-   * none installed, none failed), and every installed one healthy (its last telemetry 'ok' for the
-   * release when required) for soakSeconds. Offline devices are not waited for.
+   * The current wave passed: no device of it still pending (offline ones count only for
+   * canaryGraceSeconds), at least one installed (or, with none installed, none failed), and every
+   * installed one healthy (its last telemetry 'ok' for the release when required) for soakSeconds.
    */
   async wavePassed(r: RolloutRow): Promise<boolean> {
     const now = this.deps.now();
@@ -177,7 +180,8 @@ export class WaveChecks {
       if (r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: null });
       return false;
     };
-    if (wave.some((m) => (m.state === 'waiting' || m.state === 'desired') && m.device.online)) return resetSoak();
+    // An online device still pending holds the wave; an offline one only for canaryGraceSeconds (then it is replaced, or left to its timeout).
+    if (wave.some((m) => m.state === 'waiting' || (m.state === 'desired' && !this.gone(r, m, now)))) return resetSoak();
     const installed = wave.filter((m) => m.state === 'installed');
     if (!installed.length) {
       if (wave.some((m) => m.state === 'waiting' || m.state === 'desired')) return resetSoak();
