@@ -108,8 +108,9 @@ export class EdgeDaemon {
     await mkdir(config.dataDir, { recursive: true });
     const options = await mqttClientOptions(config, lastWill(id, null, this.now()));
     this.client = mqtt.connect(config.mqtt.url, options); // manualConnect: no I/O until start()
-    // A fleet that lost its broker together must not come back in lockstep (issue 8).
-    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs });
+    // A fleet that lost its broker together must not come back in lockstep (issue 8): from reconnectMs up
+    // to 16× it (5 s → 80 s with the default), jittered.
+    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
     this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, log: log.child({ module: 'edge/outbox' }) });
     const rt = config.runtime;
     this.gate = new HealthGate({

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ApiClient, addApiOptions, apiClientFromFlags } from '../../shared/cli/api-client.js';
 import { UsageError, parseNumber, parsePositiveInt } from '../../shared/cli/errors.js';
 import { DEVICE_ID_RE } from '../../shared/protocol/topics.js';
+import { ROLLOUT_DEVICE_STATES } from './policy.js';
 
 /** What the CLI reads of `GET /v1/rollouts/{id}` (loose: a newer cloud may add fields). */
 const rolloutSchema = z.object({
@@ -52,7 +53,8 @@ export function parseWaves(value: string): number[] {
 }
 
 function summary(r: Rollout): string {
-  const counts = Object.entries(r.counts ?? {}).filter(([, n]) => n > 0).map(([s, n]) => `${n} ${s}`).join(', ');
+  const order = (s: string) => (ROLLOUT_DEVICE_STATES as readonly string[]).indexOf(s) >>> 0;
+  const counts = Object.entries(r.counts ?? {}).filter(([, n]) => n > 0).sort(([a], [b]) => order(a) - order(b)).map(([s, n]) => `${n} ${s}`).join(', ');
   const lines = [`rollout ${r.id}: model ${r.model} release ${r.release}, ${r.state}${ACTIVE.includes(r.state) ? ` (wave ${r.wave + 1}/${r.waves.length})` : ''}${r.reason ? ` — ${r.reason}` : ''}`, `  devices: ${counts || 'none'}`];
   if (r.paused) lines.push(`  paused: ${r.pauseReason}`);
   if (r.securityAlert) lines.push(`  security alert: ${r.securityAlert}`);

@@ -100,7 +100,7 @@ export class SimDevice {
     const { config, log } = this;
     await mkdir(config.dataDir, { recursive: true });
     this.client = mqtt.connect(config.mqtt.url, await mqttClientOptions(config, lastWill(config.deviceId, null, new Date())));
-    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs });
+    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
     this.host = this.opts.sessions.host(log);
     this.updates = await UpdateManager.create({
       deviceId: config.deviceId,

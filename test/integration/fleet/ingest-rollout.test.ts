@@ -46,6 +46,17 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     closers.push(() => cloud.dispose(), () => ingest.dispose());
   }
 
+  /** The cloud with releases 1 and 2 (2's parent is 1) and a rollout engine ticking every 100 ms. */
+  async function startEngine(): Promise<RolloutEngine> {
+    await startCloud();
+    fx.addRelease(1);
+    fx.addRelease(2, { parent: 1 });
+    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
+    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
+    closers.push(() => engine.dispose());
+    return engine;
+  }
+
   async function device(id: string): Promise<MqttClient> {
     const c = await connectClient(broker.url, `dev-${id}-${randomUUID().slice(0, 6)}`);
     closers.push(() => c.endAsync(true));
@@ -89,12 +100,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
   });
 
   it('rolls a release out to real devices: canary, then fleet, then completed', async () => {
-    await startCloud();
-    fx.addRelease(1);
-    fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => engine.dispose());
+    const engine = await startEngine();
     const devs = await Promise.all(['pi-1', 'pi-2', 'pi-3'].map((id) => SimDevice.connect(broker.url, id, fx.trusted)));
     for (const d of devs) closers.push(() => d.close());
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
@@ -108,12 +114,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
   });
 
   it('rolls back over real devices: only the canary ever sees the bad release', async () => {
-    await startCloud();
-    fx.addRelease(1);
-    fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => engine.dispose());
+    const engine = await startEngine();
     const devs = await Promise.all(['pi-1', 'pi-2', 'pi-3'].map((id) => SimDevice.connect(broker.url, id, fx.trusted)));
     for (const d of devs) {
       d.rejectRelease = 2;
@@ -130,12 +131,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
   });
 
   it('a switched-off device times out and a failing one is quarantined: the rollout completes, the quarantined one is never told the bad release again, the late install is recorded', async () => {
-    await startCloud();
-    fx.addRelease(1);
-    fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => engine.dispose());
+    const engine = await startEngine();
     const good = await SimDevice.connect(broker.url, 'pi-1', fx.trusted);
     const bad = await SimDevice.connect(broker.url, 'pi-2', fx.trusted);
     bad.rejectRelease = 2;

@@ -1,9 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { REJECT_CLASSES, eventEffect, rollbackDue } from '../../../cloud/rollouts/policy.js';
 import { verifyManifest } from '../../../shared/manifest/index.js';
 import { REJECT_REASONS, topics } from '../../../shared/protocol/index.js';
 import { MODEL } from '../fleet/fixtures.js';
-import { RolloutHarness, ids } from './harness.js';
+import { RolloutHarness, ids, onFakeTime } from './harness.js';
 
 describe('failure classification', () => {
   it('classifies every REJECT_REASONS entry as the issue says (a new reason cannot go unclassified)', () => {
@@ -42,18 +42,10 @@ describe('failure classification', () => {
 
 describe('failures in a rollout', () => {
   let h: RolloutHarness;
-
-  beforeEach(() => {
-    vi.useFakeTimers({ now: new Date('2030-01-01T00:00:00Z') });
-    h = new RolloutHarness();
-    h.addRelease(1);
-    h.addRelease(2, 1);
-    for (const id of ids(12)) h.fx.addDevice(id, { runningSeq: 1, desiredSeq: 1 });
-  });
-  afterEach(async () => {
-    await h.dispose();
-    vi.useRealTimers();
-  });
+  onFakeTime(
+    (x) => (h = x),
+    (x) => ids(12).forEach((id) => x.fx.addDevice(id, { runningSeq: 1, desiredSeq: 1 })),
+  );
 
   it('each failure kind below the threshold: counted and quarantined on the running release, re-issued above the release it refused', async () => {
     await h.boot();

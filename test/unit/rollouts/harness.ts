@@ -3,7 +3,7 @@
  * the real ingest, with a recording MQTT publisher, for fake-timer scenarios. `restart()` is a cloud
  * restart: a new process on the same DB whose embedded broker lost every retained message.
  */
-import { vi } from 'vitest';
+import { afterEach, beforeEach, vi } from 'vitest';
 import { and, eq } from 'drizzle-orm';
 import { Ingest } from '../../../cloud/fleet/ingest.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
@@ -100,4 +100,24 @@ export class RolloutHarness {
     await this.shutdown();
     this.fx.dispose();
   }
+}
+
+/**
+ * Registers beforeEach/afterEach for fake-time scenarios: time starts at 2030-01-01, a fresh harness has
+ * releases 1 and 2 (2's parent is 1) and whatever `setup` adds; `use` receives it.
+ */
+export function onFakeTime(use: (h: RolloutHarness) => void, setup: (h: RolloutHarness) => void = () => undefined): void {
+  let h: RolloutHarness;
+  beforeEach(() => {
+    vi.useFakeTimers({ now: new Date('2030-01-01T00:00:00Z') });
+    h = new RolloutHarness();
+    h.addRelease(1);
+    h.addRelease(2, 1);
+    setup(h);
+    use(h);
+  });
+  afterEach(async () => {
+    await h.dispose();
+    vi.useRealTimers();
+  });
 }

@@ -1,21 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MODEL, statusPayload, telemetryPayload } from '../fleet/fixtures.js';
-import { RolloutHarness, ids } from './harness.js';
+import { RolloutHarness, ids, onFakeTime } from './harness.js';
 
 /** Waves, device timeouts, canary replacement, pause/resume and restarts (issue 8), on fake time. */
 describe('rollout lifecycle', () => {
   let h: RolloutHarness;
-
-  beforeEach(() => {
-    vi.useFakeTimers({ now: new Date('2030-01-01T00:00:00Z') });
-    h = new RolloutHarness();
-    h.addRelease(1);
-    h.addRelease(2, 1);
-  });
-  afterEach(async () => {
-    await h.dispose();
-    vi.useRealTimers();
-  });
+  onFakeTime((x) => (h = x));
 
   it('two devices switched off for the whole rollout: they time out, the rollout completes, and a late install is still recorded', async () => {
     for (const id of ids(8)) h.fx.addDevice(id, { runningSeq: 1, desiredSeq: 1 });
