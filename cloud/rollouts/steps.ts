@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, desc, eq, inArray, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
-import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
+import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
 import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
@@ -219,8 +219,14 @@ export class RolloutSteps {
       try {
         await this.deps.publisher.publishDesired(deviceId, signed);
       } catch (err) {
-        errors.push(err);
         this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
+        if (err instanceof IncompatibleReleaseError) {
+          // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
+          if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
+          this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
+          return;
+        }
+        errors.push(err);
         if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
         this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
       }

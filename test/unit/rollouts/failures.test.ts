@@ -1,8 +1,12 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { inArray } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
+import { devices, releases } from '../../../cloud/registry/schema.js';
+import { signManifest, verifyManifest } from '../../../shared/manifest/index.js';
 import { REJECT_CLASSES, eventEffect, rollbackDue } from '../../../cloud/rollouts/policy.js';
-import { verifyManifest } from '../../../shared/manifest/index.js';
 import { REJECT_REASONS, topics } from '../../../shared/protocol/index.js';
-import { MODEL } from '../fleet/fixtures.js';
+import { MODEL, artifactBytes } from '../fleet/fixtures.js';
 import { RolloutHarness, ids, onFakeTime } from './harness.js';
 
 describe('failure classification', () => {
@@ -134,6 +138,27 @@ describe('failures in a rollout', () => {
     expect(v.rollout.reason).toMatch(/^2 failed of 5 settled in waves 1..1/);
     for (const id of w0) expect(h.fake.desiredRelease(id)).toBe(3);
     for (const id of w1) expect(h.fake.desiredHistory(id)).not.toContain(2);
+  });
+
+  it('a release needing a capability a device did not declare: that device is incompatible and sent nothing, the others get it', async () => {
+    const bytes = artifactBytes(5);
+    const m = h.fx.manifest(5, bytes, { parent: 1, input: { shape: [4], dtype: 'float32', scaling: { scale: 1, offset: 0 }, raw: 'float32', range: [0, 1] } });
+    const signed = signManifest(m, h.fx.key);
+    const artifactPath = join('artifacts', `${m.artifact.sha256}.onnx`);
+    writeFileSync(join(h.fx.dir, artifactPath), bytes);
+    h.fx.db.insert(releases).values({ model: MODEL, seq: 5, sha256: m.artifact.sha256, bytes: bytes.byteLength, quantization: 'fp32', metrics: {}, manifest: signed.manifest, signature: signed.signature, parentSeq: 1, artifactPath }).run();
+    h.fx.db.update(devices).set({ protocolVersion: 2, capabilities: ['manifest.input-range'] }).where(inArray(devices.id, ids(6))).run();
+    await h.boot();
+    const r = await h.engine.create({ model: MODEL, releaseSeq: 5, waves: [1] });
+    const v = h.view(r.id);
+    expect(v.counts).toMatchObject({ desired: 6, incompatible: 6 });
+    for (const id of ids(12).slice(6)) {
+      expect(h.row(r.id, id)).toMatchObject({ state: 'incompatible', reason: 'needs manifest.input-range' });
+      expect(h.fake.desiredRelease(id)).toBe(1); // still what it had
+      expect(h.fx.device(id)!.desiredSeq).toBe(1);
+    }
+    for (const id of ids(6)) await h.install(id, 5);
+    expect(h.view(r.id).rollout).toMatchObject({ state: 'completed', reason: '6 installed, 6 incompatible' });
   });
 
   it('superseding: overlapping devices move to the newer rollout; the older keeps the rest and completes; disjoint targets are untouched', async () => {

@@ -6,6 +6,7 @@
 import { afterEach, beforeEach, vi } from 'vitest';
 import { and, eq } from 'drizzle-orm';
 import { Ingest } from '../../../cloud/fleet/ingest.js';
+import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { RolloutEngine, type RolloutEngineDeps } from '../../../cloud/rollouts/engine.js';
 import { rolloutDevices, rolloutTransitions } from '../../../cloud/registry/schema.js';
@@ -25,7 +26,7 @@ export class RolloutHarness {
   async boot(extra: Partial<RolloutEngineDeps> = this.extra): Promise<void> {
     this.extra = extra;
     this.ingest = await Ingest.create({ registry: this.fx.registry });
-    const publisher = new ReleasePublisher({ mqtt: this.fake, dataDir: this.fx.dir });
+    const publisher = new ReleasePublisher({ mqtt: this.fake, dataDir: this.fx.dir, compatOf: (id) => deviceCompatOf(this.fx.registry, id) });
     this.engine = await RolloutEngine.create({ registry: this.fx.registry, publisher, reissue: this.fx.reissue, signals: this.ingest, tickSeconds: 5, ...extra });
   }
 
@@ -47,22 +48,28 @@ export class RolloutHarness {
     this.shas[seq] = this.fx.addRelease(seq, { parent }).sha256;
   }
 
+  /** A device message through ingest, committed at once (ingest batches status and telemetry writes). */
+  feed(...args: Parameters<Ingest['handleMessage']>): void {
+    void this.ingest.handleMessage(...args);
+    this.ingest.flush();
+  }
+
   /** What a device daemon reports after installing `seq`: status, event, then a healthy heartbeat. */
   async install(id: string, seq: number): Promise<void> {
-    this.ingest.handleMessage('status', id, statusPayload(id, seq, this.shas[seq]));
-    this.ingest.handleMessage('events', id, eventPayload(id, 'installed', seq));
-    this.ingest.handleMessage('telemetry', id, telemetryPayload(id, seq, 'ok'));
+    this.feed('status', id, statusPayload(id, seq, this.shas[seq]));
+    this.feed('events', id, eventPayload(id, 'installed', seq));
+    this.feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
     await this.engine.idle();
   }
 
   async event(id: string, type: DeviceEvent['type'], seq: number | null, reason?: DeviceEvent['reason']): Promise<void> {
-    this.ingest.handleMessage('events', id, eventPayload(id, type, seq, reason));
+    this.feed('events', id, eventPayload(id, type, seq, reason));
     await this.engine.idle();
   }
 
   /** The device connects (online status) running `seq`. */
   async online(id: string, seq: number | null): Promise<void> {
-    this.ingest.handleMessage('status', id, statusPayload(id, seq, seq === null ? null : this.shas[seq]));
+    this.feed('status', id, statusPayload(id, seq, seq === null ? null : this.shas[seq]));
     await this.engine.idle();
   }
 
