@@ -8,6 +8,7 @@ import { edgeCommand } from '../edge/cli.js';
 import { cloudCommand } from '../cloud/cli.js';
 import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
+import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   program.addCommand(cloudCommand());
   program.addCommand(demoCommand());
   program.addCommand(simCommand());
+  program.addCommand(rolloutCommand());
   return program;
 }
 

@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
-import { mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
+import { jitterReconnects, mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, buildExample } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
@@ -108,6 +108,9 @@ export class EdgeDaemon {
     await mkdir(config.dataDir, { recursive: true });
     const options = await mqttClientOptions(config, lastWill(id, null, this.now()));
     this.client = mqtt.connect(config.mqtt.url, options); // manualConnect: no I/O until start()
+    // A fleet that lost its broker together must not come back in lockstep (issue 8): from reconnectMs up
+    // to 16× it (5 s → 80 s with the default), jittered.
+    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
     this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, log: log.child({ module: 'edge/outbox' }) });
     const rt = config.runtime;
     this.gate = new HealthGate({

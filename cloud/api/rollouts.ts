@@ -2,20 +2,27 @@ import { and, eq, inArray } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { releaseSeq } from '../../shared/protocol/schemas.js';
-import { ROLLOUT_STATES } from '../rollouts/policy.js';
+import type { RolloutView } from '../rollouts/engine.js';
+import { ROLLOUT_STATES, wavesOf } from '../rollouts/policy.js';
 import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
-import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
+import { modelName, rolloutPolicyFields, rolloutTargetSchema, rolloutWaveFields } from './schemas.js';
 import type { RolloutTarget } from './types.js';
 
-export const createRolloutBodySchema = z.strictObject({
-  model: modelName,
-  release: releaseSeq,
-  target: rolloutTargetSchema,
-  ...rolloutPolicyFields,
-});
+export const createRolloutBodySchema = z
+  .strictObject({
+    model: modelName,
+    release: releaseSeq,
+    target: rolloutTargetSchema,
+    ...rolloutPolicyFields,
+    ...rolloutWaveFields,
+  })
+  .superRefine((b, ctx) => {
+    // `canaryShare: s` is `waves: [s, 1]`; both at once would be ambiguous (issue 8).
+    if (b.waves !== undefined && b.canaryShare !== undefined) ctx.addIssue({ code: 'custom', path: ['canaryShare'], message: 'give either waves or canaryShare, not both' });
+  });
 
 export const rolloutSchema = z.strictObject({
   id: z.string(),
@@ -23,11 +30,21 @@ export const rolloutSchema = z.strictObject({
   release: z.number().int(),
   target: z.union([z.strictObject({ kind: z.literal('all') }), z.strictObject({ kind: z.literal('group'), group: z.string() }), z.strictObject({ kind: z.literal('devices'), ids: z.array(z.string()) })]),
   canaryShare: z.number(),
+  waves: z.array(z.number()),
+  /** Index of the wave in progress (0: canaries). */
+  wave: z.number().int(),
   soakSeconds: z.number().int(),
   failureThreshold: z.number(),
-  /** pending → canary → fleet → completed; aborted; rolling_back → rolled_back */
+  minFailures: z.number().int(),
+  deviceTimeoutSeconds: z.number().int(),
+  canaryGraceSeconds: z.number().int(),
+  /** pending → canary → fleet → completed | superseded; aborted; rolling_back → rolled_back */
   state: z.enum(ROLLOUT_STATES),
   reason: z.string().nullable(),
+  paused: z.boolean(),
+  pauseReason: z.string().nullable(),
+  securityAlert: z.string().nullable(),
+  replacements: z.number().int(),
   rollbackRelease: z.number().int().nullable(),
   canaryStartedAt: z.string().nullable(),
   canaryHealthySince: z.string().nullable(),
@@ -35,9 +52,16 @@ export const rolloutSchema = z.strictObject({
   updatedAt: z.string(),
 });
 export const rolloutDetailSchema = rolloutSchema.extend({
-  /** Devices per state: waiting → desired → installed | rejected | rolled_back. */
+  /** Devices per state: waiting → desired → installed | failed | quarantined | timed_out | superseded | held_back | incompatible. */
   counts: z.record(z.string(), z.number().int()),
-  devices: z.array(z.strictObject({ deviceId: z.string(), canary: z.boolean(), state: z.string(), reason: z.string().nullable(), updatedAt: z.string() })),
+  waveProgress: z.array(z.strictObject({ share: z.number(), counts: z.record(z.string(), z.number().int()) })),
+  /** Of the target's devices seen since the rollout started, the share running the release. */
+  coverage: z.strictObject({ connected: z.number().int(), running: z.number().int(), share: z.number().nullable() }),
+  devices: z.array(
+    z.strictObject({ deviceId: z.string(), canary: z.boolean(), wave: z.number().int(), state: z.string(), reason: z.string().nullable(), installedAt: z.string().nullable(), supersededBy: z.string().nullable(), updatedAt: z.string() }),
+  ),
+  /** The transition log, newest first (at most 100). */
+  transitions: z.array(z.strictObject({ at: z.string(), deviceId: z.string().nullable(), from: z.string().nullable(), to: z.string(), reason: z.string().nullable() })),
 });
 
 function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
@@ -47,10 +71,19 @@ function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
     release: r.releaseSeq,
     target: r.target as RolloutTarget,
     canaryShare: r.canaryShare,
+    waves: wavesOf(r),
+    wave: r.wave,
     soakSeconds: r.soakSeconds,
     failureThreshold: r.failureThreshold,
+    minFailures: r.minFailures,
+    deviceTimeoutSeconds: r.deviceTimeoutSeconds,
+    canaryGraceSeconds: r.canaryGraceSeconds,
     state: r.state as (typeof ROLLOUT_STATES)[number],
     reason: r.reason,
+    paused: r.pausedAt !== null,
+    pauseReason: r.pauseReason,
+    securityAlert: r.securityAlert,
+    replacements: r.replacements,
     rollbackRelease: r.rollbackSeq,
     canaryStartedAt: r.canaryStartedAt,
     canaryHealthySince: r.canaryHealthySince,
@@ -62,6 +95,7 @@ function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
 const idParam = z.strictObject({ id: z.string().min(1).max(128) });
 const notFoundDoc = { 404: { description: 'no such rollout', schema: errorBodySchema } };
 const conflictDoc = { 409: { description: 'the rollout has finished (rollout_conflict)', schema: errorBodySchema } };
+const pauseConflictDoc = { 409: { description: 'the rollout has finished, or is already paused / not paused (rollout_conflict)', schema: errorBodySchema } };
 const invalid = (message: string, field: string) => new ApiError(422, 'invalid_rollout', message, field);
 
 /**
@@ -69,21 +103,29 @@ const invalid = (message: string, field: string) => new ApiError(422, 'invalid_r
  * rest to the RolloutEngine (cloud/rollouts), whose typed errors become 404/409/422.
  */
 export function rolloutRoutes(ctx: ApiContext): Hono {
-  const detail = async (id: string) => {
+  const detail = async (id: string): Promise<z.infer<typeof rolloutDetailSchema>> => {
     const got = await ctx.rollouts.get(id);
     if (!got) throw notFound(`rollout ${id}`, 'id', 'rollout_not_found');
     const row = 'rollout' in got ? got.rollout : got;
-    const devs = ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
+    const v = 'coverage' in got ? (got as RolloutView) : undefined;
+    const devs = v?.devices ?? ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
     const counts: Record<string, number> = {};
     for (const d of devs) counts[d.state] = (counts[d.state] ?? 0) + 1;
-    return { ...view(row), counts, devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, state: d.state, reason: d.reason, updatedAt: d.updatedAt })) };
+    return {
+      ...view(row),
+      counts,
+      waveProgress: v?.waves.map((w) => ({ share: w.share, counts: w.counts as Record<string, number> })) ?? [],
+      coverage: v?.coverage ?? { connected: 0, running: 0, share: null },
+      devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, wave: d.wave, state: d.state, reason: d.reason, installedAt: d.installedAt, supersededBy: d.supersededBy, updatedAt: d.updatedAt })),
+      transitions: (v?.transitions ?? []).map((t) => ({ at: t.at, deviceId: t.deviceId, from: t.fromState, to: t.toState, reason: t.reason })),
+    };
   };
 
   return new Hono()
     .post(
       '/',
       describeRoute({
-        summary: 'Start a rollout: canary share first, then the rest of the target after the soak',
+        summary: 'Start a rollout in waves (the first wave is the canaries), each soaked and checked before the next',
         responses: {
           201: { description: 'the rollout', schema: rolloutSchema },
           400: { description: 'invalid body', schema: errorBodySchema },
@@ -104,14 +146,8 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
           const missing = ids.filter((id) => !found.has(id));
           if (missing.length) throw invalid(`unknown or revoked device(s): ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''}`, 'target.devices');
         }
-        const row = await ctx.rollouts.create({
-          model: body.model,
-          releaseSeq: body.release,
-          target: body.target,
-          canaryShare: body.canaryShare,
-          soakSeconds: body.soakSeconds,
-          failureThreshold: body.failureThreshold,
-        });
+        const { model, release, target, ...policy } = body;
+        const row = await ctx.rollouts.create({ model, releaseSeq: release, target, ...policy });
         ctx.log.info({ rollout: row.id, model: body.model, release: body.release }, 'rollout created');
         c.header('Location', `/v1/rollouts/${row.id}`);
         return c.json(view(row), 201);
@@ -143,6 +179,32 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await detail(id);
         await ctx.rollouts.abort(id, c.req.valid('json').reason);
         ctx.log.info({ rollout: id }, 'rollout aborted');
+        return c.json(await detail(id));
+      },
+    )
+    .post(
+      '/:id/pause',
+      describeRoute({ summary: 'Pause a rollout: no new wave, no canary replacement, device timeouts stop', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc, ...pauseConflictDoc } }),
+      validate('param', idParam),
+      validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('paused by operator') }), { optional: true }),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        await detail(id);
+        await ctx.rollouts.pause(id, c.req.valid('json').reason);
+        ctx.log.info({ rollout: id }, 'rollout paused');
+        return c.json(await detail(id));
+      },
+    )
+    .post(
+      '/:id/resume',
+      describeRoute({ summary: 'Resume a paused rollout (device deadlines move forward by the paused time)', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc, ...pauseConflictDoc } }),
+      validate('param', idParam),
+      validate('json', z.strictObject({}), { optional: true }),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        await detail(id);
+        await ctx.rollouts.resume(id);
+        ctx.log.info({ rollout: id }, 'rollout resumed');
         return c.json(await detail(id));
       },
     )

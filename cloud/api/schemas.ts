@@ -35,9 +35,17 @@ export const rolloutTargetSchema = z
   ], { error: 'expected "all", { "group": NAME } or { "devices": [IDS] }' })
   .transform((t): RolloutTarget => (t === 'all' ? { kind: 'all' } : 'group' in t ? { kind: 'group', group: t.group } : { kind: 'devices', ids: [...new Set(t.devices)] }));
 
-/** How a release goes out: canary share first, soak, then the rest; abort past the failure threshold. The engine's own fields and defaults (cloud/fleet). */
+/** How a release goes out: waves (or a canary share), soak, device timeout, failure threshold. The engine's own fields and defaults (cloud/rollouts). */
 export const rolloutPolicyFields = {
   canaryShare: rolloutRequestSchema.shape.canaryShare,
   soakSeconds: rolloutRequestSchema.shape.soakSeconds,
   failureThreshold: rolloutRequestSchema.shape.failureThreshold,
+};
+
+/** The rest of the engine's policy, accepted by `POST /v1/rollouts`. */
+export const rolloutWaveFields = {
+  waves: rolloutRequestSchema.shape.waves,
+  minFailures: rolloutRequestSchema.shape.minFailures,
+  deviceTimeoutSeconds: rolloutRequestSchema.shape.deviceTimeoutSeconds,
+  canaryGraceSeconds: rolloutRequestSchema.shape.canaryGraceSeconds,
 };

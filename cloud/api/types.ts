@@ -29,12 +29,17 @@ export interface CreateRolloutInput {
   /** Checked by the API: exists and belongs to `model`. */
   releaseSeq: number;
   target: RolloutTarget;
-  /** 0..1: share of the targeted devices that get the release first. */
-  canaryShare: number;
-  /** How long the canaries must stay healthy before the rest of the fleet gets the release. */
+  /** Cumulative shares of the target per wave; the first wave is the canaries. */
+  waves?: number[];
+  /** 0..1: the same as `waves: [canaryShare, 1]`. */
+  canaryShare?: number;
+  /** How long each wave's installed devices must stay healthy before the next wave. */
   soakSeconds: number;
-  /** 0..1: share of failed devices (rejected / rolled back) that aborts and rolls back. */
+  /** Roll back when failed ≥ max(minFailures, ceil(failureThreshold × settled)). */
   failureThreshold: number;
+  minFailures?: number;
+  deviceTimeoutSeconds?: number;
+  canaryGraceSeconds?: number;
 }
 
 /** Rollouts (the cloud/rollouts RolloutEngine). */
@@ -45,7 +50,11 @@ export interface RolloutsService {
   abort(id: string, reason: string): Promise<unknown>;
   /** Re-issues the previous release to the rollout's devices. Same errors as `abort`. */
   rollback(id: string): Promise<unknown>;
-  /** The row, or a view holding it (the RolloutEngine answers `{ rollout, devices, counts }`). */
+  /** Stops waves, replacements and device timeouts where they are. Conflict when not active or already paused. */
+  pause(id: string, reason: string): Promise<unknown>;
+  /** Conflict when not paused. */
+  resume(id: string): Promise<unknown>;
+  /** The row, or a view holding it (the RolloutEngine answers `{ rollout, devices, counts, ... }`). */
   get(id: string): Awaitable<RolloutRow | { rollout: RolloutRow } | undefined>;
   /** Newest first. */
   list(): Awaitable<RolloutRow[]>;

@@ -91,13 +91,31 @@ export const rollouts = sqliteTable(
     canaryShare: real('canary_share').notNull(),
     soakSeconds: integer('soak_seconds').notNull(),
     failureThreshold: real('failure_threshold').notNull(),
-    /** pending → canary → fleet → completed | aborted | rolled_back. */
+    /** pending → canary (wave 0) → fleet (later waves) → completed | aborted | superseded; rolling_back → rolled_back. */
     state: text('state').notNull(),
     reason: text('reason'),
     /** Release re-issued when this rollout was rolled back. */
     rollbackSeq: integer('rollback_seq'),
     canaryStartedAt: text('canary_started_at'),
+    /** Since when every installed device of the current wave has been healthy (the soak clock). */
     canaryHealthySince: text('canary_healthy_since'),
+    /** JSON number[]: cumulative shares of the target per wave; the first wave is the canaries. */
+    waves: text('waves', { mode: 'json' }).$type<number[]>(),
+    /** Index of the wave in progress. */
+    wave: integer('wave').notNull().default(0),
+    waveStartedAt: text('wave_started_at'),
+    deviceTimeoutSeconds: integer('device_timeout_seconds').notNull().default(3600),
+    minFailures: integer('min_failures').notNull().default(2),
+    canaryGraceSeconds: integer('canary_grace_seconds').notNull().default(300),
+    /** Offline canaries replaced in the current wave. */
+    replacements: integer('replacements').notNull().default(0),
+    /** Set while paused (operator, security alert, too many replacements); device timeouts stop meanwhile. */
+    pausedAt: text('paused_at'),
+    pauseReason: text('pause_reason'),
+    /** The last security alert (a device refused the release for a trust reason). */
+    securityAlert: text('security_alert'),
+    /** JSON { [runningSeq]: reissuedSeq }: re-issues made to put quarantined devices back on their release. */
+    quarantineSeqs: text('quarantine_seqs', { mode: 'json' }).$type<Record<string, number>>(),
     createdAt: text('created_at').notNull().default(now),
     updatedAt: text('updated_at').notNull().default(now),
   },
@@ -110,12 +128,40 @@ export const rolloutDevices = sqliteTable(
     rolloutId: text('rollout_id').notNull().references(() => rollouts.id),
     deviceId: text('device_id').notNull(),
     canary: integer('canary', { mode: 'boolean' }).notNull(),
-    /** waiting → desired → installed | rejected | rolled_back. */
+    /** waiting → desired → installed | failed | quarantined | timed_out | superseded | held_back | incompatible (cloud/rollouts/policy). */
     state: text('state').notNull(),
     reason: text('reason'),
+    /** The wave the device belongs to (0: canary). */
+    wave: integer('wave').notNull().default(0),
+    desiredAt: text('desired_at'),
+    /** When a device still `desired` becomes `timed_out` (moved forward by the time the rollout was paused). */
+    deadlineAt: text('deadline_at'),
+    /** When the device reported the release running: also after a terminal state (a late install). */
+    installedAt: text('installed_at'),
+    /** The newer rollout that took this device over. */
+    supersededBy: text('superseded_by'),
     updatedAt: text('updated_at').notNull().default(now),
   },
-  (t) => [uniqueIndex('rollout_devices_pk').on(t.rolloutId, t.deviceId), index('rollout_devices_device_idx').on(t.deviceId)],
+  (t) => [
+    uniqueIndex('rollout_devices_pk').on(t.rolloutId, t.deviceId),
+    index('rollout_devices_device_idx').on(t.deviceId),
+    index('rollout_devices_state_idx').on(t.rolloutId, t.state),
+  ],
+);
+
+/** Every rollout and rollout-device state change (device_id null for the rollout's own). */
+export const rolloutTransitions = sqliteTable(
+  'rollout_transitions',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    rolloutId: text('rollout_id').notNull(),
+    deviceId: text('device_id'),
+    at: text('at').notNull(),
+    fromState: text('from_state'),
+    toState: text('to_state').notNull(),
+    reason: text('reason'),
+  },
+  (t) => [index('rollout_transitions_rollout_idx').on(t.rolloutId, t.id)],
 );
 
 export const examples = sqliteTable(
@@ -174,5 +220,6 @@ export type ReleaseRow = typeof releases.$inferSelect;
 export type DeviceRow = typeof devices.$inferSelect;
 export type RolloutRow = typeof rollouts.$inferSelect;
 export type RolloutDeviceRow = typeof rolloutDevices.$inferSelect;
+export type RolloutTransitionRow = typeof rolloutTransitions.$inferSelect;
 export type ExampleRow = typeof examples.$inferSelect;
 export type RoundRow = typeof rounds.$inferSelect;

@@ -1,12 +1,12 @@
-import { and, desc, eq } from 'drizzle-orm';
+import { and, desc, eq, gte } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
-import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
+import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
-import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
+import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, wavesOf, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
 import { RolloutSteps } from './steps.js';
-import { activeMemberships, activeRollouts, getRollout, setRollout } from './store.js';
+import { activeMemberships, activeRollouts, getRollout, setRollout, transitionsOf } from './store.js';
 
 export interface Timers {
   setInterval(fn: () => void, ms: number): unknown;
@@ -48,20 +48,27 @@ export interface RolloutView {
   rollout: RolloutRow;
   devices: RolloutDeviceRow[];
   counts: Record<RolloutDeviceState, number>;
+  /** Per wave: its cumulative share and its devices per state. */
+  waves: { share: number; counts: Partial<Record<RolloutDeviceState, number>> }[];
+  /** Of the target's devices seen since the rollout started, how many run the release (installed, also late). */
+  coverage: { connected: number; running: number; share: number | null };
+  /** Newest first. */
+  transitions: RolloutTransitionRow[];
 }
 
 const ABORTABLE: readonly string[] = ['pending', 'canary', 'fleet', 'rolling_back'] satisfies RolloutState[];
-const ROLLBACKABLE: readonly string[] = ['canary', 'fleet', 'completed', 'aborted', 'rolling_back'] satisfies RolloutState[];
+const PAUSABLE: readonly string[] = ['pending', 'canary', 'fleet'] satisfies RolloutState[];
+const ROLLBACKABLE: readonly string[] = ['canary', 'fleet', 'completed', 'aborted', 'rolling_back', 'superseded'] satisfies RolloutState[];
 
 /**
- * Rolls releases out canary → fleet and rolls them back (DESIGN.md "Cloud rules"); the transitions
- * are in `RolloutSteps`. All state is in the DB (rollouts, rollout_devices, devices.desired_seq), so
+ * Rolls releases out in waves, quarantines failed devices and rolls back past the threshold (DESIGN.md
+ * "Cloud rules", issue 8); the transitions are in `RolloutSteps` and `WaveChecks`. All state is in the DB (rollouts, rollout_devices, devices.desired_seq), so
  * `start()` in a fresh process resumes where the last one stopped. Every step runs through one
  * queue, so ticks, device signals and API calls never interleave half-way.
  *
  * @example
  * const engine = await RolloutEngine.create({ registry, publisher, reissue, signals: ingest });
- * const r = await engine.create({ model: 'mnist', releaseSeq: 7, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 600, failureThreshold: 0 });
+ * const r = await engine.create({ model: 'mnist', releaseSeq: 7, target: { kind: 'all' }, waves: [0.01, 0.1, 0.5, 1], soakSeconds: 600 });
  */
 export class RolloutEngine {
   private readonly log: Logger;
@@ -138,8 +145,9 @@ export class RolloutEngine {
   }
 
   /**
-   * Starts a rollout: stores it, gives the canaries the release (chunks + retained desired) and
-   * supersedes (aborts) an active rollout of the same model. Throws RolloutError (not_found, invalid).
+   * Starts a rollout: stores it, gives the first wave the release (chunks + retained desired) and takes
+   * over the devices it shares with an active rollout of the same model (superseded there). Throws
+   * RolloutError (not_found, invalid).
    */
   create(request: RolloutRequest): Promise<RolloutRow> {
     const parsed = rolloutRequestSchema.safeParse(request);
@@ -155,7 +163,7 @@ export class RolloutEngine {
     return this.exclusive(async () => {
       const r = this.steps.mustGet(id);
       if (!ABORTABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
-      setRollout(this.db, id, this.now(), { state: 'aborted', reason });
+      setRollout(this.db, id, this.now(), { state: 'aborted', reason, pausedAt: null });
       this.log.warn({ rollout: id, reason }, 'rollouts/aborted');
       await this.steps.gcQuietly();
       return this.steps.mustGet(id);
@@ -180,13 +188,65 @@ export class RolloutEngine {
     });
   }
 
+  /**
+   * Stops an active rollout where it is: no new wave, no replacement, and device timeouts stop (they
+   * move forward by the paused time on resume). Installs are still recorded and failures still handled.
+   */
+  pause(id: string, reason = 'paused by operator'): Promise<RolloutRow> {
+    return this.exclusive(async () => {
+      const r = this.steps.mustGet(id);
+      if (!PAUSABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
+      if (r.pausedAt) throw new RolloutError(`rollout ${id} is already paused (${r.pauseReason})`, 'conflict');
+      const now = this.now();
+      setRollout(this.db, id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason: `paused: ${reason}` });
+      this.log.warn({ rollout: id, reason }, 'rollouts/paused');
+      return this.steps.mustGet(id);
+    });
+  }
+
+  /** Continues a paused rollout; the deadlines of devices still pending move forward by the paused time. */
+  resume(id: string, reason = 'resumed by operator'): Promise<RolloutRow> {
+    return this.exclusive(async () => {
+      const r = this.steps.mustGet(id);
+      if (!r.pausedAt || !PAUSABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is not paused (${r.state})`, 'conflict');
+      const now = this.now();
+      const pausedMs = Math.max(0, now.getTime() - Date.parse(r.pausedAt));
+      this.db.transaction((tx) => {
+        for (const d of this.steps.desiredRows({ ...r, wave: Number.MAX_SAFE_INTEGER })) {
+          if (!d.deadlineAt) continue;
+          const deadlineAt = new Date(Date.parse(d.deadlineAt) + pausedMs).toISOString();
+          tx.update(rolloutDevices).set({ deadlineAt }).where(and(eq(rolloutDevices.rolloutId, id), eq(rolloutDevices.deviceId, d.deviceId))).run();
+        }
+        setRollout(tx, id, now, { pausedAt: null, pauseReason: null, replacements: 0, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `${reason} after ${Math.round(pausedMs / 1000)} s (was: ${r.pauseReason})` });
+      });
+      this.log.info({ rollout: id, pausedSeconds: pausedMs / 1000 }, 'rollouts/resumed');
+      await this.steps.evaluateAll();
+      return this.steps.mustGet(id);
+    });
+  }
+
   get(id: string): RolloutView | undefined {
     const rollout = getRollout(this.db, id);
     if (!rollout) return undefined;
     const rows = this.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).orderBy(rolloutDevices.deviceId).all();
     const counts = Object.fromEntries(ROLLOUT_DEVICE_STATES.map((s) => [s, 0])) as Record<RolloutDeviceState, number>;
-    for (const d of rows) counts[d.state as RolloutDeviceState]++;
-    return { rollout, devices: rows, counts };
+    const shares = wavesOf(rollout);
+    const waves = shares.map((share) => ({ share, counts: {} as Partial<Record<RolloutDeviceState, number>> }));
+    for (const d of rows) {
+      const s = d.state as RolloutDeviceState;
+      counts[s]++;
+      const w = waves[Math.min(d.wave, waves.length - 1)]!.counts;
+      w[s] = (w[s] ?? 0) + 1;
+    }
+    const seen = this.db
+      .select({ installedAt: rolloutDevices.installedAt, runningSeq: devices.runningSeq })
+      .from(rolloutDevices)
+      .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
+      .where(and(eq(rolloutDevices.rolloutId, id), gte(devices.lastSeen, rollout.createdAt)))
+      .all();
+    const running = seen.filter((d) => d.installedAt !== null || d.runningSeq === rollout.releaseSeq).length;
+    const coverage = { connected: seen.length, running, share: seen.length ? running / seen.length : null };
+    return { rollout, devices: rows, counts, waves, coverage, transitions: transitionsOf(this.db, id, 100) };
   }
 
   /** Newest first. */
@@ -262,7 +322,8 @@ export class RolloutEngine {
 
   private onTelemetry(deviceId: string): void {
     try {
-      if (activeMemberships(this.db, deviceId).some((m) => m.canary && m.rolloutState === 'canary')) this.requestEvaluate();
+      // Only the current wave's telemetry moves a soak; the tick covers the rest.
+      if (activeMemberships(this.db, deviceId).some((m) => m.inCurrentWave)) this.requestEvaluate();
     } catch (err) {
       this.log.error({ err, deviceId }, 'rollouts/telemetry-failed');
     }

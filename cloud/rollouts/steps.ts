@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { desc, eq, inArray } from 'drizzle-orm';
+import { and, desc, eq, inArray, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
+import { mapLimit } from '../../shared/util/map-limit.js';
+import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
-import { mapLimit } from '../../shared/util/map-limit.js';
-import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
-import { FAILED_DEVICE_STATES, RolloutError, SETTLED_DEVICE_STATES, inTarget, pickCanaries, type RolloutDeviceState, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
-import { activeRollouts, getRollout, members, setMember, setRollout, targetedDevices, type RolloutMember } from './store.js';
+import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
+import { supersedeOverlap } from './supersede.js';
+import { activeRollouts, countsByState, getRollout, logTransition, members, moveMember, setRollout, targetedDevices, type RolloutMember } from './store.js';
+import { WaveChecks } from './waves.js';
 
 export interface RolloutStepsDeps {
   registry: Registry;
@@ -21,26 +23,27 @@ export interface RolloutStepsDeps {
 
 const INSERT_CHUNK = 500;
 
-function telemetryOf(m: RolloutMember): { release: number | null; health: string } | undefined {
-  const t = m.device.lastTelemetry as { release?: number | null; health?: string } | null;
-  return t && typeof t.health === 'string' ? { release: t.release ?? null, health: t.health } : undefined;
-}
-
 /**
  * The rollout state machine: each method reads the DB, publishes, and writes the next state. Not
  * re-entrant: `RolloutEngine` runs every call through its queue.
  *
- *   pending ──(canaries given the release)──► canary ──(all settled, failures ≤ threshold, healthy
- *   for soakSeconds, telemetry evidence)──► fleet ──(every device settled)──► completed
- *   canary|fleet ──(failures > threshold)──► rolling_back ──(re-issue published)──► rolled_back
+ *   pending ──(wave 0 given the release)──► canary ──(wave passed: its online devices settled, failures
+ *   under the threshold, installed ones healthy for soakSeconds)──► fleet (wave 1, 2, …) ──(every
+ *   device terminal)──► completed | superseded
+ *   canary|fleet ──(failed + quarantined ≥ threshold)──► rolling_back ──(re-issue published)──► rolled_back
+ *
+ * Offline devices never hold a wave: it waits only for devices that are online; the others converge
+ * through their retained desired or become `timed_out`.
  */
 export class RolloutSteps {
   private readonly log: Logger;
   private readonly now: () => Date;
+  private readonly waves: WaveChecks;
 
   constructor(private readonly deps: RolloutStepsDeps) {
     this.log = deps.log;
     this.now = deps.now;
+    this.waves = new WaveChecks({ ...deps, give: (r, rel, ids) => this.give(r, rel, ids, true), release: (seq) => this.release(seq), reissueAbove: (r, prev, floor) => this.reissueAbove(r, prev, floor) });
   }
 
   private get db() {
@@ -65,24 +68,31 @@ export class RolloutSteps {
     const targeted = targetedDevices(this.db, req.target);
     if (!targeted.length) throw new RolloutError('no provisioned device matches the target', 'invalid');
     const id = (this.deps.newId ?? randomUUID)();
-    const canaries = pickCanaries(id, targeted, req.canaryShare);
+    const waves = wavesOf(req);
+    const assigned = assignWaves(id, targeted, waves);
     // Before anything is stored: a missing or corrupt artifact fails the request, not a rollout.
     await this.deps.publisher.ensureChunks(this.deps.registry, rel);
     // Strictly increasing creation times: "latest rollout" must not depend on a random id tie-break.
     const last = this.db.select({ at: rollouts.createdAt }).from(rollouts).orderBy(desc(rollouts.createdAt)).limit(1).get();
-    const at = new Date(Math.max(this.now().getTime(), last ? Date.parse(last.at) + 1 : 0)).toISOString();
+    const atDate = new Date(Math.max(this.now().getTime(), last ? Date.parse(last.at) + 1 : 0));
+    const at = atDate.toISOString();
     this.db.transaction((tx) => {
-      for (const old of activeRollouts(tx).filter((r) => r.model === req.model)) {
-        setRollout(tx, old.id, new Date(at), { state: 'aborted', reason: `superseded by rollout ${id}` });
-        this.log.info({ rollout: old.id, by: id }, 'rollouts/superseded');
-      }
-      tx.insert(rollouts).values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: req.canaryShare, soakSeconds: req.soakSeconds, failureThreshold: req.failureThreshold, state: 'pending', createdAt: at, updatedAt: at }).run();
+      const ids = new Set(targeted.map((d) => d.id));
+      for (const old of activeRollouts(tx).filter((r) => r.model === req.model && r.state !== 'rolling_back')) supersedeOverlap(tx, old, id, ids, atDate, this.log);
+      const { minFailures, failureThreshold, soakSeconds, deviceTimeoutSeconds, canaryGraceSeconds } = req;
+      tx.insert(rollouts)
+        .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, state: 'pending', createdAt: at, updatedAt: at })
+        .run();
+      logTransition(tx, { rolloutId: id, at: atDate, from: null, to: 'pending', reason: `release ${rel.seq} to ${targeted.length} device(s) in waves ${JSON.stringify(waves)}` });
       for (let i = 0; i < targeted.length; i += INSERT_CHUNK) {
-        const rows = targeted.slice(i, i + INSERT_CHUNK).map((d) => ({ rolloutId: id, deviceId: d.id, canary: canaries.has(d.id), state: 'waiting', updatedAt: at }));
+        const rows = targeted.slice(i, i + INSERT_CHUNK).map((d) => {
+          const wave = assigned.get(d.id)!;
+          return { rolloutId: id, deviceId: d.id, canary: wave === 0, wave, state: 'waiting', updatedAt: at };
+        });
         tx.insert(rolloutDevices).values(rows).run();
       }
     });
-    this.log.info({ rollout: id, model: req.model, release: rel.seq, devices: targeted.length, canaries: [...canaries] }, 'rollouts/created');
+    this.log.info({ rollout: id, model: req.model, release: rel.seq, devices: targeted.length, waves }, 'rollouts/created');
     await this.step(id);
     return this.mustGet(id);
   }
@@ -101,81 +111,71 @@ export class RolloutSteps {
     const r = this.mustGet(id);
     switch (r.state) {
       case 'pending': {
-        const rel = this.release(r.releaseSeq);
-        await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-        const waiting = members(this.db, id).filter((m) => m.canary && m.state === 'waiting');
-        await this.give(r, rel, waiting.map((m) => m.deviceId), true);
-        setRollout(this.db, id, this.now(), { state: 'canary', canaryStartedAt: this.now().toISOString() });
-        this.log.info({ rollout: id, canaries: waiting.length }, 'rollouts/canary');
+        if (r.pausedAt) return;
+        await this.deps.publisher.ensureChunks(this.deps.registry, this.release(r.releaseSeq));
+        await this.waves.startWave(r, 0);
+        this.log.info({ rollout: id }, 'rollouts/canary');
         return this.step(id);
       }
       case 'canary':
-        return this.evalCanary(r);
       case 'fleet':
-        return this.evalFleet(r);
+        return this.evalWaves(r);
       case 'rolling_back':
         return this.continueRollback(r);
     }
   }
 
-  /** Status says the device runs the release: as good as an `installed` event (which may be lost, QoS 1 redelivery aside). */
-  private reconcile(r: RolloutRow): RolloutMember[] {
-    const ms = members(this.db, r.id);
-    for (const m of ms) {
-      if ((m.state === 'desired' || m.state === 'rejected') && m.device.runningSeq === r.releaseSeq) {
-        setMember(this.db, r.id, m.deviceId, this.now(), 'installed');
-        m.state = 'installed';
+  private async evalWaves(r: RolloutRow): Promise<void> {
+    this.waves.reconcile(r);
+    // Failures are acted on even while paused: quarantine and rollback protect devices.
+    const counts = countsByState(this.db, r.id, r.wave);
+    if (counts.failed > 0) {
+      if (rollbackDue(counts, r)) {
+        const bad = counts.failed + counts.quarantined;
+        return this.fail(r, `${bad} failed of ${counts.installed + bad} settled in waves 1..${r.wave + 1} (threshold: max(${r.minFailures}, ${r.failureThreshold} × settled))`);
       }
+      await this.waves.quarantineFailed(r);
     }
-    return ms;
-  }
-
-  private async evalCanary(r: RolloutRow): Promise<void> {
-    const all = this.reconcile(r);
-    const canaries = all.filter((m) => m.canary);
-    if (!canaries.length) {
-      setRollout(this.db, r.id, this.now(), { state: 'aborted', reason: 'no canary left (all revoked)' });
-      return;
-    }
-    const failed = canaries.filter((m) => FAILED_DEVICE_STATES.includes(m.state as RolloutDeviceState)).length;
-    if (failed / canaries.length > r.failureThreshold) return this.fail(r, `${failed}/${canaries.length} canaries failed (threshold ${r.failureThreshold})`);
-    const installed = canaries.filter((m) => m.state === 'installed');
-    const settled = canaries.every((m) => SETTLED_DEVICE_STATES.includes(m.state as RolloutDeviceState));
-    // Offline, or telemetry for this release that is not 'ok', restarts the soak.
-    const broken = installed.some((m) => !m.device.online || (telemetryOf(m)?.release === r.releaseSeq && telemetryOf(m)?.health !== 'ok'));
-    const now = this.now();
-    if (!settled || !installed.length || broken) {
-      if (r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: null });
-      return;
-    }
-    const since = r.canaryHealthySince ?? now.toISOString();
-    if (!r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: since });
-    if (now.getTime() - Date.parse(since) < r.soakSeconds * 1000) return;
-    const evidence = installed.every((m) => telemetryOf(m)?.release === r.releaseSeq && telemetryOf(m)?.health === 'ok');
-    if ((this.deps.requireTelemetry ?? true) && !evidence) return;
-    setRollout(this.db, r.id, now, { state: 'fleet' });
-    this.log.info({ rollout: r.id, canaries: canaries.length, installed: installed.length }, 'rollouts/fleet');
-    return this.evalFleet(this.mustGet(r.id));
-  }
-
-  private async evalFleet(r: RolloutRow): Promise<void> {
-    const ms = this.reconcile(r);
-    const failed = ms.filter((m) => FAILED_DEVICE_STATES.includes(m.state as RolloutDeviceState)).length;
-    if (ms.length && failed / ms.length > r.failureThreshold) return this.fail(r, `${failed}/${ms.length} devices failed (threshold ${r.failureThreshold})`);
-    const waiting = ms.filter((m) => m.state === 'waiting');
-    if (waiting.length) await this.give(r, this.release(r.releaseSeq), waiting.map((m) => m.deviceId), true);
-    // Devices that stay offline stay `desired`: the retained desired reaches them when they connect.
-    if (ms.every((m) => SETTLED_DEVICE_STATES.includes(m.state as RolloutDeviceState)) && !waiting.length) {
-      setRollout(this.db, r.id, this.now(), { state: 'completed', reason: failed ? `${failed} device(s) failed` : null });
-      this.log.info({ rollout: r.id, devices: ms.length, failed }, 'rollouts/completed');
+    if (r.pausedAt) return;
+    this.waves.timeouts(r);
+    await this.waves.giveWaiting(r);
+    if (await this.waves.replaceOffline(r)) return;
+    const w = wavesOf(r);
+    const all = countsByState(this.db, r.id);
+    if (r.wave >= w.length - 1) {
+      if (all.waiting + all.desired > 0) return;
+      const total = Object.values(all).reduce((a, b) => a + b, 0);
+      const state = all.superseded === total ? 'superseded' : 'completed';
+      const summary = Object.entries(all).filter(([, n]) => n > 0).map(([s, n]) => `${n} ${s}`).join(', ');
+      setRollout(this.db, r.id, this.now(), { state, reason: summary });
+      this.log.info({ rollout: r.id, counts: all }, `rollouts/${state}`);
       await this.gcQuietly();
+      return;
     }
+    if (await this.waves.wavePassed(r)) await this.waves.startWave(this.mustGet(r.id), r.wave + 1);
   }
 
   private async fail(r: RolloutRow, reason: string): Promise<void> {
     setRollout(this.db, r.id, this.now(), { state: 'rolling_back', reason });
-    this.log.warn({ rollout: r.id, release: r.releaseSeq, reason }, 'rollouts/aborted');
+    this.log.warn({ rollout: r.id, release: r.releaseSeq, reason }, 'rollouts/rolling-back');
     await this.continueRollback(this.mustGet(r.id));
+  }
+
+  /**
+   * A release with `prev`'s bytes under a sequence above `floor` (devices refuse a lower one): the one
+   * this rollout already re-issued for `prev` when it is high enough, else a new re-issue (recorded).
+   */
+  private async reissueAbove(r: RolloutRow, prev: number, floor: number): Promise<number> {
+    const known = { ...(r.quarantineSeqs ?? {}) };
+    const have = known[String(prev)];
+    if (have !== undefined && have > floor) return have;
+    const seq = await this.deps.reissue(prev);
+    if (!(seq > floor)) throw new RolloutError(`re-issue of ${prev} got seq ${seq}, not above ${floor}: devices would refuse it`, 'invalid');
+    known[String(prev)] = seq;
+    setRollout(this.db, r.id, this.now(), { quarantineSeqs: known });
+    r.quarantineSeqs = known;
+    this.log.info({ rollout: r.id, previous: prev, reissued: seq }, 'rollouts/reissued');
+    return seq;
   }
 
   /** rolling_back → rolled_back: re-issue (once: its seq is persisted), then publish to every device given the bad release. */
@@ -189,15 +189,13 @@ export class RolloutSteps {
         this.log.error({ rollout: r.id, release: r.releaseSeq }, 'rollouts/no-previous-release');
         return;
       }
-      seq = await this.deps.reissue(prev);
-      if (!(seq > r.releaseSeq)) throw new RolloutError(`re-issue of ${prev} got seq ${seq}, not above ${r.releaseSeq}: devices would refuse it`, 'invalid');
+      seq = await this.reissueAbove(r, prev, r.releaseSeq);
       setRollout(this.db, r.id, this.now(), { rollbackSeq: seq });
-      this.log.info({ rollout: r.id, previous: prev, reissued: seq }, 'rollouts/reissued');
     }
     const rel = this.release(seq);
     await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-    // Devices still `waiting` never saw the bad release and are left alone.
-    const given = members(this.db, r.id).filter((m) => m.state !== 'waiting');
+    // Devices still `waiting` never saw the bad release; superseded ones belong to a newer rollout.
+    const given = members(this.db, r.id).filter((m) => m.state !== 'waiting' && m.state !== 'superseded');
     await this.give(r, rel, given.map((m) => m.deviceId), false);
     setRollout(this.db, r.id, this.now(), { state: 'rolled_back' });
     this.log.warn({ rollout: r.id, release: r.releaseSeq, rollbackSeq: seq, devices: given.length }, 'rollouts/rolled-back');
@@ -205,23 +203,31 @@ export class RolloutSteps {
   }
 
   /**
-   * Publishes `rel` as the retained desired of `ids`. Rows and devices.desired_seq are written
-   * first, so an `installed` event racing the PUBACK finds its row; a failed publish puts the row back.
+   * Publishes `rel` as the retained desired of `ids`. With `markRows`, rows move waiting → desired (with
+   * their device timeout) before the publish, so an `installed` event racing the PUBACK finds its row; a
+   * failed publish puts the row and devices.desired_seq back.
    */
-  private async give(r: RolloutRow, rel: ReleaseRow, ids: string[], markRows: boolean): Promise<void> {
+  async give(r: RolloutRow, rel: ReleaseRow, ids: string[], markRows: boolean): Promise<void> {
     const signed = signedManifestOf(rel);
     const errors: unknown[] = [];
     await mapLimit(ids, this.deps.concurrency ?? 16, async (deviceId) => {
       const now = this.now();
       const prev = this.db.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, deviceId)).get();
       this.db.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
-      if (markRows) setMember(this.db, r.id, deviceId, now, 'desired');
+      const deadlineAt = new Date(now.getTime() + r.deviceTimeoutSeconds * 1000).toISOString();
+      if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
       try {
         await this.deps.publisher.publishDesired(deviceId, signed);
       } catch (err) {
-        errors.push(err);
         this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
-        if (markRows) setMember(this.db, r.id, deviceId, this.now(), 'waiting');
+        if (err instanceof IncompatibleReleaseError) {
+          // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
+          if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
+          this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
+          return;
+        }
+        errors.push(err);
+        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
         this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
       }
     });
@@ -250,13 +256,35 @@ export class RolloutSteps {
       const cur = this.db.select({ sha: releases.sha256 }).from(releases).where(eq(releases.seq, dev.desiredSeq)).get();
       if (cur?.sha === rel.sha256) return;
     }
-    await this.deps.publisher.ensureChunks(this.deps.registry, rel);
     const inFleet = candidate.state === 'fleet';
     if (inFleet) {
-      this.db.insert(rolloutDevices).values({ rolloutId: candidate.id, deviceId, canary: false, state: 'waiting', updatedAt: this.now().toISOString() }).onConflictDoNothing().run();
+      const inserted = this.db
+        .insert(rolloutDevices)
+        .values({ rolloutId: candidate.id, deviceId, canary: false, wave: candidate.wave, state: 'waiting', updatedAt: this.now().toISOString() })
+        .onConflictDoNothing()
+        .run();
+      if (inserted.changes) logTransition(this.db, { rolloutId: candidate.id, deviceId, at: this.now(), from: null, to: 'waiting', reason: 'joined late' });
+      const row = this.db.select({ state: rolloutDevices.state }).from(rolloutDevices).where(and(eq(rolloutDevices.rolloutId, candidate.id), eq(rolloutDevices.deviceId, deviceId))).get();
+      // A paused rollout gives it the release on resume; a device already settled in it keeps its state.
+      if (candidate.pausedAt || row?.state !== 'waiting') return;
     }
+    await this.deps.publisher.ensureChunks(this.deps.registry, rel);
     await this.give(candidate, rel, [deviceId], inFleet);
     this.log.info({ deviceId, rollout: candidate.id, release: seq }, 'rollouts/late-device');
+  }
+
+  /** Active rollouts' rows of started waves, for the engine's view of one rollout. */
+  startedMembers(r: RolloutRow): RolloutMember[] {
+    return members(this.db, r.id).filter((m) => m.wave <= r.wave);
+  }
+
+  /** Desired rows of a rollout, by wave ≤ `wave` (for the pause bookkeeping). */
+  desiredRows(r: RolloutRow): { deviceId: string; deadlineAt: string | null }[] {
+    return this.db
+      .select({ deviceId: rolloutDevices.deviceId, deadlineAt: rolloutDevices.deadlineAt })
+      .from(rolloutDevices)
+      .where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.state, 'desired'), lte(rolloutDevices.wave, r.wave)))
+      .all();
   }
 
   async gcQuietly(): Promise<void> {

@@ -1,8 +1,8 @@
-import { and, desc, eq, inArray, ne } from 'drizzle-orm';
+import { and, count, desc, eq, gte, inArray, lte } from 'drizzle-orm';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
 import type { RegistryDb } from '../registry/db.js';
-import { devices, rolloutDevices, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
-import { ACTIVE_ROLLOUT_STATES, inTarget, type RolloutDeviceState, type RolloutTarget } from './policy.js';
+import { devices, rolloutDevices, rolloutTransitions, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
+import { ACTIVE_ROLLOUT_STATES, ROLLOUT_DEVICE_STATES, eventEffect, inTarget, type EventEffect, type RolloutDeviceState, type RolloutTarget } from './policy.js';
 
 /** The registry database or a transaction on it. */
 export type Db = RegistryDb | Parameters<Parameters<RegistryDb['transaction']>[0]>[0];
@@ -36,62 +36,113 @@ export function latestRolloutOfModel(db: Db, model: string): RolloutRow | undefi
 }
 
 export interface RolloutMember extends RolloutDeviceRow {
-  device: Pick<DeviceRow, 'online' | 'runningSeq' | 'lastTelemetry' | 'revoked'>;
+  device: Pick<DeviceRow, 'online' | 'lastSeen' | 'runningSeq' | 'desiredSeq' | 'lastTelemetry' | 'revoked'>;
 }
 
-/** A rollout's device rows joined with the device state (revoked devices left out). */
-export function members(db: Db, rolloutId: string): RolloutMember[] {
+/** A rollout's device rows joined with the device state (revoked devices left out), optionally by wave and state. */
+export function members(db: Db, rolloutId: string, f: { wave?: number; maxWave?: number; minWave?: number; states?: readonly RolloutDeviceState[] } = {}): RolloutMember[] {
   return db
-    .select({ row: rolloutDevices, online: devices.online, runningSeq: devices.runningSeq, lastTelemetry: devices.lastTelemetry, revoked: devices.revoked })
+    .select({ row: rolloutDevices, online: devices.online, lastSeen: devices.lastSeen, runningSeq: devices.runningSeq, desiredSeq: devices.desiredSeq, lastTelemetry: devices.lastTelemetry, revoked: devices.revoked })
     .from(rolloutDevices)
     .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
-    .where(and(eq(rolloutDevices.rolloutId, rolloutId), eq(devices.revoked, false)))
+    .where(
+      and(
+        eq(rolloutDevices.rolloutId, rolloutId),
+        eq(devices.revoked, false),
+        f.wave === undefined ? undefined : eq(rolloutDevices.wave, f.wave),
+        f.maxWave === undefined ? undefined : lte(rolloutDevices.wave, f.maxWave),
+        f.minWave === undefined ? undefined : gte(rolloutDevices.wave, f.minWave),
+        f.states === undefined ? undefined : inArray(rolloutDevices.state, [...f.states]),
+      ),
+    )
     .all()
-    .map((r) => ({ ...r.row, device: { online: r.online, runningSeq: r.runningSeq, lastTelemetry: r.lastTelemetry, revoked: r.revoked } }));
+    .map((r) => ({ ...r.row, device: { online: r.online, lastSeen: r.lastSeen, runningSeq: r.runningSeq, desiredSeq: r.desiredSeq, lastTelemetry: r.lastTelemetry, revoked: r.revoked } }));
 }
 
-export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<RolloutRow, 'id' | 'createdAt' | 'updatedAt'>>): void {
+/** Appends to the transition log (every rollout and device state change, with why). */
+export function logTransition(db: Db, t: { rolloutId: string; deviceId?: string | null; at: Date; from: string | null; to: string; reason?: string | null }): void {
+  db.insert(rolloutTransitions)
+    .values({ rolloutId: t.rolloutId, deviceId: t.deviceId ?? null, at: t.at.toISOString(), fromState: t.from, toState: t.to, reason: t.reason ?? null })
+    .run();
+}
+
+/** Updates a rollout row; a change of `state` (or a pause/resume) is logged as a transition with `patch.reason`. */
+export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<RolloutRow, 'id' | 'createdAt' | 'updatedAt'>>, logAs?: { from: string; to: string; reason?: string | null }): void {
+  const before = patch.state !== undefined && !logAs ? db.select({ state: rollouts.state }).from(rollouts).where(eq(rollouts.id, id)).get() : undefined;
   db.update(rollouts)
     .set({ ...patch, updatedAt: now.toISOString() })
     .where(eq(rollouts.id, id))
     .run();
+  if (logAs) logTransition(db, { rolloutId: id, at: now, ...logAs });
+  else if (before && patch.state !== before.state) logTransition(db, { rolloutId: id, at: now, from: before.state, to: patch.state!, reason: patch.reason ?? null });
 }
 
-export function setMember(db: Db, rolloutId: string, deviceId: string, now: Date, state: RolloutDeviceState, reason: string | null = null): void {
-  db.update(rolloutDevices)
-    .set({ state, reason, updatedAt: now.toISOString() })
-    .where(and(eq(rolloutDevices.rolloutId, rolloutId), eq(rolloutDevices.deviceId, deviceId)))
+/**
+ * Moves a device's row `from` → `to` (compare-and-set: nothing happens if the row moved meanwhile) and logs
+ * it. Returns whether it moved.
+ */
+export function moveMember(
+  db: Db,
+  m: { rolloutId: string; deviceId: string; from: RolloutDeviceState; to: RolloutDeviceState; now: Date; reason?: string | null; patch?: Partial<Pick<RolloutDeviceRow, 'wave' | 'desiredAt' | 'deadlineAt' | 'installedAt' | 'supersededBy' | 'canary'>> },
+): boolean {
+  const res = db
+    .update(rolloutDevices)
+    .set({ state: m.to, reason: m.reason ?? null, updatedAt: m.now.toISOString(), ...m.patch })
+    .where(and(eq(rolloutDevices.rolloutId, m.rolloutId), eq(rolloutDevices.deviceId, m.deviceId), eq(rolloutDevices.state, m.from)))
     .run();
+  if (res.changes === 0) return false;
+  if (m.from !== m.to) logTransition(db, { rolloutId: m.rolloutId, deviceId: m.deviceId, at: m.now, from: m.from, to: m.to, reason: m.reason ?? null });
+  return true;
 }
 
-/** Which states a device event may move a rollout row from (so a redelivered desired's `stale_release` never undoes `installed`). */
-const EVENT_TRANSITIONS: Record<DeviceEvent['type'], { to: RolloutDeviceState; from: readonly RolloutDeviceState[] }> = {
-  installed: { to: 'installed', from: ['desired', 'rejected'] },
-  committed: { to: 'installed', from: ['desired', 'rejected'] },
-  rejected: { to: 'rejected', from: ['desired'] },
-  rolled_back: { to: 'rolled_back', from: ['desired', 'installed', 'rejected'] },
-};
+/** Device rows per state, over waves ≤ `maxWave` when given. */
+export function countsByState(db: Db, rolloutId: string, maxWave?: number): Record<RolloutDeviceState, number> {
+  const counts = Object.fromEntries(ROLLOUT_DEVICE_STATES.map((s) => [s, 0])) as Record<RolloutDeviceState, number>;
+  const rows = db
+    .select({ state: rolloutDevices.state, n: count() })
+    .from(rolloutDevices)
+    .where(and(eq(rolloutDevices.rolloutId, rolloutId), maxWave === undefined ? undefined : lte(rolloutDevices.wave, maxWave)))
+    .groupBy(rolloutDevices.state)
+    .all();
+  for (const r of rows) counts[r.state as RolloutDeviceState] = r.n;
+  return counts;
+}
+
+export function transitionsOf(db: Db, rolloutId: string, limit = 200): RolloutTransitionRow[] {
+  return db.select().from(rolloutTransitions).where(eq(rolloutTransitions.rolloutId, rolloutId)).orderBy(desc(rolloutTransitions.id)).limit(limit).all();
+}
 
 export interface AppliedEvent {
   rolloutId: string;
   from: RolloutDeviceState;
   to: RolloutDeviceState;
+  effect: EventEffect;
 }
 
+/** Resolves a device's trusted key-set version against the current one (the trust issue); undefined when unknown. */
+export type KeySetLookup = (deviceId: string) => { device: number | null; current: number } | undefined;
+
 /**
- * Applies an installed / rejected / rolled_back event to the device's row in its active rollout
- * (pending, canary or fleet stage; release given to it: a fast canary may report before the
- * rollout leaves `pending`). The event must be about that rollout's release; a
- * rejection of a manifest that could not be trusted carries no release and counts against the
- * release the device was told to install. Returns what changed, or null.
+ * Applies a device event to the device's row of the rollout about that release (a rejection of a
+ * manifest that could not be trusted carries no release and counts against the release the device was
+ * told to install), per `eventEffect`:
+ * - installed: `desired`/`failed` → `installed`; after any other terminal state (and after
+ *   the rollout ended) only `installed_at` is recorded and logged: a late install is still shown.
+ * - failure: `desired`/`installed` → `failed`; the engine quarantines or rolls back.
+ * - retry: stays `desired`, with the reason.
+ * - security: the rollout is paused with a security alert.
+ * Returns what changed, or null.
  */
-export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date): AppliedEvent | null {
+export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date, keySet?: KeySetLookup): AppliedEvent | null {
+  const effect = eventEffect(ev, ev.type === 'rejected' && ev.reason === 'unknown_key' ? keySet?.(ev.deviceId) : undefined);
+  if (effect === 'ignored') return null;
   const rows = db
-    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, releaseSeq: rollouts.releaseSeq, model: rollouts.model })
+    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, installedAt: rolloutDevices.installedAt, releaseSeq: rollouts.releaseSeq, model: rollouts.model, rolloutState: rollouts.state, pausedAt: rollouts.pausedAt })
     .from(rolloutDevices)
     .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
-    .where(and(eq(rolloutDevices.deviceId, ev.deviceId), inArray(rollouts.state, ['pending', 'canary', 'fleet']), ne(rolloutDevices.state, 'waiting')))
+    .where(and(eq(rolloutDevices.deviceId, ev.deviceId), effect === 'installed' ? undefined : inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))
     .orderBy(desc(rollouts.createdAt))
+    .limit(50)
     .all();
   const row =
     ev.release !== null
@@ -100,19 +151,48 @@ export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date): AppliedEve
         ? rows.find((r) => r.state === 'desired')
         : undefined;
   if (!row) return null;
-  const t = EVENT_TRANSITIONS[ev.type];
   const from = row.state as RolloutDeviceState;
-  if (!t.from.includes(from)) return null;
-  setMember(db, row.rolloutId, ev.deviceId, now, t.to, ev.reason ?? (ev.detail ? ev.detail.slice(0, 256) : null));
-  return { rolloutId: row.rolloutId, from, to: t.to };
+  const why = ev.reason ?? (ev.detail ? ev.detail.slice(0, 256) : null);
+  const base = { rolloutId: row.rolloutId, deviceId: ev.deviceId, now };
+  switch (effect) {
+    case 'installed': {
+      const installedAt = row.installedAt ?? now.toISOString();
+      // A device never given the release (`waiting`) cannot report on it.
+      if (from === 'waiting') return null;
+      if (from === 'desired' || from === 'failed') {
+        if (!moveMember(db, { ...base, from, to: 'installed', patch: { installedAt } })) return null;
+        return { rolloutId: row.rolloutId, from, to: 'installed', effect };
+      }
+      if (row.installedAt !== null) return null;
+      db.update(rolloutDevices).set({ installedAt }).where(and(eq(rolloutDevices.rolloutId, row.rolloutId), eq(rolloutDevices.deviceId, ev.deviceId))).run();
+      logTransition(db, { rolloutId: row.rolloutId, deviceId: ev.deviceId, at: now, from, to: from, reason: `installed after ${from}` });
+      return { rolloutId: row.rolloutId, from, to: from, effect };
+    }
+    case 'failure':
+      if (from !== 'desired' && from !== 'installed') return null;
+      if (!moveMember(db, { ...base, from, to: 'failed', reason: why })) return null;
+      return { rolloutId: row.rolloutId, from, to: 'failed', effect };
+    case 'retry':
+      if (from !== 'desired') return null;
+      moveMember(db, { ...base, from, to: from, reason: `retrying: ${why}` });
+      return { rolloutId: row.rolloutId, from, to: from, effect };
+    case 'security': {
+      if (from !== 'desired') return null;
+      const alert = `device ${ev.deviceId} refused release ${row.releaseSeq}: ${why}`;
+      moveMember(db, { ...base, from, to: from, reason: why });
+      const paused = row.pausedAt === null ? { pausedAt: now.toISOString(), pauseReason: `security alert: ${alert}` } : {};
+      setRollout(db, row.rolloutId, now, { securityAlert: alert, ...paused }, { from: row.rolloutState, to: row.rolloutState, reason: `security alert, paused: ${alert}` });
+      return { rolloutId: row.rolloutId, from, to: from, effect };
+    }
+  }
 }
-
 /** Active rollouts the device takes part in (to decide whether its signals matter). */
-export function activeMemberships(db: Db, deviceId: string): { rolloutId: string; canary: boolean; rolloutState: string }[] {
+export function activeMemberships(db: Db, deviceId: string): { rolloutId: string; canary: boolean; rolloutState: string; inCurrentWave: boolean }[] {
   return db
-    .select({ rolloutId: rolloutDevices.rolloutId, canary: rolloutDevices.canary, rolloutState: rollouts.state })
+    .select({ rolloutId: rolloutDevices.rolloutId, canary: rolloutDevices.canary, rolloutState: rollouts.state, wave: rolloutDevices.wave, currentWave: rollouts.wave })
     .from(rolloutDevices)
     .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
     .where(and(eq(rolloutDevices.deviceId, deviceId), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))
-    .all();
+    .all()
+    .map((m) => ({ rolloutId: m.rolloutId, canary: m.canary, rolloutState: m.rolloutState, inCurrentWave: m.wave === m.currentWave }));
 }

@@ -3,7 +3,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { TrustedKey } from '../../shared/manifest/index.js';
 import { encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
-import { mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
+import { jitterReconnects, mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
 import type { ModelHost } from '../runtime/index.js';
 import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease } from '../status/index.js';
 import { UpdateManager, type UpdateOutcome } from '../updates/index.js';
@@ -100,6 +100,7 @@ export class SimDevice {
     const { config, log } = this;
     await mkdir(config.dataDir, { recursive: true });
     this.client = mqtt.connect(config.mqtt.url, await mqttClientOptions(config, lastWill(config.deviceId, null, new Date())));
+    jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
     this.host = this.opts.sessions.host(log);
     this.updates = await UpdateManager.create({
       deviceId: config.deviceId,

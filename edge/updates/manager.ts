@@ -2,6 +2,7 @@ import type { Logger } from '../../shared/log/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { verifyManifest } from '../../shared/manifest/index.js';
 import { decodePayload, signedManifestSchema, type Manifest } from '../../shared/protocol/index.js';
+import { createBackoff, type Backoff } from '../outbox/backoff.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
@@ -53,7 +54,9 @@ export class UpdateManager {
   private worker: Promise<void> | undefined;
   private lock: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | undefined;
-  private retryDelay: number;
+  /** Which release the pending retry is for: its redelivered desired waits for the timer (issue 8). */
+  private retryKey: string | undefined;
+  private readonly retryBackoff: Backoff;
   private running: RunningModel | null = null;
   private stopped = false;
 
@@ -65,7 +68,8 @@ export class UpdateManager {
   ) {
     this.log = deps.log ?? silentLogger;
     this.ctx = { deviceId: deps.deviceId, now: deps.now ?? (() => new Date()), emit: deps.emit, log: this.log };
-    this.retryDelay = deps.retry ? deps.retry.initialMs : 30_000;
+    // Jittered, so a fleet that failed together does not retry together (issue 8).
+    this.retryBackoff = createBackoff({ initialMs: deps.retry ? deps.retry.initialMs : 30_000, maxMs: deps.retry ? deps.retry.maxMs : 15 * 60_000 });
     this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, ctx: this.ctx, log: this.log };
   }
 
@@ -131,6 +135,8 @@ export class UpdateManager {
     const m = v.manifest;
     const early = this.precheck(m);
     if (early) return Promise.resolve(early);
+    // The retained desired comes again on every reconnect: it must not bypass the backoff of a failing release.
+    if (this.retryTimer && this.retryKey === keyOf(m)) return Promise.resolve({ status: 'ignored', detail: `release ${m.release} is failing; its retry waits for the backoff` });
     for (const c of [this.job?.cand, this.next]) {
       if (!c) continue;
       if (keyOf(c.manifest) === keyOf(m)) return Promise.resolve({ status: 'ignored', detail: `release ${m.release} is already in progress` });
@@ -252,7 +258,7 @@ export class UpdateManager {
       }));
       this.running = { model: m.model, release: m.release, sha256: sha };
       this.failed.clear();
-      this.retryDelay = this.deps.retry ? this.deps.retry.initialMs : 30_000;
+      this.retryBackoff.reset();
       await this.slots.prune([next.current?.sha256, next.previous?.sha256]);
       await this.fetcher.prune();
       this.log.info({ release: m.release, sha256: sha, model: m.model }, 'updates/installed');
@@ -280,11 +286,12 @@ export class UpdateManager {
 
   private scheduleRetry(cand: Candidate): void {
     if (this.deps.retry === false || this.stopped || this.next) return;
-    const delay = this.retryDelay;
-    this.retryDelay = Math.min(delay * 2, this.deps.retry?.maxMs ?? 15 * 60_000);
+    const delay = this.retryBackoff.next();
     this.clearRetry();
+    this.retryKey = keyOf(cand.manifest);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
+      this.retryKey = undefined;
       if (this.next || this.job || this.stopped) return;
       this.log.info({ release: cand.manifest.release }, 'updates/retry');
       this.next = { ...cand, resolve: () => undefined };
@@ -296,6 +303,7 @@ export class UpdateManager {
   private clearRetry(): void {
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    this.retryKey = undefined;
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

@@ -84,7 +84,7 @@ export interface UpdateManagerDeps {
   mqttIdleTimeoutMs?: number;
   httpIdleTimeoutMs?: number;
   fetchImpl?: typeof fetch;
-  /** Retry after `download_failed` with exponential backoff; `false` disables. Default 30 s → 15 min. */
+  /** Retry after `download_failed` with jittered exponential backoff (the outbox's createBackoff: delay in [c/2, c), c doubling from initialMs to maxMs); `false` disables. Default 30 s → 15 min. */
   retry?: { initialMs: number; maxMs: number } | false;
 }
 

@@ -71,8 +71,8 @@ export function addApiOptions(cmd: Command): Command {
 }
 
 /** The client for a command given `addApiOptions`' flags. */
-export function apiClientFromFlags(o: { cloud: string; token?: string; tokenFile?: string }, env: NodeJS.ProcessEnv = process.env): ApiClient {
-  return new ApiClient({ cloud: o.cloud, token: resolveAdminToken(o, env) });
+export function apiClientFromFlags(o: { cloud: string; token?: string; tokenFile?: string }, { env = process.env, fetchImpl }: { env?: NodeJS.ProcessEnv; fetchImpl?: typeof fetch } = {}): ApiClient {
+  return new ApiClient({ cloud: o.cloud, token: resolveAdminToken(o, env), fetchImpl });
 }
 
 /**

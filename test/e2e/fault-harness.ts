@@ -140,7 +140,8 @@ export class FaultWorld {
 
   /** Starts a canary → fleet rollout of `seq` to all devices (one canary, short soak). */
   async rollout(seq: number, { canaryShare = 0.34, soakSeconds = 1 } = {}): Promise<string> {
-    const r = await this.c.rollouts.create({ model: MODEL, releaseSeq: seq, target: { kind: 'all' }, canaryShare, soakSeconds, failureThreshold: 0 });
+    // Any failure rolls back (minFailures 1): these scenarios test the rollback path.
+    const r = await this.c.rollouts.create({ model: MODEL, releaseSeq: seq, target: { kind: 'all' }, canaryShare, soakSeconds, failureThreshold: 0, minFailures: 1 });
     return r.id;
   }
 

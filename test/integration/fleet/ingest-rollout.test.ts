@@ -46,6 +46,17 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     closers.push(() => cloud.dispose(), () => ingest.dispose());
   }
 
+  /** The cloud with releases 1 and 2 (2's parent is 1) and a rollout engine ticking every 100 ms. */
+  async function startEngine(): Promise<RolloutEngine> {
+    await startCloud();
+    fx.addRelease(1);
+    fx.addRelease(2, { parent: 1 });
+    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
+    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
+    closers.push(() => engine.dispose());
+    return engine;
+  }
+
   async function device(id: string): Promise<MqttClient> {
     const c = await connectClient(broker.url, `dev-${id}-${randomUUID().slice(0, 6)}`);
     closers.push(() => c.endAsync(true));
@@ -89,17 +100,12 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
   });
 
   it('rolls a release out to real devices: canary, then fleet, then completed', async () => {
-    await startCloud();
-    fx.addRelease(1);
-    fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => engine.dispose());
+    const engine = await startEngine();
     const devs = await Promise.all(['pi-1', 'pi-2', 'pi-3'].map((id) => SimDevice.connect(broker.url, id, fx.trusted)));
     for (const d of devs) closers.push(() => d.close());
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     expect(engine.get(r.id)!.counts).toMatchObject({ desired: 1, waiting: 2 });
     await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
     for (const d of devs) expect(d.installed).toEqual([2]);
@@ -108,12 +114,7 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
   });
 
   it('rolls back over real devices: only the canary ever sees the bad release', async () => {
-    await startCloud();
-    fx.addRelease(1);
-    fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => engine.dispose());
+    const engine = await startEngine();
     const devs = await Promise.all(['pi-1', 'pi-2', 'pi-3'].map((id) => SimDevice.connect(broker.url, id, fx.trusted)));
     for (const d of devs) {
       d.rejectRelease = 2;
@@ -121,11 +122,40 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     }
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
     await waitFor(() => engine.get(r.id)!.rollout.state === 'rolled_back', 10_000, { message: 'rolled back' });
     const sim = devs.find((d) => d.id === canary)!;
     await waitFor(() => sim.installed.includes(3), 5000, { message: 're-issue installed by the canary' });
     for (const d of devs.filter((x) => x.id !== canary)) expect(d.installed).toEqual([]);
+  });
+
+  it('a switched-off device times out and a failing one is quarantined: the rollout completes, the quarantined one is never told the bad release again, the late install is recorded', async () => {
+    const engine = await startEngine();
+    const good = await SimDevice.connect(broker.url, 'pi-1', fx.trusted);
+    const bad = await SimDevice.connect(broker.url, 'pi-2', fx.trusted);
+    bad.rejectRelease = 2;
+    closers.push(() => good.close(), () => bad.close());
+    await waitFor(() => ['pi-1', 'pi-2'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
+
+    // pi-3 stays switched off. One failure is below minFailures (2): quarantine, not rollback.
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 5 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 1, quarantined: 1, timed_out: 1, failed: 0 });
+    await waitFor(() => bad.installed.includes(3), 5000, { message: 'the quarantined device installed the re-issue of its release' });
+
+    // Reconnecting, the quarantined device finds only the re-issue retained; it never sees release 2 again.
+    await bad.close();
+    const again = await SimDevice.connect(broker.url, 'pi-2', fx.trusted);
+    again.rejectRelease = 2;
+    closers.push(() => again.close());
+    const late = await SimDevice.connect(broker.url, 'pi-3', fx.trusted);
+    closers.push(() => late.close());
+    await waitFor(() => again.installed.includes(3) && late.installed.includes(2), 5000, { message: 'reconnected devices converged' });
+    expect(again.installed).toEqual([3]);
+    // The switched-off device's install after the rollout completed is still recorded.
+    await waitFor(() => engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')!.installedAt !== null, 5000, { message: 'late install recorded' });
+    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')).toMatchObject({ state: 'timed_out' });
+    expect(fx.device('pi-2')!.desiredSeq).toBe(3);
   });
 });

@@ -41,7 +41,7 @@ export class FakeRollouts implements RolloutsService {
     const id = `ro-${randomUUID().slice(0, 8)}`;
     const row = db
       .insert(rollouts)
-      .values({ id, model: input.model, releaseSeq: input.releaseSeq, target: input.target, canaryShare: input.canaryShare, soakSeconds: input.soakSeconds, failureThreshold: input.failureThreshold, state: 'canary' })
+      .values({ id, model: input.model, releaseSeq: input.releaseSeq, target: input.target, canaryShare: input.canaryShare ?? input.waves?.[0] ?? 0.1, waves: input.waves ?? null, soakSeconds: input.soakSeconds, failureThreshold: input.failureThreshold, state: 'canary' })
       .returning()
       .get();
     const ids = input.target.kind === 'devices' ? input.target.ids : db.select({ id: devices.id }).from(devices).where(eq(devices.revoked, false)).all().map((d) => d.id);
@@ -53,6 +53,15 @@ export class FakeRollouts implements RolloutsService {
     if (!['pending', 'canary', 'fleet'].includes(row.state)) throw new RolloutConflictError(`rollout ${id} is ${row.state}`);
     this.aborted.push({ id, reason });
     this.registry.db.update(rollouts).set({ state: 'aborted', reason }).where(eq(rollouts.id, id)).run();
+  }
+  async pause(id: string, reason: string): Promise<void> {
+    const row = this.get(id)!;
+    if (row.pausedAt || !['pending', 'canary', 'fleet'].includes(row.state)) throw new RolloutConflictError(`rollout ${id} is ${row.state}${row.pausedAt ? ' and paused' : ''}`);
+    this.registry.db.update(rollouts).set({ pausedAt: new Date().toISOString(), pauseReason: reason }).where(eq(rollouts.id, id)).run();
+  }
+  async resume(id: string): Promise<void> {
+    if (!this.get(id)!.pausedAt) throw new RolloutConflictError(`rollout ${id} is not paused`);
+    this.registry.db.update(rollouts).set({ pausedAt: null, pauseReason: null }).where(eq(rollouts.id, id)).run();
   }
   async rollback(id: string): Promise<void> {
     this.rolledBack.push(id);

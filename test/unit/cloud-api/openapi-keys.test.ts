@@ -34,6 +34,8 @@ describe('GET /openapi.json', () => {
         'GET /v1/rollouts',
         'GET /v1/rollouts/{id}',
         'POST /v1/rollouts/{id}/abort',
+        'POST /v1/rollouts/{id}/pause',
+        'POST /v1/rollouts/{id}/resume',
         'POST /v1/rollouts/{id}/rollback',
         'GET /v1/examples/stats',
         'GET /v1/examples/export',

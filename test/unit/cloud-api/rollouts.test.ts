@@ -37,6 +37,13 @@ describe('/v1/rollouts', () => {
     expect(conflict.status).toBe(409);
     expect((await json(conflict)).error.code).toBe('rollout_conflict');
 
+    const paused = await call(h.app, 'POST', `/v1/rollouts/${r.id}/pause`, { body: { reason: 'checking dashboards' } });
+    expect(paused.status).toBe(200);
+    expect(await json(paused)).toMatchObject({ paused: true, pauseReason: 'checking dashboards' });
+    expect((await call(h.app, 'POST', `/v1/rollouts/${r.id}/pause`)).status).toBe(409);
+    expect(await json(await call(h.app, 'POST', `/v1/rollouts/${r.id}/resume`))).toMatchObject({ paused: false, pauseReason: null });
+    expect((await call(h.app, 'POST', `/v1/rollouts/${r.id}/resume`)).status).toBe(409);
+
     const aborted = await call(h.app, 'POST', `/v1/rollouts/${r.id}/abort`);
     expect(aborted.status).toBe(200);
     expect((await json(aborted)).state).toBe('aborted');
@@ -51,7 +58,7 @@ describe('/v1/rollouts', () => {
 
   it('defaults the policy and accepts "all" and group targets', async () => {
     const all = await json(await call(h.app, 'POST', '/v1/rollouts', { body: { model: 'digits', release: 1, target: 'all' } }));
-    expect(all).toMatchObject({ target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0 });
+    expect(all).toMatchObject({ target: { kind: 'all' }, canaryShare: 0.1, waves: [0.1, 1], soakSeconds: 300, failureThreshold: 0.2, minFailures: 2, deviceTimeoutSeconds: 3600, canaryGraceSeconds: 300 });
     const group = await json(await call(h.app, 'POST', '/v1/rollouts', { body: { model: 'other', release: 2, target: { group: 'lab' } } }));
     expect(group.target).toEqual({ kind: 'group', group: 'lab' });
   });
@@ -74,6 +81,11 @@ describe('/v1/rollouts', () => {
       [{ ...body, target: 'some' }, 'target'],
       [{ ...body, target: { devices: [] } }, 'target.devices'],
       [{ ...body, soakSeconds: -1 }, 'soakSeconds'],
+      [{ ...body, waves: [0.1, 1] }, 'canaryShare'], // both: ambiguous
+      [{ ...body, canaryShare: undefined, waves: [0.5, 0.2, 1] }, 'waves'],
+      [{ ...body, canaryShare: undefined, waves: [0.1, 0.5] }, 'waves'],
+      [{ ...body, minFailures: 0 }, 'minFailures'],
+      [{ ...body, deviceTimeoutSeconds: 0 }, 'deviceTimeoutSeconds'],
     ] as const) {
       const res = await call(h.app, 'POST', '/v1/rollouts', { body: b });
       expect(res.status, field).toBe(400);
@@ -82,7 +94,7 @@ describe('/v1/rollouts', () => {
   });
 
   it('404 for unknown rollouts', async () => {
-    for (const [m, p] of [['GET', '/v1/rollouts/nope'], ['POST', '/v1/rollouts/nope/abort'], ['POST', '/v1/rollouts/nope/rollback']] as const) {
+    for (const [m, p] of [['GET', '/v1/rollouts/nope'], ['POST', '/v1/rollouts/nope/abort'], ['POST', '/v1/rollouts/nope/rollback'], ['POST', '/v1/rollouts/nope/pause'], ['POST', '/v1/rollouts/nope/resume']] as const) {
       const res = await call(h.app, m, p);
       expect(res.status).toBe(404);
       expect((await json(res)).error.code).toBe('rollout_not_found');

@@ -134,12 +134,12 @@ describe('Ingest', () => {
     ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rejected', 2, 'stale_release'));
     expect(row('pi-1').state).toBe('installed');
     ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rolled_back', 2, 'nan_output'));
-    expect(row('pi-1')).toMatchObject({ state: 'rolled_back', reason: 'nan_output' });
+    expect(row('pi-1')).toMatchObject({ state: 'failed', reason: 'nan_output' });
     // A device that was never given the release cannot report on it.
     ingest.handleMessage('events', 'pi-2', eventPayload('pi-2', 'installed', 2));
     expect(row('pi-2').state).toBe('waiting');
 
-    expect(signals.map((s) => s.applied?.to ?? null)).toEqual([null, 'installed', null, 'rolled_back', null]);
+    expect(signals.map((s) => s.applied?.to ?? null)).toEqual([null, 'installed', null, 'failed', null]);
     expect(fx.device('pi-1')!.lastSeen).toBeTruthy();
   });
 });

@@ -111,7 +111,7 @@ describe('RolloutEngine', () => {
 
   it('canary failures past the threshold abort and re-issue the previous release, higher, to the canaries only', async () => {
     await boot();
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'group', group: 'lab' }, canaryShare: 0.3, soakSeconds: 60, failureThreshold: 0.3 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'group', group: 'lab' }, canaryShare: 0.3, soakSeconds: 60, failureThreshold: 0.3, minFailures: 1 });
     const canaries = engine.get(r.id)!.devices.filter((d) => d.canary).map((d) => d.deviceId);
     expect(canaries).toHaveLength(3);
     const others = [...ids(10), 'outsider'].filter((id) => !canaries.includes(id));
@@ -123,7 +123,7 @@ describe('RolloutEngine', () => {
 
     const after = engine.get(r.id)!;
     expect(after.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
-    expect(after.rollout.reason).toMatch(/1\/3 canaries failed/);
+    expect(after.rollout.reason).toMatch(/^1 failed of 2 settled in waves 1..1/);
     expect(fx.reissued).toEqual([{ from: 1, seq: 3 }]);
     for (const id of canaries) {
       expect(fake.desiredRelease(id)).toBe(3);
@@ -164,11 +164,12 @@ describe('RolloutEngine', () => {
 
     feed('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout.state).toBe('canary'); // 1/2 is not above 0.5
+    expect(engine.get(r.id)!.rollout.state).toBe('canary'); // 1 failure is below minFailures 2: quarantined
+    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === a)).toMatchObject({ state: 'quarantined', reason: expect.stringMatching(/^nan_output; kept on release 1 \(re-issued as 3\)/) });
     feed('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
-    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'rolled_back', reason: 'latency_budget' });
+    expect(engine.get(r.id)!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 }); // the quarantine's re-issue serves the rollback
+    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'failed', reason: 'latency_budget' });
   });
 
   it('resumes a rollout after a cloud restart and completes it', async () => {
@@ -205,7 +206,7 @@ describe('RolloutEngine', () => {
       return fx.reissue(prev);
     };
     await boot({ reissue });
-    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0 });
+    const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
     feed('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
     await engine.idle();
@@ -221,12 +222,13 @@ describe('RolloutEngine', () => {
     expect(fake.desiredRelease(canary)).toBe(3);
   });
 
-  it('supersedes, aborts and rolls back on request', async () => {
+  it('supersedes (same target: every device taken over), aborts and rolls back on request', async () => {
     await boot();
     fx.addRelease(3, { parent: 2 });
     const r1 = await engine.create({ model: MODEL, releaseSeq: 2, canaryShare: 0.1 });
     const r2 = await engine.create({ model: MODEL, releaseSeq: 3, canaryShare: 0.1, soakSeconds: 0 });
-    expect(engine.get(r1.id)!.rollout).toMatchObject({ state: 'aborted', reason: `superseded by rollout ${r2.id}` });
+    expect(engine.get(r1.id)!.rollout).toMatchObject({ state: 'superseded', reason: `superseded by rollout ${r2.id}` });
+    expect(engine.get(r1.id)!.counts.superseded).toBe(11);
     expect(engine.list({ model: MODEL }).map((r) => r.id)).toEqual([r2.id, r1.id]);
     await expect(engine.rollback(r1.id)).rejects.toMatchObject({ code: 'conflict' });
     await expect(engine.create({ model: MODEL, releaseSeq: 99 })).rejects.toBeInstanceOf(RolloutError);

@@ -207,6 +207,16 @@ describe('UpdateManager: concurrency and retries', () => {
     expect(m.current?.release).toBe(1);
   });
 
+  it('a retained desired redelivered on reconnect during the retry backoff of a failing download waits for the backoff', async () => {
+    const m = await manager({ retry: { initialMs: 60_000, maxMs: 60_000 } });
+    const r = release(1, { serve: { kind: 'status', status: 503, times: 5 } });
+    expect(await m.handleDesired(r.payload)).toMatchObject({ status: 'rejected', reason: 'download_failed' });
+    for (let i = 0; i < 3; i++) expect(await m.handleDesired(r.payload)).toEqual({ status: 'ignored', detail: 'release 1 is failing; its retry waits for the backoff' });
+    expect(server.requests.filter((q) => q.path === `/${r.name}`)).toHaveLength(1);
+    // Another release is not held by that backoff.
+    expect(await m.handleDesired(release(2).payload)).toMatchObject({ status: 'installed', release: 2 });
+  });
+
   it('HTTP resume: a broken transfer is resumed with a Range request on redelivery', async () => {
     const m = await manager();
     const r = release(1, { bytes: modelBytes(8000), serve: { kind: 'cut', bytes: 3000, times: 1 } });
