@@ -25,6 +25,12 @@ export const EDGE_DEFAULTS = {
     connectTimeoutMs: 30_000,
     /** 3.1.1: what aedes (the embedded broker) speaks; 5 only behind this switch (DESIGN.md "MQTT"). */
     protocolVersion: 4 as 4 | 5,
+    /**
+     * The broker's maximum packet (Mosquitto `max_packet_size`/`message_size_limit`, AWS IoT 128 KiB):
+     * the outbox refuses an example that could not fit one message, which would otherwise be retried
+     * forever and block the queue (issue 9).
+     */
+    maxPacketBytes: 1024 * 1024,
   },
   api: {
     /** Loopback by default: the local API has no authentication. */
@@ -110,6 +116,8 @@ const mqttSchema = z
     reconnectMs: int(100, 3_600_000).default(D.mqtt.reconnectMs),
     connectTimeoutMs: int(1_000, 600_000).default(D.mqtt.connectTimeoutMs),
     protocolVersion: z.union([z.literal(4), z.literal(5)], { error: 'expected 4 (MQTT 3.1.1) or 5' }).default(D.mqtt.protocolVersion),
+    // Below 16 KiB not even one MNIST example (≈ 4.3 KB) plus an envelope is a sensible limit; 256 MiB is MQTT's own.
+    maxPacketBytes: int(16 * 1024, 268_435_455).default(D.mqtt.maxPacketBytes),
   })
   .superRefine((m, ctx) => {
     if (m.password !== undefined && m.passwordFile !== undefined) ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'set password or passwordFile, not both' });

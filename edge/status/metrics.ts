@@ -1,12 +1,23 @@
 import { Gauge, type Registry } from 'prom-client';
-import type { Outbox } from '../outbox/index.js';
+import type { Outbox, OutboxWriter } from '../outbox/index.js';
 import type { Selector } from '../selection/index.js';
 
 /**
  * Prometheus gauges for the hard-example path, read at scrape time (prom-client `collect`), so the
  * outbox and selector keep their own counters and nothing is double-counted.
  */
-export function registerHardExampleMetrics(registry: Registry, { outbox, selector }: { outbox: () => Outbox; selector: Selector }): void {
+export function registerHardExampleMetrics(registry: Registry, { outbox, writer, selector }: { outbox: () => Outbox; writer?: () => OutboxWriter; selector: Selector }): void {
+  if (writer) {
+    new Gauge({
+      name: 'apprentice_edge_outbox_writer',
+      help: 'Outbox writer: queued examples (pending), committed batches and examples, and examples refused (queueFull, invalid) or lost to failed commits (writeFailed, failedBatches)',
+      labelNames: ['stat'] as const,
+      registers: [registry],
+      collect() {
+        for (const [k, v] of Object.entries(writer().stats())) this.set({ stat: k }, v);
+      },
+    });
+  }
   new Gauge({
     name: 'apprentice_edge_outbox',
     help: 'Outbox state: depth (rows), bytes, and lifetime selected/published/evicted/dropped counts',
