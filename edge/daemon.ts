@@ -130,7 +130,7 @@ export class EdgeDaemon {
     const gate = this.gate;
     const stats = this.stats;
     this.host = new ModelHost({
-      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena },
+      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena, enableMemPattern: rt.memPattern },
       // One observer feed for the health gate and the telemetry window.
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),

@@ -38,14 +38,21 @@ export const EDGE_DEFAULTS = {
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
-    // 2,000 × 784 floats ≈ 6 MB: enough for feedback within minutes, small enough for a 256 MB Pi.
-  rememberPredictions: 2_000,
+    // 1,000 × (784 + 10) floats ≈ 3.2 MB, allocated at the first prediction: a twentieth of the daemon's
+    // 64 MB anonymous-memory budget (issue 9); minutes of traffic on a device serving a few requests a second.
+    rememberPredictions: 1_000,
     rememberSeconds: 3_600,
     microBatch: { enabled: false, maxBatch: 32, maxWaitMs: 0 },
   },
   runtime: {
     intraOpThreads: 1,
-    memArena: true,
+    /**
+     * ORT's CPU arena and memory pattern, both off: together with MALLOC_ARENA_MAX=2 in the unit they
+     * cut the daemon's anonymous RSS under load by ~10 MB (`npm run bench:edge`, issue 9); an mlp:64
+     * run allocates little, so reusing blocks buys almost nothing.
+     */
+    memArena: false,
+    memPattern: false,
     healthWindowSeconds: 60,
     /** The health window also closes early after this many runs; null = only the time bound. */
     healthWindowRequests: null as number | null,
@@ -147,6 +154,8 @@ const runtimeSchema = z.strictObject({
   intraOpThreads: int(1, 64).default(D.runtime.intraOpThreads),
   /** ORT's CPU memory arena (faster runs; off trades speed for lower RSS). */
   memArena: z.boolean().default(D.runtime.memArena),
+  /** ORT's memory pattern (a pre-planned block per input shape seen; off trades a little speed for RSS). */
+  memPattern: z.boolean().default(D.runtime.memPattern),
   /** How long a newly switched model is watched by the health gate before it is committed. */
   healthWindowSeconds: z.number().min(0.1).max(86_400).default(D.runtime.healthWindowSeconds),
   healthWindowRequests: int(1, 10_000_000).nullable().default(D.runtime.healthWindowRequests),
