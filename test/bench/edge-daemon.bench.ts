@@ -2,7 +2,7 @@
  * Edge bench of the shipped default (issue 9, items 5, 6 and 11), the second half of `npm run bench:edge`:
  *
  * 1. `selectionWrite`: predict latency with hard-example selection at its caps (caps at their schema
- *    maximum, 100,000/min and no hourly cap, every example qualifying, de-duplication off), the outbox
+ *    maximum, 100,000/min and no hourly cap, audit rate 1 so every example qualifies, no de-duplication), the outbox
  *    written in the request (`direct`: one synchronous=FULL transaction per selected example, what the
  *    daemon did before) versus queued for the OutboxWriter (`writer`: batched commits, the daemon now).
  *    In-process API, real SQLite file on disk, real ORT, the real release below.
@@ -57,13 +57,13 @@ async function selectionWrite(rel: RealRelease, bodies: string[], durationMs: nu
   const host = new ModelHost();
   await host.activate(modelPath, rel.signed.manifest);
   const out: Record<string, unknown> = {
-    setup: 'selection at its caps: caps.perMinute 100000 (schema maximum), perHour null, lowConfidence.threshold 1 (every example qualifies), dedupe off; outbox on a disk file, synchronous=FULL; writer defaults (flushMs 100, batchRows 64)',
+    setup: 'selection at its caps: caps.perMinute 100000 (schema maximum), perHour null, audit.rate 1 (every example qualifies), dedupe off; outbox on a disk file, synchronous=FULL; writer defaults (flushMs 100, batchRows 64)',
   };
   try {
     for (const mode of ['direct', 'writer'] as const) {
       const outbox = await Outbox.create({ path: join(dir, `${mode}.db`), maxRows: 10_000, maxBytes: 64 << 20 });
       const writer = new OutboxWriter({ outbox });
-      const selector = createSelector({ lowConfidence: { threshold: 1 }, caps: { perMinute: 100_000, perHour: null }, dedupe: { enabled: false } });
+      const selector = createSelector({ audit: { rate: 1 }, caps: { perMinute: 100_000, perHour: null }, dedupe: { enabled: false } });
       const app = createLocalApi({
         host,
         metrics: new Registry(),

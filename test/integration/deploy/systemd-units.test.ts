@@ -46,7 +46,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const UNITS = [
   // Both notify through a spawned systemd-notify (shared/systemd/sd-notify.ts), hence NotifyAccess=all.
   // The edge runs its own entry (bin/edge.ts: the edge modules only, issue 9).
-  { file: 'apprentice-edge.service', exec: '/opt/apprentice/bin/apprentice-edge.js', config: '/etc/apprentice/edge.json', memoryMax: '256M', watchdog: '30', notifyAccess: 'all' },
+  { file: 'apprentice-edge.service', exec: '/opt/apprentice/bin/apprentice-edge.js', config: '/etc/apprentice/edge.json', memoryMax: '208M', watchdog: '30', notifyAccess: 'all' },
   { file: 'apprentice-cloud.service', exec: '/opt/apprentice/bin/apprentice.js cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'all' },
 ] as const;
 
