@@ -233,8 +233,9 @@ ort_arch() {
 }
 
 # Removes from node_modules what no device runs (issue 9: 757 MB on an SD card before): every
-# onnxruntime platform but this one (263 of its 288 MB), and better-sqlite3's SQLite sources and build
-# intermediates (the daemon loads build/Release/better_sqlite3.node alone).
+# onnxruntime platform but this one (263 of its 288 MB), better-sqlite3's SQLite sources and build
+# intermediates (the daemon loads build/Release/better_sqlite3.node alone), and what Node never loads:
+# TypeScript sources and declarations, source maps, Markdown, @types packages.
 prune_node_modules() {
   local nm="$1" arch d
   arch="$(ort_arch)"
@@ -250,6 +251,8 @@ prune_node_modules() {
     find "$sq/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
     find "$sq/build/Release" -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} +
   fi
+  rm -rf "$nm/@types"
+  find "$nm" -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' -o -name '*.md' \) -delete
 }
 
 install_app() {

@@ -14,7 +14,8 @@ import { generateSigningKey, toTrustedKey } from '../../../shared/manifest/index
 import { freePort, waitFor } from '../../helpers/net.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const EDGE_DEPS = ['@hono/node-server', 'better-sqlite3', 'canonicalize', 'commander', 'hono', 'mqtt', 'onnxruntime-node', 'pino', 'prom-client', 'zod'];
+// sharp since image inputs landed (edge/api/image.ts; imported on first image request).
+const EDGE_DEPS = ['@hono/node-server', 'better-sqlite3', 'canonicalize', 'commander', 'hono', 'mqtt', 'onnxruntime-node', 'pino', 'prom-client', 'sharp', 'zod'];
 const MB = 1024 * 1024;
 const ARCH = process.arch === 'arm64' ? 'arm64' : 'x64';
 
@@ -64,8 +65,9 @@ describe('lean edge install (--prefix, --copy-node-modules, this checkout)', () 
     const du = spawnSync('du', ['-sk', app], { encoding: 'utf8' });
     const onDiskMB = Number(du.stdout.split('\t')[0]) / 1024;
     // linux-arm64: the same tree with onnxruntime's linux/arm64 directory (shipped in the same npm
-    // package, here in the checkout) in place of this one; better-sqlite3's arm64 addon is taken to be
-    // the size of this one (both are one compiled SQLite).
+    // package, here in the checkout) in place of this one. better-sqlite3's arm64 addon and sharp's
+    // @img/sharp(-libvips)-linux-arm64 packages (npm installs only the machine's own) are taken to be
+    // the size of this machine's (the same sources compiled for another CPU).
     const src = path.join(ROOT, 'node_modules/onnxruntime-node/bin/napi-v6/linux');
     const arm64 = total - bytes(path.join(src, ARCH)) + bytes(path.join(src, 'arm64'));
     console.info(`[install-lean] ${ARCH}: ${(total / MB).toFixed(1)} MB of files, ${onDiskMB.toFixed(1)} MB on disk (du); linux-arm64 computed: ${(arm64 / MB).toFixed(1)} MB`);
