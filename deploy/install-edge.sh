@@ -25,8 +25,9 @@ usage() {
   cat <<'EOF'
 Usage: install-edge.sh [options]
 
-Installs the Apprentice edge daemon:
-  /opt/apprentice                    the app (package.json, package-lock.json, .npmrc, bin/, dist/, node_modules/)
+Installs the Apprentice edge daemon as its own lean package (issue 9): only the modules the edge entry
+imports and only the packages they use, onnxruntime's binaries for this platform only:
+  /opt/apprentice                    the app (package.json, .npmrc, bin/apprentice-edge.js, dist/{bin,edge,shared}, node_modules/)
   /etc/apprentice/edge.json          config, 0640 root:apprentice; written only if absent
   /var/lib/apprentice                data dir, 0750 apprentice:apprentice
   /etc/systemd/system/apprentice-edge.service, enabled and started
@@ -41,8 +42,8 @@ Options:
   --no-start           enable the service but do not (re)start it
   --no-apt             never run apt; fail if Node.js >= 20 is missing
   --skip-npm           do not install node_modules (tests, or when they are provided otherwise)
-  --copy-node-modules  copy DIR/node_modules instead of running `npm ci --omit=dev` (an offline bundle
-                       built for this architecture)
+  --copy-node-modules  copy the edge dependencies (and theirs, per package-lock.json) out of
+                       DIR/node_modules instead of running npm (offline; DIR built for this architecture)
   --create-user        with --prefix, still create the system user (needs root)
   --uninstall          stop and remove the service and the app; keep config and data
   --purge              with --uninstall, also remove /etc/apprentice and /var/lib/apprentice
@@ -202,10 +203,10 @@ check_source() {
   [[ -d "$SOURCE" ]] || die "source $SOURCE is not a directory"
   SOURCE="$(cd "$SOURCE" && pwd)"
   local f
-  for f in package.json package-lock.json bin/apprentice.js; do
+  for f in package.json package-lock.json bin/apprentice-edge.js; do
     [[ -f "$SOURCE/$f" ]] || die "source $SOURCE has no $f"
   done
-  [[ -f "$SOURCE/dist/bin/main.js" ]] || die "source $SOURCE is not built (no dist/bin/main.js): run \`npm ci && npm run build\` there first"
+  [[ -f "$SOURCE/dist/bin/edge.js" ]] || die "source $SOURCE is not built (no dist/bin/edge.js): run \`npm ci && npm run build\` there first"
   if [[ $COPY_NODE_MODULES -eq 1 && ! -d "$SOURCE/node_modules" ]]; then
     die "--copy-node-modules: $SOURCE/node_modules does not exist"
   fi
@@ -223,37 +224,61 @@ STAGE=""
 cleanup() { [[ -z "$STAGE" ]] || rm -rf "$STAGE"; }
 trap cleanup EXIT
 
+# onnxruntime-node's directory name for this machine's architecture.
+ort_arch() {
+  case "$(uname -m)" in
+    aarch64 | arm64) echo arm64 ;;
+    *) echo x64 ;;
+  esac
+}
+
+# Removes from node_modules what no device runs (issue 9: 757 MB on an SD card before): every
+# onnxruntime platform but this one (263 of its 288 MB), better-sqlite3's SQLite sources and build
+# intermediates (the daemon loads build/Release/better_sqlite3.node alone), and what Node never loads:
+# TypeScript sources and declarations, source maps, Markdown, @types packages.
+prune_node_modules() {
+  local nm="$1" arch d
+  arch="$(ort_arch)"
+  if [[ -d "$nm/onnxruntime-node/bin/napi-v6" ]]; then
+    for d in "$nm"/onnxruntime-node/bin/napi-v6/*/*; do
+      [[ "$d" == */linux/"$arch" ]] || rm -rf "$d"
+    done
+    find "$nm/onnxruntime-node/bin/napi-v6" -mindepth 1 -type d -empty -delete
+  fi
+  local sq="$nm/better-sqlite3"
+  if [[ -f "$sq/build/Release/better_sqlite3.node" ]]; then
+    rm -rf "$sq/deps" "$sq/src"
+    find "$sq/build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
+    find "$sq/build/Release" -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} +
+  fi
+  rm -rf "$nm/@types"
+  find "$nm" -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' -o -name '*.md' \) -delete
+}
+
 install_app() {
+  command -v node >/dev/null 2>&1 || die "node is needed to stage the edge package (Node.js >= $NODE_MIN_MAJOR)"
+  local packager="$SCRIPT_DIR/edge-package.mjs"
+  [[ -f "$packager" ]] || packager="$SOURCE/deploy/edge-package.mjs"
+  [[ -f "$packager" ]] || die "edge-package.mjs not found next to this script or in $SOURCE/deploy"
   mkdir -p "$PREFIX/opt"
   # Stage next to the target so the final switch is a rename on the same filesystem.
   STAGE="$(mktemp -d "$PREFIX/opt/.apprentice.stage.XXXXXX")"
-  cp "$SOURCE/package.json" "$SOURCE/package-lock.json" "$STAGE/"
+  # The lean package: the files dist/bin/edge.js imports and a package.json naming only their packages.
+  local copy=()
+  [[ $COPY_NODE_MODULES -eq 1 ]] && copy=(--copy-node-modules) && log "copying the edge dependencies from $SOURCE/node_modules"
+  node "$packager" --source "$SOURCE" --out "$STAGE" "${copy[@]}" >/dev/null
   # .npmrc carries onnxruntime-node-install=skip (no CUDA download on a Pi).
   [[ -f "$SOURCE/.npmrc" ]] && cp "$SOURCE/.npmrc" "$STAGE/"
-  cp -R "$SOURCE/bin" "$SOURCE/dist" "$STAGE/"
-  if [[ $COPY_NODE_MODULES -eq 1 ]]; then
-    log "copying node_modules from $SOURCE"
-    cp -R "$SOURCE/node_modules" "$STAGE/"
-  elif [[ $SKIP_NPM -eq 1 ]]; then
+  if [[ $COPY_NODE_MODULES -eq 0 && $SKIP_NPM -eq 1 ]]; then
     note "--skip-npm: node_modules not installed"
-  else
-    command -v npm >/dev/null 2>&1 || die "npm not found (needed for npm ci --omit=dev)"
+  elif [[ $COPY_NODE_MODULES -eq 0 ]]; then
+    command -v npm >/dev/null 2>&1 || die "npm not found (needed for npm install --omit=dev)"
+    # The checkout's lock pins every version; npm prunes it to the lean package's dependencies.
+    cp "$SOURCE/package-lock.json" "$STAGE/"
+    log "running npm install --omit=dev --omit=optional for $APP_DIR (this downloads dependencies)"
+    (cd "$STAGE" && npm install --omit=dev --omit=optional --no-audit --no-fund)
   fi
-  # `prepare` runs tsc, which --omit=dev does not install; the app ships built, so drop the lifecycle
-  # scripts of the app itself (dependencies keep theirs: better-sqlite3 needs its install step).
-  if command -v node >/dev/null 2>&1; then
-    node -e '
-      const fs = require("fs");
-      const f = process.argv[1];
-      const p = JSON.parse(fs.readFileSync(f, "utf8"));
-      for (const s of ["preinstall", "install", "postinstall", "prepublish", "preprepare", "prepare", "postprepare"]) delete p.scripts?.[s];
-      fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");
-    ' "$STAGE/package.json"
-  fi
-  if [[ $COPY_NODE_MODULES -eq 0 && $SKIP_NPM -eq 0 ]]; then
-    log "running npm ci --omit=dev for $APP_DIR (this downloads dependencies)"
-    (cd "$STAGE" && npm ci --omit=dev --no-audit --no-fund)
-  fi
+  [[ -d "$STAGE/node_modules" ]] && prune_node_modules "$STAGE/node_modules"
   chmod -R u=rwX,go=rX "$STAGE"
   chmod 0755 "$STAGE"
   [[ $IS_ROOT -eq 1 ]] && chown -R root:root "$STAGE"
@@ -265,7 +290,7 @@ install_app() {
   mv "$STAGE" "$APP_DIR"
   STAGE=""
   [[ -z "$old" ]] || rm -rf "$old"
-  log "installed the app to $APP_DIR"
+  log "installed the app to $APP_DIR ($(du -sm "$APP_DIR" | cut -f1) MB)"
 }
 
 ensure_user() {

@@ -6,7 +6,7 @@ import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { jitterReconnects, mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
-import { Outbox, OutboxPublisher, buildExample } from './outbox/index.js';
+import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
@@ -42,6 +42,8 @@ export interface DaemonSnapshot {
   apiUrl: string | undefined;
   mqttConnected: boolean;
   outbox: ReturnType<Outbox['stats']>;
+  /** Examples queued for the outbox and not yet committed (`pending`), and what the writer refused or lost. */
+  writer: ReturnType<OutboxWriter['stats']>;
   telemetry: Telemetry;
 }
 
@@ -55,6 +57,7 @@ export class EdgeDaemon {
   private readonly startedAt: number;
   private client!: MqttClient;
   private outbox!: Outbox;
+  private writer!: OutboxWriter;
   private host!: ModelHost;
   private gate!: HealthGate;
   private updates!: UpdateManager;
@@ -111,7 +114,10 @@ export class EdgeDaemon {
     // A fleet that lost its broker together must not come back in lockstep (issue 8): from reconnectMs up
     // to 16× it (5 s → 80 s with the default), jittered.
     jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
-    this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, log: log.child({ module: 'edge/outbox' }) });
+    const o = config.outbox;
+    const maxPacket = config.mqtt.maxPacketBytes;
+    this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: o.maxRows, maxBytes: o.maxBytes, maxExampleBytes: maxExampleBytes(maxPacket, id), log: log.child({ module: 'edge/outbox' }) });
+    this.writer = new OutboxWriter({ outbox: this.outbox, ...o.write, log: log.child({ module: 'edge/outbox' }) });
     const rt = config.runtime;
     this.gate = new HealthGate({
       windowMs: rt.healthWindowSeconds * 1000,
@@ -127,7 +133,7 @@ export class EdgeDaemon {
     const gate = this.gate;
     const stats = this.stats;
     this.host = new ModelHost({
-      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena },
+      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena, enableMemPattern: rt.memPattern },
       // One observer feed for the health gate and the telemetry window.
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),
@@ -146,7 +152,7 @@ export class EdgeDaemon {
     });
     const mb = config.api.microBatch;
     const metrics = new Registry();
-    registerHardExampleMetrics(metrics, { outbox: () => this.outbox, selector: this.selector });
+    registerHardExampleMetrics(metrics, { outbox: () => this.outbox, writer: () => this.writer, selector: this.selector });
     this.app = createLocalApi({
       host: this.host,
       metrics,
@@ -161,14 +167,14 @@ export class EdgeDaemon {
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
       log: log.child({ module: 'edge/api' }),
     });
-    const o = config.outbox;
     this.publisher = new OutboxPublisher({
       outbox: this.outbox,
       client: this.client,
       deviceId: id,
       log: log.child({ module: 'edge/outbox' }),
       maxBatchExamples: o.batch.maxExamples,
-      maxBatchBytes: o.batch.maxBytes,
+      // A batch must fit one packet too (a single example always does: the outbox refuses bigger ones).
+      maxBatchBytes: Math.min(o.batch.maxBytes, maxPacket - publishOverheadBytes(id)),
       ackTimeoutMs: o.ackTimeoutMs,
       backoff: o.backoff,
     });
@@ -248,6 +254,8 @@ export class EdgeDaemon {
     await step('notify', () => this.sd.stopping('stopping'));
     await step('telemetry', () => this.telemetry.stop());
     await step('api', () => this.server?.stop(5_000));
+    // After the API (no new examples), before the outbox closes: commit what is queued.
+    await step('writer', () => this.writer.stop());
     await step('publisher', () => this.publisher.stop());
     await step('updates', () => this.updates.dispose());
     await step('status', async () => {
@@ -274,6 +282,7 @@ export class EdgeDaemon {
       if (!(await Promise.race([ended, late]).catch(() => false))) await client.endAsync(true).catch(() => undefined);
     }
     this.gate?.dispose();
+    this.writer?.stop();
     await this.host?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-runtime'));
     this.outbox?.dispose();
   }
@@ -288,7 +297,7 @@ export class EdgeDaemon {
   }
 
   snapshot(): DaemonSnapshot {
-    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), telemetry: this.collectTelemetry() };
+    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), writer: this.writer.stats(), telemetry: this.collectTelemetry() };
   }
 
   private running(): RunningRelease | null {
@@ -348,12 +357,14 @@ export class EdgeDaemon {
     this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
   }
 
-  /** Hard-example selection on every answered example; selected ones go to the outbox with a fresh UUID. */
+  /**
+   * Hard-example selection on every answered example; selected ones are queued for the outbox with a
+   * fresh UUID. Only queued: the writer commits them in batches after the response (issue 9, item 5).
+   */
   private onPrediction(p: PredictionEvent): void {
     const hit = this.selector.select({ input: p.input, probs: p.probs });
     if (!hit) return;
-    const r = this.outbox.add(buildExample({ input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release }));
-    if (r.status === 'dropped') this.log.debug({ cause: r.cause }, 'outbox/dropped');
+    this.writer.enqueue(buildExample({ input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release }));
   }
 
   /**
@@ -361,8 +372,9 @@ export class EdgeDaemon {
    * cloud (idempotent on it) keeps it once; a hard example selected from the same prediction has its own
    * UUID, so the label is never mistaken for a duplicate of it.
    */
-  private onFeedback(f: FeedbackEvent): { stored: boolean } {
-    const r = this.outbox.add(buildExample({ input: f.input, probs: f.probs, reason: 'feedback', label: f.label, model: f.manifest.model, release: f.manifest.release, id: f.id }));
+  private async onFeedback(f: FeedbackEvent): Promise<{ stored: boolean }> {
+    // `stored: true` is a promise to the user: answered only after the writer's commit.
+    const r = await this.writer.write(buildExample({ input: f.input, probs: f.probs, reason: 'feedback', label: f.label, model: f.manifest.model, release: f.manifest.release, id: f.id }));
     return { stored: r.status !== 'dropped' };
   }
 

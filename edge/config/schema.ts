@@ -25,6 +25,12 @@ export const EDGE_DEFAULTS = {
     connectTimeoutMs: 30_000,
     /** 3.1.1: what aedes (the embedded broker) speaks; 5 only behind this switch (DESIGN.md "MQTT"). */
     protocolVersion: 4 as 4 | 5,
+    /**
+     * The broker's maximum packet (Mosquitto `max_packet_size`/`message_size_limit`, AWS IoT 128 KiB):
+     * the outbox refuses an example that could not fit one message, which would otherwise be retried
+     * forever and block the queue (issue 9).
+     */
+    maxPacketBytes: 1024 * 1024,
   },
   api: {
     /** Loopback by default: the local API has no authentication. */
@@ -32,14 +38,21 @@ export const EDGE_DEFAULTS = {
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
-    // 2,000 × 784 floats ≈ 6 MB: enough for feedback within minutes, small enough for a 256 MB Pi.
-  rememberPredictions: 2_000,
+    // 1,000 × (784 + 10) floats ≈ 3.2 MB, allocated at the first prediction: a twentieth of the daemon's
+    // 64 MB anonymous-memory budget (issue 9); minutes of traffic on a device serving a few requests a second.
+    rememberPredictions: 1_000,
     rememberSeconds: 3_600,
     microBatch: { enabled: false, maxBatch: 32, maxWaitMs: 0 },
   },
   runtime: {
     intraOpThreads: 1,
-    memArena: true,
+    /**
+     * ORT's CPU arena and memory pattern, both off: together with MALLOC_ARENA_MAX=2 in the unit they
+     * cut the daemon's anonymous RSS under load by ~10 MB (`npm run bench:edge`, issue 9); an mlp:64
+     * run allocates little, so reusing blocks buys almost nothing.
+     */
+    memArena: false,
+    memPattern: false,
     healthWindowSeconds: 60,
     /** The health window also closes early after this many runs; null = only the time bound. */
     healthWindowRequests: null as number | null,
@@ -110,6 +123,8 @@ const mqttSchema = z
     reconnectMs: int(100, 3_600_000).default(D.mqtt.reconnectMs),
     connectTimeoutMs: int(1_000, 600_000).default(D.mqtt.connectTimeoutMs),
     protocolVersion: z.union([z.literal(4), z.literal(5)], { error: 'expected 4 (MQTT 3.1.1) or 5' }).default(D.mqtt.protocolVersion),
+    // Below 16 KiB not even one MNIST example (≈ 4.3 KB) plus an envelope is a sensible limit; 256 MiB is MQTT's own.
+    maxPacketBytes: int(16 * 1024, 268_435_455).default(D.mqtt.maxPacketBytes),
   })
   .superRefine((m, ctx) => {
     if (m.password !== undefined && m.passwordFile !== undefined) ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'set password or passwordFile, not both' });
@@ -139,6 +154,8 @@ const runtimeSchema = z.strictObject({
   intraOpThreads: int(1, 64).default(D.runtime.intraOpThreads),
   /** ORT's CPU memory arena (faster runs; off trades speed for lower RSS). */
   memArena: z.boolean().default(D.runtime.memArena),
+  /** ORT's memory pattern (a pre-planned block per input shape seen; off trades a little speed for RSS). */
+  memPattern: z.boolean().default(D.runtime.memPattern),
   /** How long a newly switched model is watched by the health gate before it is committed. */
   healthWindowSeconds: z.number().min(0.1).max(86_400).default(D.runtime.healthWindowSeconds),
   healthWindowRequests: int(1, 10_000_000).nullable().default(D.runtime.healthWindowRequests),

@@ -21,6 +21,19 @@ export const outboxConfigSchema = z.strictObject({
       maxBytes: z.number().int().min(1024).max(8 * 1024 * 1024).default(128 * 1024),
     })
     .prefault({}),
+  /**
+   * The writer that commits selected examples off the request path (OutboxWriter): every `flushMs`,
+   * or at once when `batchRows` are queued. Power loss can lose what is queued (never acknowledged).
+   */
+  write: z
+    .strictObject({
+      flushMs: z.number().int().min(0).max(10_000).default(100),
+      batchRows: z.number().int().min(1).max(10_000).default(64),
+      /** Queued examples kept at most while a commit is slow; past it new ones are refused and counted. */
+      maxPending: z.number().int().min(1).max(100_000).default(512),
+    })
+    .refine((w) => w.maxPending >= w.batchRows, { message: 'maxPending must be >= batchRows', path: ['maxPending'] })
+    .prefault({}),
   /** Without a PUBACK this long (while connected), the batch is abandoned and its rows resent. */
   ackTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
   backoff: z

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { float32ToBase64, type Example } from '../../shared/protocol/index.js';
+import { PROTOCOL_VERSION, float32ToBase64, topics, type Example } from '../../shared/protocol/index.js';
 
 export interface BuildExampleInput {
   /** The model input as the model saw it (already scaled). */
@@ -35,4 +35,29 @@ export function buildExample({ input, probs, reason, model, release, label, id =
     reason,
     ...(label === undefined ? {} : { label }),
   };
+}
+
+/** A placeholder batch id: every UUID has 36 characters, so the envelope's size does not depend on it. */
+const SOME_UUID = '00000000-0000-4000-8000-000000000000';
+
+/**
+ * Bytes an MQTT PUBLISH of `examples(deviceId)` adds around its payload: the fixed header (1 byte and a
+ * remaining length of at most 4), the topic (2-byte length and the name) and the packet id of QoS 1
+ * (MQTT 3.1.1 §3.3; a broker's maximum packet size counts all of it).
+ */
+export function publishOverheadBytes(deviceId: string): number {
+  return 1 + 4 + 2 + Buffer.byteLength(topics.examples(deviceId)) + 2;
+}
+
+/**
+ * The largest example (its JSON, base64 input included, as the outbox stores it) that still fits one
+ * MQTT message of at most `maxPacketBytes` when sent alone: the packet minus the PUBLISH overhead and
+ * the batch envelope `{"v":…,"deviceId":…,"batchId":…,"examples":[…]}`.
+ *
+ * @example
+ * const outbox = await Outbox.create({ path, maxRows, maxBytes, maxExampleBytes: maxExampleBytes(1 << 20, 'pi-7') });
+ */
+export function maxExampleBytes(maxPacketBytes: number, deviceId: string): number {
+  const envelope = Buffer.byteLength(JSON.stringify({ v: PROTOCOL_VERSION, deviceId, batchId: SOME_UUID, examples: [] }));
+  return maxPacketBytes - publishOverheadBytes(deviceId) - envelope;
 }

@@ -6,5 +6,7 @@ export { outboxConfigSchema, DEFAULT_OUTBOX_CONFIG } from './config.js';
 export type { OutboxConfig, OutboxConfigInput } from './config.js';
 export { createBackoff } from './backoff.js';
 export type { Backoff, BackoffOptions } from './backoff.js';
-export { buildExample } from './example.js';
+export { buildExample, maxExampleBytes, publishOverheadBytes } from './example.js';
 export type { BuildExampleInput } from './example.js';
+export { OutboxWriter } from './writer.js';
+export type { OutboxWriterOptions, WriteResult, WriterStats } from './writer.js';

@@ -30,6 +30,13 @@ export interface OutboxOptions {
   log?: Logger;
   /** Wall-clock milliseconds for `created_at`; defaults to `Date.now`. Ordering uses an insertion sequence, not this. */
   now?: () => number;
+  /**
+   * Largest example JSON (base64 input included) that still fits one MQTT message once the batch
+   * envelope and the PUBLISH header are added (`maxExampleBytes()` in example.ts computes it from the
+   * broker's maximum packet). A larger one could never be delivered and would block the queue, so `add`
+   * refuses it (`dropped`, cause `oversized`). Default: no limit.
+   */
+  maxExampleBytes?: number;
 }
 
 /** Persisted in the `meta` table, so they survive restarts. */
@@ -40,7 +47,7 @@ export interface OutboxCounters {
   published: number;
   /** Rows deleted to make room for newer ones. */
   evicted: number;
-  /** Examples refused: larger than `maxBytes`, no room among rows it may evict, or unreadable on read-back. */
+  /** Examples refused: larger than `maxBytes` or one MQTT message, no room among rows it may evict, or unreadable on read-back. */
   dropped: number;
 }
 
@@ -53,7 +60,7 @@ export interface OutboxStats extends OutboxCounters {
 export type AddResult =
   | { status: 'added'; evicted: number }
   | { status: 'duplicate' }
-  | { status: 'dropped'; cause: 'too_large' | 'full' };
+  | { status: 'dropped'; cause: 'too_large' | 'full' | 'oversized' };
 
 export interface OutboxRow {
   id: string;
@@ -107,9 +114,10 @@ export class Outbox {
    * @example
    * const outbox = await Outbox.create({ path: '/var/lib/apprentice/outbox.db', maxRows: 10_000, maxBytes: 64 << 20 });
    */
-  static async create({ path, maxRows, maxBytes, log = silentLogger, now = Date.now }: OutboxOptions): Promise<Outbox> {
+  static async create({ path, maxRows, maxBytes, log = silentLogger, now = Date.now, maxExampleBytes = Infinity }: OutboxOptions): Promise<Outbox> {
     if (!Number.isSafeInteger(maxRows) || maxRows < 1) throw new OutboxError(`maxRows must be a positive integer, got ${maxRows}`);
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new OutboxError(`maxBytes must be a positive integer, got ${maxBytes}`);
+    if (maxExampleBytes !== Infinity && (!Number.isSafeInteger(maxExampleBytes) || maxExampleBytes < 1)) throw new OutboxError(`maxExampleBytes must be a positive integer, got ${maxExampleBytes}`);
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     const db = new Database(path);
     try {
@@ -122,66 +130,61 @@ export class Outbox {
       db.close();
       throw err;
     }
-    const outbox = new Outbox(db, { path, maxRows, maxBytes, log, now });
+    const outbox = new Outbox(db, { path, maxRows, maxBytes, log, now, maxExampleBytes });
     log.info({ path, depth: outbox.rows, bytes: outbox.totalBytes }, 'outbox opened');
     return outbox;
   }
 
   /**
-   * Stores an example (validated against `exampleSchema`; invalid ones throw OutboxError).
-   * Idempotent on the example UUID: a second add of a stored id changes nothing.
+   * Stores an example (validated against `exampleSchema`; invalid ones throw OutboxError) in its own
+   * transaction, fsynced before it returns. Idempotent on the example UUID: a second add of a stored id
+   * changes nothing. The daemon's request path does not call this: it goes through `OutboxWriter`,
+   * which commits many examples per fsync with `addBatch`.
    */
   add(example: Example): AddResult {
-    this.assertOpen();
-    const parsed = exampleSchema.safeParse(example);
-    if (!parsed.success) throw new OutboxError(`invalid example: ${formatIssues(parsed.error)}`);
-    const ex = parsed.data;
-    const json = JSON.stringify(ex);
-    const bytes = Buffer.byteLength(json);
-    const kind = kindOf(ex.reason);
-    const priority = PRIORITY[kind];
-    const { maxRows, maxBytes } = this.opts;
+    return this.addBatch([example])[0]!;
+  }
 
-    const result = this.db.transaction((): { res: AddResult; freedRows: number; freedBytes: number } => {
-      if (this.sql.exists.get(ex.id)) return { res: { status: 'duplicate' }, freedRows: 0, freedBytes: 0 };
-      this.bump('selected', 1);
-      if (bytes > maxBytes) {
-        this.bump('dropped', 1);
-        return { res: { status: 'dropped', cause: 'too_large' }, freedRows: 0, freedBytes: 0 };
-      }
-      let needRows = this.rows + 1 - maxRows;
-      let needBytes = this.totalBytes + bytes - maxBytes;
-      const victims: { id: string; bytes: number }[] = [];
-      if (needRows > 0 || needBytes > 0) {
-        // Collect first: better-sqlite3 forbids other statements while an iterator is open.
-        const candidates = this.sql.victims.iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
-        for (const v of candidates) {
-          victims.push(v);
-          needRows--;
-          needBytes -= v.bytes;
-          if (needRows <= 0 && needBytes <= 0) break;
-        }
-        if (needRows > 0 || needBytes > 0) {
-          this.bump('dropped', 1);
-          return { res: { status: 'dropped', cause: 'full' }, freedRows: 0, freedBytes: 0 };
-        }
-        for (const v of victims) this.sql.delete.run(v.id);
-        this.bump('evicted', victims.length);
-      }
-      const seq = this.bump('seq', 1);
-      this.sql.insert.run(ex.id, seq, ex.reason, kind, priority, bytes, this.opts.now(), json);
-      const freedBytes = victims.reduce((a, v) => a + v.bytes, 0);
-      return { res: { status: 'added', evicted: victims.length }, freedRows: victims.length - 1, freedBytes: freedBytes - bytes };
+  /**
+   * Stores several examples in one transaction (one fsync under synchronous=FULL): all of them or, if
+   * the commit fails (disk full, read-only file system), none, and the error is thrown. Each example
+   * gets its own result, with the same rules as `add`; every example is validated before anything is
+   * written, so an invalid one throws OutboxError and stores nothing.
+   */
+  addBatch(examples: readonly Example[]): AddResult[] {
+    this.assertOpen();
+    const prepared = examples.map((example) => {
+      const parsed = exampleSchema.safeParse(example);
+      if (!parsed.success) throw new OutboxError(`invalid example: ${formatIssues(parsed.error)}`);
+      const json = JSON.stringify(parsed.data);
+      return { ex: parsed.data, json, bytes: Buffer.byteLength(json) };
+    });
+    const outcome = this.db.transaction(() => {
+      let freedRows = 0;
+      let freedBytes = 0;
+      const res = prepared.map((p) => {
+        const r = this.insertOne(p.ex, p.json, p.bytes, freedRows, freedBytes);
+        freedRows += r.freedRows;
+        freedBytes += r.freedBytes;
+        return r.res;
+      });
+      return { res, freedRows, freedBytes };
     }).immediate();
 
     // Caches change only after the commit, so a failed transaction cannot leave them wrong.
-    this.rows -= result.freedRows;
-    this.totalBytes -= result.freedBytes;
+    this.rows -= outcome.freedRows;
+    this.totalBytes -= outcome.freedBytes;
     this.reloadCounters();
-    const { res } = result;
-    if (res.status === 'dropped') this.opts.log.warn({ id: ex.id, reason: ex.reason, bytes, cause: res.cause }, 'outbox dropped example');
-    if (res.status === 'added') {
-      if (res.evicted > 0) this.opts.log.debug({ evicted: res.evicted, kind }, 'outbox evicted rows');
+    let added = false;
+    outcome.res.forEach((res, i) => {
+      const { ex, bytes } = prepared[i]!;
+      if (res.status === 'dropped') this.opts.log.warn({ id: ex.id, reason: ex.reason, bytes, cause: res.cause, ...(res.cause === 'oversized' ? { maxExampleBytes: this.opts.maxExampleBytes } : {}) }, 'outbox dropped example');
+      if (res.status === 'added') {
+        added = true;
+        if (res.evicted > 0) this.opts.log.debug({ evicted: res.evicted, kind: kindOf(ex.reason) }, 'outbox evicted rows');
+      }
+    });
+    if (added) {
       for (const l of this.listeners) {
         try {
           l();
@@ -190,9 +193,47 @@ export class Outbox {
         }
       }
     }
-    return res;
+    return outcome.res;
   }
 
+  /**
+   * One example inside the caller's transaction. `pendingRows`/`pendingBytes` are what earlier inserts
+   * of the same transaction freed (negative: added), since the caches change only after the commit.
+   */
+  private insertOne(ex: Example, json: string, bytes: number, pendingRows: number, pendingBytes: number): { res: AddResult; freedRows: number; freedBytes: number } {
+    const kind = kindOf(ex.reason);
+    const priority = PRIORITY[kind];
+    const { maxRows, maxBytes, maxExampleBytes } = this.opts;
+    if (this.sql.exists.get(ex.id)) return { res: { status: 'duplicate' }, freedRows: 0, freedBytes: 0 };
+    this.bump('selected', 1);
+    if (bytes > maxExampleBytes || bytes > maxBytes) {
+      this.bump('dropped', 1);
+      return { res: { status: 'dropped', cause: bytes > maxExampleBytes ? 'oversized' : 'too_large' }, freedRows: 0, freedBytes: 0 };
+    }
+    let needRows = this.rows - pendingRows + 1 - maxRows;
+    let needBytes = this.totalBytes - pendingBytes + bytes - maxBytes;
+    const victims: { id: string; bytes: number }[] = [];
+    if (needRows > 0 || needBytes > 0) {
+      // Collect first: better-sqlite3 forbids other statements while an iterator is open.
+      const candidates = this.sql.victims.iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
+      for (const v of candidates) {
+        victims.push(v);
+        needRows--;
+        needBytes -= v.bytes;
+        if (needRows <= 0 && needBytes <= 0) break;
+      }
+      if (needRows > 0 || needBytes > 0) {
+        this.bump('dropped', 1);
+        return { res: { status: 'dropped', cause: 'full' }, freedRows: 0, freedBytes: 0 };
+      }
+      for (const v of victims) this.sql.delete.run(v.id);
+      this.bump('evicted', victims.length);
+    }
+    const seq = this.bump('seq', 1);
+    this.sql.insert.run(ex.id, seq, ex.reason, kind, priority, bytes, this.opts.now(), json);
+    const freedBytes = victims.reduce((a, v) => a + v.bytes, 0);
+    return { res: { status: 'added', evicted: victims.length }, freedRows: victims.length - 1, freedBytes: freedBytes - bytes };
+  }
   /**
    * The oldest rows, in insertion order: at most `limit`, and at most `maxBytes` of payload (one byte
    * per row added for the separator) — but always at least one row when any exist, so an example

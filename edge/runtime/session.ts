@@ -17,6 +17,12 @@ export interface ModelSessionOptions {
    * usual advice against RSS growth across session reloads (onnxruntime#25325), measured in the edge bench.
    */
   enableCpuMemArena?: boolean;
+  /**
+   * ORT's memory pattern: plans and pre-allocates one block per input shape it has seen. With the
+   * varying batch sizes of the local API each new n adds a plan; the edge turns it off (measured in
+   * `npm run bench:edge`, issue 9).
+   */
+  enableMemPattern?: boolean;
 }
 
 export const DEFAULT_SESSION_OPTIONS: Required<ModelSessionOptions> = {
@@ -25,6 +31,7 @@ export const DEFAULT_SESSION_OPTIONS: Required<ModelSessionOptions> = {
   executionMode: 'sequential',
   graphOptimizationLevel: 'all',
   enableCpuMemArena: true,
+  enableMemPattern: true,
 };
 
 /** What `ModelHost` needs from a session; `ModelSession` is the real one, tests may inject fakes. */
@@ -148,6 +155,7 @@ export class ModelSession implements InferenceRunner {
         executionMode: o.executionMode,
         graphOptimizationLevel: o.graphOptimizationLevel,
         enableCpuMemArena: o.enableCpuMemArena,
+        enableMemPattern: o.enableMemPattern,
         logSeverityLevel: 3,
       });
     } catch (err) {

@@ -4,14 +4,10 @@
  * (options: --duration-ms 5000 --connections 16 --swaps 200 --hidden 0 --only name,name).
  * Writes test/bench/results/edge.json (edge-h<N>.json with --hidden N) and prints a one-line summary.
  *
- * Load comes from a child process (this file with `--child load`) holding N keep-alive sockets, each
- * sending one request and waiting for its full response before the next (closed loop, like autocannon).
- * It writes pre-serialised HTTP/1.1 requests straight to `net` sockets and only parses status and
- * Content-Length back: a Node `http.Agent` client would eat much of the 2 shared cores it competes for.
+ * Load comes from a child process (test/bench/http-load.ts): N keep-alive sockets, closed loop.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +22,7 @@ import { ModelSession, type ModelSessionOptions } from '../../edge/runtime/sessi
 import type { Manifest } from '../../shared/protocol/index.js';
 import { denseModel, makeManifest, sampleInputs, writeModel } from '../fixtures/onnx-models.js';
 import { percentileOfSorted } from '../../shared/util/percentile.js';
+import { round, runLoad, type LoadResult, type LoadSpec } from './http-load.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = resolve(dirname(SELF), '../../..');
@@ -34,94 +31,6 @@ const MB = 1024 * 1024;
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
-// ───────────────────────────── child: load generator ─────────────────────────────
-
-interface LoadSpec {
-  port: number;
-  method: 'GET' | 'POST';
-  path: string;
-  bodies: string[];
-  connections: number;
-  durationMs: number;
-  warmupMs: number;
-}
-
-interface LoadResult {
-  requests: number;
-  /** Including the warm-up: what the server's CPU time is divided by. */
-  totalRequests: number;
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  non2xx: number;
-  socketErrors: number;
-}
-
-async function loadChild(spec: LoadSpec): Promise<LoadResult> {
-  const reqs = spec.bodies.map((b) =>
-    Buffer.from(
-      spec.method === 'GET'
-        ? `GET ${spec.path} HTTP/1.1\r\nHost: bench\r\n\r\n`
-        : `POST ${spec.path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`,
-    ),
-  );
-  const latencies: number[] = [];
-  let requests = 0;
-  let totalRequests = 0;
-  let non2xx = 0;
-  let socketErrors = 0;
-  const start = performance.now();
-  const measureFrom = start + spec.warmupMs;
-  const end = measureFrom + spec.durationMs;
-
-  const runConn = (k: number) =>
-    new Promise<void>((done) => {
-      const sock: Socket = connect({ port: spec.port, host: '127.0.0.1', noDelay: true });
-      let buf: Buffer = Buffer.alloc(0);
-      let sentAt = 0;
-      let i = k;
-      const send = () => {
-        if (performance.now() >= end) {
-          sock.end();
-          return done();
-        }
-        sentAt = performance.now();
-        sock.write(reqs[i++ % reqs.length]!);
-      };
-      sock.on('connect', send);
-      sock.on('error', () => {
-        socketErrors++;
-        done();
-      });
-      sock.on('data', (chunk: Buffer) => {
-        buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-        for (;;) {
-          const headEnd = buf.indexOf('\r\n\r\n');
-          if (headEnd < 0) return;
-          const head = buf.subarray(0, headEnd).toString('latin1');
-          const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-          const len = m ? Number(m[1]) : 0;
-          if (buf.length < headEnd + 4 + len) return;
-          const status = Number(head.slice(9, 12));
-          buf = buf.subarray(headEnd + 4 + len);
-          const now = performance.now();
-          totalRequests++;
-          if (sentAt >= measureFrom) {
-            requests++;
-            latencies.push(now - sentAt);
-            if (status < 200 || status > 299) non2xx++;
-          }
-          send();
-        }
-      });
-    });
-  await Promise.all(Array.from({ length: spec.connections }, (_, k) => runConn(k)));
-  latencies.sort((a, b) => a - b);
-  return { requests, totalRequests, rps: round(requests / (spec.durationMs / 1000), 0), p50Ms: round(percentileOfSorted(latencies, 50), 3), p99Ms: round(percentileOfSorted(latencies, 99), 3), non2xx, socketErrors };
 }
 
 // ───────────────────────────── child: cold start ─────────────────────────────
@@ -198,10 +107,9 @@ async function load(port: number, method: 'GET' | 'POST', path: string, bodies: 
   const timer = sampleRss ? setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage().rss)), 200) : undefined;
   const spec: LoadSpec = { port, method, path, bodies, ...o };
   const cpu0 = process.cpuUsage();
-  const out = await runChild(['load', JSON.stringify(spec)]);
+  const r = await runLoad(spec);
   const cpu = process.cpuUsage(cpu0);
   if (timer) clearInterval(timer);
-  const r = JSON.parse(out) as LoadResult;
   const us = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
   const m: Measured = { ...r, serverCpuUsPerReq: round(us, 1), perCoreCapacity: round(1e6 / us, 0) };
   return sampleRss ? { ...m, rssMaxMB: round(rssMax / MB, 1) } : m;
@@ -415,7 +323,10 @@ async function main(): Promise<void> {
     if (!only) {
       const outDir = join(ROOT, 'test/bench/results');
       await mkdir(outDir, { recursive: true });
-      await writeFile(join(outDir, hidden > 0 ? `edge-h${hidden}.json` : 'edge.json'), `${JSON.stringify(result, null, 2)}\n`);
+      const file = join(outDir, hidden > 0 ? `edge-h${hidden}.json` : 'edge.json');
+      // edge-daemon.bench.ts (the shipped default) writes its own section into the same file: keep it.
+      const prev = (await readFile(file, 'utf8').then((t) => JSON.parse(t) as { shippedDefault?: unknown }).catch(() => ({}))) as { shippedDefault?: unknown };
+      await writeFile(file, `${JSON.stringify({ ...result, shippedDefault: prev.shippedDefault }, null, 2)}\n`);
     }
     const f = (m: Measured | undefined) => (m ? `${m.rps}/s (p50 ${m.p50Ms}, p99 ${m.p99Ms} ms, ${m.serverCpuUsPerReq} µs CPU/req)` : 'n/a');
     const best = Math.max(http.jsonBatchingOff?.rps ?? 0, http.jsonBatchingOn?.rps ?? 0);
@@ -435,10 +346,7 @@ async function main(): Promise<void> {
 const childIdx = process.argv.indexOf('--child');
 if (childIdx >= 0) {
   const [kind, ...rest] = process.argv.slice(childIdx + 1);
-  if (kind === 'load') {
-    const r = await loadChild(JSON.parse(rest[0]!) as LoadSpec);
-    process.stdout.write(`${JSON.stringify(r)}\n`);
-  } else if (kind === 'serve') {
+  if (kind === 'serve') {
     await serveChild(rest[0]!, rest[1]!);
   } else if (kind === 'swaps') {
     await swapsChild([rest[0]!, rest[1]!], [rest[2]!, rest[3]!], Number(rest[4]), rest[5] === 'true');

@@ -237,9 +237,10 @@ export class FaultWorld {
       let depth = 0;
       let dropped = 0;
       for (const d of this.daemons.values()) {
-        const o = d.snapshot().outbox;
+        const { outbox: o, writer } = d.snapshot();
         selected += o.selected;
-        depth += o.depth;
+        // Examples the writer has queued but not committed are not counted as selected yet.
+        depth += o.depth + writer.pending;
         dropped += o.dropped + o.evicted;
       }
       const stored = this.c.registry.db.select({ id: examples.id }).from(examples).all().length;

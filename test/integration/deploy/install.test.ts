@@ -35,18 +35,30 @@ function write(p: string, text: string, fileMode?: number): void {
   writeFileSync(p, text, fileMode === undefined ? undefined : { mode: fileMode });
 }
 
-/** A built app in miniature. `prepare` fails on purpose: the installer must not run it. */
-function makeSource(dir: string): void {
-  write(path.join(dir, 'package.json'), JSON.stringify({ name: 'fake-apprentice', version: '0.0.1', scripts: { prepare: 'exit 97', start: 'node bin/apprentice.js' } }));
-  write(
-    path.join(dir, 'package-lock.json'),
-    JSON.stringify({ name: 'fake-apprentice', version: '0.0.1', lockfileVersion: 3, requires: true, packages: { '': { name: 'fake-apprentice', version: '0.0.1' } } }),
-  );
+/**
+ * A built app in miniature: the edge entry imports an edge module, which imports `withDep` (a package in
+ * node_modules) or nothing; a cloud module and a cloud-only package sit beside them and must not be
+ * installed. `prepare` fails on purpose: the installer must not run it.
+ */
+function makeSource(dir: string, { withDep = false } = {}): void {
+  const deps = withDep ? { 'some-dep': '1.0.0', 'cloud-only-dep': '1.0.0' } : {};
+  write(path.join(dir, 'package.json'), JSON.stringify({ name: 'fake-apprentice', version: '0.0.1', type: 'module', scripts: { prepare: 'exit 97' }, dependencies: deps }));
+  const lockPkgs: Record<string, unknown> = { '': { name: 'fake-apprentice', version: '0.0.1', dependencies: deps } };
+  if (withDep) {
+    lockPkgs['node_modules/some-dep'] = { version: '1.0.0', dependencies: { 'dep-of-dep': '1.0.0' } };
+    lockPkgs['node_modules/dep-of-dep'] = { version: '1.0.0' };
+    lockPkgs['node_modules/cloud-only-dep'] = { version: '1.0.0' };
+  }
+  write(path.join(dir, 'package-lock.json'), JSON.stringify({ name: 'fake-apprentice', version: '0.0.1', lockfileVersion: 3, requires: true, packages: lockPkgs }));
   write(path.join(dir, '.npmrc'), 'onnxruntime-node-install=skip\n');
   write(path.join(dir, 'bin/apprentice.js'), "#!/usr/bin/env node\nimport('../dist/bin/main.js');\n", 0o755);
-  write(path.join(dir, 'dist/bin/main.js'), 'console.log("fake");\n');
-  write(path.join(dir, 'dist/old-module.js'), '// removed in the next release\n');
-  write(path.join(dir, 'node_modules/some-dep/index.js'), 'module.exports = 1;\n');
+  write(path.join(dir, 'bin/apprentice-edge.js'), "#!/usr/bin/env node\nimport('../dist/bin/edge.js');\n", 0o755);
+  write(path.join(dir, 'dist/bin/edge.js'), "import { run } from '../edge/run.js';\nrun();\n");
+  write(path.join(dir, 'dist/edge/run.js'), `${withDep ? "import dep from 'some-dep';\n" : ''}export function run() { console.log('fake edge'); }\n`);
+  write(path.join(dir, 'dist/bin/main.js'), "import '../cloud/server.js';\n");
+  write(path.join(dir, 'dist/cloud/server.js'), "import 'cloud-only-dep';\n");
+  write(path.join(dir, 'dist/edge/old-module.js'), '// not imported: not installed\n');
+  for (const d of ['some-dep', 'dep-of-dep', 'cloud-only-dep']) write(path.join(dir, `node_modules/${d}/index.js`), 'export default 1;\n');
 }
 
 beforeAll(() => {
@@ -94,20 +106,22 @@ describe('deploy/install-edge.sh', () => {
     const data = path.join(root, 'var/lib/apprentice');
     const unit = path.join(root, 'etc/systemd/system/apprentice-edge.service');
 
-    // 1st run: real `npm ci --omit=dev` of the zero-dependency app.
+    // 1st run: real `npm install --omit=dev` of the zero-dependency app.
     const first = run(['--prefix', root, '--source', src, '--config', cfg]);
     expect(first.status, first.out).toBe(0);
     expect(first.out).toMatch(/not creating system user 'apprentice'/);
     expect(first.out).toMatch(/not running systemctl: --prefix is set/);
-    expect(first.out).toMatch(/npm ci --omit=dev/);
-    for (const f of ['package.json', 'package-lock.json', '.npmrc', 'bin/apprentice.js', 'dist/bin/main.js', 'dist/old-module.js']) {
+    expect(first.out).toMatch(/npm install --omit=dev/);
+    for (const f of ['package.json', 'package-lock.json', '.npmrc', 'bin/apprentice-edge.js', 'dist/bin/edge.js', 'dist/edge/run.js']) {
       expect(existsSync(path.join(app, f)), f).toBe(true);
     }
-    expect(existsSync(path.join(app, 'node_modules/some-dep'))).toBe(false); // never copied unless asked
-    const pkg = JSON.parse(readFileSync(path.join(app, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-    expect(pkg.scripts).toEqual({ start: 'node bin/apprentice.js' }); // prepare (tsc) dropped
-    expect(mode(path.join(app, 'bin/apprentice.js'))).toBe('0755');
-    expect(mode(path.join(app, 'dist/bin/main.js'))).toBe('0644');
+    // Only what the edge entry imports: no cloud module, no full CLI, no unimported file.
+    for (const f of ['bin/apprentice.js', 'dist/bin/main.js', 'dist/cloud', 'dist/edge/old-module.js', 'node_modules/some-dep']) expect(existsSync(path.join(app, f)), f).toBe(false);
+    const pkg = JSON.parse(readFileSync(path.join(app, 'package.json'), 'utf8')) as { name: string; scripts?: unknown; dependencies: unknown; bin: unknown };
+    expect(pkg).toMatchObject({ name: 'apprentice-edge', dependencies: {}, bin: { 'apprentice-edge': 'bin/apprentice-edge.js' } });
+    expect(pkg.scripts).toBeUndefined(); // prepare (tsc) never runs on a device
+    expect(mode(path.join(app, 'bin/apprentice-edge.js'))).toBe('0755');
+    expect(mode(path.join(app, 'dist/bin/edge.js'))).toBe('0644');
     expect(readFileSync(conf, 'utf8')).toBe(readFileSync(cfg, 'utf8'));
     expect(mode(conf)).toBe('0640');
     expect(mode(path.dirname(conf))).toBe('0750');
@@ -119,7 +133,7 @@ describe('deploy/install-edge.sh', () => {
     // The admin edits the config; the device wrote data; the next release drops a module.
     write(conf, '{"version":1,"deviceId":"edited-by-hand"}\n');
     write(path.join(data, 'outbox.db'), 'rows');
-    rmSync(path.join(src, 'dist/old-module.js'));
+    write(path.join(src, 'dist/edge/run.js'), "export function run() { console.log('fake edge 2'); }\n");
     const other = path.join(work, 'other.json');
     write(other, '{"version":1,"deviceId":"other"}');
 
@@ -131,8 +145,8 @@ describe('deploy/install-edge.sh', () => {
     expect(readFileSync(conf, 'utf8')).toBe('{"version":1,"deviceId":"edited-by-hand"}\n');
     expect(mode(conf)).toBe('0640');
     expect(readFileSync(path.join(data, 'outbox.db'), 'utf8')).toBe('rows');
-    expect(existsSync(path.join(app, 'dist/old-module.js'))).toBe(false); // the app dir is replaced, not merged
-    expect(existsSync(path.join(app, 'dist/bin/main.js'))).toBe(true);
+    expect(readFileSync(path.join(app, 'dist/edge/run.js'), 'utf8')).toContain('fake edge 2'); // replaced, not merged
+    expect(existsSync(path.join(app, 'package-lock.json'))).toBe(false); // --skip-npm: nothing from the first run's npm
     expect(readdirSync(path.join(root, 'opt'))).toEqual(['apprentice']); // no staging or .old leftovers
     expect(readdirSync(path.dirname(conf))).toEqual(['edge.json']);
 
@@ -169,11 +183,17 @@ describe('deploy/install-edge.sh', () => {
     expect(mode(conf)).toBe('0640');
   });
 
-  it('copies node_modules only with --copy-node-modules', () => {
+  it('--copy-node-modules copies the packages the edge imports and their dependencies, nothing else', () => {
+    const withDep = path.join(work, 'src-dep');
+    makeSource(withDep, { withDep: true });
     const root = path.join(work, 'root-bundle');
-    const r = run(['--prefix', root, '--source', src, '--copy-node-modules']);
+    const r = run(['--prefix', root, '--source', withDep, '--copy-node-modules']);
     expect(r.status, r.out).toBe(0);
-    expect(readFileSync(path.join(root, 'opt/apprentice/node_modules/some-dep/index.js'), 'utf8')).toContain('module.exports');
+    const app = path.join(root, 'opt/apprentice');
+    expect(readdirSync(path.join(app, 'node_modules')).sort()).toEqual(['dep-of-dep', 'some-dep']);
+    expect(JSON.parse(readFileSync(path.join(app, 'package.json'), 'utf8'))).toMatchObject({ dependencies: { 'some-dep': '1.0.0' } });
+    const ran = spawnSync(process.execPath, [path.join(app, 'bin/apprentice-edge.js')], { encoding: 'utf8' });
+    expect(ran.stdout).toBe('fake edge\n');
   });
 
   it('refuses an unbuilt source or an invalid --config without installing anything', () => {

@@ -190,6 +190,7 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     await cloud.waitEvent((e) => e.type === 'installed');
     const N = 40;
     for (let i = 0; i < N; i++) expect((await predict(daemon.apiUrl!, input(1000 + i))).status).toBe(200);
+    await committed(daemon);
     const selected = daemon.snapshot().outbox.selected;
     expect(selected).toBeGreaterThan(N / 2);
     await waitFor(() => cloud.exampleIds().length >= selected, 10_000, { message: `${selected} examples at the cloud` });
@@ -233,6 +234,7 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     await link.cut();
     await waitFor(() => !first.mqtt.connected, 5_000, { message: 'device offline' });
     for (let i = 0; i < 25; i++) expect((await predict(first.apiUrl!, input(2000 + i))).status).toBe(200);
+    await committed(first);
     const before = first.snapshot().outbox;
     expect(before.depth).toBe(before.selected);
     expect(before.depth).toBeGreaterThan(10);
@@ -242,6 +244,7 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     const second = await launch();
     expect(second.snapshot().outbox).toMatchObject({ depth: before.depth, selected: before.selected });
     for (let i = 0; i < 15; i++) expect((await predict(second.apiUrl!, input(3000 + i))).status).toBe(200);
+    await committed(second);
     const total = second.snapshot().outbox.selected;
     expect(cloud.exampleIds()).toEqual([]);
 
@@ -252,6 +255,11 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     expect(second.snapshot().outbox).toMatchObject({ selected: total, published: total, dropped: 0, evicted: 0 });
   });
 });
+
+/** Selected examples are committed by the outbox writer shortly after the responses: wait for its queue to empty. */
+async function committed(daemon: EdgeDaemon): Promise<void> {
+  await waitFor(() => daemon.snapshot().writer.pending === 0, 5_000, { message: 'outbox writer committed its queue' });
+}
 
 function expectProbsClose(got: number[], want: number[]): void {
   expect(got).toHaveLength(want.length);
