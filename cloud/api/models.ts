@@ -6,7 +6,7 @@ import { examples, models, releases, type ModelRow } from '../registry/schema.js
 import { isUniqueViolation, type ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
-import { parseArch } from '../models/spec.js';
+import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 import { distillSettingsFields } from '../rounds/settings.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
 
@@ -63,7 +63,15 @@ export const modelBodySchema = z
     /** Omitted or null: rounds only start by hand. */
     schedule: scheduleSchema.nullable().default(null),
   })
-  .refine((m) => new Set(m.labels).size === m.labels.length, { message: 'labels must be unique', path: ['labels'] });
+  .refine((m) => new Set(m.labels).size === m.labels.length, { message: 'labels must be unique', path: ['labels'] })
+  .superRefine((m, ctx) => {
+    // A conv student needs an image input; say so at registration, not when the first round fails.
+    try {
+      if (isConv(parseArch(m.studentSpec, 'studentSpec'))) imageShapeOf(m.inputSpec.shape, 'studentSpec', m.inputSpec.image);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['studentSpec'], message: (err as Error).message.replace(/^studentSpec: /, '') });
+    }
+  });
 export type ModelBody = z.infer<typeof modelBodySchema>;
 
 export const modelSchema = z.strictObject({

@@ -55,10 +55,16 @@ export const isConv = (arch: ArchSpec): boolean => arch.kind !== 'mlp';
 export type ImageShape = [number, number, number];
 
 /**
- * The image shape a conv student reads, from the model's input spec shape: [H, W, C] as given, or a
- * flat [N] that is a perfect square, read as an N-pixel greyscale square (MNIST's [784] → 28×28×1).
+ * The image shape a conv student reads, from the model's input spec: its image form when present
+ * (NHWC only: the student's first layer reshapes the flat input as H×W×C), else the shape [H, W, C]
+ * as given, or a flat [N] that is a perfect square, read as an N-pixel greyscale square (MNIST's
+ * [784] → 28×28×1).
  */
-export function imageShapeOf(shape: readonly number[], flag = '--student'): ImageShape {
+export function imageShapeOf(shape: readonly number[], flag = '--student', image?: { height: number; width: number; channels: number; layout: 'nhwc' | 'nchw' }): ImageShape {
+  if (image) {
+    if (image.layout !== 'nhwc') throw new UsageError(`${flag}: conv students read NHWC images; the model's image layout is ${image.layout}`);
+    return [image.height, image.width, image.channels];
+  }
   if (shape.length === 3) return [shape[0]!, shape[1]!, shape[2]!];
   const size = shape.reduce((a, b) => a * b, 1);
   const side = Math.round(Math.sqrt(size));

@@ -40,7 +40,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
   const inputSize = model.inputSpec.shape.reduce((a, b) => a * b, 1);
   const arch = parseArch(model.studentSpec, 'studentSpec');
   // Conv students read the image shape from the model's input spec ([H, W, C], or a flat square image).
-  const imageShape = isConv(arch) ? imageShapeOf(model.inputSpec.shape, 'studentSpec') : undefined;
+  const imageShape = isConv(arch) ? imageShapeOf(model.inputSpec.shape, 'studentSpec', model.inputSpec.image) : undefined;
 
   const backend = await initBackend(job.backend);
   progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });

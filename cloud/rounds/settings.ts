@@ -158,7 +158,7 @@ export function parseRoundModel(row: ModelRow): RoundModel {
   };
   try {
     const arch = parseArch(row.studentSpec, 'studentSpec');
-    if (isConv(arch)) imageShapeOf(model.inputSpec.shape, 'studentSpec');
+    if (isConv(arch)) imageShapeOf(model.inputSpec.shape, 'studentSpec', model.inputSpec.image);
   } catch (err) {
     throw new RoundConfigError(`model ${row.name}: ${(err as Error).message}`);
   }

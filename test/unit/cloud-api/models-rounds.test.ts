@@ -39,6 +39,8 @@ describe('/v1/models and rounds', () => {
       [{ ...MNIST_LIKE, studentSpec: 'resnet:18' }, 'studentSpec'],
       [{ ...MNIST_LIKE, studentSpec: 'cnn:8/16,32' }, 'studentSpec'],
       [{ ...MNIST_LIKE, studentSpec: 'mlp:0' }, 'studentSpec'],
+      // A conv student on an input that is not an image (10 values: not a square, no image form).
+      [{ ...MNIST_LIKE, studentSpec: 'cnn:8', inputSpec: { ...MNIST_LIKE.inputSpec, shape: [10] } }, 'studentSpec'],
       [{ ...MNIST_LIKE, labels: ['only-one'] }, 'labels'],
       [{ ...MNIST_LIKE, labels: ['a', 'a'] }, 'labels'],
       [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, alpha: 2 } }, 'distill.alpha'],

@@ -31,6 +31,9 @@ describe('architecture grammar', () => {
     expect(imageShapeOf([8, 6, 3])).toEqual([8, 6, 3]);
     expect(() => imageShapeOf([10])).toThrow(/image input/);
     expect(() => imageShapeOf([4, 4])).toThrow(UsageError);
+    // The input spec's image form wins: a flat 64×48×3 RGB image, NHWC.
+    expect(imageShapeOf([9216], 'studentSpec', { height: 64, width: 48, channels: 3, layout: 'nhwc' })).toEqual([64, 48, 3]);
+    expect(() => imageShapeOf([3, 8, 8], 'studentSpec', { height: 8, width: 8, channels: 3, layout: 'nchw' })).toThrow(/studentSpec: conv students read NHWC images; the model's image layout is nchw/);
   });
 });
 
