@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Manifest, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { jitterReconnects, mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
@@ -11,7 +11,8 @@ import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
-import { UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
+import { UpdateManager, type UpdateOutcome } from './updates/index.js';
+import { withTestPause } from './test-pause.js';
 
 /**
  * The edge daemon's composition root (DESIGN.md "edge daemon", STYLE.md 1): builds every module from the
@@ -386,29 +387,4 @@ export class EdgeDaemon {
       this.log.error({ err }, event);
     }
   }
-}
-
-/**
- * Test-only crash points, honoured only under NODE_ENV=test: `APPRENTICE_TEST_PAUSE_AT=<point>:<release>`
- * sleeps `APPRENTICE_TEST_PAUSE_MS` (default 60 s) when the update pipeline activates that release, at
- * `activate` (the file is in its slot, no session loaded yet) or `switch` (the host serves the new model,
- * the update state on disk still names the old one). It logs `test/paused` so a test can kill -9 there.
- */
-function withTestPause(host: ModelHost, env: NodeJS.ProcessEnv, log: Logger): UpdatesHost {
-  if (env.NODE_ENV !== 'test' || !env.APPRENTICE_TEST_PAUSE_AT) return host;
-  const [point, rel] = env.APPRENTICE_TEST_PAUSE_AT.split(':');
-  const release = Number(rel);
-  const ms = Number(env.APPRENTICE_TEST_PAUSE_MS ?? 60_000);
-  const pause = async (at: string, m: Manifest): Promise<void> => {
-    if (point !== at || m.release !== release) return;
-    log.warn({ at, release: m.release }, 'test/paused');
-    await new Promise((r) => setTimeout(r, ms));
-  };
-  return {
-    async activate(path: string, m: Manifest): Promise<void> {
-      await pause('activate', m);
-      await host.activate(path, m);
-      await pause('switch', m);
-    },
-  };
 }
