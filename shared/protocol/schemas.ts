@@ -45,8 +45,8 @@ export const inputSpecSchema = z
     raw: z.enum(['float32', 'uint8']).default('float32'),
     /**
      * Present for image models: devices then accept PNG/JPEG. Optional and additive, so manifests of
-     * non-image models are byte-identical to before; a daemon older than this field refuses an image
-     * model's manifest as malformed (strict parsing) rather than misreading it.
+     * non-image models are byte-identical to before. Needs the device capability `manifest.input-image`
+     * (compat.ts): the cloud never sends a release using it to a daemon that does not declare it.
      */
     image: imageSpecSchema.optional(),
     /**
