@@ -95,7 +95,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       const { host, port } = splitBind(cfg.mqtt.embedded.bind);
       username = CLOUD_MQTT_USER;
       password = persistentSecret(join(dataDir, 'mqtt-cloud-password'));
-      broker = await EmbeddedBroker.create({ host, port, log, aedes: embeddedBrokerAuth({ registry, cloudUser: username, cloudPassword: password }) }).catch((err: NodeJS.ErrnoException) => {
+      broker = await EmbeddedBroker.create({ host, port, log, aedes: embeddedBrokerAuth({ registry, cloudUser: username, cloudPassword: password, log }) }).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'EADDRINUSE') throw new Error(`embedded MQTT broker: ${host}:${port} is in use (another broker?). Set mqtt.embedded.bind (APPRENTICE_MQTT_EMBEDDED_BIND) or point --mqtt-url at that broker`);
         throw err;
       });
@@ -106,7 +106,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // our persistent session arrives before its consumer (issue 9 "startup gap").
     const mqtt = new CloudMqtt({
       url: brokerUrl,
-      clientId: `apprentice-cloud-${hostname()}`,
+      // Each replica needs its own (the broker keeps one persistent session per client id).
+      clientId: cfg.mqtt.clientId ?? `apprentice-cloud-${hostname()}`,
       username,
       password,
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
@@ -154,7 +155,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
       rounds,
       rollouts,
-      fleet: { onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups), onDeviceRevoked: (id) => rollouts.onDeviceRevoked(id) },
+      fleet: {
+        onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
+        onDeviceRevoked: (id) => {
+          // Revocation is not soft: the live session goes too (Mosquitto: README "Revoke a device").
+          broker?.disconnectDevice(id);
+          return rollouts.onDeviceRevoked(id);
+        },
+      },
       artifactsDir: dataDir,
       limits: { maxBodyBytes: cfg.api.maxBodyBytes },
       log,
