@@ -75,7 +75,7 @@ describe('embedded broker auth and ACL', () => {
     }
     const a = await connect('dev-a', 'pw-a');
     await a.publishAsync(topics.telemetry('dev-a'), 'mine', { qos: 1 }); // positive control
-    await waitFor(() => seen.includes(topics.telemetry('dev-a')), 3000, { message: "dev-a's own telemetry" });
+    await waitFor(() => seen.includes(topics.telemetry('dev-a')), 10_000, { message: "dev-a's own telemetry" });
     await sleep(200);
     expect(seen).toEqual([topics.telemetry('dev-a')]);
   });
@@ -92,7 +92,7 @@ describe('embedded broker auth and ACL', () => {
     // SUBACK 0x80 for the foreign topic: MQTT.js rejects the call.
     await expect(a.subscribeAsync(topics.desired('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await a.subscribeAsync([topics.desired('dev-a'), topics.artifactChunks(sha)], { qos: 1 });
-    await waitFor(() => got.length >= 2, 3000, { message: 'own desired and the chunk' });
+    await waitFor(() => got.length >= 2, 10_000, { message: 'own desired and the chunk' });
     await sleep(200);
     expect(got.sort()).toEqual([topics.artifactChunk(sha, 0), topics.desired('dev-a')].sort());
     for (const t of [topics.desired('dev-a'), topics.desired('dev-b'), topics.artifactChunk(sha, 0)]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
@@ -108,10 +108,10 @@ describe('embedded broker auth and ACL', () => {
     await expect(a.subscribeAsync(topics.receipts('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await expect(a.subscribeAsync('apprentice/v1/devices/+/receipts', { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await a.subscribeAsync([topics.receipts('dev-a'), topics.keyset(), topics.cloudInfo()], { qos: 1 });
-    await waitFor(() => got.length >= 2, 3000, { message: 'the retained key set and cloud info' });
+    await waitFor(() => got.length >= 2, 10_000, { message: 'the retained key set and cloud info' });
     await cloud.publishAsync(topics.receipts('dev-a'), 'receipt-a', { qos: 1 });
     await cloud.publishAsync(topics.receipts('dev-b'), 'receipt-b', { qos: 1 });
-    await waitFor(() => got.some(([t]) => t === topics.receipts('dev-a')), 3000, { message: "dev-a's receipt" });
+    await waitFor(() => got.some(([t]) => t === topics.receipts('dev-a')), 10_000, { message: "dev-a's receipt" });
     await sleep(200);
     expect(got.sort()).toEqual([[topics.cloudInfo(), 'info'], [topics.receipts('dev-a'), 'receipt-a'], [topics.keyset(), 'keyset-v1']]);
 
@@ -152,7 +152,7 @@ describe('embedded broker auth and ACL', () => {
     await expect(connect(CLOUD.user, CLOUD.password, 'apprentice-edge-dev-b2')).rejects.toThrow(/Identifier rejected/i);
 
     await cloud.publishAsync(topics.desired('dev-b2'), 'still-here', { qos: 1 });
-    await waitFor(() => got.includes('still-here'), 3000, { message: 'B still receives' });
+    await waitFor(() => got.includes('still-here'), 10_000, { message: 'B still receives' });
     expect(closed).toEqual([]);
     expect(b.connected && cloud.connected).toBe(true);
   });
@@ -177,7 +177,7 @@ describe('embedded broker auth and ACL', () => {
     }
     // A new subscriber gets the retained status and nothing else.
     await cloud.subscribeAsync(['status', 'telemetry', 'examples', 'events'].map((k) => topics.device('dev-a', k as 'status')), { qos: 1 });
-    await waitFor(() => seen.length >= 1, 3000, { message: 'the retained status' });
+    await waitFor(() => seen.length >= 1, 10_000, { message: 'the retained status' });
     await sleep(200);
     expect(seen).toEqual([`${topics.status('dev-a')}=online`]);
     await cloud.publishAsync(topics.status('dev-a'), '', { qos: 1, retain: true });

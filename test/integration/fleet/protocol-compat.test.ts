@@ -77,13 +77,13 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     await spy.subscribeAsync(topics.status('pi-new'), { qos: 1 });
 
     const d = await device('pi-new');
-    await waitFor(() => statuses.length >= 1, 5_000, { message: 'the first status' });
+    await waitFor(() => statuses.length >= 1, 15_000, { message: 'the first status' });
     await sleep(200);
     expect(Object.keys(decodePayload(statusSchema, statuses[0]!))).not.toContain('capabilities');
     expect(fx.device('pi-new')).toMatchObject({ protocolVersion: null, capabilities: null });
 
     await publisher.publishCloudInfo();
-    await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 5_000, { message: 'ingest records the protocol fields' });
+    await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 15_000, { message: 'ingest records the protocol fields' });
     expect(d.info.current?.accepts).toContain(CLOUD_FEATURES.statusExt);
     expect(fx.device('pi-new')).toMatchObject({ capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null });
     expect(decodePayload(statusSchema, statuses.at(-1)!)).toMatchObject({ protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES] });
@@ -92,7 +92,7 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
   it('sends a device only the envelope fields it declared, and no release that needs a capability it lacks', async () => {
     const d = await device('pi-old');
     await publisher.publishDesired('pi-old', withAssignment);
-    await waitFor(() => d.desired.length === 1, 5_000, { message: 'the desired manifest' });
+    await waitFor(() => d.desired.length === 1, 15_000, { message: 'the desired manifest' });
     const got = decodePayload(signedManifestSchema, d.desired[0]!);
     expect(Object.keys(got).sort()).toEqual(['manifest', 'signature']);
 
@@ -105,7 +105,7 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     fx.db.update(devices).set({ protocolVersion: 2, capabilities: ['desired.assignment', 'manifest.input-range'] }).run();
     await publisher.publishDesired('pi-old', ranged);
     await publisher.publishDesired('pi-old', withAssignment);
-    await waitFor(() => d.desired.length === 3, 5_000, { message: 'both releases' });
+    await waitFor(() => d.desired.length === 3, 15_000, { message: 'both releases' });
     expect(Object.keys(decodePayload(signedManifestSchema, d.desired[2]!))).toContain('assignment');
     await cloud.publish(topics.desired('pi-old'), Buffer.alloc(0), { qos: 1, retain: true });
   });

@@ -31,7 +31,7 @@ describe.each(brokerMatrix())('retained device messages over $name', ({ start })
     try {
       cloud.onDevice('telemetry', (m) => got.push(m));
       cloud.onDevice('status', (m) => got.push(m));
-      await waitFor(() => got.some((m) => m.kind === 'status'), 5_000, { message: 'the retained status' });
+      await waitFor(() => got.some((m) => m.kind === 'status'), 15_000, { message: 'the retained status' });
       await sleep(300);
       expect(got.map((m) => `${m.kind}:${m.deviceId}:${m.retain}`)).toEqual([`status:${id}:true`]);
 
@@ -40,7 +40,7 @@ describe.each(brokerMatrix())('retained device messages over $name', ({ start })
       const seen: string[] = [];
       probe.on('message', (t, p) => seen.push(`${t}=${p.toString()}`));
       await probe.subscribeAsync([topics.telemetry(id), topics.status(id)], { qos: 1 });
-      await waitFor(() => seen.length >= 1, 5_000, { message: 'the status, for the probe' });
+      await waitFor(() => seen.length >= 1, 15_000, { message: 'the status, for the probe' });
       await sleep(300);
       expect(seen).toEqual([`${topics.status(id)}=online`]);
       await probe.endAsync(true);
