@@ -59,13 +59,15 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     clients.push(client);
     const desired: Buffer[] = [];
     client.on('message', (t, p) => t === topics.desired(id) && desired.push(p));
-    client.on('connect', () => client.subscribe(topics.desired(id), { qos: 1 }));
     let status: StatusPublisher | undefined;
     const info = new CloudInfoWatcher({ client, onChange: () => status?.publish() });
     status = new StatusPublisher({ client, deviceId: id, running: () => null, extension: () => (info.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: null }) : undefined) });
     info.start();
     status.start();
     await new Promise<void>((r) => client.once('connect', () => r()));
+    // Subscribed before anything is published: each desired then arrives exactly once, live (a
+    // publish racing the SUBSCRIBE may otherwise come both live and retained).
+    await client.subscribeAsync(topics.desired(id), { qos: 1 });
     return { client, info, desired };
   }
 
