@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
@@ -12,7 +12,9 @@ import { embeddedBrokerAuth } from './fleet/broker-auth.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
-import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/index.js';
+// keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
+import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
+import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
 
@@ -127,8 +129,23 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
-    const advertise = (): void => void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
+    // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
+    // when the file changes, and with the cloud info on every connect.
+    const retainKeySet = (): void => {
+      try {
+        const ks = readPublishedKeySet(dataDir);
+        if (ks) void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
+      } catch (err) {
+        log.error({ err }, 'cloud/keyset-unreadable');
+      }
+    };
+    const advertise = (): void => {
+      void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
+      retainKeySet();
+    };
     advertise();
+    watchFile(keySetPath(dataDir), { interval: 2_000, persistent: false }, retainKeySet);
+    stack.push(() => unwatchFile(keySetPath(dataDir), retainKeySet));
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
     // so signals emitted before it listens lose nothing.

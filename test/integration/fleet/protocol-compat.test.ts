@@ -88,6 +88,8 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 15_000, { message: 'ingest records the protocol fields' });
     expect(d.info.current?.accepts).toContain(CLOUD_FEATURES.statusExt);
     expect(fx.device('pi-new')).toMatchObject({ capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null });
+    // The spy is another subscriber: its copy may arrive after ingest's.
+    await waitFor(() => statuses.length >= 2, 15_000, { message: 'the protocol-2 status, for the spy' });
     expect(decodePayload(statusSchema, statuses.at(-1)!)).toMatchObject({ protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES] });
   });
 

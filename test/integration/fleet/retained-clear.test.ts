@@ -29,8 +29,8 @@ describe.each(brokerMatrix())('retained device messages over $name', ({ start })
     const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: false });
     const got: DeviceMessage[] = [];
     try {
-      cloud.onDevice('telemetry', (m) => got.push(m));
-      cloud.onDevice('status', (m) => got.push(m));
+      cloud.onDevice('telemetry', (m) => void got.push(m));
+      cloud.onDevice('status', (m) => void got.push(m));
       await waitFor(() => got.some((m) => m.kind === 'status'), 15_000, { message: 'the retained status' });
       await sleep(300);
       expect(got.map((m) => `${m.kind}:${m.deviceId}:${m.retain}`)).toEqual([`status:${id}:true`]);
