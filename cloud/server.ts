@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Counter, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
@@ -13,7 +13,9 @@ import { createReceiptSender } from './fleet/receipts.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
-import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/index.js';
+// keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
+import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
+import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
 
@@ -100,7 +102,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       const { host, port } = splitBind(cfg.mqtt.embedded.bind);
       username = CLOUD_MQTT_USER;
       password = persistentSecret(join(dataDir, 'mqtt-cloud-password'));
-      broker = await EmbeddedBroker.create({ host, port, log, aedes: embeddedBrokerAuth({ registry, cloudUser: username, cloudPassword: password }) }).catch((err: NodeJS.ErrnoException) => {
+      broker = await EmbeddedBroker.create({ host, port, log, aedes: embeddedBrokerAuth({ registry, cloudUser: username, cloudPassword: password, log }) }).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'EADDRINUSE') throw new Error(`embedded MQTT broker: ${host}:${port} is in use (another broker?). Set mqtt.embedded.bind (APPRENTICE_MQTT_EMBEDDED_BIND) or point --mqtt-url at that broker`);
         throw err;
       });
@@ -111,7 +113,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // our persistent session arrives before its consumer (issue 9 "startup gap").
     const mqtt = new CloudMqtt({
       url: brokerUrl,
-      clientId: `apprentice-cloud-${hostname()}`,
+      // Each replica needs its own (the broker keeps one persistent session per client id).
+      clientId: cfg.mqtt.clientId ?? `apprentice-cloud-${hostname()}`,
       username,
       password,
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
@@ -133,8 +136,23 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
-    const advertise = (): void => void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
+    // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
+    // when the file changes, and with the cloud info on every connect.
+    const retainKeySet = (): void => {
+      try {
+        const ks = readPublishedKeySet(dataDir);
+        if (ks) void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
+      } catch (err) {
+        log.error({ err }, 'cloud/keyset-unreadable');
+      }
+    };
+    const advertise = (): void => {
+      void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
+      retainKeySet();
+    };
     advertise();
+    watchFile(keySetPath(dataDir), { interval: 2_000, persistent: false }, retainKeySet);
+    stack.push(() => unwatchFile(keySetPath(dataDir), retainKeySet));
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
     // so signals emitted before it listens lose nothing.
@@ -161,7 +179,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
       rounds,
       rollouts,
-      fleet: { onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups), onDeviceRevoked: (id) => rollouts.onDeviceRevoked(id) },
+      fleet: {
+        onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
+        onDeviceRevoked: (id) => {
+          // Revocation is not soft: the live session goes too (Mosquitto: README "Revoke a device").
+          broker?.disconnectDevice(id);
+          return rollouts.onDeviceRevoked(id);
+        },
+      },
       artifactsDir: dataDir,
       limits: { maxBodyBytes: cfg.api.maxBodyBytes },
       log,

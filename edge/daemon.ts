@@ -11,7 +11,7 @@ import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
-import { UpdateManager, type UpdateOutcome } from './updates/index.js';
+import { KeySetFollower, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
 
 /**
@@ -65,6 +65,8 @@ export class EdgeDaemon {
   private publisher!: OutboxPublisher;
   private status!: StatusPublisher;
   private cloudInfo!: CloudInfoWatcher;
+  private trust!: TrustStore;
+  private keysets!: KeySetFollower;
   private telemetry!: TelemetryPublisher;
   private app!: ReturnType<typeof createLocalApi>;
   private server: LocalServer | undefined;
@@ -139,10 +141,11 @@ export class EdgeDaemon {
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),
     });
+    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: this.now }));
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
-      trustedKeys: config.trustedKeys,
+      trustedKeys: () => trust.trustedKeys(),
       host: withTestPause(this.host, this.env, log),
       emit: (ev) => this.guard('events/emit', () => this.emitEvent(ev)),
       mqtt: this.client,
@@ -185,12 +188,13 @@ export class EdgeDaemon {
       connectJitterMs: o.connectJitterMs,
     });
     // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
+    this.keysets = new KeySetFollower({ client: this.client, trust: this.trust, onChange: () => this.status.publish(), log: log.child({ module: 'edge/trust' }) });
     this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
     this.status = new StatusPublisher({
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : null }) : undefined),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : null, trust: this.trust.state() }) : undefined),
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });
@@ -242,6 +246,7 @@ export class EdgeDaemon {
     await this.sd.ready(this.statusText());
     // Listeners first, so the first CONNACK already publishes status and drains the outbox.
     this.cloudInfo.start();
+    this.keysets.start();
     this.status.start();
     this.publisher.start();
     this.telemetry.start();
@@ -273,6 +278,7 @@ export class EdgeDaemon {
     await step('status', async () => {
       this.status.stop();
       this.cloudInfo.stop();
+      this.keysets.stop();
       if (await this.status.offline(2_000)) this.log.info('daemon/offline-published');
     });
     await this.close();

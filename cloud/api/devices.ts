@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { deviceId, releaseSeq, sha256Hex, telemetrySchema } from '../../shared/protocol/schemas.js';
 import { BUNDLE_VERSION, provisionBundleSchema, type ProvisionBundle } from '../provision/bundle.js';
 import { generatePassword, hashPassword } from '../provision/passwd.js';
+import { reservedDeviceId } from '../provision/reserved.js';
 import { devices, releases, type DeviceRow } from '../registry/schema.js';
 import { isUniqueViolation, type ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
@@ -11,7 +12,10 @@ import { describeRoute, validate } from './middleware.js';
 import { groupName } from './schemas.js';
 
 export const provisionBodySchema = z.strictObject({
-  id: deviceId,
+  id: deviceId.superRefine((id, ctx) => {
+    const why = reservedDeviceId(id);
+    if (why) ctx.addIssue({ code: 'custom', message: why });
+  }),
   groups: z
     .array(groupName)
     .max(32)

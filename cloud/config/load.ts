@@ -12,6 +12,7 @@ export const CLOUD_ENV: Record<string, string[]> = {
   APPRENTICE_MQTT_URL: ['mqtt', 'url'],
   APPRENTICE_MQTT_USERNAME: ['mqtt', 'username'],
   APPRENTICE_MQTT_PASSWORD: ['mqtt', 'password'],
+  APPRENTICE_MQTT_CLIENT_ID: ['mqtt', 'clientId'],
   APPRENTICE_MQTT_PUBLIC_URL: ['mqtt', 'publicUrl'],
   APPRENTICE_MQTT_EMBEDDED_BIND: ['mqtt', 'embedded', 'bind'],
   APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: ['mqtt', 'sharedSubscriptions'],

@@ -26,6 +26,11 @@ export const cloudConfigSchema = z.strictObject({
       url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\//, 'expected mqtt://, mqtts://, ws:// or wss://').optional(),
       username: z.string().optional(),
       password: z.string().optional(),
+      /**
+       * The cloud's MQTT client id; default `apprentice-cloud-<hostname>`. Each replica needs its own
+       * (and, with Mosquitto's use_username_as_clientid, its own broker user). Must not be a device id.
+       */
+      clientId: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected letters, digits, _ . -').optional(),
       caFile: z.string().optional(),
       embedded: z.strictObject({ bind: bind.default('127.0.0.1:1883') }).prefault({}),
       /** URL devices are told to use in their config bundle (defaults to the broker URL). */

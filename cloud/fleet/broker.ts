@@ -102,6 +102,26 @@ export class EmbeddedBroker {
     this.log.info({ host: this.host, port: this.boundPort }, 'broker/listening');
   }
 
+  /**
+   * Closes every live connection of a device (its username, whatever its client id), e.g. when it is
+   * revoked: authentication then refuses its reconnect. The broker publishes its last will. Returns
+   * how many connections were closed.
+   */
+  disconnectDevice(deviceId: string): number {
+    const aedes = this.aedes;
+    if (!aedes) return 0;
+    // aedes keeps connected clients by client id; the type definitions do not expose the map.
+    const clients = Object.values((aedes as unknown as { clients: Record<string, { closed: boolean; close(): void } & Record<string, unknown>> }).clients);
+    let closed = 0;
+    for (const c of clients) {
+      if (c.apprenticeDevice !== deviceId || c.closed) continue;
+      c.close();
+      closed++;
+    }
+    if (closed) this.log.info({ deviceId, connections: closed }, 'broker/device-disconnected');
+    return closed;
+  }
+
   /** Closes the listener, drops every connection and closes aedes. Idempotent. */
   async stop(): Promise<void> {
     const server = this.server;

@@ -243,12 +243,28 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     });
   }
 
+  /**
+   * A device may retain only its status. Mosquitto's ACL cannot see the retain flag (the embedded
+   * broker refuses such publishes), so a retained telemetry/event/example batch from a device is
+   * ignored here and cleared, lest it be replayed to every later subscriber (issue 10).
+   */
+  private clearRetained(topic: string, deviceId: string): undefined {
+    this.log.warn({ topic, deviceId }, 'mqtt/device-retained-cleared');
+    this.publish(topic, Buffer.alloc(0), { qos: 1, retain: true }).catch((err: unknown) => this.log.warn({ err, topic }, 'mqtt/clear-retained-failed'));
+    return undefined;
+  }
+
   /** Runs the handlers of one message; a promise when one of them is still working (the PUBACK waits). */
   private dispatch(topic: string, payload: Buffer, retain: boolean): Promise<void> | undefined {
     // One bad message or handler never takes the service down (STYLE.md 5).
     try {
       const t = parseTopic(topic);
       if (!t || t.type !== 'device') return undefined;
+      if (t.kind !== 'status') {
+        if (retain && payload.byteLength > 0) return this.clearRetained(topic, t.deviceId);
+        // An empty publish clears a retained message ([MQTT-3.3.1-10]), ours included: not data.
+        if (payload.byteLength === 0) return void this.log.debug({ topic }, 'mqtt/retained-clear-seen');
+      }
       const set = this.handlers.get(t.kind);
       if (!set) {
         // A persistent session may still hold a subscription nobody handles now. Acknowledging is safe:

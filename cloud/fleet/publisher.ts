@@ -9,10 +9,12 @@ import {
   deviceCompat,
   desiredFor,
   encodePayload,
+  signedKeySetSchema,
   signedManifestSchema,
   topics,
   type DeviceCapability,
   type DeviceCompat,
+  type SignedKeySet,
   type SignedManifest,
 } from '../../shared/protocol/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
@@ -106,6 +108,11 @@ export class ReleasePublisher {
     if (!r.compatible) throw new IncompatibleReleaseError(deviceId, signed.manifest.release, r.missing);
     if (r.stripped.length) this.log.debug({ deviceId, release: signed.manifest.release, stripped: r.stripped }, 'publisher/desired-stripped');
     await this.deps.mqtt.publish(topics.desired(deviceId), encodePayload(signedManifestSchema, r.desired), { qos: 1, retain: true });
+  }
+
+  /** Retains the root-signed key set on `trust/keyset` (devices verify it; the cloud only relays it). */
+  async publishKeySet(signed: SignedKeySet): Promise<void> {
+    await this.deps.mqtt.publish(topics.keyset(), encodePayload(signedKeySetSchema, signed), { qos: 1, retain: true });
   }
 
   /**

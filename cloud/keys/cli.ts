@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { addRootCommands } from './root-cli.js';
 import { KeyStore, keysDirIn, type KeyInfo } from './store.js';
 
 function print(keys: KeyInfo[], json: boolean): void {
@@ -26,7 +27,7 @@ export function keysCommand(): Command {
   const keys = new Command('keys').description('Manage the release-signing keys (DATA/keys)');
   const note =
     '\nNote: while the cloud runs with APPRENTICE_SIGNING_KEY (or a key file), that key signs whatever the index says.' +
-    '\nDevices only trust keys they were provisioned with: stage a key with `rotate --stage`, update device configs, then `activate` it.';
+    '\nDevices trust the keys of the root-signed key set: after rotate/activate/retire, run draft-keyset, sign-keyset (offline) and publish-keyset.';
 
   keys
     .command('list')
@@ -71,5 +72,5 @@ export function keysCommand(): Command {
       openStore(o.dataDir).retire(keyId);
       process.stdout.write(`retired ${keyId}\n`);
     });
-  return keys;
+  return addRootCommands(keys);
 }

@@ -36,7 +36,8 @@ async function readConfigFile(field: string, file: string): Promise<Buffer> {
 export async function mqttClientOptions(config: EdgeConfig, will: MqttWill): Promise<IClientOptions> {
   const m = config.mqtt;
   const opts: IClientOptions = {
-    clientId: `apprentice-edge-${config.deviceId}`,
+    // The client id is the device id, which brokers tie to the username (issue 10: no session takeover).
+    clientId: config.deviceId,
     protocolVersion: m.protocolVersion,
     clean: true,
     keepalive: m.keepaliveSeconds,

@@ -190,6 +190,13 @@ export const edgeConfigSchema = z.strictObject({
         seen.add(k.keyId);
       });
     }),
+  /**
+   * The offline root's public key, from a bundle of protocol revision 2+. Without it, the device
+   * bootstraps its root from the first key set signed by one of `trustedKeys` (trust on first use:
+   * README "Root of trust"); `rootKeyId` pins which root that may be.
+   */
+  rootKey: trustedKeySchema.optional(),
+  rootKeyId: z.string().regex(/^[0-9a-f]{16}$/, 'expected a 16-hex-digit key id').optional(),
   /** Model slots, update state, outbox. */
   dataDir: path.default(D.dataDir),
   api: apiSchema.prefault({}),

@@ -16,17 +16,14 @@ export const AGENT = 'apprentice-edge/0.1.0';
  * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
  * capability is listed only with the code that handles it: the cloud sends what is listed here.
  */
-export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [DEVICE_CAPABILITIES.inputImage, DEVICE_CAPABILITIES.receipts];
+export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [DEVICE_CAPABILITIES.inputImage, DEVICE_CAPABILITIES.receipts, DEVICE_CAPABILITIES.keyset];
 
 /** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */
 export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabilities' | 'trust' | 'degraded'>>;
 
-/**
- * The protocol-2 fields as this daemon fills them. Until the root of trust lands (issue 10 step 2)
- * a device trusts only its edge.json keys: `trusted_keys`, no key set version.
- */
-export function statusExtension({ degraded }: { degraded: string | null }): StatusExtension {
-  return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded };
+/** The protocol-2 fields as this daemon fills them; `trust` from its TrustStore. */
+export function statusExtension({ degraded, trust = { keysetVersion: null, state: 'trusted_keys' } }: { degraded: string | null; trust?: StatusExtension['trust'] }): StatusExtension {
+  return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust, degraded };
 }
 
 /** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */

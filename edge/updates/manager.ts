@@ -10,6 +10,7 @@ import { UpdateStateStore, type UpdateState } from './state.js';
 import { manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
   UpdateError,
+  keysOf,
   type RejectReason,
   type RestoreOutcome,
   type RollbackOutcome,
@@ -130,7 +131,7 @@ export class UpdateManager {
         // verifyManifest reports the precise reason below.
       }
     }
-    const v = verifyManifest(envelope, this.deps.trustedKeys);
+    const v = verifyManifest(envelope, keysOf(this.deps.trustedKeys));
     if (!v.ok) return Promise.resolve(this.reject(null, v.reason, v.detail));
     const m = v.manifest;
     const early = this.precheck(m);

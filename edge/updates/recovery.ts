@@ -4,7 +4,7 @@ import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import type { SlotStore } from './slots.js';
 import type { UpdateStateStore } from './state.js';
-import type { ModelHost, RestoreOutcome, RollbackOutcome, RollbackReason, RunningModel, SlotRecord } from './types.js';
+import { keysOf, type ModelHost, type RestoreOutcome, type RollbackOutcome, type RollbackReason, type RunningModel, type SlotRecord, type TrustedKeysSource } from './types.js';
 
 /**
  * Getting back to a known-good model: at startup (restore the persisted slots) and after a bad
@@ -15,7 +15,7 @@ export interface RecoveryDeps {
   state: UpdateStateStore;
   slots: SlotStore;
   host: ModelHost;
-  trustedKeys: readonly TrustedKey[];
+  trustedKeys: TrustedKeysSource;
   ctx: EventContext;
   log: Logger;
 }
@@ -36,7 +36,7 @@ export async function restoreSlots(d: RecoveryDeps): Promise<{ outcome: RestoreO
   for (const from of ['current', 'previous'] as const) {
     const slot = s[from];
     if (!slot || d.state.isDenied(slot.sha256)) continue;
-    const v = verifyManifest(slot.signed, d.trustedKeys);
+    const v = verifyManifest(slot.signed, keysOf(d.trustedKeys));
     if (!v.ok || v.manifest.artifact.sha256 !== slot.sha256) {
       d.log.warn({ from, sha256: slot.sha256, reason: v.ok ? 'sha_mismatch' : v.reason }, 'updates/restore-untrusted-slot');
       continue;

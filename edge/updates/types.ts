@@ -70,8 +70,11 @@ export type RollbackOutcome =
 export interface UpdateManagerDeps {
   deviceId: string;
   dataDir: string;
-  /** Public keys the device was provisioned with; more than one during a key rotation. */
-  trustedKeys: readonly TrustedKey[];
+  /**
+   * Keys releases may be signed with: edge.json's, or a function returning the live keys of the
+   * accepted key set (TrustStore), read at every verification.
+   */
+  trustedKeys: TrustedKeysSource;
   host: ModelHost;
   /** Receives installed / rejected / rolled_back events; the daemon publishes them. */
   emit: EmitEvent;
@@ -93,3 +96,10 @@ export type UpdateOutcome =
   | { status: 'rejected'; reason: RejectReason; detail: string }
   | { status: 'ignored'; detail: string }
   | { status: 'superseded'; by: number };
+
+/** A fixed list, or a function read at each verification (the key set changes while running). */
+export type TrustedKeysSource = readonly TrustedKey[] | (() => readonly TrustedKey[]);
+
+export function keysOf(src: TrustedKeysSource): readonly TrustedKey[] {
+  return typeof src === 'function' ? src() : src;
+}

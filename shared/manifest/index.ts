@@ -2,3 +2,4 @@ export * from './keys.js';
 export * from './canonical.js';
 export * from './sign.js';
 export * from './artifact.js';
+export * from './keyset.js';

@@ -228,6 +228,28 @@ describe.skipIf(reason !== undefined && !mosquittoRequired())('deploy/mosquitto:
     expect(new Set(gotA.map((m) => m.topic))).toEqual(new Set([topics.desired(DEV_A.username), topics.artifactChunk(SHA, 0)]));
   });
 
+  it("a hijack fails: device A connecting under B's client id (or the cloud's) gets its own; B and the cloud keep their sessions", async () => {
+    // use_username_as_clientid: the broker replaces whatever client id A sends with its username.
+    const cloud = await connect(CLOUD, { clientId: CLOUD.username });
+    const b = await connect(DEV_B, { clientId: DEV_B.username });
+    const closed: string[] = [];
+    cloud.on('close', () => closed.push('cloud'));
+    b.on('close', () => closed.push('dev-b'));
+    const gotB = record(b);
+    await b.subscribeAsync(topics.desired(DEV_B.username), { qos: 1 });
+
+    const a1 = await connect(DEV_A, { clientId: DEV_B.username });
+    const a2 = await connect(DEV_A, { clientId: CLOUD.username });
+    await a2.publishAsync(topics.telemetry(DEV_A.username), 'a', { qos: 1 });
+
+    await cloud.publishAsync(topics.desired(DEV_B.username), 'still-b', { qos: 1 });
+    await waitFor(() => gotB.some((m) => m.payload === 'still-b'), 3_000, { message: 'B still receives' });
+    // a2 took over a1 (both are dev-a now): the only session A can ever displace is its own.
+    await waitFor(() => !a1.connected, 3_000, { message: "A's second connection replaces its first" });
+    expect(closed).toEqual([]);
+    expect(b.connected && cloud.connected && a2.connected).toBe(true);
+  });
+
   it('lets the cloud consume device topics through a $share subscription', async () => {
     const cloud = await connect(CLOUD);
     const got = record(cloud);
@@ -235,5 +257,17 @@ describe.skipIf(reason !== undefined && !mosquittoRequired())('deploy/mosquitto:
     const b = await connect(DEV_B);
     await b.publishAsync(topics.events(DEV_B.username), 'installed', { qos: 1 });
     await waitFor(() => got.some((m) => m.topic === topics.events(DEV_B.username)), 3_000, { message: 'shared-subscription delivery' });
+  });
+
+  // Last: it removes dev-b from the password file.
+  it('revoking a device: a regenerated password file and SIGHUP close its live session, and it cannot come back', async () => {
+    const b = await connect(DEV_B);
+    const gone = new Promise<void>((r) => b.once('close', () => r()));
+    const passwd = path.join(dir, 'passwd');
+    const kept = readFileSync(passwd, 'utf8').split('\n').filter((l) => !l.startsWith(`${DEV_B.username}:`));
+    writeFileSync(passwd, kept.join('\n'));
+    await broker.kill('SIGHUP');
+    await gone;
+    expect([4, 5]).toContain((await connackError(DEV_B)).code);
   });
 });

@@ -27,6 +27,8 @@ beforeAll(async () => {
     { id: 'dev-a', groups: [], credentialHash: hashPassword('pw-a') },
     { id: 'dev-b', groups: [], credentialHash: hashPassword('pw-b') },
     { id: 'dev-gone', groups: [], credentialHash: hashPassword('pw-gone'), revoked: true },
+    { id: 'dev-b2', groups: [], credentialHash: hashPassword('pw-b2') },
+    { id: 'dev-r', groups: [], credentialHash: hashPassword('pw-r') },
   ]).run();
   broker = await EmbeddedBroker.create({ port: 0, aedes: embeddedBrokerAuth({ registry, cloudUser: CLOUD.user, cloudPassword: CLOUD.password }) });
 });
@@ -36,10 +38,13 @@ afterAll(async () => {
   registry.dispose();
 });
 
-/** Resolves with the connected client, or rejects with the CONNACK error. */
-function connect(username?: string, password?: string): Promise<MqttClient> {
+/**
+ * Resolves with the connected client, or rejects with the CONNACK error. A device's client id is its
+ * username unless given; the cloud's is random.
+ */
+function connect(username?: string, password?: string, clientId = username && username !== CLOUD.user ? username : `cloud-${Math.random().toString(16).slice(2, 10)}`): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
-    const c = mqtt.connect(broker.url, { username, password, reconnectPeriod: 0, connectTimeout: 3000 });
+    const c = mqtt.connect(broker.url, { username, password, clientId, reconnectPeriod: 0, connectTimeout: 3000 });
     clients.push(c);
     c.once('connect', () => resolve(c));
     c.once('error', (err) => reject(err));
@@ -70,7 +75,7 @@ describe('embedded broker auth and ACL', () => {
     }
     const a = await connect('dev-a', 'pw-a');
     await a.publishAsync(topics.telemetry('dev-a'), 'mine', { qos: 1 }); // positive control
-    await waitFor(() => seen.includes(topics.telemetry('dev-a')), 3000, { message: "dev-a's own telemetry" });
+    await waitFor(() => seen.includes(topics.telemetry('dev-a')), 10_000, { message: "dev-a's own telemetry" });
     await sleep(200);
     expect(seen).toEqual([topics.telemetry('dev-a')]);
   });
@@ -87,7 +92,7 @@ describe('embedded broker auth and ACL', () => {
     // SUBACK 0x80 for the foreign topic: MQTT.js rejects the call.
     await expect(a.subscribeAsync(topics.desired('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await a.subscribeAsync([topics.desired('dev-a'), topics.artifactChunks(sha)], { qos: 1 });
-    await waitFor(() => got.length >= 2, 3000, { message: 'own desired and the chunk' });
+    await waitFor(() => got.length >= 2, 10_000, { message: 'own desired and the chunk' });
     await sleep(200);
     expect(got.sort()).toEqual([topics.artifactChunk(sha, 0), topics.desired('dev-a')].sort());
     for (const t of [topics.desired('dev-a'), topics.desired('dev-b'), topics.artifactChunk(sha, 0)]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
@@ -103,10 +108,10 @@ describe('embedded broker auth and ACL', () => {
     await expect(a.subscribeAsync(topics.receipts('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await expect(a.subscribeAsync('apprentice/v1/devices/+/receipts', { qos: 1 })).rejects.toThrow(/Subscribe error/);
     await a.subscribeAsync([topics.receipts('dev-a'), topics.keyset(), topics.cloudInfo()], { qos: 1 });
-    await waitFor(() => got.length >= 2, 3000, { message: 'the retained key set and cloud info' });
+    await waitFor(() => got.length >= 2, 10_000, { message: 'the retained key set and cloud info' });
     await cloud.publishAsync(topics.receipts('dev-a'), 'receipt-a', { qos: 1 });
     await cloud.publishAsync(topics.receipts('dev-b'), 'receipt-b', { qos: 1 });
-    await waitFor(() => got.some(([t]) => t === topics.receipts('dev-a')), 3000, { message: "dev-a's receipt" });
+    await waitFor(() => got.some(([t]) => t === topics.receipts('dev-a')), 10_000, { message: "dev-a's receipt" });
     await sleep(200);
     expect(got.sort()).toEqual([[topics.cloudInfo(), 'info'], [topics.receipts('dev-a'), 'receipt-a'], [topics.keyset(), 'keyset-v1']]);
 
@@ -126,6 +131,66 @@ describe('embedded broker auth and ACL', () => {
     await sleep(200);
     expect(forged).toEqual([]);
     for (const t of [topics.keyset(), topics.cloudInfo()]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
+  });
+
+  it("a hijack fails: device A under B's client id, or the cloud's, is refused, and the victims' sessions survive", async () => {
+    const cloud = await connect(CLOUD.user, CLOUD.password, 'apprentice-cloud-test');
+    const b = await connect('dev-b2', 'pw-b2');
+    const closed: string[] = [];
+    cloud.on('close', () => closed.push('cloud'));
+    b.on('close', () => closed.push('dev-b2'));
+    const got: string[] = [];
+    b.on('message', (_t, p) => got.push(p.toString()));
+    await b.subscribeAsync(topics.desired('dev-b2'), { qos: 1 });
+
+    // CONNACK 2 (identifier rejected) before aedes would close the session holding that id.
+    await expect(connect('dev-a', 'pw-a', 'dev-b2')).rejects.toThrow(/Identifier rejected/i);
+    await expect(connect('dev-a', 'pw-a', 'apprentice-cloud-test')).rejects.toThrow(/Identifier rejected/i);
+    await expect(connect('dev-a', 'pw-a', 'apprentice-edge-dev-b2')).rejects.toThrow(/Identifier rejected/i);
+    // Nor can the cloud user (e.g. a misconfigured replica) take a device's id.
+    await expect(connect(CLOUD.user, CLOUD.password, 'dev-b2')).rejects.toThrow(/Identifier rejected/i);
+    await expect(connect(CLOUD.user, CLOUD.password, 'apprentice-edge-dev-b2')).rejects.toThrow(/Identifier rejected/i);
+
+    await cloud.publishAsync(topics.desired('dev-b2'), 'still-here', { qos: 1 });
+    await waitFor(() => got.includes('still-here'), 10_000, { message: 'B still receives' });
+    expect(closed).toEqual([]);
+    expect(b.connected && cloud.connected).toBe(true);
+  });
+
+  it('accepts the legacy apprentice-edge-<username> client id for one release', async () => {
+    const legacy = await connect('dev-a', 'pw-a', 'apprentice-edge-dev-a');
+    await legacy.publishAsync(topics.telemetry('dev-a'), 'legacy', { qos: 1 });
+    expect(legacy.connected).toBe(true);
+  });
+
+  it('refuses retained device publishes except on status', async () => {
+    const cloud = await connect(CLOUD.user, CLOUD.password);
+    const seen: string[] = [];
+    cloud.on('message', (t, p) => p.length && seen.push(`${t}=${p.toString()}`));
+    const a = await connect('dev-a', 'pw-a');
+    await a.publishAsync(topics.status('dev-a'), 'online', { qos: 1, retain: true });
+    for (const t of [topics.telemetry('dev-a'), topics.examples('dev-a'), topics.events('dev-a')]) {
+      const d = await connect('dev-a', 'pw-a');
+      const gone = new Promise<void>((r) => d.once('close', () => r()));
+      d.publish(t, 'sticky', { qos: 1, retain: true });
+      await gone;
+    }
+    // A new subscriber gets the retained status and nothing else.
+    await cloud.subscribeAsync(['status', 'telemetry', 'examples', 'events'].map((k) => topics.device('dev-a', k as 'status')), { qos: 1 });
+    await waitFor(() => seen.length >= 1, 10_000, { message: 'the retained status' });
+    await sleep(200);
+    expect(seen).toEqual([`${topics.status('dev-a')}=online`]);
+    await cloud.publishAsync(topics.status('dev-a'), '', { qos: 1, retain: true });
+  });
+
+  it('revoking a device closes its live session, and it cannot come back', async () => {
+    const c = await connect('dev-r', 'pw-r');
+    const gone = new Promise<void>((r) => c.once('close', () => r()));
+    registry.db.update(devices).set({ revoked: true }).where(eq(devices.id, 'dev-r')).run();
+    expect(broker.disconnectDevice('dev-r')).toBe(1);
+    await gone;
+    await expect(connect('dev-r', 'pw-r')).rejects.toThrow();
+    expect(broker.disconnectDevice('dev-r')).toBe(0);
   });
 
   it('refuses a device revoked after provisioning at its next connect', async () => {

@@ -59,13 +59,15 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     clients.push(client);
     const desired: Buffer[] = [];
     client.on('message', (t, p) => t === topics.desired(id) && desired.push(p));
-    client.on('connect', () => client.subscribe(topics.desired(id), { qos: 1 }));
     let status: StatusPublisher | undefined;
     const info = new CloudInfoWatcher({ client, onChange: () => status?.publish() });
     status = new StatusPublisher({ client, deviceId: id, running: () => null, extension: () => (info.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: null }) : undefined) });
     info.start();
     status.start();
     await new Promise<void>((r) => client.once('connect', () => r()));
+    // Subscribed before anything is published: each desired then arrives exactly once, live (a
+    // publish racing the SUBSCRIBE may otherwise come both live and retained).
+    await client.subscribeAsync(topics.desired(id), { qos: 1 });
     return { client, info, desired };
   }
 
@@ -77,22 +79,24 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     await spy.subscribeAsync(topics.status('pi-new'), { qos: 1 });
 
     const d = await device('pi-new');
-    await waitFor(() => statuses.length >= 1, 5_000, { message: 'the first status' });
+    await waitFor(() => statuses.length >= 1, 15_000, { message: 'the first status' });
     await sleep(200);
     expect(Object.keys(decodePayload(statusSchema, statuses[0]!))).not.toContain('capabilities');
     expect(fx.device('pi-new')).toMatchObject({ protocolVersion: null, capabilities: null });
 
     await publisher.publishCloudInfo();
-    await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 5_000, { message: 'ingest records the protocol fields' });
+    await waitFor(() => fx.device('pi-new')?.protocolVersion === PROTOCOL_REVISION, 15_000, { message: 'ingest records the protocol fields' });
     expect(d.info.current?.accepts).toContain(CLOUD_FEATURES.statusExt);
     expect(fx.device('pi-new')).toMatchObject({ capabilities: [...EDGE_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null });
+    // The spy is another subscriber: its copy may arrive after ingest's.
+    await waitFor(() => statuses.length >= 2, 15_000, { message: 'the protocol-2 status, for the spy' });
     expect(decodePayload(statusSchema, statuses.at(-1)!)).toMatchObject({ protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES] });
   });
 
   it('sends a device only the envelope fields it declared, and no release that needs a capability it lacks', async () => {
     const d = await device('pi-old');
     await publisher.publishDesired('pi-old', withAssignment);
-    await waitFor(() => d.desired.length === 1, 5_000, { message: 'the desired manifest' });
+    await waitFor(() => d.desired.length === 1, 15_000, { message: 'the desired manifest' });
     const got = decodePayload(signedManifestSchema, d.desired[0]!);
     expect(Object.keys(got).sort()).toEqual(['manifest', 'signature']);
 
@@ -107,7 +111,7 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     fx.db.update(devices).set({ protocolVersion: 2, capabilities: ['desired.assignment', 'manifest.input-range'] }).run();
     await publisher.publishDesired('pi-old', ranged);
     await publisher.publishDesired('pi-old', withAssignment);
-    await waitFor(() => d.desired.length === 3, 5_000, { message: 'both releases' });
+    await waitFor(() => d.desired.length === 3, 15_000, { message: 'both releases' });
     expect(Object.keys(decodePayload(signedManifestSchema, d.desired[2]!))).toContain('assignment');
     await cloud.publish(topics.desired('pi-old'), Buffer.alloc(0), { qos: 1, retain: true });
   });

@@ -232,7 +232,7 @@ describe('MQTT client options', () => {
 
   it('reconnects forever with a clean session, the offline last will and no automatic resubscribe', async () => {
     const o = await mqttClientOptions(parseEdgeConfig(bundle()), will);
-    expect(o).toMatchObject({ clientId: 'apprentice-edge-pi-kitchen-01', clean: true, protocolVersion: 4, reconnectPeriod: 5000, keepalive: 30, resubscribe: false, manualConnect: true, username: 'pi-kitchen-01', password: 's3cret', rejectUnauthorized: true });
+    expect(o).toMatchObject({ clientId: 'pi-kitchen-01', clean: true, protocolVersion: 4, reconnectPeriod: 5000, keepalive: 30, resubscribe: false, manualConnect: true, username: 'pi-kitchen-01', password: 's3cret', rejectUnauthorized: true });
     expect(o.will).toMatchObject({ topic: 'apprentice/v1/devices/pi-kitchen-01/status', qos: 1, retain: true });
     expect(JSON.parse(String(o.will!.payload))).toMatchObject({ state: 'offline', deviceId: 'pi-kitchen-01' });
   });

@@ -84,3 +84,24 @@ describe('the devices API shows it', () => {
     }
   });
 });
+
+describe('provisioning reserves the cloud and legacy edge client ids', () => {
+  it.each(['apprentice-cloud', 'apprentice-cloud-host1', 'Apprentice-Cloud-2', 'apprentice-edge-pi-1'])('refuses device id %s with a 400 naming the field', async (id) => {
+    const h = harness();
+    try {
+      const res = await call(h.app, 'POST', '/v1/devices', { body: { id } });
+      expect(res.status).toBe(400);
+      expect(JSON.stringify(await json(res))).toMatch(/reserved/);
+    } finally {
+      h.close();
+    }
+  });
+  it('still accepts ordinary ids that merely contain the words', async () => {
+    const h = harness();
+    try {
+      expect((await call(h.app, 'POST', '/v1/devices', { body: { id: 'my-apprentice-edge-1' } })).status).toBe(201);
+    } finally {
+      h.close();
+    }
+  });
+});
