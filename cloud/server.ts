@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/log/index.js';
 import { signManifest } from '../shared/manifest/index.js';
 import type { Manifest } from '../shared/protocol/schemas.js';
 import { createCloudApi, startCloudServer, type CloudServer } from './api/index.js';
 import type { CloudConfig } from './config/schema.js';
 import { embeddedBrokerAuth } from './fleet/broker-auth.js';
+import { createReceiptSender } from './fleet/receipts.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
@@ -51,6 +52,10 @@ function faultHooks(log: Logger): { beforeCommit?: () => void; afterCommit?: () 
   const kill = (): void => void (++commits === n && process.kill(process.pid, 'SIGKILL'));
   log.warn({ fault: m[0] }, 'cloud/fault-hook armed: SIGKILL at an example commit');
   return m[1] === 'before' ? { beforeCommit: kill } : { afterCommit: kill };
+}
+
+function receiptCounter(metrics: PromRegistry): Counter<'result'> {
+  return new Counter({ name: 'apprentice_cloud_receipts_total', help: 'Receipts by result (sent, not_capable: device did not declare receipts, failed: logged)', labelNames: ['result'] as const, registers: [metrics] });
 }
 
 function splitBind(bind: string): { host: string; port: number } {
@@ -118,7 +123,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // The MQTT session is persistent (clean=false): the broker keeps our subscriptions and queues device
     // messages while the cloud is down. So disconnect first, then stop Ingest: its unsubscribes must not
     // reach the broker, or examples sent while we are down would be dropped instead of queued.
-    const ingest = new Ingest({ registry, mqtt, metrics, log, ...faultHooks(log) });
+    // Receipts (issue 9): the device deletes a row only on its receipt, sent after the commit.
+    const receipts = createReceiptSender({ registry, mqtt, log, counter: receiptCounter(metrics) });
+    const ingest = new Ingest({ registry, mqtt, metrics, log, receipts, ...faultHooks(log) });
     stack.push(async () => {
       await mqtt.dispose();
       await ingest.stop();

@@ -178,6 +178,11 @@ export class EdgeDaemon {
       maxBatchBytes: Math.min(o.batch.maxBytes, maxPacket - publishOverheadBytes(id)),
       ackTimeoutMs: o.ackTimeoutMs,
       backoff: o.backoff,
+      // A row leaves only on the cloud's receipt once the cloud says it sends them (issue 9).
+      receipts: () => this.cloudInfo.accepts(CLOUD_FEATURES.receipts),
+      receiptTimeoutMs: o.receiptTimeoutMs,
+      maxInFlight: o.maxInFlight,
+      connectJitterMs: o.connectJitterMs,
     });
     // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
     this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
@@ -196,6 +201,7 @@ export class EdgeDaemon {
   private wireMqtt(): void {
     const { client, log } = this;
     const desired = topics.desired(this.config.deviceId);
+    const receipts = topics.receipts(this.config.deviceId);
     // Without an 'error' listener an EventEmitter error (bad credentials, TLS) would crash the process.
     client.on('error', (err) => log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'mqtt/error'));
     client.on('offline', () => log.info('mqtt/offline'));
@@ -208,10 +214,15 @@ export class EdgeDaemon {
           if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
           else if (granted?.some((g) => g.qos === 128)) log.error({ topic: desired }, 'mqtt/subscribe-refused: check the broker ACL');
         });
+        client.subscribe(receipts, { qos: 1 }, (err, granted) => {
+          if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
+          else if (granted?.some((g) => g.qos === 128)) log.error({ topic: receipts }, 'mqtt/subscribe-refused: check the broker ACL');
+        });
       }),
     );
     client.on('message', (topic, payload) =>
       this.guard('mqtt/message', () => {
+        if (topic === receipts) return this.publisher.handleReceipt(payload);
         if (topic !== desired) return; // artifact chunks are consumed by edge/updates' own listener
         void this.updates.handleDesired(payload).then((o) => this.onOutcome(o));
       }),

@@ -5,9 +5,10 @@ import { Counter, Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import {
   PayloadError,
+  PROTOCOL_VERSION,
   decodePayload,
   eventSchema,
-  examplesBatchSchema,
+  type Receipt,
   statusSchema,
   telemetrySchema,
   type DeviceEvent,
@@ -18,7 +19,9 @@ import {
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
-import { ExampleCommitter, type ExampleRowValues } from './example-commit.js';
+import { parseExampleBatch } from './example-batch.js';
+import { ExampleCommitter } from './example-commit.js';
+import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
 
@@ -45,6 +48,16 @@ export interface IngestDeps {
   maxPendingRows?: number;
   /** Status and telemetry writes within this window share one transaction; default 250 ms. */
   stateFlushMs?: number;
+  /**
+   * Sends a device its receipt after the commit (createReceiptSender); without it no receipts are sent.
+   * Called from inside the message handler: it must not wait.
+   */
+  receipts?: ReceiptSender;
+  /**
+   * Rate caps and quotas (the trust engineer's hook): of these example ids, which to defer and for how
+   * many seconds. Deferred examples are not stored; the device keeps them and sends them later.
+   */
+  admit?: (deviceId: string, ids: readonly string[]) => ReadonlyMap<string, number>;
   /** Fault drills: runs before each example commit attempt. */
   beforeCommit?: () => void;
   /** Fault drills: runs after each example commit, before any ack or receipt (the ack window). */
@@ -69,6 +82,8 @@ export interface IngestStats {
   backpressureWaits: number;
   flushes: number;
 }
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
@@ -194,7 +209,10 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       if (kind === 'desired') return undefined;
       // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
       if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
-      if (!this.known(deviceId)) {
+      const state = this.registration(deviceId);
+      if (state !== 'ok') {
+        // A revoked device's examples are refused for good, so its outbox does not resend them for ever.
+        if (kind === 'examples') this.refuseAll(deviceId, payload, state === 'revoked' ? 'revoked' : 'unknown_device');
         this.s.unknownDevice++;
         this.count(kind, 'unknown_device');
         if (this.warnedUnknown.size < 1000 && !this.warnedUnknown.has(deviceId)) {
@@ -237,13 +255,23 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return this.writer;
   }
 
-  private known(deviceId: string): boolean {
+  private registration(deviceId: string): 'ok' | 'unknown' | 'revoked' {
     const r = this.lookup?.get(deviceId);
-    return r !== undefined && !r.revoked;
+    return r === undefined ? 'unknown' : r.revoked ? 'revoked' : 'ok';
   }
 
-  private count(kind: string, result: string): void {
-    this.counters?.messages.inc({ kind, result });
+  private receipt(deviceId: string, r: DistributiveOmit<Receipt, 'v' | 'deviceId' | 'at'>): void {
+    this.deps.receipts?.(deviceId, { v: PROTOCOL_VERSION, deviceId, at: this.now().toISOString(), ...r } as Receipt);
+  }
+
+  private refuseAll(deviceId: string, payload: Buffer, reason: 'revoked' | 'unknown_device'): void {
+    const p = parseExampleBatch(deviceId, payload);
+    if (!p.batchId) return;
+    this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason } });
+  }
+
+  private count(kind: string, result: string, n = 1): void {
+    this.counters?.messages.inc({ kind, result }, n);
   }
 
   private checkDevice(topicId: string, payloadId: string): void {
@@ -251,20 +279,39 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     if (topicId !== payloadId) throw new PayloadError(`deviceId "${payloadId}" does not match the topic's device "${topicId}"`);
   }
 
+  /**
+   * Validates each example on its own (issue 9): the valid ones are committed, the others refused with
+   * their reason; the receipt goes out after the commit. A payload with no readable example id is
+   * refused by its batch id.
+   */
   private onExamples(deviceId: string, payload: Buffer): Promise<void> | undefined {
-    const batch = decodePayload(examplesBatchSchema, payload);
-    this.checkDevice(deviceId, batch.deviceId);
-    const rows: ExampleRowValues[] = [];
-    for (const ex of batch.examples) {
-      // Stored as the little-endian float32 bytes the device sent: no Float32Array round trip.
-      const input = Buffer.from(ex.input, 'base64');
-      if (input.byteLength === 0 || input.byteLength % 4 !== 0) throw new PayloadError(`example ${ex.id}: input has ${input.byteLength} bytes, not a non-empty multiple of 4`);
-      rows.push([ex.id, deviceId, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, ex.label ?? null, ex.at, '']);
+    const p = parseExampleBatch(deviceId, payload);
+    const bad = p.ok ? p.refused.length + p.unreadable : 1;
+    if (bad > 0) {
+      this.s.malformed += bad;
+      this.count('examples', 'malformed', bad);
+      this.log.warn({ deviceId, batchId: p.batchId, reason: p.ok ? p.refused[0]?.reason ?? 'malformed' : p.reason, detail: p.ok ? p.refused[0]?.detail : p.detail, bad }, 'ingest/malformed');
     }
-    if (!this.committer) return undefined;
+    if (!p.ok) {
+      if (p.batchId) this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason: p.reason, detail: p.detail } });
+      return undefined;
+    }
+    const deferred = this.deps.admit?.(deviceId, p.rows.map((r) => r[0])) ?? new Map<string, number>();
+    const rows = deferred.size ? p.rows.filter((r) => !deferred.has(r[0])) : p.rows;
+    const entries = { stored: rows.map((r) => r[0]), refused: p.refused, deferred: [...deferred].map(([id, retryAfterSeconds]) => ({ id, retryAfterSeconds })) };
+    if (entries.stored.length + entries.refused.length + entries.deferred.length === 0) {
+      this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason: 'malformed', detail: 'no readable example id' } });
+      return undefined;
+    }
+    const receipt = (): void => this.receipt(deviceId, { kind: 'examples', batchId: p.batchId, ...entries });
+    if (rows.length === 0 || !this.committer) {
+      receipt();
+      return undefined;
+    }
     this.s.batches++;
     this.count('examples', 'accepted');
-    return this.committer.add(rows);
+    // Receipt after the commit, PUBACK after the receipt was handed to MQTT.js.
+    return this.committer.add(rows).then(receipt);
   }
 
   /** Device clocks may run ahead: never record a last-seen time in the future. */

@@ -154,11 +154,18 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     client.on('close', () => this.log.debug('mqtt/closed'));
     client.on('offline', () => this.log.warn('mqtt/offline'));
     client.on('error', (err) => this.log.warn({ err: err.message }, 'mqtt/error'));
-    // Replaces MQTT.js's no-op hook: its callback sends the PUBACK, so the ack waits for the handlers.
+    // MQTT.js emits 'message' and then calls `handleMessage` with the same packet; the callback of the
+    // latter sends the PUBACK. So: dispatch on 'message', and hold the callback until the handlers' work
+    // (ingest's commit) is done.
+    const pendingAcks = new WeakMap<IPublishPacket, Promise<void>>();
+    client.on('message', (topic, payload, packet) => {
+      const pending = this.dispatch(topic, payload, packet.retain);
+      if (pending) pendingAcks.set(packet, pending);
+    });
     client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void): void => {
-      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      const pending = this.dispatch(packet.topic, payload, packet.retain);
+      const pending = pendingAcks.get(packet);
       if (!pending) return callback();
+      pendingAcks.delete(packet);
       void pending.then(() => callback());
     };
     await new Promise<void>((resolve, reject) => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
-import { PROTOCOL_VERSION, assertPublishable, encodePayload, examplesBatchSchema, topics } from '../../shared/protocol/index.js';
+import { PROTOCOL_VERSION, assertPublishable, decodePayload, encodePayload, examplesBatchSchema, receiptSchema, topics } from '../../shared/protocol/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { createBackoff, type BackoffOptions } from './backoff.js';
 import { DEFAULT_OUTBOX_CONFIG } from './config.js';
@@ -31,20 +31,39 @@ export interface OutboxPublisherOptions {
   backoff?: BackoffOptions;
   /** Batch id source; defaults to `crypto.randomUUID`. */
   uuid?: () => string;
+  /**
+   * Whether the cloud sends receipts (its retained info says so). Then a row leaves only on its receipt
+   * and up to `maxInFlight` batches wait for theirs; else (an older cloud) a PUBACK deletes the rows and
+   * one batch is in flight. Asked per batch; default: no receipts.
+   */
+  receipts?: () => boolean;
+  /** Without a receipt this long after sending, the batch's rows go again (after a backoff). Default 60 s. */
+  receiptTimeoutMs?: number;
+  /** Batches sent and not yet receipted, at most; default 4 (deploy/mosquitto sizes its queue on it). */
+  maxInFlight?: number;
+  /** After each connect, wait uniform [0, this) before sending, so a fleet does not flush in one second. Default 0. */
+  connectJitterMs?: number;
+  /** Uniform in [0, 1), for the connect jitter. */
+  random?: () => number;
 }
 
 export interface PublisherStats extends OutboxStats {
-  /** Rows in the batch awaiting PUBACK (0 or up to maxBatchExamples). */
+  /** Rows in batches awaiting their PUBACK or receipt. */
   inFlight: number;
-  /** Batches acknowledged since start. */
+  /** Batches completed (PUBACK without receipts, or every row receipted) since start. */
   batches: number;
-  /** Publish errors and ack timeouts since start. */
+  /** Publish errors, ack and receipt timeouts since start. */
   failures: number;
+  /** Receipts that could not be read or named another device (logged). */
+  badReceipts: number;
 }
 
 interface Batch {
   batchId: string;
-  ids: string[];
+  /** Rows still waiting (receipts remove them one by one). */
+  ids: Set<string>;
+  /** `receipt`: rows leave on the cloud's receipt; `puback`: on the broker's PUBACK (a cloud without receipts). */
+  mode: 'receipt' | 'puback';
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -55,20 +74,23 @@ const ENVELOPE_BYTES = 256;
  * Drains the outbox to `topics.examples(deviceId)` as `examplesBatchSchema` payloads at QoS 1.
  *
  * Delivery contract (at least once; the cloud dedupes by example UUID):
- * - rows are deleted only in the publish callback without error, which MQTT.js calls for QoS 1 on
- *   PUBACK (`handlers/ack.ts`), never on write;
- * - one batch in flight at a time, and it is not re-sent by us while it is in flight;
+ * - with receipts (issue 9): a row leaves the outbox only on the cloud's receipt for its example id:
+ *   `stored` deletes it (published), `refused` deletes it (dropped + refused), `deferred` keeps it and
+ *   holds it back for `retryAfterSeconds`. A PUBACK only says the broker has the batch. At most
+ *   `maxInFlight` batches wait for receipts; one without a receipt within `receiptTimeoutMs` is released
+ *   and its rows go again in a new batch after an exponential backoff with jitter. Receipts name example
+ *   ids, so a late receipt for a released batch still settles its rows wherever they are now.
+ * - without receipts (an older cloud): one batch in flight, rows deleted in the QoS 1 publish callback
+ *   (MQTT.js calls it on PUBACK, `handlers/ack.ts`), resent after `ackTimeoutMs` while connected.
  * - we publish only while `client.connected`: MQTT.js would otherwise queue QoS 1 publishes in its
  *   in-memory outgoing store, which a crash loses. The SQLite row is the source of truth.
  * - a batch in flight when the connection drops stays in MQTT.js's outgoing store, which it resends on
- *   the next CONNACK ([MQTT-4.4.0-1]) keeping our callback; so on `close` we only pause its ack timer;
- * - on a publish error, or no PUBACK within `ackTimeoutMs` while connected, the batch is abandoned and
- *   its rows (still on disk) go again in a new batch after an exponential backoff with jitter. A late
- *   PUBACK for an abandoned batch still deletes its rows: the broker has them.
- * - `connect` cancels a pending backoff and resumes at once; after a restart the rows are still on disk.
+ *   the next CONNACK ([MQTT-4.4.0-1]); offline time does not count against the PUBACK timeout.
+ * - after each connect, sending starts after a jittered delay (`connectJitterMs`), so a fleet that
+ *   lost its broker does not flush in the same second; the connect cancels a pending backoff.
  *
  * Note: a Mosquitto 3.1.1 broker that denies the publish by ACL still sends PUBACK (3.1.1 has no
- * negative ack), so rows are deleted; the ACL must allow `devices/{id}/examples`.
+ * negative ack); without receipts the rows are then deleted, so the ACL must allow `devices/{id}/examples`.
  */
 export class OutboxPublisher {
   private readonly outbox: Outbox;
@@ -79,16 +101,25 @@ export class OutboxPublisher {
   private readonly maxBatchExamples: number;
   private readonly maxBatchBytes: number;
   private readonly ackTimeoutMs: number;
+  private readonly receiptTimeoutMs: number;
+  private readonly maxInFlight: number;
+  private readonly connectJitterMs: number;
+  private readonly random: () => number;
+  private readonly receipts: () => boolean;
   private readonly backoff: ReturnType<typeof createBackoff>;
   private readonly uuid: () => string;
 
   private running = false;
-  private inFlight: Batch | null = null;
+  private readonly inFlight = new Map<string, Batch>();
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Set from a connect until its jittered delay has passed. */
+  private jitterTimer: NodeJS.Timeout | undefined;
+  private deferTimer: NodeJS.Timeout | undefined;
   private pumpQueued = false;
   private unsubscribe: (() => void) | undefined;
   private batches = 0;
   private failures = 0;
+  private badReceipts = 0;
 
   constructor({
     outbox,
@@ -100,6 +131,11 @@ export class OutboxPublisher {
     ackTimeoutMs = DEFAULT_OUTBOX_CONFIG.ackTimeoutMs,
     backoff = DEFAULT_OUTBOX_CONFIG.backoff,
     uuid = randomUUID,
+    receipts = () => false,
+    receiptTimeoutMs = 60_000,
+    maxInFlight = 4,
+    connectJitterMs = 0,
+    random = Math.random,
   }: OutboxPublisherOptions) {
     this.outbox = outbox;
     this.client = client;
@@ -109,7 +145,12 @@ export class OutboxPublisher {
     this.maxBatchExamples = maxBatchExamples;
     this.maxBatchBytes = maxBatchBytes;
     this.ackTimeoutMs = ackTimeoutMs;
-    this.backoff = createBackoff(backoff);
+    this.receiptTimeoutMs = receiptTimeoutMs;
+    this.maxInFlight = maxInFlight;
+    this.connectJitterMs = connectJitterMs;
+    this.random = random;
+    this.receipts = receipts;
+    this.backoff = createBackoff({ random, ...backoff });
     this.uuid = uuid;
   }
 
@@ -123,8 +164,8 @@ export class OutboxPublisher {
   }
 
   /**
-   * Stops sending. A batch still in flight is not waited for: its rows stay on disk and go again
-   * after the next start (a PUBACK arriving meanwhile still deletes them).
+   * Stops sending. Batches in flight are not waited for: their rows stay on disk and go again after
+   * the next start (a PUBACK or receipt arriving meanwhile still settles them).
    */
   async stop(): Promise<void> {
     if (!this.running) return;
@@ -133,10 +174,10 @@ export class OutboxPublisher {
     this.client.removeListener('close', this.onClose);
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    if (this.inFlight) clearTimeout(this.inFlight.timer);
-    this.inFlight = null;
+    for (const t of [this.retryTimer, this.jitterTimer, this.deferTimer]) clearTimeout(t);
+    this.retryTimer = this.jitterTimer = this.deferTimer = undefined;
+    for (const b of this.inFlight.values()) clearTimeout(b.timer);
+    this.inFlight.clear();
   }
 
   depth(): number {
@@ -152,23 +193,71 @@ export class OutboxPublisher {
   }
 
   stats(): PublisherStats {
-    return { ...this.outbox.stats(), inFlight: this.inFlight?.ids.length ?? 0, batches: this.batches, failures: this.failures };
+    let rows = 0;
+    for (const b of this.inFlight.values()) rows += b.ids.size;
+    return { ...this.outbox.stats(), inFlight: rows, batches: this.batches, failures: this.failures, badReceipts: this.badReceipts };
+  }
+
+  /**
+   * A message on `topics.receipts(deviceId)` (the daemon routes it here). Settles the rows it names;
+   * never throws: an unreadable receipt is logged and counted, and its rows go again after the timeout.
+   */
+  handleReceipt(payload: Buffer): void {
+    try {
+      const r = decodePayload(receiptSchema, payload);
+      if (r.deviceId !== this.deviceId) throw new Error(`receipt for device "${r.deviceId}"`);
+      if (this.outbox.closed) return;
+      let settled: string[];
+      if (r.kind === 'batch') {
+        const b = this.inFlight.get(r.batchId);
+        settled = b ? [...b.ids] : [];
+        this.outbox.refuse(settled);
+        this.log.warn({ batchId: r.batchId, reason: r.refused.reason, detail: r.refused.detail, examples: settled.length }, 'outbox/batch refused by the cloud');
+      } else {
+        this.outbox.acknowledge(r.stored);
+        if (r.refused.length) {
+          this.outbox.refuse(r.refused.map((e) => e.id));
+          this.log.warn({ batchId: r.batchId, refused: r.refused.slice(0, 10) }, 'outbox/examples refused by the cloud');
+        }
+        let wake = Infinity;
+        for (const d of r.deferred) {
+          this.outbox.defer([d.id], Date.now() + d.retryAfterSeconds * 1000);
+          wake = Math.min(wake, d.retryAfterSeconds * 1000);
+        }
+        if (wake < Infinity) this.wakeAfter(wake);
+        settled = [...r.stored, ...r.refused.map((e) => e.id), ...r.deferred.map((e) => e.id)];
+      }
+      this.settle(settled, r.kind === 'batch' ? r.batchId : undefined);
+    } catch (err) {
+      this.badReceipts++;
+      this.log.warn({ err: (err as Error).message?.slice(0, 300) }, 'outbox/bad receipt');
+    }
   }
 
   private readonly onConnect = (): void => {
-    // A fresh connection is the best moment to retry: drop any pending backoff.
+    // A fresh connection is the best moment to retry: drop any pending backoff, but start sending only
+    // after a jittered delay (issue 9: 10,000 devices reconnecting must not flush in the same second).
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    // MQTT.js is resending the in-flight batch from its outgoing store; give it a fresh ack window.
-    if (this.inFlight) this.armAckTimer(this.inFlight);
-    this.schedule();
+    clearTimeout(this.jitterTimer);
+    this.jitterTimer = undefined;
+    // MQTT.js is resending the unacknowledged batches from its outgoing store; give them a fresh window.
+    for (const b of this.inFlight.values()) if (b.mode === 'puback') this.armTimer(b);
+    const delay = Math.floor(this.random() * this.connectJitterMs);
+    if (delay <= 0) return this.schedule();
+    this.jitterTimer = setTimeout(() => {
+      this.jitterTimer = undefined;
+      this.schedule();
+    }, delay);
   };
 
   private readonly onClose = (): void => {
-    // Offline time must not count against the ack timeout: MQTT.js resends on reconnect.
-    if (this.inFlight) {
-      clearTimeout(this.inFlight.timer);
-      this.inFlight.timer = undefined;
+    // Offline time must not count against the PUBACK timeout: MQTT.js resends on reconnect. A receipt
+    // timeout keeps running: a receipt sent while we were away is lost (clean session) and must be asked again.
+    for (const b of this.inFlight.values()) {
+      if (b.mode !== 'puback') continue;
+      clearTimeout(b.timer);
+      b.timer = undefined;
     }
   };
 
@@ -188,36 +277,37 @@ export class OutboxPublisher {
   }
 
   private pump(): void {
-    if (!this.running || this.inFlight || this.retryTimer || !this.client.connected || this.outbox.closed) return;
-    const rows = this.outbox.peek({ limit: this.maxBatchExamples, maxBytes: this.maxBatchBytes - ENVELOPE_BYTES });
-    if (rows.length === 0) return;
-    const batch: Batch = { batchId: this.uuid(), ids: rows.map((r) => r.id), timer: undefined };
-    const payload = encodePayload(examplesBatchSchema, {
-      v: PROTOCOL_VERSION,
-      deviceId: this.deviceId,
-      batchId: batch.batchId,
-      examples: rows.map((r) => r.example),
-    });
-    this.inFlight = batch;
-    this.armAckTimer(batch);
-    this.log.debug({ batchId: batch.batchId, examples: rows.length, bytes: payload.byteLength }, 'publishing examples batch');
-    try {
-      // For QoS 1, MQTT.js calls back on PUBACK (or with an error), not when the bytes are written.
-      this.client.publish(this.topic, payload, { qos: 1 }, (err) => this.onAck(batch, err));
-    } catch (err) {
-      this.onAck(batch, err as Error);
+    for (;;) {
+      if (!this.running || this.retryTimer || this.jitterTimer || !this.client.connected || this.outbox.closed) return;
+      const mode = this.receipts() ? 'receipt' : 'puback';
+      if (this.inFlight.size >= (mode === 'receipt' ? this.maxInFlight : 1)) return;
+      const exclude = new Set<string>();
+      for (const b of this.inFlight.values()) for (const id of b.ids) exclude.add(id);
+      const rows = this.outbox.peek({ limit: this.maxBatchExamples, maxBytes: this.maxBatchBytes - ENVELOPE_BYTES, exclude });
+      if (rows.length === 0) return;
+      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined };
+      const payload = encodePayload(examplesBatchSchema, { v: PROTOCOL_VERSION, deviceId: this.deviceId, batchId: batch.batchId, examples: rows.map((r) => r.example) });
+      this.inFlight.set(batch.batchId, batch);
+      this.armTimer(batch);
+      this.log.debug({ batchId: batch.batchId, examples: rows.length, bytes: payload.byteLength, mode }, 'publishing examples batch');
+      try {
+        // For QoS 1, MQTT.js calls back on PUBACK (or with an error), not when the bytes are written.
+        this.client.publish(this.topic, payload, { qos: 1 }, (err) => this.onAck(batch, err));
+      } catch (err) {
+        this.onAck(batch, err as Error);
+      }
     }
   }
 
   private onAck(batch: Batch, err: Error | undefined): void {
-    clearTimeout(batch.timer);
-    batch.timer = undefined;
-    const current = this.inFlight === batch;
-    if (current) this.inFlight = null;
+    const current = this.inFlight.get(batch.batchId) === batch;
     if (!err) {
+      if (batch.mode === 'receipt') return; // the broker has it; the receipt decides
+      clearTimeout(batch.timer);
+      if (current) this.inFlight.delete(batch.batchId);
       if (!this.outbox.closed) {
         try {
-          this.outbox.acknowledge(batch.ids);
+          this.outbox.acknowledge([...batch.ids]);
         } catch (e) {
           // The rows stay and are sent again; the cloud ignores the repeated UUIDs.
           this.log.error({ err: e, batchId: batch.batchId }, 'outbox/acknowledge failed');
@@ -231,21 +321,53 @@ export class OutboxPublisher {
       return;
     }
     if (!current) return; // an abandoned batch failing changes nothing: its rows were already released
+    clearTimeout(batch.timer);
+    this.inFlight.delete(batch.batchId);
     this.failures++;
-    this.log.warn({ err, batchId: batch.batchId, examples: batch.ids.length }, 'examples batch not acknowledged; will retry');
+    this.log.warn({ err, batchId: batch.batchId, examples: batch.ids.size }, 'examples batch not acknowledged; will retry');
     this.retryLater();
   }
 
-  private armAckTimer(batch: Batch): void {
+  /** Removes receipted ids from the batches in flight; a batch with none left is complete. */
+  private settle(ids: readonly string[], batchId?: string): void {
+    let completed = false;
+    if (batchId) {
+      const b = this.inFlight.get(batchId);
+      if (b) b.ids.clear();
+    }
+    for (const b of [...this.inFlight.values()]) {
+      for (const id of ids) b.ids.delete(id);
+      if (b.ids.size > 0) continue;
+      clearTimeout(b.timer);
+      this.inFlight.delete(b.batchId);
+      this.batches++;
+      completed = true;
+    }
+    if (completed) this.backoff.reset();
+    this.schedule();
+  }
+
+  private armTimer(batch: Batch): void {
     clearTimeout(batch.timer);
+    const ms = batch.mode === 'receipt' ? this.receiptTimeoutMs : this.ackTimeoutMs;
     batch.timer = setTimeout(() => {
       batch.timer = undefined;
-      if (this.inFlight !== batch) return;
-      this.inFlight = null;
+      if (this.inFlight.get(batch.batchId) !== batch) return;
+      this.inFlight.delete(batch.batchId);
       this.failures++;
-      this.log.warn({ batchId: batch.batchId, timeoutMs: this.ackTimeoutMs }, 'no PUBACK for examples batch; resending its rows');
+      this.log.warn({ batchId: batch.batchId, timeoutMs: ms, waiting: batch.ids.size }, batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows');
       this.retryLater();
-    }, this.ackTimeoutMs);
+    }, ms);
+  }
+
+  /** Wakes the pump when deferred rows become due. */
+  private wakeAfter(ms: number): void {
+    if (this.deferTimer) return;
+    this.deferTimer = setTimeout(() => {
+      this.deferTimer = undefined;
+      this.schedule();
+    }, ms);
+    this.deferTimer.unref?.();
   }
 
   private retryLater(): void {

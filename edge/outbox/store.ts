@@ -43,15 +43,17 @@ export interface OutboxOptions {
 export interface OutboxCounters {
   /** New examples offered to `add` (duplicates of a stored UUID excluded). */
   selected: number;
-  /** Rows deleted after the broker acknowledged them. */
+  /** Rows deleted after their delivery was confirmed: the cloud's `stored` receipt (or, for a cloud without receipts, the broker's PUBACK). */
   published: number;
   /** Rows deleted to make room for newer ones. */
   evicted: number;
-  /** Examples refused: larger than `maxBytes` or one MQTT message, no room among rows it may evict, or unreadable on read-back. */
+  /** Examples refused: larger than `maxBytes` or one MQTT message, no room among rows it may evict, unreadable on read-back, or refused by the cloud. */
   dropped: number;
+  /** Of `dropped`: rows the cloud refused for good (a `refused` receipt: malformed, unknown device, oversized). */
+  refused: number;
 }
 
-/** Same shape as `telemetrySchema.outbox`. Invariant: selected = depth + published + evicted + dropped. */
+/** `telemetrySchema.outbox` plus `refused`. Invariant: selected = depth + published + evicted + dropped. */
 export interface OutboxStats extends OutboxCounters {
   depth: number;
   bytes: number;
@@ -70,13 +72,14 @@ export interface OutboxRow {
   example: Example;
 }
 
-const SCHEMA_VERSION = 1;
-const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped'] as const;
+const SCHEMA_VERSION = 2;
+const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped', 'refused'] as const;
 
 /**
  * Store-and-forward queue of examples in SQLite (WAL, synchronous=FULL: a row that `add` returned
- * for survives power loss). The row on disk is the source of truth; a row leaves only when the
- * broker acknowledged it (`acknowledge`) or when eviction makes room.
+ * for survives power loss). The row on disk is the source of truth; a row leaves only when its delivery
+ * is confirmed (`acknowledge`: the cloud's `stored` receipt), the cloud refused it for good (`refuse`),
+ * or eviction makes room. A `deferred` receipt keeps the row and holds it back (`defer`).
  *
  * Eviction policy, when an add would exceed `maxRows` or `maxBytes`:
  * - victims are taken in class order audit → hard → feedback, oldest (insertion order) first within
@@ -104,7 +107,7 @@ export class Outbox {
     const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox').get() as { n: number; b: number };
     this.rows = totals.n;
     this.totalBytes = totals.b;
-    this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0 };
+    this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0, refused: 0 };
     this.reloadCounters();
   }
 
@@ -238,16 +241,18 @@ export class Outbox {
    * The oldest rows, in insertion order: at most `limit`, and at most `maxBytes` of payload (one byte
    * per row added for the separator) — but always at least one row when any exist, so an example
    * bigger than a batch still leaves. A stored row that no longer parses (e.g. after a schema change)
-   * is deleted and counted as dropped rather than blocking the queue forever.
+   * is deleted and counted as dropped rather than blocking the queue forever. Rows in `exclude` (in
+   * flight) and rows deferred by the cloud until later than now are skipped.
    */
-  peek({ limit, maxBytes = Infinity }: { limit: number; maxBytes?: number }): OutboxRow[] {
+  peek({ limit, maxBytes = Infinity, exclude }: { limit: number; maxBytes?: number; exclude?: ReadonlySet<string> }): OutboxRow[] {
     this.assertOpen();
     const out: OutboxRow[] = [];
     const bad: string[] = [];
     let total = 0;
-    const rows = this.sql.oldest.iterate() as IterableIterator<{ id: string; kind: ExampleKind; bytes: number; created_at: number; payload: string }>;
+    const rows = this.sql.oldest.iterate(this.opts.now()) as IterableIterator<{ id: string; kind: ExampleKind; bytes: number; created_at: number; payload: string }>;
     for (const r of rows) {
       if (out.length >= limit) break;
+      if (exclude?.has(r.id)) continue;
       if (out.length > 0 && total + r.bytes + 1 > maxBytes) break;
       let example: Example | undefined;
       try {
@@ -270,10 +275,27 @@ export class Outbox {
     return out;
   }
 
-  /** Deletes rows the broker acknowledged and counts them as published. Unknown ids are ignored. */
+  /** Deletes rows whose delivery is confirmed and counts them as published. Unknown ids are ignored. */
   acknowledge(ids: readonly string[]): number {
     this.assertOpen();
     return this.deleteRows(ids, 'published');
+  }
+
+  /** Deletes rows the cloud refused for good; counted as dropped and as refused. Unknown ids are ignored. */
+  refuse(ids: readonly string[]): number {
+    this.assertOpen();
+    return this.deleteRows(ids, 'dropped', 'refused');
+  }
+
+  /** Keeps rows the cloud deferred, not to be sent again before `untilMs` (wall clock). Returns rows changed. */
+  defer(ids: readonly string[], untilMs: number): number {
+    this.assertOpen();
+    if (ids.length === 0) return 0;
+    return this.db.transaction(() => {
+      let n = 0;
+      for (const id of new Set(ids)) n += this.sql.defer.run(untilMs, id).changes;
+      return n;
+    }).immediate();
   }
 
   depth(): number {
@@ -309,7 +331,7 @@ export class Outbox {
     this.db.close();
   }
 
-  private deleteRows(ids: readonly string[], counter: 'published' | 'dropped'): number {
+  private deleteRows(ids: readonly string[], counter: 'published' | 'dropped', also?: 'refused'): number {
     if (ids.length === 0) return 0;
     const { n, b } = this.db.transaction(() => {
       let count = 0;
@@ -322,6 +344,7 @@ export class Outbox {
         freed += row.bytes;
       }
       if (count > 0) this.bump(counter, count);
+      if (count > 0 && also) this.bump(also, count);
       return { n: count, b: freed };
     }).immediate();
     this.rows -= n;
@@ -352,7 +375,8 @@ function prepare(db: Database.Database) {
     exists: db.prepare('SELECT 1 FROM outbox WHERE id = ?'),
     bytesOf: db.prepare('SELECT bytes FROM outbox WHERE id = ?'),
     victims: db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? ORDER BY priority, seq'),
-    oldest: db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox ORDER BY seq'),
+    oldest: db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox WHERE not_before <= ? ORDER BY seq'),
+    defer: db.prepare('UPDATE outbox SET not_before = ? WHERE id = ?'),
     insert: db.prepare('INSERT INTO outbox (id, seq, reason, kind, priority, bytes, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
     delete: db.prepare('DELETE FROM outbox WHERE id = ?'),
     bump: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value'),
@@ -366,20 +390,24 @@ function migrate(db: Database.Database): void {
   if (version > SCHEMA_VERSION) throw new OutboxError(`outbox schema version ${version} is newer than this build (${SCHEMA_VERSION})`);
   if (version === SCHEMA_VERSION) return;
   db.transaction(() => {
-    db.exec(`
-      CREATE TABLE outbox (
-        id         TEXT    PRIMARY KEY,          -- example UUID: the idempotency key end to end
-        seq        INTEGER NOT NULL UNIQUE,      -- insertion order (explicit: VACUUM may renumber rowids)
-        reason     TEXT    NOT NULL,
-        kind       TEXT    NOT NULL CHECK (kind IN ('audit', 'hard', 'feedback')),
-        priority   INTEGER NOT NULL,             -- 0 audit, 1 hard, 2 feedback: eviction class
-        bytes      INTEGER NOT NULL,             -- UTF-8 length of payload
-        created_at INTEGER NOT NULL,             -- wall-clock ms when stored
-        payload    TEXT    NOT NULL              -- the example as JSON (exampleSchema)
-      );
-      CREATE INDEX outbox_evict ON outbox (priority, seq);
-      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    `);
+    if (version < 1) {
+      db.exec(`
+        CREATE TABLE outbox (
+          id         TEXT    PRIMARY KEY,          -- example UUID: the idempotency key end to end
+          seq        INTEGER NOT NULL UNIQUE,      -- insertion order (explicit: VACUUM may renumber rowids)
+          reason     TEXT    NOT NULL,
+          kind       TEXT    NOT NULL CHECK (kind IN ('audit', 'hard', 'feedback')),
+          priority   INTEGER NOT NULL,             -- 0 audit, 1 hard, 2 feedback: eviction class
+          bytes      INTEGER NOT NULL,             -- UTF-8 length of payload
+          created_at INTEGER NOT NULL,             -- wall-clock ms when stored
+          payload    TEXT    NOT NULL              -- the example as JSON (exampleSchema)
+        );
+        CREATE INDEX outbox_evict ON outbox (priority, seq);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      `);
+    }
+    // v2 (issue 9 receipts): a row the cloud deferred is not sent again before this wall-clock ms.
+    if (version < 2) db.exec('ALTER TABLE outbox ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0');
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   })();
 }

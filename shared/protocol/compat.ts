@@ -40,6 +40,8 @@ export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_
 export const CLOUD_FEATURES = {
   /** `status.protocolVersion`, `capabilities`, `trust` and `degraded`. */
   statusExt: 'status.ext',
+  /** This cloud sends `devices/{id}/receipts` to devices that declare the `receipts` capability (issue 9). */
+  receipts: 'receipts',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 

@@ -101,7 +101,9 @@ describe.each(brokerMatrix())('protocol compatibility over $name', ({ start }) =
     await sleep(300);
     expect(d.desired).toHaveLength(1);
 
-    // A device that declares both gets both.
+    // A device that declares both gets both. Ingest stops first: it batches status writes, and the
+    // device's own protocol-1 status landing after this update would undo it.
+    await ingest.dispose();
     fx.db.update(devices).set({ protocolVersion: 2, capabilities: ['desired.assignment', 'manifest.input-range'] }).run();
     await publisher.publishDesired('pi-old', ranged);
     await publisher.publishDesired('pi-old', withAssignment);
