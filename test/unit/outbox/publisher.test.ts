@@ -227,3 +227,69 @@ describe('createBackoff', () => {
     expect(lo.next()).toBe(50);
   });
 });
+
+describe('OutboxPublisher with receipts (issue 9)', () => {
+  const receipt = (batchId: string, r: { stored?: string[]; refused?: { id: string; reason: 'malformed' | 'oversized' }[]; deferred?: { id: string; retryAfterSeconds: number }[] }) =>
+    Buffer.from(JSON.stringify({ v: 1, deviceId: DEVICE, at: new Date().toISOString(), batchId, kind: 'examples', stored: r.stored ?? [], refused: r.refused ?? [], deferred: r.deferred ?? [] }));
+
+  it('a PUBACK deletes nothing; stored and refused receipts delete, deferred keeps and holds back; at most 4 batches wait', async () => {
+    for (let i = 0; i < 12; i++) outbox.add(makeExample());
+    publisher({ receipts: () => true, maxBatchExamples: 2, receiptTimeoutMs: 60_000 }).start();
+    client.up();
+    await flush();
+    expect(client.sent).toHaveLength(4);
+    for (const s of client.sent) s.cb();
+    await flush();
+    expect(outbox.depth()).toBe(12);
+    expect(client.sent).toHaveLength(4);
+
+    const [a, b, c] = client.sent.map((s) => s.batch);
+    pub.handleReceipt(receipt(a!.batchId, { stored: a!.examples.map((e) => e.id) }));
+    pub.handleReceipt(receipt(b!.batchId, { stored: [b!.examples[0]!.id], refused: [{ id: b!.examples[1]!.id, reason: 'oversized' }] }));
+    pub.handleReceipt(receipt(c!.batchId, { stored: [c!.examples[0]!.id], deferred: [{ id: c!.examples[1]!.id, retryAfterSeconds: 30 }] }));
+    await flush();
+    expect(outbox.stats()).toMatchObject({ depth: 7, published: 4, dropped: 1, refused: 1 });
+    // Three batches completed; the 4 rows not in flight nor deferred go out as 2 new batches, never the deferred row.
+    expect(client.sent).toHaveLength(6);
+    const deferredId = c!.examples[1]!.id;
+    expect(client.sent.slice(4).flatMap((s) => s.batch.examples.map((e) => e.id))).not.toContain(deferredId);
+    expect(pub.stats().badReceipts).toBe(0);
+    pub.handleReceipt(Buffer.from('{"v":1}'));
+    expect(pub.stats().badReceipts).toBe(1);
+  });
+
+  it('without a receipt in time the rows go again in a new batch after the backoff; a late receipt still settles them', async () => {
+    outbox.add(makeExample());
+    publisher({ receipts: () => true, receiptTimeoutMs: 5_000 }).start();
+    client.up();
+    await flush();
+    const first = client.sent[0]!.batch;
+    client.sent[0]!.cb();
+    await vi.advanceTimersByTimeAsync(5_000);
+    await flush();
+    expect(pub.stats().failures).toBe(1);
+    await vi.advanceTimersByTimeAsync(500); // backoff with random() = 0: half of 1000
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    expect(client.sent[1]!.batch.batchId).not.toBe(first.batchId);
+    expect(client.sent[1]!.batch.examples[0]!.id).toBe(first.examples[0]!.id);
+    pub.handleReceipt(receipt(first.batchId, { stored: [first.examples[0]!.id] }));
+    await flush();
+    expect(outbox.stats()).toMatchObject({ depth: 0, published: 1 });
+    expect(pub.stats().inFlight).toBe(0);
+  });
+
+  it('starts sending after a connect only once its jittered delay has passed', async () => {
+    outbox.add(makeExample());
+    publisher({ receipts: () => true, connectJitterMs: 10_000, random: () => 0.5 }).start();
+    client.up();
+    await flush();
+    expect(client.sent).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(4_999);
+    await flush();
+    expect(client.sent).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1);
+    await flush();
+    expect(client.sent).toHaveLength(1);
+  });
+});
