@@ -140,8 +140,9 @@ export class FaultWorld {
 
   /** Starts a canary → fleet rollout of `seq` to all devices (one canary, short soak). */
   async rollout(seq: number, { canaryShare = 0.34, soakSeconds = 1 } = {}): Promise<string> {
-    // Any failure rolls back (minFailures 1): these scenarios test the rollback path.
-    const r = await this.c.rollouts.create({ model: MODEL, releaseSeq: seq, target: { kind: 'all' }, canaryShare, soakSeconds, failureThreshold: 0, minFailures: 1 });
+    // Any failure rolls back (minFailures 1): these scenarios test the rollback path. An offline
+    // canary is replaced after 2 s (issue 8), so scenario (c) does not wait the default 300 s.
+    const r = await this.c.rollouts.create({ model: MODEL, releaseSeq: seq, target: { kind: 'all' }, canaryShare, soakSeconds, failureThreshold: 0, minFailures: 1, canaryGraceSeconds: 2 });
     return r.id;
   }
 

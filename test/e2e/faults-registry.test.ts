@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { skipWithoutMosquitto } from '../helpers/broker.js';
+import { sleep, waitFor } from '../helpers/net.js';
 import { FaultWorld } from './fault-harness.js';
 
 const LOCK_MS = 10_000;
@@ -19,7 +20,8 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: registry locked for 10 s',
   }, 30_000);
 
   it('examples sent while every commit fails are stored once the lock goes: stored = selected', async () => {
-    w = await FaultWorld.create();
+    const world = await FaultWorld.create();
+    w = world;
     for (const id of ['dev-a', 'dev-b']) await w.startDevice(id);
     const r1 = w.addRelease({ seed: 1 });
     await w.rollout(r1.seq, { canaryShare: 0.5, soakSeconds: 0 });
@@ -28,13 +30,14 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: registry locked for 10 s',
     const locker = new Database(join(w.cloudCfg.dataDir, 'registry.db'));
     locker.exec('BEGIN IMMEDIATE');
     const lockedAt = Date.now();
-    const released = new Promise<void>((resolve) =>
-      setTimeout(() => {
-        locker.exec('COMMIT');
-        locker.close();
-        resolve();
-      }, LOCK_MS),
-    );
+    // Held for LOCK_MS and, on a slow machine, until the cloud has met the lock at least once, so
+    // the drill always exercises a failed commit (devices flush after a jittered delay).
+    const released = (async () => {
+      await sleep(LOCK_MS);
+      await waitFor(() => world.cloud!.ingest.stats().failedCommits > 0, 60_000, { message: 'a commit that met the lock' });
+      locker.exec('COMMIT');
+      locker.close();
+    })();
     // Predictions stay available; their examples go out and find the registry locked.
     const answered = await Promise.all([w.predict('dev-a', 15), w.predict('dev-b', 15)]);
     expect(answered).toEqual([15, 15]);
