@@ -15,6 +15,7 @@ import { writeFileAtomicSync } from './keys/atomic.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/index.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
+import { publishRelease } from './rounds/publish.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -156,7 +157,11 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       rollouts,
       fleet: { onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups), onDeviceRevoked: (id) => rollouts.onDeviceRevoked(id) },
       artifactsDir: dataDir,
-      limits: { maxBodyBytes: cfg.api.maxBodyBytes },
+      limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
+      uploads: {
+        publicBaseUrl: cfg.api.publicBaseUrl,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+      },
       log,
     });
     const api = splitBind(cfg.api.bind);
