@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { startCloudServer } from '../../../cloud/api/server.js';
 import { releaseCommand } from '../../../cloud/rounds/release-cli.js';
 import { releases } from '../../../cloud/registry/schema.js';
 import { runProgram } from '../../../shared/cli/run.js';
@@ -20,13 +21,16 @@ describe('apprentice release push', () => {
   afterEach(() => h.close());
 
   async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return runWith(fetchImpl, ...argv);
+  }
+  async function runWith(fetchFn: typeof fetch | undefined, ...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     let stdout = '';
     let stderr = '';
     const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
     const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
     const before = process.exitCode;
     try {
-      const program = new Command('apprentice').addCommand(releaseCommand({ fetchImpl, env: {} }));
+      const program = new Command('apprentice').addCommand(releaseCommand({ fetchImpl: fetchFn, env: {} }));
       const code = await runProgram(program, ['node', 'apprentice', 'release', 'push', ...argv]);
       return { code, stdout, stderr };
     } finally {
@@ -71,6 +75,36 @@ describe('apprentice release push', () => {
       expect(r.stderr, argv.join(' ')).toMatch(message);
     }
     expect(h.registry.db.select().from(releases).all()).toEqual([]);
+  });
+
+  it('streams the file over a real HTTP socket (chunked, no Content-Length) and the cloud stores it intact', async () => {
+    const server = await startCloudServer({ app: h.app, port: 0 });
+    try {
+      const good = denseModel({ sizes: [4, 3], seed: 11 });
+      const r = await runWith(undefined, '--model', 'digits', file('real.onnx', good.bytes), '--cloud', server.url, '--token', TOKEN, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ sha256: good.sha256, bytes: good.bytes.byteLength });
+      const junk = await runWith(undefined, '--model', 'digits', file('junk.onnx', garbageModel(3000).bytes), '--cloud', server.url, '--token', TOKEN);
+      expect(junk.code).toBe(2);
+      expect(junk.stderr).toMatch(/HTTP 422 .*not_onnx/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('over a real socket, a file over api.maxUploadBytes is refused 413 while streaming, exit 2', async () => {
+    const small = harness({ limits: { maxUploadBytes: 2048 } });
+    seedModel(small);
+    const server = await startCloudServer({ app: small.app, port: 0 });
+    try {
+      const r = await runWith(undefined, '--model', 'digits', file('big.onnx', garbageModel(200_000).bytes), '--cloud', server.url, '--token', TOKEN);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/HTTP 413 .*payload_too_large: the ONNX file exceeds api.maxUploadBytes \(2048 bytes\)/);
+      expect(small.registry.db.select().from(releases).all()).toEqual([]);
+    } finally {
+      await server.stop();
+      small.close();
+    }
   });
 
   it('has --help', async () => {
