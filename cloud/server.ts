@@ -160,6 +160,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
+        metrics,
         publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
       },
       log,

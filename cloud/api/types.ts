@@ -1,3 +1,4 @@
+import type { Registry as PromRegistry } from 'prom-client';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry } from '../registry/db.js';
@@ -71,6 +72,8 @@ export interface UploadHooks {
   publicBaseUrl?: string;
   /** Publishes the release's chunks (and starts an auto-rollout); returns the problems, never throws for them. */
   publish?(seq: number): Promise<string[]>;
+  /** Where `apprentice_cloud_release_uploads_total{result}` is registered (the cloud's /metrics registry). */
+  metrics?: PromRegistry;
 }
 
 export interface CloudApiLimits {

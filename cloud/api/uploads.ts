@@ -5,6 +5,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
+import { Counter } from 'prom-client';
 import { z } from 'zod';
 import { mediaType } from '../../shared/http/middleware.js';
 import { signManifest } from '../../shared/manifest/sign.js';
@@ -67,6 +68,8 @@ async function streamToFile(body: ReadableStream<Uint8Array>, path: string, max:
  * signed and stored as a release of `name` (cloud/rounds/upload.ts), then published like a distilled one.
  */
 export function uploadRoutes(ctx: ApiContext): Hono {
+  // Every refusal is counted by reason, every success as `released` (an unregistered counter without a registry).
+  const uploads = new Counter({ name: 'apprentice_cloud_release_uploads_total', help: 'ONNX uploads by result: released, or the refusal code (payload_too_large, not_onnx, wrong_input_shape, wrong_output_size, unknown_model, quantize_failed, ...)', labelNames: ['result'] as const, registers: ctx.uploads.metrics ? [ctx.uploads.metrics] : [] });
   const signer = { sign: (m: Parameters<typeof signManifest>[0]) => signManifest(m, ctx.keys.active()) };
   return new Hono().post(
     '/:name/releases',
@@ -87,17 +90,16 @@ export function uploadRoutes(ctx: ApiContext): Hono {
       const { name } = c.req.valid('param');
       const { quantize, metrics } = c.req.valid('query');
       const max = ctx.limits.maxUploadBytes;
-      const ct = c.req.header('content-type');
-      if (mediaType(ct) !== 'application/octet-stream') throw new ApiError(415, 'unsupported_media_type', `expected Content-Type: application/octet-stream (an ONNX file), got ${ct ?? 'none'}`);
-      const length = c.req.header('content-length');
-      if (length !== undefined && Number(length) > max) throw tooLarge(max);
-      const body = c.req.raw.body;
-      if (!body || length === '0') throw new ApiError(400, 'empty_body', 'the request body is empty; send the ONNX file');
-
       const tmpDir = join(ctx.artifactsDir, 'tmp');
-      await mkdir(tmpDir, { recursive: true });
       const tmp = join(tmpDir, `upload-${randomUUID()}.onnx`);
       try {
+        const ct = c.req.header('content-type');
+        if (mediaType(ct) !== 'application/octet-stream') throw new ApiError(415, 'unsupported_media_type', `expected Content-Type: application/octet-stream (an ONNX file), got ${ct ?? 'none'}`);
+        const length = c.req.header('content-length');
+        if (length !== undefined && Number(length) > max) throw tooLarge(max);
+        const body = c.req.raw.body;
+        if (!body || length === '0') throw new ApiError(400, 'empty_body', 'the request body is empty; send the ONNX file');
+        await mkdir(tmpDir, { recursive: true });
         const n = await streamToFile(body, tmp, max);
         if (n === 0) throw new ApiError(400, 'empty_body', 'the request body is empty; send the ONNX file');
         const onnx = new Uint8Array(await readFile(tmp));
@@ -112,12 +114,14 @@ export function uploadRoutes(ctx: ApiContext): Hono {
           publicBaseUrl: ctx.uploads.publicBaseUrl,
           now: ctx.clock(),
         });
+        uploads.inc({ result: 'released' });
         ctx.log.info({ model: name, seq: rel.seq, sha256: rel.sha256, bytes: rel.bytes, quantization: rel.quantization }, 'cloud/api release uploaded');
         const problems = ctx.uploads.publish ? await ctx.uploads.publish(rel.seq) : [];
         for (const p of problems) ctx.log.warn({ model: name, seq: rel.seq, problem: p }, 'cloud/api uploaded release: publish problem');
         const row = ctx.db.select().from(releases).where(eq(releases.seq, rel.seq)).get()!;
         return c.json({ ...releaseView(row), problems }, 201);
       } catch (err) {
+        uploads.inc({ result: err instanceof UploadRejectedError || err instanceof ApiError ? err.code : 'error' });
         if (err instanceof UploadRejectedError) {
           ctx.log.warn({ model: name, code: err.code, reason: err.message }, 'cloud/api upload refused');
           throw new ApiError(err.status, err.code, err.message, err.code === 'unknown_model' ? 'name' : 'body');

@@ -1,5 +1,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Registry as PromRegistry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { releases } from '../../../cloud/registry/schema.js';
 import { verifyManifest } from '../../../shared/manifest/sign.js';
@@ -56,8 +57,9 @@ describe('POST /v1/models/{name}/releases (upload)', () => {
     expect(readdirSync(join(h.artifactsDir, 'tmp'))).toEqual([]);
   });
 
-  it('each bad file gets a 4xx naming the problem, and nothing is stored', async () => {
-    h = harness();
+  it('each bad file gets a 4xx naming the problem, is counted by reason, and nothing is stored', async () => {
+    const metrics = new PromRegistry();
+    h = harness({ uploads: { metrics } });
     seedModel(h);
     const cases: [string, Uint8Array, number, string][] = [
       ['garbage bytes', garbageModel(600).bytes, 422, 'not_onnx'],
@@ -75,6 +77,8 @@ describe('POST /v1/models/{name}/releases (upload)', () => {
     }
     const wrongOut = await json(await upload(h.app, denseModel({ sizes: [4, 5] }).bytes));
     expect(wrongOut.error.message).toContain('5 values per example, the model has 3 labels');
+    const counted = await metrics.getSingleMetric('apprentice_cloud_release_uploads_total')!.get();
+    expect(Object.fromEntries(counted.values.map((v) => [v.labels.result, v.value]))).toEqual({ not_onnx: 2, wrong_input_shape: 1, wrong_output_size: 2 });
   });
 
   it('unknown model → 404, wrong content type → 415, empty body → 400, bad metrics → 400', async () => {
