@@ -9,6 +9,7 @@ import { cloudCommand } from '../cloud/cli.js';
 import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
+import { releaseCommand } from '../cloud/rounds/release-cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   program.addCommand(demoCommand());
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
+  program.addCommand(releaseCommand());
   return program;
 }
 

@@ -18,6 +18,7 @@ import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
+import { publishRelease } from './rounds/publish.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -188,7 +189,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         },
       },
       artifactsDir: dataDir,
-      limits: { maxBodyBytes: cfg.api.maxBodyBytes },
+      limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
+      uploads: {
+        publicBaseUrl: cfg.api.publicBaseUrl,
+        metrics,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+      },
       log,
     });
     const api = splitBind(cfg.api.bind);

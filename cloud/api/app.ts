@@ -14,6 +14,7 @@ import { releaseRoutes } from './releases.js';
 import { rolloutRoutes } from './rollouts.js';
 import { roundRoutes } from './rounds.js';
 import type { CloudApiDeps } from './types.js';
+import { UPLOAD_PATH, uploadRoutes } from './uploads.js';
 
 /** Shortest admin token accepted: a guessable token would be the whole fleet's weakest point. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
@@ -43,6 +44,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   const log = deps.log ?? silentLogger;
   const ctx: ApiContext = {
     db: deps.registry.db,
+    registry: deps.registry,
     keys: deps.keys,
     broker: deps.broker,
     rounds: deps.rounds,
@@ -50,6 +52,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
     limits: { ...DEFAULT_LIMITS, ...deps.limits },
+    uploads: deps.uploads ?? {},
     clock: deps.clock ?? (() => new Date()),
     log,
   };
@@ -58,7 +61,9 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
 
   const app = new Hono();
   app.use(bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS }));
-  app.use(limitBody({ maxBytes: ctx.limits.maxBodyBytes }));
+  const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
+  // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
+  app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
   app.get(
     '/healthz',
     describeRoute({
@@ -78,6 +83,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   );
   app.get('/openapi.json', describeRoute({ summary: 'This OpenAPI 3.1 document', public: true, responses: { 200: { description: 'the document' } } }), (c) => c.json((openapi ??= buildOpenApi(app))));
   app.route('/v1/devices', deviceRoutes(ctx));
+  app.route('/v1/models', uploadRoutes(ctx));
   app.route('/v1/models', modelRoutes(ctx));
   app.route('/v1', roundRoutes(ctx));
   app.route('/v1/releases', releaseRoutes(ctx));

@@ -1,11 +1,13 @@
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
-import type { RegistryDb } from '../registry/db.js';
-import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService } from './types.js';
+import type { Registry, RegistryDb } from '../registry/db.js';
+import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService, UploadHooks } from './types.js';
 
 /** Shared by the resource apps; built once by `createCloudApi`. */
 export interface ApiContext {
   db: RegistryDb;
+  /** The registry itself, for code that takes its write lock (release sequence allocation). */
+  registry: Registry;
   keys: KeyStore;
   broker: { publicUrl: string };
   rounds: RoundsService;
@@ -13,12 +15,14 @@ export interface ApiContext {
   fleet: FleetHooks | undefined;
   artifactsDir: string;
   limits: CloudApiLimits;
+  uploads: UploadHooks;
   clock: () => Date;
   log: Logger;
 }
 
 export const DEFAULT_LIMITS: CloudApiLimits = {
   maxBodyBytes: 1024 * 1024,
+  maxUploadBytes: 256 * 1024 * 1024,
   exportBatchRows: 500,
 };
 

@@ -32,7 +32,7 @@ export const releaseDetailSchema = releaseSchema.extend({
   signature: signatureSchema,
 });
 
-function view(r: ReleaseRow): z.infer<typeof releaseSchema> {
+export function releaseView(r: ReleaseRow): z.infer<typeof releaseSchema> {
   return {
     seq: r.seq,
     model: r.model,
@@ -69,7 +69,7 @@ export function releaseRoutes(ctx: ApiContext): Hono {
         const { model, limit = 100 } = c.req.valid('query');
         const q = ctx.db.select().from(releases);
         const rows = (model === undefined ? q : q.where(eq(releases.model, model))).orderBy(desc(releases.seq)).limit(limit).all();
-        return c.json({ releases: rows.map(view) });
+        return c.json({ releases: rows.map(releaseView) });
       },
     )
     .get(
@@ -78,7 +78,7 @@ export function releaseRoutes(ctx: ApiContext): Hono {
       validate('param', seqParam),
       (c) => {
         const row = find(c.req.valid('param').seq);
-        return c.json({ ...view(row), manifest: row.manifest as Record<string, unknown>, signature: row.signature as z.infer<typeof signatureSchema> });
+        return c.json({ ...releaseView(row), manifest: row.manifest as Record<string, unknown>, signature: row.signature as z.infer<typeof signatureSchema> });
       },
     )
     .get(

@@ -1,3 +1,4 @@
+import type { Registry as PromRegistry } from 'prom-client';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry } from '../registry/db.js';
@@ -67,11 +68,21 @@ export interface FleetHooks {
   onDeviceRevoked(id: string): Promise<void>;
 }
 
+export interface UploadHooks {
+  publicBaseUrl?: string;
+  /** Publishes the release's chunks (and starts an auto-rollout); returns the problems, never throws for them. */
+  publish?(seq: number): Promise<string[]>;
+  /** Where `apprentice_cloud_release_uploads_total{result}` is registered (the cloud's /metrics registry). */
+  metrics?: PromRegistry;
+}
+
 export interface CloudApiLimits {
   /** Request bodies above this are refused with 413 (default 1 MiB). */
   maxBodyBytes: number;
   /** Rows per page of the examples CSV export query (memory bound of the stream). */
   exportBatchRows: number;
+  /** ONNX uploads (POST /v1/models/{name}/releases) above this are refused with 413 (default 256 MiB). */
+  maxUploadBytes: number;
 }
 
 export interface CloudApiDeps {
@@ -87,6 +98,8 @@ export interface CloudApiDeps {
   /** Release artifacts live under here; `releases.artifact_path` is resolved against it and must stay inside. */
   artifactsDir: string;
   limits?: Partial<CloudApiLimits>;
+  /** For uploaded releases: the HTTP artifact base URL, and the publish step distilled releases go through. */
+  uploads?: UploadHooks;
   clock?: () => Date;
   log?: Logger;
 }

@@ -18,6 +18,8 @@ export const cloudConfigSchema = z.strictObject({
       /** Base URL devices use for HTTP artifact downloads; unset = MQTT chunks only. */
       publicBaseUrl: z.url().optional(),
       maxBodyBytes: z.number().int().min(1024).default(1 << 20),
+      /** Size limit of an uploaded ONNX file (POST /v1/models/{name}/releases), separate from the JSON limit. */
+      maxUploadBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
     })
     .prefault({}),
   mqtt: z

@@ -18,6 +18,8 @@ export interface ReleaseManifestInput {
   metrics: Record<string, unknown>;
   exampleCount: number;
   roundId?: string;
+  /** Set for a model trained elsewhere and uploaded (lineage.source). */
+  source?: 'uploaded';
   createdAt: Date;
   validityDays: number;
   /** One holdout example and the shipped artifact's own ORT output for it, at batch 1. */
@@ -51,7 +53,7 @@ export function buildReleaseManifest(i: ReleaseManifestInput): Manifest {
     labels: i.labels,
     teacher: { id: i.teacherId },
     metrics: numericMetrics(i.metrics),
-    lineage: { exampleCount: i.exampleCount, ...(i.roundId ? { round: i.roundId } : {}) },
+    lineage: { exampleCount: i.exampleCount, ...(i.roundId ? { round: i.roundId } : {}), ...(i.source ? { source: i.source } : {}) },
     parent: i.parentSeq,
     createdAt: i.createdAt.toISOString(),
     expiresAt: new Date(i.createdAt.getTime() + i.validityDays * 86_400_000).toISOString(),

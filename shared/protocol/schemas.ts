@@ -107,6 +107,11 @@ export const manifestSchema = z
       round: z.string().max(128).optional(),
       /** Set when this release re-issues an earlier model under a new sequence (rollback). */
       reissueOf: releaseSeq.optional(),
+      /**
+       * Where the model came from when it was not distilled here: "uploaded" (POST /v1/models/{name}/releases).
+       * Optional and only set on uploads, so distilled manifests are byte-identical to before.
+       */
+      source: z.literal('uploaded').optional(),
     }),
     parent: releaseSeq.nullable(),
     createdAt: isoTime,

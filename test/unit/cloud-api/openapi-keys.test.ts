@@ -24,6 +24,7 @@ describe('GET /openapi.json', () => {
         'PUT /v1/models/{name}',
         'GET /v1/models',
         'GET /v1/models/{name}',
+        'POST /v1/models/{name}/releases',
         'POST /v1/models/{name}/rounds',
         'GET /v1/models/{name}/rounds',
         'GET /v1/rounds/{id}',
