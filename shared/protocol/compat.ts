@@ -31,6 +31,8 @@ export const DEVICE_CAPABILITIES = {
   inputRange: 'manifest.input-range',
   /** Parses `manifest.input.image` and preprocesses PNG/JPEG inputs by it (issue 11). */
   inputImage: 'manifest.input-image',
+  /** Parses `manifest.lineage.source` (uploaded releases, issue 8). */
+  lineageSource: 'manifest.lineage-source',
   /** Parses and checks the signed `assignment` beside the manifest in `desired`. */
   assignment: 'desired.assignment',
 } as const;
@@ -95,6 +97,7 @@ export function cloudMaySend(device: DeviceCompat, kind: keyof typeof OPTIONAL_M
 export const MANIFEST_REQUIREMENTS: ReadonlyArray<{ path: string; capability: DeviceCapability; present: (m: Manifest) => boolean }> = [
   { path: 'input.range', capability: DEVICE_CAPABILITIES.inputRange, present: (m) => m.input.range !== undefined },
   { path: 'input.image', capability: DEVICE_CAPABILITIES.inputImage, present: (m) => m.input.image !== undefined },
+  { path: 'lineage.source', capability: DEVICE_CAPABILITIES.lineageSource, present: (m) => m.lineage.source !== undefined },
 ];
 
 /** Optional `desired` envelope fields (outside the manifest's signature), stripped for devices without the capability. */
