@@ -5,6 +5,7 @@
  * RolloutEngine. Every scenario ends with `assertConverged` and `assertNoExampleLost`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -216,9 +217,7 @@ export class FaultWorld {
     for (let i = 0; i < n; i++) {
       const seed = ++this.predictions;
       const input = Array.from({ length: 784 }, (_, j) => ((seed * 7919 + j * 104729) % 256) / 255);
-      const res = await fetch(`${d.apiUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input }) });
-      if (res.ok) ok++;
-      await res.arrayBuffer();
+      if ((await postFresh(`${d.apiUrl}/v1/predict`, JSON.stringify({ input }))) === 200) ok++;
     }
     return ok;
   }
@@ -270,3 +269,22 @@ export class FaultWorld {
 }
 
 export const newUuid = randomUUID;
+
+/**
+ * POSTs JSON on a connection of its own (no keep-alive reuse). The cloud, the daemons and this client share
+ * one event loop here, and a registry-lock drill blocks that loop for SQLite's busy timeout (5 s): the local
+ * API's 5 s keep-alive timer can then close a pooled socket just as fetch writes its next request on it
+ * (ECONNRESET). Separate processes on a device do not share that stall; a fresh connection keeps the drill
+ * about what it tests. Resolves with the status code once the body has been read.
+ */
+function postFresh(url: string, body: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
