@@ -333,7 +333,8 @@ export class EdgeDaemon {
       deviceId: this.config.deviceId,
       running: () => this.running(),
       stats: this.stats,
-      outbox: () => this.outbox.stats(),
+      // With what the writer lost to a full or read-only disk and could not record there yet.
+      outbox: () => this.writer.outboxStats(),
       health: () => {
         if (!this.host.ready) return 'no_model';
         return this.degraded || this.stats.window().recentErrors > 0 ? 'degraded' : 'ok';

@@ -51,6 +51,12 @@ export interface OutboxCounters {
   dropped: number;
   /** Of `dropped`: rows the cloud refused for good (a `refused` receipt: malformed, unknown device, oversized). */
   refused: number;
+  /**
+   * Of `selected` and `dropped`: examples that never reached the store because the writer's commit
+   * failed (disk full, read-only file system) or its queue was full. Recorded by `recordLost` once a
+   * write succeeds again; until then the writer holds the count (`OutboxWriter.stats().unrecorded`).
+   */
+  lost: number;
 }
 
 /** `telemetrySchema.outbox` plus `refused`. Invariant: selected = depth + published + evicted + dropped. */
@@ -73,7 +79,7 @@ export interface OutboxRow {
 }
 
 const SCHEMA_VERSION = 2;
-const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped', 'refused'] as const;
+const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped', 'refused', 'lost'] as const;
 
 /**
  * Store-and-forward queue of examples in SQLite (WAL, synchronous=FULL: a row that `add` returned
@@ -107,7 +113,7 @@ export class Outbox {
     const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox').get() as { n: number; b: number };
     this.rows = totals.n;
     this.totalBytes = totals.b;
-    this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0, refused: 0 };
+    this.cache = { selected: 0, published: 0, evicted: 0, dropped: 0, refused: 0, lost: 0 };
     this.reloadCounters();
   }
 
@@ -296,6 +302,22 @@ export class Outbox {
       for (const id of new Set(ids)) n += this.sql.defer.run(untilMs, id).changes;
       return n;
     }).immediate();
+  }
+
+  /**
+   * Persists `n` examples that were selected but never stored (counted as selected, dropped and lost),
+   * so the invariant selected = depth + published + evicted + dropped holds for them too. Throws when
+   * the write fails (the caller keeps the count and tries again later).
+   */
+  recordLost(n: number): void {
+    this.assertOpen();
+    if (!Number.isSafeInteger(n) || n <= 0) return;
+    this.db.transaction(() => {
+      this.bump('selected', n);
+      this.bump('dropped', n);
+      this.bump('lost', n);
+    }).immediate();
+    this.reloadCounters();
   }
 
   depth(): number {

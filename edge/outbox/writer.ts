@@ -1,6 +1,6 @@
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { Example } from '../../shared/protocol/index.js';
-import { OutboxError, type AddResult, type Outbox } from './store.js';
+import { OutboxError, type AddResult, type Outbox, type OutboxStats } from './store.js';
 
 export interface OutboxWriterOptions {
   outbox: Outbox;
@@ -31,6 +31,11 @@ export interface WriterStats {
   failedBatches: number;
   /** Refused by the outbox's schema check (a bug upstream, never expected). */
   invalid: number;
+  /**
+   * Lost examples (queueFull + writeFailed + invalid) not yet recorded in the outbox's persisted
+   * counters: the disk refused that write too. Recorded after the next commit that succeeds.
+   */
+  unrecorded: number;
 }
 
 interface Pending {
@@ -63,7 +68,7 @@ export class OutboxWriter {
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private stopped = false;
-  private readonly counts = { batches: 0, written: 0, queueFull: 0, writeFailed: 0, failedBatches: 0, invalid: 0 };
+  private readonly counts = { batches: 0, written: 0, queueFull: 0, writeFailed: 0, failedBatches: 0, invalid: 0, unrecorded: 0 };
 
   constructor({ outbox, flushMs = 100, batchRows = 64, maxPending = 512, log = silentLogger }: OutboxWriterOptions) {
     if (!(flushMs >= 0)) throw new RangeError(`flushMs must be >= 0, got ${flushMs}`);
@@ -83,7 +88,10 @@ export class OutboxWriter {
   enqueue(example: Example, done?: (r: WriteResult) => void): boolean {
     if (this.stopped || this.queue.length >= this.maxPending) {
       const cause = this.stopped ? 'stopped' : 'queue_full';
-      if (cause === 'queue_full') this.counts.queueFull++;
+      if (cause === 'queue_full') {
+        this.counts.queueFull++;
+        this.counts.unrecorded++;
+      }
       this.log.warn({ id: example.id, reason: example.reason, cause, pending: this.queue.length }, 'outbox/writer refused example');
       done?.({ status: 'dropped', cause });
       return false;
@@ -110,6 +118,18 @@ export class OutboxWriter {
       const batch = this.queue.splice(0, this.batchRows);
       this.commit(batch);
     }
+    this.recordLost();
+  }
+
+  /**
+   * The outbox's counters with the examples this writer lost and could not record yet (the disk still
+   * refuses writes) added to `selected` and `dropped`: what telemetry reports, so a full or read-only
+   * disk shows up at the cloud while it lasts.
+   */
+  outboxStats(): OutboxStats {
+    const s = this.outbox.stats();
+    const n = this.counts.unrecorded;
+    return n === 0 ? s : { ...s, selected: s.selected + n, dropped: s.dropped + n, lost: s.lost + n };
   }
 
   /** Commits what is queued and refuses anything later. Idempotent; call before the outbox is disposed. */
@@ -153,6 +173,7 @@ export class OutboxWriter {
       if (err instanceof OutboxError) {
         this.log.error({ id: example.id, err: err.message }, 'outbox/writer refused invalid example');
         this.counts.invalid++;
+        this.counts.unrecorded++;
         return { status: 'dropped', cause: 'invalid' };
       }
       return this.failed(1, err)[0]!;
@@ -166,9 +187,24 @@ export class OutboxWriter {
   private failed(n: number, err: unknown): WriteResult[] {
     this.counts.failedBatches++;
     this.counts.writeFailed += n;
+    this.counts.unrecorded += n;
     const e = err as NodeJS.ErrnoException;
     this.log.error({ err: e.message, code: e.code, examples: n }, 'outbox/writer commit failed');
     return Array.from({ length: n }, () => ({ status: 'dropped', cause: 'write_failed' }));
+  }
+
+  /** Moves the unrecorded count into the outbox's persisted counters; kept for later if the disk still refuses. */
+  private recordLost(): void {
+    const n = this.counts.unrecorded;
+    if (n === 0 || this.outbox.closed) return;
+    try {
+      this.outbox.recordLost(n);
+      this.counts.unrecorded -= n;
+      this.log.warn({ lost: n }, 'outbox/writer recorded examples lost to failed writes');
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      this.log.debug({ err: e.message, code: e.code, unrecorded: n }, 'outbox/writer could not record lost examples yet');
+    }
   }
 
   private clearTimers(): void {

@@ -39,7 +39,7 @@ export interface SimDeviceOptions {
   telemetrySeconds?: number;
 }
 
-const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0, refused: 0 };
+const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0, refused: 0, lost: 0 };
 
 export class SimDevice {
   readonly config: EdgeConfig;

@@ -152,7 +152,7 @@ export class FaultWorld {
   }
 
   /** Provisions the device through the cloud API and writes its edge config (like `apprentice provision`). */
-  async provision(id: string): Promise<EdgeConfig> {
+  async provision(id: string, { dataDir = join(this.dir, 'devices', id) }: { dataDir?: string } = {}): Promise<EdgeConfig> {
     const res = await fetch(`${this.c.apiUrl}/v1/devices`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id }) });
     if (res.status !== 201) throw new Error(`provision ${id}: ${res.status} ${await res.text()}`);
     const bundle = (await res.json()) as { deviceId: string; mqtt: { url: string; username: string; password: string }; trustedKeys: { keyId: string; publicKeyPem: string }[] };
@@ -161,7 +161,7 @@ export class FaultWorld {
       deviceId: bundle.deviceId,
       mqtt: { ...bundle.mqtt, reconnectMs: 200, keepaliveSeconds: 5, connectTimeoutMs: 2_000 },
       trustedKeys: bundle.trustedKeys,
-      dataDir: join(this.dir, 'devices', id),
+      dataDir,
       api: { bind: '127.0.0.1:0' },
       // Every answered example is a hard example: the proofs count them.
       selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
@@ -195,8 +195,8 @@ export class FaultWorld {
     }
   }
 
-  async startDevice(id: string): Promise<EdgeDaemon> {
-    const config = this.configs.get(id) ?? (await this.provision(id));
+  async startDevice(id: string, opts: { dataDir?: string } = {}): Promise<EdgeDaemon> {
+    const config = this.configs.get(id) ?? (await this.provision(id, opts));
     const d = await EdgeDaemon.create(config, { log: LOG.child({ device: id }), env: {} });
     await d.start();
     this.daemons.set(id, d);
@@ -238,7 +238,8 @@ export class FaultWorld {
       let dropped = 0;
       for (const d of this.daemons.values()) {
         const { outbox: o, writer } = d.snapshot();
-        selected += o.selected;
+        // Examples lost to a failed disk write on the device (disk drills) never reached its outbox.
+        selected += o.selected - o.lost;
         // Examples the writer has queued but not committed are not counted as selected yet.
         depth += o.depth + writer.pending;
         dropped += o.dropped + o.evicted;

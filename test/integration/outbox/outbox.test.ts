@@ -125,7 +125,7 @@ describe.each(brokerMatrix())('outbox over $name', ({ name, start }) => {
     expect([...sub.seen.keys()].sort()).toEqual([...ids].sort());
     expect(sub.deliveries()).toBe(200); // a steady link gives no duplicates at all
     expect(dev.watch.violations).toEqual([]);
-    expect(dev.publisher.counters()).toEqual({ selected: 200, published: 200, evicted: 0, dropped: 0, refused: 0 });
+    expect(dev.publisher.counters()).toEqual({ selected: 200, published: 200, evicted: 0, dropped: 0, refused: 0, lost: 0 });
     expect(dev.publisher.stats().failures).toBe(0);
   });
 

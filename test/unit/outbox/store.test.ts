@@ -200,10 +200,10 @@ describe('Outbox persistence', () => {
     const o = await openOutbox({ maxRows: 2, maxBytes: 3000 });
     for (let i = 0; i < 5; i++) o.add(makeExample('audit'));
     o.add(makeExample('audit', 4000)); // too large
-    expect(o.counters()).toEqual({ selected: 6, published: 0, evicted: 3, dropped: 1, refused: 0 });
+    expect(o.counters()).toEqual({ selected: 6, published: 0, evicted: 3, dropped: 1, refused: 0, lost: 0 });
     o.dispose();
     const r = await openOutbox({ maxRows: 2, maxBytes: 3000 });
-    expect(r.counters()).toEqual({ selected: 6, published: 0, evicted: 3, dropped: 1, refused: 0 });
+    expect(r.counters()).toEqual({ selected: 6, published: 0, evicted: 3, dropped: 1, refused: 0, lost: 0 });
     r.add(makeExample('audit'));
     expect(r.counters().evicted).toBe(4);
     expect(r.depth()).toBe(2);

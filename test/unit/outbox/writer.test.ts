@@ -114,12 +114,35 @@ describe('OutboxWriter', () => {
     w.flush();
     expect(results).toEqual(Array.from({ length: 3 }, () => ({ status: 'dropped', cause: 'write_failed' })));
     expect(w.stats()).toMatchObject({ writeFailed: 3, failedBatches: 1, batches: 0 });
-    expect(outbox.stats()).toMatchObject({ depth: 0, selected: 0 }); // rolled back, counters too
+    // Rolled back; the loss is then recorded in the persisted counters (this trigger only refuses inserts).
+    expect(outbox.stats()).toMatchObject({ depth: 0, selected: 3, dropped: 3, lost: 3 });
+    expect(w.stats().unrecorded).toBe(0);
     expect(lines().some((l) => l.msg === 'outbox/writer commit failed' && String(l.err).includes('disk says no'))).toBe(true);
     other.exec('DROP TRIGGER refuse');
     other.close();
     await expect(w.write(makeExample())).resolves.toEqual({ status: 'added', evicted: 0 });
     expect(rowsOnDisk()).toBe(1);
+  });
+
+  it('while every write fails the loss is held in memory and reported by outboxStats; the first write that works records it', async () => {
+    const outbox = await openOutbox();
+    const w = new OutboxWriter({ outbox, flushMs: 1_000 });
+    const other = new Database(path);
+    other.exec(`
+      CREATE TRIGGER refuse_rows BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+      CREATE TRIGGER refuse_meta_i BEFORE INSERT ON meta BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+      CREATE TRIGGER refuse_meta_u BEFORE UPDATE ON meta BEGIN SELECT RAISE(ABORT, 'disk says no'); END;`);
+    for (let i = 0; i < 4; i++) w.enqueue(makeExample());
+    w.flush();
+    expect(w.stats()).toMatchObject({ writeFailed: 4, unrecorded: 4 });
+    expect(outbox.stats()).toMatchObject({ selected: 0, dropped: 0, lost: 0 });
+    expect(w.outboxStats()).toMatchObject({ depth: 0, selected: 4, dropped: 4, lost: 4 });
+    other.exec('DROP TRIGGER refuse_rows; DROP TRIGGER refuse_meta_i; DROP TRIGGER refuse_meta_u;');
+    other.close();
+    await expect(w.write(makeExample())).resolves.toEqual({ status: 'added', evicted: 0 });
+    expect(w.stats().unrecorded).toBe(0);
+    expect(outbox.stats()).toMatchObject({ depth: 1, selected: 5, dropped: 4, lost: 4 });
+    expect(w.outboxStats()).toEqual(outbox.stats());
   });
 
   it('one invalid example does not sink the rest of its batch', async () => {
