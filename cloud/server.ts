@@ -19,6 +19,7 @@ import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
 import { publishRelease } from './rounds/publish.js';
+import { RetentionJob } from './registry/retention-job.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -31,6 +32,8 @@ export interface CloudService {
   rounds: RoundRunner;
   rollouts: RolloutEngine;
   ingest: Ingest;
+  /** Example retention (background); `runOnce()` runs a pass now. */
+  retention: RetentionJob;
   stop(): Promise<void>;
 }
 
@@ -172,6 +175,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
     scheduler.start();
     stack.push(() => scheduler.stop());
+    const retention = new RetentionJob({ registry, config: cfg.retention, log: log.child({ module: 'cloud/retention' }) });
+    retention.start();
+    stack.push(() => retention.stop());
 
     const app = createCloudApi({
       registry,
@@ -189,6 +195,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         },
       },
       artifactsDir: dataDir,
+      retention: cfg.retention,
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
@@ -201,7 +208,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const server: CloudServer = await startCloudServer({ app, hostname: api.host, port: api.port, log });
     stack.push(() => server.stop());
     log.info({ api: server.url, broker: brokerUrl, embeddedBroker: !!broker, dataDir }, 'cloud/started');
-    return { apiUrl: server.url, brokerUrl, adminToken, dataDir, registry, rounds, rollouts, ingest, stop };
+    return { apiUrl: server.url, brokerUrl, adminToken, dataDir, registry, rounds, rollouts, ingest, retention, stop };
   } catch (err) {
     await stop();
     throw err;

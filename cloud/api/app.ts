@@ -53,6 +53,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     artifactsDir: deps.artifactsDir,
     limits: { ...DEFAULT_LIMITS, ...deps.limits },
     uploads: deps.uploads ?? {},
+    retention: deps.retention,
     clock: deps.clock ?? (() => new Date()),
     log,
   };

@@ -1,6 +1,7 @@
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry, RegistryDb } from '../registry/db.js';
+import type { RetentionConfig } from '../registry/retention-job.js';
 import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService, UploadHooks } from './types.js';
 
 /** Shared by the resource apps; built once by `createCloudApi`. */
@@ -16,6 +17,8 @@ export interface ApiContext {
   artifactsDir: string;
   limits: CloudApiLimits;
   uploads: UploadHooks;
+  /** Example retention limits (shown by /v1/examples/stats); undefined = none configured. */
+  retention: RetentionConfig | undefined;
   clock: () => Date;
   log: Logger;
 }

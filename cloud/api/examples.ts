@@ -7,6 +7,8 @@ import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { modelName } from './schemas.js';
+import { modelsWithExamples, retentionCounts } from '../registry/retention.js';
+import { limitsFor } from '../registry/retention-job.js';
 
 export const exampleStatsSchema = z.strictObject({
   total: z.number().int(),
@@ -15,6 +17,21 @@ export const exampleStatsSchema = z.strictObject({
   byReason: z.record(z.string(), z.number().int()),
   /** Keyed by release sequence; `none` for examples captured with no model loaded. */
   byRelease: z.record(z.string(), z.number().int()),
+  /**
+   * Retention per model (all models, or the one asked for): the limits that apply and what retention
+   * deleted so far (lifetime), with the runs it skipped because a round of the model was in progress.
+   */
+  retention: z.record(
+    z.string(),
+    z.object({
+      maxRows: z.number().int().nullable(),
+      maxAgeDays: z.number().nullable(),
+      deletedByAge: z.number().int(),
+      deletedByRows: z.number().int(),
+      skippedForRound: z.number().int(),
+      lastRunAt: z.string().nullable(),
+    }),
+  ),
 });
 
 export const exportQuerySchema = z.strictObject({
@@ -70,7 +87,7 @@ export function exampleRoutes(ctx: ApiContext): Hono {
       '/stats',
       describeRoute({ summary: 'Example counts by device, by reason and by release', responses: { 200: { description: 'counts', schema: exampleStatsSchema } } }),
       validate('query', z.strictObject({ model: modelName.optional() })),
-      (c) => {
+      async (c) => {
         const { model } = c.req.valid('query');
         const where = model === undefined ? undefined : eq(examples.model, model);
         const group = <K extends 'deviceId' | 'reason' | 'releaseSeq'>(key: K) =>
@@ -78,7 +95,11 @@ export function exampleRoutes(ctx: ApiContext): Hono {
         const total = ctx.db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
         const labelled = ctx.db.select({ n: count() }).from(examples).where(and(where, isNotNull(examples.label))).get()?.n ?? 0;
         const toRecord = (rows: { key: string | number | null; n: number }[]) => Object.fromEntries(rows.map((r) => [r.key === null ? 'none' : String(r.key), r.n]));
-        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')) });
+        const counts = await retentionCounts(ctx.registry, model);
+        const names = model !== undefined ? [model] : [...new Set([...Object.keys(counts), ...(await modelsWithExamples(ctx.registry))])].sort();
+        const none = { deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null };
+        const retention = Object.fromEntries(names.map((m) => [m, { ...(ctx.retention ? limitsFor(ctx.retention, m) : { maxRows: null, maxAgeDays: null }), ...(counts[m] ?? none) }]));
+        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')), retention });
       },
     )
     .get(

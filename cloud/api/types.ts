@@ -3,6 +3,7 @@ import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry } from '../registry/db.js';
 import type { RolloutRow } from '../registry/schema.js';
+import type { RetentionConfig } from '../registry/retention-job.js';
 
 /**
  * What the cloud API needs from the other cloud modules, as structural interfaces: cloud/rounds'
@@ -100,6 +101,8 @@ export interface CloudApiDeps {
   limits?: Partial<CloudApiLimits>;
   /** For uploaded releases: the HTTP artifact base URL, and the publish step distilled releases go through. */
   uploads?: UploadHooks;
+  /** Example retention limits, for /v1/examples/stats (the cloud's `retention` config). */
+  retention?: RetentionConfig;
   clock?: () => Date;
   log?: Logger;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { retentionConfigSchema } from '../registry/retention-job.js';
 
 /** host:port with a 0..65535 port; port 0 asks the OS for a free one (tests, demo). */
 const bind = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port').refine((s) => Number(s.split(':').pop()) <= 65535, 'port out of range');
@@ -58,6 +59,8 @@ export const cloudConfigSchema = z.strictObject({
     })
     .prefault({}),
   rollouts: z.strictObject({ tickSeconds: z.number().min(0.1).default(5) }).prefault({}),
+  /** Example retention per model (README "Retention"). */
+  retention: retentionConfigSchema.prefault({}),
 });
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;
 export type CloudConfigInput = z.input<typeof cloudConfigSchema>;

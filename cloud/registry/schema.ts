@@ -209,6 +209,16 @@ export const rounds = sqliteTable(
   (t) => [index('rounds_model_idx').on(t.model, t.state)],
 );
 
+/** What example retention deleted per model (issue 9, item 9): lifetime counts, shown by `/v1/examples/stats`. */
+export const exampleRetention = sqliteTable('example_retention', {
+  model: text('model').primaryKey(),
+  deletedByAge: integer('deleted_by_age').notNull().default(0),
+  deletedByRows: integer('deleted_by_rows').notNull().default(0),
+  /** Runs that left the model alone because one of its rounds was queued or running. */
+  skippedForRound: integer('skipped_for_round').notNull().default(0),
+  lastRunAt: text('last_run_at'),
+});
+
 /** Key-value settings that must survive restarts (e.g. the highest release sequence ever issued). */
 export const meta = sqliteTable('meta', {
   key: text('key').primaryKey(),

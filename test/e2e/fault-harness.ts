@@ -96,7 +96,7 @@ export class FaultWorld {
     await waitFor(async () => {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cloud process exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
       return (await fetch(`${apiUrl}/healthz`).catch(() => undefined))?.ok;
-    }, 30_000, { intervalMs: 100, message: 'cloud process API' });
+    }, 60_000, { intervalMs: 100, message: 'cloud process API' });
     return { child, apiUrl, token: TOKEN };
   }
 

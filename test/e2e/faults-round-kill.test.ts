@@ -66,7 +66,7 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
         teacher: { files: [teacherFile], outputKind: 'logits' },
         studentSpec: 'mlp:16',
         // Long enough to be killed in (epochs of 3,000 rows), short enough to retry; any accuracy passes the gate.
-        distillSettings: { baseData: 'mnist:train', baseLimit: 3000, holdout: 'mnist:test', holdoutLimit: 300, epochs: 30, batchSize: 64, hardExampleShare: 0.5, tolerance: 1 },
+        distillSettings: { baseData: 'mnist:train', baseLimit: 1500, holdout: 'mnist:test', holdoutLimit: 200, epochs: 30, batchSize: 64, hardExampleShare: 0.5, tolerance: 1 },
       })
       .run();
     for (const id of ['dev-a', 'dev-b']) await w.startDevice(id);
@@ -88,7 +88,7 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
     await waitFor(
       async () => {
         const r = (await (await api(`/v1/rounds/${roundId}`)).json()) as RoundRow;
-        return r.state === 'running' && r.progress?.phase === 'train' && (r.progress.epoch ?? 0) >= 1;
+        return r.state === 'running' && r.progress?.phase === 'train';
       },
       90_000,
       { intervalMs: 100, message: 'the round training' },
@@ -99,9 +99,8 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
     cloud.child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
     expect(await during).toEqual([15, 15]);
-    // The worker notices its cloud is gone (IPC disconnect) and exits: no orphan keeps training or writing.
-    await waitFor(() => workers.every((p) => !alive(p)), 30_000, { message: 'the round worker to exit after its cloud died' });
 
+   
     // Down for a while: the devices keep answering and keep their examples.
     expect(await Promise.all([w.predict('dev-a', 10), w.predict('dev-b', 10)])).toEqual([10, 10]);
     await sleep(1_000);
@@ -126,5 +125,8 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
     const ids = w.storedIds();
     expect(new Set(ids).size).toBe(ids.length);
     for (const d of w.daemons.values()) expect(d.snapshot().outbox).toMatchObject({ evicted: 0, dropped: 0, depth: 0 });
+    // The killed cloud's worker noticed (IPC disconnect) and exited: no orphan keeps training. It sees
+    // the disconnect only between training steps, so this can take a while on a loaded machine.
+    await waitFor(() => workers.every((p) => !alive(p)), 60_000, { message: 'the round worker to exit after its cloud died' });
   }, 240_000);
 });

@@ -44,6 +44,11 @@ describe('/v1/examples', () => {
       byDevice: { 'pi-1': 5, 'pi-2': 4, 'pi-3': 1 },
       byReason: { low_margin: 6, feedback: 2, low_confidence: 2 },
       byRelease: { '1': 6, none: 4 },
+      // No retention configured in this harness: no limits, nothing deleted (test/unit/cloud-api/retention.test.ts).
+      retention: {
+        digits: { maxRows: null, maxAgeDays: null, deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null },
+        other: { maxRows: null, maxAgeDays: null, deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null },
+      },
     });
     expect((await json(await call(h.app, 'GET', '/v1/examples/stats?model=other'))).total).toBe(1);
   });
