@@ -11,6 +11,7 @@ import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
 import { runProgram } from '../shared/cli/run.js';
+import { backupCommand, restoreCommand } from '../cloud/backup/cli.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
 export function buildProgram(): Command {
@@ -29,6 +30,8 @@ export function buildProgram(): Command {
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
   program.addCommand(releaseCommand());
+  program.addCommand(backupCommand());
+  program.addCommand(restoreCommand());
   return program;
 }
 

@@ -28,7 +28,7 @@ import { REPO_ROOT } from '../helpers/cli.js';
 import { DaemonProcess } from '../integration/edge/harness.js';
 
 export const MODEL = 'mnist-student';
-const TOKEN = 'fault-admin-token-0123456789';
+export const TOKEN = 'fault-admin-token-0123456789';
 /** FAULTS_LOG=debug|info prints the cloud's and the daemons' logs (stderr) when a scenario needs a look. */
 const LOG: Logger = process.env.FAULTS_LOG ? createLogger({ name: 'faults', level: process.env.FAULTS_LOG }) : silentLogger;
 
@@ -105,9 +105,11 @@ export class FaultWorld {
     return Registry.open(join(this.cloudCfg.dataDir, 'registry.db'));
   }
 
-  async startCloud(): Promise<void> {
+  /** The in-process cloud; `dataDir` starts it on another data dir (a restored backup), same broker and keys file. */
+  async startCloud({ dataDir }: { dataDir?: string } = {}): Promise<void> {
     if (this.cloud) return;
-    this.cloud = await startCloud(this.cloudCfg, { log: LOG.child({ side: 'cloud' }) });
+    const cfg = dataDir ? { ...this.cloudCfg, dataDir } : this.cloudCfg;
+    this.cloud = await startCloud(cfg, { log: LOG.child({ side: 'cloud' }) });
   }
 
   async stopCloud(): Promise<void> {
@@ -117,7 +119,7 @@ export class FaultWorld {
   }
 
   /** A signed release of a tiny model in the registry (as a round stores one); `badSelfTest` makes it fail its self-test on devices. */
-  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024 }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number }, registry: Registry = this.c.registry): ReleaseInfo {
+  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024, dataDir = this.cloudCfg.dataDir }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number; dataDir?: string }, registry: Registry = this.c.registry): ReleaseInfo {
     registry.db
       .insert(models)
       .values({ name: MODEL, inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' }, labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`), teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp:16', distillSettings: {} })
@@ -130,8 +132,8 @@ export class FaultWorld {
     if (badSelfTest) manifest = manifestSchema.parse({ ...manifest, selfTest: { ...manifest.selfTest, expected: manifest.selfTest.expected.map((v) => v + 1) } });
     const signed = signManifest(manifest, this.key);
     const artifactPath = join('artifacts', `${rel.manifest.artifact.sha256}.onnx`);
-    mkdirSync(join(this.cloudCfg.dataDir, 'artifacts'), { recursive: true });
-    writeFileSync(join(this.cloudCfg.dataDir, artifactPath), rel.bytes);
+    mkdirSync(join(dataDir, 'artifacts'), { recursive: true });
+    writeFileSync(join(dataDir, artifactPath), rel.bytes);
     registry.db
       .insert(releases)
       .values({ model: MODEL, seq, sha256: rel.manifest.artifact.sha256, bytes: rel.bytes.length, quantization: 'fp32', metrics: manifest.metrics, manifest: signed.manifest, signature: signed.signature, parentSeq: null, artifactPath })
