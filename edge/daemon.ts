@@ -372,6 +372,14 @@ export class EdgeDaemon {
 
   /** The model passed its health window: tell the cloud (rollouts advance on installed + healthy). */
   private onCommitted(v: HealthVerdict): void {
+    // Off trial on disk first, then told: a crash after this is not blamed on the release.
+    void this.updates.commit(v.sha256).then(
+      () => this.emitCommitted(v),
+      (err: unknown) => this.log.error({ err }, 'health/commit-failed'),
+    );
+  }
+
+  private emitCommitted(v: HealthVerdict): void {
     this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
   }
 

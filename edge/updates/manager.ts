@@ -7,7 +7,7 @@ import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
 import { UpdateStateStore, type UpdateState } from './state.js';
-import { manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
+import { countTrialCrash, manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
   UpdateError,
   keysOf,
@@ -99,6 +99,7 @@ export class UpdateManager {
    */
   restore(): Promise<RestoreOutcome> {
     return this.exclusive(async () => {
+      await countTrialCrash(this.recovery);
       const { outcome, running } = await restoreSlots(this.recovery);
       this.running = running;
       return outcome;
@@ -163,6 +164,20 @@ export class UpdateManager {
       const { outcome, running } = await rollbackSlot(this.recovery, reason, sha256);
       if (running) this.running = running;
       return outcome;
+    });
+  }
+
+  /**
+   * The health gate passed `sha256`: it is no longer on trial, so a later crash is not blamed on it.
+   * Returns whether a trial was ended.
+   */
+  commit(sha256: string): Promise<boolean> {
+    return this.exclusive(async () => {
+      const t = this.state.get().trial;
+      if (t?.sha256 !== sha256) return false;
+      await this.state.update((s) => ({ ...s, trial: null }));
+      this.log.info({ sha256, release: t.release }, 'updates/committed');
+      return true;
     });
   }
 
@@ -245,9 +260,12 @@ export class UpdateManager {
     return this.exclusive(async () => {
       const late = this.precheck(m); // a rollback may have deny-listed it meanwhile
       if (late) return late;
+      // On trial from before the load: a model that kills the daemon while loading is caught at the next start.
+      await this.state.update((s) => ({ ...s, trial: { sha256: sha, model: m.model, release: m.release, crashes: s.trial?.sha256 === sha ? s.trial.crashes : 0 } }));
       try {
         await this.deps.host.activate(path, m);
       } catch (err) {
+        await this.state.update((s) => ({ ...s, trial: s.trial?.sha256 === sha ? null : s.trial }));
         const reason: RejectReason = (err as { reason?: unknown }).reason === 'self_test_failed' ? 'self_test_failed' : 'load_failed';
         throw new UpdateError(reason, (err as Error)?.message ?? String(err), { cause: err });
       }

@@ -26,6 +26,39 @@ export function manifestOf(slot: SlotRecord | null): Manifest | null {
   return r?.success ? r.data : null;
 }
 
+/** Starts that find the same release still on trial before it is deny-listed (issue 10, crash-loop guard). */
+export const MAX_TRIAL_CRASHES = 2;
+
+/**
+ * Before restoring: a release found still on trial (switched to, or being loaded, and not through its
+ * health window) crashed the daemon. Counts it; at {@link MAX_TRIAL_CRASHES} deny-lists it on disk,
+ * makes the previous slot current when it was current, and reports `rolled_back` (`crash_loop`).
+ */
+export async function countTrialCrash(d: RecoveryDeps): Promise<{ crashes: number; denied: boolean } | null> {
+  const s = d.state.get();
+  const t = s.trial;
+  if (!t) return null;
+  const crashes = t.crashes + 1;
+  if (crashes < MAX_TRIAL_CRASHES) {
+    await d.state.save({ ...s, trial: { ...t, crashes } });
+    d.log.warn({ sha256: t.sha256, release: t.release, crashes }, 'updates/trial-crashed: trying it once more');
+    return { crashes, denied: false };
+  }
+  const wasCurrent = s.current?.sha256 === t.sha256;
+  const prev = s.previous && s.previous.sha256 !== t.sha256 ? s.previous : null;
+  await d.state.save({ ...s, denied: [...s.denied, t.sha256], trial: null, ...(wasCurrent ? { current: prev, previous: null } : {}) });
+  const detail = `release ${t.release} was found uncommitted at ${crashes} starts (it crashed the daemon while loading or serving); deny-listed, ${
+    wasCurrent ? (prev ? 'serving the previous slot' : 'no previous slot to serve') : 'still serving the current slot'
+  }`;
+  d.log.error({ sha256: t.sha256, release: t.release, crashes }, 'updates/crash-loop');
+  emitSafely(d.ctx, {
+    ...deviceEvent(d.ctx, 'rolled_back', null, { reason: 'crash_loop', detail, sha256: t.sha256 }),
+    model: t.model,
+    release: t.release,
+  });
+  return { crashes, denied: true };
+}
+
 /**
  * Activates the persisted current slot, else the previous one. Each is re-verified first: the
  * signature (a key removed from the trust list also stops old models) and the file's hash (a
@@ -86,12 +119,12 @@ export async function rollbackSlot(d: RecoveryDeps, reason: RollbackReason, sha2
   }
   if (problem || !prev || !pm) {
     const p = problem ?? { status: 'no_previous' as const, detail: 'no previous release' };
-    await d.state.save({ ...s, denied });
+    await d.state.save({ ...s, denied, trial: s.trial?.sha256 === sha256 ? null : s.trial });
     emitSafely(d.ctx, deviceEvent(d.ctx, 'rolled_back', bad, { reason, detail: p.detail }));
     d.log.error({ sha256, reason, ...p }, 'updates/rollback-incomplete');
     return { outcome: p };
   }
-  await d.state.save({ ...s, denied, current: prev, previous: null });
+  await d.state.save({ ...s, denied, current: prev, previous: null, trial: s.trial?.sha256 === sha256 ? null : s.trial });
   await d.slots.prune([prev.sha256]);
   emitSafely(d.ctx, deviceEvent(d.ctx, 'rolled_back', bad, { reason, detail: `now serving release ${pm.release} (${prev.sha256.slice(0, 12)})` }));
   d.log.warn({ sha256, reason, to: pm.release }, 'updates/rolled-back');
