@@ -129,6 +129,8 @@ export class EdgeDaemon {
       maxErrorRate: rt.maxErrorRate,
       minErrors: rt.minErrors,
       maxNonFinite: rt.maxNonFinite,
+      maxNonFiniteRate: rt.maxNonFiniteRate,
+      minRequests: rt.minRequests,
       onUnhealthy: (v) => this.guard('health/unhealthy', () => this.onUnhealthy(v)),
       onCommitted: (v) => this.guard('health/committed', () => this.onCommitted(v)),
       log: log.child({ module: 'edge/health' }),

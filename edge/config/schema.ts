@@ -60,7 +60,11 @@ export const EDGE_DEFAULTS = {
     latencyBudgetMs: null as number | null,
     maxErrorRate: 0.05,
     minErrors: 3,
-    maxNonFinite: 1,
+    /** NaN/Inf outputs roll back as a rate: at least this many, over more than maxNonFiniteRate of the runs. */
+    maxNonFinite: 3,
+    maxNonFiniteRate: 0.05,
+    /** Runs before a bad rate may end the health window early. */
+    minRequests: 20,
   },
   updates: {
     mqttIdleTimeoutMs: 60_000,
@@ -163,6 +167,8 @@ const runtimeSchema = z.strictObject({
   maxErrorRate: z.number().min(0).max(1).default(D.runtime.maxErrorRate),
   minErrors: int(1, 1_000_000).default(D.runtime.minErrors),
   maxNonFinite: int(1, 1_000_000).default(D.runtime.maxNonFinite),
+  maxNonFiniteRate: z.number().min(0).max(1).default(D.runtime.maxNonFiniteRate),
+  minRequests: int(1, 10_000_000).default(D.runtime.minRequests),
 });
 
 const updatesSchema = z
