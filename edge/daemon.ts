@@ -11,7 +11,7 @@ import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
-import { KeySetFollower, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
+import { KeySetFollower, TimeFloor, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
 
 /**
@@ -143,7 +143,10 @@ export class EdgeDaemon {
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),
     });
-    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: this.now }));
+    // Expiry checks never trust a clock earlier than the newest signed document accepted (a Pi has no RTC).
+    const floor = await TimeFloor.open({ dataDir: config.dataDir, clock: this.now, log: log.child({ module: 'edge/time-floor' }) });
+    if (floor.clockBehind()) log.warn({ clock: this.now().toISOString(), floor: floor.floor?.toISOString() }, 'daemon/clock-behind-time-floor: expiry checks use the floor');
+    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: () => floor.now(), timeFloor: floor }));
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
@@ -155,6 +158,8 @@ export class EdgeDaemon {
       mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
       httpIdleTimeoutMs: config.updates.httpIdleTimeoutMs,
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
+      timeFloor: floor,
+      maxSequenceJump: config.updates.maxSequenceJump,
     });
     const mb = config.api.microBatch;
     const metrics = new Registry();

@@ -71,6 +71,8 @@ export const EDGE_DEFAULTS = {
     httpIdleTimeoutMs: 30_000,
     retryInitialMs: 30_000,
     retryMaxMs: 15 * 60_000,
+    /** A release more than this above the device's release floor is refused (`sequence_jump`; issue 10). */
+    maxSequenceJump: 1_000_000,
   },
   selection: DEFAULT_SELECTION_CONFIG,
   outbox: DEFAULT_OUTBOX_CONFIG,
@@ -178,6 +180,7 @@ const updatesSchema = z
     httpIdleTimeoutMs: int(1_000, 3_600_000).default(D.updates.httpIdleTimeoutMs),
     retryInitialMs: int(100, 86_400_000).default(D.updates.retryInitialMs),
     retryMaxMs: int(100, 86_400_000).default(D.updates.retryMaxMs),
+    maxSequenceJump: int(1, Number.MAX_SAFE_INTEGER).default(D.updates.maxSequenceJump),
   })
   .refine((u) => u.retryMaxMs >= u.retryInitialMs, { message: 'must be >= retryInitialMs', path: ['retryMaxMs'] });
 

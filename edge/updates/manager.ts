@@ -19,6 +19,7 @@ import {
   type SlotRecord,
   type UpdateManagerDeps,
   type UpdateOutcome,
+  DEFAULT_MAX_SEQUENCE_JUMP,
 } from './types.js';
 
 
@@ -68,7 +69,8 @@ export class UpdateManager {
     private readonly fetcher: ArtifactFetcher,
   ) {
     this.log = deps.log ?? silentLogger;
-    this.ctx = { deviceId: deps.deviceId, now: deps.now ?? (() => new Date()), emit: deps.emit, log: this.log };
+    const floor = deps.timeFloor;
+    this.ctx = { deviceId: deps.deviceId, now: floor ? () => floor.now() : (deps.now ?? (() => new Date())), emit: deps.emit, log: this.log };
     // Jittered, so a fleet that failed together does not retry together (issue 8).
     this.retryBackoff = createBackoff({ initialMs: deps.retry ? deps.retry.initialMs : 30_000, maxMs: deps.retry ? deps.retry.maxMs : 15 * 60_000 });
     this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, ctx: this.ctx, log: this.log };
@@ -200,6 +202,10 @@ export class UpdateManager {
     const cur = manifestOf(s.current);
     if (cur && cur.release === m.release && s.current?.sha256 === sha) return { status: 'ignored', detail: `release ${m.release} is already installed` };
     if (m.release <= s.highestRelease) return this.reject(m, 'stale_release', `release ${m.release} is not above the highest accepted release ${s.highestRelease}`);
+    const jump = this.deps.maxSequenceJump ?? DEFAULT_MAX_SEQUENCE_JUMP;
+    if (m.release - s.highestRelease > jump) {
+      return this.reject(m, 'sequence_jump', `release ${m.release} is more than ${jump} above the release floor ${s.highestRelease} (maxSequenceJump)`);
+    }
     const now = this.ctx.now();
     if (Date.parse(m.expiresAt) < now.getTime()) return this.reject(m, 'expired', `manifest expired at ${m.expiresAt} (now ${now.toISOString()})`);
     if (this.state.isDenied(sha)) return this.reject(m, 'denied_hash', `model ${sha} was rolled back on this device and is deny-listed`);
@@ -269,12 +275,15 @@ export class UpdateManager {
         const reason: RejectReason = (err as { reason?: unknown }).reason === 'self_test_failed' ? 'self_test_failed' : 'load_failed';
         throw new UpdateError(reason, (err as Error)?.message ?? String(err), { cause: err });
       }
+      const keyId = signed.signature.keyId;
       const next = await this.state.update((s) => ({
         ...s,
+        keyFloors: { ...s.keyFloors, [keyId]: Math.max(s.keyFloors[keyId] ?? 0, m.release) },
         highestRelease: Math.max(s.highestRelease, m.release),
         current: { sha256: sha, signed },
         previous: s.current && s.current.sha256 !== sha ? s.current : s.previous,
       }));
+      await this.deps.timeFloor?.observe(m.createdAt);
       this.running = { model: m.model, release: m.release, sha256: sha };
       this.failed.clear();
       this.retryBackoff.reset();
