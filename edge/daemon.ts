@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
-import { jitterReconnects, mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
+import { jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
@@ -174,7 +174,9 @@ export class EdgeDaemon {
         maxBatch: config.api.maxBatch,
         rememberPredictions: config.api.rememberPredictions,
         rememberMs: config.api.rememberSeconds * 1000,
+        feedbackPerMinute: config.api.feedbackPerMinute,
       },
+      token: await readApiToken(config.api),
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
       log: log.child({ module: 'edge/api' }),
     });

@@ -33,8 +33,14 @@ export const EDGE_DEFAULTS = {
     maxPacketBytes: 1024 * 1024,
   },
   api: {
-    /** Loopback by default: the local API has no authentication. */
+    /**
+     * Loopback by default. Another address needs `token` or `tokenFile` (Authorization: Bearer), or an
+     * explicit `allowUnauthenticated: true` (issue 10).
+     */
     bind: '127.0.0.1:8080',
+    allowUnauthenticated: false,
+    /** `/v1/feedback` labels accepted per minute (sliding window); over it: 429. Keeps a label flood off the outbox. */
+    feedbackPerMinute: 60,
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
@@ -139,8 +145,21 @@ const mqttSchema = z
     }
   });
 
+/** Loopback hosts: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
 const apiSchema = z.strictObject({
   bind: bindSchema.default(D.api.bind),
+  /** Bearer token every route but /healthz and /readyz then requires. At least 16 characters. */
+  token: z.string().min(16, 'must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+  /** File holding the token (first line), for a token kept out of edge.json. */
+  tokenFile: path.optional(),
+  /** Serve a non-loopback bind without a token, deliberately. */
+  allowUnauthenticated: z.boolean().default(D.api.allowUnauthenticated),
+  feedbackPerMinute: int(0, 100_000).default(D.api.feedbackPerMinute),
   maxBodyBytes: int(1024, 64 * 1024 * 1024).default(D.api.maxBodyBytes),
   maxBatch: int(1, 4096).default(D.api.maxBatch),
   rememberPredictions: int(0, 1_000_000).default(D.api.rememberPredictions),
@@ -153,6 +172,12 @@ const apiSchema = z.strictObject({
       maxWaitMs: z.number().min(0).max(1_000).default(D.api.microBatch.maxWaitMs),
     })
     .prefault({}),
+}).superRefine((a, ctx) => {
+  if (a.token !== undefined && a.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'set token or tokenFile, not both' });
+  const host = BIND_RE.exec(a.bind)?.[1];
+  if (host !== undefined && !isLoopbackHost(host) && a.token === undefined && a.tokenFile === undefined && !a.allowUnauthenticated) {
+    ctx.addIssue({ code: 'custom', path: ['bind'], message: `${a.bind} is not a loopback address: set api.token or api.tokenFile, or api.allowUnauthenticated: true to serve it without authentication` });
+  }
 });
 
 const runtimeSchema = z.strictObject({
