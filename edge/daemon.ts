@@ -197,13 +197,25 @@ export class EdgeDaemon {
       connectJitterMs: o.connectJitterMs,
     });
     // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
-    this.keysets = new KeySetFollower({ client: this.client, trust: this.trust, onChange: () => this.status.publish(), log: log.child({ module: 'edge/trust' }) });
+    // A new key set may revoke the key behind the floor or behind the model served (issue 10, "Revocation").
+    this.keysets = new KeySetFollower({
+      client: this.client,
+      trust: this.trust,
+      onChange: () => {
+        const revoked = this.trust.keyset?.revoked.map((r) => r.keyId) ?? [];
+        void this.updates.trustChanged(revoked).then(
+          () => this.status.publish(),
+          (err: unknown) => this.log.error({ err }, 'trust/revocation-failed'),
+        );
+      },
+      log: log.child({ module: 'edge/trust' }),
+    });
     this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
     this.status = new StatusPublisher({
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : null, trust: this.trust.state() }) : undefined),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: this.trust.state() }) : undefined),
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });

@@ -7,7 +7,7 @@ import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
 import { UpdateStateStore, type UpdateState } from './state.js';
-import { countTrialCrash, manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
+import { applyRevocations, countTrialCrash, manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
   UpdateError,
   keysOf,
@@ -60,6 +60,7 @@ export class UpdateManager {
   private retryKey: string | undefined;
   private readonly retryBackoff: Backoff;
   private running: RunningModel | null = null;
+  private degradedReason: string | null = null;
   private stopped = false;
 
   private constructor(
@@ -90,6 +91,28 @@ export class UpdateManager {
     return this.running;
   }
 
+  /** Why the device serves a model it no longer fully trusts (`revoked_key`), or null (status `degraded`). */
+  get degraded(): string | null {
+    return this.degradedReason;
+  }
+
+  /**
+   * A new key set was accepted: `revoked` are its revoked key ids. Resets a floor held only by revoked
+   * keys and moves off a current release whose key is no longer live (see applyRevocations).
+   */
+  trustChanged(revoked: Iterable<string>): Promise<void> {
+    const set = new Set(revoked);
+    return this.exclusive(async () => {
+      const r = await applyRevocations(this.recovery, set);
+      if (r.running) {
+        this.running = r.running;
+        this.retryBackoff.reset();
+      }
+      this.degradedReason = r.degraded;
+      this.failed.clear(); // a release refused under the old keys may be acceptable now
+    });
+  }
+
   /** The persisted state (release floor, deny list, slots). */
   get persisted(): UpdateState {
     return this.state.get();
@@ -102,8 +125,9 @@ export class UpdateManager {
   restore(): Promise<RestoreOutcome> {
     return this.exclusive(async () => {
       await countTrialCrash(this.recovery);
-      const { outcome, running } = await restoreSlots(this.recovery);
+      const { outcome, running, degraded } = await restoreSlots(this.recovery);
       this.running = running;
+      this.degradedReason = degraded ?? null;
       return outcome;
     });
   }
@@ -285,6 +309,7 @@ export class UpdateManager {
       }));
       await this.deps.timeFloor?.observe(m.createdAt);
       this.running = { model: m.model, release: m.release, sha256: sha };
+      this.degradedReason = null;
       this.failed.clear();
       this.retryBackoff.reset();
       await this.slots.prune([next.current?.sha256, next.previous?.sha256]);

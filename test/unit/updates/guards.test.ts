@@ -161,3 +161,58 @@ describe('time floor', () => {
     expect(f.now().toISOString()).toBe('2026-11-30T00:00:00.000Z');
   });
 });
+
+describe('revocation on the device', () => {
+  const leaked = generateSigningKey();
+  const good = key;
+  let live: ReturnType<typeof toTrustedKey>[];
+  beforeEach(() => {
+    live = [toTrustedKey(good), toTrustedKey(leaked)];
+  });
+  const revokeLeaked = async (m: UpdateManager) => {
+    live = [toTrustedKey(good)]; // the new key set: the leaked key is revoked
+    await m.trustChanged([toTrustedKey(leaked).keyId]);
+  };
+
+  it('a leaked key signs a huge sequence, is revoked: the floor goes back to the highest live-key release, the device serves and accepts real releases again', async () => {
+    const m = await manager({ trustedKeys: () => live });
+    const r1 = release(1, {}, good);
+    const r2 = release(2, {}, good);
+    await m.handleDesired(r1.payload);
+    await m.handleDesired(r2.payload);
+    const evil = release(999_000, {}, leaked);
+    expect(await m.handleDesired(evil.payload)).toMatchObject({ status: 'installed' });
+    expect(await m.handleDesired(release(3, {}, good).payload)).toMatchObject({ status: 'rejected', reason: 'stale_release' }); // bricked
+
+    await revokeLeaked(m);
+    expect(m.persisted.highestRelease).toBe(2); // never 0: the highest from a live key
+    expect(m.persisted.current?.sha256).toBe(r2.sha); // back on the newest release signed by a live key
+    expect(host.active).toBe(r2.sha);
+    expect(m.current).toMatchObject({ release: 2 });
+    expect(m.degraded).toBeNull();
+    expect(await m.handleDesired(evil.payload)).toMatchObject({ status: 'rejected', reason: 'unknown_key' }); // refused even though it was installed
+    expect(await m.handleDesired(release(3, {}, good).payload)).toMatchObject({ status: 'installed' });
+    // And across a restart the floor stays reset.
+    const again = await restart();
+    expect(again.persisted.highestRelease).toBe(3);
+  });
+
+  it('no slot signed by a live key: keeps serving, degraded, until a re-signed release arrives; restore keeps serving it too', async () => {
+    const m = await manager({ trustedKeys: () => live });
+    const evil = release(5, {}, leaked);
+    await m.handleDesired(evil.payload);
+    await revokeLeaked(m);
+    expect(m.degraded).toBe('revoked_key');
+    expect(host.active).toBe(evil.sha); // still serving, not nothing
+    expect(m.persisted.highestRelease).toBe(5); // no live-key release to reset to: the floor stays
+
+    await m.dispose();
+    managers.pop();
+    host = new FakeHost();
+    const again = await manager({ host, trustedKeys: () => live });
+    expect(await again.restore()).toMatchObject({ status: 'restored', release: 5 });
+    expect(again.degraded).toBe('revoked_key');
+    expect(await again.handleDesired(release(6, {}, good).payload)).toMatchObject({ status: 'installed' });
+    expect(again.degraded).toBeNull();
+  });
+});
