@@ -5,13 +5,13 @@ import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
-import { jitterReconnects, mqttClientOptions, parseBind, type EdgeConfig } from './config/index.js';
+import { jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
-import { KeySetFollower, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
+import { KeySetFollower, TimeFloor, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
 
 /**
@@ -129,6 +129,8 @@ export class EdgeDaemon {
       maxErrorRate: rt.maxErrorRate,
       minErrors: rt.minErrors,
       maxNonFinite: rt.maxNonFinite,
+      maxNonFiniteRate: rt.maxNonFiniteRate,
+      minRequests: rt.minRequests,
       onUnhealthy: (v) => this.guard('health/unhealthy', () => this.onUnhealthy(v)),
       onCommitted: (v) => this.guard('health/committed', () => this.onCommitted(v)),
       log: log.child({ module: 'edge/health' }),
@@ -141,7 +143,10 @@ export class EdgeDaemon {
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),
     });
-    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: this.now }));
+    // Expiry checks never trust a clock earlier than the newest signed document accepted (a Pi has no RTC).
+    const floor = await TimeFloor.open({ dataDir: config.dataDir, clock: this.now, log: log.child({ module: 'edge/time-floor' }) });
+    if (floor.clockBehind()) log.warn({ clock: this.now().toISOString(), floor: floor.floor?.toISOString() }, 'daemon/clock-behind-time-floor: expiry checks use the floor');
+    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: () => floor.now(), timeFloor: floor }));
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
@@ -153,6 +158,8 @@ export class EdgeDaemon {
       mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
       httpIdleTimeoutMs: config.updates.httpIdleTimeoutMs,
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
+      timeFloor: floor,
+      maxSequenceJump: config.updates.maxSequenceJump,
     });
     const mb = config.api.microBatch;
     const metrics = new Registry();
@@ -167,7 +174,9 @@ export class EdgeDaemon {
         maxBatch: config.api.maxBatch,
         rememberPredictions: config.api.rememberPredictions,
         rememberMs: config.api.rememberSeconds * 1000,
+        feedbackPerMinute: config.api.feedbackPerMinute,
       },
+      token: await readApiToken(config.api),
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
       log: log.child({ module: 'edge/api' }),
     });
@@ -188,13 +197,25 @@ export class EdgeDaemon {
       connectJitterMs: o.connectJitterMs,
     });
     // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
-    this.keysets = new KeySetFollower({ client: this.client, trust: this.trust, onChange: () => this.status.publish(), log: log.child({ module: 'edge/trust' }) });
+    // A new key set may revoke the key behind the floor or behind the model served (issue 10, "Revocation").
+    this.keysets = new KeySetFollower({
+      client: this.client,
+      trust: this.trust,
+      onChange: () => {
+        const revoked = this.trust.keyset?.revoked.map((r) => r.keyId) ?? [];
+        void this.updates.trustChanged(revoked).then(
+          () => this.status.publish(),
+          (err: unknown) => this.log.error({ err }, 'trust/revocation-failed'),
+        );
+      },
+      log: log.child({ module: 'edge/trust' }),
+    });
     this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
     this.status = new StatusPublisher({
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : null, trust: this.trust.state() }) : undefined),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: this.trust.state() }) : undefined),
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });
@@ -373,6 +394,14 @@ export class EdgeDaemon {
 
   /** The model passed its health window: tell the cloud (rollouts advance on installed + healthy). */
   private onCommitted(v: HealthVerdict): void {
+    // Off trial on disk first, then told: a crash after this is not blamed on the release.
+    void this.updates.commit(v.sha256).then(
+      () => this.emitCommitted(v),
+      (err: unknown) => this.log.error({ err }, 'health/commit-failed'),
+    );
+  }
+
+  private emitCommitted(v: HealthVerdict): void {
     this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
   }
 

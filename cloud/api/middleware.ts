@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Env, MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { limitBody as sharedLimitBody, mediaType, notJson } from '../../shared/http/middleware.js';
@@ -48,35 +47,8 @@ export function describeRoute(doc: RouteDoc): MiddlewareHandler {
   }, { kind: 'doc', doc });
 }
 
-/** sha256 both sides, then timingSafeEqual: equal-length inputs, so neither the content nor the length of the token leaks. */
-export function constantTimeEqual(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given, 'utf8').digest();
-  const b = createHash('sha256').update(expected, 'utf8').digest();
-  return timingSafeEqual(a, b);
-}
-
-/**
- * Bearer-token authentication; `exempt` paths pass without a token. 401 JSON with `WWW-Authenticate`
- * otherwise (RFC 6750 §3).
- *
- * @example
- * app.use(bearerAuth({ token: deps.adminToken, exempt: ['/healthz', '/openapi.json'] }));
- */
-export function bearerAuth({ token, exempt = [] }: { token: string; exempt?: readonly string[] }): MiddlewareHandler {
-  const open = new Set(exempt);
-  return async function bearerAuth(c, next) {
-    if (open.has(c.req.path)) return next();
-    const header = c.req.header('authorization');
-    const m = header === undefined ? null : /^Bearer[ \t]+([\x21-\x7e]+)[ \t]*$/i.exec(header);
-    // Compare even without a token, so the answer takes the same time either way.
-    const ok = constantTimeEqual(m?.[1] ?? '', token) && m !== null;
-    if (!ok) {
-      const message = header === undefined ? 'missing bearer token (Authorization: Bearer TOKEN)' : m === null ? 'malformed Authorization header (expected: Bearer TOKEN)' : 'invalid token';
-      throw new ApiError(401, 'unauthorized', message, undefined, { 'WWW-Authenticate': 'Bearer realm="apprentice", error="invalid_token"' });
-    }
-    return next();
-  };
-}
+// Shared with the edge's local API (api.token).
+export { bearerAuth, constantTimeEqual } from '../../shared/http/auth.js';
 
 /**
  * Caps request bodies at `maxBytes` (413). A Content-Length is judged on the header alone (and must be

@@ -51,7 +51,7 @@ export const REJECT_CLASSES = {
   stale_release: 'ignored',
   bad_signature: 'security',
   malformed_manifest: 'security',
-  // The trust issue's sequence_jump and assignment mismatches: listed ahead of their REJECT_REASONS entries.
+  // A release number far above the floor: only a leaked or misused key makes one (issue 10).
   sequence_jump: 'security',
   unknown_key: 'key_set',
 } as const satisfies Record<RejectReason, RejectClass> & Record<string, RejectClass>;

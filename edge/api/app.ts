@@ -4,12 +4,14 @@ import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { MicroBatcher } from '../runtime/batcher.js';
 import { DEFAULT_LIMITS, type ApiContext, type FeedbackSink, type LocalApiLimits, type PredictionEvent, type ServingHost } from './context.js';
 import { notFoundJson, onApiError } from './errors.js';
+import { bearerAuth } from '../../shared/http/auth.js';
 import { feedbackRoutes } from './feedback.js';
 import { ApiMetrics, metricsRoutes } from './metrics.js';
 import { modelRoutes } from './model.js';
 import { predictRoutes } from './predict.js';
 import { probeRoutes } from './probes.js';
 import { RecentPredictions } from './recent.js';
+import { SlidingWindowCap } from '../selection/limits.js';
 
 export interface LocalApiDeps {
   host: ServingHost;
@@ -32,7 +34,12 @@ export interface LocalApiDeps {
   log?: Logger;
   /** Register prom-client's default process metrics on `metrics` (default true; skipped if present). */
   defaultMetrics?: boolean;
+  /** When set, every route but the probes needs `Authorization: Bearer <token>` (edge.json `api.token`). */
+  token?: string;
 }
+
+/** Answer without a token even when one is set: liveness/readiness carry no data and systemd/k8s probe them. */
+export const OPEN_ROUTES = ['/healthz', '/readyz'] as const;
 
 export const DEFAULT_BATCHING = { maxBatch: 32, maxWaitMs: 0 } as const;
 
@@ -64,6 +71,7 @@ export function createLocalApi(deps: LocalApiDeps): Hono {
     log,
     onPrediction: deps.onPrediction,
     feedback: deps.feedback,
+    feedbackCap: new SlidingWindowCap(limits.feedbackPerMinute, 60_000),
   };
 
   const app = new Hono();
@@ -72,6 +80,9 @@ export function createLocalApi(deps: LocalApiDeps): Hono {
     await next();
     metrics.request(c.req.path, c.req.method, c.res.status, (performance.now() - t0) / 1000);
   });
+  if (deps.token !== undefined) {
+    app.use(bearerAuth({ token: deps.token, exempt: OPEN_ROUTES, onRefused: (path) => (metrics.refused('unauthorized'), log.warn({ path }, 'edge/api unauthorized request refused')) }));
+  }
   app.route('/v1/predict', predictRoutes(ctx));
   app.route('/v1/feedback', feedbackRoutes(ctx));
   app.route('/v1/model', modelRoutes(ctx));

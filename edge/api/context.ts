@@ -3,6 +3,7 @@ import type { Manifest } from '../../shared/protocol/index.js';
 import type { LoadedModel, Predictor } from '../runtime/host.js';
 import type { ApiMetrics } from './metrics.js';
 import type { RecentPredictions } from './recent.js';
+import type { SlidingWindowCap } from '../selection/limits.js';
 
 /** What the API needs from the model host (`ModelHost` satisfies it). */
 export interface ServingHost extends Predictor {
@@ -41,6 +42,8 @@ export interface LocalApiLimits {
   rememberMs: number;
   /** PNG/JPEG inputs above this many pixels (width × height, from the header) are refused with 400 before decoding. */
   maxImagePixels: number;
+  /** `/v1/feedback` labels per sliding minute; more get 429 (issue 10). 0 refuses all feedback. */
+  feedbackPerMinute: number;
 }
 
 export const DEFAULT_LIMITS: LocalApiLimits = {
@@ -52,6 +55,7 @@ export const DEFAULT_LIMITS: LocalApiLimits = {
   rememberMs: 60 * 60 * 1000,
   // A 12 MP camera frame (Pi Camera Module 3: 4608 × 2592); libvips streams it, never holding it whole.
   maxImagePixels: 12_000_000,
+  feedbackPerMinute: 60,
 };
 
 /** Shared by the resource apps; built once by `createLocalApi`. */
@@ -66,4 +70,6 @@ export interface ApiContext {
   log: Logger;
   onPrediction: ((p: PredictionEvent) => void) | undefined;
   feedback: FeedbackSink;
+  /** The per-minute feedback cap (its own, apart from the selector's caps). */
+  feedbackCap: Pick<SlidingWindowCap, 'allows' | 'record' | 'limit'>;
 }

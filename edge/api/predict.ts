@@ -6,6 +6,7 @@ import { decodePredictBody, type DecodedPredict } from './decode.js';
 import { ApiError, methodNotAllowed } from './errors.js';
 import { decodeImageBody, decodeImages, imageFormatOf, jsonOrImage } from './image.js';
 import { header, limitBody } from './middleware.js';
+import { checkInputRange } from './range.js';
 import { mediaType } from '../../shared/http/middleware.js';
 
 interface TopK {
@@ -73,6 +74,13 @@ export function predictRoutes(ctx: ApiContext): Hono {
       const format = imageFormatOf(mediaType(header(c, 'content-type')));
       const req = format ? await decodeImageBody(bytes, format, c.req.query('top_k'), model.manifest, ctx) : decodePredictBody(bytes, model.manifest, ctx.limits);
       if (req.images) req.data = await decodeImages(req.images.bytes, req.images.fields, model.manifest, ctx);
+      try {
+        checkInputRange(req.data, req.n, model.manifest, req.images ? 'image' : req.single ? 'input' : 'inputs');
+      } catch (err) {
+        ctx.metrics.outOfRange(req.n);
+        ctx.log.debug({ err: (err as Error).message }, 'edge/api input out of range');
+        throw err;
+      }
       const result = await ctx.predictor.predict(req.data, req.n);
       ctx.metrics.predicted(req.n, result.latencyMs);
       const answers = answer(ctx, req, result);

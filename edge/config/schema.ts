@@ -33,8 +33,14 @@ export const EDGE_DEFAULTS = {
     maxPacketBytes: 1024 * 1024,
   },
   api: {
-    /** Loopback by default: the local API has no authentication. */
+    /**
+     * Loopback by default. Another address needs `token` or `tokenFile` (Authorization: Bearer), or an
+     * explicit `allowUnauthenticated: true` (issue 10).
+     */
     bind: '127.0.0.1:8080',
+    allowUnauthenticated: false,
+    /** `/v1/feedback` labels accepted per minute (sliding window); over it: 429. Keeps a label flood off the outbox. */
+    feedbackPerMinute: 60,
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
@@ -60,13 +66,19 @@ export const EDGE_DEFAULTS = {
     latencyBudgetMs: null as number | null,
     maxErrorRate: 0.05,
     minErrors: 3,
-    maxNonFinite: 1,
+    /** NaN/Inf outputs roll back as a rate: at least this many, over more than maxNonFiniteRate of the runs. */
+    maxNonFinite: 3,
+    maxNonFiniteRate: 0.05,
+    /** Runs before a bad rate may end the health window early. */
+    minRequests: 20,
   },
   updates: {
     mqttIdleTimeoutMs: 60_000,
     httpIdleTimeoutMs: 30_000,
     retryInitialMs: 30_000,
     retryMaxMs: 15 * 60_000,
+    /** A release more than this above the device's release floor is refused (`sequence_jump`; issue 10). */
+    maxSequenceJump: 1_000_000,
   },
   selection: DEFAULT_SELECTION_CONFIG,
   outbox: DEFAULT_OUTBOX_CONFIG,
@@ -133,8 +145,21 @@ const mqttSchema = z
     }
   });
 
+/** Loopback hosts: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || h === '::ffff:127.0.0.1';
+}
+
 const apiSchema = z.strictObject({
   bind: bindSchema.default(D.api.bind),
+  /** Bearer token every route but /healthz and /readyz then requires. At least 16 characters. */
+  token: z.string().min(16, 'must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+  /** File holding the token (first line), for a token kept out of edge.json. */
+  tokenFile: path.optional(),
+  /** Serve a non-loopback bind without a token, deliberately. */
+  allowUnauthenticated: z.boolean().default(D.api.allowUnauthenticated),
+  feedbackPerMinute: int(0, 100_000).default(D.api.feedbackPerMinute),
   maxBodyBytes: int(1024, 64 * 1024 * 1024).default(D.api.maxBodyBytes),
   maxBatch: int(1, 4096).default(D.api.maxBatch),
   rememberPredictions: int(0, 1_000_000).default(D.api.rememberPredictions),
@@ -147,6 +172,12 @@ const apiSchema = z.strictObject({
       maxWaitMs: z.number().min(0).max(1_000).default(D.api.microBatch.maxWaitMs),
     })
     .prefault({}),
+}).superRefine((a, ctx) => {
+  if (a.token !== undefined && a.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'set token or tokenFile, not both' });
+  const host = BIND_RE.exec(a.bind)?.[1];
+  if (host !== undefined && !isLoopbackHost(host) && a.token === undefined && a.tokenFile === undefined && !a.allowUnauthenticated) {
+    ctx.addIssue({ code: 'custom', path: ['bind'], message: `${a.bind} is not a loopback address: set api.token or api.tokenFile, or api.allowUnauthenticated: true to serve it without authentication` });
+  }
 });
 
 const runtimeSchema = z.strictObject({
@@ -163,6 +194,8 @@ const runtimeSchema = z.strictObject({
   maxErrorRate: z.number().min(0).max(1).default(D.runtime.maxErrorRate),
   minErrors: int(1, 1_000_000).default(D.runtime.minErrors),
   maxNonFinite: int(1, 1_000_000).default(D.runtime.maxNonFinite),
+  maxNonFiniteRate: z.number().min(0).max(1).default(D.runtime.maxNonFiniteRate),
+  minRequests: int(1, 10_000_000).default(D.runtime.minRequests),
 });
 
 const updatesSchema = z
@@ -172,6 +205,7 @@ const updatesSchema = z
     httpIdleTimeoutMs: int(1_000, 3_600_000).default(D.updates.httpIdleTimeoutMs),
     retryInitialMs: int(100, 86_400_000).default(D.updates.retryInitialMs),
     retryMaxMs: int(100, 86_400_000).default(D.updates.retryMaxMs),
+    maxSequenceJump: int(1, Number.MAX_SAFE_INTEGER).default(D.updates.maxSequenceJump),
   })
   .refine((u) => u.retryMaxMs >= u.retryInitialMs, { message: 'must be >= retryInitialMs', path: ['retryMaxMs'] });
 

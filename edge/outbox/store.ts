@@ -91,8 +91,9 @@ const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped', 'refused', 
  * - victims are taken in class order audit → hard → feedback, oldest (insertion order) first within
  *   a class, until the new row fits;
  * - a row never evicts a row of a more valuable class than its own (a new audit sample cannot push out
- *   a hard example or a user label); if it cannot fit otherwise, the new row is dropped instead and
- *   nothing is evicted;
+ *   a hard example or a user label), and a user label never evicts a hard example (a flood of feedback
+ *   must not replace what the selector chose; issue 10); if it cannot fit otherwise, the new row is
+ *   dropped instead and nothing is evicted;
  * - an example larger than `maxBytes` on its own is dropped.
  * Evicted and dropped examples are counted (persisted). A row evicted while in flight may still reach
  * the cloud; it is then counted as evicted, not published.
@@ -224,7 +225,7 @@ export class Outbox {
     const victims: { id: string; bytes: number }[] = [];
     if (needRows > 0 || needBytes > 0) {
       // Collect first: better-sqlite3 forbids other statements while an iterator is open.
-      const candidates = this.sql.victims.iterate(priority) as IterableIterator<{ id: string; bytes: number }>;
+      const candidates = this.sql.victims.iterate(priority, priority) as IterableIterator<{ id: string; bytes: number }>;
       for (const v of candidates) {
         victims.push(v);
         needRows--;
@@ -396,7 +397,8 @@ function prepare(db: Database.Database) {
   return {
     exists: db.prepare('SELECT 1 FROM outbox WHERE id = ?'),
     bytesOf: db.prepare('SELECT bytes FROM outbox WHERE id = ?'),
-    victims: db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? ORDER BY priority, seq'),
+    // A feedback row (priority 2) may evict audit samples and older feedback, never hard examples (issue 10).
+    victims: db.prepare('SELECT id, bytes FROM outbox WHERE priority <= ? AND NOT (? = 2 AND priority = 1) ORDER BY priority, seq'),
     oldest: db.prepare('SELECT id, kind, bytes, created_at, payload FROM outbox WHERE not_before <= ? ORDER BY seq'),
     defer: db.prepare('UPDATE outbox SET not_before = ? WHERE id = ?'),
     insert: db.prepare('INSERT INTO outbox (id, seq, reason, kind, priority, bytes, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),

@@ -31,8 +31,15 @@ export interface HealthGateOptions {
   /** Unhealthy once errors ≥ `minErrors` and errors / runs > `maxErrorRate`. */
   maxErrorRate?: number;
   minErrors?: number;
-  /** Unhealthy once this many runs produced NaN/±Inf (1 = the first one). */
+  /**
+   * NaN/±Inf outputs are judged as a rate, never one at a time (issue 10: one request of ±3e38 makes a
+   * healthy model output NaN): unhealthy once at least `maxNonFinite` runs produced them and they are more
+   * than `maxNonFiniteRate` of the runs, with at least `minRequests` runs seen, or at the window's end.
+   */
   maxNonFinite?: number;
+  maxNonFiniteRate?: number;
+  /** Runs needed before a rate may end the window early (at its end, the rate over what was seen decides). */
+  minRequests?: number;
   onUnhealthy: (v: HealthVerdict) => void;
   onCommitted: (v: HealthVerdict) => void;
   log?: Logger;
@@ -72,12 +79,14 @@ export class HealthGate implements InferenceObserver {
     minLatencySamples = 20,
     maxErrorRate = 0.05,
     minErrors = 3,
-    maxNonFinite = 1,
+    maxNonFinite = 3,
+    maxNonFiniteRate = 0.05,
+    minRequests = 20,
     onUnhealthy,
     onCommitted,
     log = silentLogger,
   }: HealthGateOptions) {
-    this.o = { windowMs, windowRequests, latencyBudgetMs, minLatencySamples, maxErrorRate, minErrors, maxNonFinite, onUnhealthy, onCommitted, log };
+    this.o = { windowMs, windowRequests, latencyBudgetMs, minLatencySamples, maxErrorRate, minErrors, maxNonFinite, maxNonFiniteRate, minRequests, onUnhealthy, onCommitted, log };
   }
 
   /** The sha256 under watch, if a window is open. */
@@ -107,8 +116,8 @@ export class HealthGate implements InferenceObserver {
         if (j < MAX_SAMPLES) w.latencies[j] = obs.latencyMs;
       }
     }
-    if (w.nonFinite >= this.o.maxNonFinite) {
-      this.unhealthy(w, 'nan_output', `${w.nonFinite} run(s) produced NaN/Inf outputs`);
+    if (w.requests >= this.o.minRequests && this.nonFiniteTooMany(w)) {
+      this.unhealthy(w, 'nan_output', this.nonFiniteDetail(w));
     } else if (w.errors >= this.o.minErrors && w.errors / w.requests > this.o.maxErrorRate) {
       this.unhealthy(w, 'inference_errors', `${w.errors} of ${w.requests} runs failed`);
     } else if (w.requests >= this.o.windowRequests) {
@@ -134,10 +143,23 @@ export class HealthGate implements InferenceObserver {
       this.unhealthy(w, 'inference_errors', `${w.errors} of ${w.requests} runs failed`);
       return;
     }
+    if (this.nonFiniteTooMany(w)) {
+      this.unhealthy(w, 'nan_output', this.nonFiniteDetail(w));
+      return;
+    }
+    if (w.nonFinite > 0) this.o.log.warn({ sha256: w.model.sha256, nonFinite: w.nonFinite, requests: w.requests }, 'health/non-finite-tolerated: below the rate that rolls back');
     this.close();
     const v = this.verdict(w, undefined, `window passed: ${w.requests} runs, ${w.errors} errors`);
     this.o.log.info(v, 'model committed');
     this.emit(() => this.o.onCommitted(v));
+  }
+
+  private nonFiniteTooMany(w: Window): boolean {
+    return w.nonFinite >= this.o.maxNonFinite && w.nonFinite / Math.max(1, w.requests) > this.o.maxNonFiniteRate;
+  }
+
+  private nonFiniteDetail(w: Window): string {
+    return `${w.nonFinite} of ${w.requests} runs produced NaN/Inf outputs (more than ${(this.o.maxNonFiniteRate * 100).toFixed(1)} %)`;
   }
 
   private unhealthy(w: Window, reason: RollbackReason, detail: string): void {

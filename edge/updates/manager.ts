@@ -7,7 +7,7 @@ import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
 import { UpdateStateStore, type UpdateState } from './state.js';
-import { manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
+import { applyRevocations, countTrialCrash, manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
   UpdateError,
   keysOf,
@@ -19,6 +19,7 @@ import {
   type SlotRecord,
   type UpdateManagerDeps,
   type UpdateOutcome,
+  DEFAULT_MAX_SEQUENCE_JUMP,
 } from './types.js';
 
 
@@ -59,6 +60,7 @@ export class UpdateManager {
   private retryKey: string | undefined;
   private readonly retryBackoff: Backoff;
   private running: RunningModel | null = null;
+  private degradedReason: string | null = null;
   private stopped = false;
 
   private constructor(
@@ -68,7 +70,8 @@ export class UpdateManager {
     private readonly fetcher: ArtifactFetcher,
   ) {
     this.log = deps.log ?? silentLogger;
-    this.ctx = { deviceId: deps.deviceId, now: deps.now ?? (() => new Date()), emit: deps.emit, log: this.log };
+    const floor = deps.timeFloor;
+    this.ctx = { deviceId: deps.deviceId, now: floor ? () => floor.now() : (deps.now ?? (() => new Date())), emit: deps.emit, log: this.log };
     // Jittered, so a fleet that failed together does not retry together (issue 8).
     this.retryBackoff = createBackoff({ initialMs: deps.retry ? deps.retry.initialMs : 30_000, maxMs: deps.retry ? deps.retry.maxMs : 15 * 60_000 });
     this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, ctx: this.ctx, log: this.log };
@@ -88,6 +91,28 @@ export class UpdateManager {
     return this.running;
   }
 
+  /** Why the device serves a model it no longer fully trusts (`revoked_key`), or null (status `degraded`). */
+  get degraded(): string | null {
+    return this.degradedReason;
+  }
+
+  /**
+   * A new key set was accepted: `revoked` are its revoked key ids. Resets a floor held only by revoked
+   * keys and moves off a current release whose key is no longer live (see applyRevocations).
+   */
+  trustChanged(revoked: Iterable<string>): Promise<void> {
+    const set = new Set(revoked);
+    return this.exclusive(async () => {
+      const r = await applyRevocations(this.recovery, set);
+      if (r.running) {
+        this.running = r.running;
+        this.retryBackoff.reset();
+      }
+      this.degradedReason = r.degraded;
+      this.failed.clear(); // a release refused under the old keys may be acceptable now
+    });
+  }
+
   /** The persisted state (release floor, deny list, slots). */
   get persisted(): UpdateState {
     return this.state.get();
@@ -99,8 +124,10 @@ export class UpdateManager {
    */
   restore(): Promise<RestoreOutcome> {
     return this.exclusive(async () => {
-      const { outcome, running } = await restoreSlots(this.recovery);
+      await countTrialCrash(this.recovery);
+      const { outcome, running, degraded } = await restoreSlots(this.recovery);
       this.running = running;
+      this.degradedReason = degraded ?? null;
       return outcome;
     });
   }
@@ -166,6 +193,20 @@ export class UpdateManager {
     });
   }
 
+  /**
+   * The health gate passed `sha256`: it is no longer on trial, so a later crash is not blamed on it.
+   * Returns whether a trial was ended.
+   */
+  commit(sha256: string): Promise<boolean> {
+    return this.exclusive(async () => {
+      const t = this.state.get().trial;
+      if (t?.sha256 !== sha256) return false;
+      await this.state.update((s) => ({ ...s, trial: null }));
+      this.log.info({ sha256, release: t.release }, 'updates/committed');
+      return true;
+    });
+  }
+
   /** Aborts a download in progress, waits for the pipeline to settle, and closes the state. */
   async dispose(): Promise<void> {
     this.stopped = true;
@@ -185,6 +226,10 @@ export class UpdateManager {
     const cur = manifestOf(s.current);
     if (cur && cur.release === m.release && s.current?.sha256 === sha) return { status: 'ignored', detail: `release ${m.release} is already installed` };
     if (m.release <= s.highestRelease) return this.reject(m, 'stale_release', `release ${m.release} is not above the highest accepted release ${s.highestRelease}`);
+    const jump = this.deps.maxSequenceJump ?? DEFAULT_MAX_SEQUENCE_JUMP;
+    if (m.release - s.highestRelease > jump) {
+      return this.reject(m, 'sequence_jump', `release ${m.release} is more than ${jump} above the release floor ${s.highestRelease} (maxSequenceJump)`);
+    }
     const now = this.ctx.now();
     if (Date.parse(m.expiresAt) < now.getTime()) return this.reject(m, 'expired', `manifest expired at ${m.expiresAt} (now ${now.toISOString()})`);
     if (this.state.isDenied(sha)) return this.reject(m, 'denied_hash', `model ${sha} was rolled back on this device and is deny-listed`);
@@ -245,19 +290,26 @@ export class UpdateManager {
     return this.exclusive(async () => {
       const late = this.precheck(m); // a rollback may have deny-listed it meanwhile
       if (late) return late;
+      // On trial from before the load: a model that kills the daemon while loading is caught at the next start.
+      await this.state.update((s) => ({ ...s, trial: { sha256: sha, model: m.model, release: m.release, crashes: s.trial?.sha256 === sha ? s.trial.crashes : 0 } }));
       try {
         await this.deps.host.activate(path, m);
       } catch (err) {
+        await this.state.update((s) => ({ ...s, trial: s.trial?.sha256 === sha ? null : s.trial }));
         const reason: RejectReason = (err as { reason?: unknown }).reason === 'self_test_failed' ? 'self_test_failed' : 'load_failed';
         throw new UpdateError(reason, (err as Error)?.message ?? String(err), { cause: err });
       }
+      const keyId = signed.signature.keyId;
       const next = await this.state.update((s) => ({
         ...s,
+        keyFloors: { ...s.keyFloors, [keyId]: Math.max(s.keyFloors[keyId] ?? 0, m.release) },
         highestRelease: Math.max(s.highestRelease, m.release),
         current: { sha256: sha, signed },
         previous: s.current && s.current.sha256 !== sha ? s.current : s.previous,
       }));
+      await this.deps.timeFloor?.observe(m.createdAt);
       this.running = { model: m.model, release: m.release, sha256: sha };
+      this.degradedReason = null;
       this.failed.clear();
       this.retryBackoff.reset();
       await this.slots.prune([next.current?.sha256, next.previous?.sha256]);

@@ -27,6 +27,13 @@ const stateSchema = z.strictObject({
   denied: z.array(sha256Hex),
   current: slotSchema.nullable(),
   previous: slotSchema.nullable(),
+  /**
+   * The release on trial: switched to (or being loaded) but not yet through its health window. Found
+   * at start, it counts as a crash (issue 10, crash-loop guard). Absent in files of older daemons.
+   */
+  trial: z.strictObject({ sha256: sha256Hex, model: z.string().max(128), release: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), crashes: z.number().int().min(0).max(1000) }).nullable().optional(),
+  /** The highest release accepted from each signing key (a revoked key's floor can be reset from these). */
+  keyFloors: z.record(z.string().regex(/^[0-9a-f]{16}$/), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)).optional(),
 });
 
 export interface UpdateState {
@@ -34,9 +41,23 @@ export interface UpdateState {
   denied: readonly string[];
   current: SlotRecord | null;
   previous: SlotRecord | null;
+  /** The release on trial (not committed by the health gate yet) and how many starts found it so. */
+  trial: TrialRecord | null;
+  /** Highest release accepted per signing key id. */
+  keyFloors: Readonly<Record<string, number>>;
 }
 
-export const EMPTY_STATE: UpdateState = Object.freeze({ highestRelease: 0, denied: [], current: null, previous: null });
+/** What `save` takes: the newer fields may be left out (kept empty). */
+export type UpdateStateInput = Omit<UpdateState, 'trial' | 'keyFloors'> & Partial<Pick<UpdateState, 'trial' | 'keyFloors'>>;
+
+export interface TrialRecord {
+  sha256: string;
+  model: string;
+  release: number;
+  crashes: number;
+}
+
+export const EMPTY_STATE: UpdateState = Object.freeze({ highestRelease: 0, denied: [], current: null, previous: null, trial: null, keyFloors: {} });
 
 export class UpdateStateError extends Error {
   override readonly name = 'UpdateStateError';
@@ -76,28 +97,31 @@ export class UpdateStateStore {
     return this.state.denied.includes(sha256);
   }
 
-  /** Replaces the state durably. Refuses to lower the release floor. Writes are serialised. */
-  async save(next: UpdateState): Promise<void> {
+  /**
+   * Replaces the state durably. Refuses to lower the release floor unless `lowerFloor` says why (a
+   * root-signed revocation of the key behind it: DESIGN.md "Edge rules"). Writes are serialised.
+   */
+  async save(next: UpdateStateInput, { lowerFloor }: { lowerFloor?: string } = {}): Promise<void> {
     const run = this.writing.then(async () => {
-      if (next.highestRelease < this.state.highestRelease) {
+      if (next.highestRelease < this.state.highestRelease && !lowerFloor) {
         throw new UpdateStateError(`refusing to lower the release floor from ${this.state.highestRelease} to ${next.highestRelease}`);
       }
       const denied = [...new Set(next.denied)].slice(-MAX_DENIED);
-      const value = { v: 1 as const, highestRelease: next.highestRelease, denied, current: next.current, previous: next.previous };
+      const value = { v: 1 as const, highestRelease: next.highestRelease, denied, current: next.current, previous: next.previous, trial: next.trial ?? null, keyFloors: { ...next.keyFloors } };
       const checked = stateSchema.safeParse(value);
       if (!checked.success) throw new UpdateStateError(`refusing to write invalid update state: ${formatIssues(checked.error)}`);
       await writeFileAtomic(this.path, `${JSON.stringify(value, null, 2)}\n`);
-      this.state = Object.freeze({ highestRelease: value.highestRelease, denied: Object.freeze(denied), current: value.current, previous: value.previous });
+      this.state = Object.freeze({ highestRelease: value.highestRelease, denied: Object.freeze(denied), current: value.current, previous: value.previous, trial: value.trial, keyFloors: Object.freeze(value.keyFloors) });
     });
     this.writing = run.catch(() => undefined);
     return run;
   }
 
   /** Applies `change` to the latest state and saves it. */
-  async update(change: (s: UpdateState) => UpdateState): Promise<UpdateState> {
+  async update(change: (s: UpdateState) => UpdateState, opts?: { lowerFloor?: string }): Promise<UpdateState> {
     await this.writing;
     const next = change(this.state);
-    await this.save(next);
+    await this.save(next, opts);
     return this.state;
   }
 
@@ -123,8 +147,8 @@ export class UpdateStateStore {
     if (!r.success) {
       throw new UpdateStateError(`${this.path}: corrupt update state (${formatIssues(r.error)}); refusing to reset the release floor — inspect or restore the file, or delete it deliberately`);
     }
-    const { highestRelease, denied, current, previous } = r.data;
-    return Object.freeze({ highestRelease, denied: Object.freeze(denied), current: current as SlotRecord | null, previous: previous as SlotRecord | null });
+    const { highestRelease, denied, current, previous, trial = null, keyFloors = {} } = r.data;
+    return Object.freeze({ highestRelease, denied: Object.freeze(denied), current: current as SlotRecord | null, previous: previous as SlotRecord | null, trial, keyFloors: Object.freeze(keyFloors) });
   }
 
   /** Temp files left by a crash mid-write are never the state; remove them. */

@@ -5,6 +5,7 @@ import { keySetExpired, releaseKeysOf, verifyKeySet, type KeySetVerdict, type Tr
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { signedKeySetSchema, keySetSchema, topics, type KeySet, type SignedKeySet, type Status } from '../../shared/protocol/index.js';
 import { writeFileAtomic } from './fsutil.js';
+import type { TimeFloor } from './time-floor.js';
 
 /** The accepted key set, as received (signatures included), in the data dir. */
 export const TRUST_FILE = 'trust.json';
@@ -23,6 +24,8 @@ export interface TrustStoreOptions {
   rootKeyId?: string;
   log?: Logger;
   now?: () => Date;
+  /** Raised to an accepted key set's `createdAt` (issue 10, time without a clock). */
+  timeFloor?: TimeFloor;
 }
 
 export type ApplyOutcome = KeySetVerdict | { ok: 'unchanged'; version: number } | { ok: 'ignored'; detail: string };
@@ -95,6 +98,7 @@ export class TrustStore {
     }
     await writeFileAtomic(this.path, JSON.stringify(verdict.signed));
     this.current = verdict.signed;
+    await this.opts.timeFloor?.observe(verdict.keyset.createdAt);
     this.log.info({ version: verdict.keyset.version, how: verdict.how, root: verdict.keyset.root.keyId, keys: verdict.keyset.keys.map((k) => k.keyId), revoked: verdict.keyset.revoked.map((r) => r.keyId) }, 'trust/keyset-accepted');
     return verdict;
   }

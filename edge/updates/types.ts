@@ -1,6 +1,7 @@
 import type { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/log/index.js';
 import type { TrustedKey } from '../../shared/manifest/index.js';
+import type { TimeFloor } from './time-floor.js';
 import type { DeviceEvent, InputSpec, Manifest, REJECT_REASONS, ROLLBACK_REASONS } from '../../shared/protocol/index.js';
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -82,6 +83,13 @@ export interface UpdateManagerDeps {
   mqtt?: MqttClient;
   log?: Logger;
   now?: () => Date;
+  /**
+   * The persisted time floor (issue 10): when given, every time check uses max(clock, floor) and an
+   * installed manifest's `createdAt` raises it. `now` is then ignored (the floor has its own clock).
+   */
+  timeFloor?: TimeFloor;
+  /** Refuse a release more than this above the release floor (`sequence_jump`). Default 1,000,000. */
+  maxSequenceJump?: number;
   /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */
   expectedInput?: Pick<InputSpec, 'shape' | 'dtype'>;
   mqttIdleTimeoutMs?: number;
@@ -90,6 +98,8 @@ export interface UpdateManagerDeps {
   /** Retry after `download_failed` with jittered exponential backoff (the outbox's createBackoff: delay in [c/2, c), c doubling from initialMs to maxMs); `false` disables. Default 30 s → 15 min. */
   retry?: { initialMs: number; maxMs: number } | false;
 }
+
+export const DEFAULT_MAX_SEQUENCE_JUMP = 1_000_000;
 
 export type UpdateOutcome =
   | { status: 'installed'; release: number; sha256: string }

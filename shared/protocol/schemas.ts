@@ -220,8 +220,11 @@ export const REJECT_REASONS = [
   'load_failed',
   'self_test_failed',
   'input_mismatch',
+  /** More than the device's `maxSequenceJump` above its release floor (issue 10: a leaked key's huge number). */
+  'sequence_jump',
 ] as const;
-export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget'] as const;
+/** `crash_loop`: the release was found uncommitted at 2 starts in a row (it crashed the daemon; issue 10). */
+export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget', 'crash_loop'] as const;
 
 export const eventSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),

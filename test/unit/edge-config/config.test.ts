@@ -123,6 +123,10 @@ describe('edge config: bad configs, one `path: message` line per issue', () => {
     [{ api: { bind: '8080' } }, 'api.bind: expected host:port (IPv6 as [addr]:port)'],
     [{ api: { bind: '0.0.0.0:70000' } }, 'api.bind: port must be 0..65535'],
     [{ api: { host: '127.0.0.1', port: 8080 } }, 'api: Unrecognized keys: "host", "port"'],
+    [{ api: { bind: '0.0.0.0:8080' } }, 'api.bind: 0.0.0.0:8080 is not a loopback address: set api.token or api.tokenFile, or api.allowUnauthenticated: true'],
+    [{ api: { bind: '[::]:8080' } }, 'api.bind: [::]:8080 is not a loopback address'],
+    [{ api: { token: 'short' } }, 'api.token: must be at least 16 characters'],
+    [{ api: { token: 'tok-0123456789abcdef', tokenFile: '/t' } }, 'api.tokenFile: set token or tokenFile, not both'],
     [{ selection: { lowConfidence: { threshold: 2 } } }, 'selection.lowConfidence.threshold: Too big: expected number to be <=1'],
     [{ outbox: { maxRows: 0 } }, 'outbox.maxRows: Too small: expected number to be >=1'],
     [{ runtime: { intraOpThreads: 0 } }, 'runtime.intraOpThreads: Too small: expected number to be >=1'],
@@ -132,6 +136,13 @@ describe('edge config: bad configs, one `path: message` line per issue', () => {
     const raw = { ...bundle(), ...patch };
     const got = issues(() => parseEdgeConfig(raw));
     expect(got.some((l) => l.startsWith(line))).toBe(true);
+  });
+
+  it('a non-loopback bind is accepted with a token, a token file, or an explicit allowUnauthenticated', () => {
+    for (const api of [{ token: 'tok-0123456789abcdef' }, { tokenFile: '/etc/apprentice/api-token' }, { allowUnauthenticated: true }]) {
+      expect(parseEdgeConfig({ ...bundle(), api: { bind: '0.0.0.0:8080', ...api } }).api.bind).toBe('0.0.0.0:8080');
+    }
+    for (const bind of ['127.0.0.1:8080', '127.3.2.1:1', 'localhost:8080', '[::1]:8080']) expect(parseEdgeConfig({ ...bundle(), api: { bind } }).api.bind).toBe(bind);
   });
 
   it('reports all problems at once', () => {
@@ -164,6 +175,7 @@ describe('edge config: file, environment and flags', () => {
         APPRENTICE_MQTT_PASSWORD: '123456', // a string field: not turned into a number
         APPRENTICE_DATA_DIR: '/tmp/apprentice-data',
         APPRENTICE_API_BIND: '0.0.0.0:9000',
+        APPRENTICE_API_TOKEN: 'tok-0123456789abcdef', // a non-loopback bind needs one
         APPRENTICE_TRUSTED_KEYS: JSON.stringify([toTrustedKey(other)]),
         APPRENTICE_MQTT_KEEPALIVE_SECONDS: '15',
         APPRENTICE_MQTT_REJECT_UNAUTHORIZED: 'false',
@@ -258,6 +270,13 @@ describe('apprentice edge (CLI)', () => {
       'mqtt.url: expected an mqtt://, mqtts://, ws:// or wss:// URL',
       'trustedKeys: at least one trusted key is required (from the provisioning bundle)',
     ]);
+  });
+
+  it('refuses to start on a non-loopback address without a token: exit 2, one line', async () => {
+    const path = await file('cli-open.json', { ...bundle(), api: { bind: '0.0.0.0:0' } });
+    const r = await runCli(['edge', '--config', path]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual(['api.bind: 0.0.0.0:0 is not a loopback address: set api.token or api.tokenFile, or api.allowUnauthenticated: true to serve it without authentication']);
   });
 
   it('--help lists the options and the environment variables', async () => {

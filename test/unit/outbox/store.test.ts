@@ -96,7 +96,7 @@ describe('Outbox basics', () => {
 });
 
 describe('Outbox bounds and eviction', () => {
-  it('row bound: evicts audit oldest first, then hard oldest first, feedback last', async () => {
+  it('row bound: a hard example evicts audit oldest first; feedback evicts audit, then older feedback, never hard examples', async () => {
     const o = await openOutbox({ maxRows: 6 });
     const f1 = makeExample('feedback');
     const h1 = makeExample('low_confidence');
@@ -109,17 +109,15 @@ describe('Outbox bounds and eviction', () => {
     const f3 = makeExample('feedback');
     expect(o.add(f3)).toEqual({ status: 'added', evicted: 1 });
     expect(ids(o)).toEqual([f1.id, h1.id, h2.id, a2.id, f2.id, f3.id]); // a1 gone
-    o.add(makeExample('feedback')); // a2 gone
+    const h3 = makeExample('high_entropy');
+    expect(o.add(h3)).toEqual({ status: 'added', evicted: 1 }); // a hard example evicts audit (a2)
     expect(ids(o)).not.toContain(a2.id);
-    o.add(makeExample('feedback')); // h1 gone (oldest hard)
-    expect(ids(o)).not.toContain(h1.id);
-    expect(ids(o)).toContain(h2.id);
-    o.add(makeExample('feedback')); // h2 gone
-    const f7 = makeExample('feedback');
-    o.add(f7); // only feedback left: oldest feedback (f1) goes
+    o.add(makeExample('feedback')); // no audit left: the oldest feedback (f1) goes, not a hard example
     expect(ids(o)).not.toContain(f1.id);
+    for (let i = 0; i < 5; i++) o.add(makeExample('feedback'));
+    expect(ids(o).filter((id) => [h1.id, h2.id, h3.id].includes(id))).toEqual([h1.id, h2.id, h3.id]);
     expect(o.depth()).toBe(6);
-    expect(o.counters().evicted).toBe(5);
+    expect(o.counters().evicted).toBe(8);
     invariant(o);
   });
 

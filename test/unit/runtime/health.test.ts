@@ -42,15 +42,44 @@ describe('HealthGate', () => {
     expect(committed).toHaveLength(1);
   });
 
-  it('flags the first NaN output at once, and only once', () => {
+  it('one NaN output is not a verdict: a lone ±3e38 request does not roll back a good model', () => {
     const { gate, unhealthy, committed, ok, fail } = setup();
     gate.switched(loaded);
-    ok();
     fail(true);
+    for (let i = 0; i < 50; i++) ok();
+    vi.advanceTimersByTime(60_000);
+    expect(unhealthy).toHaveLength(0);
+    expect(committed).toEqual([expect.objectContaining({ nonFinite: 1, requests: 51 })]);
+  });
+
+  it('NaN outputs roll back as a rate, once the minimum number of runs is reached, and only once', () => {
+    const { gate, unhealthy, committed, ok, fail } = setup({ maxNonFinite: 3, maxNonFiniteRate: 0.05, minRequests: 20 });
+    gate.switched(loaded);
+    for (let i = 0; i < 19; i++) (i % 4 === 0 ? fail(true) : ok()); // 5 of 19: a high rate, too few runs yet
+    expect(unhealthy).toHaveLength(0);
+    ok();
+    expect(unhealthy).toEqual([expect.objectContaining({ reason: 'nan_output', sha256: model.sha256, nonFinite: 5, requests: 20 })]);
     fail(true);
     vi.advanceTimersByTime(60_000);
-    expect(unhealthy).toEqual([expect.objectContaining({ reason: 'nan_output', sha256: model.sha256, nonFinite: 1 })]);
+    expect(unhealthy).toHaveLength(1);
     expect(committed).toHaveLength(0);
+  });
+
+  it('a low NaN rate over many runs is tolerated; a high one over few runs is judged at the end of the window', () => {
+    const low = setup();
+    low.gate.switched(loaded);
+    for (let i = 0; i < 200; i++) (i % 50 === 0 ? low.fail(true) : low.ok()); // 4 of 200 = 2 %
+    vi.advanceTimersByTime(60_000);
+    expect(low.unhealthy).toHaveLength(0);
+    expect(low.committed).toHaveLength(1);
+
+    const few = setup();
+    few.gate.switched(loaded);
+    for (let i = 0; i < 4; i++) few.fail(true);
+    few.ok();
+    expect(few.unhealthy).toHaveLength(0);
+    vi.advanceTimersByTime(60_000);
+    expect(few.unhealthy).toEqual([expect.objectContaining({ reason: 'nan_output', nonFinite: 4, requests: 5 })]);
   });
 
   it('flags inference errors past the rate threshold', () => {
@@ -95,7 +124,7 @@ describe('HealthGate', () => {
   });
 
   it('ignores runs of another model and restarts on a new switch', () => {
-    const { gate, unhealthy, committed, ok, fail } = setup();
+    const { gate, unhealthy, committed, ok, fail } = setup({ maxNonFinite: 1, minRequests: 1 });
     gate.switched(loaded);
     ok(1, other);
     fail(true); // counted: it is the watched model

@@ -263,6 +263,7 @@ describe('UpdateManager: rollback and restore', () => {
     const [a, b] = [release(1), release(2)];
     await m.handleDesired(a.payload);
     await m.handleDesired(b.payload);
+    expect(await m.commit(b.sha)).toBe(true); // through its health window: restarts are not crashes
     await m.dispose();
 
     host = new FakeHost();

@@ -17,7 +17,7 @@ const slot = { sha256: signed.manifest.artifact.sha256, signed };
 describe('UpdateStateStore', () => {
   it('starts empty on a fresh data dir and persists across instances', async () => {
     const a = await UpdateStateStore.create({ dataDir: dir });
-    expect(a.get()).toEqual({ highestRelease: 0, denied: [], current: null, previous: null });
+    expect(a.get()).toEqual({ highestRelease: 0, denied: [], current: null, previous: null, trial: null, keyFloors: {} });
     await a.save({ highestRelease: 4, denied: ['e'.repeat(64)], current: slot, previous: null });
     const b = await UpdateStateStore.create({ dataDir: dir });
     expect(b.get().highestRelease).toBe(4);
