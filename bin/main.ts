@@ -10,6 +10,7 @@ import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
+import { devicesCommand, fleetCommand, roundsCommand } from '../cloud/fleet/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 import { backupCommand, restoreCommand } from '../cloud/backup/cli.js';
 
@@ -32,6 +33,9 @@ export function buildProgram(): Command {
   program.addCommand(releaseCommand());
   program.addCommand(backupCommand());
   program.addCommand(restoreCommand());
+  program.addCommand(devicesCommand());
+  program.addCommand(fleetCommand());
+  program.addCommand(roundsCommand());
   return program;
 }
 

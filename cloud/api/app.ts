@@ -3,7 +3,9 @@ import { Hono, type NotFoundHandler } from 'hono';
 import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
+import { auditRoutes } from './audit.js';
 import { deviceRoutes } from './devices.js';
+import { fleetRoutes } from './fleet.js';
 import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
 import { exampleRoutes } from './examples.js';
 import { keyRoutes } from './keys.js';
@@ -91,6 +93,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/rollouts', rolloutRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));
   app.route('/v1/keys', keyRoutes(ctx));
+  app.route('/v1/fleet', fleetRoutes(ctx));
+  app.route('/v1/audit', auditRoutes(ctx));
 
   let routes: { method: string; re: RegExp }[] | undefined;
   const notFoundOr405: NotFoundHandler = (c) => {
