@@ -10,6 +10,8 @@ import { createCloudApi, startCloudServer, type CloudServer } from './api/index.
 import type { CloudConfig } from './config/schema.js';
 import { embeddedBrokerAuth } from './fleet/broker-auth.js';
 import { createReceiptSender } from './fleet/receipts.js';
+import { startConsoleRetention } from './fleet/retention.js';
+import { TelemetryHistory } from './fleet/telemetry-history.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
@@ -135,6 +137,10 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       await ingest.stop();
     });
     await ingest.start();
+    // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
+    ingest.deviceState?.addSink(new TelemetryHistory(registry).sink);
+    const retention = startConsoleRetention({ registry, log });
+    stack.push(() => retention.stop());
     await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
     // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again

@@ -19,6 +19,7 @@ import {
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
+import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
 import { ExampleCommitter } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
@@ -342,6 +343,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const db = this.deps.registry.db;
     const applied = db.transaction((tx) => {
       tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
+      // The one store of device events (issue 12), committed with the rollout's reaction to it.
+      insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
       return applyDeviceEvent(tx, event, this.now());
     });
     this.count('events', 'accepted');

@@ -75,9 +75,15 @@ export const devices = sqliteTable(
     trust: text('trust', { mode: 'json' }).$type<{ keysetVersion: number | null; state: string }>(),
     /** Reason the device reports serving degraded (status.degraded), or null. */
     degraded: text('degraded'),
+    /** The last telemetry's `health` (ok | degraded | no_model), kept as a column so the console filters on it. */
+    health: text('health'),
+    /** When the device's outbox drop count last grew (telemetry `outbox.dropped`), or null. */
+    droppedAt: text('dropped_at'),
+    /** When the device last reported `rolled_back`; cleared by its next `installed` / `committed` event. */
+    rolledBackAt: text('rolled_back_at'),
     createdAt: text('created_at').notNull().default(now),
   },
-  (t) => [index('devices_online_idx').on(t.online)],
+  (t) => [index('devices_online_idx').on(t.online), index('devices_running_idx').on(t.runningSeq), index('devices_last_seen_idx').on(t.lastSeen)],
 );
 
 export const rollouts = sqliteTable(
@@ -209,6 +215,75 @@ export const rounds = sqliteTable(
   (t) => [index('rounds_model_idx').on(t.model, t.state)],
 );
 
+/**
+ * The one store of device events (issue 12): every event ingest accepts, and the cloud's own notes about a
+ * device (source `cloud`: the rollout engine, scale-out). Kept for `fleet.eventRetentionDays`.
+ */
+export const deviceEvents = sqliteTable(
+  'device_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    deviceId: text('device_id').notNull(),
+    /** The time the device (or cloud component) gave the event. */
+    at: text('at').notNull(),
+    receivedAt: text('received_at').notNull(),
+    /** `device` (devices/{id}/events) or the cloud component that wrote it. */
+    source: text('source').notNull().default('device'),
+    /** installed | rejected | rolled_back | committed, or a cloud component's own type. */
+    type: text('type').notNull(),
+    model: text('model'),
+    release: integer('release'),
+    sha256: text('sha256'),
+    reason: text('reason'),
+    detail: text('detail'),
+  },
+  (t) => [index('device_events_device_idx').on(t.deviceId, t.id), index('device_events_received_idx').on(t.receivedAt)],
+);
+
+/**
+ * Downsampled telemetry (issue 12): one row per device, resolution (`1m` | `1h`) and bucket start.
+ * Gauges keep the bucket's mean (latency p50) or maximum (latency p95, RSS, outbox depth); counters
+ * (requests, errors, outbox drops) the increase within the bucket.
+ */
+export const telemetryHistory = sqliteTable(
+  'telemetry_history',
+  {
+    deviceId: text('device_id').notNull(),
+    resolution: text('resolution').notNull(),
+    /** Bucket start, Unix seconds (an integer keeps the ~2,200 rows per device small). */
+    bucket: integer('bucket').notNull(),
+    samples: integer('samples').notNull(),
+    latencyP50: real('latency_p50'),
+    /** Telemetries that carried a p50 (the mean's weight). */
+    latencySamples: integer('latency_samples').notNull().default(0),
+    latencyP95: real('latency_p95'),
+    requests: integer('requests').notNull().default(0),
+    errors: integer('errors').notNull().default(0),
+    rssBytes: integer('rss_bytes'),
+    outboxDepth: integer('outbox_depth'),
+    outboxDropped: integer('outbox_dropped').notNull().default(0),
+  },
+  (t) => [uniqueIndex('telemetry_history_pk').on(t.deviceId, t.resolution, t.bucket), index('telemetry_history_bucket_idx').on(t.resolution, t.bucket)],
+);
+
+/** Every operator action (issue 12): who, when, what. Kept in the registry, shown in the console. */
+export const auditLog = sqliteTable(
+  'audit_log',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: text('at').notNull(),
+    /** Who: `admin-token` for the bearer API, `session:<id>` for a console session, `cli` ... */
+    actor: text('actor').notNull(),
+    /** e.g. rollout.create, rollout.pause, device.revoke, keys.rotate. */
+    action: text('action').notNull(),
+    /** What it acted on: a rollout id, device id, key id. */
+    target: text('target'),
+    /** JSON: the request's parameters that matter. */
+    detail: text('detail', { mode: 'json' }).$type<Record<string, unknown>>(),
+  },
+  (t) => [index('audit_log_at_idx').on(t.at)],
+);
+
 /** Key-value settings that must survive restarts (e.g. the highest release sequence ever issued). */
 export const meta = sqliteTable('meta', {
   key: text('key').primaryKey(),
@@ -223,3 +298,6 @@ export type RolloutDeviceRow = typeof rolloutDevices.$inferSelect;
 export type RolloutTransitionRow = typeof rolloutTransitions.$inferSelect;
 export type ExampleRow = typeof examples.$inferSelect;
 export type RoundRow = typeof rounds.$inferSelect;
+export type DeviceEventRow = typeof deviceEvents.$inferSelect;
+export type TelemetryHistoryRow = typeof telemetryHistory.$inferSelect;
+export type AuditRow = typeof auditLog.$inferSelect;

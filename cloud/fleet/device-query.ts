@@ -1,0 +1,227 @@
+import { sql, type SQL } from 'drizzle-orm';
+import type { Registry } from '../registry/db.js';
+
+/** What the device list filters on: the overview's tiles. */
+export const DEVICE_STATES = ['online', 'offline', 'never_seen', 'revoked', 'attention'] as const;
+export type DeviceStateFilter = (typeof DEVICE_STATES)[number];
+
+/** Why a device needs attention (issue 12, fleet overview). */
+export const ATTENTION_REASONS = ['rollout_failed', 'quarantined', 'rolled_back', 'unhealthy', 'outbox_dropping', 'trust_stale'] as const;
+export type AttentionReason = (typeof ATTENTION_REASONS)[number];
+
+/** An outbox that dropped examples within this window counts as dropping. */
+export const DROPPING_WINDOW_MS = 3600_000;
+
+export interface DeviceQuery {
+  group?: string;
+  state?: DeviceStateFilter;
+  /** Running release sequence. */
+  release?: number;
+  /** Case-insensitive substring of the id or a group. */
+  q?: string;
+  limit: number;
+  /** The previous page's `nextCursor` (the last device id it held). */
+  cursor?: string;
+  now?: Date;
+}
+
+export interface DeviceListItem {
+  id: string;
+  groups: string[];
+  status: 'online' | 'offline' | 'never_seen' | 'revoked';
+  online: boolean;
+  lastSeen: string | null;
+  running: { model: string | null; release: number; sha256: string | null } | null;
+  desiredRelease: number | null;
+  revoked: boolean;
+  protocol: { version: number; capabilities: string[] };
+  trust: { keysetVersion: number | null; state: string } | null;
+  degraded: string | null;
+  /** The last telemetry's health (ok | degraded | no_model), null before any. */
+  health: string | null;
+  attention: AttentionReason[];
+  createdAt: string;
+}
+
+export interface DevicePage {
+  devices: DeviceListItem[];
+  /** Pass as `cursor` for the next page; null on the last. */
+  nextCursor: string | null;
+  /** Devices matching the filters (all pages). */
+  total: number;
+}
+
+export interface FleetSummary {
+  /** Provisioned and not revoked. */
+  total: number;
+  online: number;
+  /** Seen once, not online now. */
+  offline: number;
+  neverSeen: number;
+  revoked: number;
+  /** Devices with at least one attention reason. */
+  attention: number;
+  attentionBy: Record<AttentionReason, number>;
+  /** Devices (not revoked) per running release, per model; most devices first. */
+  releases: { model: string; release: number; devices: number }[];
+  at: string;
+}
+
+/** Rollouts whose failed / quarantined devices still matter (not ended by abort, rollback or a newer rollout). */
+const LIVE_ROLLOUT = sql`r.state NOT IN ('aborted', 'rolled_back', 'superseded')`;
+
+/** Per-device reason columns (0/1), shared by the list and the summary. */
+function reasonColumns(now: Date): SQL {
+  const dropCutoff = new Date(now.getTime() - DROPPING_WINDOW_MS).toISOString();
+  return sql`
+    (d.revoked = 0 AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
+       WHERE rd.device_id = d.id AND rd.state = 'failed' AND ${LIVE_ROLLOUT})) AS rollout_failed,
+    (d.revoked = 0 AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
+       WHERE rd.device_id = d.id AND rd.state = 'quarantined' AND ${LIVE_ROLLOUT})) AS quarantined,
+    (d.revoked = 0 AND d.rolled_back_at IS NOT NULL) AS rolled_back,
+    (d.revoked = 0 AND d.online = 1 AND (d.health = 'degraded' OR d.degraded IS NOT NULL)) AS unhealthy,
+    (d.revoked = 0 AND d.dropped_at >= ${dropCutoff}) AS outbox_dropping,
+    (d.revoked = 0 AND json_extract(d.trust, '$.state') = 'trust_stale') AS trust_stale`;
+}
+
+function attentionWhere(now: Date): SQL {
+  const dropCutoff = new Date(now.getTime() - DROPPING_WINDOW_MS).toISOString();
+  return sql`(d.revoked = 0 AND (
+    d.rolled_back_at IS NOT NULL
+    OR (d.online = 1 AND (d.health = 'degraded' OR d.degraded IS NOT NULL))
+    OR d.dropped_at >= ${dropCutoff}
+    OR json_extract(d.trust, '$.state') = 'trust_stale'
+    OR EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
+       WHERE rd.device_id = d.id AND rd.state IN ('failed', 'quarantined') AND ${LIVE_ROLLOUT})))`;
+}
+
+function stateWhere(state: DeviceStateFilter, now: Date): SQL {
+  switch (state) {
+    case 'online':
+      return sql`(d.revoked = 0 AND d.online = 1)`;
+    case 'offline':
+      return sql`(d.revoked = 0 AND d.online = 0 AND d.last_seen IS NOT NULL)`;
+    case 'never_seen':
+      return sql`(d.revoked = 0 AND d.online = 0 AND d.last_seen IS NULL)`;
+    case 'revoked':
+      return sql`d.revoked = 1`;
+    case 'attention':
+      return attentionWhere(now);
+  }
+}
+
+function filters(q: DeviceQuery, now: Date): SQL[] {
+  const where: SQL[] = [];
+  if (q.group !== undefined) where.push(sql`EXISTS (SELECT 1 FROM json_each(d.groups) g WHERE g.value = ${q.group})`);
+  if (q.state !== undefined) where.push(stateWhere(q.state, now));
+  if (q.release !== undefined) where.push(sql`d.running_seq = ${q.release}`);
+  if (q.q !== undefined && q.q !== '') where.push(sql`(instr(lower(d.id), lower(${q.q})) > 0 OR instr(lower(d.groups), lower(${q.q})) > 0)`);
+  return where;
+}
+
+const and = (parts: SQL[]): SQL => (parts.length ? sql`WHERE ${sql.join(parts, sql` AND `)}` : sql``);
+
+interface ListRow {
+  id: string;
+  groups: string;
+  online: number;
+  last_seen: string | null;
+  running_seq: number | null;
+  running_sha256: string | null;
+  desired_seq: number | null;
+  revoked: number;
+  protocol_version: number | null;
+  capabilities: string | null;
+  trust: string | null;
+  degraded: string | null;
+  health: string | null;
+  created_at: string;
+  model: string | null;
+  rollout_failed: number;
+  quarantined: number;
+  rolled_back: number;
+  unhealthy: number;
+  outbox_dropping: number;
+  trust_stale: number;
+}
+
+function item(r: ListRow): DeviceListItem {
+  return {
+    id: r.id,
+    groups: JSON.parse(r.groups) as string[],
+    status: r.revoked ? 'revoked' : r.online ? 'online' : r.last_seen ? 'offline' : 'never_seen',
+    online: r.online === 1,
+    lastSeen: r.last_seen,
+    running: r.running_seq === null ? null : { model: r.model, release: r.running_seq, sha256: r.running_sha256 },
+    desiredRelease: r.desired_seq,
+    revoked: r.revoked === 1,
+    protocol: { version: r.protocol_version ?? 1, capabilities: r.capabilities ? (JSON.parse(r.capabilities) as string[]) : [] },
+    trust: r.trust ? (JSON.parse(r.trust) as DeviceListItem['trust']) : null,
+    degraded: r.degraded,
+    health: r.health,
+    attention: ATTENTION_REASONS.filter((k) => r[k] === 1),
+    createdAt: r.created_at,
+  };
+}
+
+/**
+ * The device list, filtered and paginated in SQL (ordered by id; the cursor is the last id of a page).
+ * Group filters walk each device's JSON groups; the rest use the devices indexes.
+ *
+ * @example
+ * const page = await queryDevices(registry, { state: 'attention', limit: 50 });
+ * const next = page.nextCursor && (await queryDevices(registry, { state: 'attention', limit: 50, cursor: page.nextCursor }));
+ */
+export async function queryDevices(reg: Registry, q: DeviceQuery): Promise<DevicePage> {
+  const now = q.now ?? new Date();
+  const where = filters(q, now);
+  const pageWhere = q.cursor === undefined ? where : [...where, sql`d.id > ${q.cursor}`];
+  const rows = reg.db.all<ListRow>(sql`
+    SELECT d.id, d.groups, d.online, d.last_seen, d.running_seq, d.running_sha256, d.desired_seq, d.revoked,
+      d.protocol_version, d.capabilities, d.trust, d.degraded, d.health, d.created_at, rel.model AS model,
+      ${reasonColumns(now)}
+    FROM devices d LEFT JOIN releases rel ON rel.seq = d.running_seq
+    ${and(pageWhere)}
+    ORDER BY d.id LIMIT ${q.limit + 1}`);
+  const total = reg.db.get<{ n: number }>(sql`SELECT count(*) AS n FROM devices d ${and(where)}`)?.n ?? 0;
+  const more = rows.length > q.limit;
+  const page = more ? rows.slice(0, q.limit) : rows;
+  return { devices: page.map(item), nextCursor: more ? page[page.length - 1]!.id : null, total };
+}
+
+/**
+ * The overview's tiles and chart: device totals, online / offline, needing attention (by reason), and
+ * how many devices run each release of each model.
+ *
+ * @example
+ * const s = await fleetSummary(registry); // { total, online, offline, attention, attentionBy, releases, ... }
+ */
+export async function fleetSummary(reg: Registry, { now = new Date() }: { now?: Date } = {}): Promise<FleetSummary> {
+  const t = reg.db.get<Record<string, number | null>>(sql`
+    SELECT
+      sum(revoked = 0) AS total,
+      sum(revoked = 0 AND online = 1) AS online,
+      sum(revoked = 0 AND online = 0 AND last_seen IS NOT NULL) AS offline,
+      sum(revoked = 0 AND online = 0 AND last_seen IS NULL) AS never_seen,
+      sum(revoked = 1) AS revoked,
+      sum(rollout_failed OR quarantined OR rolled_back OR unhealthy OR outbox_dropping OR trust_stale) AS attention,
+      sum(rollout_failed) AS rollout_failed, sum(quarantined) AS quarantined, sum(rolled_back) AS rolled_back,
+      sum(unhealthy) AS unhealthy, sum(outbox_dropping) AS outbox_dropping, sum(trust_stale) AS trust_stale
+    FROM (SELECT d.revoked, d.online, d.last_seen, ${reasonColumns(now)} FROM devices d)`);
+  const n = (k: string): number => Number(t?.[k] ?? 0);
+  const releases = reg.db.all<{ model: string; release: number; devices: number }>(sql`
+    SELECT rel.model AS model, d.running_seq AS release, count(*) AS devices
+    FROM devices d JOIN releases rel ON rel.seq = d.running_seq
+    WHERE d.revoked = 0 GROUP BY rel.model, d.running_seq ORDER BY rel.model, devices DESC, release DESC`);
+  return {
+    total: n('total'),
+    online: n('online'),
+    offline: n('offline'),
+    neverSeen: n('never_seen'),
+    revoked: n('revoked'),
+    attention: n('attention'),
+    attentionBy: Object.fromEntries(ATTENTION_REASONS.map((k) => [k, n(k)])) as Record<AttentionReason, number>,
+    releases,
+    at: now.toISOString(),
+  };
+}

@@ -1,0 +1,125 @@
+import { and, desc, eq, inArray, lt } from 'drizzle-orm';
+import type { DeviceEvent } from '../../shared/protocol/index.js';
+import type { Registry, RegistryDb } from '../registry/db.js';
+import { deviceEvents, devices, type DeviceEventRow } from '../registry/schema.js';
+
+/** The registry or a transaction of it (ingest records events inside its own transaction). */
+export type Db = RegistryDb | Parameters<Parameters<RegistryDb['transaction']>[0]>[0];
+
+/** One event to record: a device's own (`source: 'device'`) or a cloud component's note about a device. */
+export interface DeviceEventInput {
+  deviceId: string;
+  /** When it happened (the device's clock for device events), ISO-8601. */
+  at: string;
+  /** installed | rejected | rolled_back | committed for device events; a component's own type otherwise. */
+  type: string;
+  /** `device` (default) or the cloud component that writes it (e.g. `rollout`, `scale-out`). */
+  source?: string;
+  model?: string | null;
+  release?: number | null;
+  sha256?: string | null;
+  reason?: string | null;
+  detail?: string | null;
+}
+
+/** An event as the API and the console show it. */
+export interface DeviceEventView {
+  id: number;
+  deviceId: string;
+  at: string;
+  receivedAt: string;
+  source: string;
+  type: string;
+  model: string | null;
+  release: number | null;
+  sha256: string | null;
+  reason: string | null;
+  detail: string | null;
+}
+
+export interface ListDeviceEventsOptions {
+  deviceId?: string;
+  /** At most this many, newest first. */
+  limit: number;
+  /** Only events with an id below this one (the previous page's last id). */
+  before?: number;
+}
+
+/** Longest `detail` kept (the protocol caps device details at 1,024 characters too). */
+export const MAX_EVENT_DETAIL = 1024;
+
+function toView(r: DeviceEventRow): DeviceEventView {
+  return { id: r.id, deviceId: r.deviceId, at: r.at, receivedAt: r.receivedAt, source: r.source, type: r.type, model: r.model, release: r.release, sha256: r.sha256, reason: r.reason, detail: r.detail };
+}
+
+/** A device's own event (devices/{id}/events) as a row to record. */
+export function deviceEventInput(ev: DeviceEvent): DeviceEventInput {
+  return { deviceId: ev.deviceId, at: ev.at, type: ev.type, source: 'device', model: ev.model, release: ev.release, sha256: ev.sha256, reason: ev.reason ?? null, detail: ev.detail ?? null };
+}
+
+/**
+ * Records events in the caller's transaction (ingest's, so an event and its rollout effect commit
+ * together). A `rolled_back` device event marks the device as needing attention (`devices.rolled_back_at`)
+ * until its next `installed` or `committed` event.
+ */
+export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], now: Date = new Date()): number {
+  if (rows.length === 0) return 0;
+  const receivedAt = now.toISOString();
+  db.insert(deviceEvents)
+    .values(
+      rows.map((r) => ({
+        deviceId: r.deviceId,
+        at: r.at,
+        receivedAt,
+        source: r.source ?? 'device',
+        type: r.type,
+        model: r.model ?? null,
+        release: r.release ?? null,
+        sha256: r.sha256 ?? null,
+        reason: r.reason ?? null,
+        detail: r.detail == null ? null : r.detail.slice(0, MAX_EVENT_DETAIL),
+      })),
+    )
+    .run();
+  for (const r of rows) {
+    if ((r.source ?? 'device') !== 'device') continue;
+    if (r.type === 'rolled_back') db.update(devices).set({ rolledBackAt: r.at }).where(eq(devices.id, r.deviceId)).run();
+    else if (r.type === 'installed' || r.type === 'committed') db.update(devices).set({ rolledBackAt: null }).where(eq(devices.id, r.deviceId)).run();
+  }
+  return rows.length;
+}
+
+/**
+ * The one store of device events (issue 12): ingest writes every device event here, the rollout engine
+ * and scale-out may add their own (`source`). Returns how many were recorded.
+ *
+ * @example
+ * await recordDeviceEvents(registry, [{ deviceId: 'pi-1', at: ev.at, type: 'installed', release: 7 }]);
+ */
+export async function recordDeviceEvents(reg: Registry, rows: readonly DeviceEventInput[], now: Date = new Date()): Promise<number> {
+  return reg.db.transaction((tx) => insertDeviceEvents(tx, rows, now));
+}
+
+/** Events newest first, of one device or all; page with `before` = the last id of the previous page. */
+export async function listDeviceEvents(reg: Registry, o: ListDeviceEventsOptions): Promise<DeviceEventView[]> {
+  const where = and(o.deviceId === undefined ? undefined : eq(deviceEvents.deviceId, o.deviceId), o.before === undefined ? undefined : lt(deviceEvents.id, o.before));
+  const rows = reg.db.select().from(deviceEvents).where(where).orderBy(desc(deviceEvents.id)).limit(o.limit).all();
+  return rows.map(toView);
+}
+
+/**
+ * Deletes events received before `cutoff`, `batch` rows per statement so a long backlog never holds the
+ * write lock for long. Returns how many were deleted.
+ */
+export async function pruneDeviceEvents(reg: Registry, cutoff: Date, batch = 5_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const ids = reg.db.select({ id: deviceEvents.id }).from(deviceEvents).where(lt(deviceEvents.receivedAt, cutoff.toISOString())).limit(batch).all().map((r) => r.id);
+    if (ids.length === 0) return total;
+    reg.db.delete(deviceEvents).where(inArray(deviceEvents.id, ids)).run();
+    total += ids.length;
+    if (ids.length < batch) return total;
+    // Let the event loop (and ingest's writes) in between batches.
+    await new Promise((r) => setImmediate(r));
+  }
+}
