@@ -53,7 +53,8 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
   const auth = sessions({ store: registrySessionStore(deps.registry.db), ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
   const safeNext = (n: unknown): string => (typeof n === 'string' && /^\/ui(\/[\w\-./%?=&]*)?$/.test(n) && !n.includes('//') ? n : '/ui/');
 
-  const app = new Hono<UiEnv>();
+  // Not strict: /ui and /ui/ are both the overview.
+  const app = new Hono<UiEnv>({ strict: false }).basePath('/ui');
   app.route('/assets', assetRoutes());
   app.get('/login', (c) => c.html(<LoginPage next={safeNext(c.req.query('next'))} />));
   app.post('/login', async (c) => {

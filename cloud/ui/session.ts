@@ -80,7 +80,7 @@ export function sessions({ store, ttlSeconds = 8 * 3600, now = Date.now, log, re
         if (!s) {
           refused('no_session');
           const wantsPage = c.req.method === 'GET' && !c.req.header('hx-request') && (c.req.header('accept') ?? '').includes('text/html');
-          if (wantsPage) return c.redirect(`/ui/login?next=${encodeURIComponent(c.req.path)}`, 303);
+          if (wantsPage) return c.redirect(`/ui/login?next=${encodeURIComponent(new URL(c.req.url).pathname + new URL(c.req.url).search)}`, 303);
           return c.json({ error: { code: 'unauthorized', message: 'no console session: log in at /ui/login' } }, 401);
         }
         if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
