@@ -117,7 +117,7 @@ describe('console over HTTP', () => {
   });
 
   it('refuses a state-changing request without the CSRF token or with a forged one', async () => {
-    for (const headers of [{}, { 'x-csrf-token': 'forged' }, { 'x-csrf-token': csrf.slice(0, -2) + 'AA' }]) {
+    for (const headers of [{}, { 'x-csrf-token': 'forged' }, { 'x-csrf-token': csrf.slice(0, -2) + 'AA' }] as Record<string, string>[]) {
       const r = await h.app.request('/ui/rollouts/r1/pause', { method: 'POST', headers: { ...headers, cookie } });
       expect(r.status).toBe(403);
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe('csrf');
