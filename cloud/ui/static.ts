@@ -41,7 +41,8 @@ button.danger{color:var(--bad)}
 .legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.25rem;vertical-align:-1px}
 .actions{display:flex;flex-wrap:wrap;gap:.5rem;margin:.5rem 0}
 .actions form{margin:0}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:1rem}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(300px,100%),1fr));gap:1rem}
+.grid2>*{min-width:0}
 .chart{min-height:200px;width:100%;overflow:hidden}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:.75rem}
 .thumbs figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:.5rem;font-size:.85rem}
@@ -50,7 +51,7 @@ button.danger{color:var(--bad)}
 .login{max-width:360px;margin:3rem auto;display:flex;flex-direction:column;gap:.75rem}
 .login label{display:flex;flex-direction:column}
 .error{color:var(--bad)}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}
+dl.kv{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.25rem 1rem;margin:0}
 dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;background:#f6f8fa;padding:.5rem}
 .sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}

@@ -96,7 +96,7 @@ export function deviceRoutes(ctx: UiContext): Hono<UiEnv> {
         ctx.data.deviceEvents(id, 50),
         ctx.data.telemetry(id, '1m'),
       ]);
-      const points = minutes.length >= 2 ? minutes : await ctx.data.telemetry(id, '1h');
+      const points = minutes.length > 0 ? minutes : await ctx.data.telemetry(id, '1h');
       return c.html(
         <Page title={`Device ${d.id}`} path="/ui/devices" session={c.get('session')}>
           <dl class="kv">
