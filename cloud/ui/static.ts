@@ -6,7 +6,7 @@ export const CONSOLE_CSS = `
 :root{--fg:#1b1f24;--muted:#59636e;--bg:#fff;--line:#d1d9e0;--accent:#0b5cad;--ok:#1a7f37;--warn:#9a6700;--bad:#c0262d;--wait:#8c959f}
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%}
-body{margin:0;font:15px/1.45 system-ui,sans-serif;color:var(--fg);background:var(--bg)}
+body{margin:0;font:15px/1.45 system-ui,sans-serif;color:var(--fg);background:var(--bg);overflow-wrap:anywhere}
 a{color:var(--accent)}
 a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible{outline:3px solid #f0a500;outline-offset:2px}
 header{background:#0d1117;color:#fff;padding:.5rem 1rem;display:flex;flex-wrap:wrap;gap:.25rem 1rem;align-items:center}
@@ -69,7 +69,7 @@ export const CONSOLE_JS = `
     if(el.dataset.drawn)return;
     var d=JSON.parse(el.dataset.series);
     var data=[d.x].concat(d.series.map(function(s){return s.values}));
-    var opts={width:Math.max(200,el.clientWidth),height:180,series:[{}].concat(d.series.map(function(s,i){return {label:s.label,stroke:colors[i%colors.length],width:2,spanGaps:true}})),axes:[{},{size:50}]};
+    var opts={width:Math.max(200,el.clientWidth),height:180,series:[{}].concat(d.series.map(function(s,i){return {label:s.label,stroke:colors[i%colors.length],width:2,spanGaps:true}})),axes:[{},{size:50}],scales:{x:{range:function(u,min,max){return min===max?[min-600,max+60]:[min,max]}}}};
     el.textContent='';
     var u=new uPlot(opts,data,el);
     el.dataset.drawn='1';

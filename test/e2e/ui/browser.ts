@@ -34,7 +34,11 @@ export async function seriousA11yViolations(page: Page): Promise<AxeViolation[]>
   return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => ({ target: n.target })) }));
 }
 
-/** Page wider than the viewport (horizontal scrolling)? Returns the overflow in CSS pixels (0 = none). */
-export function horizontalOverflow(page: Page): Promise<number> {
-  return page.evaluate<number>('Math.max(0, document.documentElement.scrollWidth - document.documentElement.clientWidth)');
+/** Page wider than the viewport (horizontal scrolling)? The overflow in CSS pixels (0 = none) and the elements that stick out. */
+export async function horizontalOverflow(page: Page): Promise<{ px: number; culprits: string[] }> {
+  return page.evaluate<{ px: number; culprits: string[] }>(`(() => {
+    const w = document.documentElement.clientWidth;
+    const culprits = [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > w + 1 || e.scrollWidth > e.clientWidth + 1).slice(0, 5).map((e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : ''));
+    return { px: Math.max(0, document.documentElement.scrollWidth - w), culprits };
+  })()`);
 }

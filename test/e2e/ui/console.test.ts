@@ -54,7 +54,8 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
     for (const [label, vp] of [['desktop', { width: 1280, height: 800 }], ['phone', { width: 375, height: 812 }]] as const) {
       await page.setViewportSize(vp);
       await page.waitForTimeout(50);
-      expect(await horizontalOverflow(page), `${name} @${label}: horizontal scroll`).toBe(0);
+      const over = await horizontalOverflow(page);
+      expect(over.px, `${name} @${label}: horizontal scroll (${over.culprits.join(', ')})`).toBe(0);
       await page.screenshot({ path: join(SCREENSHOTS, `${name}-${label}.png`), fullPage: true });
     }
     await page.setViewportSize({ width: 1280, height: 800 });
