@@ -44,8 +44,8 @@ export async function inputThumbnail(input: Buffer, spec: InputSpec, size = 96):
       }
     }
   }
-  return sharp(px, { raw: { width: g.width, height: g.height, channels: g.channels } })
+  const img2 = sharp(px, { raw: { width: g.width, height: g.height, channels: g.channels } })
     .resize(size, size, { fit: 'contain', kernel: 'nearest', background: { r: 0, g: 0, b: 0, alpha: 1 } })
-    .png()
-    .toBuffer();
+    .removeAlpha();
+  return (g.channels === 1 ? img2.toColourspace('b-w') : img2).png().toBuffer();
 }
