@@ -16,11 +16,15 @@ import { releaseRoutes } from './releases.js';
 import { rolloutRoutes } from './rollouts.js';
 import { roundRoutes } from './rounds.js';
 import type { CloudApiDeps } from './types.js';
+import { createConsole } from '../ui/app.js';
+import { registryConsoleData } from '../ui/registry-data.js';
 import { UPLOAD_PATH, uploadRoutes } from './uploads.js';
 
 /** Shortest admin token accepted: a guessable token would be the whole fleet's weakest point. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 const PUBLIC_PATHS = ['/healthz', '/openapi.json'] as const;
+
+const isConsolePath = (p: string): boolean => p === '/ui' || p.startsWith('/ui/');
 
 /** Hono path pattern → RegExp, to tell 405 (path exists, other method) from 404. */
 function pathRegExp(path: string): RegExp {
@@ -63,7 +67,9 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   let openapi: Record<string, unknown> | undefined;
 
   const app = new Hono();
-  app.use(bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS }));
+  const bearer = bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS });
+  // The console (/ui/, issue 12) has its own login: a session cookie, not the bearer token.
+  app.use((c, next) => (isConsolePath(c.req.path) ? next() : bearer(c, next)));
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
@@ -95,6 +101,12 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/keys', keyRoutes(ctx));
   app.route('/v1/fleet', fleetRoutes(ctx));
   app.route('/v1/audit', auditRoutes(ctx));
+  if (deps.console !== false) {
+    // Forwarded, not app.route(): the console is HTML behind its own session, outside the OpenAPI document.
+    const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: registryConsoleData(deps.registry), dataDir: deps.artifactsDir, log, ...deps.console }).app;
+    app.all('/ui', (c) => ui.fetch(c.req.raw, c.env));
+    app.all('/ui/*', (c) => ui.fetch(c.req.raw, c.env));
+  }
 
   let routes: { method: string; re: RegExp }[] | undefined;
   const notFoundOr405: NotFoundHandler = (c) => {

@@ -105,6 +105,8 @@ export interface CloudApiDeps {
   retention?: RetentionConfig;
   clock?: () => Date;
   log?: Logger;
+  /** The web console at /ui/ (cloud/ui); on unless false. */
+  console?: false | { sessionTtlSeconds?: number; liveIntervalMs?: number };
 }
 
 /** Thrown by RoundsService.start when the model already has a queued or running round. → 409 `round_in_progress`. */

@@ -1,0 +1,91 @@
+import { Hono } from 'hono';
+import type { Logger } from '../../shared/log/index.js';
+import type { Registry } from '../registry/db.js';
+import { assetRoutes } from './assets.js';
+import { ApiCallError, actorOf, type ApiCall, type UiContext } from './context.js';
+import type { ConsoleData } from './data.js';
+import { LoginPage } from './layout.js';
+import { LiveHub } from './live.js';
+import { adminRoutes } from './pages/admin.js';
+import { deviceRoutes } from './pages/devices.js';
+import { exampleRoutes } from './pages/examples.js';
+import { overviewRoutes } from './pages/overview.js';
+import { rolloutRoutes } from './pages/rollouts.js';
+import { registrySessionStore } from './secret-store.js';
+import { sessions, type UiEnv } from './session.js';
+
+export interface ConsoleDeps {
+  /** The JSON API app (cloud/api): every read and action of the console goes through it, in process. */
+  api: { request: (path: string, init: RequestInit) => Response | Promise<Response> };
+  adminToken: string;
+  registry: Registry;
+  data: ConsoleData;
+  dataDir: string;
+  log: Logger;
+  /** Session lifetime; default 8 h. */
+  sessionTtlSeconds?: number;
+  /** SSE tick; default 1 s. */
+  liveIntervalMs?: number;
+  /** Counts refusals (no session, bad CSRF, wrong token at login). */
+  onRefused?: (reason: 'no_session' | 'bad_csrf' | 'bad_token') => void;
+}
+
+/**
+ * The fleet console at /ui/. Why this stack: pages are rendered on the server with Hono's JSX (the same
+ * server and types as the API, no bundler, no client framework), htmx swaps fragments for the actions
+ * and its SSE extension applies live rollout progress from `streamSSE`, and uPlot (~50 kB) draws the
+ * time series. All three ship in the npm package and are served from /ui/assets/: no CDN, so it works
+ * air-gapped. Reads and actions go through the JSON API in process, so the console shows exactly what
+ * the API says and enforces the same validation; the fleet views and the audit log come from `data`.
+ */
+export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
+  const log = deps.log;
+  const live = new LiveHub({ intervalMs: deps.liveIntervalMs, log });
+  const api: ApiCall = async <T,>(path: string, init: { method?: 'GET' | 'POST'; body?: unknown } = {}): Promise<T> => {
+    const headers: Record<string, string> = { authorization: `Bearer ${deps.adminToken}` };
+    if (init.body !== undefined) headers['content-type'] = 'application/json';
+    const res = await deps.api.request(path, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+    const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
+    if (!res.ok) throw new ApiCallError(res.status, body.error?.code ?? 'error', body.error?.message ?? `HTTP ${res.status}`);
+    return body as T;
+  };
+  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log };
+  const auth = sessions({ store: registrySessionStore(deps.registry.db), ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
+  const safeNext = (n: unknown): string => (typeof n === 'string' && /^\/ui(\/[\w\-./%?=&]*)?$/.test(n) && !n.includes('//') ? n : '/ui/');
+
+  // Not strict: /ui and /ui/ are both the overview.
+  const app = new Hono<UiEnv>({ strict: false }).basePath('/ui');
+  app.route('/assets', assetRoutes());
+  app.get('/login', (c) => c.html(<LoginPage next={safeNext(c.req.query('next'))} />));
+  app.post('/login', async (c) => {
+    const form = await c.req.parseBody();
+    const token = typeof form.token === 'string' ? form.token : '';
+    const who = typeof form.who === 'string' ? form.who : '';
+    const s = await auth.login(c, token, deps.adminToken, who);
+    if (!s) return c.html(<LoginPage error="Wrong admin token." next={safeNext(form.next)} />, 401);
+    await deps.data.recordAudit({ actor: actorOf(s), action: 'session.login', detail: { who: s.who } });
+    return c.redirect(safeNext(form.next), 303);
+  });
+  app.use('*', auth.guard());
+  app.post('/logout', async (c) => {
+    const s = c.get('session');
+    await auth.logout(c, s);
+    await deps.data.recordAudit({ actor: actorOf(s), action: 'session.logout', detail: { who: s.who } });
+    return c.redirect('/ui/login', 303);
+  });
+  app.route('/', overviewRoutes(ctx));
+  app.route('/devices', deviceRoutes(ctx));
+  app.route('/rollouts', rolloutRoutes(ctx));
+  app.route('/examples', exampleRoutes(ctx));
+  app.route('/', adminRoutes(ctx));
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no console page ${c.req.path}` } }, 404));
+  app.onError((err, c) => {
+    if (err instanceof ApiCallError) {
+      const status = err.status >= 400 && err.status < 500 ? err.status : 502;
+      return c.json({ error: { code: err.code, message: err.message } }, status as 400);
+    }
+    log.error({ err, path: c.req.path }, 'ui/error');
+    return c.json({ error: { code: 'internal', message: 'console error (logged)' } }, 500);
+  });
+  return { app: app as unknown as Hono, live };
+}

@@ -1,0 +1,30 @@
+import type { Logger } from '../../shared/log/index.js';
+import type { Registry } from '../registry/db.js';
+import type { ConsoleData } from './data.js';
+import type { LiveHub } from './live.js';
+import type { Session } from './session.js';
+
+/** A call to the cloud's own JSON API, in process (app.request, no socket) with the admin token. */
+export type ApiCall = <T>(path: string, init?: { method?: 'GET' | 'POST'; body?: unknown }) => Promise<T>;
+
+export class ApiCallError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface UiContext {
+  api: ApiCall;
+  data: ConsoleData;
+  registry: Registry;
+  dataDir: string;
+  live: LiveHub;
+  log: Logger;
+}
+
+/** The audit actor of a console session: `session:<id>` (cloud/audit), plus the name typed at login in the detail. */
+export const actorOf = (s: Session): string => `session:${s.sid.slice(0, 12)}`;
