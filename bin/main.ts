@@ -10,6 +10,7 @@ import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
+import { examplesCommand } from '../cloud/rounds/quarantine-cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
   program.addCommand(releaseCommand());
+  program.addCommand(examplesCommand());
   return program;
 }
 

@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, type ApiContext } from './context.js';
 import { deviceRoutes } from './devices.js';
 import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
 import { exampleRoutes } from './examples.js';
+import { quarantineRoutes } from './quarantine.js';
 import { keyRoutes } from './keys.js';
 import { bearerAuth, describeRoute, limitBody } from './middleware.js';
 import { modelRoutes } from './models.js';
@@ -51,6 +52,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     rollouts: deps.rollouts,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    ingestCounts: deps.ingestCounts ?? (() => ({})),
     limits: { ...DEFAULT_LIMITS, ...deps.limits },
     uploads: deps.uploads ?? {},
     clock: deps.clock ?? (() => new Date()),
@@ -88,6 +90,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1', roundRoutes(ctx));
   app.route('/v1/releases', releaseRoutes(ctx));
   app.route('/v1/rollouts', rolloutRoutes(ctx));
+  app.route('/v1/examples/quarantine', quarantineRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));
   app.route('/v1/keys', keyRoutes(ctx));
 

@@ -14,6 +14,7 @@ export interface ApiContext {
   rollouts: RolloutsService;
   fleet: FleetHooks | undefined;
   artifactsDir: string;
+  ingestCounts: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits: CloudApiLimits;
   uploads: UploadHooks;
   clock: () => Date;

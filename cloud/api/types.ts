@@ -97,6 +97,8 @@ export interface CloudApiDeps {
   fleet?: FleetHooks;
   /** Release artifacts live under here; `releases.artifact_path` is resolved against it and must stay inside. */
   artifactsDir: string;
+  /** Per-device deferred / refused counts of ingest since start (Ingest.deviceCounts), for /v1/examples/stats. */
+  ingestCounts?: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits?: Partial<CloudApiLimits>;
   /** For uploaded releases: the HTTP artifact base URL, and the publish step distilled releases go through. */
   uploads?: UploadHooks;

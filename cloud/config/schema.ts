@@ -42,6 +42,17 @@ export const cloudConfigSchema = z.strictObject({
       protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
     })
     .prefault({}),
+  ingest: z
+    .strictObject({
+      /**
+       * Per-device rate cap on hard examples (issue 10): sustained examples per minute; 0 = no cap.
+       * Examples over it are receipted `deferred` with a retry time, never refused.
+       */
+      examplesPerMinute: z.number().min(0).default(1200),
+      /** Examples a device may send at once after a quiet spell. */
+      burst: z.number().int().min(1).default(5000),
+    })
+    .prefault({}),
   keys: z
     .strictObject({
       /** PEM file of the active signing key; unset = generated under the data dir on first start. */

@@ -53,7 +53,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const tTrain = await baseTeacherLogits(teacher, train, cacheDir);
     if (tTrain.classes !== classes) throw new RoundConfigError(`teacher outputs ${tTrain.classes} classes, model ${model.name} has ${classes} labels`);
     const tHold = await baseTeacherLogits(teacher, holdout, cacheDir);
-    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow });
+    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow, maxDeviceShare: s.maxDeviceShare, quarantine: s.labelQuarantine });
     const { set, stats: mix } = mixTransferSet(
       { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits },
       { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
@@ -96,7 +96,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const evalArtifact = await evaluateOnnx(artifact, holdout.features, inputSize, holdout.labels);
     const evalOther = await evaluateOnnx(s.artifact === 'int8' ? fp32 : int8, holdout.features, inputSize, holdout.labels);
     const teacherPred = argmaxRows(tHold.logits, classes);
-    const recent = newestHard(hard, s.hardEvalCount, inputSize, classes);
+    const recent = newestHard(hard, s.hardEvalCount, inputSize, classes, s.maxDeviceShare);
     const recentTeacherPred = argmaxRows(recent.teacherLogits, classes);
     const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
     const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
@@ -139,6 +139,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       ...mix,
       hardSkipped: hard.skipped,
       hardLogitsComputed: hard.computed,
+      hardQuarantined: hard.quarantined,
       warmStarted: warm.loaded ? 1 : 0,
       warmStart: warm.loaded ? { fromSeq: parent!.seq, loaded: true } : { fromSeq: parent?.seq ?? null, loaded: false, reason: `trained from scratch: ${warm.reason}` },
       backend: backend.name,
