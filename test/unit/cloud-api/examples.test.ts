@@ -44,6 +44,8 @@ describe('/v1/examples', () => {
       byDevice: { 'pi-1': 5, 'pi-2': 4, 'pi-3': 1 },
       byReason: { low_margin: 6, feedback: 2, low_confidence: 2 },
       byRelease: { '1': 6, none: 4 },
+      quarantined: 0,
+      ingestByDevice: {},
     });
     expect((await json(await call(h.app, 'GET', '/v1/examples/stats?model=other'))).total).toBe(1);
   });
