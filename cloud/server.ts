@@ -191,6 +191,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       },
       artifactsDir: dataDir,
       ingestCounts: () => ingest.deviceCounts(),
+      artifacts: { trustedProxies: cfg.api.trustedProxies },
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,

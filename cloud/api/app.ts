@@ -3,6 +3,9 @@ import { Hono, type NotFoundHandler } from 'hono';
 import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
+import { Counter, Registry as PromRegistry } from 'prom-client';
+import { fileArtifactStore } from './artifact-store.js';
+import { ARTIFACTS_PREFIX, artifactRoutes, socketAddress } from './artifacts.js';
 import { deviceRoutes } from './devices.js';
 import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
 import { exampleRoutes } from './examples.js';
@@ -43,6 +46,10 @@ function pathRegExp(path: string): RegExp {
 export function createCloudApi(deps: CloudApiDeps): Hono {
   if (deps.adminToken.length < MIN_ADMIN_TOKEN_LENGTH) throw new Error(`cloud API: adminToken must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters`);
   const log = deps.log ?? silentLogger;
+  const promReg = deps.uploads?.metrics ?? new PromRegistry();
+  const artifactRefusals =
+    (promReg.getSingleMetric('apprentice_cloud_artifact_refused_total') as Counter<'reason'> | undefined) ??
+    new Counter({ name: 'apprentice_cloud_artifact_refused_total', help: 'GET /v1/artifacts requests refused, by reason (insecure_transport, unauthorized)', labelNames: ['reason'] as const, registers: [promReg] });
   const ctx: ApiContext = {
     db: deps.registry.db,
     registry: deps.registry,
@@ -52,6 +59,13 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     rollouts: deps.rollouts,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    artifacts: {
+      store: deps.artifacts?.store ?? fileArtifactStore({ db: deps.registry.db, artifactsDir: deps.artifactsDir, log }),
+      adminToken: deps.adminToken,
+      trustedProxies: deps.artifacts?.trustedProxies ?? [],
+      clientAddress: deps.artifacts?.clientAddress ?? socketAddress,
+      refused: (reason) => artifactRefusals.inc({ reason }),
+    },
     ingestCounts: deps.ingestCounts ?? (() => ({})),
     limits: { ...DEFAULT_LIMITS, ...deps.limits },
     uploads: deps.uploads ?? {},
@@ -62,7 +76,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   let openapi: Record<string, unknown> | undefined;
 
   const app = new Hono();
-  app.use(bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS }));
+  // /v1/artifacts/* checks its own credentials (device Basic or the admin token).
+  app.use(bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS, exemptPrefixes: [ARTIFACTS_PREFIX] }));
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
@@ -93,6 +108,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/examples/quarantine', quarantineRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));
   app.route('/v1/keys', keyRoutes(ctx));
+  app.route('/v1/artifacts', artifactRoutes(ctx));
 
   let routes: { method: string; re: RegExp }[] | undefined;
   const notFoundOr405: NotFoundHandler = (c) => {

@@ -62,10 +62,10 @@ export function constantTimeEqual(given: string, expected: string): boolean {
  * @example
  * app.use(bearerAuth({ token: deps.adminToken, exempt: ['/healthz', '/openapi.json'] }));
  */
-export function bearerAuth({ token, exempt = [] }: { token: string; exempt?: readonly string[] }): MiddlewareHandler {
+export function bearerAuth({ token, exempt = [], exemptPrefixes = [] }: { token: string; exempt?: readonly string[]; exemptPrefixes?: readonly string[] }): MiddlewareHandler {
   const open = new Set(exempt);
   return async function bearerAuth(c, next) {
-    if (open.has(c.req.path)) return next();
+    if (open.has(c.req.path) || exemptPrefixes.some((p) => c.req.path.startsWith(p))) return next();
     const header = c.req.header('authorization');
     const m = header === undefined ? null : /^Bearer[ \t]+([\x21-\x7e]+)[ \t]*$/i.exec(header);
     // Compare even without a token, so the answer takes the same time either way.

@@ -17,6 +17,11 @@ export const cloudConfigSchema = z.strictObject({
       adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
       /** Base URL devices use for HTTP artifact downloads; unset = MQTT chunks only. */
       publicBaseUrl: z.url().optional(),
+      /**
+       * Proxy addresses (exact IPs) whose `X-Forwarded-Proto: https` the artifact route believes.
+       * Credentials over plain HTTP are refused from anyone else but loopback.
+       */
+      trustedProxies: z.array(z.union([z.ipv4(), z.ipv6()])).default([]),
       maxBodyBytes: z.number().int().min(1024).default(1 << 20),
       /** Size limit of an uploaded ONNX file (POST /v1/models/{name}/releases), separate from the JSON limit. */
       maxUploadBytes: z.number().int().min(1024).default(256 * 1024 * 1024),

@@ -23,7 +23,7 @@ import {
 } from './types.js';
 
 export interface RoundRunnerOptions {
-  /** Goes into manifests as the HTTP source `${publicBaseUrl}/v1/releases/${seq}/artifact`. */
+  /** Goes into manifests as the HTTP source `${publicBaseUrl}/v1/artifacts/${sha256}`. */
   publicBaseUrl?: string;
   /** A round interrupted by a cloud restart is retried while its attempts are below this. Default 2. */
   maxAttempts?: number;

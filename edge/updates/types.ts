@@ -87,8 +87,15 @@ export interface UpdateManagerDeps {
   mqttIdleTimeoutMs?: number;
   httpIdleTimeoutMs?: number;
   fetchImpl?: typeof fetch;
+  /** Sent as HTTP Basic to the manifest's HTTP source (the cloud's /v1/artifacts checks them): the MQTT username and password. */
+  httpCredentials?: HttpCredentials;
   /** Retry after `download_failed` with jittered exponential backoff (the outbox's createBackoff: delay in [c/2, c), c doubling from initialMs to maxMs); `false` disables. Default 30 s → 15 min. */
   retry?: { initialMs: number; maxMs: number } | false;
+}
+
+export interface HttpCredentials {
+  username: string;
+  password: string;
 }
 
 export type UpdateOutcome =
