@@ -26,6 +26,8 @@ import type { ManifestSigner, RoundJob, RoundMetrics, RoundOutcome, RoundProgres
 export interface RoundDeps {
   registry: Registry;
   signer: ManifestSigner;
+  /** The round's release sequence (the worker asks the parent); default: allocated from the registry here. */
+  allocateSeq?: () => number | Promise<number>;
   onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
   now?: () => Date;
 }
@@ -155,9 +157,12 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     metrics.gate = decision;
     if (!decision.pass) return { state: 'rejected', reason: decision.reason, exampleCount: hard.count, metrics };
 
-    // Step 6: a fresh sequence, then the manifest, signed by the parent process's key store.
+    // Step 6: the artifact is stored first (content-addressed: the parent signs only a manifest that
+    // describes a file it can read), then the round's sequence, then the manifest, signed by the parent.
+    progress({ phase: 'store' });
+    const stored = await storeArtifact(job.dataDir, artifact);
     progress({ phase: 'sign' });
-    const seq = allocateReleaseSeq(registry);
+    const seq = await (deps.allocateSeq ?? (() => allocateReleaseSeq(registry)))();
     const manifest = buildReleaseManifest({
       model: model.name,
       seq,
@@ -179,8 +184,6 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const signed: SignedManifest = await signer.sign(manifest);
 
     // Step 7: content-addressed files first, the registry row last (a row never points at a missing file).
-    progress({ phase: 'store' });
-    const stored = await storeArtifact(job.dataDir, artifact);
     const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8);
     await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
     metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
