@@ -11,6 +11,7 @@ import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
 import { devicesCommand, fleetCommand, roundsCommand } from '../cloud/fleet/cli.js';
+import { examplesCommand } from '../cloud/rounds/quarantine-cli.js';
 import { runProgram } from '../shared/cli/run.js';
 import { backupCommand, restoreCommand } from '../cloud/backup/cli.js';
 
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   program.addCommand(devicesCommand());
   program.addCommand(fleetCommand());
   program.addCommand(roundsCommand());
+  program.addCommand(examplesCommand());
   return program;
 }
 

@@ -12,7 +12,7 @@ import { embeddedBrokerAuth } from './fleet/broker-auth.js';
 import { createReceiptSender } from './fleet/receipts.js';
 import { startConsoleRetention } from './fleet/retention.js';
 import { TelemetryHistory } from './fleet/telemetry-history.js';
-import { CloudMqtt, EmbeddedBroker, Ingest, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
+import { CloudMqtt, EmbeddedBroker, Ingest, IngestQuota, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
 // keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
@@ -134,7 +134,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // reach the broker, or examples sent while we are down would be dropped instead of queued.
     // Receipts (issue 9): the device deletes a row only on its receipt, sent after the commit.
     const receipts = createReceiptSender({ registry, mqtt, log, counter: receiptCounter(metrics) });
-    const ingest = new Ingest({ registry, mqtt, metrics, log, receipts, ...faultHooks(log) });
+    const quota = new IngestQuota({ perMinute: cfg.ingest.examplesPerMinute, burst: cfg.ingest.burst, log, metrics });
+    const ingest = new Ingest({ registry, mqtt, metrics, log, receipts, admit: quota.admit, ...faultHooks(log) });
     stack.push(async () => {
       await mqtt.dispose();
       await ingest.stop();
@@ -202,6 +203,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       },
       artifactsDir: dataDir,
       retention: cfg.retention,
+      ingestCounts: () => ingest.deviceCounts(),
+      artifacts: { trustedProxies: cfg.api.trustedProxies },
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,

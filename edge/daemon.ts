@@ -157,6 +157,7 @@ export class EdgeDaemon {
       log: log.child({ module: 'edge/updates' }),
       mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
       httpIdleTimeoutMs: config.updates.httpIdleTimeoutMs,
+      ...(options.username !== undefined && options.password !== undefined ? { httpCredentials: { username: options.username, password: String(options.password) } } : {}),
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
       timeFloor: floor,
       maxSequenceJump: config.updates.maxSequenceJump,

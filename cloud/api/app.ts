@@ -4,10 +4,14 @@ import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
 import { auditRoutes } from './audit.js';
+import { Counter, Registry as PromRegistry } from 'prom-client';
+import { fileArtifactStore } from './artifact-store.js';
+import { ARTIFACTS_PREFIX, artifactRoutes, socketAddress } from './artifacts.js';
 import { deviceRoutes } from './devices.js';
 import { fleetRoutes } from './fleet.js';
 import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
 import { exampleRoutes } from './examples.js';
+import { quarantineRoutes } from './quarantine.js';
 import { keyRoutes } from './keys.js';
 import { bearerAuth, describeRoute, limitBody } from './middleware.js';
 import { modelRoutes } from './models.js';
@@ -48,6 +52,10 @@ function pathRegExp(path: string): RegExp {
 export function createCloudApi(deps: CloudApiDeps): Hono {
   if (deps.adminToken.length < MIN_ADMIN_TOKEN_LENGTH) throw new Error(`cloud API: adminToken must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters`);
   const log = deps.log ?? silentLogger;
+  const promReg = deps.uploads?.metrics ?? new PromRegistry();
+  const artifactRefusals =
+    (promReg.getSingleMetric('apprentice_cloud_artifact_refused_total') as Counter<'reason'> | undefined) ??
+    new Counter({ name: 'apprentice_cloud_artifact_refused_total', help: 'GET /v1/artifacts requests refused, by reason (insecure_transport, unauthorized)', labelNames: ['reason'] as const, registers: [promReg] });
   const ctx: ApiContext = {
     db: deps.registry.db,
     registry: deps.registry,
@@ -57,6 +65,14 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     rollouts: deps.rollouts,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    artifacts: {
+      store: deps.artifacts?.store ?? fileArtifactStore({ db: deps.registry.db, artifactsDir: deps.artifactsDir, log }),
+      adminToken: deps.adminToken,
+      trustedProxies: deps.artifacts?.trustedProxies ?? [],
+      clientAddress: deps.artifacts?.clientAddress ?? socketAddress,
+      refused: (reason) => artifactRefusals.inc({ reason }),
+    },
+    ingestCounts: deps.ingestCounts ?? (() => ({})),
     limits: { ...DEFAULT_LIMITS, ...deps.limits },
     uploads: deps.uploads ?? {},
     retention: deps.retention,
@@ -67,7 +83,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   let openapi: Record<string, unknown> | undefined;
 
   const app = new Hono();
-  const bearer = bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS });
+  // /v1/artifacts/* checks its own credentials (device Basic or the admin token).
+  const bearer = bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS, exemptPrefixes: [ARTIFACTS_PREFIX] });
   // The console (/ui/, issue 12) has its own login: a session cookie, not the bearer token.
   app.use((c, next) => (isConsolePath(c.req.path) ? next() : bearer(c, next)));
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
@@ -97,6 +114,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1', roundRoutes(ctx));
   app.route('/v1/releases', releaseRoutes(ctx));
   app.route('/v1/rollouts', rolloutRoutes(ctx));
+  app.route('/v1/examples/quarantine', quarantineRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));
   app.route('/v1/keys', keyRoutes(ctx));
   app.route('/v1/fleet', fleetRoutes(ctx));
@@ -107,6 +125,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     app.all('/ui', (c) => ui.fetch(c.req.raw, c.env));
     app.all('/ui/*', (c) => ui.fetch(c.req.raw, c.env));
   }
+  app.route('/v1/artifacts', artifactRoutes(ctx));
 
   let routes: { method: string; re: RegExp }[] | undefined;
   const notFoundOr405: NotFoundHandler = (c) => {

@@ -1,3 +1,5 @@
+import type { Context } from 'hono';
+import type { ArtifactStore } from './artifact-store.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry, RegistryDb } from '../registry/db.js';
@@ -15,6 +17,16 @@ export interface ApiContext {
   rollouts: RolloutsService;
   fleet: FleetHooks | undefined;
   artifactsDir: string;
+  /** The device-authenticated artifact route (artifacts.ts). */
+  artifacts: {
+    store: ArtifactStore;
+    adminToken: string;
+    trustedProxies: readonly string[];
+    clientAddress: (c: Context) => string | undefined;
+    /** Counts a refused request (`apprentice_cloud_artifact_refused_total{reason}`). */
+    refused: (reason: 'insecure_transport' | 'unauthorized') => void;
+  };
+  ingestCounts: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits: CloudApiLimits;
   uploads: UploadHooks;
   /** Example retention limits (shown by /v1/examples/stats); undefined = none configured. */

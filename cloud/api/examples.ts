@@ -32,6 +32,13 @@ export const exampleStatsSchema = z.strictObject({
       lastRunAt: z.string().nullable(),
     }),
   ),
+  /** Feedback labels in quarantine (the teacher contradicts them; not trained on until accepted). */
+  quarantined: z.number().int(),
+  /**
+   * What ingest did not store, per device, since the cloud started: `deferred` by the rate cap (sent
+   * again later), `refused` for good, `labelsIgnored` (labels on non-feedback rows). All models.
+   */
+  ingestByDevice: z.record(z.string(), z.strictObject({ deferred: z.number().int(), refused: z.number().int(), labelsIgnored: z.number().int() })),
 });
 
 export const exportQuerySchema = z.strictObject({
@@ -85,7 +92,7 @@ export function exampleRoutes(ctx: ApiContext): Hono {
   return new Hono()
     .get(
       '/stats',
-      describeRoute({ summary: 'Example counts by device, by reason and by release', responses: { 200: { description: 'counts', schema: exampleStatsSchema } } }),
+      describeRoute({ summary: 'Example counts by device, by reason and by release; quarantined labels; per-device deferred/refused counts', responses: { 200: { description: 'counts', schema: exampleStatsSchema } } }),
       validate('query', z.strictObject({ model: modelName.optional() })),
       async (c) => {
         const { model } = c.req.valid('query');
@@ -94,12 +101,13 @@ export function exampleRoutes(ctx: ApiContext): Hono {
           ctx.db.select({ key: examples[key], n: count() }).from(examples).where(where).groupBy(examples[key]).all();
         const total = ctx.db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
         const labelled = ctx.db.select({ n: count() }).from(examples).where(and(where, isNotNull(examples.label))).get()?.n ?? 0;
+        const quarantined = ctx.db.select({ n: count() }).from(examples).where(and(where, eq(examples.labelState, 'quarantined'))).get()?.n ?? 0;
         const toRecord = (rows: { key: string | number | null; n: number }[]) => Object.fromEntries(rows.map((r) => [r.key === null ? 'none' : String(r.key), r.n]));
         const counts = await retentionCounts(ctx.registry, model);
         const names = model !== undefined ? [model] : [...new Set([...Object.keys(counts), ...(await modelsWithExamples(ctx.registry))])].sort();
         const none = { deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null };
         const retention = Object.fromEntries(names.map((m) => [m, { ...(ctx.retention ? limitsFor(ctx.retention, m) : { maxRows: null, maxAgeDays: null }), ...(counts[m] ?? none) }]));
-        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')), retention });
+        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')), retention, quarantined, ingestByDevice: ctx.ingestCounts() });
       },
     )
     .get(

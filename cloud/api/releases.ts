@@ -9,8 +9,8 @@ import { signatureSchema } from '../../shared/protocol/schemas.js';
 import { releases, type ReleaseRow } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
+import { serveBytes } from './serve-bytes.js';
 import { describeRoute, validate } from './middleware.js';
-import { parseRange } from './range.js';
 import { limitQuery, modelName, seqString } from './schemas.js';
 
 export const releaseSchema = z.strictObject({
@@ -108,29 +108,12 @@ export function releaseRoutes(ctx: ApiContext): Hono {
           ctx.log.error({ release: row.seq, path, expected: row.bytes, actual: st.size }, 'cloud/api release artifact has the wrong size');
           throw new ApiError(500, 'artifact_corrupt', `artifact of release ${row.seq} does not match the registry`);
         }
-        const etag = `"${row.sha256}"`;
-        const size = st.size;
-        c.header('ETag', etag);
-        c.header('Accept-Ranges', 'bytes');
-        // Content-addressed: the bytes behind this ETag never change.
-        c.header('Cache-Control', 'private, max-age=31536000, immutable');
-        const inm = c.req.header('if-none-match');
-        if (inm !== undefined && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*')) return c.body(null, 304);
-
-        const ifRange = c.req.header('if-range');
-        const range = ifRange !== undefined && ifRange.trim() !== etag ? { kind: 'full' as const } : parseRange(c.req.header('range'), size);
-        if (range.kind === 'unsatisfiable') {
-          throw new ApiError(416, 'range_not_satisfiable', `range ${JSON.stringify(c.req.header('range'))} cannot be served from ${size} bytes`, 'range', { 'Content-Range': `bytes */${size}` });
-        }
-        const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size - 1];
-        c.header('Content-Type', 'application/octet-stream');
-        c.header('Content-Disposition', `attachment; filename="${row.model}-${row.seq}.onnx"`);
-        c.header('Content-Length', String(end - start + 1));
-        if (range.kind === 'partial') c.header('Content-Range', `bytes ${start}-${end}/${size}`);
-        const status = range.kind === 'partial' ? 206 : 200;
-        if (c.req.method === 'HEAD' || size === 0) return c.body(null, status);
-        const stream = Readable.toWeb(createReadStream(path, { start, end })) as unknown as ReadableStream<Uint8Array>;
-        return c.body(stream, status);
+        return serveBytes(c, {
+          sha256: row.sha256,
+          size: st.size,
+          name: `${row.model}-${row.seq}.onnx`,
+          read: (start, end) => Readable.toWeb(createReadStream(path, { start, end })) as unknown as ReadableStream<Uint8Array>,
+        });
       },
     );
 }

@@ -1,4 +1,6 @@
+import type { Context } from 'hono';
 import type { Registry as PromRegistry } from 'prom-client';
+import type { ArtifactStore } from './artifact-store.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry } from '../registry/db.js';
@@ -98,6 +100,17 @@ export interface CloudApiDeps {
   fleet?: FleetHooks;
   /** Release artifacts live under here; `releases.artifact_path` is resolved against it and must stay inside. */
   artifactsDir: string;
+  /** `GET /v1/artifacts/{sha256}` (device-authenticated). */
+  artifacts?: {
+    /** Default: the registry's release files under artifactsDir. */
+    store?: ArtifactStore;
+    /** Proxy addresses whose `X-Forwarded-Proto: https` is believed (api.trustedProxies). */
+    trustedProxies?: readonly string[];
+    /** The request's TCP peer; default the node socket's remote address (tests override it). */
+    clientAddress?: (c: Context) => string | undefined;
+  };
+  /** Per-device deferred / refused counts of ingest since start (Ingest.deviceCounts), for /v1/examples/stats. */
+  ingestCounts?: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits?: Partial<CloudApiLimits>;
   /** For uploaded releases: the HTTP artifact base URL, and the publish step distilled releases go through. */
   uploads?: UploadHooks;

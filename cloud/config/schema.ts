@@ -18,6 +18,11 @@ export const cloudConfigSchema = z.strictObject({
       adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
       /** Base URL devices use for HTTP artifact downloads; unset = MQTT chunks only. */
       publicBaseUrl: z.url().optional(),
+      /**
+       * Proxy addresses (exact IPs) whose `X-Forwarded-Proto: https` the artifact route believes.
+       * Credentials over plain HTTP are refused from anyone else but loopback.
+       */
+      trustedProxies: z.array(z.union([z.ipv4(), z.ipv6()])).default([]),
       maxBodyBytes: z.number().int().min(1024).default(1 << 20),
       /** Size limit of an uploaded ONNX file (POST /v1/models/{name}/releases), separate from the JSON limit. */
       maxUploadBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
@@ -41,6 +46,17 @@ export const cloudConfigSchema = z.strictObject({
       /** `$share/cloud/...` subscriptions (Mosquitto/EMQX); aedes has none. */
       sharedSubscriptions: z.boolean().default(false),
       protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+    })
+    .prefault({}),
+  ingest: z
+    .strictObject({
+      /**
+       * Per-device rate cap on hard examples (issue 10): sustained examples per minute; 0 = no cap.
+       * Examples over it are receipted `deferred` with a retry time, never refused.
+       */
+      examplesPerMinute: z.number().min(0).default(1200),
+      /** Examples a device may send at once after a quiet spell. */
+      burst: z.number().int().min(1).default(5000),
     })
     .prefault({}),
   keys: z

@@ -19,7 +19,15 @@ export interface Refused {
 
 /** What one `examples` payload holds, example by example (issue 9: one bad example does not sink its batch). */
 export type ParsedBatch =
-  | { ok: true; batchId: string; rows: ExampleRowValues[]; refused: Refused[]; unreadable: number }
+  | {
+      ok: true;
+      batchId: string;
+      rows: ExampleRowValues[];
+      refused: Refused[];
+      unreadable: number;
+      /** Labels dropped because their example is not a `feedback` row (issue 10: only feedback carries a label). */
+      labelsIgnored: number;
+    }
   /** The whole payload is refused: by its batch id when one is readable, else nobody can be told. */
   | { ok: false; batchId: string | undefined; reason: ReceiptRefusal; detail: string };
 
@@ -50,6 +58,7 @@ export function parseExampleBatch(topicDevice: string, payload: Buffer): ParsedB
   const refused: Refused[] = [];
   const seen = new Set<string>();
   let unreadable = 0;
+  let labelsIgnored = 0;
   for (const item of env.data.examples) {
     const p = exampleSchema.safeParse(item);
     if (!p.success) {
@@ -71,7 +80,10 @@ export function parseExampleBatch(topicDevice: string, payload: Buffer): ParsedB
       refused.push({ id: ex.id, reason: 'malformed', detail: `input has ${input.byteLength} bytes, not a non-empty multiple of 4` });
       continue;
     }
-    rows.push([ex.id, topicDevice, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, ex.label ?? null, ex.at, '']);
+    // A device label is trusted only where a user gave it (/v1/feedback); on any other row it is dropped.
+    const label = ex.reason === 'feedback' ? (ex.label ?? null) : null;
+    if (ex.label !== undefined && label === null) labelsIgnored++;
+    rows.push([ex.id, topicDevice, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, label, ex.at, '']);
   }
-  return { ok: true, batchId: env.data.batchId, rows, refused, unreadable };
+  return { ok: true, batchId: env.data.batchId, rows, refused, unreadable, labelsIgnored };
 }

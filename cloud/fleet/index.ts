@@ -3,3 +3,4 @@ export * from './mqtt.js';
 export * from './publisher.js';
 export * from './ingest.js';
 export * from './device-compat.js';
+export * from './ingest-quota.js';

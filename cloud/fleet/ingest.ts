@@ -84,6 +84,20 @@ export interface IngestStats {
   flushes: number;
 }
 
+/** Per-device example outcomes other than stored, since this process started (shown in /v1/examples/stats). */
+export interface DeviceIngestCounts {
+  /** Examples deferred by the rate cap (the device sends them again later). */
+  deferred: number;
+  /** Examples or unreadable batches refused for good (malformed, oversized, revoked, ...). */
+  refused: number;
+  /** Labels dropped because the example was not a `feedback` row. */
+  labelsIgnored: number;
+}
+
+/** Per-device counts kept for at most this many devices; the rest are summed under `OTHER_DEVICES`. */
+const MAX_COUNTED_DEVICES = 10_000;
+export const OTHER_DEVICES = '(other)';
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
@@ -112,6 +126,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private writer: DeviceStateWriter | undefined;
   private lookup: Statement<[string], { revoked: number }> | undefined;
   private readonly warnedUnknown = new Set<string>();
+  private readonly perDevice = new Map<string, DeviceIngestCounts>();
   /** Commit figures kept across stop(), so stats() still reads after it. */
   private lastCommitStats = { inserted: 0, duplicates: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
@@ -134,7 +149,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const reg = registers[0]!;
     this.counters = {
       messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
-      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
+      examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, label_ignored: a label on a non-feedback row), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
     const { registry } = this.deps;
@@ -194,6 +209,19 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   stats(): IngestStats {
     const c = this.committer?.stats() ?? this.lastCommitStats;
     return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
+  }
+
+  /** Deferred / refused / ignored-label counts per device since start. */
+  deviceCounts(): Record<string, DeviceIngestCounts> {
+    return Object.fromEntries([...this.perDevice].map(([id, c]) => [id, { ...c }]));
+  }
+
+  private tally(deviceId: string, what: keyof DeviceIngestCounts, n: number): void {
+    if (n <= 0) return;
+    const key = this.perDevice.has(deviceId) || this.perDevice.size < MAX_COUNTED_DEVICES ? deviceId : OTHER_DEVICES;
+    let c = this.perDevice.get(key);
+    if (!c) this.perDevice.set(key, (c = { deferred: 0, refused: 0, labelsIgnored: 0 }));
+    c[what] += n;
   }
 
   /** Example rows accepted and not yet committed. */
@@ -267,6 +295,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
 
   private refuseAll(deviceId: string, payload: Buffer, reason: 'revoked' | 'unknown_device'): void {
     const p = parseExampleBatch(deviceId, payload);
+    this.tally(deviceId, 'refused', p.ok ? p.rows.length + p.refused.length + p.unreadable : 1);
     if (!p.batchId) return;
     this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason } });
   }
@@ -288,6 +317,12 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private onExamples(deviceId: string, payload: Buffer): Promise<void> | undefined {
     const p = parseExampleBatch(deviceId, payload);
     const bad = p.ok ? p.refused.length + p.unreadable : 1;
+    this.tally(deviceId, 'refused', bad);
+    if (p.ok && p.labelsIgnored > 0) {
+      this.tally(deviceId, 'labelsIgnored', p.labelsIgnored);
+      this.counters?.examples.inc({ result: 'label_ignored' }, p.labelsIgnored);
+      this.log.warn({ deviceId, batchId: p.batchId, labelsIgnored: p.labelsIgnored }, 'ingest/label-ignored: labels are accepted only on feedback rows');
+    }
     if (bad > 0) {
       this.s.malformed += bad;
       this.count('examples', 'malformed', bad);
@@ -298,6 +333,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       return undefined;
     }
     const deferred = this.deps.admit?.(deviceId, p.rows.map((r) => r[0])) ?? new Map<string, number>();
+    this.tally(deviceId, 'deferred', deferred.size);
     const rows = deferred.size ? p.rows.filter((r) => !deferred.has(r[0])) : p.rows;
     const entries = { stored: rows.map((r) => r[0]), refused: p.refused, deferred: [...deferred].map(([id, retryAfterSeconds]) => ({ id, retryAfterSeconds })) };
     if (entries.stored.length + entries.refused.length + entries.deferred.length === 0) {

@@ -187,6 +187,12 @@ export const examples = sqliteTable(
     /** float32 teacher logits, filled once per example and reused by every later round. */
     teacherLogits: blob('teacher_logits', { mode: 'buffer' }),
     teacherId: text('teacher_id'),
+    /**
+     * A device label's review (issue 10): null = not checked yet, `ok` = the teacher agrees enough,
+     * `quarantined` = the teacher contradicts it with high confidence (not trained on), `accepted` = the
+     * operator accepted a quarantined label.
+     */
+    labelState: text('label_state', { enum: ['ok', 'quarantined', 'accepted'] }),
     capturedAt: text('captured_at').notNull(),
     ingestedAt: text('ingested_at').notNull().default(now),
   },

@@ -12,7 +12,7 @@ export interface ReleaseManifestInput {
   artifact: Uint8Array;
   quantization: 'int8' | 'fp32';
   chunkSize: number;
-  /** Public base URL of the cloud API; the manifest then names `${base}/v1/releases/${seq}/artifact`. */
+  /** Public base URL of the cloud API; the manifest then names `${base}/v1/artifacts/${sha256}`. */
   publicBaseUrl?: string;
   /** Only finite numbers are kept (the manifest schema refuses anything else). */
   metrics: Record<string, unknown>;
@@ -26,8 +26,9 @@ export interface ReleaseManifestInput {
   selfTest: { input: Float32Array; expected: Float32Array; tolerance: number };
 }
 
-export function releaseArtifactUrl(publicBaseUrl: string, seq: number): string {
-  return `${publicBaseUrl.replace(/\/+$/, '')}/v1/releases/${seq}/artifact`;
+/** The device-authenticated, content-addressed HTTP source of an artifact (`GET /v1/artifacts/{sha256}`). */
+export function releaseArtifactUrl(publicBaseUrl: string, sha256: string): string {
+  return `${publicBaseUrl.replace(/\/+$/, '')}/v1/artifacts/${sha256}`;
 }
 
 export function numericMetrics(metrics: Record<string, unknown>): Record<string, number> {
@@ -39,15 +40,12 @@ export function numericMetrics(metrics: Record<string, unknown>): Record<string,
 /** Builds and validates the manifest (throws a ZodError if a field is out of its schema). */
 export function buildReleaseManifest(i: ReleaseManifestInput): Manifest {
   const classes = i.labels.length;
+  const artifact = buildArtifactDescriptor(i.artifact, { quantization: i.quantization, chunkSize: i.chunkSize });
   const manifest: Manifest = {
     v: 1,
     model: i.model,
     release: i.seq,
-    artifact: buildArtifactDescriptor(i.artifact, {
-      quantization: i.quantization,
-      chunkSize: i.chunkSize,
-      ...(i.publicBaseUrl ? { url: releaseArtifactUrl(i.publicBaseUrl, i.seq) } : {}),
-    }),
+    artifact: { ...artifact, ...(i.publicBaseUrl ? { url: releaseArtifactUrl(i.publicBaseUrl, artifact.sha256) } : {}) },
     input: i.inputSpec,
     output: { kind: 'logits', classes },
     labels: i.labels,

@@ -2,6 +2,7 @@ import { desc, eq, max } from 'drizzle-orm';
 import { manifestSchema, type Manifest } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { meta, releases, type ReleaseRow } from '../registry/schema.js';
+import { releaseArtifactUrl } from './manifest.js';
 import type { SyncManifestSigner } from './types.js';
 
 /** meta key holding the highest release sequence ever handed out (survives deleted rows). */
@@ -88,9 +89,10 @@ export function reissueRelease(registry: Registry, signer: SyncManifestSigner, p
     const seq = allocateReleaseSeq(registry);
     const now = opts.now ?? new Date();
     const validity = opts.validityMs ?? Date.parse(old.expiresAt) - Date.parse(old.createdAt);
-    // An HTTP source named after the old sequence is re-pointed at the new one (both serve the same bytes).
+    // Same bytes, same content address. An older manifest's per-release URL (which devices could not
+    // use: it needs the admin token) moves to the device-authenticated /v1/artifacts/{sha256}.
     const suffix = `/v1/releases/${previousSeq}/artifact`;
-    const url = old.artifact.url?.endsWith(suffix) ? old.artifact.url.slice(0, -suffix.length) + `/v1/releases/${seq}/artifact` : old.artifact.url;
+    const url = old.artifact.url?.endsWith(suffix) ? releaseArtifactUrl(old.artifact.url.slice(0, -suffix.length), old.artifact.sha256) : old.artifact.url;
     const manifest: Manifest = {
       ...old,
       release: seq,

@@ -26,6 +26,8 @@ import type { ManifestSigner, RoundJob, RoundMetrics, RoundOutcome, RoundProgres
 export interface RoundDeps {
   registry: Registry;
   signer: ManifestSigner;
+  /** The round's release sequence (the worker asks the parent); default: allocated from the registry here. */
+  allocateSeq?: () => number | Promise<number>;
   onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
   now?: () => Date;
 }
@@ -53,7 +55,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const tTrain = await baseTeacherLogits(teacher, train, cacheDir);
     if (tTrain.classes !== classes) throw new RoundConfigError(`teacher outputs ${tTrain.classes} classes, model ${model.name} has ${classes} labels`);
     const tHold = await baseTeacherLogits(teacher, holdout, cacheDir);
-    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow });
+    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow, maxDeviceShare: s.maxDeviceShare, quarantine: s.labelQuarantine });
     const { set, stats: mix } = mixTransferSet(
       { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits },
       { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
@@ -96,7 +98,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const evalArtifact = await evaluateOnnx(artifact, holdout.features, inputSize, holdout.labels);
     const evalOther = await evaluateOnnx(s.artifact === 'int8' ? fp32 : int8, holdout.features, inputSize, holdout.labels);
     const teacherPred = argmaxRows(tHold.logits, classes);
-    const recent = newestHard(hard, s.hardEvalCount, inputSize, classes);
+    const recent = newestHard(hard, s.hardEvalCount, inputSize, classes, s.maxDeviceShare);
     const recentTeacherPred = argmaxRows(recent.teacherLogits, classes);
     const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
     const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
@@ -139,6 +141,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       ...mix,
       hardSkipped: hard.skipped,
       hardLogitsComputed: hard.computed,
+      hardQuarantined: hard.quarantined,
       warmStarted: warm.loaded ? 1 : 0,
       warmStart: warm.loaded ? { fromSeq: parent!.seq, loaded: true } : { fromSeq: parent?.seq ?? null, loaded: false, reason: `trained from scratch: ${warm.reason}` },
       backend: backend.name,
@@ -154,9 +157,12 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     metrics.gate = decision;
     if (!decision.pass) return { state: 'rejected', reason: decision.reason, exampleCount: hard.count, metrics };
 
-    // Step 6: a fresh sequence, then the manifest, signed by the parent process's key store.
+    // Step 6: the artifact is stored first (content-addressed: the parent signs only a manifest that
+    // describes a file it can read), then the round's sequence, then the manifest, signed by the parent.
+    progress({ phase: 'store' });
+    const stored = await storeArtifact(job.dataDir, artifact);
     progress({ phase: 'sign' });
-    const seq = allocateReleaseSeq(registry);
+    const seq = await (deps.allocateSeq ?? (() => allocateReleaseSeq(registry)))();
     const manifest = buildReleaseManifest({
       model: model.name,
       seq,
@@ -178,8 +184,6 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const signed: SignedManifest = await signer.sign(manifest);
 
     // Step 7: content-addressed files first, the registry row last (a row never points at a missing file).
-    progress({ phase: 'store' });
-    const stored = await storeArtifact(job.dataDir, artifact);
     const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8);
     await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
     metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;

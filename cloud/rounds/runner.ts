@@ -7,6 +7,7 @@ import { writeTransaction } from './releases.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import { parseRoundModel } from './settings.js';
 import { forkWorker } from './spawn.js';
+import { RoundSigningGuard } from './sign-guard.js';
 import {
   RoundConflictError,
   UnknownModelError,
@@ -23,7 +24,7 @@ import {
 } from './types.js';
 
 export interface RoundRunnerOptions {
-  /** Goes into manifests as the HTTP source `${publicBaseUrl}/v1/releases/${seq}/artifact`. */
+  /** Goes into manifests as the HTTP source `${publicBaseUrl}/v1/artifacts/${sha256}`. */
   publicBaseUrl?: string;
   /** A round interrupted by a cloud restart is retried while its attempts are below this. Default 2. */
   maxAttempts?: number;
@@ -58,6 +59,8 @@ interface Active {
   done: Promise<void>;
   /** Set when the wall-clock limit killed the worker. */
   timedOut?: boolean;
+  /** The round's one sequence and one signature (issue 10 item 9). */
+  guard: RoundSigningGuard;
 }
 
 const nowIso = () => new Date().toISOString();
@@ -197,7 +200,8 @@ export class RoundRunner implements RoundsService {
     if (!row) return;
     if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
     let resolveDone!: () => void;
-    const a: Active = { id, model: row.model, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
+    const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
+    const a: Active = { id, model: row.model, guard, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
     this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
 
@@ -243,12 +247,22 @@ export class RoundRunner implements RoundsService {
       if (msg.type === 'progress') this.setProgress(a, msg.progress);
       else if (msg.type === 'done') a.outcome = msg.outcome;
       else if (msg.type === 'error') a.error = msg.message;
-      else if (msg.type === 'sign') {
+      else if (msg.type === 'sequence') {
+        const seq = a.guard.sequence();
+        this.log.info({ round: a.id, release: seq }, 'round allocated its release sequence');
+        a.child?.send({ type: 'sequence', requestId: msg.requestId, seq });
+      } else if (msg.type === 'sign') {
         Promise.resolve()
-          .then(() => this.deps.signer.sign(msg.manifest))
+          .then(() => a.guard.sign(msg.manifest))
           .then(
-            (signed) => a.child?.send({ type: 'signed', requestId: msg.requestId, signed }),
-            (err: Error) => a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: err?.message ?? String(err) }),
+            (signed) => {
+              this.log.info({ round: a.id, release: signed.manifest.release, sha256: signed.manifest.artifact.sha256 }, 'round manifest signed');
+              a.child?.send({ type: 'signed', requestId: msg.requestId, signed });
+            },
+            (err: Error) => {
+              this.log.warn({ round: a.id, reason: err?.message }, 'round signing request refused');
+              a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: err?.message ?? String(err) });
+            },
           );
       }
     } catch (err) {
@@ -318,7 +332,9 @@ export class RoundRunner implements RoundsService {
       }
       const rel = db.select({ seq: releases.seq }).from(releases).where(eq(releases.roundId, r.id)).get();
       if (rel) {
-        const a: Active = { id: r.id, model: r.model, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
+        // No worker here, so nothing ever asks this guard for a sequence or a signature.
+        const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer });
+        const a: Active = { id: r.id, model: r.model, guard, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
         this.active.set(r.id, a);
         a.done = this.completeRelease(a, rel.seq)
           .catch((err: Error) => this.log.error({ err, round: r.id }, 'rounds/recover failed'))

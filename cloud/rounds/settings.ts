@@ -77,6 +77,13 @@ export const distillSettingsFields = z.object({
   hardExampleWindow: positiveInt.default(20_000),
   /** The newest N of them are also the "recent traffic" evaluation set (agreement with the teacher). */
   hardEvalCount: positiveInt.default(1000),
+  /**
+   * At most this share of the hard-example window (and of the recent-traffic evaluation) per device;
+   * room the other devices cannot fill goes to the devices that have more (issue 10).
+   */
+  maxDeviceShare: z.number().gt(0).max(1).default(0.25),
+  /** A feedback label is quarantined when the teacher gives another class ≥ otherMin and the label < givenMax. */
+  labelQuarantine: z.strictObject({ otherMin: fraction.default(0.9), givenMax: fraction.default(0.05) }).prefault({}),
 
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),

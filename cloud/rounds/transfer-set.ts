@@ -1,10 +1,12 @@
-import { desc, eq } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import { type Dataset, type Scaling, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { examples } from '../registry/schema.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
 import type { Teacher } from '../teacher/ort-teacher.js';
+import { selectHardRows, shareIndices, type ShareRow } from './device-share.js';
+import { contradicts, DEFAULT_QUARANTINE, recordLabelReview, type QuarantineThresholds } from './label-review.js';
 import { writeTransaction } from './releases.js';
 import { RoundConfigError, type DistillSettings } from './settings.js';
 
@@ -49,6 +51,8 @@ export async function baseTeacherLogits(teacher: Teacher, ds: Dataset, cacheDir:
 export interface HardExamples {
   /** Newest first. */
   ids: string[];
+  /** The device of each example (same order as ids). */
+  deviceIds: string[];
   count: number;
   features: Float32Array;
   /** −1 where the example has no label. */
@@ -58,6 +62,8 @@ export interface HardExamples {
   skipped: number;
   /** Rows whose teacher logits were computed in this round (missing, or from another teacher). */
   computed: number;
+  /** Feedback labels put in quarantine in this round (the teacher contradicts them); left out of the set. */
+  quarantined: number;
 }
 
 function blobToFloat32(buf: Buffer): Float32Array {
@@ -70,25 +76,22 @@ function blobToFloat32(buf: Buffer): Float32Array {
 const toBlob = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 /**
- * The newest `window` ingested examples of `model`, with teacher logits. Logits are stored on the
- * example row (teacher_logits + teacher_id) and reused by every later round; only rows without them,
- * or labelled by a different teacher (teacher id changed), are sent through the teacher.
+ * The newest `window` ingested examples of `model`, at most `maxDeviceShare` of the window per device
+ * (water-filled, device-share.ts), with teacher logits. Logits are stored on the example row
+ * (teacher_logits + teacher_id) and reused by every later round; only rows without them, or labelled
+ * by a different teacher (teacher id changed), are sent through the teacher. A device label counts only
+ * on a `feedback` row; one the teacher contradicts with high confidence goes to quarantine and leaves
+ * the set (label-review.ts).
  */
 export async function loadHardExamples(
   registry: Registry,
   model: string,
   teacher: Teacher,
-  { inputSize, classes, window }: { inputSize: number; classes: number; window: number },
+  { inputSize, classes, window, maxDeviceShare = 1, quarantine = DEFAULT_QUARANTINE }: { inputSize: number; classes: number; window: number; maxDeviceShare?: number; quarantine?: QuarantineThresholds },
 ): Promise<HardExamples> {
-  const rows = registry.db
-    .select({ id: examples.id, input: examples.input, label: examples.label, teacherLogits: examples.teacherLogits, teacherId: examples.teacherId })
-    .from(examples)
-    .where(eq(examples.model, model))
-    .orderBy(desc(examples.ingestedAt), desc(examples.id))
-    .limit(window)
-    .all();
-  const kept: typeof rows = [];
-  const inputs: Float32Array[] = [];
+  const rows = await selectHardRows(registry, model, window, maxDeviceShare);
+  let kept: ShareRow[] = [];
+  let inputs: Float32Array[] = [];
   let skipped = 0;
   for (const r of rows) {
     const x = r.input.byteLength === inputSize * 4 ? blobToFloat32(r.input) : undefined;
@@ -99,36 +102,60 @@ export async function loadHardExamples(
     kept.push(r);
     inputs.push(x);
   }
-  const count = kept.length;
-  const features = new Float32Array(count * inputSize);
-  const labels = new Int32Array(count).fill(-1);
-  const teacherLogits = new Float32Array(count * classes);
-  const missing: number[] = [];
-  kept.forEach((r, i) => {
-    features.set(inputs[i]!, i * inputSize);
-    if (r.label != null && r.label >= 0 && r.label < classes) labels[i] = r.label;
-    const cached = r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4 ? blobToFloat32(r.teacherLogits) : undefined;
-    if (cached) teacherLogits.set(cached, i * classes);
-    else missing.push(i);
-  });
+  let logits: (Float32Array | undefined)[] = kept.map((r) => (r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4 ? blobToFloat32(r.teacherLogits) : undefined));
+  const missing = logits.flatMap((z, i) => (z ? [] : [i]));
   if (missing.length) {
     const x = new Float32Array(missing.length * inputSize);
-    missing.forEach((i, k) => x.set(features.subarray(i * inputSize, (i + 1) * inputSize), k * inputSize));
+    missing.forEach((i, k) => x.set(inputs[i]!, k * inputSize));
     const out = await teacher.logits(x, inputSize);
     if (out.classes !== classes) throw new RoundConfigError(`teacher outputs ${out.classes} classes, the model has ${classes} labels`);
     writeTransaction(registry, () => {
       missing.forEach((i, k) => {
         const z = out.logits.slice(k * classes, (k + 1) * classes);
-        teacherLogits.set(z, i * classes);
+        logits[i] = z;
         registry.db.update(examples).set({ teacherLogits: toBlob(z), teacherId: teacher.id }).where(eq(examples.id, kept[i]!.id)).run();
       });
     });
   }
-  return { ids: kept.map((r) => r.id), count, features, labels, teacherLogits, skipped, computed: missing.length };
+  // Review the feedback labels not reviewed yet; the quarantined leave the set.
+  const ok: string[] = [];
+  const held = new Set<number>();
+  kept.forEach((r, i) => {
+    if (r.reason !== 'feedback' || r.label == null || r.labelState !== null) return;
+    if (r.label >= 0 && r.label < classes && contradicts(logits[i]!, r.label, quarantine)) held.add(i);
+    else ok.push(r.id);
+  });
+  await recordLabelReview(registry, ok, [...held].map((i) => kept[i]!.id));
+  if (held.size) {
+    const keep = (_: unknown, i: number): boolean => !held.has(i);
+    kept = kept.filter(keep);
+    inputs = inputs.filter(keep);
+    logits = logits.filter(keep);
+  }
+  const count = kept.length;
+  const features = new Float32Array(count * inputSize);
+  const labels = new Int32Array(count).fill(-1);
+  const teacherLogits = new Float32Array(count * classes);
+  kept.forEach((r, i) => {
+    features.set(inputs[i]!, i * inputSize);
+    teacherLogits.set(logits[i]!, i * classes);
+    // Older rows may carry a label on a non-feedback reason (before issue 10): not trusted.
+    if (r.reason === 'feedback' && r.label != null && r.label >= 0 && r.label < classes) labels[i] = r.label;
+  });
+  return { ids: kept.map((r) => r.id), deviceIds: kept.map((r) => r.deviceId), count, features, labels, teacherLogits, skipped, computed: missing.length, quarantined: held.size };
 }
 
-/** The first (newest) `n` hard examples. */
-export function newestHard(h: HardExamples, n: number, inputSize: number, classes: number): { features: Float32Array; teacherLogits: Float32Array; count: number } {
-  const k = Math.min(n, h.count);
-  return { features: h.features.subarray(0, k * inputSize), teacherLogits: h.teacherLogits.subarray(0, k * classes), count: k };
+/**
+ * The "recent traffic" evaluation set: the newest `n` hard examples, at most `maxDeviceShare` of `n`
+ * per device (water-filled), so one device's traffic cannot make up the whole evaluation.
+ */
+export function newestHard(h: HardExamples, n: number, inputSize: number, classes: number, maxDeviceShare = 1): { features: Float32Array; teacherLogits: Float32Array; count: number } {
+  const idx = shareIndices(h.deviceIds, Math.min(n, h.count), maxDeviceShare);
+  const features = new Float32Array(idx.length * inputSize);
+  const teacherLogits = new Float32Array(idx.length * classes);
+  idx.forEach((i, k) => {
+    features.set(h.features.subarray(i * inputSize, (i + 1) * inputSize), k * inputSize);
+    teacherLogits.set(h.teacherLogits.subarray(i * classes, (i + 1) * classes), k * classes);
+  });
+  return { features, teacherLogits, count: idx.length };
 }

@@ -94,11 +94,20 @@ export type RoundOutcome =
 
 export type ParentMessage =
   | { type: 'job'; job: RoundJob }
+  /** The release sequence the parent allocated to this round (the same one on every request). */
+  | { type: 'sequence'; requestId: number; seq: number }
   | { type: 'signed'; requestId: number; signed: SignedManifest }
+  /** A refused `sign` or `sequence` request, with the reason. */
   | { type: 'sign-failed'; requestId: number; message: string };
 
+/**
+ * Worker → parent. The worker signs nothing on its own say (issue 10 item 9): it asks for its round's
+ * sequence, stores the artifact under the data dir, then asks once for a manifest for that sequence,
+ * that model and the stored file's sha256; the parent checks all three before signing.
+ */
 export type WorkerMessage =
   | { type: 'progress'; progress: RoundProgress }
+  | { type: 'sequence'; requestId: number }
   | { type: 'sign'; requestId: number; manifest: Manifest }
   | { type: 'done'; outcome: RoundOutcome }
   | { type: 'error'; message: string; stack?: string };

@@ -23,34 +23,39 @@ function send(msg: WorkerMessage): Promise<void> {
   });
 }
 
-function remoteSigner(): ManifestSigner & { settle(msg: ParentMessage): void } {
+/** Asks the parent for the round's sequence and for the one signature (the parent checks both). */
+function remoteSigner(): ManifestSigner & { sequence(): Promise<number>; settle(msg: ParentMessage): void } {
   let next = 1;
-  const pending = new Map<number, { resolve(s: SignedManifest): void; reject(e: Error): void }>();
+  const pending = new Map<number, { resolve(v: SignedManifest | number): void; reject(e: Error): void }>();
+  const ask = <T extends SignedManifest | number>(msg: (requestId: number) => WorkerMessage): Promise<T> => {
+    const requestId = next++;
+    return new Promise<T>((resolve, reject) => {
+      pending.set(requestId, { resolve: resolve as (v: SignedManifest | number) => void, reject });
+      void send(msg(requestId));
+    });
+  };
   return {
-    sign(manifest: Manifest): Promise<SignedManifest> {
-      const requestId = next++;
-      return new Promise((resolve, reject) => {
-        pending.set(requestId, { resolve, reject });
-        void send({ type: 'sign', requestId, manifest });
-      });
-    },
+    sign: (manifest: Manifest) => ask<SignedManifest>((requestId) => ({ type: 'sign', requestId, manifest })),
+    sequence: () => ask<number>((requestId) => ({ type: 'sequence', requestId })),
     settle(msg) {
-      if (msg.type !== 'signed' && msg.type !== 'sign-failed') return;
+      if (msg.type !== 'signed' && msg.type !== 'sign-failed' && msg.type !== 'sequence') return;
       const p = pending.get(msg.requestId);
       if (!p) return;
       pending.delete(msg.requestId);
       if (msg.type === 'signed') p.resolve(msg.signed);
+      else if (msg.type === 'sequence') p.resolve(msg.seq);
       else p.reject(new Error(`signing failed: ${msg.message}`));
     },
   };
 }
 
-async function run(job: RoundJob, signer: ManifestSigner): Promise<void> {
+async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Promise<void> {
   const registry = Registry.open(job.dbPath);
   try {
     const outcome = await runRound(job, {
       registry,
       signer,
+      allocateSeq: () => signer.sequence(),
       onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),
     });
     await send({ type: 'done', outcome });

@@ -7,7 +7,7 @@ import type { ArtifactDescriptor } from '../../shared/manifest/index.js';
 import { DOWNLOADS_DIR, PartialDownload } from './partial.js';
 import { downloadFromHttp } from './source-http.js';
 import { downloadFromMqtt } from './source-mqtt.js';
-import { UpdateError } from './types.js';
+import { UpdateError, type HttpCredentials } from './types.js';
 
 /**
  * Gets the bytes of a signed artifact onto disk, verified: the HTTP(S) source first when the
@@ -26,6 +26,7 @@ export interface ArtifactFetcherDeps {
   /** HTTP: give up when no byte arrived for this long (default 30 s). */
   httpIdleTimeoutMs?: number;
   fetchImpl?: typeof fetch;
+  httpCredentials?: HttpCredentials;
 }
 
 export type FetchSource = 'http' | 'mqtt' | 'resumed';
@@ -104,7 +105,7 @@ export class ArtifactFetcher {
       const errors: Array<{ source: string; err: unknown }> = [];
       if (!partial.complete && artifact.url) {
         try {
-          await downloadFromHttp({ url: artifact.url, partial, idleTimeoutMs: this.deps.httpIdleTimeoutMs ?? 30_000, signal, log: this.log, fetchImpl: this.deps.fetchImpl, onChunk: progress('http') });
+          await downloadFromHttp({ url: artifact.url, partial, idleTimeoutMs: this.deps.httpIdleTimeoutMs ?? 30_000, signal, log: this.log, fetchImpl: this.deps.fetchImpl, credentials: this.deps.httpCredentials, onChunk: progress('http') });
         } catch (err) {
           if (signal?.aborted) throw err;
           errors.push({ source: 'http', err });

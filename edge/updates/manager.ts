@@ -82,7 +82,7 @@ export class UpdateManager {
     const log = deps.log ?? silentLogger;
     const state = await UpdateStateStore.create({ dataDir: deps.dataDir });
     const slots = await SlotStore.create({ dataDir: deps.dataDir, log });
-    const fetcher = await ArtifactFetcher.create({ dataDir: deps.dataDir, mqtt: deps.mqtt, log, mqttIdleTimeoutMs: deps.mqttIdleTimeoutMs, httpIdleTimeoutMs: deps.httpIdleTimeoutMs, fetchImpl: deps.fetchImpl });
+    const fetcher = await ArtifactFetcher.create({ dataDir: deps.dataDir, mqtt: deps.mqtt, log, mqttIdleTimeoutMs: deps.mqttIdleTimeoutMs, httpIdleTimeoutMs: deps.httpIdleTimeoutMs, fetchImpl: deps.fetchImpl, httpCredentials: deps.httpCredentials });
     return new UpdateManager(deps, state, slots, fetcher);
   }
 

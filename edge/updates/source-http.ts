@@ -17,6 +17,8 @@ export interface HttpSourceOptions {
   signal?: AbortSignal;
   log: Logger;
   fetchImpl?: typeof fetch;
+  /** HTTP Basic credentials (the device's MQTT username and password); sent only over https or to loopback. */
+  credentials?: { username: string; password: string };
   onChunk?: (index: number, status: 'written' | 'duplicate') => void;
 }
 
@@ -50,6 +52,7 @@ export async function downloadFromHttp(opts: HttpSourceOptions): Promise<HttpSou
   // identity: a compressed body would make byte offsets and the length cap meaningless.
   const headers: Record<string, string> = { 'accept-encoding': 'identity' };
   if (start > 0) headers.range = `bytes=${start}-`;
+  if (opts.credentials && mayCarryCredentials(url)) headers.authorization = `Basic ${Buffer.from(`${opts.credentials.username}:${opts.credentials.password}`).toString('base64')}`;
 
   try {
     armIdle();
@@ -138,4 +141,14 @@ function asFailure(err: unknown, signal: AbortSignal, what: string): unknown {
   }
   if (err instanceof UpdateError) return err;
   return new UpdateError('download_failed', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** Credentials go only where they cannot be read on the way: https, or a loopback host. */
+export function mayCarryCredentials(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || (u.protocol === 'http:' && (u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(u.hostname)));
+  } catch {
+    return false;
+  }
 }

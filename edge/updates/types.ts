@@ -95,11 +95,17 @@ export interface UpdateManagerDeps {
   mqttIdleTimeoutMs?: number;
   httpIdleTimeoutMs?: number;
   fetchImpl?: typeof fetch;
+  /** Sent as HTTP Basic to the manifest's HTTP source (the cloud's /v1/artifacts checks them): the MQTT username and password. */
+  httpCredentials?: HttpCredentials;
   /** Retry after `download_failed` with jittered exponential backoff (the outbox's createBackoff: delay in [c/2, c), c doubling from initialMs to maxMs); `false` disables. Default 30 s → 15 min. */
   retry?: { initialMs: number; maxMs: number } | false;
 }
 
 export const DEFAULT_MAX_SEQUENCE_JUMP = 1_000_000;
+export interface HttpCredentials {
+  username: string;
+  password: string;
+}
 
 export type UpdateOutcome =
   | { status: 'installed'; release: number; sha256: string }

@@ -17,10 +17,21 @@ export function constantTimeEqual(given: string, expected: string): boolean {
  * @example
  * app.use(bearerAuth({ token: deps.adminToken, exempt: ['/healthz', '/openapi.json'] }));
  */
-export function bearerAuth({ token, exempt = [], onRefused }: { token: string; exempt?: readonly string[]; onRefused?: (path: string) => void }): MiddlewareHandler {
+export function bearerAuth({
+  token,
+  exempt = [],
+  exemptPrefixes = [],
+  onRefused,
+}: {
+  token: string;
+  exempt?: readonly string[];
+  /** Paths under these prefixes check their own credentials (the cloud's /v1/artifacts/: device Basic or the admin token). */
+  exemptPrefixes?: readonly string[];
+  onRefused?: (path: string) => void;
+}): MiddlewareHandler {
   const open = new Set(exempt);
   return async function bearerAuth(c, next) {
-    if (open.has(c.req.path)) return next();
+    if (open.has(c.req.path) || exemptPrefixes.some((p) => c.req.path.startsWith(p))) return next();
     const header = c.req.header('authorization');
     const m = header === undefined ? null : /^Bearer[ \t]+([\x21-\x7e]+)[ \t]*$/i.exec(header);
     // Compare even without a token, so the answer takes the same time either way.

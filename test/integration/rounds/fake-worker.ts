@@ -4,16 +4,31 @@
  */
 import { Registry } from '../../../cloud/registry/db.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
-import { allocateReleaseSeq, insertRelease } from '../../../cloud/rounds/releases.js';
+import { insertRelease } from '../../../cloud/rounds/releases.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
 import type { ParentMessage, RoundJob, WorkerMessage } from '../../../cloud/rounds/types.js';
-import type { SignedManifest } from '../../../shared/protocol/schemas.js';
+import type { Manifest, SignedManifest } from '../../../shared/protocol/schemas.js';
 import { denseModel } from '../../fixtures/onnx-models.js';
 
 const send = (m: WorkerMessage) => new Promise<void>((r) => process.send!(m, undefined, {}, () => r()));
 const progress = (phase: 'train', epoch: number) => send({ type: 'progress', progress: { phase, epoch, epochs: 3, loss: 1 / epoch, samplesPerSec: 100, at: new Date().toISOString() } });
 
-let onSigned: ((s: SignedManifest) => void) | undefined;
+let nextId = 1;
+const pending = new Map<number, (m: ParentMessage) => void>();
+/** One request to the parent, answered by `sequence`, `signed` or `sign-failed` with the same id. */
+function ask(msg: (requestId: number) => WorkerMessage): Promise<ParentMessage> {
+  const requestId = nextId++;
+  return new Promise((resolve) => {
+    pending.set(requestId, resolve);
+    void send(msg(requestId));
+  });
+}
+const askSequence = async (): Promise<number> => {
+  const r = await ask((requestId) => ({ type: 'sequence', requestId }));
+  if (r.type !== 'sequence') throw new Error(`no sequence: ${JSON.stringify(r)}`);
+  return r.seq;
+};
+const askSign = (manifest: Manifest) => ask((requestId) => ({ type: 'sign', requestId, manifest }));
 
 async function run(job: RoundJob): Promise<void> {
   const mode = (job.model.distillSettings as { fake?: string }).fake ?? 'release';
@@ -34,15 +49,17 @@ async function run(job: RoundJob): Promise<void> {
     default: {
       const registry = Registry.open(job.dbPath);
       const m = denseModel({ sizes: [784, 10], seed: 3 });
-      const seq = allocateReleaseSeq(registry);
-      const manifest = buildReleaseManifest({
-        model: job.model.name,
-        seq,
+      // The protocol: store the artifact, ask the parent for the round's sequence, then for the signature.
+      const stored = await storeArtifact(job.dataDir, m.bytes);
+      const seq = await askSequence();
+      const build = (over: { model?: string; seq?: number; bytes?: Uint8Array; url?: string } = {}): Manifest => buildReleaseManifest({
+        model: over.model ?? job.model.name,
+        seq: over.seq ?? seq,
         parentSeq: null,
         inputSpec: job.model.inputSpec as never,
         labels: job.model.labels as string[],
         teacherId: 'fake-teacher',
-        artifact: m.bytes,
+        artifact: over.bytes ?? m.bytes,
         quantization: 'fp32',
         chunkSize: 4096,
         metrics: { holdoutAccuracy: 0.9 },
@@ -51,12 +68,32 @@ async function run(job: RoundJob): Promise<void> {
         createdAt: new Date(),
         validityDays: 30,
         selfTest: { input: new Float32Array(784), expected: m.forward(new Float32Array(784), 1), tolerance: 1e-4 },
+        ...(over.url ? { publicBaseUrl: over.url } : job.publicBaseUrl ? { publicBaseUrl: job.publicBaseUrl } : {}),
       });
-      const signed = await new Promise<SignedManifest>((resolve) => {
-        onSigned = resolve;
-        void send({ type: 'sign', requestId: 1, manifest });
-      });
-      const stored = await storeArtifact(job.dataDir, m.bytes);
+      if (mode === 'rogue') {
+        // A compromised worker: every request but the honest one must be refused, and that one only once.
+        const answer = async (manifest: Manifest | unknown) => {
+          const r = await askSign(manifest as Manifest);
+          return r.type === 'signed' ? 'signed' : r.type === 'sign-failed' ? r.message : r.type;
+        };
+        const results: Record<string, string> = {};
+        results.secondSequence = String(await askSequence());
+        results.firstSequence = String(seq);
+        results.otherSequence = await answer(build({ seq: seq + 1 }));
+        results.lowerSequence = await answer(build({ seq: Math.max(1, seq - 1) === seq ? seq + 7 : seq - 1 }));
+        results.otherModel = await answer(build({ model: 'someone-else' }));
+        results.unstoredBytes = await answer(build({ bytes: denseModel({ sizes: [784, 10], seed: 99 }).bytes }));
+        results.foreignUrl = await answer(build({ url: 'https://attacker.example' }));
+        results.notAManifest = await answer({ hello: 'world' });
+        results.honest = await answer(build());
+        results.twice = await answer(build());
+        registry.dispose();
+        await send({ type: 'done', outcome: { state: 'rejected', reason: JSON.stringify(results), exampleCount: 0, metrics: {} } });
+        process.exit(0);
+      }
+      const signedMsg = await askSign(build());
+      if (signedMsg.type !== 'signed') throw new Error(`not signed: ${JSON.stringify(signedMsg)}`);
+      const signed: SignedManifest = signedMsg.signed;
       insertRelease(registry, { model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath });
       registry.dispose();
       if (mode === 'die-after-release') process.exit(9);
@@ -68,6 +105,10 @@ async function run(job: RoundJob): Promise<void> {
 
 process.on('message', (msg: ParentMessage) => {
   if (msg.type === 'job') void run(msg.job);
-  else if (msg.type === 'signed') onSigned?.(msg.signed);
+  else {
+    const p = pending.get(msg.requestId);
+    pending.delete(msg.requestId);
+    p?.(msg);
+  }
 });
 process.on('disconnect', () => process.exit(3));

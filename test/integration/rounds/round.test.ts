@@ -103,7 +103,7 @@ describe('rounds end to end', () => {
     expect(m.model).toBe('mnist');
     expect(m.parent).toBeNull();
     expect(m.artifact.quantization).toBe('int8');
-    expect(m.artifact.url).toBe(`https://cloud.example/v1/releases/${m.release}/artifact`);
+    expect(m.artifact.url).toBe(`https://cloud.example/v1/artifacts/${m.artifact.sha256}`);
     expect(m.lineage).toEqual({ exampleCount: 40, round: first!.id });
     expect(m.metrics.holdoutAccuracy).toBeGreaterThan(0.6);
     expect(m.metrics.hardAgreement).toBeGreaterThan(0.5);

@@ -56,6 +56,27 @@ describe('RoundRunner (fake worker process)', () => {
     expect(rollouts.calls).toEqual([{ model: 'm1', releaseSeq: 1, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2 }]);
   });
 
+  it('signs nothing on the worker\'s own say: one sequence, the round\'s model, the stored file, once (issue 10)', async () => {
+    fake(registry, 'rogue', 'rogue');
+    const runner = await create({ publicBaseUrl: 'https://cloud.example' });
+    const { id } = await runner.start('rogue', 'manual');
+    const view = (await runner.settled(id))!;
+    expect(view.state).toBe('rejected');
+    const r = JSON.parse(view.error!) as Record<string, string>;
+    expect(r.secondSequence).toBe(r.firstSequence); // asking again gives the same one, never a new one
+    expect(r.otherSequence).toMatch(/^manifest is for release \d+, the round was allocated \d+$/);
+    expect(r.lowerSequence).toMatch(/the round was allocated/);
+    expect(r.otherModel).toBe('manifest is for model "someone-else", the round\'s model is "rogue"');
+    expect(r.unstoredBytes).toMatch(/^no stored artifact with sha256 [0-9a-f]{64}/);
+    expect(r.foreignUrl).toMatch(/^manifest artifact url "https:\/\/attacker\.example\/v1\/artifacts\/[0-9a-f]{64}" is not the cloud's "https:\/\/cloud\.example\/v1\/artifacts\//);
+    expect(r.notAManifest).toMatch(/^not a valid manifest/);
+    expect(r.honest).toBe('signed');
+    expect(r.twice).toMatch(/already had its manifest signed/);
+    // The key store signed exactly one manifest: the honest one.
+    expect(signer.signed).toHaveLength(1);
+    expect(signer.signed[0]).toMatchObject({ model: 'rogue', release: Number(r.firstSequence) });
+  });
+
   it('refuses a second round for a model, unknown models and invalid settings; queues beyond maxConcurrent', async () => {
     fake(registry, 'a', 'hang');
     fake(registry, 'b', 'reject');

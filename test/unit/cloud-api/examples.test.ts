@@ -49,6 +49,8 @@ describe('/v1/examples', () => {
         digits: { maxRows: null, maxAgeDays: null, deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null },
         other: { maxRows: null, maxAgeDays: null, deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null },
       },
+      quarantined: 0,
+      ingestByDevice: {},
     });
     expect((await json(await call(h.app, 'GET', '/v1/examples/stats?model=other'))).total).toBe(1);
   });

@@ -44,6 +44,10 @@ describe('GET /openapi.json', () => {
         'POST /v1/rollouts/{id}/rollback',
         'GET /v1/examples/stats',
         'GET /v1/examples/export',
+        'GET /v1/examples/quarantine',
+        'POST /v1/examples/quarantine/{id}/accept',
+        'POST /v1/examples/quarantine/{id}/drop',
+        'GET /v1/artifacts/{sha256}',
         'GET /v1/keys',
         'POST /v1/keys/rotate',
         'POST /v1/keys/{keyId}/activate',
@@ -54,6 +58,8 @@ describe('GET /openapi.json', () => {
     const served = new Set(h.app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`));
     expect([...served].sort()).toEqual(ops.sort());
     expect(doc.paths['/healthz'].get.security).toEqual([]);
+    // Device HTTP Basic or the admin token, checked by the route itself.
+    expect(doc.paths['/v1/artifacts/{sha256}'].get.security).toEqual([]);
     expect(doc.paths['/v1/devices'].get.security).toBeUndefined();
     expect(doc.security).toEqual([{ bearer: [] }]);
     expect(doc.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });

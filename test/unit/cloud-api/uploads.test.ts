@@ -46,7 +46,7 @@ describe('POST /v1/models/{name}/releases (upload)', () => {
     const m = detail.manifest;
     expect(m.lineage).toEqual({ exampleCount: 0, source: 'uploaded' });
     expect(m.metrics.accuracy).toBe(0.91);
-    expect(m.artifact.url).toBe(`https://cloud.example.com/v1/releases/${body.seq}/artifact`);
+    expect(m.artifact.url).toBe(`https://cloud.example.com/v1/artifacts/${m.artifact.sha256}`);
     // The golden output is the model's own output for the self-test input.
     const expected = good.forward(Float32Array.from(m.selfTest.input), 1);
     m.selfTest.expected.forEach((v: number, k: number) => expect(v).toBeCloseTo(expected[k]!, 4));

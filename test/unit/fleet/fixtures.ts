@@ -12,7 +12,8 @@ import { Registry } from '../../../cloud/registry/db.js';
 import { devices, models, releases, type ReleaseRow } from '../../../cloud/registry/schema.js';
 import type { MqttPublisher, PublishOptions } from '../../../cloud/fleet/mqtt.js';
 import { buildArtifactDescriptor, generateSigningKey, signManifest, toTrustedKey, type SigningKey, type TrustedKey } from '../../../shared/manifest/index.js';
-import { float32ToBase64, parseTopic, type DeviceEvent, type Manifest, type Status, type Telemetry } from '../../../shared/protocol/index.js';
+import { EXAMPLE_REASONS, float32ToBase64, parseTopic, type DeviceEvent, type Manifest, type Status, type Telemetry } from '../../../shared/protocol/index.js';
+type ExampleReason = (typeof EXAMPLE_REASONS)[number];
 
 export const MODEL = 'tiny';
 export const CHUNK_SIZE = 1024;
@@ -183,7 +184,7 @@ export interface BuiltBatch {
   inputs: Float32Array[];
 }
 
-export function examplesPayload(deviceId: string, n: number, { size = 4, batchId = randomUUID(), label }: { size?: number; batchId?: string; label?: number } = {}): BuiltBatch {
+export function examplesPayload(deviceId: string, n: number, { size = 4, batchId = randomUUID(), label, reason = label !== undefined ? 'feedback' : 'low_margin' }: { size?: number; batchId?: string; label?: number; reason?: ExampleReason } = {}): BuiltBatch {
   const ids: string[] = [];
   const inputs: Float32Array[] = [];
   const examples = Array.from({ length: n }, (_, i) => {
@@ -191,7 +192,7 @@ export function examplesPayload(deviceId: string, n: number, { size = 4, batchId
     const input = Float32Array.from({ length: size }, (_, j) => (i * size + j) / 7);
     ids.push(id);
     inputs.push(input);
-    return { id, input: float32ToBase64(input), output: [0.45, 0.55], model: MODEL, release: 1, at: iso(), reason: 'low_margin' as const, ...(label !== undefined ? { label } : {}) };
+    return { id, input: float32ToBase64(input), output: [0.45, 0.55], model: MODEL, release: 1, at: iso(), reason, ...(label !== undefined ? { label } : {}) };
   });
   return { payload: Buffer.from(JSON.stringify({ v: 1, deviceId, batchId, examples })), ids, inputs };
 }

@@ -39,7 +39,7 @@ describe('Ingest', () => {
     const row = fx.db.select().from(examples).where(eq(examples.id, b.ids[5]!)).get()!;
     expect(row.input.byteLength).toBe(784 * 4);
     expect(Array.from(base64ToFloat32(row.input.toString('base64')))).toEqual(Array.from(b.inputs[5]!));
-    expect(row).toMatchObject({ deviceId: 'pi-1', model: MODEL, releaseSeq: 1, reason: 'low_margin', label: 3, studentOutput: [0.45, 0.55] });
+    expect(row).toMatchObject({ deviceId: 'pi-1', model: MODEL, releaseSeq: 1, reason: 'feedback', label: 3, studentOutput: [0.45, 0.55] });
     expect(row.capturedAt).toMatch(/^\d{4}-\d\d-\d\dT/);
   });
 

@@ -74,7 +74,15 @@ export function insertModel(registry: Registry, o: TestModelOptions = {}): strin
 }
 
 /** Inserts ingested examples for `model` with the given inputs (float32 blobs) and optional labels. */
-export function insertExamples(registry: Registry, model: string, inputs: Float32Array[], labels: (number | null)[] = [], ingestedAt?: string): string[] {
+/** A row with a label is a `feedback` row (only those carry labels), unless `opts.reason` says otherwise. */
+export function insertExamples(
+  registry: Registry,
+  model: string,
+  inputs: Float32Array[],
+  labels: (number | null)[] = [],
+  ingestedAt?: string,
+  opts: { deviceId?: string; reason?: string; teacher?: { id: string; logits: (i: number) => Float32Array } } = {},
+): string[] {
   const ids: string[] = [];
   for (const [i, x] of inputs.entries()) {
     const id = randomUUID();
@@ -83,13 +91,14 @@ export function insertExamples(registry: Registry, model: string, inputs: Float3
       .insert(examples)
       .values({
         id,
-        deviceId: 'dev-1',
+        deviceId: opts.deviceId ?? 'dev-1',
         model,
         releaseSeq: null,
         input: Buffer.from(x.buffer, x.byteOffset, x.byteLength),
         studentOutput: [],
-        reason: 'low_confidence',
+        reason: opts.reason ?? (labels[i] != null ? 'feedback' : 'low_confidence'),
         label: labels[i] ?? null,
+        ...(opts.teacher ? { teacherId: opts.teacher.id, teacherLogits: Buffer.from(opts.teacher.logits(i).buffer) } : {}),
         capturedAt: new Date().toISOString(),
         ...(ingestedAt ? { ingestedAt } : {}),
       })

@@ -63,7 +63,7 @@ describe('release sequence', () => {
     const v = verifyManifest({ manifest: row.manifest, signature: row.signature }, signer.trusted);
     if (!v.ok) throw new Error(v.detail);
     expect(v.manifest).toMatchObject({ release: 3, parent: 2, lineage: { reissueOf: 1, exampleCount: 7 }, createdAt: now.toISOString(), expiresAt: '2030-01-31T00:00:00.000Z' });
-    expect(v.manifest.artifact.url).toBe('https://cloud.example/v1/releases/3/artifact');
+    expect(v.manifest.artifact.url).toBe(`https://cloud.example/v1/artifacts/${v.manifest.artifact.sha256}`);
     expect(reissueRelease(registry, signer, 3)).toBe(4);
     expect(() => reissueRelease(registry, signer, 99)).toThrow(ReleaseError);
   });
