@@ -143,8 +143,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
     ingest.deviceState?.addSink(new TelemetryHistory(registry).sink);
-    const retention = startConsoleRetention({ registry, log });
-    stack.push(() => retention.stop());
+    const consoleRetention = startConsoleRetention({ registry, log });
+    stack.push(() => consoleRetention.stop());
     await mqtt.start();
     const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
     // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
