@@ -37,6 +37,8 @@ export interface SimDeviceOptions {
   retryInitialMs?: number;
   /** Telemetry heartbeat period; default 30 s (the daemon's default). Also sent right after each install. */
   telemetrySeconds?: number;
+  /** The device's model outputs are wrong (see SharedSessions.host): its real self-test fails every install. */
+  failSelfTest?: boolean;
 }
 
 const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0, refused: 0 };
@@ -101,7 +103,7 @@ export class SimDevice {
     await mkdir(config.dataDir, { recursive: true });
     this.client = mqtt.connect(config.mqtt.url, await mqttClientOptions(config, lastWill(config.deviceId, null, new Date())));
     jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
-    this.host = this.opts.sessions.host(log);
+    this.host = this.opts.sessions.host(log, { faulty: this.opts.failSelfTest === true });
     this.updates = await UpdateManager.create({
       deviceId: config.deviceId,
       dataDir: config.dataDir,
