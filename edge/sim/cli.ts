@@ -44,6 +44,7 @@ interface SimOpts {
   workers?: string;
   failSelfTest: string;
   neverConnect: string;
+  switchedOff: string;
 }
 
 /**
@@ -65,7 +66,8 @@ export function simCommand(): Command {
     .option('--connect-concurrency <n>', 'devices connecting at once, per worker', '50')
     .option('--workers <n>', `worker processes (default: the core count, ${availableParallelism()} here)`)
     .option('--fail-self-test <share>', 'share of devices (0..1, picked by device index) whose outputs are wrong, so their self-test fails every install', '0')
-    .option('--never-connect <share>', 'share of devices (0..1, picked by device index) provisioned but never connected (switched off)', '0')
+    .option('--never-connect <share>', 'share of devices (0..1, picked by device index) provisioned but never connected', '0')
+    .option('--switched-off <share>', 'share of devices (0..1, picked by device index) online once (status and capabilities reported), then switched off for good', '0')
     .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN\n  apprentice sim -n 1000 --workers 2 --fail-self-test 0.01 --never-connect 0.05 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
     .action(async (opts: SimOpts) => {
       const n = parsePositiveInt('--devices', opts.devices);
@@ -78,7 +80,7 @@ export function simCommand(): Command {
           throw new UsageError((err as Error).message);
         }
       };
-      const shares = { failSelfTest: share('--fail-self-test', opts.failSelfTest), neverConnect: share('--never-connect', opts.neverConnect) };
+      const shares = { failSelfTest: share('--fail-self-test', opts.failSelfTest), neverConnect: share('--never-connect', opts.neverConnect), switchedOff: share('--switched-off', opts.switchedOff) };
       if (!/^(mqtts?|wss?):\/\/[^/]+/.test(opts.mqttUrl)) throw new UsageError(`--mqtt-url: expected mqtt://host:port, got "${opts.mqttUrl}"`);
       const token = opts.token ?? process.env.APPRENTICE_ADMIN_TOKEN;
       if (!opts.trustedKeys && !opts.cloud) throw new UsageError('either --trusted-keys FILE or --cloud URL --token T is required');
@@ -116,7 +118,7 @@ export function simCommand(): Command {
       const print = (): void => {
         const s = fleet.stats();
         const running = Object.entries(s.running).map(([r, c]) => `r${r}:${c}`).join(' ') || '-';
-        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} off ${s.neverConnect} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
+        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} off ${s.neverConnect + s.switchedOff} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
         if (line.replace(/^\[[^\]]*\] /, '') !== last) process.stdout.write(`${line}\n`);
         last = line.replace(/^\[[^\]]*\] /, '');
       };
@@ -125,7 +127,7 @@ export function simCommand(): Command {
       const started = fleet.start().then(
         () => {
           const s = fleet.stats();
-          process.stdout.write(`sim: ${s.connected} devices connected in ${((Date.now() - t0) / 1000).toFixed(1)}s (${s.neverConnect} kept off, ${s.failSelfTest} failing their self-test)\n`);
+          process.stdout.write(`sim: ${s.connected} devices connected in ${((Date.now() - t0) / 1000).toFixed(1)}s (${s.neverConnect} never connecting, ${s.switchedOff} switched off, ${s.failSelfTest} failing their self-test)\n`);
         },
         (err: unknown) => {
           process.stderr.write(`sim: ${(err as Error).message}\n`);

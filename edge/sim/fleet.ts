@@ -49,6 +49,8 @@ export interface SimFleetStats {
   sessions: number;
   /** Devices provisioned but kept switched off (`shares.neverConnect`). */
   neverConnect: number;
+  /** Devices that were online once and are now off (`shares.switchedOff`). */
+  switchedOff: number;
   /** Devices whose self-test fails (`shares.failSelfTest`). */
   failSelfTest: number;
 }
@@ -58,7 +60,7 @@ export class SimFleet {
   readonly sessions: SharedSessions;
   readonly devices: SimDevice[] = [];
   private readonly counts = { installed: 0, rejected: 0, rolledBack: 0 };
-  private readonly plan = { neverConnect: 0, failSelfTest: 0 };
+  private readonly plan = { neverConnect: 0, switchedOff: 0, failSelfTest: 0 };
   private readonly log: Logger;
 
   constructor(private readonly opts: SimFleetOptions) {
@@ -72,7 +74,8 @@ export class SimFleet {
 
   /**
    * Builds every device and connects them, `connectConcurrency` at a time; resolves when all connected.
-   * A never-connecting device is provisioned (its credentials are fetched) but not built.
+   * A never-connecting device is provisioned (its credentials are fetched) but not built; a switched-off
+   * one connects once, reports its status, and stops.
    */
   async start(): Promise<void> {
     const { opts } = this;
@@ -103,9 +106,16 @@ export class SimFleet {
         telemetrySeconds: opts.telemetrySeconds,
         failSelfTest: plan.failSelfTest,
       });
-      this.devices[i] = dev;
       await dev.start();
       await dev.waitConnected(60_000);
+      if (plan.switchedOff) {
+        // Online once: its status (with capabilities, once the cloud's info arrived) is out; then off for good.
+        await dev.waitCloudInfo(3_000);
+        await dev.stop();
+        this.plan.switchedOff++;
+        return;
+      }
+      this.devices[i] = dev;
     });
   }
 

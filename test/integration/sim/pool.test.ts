@@ -2,11 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimFleet, SimPool } from '../../../edge/sim/index.js';
 import { FaultWorld, MODEL } from '../../e2e/fault-harness.js';
 import { waitFor } from '../../helpers/net.js';
+import { eq } from 'drizzle-orm';
+import { devices } from '../../../cloud/registry/schema.js';
 
 /**
  * `apprentice sim` workers against real Mosquitto and a real cloud (API, ingest, rollout engine): six
- * devices over two worker processes, provisioned through POST /v1/devices; one is kept off, one fails its
- * self-test. A waves rollout must install on the four healthy devices, quarantine the failing one and
+ * devices over two worker processes, provisioned through POST /v1/devices; one is switched off after its first
+ * connect, one fails its self-test. A waves rollout must install on the four healthy devices, quarantine the failing one and
  * time out the one that never connected, then complete.
  */
 describe('sim workers through the real cloud', () => {
@@ -26,7 +28,7 @@ describe('sim workers through the real cloud', () => {
       trustedKeys: [],
       cloud: { url: cloud.apiUrl, token: cloud.adminToken },
       prefix,
-      shares: { neverConnect: 1 / 6, failSelfTest: 1 / 6 },
+      shares: { switchedOff: 1 / 6, failSelfTest: 1 / 6 },
       telemetrySeconds: 1,
       statsMs: 200,
     });
@@ -42,11 +44,14 @@ describe('sim workers through the real cloud', () => {
     expect(new Set(pool.pids).size).toBe(2);
     expect(pool.pids).not.toContain(process.pid);
     const s = await pool.refresh();
-    expect(s).toMatchObject({ workers: 2, devices: 5, connected: 5, neverConnect: 1, failSelfTest: 1 });
-    // Every device was provisioned, the switched-off one included (a real fleet knows its powered-off devices).
+    expect(s).toMatchObject({ workers: 2, devices: 5, connected: 5, switchedOff: 1, neverConnect: 0, failSelfTest: 1 });
+    // Every device was provisioned; the switched-off one was online once and is now offline.
     const res = await fetch(`${w.cloud!.apiUrl}/v1/devices`, { headers: { authorization: `Bearer ${w.cloud!.adminToken}` } });
-    const body = (await res.json()) as { devices: { id: string }[] };
-    expect(body.devices.map((d) => d.id).filter((d) => d.startsWith(prefix)).sort()).toEqual([0, 1, 2, 3, 4, 5].map(id));
+    const body = (await res.json()) as { devices: { id: string; online: boolean }[] };
+    const mine = body.devices.filter((d) => d.id.startsWith(prefix)).sort((a, b) => a.id.localeCompare(b.id));
+    expect(mine.map((d) => d.id)).toEqual([0, 1, 2, 3, 4, 5].map(id));
+    await waitFor(() => w.registry.db.select().from(devices).all().filter((d) => d.id.startsWith(prefix) && d.online).length === 5, 10_000, { message: 'five online' });
+    expect(w.registry.db.select().from(devices).where(eq(devices.id, id(0))).get()).toMatchObject({ online: true });
   });
 
   it('a waves rollout: healthy devices install, the failing one is quarantined, the one kept off times out, completed', async () => {
