@@ -128,15 +128,18 @@ interface ProfileNode {
   children?: number[];
 }
 
+/** Now on the clock of V8 CPU profiles (CLOCK_MONOTONIC on Linux, microseconds), comparable across processes. */
+export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
 /**
- * CPU seconds of the cloud's V8 profile (whole process life), total and spent with a frame of
- * `cloud/rollouts/` or `cloud/fleet/ingest` on the stack (inclusive: SQLite and MQTT calls made from
- * there count to them).
+ * CPU seconds of the cloud's V8 profile within `window` (monotonic µs; default the whole process life),
+ * total and spent with a frame of `cloud/rollouts/` or `cloud/fleet/ingest` on the stack (inclusive:
+ * SQLite and MQTT calls made from there count to them; ingest's applyDeviceEvent counts to both).
  */
-export function profileBreakdown(profileDir: string): { sampledSeconds: number; rolloutsSeconds: number; ingestSeconds: number; idleSeconds: number; gcSeconds: number } {
+export function profileBreakdown(profileDir: string, window?: { fromUs: number; toUs: number }): { sampledSeconds: number; rolloutsSeconds: number; ingestSeconds: number; idleSeconds: number; gcSeconds: number } {
   const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error(`no CPU profile in ${profileDir}`);
-  const p = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
+  const p = JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number };
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const tag = new Map<number, { rollouts: boolean; ingest: boolean; idle: boolean; gc: boolean }>();
   const visit = (id: number, inherited: { rollouts: boolean; ingest: boolean }): void => {
@@ -148,7 +151,10 @@ export function profileBreakdown(profileDir: string): { sampledSeconds: number; 
   };
   visit(p.nodes[0]!.id, { rollouts: false, ingest: false });
   const out = { sampledSeconds: 0, rolloutsSeconds: 0, ingestSeconds: 0, idleSeconds: 0, gcSeconds: 0 };
+  let at = p.startTime;
   p.samples.forEach((id, i) => {
+    at += p.timeDeltas[i] ?? 0;
+    if (window && (at < window.fromUs || at > window.toUs)) return;
     const dt = (p.timeDeltas[i] ?? 0) / 1e6;
     const t = tag.get(id)!;
     if (t.idle) {

@@ -23,7 +23,10 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { and, eq, isNull } from 'drizzle-orm';
 import mqtt, { type MqttClient } from 'mqtt';
+import { Registry } from '../../cloud/registry/db.js';
+import { rolloutTransitions } from '../../cloud/registry/schema.js';
 import { SimFleet, SimPool, simPlan } from '../../edge/sim/index.js';
 import { generateSigningKey, sha256Of } from '../../shared/manifest/index.js';
 import { encodePayload, signedManifestSchema, topics } from '../../shared/protocol/index.js';
@@ -33,7 +36,7 @@ import { makeRelease, trustedKeysOf, type TestRelease } from '../fixtures/edge-r
 import { startMosquitto } from '../helpers/mosquitto.js';
 import { sleep } from '../helpers/net.js';
 import { writeBenchResult } from './common.js';
-import { SysCounters, TOKEN, api, loadAverage1m, procUsage, profileBreakdown, startCloudProcess } from './fleet-cloud.js';
+import { SysCounters, TOKEN, api, loadAverage1m, monotonicUs, procUsage, profileBreakdown, startCloudProcess } from './fleet-cloud.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const PUBLISH_CONCURRENCY = 16;
@@ -232,6 +235,7 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
     const sys0 = await sys.read();
     watch.resetMessages();
     const cpu0 = procUsage(pid);
+    const m0 = monotonicUs();
     const t0 = epochNow();
     const r = await api<{ id: string }>(cloud, 'POST', '/v1/rollouts', { model: MODEL, release: up.seq, target: 'all', waves: WAVES, soakSeconds: o.soak, deviceTimeoutSeconds: o.timeout, canaryGraceSeconds: 10 });
     let peakRss = cpu0.rssBytes;
@@ -248,6 +252,7 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
       if (Date.now() > deadline) throw new Error(`rollout not finished: ${v.state} ${JSON.stringify(v.counts)}`);
     }
     const cpu1 = procUsage(pid);
+    const m1 = monotonicUs();
     const sys1 = await sys.read();
     const completedAt = Date.parse(view.transitions.find((t) => t.deviceId === null && t.to === 'completed')?.at ?? new Date().toISOString());
     const healthy = n - plan.switchedOff.length - plan.failSelfTest.length;
@@ -268,7 +273,13 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
     await pool.stop();
     await watch.close();
     await cloud.stop();
-    const prof = profileBreakdown(cloud.profileDir);
+    const prof = profileBreakdown(cloud.profileDir, { fromUs: m0, toUs: m1 });
+    const profWhole = profileBreakdown(cloud.profileDir);
+    // The rollout's own transitions (waves, completion), from the registry the cloud left.
+    const reg = Registry.open(join(cloud.dataDir, 'registry.db'));
+    const steps = reg.db.select().from(rolloutTransitions).where(and(eq(rolloutTransitions.rolloutId, r.id), isNull(rolloutTransitions.deviceId))).orderBy(rolloutTransitions.id).all()
+      .map((x) => ({ atSeconds: round((Date.parse(x.at) - t0) / 1000, 2), from: x.fromState, to: x.toState, reason: x.reason }));
+    reg.dispose();
     const cloudCpu = round(cpu1.cpuSeconds - cpu0.cpuSeconds, 2);
     const result = {
       devices: n,
@@ -281,6 +292,7 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
       secondsToCompleted: round((completedAt - t0) / 1000, 2),
       counts,
       coverage: view.coverage,
+      rolloutTransitions: steps,
       checks,
       valid,
       cloud: {
@@ -288,9 +300,10 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
         peakRssMiB: round(Math.max(peakRss, cpu1.peakRssBytes) / 2 ** 20),
         deviceMessagesIngested: { ...watch.messages, total: deviceMessages },
         cpuMsPerDeviceMessage: round((cloudCpu * 1000) / deviceMessages, 3),
-        profileWholeLife: prof,
-        // The profile spans the cloud's whole life, but rollout code runs only once the rollout exists.
+        profileDuringRollout: prof,
+        profileWholeLife: profWhole,
         engineCpuMsPerDeviceMessage: round((prof.rolloutsSeconds * 1000) / deviceMessages, 3),
+        engineCpuMsPerDeviceEvent: round((prof.rolloutsSeconds * 1000) / Math.max(1, watch.messages.events!), 3),
       },
       brokerMessages: { received: sys1.received - sys0.received, sent: sys1.sent - sys0.sent },
     };
