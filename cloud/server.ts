@@ -17,6 +17,7 @@ import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
 // keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
 import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
+import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
@@ -152,7 +153,10 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const retainKeySet = (): void => {
       try {
         const ks = readPublishedKeySet(dataDir);
-        if (ks) void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
+        if (!ks) return;
+        // The unknown_key rule of rollouts compares each device's key-set version with this one.
+        void setCurrentKeySetVersion(registry.db, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
+        void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
       } catch (err) {
         log.error({ err }, 'cloud/keyset-unreadable');
       }

@@ -2,6 +2,7 @@ import { and, count, desc, eq, gte, inArray, lte } from 'drizzle-orm';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
 import type { RegistryDb } from '../registry/db.js';
 import { devices, rolloutDevices, rolloutTransitions, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
+import { registryKeySet } from './keyset.js';
 import { ACTIVE_ROLLOUT_STATES, ROLLOUT_DEVICE_STATES, eventEffect, inTarget, type EventEffect, type RolloutDeviceState, type RolloutTarget } from './policy.js';
 
 /** The registry database or a transaction on it. */
@@ -119,7 +120,11 @@ export interface AppliedEvent {
   effect: EventEffect;
 }
 
-/** Resolves a device's trusted key-set version against the current one (the trust issue); undefined when unknown. */
+/**
+ * Resolves a device's trusted key-set version against the current one (the trust issue); undefined when
+ * unknown. The default reads the device's reported `trust.keysetVersion` and the current version from
+ * the registry (cloud/rollouts/keyset.ts).
+ */
 export type KeySetLookup = (deviceId: string) => { device: number | null; current: number } | undefined;
 
 /**
@@ -133,8 +138,8 @@ export type KeySetLookup = (deviceId: string) => { device: number | null; curren
  * - security: the rollout is paused with a security alert.
  * Returns what changed, or null.
  */
-export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date, keySet?: KeySetLookup): AppliedEvent | null {
-  const effect = eventEffect(ev, ev.type === 'rejected' && ev.reason === 'unknown_key' ? keySet?.(ev.deviceId) : undefined);
+export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date, keySet: KeySetLookup = (id) => registryKeySet(db, id)): AppliedEvent | null {
+  const effect = eventEffect(ev, ev.type === 'rejected' && ev.reason === 'unknown_key' ? keySet(ev.deviceId) : undefined);
   if (effect === 'ignored') return null;
   const rows = db
     .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, installedAt: rolloutDevices.installedAt, releaseSeq: rollouts.releaseSeq, model: rollouts.model, rolloutState: rollouts.state, pausedAt: rollouts.pausedAt })

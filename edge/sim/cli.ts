@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { UsageError, parsePositiveInt } from '../../shared/cli/errors.js';
-import { createLogger } from '../../shared/log/index.js';
+import { parseShare } from './shares.js';
 import type { TrustedKey } from '../../shared/manifest/index.js';
 
 /** Reads trusted keys from a JSON array, an edge.json / provisioning bundle (`trustedKeys`), or a PEM public key. */
@@ -41,16 +41,20 @@ interface SimOpts {
   prefix: string;
   group: string[];
   connectConcurrency: string;
+  workers?: string;
+  failSelfTest: string;
+  neverConnect: string;
+  switchedOff: string;
 }
 
 /**
- * `apprentice sim`: N simulated devices in one process running the real edge update path (see
- * edge/sim/device.ts), for fleet-scale tests and benches. Prints the installed count as it changes and
- * stops cleanly on SIGINT / SIGTERM.
+ * `apprentice sim`: N simulated devices over worker processes (edge/sim/pool.ts), each running the real
+ * edge update path (see edge/sim/device.ts), for fleet-scale tests and benches. Prints the installed
+ * count as it changes and stops cleanly on SIGINT / SIGTERM.
  */
 export function simCommand(): Command {
   return new Command('sim')
-    .description('Simulate N edge devices in one process (real manifest verification, chunk fetch, install state machine, status and events)')
+    .description('Simulate N edge devices over worker processes (real manifest verification, chunk fetch, install state machine, self-test, status and events)')
     .requiredOption('-n, --devices <n>', 'number of simulated devices')
     .requiredOption('--mqtt-url <url>', 'broker URL (mqtt://host:port)')
     .option('--data-dir <dir>', 'state of every device under <dir>/<deviceId> (kept across runs)')
@@ -59,30 +63,44 @@ export function simCommand(): Command {
     .option('--token <token>', 'cloud admin token (with --cloud; or APPRENTICE_ADMIN_TOKEN)')
     .option('--prefix <prefix>', 'device id prefix', 'sim')
     .option('--group <name>', 'group of provisioned devices (repeatable, with --cloud)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--connect-concurrency <n>', 'devices connecting at once', '50')
-    .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
+    .option('--connect-concurrency <n>', 'devices connecting at once, per worker', '50')
+    .option('--workers <n>', `worker processes (default: the core count, ${availableParallelism()} here)`)
+    .option('--fail-self-test <share>', 'share of devices (0..1, picked by device index) whose outputs are wrong, so their self-test fails every install', '0')
+    .option('--never-connect <share>', 'share of devices (0..1, picked by device index) provisioned but never connected', '0')
+    .option('--switched-off <share>', 'share of devices (0..1, picked by device index) online once (status and capabilities reported), then switched off for good', '0')
+    .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN\n  apprentice sim -n 1000 --workers 2 --fail-self-test 0.01 --never-connect 0.05 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
     .action(async (opts: SimOpts) => {
       const n = parsePositiveInt('--devices', opts.devices);
       const conc = parsePositiveInt('--connect-concurrency', opts.connectConcurrency);
+      const workers = opts.workers === undefined ? availableParallelism() : parsePositiveInt('--workers', opts.workers);
+      const share = (flag: string, v: string): number => {
+        try {
+          return parseShare(flag, v);
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+      };
+      const shares = { failSelfTest: share('--fail-self-test', opts.failSelfTest), neverConnect: share('--never-connect', opts.neverConnect), switchedOff: share('--switched-off', opts.switchedOff) };
       if (!/^(mqtts?|wss?):\/\/[^/]+/.test(opts.mqttUrl)) throw new UsageError(`--mqtt-url: expected mqtt://host:port, got "${opts.mqttUrl}"`);
       const token = opts.token ?? process.env.APPRENTICE_ADMIN_TOKEN;
       if (!opts.trustedKeys && !opts.cloud) throw new UsageError('either --trusted-keys FILE or --cloud URL --token T is required');
       if (opts.trustedKeys && opts.cloud) throw new UsageError('--trusted-keys and --cloud are exclusive');
       if (opts.cloud && !token) throw new UsageError('--cloud needs --token (or APPRENTICE_ADMIN_TOKEN)');
       if (opts.cloud && !URL.canParse(opts.cloud)) throw new UsageError(`--cloud: not a URL: "${opts.cloud}"`);
-      const log = createLogger({ name: 'sim', level: process.env.APPRENTICE_LOG_LEVEL ?? 'warn' });
-      const { SimFleet, cloudCredentials, fetchTrustedKeys } = await import('./fleet.js');
+      const { SimPool, fetchTrustedKeys } = await import('./index.js');
       const trustedKeys = opts.trustedKeys ? await readTrustedKeys(opts.trustedKeys) : await fetchTrustedKeys(opts.cloud!, token!);
       const dataDir = opts.dataDir ?? join(tmpdir(), `apprentice-sim-${opts.prefix}`);
-      const fleet = new SimFleet({
+      const fleet = new SimPool({
         devices: n,
+        workers,
         mqttUrl: opts.mqttUrl,
         dataDir,
         trustedKeys,
         prefix: opts.prefix,
-        log,
+        logLevel: process.env.APPRENTICE_LOG_LEVEL ?? 'warn',
         connectConcurrency: conc,
-        credentials: opts.cloud ? cloudCredentials(opts.cloud, token!, opts.group) : undefined,
+        shares,
+        cloud: opts.cloud ? { url: opts.cloud, token: token!, groups: opts.group } : undefined,
       });
       let stopping = false;
       const stopped = new Promise<void>((resolve) => {
@@ -100,20 +118,23 @@ export function simCommand(): Command {
       const print = (): void => {
         const s = fleet.stats();
         const running = Object.entries(s.running).map(([r, c]) => `r${r}:${c}`).join(' ') || '-';
-        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
+        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} off ${s.neverConnect + s.switchedOff} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
         if (line.replace(/^\[[^\]]*\] /, '') !== last) process.stdout.write(`${line}\n`);
         last = line.replace(/^\[[^\]]*\] /, '');
       };
       const timer = setInterval(print, 1_000);
-      process.stdout.write(`sim: ${n} devices on ${opts.mqttUrl}, state in ${dataDir}\n`);
+      process.stdout.write(`sim: ${n} devices in ${fleet.workers} workers on ${opts.mqttUrl}, state in ${dataDir}\n`);
       const started = fleet.start().then(
-        () => process.stdout.write(`sim: all ${n} devices connected in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`),
+        () => {
+          const s = fleet.stats();
+          process.stdout.write(`sim: ${s.connected} devices connected in ${((Date.now() - t0) / 1000).toFixed(1)}s (${s.neverConnect} never connecting, ${s.switchedOff} switched off, ${s.failSelfTest} failing their self-test)\n`);
+        },
         (err: unknown) => {
           process.stderr.write(`sim: ${(err as Error).message}\n`);
           process.exitCode = 1;
         },
       );
-      await Promise.race([stopped, started.then(() => stopped)]);
+      await Promise.race([stopped, started.then(() => (process.exitCode ? undefined : stopped))]);
       clearInterval(timer);
       print();
       await fleet.stop();

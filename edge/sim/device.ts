@@ -2,10 +2,10 @@ import { mkdir } from 'node:fs/promises';
 import mqtt, { type MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { TrustedKey } from '../../shared/manifest/index.js';
-import { encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
+import { CLOUD_FEATURES, DEVICE_CAPABILITIES, PROTOCOL_REVISION, encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
 import { jitterReconnects, mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
 import type { ModelHost } from '../runtime/index.js';
-import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease } from '../status/index.js';
+import { CloudInfoWatcher, EDGE_CAPABILITIES, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease, type StatusExtension } from '../status/index.js';
 import { UpdateManager, type UpdateOutcome } from '../updates/index.js';
 import type { SharedSessions } from './sessions.js';
 
@@ -37,7 +37,17 @@ export interface SimDeviceOptions {
   retryInitialMs?: number;
   /** Telemetry heartbeat period; default 30 s (the daemon's default). Also sent right after each install. */
   telemetrySeconds?: number;
+  /** The device's model outputs are wrong (see SharedSessions.host): its real self-test fails every install. */
+  failSelfTest?: boolean;
 }
+
+/**
+ * What a simulated device declares (status `capabilities`, to a cloud that accepts protocol-2 status):
+ * the daemon's capabilities that live in the update path it runs for real, not receipts (no outbox) nor
+ * key sets (no key-set follower; it trusts its bundle's keys, `trusted_keys`).
+ */
+export const SIM_CAPABILITIES = EDGE_CAPABILITIES.filter((c) => c !== DEVICE_CAPABILITIES.receipts && c !== DEVICE_CAPABILITIES.keyset);
+const SIM_EXTENSION: StatusExtension = { protocolVersion: PROTOCOL_REVISION, capabilities: [...SIM_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null };
 
 const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0, refused: 0, lost: 0 };
 
@@ -48,6 +58,7 @@ export class SimDevice {
   private updates!: UpdateManager;
   private status!: StatusPublisher;
   private telemetry!: TelemetryPublisher;
+  private cloudInfo!: CloudInfoWatcher;
   private readonly stats = new InferenceStats();
   private readonly startedAt = Date.now();
   private readonly log: Logger;
@@ -101,7 +112,7 @@ export class SimDevice {
     await mkdir(config.dataDir, { recursive: true });
     this.client = mqtt.connect(config.mqtt.url, await mqttClientOptions(config, lastWill(config.deviceId, null, new Date())));
     jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
-    this.host = this.opts.sessions.host(log);
+    this.host = this.opts.sessions.host(log, { faulty: this.opts.failSelfTest === true });
     this.updates = await UpdateManager.create({
       deviceId: config.deviceId,
       dataDir: config.dataDir,
@@ -113,7 +124,14 @@ export class SimDevice {
       mqttIdleTimeoutMs: config.updates.mqttIdleTimeoutMs,
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
     });
-    this.status = new StatusPublisher({ client: this.client, deviceId: config.deviceId, running: () => this.running(), log });
+    this.cloudInfo = new CloudInfoWatcher({ client: this.client, log, onChange: () => this.status.publish() });
+    this.status = new StatusPublisher({
+      client: this.client,
+      deviceId: config.deviceId,
+      running: () => this.running(),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? SIM_EXTENSION : undefined),
+      log,
+    });
     this.telemetry = new TelemetryPublisher({
       client: this.client,
       deviceId: config.deviceId,
@@ -138,6 +156,7 @@ export class SimDevice {
   /** Restores the persisted model (like the daemon after a restart), then connects. */
   async start(): Promise<void> {
     await this.updates.restore();
+    this.cloudInfo.start();
     this.status.start();
     this.telemetry.start();
     this.client.connect();
@@ -159,11 +178,23 @@ export class SimDevice {
     });
   }
 
+  /** Resolves true once the cloud's retained info arrived (then the status carries the protocol-2 fields), false after `timeoutMs`. */
+  async waitCloudInfo(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.cloudInfo.current) {
+      if (Date.now() > deadline || this.stopped) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The status republished on that change is queued on the same connection, before anything later.
+    return true;
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.status.stop();
     this.telemetry.stop();
+    this.cloudInfo.stop();
     await this.updates.dispose().catch(() => undefined);
     await this.status.offline(1_000).catch(() => false);
     await this.client.endAsync(!this.client.connected).catch(() => undefined);

@@ -5,6 +5,8 @@ import type { TrustedKey } from '../../shared/manifest/index.js';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
 import { SimDevice } from './device.js';
 import { SharedSessions } from './sessions.js';
+import { planDevice, type SimShares } from './shares.js';
+import { mapLimit } from '../../shared/util/map-limit.js';
 
 /** Credentials of one simulated device (from a provisioning bundle, or none on an open broker). */
 export interface SimCredentials {
@@ -28,6 +30,12 @@ export interface SimFleetOptions {
   credentials?: (deviceId: string, dir: string) => Promise<SimCredentials>;
   onEvent?: (ev: DeviceEvent) => void;
   mqttIdleTimeoutMs?: number;
+  /** Telemetry heartbeat period per device; default 30 s. */
+  telemetrySeconds?: number;
+  /** The device indices this fleet runs (a worker's part of the whole); default 0..devices-1. */
+  indices?: readonly number[];
+  /** Misbehaving shares of the whole fleet, picked by device index (edge/sim/shares.ts). */
+  shares?: SimShares;
 }
 
 export interface SimFleetStats {
@@ -39,6 +47,12 @@ export interface SimFleetStats {
   rejected: number;
   rolledBack: number;
   sessions: number;
+  /** Devices provisioned but kept switched off (`shares.neverConnect`). */
+  neverConnect: number;
+  /** Devices that were online once and are now off (`shares.switchedOff`). */
+  switchedOff: number;
+  /** Devices whose self-test fails (`shares.failSelfTest`). */
+  failSelfTest: number;
 }
 
 /** Runs N {@link SimDevice}s in this process, with a shared ORT session cache. */
@@ -46,6 +60,7 @@ export class SimFleet {
   readonly sessions: SharedSessions;
   readonly devices: SimDevice[] = [];
   private readonly counts = { installed: 0, rejected: 0, rolledBack: 0 };
+  private readonly plan = { neverConnect: 0, switchedOff: 0, failSelfTest: 0 };
   private readonly log: Logger;
 
   constructor(private readonly opts: SimFleetOptions) {
@@ -57,37 +72,51 @@ export class SimFleet {
     return `${prefix}-${String(i).padStart(4, '0')}`;
   }
 
-  /** Builds every device and connects them, `connectConcurrency` at a time; resolves when all connected. */
+  /**
+   * Builds every device and connects them, `connectConcurrency` at a time; resolves when all connected.
+   * A never-connecting device is provisioned (its credentials are fetched) but not built; a switched-off
+   * one connects once, reports its status, and stops.
+   */
   async start(): Promise<void> {
     const { opts } = this;
     await mkdir(opts.dataDir, { recursive: true });
     const prefix = opts.prefix ?? 'sim';
-    const limit = opts.connectConcurrency ?? 50;
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < opts.devices) {
-        const i = next++;
-        const id = SimFleet.deviceId(prefix, i);
-        const dir = join(opts.dataDir, id);
-        const cred = opts.credentials ? await opts.credentials(id, dir) : {};
-        const dev = await SimDevice.create({
-          deviceId: id,
-          dataDir: dir,
-          mqttUrl: opts.mqttUrl,
-          trustedKeys: cred.trustedKeys ?? opts.trustedKeys,
-          sessions: this.sessions,
-          username: cred.username,
-          password: cred.password,
-          log: this.log.child({ device: id }),
-          onEvent: (ev) => this.onEvent(ev),
-          mqttIdleTimeoutMs: opts.mqttIdleTimeoutMs,
-        });
-        this.devices[i] = dev;
-        await dev.start();
-        await dev.waitConnected(60_000);
+    const indices = opts.indices ?? Array.from({ length: opts.devices }, (_, i) => i);
+    await mapLimit(indices, Math.max(1, opts.connectConcurrency ?? 50), async (i) => {
+      const id = SimFleet.deviceId(prefix, i);
+      const dir = join(opts.dataDir, id);
+      const plan = planDevice(i, opts.shares ?? {});
+      const cred = opts.credentials ? await opts.credentials(id, dir) : {};
+      if (plan.neverConnect) {
+        this.plan.neverConnect++;
+        return;
       }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, opts.devices)) }, worker));
+      if (plan.failSelfTest) this.plan.failSelfTest++;
+      const dev = await SimDevice.create({
+        deviceId: id,
+        dataDir: dir,
+        mqttUrl: opts.mqttUrl,
+        trustedKeys: cred.trustedKeys ?? opts.trustedKeys,
+        sessions: this.sessions,
+        username: cred.username,
+        password: cred.password,
+        log: this.log.child({ device: id }),
+        onEvent: (ev) => this.onEvent(ev),
+        mqttIdleTimeoutMs: opts.mqttIdleTimeoutMs,
+        telemetrySeconds: opts.telemetrySeconds,
+        failSelfTest: plan.failSelfTest,
+      });
+      await dev.start();
+      await dev.waitConnected(60_000);
+      if (plan.switchedOff) {
+        // Online once: its status (with capabilities, once the cloud's info arrived) is out; then off for good.
+        await dev.waitCloudInfo(3_000);
+        await dev.stop();
+        this.plan.switchedOff++;
+        return;
+      }
+      this.devices[i] = dev;
+    });
   }
 
   stats(): SimFleetStats {
@@ -99,7 +128,7 @@ export class SimFleet {
       const r = d.running();
       if (r) running[r.release] = (running[r.release] ?? 0) + 1;
     }
-    return { devices: this.devices.filter(Boolean).length, connected, running, ...this.counts, sessions: this.sessions.stats().sessions };
+    return { devices: this.devices.filter(Boolean).length, connected, running, ...this.counts, sessions: this.sessions.stats().sessions, ...this.plan };
   }
 
   async stop(): Promise<void> {

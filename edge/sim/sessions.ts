@@ -2,6 +2,9 @@ import type { Manifest } from '../../shared/protocol/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { ModelHost, ModelSession, type InferenceRunner, type ModelSessionOptions } from '../runtime/index.js';
 
+/** How far a faulty simulated device's outputs are off: far beyond any self-test tolerance. */
+export const FAULT_OFFSET = 1000;
+
 /**
  * ORT sessions shared by the simulated devices of one process, one per artifact sha256 with a
  * reference count (issue 5: "devices in one process may share a loaded ORT session per artifact hash;
@@ -61,9 +64,21 @@ export class SharedSessions {
     };
   };
 
-  /** A real edge/runtime ModelHost whose sessions come from this cache. */
-  host(log: Logger = this.log): ModelHost {
-    return new ModelHost({ openSession: this.open, log });
+  /**
+   * A real edge/runtime ModelHost whose sessions come from this cache. `faulty`: the device's outputs
+   * are off by {@link FAULT_OFFSET} (a device whose hardware computes wrong results), so the host's real
+   * self-test refuses every install with `self_test_failed`.
+   */
+  host(log: Logger = this.log, { faulty = false }: { faulty?: boolean } = {}): ModelHost {
+    if (!faulty) return new ModelHost({ openSession: this.open, log });
+    const skew = (out: Float32Array): Float32Array => out.map((v) => v + FAULT_OFFSET);
+    return new ModelHost({
+      log,
+      openSession: async (path, manifest) => {
+        const r = await this.open(path, manifest);
+        return { ...r, run: async (b, n) => skew(await r.run(b, n)), runRaw: async (b, n) => skew(await r.runRaw(b, n)) };
+      },
+    });
   }
 
   private async release(sha: string, entry: { session: Promise<ModelSession>; refs: number }): Promise<void> {

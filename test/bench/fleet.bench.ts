@@ -1,350 +1,395 @@
 /**
- * Fleet bench (issue 5, "Fleet simulation"): `npm run bench:fleet`. On a private Mosquitto and on aedes
- * (the cloud's EmbeddedBroker, in a child process so it does not share an event loop with the devices):
+ * Fleet bench (issue 8, "Proof at scale"): `npm run bench:fleet`. On a private Mosquitto, in one run:
  *
- * - baseline: N plain MQTT subscribers, each subscribed to its `desired` topic and to the artifact's chunk
- *   topics; time from the first publish until every subscriber holds the manifest and every chunk byte;
- * - sim: N simulated devices (edge/sim: real UpdateManager, verification, chunk fetch, hash checks, slots,
- *   self-test, status, events), connected and idle; time from the first publish (retained chunks, then a
- *   desired manifest per device, as the cloud's ReleasePublisher does, 16 in flight) until every device's
- *   `installed` event arrived on `devices/+/events`; p50 / p95 per device; RSS delta / N.
+ * 1. baseline "subscribers": N plain MQTT subscribers (a child process) receive the same bytes (the
+ *    desired manifest and the artifact's retained chunks, QoS 1, same chunk size, 16 publishes in flight);
+ * 2. baseline "engine-less": N simulated devices (`apprentice sim` workers: real edge update code, own
+ *    MQTT connection and state each) install when the bench publishes their `desired` directly (the
+ *    previous bench); 5% switched off, 1% fail their self-test;
+ * 3. the real cloud: `apprentice cloud` as its own process (built, with a V8 CPU profile), the model and
+ *    an uploaded ONNX release (POST /v1/models/{name}/releases), N sim devices provisioned through
+ *    POST /v1/devices (5% online once then switched off: they never connect during the rollout; 1% fail their self-test), then `POST /v1/rollouts` with waves
+ *    [0.01, 0.1, 0.5, 1], a 30 s soak and the telemetry gate (the default); the bench never publishes a
+ *    manifest itself. Timed until the rollout is `completed`.
  *
- * Device state goes to BENCH_DATA_DIR, by default /dev/shm when it exists: every real device fsyncs its
- * own flash, while 1,000 simulated ones would queue their fsyncs (several per install) on one host disk
- * and four libuv threads, which measures this machine's disk rather than the fleet protocol.
- *
- * Env BENCH_DEVICES (default 1000), BENCH_BROKERS (default "mosquitto,aedes"), BENCH_DATA_DIR,
- * BENCH_PROFILE (CPU profile of the simulated devices during the rollout), BENCH_CHILD_FLAGS. Writes
- * test/bench/results/fleet.json and prints a one-line summary.
+ * Device state is on a real disk (BENCH_DATA_DIR, default .cache/bench/fleet; tmpfs is refused).
+ * Env: BENCH_DEVICES (default 1000), BENCH_WORKERS (default the core count), BENCH_DEVICE_TIMEOUT (s,
+ * default 60), BENCH_SOAK (s, default 30), BENCH_TICK (engine tick, s, default 1), BENCH_SKIP_BASELINES=1,
+ * BENCH_RESULT (result name, default fleet; a run at another size merges into it under `runs`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { and, eq, isNull } from 'drizzle-orm';
 import mqtt, { type MqttClient } from 'mqtt';
-import { SimFleet } from '../../edge/sim/index.js';
-import { generateSigningKey, type TrustedKey } from '../../shared/manifest/index.js';
+import { Registry } from '../../cloud/registry/db.js';
+import { rolloutTransitions } from '../../cloud/registry/schema.js';
+import { SimFleet, SimPool, simPlan } from '../../edge/sim/index.js';
+import { generateSigningKey, sha256Of } from '../../shared/manifest/index.js';
 import { encodePayload, signedManifestSchema, topics } from '../../shared/protocol/index.js';
-import { makeRelease, trustedKeysOf, type TestRelease } from '../fixtures/edge-release.js';
-import { startMosquitto } from '../helpers/mosquitto.js';
-import { freePort, canConnect, sleep } from '../helpers/net.js';
-import { writeBenchResult } from './common.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import { percentileOfSorted } from '../../shared/util/percentile.js';
+import { makeRelease, trustedKeysOf, type TestRelease } from '../fixtures/edge-release.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
+import { sleep } from '../helpers/net.js';
+import { writeBenchResult } from './common.js';
+import { SysCounters, TOKEN, api, loadAverage1m, monotonicUs, procUsage, profileBreakdown, startCloudProcess } from './fleet-cloud.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const PUBLISH_CONCURRENCY = 16;
 const CONNECT_CONCURRENCY = 50;
-const STORAGE = process.env.BENCH_DATA_DIR ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
+const CHUNK = 32 * 1024;
+const WAVES = [0.01, 0.1, 0.5, 1];
+/**
+ * The 5% that "never connect" during the rollout: provisioned, online once (status and capabilities
+ * reported, like a device that was in use), switched off before the rollout. A device that never
+ * reported its capabilities at all is `incompatible` with an uploaded release (it needs
+ * manifest.lineage-source), not `timed_out`: see the report.
+ */
+const SWITCHED_OFF = 0.05;
+const FAIL_SELF_TEST = 0.01;
+const MODEL = 'fleet-bench';
+const TMPFS_MAGIC = 0x01021994;
 
-const round = (x: number): number => Math.round(x * 10) / 10;
+const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
+const epochNow = (): number => performance.timeOrigin + performance.now();
+const log = (m: string): void => void process.stderr.write(`[fleet] ${m}\n`);
 
-interface Broker {
-  name: string;
-  url: string;
-  stop(): Promise<void>;
-}
-
-async function startMosquittoBroker(): Promise<Broker> {
-  // No connection limit, large queues: the bench measures delivery, not the default caps.
-  const m = await startMosquitto({ config: ['max_connections -1', 'max_queued_messages 100000', 'max_inflight_messages 100', 'set_tcp_nodelay true'] });
-  return { name: 'mosquitto', url: m.url, stop: () => m.stop() };
-}
-
-async function startAedesBroker(): Promise<Broker> {
-  const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, [SELF, '--aedes-child', String(port)], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const deadline = Date.now() + 15_000;
-  while (!(await canConnect(port))) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error('aedes child did not start');
-    await sleep(100);
-  }
-  return {
-    name: 'aedes',
-    url: `mqtt://127.0.0.1:${port}`,
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
+/** Seconds from t0 until k of the sorted arrival times (ms), for shares of `of`. */
+function arrivals(at: number[], t0: number, of: number): { p50: number | null; p95: number | null; p100: number | null } {
+  const s = at.map((x) => x - t0).sort((a, b) => a - b);
+  const k = (share: number) => {
+    const need = Math.ceil(share * of);
+    return s.length >= need && need > 0 ? round(s[need - 1]! / 1000, 2) : null;
   };
+  return { p50: k(0.5), p95: k(0.95), p100: k(1) };
 }
 
-async function connectClient(url: string, clientId: string): Promise<MqttClient> {
-  return mqtt.connectAsync(url, { clientId, clean: true, reconnectPeriod: 1_000, keepalive: 120 });
-}
-
-/** Retained chunks, then one desired manifest per device, 16 publishes in flight (cloud/fleet ReleasePublisher). */
-async function publishRollout(pub: MqttClient, rel: TestRelease, ids: readonly string[]): Promise<void> {
-  const sha = rel.manifest.artifact.sha256;
-  await mapLimit(rel.chunks, PUBLISH_CONCURRENCY, (c, i) => pub.publishAsync(topics.artifactChunk(sha, i), c, { qos: 1, retain: true }));
+/** Retained chunks, then one desired manifest per device, 16 publishes in flight (as the cloud's ReleasePublisher). */
+async function publishDirect(pub: MqttClient, rel: TestRelease, shaTopic: string, ids: readonly string[]): Promise<void> {
+  await mapLimit(rel.chunks, PUBLISH_CONCURRENCY, (c, i) => pub.publishAsync(topics.artifactChunk(shaTopic, i), c, { qos: 1, retain: true }));
   const payload = encodePayload(signedManifestSchema, rel.signed);
   await mapLimit(ids, PUBLISH_CONCURRENCY, (id) => pub.publishAsync(topics.desired(id), payload, { qos: 1, retain: true }));
 }
 
-async function clearRollout(pub: MqttClient, rel: TestRelease, ids: readonly string[]): Promise<void> {
-  const sha = rel.manifest.artifact.sha256;
+async function clearDirect(pub: MqttClient, rel: TestRelease, shaTopic: string, ids: readonly string[]): Promise<void> {
   const empty = Buffer.alloc(0);
-  await mapLimit(rel.chunks, PUBLISH_CONCURRENCY, (_c, i) => pub.publishAsync(topics.artifactChunk(sha, i), empty, { qos: 1, retain: true }));
+  await mapLimit(rel.chunks, PUBLISH_CONCURRENCY, (_c, i) => pub.publishAsync(topics.artifactChunk(shaTopic, i), empty, { qos: 1, retain: true }));
   await mapLimit(ids, PUBLISH_CONCURRENCY, (id) => pub.publishAsync(topics.desired(id), empty, { qos: 1, retain: true }));
 }
 
-interface Timing {
-  totalMs: number;
-  p50Ms: number;
-  p95Ms: number;
-}
+/** Watches devices/+/+ : installed events of one release (first per device) and device messages by kind. */
+class DeviceWatch {
+  readonly installedAt = new Map<string, number>();
+  readonly messages: Record<string, number> = { status: 0, telemetry: 0, events: 0 };
+  private constructor(private readonly client: MqttClient, private readonly release: () => number | null) {}
 
-function timing(perDevice: number[], totalMs: number): Timing {
-  const s = [...perDevice].sort((a, b) => a - b);
-  return { totalMs: round(totalMs), p50Ms: round(percentileOfSorted(s, 50)), p95Ms: round(percentileOfSorted(s, 95)) };
-}
-
-/** Epoch milliseconds with sub-millisecond precision, comparable across processes on one host. */
-const epochNow = (): number => performance.timeOrigin + performance.now();
-
-/**
- * The devices (or plain subscribers) run in a child process, so the parent, which publishes like the cloud
- * and watches the events, is not slowed down by their work: the same split as cloud and fleet.
- */
-interface Child {
-  proc: ChildProcess;
-  ready: Promise<{ rss: number; heap: number }>;
-  done: Promise<{ at: number[]; rejected: number }>;
-  measure(): Promise<{ rss: number; heap: number; sessionsOpened: number }>;
-  stop(): Promise<void>;
-}
-
-function startChild(args: string[]): Child {
-  const proc = spawn(process.execPath, ['--expose-gc', ...(process.env.BENCH_CHILD_FLAGS ?? '').split(' ').filter(Boolean), SELF, '--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const waiters = new Map<string, (m: Record<string, unknown>) => void>();
-  const once = <T>(type: string): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      waiters.set(type, (m) => resolve(m as T));
-      proc.once('exit', (code) => reject(new Error(`bench child exited (${code}) before "${type}"`)));
+  static async start(url: string, prefix: string, release: () => number | null): Promise<DeviceWatch> {
+    const client = await mqtt.connectAsync(url, { clientId: `bench-watch-${prefix}`, clean: true });
+    const w = new DeviceWatch(client, release);
+    client.on('message', (topic, payload) => {
+      const at = epochNow();
+      const kind = topic.slice(topic.lastIndexOf('/') + 1);
+      if (kind in w.messages) w.messages[kind]!++;
+      if (kind !== 'events' || payload.length === 0) return;
+      const ev = JSON.parse(payload.toString('utf8')) as { deviceId: string; type: string; release: number | null };
+      if (ev.type === 'installed' && ev.release === w.release() && !w.installedAt.has(ev.deviceId)) w.installedAt.set(ev.deviceId, at);
     });
-  proc.on('message', (m: Record<string, unknown>) => waiters.get(String(m.type))?.(m));
-  const ready = once<{ rss: number; heap: number }>('ready');
-  const done = once<{ at: number[]; rejected: number }>('done');
-  // Only the baseline child sends `done`; an exit before it must not be an unhandled rejection.
-  done.catch(() => undefined);
-  return {
-    proc,
-    ready,
-    done,
-    measure: () => {
-      const p = once<{ rss: number; heap: number; sessionsOpened: number }>('measured');
-      proc.send({ type: 'measure' });
-      return p;
-    },
-    stop: async () => {
-      if (proc.exitCode !== null) return;
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.send({ type: 'stop' });
-      await exited;
-    },
-  };
+    await client.subscribeAsync(`apprentice/v1/devices/+/+`, { qos: 1 });
+    return w;
+  }
+
+  resetMessages(): void {
+    for (const k of Object.keys(this.messages)) this.messages[k] = 0;
+  }
+
+  async until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`${what}: not after ${timeoutMs / 1000} s (${this.installedAt.size} installed)`);
+      await sleep(100);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.client.endAsync();
+  }
 }
 
-async function baseline(url: string, n: number, rel: TestRelease): Promise<Timing> {
+/** Baseline 1: N plain subscribers in a child process receive the manifest and every chunk. */
+async function baselineSubscribers(url: string, n: number, rel: TestRelease): Promise<Record<string, unknown>> {
   const prefix = `base${Date.now().toString(36)}`;
   const ids = Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i));
-  const child = startChild(['subs', String(n), url, prefix, rel.manifest.artifact.sha256, String(rel.chunks.length), String(rel.bytes.length)]);
-  await child.ready;
-  const pub = await connectClient(url, 'bench-pub-base');
+  const shaTopic = sha256Of(Buffer.concat([rel.bytes, Buffer.from('baseline')]));
+  const child: ChildProcess = spawn(process.execPath, [SELF, '--subs', String(n), url, prefix, shaTopic, String(rel.chunks.length), String(rel.bytes.length)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const msg = (type: string) => new Promise<Record<string, unknown>>((res, rej) => {
+    child.on('message', (m: Record<string, unknown>) => m.type === type && res(m));
+    child.once('exit', (c) => rej(new Error(`subscribers child exited ${c}`)));
+  });
+  const ready = msg('ready');
+  const done = msg('done');
+  await ready;
+  const pub = await mqtt.connectAsync(url, { clientId: 'bench-pub-base', clean: true });
   const t0 = epochNow();
-  await publishRollout(pub, rel, ids);
-  const { at } = await child.done;
-  const perDevice = at.map((x) => x - t0);
-  await clearRollout(pub, rel, ids);
+  await publishDirect(pub, rel, shaTopic, ids);
+  const { at } = (await done) as { at: number[] };
+  const t = arrivals(at, t0, n);
+  await clearDirect(pub, rel, shaTopic, ids);
   await pub.endAsync();
-  await child.stop();
-  return timing(perDevice, Math.max(...perDevice));
+  child.send({ type: 'stop' });
+  await new Promise((r) => child.once('exit', r));
+  return { subscribers: n, seconds: t };
 }
 
-interface SimResult extends Timing {
-  connectMs: number;
-  rssDeltaMiB: number;
-  rssPerDeviceKiB: number;
-  heapPerDeviceKiB: number;
-  rejected: number;
-  sessionsOpened: number;
-}
-
-async function simulate(url: string, n: number, rel: TestRelease, key: ReturnType<typeof generateSigningKey>, dataDir: string): Promise<SimResult> {
-  const prefix = `sim${Date.now().toString(36)}`;
-  const ids = Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i));
-  const monitor = await connectClient(url, 'bench-monitor');
-  const installedAt = new Map<string, number>();
-  let rejected = 0;
-  let resolveAll!: () => void;
-  const all = new Promise<void>((r) => (resolveAll = r));
-  monitor.on('message', (_topic, payload) => {
-    const at = epochNow();
-    const ev = JSON.parse(payload.toString('utf8')) as { deviceId: string; type: string; release: number | null };
-    if (ev.type === 'rejected') rejected++;
-    if (ev.type !== 'installed' || ev.release !== rel.manifest.release || installedAt.has(ev.deviceId)) return;
-    installedAt.set(ev.deviceId, at);
-    if (installedAt.size === n) resolveAll();
-  });
-  await monitor.subscribeAsync('apprentice/v1/devices/+/events', { qos: 1 });
-  const c0 = performance.now();
-  const child = startChild(['sim', String(n), url, prefix, dataDir, JSON.stringify(trustedKeysOf(key))]);
-  const mem0 = await child.ready.then(() => child.measure());
-  const connectMs = performance.now() - c0;
-  const pub = await connectClient(url, 'bench-pub-sim');
-  const t0 = epochNow();
-  await publishRollout(pub, rel, ids);
-  const timeout = new Promise<never>((_r, rej) => setTimeout(() => rej(new Error(`only ${installedAt.size}/${n} installed after 10 min (${rejected} rejected)`)), 600_000).unref());
-  await Promise.race([all, timeout]);
-  const perDevice = [...installedAt.values()].map((x) => x - t0);
-  const mem1 = await child.measure();
-  await child.stop();
-  await clearRollout(pub, rel, ids);
-  await Promise.all([pub, monitor].map((c) => c.endAsync()));
-  // The child's RSS before any device exists is its baseline (Node + modules + ORT); `ready` carries it.
-  const base = await child.ready;
-  const rssDelta = mem1.rss - base.rss;
-  return {
-    ...timing(perDevice, Math.max(...perDevice)),
-    connectMs: round(connectMs),
-    rssDeltaMiB: round(rssDelta / 2 ** 20),
-    rssPerDeviceKiB: round(rssDelta / n / 1024),
-    heapPerDeviceKiB: round((mem1.heap - base.heap) / n / 1024),
-    rejected,
-    sessionsOpened: mem1.sessionsOpened,
-  };
-  void mem0;
-}
-
-/** Child: N plain subscribers (baseline) or N simulated devices; reports over IPC. */
-async function child(kind: string, args: string[]): Promise<void> {
-  const send = (m: Record<string, unknown>): void => void process.send!(m);
-  const mem = () => {
-    global.gc?.();
-    const u = process.memoryUsage();
-    return { rss: u.rss, heap: u.heapUsed };
-  };
-  if (kind === 'subs') {
-    const [nS, url, prefix, sha, chunksS, bytesS] = args as [string, string, string, string, string, string];
-    const n = Number(nS);
-    const need = Number(chunksS);
-    const total = Number(bytesS);
-    const at: number[] = [];
-    const clients: MqttClient[] = [];
-    await mapLimit(Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i)), CONNECT_CONCURRENCY, async (id, i) => {
-      const c = await connectClient(url, id);
-      clients[i] = c;
-      const got = new Set<number>();
-      let bytes = 0;
-      let manifest = false;
-      let finished = false;
-      c.on('message', (topic, payload) => {
-        if (finished || payload.length === 0) return;
-        if (topic === topics.desired(id)) manifest = true;
-        else {
-          const idx = Number(topic.slice(topic.lastIndexOf('/') + 1));
-          if (!got.has(idx)) {
-            got.add(idx);
-            bytes += payload.length;
-          }
+async function subscribersChild([nS, url, prefix, sha, chunksS, bytesS]: string[]): Promise<void> {
+  const n = Number(nS);
+  const need = Number(chunksS);
+  const total = Number(bytesS);
+  const at: number[] = [];
+  const clients: MqttClient[] = [];
+  await mapLimit(Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix!, i)), CONNECT_CONCURRENCY, async (id, i) => {
+    const c = await mqtt.connectAsync(url!, { clientId: id, clean: true, keepalive: 120 });
+    clients[i] = c;
+    const got = new Set<number>();
+    let bytes = 0;
+    let manifest = false;
+    let finished = false;
+    c.on('message', (topic, payload) => {
+      if (finished || payload.length === 0) return;
+      if (topic === topics.desired(id)) manifest = true;
+      else {
+        const idx = Number(topic.slice(topic.lastIndexOf('/') + 1));
+        if (!got.has(idx)) {
+          got.add(idx);
+          bytes += payload.length;
         }
-        if (manifest && got.size === need && bytes === total) {
-          finished = true;
-          at.push(epochNow());
-          if (at.length === n) send({ type: 'done', at, rejected: 0 });
-        }
-      });
-      await c.subscribeAsync([topics.desired(id), topics.artifactChunks(sha)], { qos: 1 });
-    });
-    send({ type: 'ready', ...mem() });
-    process.on('message', (m: { type: string }) => {
-      if (m.type === 'stop') void Promise.all(clients.map((c) => c.endAsync(true))).then(() => process.exit(0));
-    });
-    return;
-  }
-  const [nS, url, prefix, dataDir, keys] = args as [string, string, string, string, string];
-  const before = mem();
-  const fleet = new SimFleet({ devices: Number(nS), mqttUrl: url, dataDir, trustedKeys: JSON.parse(keys) as TrustedKey[], prefix, connectConcurrency: CONNECT_CONCURRENCY });
-  await fleet.start();
-  send({ type: 'ready', ...before });
-  // BENCH_PROFILE=file.cpuprofile: a CPU profile of the sim child from the rollout start to 100% installed.
-  const { Session } = await import('node:inspector/promises');
-  const profile = process.env.BENCH_PROFILE ? new Session() : undefined;
-  let measures = 0;
-  process.on('message', (m: { type: string }) => {
-    if (m.type === 'measure' && profile) {
-      measures++;
-      if (measures === 1) {
-        profile.connect();
-        void profile.post('Profiler.enable').then(() => profile.post('Profiler.start'));
-      } else if (measures === 2) {
-        void profile.post('Profiler.stop').then(async ({ profile: data }) => {
-          const { writeFile } = await import('node:fs/promises');
-          await writeFile(process.env.BENCH_PROFILE!, JSON.stringify(data));
-        });
       }
-    }
-    if (m.type === 'measure') send({ type: 'measured', ...mem(), sessionsOpened: fleet.sessions.stats().opened });
-    if (m.type === 'stop') void fleet.stop().then(() => process.exit(0));
+      if (manifest && got.size === need && bytes === total) {
+        finished = true;
+        at.push(epochNow());
+        if (at.length === n) process.send!({ type: 'done', at });
+      }
+    });
+    await c.subscribeAsync([topics.desired(id), topics.artifactChunks(sha!)], { qos: 1 });
   });
+  process.send!({ type: 'ready' });
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'stop') void Promise.all(clients.map((c) => c.endAsync(true))).then(() => process.exit(0));
+  });
+}
+
+/** Baseline 2: the same sim devices install when the bench publishes `desired` directly (no cloud, no engine). */
+async function baselineEngineless(url: string, n: number, workers: number, rel: TestRelease, key: ReturnType<typeof generateSigningKey>, dir: string): Promise<Record<string, unknown>> {
+  const prefix = `eless${Date.now().toString(36)}`;
+  const plan = simPlan(n, { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST });
+  const ids = Array.from({ length: n }, (_, i) => SimFleet.deviceId(prefix, i));
+  const healthy = n - plan.switchedOff.length - plan.failSelfTest.length;
+  const watch = await DeviceWatch.start(url, prefix, () => rel.manifest.release);
+  const pool = new SimPool({ devices: n, workers, mqttUrl: url, dataDir: join(dir, 'engineless'), trustedKeys: trustedKeysOf(key), prefix, connectConcurrency: CONNECT_CONCURRENCY, shares: { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST } });
+  const c0 = Date.now();
+  await pool.start();
+  const connectSeconds = (Date.now() - c0) / 1000;
+  const pub = await mqtt.connectAsync(url, { clientId: 'bench-pub-eless', clean: true });
+  const t0 = epochNow();
+  await publishDirect(pub, rel, rel.manifest.artifact.sha256, ids);
+  await watch.until(() => watch.installedAt.size >= healthy, 600_000, 'engine-less installs');
+  const t = arrivals([...watch.installedAt.values()], t0, healthy);
+  const s = await pool.refresh();
+  await pool.stop();
+  await clearDirect(pub, rel, rel.manifest.artifact.sha256, ids);
+  await Promise.all([pub.endAsync(), watch.close()]);
+  return { devices: n, connected: s.connected, switchedOff: plan.switchedOff.length, failSelfTest: plan.failSelfTest.length, connectSeconds: round(connectSeconds), secondsToInstalled: t, rejected: s.rejected, simWorkersRssMiB: round(s.rssBytes / 2 ** 20) };
+}
+
+interface CloudRun {
+  result: Record<string, unknown>;
+  valid: boolean;
+  summary: string;
+}
+
+/** The real cloud: upload, provision, POST /v1/rollouts with waves; until `completed`. */
+async function cloudRun(url: string, sys: SysCounters, n: number, workers: number, rel: TestRelease, dir: string, o: { soak: number; timeout: number; tick: number }): Promise<CloudRun> {
+  const cloud = await startCloudProcess(dir, url, o.tick);
+  try {
+    await api(cloud, 'PUT', `/v1/models/${MODEL}`, {
+      inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' },
+      labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`),
+      teacher: { files: ['none.onnx'], outputKind: 'logits' },
+      studentSpec: 'mlp:32',
+      distill: { baseData: 'mnist:train', chunkSize: CHUNK },
+    });
+    const up = await api<{ seq: number; sha256: string }>(cloud, 'POST', `/v1/models/${MODEL}/releases`, rel.bytes, 'application/octet-stream');
+    const prefix = `cloud${Date.now().toString(36)}`;
+    const plan = simPlan(n, { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST });
+    const watch = await DeviceWatch.start(url, prefix, () => up.seq);
+    const pool = new SimPool({ devices: n, workers, mqttUrl: url, dataDir: join(dir, 'devices'), trustedKeys: [], cloud: { url: cloud.apiUrl, token: TOKEN }, prefix, connectConcurrency: CONNECT_CONCURRENCY, shares: { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST } });
+    const c0 = Date.now();
+    await pool.start();
+    const connectSeconds = (Date.now() - c0) / 1000;
+    log(`cloud: ${n} devices provisioned and ${n - plan.switchedOff.length} connected in ${round(connectSeconds)} s; rollout…`);
+    await sleep(3_000); // the statuses of the last connects are committed (ingest batches them)
+    const pid = cloud.child.pid!;
+    const sys0 = await sys.read();
+    watch.resetMessages();
+    const cpu0 = procUsage(pid);
+    const m0 = monotonicUs();
+    const t0 = epochNow();
+    const r = await api<{ id: string }>(cloud, 'POST', '/v1/rollouts', { model: MODEL, release: up.seq, target: 'all', waves: WAVES, soakSeconds: o.soak, deviceTimeoutSeconds: o.timeout, canaryGraceSeconds: 10 });
+    let peakRss = cpu0.rssBytes;
+    let view: { state: string; counts: Record<string, number>; devices: { deviceId: string; state: string; reason: string | null }[]; coverage: unknown; transitions: { at: string; to: string; deviceId: string | null }[] } | undefined;
+    const deadline = Date.now() + (o.soak * WAVES.length + o.timeout + 900) * 1000;
+    for (;;) {
+      await sleep(2_000);
+      peakRss = Math.max(peakRss, procUsage(pid).rssBytes);
+      const v = await api<NonNullable<typeof view>>(cloud, 'GET', `/v1/rollouts/${r.id}`);
+      if (['completed', 'rolled_back', 'aborted', 'superseded'].includes(v.state)) {
+        view = v;
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`rollout not finished: ${v.state} ${JSON.stringify(v.counts)}`);
+    }
+    const cpu1 = procUsage(pid);
+    const m1 = monotonicUs();
+    const sys1 = await sys.read();
+    const completedAt = Date.parse(view.transitions.find((t) => t.deviceId === null && t.to === 'completed')?.at ?? new Date().toISOString());
+    const healthy = n - plan.switchedOff.length - plan.failSelfTest.length;
+    const t = arrivals([...watch.installedAt.values()], t0, healthy);
+    const deviceMessages = watch.messages.status! + watch.messages.telemetry! + watch.messages.events!;
+    const counts = view.counts;
+    const ids = (xs: number[]) => new Set(xs.map((i) => SimFleet.deviceId(prefix, i)));
+    const off = ids(plan.switchedOff);
+    const failing = ids(plan.failSelfTest);
+    const byState = (s: string) => view!.devices.filter((d) => d.state === s).map((d) => d.deviceId);
+    const checks = {
+      completed: view.state === 'completed',
+      timedOutEqualsNeverConnected: (counts.timed_out ?? 0) === plan.switchedOff.length && byState('timed_out').every((d) => off.has(d)),
+      everyConnectedNonFailingInstalled: (counts.installed ?? 0) === healthy && byState('installed').every((d) => !off.has(d) && !failing.has(d)),
+      everyFailingQuarantined: (counts.quarantined ?? 0) === plan.failSelfTest.length && byState('quarantined').every((d) => failing.has(d)),
+    };
+    const valid = Object.values(checks).every(Boolean);
+    await pool.stop();
+    await watch.close();
+    await cloud.stop();
+    const prof = profileBreakdown(cloud.profileDir, { fromUs: m0, toUs: m1 });
+    const profWhole = profileBreakdown(cloud.profileDir);
+    // The rollout's own transitions (waves, completion), from the registry the cloud left.
+    const reg = Registry.open(join(cloud.dataDir, 'registry.db'));
+    const steps = reg.db.select().from(rolloutTransitions).where(and(eq(rolloutTransitions.rolloutId, r.id), isNull(rolloutTransitions.deviceId))).orderBy(rolloutTransitions.id).all()
+      .map((x) => ({ atSeconds: round((Date.parse(x.at) - t0) / 1000, 2), from: x.fromState, to: x.toState, reason: x.reason }));
+    reg.dispose();
+    const cloudCpu = round(cpu1.cpuSeconds - cpu0.cpuSeconds, 2);
+    const result = {
+      devices: n,
+      connected: n - plan.switchedOff.length,
+      switchedOff: plan.switchedOff.length,
+      failSelfTest: plan.failSelfTest.length,
+      settings: { waves: WAVES, soakSeconds: o.soak, deviceTimeoutSeconds: o.timeout, canaryGraceSeconds: 10, engineTickSeconds: o.tick, telemetryGate: 'on (default requireTelemetry)', failureThreshold: 0.2, minFailures: 2 },
+      connectSeconds: round(connectSeconds),
+      secondsToInstalled: { ...t, of: `${healthy} connected non-failing devices` },
+      secondsToCompleted: round((completedAt - t0) / 1000, 2),
+      counts,
+      coverage: view.coverage,
+      rolloutTransitions: steps,
+      checks,
+      valid,
+      cloud: {
+        cpuSecondsDuringRollout: cloudCpu,
+        peakRssMiB: round(Math.max(peakRss, cpu1.peakRssBytes) / 2 ** 20),
+        deviceMessagesIngested: { ...watch.messages, total: deviceMessages },
+        cpuMsPerDeviceMessage: round((cloudCpu * 1000) / deviceMessages, 3),
+        profileDuringRollout: prof,
+        profileWholeLife: profWhole,
+        engineCpuMsPerDeviceMessage: round((prof.rolloutsSeconds * 1000) / deviceMessages, 3),
+        engineCpuMsPerDeviceEvent: round((prof.rolloutsSeconds * 1000) / Math.max(1, watch.messages.events!), 3),
+      },
+      brokerMessages: { received: sys1.received - sys0.received, sent: sys1.sent - sys0.sent },
+    };
+    const summary = `cloud: 50/95/100% installed ${t.p50}/${t.p95}/${t.p100} s, completed ${result.secondsToCompleted} s, cloud CPU ${cloudCpu} s, peak RSS ${result.cloud.peakRssMiB} MiB, valid ${valid}`;
+    return { result, valid, summary };
+  } finally {
+    await cloud.stop();
+  }
 }
 
 async function main(): Promise<void> {
   const n = Number(process.env.BENCH_DEVICES ?? 1000);
   if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`BENCH_DEVICES: expected a positive integer, got ${process.env.BENCH_DEVICES}`);
-  const which = (process.env.BENCH_BROKERS ?? 'mosquitto,aedes').split(',').map((s) => s.trim());
+  const workers = Number(process.env.BENCH_WORKERS ?? availableParallelism());
+  const o = { soak: Number(process.env.BENCH_SOAK ?? 30), timeout: Number(process.env.BENCH_DEVICE_TIMEOUT ?? 60), tick: Number(process.env.BENCH_TICK ?? 1) };
+  if (!existsSync('dist/bin/main.js')) throw new Error('run `npm run build` first (the bench runs the built cloud)');
+  const storage = resolve(process.env.BENCH_DATA_DIR ?? '.cache/bench/fleet');
+  await mkdir(storage, { recursive: true });
+  if (statfsSync(storage).type === TMPFS_MAGIC) throw new Error(`BENCH_DATA_DIR ${storage} is tmpfs: device state must be on a real disk`);
+  const dir = await mkdtemp(join(storage, 'run-'));
   const key = generateSigningKey();
   // ~100 KB model (784→32→10 fp32) in 32 KiB chunks: 4 retained chunks per artifact.
-  const relBase = makeRelease(key, { release: 1, seed: 11, sizes: [784, 32, 10], chunkSize: 32 * 1024 });
-  const relSim = makeRelease(key, { release: 2, seed: 12, sizes: [784, 32, 10], chunkSize: 32 * 1024 });
-  const results: Record<string, unknown> = {};
-  const summary: string[] = [];
-  for (const name of which) {
-    const broker = name === 'mosquitto' ? await startMosquittoBroker() : name === 'aedes' ? await startAedesBroker() : undefined;
-    if (!broker) throw new Error(`BENCH_BROKERS: unknown broker ${name}`);
-    const dataDir = await mkdtemp(join(STORAGE, 'apprentice-fleet-bench-'));
+  const rel = makeRelease(key, { release: 1, seed: 12, sizes: [784, 32, 10], chunkSize: CHUNK });
+  const broker = await startMosquitto({ config: ['max_connections -1', 'max_queued_messages 100000', 'max_inflight_messages 100', 'set_tcp_nodelay true', 'sys_interval 1'] });
+  const sys = await SysCounters.watch(broker.url);
+  const load0 = loadAverage1m();
+  try {
+    const skip = process.env.BENCH_SKIP_BASELINES === '1';
+    log(`N=${n}, ${workers} sim workers, state in ${dir}`);
+    const subs = skip ? undefined : await baselineSubscribers(broker.url, n, rel);
+    if (subs) log(`baseline subscribers: ${JSON.stringify(subs.seconds)}`);
+    const eless = skip ? undefined : await baselineEngineless(broker.url, n, workers, rel, key, dir);
+    if (eless) log(`baseline engine-less: ${JSON.stringify(eless.secondsToInstalled)}`);
+    const run = await cloudRun(broker.url, sys, n, workers, rel, dir, o);
+    log(run.summary);
+    const soaks = o.soak * (WAVES.length - 1);
+    const elessT = (eless?.secondsToInstalled as { p100: number } | undefined)?.p100;
+    const installBound = elessT === undefined ? null : round(1.5 * elessT + soaks, 2);
+    const t100 = (run.result.secondsToInstalled as { p100: number | null }).p100;
+    const targets = {
+      note: `soaks before the last wave: ${WAVES.length - 1} × ${o.soak} s = ${soaks} s`,
+      installBoundSeconds: installBound,
+      installWithinBound: installBound === null || t100 === null ? null : t100 <= installBound,
+      completedBoundSeconds: installBound === null ? null : round(installBound + o.timeout + 2 * o.tick, 2),
+      completedWithinBound: installBound === null ? null : (run.result.secondsToCompleted as number) <= installBound + o.timeout + 2 * o.tick,
+      rssUnder1GiB: ((run.result.cloud as { peakRssMiB: number }).peakRssMiB) < 1024,
+    };
+    const entry = {
+      devices: n,
+      simWorkers: workers,
+      storage: { dir: storage, realDisk: true },
+      loadedMachine: true,
+      loadAverage1m: { start: load0, end: loadAverage1m() },
+      model: { bytes: rel.bytes.length, chunks: rel.chunks.length, chunkSize: CHUNK },
+      publishConcurrency: PUBLISH_CONCURRENCY,
+      connectConcurrencyPerWorker: CONNECT_CONCURRENCY,
+      baselines: { subscribers: subs ?? null, engineless: eless ?? null },
+      cloud: run.result,
+      targets,
+    };
+    const name = process.env.BENCH_RESULT ?? 'fleet';
+    const path = resolve('test/bench/results', `${name}.json`);
+    let runs: Record<string, unknown> = {};
     try {
-      process.stderr.write(`[fleet] ${name}: baseline, ${n} subscribers…\n`);
-      const base = await baseline(broker.url, n, relBase);
-      process.stderr.write(`[fleet] ${name}: baseline ${base.totalMs} ms; sim, ${n} devices…\n`);
-      const sim = await simulate(broker.url, n, relSim, key, dataDir);
-      const ratio = Math.round((sim.totalMs / base.totalMs) * 100) / 100;
-      results[name] = { baseline: base, sim, ratio, targetMet: name === 'mosquitto' ? ratio <= 2 : undefined };
-      summary.push(`${name}: sim ${sim.totalMs} ms (p50 ${sim.p50Ms}, p95 ${sim.p95Ms}) vs baseline ${base.totalMs} ms = ${ratio}×, ${sim.rssPerDeviceKiB} KiB/device`);
-      process.stderr.write(`[fleet] ${summary.at(-1)}\n`);
-    } finally {
-      await broker.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      runs = (JSON.parse(readFileSync(path, 'utf8')) as { runs?: Record<string, unknown> }).runs ?? {};
+    } catch {
+      runs = {};
     }
+    runs[String(n)] = entry;
+    const line = `fleet N=${n}: ${run.summary}; engine-less 100% ${elessT ?? '-'} s, subscribers 100% ${(subs?.seconds as { p100?: number } | undefined)?.p100 ?? '-'} s`;
+    runs[String(n)] = { ...entry, summary: line };
+    const file = writeBenchResult(name, { note: 'issue 8 "Proof at scale": runs by device count; see test/bench/fleet.bench.ts', runs });
+    console.log(`${line} → ${file}`);
+    if (!run.valid) process.exitCode = 1;
+  } finally {
+    await sys.close().catch(() => undefined);
+    await broker.stop();
+    if (process.env.BENCH_KEEP !== '1') await rm(dir, { recursive: true, force: true });
   }
-  const file = writeBenchResult('fleet', {
-    devices: n,
-    storage: STORAGE,
-    model: { bytes: relSim.bytes.length, chunks: relSim.chunks.length, chunkSize: 32 * 1024 },
-    publishConcurrency: PUBLISH_CONCURRENCY,
-    connectConcurrency: CONNECT_CONCURRENCY,
-    results,
-  });
-  console.log(`fleet N=${n}: ${summary.join('; ')} → ${file}`);
 }
 
-async function aedesChild(port: number): Promise<void> {
-  const { EmbeddedBroker } = await import('../../cloud/fleet/broker.js');
-  const b = await EmbeddedBroker.create({ port });
-  process.once('SIGTERM', () => void b.stop().then(() => process.exit(0)));
-}
-
-if (process.argv[2] === '--child') {
-  await child(process.argv[3]!, process.argv.slice(4));
-} else if (process.argv[2] === '--aedes-child') {
-  await aedesChild(Number(process.argv[3]));
+if (process.argv[2] === '--subs') {
+  await subscribersChild(process.argv.slice(3));
 } else {
   main().then(
-    () => process.exit(0),
+    () => process.exit(process.exitCode ?? 0),
     (err: unknown) => {
       console.error(err);
       process.exit(1);
