@@ -161,6 +161,8 @@ export class EdgeDaemon {
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
       timeFloor: floor,
       maxSequenceJump: config.updates.maxSequenceJump,
+      keySetSettled: () => this.keysets.keySetSettled(),
+      revokedKeys: () => trust.keyset?.revoked.map((r) => r.keyId) ?? [],
     });
     const mb = config.api.microBatch;
     const metrics = new Registry();

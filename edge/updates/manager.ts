@@ -74,7 +74,7 @@ export class UpdateManager {
     this.ctx = { deviceId: deps.deviceId, now: floor ? () => floor.now() : (deps.now ?? (() => new Date())), emit: deps.emit, log: this.log };
     // Jittered, so a fleet that failed together does not retry together (issue 8).
     this.retryBackoff = createBackoff({ initialMs: deps.retry ? deps.retry.initialMs : 30_000, maxMs: deps.retry ? deps.retry.maxMs : 15 * 60_000 });
-    this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, ctx: this.ctx, log: this.log };
+    this.recovery = { state, slots, host: deps.host, trustedKeys: deps.trustedKeys, revokedKeys: deps.revokedKeys, ctx: this.ctx, log: this.log };
   }
 
   /** Opens the persisted state (throws UpdateStateError on a corrupt file) and the slot store. */
@@ -146,7 +146,7 @@ export class UpdateManager {
     }
   }
 
-  private accept(payload: unknown): Promise<UpdateOutcome> {
+  private accept(payload: unknown, retried = false): Promise<UpdateOutcome> {
     if (this.stopped) return Promise.resolve({ status: 'ignored', detail: 'update manager stopped' });
     // An empty retained publish deletes the retained desired state ([MQTT-3.3.1-10]): nothing to do, nothing wrong.
     if ((payload instanceof Uint8Array && payload.byteLength === 0) || payload === '') return Promise.resolve({ status: 'ignored', detail: 'desired state cleared' });
@@ -159,6 +159,11 @@ export class UpdateManager {
       }
     }
     const v = verifyManifest(envelope, keysOf(this.deps.trustedKeys));
+    if (!v.ok && v.reason === 'unknown_key' && this.deps.keySetSettled && !retried) {
+      // Maybe signed by a key of a key set still on its way (after a rotation): wait for it, then verify again.
+      this.log.info({ detail: v.detail }, 'updates/unknown-key: waiting for the key set');
+      return this.deps.keySetSettled().then(() => this.accept(payload, true));
+    }
     if (!v.ok) return Promise.resolve(this.reject(null, v.reason, v.detail));
     const m = v.manifest;
     const early = this.precheck(m);

@@ -16,6 +16,8 @@ export interface RecoveryDeps {
   slots: SlotStore;
   host: ModelHost;
   trustedKeys: TrustedKeysSource;
+  /** Key ids the accepted key set revokes: their slots are served (degraded) only when nothing else is. */
+  revokedKeys?: () => Iterable<string>;
   ctx: EventContext;
   log: Logger;
 }
@@ -70,9 +72,11 @@ export async function restoreSlots(d: RecoveryDeps): Promise<{ outcome: RestoreO
   // No slot is signed by a live key (its key was revoked): keep serving the current model, degraded,
   // until a re-signed release arrives (issue 10, "Revocation"), rather than serve nothing.
   const s = d.state.get();
+  const revoked = new Set(d.revokedKeys?.() ?? []);
   for (const slot of [s.current, s.previous]) {
     const m = manifestOf(slot);
-    if (!slot || !m || d.state.isDenied(slot.sha256) || m.artifact.sha256 !== slot.sha256 || !(await d.slots.verify(m.artifact))) continue;
+    // Only a revoked key's slot: a key merely absent from the trust list (edge.json edited) stops its models.
+    if (!slot || !m || !revoked.has(slot.signed.signature.keyId) || d.state.isDenied(slot.sha256) || m.artifact.sha256 !== slot.sha256 || !(await d.slots.verify(m.artifact))) continue;
     try {
       await d.host.activate(d.slots.pathOf(slot.sha256), m);
     } catch (err) {

@@ -7,6 +7,9 @@ import { signedKeySetSchema, keySetSchema, topics, type KeySet, type SignedKeySe
 import { writeFileAtomic } from './fsutil.js';
 import type { TimeFloor } from './time-floor.js';
 
+/** How long after a connect a manifest from an unknown key waits for the key set (issue 10). */
+export const KEYSET_WAIT_MS = 30_000;
+
 /** The accepted key set, as received (signatures included), in the data dir. */
 export const TRUST_FILE = 'trust.json';
 
@@ -121,9 +124,35 @@ export class KeySetFollower {
   private readonly topic = topics.keyset();
   private readonly log: Logger;
   private chain: Promise<unknown> = Promise.resolve();
+  /** When the current connection came up (ms, the follower's clock); undefined while not connected yet. */
+  private connectedAt: number | undefined;
+  private seenSinceConnect = false;
+  private waiters: Array<() => void> = [];
 
-  constructor(private readonly deps: { client: MqttClient; trust: TrustStore; onChange?: () => void; log?: Logger }) {
+  constructor(private readonly deps: { client: MqttClient; trust: TrustStore; onChange?: () => void; log?: Logger; clock?: () => number }) {
     this.log = deps.log ?? silentLogger;
+  }
+
+  /**
+   * After a rotation a returning device may get its retained `desired` before the new key set (issue 10):
+   * resolves once a key set message of this connection has been applied, or `maxMs` after the connect
+   * (at once when that has passed or nothing is connected). The update pipeline waits on it before
+   * refusing a manifest as `unknown_key`.
+   */
+  keySetSettled(maxMs = KEYSET_WAIT_MS): Promise<void> {
+    const now = (this.deps.clock ?? Date.now)();
+    if (this.seenSinceConnect || this.connectedAt === undefined || now - this.connectedAt >= maxMs) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.connectedAt! + maxMs - now);
+      timer.unref?.();
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        self.waiters = self.waiters.filter((w) => w !== done);
+        resolve();
+      }
+      this.waiters.push(done);
+    });
   }
 
   start(): void {
@@ -143,6 +172,8 @@ export class KeySetFollower {
   }
 
   private readonly onConnect = (): void => {
+    this.connectedAt = (this.deps.clock ?? Date.now)();
+    this.seenSinceConnect = false;
     this.deps.client.subscribe(this.topic, { qos: 1 }, (err, granted) => {
       if (err) this.log.debug({ err: err.message }, 'trust/subscribe-interrupted');
       else if (granted?.some((g) => g.qos === 128)) this.log.warn({ topic: this.topic }, 'trust/subscribe-refused: the broker ACL predates the key set');
@@ -157,6 +188,10 @@ export class KeySetFollower {
       .then((o) => {
         if (o.ok === true) this.deps.onChange?.();
       })
-      .catch((err: unknown) => this.log.error({ err }, 'trust/apply-failed'));
+      .catch((err: unknown) => this.log.error({ err }, 'trust/apply-failed'))
+      .finally(() => {
+        this.seenSinceConnect = true;
+        for (const w of [...this.waiters]) w();
+      });
   };
 }

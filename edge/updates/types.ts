@@ -88,6 +88,13 @@ export interface UpdateManagerDeps {
    * installed manifest's `createdAt` raises it. `now` is then ignored (the floor has its own clock).
    */
   timeFloor?: TimeFloor;
+  /**
+   * Before refusing a manifest as `unknown_key`: resolves when the key set of this connection has
+   * arrived or 30 s after the connect (KeySetFollower.keySetSettled); the manifest is then verified again.
+   */
+  keySetSettled?: () => Promise<void>;
+  /** Key ids revoked by the accepted key set (TrustStore); see RecoveryDeps.revokedKeys. */
+  revokedKeys?: () => Iterable<string>;
   /** Refuse a release more than this above the release floor (`sequence_jump`). Default 1,000,000. */
   maxSequenceJump?: number;
   /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */

@@ -2,7 +2,11 @@
  * Local API access (issue 10, item 10) on the real ORT-backed API: the optional bearer token, and the
  * feedback route's own per-minute cap.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, readApiToken } from '../../../edge/config/index.js';
 import { sampleInputs } from '../../fixtures/onnx-models.js';
 import { harness, post, type Harness } from './helpers.js';
 
@@ -66,5 +70,25 @@ describe('feedback per-minute cap', () => {
     now += 60_001;
     expect((await post(h.app, '/v1/feedback', { id: ids[3], label: 1 })).status).toBe(200);
     expect(h.feedback.map((f) => f.id)).toEqual(ids.slice(0, 4));
+  });
+});
+
+describe('api.tokenFile', () => {
+  it('reads the first line; a missing, empty, short or binary file is a config error (exit 2)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apprentice-token-'));
+    try {
+      const f = join(dir, 'token');
+      await writeFile(f, `${TOKEN}\nignored\n`);
+      expect(await readApiToken({ tokenFile: f })).toBe(TOKEN);
+      expect(await readApiToken({ token: TOKEN })).toBe(TOKEN);
+      expect(await readApiToken({})).toBeUndefined();
+      await expect(readApiToken({ tokenFile: join(dir, 'missing') })).rejects.toThrow(ConfigError);
+      for (const bad of ['', '\n', 'short\n', 'has a space in it!!\n', Buffer.from([0xff, 0xfe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])]) {
+        await writeFile(f, bad);
+        await expect(readApiToken({ tokenFile: f }), JSON.stringify(bad)).rejects.toThrow(/api.tokenFile/);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -209,10 +209,31 @@ describe('revocation on the device', () => {
     await m.dispose();
     managers.pop();
     host = new FakeHost();
-    const again = await manager({ host, trustedKeys: () => live });
+    const again = await manager({ host, trustedKeys: () => live, revokedKeys: () => [toTrustedKey(leaked).keyId] });
     expect(await again.restore()).toMatchObject({ status: 'restored', release: 5 });
     expect(again.degraded).toBe('revoked_key');
     expect(await again.handleDesired(release(6, {}, good).payload)).toMatchObject({ status: 'installed' });
     expect(again.degraded).toBeNull();
+  });
+});
+
+describe('unknown key: wait for the key set', () => {
+  it('a manifest from a key not yet trusted is verified again once the key set settled; installed if the new set has its key', async () => {
+    const rotated = generateSigningKey();
+    let live = [toTrustedKey(key)];
+    let settle!: () => void;
+    const m = await manager({ trustedKeys: () => live, keySetSettled: () => new Promise<void>((r) => (settle = r)) });
+    const r = release(1, {}, rotated);
+    const pending = m.handleDesired(r.payload);
+    await new Promise((res) => setTimeout(res, 20));
+    expect(log.events).toHaveLength(0); // not refused while the key set may still come
+    live = [toTrustedKey(key), toTrustedKey(rotated)];
+    settle();
+    expect(await pending).toMatchObject({ status: 'installed' });
+
+    const stranger = release(2, {}, generateSigningKey());
+    const p2 = m.handleDesired(stranger.payload);
+    settle();
+    expect(await p2).toMatchObject({ status: 'rejected', reason: 'unknown_key' });
   });
 });
