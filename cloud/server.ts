@@ -192,6 +192,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifactsDir: dataDir,
       ingestCounts: () => ingest.deviceCounts(),
       artifacts: { trustedProxies: cfg.api.trustedProxies },
+      trustDir: dataDir,
+      onKeySetPublished: retainKeySet,
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
