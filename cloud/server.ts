@@ -10,6 +10,7 @@ import { createCloudApi, startCloudServer, type CloudServer } from './api/index.
 import type { CloudConfig } from './config/schema.js';
 import { embeddedBrokerAuth } from './fleet/broker-auth.js';
 import { createReceiptSender } from './fleet/receipts.js';
+import { reloadMosquittoAuth } from './provision/reload.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, IngestQuota, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
@@ -184,8 +185,15 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
         onDeviceRevoked: (id) => {
-          // Revocation is not soft: the live session goes too (Mosquitto: README "Revoke a device").
+          // Revocation is not soft: the live session goes too (Mosquitto: password file + SIGHUP).
           broker?.disconnectDevice(id);
+          if (!broker && cfg.mqtt.mosquitto) {
+            try {
+              reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
+            } catch (err) {
+              log.error({ err, device: id }, 'cloud/mosquitto-reload-failed: run apprentice broker-auth and reload mosquitto by hand');
+            }
+          }
           return rollouts.onDeviceRevoked(id);
         },
       },
