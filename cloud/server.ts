@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Counter, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/log/index.js';
-import { signManifest } from '../shared/manifest/index.js';
+import { signAssignment, signManifest } from '../shared/manifest/index.js';
 import type { Manifest } from '../shared/protocol/schemas.js';
 import { createCloudApi, startCloudServer, type CloudServer } from './api/index.js';
 import type { CloudConfig } from './config/schema.js';
@@ -138,7 +138,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     });
     await ingest.start();
     await mqtt.start();
-    const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
+    const publisher = new ReleasePublisher({
+      mqtt,
+      dataDir,
+      log,
+      compatOf: (id) => deviceCompatOf(registry, id),
+      // Cohorts do not exist yet: null until they do.
+      assign: (deviceId, model) => signAssignment({ deviceId, model, cohort: null }, keys.active().privateKeyPem),
+    });
     // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
     // when the file changes, and with the cloud info on every connect.
     const retainKeySet = (): void => {

@@ -53,6 +53,7 @@ export const REJECT_CLASSES = {
   malformed_manifest: 'security',
   // The trust issue's sequence_jump and assignment mismatches: listed ahead of their REJECT_REASONS entries.
   sequence_jump: 'security',
+  assignment_mismatch: 'security',
   unknown_key: 'key_set',
 } as const satisfies Record<RejectReason, RejectClass> & Record<string, RejectClass>;
 

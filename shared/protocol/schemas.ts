@@ -220,6 +220,8 @@ export const REJECT_REASONS = [
   'load_failed',
   'self_test_failed',
   'input_mismatch',
+  /** The signed assignment beside the manifest names another device or model (issue 10). */
+  'assignment_mismatch',
 ] as const;
 export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget'] as const;
 
