@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Counter, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/log/index.js';
-import { signManifest } from '../shared/manifest/index.js';
+import { signAssignment, signManifest } from '../shared/manifest/index.js';
 import type { Manifest } from '../shared/protocol/schemas.js';
 import { createCloudApi, startCloudServer, type CloudServer } from './api/index.js';
 import type { CloudConfig } from './config/schema.js';
@@ -12,6 +12,7 @@ import { embeddedBrokerAuth } from './fleet/broker-auth.js';
 import { createReceiptSender } from './fleet/receipts.js';
 import { startConsoleRetention } from './fleet/retention.js';
 import { TelemetryHistory } from './fleet/telemetry-history.js';
+import { reloadMosquittoAuth } from './provision/reload.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, IngestQuota, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
@@ -147,7 +148,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const consoleRetention = startConsoleRetention({ registry, log });
     stack.push(() => consoleRetention.stop());
     await mqtt.start();
-    const publisher = new ReleasePublisher({ mqtt, dataDir, log, compatOf: (id) => deviceCompatOf(registry, id) });
+    const publisher = new ReleasePublisher({
+      mqtt,
+      dataDir,
+      log,
+      compatOf: (id) => deviceCompatOf(registry, id),
+      // Cohorts do not exist yet: null until they do.
+      assign: (deviceId, model) => signAssignment({ deviceId, model, cohort: null }, keys.active().privateKeyPem),
+    });
     // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
     // when the file changes, and with the cloud info on every connect.
     const retainKeySet = (): void => {
@@ -200,8 +208,15 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
         onDeviceRevoked: (id) => {
-          // Revocation is not soft: the live session goes too (Mosquitto: README "Revoke a device").
+          // Revocation is not soft: the live session goes too (Mosquitto: password file + SIGHUP).
           broker?.disconnectDevice(id);
+          if (!broker && cfg.mqtt.mosquitto) {
+            try {
+              reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
+            } catch (err) {
+              log.error({ err, device: id }, 'cloud/mosquitto-reload-failed: run apprentice broker-auth and reload mosquitto by hand');
+            }
+          }
           return rollouts.onDeviceRevoked(id);
         },
       },
@@ -209,6 +224,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
       artifacts: { trustedProxies: cfg.api.trustedProxies },
+      trustDir: dataDir,
+      onKeySetPublished: retainKeySet,
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,

@@ -5,6 +5,7 @@ import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
 import { auditRoutes } from './audit.js';
 import { Counter, Registry as PromRegistry } from 'prom-client';
+import { publishKeySet, readPublishedKeySet } from '../keys/keyset-file.js';
 import { fileArtifactStore } from './artifact-store.js';
 import { ARTIFACTS_PREFIX, artifactRoutes, socketAddress } from './artifacts.js';
 import { deviceRoutes } from './devices.js';
@@ -71,6 +72,14 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
       trustedProxies: deps.artifacts?.trustedProxies ?? [],
       clientAddress: deps.artifacts?.clientAddress ?? socketAddress,
       refused: (reason) => artifactRefusals.inc({ reason }),
+    },
+    trust: {
+      published: () => readPublishedKeySet(deps.trustDir ?? deps.artifactsDir),
+      publish: (signed) => {
+        const { verdict, path } = publishKeySet(deps.trustDir ?? deps.artifactsDir, signed, deps.keys.active());
+        deps.onKeySetPublished?.();
+        return { version: verdict.signed.keyset.version, path };
+      },
     },
     ingestCounts: deps.ingestCounts ?? (() => ({})),
     limits: { ...DEFAULT_LIMITS, ...deps.limits },

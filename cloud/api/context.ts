@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { ArtifactStore } from './artifact-store.js';
+import type { SignedKeySet } from '../../shared/protocol/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry, RegistryDb } from '../registry/db.js';
@@ -25,6 +26,12 @@ export interface ApiContext {
     clientAddress: (c: Context) => string | undefined;
     /** Counts a refused request (`apprentice_cloud_artifact_refused_total{reason}`). */
     refused: (reason: 'insecure_transport' | 'unauthorized') => void;
+  };
+  /** The published root-signed key set (cloud/keys/keyset-file.ts) and its upload. */
+  trust: {
+    published(): SignedKeySet | undefined;
+    /** Checks and stores a signed key set (same rules as a device); throws UsageError when refused. */
+    publish(signed: unknown): { version: number; path: string };
   };
   ingestCounts: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits: CloudApiLimits;

@@ -152,7 +152,8 @@ export function deviceRoutes(ctx: ApiContext): Hono {
           // The bundle is the only copy of the password: a failing hook must not lose it.
           await ctx.fleet.onDeviceProvisioned(id, groups).catch((err: unknown) => ctx.log.error({ err, device: id }, 'cloud/api fleet.onDeviceProvisioned failed'));
         }
-        const bundle: ProvisionBundle = { version: BUNDLE_VERSION, deviceId: id, mqtt: { url: ctx.broker.publicUrl, username: id, password }, trustedKeys };
+        const root = ctx.trust.published()?.keyset.root;
+        const bundle: ProvisionBundle = { version: BUNDLE_VERSION, deviceId: id, mqtt: { url: ctx.broker.publicUrl, username: id, password }, trustedKeys, ...(root ? { rootKey: { keyId: root.keyId, publicKeyPem: root.publicKeyPem } } : {}) };
         c.header('Cache-Control', 'no-store');
         c.header('Location', `/v1/devices/${id}`);
         return c.json(bundle, 201);

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
+import { UsageError } from '../../shared/cli/errors.js';
 import { KeyStoreError } from '../keys/store.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
@@ -37,6 +38,39 @@ export function keyRoutes(ctx: ApiContext): Hono {
     if (!ctx.keys.list().some((k) => k.keyId === keyId)) throw notFound(`key ${keyId}`, 'keyId');
   };
   return new Hono()
+    .get(
+      '/keyset',
+      describeRoute({ summary: 'The published root-signed key set (404 before the first)', responses: { 200: { description: 'the signed key set' }, 404: { description: 'none published', schema: errorBodySchema } } }),
+      (c) => {
+        const ks = ctx.trust.published();
+        if (!ks) throw notFound('published key set', undefined, 'keyset_missing');
+        return c.json(ks);
+      },
+    )
+    .put(
+      '/keyset',
+      describeRoute({
+        summary: 'Upload a root-signed key set (from `keys sign-keyset`); checked like a device would, then retained on trust/keyset',
+        responses: { 200: { description: 'published', schema: z.strictObject({ version: z.number().int() }) }, 400: { description: 'not JSON', schema: errorBodySchema }, 422: { description: 'refused (not a signed key set, wrong root, older version, ...)', schema: errorBodySchema } },
+      }),
+      async (c) => {
+        let body: unknown;
+        try {
+          body = await c.req.json();
+        } catch (err) {
+          throw new ApiError(400, 'invalid_json', `request body is not JSON: ${(err as Error).message}`.slice(0, 300));
+        }
+        let out: { version: number };
+        try {
+          out = ctx.trust.publish(body);
+        } catch (err) {
+          if (err instanceof UsageError) throw new ApiError(422, 'keyset_refused', err.message.slice(0, 500), 'keyset');
+          throw err;
+        }
+        ctx.log.info({ version: out.version }, 'key set published');
+        return c.json({ version: out.version });
+      },
+    )
     .get('/', describeRoute({ summary: 'Signing keys: active, trusted (in new device bundles), retired', responses: { 200: { description: 'keys', schema: z.object({ keys: z.array(keyInfoSchema) }) } } }), (c) =>
       c.json({ keys: ctx.keys.list() }),
     )

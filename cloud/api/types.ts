@@ -109,6 +109,10 @@ export interface CloudApiDeps {
     /** The request's TCP peer; default the node socket's remote address (tests override it). */
     clientAddress?: (c: Context) => string | undefined;
   };
+  /** Where the published key set lives (the cloud's data dir); default artifactsDir. */
+  trustDir?: string;
+  /** Called after a key set was uploaded (the cloud retains it on trust/keyset at once). */
+  onKeySetPublished?: () => void;
   /** Per-device deferred / refused counts of ingest since start (Ingest.deviceCounts), for /v1/examples/stats. */
   ingestCounts?: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits?: Partial<CloudApiLimits>;

@@ -46,6 +46,13 @@ export const cloudConfigSchema = z.strictObject({
       /** `$share/cloud/...` subscriptions (Mosquitto/EMQX); aedes has none. */
       sharedSubscriptions: z.boolean().default(false),
       protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+      /**
+       * With an external Mosquitto: revoking a device rewrites `authDir/passwd` and `authDir/acl` and
+       * sends the broker (PID in `pidFile`) SIGHUP, which ends the device's live session.
+       */
+      mosquitto: z
+        .strictObject({ authDir: z.string().min(1), pidFile: z.string().min(1), cloudUser: z.string().min(1).optional(), cloudPasswordFile: z.string().min(1).optional() })
+        .optional(),
     })
     .prefault({}),
   ingest: z

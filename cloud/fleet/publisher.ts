@@ -51,6 +51,11 @@ export interface ReleasePublisherDeps {
   dataDir?: string;
   /** What a device declared it understands (cloud/fleet/device-compat.ts); without it, every device is protocol 1. */
   compatOf?: (deviceId: string) => Promise<DeviceCompat>;
+  /**
+   * Signs `{deviceId, model, cohort}` with a release key (issue 10); the signed assignment rides in
+   * `desired` beside the manifest, only to devices declaring `desired.assignment`.
+   */
+  assign?: (deviceId: string, model: string) => SignedManifest['assignment'];
 }
 
 /** Number of retained chunks a release's artifact has. */
@@ -104,7 +109,8 @@ export class ReleasePublisher {
    */
   async publishDesired(deviceId: string, signed: SignedManifest): Promise<void> {
     const device = (await this.deps.compatOf?.(deviceId)) ?? deviceCompat(null);
-    const r = desiredFor(signed, device);
+    const assignment = signed.assignment ?? this.deps.assign?.(deviceId, signed.manifest.model);
+    const r = desiredFor(assignment ? { ...signed, assignment } : signed, device);
     if (!r.compatible) throw new IncompatibleReleaseError(deviceId, signed.manifest.release, r.missing);
     if (r.stripped.length) this.log.debug({ deviceId, release: signed.manifest.release, stripped: r.stripped }, 'publisher/desired-stripped');
     await this.deps.mqtt.publish(topics.desired(deviceId), encodePayload(signedManifestSchema, r.desired), { qos: 1, retain: true });

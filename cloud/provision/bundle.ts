@@ -24,5 +24,10 @@ export const provisionBundleSchema = z.strictObject({
   }),
   /** Public keys the device accepts release signatures from (several during a key rotation). */
   trustedKeys: z.array(trustedKeySchema).min(1),
+  /**
+   * The offline root's public key, once a root-signed key set is published (issue 10): the device then
+   * trusts key sets under this root from its first connect, with no trust-on-first-use bootstrap.
+   */
+  rootKey: trustedKeySchema.optional(),
 });
 export type ProvisionBundle = z.infer<typeof provisionBundleSchema>;

@@ -53,6 +53,7 @@ export const REJECT_CLASSES = {
   malformed_manifest: 'security',
   // A release number far above the floor: only a leaked or misused key makes one (issue 10).
   sequence_jump: 'security',
+  assignment_mismatch: 'security',
   unknown_key: 'key_set',
 } as const satisfies Record<RejectReason, RejectClass> & Record<string, RejectClass>;
 

@@ -16,7 +16,14 @@ export const AGENT = 'apprentice-edge/0.1.0';
  * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
  * capability is listed only with the code that handles it: the cloud sends what is listed here.
  */
-export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [DEVICE_CAPABILITIES.inputRange, DEVICE_CAPABILITIES.inputImage, DEVICE_CAPABILITIES.lineageSource, DEVICE_CAPABILITIES.receipts, DEVICE_CAPABILITIES.keyset];
+export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [
+  DEVICE_CAPABILITIES.inputRange,
+  DEVICE_CAPABILITIES.inputImage,
+  DEVICE_CAPABILITIES.lineageSource,
+  DEVICE_CAPABILITIES.receipts,
+  DEVICE_CAPABILITIES.keyset,
+  DEVICE_CAPABILITIES.assignment,
+];
 
 /** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */
 export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabilities' | 'trust' | 'degraded'>>;

@@ -1,6 +1,7 @@
 import type { Logger } from '../../shared/log/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { verifyManifest } from '../../shared/manifest/index.js';
+import { checkAssignment } from './assignment.js';
 import { decodePayload, signedManifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { createBackoff, type Backoff } from '../outbox/backoff.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
@@ -166,6 +167,8 @@ export class UpdateManager {
     }
     if (!v.ok) return Promise.resolve(this.reject(null, v.reason, v.detail));
     const m = v.manifest;
+    const misassigned = checkAssignment(envelope, m, this.ctx.deviceId, keysOf(this.deps.trustedKeys));
+    if (misassigned) return Promise.resolve(this.reject(m, misassigned.reason, misassigned.detail));
     const early = this.precheck(m);
     if (early) return Promise.resolve(early);
     // The retained desired comes again on every reconnect: it must not bypass the backoff of a failing release.
@@ -178,7 +181,9 @@ export class UpdateManager {
     return new Promise<UpdateOutcome>((resolve) => {
       this.next?.resolve({ status: 'superseded', by: m.release });
       // A private copy of exactly what verified: the caller's object must not change what gets persisted.
-      const signed = JSON.parse(JSON.stringify(envelope)) as SlotRecord['signed'];
+      // The assignment was checked above; the slot keeps the manifest and its signature only.
+      const { assignment: _checked, ...rest } = JSON.parse(JSON.stringify(envelope)) as SlotRecord['signed'] & { assignment?: unknown };
+      const signed = rest as SlotRecord['signed'];
       this.next = { manifest: m, signed, resolve };
       this.clearRetry();
       if (this.job?.phase === 'fetch') this.job.abort.abort(new Superseded(m.release));

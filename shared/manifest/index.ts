@@ -3,3 +3,4 @@ export * from './canonical.js';
 export * from './sign.js';
 export * from './artifact.js';
 export * from './keyset.js';
+export * from './assignment.js';

@@ -222,6 +222,8 @@ export const REJECT_REASONS = [
   'input_mismatch',
   /** More than the device's `maxSequenceJump` above its release floor (issue 10: a leaked key's huge number). */
   'sequence_jump',
+  /** The signed assignment beside the manifest names another device or model (issue 10). */
+  'assignment_mismatch',
 ] as const;
 /** `crash_loop`: the release was found uncommitted at 2 starts in a row (it crashed the daemon; issue 10). */
 export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget', 'crash_loop'] as const;

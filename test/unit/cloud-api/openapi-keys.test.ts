@@ -49,6 +49,8 @@ describe('GET /openapi.json', () => {
         'POST /v1/examples/quarantine/{id}/drop',
         'GET /v1/artifacts/{sha256}',
         'GET /v1/keys',
+        'GET /v1/keys/keyset',
+        'PUT /v1/keys/keyset',
         'POST /v1/keys/rotate',
         'POST /v1/keys/{keyId}/activate',
         'DELETE /v1/keys/{keyId}',

@@ -15,7 +15,7 @@ describe('failure classification', () => {
       load_failed: 'failure', self_test_failed: 'failure', hash_mismatch: 'failure', length_mismatch: 'failure', input_mismatch: 'failure', denied_hash: 'failure',
       download_failed: 'retry', expired: 'retry',
       stale_release: 'ignored',
-      bad_signature: 'security', malformed_manifest: 'security', sequence_jump: 'security',
+      bad_signature: 'security', malformed_manifest: 'security', sequence_jump: 'security', assignment_mismatch: 'security',
       unknown_key: 'key_set',
     };
     for (const reason of REJECT_REASONS) {

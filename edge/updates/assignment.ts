@@ -1,0 +1,22 @@
+import { verifyAssignment, type TrustedKey } from '../../shared/manifest/index.js';
+import type { Manifest } from '../../shared/protocol/index.js';
+import type { RejectReason } from './types.js';
+
+/**
+ * The device side of the signed assignment (issue 10 item 4). A `desired` that carries an assignment
+ * must carry one signed by a trusted release key, for this device and for the manifest's model;
+ * anything else is refused (`assignment_mismatch`, or the signature's own reason). A `desired` without
+ * one (a cloud that does not send assignments) is judged on the manifest alone.
+ *
+ * @returns undefined when the update may go on, else the rejection.
+ */
+export function checkAssignment(envelope: unknown, m: Manifest, deviceId: string, trusted: readonly TrustedKey[]): { reason: RejectReason; detail: string } | undefined {
+  const signed = (envelope as { assignment?: unknown } | null)?.assignment;
+  if (signed === undefined) return undefined;
+  const v = verifyAssignment(signed, trusted);
+  if (!v.ok) return { reason: v.reason, detail: v.detail };
+  const a = v.assignment;
+  if (a.deviceId !== deviceId) return { reason: 'assignment_mismatch', detail: `the assignment is for device "${a.deviceId}", this is "${deviceId}"` };
+  if (a.model !== m.model) return { reason: 'assignment_mismatch', detail: `this device is assigned model "${a.model}", the manifest is for "${m.model}"` };
+  return undefined;
+}
