@@ -10,6 +10,7 @@ import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
+import { devicesCommand, fleetCommand, roundsCommand } from '../cloud/fleet/cli.js';
 import { runProgram } from '../shared/cli/run.js';
 
 /** Composition root of the CLI: each capability registers its own subcommands. */
@@ -29,6 +30,9 @@ export function buildProgram(): Command {
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
   program.addCommand(releaseCommand());
+  program.addCommand(devicesCommand());
+  program.addCommand(fleetCommand());
+  program.addCommand(roundsCommand());
   return program;
 }
 

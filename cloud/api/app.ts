@@ -3,7 +3,9 @@ import { Hono, type NotFoundHandler } from 'hono';
 import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
+import { auditRoutes } from './audit.js';
 import { deviceRoutes } from './devices.js';
+import { fleetRoutes } from './fleet.js';
 import { ApiError, errorBody, errorBodySchema, onApiError } from './errors.js';
 import { exampleRoutes } from './examples.js';
 import { keyRoutes } from './keys.js';
@@ -67,6 +69,13 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   const bearer = bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS });
   // The console (/ui/, issue 12) has its own login: a session cookie, not the bearer token.
   app.use((c, next) => (isConsolePath(c.req.path) ? next() : bearer(c, next)));
+  // The console calls this API in process (app.request) and names its session as the audit actor in the
+  // request's env, which no HTTP client can set (node-server's env is its socket objects).
+  app.use((c, next) => {
+    const actor = (c.env as { consoleActor?: unknown } | undefined)?.consoleActor;
+    if (typeof actor === 'string') c.set('auditActor', actor);
+    return next();
+  });
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
@@ -96,6 +105,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/rollouts', rolloutRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));
   app.route('/v1/keys', keyRoutes(ctx));
+  app.route('/v1/fleet', fleetRoutes(ctx));
+  app.route('/v1/audit', auditRoutes(ctx));
   if (deps.console !== false) {
     // Forwarded, not app.route(): the console is HTML behind its own session, outside the OpenAPI document.
     const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: registryConsoleData(deps.registry), dataDir: deps.artifactsDir, log, ...deps.console }).app;

@@ -1,4 +1,4 @@
-import { asc, eq } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { deviceId, releaseSeq, sha256Hex, telemetrySchema } from '../../shared/protocol/schemas.js';
@@ -9,7 +9,11 @@ import { devices, releases, type DeviceRow } from '../registry/schema.js';
 import { isUniqueViolation, type ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
-import { groupName } from './schemas.js';
+import { groupName, limitQuery, seqString } from './schemas.js';
+import { audit, idCursor } from './audit.js';
+import { listDeviceEvents } from '../fleet/events-store.js';
+import { ATTENTION_REASONS, DEVICE_STATES, queryDevices } from '../fleet/device-query.js';
+import { RESOLUTIONS, telemetrySeries } from '../fleet/telemetry-history.js';
 
 export const provisionBodySchema = z.strictObject({
   id: deviceId.superRefine((id, ctx) => {
@@ -42,6 +46,52 @@ export const deviceSchema = z.strictObject({
   createdAt: z.string(),
 });
 export const deviceDetailSchema = deviceSchema.extend({ telemetry: telemetrySchema.nullable() });
+export const deviceListItemSchema = deviceSchema.extend({
+  /** The last telemetry's health (ok | degraded | no_model); null before any telemetry. */
+  health: z.string().nullable(),
+  /** Why the device needs attention (the overview's tile); empty when it does not. */
+  attention: z.array(z.enum(ATTENTION_REASONS)),
+});
+
+export const deviceListQuerySchema = z.strictObject({
+  group: groupName.optional(),
+  state: z.enum(DEVICE_STATES).optional(),
+  release: seqString.optional(),
+  q: z.string().min(1).max(64).optional(),
+  limit: limitQuery,
+  cursor: deviceId.optional(),
+});
+
+export const deviceEventSchema = z.strictObject({
+  id: z.number().int(),
+  deviceId: z.string(),
+  at: z.string(),
+  receivedAt: z.string(),
+  source: z.string(),
+  type: z.string(),
+  model: z.string().nullable(),
+  release: z.number().int().nullable(),
+  sha256: z.string().nullable(),
+  reason: z.string().nullable(),
+  detail: z.string().nullable(),
+});
+
+export const telemetryPointSchema = z.strictObject({
+  at: z.string(),
+  samples: z.number().int(),
+  latencyP50: z.number().nullable(),
+  latencyP95: z.number().nullable(),
+  requests: z.number().int(),
+  errors: z.number().int(),
+  rssBytes: z.number().int().nullable(),
+  outboxDepth: z.number().int().nullable(),
+  outboxDropped: z.number().int(),
+});
+
+export const telemetryQuerySchema = z.strictObject({
+  resolution: z.enum(RESOLUTIONS).default('1m'),
+  since: z.iso.datetime({ offset: true }).optional(),
+});
 export type DeviceView = z.infer<typeof deviceSchema>;
 
 const errors = { 400: { description: 'invalid request', schema: errorBodySchema }, 404: { description: 'no such device', schema: errorBodySchema } };
@@ -72,6 +122,9 @@ function select(ctx: ApiContext) {
  * Mosquitto `$7$` hash — cloud/provision/passwd.ts), listing, status, revocation.
  */
 export function deviceRoutes(ctx: ApiContext): Hono {
+  const known = (id: string): void => {
+    if (!ctx.db.select({ id: devices.id }).from(devices).where(eq(devices.id, id)).get()) throw notFound(`device ${id}`, 'id');
+  };
   return new Hono()
     .post(
       '/',
@@ -94,6 +147,7 @@ export function deviceRoutes(ctx: ApiContext): Hono {
           throw err;
         }
         ctx.log.info({ device: id, groups }, 'device provisioned');
+        await audit(ctx, c, { action: 'device.create', target: id, detail: { groups } });
         if (ctx.fleet) {
           // The bundle is the only copy of the password: a failing hook must not lose it.
           await ctx.fleet.onDeviceProvisioned(id, groups).catch((err: unknown) => ctx.log.error({ err, device: id }, 'cloud/api fleet.onDeviceProvisioned failed'));
@@ -104,10 +158,54 @@ export function deviceRoutes(ctx: ApiContext): Hono {
         return c.json(bundle, 201);
       },
     )
-    .get('/', describeRoute({ summary: 'List devices with status, running release, online, last seen', responses: { 200: { description: 'devices', schema: z.object({ devices: z.array(deviceSchema) }) } } }), (c) => {
-      const rows = select(ctx).orderBy(asc(devices.id)).all();
-      return c.json({ devices: rows.map((r) => view(r.device, r.model)) });
-    })
+    .get(
+      '/',
+      describeRoute({
+        summary: 'List devices, filtered and paginated on the server (ordered by id; pass nextCursor as cursor for the next page)',
+        description: 'state: online | offline | never_seen | revoked | attention (failed or quarantined in a rollout, rolled back, unhealthy telemetry, outbox dropping, trust_stale).',
+        responses: {
+          200: { description: 'one page of devices', schema: z.object({ devices: z.array(deviceListItemSchema), nextCursor: z.string().nullable(), total: z.number().int() }) },
+          400: { description: 'invalid query', schema: errorBodySchema },
+        },
+      }),
+      validate('query', deviceListQuerySchema),
+      async (c) => {
+        const { limit = 100, ...f } = c.req.valid('query');
+        return c.json(await queryDevices(ctx.registry, { ...f, limit, now: ctx.clock() }));
+      },
+    )
+    .get(
+      '/:id/events',
+      describeRoute({
+        summary: "A device's events (installed, rejected, rolled back, committed, and the cloud's notes), newest first; page with before = nextBefore",
+        responses: { 200: { description: 'events', schema: z.object({ events: z.array(deviceEventSchema), nextBefore: z.number().int().nullable() }) }, ...errors },
+      }),
+      validate('param', deviceParamSchema),
+      validate('query', z.strictObject({ limit: limitQuery, before: idCursor })),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        known(id);
+        const { limit = 100, before } = c.req.valid('query');
+        const events = await listDeviceEvents(ctx.registry, { deviceId: id, limit, ...(before !== undefined ? { before } : {}) });
+        return c.json({ events, nextBefore: events.length === limit ? events[events.length - 1]!.id : null });
+      },
+    )
+    .get(
+      '/:id/telemetry',
+      describeRoute({
+        summary: "A device's telemetry history: 1-minute buckets for 24 h (resolution=1m) or 1-hour buckets for 30 days (1h), oldest first",
+        responses: { 200: { description: 'the series', schema: z.object({ deviceId: z.string(), resolution: z.enum(RESOLUTIONS), points: z.array(telemetryPointSchema) }) }, ...errors },
+      }),
+      validate('param', deviceParamSchema),
+      validate('query', telemetryQuerySchema),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        known(id);
+        const { resolution, since } = c.req.valid('query');
+        const points = await telemetrySeries(ctx.registry, id, { resolution, now: ctx.clock(), ...(since ? { since: new Date(since) } : {}) });
+        return c.json({ deviceId: id, resolution, points });
+      },
+    )
     .get(
       '/:id',
       describeRoute({ summary: 'One device: status, running release, last telemetry', responses: { 200: { description: 'the device', schema: deviceDetailSchema }, ...errors } }),
@@ -135,6 +233,7 @@ export function deviceRoutes(ctx: ApiContext): Hono {
         if (!before.device.revoked) {
           ctx.db.update(devices).set({ revoked: true, online: false }).where(eq(devices.id, id)).run();
           ctx.log.info({ device: id }, 'device revoked');
+          await audit(ctx, c, { action: 'device.revoke', target: id });
           if (ctx.fleet) await ctx.fleet.onDeviceRevoked(id).catch((err: unknown) => ctx.log.error({ err, device: id }, 'cloud/api fleet.onDeviceRevoked failed'));
         }
         const row = select(ctx).where(eq(devices.id, id)).get()!;

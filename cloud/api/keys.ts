@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { KeyStoreError } from '../keys/store.js';
+import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -43,10 +44,11 @@ export function keyRoutes(ctx: ApiContext): Hono {
       '/rotate',
       describeRoute({ summary: 'Generate a key; it signs from now on unless activate is false (then it is only trusted)', responses: { 201: { description: 'the new key', schema: keyInfoSchema }, 409: errors[409] } }),
       validate('json', z.strictObject({ activate: z.boolean().default(true) }), { optional: true }),
-      (c) => {
+      async (c) => {
         const { activate } = c.req.valid('json');
         const key = guarded(() => ctx.keys.rotate({ activate }));
         ctx.log.info({ keyId: key.keyId, activate }, 'signing key rotated');
+        await audit(ctx, c, { action: 'keys.rotate', target: key.keyId, detail: { activate } });
         return c.json(key, 201);
       },
     )
@@ -55,11 +57,12 @@ export function keyRoutes(ctx: ApiContext): Hono {
       describeRoute({ summary: 'Make a trusted key the signing key', responses: { 200: { description: 'the key', schema: keyInfoSchema }, ...errors } }),
       validate('param', keyParam),
       validate('json', z.strictObject({}), { optional: true }),
-      (c) => {
+      async (c) => {
         const { keyId } = c.req.valid('param');
         known(keyId);
         const key = guarded(() => ctx.keys.activate(keyId));
         ctx.log.info({ keyId }, 'signing key activated');
+        await audit(ctx, c, { action: 'keys.activate', target: keyId });
         return c.json(key);
       },
     )
@@ -67,11 +70,12 @@ export function keyRoutes(ctx: ApiContext): Hono {
       '/:keyId',
       describeRoute({ summary: 'Retire a key: no longer trusted in new bundles, private key deleted', responses: { 200: { description: 'the retired key', schema: keyInfoSchema }, ...errors } }),
       validate('param', keyParam),
-      (c) => {
+      async (c) => {
         const { keyId } = c.req.valid('param');
         known(keyId);
         const key = guarded(() => ctx.keys.retire(keyId));
         ctx.log.info({ keyId }, 'signing key retired');
+        await audit(ctx, c, { action: 'keys.retire', target: keyId });
         return c.json(key);
       },
     );

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { inputSpecSchema } from '../../shared/protocol/schemas.js';
 import { examples, models, releases, type ModelRow } from '../registry/schema.js';
 import { isUniqueViolation, type ApiContext } from './context.js';
+import { audit } from './audit.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
@@ -124,7 +125,7 @@ export function modelRoutes(ctx: ApiContext): Hono {
       }),
       validate('param', nameParam),
       validate('json', modelBodySchema),
-      (c) => {
+      async (c) => {
         const { name } = c.req.valid('param');
         const body = c.req.valid('json');
         const values = { inputSpec: body.inputSpec, labels: body.labels, teacher: body.teacher, studentSpec: body.studentSpec, distillSettings: body.distill, schedule: body.schedule };
@@ -138,11 +139,13 @@ export function modelRoutes(ctx: ApiContext): Hono {
             if (used > 0) throw conflict('input_spec_locked', `model ${name} has releases or examples; its inputSpec cannot change (create a new model)`, 'inputSpec');
           }
           const row = ctx.db.update(models).set({ ...values, updatedAt: ctx.clock().toISOString() }).where(eq(models.name, name)).returning().get()!;
+          await audit(ctx, c, { action: 'model.update', target: name });
           return c.json(view(row, latest(ctx, name)), 200);
         }
         try {
           const now = ctx.clock().toISOString();
           const row = ctx.db.insert(models).values({ name, ...values, createdAt: now, updatedAt: now }).returning().get();
+          await audit(ctx, c, { action: 'model.create', target: name });
           c.header('Location', `/v1/models/${name}`);
           return c.json(view(row, null), 201);
         } catch (err) {

@@ -5,6 +5,7 @@ import { releaseSeq } from '../../shared/protocol/schemas.js';
 import type { RolloutView } from '../rollouts/engine.js';
 import { ROLLOUT_STATES, wavesOf } from '../rollouts/policy.js';
 import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
+import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -149,6 +150,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         const { model, release, target, ...policy } = body;
         const row = await ctx.rollouts.create({ model, releaseSeq: release, target, ...policy });
         ctx.log.info({ rollout: row.id, model: body.model, release: body.release }, 'rollout created');
+        await audit(ctx, c, { action: 'rollout.create', target: row.id, detail: { model, release, target, ...policy } });
         c.header('Location', `/v1/rollouts/${row.id}`);
         return c.json(view(row), 201);
       },
@@ -179,6 +181,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await detail(id);
         await ctx.rollouts.abort(id, c.req.valid('json').reason);
         ctx.log.info({ rollout: id }, 'rollout aborted');
+        await audit(ctx, c, { action: 'rollout.abort', target: id, detail: { reason: c.req.valid('json').reason } });
         return c.json(await detail(id));
       },
     )
@@ -192,6 +195,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await detail(id);
         await ctx.rollouts.pause(id, c.req.valid('json').reason);
         ctx.log.info({ rollout: id }, 'rollout paused');
+        await audit(ctx, c, { action: 'rollout.pause', target: id, detail: { reason: c.req.valid('json').reason } });
         return c.json(await detail(id));
       },
     )
@@ -205,6 +209,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await detail(id);
         await ctx.rollouts.resume(id);
         ctx.log.info({ rollout: id }, 'rollout resumed');
+        await audit(ctx, c, { action: 'rollout.resume', target: id });
         return c.json(await detail(id));
       },
     )
@@ -218,6 +223,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await detail(id);
         await ctx.rollouts.rollback(id);
         ctx.log.info({ rollout: id }, 'rollout rolled back');
+        await audit(ctx, c, { action: 'rollout.rollback', target: id });
         return c.json(await detail(id));
       },
     );

@@ -2,6 +2,7 @@ import { desc, eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { models, rounds, type RoundRow } from '../registry/schema.js';
+import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -72,6 +73,7 @@ export function roundRoutes(ctx: ApiContext): Hono {
         modelExists(name);
         const { id } = await ctx.rounds.start(name, 'manual');
         ctx.log.info({ model: name, round: id }, 'round started');
+        await audit(ctx, c, { action: 'round.start', target: id, detail: { model: name } });
         c.header('Location', `/v1/rounds/${id}`);
         return c.json({ id }, 202);
       },

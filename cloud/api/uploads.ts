@@ -11,6 +11,7 @@ import { mediaType } from '../../shared/http/middleware.js';
 import { signManifest } from '../../shared/manifest/sign.js';
 import { releases } from '../registry/schema.js';
 import { releaseUploadedModel, UploadRejectedError } from '../rounds/upload.js';
+import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -116,6 +117,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         });
         uploads.inc({ result: 'released' });
         ctx.log.info({ model: name, seq: rel.seq, sha256: rel.sha256, bytes: rel.bytes, quantization: rel.quantization }, 'cloud/api release uploaded');
+        await audit(ctx, c, { action: 'model.upload', target: name, detail: { release: rel.seq, sha256: rel.sha256, quantization: rel.quantization } });
         const problems = ctx.uploads.publish ? await ctx.uploads.publish(rel.seq) : [];
         for (const p of problems) ctx.log.warn({ model: name, seq: rel.seq, problem: p }, 'cloud/api uploaded release: publish problem');
         const row = ctx.db.select().from(releases).where(eq(releases.seq, rel.seq)).get()!;

@@ -16,7 +16,7 @@ import { sessions, type UiEnv } from './session.js';
 
 export interface ConsoleDeps {
   /** The JSON API app (cloud/api): every read and action of the console goes through it, in process. */
-  api: { request: (path: string, init: RequestInit) => Response | Promise<Response> };
+  api: { request: (path: string, init: RequestInit, env: { consoleActor?: string }) => Response | Promise<Response> };
   adminToken: string;
   registry: Registry;
   data: ConsoleData;
@@ -41,10 +41,10 @@ export interface ConsoleDeps {
 export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
   const log = deps.log;
   const live = new LiveHub({ intervalMs: deps.liveIntervalMs, log });
-  const api: ApiCall = async <T,>(path: string, init: { method?: 'GET' | 'POST'; body?: unknown } = {}): Promise<T> => {
+  const api: ApiCall = async <T,>(path: string, init: { method?: 'GET' | 'POST'; body?: unknown; actor?: string } = {}): Promise<T> => {
     const headers: Record<string, string> = { authorization: `Bearer ${deps.adminToken}` };
     if (init.body !== undefined) headers['content-type'] = 'application/json';
-    const res = await deps.api.request(path, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+    const res = await deps.api.request(path, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) }, { consoleActor: init.actor });
     const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
     if (!res.ok) throw new ApiCallError(res.status, body.error?.code ?? 'error', body.error?.message ?? `HTTP ${res.status}`);
     return body as T;

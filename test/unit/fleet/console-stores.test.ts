@@ -111,6 +111,24 @@ describe('console stores', () => {
       writer.stop();
     });
 
+    it('ingest telemetry reaches the history through the writer sink; malformed telemetry writes nothing', async () => {
+      const ingest = await Ingest.create({ registry: fx.registry, stateFlushMs: 1_000_000 });
+      try {
+        ingest.deviceState!.addSink(new TelemetryHistory(fx.registry).sink);
+        const at = new Date().toISOString();
+        ingest.handleMessage('telemetry', 'pi-1', Buffer.from(JSON.stringify(telemetry('pi-1', at, { requests: 7, health: 'degraded' }))));
+        ingest.handleMessage('telemetry', 'pi-2', Buffer.from(JSON.stringify({ ...telemetry('pi-2', at), requests: -1 })));
+        ingest.handleMessage('telemetry', 'pi-2', Buffer.from(JSON.stringify(telemetry('pi-1', at)))); // speaks for another device
+        expect(ingest.flush()).toBe(true);
+        expect(await telemetrySeries(fx.registry, 'pi-1', { resolution: '1m' })).toEqual([expect.objectContaining({ samples: 1, requests: 0, latencyP50: 1, latencyP95: 2 })]);
+        expect(await telemetrySeries(fx.registry, 'pi-2', { resolution: '1h' })).toEqual([]);
+        expect(fx.device('pi-1')?.health).toBe('degraded');
+        expect(ingest.stats().malformed).toBe(2);
+      } finally {
+        await ingest.stop();
+      }
+    });
+
     it('retention keeps 24 h of 1m and 30 days of 1h buckets', async () => {
       const history = new TelemetryHistory(fx.registry);
       const at = (ms: number) => new Date(Date.parse('2026-11-01T00:00:00Z') + ms).toISOString();

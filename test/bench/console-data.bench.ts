@@ -1,0 +1,255 @@
+/**
+ * Console data bench (issue 12): what the telemetry history costs to write, and how fast the device list
+ * and the fleet summary answer, at 10,000 devices with full history.
+ *
+ *   npm run bench:console [-- --devices 10000 --minutes 4 --iterations 200]
+ *
+ * Writes test/bench/results/console-data.json.
+ *
+ * 1. Setup, on disk (synchronous=FULL, as the cloud runs): N devices in 10 groups over 3 releases (90%
+ *    online, a few degraded / dropping / trust_stale / rolled back), one live rollout over every device
+ *    (1% failed, 0.5% quarantined), 20 events per device, and full telemetry history: 1,440 one-minute
+ *    + 720 one-hour buckets per device (2,160 rows, the retention cap).
+ * 2. Write cost: `--minutes` of a 30 s telemetry fleet (N/30 telemetry per second) through the real
+ *    DeviceStateWriter, one flush per 250 ms of fleet time (as ingest runs it), without and with the
+ *    TelemetryHistory sink, on that database. CPU per telemetry and per flush, and the share of one core
+ *    the history adds at N/30 telemetry per second.
+ * 3. Reads: `queryDevices` (first page, each tile's filter, a group, a release, a text search, a deep
+ *    cursor) and `fleetSummary`, p50/p99 over `--iterations` calls each; the first call of each after the
+ *    registry was reopened (SQLite page cache empty; the OS file cache is not dropped) is reported apart.
+ * 4. Retention: one pass after a minute of fleet time (deletes one 1-minute bucket per device).
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeviceStateWriter, type DeviceStateOp } from '../../cloud/fleet/device-state-writer.js';
+import { fleetSummary, queryDevices, type DeviceQuery } from '../../cloud/fleet/device-query.js';
+import { pruneTelemetryHistory, TelemetryHistory } from '../../cloud/fleet/telemetry-history.js';
+import { Registry } from '../../cloud/registry/db.js';
+import type { Telemetry } from '../../shared/protocol/index.js';
+import { percentileOfSorted } from '../../shared/util/percentile.js';
+import { writeBenchResult } from './common.js';
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const N = arg('devices', 10_000);
+const MINUTES = arg('minutes', 4);
+const ITERATIONS = arg('iterations', 200);
+const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const id = (i: number) => `dev-${String(i).padStart(5, '0')}`;
+/** "Now" of the fleet: history ends here, the write phase runs after it. */
+const T0 = Date.parse('2026-11-30T12:00:00.000Z');
+
+function setup(path: string): { seconds: number; historyRows: number; bytes: number } {
+  const t = performance.now();
+  const reg = Registry.open(path);
+  const db = reg.sqlite;
+  const seen = new Date(T0 - 10_000).toISOString();
+  const insDev = db.prepare(`INSERT INTO devices (id, groups, credential_hash, online, last_seen, running_seq, running_sha256, desired_seq, health, dropped_at, rolled_back_at, trust, degraded)
+    VALUES (?, ?, 'x', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  db.exec(`INSERT INTO models (name, input_spec, labels, teacher, student_spec, distill_settings) VALUES ('digits', '{}', '[]', '{}', 'mlp', '{}')`);
+  const insRel = db.prepare(`INSERT INTO releases (model, seq, sha256, bytes, quantization, metrics, manifest, signature, artifact_path) VALUES ('digits', ?, ?, 1, 'int8', '{}', '{}', '{}', 'x')`);
+  for (const seq of [1, 2, 3]) insRel.run(seq, String(seq).repeat(64));
+  db.exec(`INSERT INTO rollouts (id, model, release_seq, target, canary_share, soak_seconds, failure_threshold, state) VALUES ('ro-1', 'digits', 3, '{"kind":"all"}', 0.1, 60, 0.2, 'fleet')`);
+  const insRd = db.prepare(`INSERT INTO rollout_devices (rollout_id, device_id, canary, state, wave) VALUES ('ro-1', ?, ?, ?, ?)`);
+  const insEv = db.prepare(`INSERT INTO device_events (device_id, at, received_at, source, type, release) VALUES (?, ?, ?, 'device', ?, ?)`);
+  db.transaction(() => {
+    for (let i = 0; i < N; i++) {
+      const seq = 1 + (i % 3);
+      const online = i % 10 !== 0;
+      insDev.run(
+        id(i),
+        JSON.stringify([`group-${i % 10}`, ...(i % 7 === 0 ? ['eu'] : [])]),
+        online ? 1 : 0,
+        i % 97 === 0 ? null : seen,
+        seq,
+        String(seq).repeat(64),
+        3,
+        i % 50 === 1 ? 'degraded' : 'ok',
+        i % 200 === 3 ? new Date(T0 - 60_000).toISOString() : null,
+        i % 500 === 5 ? seen : null,
+        JSON.stringify({ keysetVersion: 2, state: i % 300 === 7 ? 'trust_stale' : 'current' }),
+        null,
+      );
+      insRd.run(id(i), i % 100 === 0 ? 1 : 0, i % 100 === 11 ? 'failed' : i % 200 === 13 ? 'quarantined' : seq === 3 ? 'installed' : 'desired', i % 100 === 0 ? 0 : 1);
+      for (let e = 0; e < 20; e++) {
+        const at = new Date(T0 - (20 - e) * 3600_000).toISOString();
+        insEv.run(id(i), at, at, e % 2 ? 'committed' : 'installed', seq);
+      }
+    }
+  })();
+  // Full history, generated inside SQLite. The bucket index is built after the fill (a sort, not 21 M random inserts).
+  db.exec('DROP INDEX telemetry_history_bucket_idx');
+  const m1 = Math.floor(T0 / 1000 / 60) * 60;
+  const h1 = Math.floor(T0 / 1000 / 3600) * 3600;
+  const fill = db.prepare(`WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < ? - 1)
+    INSERT INTO telemetry_history (device_id, resolution, bucket, samples, latency_p50, latency_samples, latency_p95, requests, errors, rss_bytes, outbox_depth, outbox_dropped)
+    SELECT d.id, ?, ? - (? - 1 - k.i) * ?, 2, 1.5 + (k.i % 7) * 0.1, 2, 4.0 + (k.i % 5), 40 + k.i % 13, 0, 50000000 + k.i * 1000, k.i % 4, 0
+    FROM (SELECT id FROM devices WHERE id >= ? AND id < ? ORDER BY id) d, k`);
+  const CHUNK = 250;
+  for (let i = 0; i < N; i += CHUNK) {
+    const lo = id(i);
+    const hi = i + CHUNK >= N ? '~' : id(i + CHUNK);
+    db.transaction(() => {
+      fill.run(1440, '1m', m1, 1440, 60, lo, hi);
+      fill.run(720, '1h', h1, 720, 3600, lo, hi);
+    })();
+  }
+  db.exec('CREATE INDEX telemetry_history_bucket_idx ON telemetry_history (resolution, bucket)');
+  const historyRows = (db.prepare('SELECT count(*) AS n FROM telemetry_history').get() as { n: number }).n;
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  const pages = db.pragma('page_count', { simple: true }) as number;
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  reg.dispose();
+  return { seconds: round((performance.now() - t) / 1000, 1), historyRows, bytes: pages * pageSize };
+}
+
+function telemetry(i: number, at: string, tick: number): Telemetry {
+  return {
+    v: 1, deviceId: id(i), at, model: 'digits', release: 1 + (i % 3), uptimeSeconds: 1000 + tick * 30, requests: 1000 + tick * 40, errors: 0,
+    latencyMs: { p50: 1.5, p95: 4.2 }, rssBytes: 50_000_000 + (tick % 10) * 1000, outbox: { depth: tick % 4, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0 }, health: 'ok',
+  };
+}
+
+/** `MINUTES` of fleet time at one telemetry per device per 30 s, one flush per 250 ms of fleet time. */
+function writePhase(reg: Registry, withHistory: boolean, startMs: number) {
+  const writer = new DeviceStateWriter({ registry: reg, flushMs: 3_600_000, maxQueued: 1_000_000 });
+  if (withHistory) writer.addSink(new TelemetryHistory(reg).sink);
+  const perSecond = N / 30;
+  const flushes = MINUTES * 60 * 4;
+  const perFlush = perSecond / 4;
+  const flushMs: number[] = [];
+  const flushCpu: number[] = [];
+  let sent = 0;
+  const c0 = cpuMs();
+  const w0 = performance.now();
+  for (let f = 0; f < flushes; f++) {
+    const atMs = startMs + f * 250;
+    const at = new Date(atMs).toISOString();
+    const upto = Math.round((f + 1) * perFlush);
+    for (; sent < upto; sent++) {
+      const i = sent % N;
+      const op: DeviceStateOp = { kind: 'telemetry', deviceId: id(i), telemetry: telemetry(i, at, Math.floor(sent / N)), lastSeen: at };
+      writer.push(op);
+    }
+    const c = cpuMs();
+    const t = performance.now();
+    if (!writer.flush()) throw new Error('flush failed');
+    flushMs.push(performance.now() - t);
+    flushCpu.push(cpuMs() - c);
+  }
+  writer.stop();
+  const wall = (performance.now() - w0) / 1000;
+  const cpu = (cpuMs() - c0) / 1000;
+  flushMs.sort((a, b) => a - b);
+  return {
+    withHistory,
+    fleetSeconds: MINUTES * 60,
+    telemetry: sent,
+    flushes,
+    opsPerFlush: round(perFlush, 1),
+    wallSeconds: round(wall, 2),
+    cpuSeconds: round(cpu, 2),
+    cpuMsPerTelemetry: round((cpu * 1000) / sent, 4),
+    flushMsP50: round(percentileOfSorted(flushMs, 50), 2),
+    flushMsP99: round(percentileOfSorted(flushMs, 99), 2),
+    /** Share of one core this path needs at N/30 telemetry per second (CPU of this process; fsync waits not included). */
+    coreShareAtFleetRate: round(((cpu * 1000) / sent) * perSecond / 1000, 4),
+    /** Wall time per fleet second: below 1 means the path keeps up (fsync included). */
+    wallPerFleetSecond: round(wall / (MINUTES * 60), 4),
+  };
+}
+
+async function readPhase(reg: Registry) {
+  const now = new Date(T0 + 60_000);
+  const queries: [string, DeviceQuery][] = [
+    ['first page (100)', { limit: 100, now }],
+    ['state=online', { state: 'online', limit: 100, now }],
+    ['state=offline', { state: 'offline', limit: 100, now }],
+    ['state=attention', { state: 'attention', limit: 100, now }],
+    ['group=group-3', { group: 'group-3', limit: 100, now }],
+    ['release=2', { release: 2, limit: 100, now }],
+    ['q=0042', { q: '0042', limit: 100, now }],
+    ['cursor at 90%', { limit: 100, cursor: id(Math.floor(N * 0.9)), now }],
+    ['group=eu&state=attention', { group: 'eu', state: 'attention', limit: 100, now }],
+  ];
+  const out: Record<string, { p50Ms: number; p99Ms: number; maxMs: number; firstAfterOpenMs: number; rows: number; total: number }> = {};
+  const time = async (name: string, fn: () => Promise<{ rows: number; total: number }>, first: number) => {
+    const ms: number[] = [];
+    let last = { rows: 0, total: 0 };
+    for (let k = 0; k < ITERATIONS; k++) {
+      const t = performance.now();
+      last = await fn();
+      ms.push(performance.now() - t);
+    }
+    ms.sort((a, b) => a - b);
+    out[name] = { p50Ms: round(percentileOfSorted(ms, 50), 2), p99Ms: round(percentileOfSorted(ms, 99), 2), maxMs: round(ms[ms.length - 1]!, 2), firstAfterOpenMs: round(first, 2), ...last };
+  };
+  for (const [name, q] of queries) {
+    const t = performance.now();
+    await queryDevices(reg, q);
+    const first = performance.now() - t;
+    await time(`queryDevices ${name}`, async () => {
+      const p = await queryDevices(reg, q);
+      return { rows: p.devices.length, total: p.total };
+    }, first);
+  }
+  const t = performance.now();
+  await fleetSummary(reg, { now });
+  const first = performance.now() - t;
+  await time('fleetSummary', async () => {
+    const s = await fleetSummary(reg, { now });
+    return { rows: s.releases.length, total: s.total };
+  }, first);
+  return out;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'console-bench-'));
+const path = join(dir, 'registry.db');
+try {
+  const loadBefore = loadavg();
+  process.stderr.write(`console-data bench: ${N} devices, full history, on ${path}\n`);
+  const built = setup(path);
+  process.stderr.write(`setup: ${built.historyRows} history rows, ${(built.bytes / 2 ** 30).toFixed(2)} GiB in ${built.seconds} s\n`);
+
+  // Reads first, on a freshly opened registry (empty SQLite page cache).
+  let reg = Registry.open(path);
+  const reads = await readPhase(reg);
+  reg.dispose();
+
+  reg = Registry.open(path);
+  const baseline = writePhase(reg, false, T0 + 1000);
+  const history = writePhase(reg, true, T0 + 1000 + MINUTES * 60_000);
+  const added = round(history.cpuMsPerTelemetry - baseline.cpuMsPerTelemetry, 4);
+  const rt0 = performance.now();
+  const pruned = await pruneTelemetryHistory(reg, new Date(T0 + 2 * MINUTES * 60_000 + 61_000));
+  const retentionMs = round(performance.now() - rt0, 1);
+  reg.dispose();
+
+  const result = {
+    loadedMachine: true,
+    loadavgBefore: loadBefore,
+    loadavgAfter: loadavg(),
+    config: { devices: N, telemetryEverySeconds: 30, telemetryPerSecond: round(N / 30, 1), writerFlushMs: 250, fleetMinutesPerPhase: MINUTES, iterations: ITERATIONS, synchronous: 'FULL', disk: 'real disk (tmpdir), not tmpfs' },
+    setup: { ...built, rowsPerDevice: round(built.historyRows / N, 1), eventsPerDevice: 20 },
+    write: { baseline, history, historyCpuMsPerTelemetry: added, historyCoreShareAtFleetRate: round(history.coreShareAtFleetRate - baseline.coreShareAtFleetRate, 4) },
+    reads,
+    retention: { deleted: pruned, ms: retentionMs },
+  };
+  const file = writeBenchResult('console-data', result);
+  const worst = Object.entries(reads).reduce((a, b) => (b[1].p99Ms > a[1].p99Ms ? b : a));
+  process.stdout.write(
+    `console-data (${N} devices, ${built.historyRows} history rows, loadavg ${loadBefore[0]}): history adds ${added} ms CPU per telemetry ` +
+      `(${round(result.write.historyCoreShareAtFleetRate * 100, 1)}% of a core at ${round(N / 30, 0)}/s; flush p99 ${baseline.flushMsP99} → ${history.flushMsP99} ms); ` +
+      `fleetSummary p50/p99 ${reads.fleetSummary!.p50Ms}/${reads.fleetSummary!.p99Ms} ms; worst queryDevices p99 ${worst[1].p99Ms} ms (${worst[0]}) → ${file}\n`,
+  );
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
