@@ -49,8 +49,10 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
     if (!res.ok) throw new ApiCallError(res.status, body.error?.code ?? 'error', body.error?.message ?? `HTTP ${res.status}`);
     return body as T;
   };
-  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log };
-  const auth = sessions({ store: registrySessionStore(deps.registry.db), ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
+  const store = registrySessionStore(deps.registry.db);
+  const auth = sessions({ store, ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
+  const sessionLive = async (s: { sid: string; exp: number }): Promise<boolean> => s.exp > Date.now() && !(await store.isRevoked(s.sid));
+  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log, sessionLive };
   const safeNext = (n: unknown): string => (typeof n === 'string' && /^\/ui(\/[\w\-./%?=&]*)?$/.test(n) && !n.includes('//') ? n : '/ui/');
 
   // Not strict: /ui and /ui/ are both the overview.

@@ -24,6 +24,8 @@ export interface UiContext {
   dataDir: string;
   live: LiveHub;
   log: Logger;
+  /** Still signed in (not expired, not logged out)? Long-lived streams check it before each message. */
+  sessionLive: (s: Session) => Promise<boolean>;
 }
 
 /** The audit actor of a console session (cloud/audit): `session:<first 12 of its id>/<the name typed at login>`. */

@@ -164,6 +164,8 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
         });
         try {
           while (!stream.aborted) {
+            // A stream outlives page loads: it ends when its session expires or logs out (in any tab).
+            if (queue.length && !(await ctx.sessionLive(session))) break;
             while (queue.length) await stream.writeSSE({ event: 'progress', data: queue.shift()!, id: String(++n) });
             await new Promise<void>((r) => (wake = r));
           }
