@@ -96,6 +96,13 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   const bearer = bearerAuth({ token: deps.adminToken, exempt: PUBLIC_PATHS, exemptPrefixes: [ARTIFACTS_PREFIX] });
   // The console (/ui/, issue 12) has its own login: a session cookie, not the bearer token.
   app.use((c, next) => (isConsolePath(c.req.path) ? next() : bearer(c, next)));
+  // The console calls this API in process (app.request) and names its session as the audit actor in the
+  // request's env, which no HTTP client can set (node-server's env is its socket objects).
+  app.use((c, next) => {
+    const actor = (c.env as { consoleActor?: unknown } | undefined)?.consoleActor;
+    if (typeof actor === 'string') c.set('auditActor', actor);
+    return next();
+  });
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));

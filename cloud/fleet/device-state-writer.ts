@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3';
 import { eq } from 'drizzle-orm';
 import type { Counter } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
@@ -18,8 +19,12 @@ export interface CommittedStatus {
   wentOnline: boolean;
 }
 
-/** Runs inside the writer's transaction for every batch (the console's telemetry history is one). */
-export type DeviceStateSink = (tx: Parameters<Parameters<RegistryDb['transaction']>[0]>[0], ops: readonly DeviceStateOp[]) => void;
+/**
+ * Runs inside the writer's transaction for every batch (the console's telemetry history is one).
+ * `previous[i]` is, for a telemetry op `ops[i]`, the device's telemetry stored before it (null: none yet),
+ * read in the same transaction, so every replica and a restarted cloud see the same predecessor.
+ */
+export type DeviceStateSink = (tx: Parameters<Parameters<RegistryDb['transaction']>[0]>[0], ops: readonly DeviceStateOp[], previous: readonly (Telemetry | null | undefined)[]) => void;
 
 export interface DeviceStateWriterDeps {
   registry: Registry;
@@ -58,6 +63,7 @@ export class DeviceStateWriter {
   private stopped = false;
   /** A commit failed and its retry is scheduled: pushes only queue (a locked database blocks each attempt). */
   private failing = false;
+  private lastTelemetryStmt: Statement<[string], { t: string | null }> | undefined;
 
   constructor(private readonly deps: DeviceStateWriterDeps) {
     this.log = deps.log ?? silentLogger;
@@ -93,10 +99,13 @@ export class DeviceStateWriter {
     if (ops.length === 0) return true;
     let committed: { op: DeviceStateOp; status?: CommittedStatus }[];
     try {
+      const readPrevious = this.sinks.length > 0;
       committed = this.deps.registry.db.transaction((tx) => {
         const out: { op: DeviceStateOp; status?: CommittedStatus }[] = [];
+        const previous: (Telemetry | null | undefined)[] = [];
         for (const op of ops) {
           if (op.kind === 'telemetry') {
+            if (readPrevious) previous[out.length] = this.previousTelemetry(op.deviceId);
             tx.update(devices).set({ lastTelemetry: op.telemetry, lastSeen: op.lastSeen }).where(eq(devices.id, op.deviceId)).run();
             out.push({ op });
             continue;
@@ -125,7 +134,7 @@ export class DeviceStateWriter {
             .run();
           out.push({ op, status: { deviceId: op.deviceId, status: op.status, retain: op.retain, wentOnline: online && !before?.online } });
         }
-        for (const sink of this.sinks) sink(tx, ops);
+        for (const sink of this.sinks) sink(tx, ops, previous);
         return out;
       });
     } catch (err) {
@@ -144,6 +153,18 @@ export class DeviceStateWriter {
       this.log.error({ err }, 'ingest/device-state-listener-failed');
     }
     return true;
+  }
+
+  /** The device's stored telemetry (only read when a sink wants it: one indexed read per telemetry op). */
+  private previousTelemetry(deviceId: string): Telemetry | null {
+    this.lastTelemetryStmt ??= this.deps.registry.sqlite.prepare<[string], { t: string | null }>('SELECT last_telemetry AS t FROM devices WHERE id = ?');
+    const t = this.lastTelemetryStmt.get(deviceId)?.t;
+    if (!t) return null;
+    try {
+      return JSON.parse(t) as Telemetry;
+    } catch {
+      return null;
+    }
   }
 
   stop(): void {

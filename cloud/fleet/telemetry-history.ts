@@ -42,8 +42,6 @@ export interface TelemetrySeriesOptions {
   now?: Date;
 }
 
-type Counters = { requests: number; errors: number; dropped: number };
-
 /** Increase of a cumulative counter; a smaller value means the daemon restarted (its counters began at 0). */
 function increase(now: number, before: number | undefined): number {
   if (before === undefined) return 0;
@@ -69,8 +67,8 @@ const UPSERT = `INSERT INTO telemetry_history
  * The console's telemetry history (issue 12), a sink of the batched DeviceStateWriter: each telemetry
  * op adds to its device's 1-minute and 1-hour bucket in the same transaction as the device row. Gauges
  * keep the bucket's mean p50 and maximum p95 / RSS / outbox depth; the device's cumulative counters
- * (requests, errors, outbox drops) become increases per bucket, from the previous telemetry this process
- * saw (the first one after a cloud restart counts 0). The device row gets `health` and, when drops grew,
+ * (requests, errors, outbox drops) become increases per bucket, from the device's previous telemetry as
+ * stored in the registry (so replicas and restarts agree; a device's first telemetry counts 0). The device row gets `health` and, when drops grew,
  * `dropped_at` (the console's "needing attention").
  *
  * @example
@@ -78,7 +76,6 @@ const UPSERT = `INSERT INTO telemetry_history
  * ingest.deviceState?.addSink(history.sink);
  */
 export class TelemetryHistory {
-  private readonly last = new Map<string, Counters>();
   private upsert: Statement | undefined;
   private deviceUpdate: Statement | undefined;
 
@@ -92,40 +89,34 @@ export class TelemetryHistory {
   }
 
   /** Pass to `DeviceStateWriter.addSink`. */
-  readonly sink: DeviceStateSink = (_tx, ops) => this.apply(ops);
+  readonly sink: DeviceStateSink = (_tx, ops, previous) => this.apply(ops, previous);
 
-  /** Applies telemetry ops (run inside the writer's transaction: the statements join it). */
-  apply(ops: readonly DeviceStateOp[]): void {
+  /**
+   * Applies telemetry ops (run inside the writer's transaction: the statements join it). `previous[i]` is
+   * the device's telemetry before `ops[i]` (the writer reads it); without it, counters count 0.
+   */
+  apply(ops: readonly DeviceStateOp[], previous: readonly (Telemetry | null | undefined)[] = []): void {
     this.upsert ??= this.registry.sqlite.prepare(UPSERT);
     this.deviceUpdate ??= this.registry.sqlite.prepare('UPDATE devices SET health = @health, dropped_at = CASE WHEN @dropped > 0 THEN @at ELSE dropped_at END WHERE id = @deviceId');
-    for (const op of ops) {
-      if (op.kind !== 'telemetry') continue;
-      this.add(op.deviceId, op.telemetry, op.lastSeen);
-    }
+    ops.forEach((op, i) => {
+      if (op.kind === 'telemetry') this.add(op.deviceId, op.telemetry, op.lastSeen, previous[i] ?? undefined);
+    });
   }
 
-  private add(deviceId: string, t: Telemetry, at: string): void {
-    const before = this.last.get(deviceId);
-    const now: Counters = { requests: t.requests, errors: t.errors, dropped: t.outbox.dropped };
-    this.last.set(deviceId, now);
+  private add(deviceId: string, t: Telemetry, at: string, before: Telemetry | undefined): void {
     const row = {
       deviceId,
       p50: t.latencyMs.p50,
       p50n: t.latencyMs.p50 === null ? 0 : 1,
       p95: t.latencyMs.p95,
-      requests: increase(now.requests, before?.requests),
-      errors: increase(now.errors, before?.errors),
+      requests: increase(t.requests, before?.requests),
+      errors: increase(t.errors, before?.errors),
       rss: t.rssBytes,
       depth: t.outbox.depth,
-      dropped: increase(now.dropped, before?.dropped),
+      dropped: increase(t.outbox.dropped, before?.outbox?.dropped),
     };
     for (const resolution of RESOLUTIONS) this.upsert!.run({ ...row, resolution, bucket: TelemetryHistory.bucketOf(at, resolution) });
     this.deviceUpdate!.run({ deviceId, health: t.health, dropped: row.dropped, at: new Date(at).toISOString() });
-  }
-
-  /** Forgets a device's previous counters (revoked devices). */
-  forget(deviceId: string): void {
-    this.last.delete(deviceId);
   }
 }
 

@@ -16,7 +16,7 @@ import { sessions, type UiEnv } from './session.js';
 
 export interface ConsoleDeps {
   /** The JSON API app (cloud/api): every read and action of the console goes through it, in process. */
-  api: { request: (path: string, init: RequestInit) => Response | Promise<Response> };
+  api: { request: (path: string, init: RequestInit, env: { consoleActor?: string }) => Response | Promise<Response> };
   adminToken: string;
   registry: Registry;
   data: ConsoleData;
@@ -41,16 +41,18 @@ export interface ConsoleDeps {
 export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
   const log = deps.log;
   const live = new LiveHub({ intervalMs: deps.liveIntervalMs, log });
-  const api: ApiCall = async <T,>(path: string, init: { method?: 'GET' | 'POST'; body?: unknown } = {}): Promise<T> => {
+  const api: ApiCall = async <T,>(path: string, init: { method?: 'GET' | 'POST'; body?: unknown; actor?: string } = {}): Promise<T> => {
     const headers: Record<string, string> = { authorization: `Bearer ${deps.adminToken}` };
     if (init.body !== undefined) headers['content-type'] = 'application/json';
-    const res = await deps.api.request(path, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) });
+    const res = await deps.api.request(path, { method: init.method ?? 'GET', headers, body: init.body === undefined ? undefined : JSON.stringify(init.body) }, { consoleActor: init.actor });
     const body = (await res.json().catch(() => ({}))) as { error?: { code: string; message: string } };
     if (!res.ok) throw new ApiCallError(res.status, body.error?.code ?? 'error', body.error?.message ?? `HTTP ${res.status}`);
     return body as T;
   };
-  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log };
-  const auth = sessions({ store: registrySessionStore(deps.registry.db), ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
+  const store = registrySessionStore(deps.registry.db);
+  const auth = sessions({ store, ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
+  const sessionLive = async (s: { sid: string; exp: number }): Promise<boolean> => s.exp > Date.now() && !(await store.isRevoked(s.sid));
+  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log, sessionLive };
   const safeNext = (n: unknown): string => (typeof n === 'string' && /^\/ui(\/[\w\-./%?=&]*)?$/.test(n) && !n.includes('//') ? n : '/ui/');
 
   // Not strict: /ui and /ui/ are both the overview.

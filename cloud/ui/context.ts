@@ -5,7 +5,7 @@ import type { LiveHub } from './live.js';
 import type { Session } from './session.js';
 
 /** A call to the cloud's own JSON API, in process (app.request, no socket) with the admin token. */
-export type ApiCall = <T>(path: string, init?: { method?: 'GET' | 'POST'; body?: unknown }) => Promise<T>;
+export type ApiCall = <T>(path: string, init?: { method?: 'GET' | 'POST'; body?: unknown; /** Recorded as the audit actor of the action. */ actor?: string }) => Promise<T>;
 
 export class ApiCallError extends Error {
   constructor(
@@ -24,7 +24,9 @@ export interface UiContext {
   dataDir: string;
   live: LiveHub;
   log: Logger;
+  /** Still signed in (not expired, not logged out)? Long-lived streams check it before each message. */
+  sessionLive: (s: Session) => Promise<boolean>;
 }
 
-/** The audit actor of a console session: `session:<id>` (cloud/audit), plus the name typed at login in the detail. */
-export const actorOf = (s: Session): string => `session:${s.sid.slice(0, 12)}`;
+/** The audit actor of a console session (cloud/audit): `session:<first 12 of its id>/<the name typed at login>`. */
+export const actorOf = (s: Session): string => `session:${s.sid.slice(0, 12)}/${s.who}`;

@@ -164,6 +164,8 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
         });
         try {
           while (!stream.aborted) {
+            // A stream outlives page loads: it ends when its session expires or logs out (in any tab).
+            if (queue.length && !(await ctx.sessionLive(session))) break;
             while (queue.length) await stream.writeSSE({ event: 'progress', data: queue.shift()!, id: String(++n) });
             await new Promise<void>((r) => (wake = r));
           }
@@ -177,8 +179,8 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       const action = c.req.param('action') as Action;
       const session = c.get('session');
       const body = action === 'pause' || action === 'abort' ? { reason: `${action === 'pause' ? 'paused' : 'aborted'} by ${session.who} in the console` } : {};
-      await ctx.api(`/v1/rollouts/${encodeURIComponent(id)}/${action}`, { method: 'POST', body });
-      await ctx.data.recordAudit({ actor: actorOf(session), action: `rollout.${action}`, target: id, detail: { who: session.who, via: 'console' } });
+      // The API records the action in the audit log, with this session as the actor.
+      await ctx.api(`/v1/rollouts/${encodeURIComponent(id)}/${action}`, { method: 'POST', body, actor: actorOf(session) });
       if (!c.req.header('hx-request')) return c.redirect(`/ui/rollouts/${id}`, 303);
       return c.html(<RolloutLive r={await get(id)} session={session} />);
     });

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DeviceStateWriter } from '../../../cloud/fleet/device-state-writer.js';
 import { recordDeviceEvents } from '../../../cloud/fleet/events-store.js';
 import { TelemetryHistory } from '../../../cloud/fleet/telemetry-history.js';
 import { rolloutDevices, rollouts } from '../../../cloud/registry/schema.js';
@@ -161,9 +162,10 @@ describe('console data routes', () => {
   });
 
   it('GET /v1/devices/{id}/telemetry returns the series at each resolution, since a time', async () => {
-    const history = new TelemetryHistory(h.registry);
-    const ops = ['11:58:10', '11:58:40', '11:59:10'].map((t, i) => ({ kind: 'telemetry' as const, deviceId: 'ok-1', telemetry: telemetry('ok-1', `2026-11-30T${t}.000Z`, 10 * (i + 1)), lastSeen: `2026-11-30T${t}.000Z` }));
-    h.registry.db.transaction(() => history.apply(ops));
+    const writer = new DeviceStateWriter({ registry: h.registry, flushMs: 1_000_000 });
+    writer.addSink(new TelemetryHistory(h.registry).sink);
+    ['11:58:10', '11:58:40', '11:59:10'].forEach((t, i) => writer.push({ kind: 'telemetry', deviceId: 'ok-1', telemetry: telemetry('ok-1', `2026-11-30T${t}.000Z`, 10 * (i + 1)), lastSeen: `2026-11-30T${t}.000Z` }));
+    writer.stop();
     const m = await json(await call(h.app, 'GET', '/v1/devices/ok-1/telemetry?resolution=1m'));
     expect(m.resolution).toBe('1m');
     expect(m.points.map((p: { at: string; requests: number; samples: number }) => [p.at, p.samples, p.requests])).toEqual([

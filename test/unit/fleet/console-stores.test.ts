@@ -109,6 +109,14 @@ describe('console stores', () => {
       // The device row says what the console filters on.
       expect(fx.device('pi-1')).toMatchObject({ health: 'ok', droppedAt: '2026-11-30T10:01:05.000Z' });
       writer.stop();
+
+      // A restarted cloud (new writer and history) continues from the stored telemetry, not from 0.
+      const again = new DeviceStateWriter({ registry: fx.registry, flushMs: 1_000_000 });
+      again.addSink(new TelemetryHistory(fx.registry).sink);
+      again.push({ kind: 'telemetry', deviceId: 'pi-1', telemetry: telemetry('pi-1', '2026-11-30T10:01:35Z', { requests: 45, dropped: 5 }), lastSeen: '2026-11-30T10:01:35Z' });
+      again.stop();
+      const after = await telemetrySeries(fx.registry, 'pi-1', { resolution: '1m', now, since: new Date('2026-11-30T10:01:00Z') });
+      expect(after).toEqual([expect.objectContaining({ samples: 2, requests: 45, outboxDropped: 2 })]);
     });
 
     it('ingest telemetry reaches the history through the writer sink; malformed telemetry writes nothing', async () => {

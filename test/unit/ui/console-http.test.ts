@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devices } from '../../../cloud/registry/schema.js';
-import { harness, TOKEN, type Harness } from '../cloud-api/helpers.js';
+import { harness, seedModel, seedRelease, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
 /**
  * The console's HTTP surface through app.request (no socket, no browser): what it serves without a
@@ -17,7 +17,9 @@ describe('console over HTTP', () => {
   let csrf: string;
 
   beforeAll(async () => {
-    h = harness();
+    h = harness({ console: { liveIntervalMs: 100 } });
+    seedModel(h);
+    seedRelease(h, { seq: 1, bytes: Buffer.from('release one') });
     h.registry.db.insert(devices).values({ id: 'd'.repeat(64), groups: ['lab'], credentialHash: 'x', online: true, lastSeen: new Date().toISOString() }).run();
     h.registry.db.insert(devices).values({ id: 'pi-2', groups: ['yard'], credentialHash: 'x', online: false, lastSeen: new Date().toISOString() }).run();
   });
@@ -124,6 +126,41 @@ describe('console over HTTP', () => {
     }
     const f = await h.app.request('/ui/logout', { ...form({ _csrf: 'forged' }), headers: { 'content-type': 'application/x-www-form-urlencoded', cookie } });
     expect(f.status).toBe(403);
+  });
+
+  let rolloutId: string;
+  it('a console action goes through the API and is audited with the session as actor', async () => {
+    const created = await h.app.request('/v1/rollouts', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'digits', release: 1, target: 'all', canaryShare: 0.5, soakSeconds: 60, failureThreshold: 0.2 }) });
+    expect(created.status).toBe(201);
+    rolloutId = ((await created.json()) as { id: string }).id;
+    const r = await h.app.request(`/ui/rollouts/${rolloutId}/pause`, { method: 'POST', headers: { cookie, 'x-csrf-token': csrf, 'hx-request': 'true' } });
+    expect(r.status).toBe(200);
+    expect(await r.text()).toContain('data-paused="true"');
+    const { entries } = (await (await h.app.request('/v1/audit', { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { entries: { actor: string; action: string; target: string }[] };
+    const pause = entries.find((e) => e.action === 'rollout.pause')!;
+    expect(pause).toMatchObject({ target: rolloutId });
+    expect(pause.actor).toMatch(/^session:[\w-]{12}\/ada$/);
+    expect(entries.filter((e) => e.action === 'rollout.pause')).toHaveLength(1); // once, not by the console and the API both
+  });
+
+  it('an open SSE stream sends changes, and ends once its session logs out', async () => {
+    const res = await h.app.request(`/ui/rollouts/${rolloutId}/live`, { headers: { cookie } });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const reader = res.body!.getReader();
+    const text = async (): Promise<string | undefined> => {
+      const { done, value } = await reader.read();
+      return done ? undefined : Buffer.from(value).toString();
+    };
+    expect(await text()).toMatch(/event: progress[\s\S]*data-paused="true"/);
+    await h.app.request(`/v1/rollouts/${rolloutId}/resume`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(await text()).toContain('data-paused="false"');
+    // A second cookie of the same session logs out; the next change must not reach this stream.
+    const out = await h.app.request('/ui/logout', { ...form({ _csrf: csrf }), headers: { 'content-type': 'application/x-www-form-urlencoded', cookie } });
+    expect(out.status).toBe(303);
+    await h.app.request(`/v1/rollouts/${rolloutId}/pause`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(await text()).toBeUndefined(); // the stream ended instead of sending the paused state
+    cookie = (await login()).headers.get('set-cookie')!.split(';')[0]!;
+    csrf = /name="_csrf" value="([^"]+)"/.exec(await (await get('/ui/')).text())![1]!;
   });
 
   it('logout ends the session for good: the old cookie is refused afterwards', async () => {
