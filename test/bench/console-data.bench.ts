@@ -37,6 +37,8 @@ function arg(name: string, fallback: number): number {
 const N = arg('devices', 10_000);
 const MINUTES = arg('minutes', 4);
 const ITERATIONS = arg('iterations', 200);
+/** `--history 0` skips the history fill (a quick profile of the reads; not for results). */
+const HISTORY = arg('history', 1) !== 0;
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
 const cpuMs = () => {
@@ -94,7 +96,7 @@ function setup(path: string): { seconds: number; historyRows: number; bytes: num
     SELECT d.id, ?, ? - (? - 1 - k.i) * ?, 2, 1.5 + (k.i % 7) * 0.1, 2, 4.0 + (k.i % 5), 40 + k.i % 13, 0, 50000000 + k.i * 1000, k.i % 4, 0
     FROM (SELECT id FROM devices WHERE id >= ? AND id < ? ORDER BY id) d, k`);
   const CHUNK = 250;
-  for (let i = 0; i < N; i += CHUNK) {
+  for (let i = 0; HISTORY && i < N; i += CHUNK) {
     const lo = id(i);
     const hi = i + CHUNK >= N ? '~' : id(i + CHUNK);
     db.transaction(() => {
@@ -211,7 +213,7 @@ async function readPhase(reg: Registry) {
   return out;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'console-bench-'));
+const dir = process.env.CONSOLE_BENCH_DIR ?? mkdtempSync(join(tmpdir(), 'console-bench-'));
 const path = join(dir, 'registry.db');
 try {
   const loadBefore = loadavg();
@@ -251,5 +253,5 @@ try {
       `fleetSummary p50/p99 ${reads.fleetSummary!.p50Ms}/${reads.fleetSummary!.p99Ms} ms; worst queryDevices p99 ${worst[1].p99Ms} ms (${worst[0]}) → ${file}\n`,
   );
 } finally {
-  rmSync(dir, { recursive: true, force: true });
+  if (!process.env.CONSOLE_BENCH_DIR) rmSync(dir, { recursive: true, force: true });
 }
