@@ -67,42 +67,55 @@ export interface FleetSummary {
   at: string;
 }
 
-/** Rollouts whose failed / quarantined devices still matter (not ended by abort, rollback or a newer rollout). */
-const LIVE_ROLLOUT = sql`r.state NOT IN ('aborted', 'rolled_back', 'superseded')`;
+/**
+ * Devices `state` in a rollout that still matters (not ended by abort, rollback or a newer rollout). Not
+ * correlated: SQLite builds the set once per statement (an ephemeral index), not one lookup per device.
+ */
+function inRolloutState(states: readonly string[]): SQL {
+  // CROSS JOIN keeps the (few) rollouts outside, so rollout_devices is read through its (rollout_id, state) index.
+  return sql`d.id IN (SELECT rd.device_id FROM rollouts r CROSS JOIN rollout_devices rd
+    WHERE rd.rollout_id = r.id AND rd.state IN (${sql.join(states.map((st) => sql`${st}`), sql`, `)}) AND r.state NOT IN ('aborted', 'rolled_back', 'superseded'))`;
+}
+
+/** Each attention reason as a predicate on `devices d` (revoked devices need none). */
+function reasonPredicates(now: Date): Record<AttentionReason, SQL> {
+  const dropCutoff = new Date(now.getTime() - DROPPING_WINDOW_MS).toISOString();
+  return {
+    rollout_failed: inRolloutState(['failed']),
+    quarantined: inRolloutState(['quarantined']),
+    rolled_back: sql`d.rolled_back_at IS NOT NULL`,
+    unhealthy: sql`(d.online = 1 AND (d.health = 'degraded' OR d.degraded IS NOT NULL))`,
+    outbox_dropping: sql`d.dropped_at >= ${dropCutoff}`,
+    trust_stale: sql`json_extract(d.trust, '$.state') = 'trust_stale'`,
+  };
+}
 
 /** Per-device reason columns (0/1), shared by the list and the summary. */
 function reasonColumns(now: Date): SQL {
-  const dropCutoff = new Date(now.getTime() - DROPPING_WINDOW_MS).toISOString();
-  return sql`
-    (d.revoked = 0 AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
-       WHERE rd.device_id = d.id AND rd.state = 'failed' AND ${LIVE_ROLLOUT})) AS rollout_failed,
-    (d.revoked = 0 AND EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
-       WHERE rd.device_id = d.id AND rd.state = 'quarantined' AND ${LIVE_ROLLOUT})) AS quarantined,
-    (d.revoked = 0 AND d.rolled_back_at IS NOT NULL) AS rolled_back,
-    (d.revoked = 0 AND d.online = 1 AND (d.health = 'degraded' OR d.degraded IS NOT NULL)) AS unhealthy,
-    (d.revoked = 0 AND d.dropped_at >= ${dropCutoff}) AS outbox_dropping,
-    (d.revoked = 0 AND json_extract(d.trust, '$.state') = 'trust_stale') AS trust_stale`;
+  const p = reasonPredicates(now);
+  return sql.join(
+    ATTENTION_REASONS.map((k) => sql`(d.revoked = 0 AND ${p[k]}) AS ${sql.raw(k)}`),
+    sql`, `,
+  );
 }
 
 function attentionWhere(now: Date): SQL {
-  const dropCutoff = new Date(now.getTime() - DROPPING_WINDOW_MS).toISOString();
-  return sql`(d.revoked = 0 AND (
-    d.rolled_back_at IS NOT NULL
-    OR (d.online = 1 AND (d.health = 'degraded' OR d.degraded IS NOT NULL))
-    OR d.dropped_at >= ${dropCutoff}
-    OR json_extract(d.trust, '$.state') = 'trust_stale'
-    OR EXISTS (SELECT 1 FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id
-       WHERE rd.device_id = d.id AND rd.state IN ('failed', 'quarantined') AND ${LIVE_ROLLOUT})))`;
+  const p = reasonPredicates(now);
+  return sql`(d.revoked = 0 AND (${sql.join(ATTENTION_REASONS.map((k) => p[k]), sql` OR `)}))`;
 }
 
+/**
+ * `+d.online` keeps SQLite from the online index: walking the primary key in id order stops after one
+ * page, where the index would fetch, evaluate and sort every matching device first.
+ */
 function stateWhere(state: DeviceStateFilter, now: Date): SQL {
   switch (state) {
     case 'online':
-      return sql`(d.revoked = 0 AND d.online = 1)`;
+      return sql`(d.revoked = 0 AND +d.online = 1)`;
     case 'offline':
-      return sql`(d.revoked = 0 AND d.online = 0 AND d.last_seen IS NOT NULL)`;
+      return sql`(d.revoked = 0 AND +d.online = 0 AND d.last_seen IS NOT NULL)`;
     case 'never_seen':
-      return sql`(d.revoked = 0 AND d.online = 0 AND d.last_seen IS NULL)`;
+      return sql`(d.revoked = 0 AND +d.online = 0 AND d.last_seen IS NULL)`;
     case 'revoked':
       return sql`d.revoked = 1`;
     case 'attention':
@@ -197,28 +210,30 @@ export async function queryDevices(reg: Registry, q: DeviceQuery): Promise<Devic
  * const s = await fleetSummary(registry); // { total, online, offline, attention, attentionBy, releases, ... }
  */
 export async function fleetSummary(reg: Registry, { now = new Date() }: { now?: Date } = {}): Promise<FleetSummary> {
+  const p = reasonPredicates(now);
+  // Each predicate once per device, as one bit of `m` (a NULL predicate is 0); LIMIT -1 keeps SQLite from
+  // flattening the subquery, which would evaluate the predicates again for every sum.
+  const mask = sql.join(ATTENTION_REASONS.map((k, i) => sql`(ifnull(${p[k]}, 0) << ${sql.raw(String(i))})`), sql` | `);
   const t = reg.db.get<Record<string, number | null>>(sql`
-    SELECT
-      sum(revoked = 0) AS total,
-      sum(revoked = 0 AND online = 1) AS online,
-      sum(revoked = 0 AND online = 0 AND last_seen IS NOT NULL) AS offline,
-      sum(revoked = 0 AND online = 0 AND last_seen IS NULL) AS never_seen,
-      sum(revoked = 1) AS revoked,
-      sum(rollout_failed OR quarantined OR rolled_back OR unhealthy OR outbox_dropping OR trust_stale) AS attention,
-      sum(rollout_failed) AS rollout_failed, sum(quarantined) AS quarantined, sum(rolled_back) AS rolled_back,
-      sum(unhealthy) AS unhealthy, sum(outbox_dropping) AS outbox_dropping, sum(trust_stale) AS trust_stale
-    FROM (SELECT d.revoked, d.online, d.last_seen, ${reasonColumns(now)} FROM devices d)`);
+    SELECT count(*) AS total, sum(online) AS online,
+      sum(online = 0 AND last_seen IS NOT NULL) AS offline, sum(online = 0 AND last_seen IS NULL) AS never_seen,
+      sum(m > 0) AS attention,
+      ${sql.join(ATTENTION_REASONS.map((k, i) => sql`sum((m >> ${sql.raw(String(i))}) & 1) AS ${sql.raw(k)}`), sql`, `)}
+    FROM (SELECT d.online, d.last_seen, ${mask} AS m FROM devices d WHERE d.revoked = 0 LIMIT -1)`);
+  const revoked = reg.db.get<{ n: number }>(sql`SELECT count(*) AS n FROM devices WHERE revoked = 1`)?.n ?? 0;
   const n = (k: string): number => Number(t?.[k] ?? 0);
+  // Count per sequence first (the running index), then name the model: one join per release, not per device.
   const releases = reg.db.all<{ model: string; release: number; devices: number }>(sql`
-    SELECT rel.model AS model, d.running_seq AS release, count(*) AS devices
-    FROM devices d JOIN releases rel ON rel.seq = d.running_seq
-    WHERE d.revoked = 0 GROUP BY rel.model, d.running_seq ORDER BY rel.model, devices DESC, release DESC`);
+    SELECT rel.model AS model, g.seq AS release, g.n AS devices
+    FROM (SELECT running_seq AS seq, count(*) AS n FROM devices WHERE revoked = 0 AND running_seq IS NOT NULL GROUP BY running_seq) g
+    JOIN releases rel ON rel.seq = g.seq
+    ORDER BY rel.model, devices DESC, release DESC`);
   return {
     total: n('total'),
     online: n('online'),
     offline: n('offline'),
     neverSeen: n('never_seen'),
-    revoked: n('revoked'),
+    revoked,
     attention: n('attention'),
     attentionBy: Object.fromEntries(ATTENTION_REASONS.map((k) => [k, n(k)])) as Record<AttentionReason, number>,
     releases,

@@ -111,7 +111,7 @@ export async function listDeviceEvents(reg: Registry, o: ListDeviceEventsOptions
  * Deletes events received before `cutoff`, `batch` rows per statement so a long backlog never holds the
  * write lock for long. Returns how many were deleted.
  */
-export async function pruneDeviceEvents(reg: Registry, cutoff: Date, batch = 5_000): Promise<number> {
+export async function pruneDeviceEvents(reg: Registry, cutoff: Date, batch = 2_000): Promise<number> {
   let total = 0;
   for (;;) {
     const ids = reg.db.select({ id: deviceEvents.id }).from(deviceEvents).where(lt(deviceEvents.receivedAt, cutoff.toISOString())).limit(batch).all().map((r) => r.id);
