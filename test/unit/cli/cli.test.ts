@@ -8,7 +8,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'apprentice-cli-'));
 
 describe('apprentice CLI', () => {
   it('prints help with exit 0 for the program and every subcommand', async () => {
-    for (const args of [['--help'], ['distill', '--help'], ['teacher', 'train', '--help'], ['data', 'inspect', '--help'], ['backup', '--help'], ['restore', '--help']]) {
+    for (const args of [['--help'], ['distill', '--help'], ['teacher', 'train', '--help'], ['data', 'inspect', '--help']]) {
       const r = await runCli(args);
       expect(r.code, args.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/Usage: apprentice/);
