@@ -203,10 +203,17 @@ export class OutboxPublisher {
    * never throws: an unreadable receipt is logged and counted, and its rows go again after the timeout.
    */
   handleReceipt(payload: Buffer): void {
+    let r: ReturnType<typeof decodePayload<typeof receiptSchema>>;
     try {
-      const r = decodePayload(receiptSchema, payload);
+      r = decodePayload(receiptSchema, payload);
       if (r.deviceId !== this.deviceId) throw new Error(`receipt for device "${r.deviceId}"`);
-      if (this.outbox.closed) return;
+    } catch (err) {
+      this.badReceipts++;
+      this.log.warn({ err: (err as Error).message?.slice(0, 300) }, 'outbox/bad receipt');
+      return;
+    }
+    if (this.outbox.closed) return;
+    try {
       let settled: string[];
       if (r.kind === 'batch') {
         const b = this.inFlight.get(r.batchId);
@@ -229,8 +236,11 @@ export class OutboxPublisher {
       }
       this.settle(settled, r.kind === 'batch' ? r.batchId : undefined);
     } catch (err) {
-      this.badReceipts++;
-      this.log.warn({ err: (err as Error).message?.slice(0, 300) }, 'outbox/bad receipt');
+      // A valid receipt the store could not apply (disk full, read-only): the rows stay and go again
+      // after the receipt timeout; the cloud answers `stored` for duplicates, so nothing is lost.
+      this.failures++;
+      const e = err as NodeJS.ErrnoException;
+      this.log.error({ err: e.message?.slice(0, 300), code: e.code, batchId: r.batchId }, 'outbox/receipt not applied: the outbox write failed; its rows go again after the timeout');
     }
   }
 

@@ -59,9 +59,10 @@ export class FaultWorld {
     });
   }
 
-  static async create(): Promise<FaultWorld> {
+  /** `brokerConfig`: extra mosquitto.conf lines (queue limits for the overflow drill). */
+  static async create({ brokerConfig = [] }: { brokerConfig?: string[] } = {}): Promise<FaultWorld> {
     // autosave_on_changes: a snapshot after every change, so a SIGKILL loses (almost) nothing the broker acknowledged.
-    const broker = await startMosquitto({ persistence: true, config: ['autosave_on_changes true'] });
+    const broker = await startMosquitto({ persistence: true, config: ['autosave_on_changes true', ...brokerConfig] });
     const w = new FaultWorld(broker);
     await w.startCloud();
     return w;

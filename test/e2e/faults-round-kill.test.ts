@@ -66,7 +66,7 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
         teacher: { files: [teacherFile], outputKind: 'logits' },
         studentSpec: 'mlp:16',
         // Long enough to be killed in (epochs of 3,000 rows), short enough to retry; any accuracy passes the gate.
-        distillSettings: { baseData: 'mnist:train', baseLimit: 1500, holdout: 'mnist:test', holdoutLimit: 200, epochs: 30, batchSize: 64, hardExampleShare: 0.5, tolerance: 1 },
+        distillSettings: { baseData: 'mnist:train', baseLimit: 600, holdout: 'mnist:test', holdoutLimit: 100, epochs: 50, batchSize: 64, hardExampleShare: 0.5, tolerance: 1 },
       })
       .run();
     for (const id of ['dev-a', 'dev-b']) await w.startDevice(id);

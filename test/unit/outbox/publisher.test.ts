@@ -258,6 +258,25 @@ describe('OutboxPublisher with receipts (issue 9)', () => {
     expect(pub.stats().badReceipts).toBe(1);
   });
 
+  it('a valid receipt the store cannot apply (a failing disk) is not a bad receipt: rows kept, counted as a failure, settled by a later receipt', async () => {
+    outbox.add(makeExample());
+    publisher({ receipts: () => true, receiptTimeoutMs: 60_000 }).start();
+    client.up();
+    await flush();
+    const batch = client.sent[0]!.batch;
+    client.sent[0]!.cb();
+    const Database = (await import('better-sqlite3')).default;
+    const other = new Database(join(tmp.dir, 'o.db'));
+    other.exec("CREATE TRIGGER refuse BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'disk says no'); END;");
+    pub.handleReceipt(receipt(batch.batchId, { stored: [batch.examples[0]!.id] }));
+    expect(pub.stats()).toMatchObject({ badReceipts: 0, failures: 1, depth: 1, published: 0 });
+    other.exec('DROP TRIGGER refuse');
+    other.close();
+    // The cloud answers the resend (or the same receipt again): now the row leaves.
+    pub.handleReceipt(receipt(batch.batchId, { stored: [batch.examples[0]!.id] }));
+    expect(pub.stats()).toMatchObject({ badReceipts: 0, depth: 0, published: 1 });
+  });
+
   it('without a receipt in time the rows go again in a new batch after the backoff; a late receipt still settles them', async () => {
     outbox.add(makeExample());
     publisher({ receipts: () => true, receiptTimeoutMs: 5_000 }).start();
