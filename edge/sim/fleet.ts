@@ -144,6 +144,8 @@ export class SimFleet {
   }
 }
 
+const PROVISION_ATTEMPTS = 6;
+
 /**
  * Provisions a device through the cloud API (`POST /v1/devices`) once and keeps the bundle in its data
  * dir, so a restarted simulation reuses the same identity, like a real device with its edge.json.
@@ -155,11 +157,21 @@ export function cloudCredentials(cloudUrl: string, token: string, groups: string
     try {
       bundle = JSON.parse(await readFile(file, 'utf8')) as typeof bundle;
     } catch {
-      const res = await fetch(new URL('/v1/devices', cloudUrl), {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ id, groups }),
-      });
+      // A busy cloud may drop a connection or answer 5xx: retry those (a 4xx is final).
+      let res: Response | undefined;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          res = await fetch(new URL('/v1/devices', cloudUrl), {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ id, groups }),
+          });
+          if (res.status < 500 || attempt >= PROVISION_ATTEMPTS) break;
+        } catch (err) {
+          if (attempt >= PROVISION_ATTEMPTS) throw new Error(`provisioning ${id}: ${(err as Error).message} (${attempt} attempts)`);
+        }
+        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt * (0.5 + Math.random())));
+      }
       if (res.status !== 201) throw new Error(`provisioning ${id}: HTTP ${res.status} ${(await res.text()).slice(0, 200)}`);
       bundle = (await res.json()) as typeof bundle;
       await mkdir(dir, { recursive: true });

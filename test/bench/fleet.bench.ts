@@ -213,6 +213,7 @@ interface CloudRun {
 /** The real cloud: upload, provision, POST /v1/rollouts with waves; until `completed`. */
 async function cloudRun(url: string, sys: SysCounters, n: number, workers: number, rel: TestRelease, dir: string, o: { soak: number; timeout: number; tick: number }): Promise<CloudRun> {
   const cloud = await startCloudProcess(dir, url, o.tick);
+  let stopPool: () => Promise<void> = async () => undefined;
   try {
     await api(cloud, 'PUT', `/v1/models/${MODEL}`, {
       inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' },
@@ -225,8 +226,9 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
     const prefix = `cloud${Date.now().toString(36)}`;
     const plan = simPlan(n, { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST });
     const watch = await DeviceWatch.start(url, prefix, () => up.seq);
-    const pool = new SimPool({ devices: n, workers, mqttUrl: url, dataDir: join(dir, 'devices'), trustedKeys: [], cloud: { url: cloud.apiUrl, token: TOKEN }, prefix, connectConcurrency: CONNECT_CONCURRENCY, shares: { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST } });
+    const pool: SimPool = new SimPool({ devices: n, workers, mqttUrl: url, dataDir: join(dir, 'devices'), trustedKeys: [], cloud: { url: cloud.apiUrl, token: TOKEN }, prefix, connectConcurrency: CONNECT_CONCURRENCY, shares: { switchedOff: SWITCHED_OFF, failSelfTest: FAIL_SELF_TEST } });
     const c0 = Date.now();
+    stopPool = () => pool.stop();
     await pool.start();
     const connectSeconds = (Date.now() - c0) / 1000;
     log(`cloud: ${n} devices provisioned and ${n - plan.switchedOff.length} connected in ${round(connectSeconds)} s; rollout…`);
@@ -241,10 +243,20 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
     let peakRss = cpu0.rssBytes;
     let view: { state: string; counts: Record<string, number>; devices: { deviceId: string; state: string; reason: string | null }[]; coverage: unknown; transitions: { at: string; to: string; deviceId: string | null }[] } | undefined;
     const deadline = Date.now() + (o.soak * WAVES.length + o.timeout + 900) * 1000;
+    let pollErrors = 0;
     for (;;) {
-      await sleep(2_000);
+      // The detail lists every device: poll it less often at 10,000 (its cost is in the cloud's CPU).
+      await sleep(n > 2_000 ? 5_000 : 2_000);
       peakRss = Math.max(peakRss, procUsage(pid).rssBytes);
-      const v = await api<NonNullable<typeof view>>(cloud, 'GET', `/v1/rollouts/${r.id}`);
+      let v: NonNullable<typeof view>;
+      try {
+        v = await api<NonNullable<typeof view>>(cloud, 'GET', `/v1/rollouts/${r.id}`);
+      } catch (err) {
+        pollErrors++;
+        log(`poll ${pollErrors} failed: ${(err as Error).message}`);
+        if (pollErrors > 20) throw err;
+        continue;
+      }
       if (['completed', 'rolled_back', 'aborted', 'superseded'].includes(v.state)) {
         view = v;
         break;
@@ -288,6 +300,7 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
       failSelfTest: plan.failSelfTest.length,
       settings: { waves: WAVES, soakSeconds: o.soak, deviceTimeoutSeconds: o.timeout, canaryGraceSeconds: 10, engineTickSeconds: o.tick, telemetryGate: 'on (default requireTelemetry)', failureThreshold: 0.2, minFailures: 2 },
       connectSeconds: round(connectSeconds),
+      pollErrors,
       secondsToInstalled: { ...t, of: `${healthy} connected non-failing devices` },
       secondsToCompleted: round((completedAt - t0) / 1000, 2),
       counts,
@@ -309,6 +322,10 @@ async function cloudRun(url: string, sys: SysCounters, n: number, workers: numbe
     };
     const summary = `cloud: 50/95/100% installed ${t.p50}/${t.p95}/${t.p100} s, completed ${result.secondsToCompleted} s, cloud CPU ${cloudCpu} s, peak RSS ${result.cloud.peakRssMiB} MiB, valid ${valid}`;
     return { result, valid, summary };
+  } catch (err) {
+    log(`cloud run failed: ${(err as Error).stack ?? String(err)}`);
+    await stopPool().catch(() => undefined);
+    throw err;
   } finally {
     await cloud.stop();
   }
@@ -381,7 +398,7 @@ async function main(): Promise<void> {
   } finally {
     await sys.close().catch(() => undefined);
     await broker.stop();
-    if (process.env.BENCH_KEEP !== '1') await rm(dir, { recursive: true, force: true });
+    if (process.env.BENCH_KEEP !== '1') await rm(dir, { recursive: true, force: true, maxRetries: 5 }).catch((err: unknown) => log(`cleanup of ${dir}: ${(err as Error).message}`));
   }
 }
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimFleet, SimPool } from '../../../edge/sim/index.js';
+import { SIM_CAPABILITIES } from '../../../edge/sim/device.js';
 import { FaultWorld, MODEL } from '../../e2e/fault-harness.js';
 import { waitFor } from '../../helpers/net.js';
 import { eq } from 'drizzle-orm';
@@ -39,7 +40,7 @@ describe('sim workers through the real cloud', () => {
     await w?.dispose();
   });
 
-  it('spreads the devices over two processes, one kept off and one failing, by device index', async () => {
+  it('spreads the devices over two processes, one switched off and one failing, by device index; protocol-2 status', async () => {
     expect(pool.pids).toHaveLength(2);
     expect(new Set(pool.pids).size).toBe(2);
     expect(pool.pids).not.toContain(process.pid);
@@ -51,10 +52,15 @@ describe('sim workers through the real cloud', () => {
     const mine = body.devices.filter((d) => d.id.startsWith(prefix)).sort((a, b) => a.id.localeCompare(b.id));
     expect(mine.map((d) => d.id)).toEqual([0, 1, 2, 3, 4, 5].map(id));
     await waitFor(() => w.registry.db.select().from(devices).all().filter((d) => d.id.startsWith(prefix) && d.online).length === 5, 10_000, { message: 'five online' });
-    expect(w.registry.db.select().from(devices).where(eq(devices.id, id(0))).get()).toMatchObject({ online: true });
+    // They speak protocol 2 to this cloud: the update path's capabilities, not receipts or key sets (no outbox, no key-set follower).
+    const row = w.registry.db.select().from(devices).where(eq(devices.id, id(0))).get()!;
+    expect(row).toMatchObject({ online: true, protocolVersion: 2, trust: { keysetVersion: null, state: 'trusted_keys' } });
+    expect(row.capabilities).toEqual([...SIM_CAPABILITIES]);
+    expect(row.capabilities).toContain('manifest.lineage-source');
+    expect(row.capabilities).not.toContain('receipts');
   });
 
-  it('a waves rollout: healthy devices install, the failing one is quarantined, the one kept off times out, completed', async () => {
+  it('a waves rollout: healthy devices install, the failing one is quarantined, the switched-off one times out, completed', async () => {
     const rel = w.addRelease({ seed: 31 });
     const r = await w.cloud!.rollouts.create({ model: MODEL, releaseSeq: rel.seq, waves: [0.34, 1], soakSeconds: 1, deviceTimeoutSeconds: 8, canaryGraceSeconds: 2 });
     await waitFor(() => w.cloud!.rollouts.get(r.id)?.rollout.state === 'completed', 45_000, { intervalMs: 200, message: 'rollout completed' }).catch((err: unknown) => {
