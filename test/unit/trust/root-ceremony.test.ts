@@ -3,7 +3,7 @@
  * a device's TrustStore: init the offline root, draft, sign offline, publish; rotate; revoke. And the
  * promise that the cloud server never reads a root key.
  */
-import { chmodSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,7 +82,9 @@ describe('the cloud server never reads a root key', () => {
       seen.add(file);
       const src = readFileSync(file, 'utf8');
       for (const m of src.matchAll(/(?:from|import)\s*\(?\s*['"](\.{1,2}\/[^'"]+)['"]/g)) {
-        todo.push(resolve(dirname(file), m[1]!.replace(/\.js$/, '.ts')));
+        // `./x.js` is `x.ts`, or `x.tsx` (the console's pages).
+        const ts = resolve(dirname(file), m[1]!.replace(/\.js$/, '.ts'));
+        todo.push(existsSync(ts) ? ts : `${ts}x`);
       }
     }
     return seen;
