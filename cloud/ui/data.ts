@@ -3,74 +3,18 @@
  * summary, events, telemetry history) and the audit log (cloud/audit). Injected (createCloudApi wires the
  * registry-backed stores) so the pages depend on shapes, not on SQL.
  */
-export interface AttentionSummary {
-  total: number;
-  online: number;
-  offline: number;
-  neverSeen: number;
-  revoked: number;
-  attention: number;
-  attentionBy: Record<string, number>;
-  releases: { model: string; release: number; devices: number }[];
-  at: string;
-}
+import type { DeviceListItem, DeviceQuery, FleetSummary } from '../fleet/device-query.js';
+import type { DeviceEventView } from '../fleet/events-store.js';
+import type { Point } from '../fleet/telemetry-history.js';
+import type { AuditEntry } from '../audit/store.js';
 
-export interface DeviceItem {
-  id: string;
-  groups: string[];
-  status: 'online' | 'offline' | 'never_seen' | 'revoked';
-  online: boolean;
-  lastSeen: string | null;
-  running: { model: string | null; release: number; sha256: string | null } | null;
-  desiredRelease: number | null;
-  revoked: boolean;
-  trust: { keysetVersion: number | null; state: string } | null;
-  degraded: string | null;
-  health: string | null;
-  attention: string[];
-  createdAt: string;
-}
-
-export interface DeviceQueryInput {
-  group?: string;
-  state?: 'online' | 'offline' | 'never_seen' | 'revoked' | 'attention';
-  release?: number;
-  q?: string;
-  limit: number;
-  cursor?: string;
-}
-
-export interface EventItem {
-  id: number;
-  at: string;
-  source: string;
-  type: string;
-  model: string | null;
-  release: number | null;
-  reason: string | null;
-  detail: string | null;
-}
-
-export interface TelemetryPoint {
-  at: string;
-  samples: number;
-  latencyP50: number | null;
-  latencyP95: number | null;
-  requests: number;
-  errors: number;
-  rssBytes: number | null;
-  outboxDepth: number | null;
-  outboxDropped: number;
-}
-
-export interface AuditItem {
-  id: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  detail: Record<string, unknown> | null;
-}
+// The stores' own shapes, under the names the pages use (one definition each, in cloud/fleet and cloud/audit).
+export type AttentionSummary = FleetSummary;
+export type DeviceItem = DeviceListItem;
+export type DeviceQueryInput = DeviceQuery;
+export type EventItem = DeviceEventView;
+export type TelemetryPoint = Point;
+export type AuditItem = AuditEntry;
 
 export interface ConsoleData {
   fleetSummary(): Promise<AttentionSummary>;
