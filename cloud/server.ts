@@ -226,7 +226,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifacts: { trustedProxies: cfg.api.trustedProxies },
       trustDir: dataDir,
       onKeySetPublished: retainKeySet,
-      limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes },
+      limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes, maxConcurrentUploads: cfg.api.maxConcurrentUploads },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,

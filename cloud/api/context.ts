@@ -45,6 +45,7 @@ export interface ApiContext {
 export const DEFAULT_LIMITS: CloudApiLimits = {
   maxBodyBytes: 1024 * 1024,
   maxUploadBytes: 256 * 1024 * 1024,
+  maxConcurrentUploads: 2,
   exportBatchRows: 500,
 };
 

@@ -86,6 +86,8 @@ export interface CloudApiLimits {
   exportBatchRows: number;
   /** ONNX uploads (POST /v1/models/{name}/releases) above this are refused with 413 (default 256 MiB). */
   maxUploadBytes: number;
+  /** ONNX uploads processed at once; one more gets 503 `uploads_busy` with Retry-After (default 2). */
+  maxConcurrentUploads: number;
 }
 
 export interface CloudApiDeps {

@@ -40,8 +40,11 @@ const metricsQuery = z
     return r.data;
   });
 
-const uploadQuery = z.strictObject({ quantize: z.enum(['int8']).optional(), metrics: metricsQuery.optional() });
+const uploadQuery = z.strictObject({ quantize: z.enum(['int8']).optional(), output: z.enum(['logits', 'probs']).optional(), metrics: metricsQuery.optional() });
 const uploadResponse = releaseSchema.extend({ problems: z.array(z.string()) });
+
+/** Seconds a client is told to wait when every upload slot is taken. */
+const BUSY_RETRY_SECONDS = 10;
 
 const tooLarge = (max: number): ApiError => new ApiError(413, 'payload_too_large', `the ONNX file exceeds api.maxUploadBytes (${max} bytes)`);
 
@@ -70,8 +73,11 @@ async function streamToFile(body: ReadableStream<Uint8Array>, path: string, max:
  */
 export function uploadRoutes(ctx: ApiContext): Hono {
   // Every refusal is counted by reason, every success as `released` (an unregistered counter without a registry).
-  const uploads = new Counter({ name: 'apprentice_cloud_release_uploads_total', help: 'ONNX uploads by result: released, or the refusal code (payload_too_large, not_onnx, wrong_input_shape, wrong_output_size, unknown_model, quantize_failed, ...)', labelNames: ['result'] as const, registers: ctx.uploads.metrics ? [ctx.uploads.metrics] : [] });
+  const uploads = new Counter({ name: 'apprentice_cloud_release_uploads_total', help: 'ONNX uploads by result: released, or the refusal code (payload_too_large, not_onnx, wrong_input_shape, wrong_output_size, wrong_output_kind, unknown_model, quantize_failed, uploads_busy, ...)', labelNames: ['result'] as const, registers: ctx.uploads.metrics ? [ctx.uploads.metrics] : [] });
   const signer = { sign: (m: Parameters<typeof signManifest>[0]) => signManifest(m, ctx.keys.active()) };
+  // Each upload holds a temp file of up to maxUploadBytes, the whole model in memory and an ORT session:
+  // the slots bound the disk, memory and CPU that concurrent uploads can take.
+  let inFlight = 0;
   return new Hono().post(
     '/:name/releases',
     describeRoute({
@@ -81,16 +87,24 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         400: { description: 'empty body or bad query', schema: errorBodySchema },
         404: { description: 'no such model', schema: errorBodySchema },
         413: { description: 'larger than api.maxUploadBytes', schema: errorBodySchema },
+        503: { description: 'api.maxConcurrentUploads uploads are already in progress; retry after Retry-After seconds', schema: errorBodySchema },
         415: { description: 'not application/octet-stream', schema: errorBodySchema },
-        422: { description: 'not ONNX, wrong input shape or wrong output size for the model', schema: errorBodySchema },
+        422: { description: 'not ONNX, wrong input shape or output size for the model, or output=probs on a model that outputs no probabilities', schema: errorBodySchema },
       },
     }),
     validate('param', z.strictObject({ name: modelName })),
     validate('query', uploadQuery),
     async (c) => {
       const { name } = c.req.valid('param');
-      const { quantize, metrics } = c.req.valid('query');
+      const { quantize, output, metrics } = c.req.valid('query');
       const max = ctx.limits.maxUploadBytes;
+      if (inFlight >= ctx.limits.maxConcurrentUploads) {
+        uploads.inc({ result: 'uploads_busy' });
+        ctx.log.warn({ model: name, inFlight, max: ctx.limits.maxConcurrentUploads }, 'cloud/api upload refused: all upload slots busy');
+        c.header('Retry-After', String(BUSY_RETRY_SECONDS));
+        throw new ApiError(503, 'uploads_busy', `${inFlight} uploads are in progress (api.maxConcurrentUploads); retry in ${BUSY_RETRY_SECONDS} s`);
+      }
+      inFlight++;
       const tmpDir = join(ctx.artifactsDir, 'tmp');
       const tmp = join(tmpDir, `upload-${randomUUID()}.onnx`);
       try {
@@ -111,12 +125,13 @@ export function uploadRoutes(ctx: ApiContext): Hono {
           model: name,
           onnx,
           quantize,
+          output,
           metrics,
           publicBaseUrl: ctx.uploads.publicBaseUrl,
           now: ctx.clock(),
         });
         uploads.inc({ result: 'released' });
-        ctx.log.info({ model: name, seq: rel.seq, sha256: rel.sha256, bytes: rel.bytes, quantization: rel.quantization }, 'cloud/api release uploaded');
+        ctx.log.info({ model: name, seq: rel.seq, sha256: rel.sha256, bytes: rel.bytes, quantization: rel.quantization, output: rel.output }, 'cloud/api release uploaded');
         await audit(ctx, c, { action: 'model.upload', target: name, detail: { release: rel.seq, sha256: rel.sha256, quantization: rel.quantization } });
         const problems = ctx.uploads.publish ? await ctx.uploads.publish(rel.seq) : [];
         for (const p of problems) ctx.log.warn({ model: name, seq: rel.seq, problem: p }, 'cloud/api uploaded release: publish problem');
@@ -131,6 +146,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         if (err instanceof ApiError && err.status === 413) ctx.log.warn({ model: name, max }, 'cloud/api upload refused: too large');
         throw err;
       } finally {
+        inFlight--;
         await rm(tmp, { force: true });
       }
     },

@@ -26,6 +26,8 @@ export const cloudConfigSchema = z.strictObject({
       maxBodyBytes: z.number().int().min(1024).default(1 << 20),
       /** Size limit of an uploaded ONNX file (POST /v1/models/{name}/releases), separate from the JSON limit. */
       maxUploadBytes: z.number().int().min(1024).default(256 * 1024 * 1024),
+      /** Uploads processed at once (each streams to disk, then loads the model in ORT); more get 503 + Retry-After. */
+      maxConcurrentUploads: z.number().int().min(1).max(64).default(2),
     })
     .prefault({}),
   mqtt: z

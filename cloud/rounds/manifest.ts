@@ -7,6 +7,8 @@ export interface ReleaseManifestInput {
   seq: number;
   parentSeq: number | null;
   inputSpec: InputSpec;
+  /** What the artifact outputs; default logits (every distilled student ends in logits). */
+  outputKind?: 'logits' | 'probs';
   labels: string[];
   teacherId: string;
   artifact: Uint8Array;
@@ -47,7 +49,7 @@ export function buildReleaseManifest(i: ReleaseManifestInput): Manifest {
     release: i.seq,
     artifact: { ...artifact, ...(i.publicBaseUrl ? { url: releaseArtifactUrl(i.publicBaseUrl, artifact.sha256) } : {}) },
     input: i.inputSpec,
-    output: { kind: 'logits', classes },
+    output: { kind: i.outputKind ?? 'logits', classes },
     labels: i.labels,
     teacher: { id: i.teacherId },
     metrics: numericMetrics(i.metrics),

@@ -31,12 +31,14 @@ export function releaseCommand(o: ReleaseCliOptions = {}): Command {
       .argument('<file>', 'the ONNX model file')
       .requiredOption('--model <name>', 'model name (must exist in the cloud)')
       .option('--quantize <form>', 'quantize in the cloud before release: int8')
+      .option('--output <kind>', 'what the model outputs: logits or probs (default: detected; a final Softmax means probs)')
       .option('--metrics <json>', 'your own figures for the manifest, a JSON object of numbers, e.g. {"accuracy":0.93}')
       .option('--timeout <seconds>', 'give up after this long (large files on slow links)', (v) => parsePositiveInt('--timeout', v), 600)
       .option('--json', 'print the release as JSON', false)
       .addHelpText('after', '\nExample:\n  apprentice release push --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits my-model.onnx --quantize int8')
       .action(async (file: string, f) => {
         if (f.quantize !== undefined && f.quantize !== 'int8') throw new UsageError(`--quantize: expected int8, got "${f.quantize}"`);
+        if (f.output !== undefined && f.output !== 'logits' && f.output !== 'probs') throw new UsageError(`--output: expected logits or probs, got "${f.output}"`);
         if (f.metrics !== undefined) {
           let parsed: unknown;
           try {
@@ -56,7 +58,7 @@ export function releaseCommand(o: ReleaseCliOptions = {}): Command {
         const data = Readable.toWeb(createReadStream(file)) as unknown as ReadableStream<Uint8Array>;
         const r = await api.request('POST', `v1/models/${encodeURIComponent(f.model)}/releases`, {
           body: { data, contentType: 'application/octet-stream' },
-          query: { quantize: f.quantize, metrics: f.metrics },
+          query: { quantize: f.quantize, output: f.output, metrics: f.metrics },
           schema: uploadedSchema,
         });
         process.stdout.write(f.json ? JSON.stringify(r, null, 2) + '\n' : `release ${r.seq} of ${r.model}: ${r.quantization}, ${r.bytes} bytes, sha256 ${r.sha256}\n`);

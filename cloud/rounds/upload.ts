@@ -12,7 +12,10 @@ import { storeArtifact } from './store.js';
 import type { ManifestSigner } from './types.js';
 
 /** Why an uploaded model was refused; the API answers `status` with `code` and the message. */
-export type UploadProblem = 'unknown_model' | 'not_onnx' | 'wrong_input_shape' | 'wrong_output_size' | 'quantize_failed';
+export type UploadProblem = 'unknown_model' | 'not_onnx' | 'wrong_input_shape' | 'wrong_output_size' | 'wrong_output_kind' | 'quantize_failed';
+
+/** What the model's output means: raw logits (the device applies softmax) or probabilities already. */
+export type OutputKind = 'logits' | 'probs';
 
 export class UploadRejectedError extends Error {
   override readonly name = 'UploadRejectedError';
@@ -34,6 +37,11 @@ export interface UploadReleaseInput {
   /** The uploaded ONNX bytes (already read from the temp file the body was streamed to). */
   onnx: Uint8Array;
   quantize?: 'int8';
+  /**
+   * The model's output kind; undefined = detected from its outputs on the probe inputs: every row
+   * non-negative and summing to 1 means `probs` (a final Softmax), anything else `logits`.
+   */
+  output?: OutputKind;
   /** The uploader's own numbers (e.g. accuracy on their test set); recorded in the manifest's metrics. */
   metrics?: Record<string, number>;
   publicBaseUrl?: string;
@@ -45,14 +53,23 @@ export interface UploadedRelease {
   sha256: string;
   bytes: number;
   quantization: 'int8' | 'fp32';
+  output: OutputKind;
+}
+
+/** Probe inputs per check: the first is the self-test's, the others make the output-kind detection robust. */
+const PROBES = 4;
+
+/** True when every row is a probability vector (non-negative, summing to 1 within float error). */
+export function looksLikeProbs(rows: Float32Array[]): boolean {
+  return rows.every((r) => r.every((v) => v >= 0 && v <= 1) && Math.abs(r.reduce((a, b) => a + b, 0) - 1) < 1e-3);
 }
 
 /**
- * Runs `onnx` once at batch 1 on a deterministic input drawn from the model's scaling range, as a device
- * would (`[1, ...inputSpec.shape]`, edge/runtime/session.ts). Its output is the self-test's golden value.
+ * Runs `onnx` at batch 1, as a device would (`[1, ...inputSpec.shape]`, edge/runtime/session.ts), on PROBES
+ * deterministic inputs drawn from the model's scaling range. The first output is the self-test's golden value.
  * ORT's own message is kept in the error: it names the mismatching dimension.
  */
-async function runOnce(onnx: Uint8Array, spec: InputSpec, classes: number): Promise<{ input: Float32Array; output: Float32Array }> {
+async function probe(onnx: Uint8Array, spec: InputSpec, classes: number): Promise<{ input: Float32Array; outputs: Float32Array[] }> {
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(onnx, { interOpNumThreads: 1, executionMode: 'sequential' });
@@ -64,19 +81,23 @@ async function runOnce(onnx: Uint8Array, spec: InputSpec, classes: number): Prom
     const size = spec.shape.reduce((a, b) => a * b, 1);
     const rnd = mulberry32(0x5e1f7e57);
     const [lo, hi] = scalingRange(spec);
-    const input = Float32Array.from({ length: size }, () => lo + rnd() * (hi - lo));
-    let result: ort.InferenceSession.OnnxValueMapType;
-    try {
-      result = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input, [1, ...spec.shape]) });
-    } catch (err) {
-      throw new UploadRejectedError('wrong_input_shape', `the model does not accept input [1, ${spec.shape.join(', ')}] float32 (the model's inputSpec): ${firstLine(err)}`);
+    const inputs = Array.from({ length: PROBES }, () => Float32Array.from({ length: size }, () => lo + rnd() * (hi - lo)));
+    const outputs: Float32Array[] = [];
+    for (const input of inputs) {
+      let result: ort.InferenceSession.OnnxValueMapType;
+      try {
+        result = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input, [1, ...spec.shape]) });
+      } catch (err) {
+        throw new UploadRejectedError('wrong_input_shape', `the model does not accept input [1, ${spec.shape.join(', ')}] float32 (the model's inputSpec): ${firstLine(err)}`);
+      }
+      const out = result[session.outputNames[0]!];
+      const data = out?.data;
+      if (!(data instanceof Float32Array)) throw new UploadRejectedError('wrong_output_size', `the model's first output must be float32, it is ${out?.type ?? 'missing'}`);
+      if (data.length !== classes) throw new UploadRejectedError('wrong_output_size', `the model outputs ${data.length} values per example, the model has ${classes} labels`);
+      if (!data.every(Number.isFinite)) throw new UploadRejectedError('wrong_output_size', 'the model outputs non-finite values (NaN/Inf) on a sample input');
+      outputs.push(Float32Array.from(data));
     }
-    const out = result[session.outputNames[0]!];
-    const data = out?.data;
-    if (!(data instanceof Float32Array)) throw new UploadRejectedError('wrong_output_size', `the model's first output must be float32, it is ${out?.type ?? 'missing'}`);
-    if (data.length !== classes) throw new UploadRejectedError('wrong_output_size', `the model outputs ${data.length} values per example, the model has ${classes} labels`);
-    if (!data.every(Number.isFinite)) throw new UploadRejectedError('wrong_output_size', 'the model outputs non-finite values (NaN/Inf) on a sample input');
-    return { input, output: Float32Array.from(data) };
+    return { input: inputs[0]!, outputs };
   } finally {
     await session.release();
   }
@@ -107,7 +128,11 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
   const model = parseRoundModel(row);
   const classes = model.labels.length;
   // The fp32 upload is checked first, so a bad file is named as such and not as a quantizer failure.
-  await runOnce(i.onnx, model.inputSpec, classes);
+  const first = await probe(i.onnx, model.inputSpec, classes);
+  const probs = looksLikeProbs(first.outputs);
+  // A device applies softmax to logits: declaring probabilities that are not would skew every confidence.
+  if (i.output === 'probs' && !probs) throw new UploadRejectedError('wrong_output_kind', 'output=probs, but the model\'s outputs on the probe inputs are not probability vectors (non-negative, summing to 1); upload with output=logits');
+  const output: OutputKind = i.output ?? (probs ? 'probs' : 'logits');
   let artifact = i.onnx;
   if (i.quantize === 'int8') {
     try {
@@ -118,7 +143,7 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
   }
   const quantization = i.quantize ?? 'fp32';
   // The device runs the shipped bytes at batch 1: the golden output must come from those same bytes.
-  const { input, output } = await runOnce(artifact, model.inputSpec, classes);
+  const shipped = await probe(artifact, model.inputSpec, classes);
 
   const parent = currentRelease(i.registry, model.name);
   const seq = allocateReleaseSeq(i.registry);
@@ -127,6 +152,7 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
     seq,
     parentSeq: parent?.seq ?? null,
     inputSpec: model.inputSpec,
+    outputKind: output,
     labels: model.labels,
     teacherId: 'uploaded',
     artifact,
@@ -138,7 +164,7 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
     source: 'uploaded',
     createdAt: i.now ?? new Date(),
     validityDays: model.settings.validityDays,
-    selfTest: { input, expected: output, tolerance: selfTestTolerance({ ...model.settings, artifact: quantization }) },
+    selfTest: { input: shipped.input, expected: shipped.outputs[0]!, tolerance: selfTestTolerance({ ...model.settings, artifact: quantization }) },
   });
   const signed = await i.signer.sign(manifest);
   // Content-addressed file first, the registry row last (a row never points at a missing file).
@@ -157,5 +183,5 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
     artifactPath: stored.relPath,
     chunksPublished: false,
   });
-  return { seq, sha256: stored.sha256, bytes: artifact.byteLength, quantization };
+  return { seq, sha256: stored.sha256, bytes: artifact.byteLength, quantization, output };
 }

@@ -64,6 +64,8 @@ describe('apprentice release push', () => {
       [['--model', 'digits', file('empty.onnx', new Uint8Array(0)), ...api], /the file is empty/],
       [['--model', 'digits', good, '--quantize', 'int4', ...api], /--quantize: expected int8/],
       [['--model', 'digits', good, '--metrics', '{"a":"x"}', ...api], /--metrics: expected a JSON object of numbers/],
+      [['--model', 'digits', good, '--output', 'softmax', ...api], /--output: expected logits or probs/],
+      [['--model', 'digits', good, '--output', 'probs', ...api], /HTTP 422 .*wrong_output_kind/],
       [['--model', 'digits', good, '--cloud', 'http://cloud.test'], /--token is required/],
       [['--model', 'digits', file('junk.onnx', garbageModel(300).bytes), ...api], /HTTP 422 .*not_onnx: not a loadable ONNX model/],
       [['--model', 'digits', file('wide.onnx', denseModel({ sizes: [4, 7] }).bytes), ...api], /HTTP 422 .*wrong_output_size: the model outputs 7 values per example, the model has 3 labels/],

@@ -127,4 +127,57 @@ describe('POST /v1/models/{name}/releases (upload)', () => {
     expect(detail.manifest.selfTest.tolerance).toBe(0.05);
     expect(verifyManifest({ manifest: detail.manifest, signature: detail.signature }, h.keys.trusted()).ok).toBe(true);
   });
+  it('detects a model that already outputs probabilities (a final Softmax), so devices do not apply softmax twice; output=probs on logits → 422', async () => {
+    h = harness();
+    seedModel(h);
+    const manifestOf = async (res: Response) => {
+      const body = await json(res);
+      expect(res.status, JSON.stringify(body)).toBe(201);
+      return (await json(await h!.app.request(`/v1/releases/${body.seq}`, { headers: { authorization: `Bearer ${TOKEN}` } }))).manifest;
+    };
+    const probsModel = denseModel({ sizes: [4, 3], seed: 9, softmax: true });
+    const detected = await manifestOf(await upload(h.app, probsModel.bytes));
+    expect(detected.output).toEqual({ kind: 'probs', classes: 3 });
+    // The self-test compares raw outputs: the golden values are the probabilities themselves.
+    expect(detected.selfTest.expected.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 5);
+    expect((await manifestOf(await upload(h.app, good.bytes))).output.kind).toBe('logits');
+    // The uploader may insist on logits (e.g. a model whose logits happen to look normalised).
+    expect((await manifestOf(await upload(h.app, probsModel.bytes, { query: '?output=logits' }))).output.kind).toBe('logits');
+    const before = h.registry.db.select().from(releases).all().length;
+    const wrong = await upload(h.app, good.bytes, { query: '?output=probs' });
+    expect(wrong.status).toBe(422);
+    expect((await json(wrong)).error).toMatchObject({ code: 'wrong_output_kind', field: 'body' });
+    expect(h.registry.db.select().from(releases).all()).toHaveLength(before);
+    expect((await upload(h.app, good.bytes, { query: '?output=softmax' })).status).toBe(400);
+  });
+
+  it('more uploads than api.maxConcurrentUploads at once → 503 uploads_busy with Retry-After, counted; the slots free up afterwards', async () => {
+    const metrics = new PromRegistry();
+    h = harness({ limits: { maxConcurrentUploads: 2 }, uploads: { metrics } });
+    seedModel(h);
+    // Two uploads whose bodies stall half-way hold both slots.
+    const gates: (() => void)[] = [];
+    const stalled = () => {
+      const parts = [good.bytes.slice(0, 64), good.bytes.slice(64)];
+      return new ReadableStream<Uint8Array>({
+        pull: async (c) => {
+          if (parts.length === 1) await new Promise<void>((r) => gates.push(r));
+          return parts.length ? c.enqueue(parts.shift()!) : c.close();
+        },
+      });
+    };
+    const first = upload(h.app, stalled());
+    const second = upload(h.app, stalled());
+    while (gates.length < 2) await new Promise((r) => setTimeout(r, 5));
+    const busy = await upload(h.app, good.bytes);
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get('retry-after')).toBe('10');
+    expect((await json(busy)).error.code).toBe('uploads_busy');
+    for (const g of gates) g();
+    expect((await first).status).toBe(201);
+    expect((await second).status).toBe(201);
+    expect((await upload(h.app, good.bytes)).status).toBe(201);
+    const counted = await metrics.getSingleMetric('apprentice_cloud_release_uploads_total')!.get();
+    expect(Object.fromEntries(counted.values.map((v) => [v.labels.result, v.value]))).toEqual({ released: 3, uploads_busy: 1 });
+  });
 });
