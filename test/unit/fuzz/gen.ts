@@ -34,6 +34,11 @@ export class Gen {
     return Array.from({ length: this.int(max + 1) }, () => chars[this.int(chars.length)]).join('');
   }
 
+  /** `str` made well-formed UTF-16 (a lone surrogate becomes U+FFFD), e.g. for `encodeURIComponent`. */
+  text(max = 20): string {
+    return Buffer.from(this.str(max), 'utf8').toString('utf8');
+  }
+
   junk(max = 512): Buffer {
     return Buffer.from(Array.from({ length: this.int(max + 1) }, () => this.int(256)));
   }
