@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
-import { jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
+import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
@@ -303,16 +303,7 @@ export class EdgeDaemon {
 
   /** Releases what `open()` acquired (also after a failed open). */
   private async close(): Promise<void> {
-    const client = this.client;
-    if (client && !client.connected) {
-      // Nothing can be flushed without a connection; a graceful end would wait for acks that never come.
-      await client.endAsync(true).catch(() => undefined);
-    } else if (client) {
-      // A graceful end waits for in-flight QoS 1 acks; a broker that is gone must not hold the stop.
-      const ended = client.endAsync(false).then(() => true);
-      const late = new Promise<false>((r) => setTimeout(() => r(false), 3_000).unref());
-      if (!(await Promise.race([ended, late]).catch(() => false))) await client.endAsync(true).catch(() => undefined);
-    }
+    if (this.client) await endClient(this.client, 3_000);
     this.gate?.dispose();
     this.writer?.stop();
     await this.host?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-runtime'));
