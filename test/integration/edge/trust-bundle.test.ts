@@ -3,6 +3,7 @@
  * - a device whose edge.json (its provisioning bundle) carries the current key set trusts a rotated key
  *   from its first start, with no key set retained on the broker; a tampered bundled key set stops
  *   `EdgeDaemon.create` with a ConfigError;
+ * - `requireAssignment` refuses a `desired` without a signed assignment;
  * - a newer event reason (`sequence_jump`) reaches a cloud that accepts it as is, and an older cloud
  *   (its retained info lacks `events.reasons-2`) as `malformed_manifest` with the real reason in detail.
  */
@@ -77,6 +78,18 @@ describe(`bundled key set and event compatibility over ${broker$.name}`, () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).issues[0]).toMatch(/^keyset: the provisioned key set is refused \(bad_signature\)/);
   }, 30_000);
+
+  it('requireAssignment: true refuses a desired that carries no signed assignment', async () => {
+    const { deviceId, dir, cloud, retained } = await setup();
+    await cloud.client.publishAsync(topics.cloudInfo(), encodePayload(cloudInfoSchema, cloudInfo(new Date())), { qos: 1, retain: true });
+    retained.push(topics.cloudInfo());
+    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: oldKey, requireAssignment: true }));
+    cleanups.push(() => daemon.stop());
+    retained.push(...(await publishRelease(cloud.client, deviceId, makeRelease(oldKey, { release: 1, seed: 74 }))));
+    const ev = await cloud.waitEvent((e) => e.type === 'rejected' && e.release === 1, 15_000, 'release 1 refused');
+    expect(ev).toMatchObject({ reason: 'assignment_mismatch', detail: expect.stringContaining('requireAssignment') });
+    expect((await readyz(daemon.apiUrl!)).status).toBe(503);
+  }, 60_000);
 
   for (const cloudKind of ['current', 'older'] as const) {
     it(`sequence_jump reaches ${cloudKind === 'current' ? 'a current cloud as is' : 'an older cloud as malformed_manifest'}`, async () => {
