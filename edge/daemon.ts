@@ -244,7 +244,7 @@ export class EdgeDaemon {
       this.guard('mqtt/message', () => {
         if (topic === receipts) return this.publisher.handleReceipt(payload);
         if (topic !== desired) return; // artifact chunks are consumed by edge/updates' own listener
-        void this.updates.handleDesired(payload).then((o) => this.onOutcome(o));
+        void this.updates.handleDesired(payload).then((outcome: UpdateOutcome) => log.info({ outcome }, 'updates/outcome'));
       }),
     );
   }
@@ -359,10 +359,6 @@ export class EdgeDaemon {
     }
   }
 
-  private onOutcome(o: UpdateOutcome): void {
-    this.log.info({ outcome: o }, 'updates/outcome');
-  }
-
   private onUnhealthy(v: HealthVerdict): void {
     const reason = v.reason ?? 'inference_errors';
     void this.updates.rollback(reason, v.sha256).then(
@@ -378,13 +374,9 @@ export class EdgeDaemon {
   private onCommitted(v: HealthVerdict): void {
     // Off trial on disk first, then told: a crash after this is not blamed on the release.
     void this.updates.commit(v.sha256).then(
-      () => this.emitCommitted(v),
+      () => this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) }),
       (err: unknown) => this.log.error({ err }, 'health/commit-failed'),
     );
-  }
-
-  private emitCommitted(v: HealthVerdict): void {
-    this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
   }
 
   /**
