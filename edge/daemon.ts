@@ -3,15 +3,16 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
-import { jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
+import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
-import { CloudInfoWatcher, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
-import { KeySetFollower, TimeFloor, TrustStore, UpdateManager, type ModelHost as UpdatesHost, type UpdateOutcome } from './updates/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
+import { TrustLink } from './trust-link.js';
+import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
 
 /**
@@ -64,9 +65,8 @@ export class EdgeDaemon {
   private updates!: UpdateManager;
   private publisher!: OutboxPublisher;
   private status!: StatusPublisher;
-  private cloudInfo!: CloudInfoWatcher;
-  private trust!: TrustStore;
-  private keysets!: KeySetFollower;
+  /** Time floor, root of trust, key set and cloud info followers, the event gate (edge/trust-link.ts). */
+  private link!: TrustLink;
   private telemetry!: TelemetryPublisher;
   private app!: ReturnType<typeof createLocalApi>;
   private server: LocalServer | undefined;
@@ -143,10 +143,9 @@ export class EdgeDaemon {
       observer: { switched: (m) => gate.switched(m), observed: (o) => (stats.observed(o), gate.observed(o)) },
       log: log.child({ module: 'edge/runtime' }),
     });
-    // Expiry checks never trust a clock earlier than the newest signed document accepted (a Pi has no RTC).
-    const floor = await TimeFloor.open({ dataDir: config.dataDir, clock: this.now, log: log.child({ module: 'edge/time-floor' }) });
-    if (floor.clockBehind()) log.warn({ clock: this.now().toISOString(), floor: floor.floor?.toISOString() }, 'daemon/clock-behind-time-floor: expiry checks use the floor');
-    const trust = (this.trust = await TrustStore.open({ dataDir: config.dataDir, trustedKeys: config.trustedKeys, rootKey: config.rootKey, rootKeyId: config.rootKeyId, log: log.child({ module: 'edge/trust' }), now: () => floor.now(), timeFloor: floor }));
+    const metrics = new Registry();
+    const link = (this.link = await TrustLink.open({ config, client: this.client, now: this.now, log, metrics }));
+    const trust = link.trust;
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
@@ -159,13 +158,13 @@ export class EdgeDaemon {
       httpIdleTimeoutMs: config.updates.httpIdleTimeoutMs,
       ...(options.username !== undefined && options.password !== undefined ? { httpCredentials: { username: options.username, password: String(options.password) } } : {}),
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
-      timeFloor: floor,
+      timeFloor: link.floor,
       maxSequenceJump: config.updates.maxSequenceJump,
-      keySetSettled: () => this.keysets.keySetSettled(),
-      revokedKeys: () => trust.keyset?.revoked.map((r) => r.keyId) ?? [],
+      requireAssignment: config.requireAssignment,
+      keySetSettled: () => link.keySetSettled(),
+      revokedKeys: () => link.revokedKeyIds(),
     });
     const mb = config.api.microBatch;
-    const metrics = new Registry();
     registerHardExampleMetrics(metrics, { outbox: () => this.outbox, writer: () => this.writer, selector: this.selector });
     this.app = createLocalApi({
       host: this.host,
@@ -194,31 +193,26 @@ export class EdgeDaemon {
       ackTimeoutMs: o.ackTimeoutMs,
       backoff: o.backoff,
       // A row leaves only on the cloud's receipt once the cloud says it sends them (issue 9).
-      receipts: () => this.cloudInfo.accepts(CLOUD_FEATURES.receipts),
+      receipts: () => link.accepts(CLOUD_FEATURES.receipts),
       receiptTimeoutMs: o.receiptTimeoutMs,
       maxInFlight: o.maxInFlight,
       connectJitterMs: o.connectJitterMs,
     });
-    // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
-    // A new key set may revoke the key behind the floor or behind the model served (issue 10, "Revocation").
-    this.keysets = new KeySetFollower({
-      client: this.client,
-      trust: this.trust,
-      onChange: () => {
-        const revoked = this.trust.keyset?.revoked.map((r) => r.keyId) ?? [];
+    link.wire({
+      // A new key set may revoke the key behind the floor or behind the model served (issue 10, "Revocation").
+      trustChanged: (revoked) =>
         void this.updates.trustChanged(revoked).then(
           () => this.status.publish(),
           (err: unknown) => this.log.error({ err }, 'trust/revocation-failed'),
-        );
-      },
-      log: log.child({ module: 'edge/trust' }),
+        ),
+      cloudInfoChanged: () => this.status.publish(),
     });
-    this.cloudInfo = new CloudInfoWatcher({ client: this.client, log: log.child({ module: 'edge/cloud-info' }), onChange: () => this.status.publish() });
+    // Protocol-2 status fields go only to a cloud that said it accepts them (shared/protocol/compat.ts).
     this.status = new StatusPublisher({
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: this.trust.state() }) : undefined),
+      extension: () => (link.statusExt ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }) : undefined),
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });
@@ -238,21 +232,19 @@ export class EdgeDaemon {
       this.guard('mqtt/connect', () => {
         log.info({ url: this.config.mqtt.url }, 'mqtt/connected');
         // A clean session has no subscriptions: subscribe on every connect (resubscribe is off).
-        client.subscribe(desired, { qos: 1 }, (err, granted) => {
-          if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
-          else if (granted?.some((g) => g.qos === 128)) log.error({ topic: desired }, 'mqtt/subscribe-refused: check the broker ACL');
-        });
-        client.subscribe(receipts, { qos: 1 }, (err, granted) => {
-          if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
-          else if (granted?.some((g) => g.qos === 128)) log.error({ topic: receipts }, 'mqtt/subscribe-refused: check the broker ACL');
-        });
+        for (const topic of [desired, receipts]) {
+          client.subscribe(topic, { qos: 1 }, (err, granted) => {
+            if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
+            else if (granted?.some((g) => g.qos === 128)) log.error({ topic }, 'mqtt/subscribe-refused: check the broker ACL');
+          });
+        }
       }),
     );
     client.on('message', (topic, payload) =>
       this.guard('mqtt/message', () => {
         if (topic === receipts) return this.publisher.handleReceipt(payload);
         if (topic !== desired) return; // artifact chunks are consumed by edge/updates' own listener
-        void this.updates.handleDesired(payload).then((o) => this.onOutcome(o));
+        void this.updates.handleDesired(payload).then((outcome: UpdateOutcome) => log.info({ outcome }, 'updates/outcome'));
       }),
     );
   }
@@ -269,8 +261,7 @@ export class EdgeDaemon {
     this.server = await startLocalServer({ app: this.app, hostname, port, log: this.log.child({ module: 'edge/api' }) });
     await this.sd.ready(this.statusText());
     // Listeners first, so the first CONNACK already publishes status and drains the outbox.
-    this.cloudInfo.start();
-    this.keysets.start();
+    this.link.start();
     this.status.start();
     this.publisher.start();
     this.telemetry.start();
@@ -301,8 +292,7 @@ export class EdgeDaemon {
     await step('updates', () => this.updates.dispose());
     await step('status', async () => {
       this.status.stop();
-      this.cloudInfo.stop();
-      this.keysets.stop();
+      this.link.stop();
       if (await this.status.offline(2_000)) this.log.info('daemon/offline-published');
     });
     await this.close();
@@ -313,16 +303,7 @@ export class EdgeDaemon {
 
   /** Releases what `open()` acquired (also after a failed open). */
   private async close(): Promise<void> {
-    const client = this.client;
-    if (client && !client.connected) {
-      // Nothing can be flushed without a connection; a graceful end would wait for acks that never come.
-      await client.endAsync(true).catch(() => undefined);
-    } else if (client) {
-      // A graceful end waits for in-flight QoS 1 acks; a broker that is gone must not hold the stop.
-      const ended = client.endAsync(false).then(() => true);
-      const late = new Promise<false>((r) => setTimeout(() => r(false), 3_000).unref());
-      if (!(await Promise.race([ended, late]).catch(() => false))) await client.endAsync(true).catch(() => undefined);
-    }
+    if (this.client) await endClient(this.client, 3_000);
     this.gate?.dispose();
     this.writer?.stop();
     await this.host?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-runtime'));
@@ -368,20 +349,14 @@ export class EdgeDaemon {
     });
   }
 
-  /** Events at QoS 1; MQTT.js keeps them while offline and sends them after the next CONNACK. */
+  /** Events go through the link's gate (newer reasons wait for the cloud info, edge/status/event-gate.ts). */
   private emitEvent(ev: DeviceEvent): void {
-    this.client.publish(topics.events(this.config.deviceId), encodePayload(eventSchema, ev), { qos: 1 }, (err) => {
-      if (err) this.log.warn({ err: err.message, event: ev.type }, 'events/publish-failed');
-    });
+    this.link.emit(ev);
     if (ev.type === 'installed' || ev.type === 'rolled_back') {
       if (ev.type === 'installed') this.degraded = undefined;
       this.status.publish();
       void this.sd.status(this.statusText());
     }
-  }
-
-  private onOutcome(o: UpdateOutcome): void {
-    this.log.info({ outcome: o }, 'updates/outcome');
   }
 
   private onUnhealthy(v: HealthVerdict): void {
@@ -399,13 +374,9 @@ export class EdgeDaemon {
   private onCommitted(v: HealthVerdict): void {
     // Off trial on disk first, then told: a crash after this is not blamed on the release.
     void this.updates.commit(v.sha256).then(
-      () => this.emitCommitted(v),
+      () => this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) }),
       (err: unknown) => this.log.error({ err }, 'health/commit-failed'),
     );
-  }
-
-  private emitCommitted(v: HealthVerdict): void {
-    this.emitEvent({ v: PROTOCOL_VERSION, deviceId: this.config.deviceId, at: this.now().toISOString(), type: 'committed', model: v.model, release: v.release, sha256: v.sha256, detail: v.detail.slice(0, 1024) });
   }
 
   /**

@@ -152,8 +152,14 @@ export function deviceRoutes(ctx: ApiContext): Hono {
           // The bundle is the only copy of the password: a failing hook must not lose it.
           await ctx.fleet.onDeviceProvisioned(id, groups).catch((err: unknown) => ctx.log.error({ err, device: id }, 'cloud/api fleet.onDeviceProvisioned failed'));
         }
-        const root = ctx.trust.published()?.keyset.root;
-        const bundle: ProvisionBundle = { version: BUNDLE_VERSION, deviceId: id, mqtt: { url: ctx.broker.publicUrl, username: id, password }, trustedKeys, ...(root ? { rootKey: { keyId: root.keyId, publicKeyPem: root.publicKeyPem } } : {}) };
+        const published = ctx.trust.published();
+        const root = published?.keyset.root;
+        const bundle: ProvisionBundle = {
+          version: BUNDLE_VERSION, deviceId: id, mqtt: { url: ctx.broker.publicUrl, username: id, password }, trustedKeys,
+          ...(root ? { rootKey: { keyId: root.keyId, publicKeyPem: root.publicKeyPem } } : {}),
+          // The current key set too: a device provisioned after a rotation trusts the new keys from its first start.
+          ...(published ? { keyset: { keyset: published.keyset, signatures: published.signatures } } : {}),
+        };
         c.header('Cache-Control', 'no-store');
         c.header('Location', `/v1/devices/${id}`);
         return c.json(bundle, 201);

@@ -35,7 +35,7 @@ export const exampleStatsSchema = z.strictObject({
   /** Feedback labels in quarantine (the teacher contradicts them; not trained on until accepted). */
   quarantined: z.number().int(),
   /**
-   * What ingest did not store, per device, since the cloud started: `deferred` by the rate cap (sent
+   * What ingest did not store, per device, across cloud restarts: `deferred` by the rate cap (sent
    * again later), `refused` for good, `labelsIgnored` (labels on non-feedback rows). All models.
    */
   ingestByDevice: z.record(z.string(), z.strictObject({ deferred: z.number().int(), refused: z.number().int(), labelsIgnored: z.number().int() })),

@@ -115,7 +115,7 @@ export interface CloudApiDeps {
   trustDir?: string;
   /** Called after a key set was uploaded (the cloud retains it on trust/keyset at once). */
   onKeySetPublished?: () => void;
-  /** Per-device deferred / refused counts of ingest since start (Ingest.deviceCounts), for /v1/examples/stats. */
+  /** Per-device deferred / refused counts of ingest, kept across restarts (Ingest.deviceCounts), for /v1/examples/stats. */
   ingestCounts?: () => Record<string, { deferred: number; refused: number; labelsIgnored: number }>;
   limits?: Partial<CloudApiLimits>;
   /** For uploaded releases: the HTTP artifact base URL, and the publish step distilled releases go through. */

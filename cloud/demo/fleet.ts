@@ -69,6 +69,9 @@ export async function startFleet(o: { api: CloudClient; brokerUrl: string; dataD
         deviceId: bundle.deviceId,
         mqtt: { url: o.brokerUrl, username: mqtt.username, password: mqtt.password, reconnectMs: 1000, keepaliveSeconds: 10 },
         trustedKeys: bundle.trustedKeys,
+        // The root and the current key set, when the cloud has published one (README "Root of trust").
+        ...(bundle.rootKey ? { rootKey: bundle.rootKey } : {}),
+        ...(bundle.keyset ? { keyset: bundle.keyset } : {}),
         dataDir: join(dir, 'data'),
         api: { bind: `127.0.0.1:${port}`, maxBatch: 256, maxBodyBytes: 4 * 1024 * 1024 },
         telemetrySeconds: 1,

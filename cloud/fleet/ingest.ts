@@ -22,6 +22,7 @@ import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
 import { ExampleCommitter } from './example-commit.js';
+import { IngestCounts, storedExampleIds, type DeviceIngestCounts } from './ingest-counts.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
@@ -84,19 +85,7 @@ export interface IngestStats {
   flushes: number;
 }
 
-/** Per-device example outcomes other than stored, since this process started (shown in /v1/examples/stats). */
-export interface DeviceIngestCounts {
-  /** Examples deferred by the rate cap (the device sends them again later). */
-  deferred: number;
-  /** Examples or unreadable batches refused for good (malformed, oversized, revoked, ...). */
-  refused: number;
-  /** Labels dropped because the example was not a `feedback` row. */
-  labelsIgnored: number;
-}
-
-/** Per-device counts kept for at most this many devices; the rest are summed under `OTHER_DEVICES`. */
-const MAX_COUNTED_DEVICES = 10_000;
-export const OTHER_DEVICES = '(other)';
+export { OTHER_DEVICES, type DeviceIngestCounts } from './ingest-counts.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -126,7 +115,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private writer: DeviceStateWriter | undefined;
   private lookup: Statement<[string], { revoked: number }> | undefined;
   private readonly warnedUnknown = new Set<string>();
-  private readonly perDevice = new Map<string, DeviceIngestCounts>();
+  /** Per-device deferred / refused / ignored-label counts, persisted (issue 10). */
+  private readonly perDevice: IngestCounts;
   /** Commit figures kept across stop(), so stats() still reads after it. */
   private lastCommitStats = { inserted: 0, duplicates: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
@@ -134,6 +124,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     super();
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? (() => new Date());
+    this.perDevice = new IngestCounts({ registry: deps.registry, now: this.now, log: this.log });
   }
 
   static async create(deps: IngestDeps): Promise<Ingest> {
@@ -153,6 +144,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
     const { registry } = this.deps;
+    await this.perDevice.load();
     this.committer = new ExampleCommitter({
       registry,
       log: this.log,
@@ -197,6 +189,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.committer?.stop();
     if (this.committer) this.lastCommitStats = this.committer.stats();
     this.writer?.stop();
+    await this.perDevice.flush();
     this.committer = undefined;
     this.writer = undefined;
     this.lookup = undefined;
@@ -211,17 +204,13 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
   }
 
-  /** Deferred / refused / ignored-label counts per device since start. */
+  /** Deferred / refused / ignored-label counts per device, across restarts (the registry's plus this process's). */
   deviceCounts(): Record<string, DeviceIngestCounts> {
-    return Object.fromEntries([...this.perDevice].map(([id, c]) => [id, { ...c }]));
+    return this.perDevice.snapshot();
   }
 
   private tally(deviceId: string, what: keyof DeviceIngestCounts, n: number): void {
-    if (n <= 0) return;
-    const key = this.perDevice.has(deviceId) || this.perDevice.size < MAX_COUNTED_DEVICES ? deviceId : OTHER_DEVICES;
-    let c = this.perDevice.get(key);
-    if (!c) this.perDevice.set(key, (c = { deferred: 0, refused: 0, labelsIgnored: 0 }));
-    c[what] += n;
+    this.perDevice.add(deviceId, what, n);
   }
 
   /** Example rows accepted and not yet committed. */
@@ -332,7 +321,19 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       if (p.batchId) this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason: p.reason, detail: p.detail } });
       return undefined;
     }
-    const deferred = this.deps.admit?.(deviceId, p.rows.map((r) => r[0])) ?? new Map<string, number>();
+    const admit = this.deps.admit;
+    if (!admit || p.rows.length === 0) return this.store(deviceId, p, new Map());
+    // A redelivered batch (its PUBACK or receipt was lost) is not charged against the rate cap again:
+    // examples already stored are stored (ON CONFLICT DO NOTHING), only new ones ask for room.
+    const ids = p.rows.map((r) => r[0]);
+    const known = storedExampleIds(this.deps.registry, ids).catch((err: unknown) => {
+      this.log.error({ err, deviceId }, 'ingest/duplicate-check-failed: every example charged against the rate cap');
+      return new Set<string>();
+    });
+    return known.then((stored) => this.store(deviceId, p, admit(deviceId, ids.filter((id) => !stored.has(id)))));
+  }
+
+  private store(deviceId: string, p: Extract<ReturnType<typeof parseExampleBatch>, { ok: true }>, deferred: ReadonlyMap<string, number>): Promise<void> | undefined {
     this.tally(deviceId, 'deferred', deferred.size);
     const rows = deferred.size ? p.rows.filter((r) => !deferred.has(r[0])) : p.rows;
     const entries = { stored: rows.map((r) => r[0]), refused: p.refused, deferred: [...deferred].map(([id, retryAfterSeconds]) => ({ id, retryAfterSeconds })) };

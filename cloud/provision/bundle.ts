@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { deviceId } from '../../shared/protocol/schemas.js';
+import { signedKeySetSchema } from '../../shared/protocol/keyset.js';
 
 /**
  * The edge config bundle `POST /v1/devices` returns exactly once: everything a device needs to reach the
@@ -29,5 +30,10 @@ export const provisionBundleSchema = z.strictObject({
    * trusts key sets under this root from its first connect, with no trust-on-first-use bootstrap.
    */
   rootKey: trustedKeySchema.optional(),
+  /**
+   * The cloud's current root-signed key set: a device provisioned after a rotation trusts the new
+   * release keys from its first start, with no key-set message over MQTT (verified under `rootKey`).
+   */
+  keyset: signedKeySetSchema.optional(),
 });
 export type ProvisionBundle = z.infer<typeof provisionBundleSchema>;

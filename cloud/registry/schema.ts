@@ -231,6 +231,18 @@ export const exampleRetention = sqliteTable('example_retention', {
   lastRunAt: text('last_run_at'),
 });
 /**
+ * What ingest did not store, per device, across restarts (issue 10): examples deferred by the rate cap,
+ * refused for good, and labels ignored on non-feedback rows. Shown in /v1/examples/stats.
+ */
+export const deviceIngestCounts = sqliteTable('device_ingest_counts', {
+  deviceId: text('device_id').primaryKey(),
+  deferred: integer('deferred').notNull().default(0),
+  refused: integer('refused').notNull().default(0),
+  labelsIgnored: integer('labels_ignored').notNull().default(0),
+  updatedAt: text('updated_at').notNull(),
+});
+
+/**
  * The one store of device events (issue 12): every event ingest accepts, and the cloud's own notes about a
  * device (source `cloud`: the rollout engine, scale-out). Kept for `fleet.eventRetentionDays`.
  */

@@ -50,3 +50,15 @@ export function jitterReconnects(client: MqttClient, opts: BackoffOptions = {}):
     client.off('connect', onConnect);
   };
 }
+
+/**
+ * Ends an MQTT.js client for a stop: gracefully (waiting for in-flight QoS 1 acks) when connected, but
+ * forced after `graceMs`, since a broker that is gone must not hold the stop; at once when not connected
+ * (nothing can be flushed; a graceful end would wait for acks that never come).
+ */
+export async function endClient(client: MqttClient, graceMs: number): Promise<void> {
+  if (!client.connected) return void (await client.endAsync(true).catch(() => undefined));
+  const ended = client.endAsync(false).then(() => true);
+  const late = new Promise<false>((r) => setTimeout(() => r(false), graceMs).unref());
+  if (!(await Promise.race([ended, late]).catch(() => false))) await client.endAsync(true).catch(() => undefined);
+}

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { KeyError, keyIdOf, loadPublicKey } from '../../shared/manifest/index.js';
-import { deviceId } from '../../shared/protocol/index.js';
+import { deviceId, signedKeySetSchema } from '../../shared/protocol/index.js';
 import { DEFAULT_OUTBOX_CONFIG, outboxConfigSchema } from '../outbox/index.js';
 import { DEFAULT_SELECTION_CONFIG, selectionConfigSchema } from '../selection/index.js';
 
@@ -16,6 +16,8 @@ export const EDGE_CONFIG_VERSION = 1;
 export const EDGE_DEFAULTS = {
   dataDir: '/var/lib/apprentice',
   telemetrySeconds: 30,
+  /** Whether a `desired` without a signed assignment is refused; false for one release (older clouds send none). */
+  requireAssignment: false,
   mqtt: {
     rejectUnauthorized: true,
     /** MQTT keepalive: the broker fires the last will after 1.5 × this without traffic ([MQTT-3.1.2-24]). */
@@ -231,6 +233,19 @@ export const edgeConfigSchema = z.strictObject({
    */
   rootKey: trustedKeySchema.optional(),
   rootKeyId: z.string().regex(/^[0-9a-f]{16}$/, 'expected a 16-hex-digit key id').optional(),
+  /**
+   * The cloud's root-signed key set at provisioning time (bundle of protocol revision 2+), or a file
+   * holding one (`keysetFile`). Checked here for shape only; the daemon verifies it at start exactly like
+   * one from `trust/keyset` (under `rootKey`, or as a bootstrap from `trustedKeys`), ignores it when it
+   * is not newer than the key set it holds, and refuses to start when it does not verify.
+   */
+  keyset: signedKeySetSchema.optional(),
+  keysetFile: path.optional(),
+  /**
+   * Refuse a `desired` that carries no signed assignment (issue 10). Off by default for one release,
+   * while clouds older than the assignment are still about; turn it on once the cloud sends assignments.
+   */
+  requireAssignment: z.boolean().default(D.requireAssignment),
   /** Model slots, update state, outbox. */
   dataDir: path.default(D.dataDir),
   api: apiSchema.prefault({}),
@@ -240,6 +255,8 @@ export const edgeConfigSchema = z.strictObject({
   updates: updatesSchema.prefault({}),
   /** Heartbeat period on `devices/{id}/telemetry`. */
   telemetrySeconds: z.number().min(1).max(86_400).default(D.telemetrySeconds),
+}).superRefine((c, ctx) => {
+  if (c.keyset !== undefined && c.keysetFile !== undefined) ctx.addIssue({ code: 'custom', path: ['keysetFile'], message: 'set keyset or keysetFile, not both' });
 });
 
 export type EdgeConfig = z.infer<typeof edgeConfigSchema>;

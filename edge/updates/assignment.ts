@@ -6,13 +6,14 @@ import type { RejectReason } from './types.js';
  * The device side of the signed assignment (issue 10 item 4). A `desired` that carries an assignment
  * must carry one signed by a trusted release key, for this device and for the manifest's model;
  * anything else is refused (`assignment_mismatch`, or the signature's own reason). A `desired` without
- * one (a cloud that does not send assignments) is judged on the manifest alone.
+ * one (a cloud that does not send assignments) is judged on the manifest alone, unless `required`
+ * (edge.json `requireAssignment`), when it is refused as `assignment_mismatch` too.
  *
  * @returns undefined when the update may go on, else the rejection.
  */
-export function checkAssignment(envelope: unknown, m: Manifest, deviceId: string, trusted: readonly TrustedKey[]): { reason: RejectReason; detail: string } | undefined {
+export function checkAssignment(envelope: unknown, m: Manifest, deviceId: string, trusted: readonly TrustedKey[], required = false): { reason: RejectReason; detail: string } | undefined {
   const signed = (envelope as { assignment?: unknown } | null)?.assignment;
-  if (signed === undefined) return undefined;
+  if (signed === undefined) return required ? { reason: 'assignment_mismatch', detail: 'the desired carries no signed assignment and this device requires one (requireAssignment)' } : undefined;
   const v = verifyAssignment(signed, trusted);
   if (!v.ok) return { reason: v.reason, detail: v.detail };
   const a = v.assignment;

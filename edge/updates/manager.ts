@@ -167,7 +167,7 @@ export class UpdateManager {
     }
     if (!v.ok) return Promise.resolve(this.reject(null, v.reason, v.detail));
     const m = v.manifest;
-    const misassigned = checkAssignment(envelope, m, this.ctx.deviceId, keysOf(this.deps.trustedKeys));
+    const misassigned = checkAssignment(envelope, m, this.ctx.deviceId, keysOf(this.deps.trustedKeys), this.deps.requireAssignment ?? false);
     if (misassigned) return Promise.resolve(this.reject(m, misassigned.reason, misassigned.detail));
     const early = this.precheck(m);
     if (early) return Promise.resolve(early);

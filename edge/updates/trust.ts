@@ -106,6 +106,22 @@ export class TrustStore {
     return verdict;
   }
 
+  /**
+   * The key set a provisioning bundle carries (edge.json `keyset`/`keysetFile`), applied at start exactly
+   * like one from `trust/keyset`: verified under the provisioned root (or as a bootstrap from
+   * trustedKeys). One not newer than the held key set is ignored; one that does not verify throws
+   * TrustStoreError (a tampered bundle must stop the start, not be skipped quietly).
+   */
+  async applyBundled(signed: unknown, source = 'keyset'): Promise<ApplyOutcome> {
+    const o = await this.apply(Buffer.from(JSON.stringify(signed ?? null)));
+    if (o.ok !== false) return o;
+    if (o.reason === 'stale_keyset') {
+      this.log.info({ source, held: this.current?.keyset.version }, 'trust/bundled-keyset-older: the held key set stays');
+      return { ok: 'ignored', detail: o.detail };
+    }
+    throw new TrustStoreError(`${source}: the provisioned key set is refused (${o.reason}): ${o.detail}`);
+  }
+
   private sameAsHeld(payload: Buffer): boolean {
     try {
       const env = signedKeySetSchema.parse(JSON.parse(payload.toString('utf8')));

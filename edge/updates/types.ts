@@ -97,6 +97,8 @@ export interface UpdateManagerDeps {
   revokedKeys?: () => Iterable<string>;
   /** Refuse a release more than this above the release floor (`sequence_jump`). Default 1,000,000. */
   maxSequenceJump?: number;
+  /** Refuse a `desired` without a signed assignment (`assignment_mismatch`); default false (older clouds send none). */
+  requireAssignment?: boolean;
   /** When set, a manifest with another input shape or dtype is refused (`input_mismatch`). */
   expectedInput?: Pick<InputSpec, 'shape' | 'dtype'>;
   mqttIdleTimeoutMs?: number;

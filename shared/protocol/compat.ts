@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { capabilityList, isoTime, PROTOCOL_VERSION, type Manifest, type SignedManifest, type Status } from './schemas.js';
+import { capabilityList, isoTime, PROTOCOL_VERSION, type DeviceEvent, type Manifest, type SignedManifest, type Status } from './schemas.js';
 
 /**
  * The compatibility policy, both ways (issue 10, "First, a small commit of its own").
@@ -44,6 +44,8 @@ export const CLOUD_FEATURES = {
   statusExt: 'status.ext',
   /** This cloud sends `devices/{id}/receipts` to devices that declare the `receipts` capability (issue 9). */
   receipts: 'receipts',
+  /** Event reasons newer than protocol 1 (NEWER_EVENT_REASONS): `sequence_jump`, `assignment_mismatch`, `crash_loop`. */
+  eventReasons: 'events.reasons-2',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 
@@ -128,4 +130,35 @@ export function desiredFor(signed: SignedManifest, device: DeviceCompat): Desire
     }
   }
   return { compatible: true, desired, stripped };
+}
+
+type EventReason = NonNullable<DeviceEvent['reason']>;
+
+/**
+ * Event reasons an older cloud's strict event schema refuses, each with the feature a cloud must accept
+ * for it and the protocol-1 reason with the same effect on a rollout (cloud/rollouts/policy.ts) that
+ * an older cloud gets instead, the real reason kept at the head of `detail`. Add a row with every new
+ * reason.
+ */
+export const NEWER_EVENT_REASONS: Readonly<Partial<Record<EventReason, { feature: CloudFeature; older: EventReason }>>> = {
+  // Both are security pauses on the current cloud; malformed_manifest is the older security reason.
+  sequence_jump: { feature: CLOUD_FEATURES.eventReasons, older: 'malformed_manifest' },
+  assignment_mismatch: { feature: CLOUD_FEATURES.eventReasons, older: 'malformed_manifest' },
+  // A rollback either way; inference_errors is the older rollback reason.
+  crash_loop: { feature: CLOUD_FEATURES.eventReasons, older: 'inference_errors' },
+};
+
+/** Whether this event's reason needs the cloud's info before it may be sent. */
+export function eventNeedsCloudInfo(ev: Pick<DeviceEvent, 'reason'>): boolean {
+  return ev.reason !== undefined && NEWER_EVENT_REASONS[ev.reason] !== undefined;
+}
+
+/**
+ * Device side: the event as this cloud can read it. A newer reason goes as is to a cloud that accepts
+ * it, else as its older reason with `"<reason>: "` put before the detail (cut to the schema's 1,024).
+ */
+export function eventForCloud(ev: DeviceEvent, info: Pick<CloudInfo, 'accepts'> | undefined): DeviceEvent {
+  const row = ev.reason === undefined ? undefined : NEWER_EVENT_REASONS[ev.reason];
+  if (!row || cloudAccepts(info, row.feature)) return ev;
+  return { ...ev, reason: row.older, detail: `${ev.reason}: ${ev.detail ?? ''}`.slice(0, 1024) };
 }

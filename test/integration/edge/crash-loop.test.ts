@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSigningKey } from '../../../shared/manifest/index.js';
+import { cloudInfo, encodePayload, cloudInfoSchema, topics } from '../../../shared/protocol/index.js';
 import { clearRetained, makeRelease, publishRelease } from '../../fixtures/edge-release.js';
 import { sampleInputs } from '../../fixtures/onnx-models.js';
 import { brokerMatrix, type TestBroker } from '../../helpers/broker.js';
@@ -44,6 +45,9 @@ describe(`crash-loop guard over ${broker$.name}`, () => {
       await p.started();
       return p;
     };
+    // A current cloud: its retained info says it reads `crash_loop` (an older one gets `inference_errors`, test/unit/trust/event-gate.test.ts).
+    await cloud.client.publishAsync(topics.cloudInfo(), encodePayload(cloudInfoSchema, cloudInfo(new Date())), { qos: 1, retain: true });
+    retained.push(topics.cloudInfo());
     const crashAt2 = { APPRENTICE_TEST_CRASH_AT: 'activate:2' };
     const r1 = makeRelease(key, { release: 1, seed: 81 });
     const r2 = makeRelease(key, { release: 2, seed: 82 });

@@ -1,7 +1,7 @@
 /**
  * Issue 10 item 5, ingest side: a per-device rate cap defers (never refuses) what is over it, with a
- * retry time after which the same examples are stored; the counts per device are kept; a label is
- * kept only on a `feedback` row.
+ * retry time after which the same examples are stored; a redelivered batch takes no room; the counts
+ * per device are kept across a restart; a label is kept only on a `feedback` row.
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -84,6 +84,36 @@ describe('per-device ingest rate cap', () => {
     const rows = fx.db.select({ label: examples.label, reason: examples.reason }).from(examples).all();
     expect(rows.filter((r) => r.label !== null)).toEqual([{ label: 4, reason: 'feedback' }]);
     expect(ingest.deviceCounts()).toEqual({ honest: { deferred: 0, refused: 1, labelsIgnored: 3 } });
+  });
+
+  it('a redelivered batch is not charged against the rate cap again (its examples are already stored)', async () => {
+    const b = examplesPayload('flood', 6);
+    await ingest.handleMessage('examples', 'flood', b.payload);
+    expect(last()).toMatchObject({ stored: expect.any(Array), deferred: [] });
+    // The PUBACK was lost: the same batch comes again. All 6 are stored; none takes a token.
+    await ingest.handleMessage('examples', 'flood', b.payload);
+    expect(last().stored).toHaveLength(6);
+    expect(last().deferred).toEqual([]);
+    // So the 4 tokens left of the burst of 10 still take 4 new examples.
+    await ingest.handleMessage('examples', 'flood', examplesPayload('flood', 5).payload);
+    expect(last().stored).toHaveLength(4);
+    expect(last().deferred).toHaveLength(1);
+    expect(stored('flood')).toBe(10);
+  });
+
+  it('per-device counts survive a cloud restart (registry table device_ingest_counts)', async () => {
+    await ingest.handleMessage('examples', 'flood', examplesPayload('flood', 14).payload); // 4 deferred
+    await ingest.handleMessage('examples', 'honest', examplesPayload('honest', 2, { label: 1, reason: 'low_margin' }).payload);
+    const before = ingest.deviceCounts();
+    expect(before).toEqual({ flood: { deferred: 4, refused: 0, labelsIgnored: 0 }, honest: { deferred: 0, refused: 0, labelsIgnored: 2 } });
+    await ingest.dispose(); // the restart: stop() writes what is counted
+    ingest = await Ingest.create({ registry: fx.registry, receipts: (_d, r) => sent.push(receiptSchema.parse(r)), admit: quota.admit });
+    expect(ingest.deviceCounts()).toEqual(before);
+    await ingest.handleMessage('examples', 'flood', examplesPayload('flood', 3).payload); // the bucket is still empty: 3 more deferred
+    expect(ingest.deviceCounts().flood).toEqual({ deferred: 7, refused: 0, labelsIgnored: 0 });
+    await ingest.dispose();
+    ingest = await Ingest.create({ registry: fx.registry });
+    expect(ingest.deviceCounts().flood?.deferred).toBe(7);
   });
 
   it('rejects a nonsense configuration; 0 turns the cap off', () => {

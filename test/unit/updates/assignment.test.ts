@@ -25,6 +25,8 @@ describe('checkAssignment', () => {
   it('accepts its own assignment, and a desired with none', () => {
     expect(checkAssignment({ assignment: signed('pi-1', 'digits') }, m, 'pi-1', trusted)).toBeUndefined();
     expect(checkAssignment({}, m, 'pi-1', trusted)).toBeUndefined();
+    expect(checkAssignment({}, m, 'pi-1', trusted, true)).toMatchObject({ reason: 'assignment_mismatch' });
+    expect(checkAssignment({ assignment: signed('pi-1', 'digits') }, m, 'pi-1', trusted, true)).toBeUndefined();
   });
   it('refuses another device or model, an untrusted or forged signature, and malformed input', () => {
     expect(checkAssignment({ assignment: signed('pi-2', 'digits') }, m, 'pi-1', trusted)).toMatchObject({ reason: 'assignment_mismatch', detail: expect.stringContaining('"pi-2"') });
@@ -66,6 +68,24 @@ describe('UpdateManager with an assignment', () => {
       expect(ok, JSON.stringify(ok)).toMatchObject({ status: 'installed', release: 1 });
     } finally {
       await m.dispose();
+    }
+  });
+
+  it('requireAssignment (edge.json): a desired without an assignment is refused; without the flag it installs', async () => {
+    const bytes = modelBytes(4600);
+    const url = server.serve(`r-${Date.now()}`, bytes);
+    const bare = Buffer.from(JSON.stringify(signManifest(makeManifest(bytes, { release: 1, model: 'digits' }, { url }), key)));
+    const strict = await UpdateManager.create({ deviceId: 'pi-1', dataDir: dir, trustedKeys: trusted, host: new FakeHost(), emit: new EventLog().emit, retry: false, httpIdleTimeoutMs: 2000, requireAssignment: true });
+    try {
+      expect(await strict.handleDesired(bare)).toMatchObject({ status: 'rejected', reason: 'assignment_mismatch', detail: expect.stringContaining('requireAssignment') });
+    } finally {
+      await strict.dispose();
+    }
+    const lenient = await UpdateManager.create({ deviceId: 'pi-1', dataDir: dir, trustedKeys: trusted, host: new FakeHost(), emit: new EventLog().emit, retry: false, httpIdleTimeoutMs: 2000 });
+    try {
+      expect(await lenient.handleDesired(bare)).toMatchObject({ status: 'installed', release: 1 });
+    } finally {
+      await lenient.dispose();
     }
   });
 });
