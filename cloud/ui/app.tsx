@@ -10,7 +10,9 @@ import { adminRoutes } from './pages/admin.js';
 import { deviceRoutes } from './pages/devices.js';
 import { exampleRoutes } from './pages/examples.js';
 import { overviewRoutes } from './pages/overview.js';
+import { releaseRoutes } from './pages/releases.js';
 import { rolloutRoutes } from './pages/rollouts.js';
+import { roundRoutes } from './pages/rounds.js';
 import { registrySessionStore } from './secret-store.js';
 import { sessions, type UiEnv } from './session.js';
 
@@ -49,10 +51,11 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
     if (!res.ok) throw new ApiCallError(res.status, body.error?.code ?? 'error', body.error?.message ?? `HTTP ${res.status}`);
     return body as T;
   };
+  const apiRaw = async (path: string, headers: Record<string, string> = {}): Promise<Response> => deps.api.request(path, { method: 'GET', headers: { ...headers, authorization: `Bearer ${deps.adminToken}` } }, {});
   const store = registrySessionStore(deps.registry.db);
   const auth = sessions({ store, ttlSeconds: deps.sessionTtlSeconds, log, refused: deps.onRefused });
   const sessionLive = async (s: { sid: string; exp: number }): Promise<boolean> => s.exp > Date.now() && !(await store.isRevoked(s.sid));
-  const ctx: UiContext = { api, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log, sessionLive };
+  const ctx: UiContext = { api, apiRaw, data: deps.data, registry: deps.registry, dataDir: deps.dataDir, live, log, sessionLive };
   const safeNext = (n: unknown): string => (typeof n === 'string' && /^\/ui(\/[\w\-./%?=&]*)?$/.test(n) && !n.includes('//') ? n : '/ui/');
 
   // Not strict: /ui and /ui/ are both the overview.
@@ -78,6 +81,8 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
   app.route('/', overviewRoutes(ctx));
   app.route('/devices', deviceRoutes(ctx));
   app.route('/rollouts', rolloutRoutes(ctx));
+  app.route('/rounds', roundRoutes(ctx));
+  app.route('/releases', releaseRoutes(ctx));
   app.route('/examples', exampleRoutes(ctx));
   app.route('/', adminRoutes(ctx));
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no console page ${c.req.path}` } }, 404));

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { actorOf, type UiContext } from '../context.js';
 import { Csrf, Page, fmtTime } from '../layout.js';
+import { liveStream } from '../live.js';
 import type { Session, UiEnv } from '../session.js';
 
 interface RolloutDetail {
@@ -150,29 +150,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       const id = c.req.param('id');
       const session = c.get('session');
       await get(id); // 404 before the stream starts
-      return streamSSE(c, async (stream) => {
-        let n = 0;
-        const queue: string[] = [];
-        let wake: (() => void) | undefined;
-        const off = ctx.live.subscribe(`rollout:${id}:${session.sid}`, async () => (<RolloutLive r={await get(id)} session={session} />).toString(), (html) => {
-          queue.push(html);
-          wake?.();
-        });
-        stream.onAbort(() => {
-          off();
-          wake?.();
-        });
-        try {
-          while (!stream.aborted) {
-            // A stream outlives page loads: it ends when its session expires or logs out (in any tab).
-            if (queue.length && !(await ctx.sessionLive(session))) break;
-            while (queue.length) await stream.writeSSE({ event: 'progress', data: queue.shift()!, id: String(++n) });
-            await new Promise<void>((r) => (wake = r));
-          }
-        } finally {
-          off();
-        }
-      });
+      return liveStream(c, { hub: ctx.live, key: `rollout:${id}:${session.sid}`, render: async () => (<RolloutLive r={await get(id)} session={session} />).toString(), stillValid: () => ctx.sessionLive(session) });
     })
     .post('/:id/:action{pause|resume|abort|rollback}', async (c) => {
       const id = c.req.param('id');
