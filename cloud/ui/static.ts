@@ -59,7 +59,7 @@ dl.kv{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.25rem 1r
 dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;background:#f6f8fa;padding:.5rem}
 .sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-@media (max-width:600px){.hide-sm{display:none}}
+@media (max-width:600px){.hide-sm{display:none}header nav{flex-basis:100%}}
 `;
 
 /**

@@ -34,10 +34,10 @@ export function roundChartSeries(rounds: Round[]): string {
     x: scored.map((r) => Date.parse(r.finishedAt ?? r.startedAt ?? r.createdAt) / 1000),
     y: [0, 1],
     series: [
-      { label: 'student holdout', values: m('holdoutAccuracy') },
-      { label: 'teacher holdout', values: m('teacherHoldoutAccuracy') },
-      { label: 'agreement', values: m('holdoutAgreement') },
-      { label: 'recent hard (vs teacher)', values: m('hardAgreement') },
+      { label: 'student holdout', values: m('holdoutAccuracy'), color: '#0b5cad' },
+      { label: 'teacher holdout', values: m('teacherHoldoutAccuracy'), color: '#9a6700' },
+      { label: 'agreement', values: m('holdoutAgreement'), color: '#59636e' },
+      { label: 'recent hard (vs teacher)', values: m('hardAgreement'), color: '#8250df' },
       { label: 'gate passed', values: marks(true), points: true, color: '#1a7f37' },
       { label: 'gate refused', values: marks(false), points: true, color: '#c0262d' },
     ],
@@ -106,14 +106,22 @@ const METRIC_ROWS: [string, string, (v: unknown) => string][] = [
   ['teacherId', 'Teacher', (v) => (typeof v === 'string' ? v : '—')],
 ];
 
-/** The per-round metrics that matter to an operator, as a definition list (the chart's text alternative). */
+/**
+ * The per-round metrics that matter to an operator, as a definition list (the chart's text alternative);
+ * metrics outside that list (an uploaded model's own numbers) are listed as they are.
+ */
 export function MetricsList({ metrics }: { metrics: Record<string, unknown> }) {
+  const known = METRIC_ROWS.filter(([k]) => metrics[k] !== undefined && metrics[k] !== null);
+  const rows: [string, string, string][] = known.length
+    ? known.map(([k, label, f]) => [k, label, f(metrics[k])])
+    : Object.entries(metrics).filter(([, v]) => num(v) !== null || typeof v === 'string').map(([k, v]) => [k, k, String(v)]);
+  if (rows.length === 0) return <p class="muted" id="metrics">No metrics recorded.</p>;
   return (
     <dl class="kv" id="metrics">
-      {METRIC_ROWS.filter(([k]) => metrics[k] !== undefined && metrics[k] !== null).map(([k, label, f]) => (
+      {rows.map(([k, label, text]) => (
         <>
           <dt>{label}</dt>
-          <dd data-metric={k}>{f(metrics[k])}</dd>
+          <dd data-metric={k}>{text}</dd>
         </>
       ))}
     </dl>
