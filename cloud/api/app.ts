@@ -59,7 +59,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     new Counter({ name: 'apprentice_cloud_artifact_refused_total', help: 'GET /v1/artifacts requests refused, by reason (insecure_transport, unauthorized)', labelNames: ['reason'] as const, registers: [promReg] });
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
     (promReg.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [promReg] });
-  const consoleRefusals = counter('apprentice_console_refused_total', 'Console requests refused, by reason (no_session, bad_csrf, bad_token, rate_limited)', ['reason'] as const);
+  const consoleRefusals = counter('apprentice_console_refused_total', 'Console requests refused, by reason (no_session, bad_csrf, bad_token, rate_limited; login_table_full: the login limit forgot an address)', ['reason'] as const);
   const auditFailures = counter('apprentice_audit_write_failed_total', 'Audit entries that could not be written (the action itself went ahead), by source (api, console)', ['source'] as const);
   const trustedProxies = deps.artifacts?.trustedProxies ?? [];
   const clientAddress = deps.artifacts?.clientAddress ?? socketAddress;

@@ -39,7 +39,8 @@ export interface ConsoleDeps {
   loginFailuresPerMinute?: number;
 }
 
-export type RefusalReason = 'no_session' | 'bad_csrf' | 'bad_token' | 'rate_limited';
+/** `login_table_full`: the login limit forgot its stalest address to stay bounded (not a refused request). */
+export type RefusalReason = 'no_session' | 'bad_csrf' | 'bad_token' | 'rate_limited' | 'login_table_full';
 
 /**
  * The fleet console at /ui/. Why this stack: pages are rendered on the server with Hono's JSX (the same
@@ -64,7 +65,7 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
   const store = registrySessionStore(deps.registry.db);
   const refused = deps.onRefused ?? (() => {});
   const auth = sessions({ store, ttlSeconds: deps.sessionTtlSeconds, log, refused });
-  const limiter = loginLimiter({ maxFailures: deps.loginFailuresPerMinute, log, evicted: () => refused('rate_limited') });
+  const limiter = loginLimiter({ maxFailures: deps.loginFailuresPerMinute, log, evicted: () => refused('login_table_full') });
   /** Login and logout are recorded; a failed write is logged and counted, and does not undo the action. */
   const recordAudit = async (e: Parameters<ConsoleData['recordAudit']>[0]): Promise<void> => {
     try {

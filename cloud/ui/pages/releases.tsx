@@ -74,12 +74,14 @@ export function releaseRoutes(ctx: UiContext): Hono<UiEnv> {
       const r = await one(Number(p.data));
       // Lineage: ancestors by parentSeq (bounded), children from the model's releases.
       const ancestors: Release[] = [];
-      for (let s = r.parentSeq; s !== null && ancestors.length < LINEAGE_DEPTH; ) {
-        const a = await one(s).catch(() => undefined);
+      let older: number | null = r.parentSeq;
+      while (older !== null && ancestors.length < LINEAGE_DEPTH) {
+        const a: Release | undefined = await one(older).catch(() => undefined);
         if (!a) break;
         ancestors.push(a);
-        s = a.parentSeq;
+        older = a.parentSeq;
       }
+      const truncated = ancestors.length === LINEAGE_DEPTH && older !== null ? older : null;
       const { releases: siblings } = await ctx.api<{ releases: Release[] }>(`/v1/releases?model=${encodeURIComponent(r.model)}&limit=1000`);
       const children = siblings.filter((x) => x.parentSeq === r.seq).sort((a, b) => a.seq - b.seq);
       const m = r.manifest as { teacher?: { id?: string }; lineage?: { exampleCount?: number; round?: string; reissueOf?: number; source?: string }; expiresAt?: string };
@@ -98,7 +100,8 @@ export function releaseRoutes(ctx: UiContext): Hono<UiEnv> {
             <dt>Published</dt><dd>{r.chunksPublished ? 'chunks published over MQTT' : 'not yet published'}</dd>
           </dl>
           <h2>Lineage</h2>
-          <ol class="lineage" id="lineage" aria-label="Ancestors, oldest first, then this release and its children">
+          {truncated !== null ? <p class="muted">Older ancestors from <a href={`/ui/releases/${truncated}`}>release {truncated}</a> not shown.</p> : null}
+          <ol class="lineage" id="lineage" aria-label="Ancestors, oldest first, then this release">
             {[...ancestors].reverse().map((a) => (
               <li><a href={`/ui/releases/${a.seq}`}>release {a.seq}</a> <span class="muted">({pct(a.metrics.holdoutAccuracy)}, {fmtTime(a.createdAt)})</span></li>
             ))}
