@@ -46,8 +46,8 @@ function QuarantineCard({ q, name, session }: { q: Quarantined; name: (model: st
     <figure data-quarantined={q.id}>
       <img src={`/ui/examples/${encodeURIComponent(q.id)}/thumb.png`} alt={`input of example ${q.id.slice(0, 8)}`} width={96} height={96} loading="lazy" />
       <figcaption>
-        <div>Label: <strong>{name(q.model, q.label)}</strong> (teacher gives it {pct(q.labelProb)})</div>
-        <div>Teacher: {name(q.model, q.teacherClass)} ({pct(q.teacherProb)})</div>
+        <div>Label: <strong>{name(q.model, q.label)}</strong>{q.labelProb !== null ? ` (teacher gives it ${pct(q.labelProb)})` : ''}</div>
+        <div>Teacher: {q.teacherClass !== null ? `${name(q.model, q.teacherClass)} (${pct(q.teacherProb)})` : 'no logits stored'}</div>
         <div class="id muted">{q.deviceId}</div>
         <div class="actions">
           {action('accept', 'Accept', 'Accept this label? It is trained on from the next round.')}

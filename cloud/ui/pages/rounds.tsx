@@ -30,9 +30,13 @@ export function roundChartSeries(rounds: Round[]): string {
   const scored = rounds.filter((r) => r.metrics && num(r.metrics.holdoutAccuracy) !== null).reverse();
   const m = (k: string) => scored.map((r) => num(r.metrics![k]));
   const marks = (pass: boolean) => scored.map((r) => (gateOf(r)?.pass === pass ? num(r.metrics!.holdoutAccuracy) : null));
+  const lines = [m('holdoutAccuracy'), m('teacherHoldoutAccuracy'), m('holdoutAgreement'), m('hardAgreement')];
+  // From a round number below the lowest value up to 1: a few points of accuracy stay visible.
+  const lowest = Math.min(1, ...lines.flat().filter((v): v is number => v !== null));
+  const y = [Math.max(0, Math.floor((lowest - 0.05) * 10) / 10), 1];
   return JSON.stringify({
     x: scored.map((r) => Date.parse(r.finishedAt ?? r.startedAt ?? r.createdAt) / 1000),
-    y: [0, 1],
+    y,
     series: [
       { label: 'student holdout', values: m('holdoutAccuracy'), color: '#0b5cad' },
       { label: 'teacher holdout', values: m('teacherHoldoutAccuracy'), color: '#9a6700' },
@@ -159,7 +163,7 @@ export function roundRoutes(ctx: UiContext): Hono<UiEnv> {
                 {rounds.length === 0 ? <p class="muted">No rounds yet.</p> : null}
                 {scored > 0 ? (
                   <figure style="margin:0">
-                    <figcaption>Quality over rounds (0–100%), gate decisions marked</figcaption>
+                    <figcaption>Quality over rounds (1 = 100%), gate decisions marked</figcaption>
                     <div class="chart" id={`chart-rounds-${model}`} data-rounds={scored} data-series={roundChartSeries(rounds)}></div>
                   </figure>
                 ) : null}

@@ -56,9 +56,10 @@ describe('console rounds, releases and quarantine', () => {
   it('rounds: the chart has the three scored rounds oldest first, gate passes and refusals marked', async () => {
     const body = await (await get('/ui/rounds')).text();
     const attr = /data-series="([^"]+)"/.exec(body)![1]!.replaceAll('&quot;', '"');
-    const d = JSON.parse(attr) as { x: number[]; series: { label: string; values: (number | null)[] }[] };
+    const d = JSON.parse(attr) as { x: number[]; y: number[]; series: { label: string; values: (number | null)[] }[] };
     const s = (label: string) => d.series.find((x) => x.label === label)!.values;
     expect(d.x).toHaveLength(3);
+    expect(d.y).toEqual([0.5, 1]); // the lowest value (0.6) minus a margin, to 100%
     expect(s('student holdout')).toEqual([0.8, 0.85, 0.7]);
     expect(s('teacher holdout')).toEqual([0.95, 0.95, 0.95]);
     expect(s('recent hard (vs teacher)').map((v) => Number(v!.toFixed(2)))).toEqual([0.7, 0.75, 0.6]);
