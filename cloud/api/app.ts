@@ -116,6 +116,15 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     if (typeof actor === 'string') c.set('auditActor', actor);
     return next();
   });
+  // The console's cached aggregates (fleet summary, 2 s) are dropped after every successful change made
+  // through the API (console, CLI or curl); ingest's own writes only age them out.
+  const consoleData = deps.console === false ? undefined : registryConsoleData(deps.registry, { summaryTtlMs: deps.console?.summaryTtlMs });
+  if (consoleData) {
+    app.use('/v1/*', async (c, next) => {
+      await next();
+      if (c.req.method !== 'GET' && c.req.method !== 'HEAD' && c.res.status < 400) consoleData.invalidate();
+    });
+  }
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
@@ -148,9 +157,9 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/keys', keyRoutes(ctx));
   app.route('/v1/fleet', fleetRoutes(ctx));
   app.route('/v1/audit', auditRoutes(ctx));
-  if (deps.console !== false) {
+  if (consoleData && deps.console !== false) {
     // Forwarded, not app.route(): the console is HTML behind its own session, outside the OpenAPI document.
-    const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: registryConsoleData(deps.registry), dataDir: deps.artifactsDir,
+    const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: consoleData, dataDir: deps.artifactsDir,
       log,
       onRefused: (reason) => consoleRefusals.inc({ reason }),
       onAuditFailed: () => auditFailures.inc({ source: 'console' }),

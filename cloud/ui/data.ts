@@ -21,7 +21,7 @@ export type RolloutLiveView = RolloutProgress;
 export interface ConsoleData {
   /** May be a few seconds old (cached, shared by every tab); `at` says when it was computed. */
   fleetSummary(): Promise<AttentionSummary>;
-  /** Drops cached aggregates: called after the console's own actions. */
+  /** Drops cached aggregates: the API calls it after every successful change. */
   invalidate(): void;
   queryDevices(q: DeviceQueryInput): Promise<{ devices: DeviceItem[]; nextCursor: string | null; total: number }>;
   deviceEvents(deviceId: string, limit: number): Promise<EventItem[]>;

@@ -8,7 +8,7 @@ import type { ConsoleData } from './data.js';
 
 /**
  * A value computed at most once per `ttlMs` and by one caller at a time: concurrent callers share the
- * computation in flight; `invalidate()` drops it (the console calls it after its own actions).
+ * computation in flight; `invalidate()` drops it (the API calls it after every successful change).
  *
  * @example
  * const summary = shortCache(() => fleetSummary(reg), 2000);

@@ -150,7 +150,6 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       const body = action === 'pause' || action === 'abort' ? { reason: `${action === 'pause' ? 'paused' : 'aborted'} by ${session.who} in the console` } : {};
       // The API records the action in the audit log, with this session as the actor.
       await ctx.api(`/v1/rollouts/${encodeURIComponent(id)}/${action}`, { method: 'POST', body, actor: actorOf(session) });
-      ctx.data.invalidate();
       if (!c.req.header('hx-request')) return c.redirect(`/ui/rollouts/${id}`, 303);
       return c.html(<RolloutLive r={await get(id)} session={session} />);
     });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { examples, releases, rounds } from '../../../cloud/registry/schema.js';
+import { devices, examples, releases, rounds } from '../../../cloud/registry/schema.js';
 import { harness, seedExample, seedModel, seedRelease, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
 /**
@@ -21,7 +21,8 @@ describe('console rounds, releases and quarantine', () => {
   const metrics = (acc: number, pass: boolean) => ({ holdoutAccuracy: acc, teacherHoldoutAccuracy: 0.95, holdoutAgreement: acc + 0.01, hardAgreement: acc - 0.1, gate: { pass, reason: pass ? `holdout accuracy ${acc} ≥ parent` : `holdout accuracy ${acc} < parent` } });
 
   beforeAll(async () => {
-    h = harness({ console: { liveIntervalMs: 50 } });
+    // A long summary TTL: the cache test below must not depend on how fast this machine is.
+    h = harness({ console: { liveIntervalMs: 50, summaryTtlMs: 600_000 } });
     seedModel(h);
     seedRelease(h, { seq: 1, bytes: Buffer.from('release one') });
     seedRelease(h, { seq: 2, bytes: artifact });
@@ -45,6 +46,18 @@ describe('console rounds, releases and quarantine', () => {
   afterAll(() => h.close());
 
   const get = (path: string, headers: Record<string, string> = {}) => h.app.request(path, { headers: { accept: 'text/html', ...headers, cookie } });
+
+  it('the overview tiles are cached (2 s by default), and dropped at once by a change through the API', async () => {
+    const tile = async () => Number(/id="tile-total" data-count="(\d+)"/.exec(await (await get('/ui/')).text())![1]);
+    const before = await tile();
+    // A write the API did not make (as ingest's): the cached summary stands.
+    h.registry.db.insert(devices).values({ id: 'quiet-1', groups: [], credentialHash: 'x' }).run();
+    expect(await tile()).toBe(before);
+    // Provisioning through the API drops it: the next overview counts both new devices.
+    const made = await h.app.request('/v1/devices', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'api-1' }) });
+    expect(made.status).toBe(201);
+    expect(await tile()).toBe(before + 2);
+  });
 
   it('refuses the new pages and the download without a session', async () => {
     for (const p of ['/ui/rounds', '/ui/rounds/r-1', '/ui/rounds/r-4/live', '/ui/releases', '/ui/releases/2', '/ui/releases/2/artifact']) {
