@@ -145,7 +145,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
     ingest.deviceState?.addSink(new TelemetryHistory(registry).sink);
-    const consoleRetention = startConsoleRetention({ registry, log });
+    const consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays });
     stack.push(() => consoleRetention.stop());
     await mqtt.start();
     const publisher = new ReleasePublisher({
@@ -226,6 +226,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifacts: { trustedProxies: cfg.api.trustedProxies },
       trustDir: dataDir,
       onKeySetPublished: retainKeySet,
+      console: { loginFailuresPerMinute: cfg.console.loginFailuresPerMinute },
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes, maxConcurrentUploads: cfg.api.maxConcurrentUploads },
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,

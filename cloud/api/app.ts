@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { Hono, type NotFoundHandler } from 'hono';
+import { Hono, type Context, type NotFoundHandler } from 'hono';
 import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
@@ -57,6 +57,18 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   const artifactRefusals =
     (promReg.getSingleMetric('apprentice_cloud_artifact_refused_total') as Counter<'reason'> | undefined) ??
     new Counter({ name: 'apprentice_cloud_artifact_refused_total', help: 'GET /v1/artifacts requests refused, by reason (insecure_transport, unauthorized)', labelNames: ['reason'] as const, registers: [promReg] });
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
+    (promReg.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [promReg] });
+  const consoleRefusals = counter('apprentice_console_refused_total', 'Console requests refused, by reason (no_session, bad_csrf, bad_token, rate_limited; login_table_full: the login limit forgot an address)', ['reason'] as const);
+  const auditFailures = counter('apprentice_audit_write_failed_total', 'Audit entries that could not be written (the action itself went ahead), by source (api, console)', ['source'] as const);
+  const trustedProxies = deps.artifacts?.trustedProxies ?? [];
+  const clientAddress = deps.artifacts?.clientAddress ?? socketAddress;
+  /** The console's client for its login limit: the socket peer, or the first X-Forwarded-For hop when the peer is a trusted proxy. */
+  const consoleClient = (c: Context): string | undefined => {
+    const peer = clientAddress(c);
+    const fwd = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+    return peer !== undefined && trustedProxies.includes(peer) && fwd ? fwd : peer;
+  };
   const ctx: ApiContext = {
     db: deps.registry.db,
     registry: deps.registry,
@@ -69,8 +81,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     artifacts: {
       store: deps.artifacts?.store ?? fileArtifactStore({ db: deps.registry.db, artifactsDir: deps.artifactsDir, log }),
       adminToken: deps.adminToken,
-      trustedProxies: deps.artifacts?.trustedProxies ?? [],
-      clientAddress: deps.artifacts?.clientAddress ?? socketAddress,
+      trustedProxies,
+      clientAddress,
       refused: (reason) => artifactRefusals.inc({ reason }),
     },
     trust: {
@@ -86,6 +98,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     uploads: deps.uploads ?? {},
     retention: deps.retention,
     clock: deps.clock ?? (() => new Date()),
+    auditFailed: () => auditFailures.inc({ source: 'api' }),
     log,
   };
   const started = Date.now();
@@ -103,6 +116,15 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     if (typeof actor === 'string') c.set('auditActor', actor);
     return next();
   });
+  // The console's cached aggregates (fleet summary, 2 s) are dropped after every successful change made
+  // through the API (console, CLI or curl); ingest's own writes only age them out.
+  const consoleData = deps.console === false ? undefined : registryConsoleData(deps.registry, { summaryTtlMs: deps.console?.summaryTtlMs });
+  if (consoleData) {
+    app.use('/v1/*', async (c, next) => {
+      await next();
+      if (c.req.method !== 'GET' && c.req.method !== 'HEAD' && c.res.status < 400) consoleData.invalidate();
+    });
+  }
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
   // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
   app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
@@ -135,9 +157,15 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/keys', keyRoutes(ctx));
   app.route('/v1/fleet', fleetRoutes(ctx));
   app.route('/v1/audit', auditRoutes(ctx));
-  if (deps.console !== false) {
+  if (consoleData && deps.console !== false) {
     // Forwarded, not app.route(): the console is HTML behind its own session, outside the OpenAPI document.
-    const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: registryConsoleData(deps.registry), dataDir: deps.artifactsDir, log, ...deps.console }).app;
+    const ui = createConsole({ api: app, adminToken: deps.adminToken, registry: deps.registry, data: consoleData, dataDir: deps.artifactsDir,
+      log,
+      onRefused: (reason) => consoleRefusals.inc({ reason }),
+      onAuditFailed: () => auditFailures.inc({ source: 'console' }),
+      clientAddress: consoleClient,
+      ...deps.console,
+    }).app;
     app.all('/ui', (c) => ui.fetch(c.req.raw, c.env));
     app.all('/ui/*', (c) => ui.fetch(c.req.raw, c.env));
   }

@@ -21,7 +21,8 @@ export function auditActor(c: Context): string {
 
 /**
  * Records an operator action after it succeeded, before the response goes out. The action already
- * happened, so a failing write does not turn it into an error: it is logged as `cloud/audit-failed`.
+ * happened, so a failing write does not turn it into an error: it is logged as `cloud/audit-failed` and
+ * counted (`apprentice_audit_write_failed_total{source="api"}`).
  *
  * @example
  * await audit(ctx, c, { action: 'rollout.pause', target: id, detail: { reason } });
@@ -30,6 +31,7 @@ export async function audit(ctx: ApiContext, c: Context, e: Omit<AuditInput, 'ac
   try {
     await recordAudit(ctx.registry, { ...e, actor: auditActor(c) }, ctx.clock());
   } catch (err) {
+    ctx.auditFailed();
     ctx.log.error({ err, action: e.action, target: e.target }, 'cloud/audit-failed');
   }
 }

@@ -39,6 +39,8 @@ export interface ApiContext {
   /** Example retention limits (shown by /v1/examples/stats); undefined = none configured. */
   retention: RetentionConfig | undefined;
   clock: () => Date;
+  /** Counts an audit entry that could not be written (`apprentice_audit_write_failed_total{source="api"}`). */
+  auditFailed: () => void;
   log: Logger;
 }
 

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { acceptQuarantined, dropQuarantined, listQuarantined } from '../rounds/label-review.js';
+import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -22,7 +23,7 @@ const idParam = z.strictObject({ id: z.uuid() });
 
 /**
  * `/v1/examples/quarantine` (issue 10): feedback labels the teacher contradicts with high confidence.
- * They are not trained on until accepted; dropping one deletes the example.
+ * They are not trained on until accepted; dropping one deletes the example. Both are audited (audit_log).
  */
 export function quarantineRoutes(ctx: ApiContext): Hono {
   return new Hono()
@@ -43,6 +44,7 @@ export function quarantineRoutes(ctx: ApiContext): Hono {
         const { id } = c.req.valid('param');
         if (!(await acceptQuarantined(ctx.registry, id))) throw notFound(`quarantined example ${id}`, 'id');
         ctx.log.info({ example: id }, 'quarantine: label accepted');
+        await audit(ctx, c, { action: 'label.accept', target: id });
         return c.json({ id, labelState: 'accepted' as const });
       },
     )
@@ -54,6 +56,7 @@ export function quarantineRoutes(ctx: ApiContext): Hono {
         const { id } = c.req.valid('param');
         if (!(await dropQuarantined(ctx.registry, id))) throw notFound(`quarantined example ${id}`, 'id');
         ctx.log.info({ example: id }, 'quarantine: example dropped');
+        await audit(ctx, c, { action: 'label.drop', target: id });
         return c.json({ id, dropped: true as const });
       },
     );

@@ -125,7 +125,7 @@ export interface CloudApiDeps {
   clock?: () => Date;
   log?: Logger;
   /** The web console at /ui/ (cloud/ui); on unless false. */
-  console?: false | { sessionTtlSeconds?: number; liveIntervalMs?: number };
+  console?: false | { sessionTtlSeconds?: number; liveIntervalMs?: number; loginFailuresPerMinute?: number; /** How long the overview's fleet summary is shared; default 2000 ms. */ summaryTtlMs?: number };
 }
 
 /** Thrown by RoundsService.start when the model already has a queued or running round. → 409 `round_in_progress`. */

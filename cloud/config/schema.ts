@@ -84,6 +84,15 @@ export const cloudConfigSchema = z.strictObject({
     })
     .prefault({}),
   rollouts: z.strictObject({ tickSeconds: z.number().min(0.1).default(5) }).prefault({}),
+  /** The web console at /ui/ and its data (README "Fleet console"). */
+  console: z
+    .strictObject({
+      /** Device events (the console's event log, rollout notes) older than this are deleted. 90 days. */
+      eventRetentionDays: z.number().int().min(1).max(3650).default(90),
+      /** Wrong admin tokens per client address per minute before the login answers 429 with Retry-After. */
+      loginFailuresPerMinute: z.number().int().min(1).max(1000).default(5),
+    })
+    .prefault({}),
   /** Example retention per model (README "Retention"). */
   retention: retentionConfigSchema.prefault({}),
 });

@@ -6,7 +6,7 @@ import { pruneTelemetryHistory } from './telemetry-history.js';
 export interface ConsoleRetentionOptions {
   registry: Registry;
   log?: Logger;
-  /** Device events older than this are deleted; default 90 days. */
+  /** Device events older than this are deleted; default 90 days (cloud.json `console.eventRetentionDays`). */
   eventRetentionDays?: number;
   /** How often retention runs; default 10 minutes (and once at start). */
   intervalMs?: number;

@@ -17,8 +17,12 @@ export class ApiCallError extends Error {
   }
 }
 
+/** The same in-process call, answered as the API's own Response (bytes streamed, headers kept): downloads. */
+export type ApiRaw = (path: string, headers?: Record<string, string>) => Promise<Response>;
+
 export interface UiContext {
   api: ApiCall;
+  apiRaw: ApiRaw;
   data: ConsoleData;
   registry: Registry;
   dataDir: string;

@@ -4,6 +4,8 @@ import type { Session } from './session.js';
 export const NAV = [
   ['/ui/', 'Overview'],
   ['/ui/devices', 'Devices'],
+  ['/ui/rounds', 'Rounds'],
+  ['/ui/releases', 'Releases'],
   ['/ui/rollouts', 'Rollouts'],
   ['/ui/examples', 'Hard examples'],
   ['/ui/keys', 'Keys'],

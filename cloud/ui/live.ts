@@ -1,3 +1,5 @@
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
 import type { Logger } from '../../shared/log/index.js';
 
 type Listener = (html: string) => void;
@@ -65,4 +67,37 @@ export class LiveHub {
     clearInterval(this.timer);
     this.timer = undefined;
   }
+}
+
+/**
+ * Streams one live topic to a browser as server-sent events (`event`, default `progress`), from the
+ * shared hub: the first fragment at once, then each change. The stream outlives page loads, so it ends
+ * when its session expires or logs out (checked before every message) or when the browser goes away.
+ *
+ * @example
+ * return liveStream(c, { hub: ctx.live, key: `round:${id}:${s.sid}`, render, stillValid: () => ctx.sessionLive(s) });
+ */
+export function liveStream(c: Context, o: { hub: LiveHub; key: string; render: () => Promise<string>; stillValid: () => Promise<boolean>; event?: string }): Response {
+  return streamSSE(c, async (stream) => {
+    let n = 0;
+    const queue: string[] = [];
+    let wake: (() => void) | undefined;
+    const off = o.hub.subscribe(o.key, o.render, (html) => {
+      queue.push(html);
+      wake?.();
+    });
+    stream.onAbort(() => {
+      off();
+      wake?.();
+    });
+    try {
+      while (!stream.aborted) {
+        if (queue.length && !(await o.stillValid())) break;
+        while (queue.length) await stream.writeSSE({ event: o.event ?? 'progress', data: queue.shift()!, id: String(++n) });
+        await new Promise<void>((r) => (wake = r));
+      }
+    } finally {
+      off();
+    }
+  });
 }

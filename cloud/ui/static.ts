@@ -48,6 +48,10 @@ button.danger{color:var(--bad)}
 .thumbs figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:.5rem;font-size:.85rem}
 .thumbs img{width:96px;height:96px;image-rendering:pixelated;display:block;background:#000}
 .pager{display:flex;gap:1rem;margin:.75rem 0}
+.ok{color:var(--ok)}
+.progress{height:.8rem;border-radius:4px;background:#eaeef2;overflow:hidden;margin:.3rem 0}.progress span{display:block;height:100%;background:var(--accent)}
+.quarantine figure{border-color:#8250df}
+ol.lineage{margin:.25rem 0;padding-left:1.5rem}
 .login{max-width:360px;margin:3rem auto;display:flex;flex-direction:column;gap:.75rem}
 .login label{display:flex;flex-direction:column}
 .error{color:var(--bad)}
@@ -55,11 +59,12 @@ dl.kv{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.25rem 1r
 dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;background:#f6f8fa;padding:.5rem}
 .sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-@media (max-width:600px){.hide-sm{display:none}}
+@media (max-width:600px){.hide-sm{display:none}header nav{flex-basis:100%}}
 `;
 
 /**
- * Draws every `.chart[data-series]` with uPlot ({x: epoch seconds[], series: [{label, values}]}) on load
+ * Draws every `.chart[data-series]` with uPlot ({x: epoch seconds[], series: [{label, values, color?, points?}],
+ * y?: [min, max]}; `points` draws markers only) on load
  * and after every htmx swap; redraws at the new width when the window resizes.
  */
 export const CONSOLE_JS = `
@@ -69,7 +74,11 @@ export const CONSOLE_JS = `
     if(el.dataset.drawn)return;
     var d=JSON.parse(el.dataset.series);
     var data=[d.x].concat(d.series.map(function(s){return s.values}));
-    var opts={width:Math.max(200,el.clientWidth),height:180,series:[{}].concat(d.series.map(function(s,i){return {label:s.label,stroke:colors[i%colors.length],width:2,spanGaps:true}})),axes:[{},{size:50}],scales:{x:{range:function(u,min,max){return min===max?[min-600,max+60]:[min,max]}}}};
+    var opts={width:Math.max(200,el.clientWidth),height:180,series:[{}].concat(d.series.map(function(s,i){
+      var c=s.color||colors[i%colors.length];
+      // A marker series (e.g. gate decisions): points only, no line.
+      return s.points?{label:s.label,stroke:c,width:0,paths:function(){return null},points:{show:true,size:9,fill:c,stroke:c}}:{label:s.label,stroke:c,width:2,spanGaps:true};
+    })),axes:[{},{size:50}],scales:{x:{range:function(u,min,max){return min===max?[min-600,max+60]:[min,max]}},y:d.y?{range:function(){return d.y}}:{}}};
     el.textContent='';
     var u=new uPlot(opts,data,el);
     el.dataset.drawn='1';

@@ -1,10 +1,10 @@
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { EXAMPLE_REASONS, inputSpecSchema } from '../../../shared/protocol/schemas.js';
-import type { UiContext } from '../context.js';
+import { actorOf, type UiContext } from '../context.js';
 import { exampleInput, listExamples } from '../examples-store.js';
-import { Page, fmtTime } from '../layout.js';
-import type { UiEnv } from '../session.js';
+import { Csrf, Page, fmtTime } from '../layout.js';
+import type { Session, UiEnv } from '../session.js';
 import { inputThumbnail } from '../thumbnail.js';
 
 const PER_PAGE = 48;
@@ -17,6 +17,46 @@ const query = z.object({
   until: isoish.optional(),
   page: z.coerce.number().int().min(0).max(10_000).default(0),
 });
+
+const QUARANTINE_SHOWN = 24;
+const pct = (p: number | null): string => (p === null ? '?' : `${Math.round(p * 100)}%`);
+
+interface Quarantined {
+  id: string;
+  deviceId: string;
+  model: string | null;
+  label: number;
+  teacherClass: number | null;
+  teacherProb: number | null;
+  labelProb: number | null;
+  capturedAt: string;
+}
+
+/** One quarantined feedback label: the operator's label vs the teacher's, with accept and drop (CSRF, audited by the API). */
+function QuarantineCard({ q, name, session }: { q: Quarantined; name: (model: string | null, k: number | null) => string; session: Session }) {
+  const action = (verb: 'accept' | 'drop', label: string, confirm: string) => (
+    <form method="post" action={`/ui/examples/quarantine/${q.id}/${verb}`} hx-post={`/ui/examples/quarantine/${q.id}/${verb}`} hx-target="closest figure" hx-swap="outerHTML" hx-confirm={confirm}>
+      <Csrf session={session} />
+      <button type="submit" class={verb === 'drop' ? 'danger' : ''} data-action={verb} aria-label={`${label} the label of example ${q.id.slice(0, 8)}`}>
+        {label}
+      </button>
+    </form>
+  );
+  return (
+    <figure data-quarantined={q.id}>
+      <img src={`/ui/examples/${encodeURIComponent(q.id)}/thumb.png`} alt={`input of example ${q.id.slice(0, 8)}`} width={96} height={96} loading="lazy" />
+      <figcaption>
+        <div>Label: <strong>{name(q.model, q.label)}</strong>{q.labelProb !== null ? ` (teacher gives it ${pct(q.labelProb)})` : ''}</div>
+        <div>Teacher: {q.teacherClass !== null ? `${name(q.model, q.teacherClass)} (${pct(q.teacherProb)})` : 'no logits stored'}</div>
+        <div class="id muted">{q.deviceId}</div>
+        <div class="actions">
+          {action('accept', 'Accept', 'Accept this label? It is trained on from the next round.')}
+          {action('drop', 'Drop', 'Drop this example? It is deleted and never trained on.')}
+        </div>
+      </figcaption>
+    </figure>
+  );
+}
 
 interface ModelLite {
   name: string;
@@ -40,8 +80,9 @@ export function exampleRoutes(ctx: UiContext): Hono<UiEnv> {
       const parsed = query.safeParse(Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== '')));
       if (!parsed.success) return c.json({ error: { code: 'invalid_query', message: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') } }, 400);
       const f = parsed.data;
-      const [{ models }, { items, more }] = await Promise.all([
+      const [{ models }, { examples: quarantined }, { items, more }] = await Promise.all([
         ctx.api<{ models: ModelLite[] }>('/v1/models'),
+        ctx.api<{ examples: Quarantined[] }>(`/v1/examples/quarantine?limit=${QUARANTINE_SHOWN}${f.model ? `&model=${encodeURIComponent(f.model)}` : ''}`),
         listExamples(ctx.registry, { model: f.model, deviceId: f.device, reason: f.reason, since: f.since, until: f.until, limit: PER_PAGE, offset: f.page * PER_PAGE }),
       ]);
       const labels = new Map(models.map((m) => [m.name, m.labels]));
@@ -79,6 +120,16 @@ export function exampleRoutes(ctx: UiContext): Hono<UiEnv> {
             </label>
             <button type="submit">Filter</button>
           </form>
+          {quarantined.length > 0 ? (
+            <section aria-labelledby="quarantine-h">
+              <h2 id="quarantine-h">Quarantined feedback labels</h2>
+              <p class="muted">The teacher contradicts these labels with high confidence: they are not trained on until accepted.</p>
+              <div class="thumbs quarantine" id="quarantine">
+                {quarantined.map((q) => <QuarantineCard q={q} name={name} session={c.get('session')} />)}
+              </div>
+            </section>
+          ) : null}
+          {quarantined.length > 0 ? <h2>Hard examples</h2> : null}
           {items.length === 0 ? <p class="muted">No examples match.</p> : null}
           <div class="thumbs">
             {items.map((e) => {
@@ -102,6 +153,18 @@ export function exampleRoutes(ctx: UiContext): Hono<UiEnv> {
             {more ? <a href={`/ui/examples?${keep}&page=${f.page + 1}`} rel="next">Next</a> : null}
           </nav>
         </Page>,
+      );
+    })
+    .post('/quarantine/:id/:verb{accept|drop}', async (c) => {
+      const id = c.req.param('id');
+      const verb = c.req.param('verb') as 'accept' | 'drop';
+      // The API validates the id, changes the label state and records label.accept / label.drop with this session as the actor.
+      await ctx.api(`/v1/examples/quarantine/${encodeURIComponent(id)}/${verb}`, { method: 'POST', actor: actorOf(c.get('session')) });
+      if (!c.req.header('hx-request')) return c.redirect('/ui/examples', 303);
+      return c.html(
+        <figure data-quarantined={id} data-outcome={verb === 'accept' ? 'accepted' : 'dropped'} role="status">
+          <figcaption>Example <span class="id">{id.slice(0, 8)}</span>: {verb === 'accept' ? 'label accepted; trained on from the next round.' : 'dropped.'}</figcaption>
+        </figure>,
       );
     })
     .get('/:id/thumb.png', async (c) => {

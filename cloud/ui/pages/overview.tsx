@@ -57,7 +57,7 @@ export function overviewRoutes(ctx: UiContext): Hono<UiEnv> {
           ))}
         </section>
         <p class="muted">
-          {sum.neverSeen} never seen, {sum.revoked} revoked. Attention: {Object.entries(sum.attentionBy).filter(([, n]) => n > 0).map(([k, n]) => `${k.replaceAll('_', ' ')} ${n}`).join(', ') || 'none'}.
+          As of {fmtTime(sum.at)}: {sum.neverSeen} never seen, {sum.revoked} revoked. Attention: {Object.entries(sum.attentionBy).filter(([, n]) => n > 0).map(([k, n]) => `${k.replaceAll('_', ' ')} ${n}`).join(', ') || 'none'}.
         </p>
         <h2>Running releases per model</h2>
         {byModel.size === 0 ? <p class="muted">No device runs a release yet.</p> : null}
@@ -114,9 +114,9 @@ export function overviewRoutes(ctx: UiContext): Hono<UiEnv> {
             <tbody>
               {rounds.map((r) => (
                 <tr>
-                  <td>{r.model}</td>
+                  <td><a href={`/ui/rounds/${encodeURIComponent(r.id)}`}>{r.model}</a></td>
                   <td>{r.state}</td>
-                  <td>{r.releaseSeq ?? r.release ?? '—'}</td>
+                  <td>{(r.releaseSeq ?? r.release) != null ? <a href={`/ui/releases/${r.releaseSeq ?? r.release}`}>{r.releaseSeq ?? r.release}</a> : '—'}</td>
                   <td class="hide-sm">{fmtTime(r.finishedAt)}</td>
                 </tr>
               ))}

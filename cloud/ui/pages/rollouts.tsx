@@ -1,25 +1,11 @@
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
-import { actorOf, type UiContext } from '../context.js';
+import { ApiCallError, actorOf, type UiContext } from '../context.js';
 import { Csrf, Page, fmtTime } from '../layout.js';
+import { liveStream } from '../live.js';
+import type { RolloutLiveView } from '../data.js';
 import type { Session, UiEnv } from '../session.js';
 
-interface RolloutDetail {
-  id: string;
-  model: string;
-  release: number;
-  state: string;
-  reason: string | null;
-  paused: boolean;
-  pauseReason: string | null;
-  securityAlert: string | null;
-  wave: number;
-  waves: number[];
-  counts: Record<string, number>;
-  waveProgress: { share: number; counts: Record<string, number> }[];
-  devices: { deviceId: string; canary: boolean; wave: number; state: string; reason: string | null; updatedAt: string }[];
-  createdAt: string;
-}
+type RolloutDetail = RolloutLiveView;
 
 const DEVICE_STATES = ['installed', 'desired', 'waiting', 'failed', 'timed_out', 'quarantined', 'held_back', 'incompatible', 'superseded'];
 const ACTIONS = {
@@ -89,7 +75,7 @@ export function RolloutLive({ r, session }: { r: RolloutDetail; session: Session
           <tr><th style="width:40%">Device</th><th>Wave</th><th>State</th><th>Reason</th></tr>
         </thead>
         <tbody>
-          {r.devices.slice(0, SHOWN_DEVICES).map((d) => (
+          {r.devices.map((d) => (
             <tr>
               <td class="id"><a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a></td>
               <td>{d.wave + 1}{d.canary ? ' (canary)' : ''}</td>
@@ -99,17 +85,22 @@ export function RolloutLive({ r, session }: { r: RolloutDetail; session: Session
           ))}
         </tbody>
       </table>
-      {r.devices.length > SHOWN_DEVICES ? <p class="muted">First {SHOWN_DEVICES} of {r.devices.length} devices.</p> : null}
+      {r.deviceTotal > r.devices.length ? <p class="muted" id="devices-shown">{r.devices.length} of {r.deviceTotal} devices (failed, timed out and quarantined first).</p> : null}
     </div>
   );
 }
 
 /** Rollouts: the list, one rollout with live progress (SSE), and its four operator actions, audited. */
 export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
-  const get = (id: string) => ctx.api<RolloutDetail>(`/v1/rollouts/${encodeURIComponent(id)}`);
+  // The live view reads counts and one page of devices from the registry, not every device row (10,000 at a time) per tick.
+  const get = async (id: string): Promise<RolloutDetail> => {
+    const r = await ctx.data.rolloutProgress(id, SHOWN_DEVICES);
+    if (!r) throw new ApiCallError(404, 'rollout_not_found', `no rollout ${id}`);
+    return r;
+  };
   return new Hono<UiEnv>()
     .get('/', async (c) => {
-      const { rollouts } = await ctx.api<{ rollouts: RolloutDetail[] }>('/v1/rollouts');
+      const { rollouts } = await ctx.api<{ rollouts: { id: string; model: string; release: number; state: string; paused: boolean; createdAt: string }[] }>('/v1/rollouts');
       return c.html(
         <Page title="Rollouts" path="/ui/rollouts" session={c.get('session')}>
           {rollouts.length === 0 ? <p class="muted">No rollouts yet.</p> : null}
@@ -150,29 +141,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       const id = c.req.param('id');
       const session = c.get('session');
       await get(id); // 404 before the stream starts
-      return streamSSE(c, async (stream) => {
-        let n = 0;
-        const queue: string[] = [];
-        let wake: (() => void) | undefined;
-        const off = ctx.live.subscribe(`rollout:${id}:${session.sid}`, async () => (<RolloutLive r={await get(id)} session={session} />).toString(), (html) => {
-          queue.push(html);
-          wake?.();
-        });
-        stream.onAbort(() => {
-          off();
-          wake?.();
-        });
-        try {
-          while (!stream.aborted) {
-            // A stream outlives page loads: it ends when its session expires or logs out (in any tab).
-            if (queue.length && !(await ctx.sessionLive(session))) break;
-            while (queue.length) await stream.writeSSE({ event: 'progress', data: queue.shift()!, id: String(++n) });
-            await new Promise<void>((r) => (wake = r));
-          }
-        } finally {
-          off();
-        }
-      });
+      return liveStream(c, { hub: ctx.live, key: `rollout:${id}:${session.sid}`, render: async () => (<RolloutLive r={await get(id)} session={session} />).toString(), stillValid: () => ctx.sessionLive(session) });
     })
     .post('/:id/:action{pause|resume|abort|rollback}', async (c) => {
       const id = c.req.param('id');

@@ -4,12 +4,20 @@
  * a signed release and sent hard examples and telemetry. One scenario, in order: refused without a session,
  * log in, overview = API, a device's telemetry chart draws, a rollout progresses live over SSE, pause and
  * resume from the buttons (audited), a forged CSRF token is refused, thumbnails render, no serious or
- * critical axe-core issue and no horizontal scroll on any page at 1280×800 and 375×812, log out.
+ * critical axe-core issue and no horizontal scroll on any page at 1280×800 and 375×812, log out. Then the
+ * rounds page (quality chart over rounds with the gate decisions, a running round's progress live), a
+ * release (lineage, key id, download with the session) and quarantined labels accepted and dropped. The
+ * rounds are rows written into the registry as the round runner writes them (a real distillation round
+ * takes minutes on this machine; test/integration/rounds runs those), the quarantine marks two of the
+ * devices' own examples as the label review does.
  */
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { eq, inArray } from 'drizzle-orm';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWorld, type ReleaseInfo } from '../fault-harness.js';
+import { examples, releases, rounds } from '../../../cloud/registry/schema.js';
+import { FaultWorld, MODEL, type ReleaseInfo } from '../fault-harness.js';
 import { waitFor } from '../../helpers/broker.js';
 import { SCREENSHOTS, chromiumMissing, horizontalOverflow, launch, seriousA11yViolations } from './browser.js';
 
@@ -26,6 +34,7 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
   let page: Page;
   let base: string;
   let r2: ReleaseInfo;
+  let r1seq: number;
   let rolloutId: string;
   const api = async <T,>(path: string): Promise<T> => (await (await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as T;
 
@@ -33,6 +42,7 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
     w = await FaultWorld.create();
     base = w.cloud!.apiUrl;
     const r1 = w.addRelease({ seed: 1 });
+    r1seq = r1.seq;
     for (const id of DEVICES) await w.startDevice(id);
     await w.rollout(r1.seq, { soakSeconds: 0 });
     await w.waitConverged(r1.seq);
@@ -167,6 +177,66 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
     const { keys } = await api<{ keys: { keyId: string; status: string }[] }>('/v1/keys');
     expect(await page.locator('#signing-key').textContent()).toBe(keys.find((k) => k.status === 'active')!.keyId);
     await audit('keys');
+  });
+
+  it('shows the rounds: quality over rounds with gate decisions, and a running round live (SSE)', async () => {
+    const db = w.registry.db;
+    const t = (minAgo: number) => new Date(Date.now() - minAgo * 60_000).toISOString();
+    const m = (acc: number, pass: boolean) => ({ holdoutAccuracy: acc, teacherHoldoutAccuracy: 0.97, holdoutAgreement: acc + 0.02, hardAgreement: acc - 0.05, gate: { pass, reason: pass ? `holdout accuracy ${acc} passed` : `holdout accuracy ${acc} < parent − tolerance` } });
+    db.insert(rounds).values({ id: 'e2e-round-1', model: MODEL, state: 'released', trigger: 'manual', metrics: m(0.91, true), releaseSeq: r2.seq, startedAt: t(30), finishedAt: t(29), createdAt: t(30) }).run();
+    db.insert(rounds).values({ id: 'e2e-round-2', model: MODEL, state: 'rejected', trigger: 'schedule', metrics: m(0.84, false), error: 'holdout accuracy 0.84 < parent − tolerance', startedAt: t(20), finishedAt: t(19), createdAt: t(20) }).run();
+    db.insert(rounds).values({ id: 'e2e-round-3', model: MODEL, state: 'running', trigger: 'schedule', progress: { phase: 'teacher', detail: 'soft labels', at: t(1) }, startedAt: t(1), createdAt: t(1) }).run();
+    await page.goto(`${base}/ui/rounds`);
+    await page.waitForSelector(`#chart-rounds-${MODEL}[data-drawn="1"] canvas`);
+    expect(await page.locator(`#chart-rounds-${MODEL}`).getAttribute('data-rounds')).toBe('2');
+    expect(await page.locator('tr[data-round=e2e-round-2]').textContent()).toContain('refused');
+    await audit('rounds');
+    await page.getByRole('link', { name: 'e2e-round-3' }).click();
+    await page.waitForURL(/\/ui\/rounds\/e2e-round-3$/);
+    await page.evaluate('window.marker = 7');
+    const live = page.locator('#round-live > div');
+    expect(await live.getAttribute('data-phase')).toBe('teacher');
+    db.update(rounds).set({ progress: { phase: 'train', epoch: 4, epochs: 10, loss: 0.31, at: new Date().toISOString() } }).where(eq(rounds.id, 'e2e-round-3')).run();
+    await expect.poll(() => live.getAttribute('data-phase'), { timeout: 10_000 }).toBe('train');
+    expect(await page.getByRole('progressbar').getAttribute('aria-valuenow')).toBe('4');
+    await audit('round');
+    db.update(rounds).set({ state: 'rejected', metrics: m(0.8, false), finishedAt: new Date().toISOString() }).where(eq(rounds.id, 'e2e-round-3')).run();
+    await expect.poll(() => live.getAttribute('data-state'), { timeout: 10_000 }).toBe('rejected');
+    expect(await page.locator('#round-gate').textContent()).toContain('refused');
+    expect(await page.evaluate('window.marker')).toBe(7); // live, no reload
+  });
+
+  it('shows a release: lineage, signing key, and downloads the artifact only with a session', async () => {
+    w.registry.db.update(releases).set({ parentSeq: r1seq, roundId: 'e2e-round-1' }).where(eq(releases.seq, r2.seq)).run();
+    await page.goto(`${base}/ui/releases`);
+    await audit('releases');
+    await page.locator(`tr[data-release="${r2.seq}"] a`).first().click();
+    await page.waitForURL(new RegExp(`/ui/releases/${r2.seq}$`));
+    expect(await page.locator('#lineage').textContent()).toContain(`release ${r1seq}`);
+    const rel = await api<{ keyId: string }>(`/v1/releases/${r2.seq}`);
+    expect(await page.locator('#key-id').textContent()).toBe(rel.keyId);
+    await audit('release');
+    const dl = await page.request.get(`${base}/ui/releases/${r2.seq}/artifact`);
+    expect(dl.status()).toBe(200);
+    expect(createHash('sha256').update(await dl.body()).digest('hex')).toBe(r2.sha256);
+    expect((await fetch(`${base}/ui/releases/${r2.seq}/artifact`)).status).toBe(401);
+  });
+
+  it('accepts and drops quarantined feedback labels in the hard-example browser (audited)', async () => {
+    const [a, b] = w.storedIds();
+    w.registry.db.update(examples).set({ label: 3, labelState: 'quarantined' }).where(inArray(examples.id, [a!, b!])).run();
+    await page.goto(`${base}/ui/examples`);
+    expect(await page.locator('#quarantine figure').count()).toBe(2);
+    await audit('quarantine');
+    await page.locator(`figure[data-quarantined="${a}"] button[data-action=accept]`).click();
+    await page.waitForSelector(`figure[data-quarantined="${a}"][data-outcome=accepted]`);
+    await page.locator(`figure[data-quarantined="${b}"] button[data-action=drop]`).click();
+    await page.waitForSelector(`figure[data-quarantined="${b}"][data-outcome=dropped]`);
+    expect((await api<{ examples: unknown[] }>('/v1/examples/quarantine')).examples).toEqual([]);
+    expect(w.registry.db.select({ s: examples.labelState }).from(examples).where(eq(examples.id, a!)).get()?.s).toBe('accepted');
+    await page.goto(`${base}/ui/audit`);
+    const log = await page.locator('#audit').textContent();
+    for (const x of ['label.accept', 'label.drop', a!, b!]) expect(log).toContain(x);
   });
 
   it('logs out: the console is closed again', async () => {

@@ -52,4 +52,12 @@ describe('cloud config', () => {
     const p = text === undefined ? join(dir, name) : file(name, text);
     expect(() => loadCloudConfig({ file: p, env: {} })).toThrow(re);
   });
+
+  it('console: event retention 90 days and 5 failed logins a minute by default; both settable and range-checked', () => {
+    expect(loadCloudConfig({ env: {} }).console).toEqual({ eventRetentionDays: 90, loginFailuresPerMinute: 5 });
+    const f = file('console.json', JSON.stringify({ console: { eventRetentionDays: 14, loginFailuresPerMinute: 3 } }));
+    expect(loadCloudConfig({ file: f, env: {} }).console).toEqual({ eventRetentionDays: 14, loginFailuresPerMinute: 3 });
+    const bad = file('console-bad.json', JSON.stringify({ console: { eventRetentionDays: 0 } }));
+    expect(() => loadCloudConfig({ file: bad, env: {} })).toThrow(/^console\.eventRetentionDays: /m);
+  });
 });
