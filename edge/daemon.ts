@@ -196,6 +196,7 @@ export class EdgeDaemon {
       // A row leaves only on the cloud's receipt once the cloud says it sends them (issue 9).
       receipts: () => this.cloudInfo.accepts(CLOUD_FEATURES.receipts),
       receiptTimeoutMs: o.receiptTimeoutMs,
+      receiptTimeoutMaxMs: o.receiptTimeoutMaxMs,
       maxInFlight: o.maxInFlight,
       connectJitterMs: o.connectJitterMs,
     });

@@ -21,7 +21,7 @@ import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
-import { ExampleCommitter } from './example-commit.js';
+import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
@@ -67,8 +67,10 @@ export interface IngestDeps {
 
 export interface IngestStats {
   examplesInserted: number;
-  /** Examples whose UUID was already stored (redelivered batches). */
+  /** Examples whose UUID was already stored (redelivered or resent batches). */
   duplicates: number;
+  /** Of `duplicates`, those found stored before the commit (no transaction spent on them). */
+  duplicatesSkipped: number;
   /** Messages that failed decoding or validation, or named another device than their topic. */
   malformed: number;
   /** Messages from devices that are not provisioned or are revoked. */
@@ -128,7 +130,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private readonly warnedUnknown = new Set<string>();
   private readonly perDevice = new Map<string, DeviceIngestCounts>();
   /** Commit figures kept across stop(), so stats() still reads after it. */
-  private lastCommitStats = { inserted: 0, duplicates: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
+  private lastCommitStats: CommitStats = { inserted: 0, duplicates: 0, duplicatesSkipped: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
   constructor(private readonly deps: IngestDeps) {
     super();
@@ -208,7 +210,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
 
   stats(): IngestStats {
     const c = this.committer?.stats() ?? this.lastCommitStats;
-    return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
+    return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, duplicatesSkipped: c.duplicatesSkipped, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
   }
 
   /** Deferred / refused / ignored-label counts per device since start. */

@@ -4,6 +4,7 @@ import { PROTOCOL_VERSION, assertPublishable, decodePayload, encodePayload, exam
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { createBackoff, type BackoffOptions } from './backoff.js';
 import { DEFAULT_OUTBOX_CONFIG } from './config.js';
+import { ReceiptTimeouts } from './receipt-timeout.js';
 import type { Outbox, OutboxCounters, OutboxStats } from './store.js';
 
 /** The part of an MQTT.js client the publisher uses (a real `MqttClient` satisfies it). */
@@ -37,8 +38,14 @@ export interface OutboxPublisherOptions {
    * one batch is in flight. Asked per batch; default: no receipts.
    */
   receipts?: () => boolean;
-  /** Without a receipt this long after sending, the batch's rows go again (after a backoff). Default 60 s. */
+  /**
+   * The first wait for a receipt; without one, the batch's rows go again (after a backoff). The wait
+   * adapts (ReceiptTimeouts): at least 3× the observed receipt latency, doubled per resend of the same
+   * rows, with jitter. Default 60 s.
+   */
   receiptTimeoutMs?: number;
+  /** The adaptive receipt wait never exceeds this; default 30 min. */
+  receiptTimeoutMaxMs?: number;
   /** Batches sent and not yet receipted, at most; default 4 (deploy/mosquitto sizes its queue on it). */
   maxInFlight?: number;
   /** After each connect, wait uniform [0, this) before sending, so a fleet does not flush in one second. Default 0. */
@@ -56,6 +63,10 @@ export interface PublisherStats extends OutboxStats {
   failures: number;
   /** Receipts that could not be read or named another device (logged). */
   badReceipts: number;
+  /** Observed send → receipt time (slow samples count at once, fast ones slowly); 0 before any receipt. */
+  receiptLatencyMs: number;
+  /** Batches whose receipt wait ran out (their rows were sent again). */
+  receiptTimeouts: number;
 }
 
 interface Batch {
@@ -65,7 +76,13 @@ interface Batch {
   /** `receipt`: rows leave on the cloud's receipt; `puback`: on the broker's PUBACK (a cloud without receipts). */
   mode: 'receipt' | 'puback';
   timer: NodeJS.Timeout | undefined;
+  sentAt: number;
+  /** Receipt wait multiplier, drawn at send. */
+  jitter: number;
 }
+
+/** Send times of batches released after a receipt timeout, kept this many, so a late receipt still measures latency. */
+const RELEASED_KEPT = 256;
 
 /** Room left in a batch payload for `{"v":1,"deviceId":…,"batchId":…,"examples":[]}`. */
 const ENVELOPE_BYTES = 256;
@@ -101,7 +118,10 @@ export class OutboxPublisher {
   private readonly maxBatchExamples: number;
   private readonly maxBatchBytes: number;
   private readonly ackTimeoutMs: number;
-  private readonly receiptTimeoutMs: number;
+  private readonly receiptWait: ReceiptTimeouts;
+  /** batchId → send time of batches released by a receipt timeout (their copies may still be queued). */
+  private readonly released = new Map<string, number>();
+  private receiptTimeoutCount = 0;
   private readonly maxInFlight: number;
   private readonly connectJitterMs: number;
   private readonly random: () => number;
@@ -132,7 +152,8 @@ export class OutboxPublisher {
     backoff = DEFAULT_OUTBOX_CONFIG.backoff,
     uuid = randomUUID,
     receipts = () => false,
-    receiptTimeoutMs = 60_000,
+    receiptTimeoutMs = DEFAULT_OUTBOX_CONFIG.receiptTimeoutMs,
+    receiptTimeoutMaxMs = DEFAULT_OUTBOX_CONFIG.receiptTimeoutMaxMs,
     maxInFlight = 4,
     connectJitterMs = 0,
     random = Math.random,
@@ -145,7 +166,7 @@ export class OutboxPublisher {
     this.maxBatchExamples = maxBatchExamples;
     this.maxBatchBytes = maxBatchBytes;
     this.ackTimeoutMs = ackTimeoutMs;
-    this.receiptTimeoutMs = receiptTimeoutMs;
+    this.receiptWait = new ReceiptTimeouts({ baseMs: receiptTimeoutMs, maxMs: receiptTimeoutMaxMs, random });
     this.maxInFlight = maxInFlight;
     this.connectJitterMs = connectJitterMs;
     this.random = random;
@@ -195,7 +216,7 @@ export class OutboxPublisher {
   stats(): PublisherStats {
     let rows = 0;
     for (const b of this.inFlight.values()) rows += b.ids.size;
-    return { ...this.outbox.stats(), inFlight: rows, batches: this.batches, failures: this.failures, badReceipts: this.badReceipts };
+    return { ...this.outbox.stats(), inFlight: rows, batches: this.batches, failures: this.failures, badReceipts: this.badReceipts, receiptLatencyMs: Math.round(this.receiptWait.latencyMs), receiptTimeouts: this.receiptTimeoutCount };
   }
 
   /**
@@ -213,6 +234,9 @@ export class OutboxPublisher {
       return;
     }
     if (this.outbox.closed) return;
+    const sentAt = this.inFlight.get(r.batchId)?.sentAt ?? this.released.get(r.batchId);
+    if (sentAt !== undefined) this.receiptWait.observe(Date.now() - sentAt);
+    this.released.delete(r.batchId);
     try {
       let settled: string[];
       if (r.kind === 'batch') {
@@ -295,7 +319,7 @@ export class OutboxPublisher {
       for (const b of this.inFlight.values()) for (const id of b.ids) exclude.add(id);
       const rows = this.outbox.peek({ limit: this.maxBatchExamples, maxBytes: this.maxBatchBytes - ENVELOPE_BYTES, exclude });
       if (rows.length === 0) return;
-      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined };
+      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined, sentAt: Date.now(), jitter: this.receiptWait.jitter() };
       const payload = encodePayload(examplesBatchSchema, { v: PROTOCOL_VERSION, deviceId: this.deviceId, batchId: batch.batchId, examples: rows.map((r) => r.example) });
       this.inFlight.set(batch.batchId, batch);
       this.armTimer(batch);
@@ -341,6 +365,7 @@ export class OutboxPublisher {
   /** Removes receipted ids from the batches in flight; a batch with none left is complete. */
   private settle(ids: readonly string[], batchId?: string): void {
     let completed = false;
+    this.receiptWait.settled(ids);
     if (batchId) {
       const b = this.inFlight.get(batchId);
       if (b) b.ids.clear();
@@ -359,15 +384,42 @@ export class OutboxPublisher {
 
   private armTimer(batch: Batch): void {
     clearTimeout(batch.timer);
-    const ms = batch.mode === 'receipt' ? this.receiptTimeoutMs : this.ackTimeoutMs;
-    batch.timer = setTimeout(() => {
-      batch.timer = undefined;
-      if (this.inFlight.get(batch.batchId) !== batch) return;
-      this.inFlight.delete(batch.batchId);
-      this.failures++;
-      this.log.warn({ batchId: batch.batchId, timeoutMs: ms, waiting: batch.ids.size }, batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows');
-      this.retryLater();
-    }, ms);
+    if (batch.mode === 'puback') {
+      batch.timer = setTimeout(() => this.expire(batch, this.ackTimeoutMs), this.ackTimeoutMs);
+      return;
+    }
+    // The receipt wait is read again when the timer fires: receipts seen meanwhile may have stretched it.
+    const due = (): number => batch.sentAt + this.receiptWait.waitMs(batch.ids) * batch.jitter;
+    const check = (): void => {
+      const left = due() - Date.now();
+      if (left > 0) {
+        batch.timer = setTimeout(check, left);
+        return;
+      }
+      this.expire(batch, Date.now() - batch.sentAt);
+    };
+    batch.timer = setTimeout(check, Math.max(0, due() - Date.now()));
+  }
+
+  private expire(batch: Batch, waitedMs: number): void {
+    batch.timer = undefined;
+    if (this.inFlight.get(batch.batchId) !== batch) return;
+    this.inFlight.delete(batch.batchId);
+    this.failures++;
+    if (batch.mode === 'receipt') {
+      this.receiptTimeoutCount++;
+      this.receiptWait.timedOut(batch.ids);
+      this.released.set(batch.batchId, batch.sentAt);
+      for (const id of this.released.keys()) {
+        if (this.released.size <= RELEASED_KEPT) break;
+        this.released.delete(id);
+      }
+    }
+    this.log.warn(
+      { batchId: batch.batchId, waitedMs, waiting: batch.ids.size, ...(batch.mode === 'receipt' ? { receiptLatencyMs: Math.round(this.receiptWait.latencyMs), nextWaitMs: Math.round(this.receiptWait.waitMs(batch.ids)) } : {}) },
+      batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows',
+    );
+    this.retryLater();
   }
 
   /** Wakes the pump when deferred rows become due. */
