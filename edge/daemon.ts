@@ -178,6 +178,7 @@ export class EdgeDaemon {
         rememberPredictions: config.api.rememberPredictions,
         rememberMs: config.api.rememberSeconds * 1000,
         feedbackPerMinute: config.api.feedbackPerMinute,
+        maxConcurrent: config.api.maxConcurrent,
       },
       token: await readApiToken(config.api),
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,

@@ -21,6 +21,7 @@ import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
+import { SerialRetry, TransientError } from './serial-retry.js';
 import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
@@ -126,6 +127,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private unsubscribers: (() => void)[] = [];
   private committer: ExampleCommitter | undefined;
   private writer: DeviceStateWriter | undefined;
+  private events: SerialRetry | undefined;
   private lookup: Statement<[string], { revoked: number }> | undefined;
   private readonly warnedUnknown = new Set<string>();
   private readonly perDevice = new Map<string, DeviceIngestCounts>();
@@ -150,7 +152,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const registers = [this.deps.metrics ?? new PromRegistry()];
     const reg = registers[0]!;
     this.counters = {
-      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
+      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored; events also retried: a failed write tried again before the ack, failed: not retryable)', labelNames: ['kind', 'result'] as const, registers })),
       examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, label_ignored: a label on a non-feedback row), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
@@ -177,6 +179,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         }
       },
     });
+    this.events = new SerialRetry({ log: this.log, what: 'ingest/device-event', onRetry: () => this.count('events', 'retried') });
     this.lookup = registry.sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
     const mqtt = this.deps.mqtt;
     if (!mqtt) return;
@@ -199,6 +202,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.committer?.stop();
     if (this.committer) this.lastCommitStats = this.committer.stats();
     this.writer?.stop();
+    this.events?.stop();
+    this.events = undefined;
     this.committer = undefined;
     this.writer = undefined;
     this.lookup = undefined;
@@ -260,7 +265,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         case 'telemetry':
           return void this.onTelemetry(deviceId, payload);
         case 'events':
-          return void this.onEvent(deviceId, payload);
+          return this.onEvent(deviceId, payload);
       }
     } catch (err) {
       if (err instanceof PayloadError) {
@@ -373,21 +378,31 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.count('telemetry', 'accepted');
   }
 
-  private onEvent(deviceId: string, payload: Buffer): void {
+  /**
+   * Applies a device event once its write is durable (issue 9): the PUBACK waits for the returned
+   * promise. A locked or failing registry is retried in order (SerialRetry), never acknowledged before;
+   * an error no retry can fix is logged and the event acknowledged (a poison message must not block).
+   */
+  private onEvent(deviceId: string, payload: Buffer): Promise<void> | undefined {
     const event = decodePayload(eventSchema, payload);
     this.checkDevice(deviceId, event.deviceId);
-    // A status queued for the same device must land first (the rollout reads both).
-    this.writer?.flush();
-    const db = this.deps.registry.db;
-    const applied = db.transaction((tx) => {
-      tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
-      // The one store of device events (issue 12), committed with the rollout's reaction to it.
-      insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-      return applyDeviceEvent(tx, event, this.now());
+    if (!this.events) return undefined;
+    return this.events.run(() => {
+      // A status queued for the same device must land first (the rollout reads both).
+      if (this.writer && !this.writer.flush()) throw new TransientError('queued device state not committed yet');
+      const applied = this.deps.registry.db.transaction((tx) => {
+        tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
+        // The one store of device events (issue 12), committed with the rollout's reaction to it.
+        insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
+        return applyDeviceEvent(tx, event, this.now());
+      });
+      this.count('events', 'accepted');
+      this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');
+      this.signal('event', { deviceId, event, applied });
+    }).catch((err: unknown) => {
+      this.count('events', 'failed');
+      this.log.error({ err, deviceId, type: event.type }, 'ingest/device-event-failed: not retryable, acknowledged');
     });
-    this.count('events', 'accepted');
-    this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');
-    this.signal('event', { deviceId, event, applied });
   }
 
   private signal<K extends keyof FleetSignalMap>(name: K, ...args: FleetSignalMap[K]): void {

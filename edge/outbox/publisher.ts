@@ -77,9 +77,20 @@ interface Batch {
   mode: 'receipt' | 'puback';
   timer: NodeJS.Timeout | undefined;
   sentAt: number;
+  /** Send order (per publisher). */
+  seq: number;
   /** Receipt wait multiplier, drawn at send. */
   jitter: number;
+  /** When a receipt for a batch sent after this one arrived (so this one is no longer queued). */
+  overtakenAt?: number;
 }
+
+/**
+ * A batch still waiting this long after a later batch of the same device was receipted goes again: the
+ * cloud consumes a device's messages in order, so its copy is not queued any more (its receipt, or the
+ * message, was lost, e.g. a cloud stopped between the commit and the receipt).
+ */
+export const OVERTAKEN_GRACE_MS = 10_000;
 
 /** Send times of batches released after a receipt timeout, kept this many, so a late receipt still measures latency. */
 const RELEASED_KEPT = 256;
@@ -120,7 +131,8 @@ export class OutboxPublisher {
   private readonly ackTimeoutMs: number;
   private readonly receiptWait: ReceiptTimeouts;
   /** batchId → send time of batches released by a receipt timeout (their copies may still be queued). */
-  private readonly released = new Map<string, number>();
+  private readonly released = new Map<string, { sentAt: number; seq: number }>();
+  private sendSeq = 0;
   private receiptTimeoutCount = 0;
   private readonly maxInFlight: number;
   private readonly connectJitterMs: number;
@@ -234,8 +246,11 @@ export class OutboxPublisher {
       return;
     }
     if (this.outbox.closed) return;
-    const sentAt = this.inFlight.get(r.batchId)?.sentAt ?? this.released.get(r.batchId);
-    if (sentAt !== undefined) this.receiptWait.observe(Date.now() - sentAt);
+    const sent = this.inFlight.get(r.batchId) ?? this.released.get(r.batchId);
+    if (sent) {
+      this.receiptWait.observe(Date.now() - sent.sentAt);
+      this.overtake(sent.seq);
+    }
     this.released.delete(r.batchId);
     try {
       let settled: string[];
@@ -319,7 +334,7 @@ export class OutboxPublisher {
       for (const b of this.inFlight.values()) for (const id of b.ids) exclude.add(id);
       const rows = this.outbox.peek({ limit: this.maxBatchExamples, maxBytes: this.maxBatchBytes - ENVELOPE_BYTES, exclude });
       if (rows.length === 0) return;
-      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined, sentAt: Date.now(), jitter: this.receiptWait.jitter() };
+      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined, sentAt: Date.now(), seq: this.sendSeq++, jitter: this.receiptWait.jitter() };
       const payload = encodePayload(examplesBatchSchema, { v: PROTOCOL_VERSION, deviceId: this.deviceId, batchId: batch.batchId, examples: rows.map((r) => r.example) });
       this.inFlight.set(batch.batchId, batch);
       this.armTimer(batch);
@@ -389,7 +404,7 @@ export class OutboxPublisher {
       return;
     }
     // The receipt wait is read again when the timer fires: receipts seen meanwhile may have stretched it.
-    const due = (): number => batch.sentAt + this.receiptWait.waitMs(batch.ids) * batch.jitter;
+    const due = (): number => Math.min(batch.sentAt + this.receiptWait.waitMs(batch.ids) * batch.jitter, (batch.overtakenAt ?? Infinity) + OVERTAKEN_GRACE_MS);
     const check = (): void => {
       const left = due() - Date.now();
       if (left > 0) {
@@ -409,7 +424,7 @@ export class OutboxPublisher {
     if (batch.mode === 'receipt') {
       this.receiptTimeoutCount++;
       this.receiptWait.timedOut(batch.ids);
-      this.released.set(batch.batchId, batch.sentAt);
+      this.released.set(batch.batchId, { sentAt: batch.sentAt, seq: batch.seq });
       for (const id of this.released.keys()) {
         if (this.released.size <= RELEASED_KEPT) break;
         this.released.delete(id);
@@ -420,6 +435,16 @@ export class OutboxPublisher {
       batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows',
     );
     this.retryLater();
+  }
+
+  /** A batch sent as `seq` was receipted: the ones sent before it and still waiting are overtaken. */
+  private overtake(seq: number): void {
+    const now = Date.now();
+    for (const b of this.inFlight.values()) {
+      if (b.mode !== 'receipt' || b.seq >= seq || b.overtakenAt !== undefined) continue;
+      b.overtakenAt = now;
+      this.armTimer(b);
+    }
   }
 
   /** Wakes the pump when deferred rows become due. */

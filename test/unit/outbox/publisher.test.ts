@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Outbox, OutboxPublisher, createBackoff, type PublishClient } from '../../../edge/outbox/index.js';
+import { OVERTAKEN_GRACE_MS } from '../../../edge/outbox/publisher.js';
 import { decodePayload, examplesBatchSchema, topics } from '../../../shared/protocol/index.js';
 import { makeExample, tempDir } from './helpers.js';
 
@@ -357,5 +358,24 @@ describe('OutboxPublisher with receipts (issue 9)', () => {
     pub.handleReceipt(receipt(b!.batchId, { stored: b!.examples.map((e) => e.id) }));
     expect(outbox.stats()).toMatchObject({ depth: 0, published: 2 });
     expect(pub.stats().receiptLatencyMs).toBeGreaterThanOrEqual(12_000);
+  });
+
+  it('a batch overtaken by the receipt of a later batch goes again after a short grace, not after its full wait', async () => {
+    for (let i = 0; i < 2; i++) outbox.add(makeExample());
+    publisher({ receipts: () => true, maxBatchExamples: 1, receiptTimeoutMs: 60_000, random: () => 0, backoff: { initialMs: 1, maxMs: 1, random: () => 0 } }).start();
+    client.up();
+    await flush();
+    const [a, b] = client.sent.map((x) => x.batch);
+    await vi.advanceTimersByTimeAsync(1_000);
+    // B (sent after A) is receipted: the cloud consumed past A, whose receipt was lost.
+    pub.handleReceipt(receipt(b!.batchId, { stored: b!.examples.map((e) => e.id) }));
+    await vi.advanceTimersByTimeAsync(OVERTAKEN_GRACE_MS - 100);
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(200);
+    await flush();
+    expect(client.sent).toHaveLength(3);
+    expect(client.sent[2]!.batch.examples[0]!.id).toBe(a!.examples[0]!.id);
+    expect(pub.stats().receiptTimeouts).toBe(1);
   });
 });
