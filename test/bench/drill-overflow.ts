@@ -49,6 +49,12 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const log = (msg: string) => process.stderr.write(`[drill ${((Date.now() - t0) / 1000).toFixed(1)} s] ${msg}\n`);
   const devices: Device[] = [];
+  let receiptsReceived = 0;
+  const receiptDelays: number[] = [];
+  const pct = (q: number) => {
+    const s = [...receiptDelays].sort((a, b) => a - b);
+    return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : 0;
+  };
   try {
     w.addRelease({ seed: 1 }); // registers the model the examples name
     for (let i = 0; i < DEVICES; i++) {
@@ -65,7 +71,14 @@ async function main(): Promise<void> {
         client.subscribe(receipts, { qos: 1 });
         client.publish(topics.status(id), encodePayload(statusSchema, status as Status), { qos: 1, retain: true });
       });
-      client.on('message', (topic, payload) => topic === receipts && publisher.handleReceipt(payload));
+      client.on('message', (topic, payload) => {
+        if (topic !== receipts) return;
+        receiptsReceived++;
+        // Commit → device: the receipt's `at` is stamped after the commit (same clock: one process).
+        const at = Date.parse((JSON.parse(payload.toString('utf8')) as { at?: string }).at ?? '');
+        if (Number.isFinite(at)) receiptDelays.push(Date.now() - at);
+        publisher.handleReceipt(payload);
+      });
       client.on('error', () => undefined);
       publisher.start();
       devices.push({ id, outbox, publisher, client, selected: [] });
@@ -121,7 +134,7 @@ async function main(): Promise<void> {
       }
       if (Math.floor((Date.now() - t0) / 1000) % 10 === 0) {
         const p = devices.map((d) => d.publisher.stats());
-        log(`draining: depth ${depth}, stored ${stored}/${added}, in flight ${p.reduce((a, s) => a + s.inFlight, 0)}, publisher failures ${p.reduce((a, s) => a + s.failures, 0)}, bad receipts ${p.reduce((a, s) => a + s.badReceipts, 0)}, ingest ${JSON.stringify(w.cloud!.ingest.stats())}`);
+        log(`draining: depth ${depth}, stored ${stored}/${added}, in flight ${p.reduce((a, s) => a + s.inFlight, 0)}, receipts received ${receiptsReceived} (commit→device p50 ${pct(0.5)} ms, max ${pct(1)} ms), publisher failures ${p.reduce((a, s) => a + s.failures, 0)}, bad receipts ${p.reduce((a, s) => a + s.badReceipts, 0)}, ingest ${JSON.stringify(w.cloud!.ingest.stats())}`);
       }
       await new Promise((r) => setTimeout(r, 1_000));
     }
@@ -157,6 +170,9 @@ async function main(): Promise<void> {
       publisherFailures: failures,
       /** Rows the devices deleted on a `stored` receipt: must equal examplesStored. */
       acknowledgedByDevices: sum('published'),
+      receiptsReceived,
+      /** From the receipt's creation (after its commit) to its arrival at the device, in ms. */
+      receiptDeliveryMs: { p50: pct(0.5), p99: pct(0.99), max: pct(1) },
       /** Batches whose receipt wait ran out (rows sent again), and the largest observed receipt latency. */
       receiptTimeouts: devices.reduce((a, d) => a + d.publisher.stats().receiptTimeouts, 0),
       maxReceiptLatencyMs: Math.max(...devices.map((d) => d.publisher.stats().receiptLatencyMs)),
