@@ -1,73 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { MqttClient } from 'mqtt';
 import { PROTOCOL_VERSION, assertPublishable, decodePayload, encodePayload, examplesBatchSchema, receiptSchema, topics } from '../../shared/protocol/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { createBackoff, type BackoffOptions } from './backoff.js';
+import { createBackoff } from './backoff.js';
+import type { OutboxPublisherOptions, PublishClient, PublisherStats } from './publisher-types.js';
 import { DEFAULT_OUTBOX_CONFIG } from './config.js';
 import { ReceiptTimeouts } from './receipt-timeout.js';
-import type { Outbox, OutboxCounters, OutboxStats } from './store.js';
+import type { Outbox, OutboxCounters } from './store.js';
 
-/** The part of an MQTT.js client the publisher uses (a real `MqttClient` satisfies it). */
-export interface PublishClient {
-  readonly connected: boolean;
-  publish(topic: string, message: Buffer, opts: { qos: 1 }, callback: (error?: Error) => void): unknown;
-  on(event: 'connect' | 'close', listener: () => void): unknown;
-  removeListener(event: 'connect' | 'close', listener: () => void): unknown;
-}
-// Compile-time proof that the real client fits the interface above.
-const _mqttClientFits: MqttClient extends PublishClient ? true : never = true;
-void _mqttClientFits;
-
-export interface OutboxPublisherOptions {
-  outbox: Outbox;
-  client: PublishClient;
-  deviceId: string;
-  log?: Logger;
-  /** Examples per batch (≤ MAX_EXAMPLES_PER_BATCH); default 64. */
-  maxBatchExamples?: number;
-  /** Payload bytes per batch, envelope included; default 128 KiB. One larger example is sent alone. */
-  maxBatchBytes?: number;
-  /** How long to wait, while connected, for a PUBACK before resending the rows; default 30 s. */
-  ackTimeoutMs?: number;
-  backoff?: BackoffOptions;
-  /** Batch id source; defaults to `crypto.randomUUID`. */
-  uuid?: () => string;
-  /**
-   * Whether the cloud sends receipts (its retained info says so). Then a row leaves only on its receipt
-   * and up to `maxInFlight` batches wait for theirs; else (an older cloud) a PUBACK deletes the rows and
-   * one batch is in flight. Asked per batch; default: no receipts.
-   */
-  receipts?: () => boolean;
-  /**
-   * The first wait for a receipt; without one, the batch's rows go again (after a backoff). The wait
-   * adapts (ReceiptTimeouts): at least 3× the observed receipt latency, doubled per resend of the same
-   * rows, with jitter. Default 60 s.
-   */
-  receiptTimeoutMs?: number;
-  /** The adaptive receipt wait never exceeds this; default 30 min. */
-  receiptTimeoutMaxMs?: number;
-  /** Batches sent and not yet receipted, at most; default 4 (deploy/mosquitto sizes its queue on it). */
-  maxInFlight?: number;
-  /** After each connect, wait uniform [0, this) before sending, so a fleet does not flush in one second. Default 0. */
-  connectJitterMs?: number;
-  /** Uniform in [0, 1), for the connect jitter. */
-  random?: () => number;
-}
-
-export interface PublisherStats extends OutboxStats {
-  /** Rows in batches awaiting their PUBACK or receipt. */
-  inFlight: number;
-  /** Batches completed (PUBACK without receipts, or every row receipted) since start. */
-  batches: number;
-  /** Publish errors, ack and receipt timeouts since start. */
-  failures: number;
-  /** Receipts that could not be read or named another device (logged). */
-  badReceipts: number;
-  /** Observed send → receipt time (slow samples count at once, fast ones slowly); 0 before any receipt. */
-  receiptLatencyMs: number;
-  /** Batches whose receipt wait ran out (their rows were sent again). */
-  receiptTimeouts: number;
-}
+export type { OutboxPublisherOptions, PublishClient, PublisherStats } from './publisher-types.js';
 
 interface Batch {
   batchId: string;
@@ -105,9 +45,12 @@ const ENVELOPE_BYTES = 256;
  * - with receipts (issue 9): a row leaves the outbox only on the cloud's receipt for its example id:
  *   `stored` deletes it (published), `refused` deletes it (dropped + refused), `deferred` keeps it and
  *   holds it back for `retryAfterSeconds`. A PUBACK only says the broker has the batch. At most
- *   `maxInFlight` batches wait for receipts; one without a receipt within `receiptTimeoutMs` is released
- *   and its rows go again in a new batch after an exponential backoff with jitter. Receipts name example
- *   ids, so a late receipt for a released batch still settles its rows wherever they are now.
+ *   `maxInFlight` batches wait for receipts; one without a receipt in time is released and its rows go
+ *   again in a new batch after an exponential backoff with jitter. "In time" adapts (ReceiptTimeouts):
+ *   from `receiptTimeoutMs`, at least 3× the observed receipt latency, doubled per resend of the same
+ *   rows, so a batch is not resent while its first copy is plausibly still queued behind a draining
+ *   cloud; but OVERTAKEN_GRACE_MS after a later batch's receipt (that copy is gone). Receipts name
+ *   example ids, so a late receipt for a released batch still settles its rows wherever they are now.
  * - without receipts (an older cloud): one batch in flight, rows deleted in the QoS 1 publish callback
  *   (MQTT.js calls it on PUBACK, `handlers/ack.ts`), resent after `ackTimeoutMs` while connected.
  * - we publish only while `client.connected`: MQTT.js would otherwise queue QoS 1 publishes in its
