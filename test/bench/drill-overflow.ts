@@ -32,7 +32,9 @@ const PROBS = Float32Array.from({ length: 10 }, () => 0.1);
 
 function shippedLimits(): string[] {
   const conf = readFileSync(join(process.cwd(), 'deploy/mosquitto/mosquitto.conf'), 'utf8');
-  return conf.split('\n').filter((l) => /^(max_queued_messages|max_queued_bytes|max_inflight_messages|max_packet_size)\s/.test(l));
+  const lines = conf.split('\n').filter((l) => /^(max_queued_messages|max_queued_bytes|max_inflight_messages|max_packet_size|autosave_interval|autosave_on_changes)\s/.test(l));
+  // The harness's broker saves after every change unless told otherwise: use the shipped save policy.
+  return lines.some((l) => l.startsWith('autosave_on_changes')) ? lines : [...lines, 'autosave_on_changes false'];
 }
 
 interface Device {
