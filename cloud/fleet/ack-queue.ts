@@ -26,13 +26,17 @@ interface Held {
 export class AckQueue {
   private held: Held[] = [];
   private generation = 0;
+  /** False if this MQTT.js has no packet writer we can use: then every message takes the plain path. */
+  private readonly canDefer: boolean;
 
   constructor(
     private readonly client: MqttClient,
     private readonly max: number,
     /** Called when a message had to wait because `max` were held (counted and logged by the owner). */
     private readonly onFull: () => void,
-  ) {}
+  ) {
+    this.canDefer = typeof (client as unknown as Partial<PacketWriter>)._sendPacket === 'function';
+  }
 
   /** PUBACKs held and not yet written. */
   get size(): number {
@@ -52,8 +56,8 @@ export class AckQueue {
       this.held.push({ messageId: packet.messageId!, done: true });
       return callback(DEFERRED);
     }
-    if (packet.qos !== 1 || packet.messageId === undefined || this.held.length >= this.max) {
-      if (packet.qos === 1) this.onFull();
+    if (!this.canDefer || packet.qos !== 1 || packet.messageId === undefined || this.held.length >= this.max) {
+      if (this.canDefer && packet.qos === 1) this.onFull();
       void pending.then(() => callback());
       return;
     }

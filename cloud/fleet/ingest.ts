@@ -21,7 +21,7 @@ import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
-import { SerialRetry, TransientError } from './serial-retry.js';
+import { SerialRetry } from './serial-retry.js';
 import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
@@ -388,8 +388,9 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.checkDevice(deviceId, event.deviceId);
     if (!this.events) return undefined;
     return this.events.run(() => {
-      // A status queued for the same device must land first (the rollout reads both).
-      if (this.writer && !this.writer.flush()) throw new TransientError('queued device state not committed yet');
+      // A status queued for the same device should land first (the rollout reads both); if that commit
+      // fails, the writer retries it on its own and the event does not wait for it.
+      this.writer?.flush();
       const applied = this.deps.registry.db.transaction((tx) => {
         tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
         // The one store of device events (issue 12), committed with the rollout's reaction to it.
