@@ -20,7 +20,7 @@ import { writeFileAtomicSync } from './keys/atomic.js';
 import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
 import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
-import { Registry } from './registry/db.js';
+import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
@@ -93,7 +93,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.length = 0;
   };
   try {
-    const registry = Registry.open(join(dataDir, 'registry.db'));
+    const registry = Registry.open(join(dataDir, 'registry.db'), { busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
     stack.push(() => registry.dispose());
     const keys = KeyStore.open({ dir: keysDirIn(dataDir), keyFile: cfg.keys.signingKeyFile, keyPem: process.env[SIGNING_KEY_ENV] });
     const active = keys.active();

@@ -177,6 +177,7 @@ export class EdgeDaemon {
         rememberPredictions: config.api.rememberPredictions,
         rememberMs: config.api.rememberSeconds * 1000,
         feedbackPerMinute: config.api.feedbackPerMinute,
+        maxConcurrent: config.api.maxConcurrent,
       },
       token: await readApiToken(config.api),
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
@@ -195,6 +196,7 @@ export class EdgeDaemon {
       // A row leaves only on the cloud's receipt once the cloud says it sends them (issue 9).
       receipts: () => link.accepts(CLOUD_FEATURES.receipts),
       receiptTimeoutMs: o.receiptTimeoutMs,
+      receiptTimeoutMaxMs: o.receiptTimeoutMaxMs,
       maxInFlight: o.maxInFlight,
       connectJitterMs: o.connectJitterMs,
     });

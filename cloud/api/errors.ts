@@ -1,6 +1,7 @@
 import type { ErrorHandler } from 'hono';
 import { ApiError, apiErrorHandler, errorBody } from '../../shared/http/errors.js';
 import type { Logger } from '../../shared/log/index.js';
+import { isRegistryBusy } from '../registry/db.js';
 import { RolloutError } from '../rollouts/policy.js';
 import { RoundConflictError, UnknownModelError } from '../rounds/types.js';
 import { RolloutConflictError, RolloutNotFoundError, RolloutRequestError, RoundInProgressError } from './types.js';
@@ -37,6 +38,12 @@ export function onApiError({ log }: { log: Logger }): ErrorHandler {
       if (err instanceof RolloutNotFoundError) return c.json(errorBody('rollout_not_found', err.message, 'id'), 404);
       if (err instanceof RolloutConflictError) return c.json(errorBody('rollout_conflict', err.message), 409);
       if (err instanceof RolloutRequestError) return c.json(errorBody('invalid_rollout', err.message, err.field), 422);
+      // The registry's write lock was held past its short busy timeout (REGISTRY_BUSY_TIMEOUT_MS): try again.
+      if (isRegistryBusy(err)) {
+        log.warn({ method: c.req.method, path: c.req.path }, 'cloud/api: registry busy, answered 503');
+        c.header('Retry-After', '1');
+        return c.json(errorBody('registry_busy', 'the registry is busy (another writer holds its lock); retry shortly'), 503);
+      }
       return undefined;
     },
   });

@@ -21,8 +21,9 @@ import { devices } from '../registry/schema.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
-import { ExampleCommitter } from './example-commit.js';
 import { IngestCounts, storedExampleIds, type DeviceIngestCounts } from './ingest-counts.js';
+import { SerialRetry } from './serial-retry.js';
+import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
@@ -68,8 +69,10 @@ export interface IngestDeps {
 
 export interface IngestStats {
   examplesInserted: number;
-  /** Examples whose UUID was already stored (redelivered batches). */
+  /** Examples whose UUID was already stored (redelivered or resent batches). */
   duplicates: number;
+  /** Of `duplicates`, those found stored before the commit (no transaction spent on them). */
+  duplicatesSkipped: number;
   /** Messages that failed decoding or validation, or named another device than their topic. */
   malformed: number;
   /** Messages from devices that are not provisioned or are revoked. */
@@ -113,12 +116,13 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private unsubscribers: (() => void)[] = [];
   private committer: ExampleCommitter | undefined;
   private writer: DeviceStateWriter | undefined;
+  private events: SerialRetry | undefined;
   private lookup: Statement<[string], { revoked: number }> | undefined;
   private readonly warnedUnknown = new Set<string>();
   /** Per-device deferred / refused / ignored-label counts, persisted (issue 10). */
   private readonly perDevice: IngestCounts;
   /** Commit figures kept across stop(), so stats() still reads after it. */
-  private lastCommitStats = { inserted: 0, duplicates: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
+  private lastCommitStats: CommitStats = { inserted: 0, duplicates: 0, duplicatesSkipped: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
   constructor(private readonly deps: IngestDeps) {
     super();
@@ -139,7 +143,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const registers = [this.deps.metrics ?? new PromRegistry()];
     const reg = registers[0]!;
     this.counters = {
-      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored)', labelNames: ['kind', 'result'] as const, registers })),
+      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored; events also retried: a failed write tried again before the ack, failed: not retryable)', labelNames: ['kind', 'result'] as const, registers })),
       examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, label_ignored: a label on a non-feedback row), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
@@ -167,6 +171,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         }
       },
     });
+    this.events = new SerialRetry({ log: this.log, what: 'ingest/device-event', onRetry: () => this.count('events', 'retried') });
     this.lookup = registry.sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
     const mqtt = this.deps.mqtt;
     if (!mqtt) return;
@@ -190,6 +195,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     if (this.committer) this.lastCommitStats = this.committer.stats();
     this.writer?.stop();
     await this.perDevice.flush();
+    this.events?.stop();
+    this.events = undefined;
     this.committer = undefined;
     this.writer = undefined;
     this.lookup = undefined;
@@ -201,7 +208,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
 
   stats(): IngestStats {
     const c = this.committer?.stats() ?? this.lastCommitStats;
-    return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
+    return { ...this.s, examplesInserted: c.inserted, duplicates: c.duplicates, duplicatesSkipped: c.duplicatesSkipped, flushes: c.flushes, failedCommits: c.failedCommits, backpressureWaits: c.backpressureWaits, dropped: 0 };
   }
 
   /** Deferred / refused / ignored-label counts per device, across restarts (the registry's plus this process's). */
@@ -247,7 +254,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         case 'telemetry':
           return void this.onTelemetry(deviceId, payload);
         case 'events':
-          return void this.onEvent(deviceId, payload);
+          return this.onEvent(deviceId, payload);
       }
     } catch (err) {
       if (err instanceof PayloadError) {
@@ -372,21 +379,32 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.count('telemetry', 'accepted');
   }
 
-  private onEvent(deviceId: string, payload: Buffer): void {
+  /**
+   * Applies a device event once its write is durable (issue 9): the PUBACK waits for the returned
+   * promise. A locked or failing registry is retried in order (SerialRetry), never acknowledged before;
+   * an error no retry can fix is logged and the event acknowledged (a poison message must not block).
+   */
+  private onEvent(deviceId: string, payload: Buffer): Promise<void> | undefined {
     const event = decodePayload(eventSchema, payload);
     this.checkDevice(deviceId, event.deviceId);
-    // A status queued for the same device must land first (the rollout reads both).
-    this.writer?.flush();
-    const db = this.deps.registry.db;
-    const applied = db.transaction((tx) => {
-      tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
-      // The one store of device events (issue 12), committed with the rollout's reaction to it.
-      insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-      return applyDeviceEvent(tx, event, this.now());
+    if (!this.events) return undefined;
+    return this.events.run(() => {
+      // A status queued for the same device should land first (the rollout reads both); if that commit
+      // fails, the writer retries it on its own and the event does not wait for it.
+      this.writer?.flush();
+      const applied = this.deps.registry.db.transaction((tx) => {
+        tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
+        // The one store of device events (issue 12), committed with the rollout's reaction to it.
+        insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
+        return applyDeviceEvent(tx, event, this.now());
+      });
+      this.count('events', 'accepted');
+      this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');
+      this.signal('event', { deviceId, event, applied });
+    }).catch((err: unknown) => {
+      this.count('events', 'failed');
+      this.log.error({ err, deviceId, type: event.type }, 'ingest/device-event-failed: not retryable, acknowledged');
     });
-    this.count('events', 'accepted');
-    this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');
-    this.signal('event', { deviceId, event, applied });
   }
 
   private signal<K extends keyof FleetSignalMap>(name: K, ...args: FleetSignalMap[K]): void {

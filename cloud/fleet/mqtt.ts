@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { Counter, Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { AckQueue } from './ack-queue.js';
 import { assertPublishable, parseTopic, topics, type DeviceTopicKind } from '../../shared/protocol/index.js';
 
 /** The shared-subscription group of cloud replicas (`$share/cloud/...`). */
@@ -38,6 +39,12 @@ export interface CloudMqttOptions {
   metrics?: PromRegistry;
   /** Extra MQTT.js options (TLS material, keepalive...), applied last. */
   clientOptions?: Partial<IClientOptions>;
+  /**
+   * QoS 1 messages whose handlers may work at once, each PUBACK held until its work is done (so ingest
+   * can commit many batches in one transaction). Past it, reading stops until the oldest is done
+   * (backpressure, counted). The broker's inflight limit usually binds first. Default 64.
+   */
+  maxPendingAcks?: number;
 }
 
 export interface PublishOptions {
@@ -89,10 +96,13 @@ export interface DeviceSubscriber {
  * await m.publish(topics.desired('pi-1'), payload, { qos: 1, retain: true });
  * await m.dispose();
  *
- * Acknowledgement: messages are handed to handlers through MQTT.js's `handleMessage` hook, whose
- * callback sends the PUBACK. When a handler returns a promise, the PUBACK waits for it. MQTT.js
- * processes incoming packets one at a time and waits for that callback, so a slow commit also holds
- * back the next message: the broker keeps the rest (its inflight window), which is the backpressure.
+ * Acknowledgement: messages are handed to handlers through MQTT.js's `handleMessage` hook. When a
+ * handler returns a promise, the PUBACK waits for it. MQTT.js reads incoming packets one at a time and
+ * waits for that hook's callback, which would also send the PUBACK: one batch per commit, one fsync
+ * each, and the broker's PUBACKs for our own publishes (receipts) stuck behind them (issue 9 overflow
+ * drill). So up to `maxPendingAcks` QoS 1 messages are released at once (see `AckQueue`): reading goes
+ * on, their PUBACKs go out in arrival order once each one's work is done, and ingest commits them
+ * together. Past that bound reading waits (backpressure); the broker keeps the rest.
  * Register handlers (`onDevice`) before `start()`: a message of a kind nobody handles is logged,
  * counted (`apprentice_cloud_mqtt_unhandled_total`) and acknowledged, never buffered.
  */
@@ -103,6 +113,7 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
   private readonly filters = new Map<string, DeviceTopicKind>();
   private readonly log: Logger;
   private readonly unhandled: Counter<'kind'>;
+  private readonly backpressure: Counter;
   private unhandledLogged = 0;
 
   /** No side effects: register handlers with `onDevice`, then `start()`. */
@@ -111,6 +122,8 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
     const reg = opts.metrics ?? new PromRegistry();
     const name = 'apprentice_cloud_mqtt_unhandled_total';
     this.unhandled = (reg.getSingleMetric(name) as Counter<'kind'> | undefined) ?? new Counter({ name, help: 'Device messages acknowledged with no handler registered for their kind (logged)', labelNames: ['kind'] as const, registers: [reg] });
+    const bp = 'apprentice_cloud_mqtt_ack_backpressure_total';
+    this.backpressure = (reg.getSingleMetric(bp) as Counter | undefined) ?? new Counter({ name: bp, help: 'Times reading from the broker paused because maxPendingAcks messages were still being handled', registers: [reg] });
   }
 
   /** Connects and resolves after the first CONNACK (rejects after `connectTimeoutMs`, default 10 s). */
@@ -162,11 +175,16 @@ export class CloudMqtt implements MqttPublisher, DeviceSubscriber {
       const pending = this.dispatch(topic, payload, packet.retain);
       if (pending) pendingAcks.set(packet, pending);
     });
+    let waits = 0;
+    const acks = new AckQueue(client, this.opts.maxPendingAcks ?? 64, () => {
+      this.backpressure.inc();
+      if (waits++ % 1000 === 0) this.log.warn({ maxPendingAcks: this.opts.maxPendingAcks ?? 64, total: waits }, 'mqtt/ack-backpressure: reading paused until a held message is handled');
+    });
+    client.on('close', () => acks.reset());
     client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void): void => {
       const pending = pendingAcks.get(packet);
-      if (!pending) return callback();
       pendingAcks.delete(packet);
-      void pending.then(() => callback());
+      acks.handle(packet, pending, callback);
     };
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

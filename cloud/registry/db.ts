@@ -8,6 +8,18 @@ import * as schema from './schema.js';
 
 export type RegistryDb = BetterSQLite3Database<typeof schema>;
 
+/**
+ * The cloud server's busy timeout (issue 9): a locked registry blocks the event loop (MQTT keep-alives,
+ * the API) at most this long per statement. Ingest, device state and device events retry their writes
+ * asynchronously with backoff; an API request that meets the lock is answered 503 with Retry-After.
+ */
+export const REGISTRY_BUSY_TIMEOUT_MS = 200;
+
+/** True for SQLite's "database is locked" (SQLITE_BUSY*) after the busy timeout ran out. */
+export function isRegistryBusy(err: unknown): boolean {
+  return /^SQLITE_BUSY/.test(String((err as { code?: unknown } | null)?.code ?? ''));
+}
+
 /** Committed migrations live beside the schema source; from dist/ we reach back to them. */
 function migrationsFolder(): string {
   const candidates = [new URL('./migrations', import.meta.url), new URL('../../../cloud/registry/migrations', import.meta.url)].map((u) => fileURLToPath(u));
@@ -26,7 +38,12 @@ export class Registry {
     readonly db: RegistryDb,
   ) {}
 
-  static open(path: string): Registry {
+  /**
+   * `busyTimeoutMs`: how long a statement waits for another connection's write lock, blocking the event
+   * loop meanwhile (better-sqlite3 is synchronous). The cloud server passes REGISTRY_BUSY_TIMEOUT_MS
+   * (its writers retry asynchronously); one-shot tools keep the default 5 s.
+   */
+  static open(path: string, { busyTimeoutMs = 5000 }: { busyTimeoutMs?: number } = {}): Registry {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     const sqlite = new Database(path);
     sqlite.pragma('journal_mode = WAL');
@@ -34,7 +51,7 @@ export class Registry {
     // NORMAL may lose the last transactions (issue 9). The cost is measured in bench:cloud.
     sqlite.pragma('synchronous = FULL');
     sqlite.pragma('foreign_keys = ON');
-    sqlite.pragma('busy_timeout = 5000');
+    sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
     const db = drizzle(sqlite, { schema });
     migrate(db, { migrationsFolder: migrationsFolder() });
     return new Registry(sqlite, db);

@@ -5,6 +5,7 @@ import { MicroBatcher } from '../runtime/batcher.js';
 import { DEFAULT_LIMITS, type ApiContext, type FeedbackSink, type LocalApiLimits, type PredictionEvent, type ServingHost } from './context.js';
 import { notFoundJson, onApiError } from './errors.js';
 import { bearerAuth } from '../../shared/http/auth.js';
+import { concurrencyLimit } from './concurrency.js';
 import { feedbackRoutes } from './feedback.js';
 import { ApiMetrics, metricsRoutes } from './metrics.js';
 import { modelRoutes } from './model.js';
@@ -80,6 +81,9 @@ export function createLocalApi(deps: LocalApiDeps): Hono {
     await next();
     metrics.request(c.req.path, c.req.method, c.res.status, (performance.now() - t0) / 1000);
   });
+  if (limits.maxConcurrent > 0) {
+    app.use(concurrencyLimit({ max: limits.maxConcurrent, exempt: [...OPEN_ROUTES, '/metrics'], onRefused: (path, inFlight) => (metrics.refused('busy'), log.warn({ path, inFlight }, 'edge/api busy: request refused (503)')) }));
+  }
   if (deps.token !== undefined) {
     app.use(bearerAuth({ token: deps.token, exempt: OPEN_ROUTES, onRefused: (path) => (metrics.refused('unauthorized'), log.warn({ path }, 'edge/api unauthorized request refused')) }));
   }

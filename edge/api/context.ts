@@ -44,6 +44,11 @@ export interface LocalApiLimits {
   maxImagePixels: number;
   /** `/v1/feedback` labels per sliding minute; more get 429 (issue 10). 0 refuses all feedback. */
   feedbackPerMinute: number;
+  /**
+   * Requests handled at once, at most (the probes and /metrics are not counted); past it: 503 with
+   * `Retry-After` (issue 9). Bounds the memory a burst of slow requests can hold. 0 = no limit.
+   */
+  maxConcurrent: number;
 }
 
 export const DEFAULT_LIMITS: LocalApiLimits = {
@@ -56,6 +61,7 @@ export const DEFAULT_LIMITS: LocalApiLimits = {
   // A 12 MP camera frame (Pi Camera Module 3: 4608 × 2592); libvips streams it, never holding it whole.
   maxImagePixels: 12_000_000,
   feedbackPerMinute: 60,
+  maxConcurrent: 64,
 };
 
 /** Shared by the resource apps; built once by `createLocalApi`. */

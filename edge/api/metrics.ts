@@ -47,7 +47,7 @@ export class ApiMetrics {
     this.inferenceSeconds = metric(registry, 'apprentice_edge_inference_seconds_total', () => new Counter({ name: 'apprentice_edge_inference_seconds_total', help: 'Time spent in ORT runs, summed per request (a shared batched run counts for each request in it)', registers }));
     this.feedbackTotal = metric(registry, 'apprentice_edge_feedback_total', () => new Counter({ name: 'apprentice_edge_feedback_total', help: 'Feedback labels received, by whether the outbox stored them', labelNames: ['stored'] as const, registers }));
     this.imagesTotal = metric(registry, 'apprentice_edge_images_total', () => new Counter({ name: 'apprentice_edge_images_total', help: 'PNG/JPEG inputs by outcome: decoded, or the reason they were refused (wrong_type, undecodable, too_many_pixels)', labelNames: ['outcome'] as const, registers }));
-    this.refusedTotal = metric(registry, 'apprentice_edge_refused_total', () => new Counter({ name: 'apprentice_edge_refused_total', help: 'Requests (predict: examples) refused by a bound: out_of_range (manifest input.range), feedback_rate (per-minute feedback cap), unauthorized (API token)', labelNames: ['reason'] as const, registers }));
+    this.refusedTotal = metric(registry, 'apprentice_edge_refused_total', () => new Counter({ name: 'apprentice_edge_refused_total', help: 'Requests (predict: examples) refused by a bound: out_of_range (manifest input.range), feedback_rate (per-minute feedback cap), unauthorized (API token), busy (api.maxConcurrent requests already in progress: 503)', labelNames: ['reason'] as const, registers }));
     metric(registry, 'apprentice_edge_model_release', () => new Gauge({
       name: 'apprentice_edge_model_release',
       help: 'Release sequence of the model being served (absent when none is loaded)',
@@ -108,7 +108,7 @@ export class ApiMetrics {
   }
 
   /** A request refused by a bound other than the input range. */
-  refused(reason: 'feedback_rate' | 'unauthorized'): void {
+  refused(reason: 'feedback_rate' | 'unauthorized' | 'busy'): void {
     this.refusedTotal.inc({ reason });
   }
 

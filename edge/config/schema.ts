@@ -43,6 +43,11 @@ export const EDGE_DEFAULTS = {
     allowUnauthenticated: false,
     /** `/v1/feedback` labels accepted per minute (sliding window); over it: 429. Keeps a label flood off the outbox. */
     feedbackPerMinute: 60,
+    /**
+     * Requests in progress at once, at most; past it 503 with Retry-After (probes and /metrics exempt).
+     * 64 is four times the 16 connections the edge bench drives; 0 turns the limit off.
+     */
+    maxConcurrent: 64,
     maxBodyBytes: 1024 * 1024,
     maxBatch: 256,
     /** Predictions kept for `/v1/feedback` (the API keeps their inputs in one preallocated ring); 0 = no feedback. */
@@ -162,6 +167,8 @@ const apiSchema = z.strictObject({
   /** Serve a non-loopback bind without a token, deliberately. */
   allowUnauthenticated: z.boolean().default(D.api.allowUnauthenticated),
   feedbackPerMinute: int(0, 100_000).default(D.api.feedbackPerMinute),
+  /** Requests in progress at once (0 = no limit); past it 503 + Retry-After, counted (refused_total{reason="busy"}). */
+  maxConcurrent: int(0, 100_000).default(D.api.maxConcurrent),
   maxBodyBytes: int(1024, 64 * 1024 * 1024).default(D.api.maxBodyBytes),
   maxBatch: int(1, 4096).default(D.api.maxBatch),
   rememberPredictions: int(0, 1_000_000).default(D.api.rememberPredictions),

@@ -36,8 +36,13 @@ export const outboxConfigSchema = z.strictObject({
     .prefault({}),
   /** Without a PUBACK this long (while connected), the batch is abandoned and its rows resent. */
   ackTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
-  /** With a cloud that sends receipts: without one this long after sending, the batch's rows go again. */
+  /**
+   * With a cloud that sends receipts: the first wait for one before the batch's rows go again. The wait
+   * adapts: at least 3× the observed receipt latency, doubled per resend of the same rows, jittered.
+   */
   receiptTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+  /** The adaptive receipt wait never exceeds this (30 min). */
+  receiptTimeoutMaxMs: z.number().int().min(100).max(24 * 3_600_000).default(1_800_000),
   /** Batches sent and not yet receipted, at most (deploy/mosquitto sizes the cloud's queue on 4). */
   maxInFlight: z.number().int().min(1).max(64).default(4),
   /** After each connect, start sending after a uniform random delay below this (a fleet must not flush at once). */

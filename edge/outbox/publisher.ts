@@ -1,62 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { MqttClient } from 'mqtt';
 import { PROTOCOL_VERSION, assertPublishable, decodePayload, encodePayload, examplesBatchSchema, receiptSchema, topics } from '../../shared/protocol/index.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { createBackoff, type BackoffOptions } from './backoff.js';
+import { createBackoff } from './backoff.js';
+import type { OutboxPublisherOptions, PublishClient, PublisherStats } from './publisher-types.js';
 import { DEFAULT_OUTBOX_CONFIG } from './config.js';
-import type { Outbox, OutboxCounters, OutboxStats } from './store.js';
+import { ReceiptTimeouts } from './receipt-timeout.js';
+import type { Outbox, OutboxCounters } from './store.js';
 
-/** The part of an MQTT.js client the publisher uses (a real `MqttClient` satisfies it). */
-export interface PublishClient {
-  readonly connected: boolean;
-  publish(topic: string, message: Buffer, opts: { qos: 1 }, callback: (error?: Error) => void): unknown;
-  on(event: 'connect' | 'close', listener: () => void): unknown;
-  removeListener(event: 'connect' | 'close', listener: () => void): unknown;
-}
-// Compile-time proof that the real client fits the interface above.
-const _mqttClientFits: MqttClient extends PublishClient ? true : never = true;
-void _mqttClientFits;
-
-export interface OutboxPublisherOptions {
-  outbox: Outbox;
-  client: PublishClient;
-  deviceId: string;
-  log?: Logger;
-  /** Examples per batch (≤ MAX_EXAMPLES_PER_BATCH); default 64. */
-  maxBatchExamples?: number;
-  /** Payload bytes per batch, envelope included; default 128 KiB. One larger example is sent alone. */
-  maxBatchBytes?: number;
-  /** How long to wait, while connected, for a PUBACK before resending the rows; default 30 s. */
-  ackTimeoutMs?: number;
-  backoff?: BackoffOptions;
-  /** Batch id source; defaults to `crypto.randomUUID`. */
-  uuid?: () => string;
-  /**
-   * Whether the cloud sends receipts (its retained info says so). Then a row leaves only on its receipt
-   * and up to `maxInFlight` batches wait for theirs; else (an older cloud) a PUBACK deletes the rows and
-   * one batch is in flight. Asked per batch; default: no receipts.
-   */
-  receipts?: () => boolean;
-  /** Without a receipt this long after sending, the batch's rows go again (after a backoff). Default 60 s. */
-  receiptTimeoutMs?: number;
-  /** Batches sent and not yet receipted, at most; default 4 (deploy/mosquitto sizes its queue on it). */
-  maxInFlight?: number;
-  /** After each connect, wait uniform [0, this) before sending, so a fleet does not flush in one second. Default 0. */
-  connectJitterMs?: number;
-  /** Uniform in [0, 1), for the connect jitter. */
-  random?: () => number;
-}
-
-export interface PublisherStats extends OutboxStats {
-  /** Rows in batches awaiting their PUBACK or receipt. */
-  inFlight: number;
-  /** Batches completed (PUBACK without receipts, or every row receipted) since start. */
-  batches: number;
-  /** Publish errors, ack and receipt timeouts since start. */
-  failures: number;
-  /** Receipts that could not be read or named another device (logged). */
-  badReceipts: number;
-}
+export type { OutboxPublisherOptions, PublishClient, PublisherStats } from './publisher-types.js';
 
 interface Batch {
   batchId: string;
@@ -65,7 +16,24 @@ interface Batch {
   /** `receipt`: rows leave on the cloud's receipt; `puback`: on the broker's PUBACK (a cloud without receipts). */
   mode: 'receipt' | 'puback';
   timer: NodeJS.Timeout | undefined;
+  sentAt: number;
+  /** Send order (per publisher). */
+  seq: number;
+  /** Receipt wait multiplier, drawn at send. */
+  jitter: number;
+  /** When a receipt for a batch sent after this one arrived (so this one is no longer queued). */
+  overtakenAt?: number;
 }
+
+/**
+ * A batch still waiting this long after a later batch of the same device was receipted goes again: the
+ * cloud consumes a device's messages in order, so its copy is not queued any more (its receipt, or the
+ * message, was lost, e.g. a cloud stopped between the commit and the receipt).
+ */
+export const OVERTAKEN_GRACE_MS = 10_000;
+
+/** Send times of batches released after a receipt timeout, kept this many, so a late receipt still measures latency. */
+const RELEASED_KEPT = 256;
 
 /** Room left in a batch payload for `{"v":1,"deviceId":…,"batchId":…,"examples":[]}`. */
 const ENVELOPE_BYTES = 256;
@@ -77,9 +45,12 @@ const ENVELOPE_BYTES = 256;
  * - with receipts (issue 9): a row leaves the outbox only on the cloud's receipt for its example id:
  *   `stored` deletes it (published), `refused` deletes it (dropped + refused), `deferred` keeps it and
  *   holds it back for `retryAfterSeconds`. A PUBACK only says the broker has the batch. At most
- *   `maxInFlight` batches wait for receipts; one without a receipt within `receiptTimeoutMs` is released
- *   and its rows go again in a new batch after an exponential backoff with jitter. Receipts name example
- *   ids, so a late receipt for a released batch still settles its rows wherever they are now.
+ *   `maxInFlight` batches wait for receipts; one without a receipt in time is released and its rows go
+ *   again in a new batch after an exponential backoff with jitter. "In time" adapts (ReceiptTimeouts):
+ *   from `receiptTimeoutMs`, at least 3× the observed receipt latency, doubled per resend of the same
+ *   rows, so a batch is not resent while its first copy is plausibly still queued behind a draining
+ *   cloud; but OVERTAKEN_GRACE_MS after a later batch's receipt (that copy is gone). Receipts name
+ *   example ids, so a late receipt for a released batch still settles its rows wherever they are now.
  * - without receipts (an older cloud): one batch in flight, rows deleted in the QoS 1 publish callback
  *   (MQTT.js calls it on PUBACK, `handlers/ack.ts`), resent after `ackTimeoutMs` while connected.
  * - we publish only while `client.connected`: MQTT.js would otherwise queue QoS 1 publishes in its
@@ -101,7 +72,11 @@ export class OutboxPublisher {
   private readonly maxBatchExamples: number;
   private readonly maxBatchBytes: number;
   private readonly ackTimeoutMs: number;
-  private readonly receiptTimeoutMs: number;
+  private readonly receiptWait: ReceiptTimeouts;
+  /** batchId → send time of batches released by a receipt timeout (their copies may still be queued). */
+  private readonly released = new Map<string, { sentAt: number; seq: number }>();
+  private sendSeq = 0;
+  private receiptTimeoutCount = 0;
   private readonly maxInFlight: number;
   private readonly connectJitterMs: number;
   private readonly random: () => number;
@@ -132,7 +107,8 @@ export class OutboxPublisher {
     backoff = DEFAULT_OUTBOX_CONFIG.backoff,
     uuid = randomUUID,
     receipts = () => false,
-    receiptTimeoutMs = 60_000,
+    receiptTimeoutMs = DEFAULT_OUTBOX_CONFIG.receiptTimeoutMs,
+    receiptTimeoutMaxMs = DEFAULT_OUTBOX_CONFIG.receiptTimeoutMaxMs,
     maxInFlight = 4,
     connectJitterMs = 0,
     random = Math.random,
@@ -145,7 +121,7 @@ export class OutboxPublisher {
     this.maxBatchExamples = maxBatchExamples;
     this.maxBatchBytes = maxBatchBytes;
     this.ackTimeoutMs = ackTimeoutMs;
-    this.receiptTimeoutMs = receiptTimeoutMs;
+    this.receiptWait = new ReceiptTimeouts({ baseMs: receiptTimeoutMs, maxMs: receiptTimeoutMaxMs, random });
     this.maxInFlight = maxInFlight;
     this.connectJitterMs = connectJitterMs;
     this.random = random;
@@ -195,7 +171,7 @@ export class OutboxPublisher {
   stats(): PublisherStats {
     let rows = 0;
     for (const b of this.inFlight.values()) rows += b.ids.size;
-    return { ...this.outbox.stats(), inFlight: rows, batches: this.batches, failures: this.failures, badReceipts: this.badReceipts };
+    return { ...this.outbox.stats(), inFlight: rows, batches: this.batches, failures: this.failures, badReceipts: this.badReceipts, receiptLatencyMs: Math.round(this.receiptWait.latencyMs), receiptTimeouts: this.receiptTimeoutCount };
   }
 
   /**
@@ -213,6 +189,12 @@ export class OutboxPublisher {
       return;
     }
     if (this.outbox.closed) return;
+    const sent = this.inFlight.get(r.batchId) ?? this.released.get(r.batchId);
+    if (sent) {
+      this.receiptWait.observe(Date.now() - sent.sentAt);
+      this.overtake(sent.seq);
+    }
+    this.released.delete(r.batchId);
     try {
       let settled: string[];
       if (r.kind === 'batch') {
@@ -295,7 +277,7 @@ export class OutboxPublisher {
       for (const b of this.inFlight.values()) for (const id of b.ids) exclude.add(id);
       const rows = this.outbox.peek({ limit: this.maxBatchExamples, maxBytes: this.maxBatchBytes - ENVELOPE_BYTES, exclude });
       if (rows.length === 0) return;
-      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined };
+      const batch: Batch = { batchId: this.uuid(), ids: new Set(rows.map((r) => r.id)), mode, timer: undefined, sentAt: Date.now(), seq: this.sendSeq++, jitter: this.receiptWait.jitter() };
       const payload = encodePayload(examplesBatchSchema, { v: PROTOCOL_VERSION, deviceId: this.deviceId, batchId: batch.batchId, examples: rows.map((r) => r.example) });
       this.inFlight.set(batch.batchId, batch);
       this.armTimer(batch);
@@ -341,6 +323,7 @@ export class OutboxPublisher {
   /** Removes receipted ids from the batches in flight; a batch with none left is complete. */
   private settle(ids: readonly string[], batchId?: string): void {
     let completed = false;
+    this.receiptWait.settled(ids);
     if (batchId) {
       const b = this.inFlight.get(batchId);
       if (b) b.ids.clear();
@@ -359,15 +342,52 @@ export class OutboxPublisher {
 
   private armTimer(batch: Batch): void {
     clearTimeout(batch.timer);
-    const ms = batch.mode === 'receipt' ? this.receiptTimeoutMs : this.ackTimeoutMs;
-    batch.timer = setTimeout(() => {
-      batch.timer = undefined;
-      if (this.inFlight.get(batch.batchId) !== batch) return;
-      this.inFlight.delete(batch.batchId);
-      this.failures++;
-      this.log.warn({ batchId: batch.batchId, timeoutMs: ms, waiting: batch.ids.size }, batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows');
-      this.retryLater();
-    }, ms);
+    if (batch.mode === 'puback') {
+      batch.timer = setTimeout(() => this.expire(batch, this.ackTimeoutMs), this.ackTimeoutMs);
+      return;
+    }
+    // The receipt wait is read again when the timer fires: receipts seen meanwhile may have stretched it.
+    const due = (): number => Math.min(batch.sentAt + this.receiptWait.waitMs(batch.ids) * batch.jitter, (batch.overtakenAt ?? Infinity) + OVERTAKEN_GRACE_MS);
+    const check = (): void => {
+      const left = due() - Date.now();
+      if (left > 0) {
+        batch.timer = setTimeout(check, left);
+        return;
+      }
+      this.expire(batch, Date.now() - batch.sentAt);
+    };
+    batch.timer = setTimeout(check, Math.max(0, due() - Date.now()));
+  }
+
+  private expire(batch: Batch, waitedMs: number): void {
+    batch.timer = undefined;
+    if (this.inFlight.get(batch.batchId) !== batch) return;
+    this.inFlight.delete(batch.batchId);
+    this.failures++;
+    if (batch.mode === 'receipt') {
+      this.receiptTimeoutCount++;
+      this.receiptWait.timedOut(batch.ids);
+      this.released.set(batch.batchId, { sentAt: batch.sentAt, seq: batch.seq });
+      for (const id of this.released.keys()) {
+        if (this.released.size <= RELEASED_KEPT) break;
+        this.released.delete(id);
+      }
+    }
+    this.log.warn(
+      { batchId: batch.batchId, waitedMs, waiting: batch.ids.size, ...(batch.mode === 'receipt' ? { receiptLatencyMs: Math.round(this.receiptWait.latencyMs), nextWaitMs: Math.round(this.receiptWait.waitMs(batch.ids)) } : {}) },
+      batch.mode === 'receipt' ? 'no receipt for examples batch; resending its rows' : 'no PUBACK for examples batch; resending its rows',
+    );
+    this.retryLater();
+  }
+
+  /** A batch sent as `seq` was receipted: the ones sent before it and still waiting are overtaken. */
+  private overtake(seq: number): void {
+    const now = Date.now();
+    for (const b of this.inFlight.values()) {
+      if (b.mode !== 'receipt' || b.seq >= seq || b.overtakenAt !== undefined) continue;
+      b.overtakenAt = now;
+      this.armTimer(b);
+    }
   }
 
   /** Wakes the pump when deferred rows become due. */

@@ -354,8 +354,23 @@ export class Outbox {
     this.db.close();
   }
 
+  /**
+   * Deletes settled rows with synchronous=NORMAL for this one transaction: no fsync. A delete lost to
+   * power loss only brings the row back, which is sent again and receipted again as a duplicate
+   * (the cloud dedupes by id), so it needs no fsync of its own; the next FULL commit (an add) fsyncs
+   * the WAL with it. Under a receipt per batch this halves the device's fsyncs.
+   */
   private deleteRows(ids: readonly string[], counter: 'published' | 'dropped', also?: 'refused'): number {
     if (ids.length === 0) return 0;
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      return this.deleteRowsTx(ids, counter, also);
+    } finally {
+      this.db.pragma('synchronous = FULL');
+    }
+  }
+
+  private deleteRowsTx(ids: readonly string[], counter: 'published' | 'dropped', also?: 'refused'): number {
     const { n, b } = this.db.transaction(() => {
       let count = 0;
       let freed = 0;

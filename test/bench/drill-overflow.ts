@@ -2,7 +2,7 @@
  * The 60 s overflow drill (issue 9, "Proof by fault"): 100 devices keep sending 20,000 examples in all
  * while the cloud is stopped for 60 s, on a real Mosquitto with persistence. Each device is the real
  * edge outbox (SQLite, synchronous=FULL) and OutboxPublisher (receipts, 4 batches in flight, shipped
- * timeouts and jitter) on its own MQTT connection with its provisioned credentials; the cloud is the real
+ * adaptive receipt wait and jitter) on its own MQTT connection with its provisioned credentials; the cloud is the real
  * one (in process). Pass: the set of stored example ids equals the set the devices selected, with 0
  * evictions, 0 drops and 0 refusals.
  *
@@ -32,7 +32,9 @@ const PROBS = Float32Array.from({ length: 10 }, () => 0.1);
 
 function shippedLimits(): string[] {
   const conf = readFileSync(join(process.cwd(), 'deploy/mosquitto/mosquitto.conf'), 'utf8');
-  return conf.split('\n').filter((l) => /^(max_queued_messages|max_queued_bytes|max_inflight_messages|max_packet_size)\s/.test(l));
+  const lines = conf.split('\n').filter((l) => /^(max_queued_messages|max_queued_bytes|max_inflight_messages|max_packet_size|autosave_interval|autosave_on_changes)\s/.test(l));
+  // The harness's broker saves after every change unless told otherwise: use the shipped save policy.
+  return lines.some((l) => l.startsWith('autosave_on_changes')) ? lines : [...lines, 'autosave_on_changes false'];
 }
 
 interface Device {
@@ -49,6 +51,12 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const log = (msg: string) => process.stderr.write(`[drill ${((Date.now() - t0) / 1000).toFixed(1)} s] ${msg}\n`);
   const devices: Device[] = [];
+  let receiptsReceived = 0;
+  const receiptDelays: number[] = [];
+  const pct = (q: number) => {
+    const s = [...receiptDelays].sort((a, b) => a - b);
+    return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))]! : 0;
+  };
   try {
     w.addRelease({ seed: 1 }); // registers the model the examples name
     for (let i = 0; i < DEVICES; i++) {
@@ -56,7 +64,7 @@ async function main(): Promise<void> {
       const cfg = await w.provision(id);
       const outbox = await Outbox.create({ path: join(cfg.dataDir, 'outbox.db'), maxRows: 10_000, maxBytes: 64 * 1024 * 1024 });
       const client = mqtt.connect(cfg.mqtt.url, { clientId: id, username: cfg.mqtt.username, password: cfg.mqtt.password, clean: true, reconnectPeriod: 1_000, keepalive: 30 });
-      // The shipped outbox defaults (receiptTimeoutMs 60 s, 4 in flight, connect jitter 5 s), batches of 64.
+      // The shipped outbox defaults (receipt wait from 60 s, adaptive; 4 in flight; connect jitter 5 s), batches of 64.
       const publisher = new OutboxPublisher({ outbox, client, deviceId: id, receipts: () => true, connectJitterMs: 5_000, maxBatchExamples: 64 });
       const receipts = topics.receipts(id);
       // Its retained status declares the receipts capability: the cloud sends receipts only to such devices.
@@ -65,7 +73,14 @@ async function main(): Promise<void> {
         client.subscribe(receipts, { qos: 1 });
         client.publish(topics.status(id), encodePayload(statusSchema, status as Status), { qos: 1, retain: true });
       });
-      client.on('message', (topic, payload) => topic === receipts && publisher.handleReceipt(payload));
+      client.on('message', (topic, payload) => {
+        if (topic !== receipts) return;
+        receiptsReceived++;
+        // Commit → device: the receipt's `at` is stamped after the commit (same clock: one process).
+        const at = Date.parse((JSON.parse(payload.toString('utf8')) as { at?: string }).at ?? '');
+        if (Number.isFinite(at)) receiptDelays.push(Date.now() - at);
+        publisher.handleReceipt(payload);
+      });
       client.on('error', () => undefined);
       publisher.start();
       devices.push({ id, outbox, publisher, client, selected: [] });
@@ -121,7 +136,7 @@ async function main(): Promise<void> {
       }
       if (Math.floor((Date.now() - t0) / 1000) % 10 === 0) {
         const p = devices.map((d) => d.publisher.stats());
-        log(`draining: depth ${depth}, stored ${stored}/${added}, in flight ${p.reduce((a, s) => a + s.inFlight, 0)}, publisher failures ${p.reduce((a, s) => a + s.failures, 0)}, bad receipts ${p.reduce((a, s) => a + s.badReceipts, 0)}, ingest ${JSON.stringify(w.cloud!.ingest.stats())}`);
+        log(`draining: depth ${depth}, stored ${stored}/${added}, in flight ${p.reduce((a, s) => a + s.inFlight, 0)}, receipts received ${receiptsReceived} (commit→device p50 ${pct(0.5)} ms, max ${pct(1)} ms), publisher failures ${p.reduce((a, s) => a + s.failures, 0)}, bad receipts ${p.reduce((a, s) => a + s.badReceipts, 0)}, ingest ${JSON.stringify(w.cloud!.ingest.stats())}`);
       }
       await new Promise((r) => setTimeout(r, 1_000));
     }
@@ -136,7 +151,7 @@ async function main(): Promise<void> {
     const sum = (k: 'evicted' | 'dropped' | 'refused' | 'published') => counters.reduce((a, c) => a + c[k], 0);
     const failures = devices.reduce((a, d) => a + d.publisher.stats().failures, 0);
     const ingest = w.cloud!.ingest.stats();
-    const pass = drained && missing === 0 && extra === 0 && storedIds.length === selected.size && sum('evicted') === 0 && sum('dropped') === 0 && sum('refused') === 0;
+    const pass = drained && missing === 0 && extra === 0 && storedIds.length === selected.size && sum('evicted') === 0 && sum('dropped') === 0 && sum('refused') === 0 && sum('published') === storedIds.length;
     const name = `drill-overflow-${small ? 'small-queue' : 'shipped'}`;
     const file = writeBenchResult(name, {
       // The drill loads the machine itself; above 2 (the core count) means other work competed too.
@@ -155,7 +170,15 @@ async function main(): Promise<void> {
       refused: sum('refused'),
       published: sum('published'),
       publisherFailures: failures,
-      ingest: { inserted: ingest.examplesInserted, duplicates: ingest.duplicates, failedCommits: ingest.failedCommits, dropped: ingest.dropped },
+      /** Rows the devices deleted on a `stored` receipt: must equal examplesStored. */
+      acknowledgedByDevices: sum('published'),
+      receiptsReceived,
+      /** From the receipt's creation (after its commit) to its arrival at the device, in ms. */
+      receiptDeliveryMs: { p50: pct(0.5), p99: pct(0.99), max: pct(1) },
+      /** Batches whose receipt wait ran out (rows sent again), and the largest observed receipt latency. */
+      receiptTimeouts: devices.reduce((a, d) => a + d.publisher.stats().receiptTimeouts, 0),
+      maxReceiptLatencyMs: Math.max(...devices.map((d) => d.publisher.stats().receiptLatencyMs)),
+      ingest: { inserted: ingest.examplesInserted, duplicates: ingest.duplicates, duplicatesSkipped: ingest.duplicatesSkipped, batches: ingest.batches, transactions: ingest.flushes, failedCommits: ingest.failedCommits, dropped: ingest.dropped },
       brokerLimits: limits,
       cloudDownSeconds: cloudDownAt ? (cloudUpAt - cloudDownAt) / 1000 : 0,
       sendSeconds: SEND_SECONDS,
@@ -163,7 +186,7 @@ async function main(): Promise<void> {
       drainSecondsAfterRestart: (drainedAt - cloudUpAt) / 1000,
     });
     process.stdout.write(
-      `${pass ? 'PASS' : 'FAIL'} ${name}: ${selected.size} selected, ${storedIds.length} stored (missing ${missing}, extra ${extra}), evicted ${sum('evicted')}, dropped ${sum('dropped')}, refused ${sum('refused')}; cloud down ${cloudDownAt ? ((cloudUpAt - cloudDownAt) / 1000).toFixed(0) : 0} s, drained ${((drainedAt - cloudUpAt) / 1000).toFixed(0)} s after restart → ${file}\n`,
+      `${pass ? 'PASS' : 'FAIL'} ${name}: ${selected.size} selected, ${storedIds.length} stored (missing ${missing}, extra ${extra}), ${sum('published')} acknowledged by devices, ${ingest.duplicates} duplicates, evicted ${sum('evicted')}, dropped ${sum('dropped')}, refused ${sum('refused')}; cloud down ${cloudDownAt ? ((cloudUpAt - cloudDownAt) / 1000).toFixed(0) : 0} s, drained ${((drainedAt - cloudUpAt) / 1000).toFixed(0)} s after restart → ${file}\n`,
     );
     process.exitCode = pass ? 0 : 1;
   } finally {

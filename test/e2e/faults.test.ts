@@ -23,7 +23,10 @@ describe.skipIf(skipWithoutMosquitto())('fault injection on Mosquitto', () => {
   let latest = 0;
 
   beforeAll(async () => {
-    w = await FaultWorld.create();
+    // The shipped save policy (deploy/mosquitto: a snapshot every 60 s): the SIGKILL in (a) loses whatever
+    // the broker held in memory, queued examples and retained state included; receipts and the cloud's
+    // republishing on connect must make up for it.
+    w = await FaultWorld.create({ brokerConfig: ['autosave_on_changes false', 'autosave_interval 60'] });
     for (const id of ['dev-a', 'dev-b', 'dev-c']) await w.startDevice(id);
     const r1 = w.addRelease({ seed: 1 });
     await w.rollout(r1.seq, { canaryShare: 0.34, soakSeconds: 0 });

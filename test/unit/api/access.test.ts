@@ -92,3 +92,50 @@ describe('api.tokenFile', () => {
     }
   });
 });
+
+describe('local API concurrency limit (api.maxConcurrent)', () => {
+  /** A predict request whose body arrives only when `release()` is called: it stays in progress until then. */
+  function heldRequest(h: Harness) {
+    let release!: () => void;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        release = () => {
+          controller.enqueue(new TextEncoder().encode(JSON.stringify({ input: input(3) })));
+          controller.close();
+        };
+      },
+    });
+    const res = Promise.resolve(h.app.request('/v1/predict', { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit));
+    return { res, release };
+  }
+
+  it('past the limit: 503 with Retry-After and a JSON body, counted; probes and /metrics still answer; room again once one finishes', async () => {
+    const h = await api({ limits: { maxConcurrent: 2 } });
+    const a = heldRequest(h);
+    const b = heldRequest(h);
+    await new Promise((r) => setTimeout(r, 20));
+    const over = await post(h.app, '/v1/predict', { input: input(1) });
+    expect(over.status).toBe(503);
+    expect(over.headers.get('retry-after')).toBe('1');
+    expect(await over.json()).toMatchObject({ error: { code: 'busy', message: expect.stringMatching(/2 requests are already in progress/) } });
+    expect(await refused(h, 'busy')).toBe(1);
+    expect((await h.app.request('/healthz')).status).toBe(200);
+    expect((await h.app.request('/metrics')).status).toBe(200);
+    a.release();
+    b.release();
+    expect((await a.res).status).toBe(200);
+    expect((await b.res).status).toBe(200);
+    expect((await post(h.app, '/v1/predict', { input: input(1) })).status).toBe(200);
+    expect(await refused(h, 'busy')).toBe(1);
+  });
+
+  it('0 turns the limit off', async () => {
+    const h = await api({ limits: { maxConcurrent: 0 } });
+    const held = [heldRequest(h), heldRequest(h), heldRequest(h)];
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await post(h.app, '/v1/predict', { input: input(1) })).status).toBe(200);
+    for (const x of held) x.release();
+    expect((await Promise.all(held.map((x) => x.res))).map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(await refused(h, 'busy')).toBe(0);
+  });
+});

@@ -1,4 +1,7 @@
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REGISTRY_BUSY_TIMEOUT_MS } from '../../../cloud/registry/db.js';
 import { RolloutError } from '../../../cloud/rollouts/policy.js';
 import { RoundConflictError, UnknownModelError } from '../../../cloud/rounds/types.js';
 import { call, harness, json, seedModel, seedRelease, TOKEN, type Harness } from './helpers.js';
@@ -106,5 +109,21 @@ describe('cloud API error shape', () => {
     } finally {
       x.close();
     }
+  });
+
+  it('a registry locked by another writer past the busy timeout → 503 registry_busy with Retry-After', async () => {
+    const locker = new Database(join(h.dir, 'registry.db'));
+    h.registry.sqlite.pragma('busy_timeout = 20');
+    locker.exec('BEGIN IMMEDIATE');
+    try {
+      const res = await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } });
+      expect(res.headers.get('retry-after')).toBe('1');
+      await expectError(res, 503, 'registry_busy');
+    } finally {
+      locker.exec('ROLLBACK');
+      locker.close();
+      h.registry.sqlite.pragma(`busy_timeout = ${REGISTRY_BUSY_TIMEOUT_MS}`);
+    }
+    expect((await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } })).status).toBe(201);
   });
 });

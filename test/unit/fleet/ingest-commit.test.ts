@@ -8,9 +8,9 @@ import Database from 'better-sqlite3';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Ingest } from '../../../cloud/fleet/ingest.js';
-import { examples } from '../../../cloud/registry/schema.js';
+import { deviceEvents, examples } from '../../../cloud/registry/schema.js';
 import { waitFor } from '../../helpers/broker.js';
-import { FleetFixture, examplesPayload, statusPayload } from './fixtures.js';
+import { FleetFixture, eventPayload, examplesPayload, statusPayload } from './fixtures.js';
 
 describe('Ingest: acknowledged only after stored', () => {
   let fx: FleetFixture;
@@ -88,5 +88,28 @@ describe('Ingest: acknowledged only after stored', () => {
     await waitFor(() => fx.device('pi-off')!.online, 5_000, { intervalMs: 5 });
     const m = await metrics.getSingleMetricAsString('apprentice_cloud_ingest_device_state_total');
     expect(m).toMatch(/result="committed"} 10/);
+  });
+
+  it('a device event whose write fails is not acknowledged: retried in order until durable, then settled', async () => {
+    ingest = await Ingest.create({ registry: fx.registry, metrics });
+    const events = () => fx.db.select({ type: deviceEvents.type }).from(deviceEvents).all().map((r) => r.type);
+    const locker = new Database(fx.dbPath);
+    locker.pragma('busy_timeout = 0');
+    locker.exec('BEGIN IMMEDIATE');
+    const settled: string[] = [];
+    const first = ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'installed', 1));
+    const second = ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rolled_back', 1, 'nan_output'));
+    expect(first).toBeInstanceOf(Promise);
+    void first!.then(() => settled.push('installed'));
+    void second!.then(() => settled.push('rolled_back'));
+    const retried = async () => (await metrics.getSingleMetricAsString('apprentice_cloud_ingest_messages_total')).match(/kind="events",result="retried"} (\d+)/)?.[1];
+    await waitFor(async () => Number(await retried()) >= 2, 10_000, { intervalMs: 10 });
+    expect(settled).toEqual([]); // the PUBACK waits for these promises
+    expect(events()).toEqual([]);
+    locker.exec('COMMIT');
+    locker.close();
+    await Promise.all([first, second]);
+    expect(settled).toEqual(['installed', 'rolled_back']);
+    expect(events()).toEqual(['installed', 'rolled_back']);
   });
 });

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Outbox, OutboxPublisher, createBackoff, type PublishClient } from '../../../edge/outbox/index.js';
+import { OVERTAKEN_GRACE_MS } from '../../../edge/outbox/publisher.js';
 import { decodePayload, examplesBatchSchema, topics } from '../../../shared/protocol/index.js';
 import { makeExample, tempDir } from './helpers.js';
 
@@ -279,7 +280,7 @@ describe('OutboxPublisher with receipts (issue 9)', () => {
 
   it('without a receipt in time the rows go again in a new batch after the backoff; a late receipt still settles them', async () => {
     outbox.add(makeExample());
-    publisher({ receipts: () => true, receiptTimeoutMs: 5_000 }).start();
+    publisher({ receipts: () => true, receiptTimeoutMs: 5_000, random: () => 0 }).start();
     client.up();
     await flush();
     const first = client.sent[0]!.batch;
@@ -310,5 +311,71 @@ describe('OutboxPublisher with receipts (issue 9)', () => {
     await vi.advanceTimersByTimeAsync(1);
     await flush();
     expect(client.sent).toHaveLength(1);
+  });
+
+  it('each resend of the same rows waits twice as long (per-row backoff), never past the maximum', async () => {
+    outbox.add(makeExample());
+    publisher({ receipts: () => true, receiptTimeoutMs: 5_000, receiptTimeoutMaxMs: 15_000, random: () => 0, backoff: { initialMs: 1, maxMs: 1, random: () => 0 } }).start();
+    client.up();
+    await flush();
+    const sentAt: number[] = [Date.now()];
+    const waitForSend = async (n: number) => {
+      while (client.sent.length < n) {
+        await vi.advanceTimersByTimeAsync(100);
+        await flush();
+      }
+      sentAt.push(Date.now());
+    };
+    await waitForSend(2);
+    await waitForSend(3);
+    await waitForSend(4);
+    await waitForSend(5);
+    const gaps = sentAt.slice(1).map((t, i) => t - sentAt[i]!);
+    // 5 s, then 10 s, then 15 s (the maximum) twice; each gap includes up to 100 ms of polling and a 1 ms backoff.
+    expect(gaps.map((g) => Math.round(g / 1000))).toEqual([5, 10, 15, 15]);
+    expect(new Set(client.sent.map((s) => s.batch.examples[0]!.id)).size).toBe(1);
+    expect(pub.stats()).toMatchObject({ receiptTimeouts: 4, depth: 1 });
+  });
+
+  it('waits at least 3x the observed receipt latency, and a slow receipt stretches batches already waiting', async () => {
+    for (let i = 0; i < 2; i++) outbox.add(makeExample());
+    publisher({ receipts: () => true, maxBatchExamples: 1, receiptTimeoutMs: 5_000, random: () => 0 }).start();
+    client.up();
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    const [a, b] = client.sent.map((s) => s.batch);
+    // A's receipt comes after 4 s (the cloud was draining a backlog): B, sent with A, now waits 12 s, not 5.
+    await vi.advanceTimersByTimeAsync(4_000);
+    pub.handleReceipt(receipt(a!.batchId, { stored: a!.examples.map((e) => e.id) }));
+    expect(pub.stats().receiptLatencyMs).toBe(4_000);
+    await vi.advanceTimersByTimeAsync(7_900);
+    await flush();
+    expect(pub.stats()).toMatchObject({ receiptTimeouts: 0, failures: 0 });
+    await vi.advanceTimersByTimeAsync(200);
+    await flush();
+    expect(pub.stats().receiptTimeouts).toBe(1);
+    // The late receipt of the released batch still settles the row and counts as a latency sample.
+    pub.handleReceipt(receipt(b!.batchId, { stored: b!.examples.map((e) => e.id) }));
+    expect(outbox.stats()).toMatchObject({ depth: 0, published: 2 });
+    expect(pub.stats().receiptLatencyMs).toBeGreaterThanOrEqual(12_000);
+  });
+
+  it('a batch overtaken by the receipt of a later batch goes again after a short grace, not after its full wait', async () => {
+    for (let i = 0; i < 2; i++) outbox.add(makeExample());
+    publisher({ receipts: () => true, maxBatchExamples: 1, receiptTimeoutMs: 60_000, random: () => 0, backoff: { initialMs: 1, maxMs: 1, random: () => 0 } }).start();
+    client.up();
+    await flush();
+    const [a, b] = client.sent.map((x) => x.batch);
+    await vi.advanceTimersByTimeAsync(1_000);
+    // B (sent after A) is receipted: the cloud consumed past A, whose receipt was lost.
+    pub.handleReceipt(receipt(b!.batchId, { stored: b!.examples.map((e) => e.id) }));
+    await vi.advanceTimersByTimeAsync(OVERTAKEN_GRACE_MS - 100);
+    await flush();
+    expect(client.sent).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(200);
+    await flush();
+    expect(client.sent).toHaveLength(3);
+    expect(client.sent[2]!.batch.examples[0]!.id).toBe(a!.examples[0]!.id);
+    expect(pub.stats().receiptTimeouts).toBe(1);
   });
 });
