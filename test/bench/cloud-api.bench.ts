@@ -3,11 +3,13 @@
  * after the ingest bench.
  *
  * Starts the real cloud (startCloud: embedded broker, registry, round runner), measures p50/p99 of
- * authenticated `GET /v1/devices` and `GET /v1/rounds/:id` with 4 concurrent clients while idle
- * (baseline), then again while a round trains in its child process. Reports the ratio.
+ * authenticated `GET /v1/devices` and `GET /v1/models/bench/rounds` (the same mix, half each, in both
+ * phases) with 4 concurrent clients while idle (baseline), then again while a round trains in its child
+ * process. Reports the ratio. Both phases are preceded by a discarded warm-up and need at least
+ * MIN_SAMPLES requests, so the p99 rests on at least 20 samples above it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCloud } from '../../cloud/server.js';
 import { cloudConfigSchema } from '../../cloud/config/schema.js';
@@ -37,26 +39,35 @@ const put = await api('/v1/models/bench', {
 if (!put.ok) throw new Error(`PUT model: ${put.status} ${await put.text()}`);
 for (let i = 0; i < 20; i++) await api('/v1/devices', { method: 'POST', body: JSON.stringify({ id: `bench-${i}` }) });
 
-async function measure(path: () => string, until: () => boolean, minMs: number): Promise<{ n: number; p50: number; p99: number }> {
+/** Requests per phase at least: p99 then rests on >= 20 samples above it. */
+const MIN_SAMPLES = 2000;
+/** The same routes, half each, idle and during the round. */
+const route = (): string => (Math.random() < 0.5 ? '/v1/devices' : '/v1/models/bench/rounds');
+
+async function measure(until: () => boolean, { minMs, minSamples }: { minMs: number; minSamples: number }): Promise<{ n: number; p50: number; p99: number; seconds: number }> {
   const times: number[] = [];
   const start = performance.now();
   await Promise.all(
     [0, 1, 2, 3].map(async () => {
-      while (performance.now() - start < minMs || !until()) {
+      while (performance.now() - start < minMs || times.length < minSamples || !until()) {
+        const path = route();
         const t = performance.now();
-        const r = await api(path());
+        const r = await api(path);
         await r.arrayBuffer();
-        if (!r.ok) throw new Error(`${path()}: ${r.status}`);
+        if (!r.ok) throw new Error(`${path}: ${r.status}`);
         times.push(performance.now() - t);
-        if (performance.now() - start > 120_000) break;
+        if (performance.now() - start > 300_000) break;
       }
     }),
   );
   times.sort((a, b) => a - b);
-  return { n: times.length, p50: percentileOfSorted(times, 50), p99: percentileOfSorted(times, 99) };
+  return { n: times.length, p50: percentileOfSorted(times, 50), p99: percentileOfSorted(times, 99), seconds: (performance.now() - start) / 1000 };
 }
 
-const idle = await measure(() => '/v1/devices', () => true, 5000);
+const loadBefore = loadavg();
+// Warm-up (JIT, statement cache, sockets), discarded.
+await measure(() => true, { minMs: 2000, minSamples: 0 });
+const idle = await measure(() => true, { minMs: 5000, minSamples: MIN_SAMPLES });
 const start = (await (await api('/v1/models/bench/rounds', { method: 'POST' })).json()) as { id: string };
 let state = 'queued';
 let trainingSeen = false;
@@ -65,12 +76,27 @@ const poll = setInterval(async () => {
   state = r.state;
   if (r.progress?.phase === 'train') trainingSeen = true;
 }, 250);
-const during = await measure(() => (Math.random() < 0.5 ? '/v1/devices' : `/v1/rounds/${start.id}`), () => !['queued', 'running'].includes(state), 5000);
+// The round's first seconds (worker start, data load) are its own warm-up: measured like the rest.
+const during = await measure(() => !['queued', 'running'].includes(state), { minMs: 5000, minSamples: MIN_SAMPLES });
 clearInterval(poll);
 await svc.stop();
 rmSync(dir, { recursive: true, force: true });
 
-const result = { idle, duringRound: during, roundState: state, trainingSeen, p99Ratio: during.p99 / idle.p99, p50Ratio: during.p50 / idle.p50 };
+const loadAfter = loadavg();
+const result = {
+  loadedMachine: (loadBefore[0] ?? 0) > cpus().length / 2,
+  loadavgBefore: loadBefore,
+  loadavgAfter: loadAfter,
+  routes: ['/v1/devices', '/v1/models/bench/rounds'],
+  concurrency: 4,
+  minSamples: MIN_SAMPLES,
+  idle,
+  duringRound: during,
+  roundState: state,
+  trainingSeen,
+  p99Ratio: during.p99 / idle.p99,
+  p50Ratio: during.p50 / idle.p50,
+};
 const file = writeBenchResult('cloud-api', result);
 console.log(
   `cloud-api: p50/p99 idle ${idle.p50.toFixed(1)}/${idle.p99.toFixed(1)} ms, during a round ${during.p50.toFixed(1)}/${during.p99.toFixed(1)} ms (${result.p99Ratio.toFixed(2)}× p99; round ${state}, ${during.n} requests) → ${file}`,
