@@ -7,16 +7,19 @@
  * critical axe-core issue and no horizontal scroll on any page at 1280×800 and 375×812, log out. Then the
  * rounds page (quality chart over rounds with the gate decisions, a running round's progress live), a
  * release (lineage, key id, download with the session) and quarantined labels accepted and dropped. The
- * rounds are rows written into the registry as the round runner writes them (a real distillation round
- * takes minutes on this machine; test/integration/rounds runs those), the quarantine marks two of the
- * devices' own examples as the label review does.
+ * chart's history and its refused round are rows written into the registry as the round runner writes them;
+ * then a real round (a tiny random teacher, 600 MNIST rows and the devices' hard examples, 2 epochs, in the
+ * round worker) is started from the API and followed live to its gate decision. The quarantine marks two
+ * of the devices' own examples as the label review does.
  */
 import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq, inArray } from 'drizzle-orm';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { examples, releases, rounds } from '../../../cloud/registry/schema.js';
+import { examples, models, releases, rounds } from '../../../cloud/registry/schema.js';
+import { denseModel } from '../../fixtures/onnx-models.js';
 import { FaultWorld, MODEL, type ReleaseInfo } from '../fault-harness.js';
 import { waitFor } from '../../helpers/broker.js';
 import { SCREENSHOTS, chromiumMissing, horizontalOverflow, launch, seriousA11yViolations } from './browser.js';
@@ -238,6 +241,47 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
     const log = await page.locator('#audit').textContent();
     for (const x of ['label.accept', 'label.drop', a!, b!]) expect(log).toContain(x);
   });
+
+  it('follows a real round started from the API live to its gate decision, and the chart counts it', async () => {
+    // The harness's model gets a real (tiny, random) teacher and small distillation settings; any accuracy passes the gate.
+    const teacherFile = join(w.dir, 'console-teacher.onnx');
+    writeFileSync(teacherFile, denseModel({ sizes: [784, 32, 10], seed: 3 }).bytes);
+    w.registry.db
+      .update(models)
+      .set({ teacher: { files: [teacherFile], outputKind: 'logits' }, distillSettings: { baseData: 'mnist:train', baseLimit: 600, holdout: 'mnist:test', holdoutLimit: 100, epochs: 2, batchSize: 64, hardExampleShare: 0.5, tolerance: 1 } })
+      .where(eq(models.name, MODEL))
+      .run();
+    await page.goto(`${base}/ui/rounds`);
+    await page.waitForSelector(`#chart-rounds-${MODEL}[data-drawn="1"] canvas`);
+    const scoredBefore = Number(await page.locator(`#chart-rounds-${MODEL}`).getAttribute('data-rounds'));
+    const started = await fetch(`${base}/v1/models/${MODEL}/rounds`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(started.status).toBe(202);
+    const { id } = (await started.json()) as { id: string };
+    await page.goto(`${base}/ui/rounds/${id}`);
+    await page.evaluate('window.marker = 11');
+    const live = page.locator('#round-live > div');
+    const phases = new Set<string>();
+    await expect
+      .poll(
+        async () => {
+          const phase = await live.getAttribute('data-phase');
+          if (phase) phases.add(phase);
+          return live.getAttribute('data-state');
+        },
+        { timeout: 100_000, intervals: [250] },
+      )
+      .toMatch(/^(released|rejected|failed)$/);
+    const row = await api<{ state: string; error?: string | null }>(`/v1/rounds/${id}`);
+    expect(row.state, row.error ?? '').toBe('released');
+    expect(await live.getAttribute('data-state')).toBe('released');
+    expect(await page.locator('#round-gate').textContent()).toContain('passed');
+    expect(phases.size, `phases seen live: ${[...phases].join(', ')}`).toBeGreaterThan(0);
+    expect(await page.evaluate('window.marker')).toBe(11); // followed live, no reload
+    await page.goto(`${base}/ui/rounds`);
+    await page.waitForSelector(`#chart-rounds-${MODEL}[data-drawn="1"] canvas`);
+    expect(Number(await page.locator(`#chart-rounds-${MODEL}`).getAttribute('data-rounds'))).toBe(scoredBefore + 1);
+    expect(await page.locator(`tr[data-round="${id}"]`).textContent()).toContain('passed');
+  }, 120_000);
 
   it('logs out: the console is closed again', async () => {
     await page.getByRole('button', { name: 'Log out' }).click();
