@@ -20,7 +20,7 @@ export const conflict = (code: string, message: string, field?: string): ApiErro
  * @example
  * app.onError(onApiError({ log }));
  */
-export function onApiError({ log }: { log: Logger }): ErrorHandler {
+export function onApiError({ log, refused }: { log: Logger; refused?: { inc(labels: { reason: string }): void } }): ErrorHandler {
   return apiErrorHandler({
     log,
     scope: 'cloud/api',
@@ -41,6 +41,7 @@ export function onApiError({ log }: { log: Logger }): ErrorHandler {
       // The registry's write lock was held past its short busy timeout (REGISTRY_BUSY_TIMEOUT_MS): try again.
       if (isRegistryBusy(err)) {
         log.warn({ method: c.req.method, path: c.req.path }, 'cloud/api: registry busy, answered 503');
+        refused?.inc({ reason: 'registry_busy' });
         c.header('Retry-After', '1');
         return c.json(errorBody('registry_busy', 'the registry is busy (another writer holds its lock); retry shortly'), 503);
       }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REGISTRY_BUSY_TIMEOUT_MS } from '../../../cloud/registry/db.js';
 import { RolloutError } from '../../../cloud/rollouts/policy.js';
@@ -111,19 +112,27 @@ describe('cloud API error shape', () => {
     }
   });
 
-  it('a registry locked by another writer past the busy timeout → 503 registry_busy with Retry-After', async () => {
-    const locker = new Database(join(h.dir, 'registry.db'));
-    h.registry.sqlite.pragma('busy_timeout = 20');
+  it('a registry locked by another writer past the busy timeout → 503 registry_busy with Retry-After, counted', async () => {
+    const metrics = new PromRegistry();
+    const x = harness({ uploads: { metrics } });
+    const locker = new Database(join(x.dir, 'registry.db'));
+    x.registry.sqlite.pragma('busy_timeout = 20');
     locker.exec('BEGIN IMMEDIATE');
     try {
-      const res = await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } });
+      const res = await call(x.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } });
       expect(res.headers.get('retry-after')).toBe('1');
       await expectError(res, 503, 'registry_busy');
+      const counted = await metrics.getSingleMetric('apprentice_cloud_api_refused_total')!.get();
+      expect(counted.values).toEqual([expect.objectContaining({ labels: { reason: 'registry_busy' }, value: 1 })]);
     } finally {
       locker.exec('ROLLBACK');
       locker.close();
-      h.registry.sqlite.pragma(`busy_timeout = ${REGISTRY_BUSY_TIMEOUT_MS}`);
+      x.registry.sqlite.pragma(`busy_timeout = ${REGISTRY_BUSY_TIMEOUT_MS}`);
     }
-    expect((await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } })).status).toBe(201);
+    try {
+      expect((await call(x.app, 'POST', '/v1/devices', { body: { id: 'pi-busy', groups: ['lab'] } })).status).toBe(201);
+    } finally {
+      x.close();
+    }
   });
 });
