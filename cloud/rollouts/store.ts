@@ -19,6 +19,42 @@ export function targetedDevices(db: Db, target: RolloutTarget): DeviceRow[] {
   return db.select().from(devices).where(where).all().filter((d) => inTarget(target, d));
 }
 
+let rolloutsVersion = 0;
+
+/**
+ * Grows on every write to the `rollouts` table in this process (setRollout, a new rollout): the engine's
+ * cache of active rollouts is valid while it stays the same (engine.ts `snapshot`).
+ */
+export function rolloutsChanged(): void {
+  rolloutsVersion++;
+}
+
+export function rolloutsVersionNow(): number {
+  return rolloutsVersion;
+}
+
+/** Rollouts a returning device may converge to (converge picks the latest whose target includes it). */
+export function convergeCandidates(db: Db, limit = 500): RolloutRow[] {
+  return db
+    .select()
+    .from(rollouts)
+    .where(inArray(rollouts.state, ['fleet', 'completed', 'rolled_back']))
+    .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
+    .limit(limit) // history grows; the current release of a target is among the recent ones
+    .all();
+}
+
+/** The device's rows still waiting for its first status (`awaitingCapabilities`) in active rollouts; by the device index. */
+export function awaitingRows(db: Db, deviceId: string): { rolloutId: string; state: RolloutDeviceState }[] {
+  return db
+    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state })
+    .from(rolloutDevices)
+    .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
+    .where(and(eq(rolloutDevices.deviceId, deviceId), eq(rolloutDevices.awaitingCapabilities, true), inArray(rollouts.state, ['canary', 'fleet'])))
+    .all()
+    .map((r) => ({ rolloutId: r.rolloutId, state: r.state as RolloutDeviceState }));
+}
+
 export function getRollout(db: Db, id: string): RolloutRow | undefined {
   return db.select().from(rollouts).where(eq(rollouts.id, id)).get();
 }
@@ -74,6 +110,7 @@ export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<Ro
     .set({ ...patch, updatedAt: now.toISOString() })
     .where(eq(rollouts.id, id))
     .run();
+  rolloutsChanged();
   if (logAs) logTransition(db, { rolloutId: id, at: now, ...logAs });
   else if (before && patch.state !== before.state) logTransition(db, { rolloutId: id, at: now, from: before.state, to: patch.state!, reason: patch.reason ?? null });
 }
@@ -84,7 +121,7 @@ export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<Ro
  */
 export function moveMember(
   db: Db,
-  m: { rolloutId: string; deviceId: string; from: RolloutDeviceState; to: RolloutDeviceState; now: Date; reason?: string | null; patch?: Partial<Pick<RolloutDeviceRow, 'wave' | 'desiredAt' | 'deadlineAt' | 'installedAt' | 'supersededBy' | 'canary'>> },
+  m: { rolloutId: string; deviceId: string; from: RolloutDeviceState; to: RolloutDeviceState; now: Date; reason?: string | null; patch?: Partial<Pick<RolloutDeviceRow, 'wave' | 'desiredAt' | 'deadlineAt' | 'installedAt' | 'supersededBy' | 'canary' | 'awaitingCapabilities'>> },
 ): boolean {
   const res = db
     .update(rolloutDevices)

@@ -1,0 +1,1 @@
+ALTER TABLE `rollout_devices` ADD `awaiting_capabilities` integer DEFAULT false NOT NULL;
