@@ -8,6 +8,7 @@ import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type Relea
 import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
 import { activeRollouts, awaitingRows, convergeCandidates, countsByState, getRollout, logTransition, members, moveMember, rolloutsChanged, setRollout, targetedDevices, type RolloutMember } from './store.js';
+import { noteDevices } from './notes.js';
 import { WaveChecks } from './waves.js';
 
 export interface RolloutStepsDeps {
@@ -209,7 +210,10 @@ export class RolloutSteps {
     // Devices still `waiting` never saw the bad release; superseded ones belong to a newer rollout.
     const given = members(this.db, r.id).filter((m) => m.state !== 'waiting' && m.state !== 'superseded');
     await this.give(r, rel, given.map((m) => m.deviceId), false);
-    setRollout(this.db, r.id, this.now(), { state: 'rolled_back' });
+    this.db.transaction((tx) => {
+      setRollout(tx, r.id, this.now(), { state: 'rolled_back' });
+      noteDevices(tx, { rolloutId: r.id, deviceIds: given.map((m) => m.deviceId), to: 'rolled_back', at: this.now(), reason: r.reason, release: seq });
+    });
     this.log.warn({ rollout: r.id, release: r.releaseSeq, rollbackSeq: seq, devices: given.length }, 'rollouts/rolled-back');
     await this.gcQuietly();
   }

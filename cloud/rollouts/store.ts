@@ -3,6 +3,7 @@ import type { DeviceEvent } from '../../shared/protocol/index.js';
 import type { RegistryDb } from '../registry/db.js';
 import { devices, rolloutDevices, rolloutTransitions, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
 import { registryKeySet } from './keyset.js';
+import { NOTED_DEVICE_STATES, noteDevices } from './notes.js';
 import { ACTIVE_ROLLOUT_STATES, ROLLOUT_DEVICE_STATES, eventEffect, inTarget, type EventEffect, type RolloutDeviceState, type RolloutTarget } from './policy.js';
 
 /** The registry database or a transaction on it. */
@@ -101,6 +102,8 @@ export function logTransition(db: Db, t: { rolloutId: string; deviceId?: string 
   db.insert(rolloutTransitions)
     .values({ rolloutId: t.rolloutId, deviceId: t.deviceId ?? null, at: t.at.toISOString(), fromState: t.from, toState: t.to, reason: t.reason ?? null })
     .run();
+  // Quarantined, timed out, superseded: also on the device's page (device_events).
+  if (t.deviceId && t.from !== t.to && NOTED_DEVICE_STATES.includes(t.to)) noteDevices(db, { rolloutId: t.rolloutId, deviceIds: [t.deviceId], to: t.to, at: t.at, reason: t.reason ?? null });
 }
 
 /** Updates a rollout row; a change of `state` (or a pause/resume) is logged as a transition with `patch.reason`. */
