@@ -23,6 +23,8 @@ export interface RolloutStepsDeps {
 }
 
 const INSERT_CHUNK = 500;
+/** Devices whose rows give() marks in one transaction before publishing their desired. */
+const GIVE_BATCH = 256;
 
 /** Why a `desired` row has nothing sent yet (RolloutDeviceRow.awaitingCapabilities). */
 export const AWAITING_REASON = 'capabilities unknown: the device never reported a status; sent when it does';
@@ -226,36 +228,48 @@ export class RolloutSteps {
   async give(r: RolloutRow, rel: ReleaseRow, ids: string[], markRows: boolean): Promise<void> {
     const signed = signedManifestOf(rel);
     const errors: unknown[] = [];
-    await mapLimit(ids, this.deps.concurrency ?? 16, async (deviceId) => {
+    for (let i = 0; i < ids.length; i += GIVE_BATCH) {
+      const chunk = ids.slice(i, i + GIVE_BATCH);
       const now = this.now();
-      const prev = this.db.select({ desiredSeq: devices.desiredSeq, lastSeen: devices.lastSeen, online: devices.online, protocolVersion: devices.protocolVersion, capabilities: devices.capabilities }).from(devices).where(eq(devices.id, deviceId)).get();
-      this.db.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
       const deadlineAt = new Date(now.getTime() + r.deviceTimeoutSeconds * 1000).toISOString();
-      if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
-      try {
-        await this.deps.publisher.publishDesired(deviceId, signed);
-      } catch (err) {
-        this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
-        if (err instanceof IncompatibleReleaseError && markRows && prev && !capabilitiesKnown(prev)) {
-          // Never reported a status: what it understands is unknown. It waits like any offline device
-          // (times out at its deadline); its first status decides (converge).
-          this.db.update(rolloutDevices).set({ awaitingCapabilities: true, reason: AWAITING_REASON }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, deviceId))).run();
-          logTransition(this.db, { rolloutId: r.id, deviceId, at: this.now(), from: 'desired', to: 'desired', reason: `${AWAITING_REASON} (needs ${err.missing.join(', ')})` });
-          this.log.info({ rollout: r.id, deviceId, needs: err.missing }, 'rollouts/awaiting-capabilities');
-          return;
-        }
-        if (err instanceof IncompatibleReleaseError) {
-          // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
-          if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
-          this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
-          return;
-        }
-        errors.push(err);
-        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
-        this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
-      }
-    });
+      // One transaction per chunk: one WAL sync for its rows, not three per device (synchronous = FULL).
+      const prevs = this.db.transaction((tx) =>
+        chunk.map((deviceId) => {
+          const prev = tx.select({ desiredSeq: devices.desiredSeq, lastSeen: devices.lastSeen, online: devices.online, protocolVersion: devices.protocolVersion, capabilities: devices.capabilities }).from(devices).where(eq(devices.id, deviceId)).get();
+          tx.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
+          if (markRows) moveMember(tx, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
+          return prev;
+        }),
+      );
+      await mapLimit(chunk, this.deps.concurrency ?? 16, (deviceId, k) => this.publishGiven(r, signed, deviceId, prevs[k], markRows, errors));
+    }
     if (errors.length) throw new RolloutError(`${errors.length}/${ids.length} desired publishes failed`, 'conflict');
+  }
+
+  /** give()'s publish of one device; a failed one puts its row and devices.desired_seq back. */
+  private async publishGiven(r: RolloutRow, signed: ReturnType<typeof signedManifestOf>, deviceId: string, prev: Pick<DeviceRow, 'desiredSeq' | 'lastSeen' | 'online' | 'protocolVersion' | 'capabilities'> | undefined, markRows: boolean, errors: unknown[]): Promise<void> {
+    try {
+      await this.deps.publisher.publishDesired(deviceId, signed);
+    } catch (err) {
+      this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
+      if (err instanceof IncompatibleReleaseError && markRows && prev && !capabilitiesKnown(prev)) {
+        // Never reported a status: what it understands is unknown. It waits like any offline device
+        // (times out at its deadline); its first status decides (converge).
+        this.db.update(rolloutDevices).set({ awaitingCapabilities: true, reason: AWAITING_REASON }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, deviceId))).run();
+        logTransition(this.db, { rolloutId: r.id, deviceId, at: this.now(), from: 'desired', to: 'desired', reason: `${AWAITING_REASON} (needs ${err.missing.join(', ')})` });
+        this.log.info({ rollout: r.id, deviceId, needs: err.missing }, 'rollouts/awaiting-capabilities');
+        return;
+      }
+      if (err instanceof IncompatibleReleaseError) {
+        // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
+        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
+        this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
+        return;
+      }
+      errors.push(err);
+      if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
+      this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
+    }
   }
 
   /**
