@@ -179,7 +179,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
     // so signals emitted before it listens lose nothing.
-    const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
+    const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, metrics, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
     stack.push(() => rollouts.stop());
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.

@@ -147,6 +147,11 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     },
   );
   app.get('/openapi.json', describeRoute({ summary: 'This OpenAPI 3.1 document', public: true, responses: { 200: { description: 'the document' } } }), (c) => c.json((openapi ??= buildOpenApi(app))));
+  app.get(
+    '/metrics',
+    describeRoute({ summary: "The cloud's Prometheus metrics (prom-client text format): ingest, uploads, artifacts, the rollout engine's CPU and events, the Node process", responses: { 200: { description: 'Prometheus text exposition' } } }),
+    async (c) => c.body(await promReg.metrics(), 200, { 'content-type': promReg.contentType }),
+  );
   app.route('/v1/devices', deviceRoutes(ctx));
   app.route('/v1/models', uploadRoutes(ctx));
   app.route('/v1/models', modelRoutes(ctx));

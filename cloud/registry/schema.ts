@@ -146,6 +146,12 @@ export const rolloutDevices = sqliteTable(
     installedAt: text('installed_at'),
     /** The newer rollout that took this device over. */
     supersededBy: text('superseded_by'),
+    /**
+     * Given the release (`desired`, with its deadline) but nothing sent: the release needs a capability
+     * and the device has never reported a status, so its capabilities are unknown. Its first status
+     * decides: sent, or `incompatible` (cloud/rollouts/steps.ts `converge`).
+     */
+    awaitingCapabilities: integer('awaiting_capabilities', { mode: 'boolean' }).notNull().default(false),
     updatedAt: text('updated_at').notNull().default(now),
   },
   (t) => [

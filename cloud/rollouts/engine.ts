@@ -1,4 +1,5 @@
 import { and, desc, eq, gte } from 'drizzle-orm';
+import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
@@ -6,7 +7,8 @@ import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
 import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, wavesOf, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
 import { RolloutSteps } from './steps.js';
-import { activeMemberships, activeRollouts, getRollout, setRollout, transitionsOf } from './store.js';
+import { EngineCpuMeter } from './meter.js';
+import { activeMemberships, activeRollouts, convergeCandidates, getRollout, rolloutsVersionNow, setRollout, transitionsOf } from './store.js';
 
 export interface Timers {
   setInterval(fn: () => void, ms: number): unknown;
@@ -42,6 +44,8 @@ export interface RolloutEngineDeps {
    * keeps retained messages in memory only). Default true; a persistent broker may turn it off.
    */
   republishOnStart?: boolean;
+  /** Prometheus registry for the engine's CPU and event counters (cloud/rollouts/meter.ts); a private one by default. */
+  metrics?: PromRegistry;
 }
 
 export interface RolloutView {
@@ -79,13 +83,25 @@ export class RolloutEngine {
   private evalQueued = false;
   private interval: unknown;
   private offs: (() => void)[] = [];
+  private readonly meter: EngineCpuMeter;
+  /** deps.publisher, metered (the engine's CPU meter stops while a publish is awaited). */
+  private readonly publisher: ReleasePublisher;
+  /**
+   * Active rollouts and converge candidates, valid while `rolloutsVersionNow()` is `version` (every
+   * write to `rollouts` in this process bumps it; the tick drops it too, for writes by another process).
+   * A device signal with no active rollout then costs no query at all.
+   */
+  private cache: { version: number; active: RolloutRow[]; candidates: RolloutRow[] } | undefined;
 
   constructor(private readonly deps: RolloutEngineDeps) {
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? (() => new Date());
     // Resolved at call time, so fake timers installed after construction still apply.
     this.timers = deps.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
-    this.steps = new RolloutSteps({ ...deps, log: this.log, now: this.now });
+    this.meter = new EngineCpuMeter(deps.metrics);
+    // The engine's awaits are on the publisher and on re-issues: the meter stops counting while they wait.
+    this.publisher = this.meter.wrap(deps.publisher);
+    this.steps = new RolloutSteps({ ...deps, publisher: this.publisher, reissue: (prev) => this.meter.waitOn(deps.reissue(prev)), log: this.log, now: this.now });
   }
 
   static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {
@@ -104,6 +120,7 @@ export class RolloutEngine {
     const s = this.deps.signals;
     if (s) {
       const onEvent = (e: FleetSignalMap['event'][0]): void => {
+        this.meter.event('event');
         if (e.applied) this.requestEvaluate();
       };
       const onStatus = (e: FleetSignalMap['status'][0]): void => this.onStatus(e.deviceId, e.status.state === 'online');
@@ -113,11 +130,14 @@ export class RolloutEngine {
       s.on('telemetry', onTelemetry);
       this.offs = [() => s.off('event', onEvent), () => s.off('status', onStatus), () => s.off('telemetry', onTelemetry)];
     }
-    this.interval = this.timers.setInterval(() => this.requestEvaluate(), (this.deps.tickSeconds ?? 10) * 1000);
+    this.interval = this.timers.setInterval(() => {
+      this.cache = undefined;
+      this.requestEvaluate();
+    }, (this.deps.tickSeconds ?? 10) * 1000);
     const resumed = activeRollouts(this.db);
     if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
     await this.exclusive(async () => {
-      if (this.deps.republishOnStart ?? true) await this.deps.publisher.republishAll(this.deps.registry);
+      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(this.deps.registry);
       await this.steps.evaluateAll();
     });
   }
@@ -267,7 +287,7 @@ export class RolloutEngine {
   /** Clears a revoked device's retained desired state; rollouts stop counting it. */
   onDeviceRevoked(deviceId: string): Promise<void> {
     return this.exclusive(async () => {
-      await this.deps.publisher.clearDesired(deviceId);
+      await this.publisher.clearDesired(deviceId);
       this.db.update(devices).set({ desiredSeq: null }).where(eq(devices.id, deviceId)).run();
       await this.steps.evaluateAll();
     });
@@ -279,7 +299,7 @@ export class RolloutEngine {
    * may have lost retained chunks and desired states published since its last save.
    */
   republish(): Promise<{ artifacts: number; desired: number; failed: number }> {
-    return this.exclusive(() => this.deps.publisher.republishAll(this.deps.registry));
+    return this.exclusive(() => this.publisher.republishAll(this.deps.registry));
   }
 
   /** Re-evaluates every active rollout now. */
@@ -289,11 +309,18 @@ export class RolloutEngine {
 
   /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
   gc(): Promise<string[]> {
-    return this.exclusive(() => this.deps.publisher.gcArtifacts(this.deps.registry));
+    return this.exclusive(() => this.publisher.gcArtifacts(this.deps.registry));
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(fn);
+    const run = this.tail.then(async () => {
+      this.meter.resume();
+      try {
+        return await fn();
+      } finally {
+        this.meter.pauseSoon();
+      }
+    });
     this.tail = run.then(
       () => undefined,
       () => undefined,
@@ -311,21 +338,47 @@ export class RolloutEngine {
     }).catch((err) => this.log.error({ err }, 'rollouts/evaluate-failed'));
   }
 
+  /** The cached active rollouts and converge candidates (see `cache`). */
+  private snapshot(): { active: RolloutRow[]; candidates: RolloutRow[] } {
+    const version = rolloutsVersionNow();
+    if (this.cache?.version !== version) this.cache = { version, active: activeRollouts(this.db), candidates: convergeCandidates(this.db) };
+    return this.cache;
+  }
+
+  /**
+   * A status: an online one may make the device converge (a late device, a returning one, its first
+   * capabilities); a member's status may move its wave. With no rollout to converge to and none active,
+   * this reads nothing.
+   */
   private onStatus(deviceId: string, online: boolean): void {
-    try {
-      if (online) void this.exclusive(() => this.steps.converge(deviceId)).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
-      if (activeMemberships(this.db, deviceId).length) this.requestEvaluate();
-    } catch (err) {
-      this.log.error({ err, deviceId }, 'rollouts/status-failed');
-    }
+    this.meter.event('status');
+    this.meter.sync(() => {
+      try {
+        const snap = this.snapshot();
+        const anyActive = snap.active.length > 0;
+        if (online && (anyActive || snap.candidates.length)) {
+          const converge = (): Promise<void> => {
+            const now = this.snapshot(); // as of when it runs, not when it was queued
+            return this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
+          };
+          void this.exclusive(converge).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
+        }
+        if (anyActive && activeMemberships(this.db, deviceId).length) this.requestEvaluate();
+      } catch (err) {
+        this.log.error({ err, deviceId }, 'rollouts/status-failed');
+      }
+    });
   }
 
   private onTelemetry(deviceId: string): void {
-    try {
-      // Only the current wave's telemetry moves a soak; the tick covers the rest.
-      if (activeMemberships(this.db, deviceId).some((m) => m.inCurrentWave)) this.requestEvaluate();
-    } catch (err) {
-      this.log.error({ err, deviceId }, 'rollouts/telemetry-failed');
-    }
+    this.meter.event('telemetry');
+    this.meter.sync(() => {
+      try {
+        // Only the current wave's telemetry moves a soak; the tick covers the rest.
+        if (this.snapshot().active.length && activeMemberships(this.db, deviceId).some((m) => m.inCurrentWave)) this.requestEvaluate();
+      } catch (err) {
+        this.log.error({ err, deviceId }, 'rollouts/telemetry-failed');
+      }
+    });
   }
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, desc, eq, inArray, lte } from 'drizzle-orm';
+import { and, desc, eq, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
@@ -7,7 +7,8 @@ import type { Registry } from '../registry/db.js';
 import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
 import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
-import { activeRollouts, countsByState, getRollout, logTransition, members, moveMember, setRollout, targetedDevices, type RolloutMember } from './store.js';
+import { activeRollouts, awaitingRows, convergeCandidates, countsByState, getRollout, logTransition, members, moveMember, rolloutsChanged, setRollout, targetedDevices, type RolloutMember } from './store.js';
+import { noteDevices } from './notes.js';
 import { WaveChecks } from './waves.js';
 
 export interface RolloutStepsDeps {
@@ -22,6 +23,19 @@ export interface RolloutStepsDeps {
 }
 
 const INSERT_CHUNK = 500;
+/** Devices whose rows give() marks in one transaction before publishing their desired. */
+const GIVE_BATCH = 256;
+
+/** Why a `desired` row has nothing sent yet (RolloutDeviceRow.awaitingCapabilities). */
+export const AWAITING_REASON = 'capabilities unknown: the device never reported a status; sent when it does';
+
+/**
+ * Whether the device ever said what it understands: a device that reported a status (or is online) did,
+ * even with no capabilities (a protocol-1 daemon). One that never connected did not.
+ */
+export function capabilitiesKnown(d: Pick<DeviceRow, 'lastSeen' | 'online' | 'protocolVersion' | 'capabilities'>): boolean {
+  return d.lastSeen !== null || d.online || d.protocolVersion !== null || d.capabilities !== null;
+}
 
 /**
  * The rollout state machine: each method reads the DB, publishes, and writes the next state. Not
@@ -83,6 +97,7 @@ export class RolloutSteps {
       tx.insert(rollouts)
         .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, state: 'pending', createdAt: at, updatedAt: at })
         .run();
+      rolloutsChanged();
       logTransition(tx, { rolloutId: id, at: atDate, from: null, to: 'pending', reason: `release ${rel.seq} to ${targeted.length} device(s) in waves ${JSON.stringify(waves)}` });
       for (let i = 0; i < targeted.length; i += INSERT_CHUNK) {
         const rows = targeted.slice(i, i + INSERT_CHUNK).map((d) => {
@@ -197,7 +212,10 @@ export class RolloutSteps {
     // Devices still `waiting` never saw the bad release; superseded ones belong to a newer rollout.
     const given = members(this.db, r.id).filter((m) => m.state !== 'waiting' && m.state !== 'superseded');
     await this.give(r, rel, given.map((m) => m.deviceId), false);
-    setRollout(this.db, r.id, this.now(), { state: 'rolled_back' });
+    this.db.transaction((tx) => {
+      setRollout(tx, r.id, this.now(), { state: 'rolled_back' });
+      noteDevices(tx, { rolloutId: r.id, deviceIds: given.map((m) => m.deviceId), to: 'rolled_back', at: this.now(), reason: r.reason, release: seq });
+    });
     this.log.warn({ rollout: r.id, release: r.releaseSeq, rollbackSeq: seq, devices: given.length }, 'rollouts/rolled-back');
     await this.gcQuietly();
   }
@@ -210,50 +228,70 @@ export class RolloutSteps {
   async give(r: RolloutRow, rel: ReleaseRow, ids: string[], markRows: boolean): Promise<void> {
     const signed = signedManifestOf(rel);
     const errors: unknown[] = [];
-    await mapLimit(ids, this.deps.concurrency ?? 16, async (deviceId) => {
+    for (let i = 0; i < ids.length; i += GIVE_BATCH) {
+      const chunk = ids.slice(i, i + GIVE_BATCH);
       const now = this.now();
-      const prev = this.db.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, deviceId)).get();
-      this.db.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
       const deadlineAt = new Date(now.getTime() + r.deviceTimeoutSeconds * 1000).toISOString();
-      if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
-      try {
-        await this.deps.publisher.publishDesired(deviceId, signed);
-      } catch (err) {
-        this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
-        if (err instanceof IncompatibleReleaseError) {
-          // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
-          if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
-          this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
-          return;
-        }
-        errors.push(err);
-        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
-        this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
-      }
-    });
+      // One transaction per chunk: one WAL sync for its rows, not three per device (synchronous = FULL).
+      const prevs = this.db.transaction((tx) =>
+        chunk.map((deviceId) => {
+          const prev = tx.select({ desiredSeq: devices.desiredSeq, lastSeen: devices.lastSeen, online: devices.online, protocolVersion: devices.protocolVersion, capabilities: devices.capabilities }).from(devices).where(eq(devices.id, deviceId)).get();
+          tx.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
+          if (markRows) moveMember(tx, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
+          return prev;
+        }),
+      );
+      await mapLimit(chunk, this.deps.concurrency ?? 16, (deviceId, k) => this.publishGiven(r, signed, deviceId, prevs[k], markRows, errors));
+    }
     if (errors.length) throw new RolloutError(`${errors.length}/${ids.length} desired publishes failed`, 'conflict');
   }
 
-  /** Late and returning devices: the release of the latest rollout (fleet, completed, or its re-issue) whose target includes them. */
-  async converge(deviceId: string, groups?: readonly string[]): Promise<void> {
+  /** give()'s publish of one device; a failed one puts its row and devices.desired_seq back. */
+  private async publishGiven(r: RolloutRow, signed: ReturnType<typeof signedManifestOf>, deviceId: string, prev: Pick<DeviceRow, 'desiredSeq' | 'lastSeen' | 'online' | 'protocolVersion' | 'capabilities'> | undefined, markRows: boolean, errors: unknown[]): Promise<void> {
+    try {
+      await this.deps.publisher.publishDesired(deviceId, signed);
+    } catch (err) {
+      this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
+      if (err instanceof IncompatibleReleaseError && markRows && prev && !capabilitiesKnown(prev)) {
+        // Never reported a status: what it understands is unknown. It waits like any offline device
+        // (times out at its deadline); its first status decides (converge).
+        this.db.update(rolloutDevices).set({ awaitingCapabilities: true, reason: AWAITING_REASON }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, deviceId))).run();
+        logTransition(this.db, { rolloutId: r.id, deviceId, at: this.now(), from: 'desired', to: 'desired', reason: `${AWAITING_REASON} (needs ${err.missing.join(', ')})` });
+        this.log.info({ rollout: r.id, deviceId, needs: err.missing }, 'rollouts/awaiting-capabilities');
+        return;
+      }
+      if (err instanceof IncompatibleReleaseError) {
+        // The trust issue's compatibility policy: nothing was sent; terminal, counts toward neither side.
+        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${err.missing.join(', ')}` });
+        this.log.warn({ rollout: r.id, deviceId, missing: err.missing }, 'rollouts/incompatible');
+        return;
+      }
+      errors.push(err);
+      if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'waiting', now: this.now(), reason: 'publish failed; retried on the next tick' });
+      this.log.error({ err, rollout: r.id, deviceId }, 'rollouts/publish-desired-failed');
+    }
+  }
+
+  /**
+   * Late and returning devices: the release of the latest rollout (fleet, completed, or its re-issue)
+   * whose target includes them; and a device that reports its first status gets what active rollouts
+   * held back until its capabilities were known. `candidates` (convergeCandidates) and `anyActive` come
+   * from the engine's cache; without them they are read here.
+   */
+  async converge(deviceId: string, groups?: readonly string[], cached?: { candidates: readonly RolloutRow[]; anyActive: boolean }): Promise<void> {
     const dev: DeviceRow | undefined = this.db.select().from(devices).where(eq(devices.id, deviceId)).get();
     if (!dev || dev.revoked) return;
-    const candidate = this.db
-      .select()
-      .from(rollouts)
-      .where(inArray(rollouts.state, ['fleet', 'completed', 'rolled_back']))
-      .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
-      .limit(500) // history grows; the current release of a target is among the recent ones
-      .all()
-      .find((r) => inTarget(r.target as RolloutTarget, { id: dev.id, groups: groups ?? dev.groups }));
+    const sent = (cached?.anyActive ?? true) && capabilitiesKnown(dev) ? await this.deliverAwaiting(dev) : false;
+    const candidate = (cached?.candidates ?? convergeCandidates(this.db)).find((r) => inTarget(r.target as RolloutTarget, { id: dev.id, groups: groups ?? dev.groups }));
     if (!candidate) return;
     const seq = candidate.state === 'rolled_back' ? candidate.rollbackSeq : candidate.releaseSeq;
     if (seq === null) return;
+    const desiredSeq = sent ? (this.db.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, deviceId)).get()?.desiredSeq ?? null) : dev.desiredSeq;
+    if (desiredSeq !== null && desiredSeq >= seq) return;
     const rel = this.release(seq);
-    if (dev.desiredSeq !== null) {
-      if (dev.desiredSeq >= seq) return;
+    if (desiredSeq !== null) {
       // A device told to run the same bytes (the release a rollback re-issued) is already there.
-      const cur = this.db.select({ sha: releases.sha256 }).from(releases).where(eq(releases.seq, dev.desiredSeq)).get();
+      const cur = this.db.select({ sha: releases.sha256 }).from(releases).where(eq(releases.seq, desiredSeq)).get();
       if (cur?.sha === rel.sha256) return;
     }
     const inFleet = candidate.state === 'fleet';
@@ -266,11 +304,50 @@ export class RolloutSteps {
       if (inserted.changes) logTransition(this.db, { rolloutId: candidate.id, deviceId, at: this.now(), from: null, to: 'waiting', reason: 'joined late' });
       const row = this.db.select({ state: rolloutDevices.state }).from(rolloutDevices).where(and(eq(rolloutDevices.rolloutId, candidate.id), eq(rolloutDevices.deviceId, deviceId))).get();
       // A paused rollout gives it the release on resume; a device already settled in it keeps its state.
-      if (candidate.pausedAt || row?.state !== 'waiting') return;
+      // (The cache may hold an older copy of the rollout: its pause is read again.)
+      if (row?.state !== 'waiting' || this.mustGet(candidate.id).pausedAt) return;
     }
     await this.deps.publisher.ensureChunks(this.deps.registry, rel);
     await this.give(candidate, rel, [deviceId], inFleet);
     this.log.info({ deviceId, rollout: candidate.id, release: seq }, 'rollouts/late-device');
+  }
+
+  /**
+   * The device reported its capabilities: rows of active rollouts that held the release back for them
+   * are decided now. A `desired` row gets the release sent, or becomes `incompatible`; a row that timed
+   * out meanwhile gets it sent when compatible (a late install is recorded) and otherwise stays. Returns
+   * whether anything was sent.
+   */
+  private async deliverAwaiting(dev: DeviceRow): Promise<boolean> {
+    let sent = false;
+    for (const row of awaitingRows(this.db, dev.id)) {
+      const r = this.mustGet(row.rolloutId);
+      const now = this.now();
+      const where = and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, dev.id));
+      this.db.update(rolloutDevices).set({ awaitingCapabilities: false, updatedAt: now.toISOString() }).where(where).run();
+      if (row.state !== 'desired' && row.state !== 'timed_out') continue;
+      const rel = this.release(r.releaseSeq);
+      try {
+        await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+        await this.deps.publisher.publishDesired(dev.id, signedManifestOf(rel));
+      } catch (err) {
+        if (!(err instanceof IncompatibleReleaseError)) {
+          // Not decided: try again on its next status.
+          this.db.update(rolloutDevices).set({ awaitingCapabilities: true }).where(where).run();
+          throw err;
+        }
+        if (row.state === 'desired') moveMember(this.db, { rolloutId: r.id, deviceId: dev.id, from: 'desired', to: 'incompatible', now, reason: `needs ${err.missing.join(', ')}` });
+        else logTransition(this.db, { rolloutId: r.id, deviceId: dev.id, at: now, from: row.state, to: row.state, reason: `capabilities reported: needs ${err.missing.join(', ')}; nothing sent` });
+        this.log.warn({ rollout: r.id, deviceId: dev.id, missing: err.missing }, 'rollouts/incompatible');
+        continue;
+      }
+      this.db.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, dev.id)).run();
+      this.db.update(rolloutDevices).set({ reason: 'capabilities reported: release sent' }).where(where).run();
+      logTransition(this.db, { rolloutId: r.id, deviceId: dev.id, at: now, from: row.state, to: row.state, reason: 'capabilities reported: release sent' });
+      this.log.info({ rollout: r.id, deviceId: dev.id, release: rel.seq }, 'rollouts/awaiting-delivered');
+      sent = true;
+    }
+    return sent;
   }
 
   /** Active rollouts' rows of started waves, for the engine's view of one rollout. */

@@ -3,6 +3,7 @@ import type { DeviceEvent } from '../../shared/protocol/index.js';
 import type { RegistryDb } from '../registry/db.js';
 import { devices, rolloutDevices, rolloutTransitions, rollouts, type DeviceRow, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
 import { registryKeySet } from './keyset.js';
+import { NOTED_DEVICE_STATES, noteDevices } from './notes.js';
 import { ACTIVE_ROLLOUT_STATES, ROLLOUT_DEVICE_STATES, eventEffect, inTarget, type EventEffect, type RolloutDeviceState, type RolloutTarget } from './policy.js';
 
 /** The registry database or a transaction on it. */
@@ -17,6 +18,42 @@ export type Db = RegistryDb | Parameters<Parameters<RegistryDb['transaction']>[0
 export function targetedDevices(db: Db, target: RolloutTarget): DeviceRow[] {
   const where = target.kind === 'devices' ? and(eq(devices.revoked, false), inArray(devices.id, target.ids)) : eq(devices.revoked, false);
   return db.select().from(devices).where(where).all().filter((d) => inTarget(target, d));
+}
+
+let rolloutsVersion = 0;
+
+/**
+ * Grows on every write to the `rollouts` table in this process (setRollout, a new rollout): the engine's
+ * cache of active rollouts is valid while it stays the same (engine.ts `snapshot`).
+ */
+export function rolloutsChanged(): void {
+  rolloutsVersion++;
+}
+
+export function rolloutsVersionNow(): number {
+  return rolloutsVersion;
+}
+
+/** Rollouts a returning device may converge to (converge picks the latest whose target includes it). */
+export function convergeCandidates(db: Db, limit = 500): RolloutRow[] {
+  return db
+    .select()
+    .from(rollouts)
+    .where(inArray(rollouts.state, ['fleet', 'completed', 'rolled_back']))
+    .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
+    .limit(limit) // history grows; the current release of a target is among the recent ones
+    .all();
+}
+
+/** The device's rows still waiting for its first status (`awaitingCapabilities`) in active rollouts; by the device index. */
+export function awaitingRows(db: Db, deviceId: string): { rolloutId: string; state: RolloutDeviceState }[] {
+  return db
+    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state })
+    .from(rolloutDevices)
+    .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
+    .where(and(eq(rolloutDevices.deviceId, deviceId), eq(rolloutDevices.awaitingCapabilities, true), inArray(rollouts.state, ['canary', 'fleet'])))
+    .all()
+    .map((r) => ({ rolloutId: r.rolloutId, state: r.state as RolloutDeviceState }));
 }
 
 export function getRollout(db: Db, id: string): RolloutRow | undefined {
@@ -65,6 +102,8 @@ export function logTransition(db: Db, t: { rolloutId: string; deviceId?: string 
   db.insert(rolloutTransitions)
     .values({ rolloutId: t.rolloutId, deviceId: t.deviceId ?? null, at: t.at.toISOString(), fromState: t.from, toState: t.to, reason: t.reason ?? null })
     .run();
+  // Quarantined, timed out, superseded: also on the device's page (device_events).
+  if (t.deviceId && t.from !== t.to && NOTED_DEVICE_STATES.includes(t.to)) noteDevices(db, { rolloutId: t.rolloutId, deviceIds: [t.deviceId], to: t.to, at: t.at, reason: t.reason ?? null });
 }
 
 /** Updates a rollout row; a change of `state` (or a pause/resume) is logged as a transition with `patch.reason`. */
@@ -74,6 +113,7 @@ export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<Ro
     .set({ ...patch, updatedAt: now.toISOString() })
     .where(eq(rollouts.id, id))
     .run();
+  rolloutsChanged();
   if (logAs) logTransition(db, { rolloutId: id, at: now, ...logAs });
   else if (before && patch.state !== before.state) logTransition(db, { rolloutId: id, at: now, from: before.state, to: patch.state!, reason: patch.reason ?? null });
 }
@@ -84,7 +124,7 @@ export function setRollout(db: Db, id: string, now: Date, patch: Partial<Omit<Ro
  */
 export function moveMember(
   db: Db,
-  m: { rolloutId: string; deviceId: string; from: RolloutDeviceState; to: RolloutDeviceState; now: Date; reason?: string | null; patch?: Partial<Pick<RolloutDeviceRow, 'wave' | 'desiredAt' | 'deadlineAt' | 'installedAt' | 'supersededBy' | 'canary'>> },
+  m: { rolloutId: string; deviceId: string; from: RolloutDeviceState; to: RolloutDeviceState; now: Date; reason?: string | null; patch?: Partial<Pick<RolloutDeviceRow, 'wave' | 'desiredAt' | 'deadlineAt' | 'installedAt' | 'supersededBy' | 'canary' | 'awaitingCapabilities'>> },
 ): boolean {
   const res = db
     .update(rolloutDevices)

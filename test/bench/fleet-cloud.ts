@@ -169,3 +169,32 @@ export function profileBreakdown(profileDir: string, window?: { fromUs: number; 
   for (const k of Object.keys(out) as (keyof typeof out)[]) out[k] = Math.round(out[k] * 100) / 100;
   return out;
 }
+
+export interface EngineCounters {
+  cpuSeconds: { signal: number; step: number; total: number };
+  events: { status: number; telemetry: number; event: number; total: number };
+}
+
+/**
+ * The rollout engine's own counters from the cloud's GET /metrics (cloud/rollouts/meter.ts): CPU seconds
+ * of engine code (signal handlers and queued steps, not the waits on publishes) and the device signals it
+ * handled.
+ */
+export async function engineCounters(cloud: { apiUrl: string }): Promise<EngineCounters> {
+  const res = await fetch(`${cloud.apiUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  if (!res.ok) throw new Error(`GET /metrics: HTTP ${res.status}`);
+  const text = await res.text();
+  const value = (name: string, label: string, v: string): number => {
+    const m = new RegExp(`^${name}\\{${label}="${v}"\\} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  const cpu = { signal: value('apprentice_rollout_engine_cpu_seconds_total', 'part', 'signal'), step: value('apprentice_rollout_engine_cpu_seconds_total', 'part', 'step') };
+  const ev = { status: value('apprentice_rollout_engine_events_total', 'kind', 'status'), telemetry: value('apprentice_rollout_engine_events_total', 'kind', 'telemetry'), event: value('apprentice_rollout_engine_events_total', 'kind', 'event') };
+  return { cpuSeconds: { ...cpu, total: cpu.signal + cpu.step }, events: { ...ev, total: ev.status + ev.telemetry + ev.event } };
+}
+
+/** b − a, per field. */
+export function engineDelta(a: EngineCounters, b: EngineCounters): EngineCounters {
+  const d = <T extends Record<string, number>>(x: T, y: T): T => Object.fromEntries(Object.keys(x).map((k) => [k, Math.round((y[k]! - x[k]!) * 1e6) / 1e6])) as T;
+  return { cpuSeconds: d(a.cpuSeconds, b.cpuSeconds), events: d(a.events, b.events) };
+}

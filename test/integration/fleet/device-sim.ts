@@ -70,14 +70,16 @@ export class SimDevice {
     readonly id: string,
     readonly client: MqttClient,
     private readonly trusted: TrustedKey[],
+    private readonly capabilities?: readonly string[],
   ) {}
 
-  static async connect(url: string, id: string, trusted: TrustedKey[]): Promise<SimDevice> {
+  /** With `capabilities`, its statuses are protocol 2 and declare them (as a current daemon's). */
+  static async connect(url: string, id: string, trusted: TrustedKey[], { capabilities }: { capabilities?: readonly string[] } = {}): Promise<SimDevice> {
     const client = await connectClient(url, `dev-${id}`, {
       will: { topic: topics.status(id), payload: statusPayload(id, null, null, 'offline'), qos: 1, retain: true },
     });
-    const d = new SimDevice(id, client, trusted);
-    await client.publishAsync(topics.status(id), statusPayload(id, null), { qos: 1, retain: true });
+    const d = new SimDevice(id, client, trusted, capabilities);
+    await client.publishAsync(topics.status(id), d.status(null, null), { qos: 1, retain: true });
     client.on('message', (topic, payload) => {
       if (topic === topics.desired(id) && payload.byteLength > 0) d.onDesired(payload).catch((err: Error) => d.refused.push(err.message));
     });
@@ -100,8 +102,14 @@ export class SimDevice {
     await fetchArtifact(this.client, m);
     this.installed.push(m.release);
     await this.client.publishAsync(topics.events(this.id), eventPayload(this.id, 'installed', m.release), { qos: 1 });
-    await this.client.publishAsync(topics.status(this.id), statusPayload(this.id, m.release, m.artifact.sha256), { qos: 1, retain: true });
+    await this.client.publishAsync(topics.status(this.id), this.status(m.release, m.artifact.sha256), { qos: 1, retain: true });
     await this.client.publishAsync(topics.telemetry(this.id), telemetryPayload(this.id, m.release, 'ok'), { qos: 0 });
+  }
+
+  private status(release: number | null, sha256: string | null): Buffer {
+    const plain = statusPayload(this.id, release, sha256);
+    if (!this.capabilities) return plain;
+    return Buffer.from(JSON.stringify({ ...(JSON.parse(plain.toString()) as object), protocolVersion: 2, capabilities: this.capabilities }));
   }
 
   async close(): Promise<void> {

@@ -4,11 +4,15 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { Ingest } from '../../../cloud/fleet/ingest.js';
 import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
+import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
-import { examples } from '../../../cloud/registry/schema.js';
-import { topics } from '../../../shared/protocol/index.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { examples, releases } from '../../../cloud/registry/schema.js';
+import { signManifest } from '../../../shared/manifest/index.js';
+import { DEVICE_CAPABILITIES, topics } from '../../../shared/protocol/index.js';
 import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
-import { FleetFixture, MODEL, examplesPayload, statusPayload, telemetryPayload } from '../../unit/fleet/fixtures.js';
+import { FleetFixture, MODEL, artifactBytes, examplesPayload, statusPayload, telemetryPayload } from '../../unit/fleet/fixtures.js';
 import { SimDevice, connectClient } from './device-sim.js';
 
 describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
@@ -51,10 +55,20 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     await startCloud();
     fx.addRelease(1);
     fx.addRelease(2, { parent: 1 });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir });
+    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
     const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
     closers.push(() => engine.dispose());
     return engine;
+  }
+
+  /** A release as an upload makes it (`lineage.source: uploaded`): only devices declaring manifest.lineage-source take it. */
+  function addUploaded(seq: number): void {
+    const bytes = artifactBytes(seq);
+    const m = fx.manifest(seq, bytes, { parent: 1, lineage: { exampleCount: 0, source: 'uploaded' } });
+    const signed = signManifest(m, fx.key);
+    const artifactPath = join('artifacts', `${m.artifact.sha256}.onnx`);
+    writeFileSync(join(fx.dir, artifactPath), bytes);
+    fx.db.insert(releases).values({ model: MODEL, seq, sha256: m.artifact.sha256, bytes: bytes.byteLength, quantization: 'fp32', metrics: {}, manifest: signed.manifest, signature: signed.signature, parentSeq: 1, artifactPath }).run();
   }
 
   async function device(id: string): Promise<MqttClient> {
@@ -157,5 +171,33 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     await waitFor(() => engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')!.installedAt !== null, 5000, { message: 'late install recorded' });
     expect(engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')).toMatchObject({ state: 'timed_out' });
     expect(fx.device('pi-2')!.desiredSeq).toBe(3);
+  });
+
+  it('an uploaded release: a never-connected device times out (not incompatible); late ones are judged by their first status', async () => {
+    const engine = await startEngine();
+    addUploaded(5);
+    fx.addDevice('pi-4', { online: false });
+    const caps = [DEVICE_CAPABILITIES.lineageSource];
+    const first = await SimDevice.connect(broker.url, 'pi-1', fx.trusted, { capabilities: caps });
+    closers.push(() => first.close());
+    await waitFor(() => fx.device('pi-1')!.capabilities !== null, 5000, { message: 'pi-1 reported its capabilities' });
+
+    // pi-2 is provisioned and never connects; pi-3 comes late with the capability, pi-4 late without it.
+    const r = await engine.create({ model: MODEL, releaseSeq: 5, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 4 });
+    expect(engine.get(r.id)!.counts).toMatchObject({ desired: 4, incompatible: 0 });
+    const late = await SimDevice.connect(broker.url, 'pi-3', fx.trusted, { capabilities: caps });
+    const old = await SimDevice.connect(broker.url, 'pi-4', fx.trusted);
+    closers.push(() => late.close(), () => old.close());
+
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 2, timed_out: 1, incompatible: 1, desired: 0 });
+    const row = (id: string) => engine.get(r.id)!.devices.find((d) => d.deviceId === id)!;
+    expect(row('pi-2')).toMatchObject({ state: 'timed_out' });
+    expect(row('pi-3')).toMatchObject({ state: 'installed' });
+    expect(row('pi-4')).toMatchObject({ state: 'incompatible', reason: `needs ${DEVICE_CAPABILITIES.lineageSource}` });
+    expect(first.installed).toEqual([5]);
+    expect(late.installed).toEqual([5]);
+    expect(old.installed).toEqual([]);
+    expect(fx.device('pi-2')!.desiredSeq).toBeNull(); // nothing was ever sent to it
   });
 });

@@ -53,6 +53,25 @@ describe('cloud API auth', () => {
     }
   });
 
+  it('serves the Prometheus metrics of the registry it was given, behind the token', async () => {
+    const { Registry: PromRegistry } = await import('prom-client');
+    const { EngineCpuMeter } = await import('../../../cloud/rollouts/meter.js');
+    const metrics = new PromRegistry();
+    new EngineCpuMeter(metrics).event('status');
+    const m = harness({ uploads: { metrics } });
+    try {
+      expect((await m.app.request('/metrics')).status).toBe(401);
+      const res = await m.app.request('/metrics', { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+      const text = await res.text();
+      expect(text).toMatch(/^apprentice_rollout_engine_events_total\{kind="status"\} 1$/m);
+      expect(text).toMatch(/# TYPE apprentice_rollout_engine_cpu_seconds_total counter/);
+    } finally {
+      m.close();
+    }
+  });
+
   it('refuses to start with a short admin token', async () => {
     const { createCloudApi } = await import('../../../cloud/api/app.js');
     expect(() => createCloudApi({ ...({} as any), adminToken: 'short' })).toThrow(/at least 16/);

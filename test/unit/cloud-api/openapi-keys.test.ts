@@ -17,6 +17,7 @@ describe('GET /openapi.json', () => {
       [
         'GET /healthz',
         'GET /openapi.json',
+        'GET /metrics',
         'POST /v1/devices',
         'GET /v1/devices',
         'GET /v1/devices/{id}',
