@@ -46,8 +46,11 @@ export function summarize(student: string, reports: DistillReport[]): StudentRow
   };
 }
 
-/** The issue's targets, evaluated on the rows (mean over seeds). */
-export function targets(rows: StudentRow[]) {
+/**
+ * The issue's targets, evaluated on the rows (mean over seeds). A target whose students were not run
+ * (budget) is `null`, "not measured", never false or true.
+ */
+export function targets(rows: StudentRow[], notMeasured: { student: string; seed: number }[] = []) {
   const conv = rows.filter((r) => /^(cnn|dscnn):/.test(r.student));
   const mlp64 = rows.find((r) => r.student === 'mlp:64');
   const cnnCandidates = conv.filter((r) => r.params <= 50_000).map((r) => ({
@@ -60,6 +63,8 @@ export function targets(rows: StudentRow[]) {
   return {
     distilledAtLeastLabelsOnly: Object.fromEntries(rows.map((r) => [r.student, r.distilled.mean <= r.labelsOnly.mean])),
     mlp64StrictlyBetter: mlp64 ? mlp64.distilled.mean < mlp64.labelsOnly.mean : null,
-    cnnUnder50kAt0_9PctAnd0_1Ms: { met: cnnCandidates.some((c) => c.met), candidates: cnnCandidates },
+    cnnUnder50kAt0_9PctAnd0_1Ms: { met: cnnCandidates.length ? cnnCandidates.some((c) => c.met) : null, candidates: cnnCandidates },
+    seedsPerStudent: Object.fromEntries(rows.map((r) => [r.student, r.seeds.length])),
+    notMeasured: [...new Set(notMeasured.map((n) => n.student))].map((student) => ({ student, seeds: notMeasured.filter((n) => n.student === student).map((n) => n.seed) })),
   };
 }
