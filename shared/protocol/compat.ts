@@ -44,6 +44,8 @@ export const CLOUD_FEATURES = {
   statusExt: 'status.ext',
   /** This cloud sends `devices/{id}/receipts` to devices that declare the `receipts` capability (issue 9). */
   receipts: 'receipts',
+  /** Examples may carry `source`, the re-encoded image they came from (issue 11). */
+  exampleSource: 'example.source-image',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 

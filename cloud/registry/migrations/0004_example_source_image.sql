@@ -1,0 +1,2 @@
+ALTER TABLE `examples` ADD `source_image` blob;--> statement-breakpoint
+ALTER TABLE `examples` ADD `source_format` text;
