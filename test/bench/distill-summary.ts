@@ -68,3 +68,15 @@ export function targets(rows: StudentRow[], notMeasured: { student: string; seed
     notMeasured: [...new Set(notMeasured.map((n) => n.student))].map((student) => ({ student, seeds: notMeasured.filter((n) => n.student === student).map((n) => n.seed) })),
   };
 }
+
+/** The one-line summary of a run: each student's errors (mean ± std over its seeds), the targets, what was not run. */
+export function oneLine(rows: StudentRow[], t: ReturnType<typeof targets>, teacherErrors: number | undefined, seconds: number): string {
+  const f = (s: Spread) => `${s.mean.toFixed(1)} ± ${s.std.toFixed(1)}`;
+  const students = rows.map((r) => `${r.student} (${r.params} params, ${r.seeds.length} seeds) labels-only ${f(r.labelsOnly)} vs distilled ${f(r.distilled)} errors/${r.testCount}`).join('; ');
+  const skipped = t.notMeasured.map((n) => `${n.student} seeds ${n.seeds.join(',')}`).join('; ');
+  const cnn = t.cnnUnder50kAt0_9PctAnd0_1Ms.met;
+  return (
+    `teacher ${teacherErrors ?? '?'} errors; ${students}; targets: distilled ≥ labels-only ${JSON.stringify(t.distilledAtLeastLabelsOnly)}, mlp:64 strictly better ${t.mlp64StrictlyBetter ?? 'not measured'}, ` +
+    `CNN ≤50k at ≤0.9% and ≤0.1 ms ${cnn ?? 'not measured'}${skipped ? `; not measured (budget): ${skipped}` : ''}; ${Math.round(seconds)} s`
+  );
+}

@@ -34,7 +34,7 @@ import { initBackend } from '../../cloud/tf/backend.js';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { writeBenchResult } from './common.js';
 import { fits, measureCost, studentPlan, type NotMeasured, type StudentCost } from './distill-plan.js';
-import { summarize, targets, type StudentRow } from './distill-summary.js';
+import { oneLine, summarize, targets, type StudentRow } from './distill-summary.js';
 import { measureTrainingThroughput } from './train-throughput.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -119,7 +119,9 @@ const probeRounds = num('BENCH_PROBE_ROUNDS', quick ? 1 : 3);
 const probe = probeRounds > 0 ? await measureTrainingThroughput({ batchSize, rounds: probeRounds, examples: quick ? 1024 : 8192 }) : undefined;
 const first = Object.values(reports)[0]?.[0];
 const loadAfter = loadavg();
+const checked = targets(rows, notMeasured);
 const result = {
+  summary: oneLine(rows, checked, first?.teacher.test.errors, elapsed()),
   backend,
   quick,
   complete: notMeasured.length === 0,
@@ -141,7 +143,7 @@ const result = {
     testErrors: first?.teacher.test.errors, latencyP50Ms: first?.teacher.latency.p50Ms,
   },
   students: rows,
-  targets: targets(rows, notMeasured),
+  targets: checked,
   throughput: {
     // Full runs: each final training run's own rate over the whole run (validation passes excluded).
     fullRuns: rows.map((r) => ({ student: r.student, samplesPerSec: r.training.samplesPerSec, gflops: r.training.gflops })),
