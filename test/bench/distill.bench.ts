@@ -23,7 +23,8 @@
  * Env: BENCH_QUICK=1, BENCH_PLAN_ONLY=1 (print the plan and projected costs, then exit), BENCH_EPOCHS (10), BENCH_SEARCH_EPOCHS (3), BENCH_TUNE_EPOCHS (2), BENCH_LR (auto),
  *      BENCH_RECIPES (T:α,... default the six of recipe.ts), the same as BENCH_CONV_* for conv students,
  *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_STUDENTS (';'-separated specs),
- *      BENCH_TEACHER_EPOCHS (14), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3).
+ *      BENCH_TEACHER_EPOCHS (14), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3),
+ *      BENCH_RESULT_NAME (the results file, default distill / distill-quick).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -48,6 +49,7 @@ const students = (process.env.BENCH_STUDENTS ?? 'mlp:32;mlp:64;mlp:800,800;cnn:1
 const plans = students.map((s) => studentPlan(s, process.env, quick));
 const limit = quick ? 1000 : undefined;
 const batchSize = 128;
+const resultName = process.env.BENCH_RESULT_NAME ?? (quick ? 'distill-quick' : 'distill');
 const teacherFile = quick ? '.cache/bench/teacher-quick.onnx' : '.cache/bench/teacher-mlp1200x2.onnx';
 const bars = epochBars(true);
 const t0 = performance.now();
@@ -104,13 +106,13 @@ for (const p of plans) {
     const { report } = await runDistill({
       teacher: [teacherFile], data: 'mnist:train', test: 'mnist:test', limit, student, recipe: 'search', recipes: p.recipes, searchEpochs: p.searchEpochs, searchMinutes, patience: 3,
       temperature: 20, alpha: 0.9, epochs: p.epochs, batchSize, learningRate: p.learningRate, lrCandidates: p.lrCandidates, tuneEpochs: p.tuneEpochs, baseline: true, seed,
-      outDir: `.cache/bench/out-${student.replace(/[:,/]/g, '_')}-s${seed}`, cacheDir: '.cache/teacher-logits',
+      outDir: `.cache/bench/${resultName}-out-${student.replace(/[:,/]/g, '_')}-s${seed}`, cacheDir: '.cache/teacher-logits',
       events: { phase: bars.phase, epoch: (run, pr) => bars.epoch(`${student} s${seed} ${run}`, pr) },
     });
     (seedSeconds[student] ??= []).push((performance.now() - s0) / 1000);
     (reports[student] ??= []).push(report);
     // A checkpoint of what has finished, so an interrupted run still leaves its figures (not a result file).
-    writeFileSync('.cache/bench/distill-partial.json', JSON.stringify({ at: new Date().toISOString(), seconds: elapsed(), seedSeconds, notMeasured, students: Object.entries(reports).map(([k, v]) => summarize(k, v)) }, null, 1));
+    writeFileSync(`.cache/bench/${resultName}-partial.json`, JSON.stringify({ at: new Date().toISOString(), seconds: elapsed(), seedSeconds, notMeasured, students: Object.entries(reports).map(([k, v]) => summarize(k, v)) }, null, 1));
   }
   if (reports[student]?.length) rows.push(summarize(student, reports[student]));
 }
@@ -153,7 +155,7 @@ const result = {
   seconds: elapsed(),
   reports,
 };
-const file = writeBenchResult(quick ? 'distill-quick' : 'distill', result);
+const file = writeBenchResult(resultName, result);
 bars.stop();
 for (const r of rows) {
   console.log(
