@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { epochsPerSeed, fits, studentPlan } from '../../bench/distill-plan.js';
-import { spread, targets, type StudentRow } from '../../bench/distill-summary.js';
+import { oneLine, spread, targets, type StudentRow } from '../../bench/distill-summary.js';
 
 describe('distill bench plan', () => {
   it('reads the MLP and conv settings from the environment, conv falling back to the general ones', () => {
@@ -43,6 +43,10 @@ describe('distill bench targets', () => {
     expect(t.cnnUnder50kAt0_9PctAnd0_1Ms.met).toBeNull();
     expect(t.distilledAtLeastLabelsOnly).toEqual({ 'mlp:32': true });
     expect(t.notMeasured).toEqual([{ student: 'cnn:8,16/32', seeds: [1, 2] }]);
+    const line = oneLine([row('mlp:32', 25_450, [300, 310, 320], [290, 300, 330], 0.05)], t, 172, 61.4);
+    expect(line).toContain('mlp:32 (25450 params, 3 seeds) labels-only 310.0 ± 10.0 vs distilled 306.7 ± 20.8');
+    expect(line).toContain('mlp:64 strictly better not measured');
+    expect(line).toContain('not measured (budget): cnn:8,16/32 seeds 1,2');
   });
 
   it('checks the CNN target on the mean error and the faster shipped form', () => {
