@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
-import { createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
+import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
-import { Outbox, OutboxPublisher, OutboxWriter, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
+import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
@@ -60,6 +60,7 @@ export class EdgeDaemon {
   private client!: MqttClient;
   private outbox!: Outbox;
   private writer!: OutboxWriter;
+  private sources!: SourceImages;
   private host!: ModelHost;
   private gate!: HealthGate;
   private updates!: UpdateManager;
@@ -121,6 +122,7 @@ export class EdgeDaemon {
     const maxPacket = config.mqtt.maxPacketBytes;
     this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: o.maxRows, maxBytes: o.maxBytes, maxExampleBytes: maxExampleBytes(maxPacket, id), log: log.child({ module: 'edge/outbox' }) });
     this.writer = new OutboxWriter({ outbox: this.outbox, ...o.write, log: log.child({ module: 'edge/outbox' }) });
+    this.sources = new SourceImages({ maxBytes: o.sourceImageMaxBytes, maxPixels: DEFAULT_LIMITS.maxImagePixels, log: log.child({ module: 'edge/outbox' }) });
     const rt = config.runtime;
     this.gate = new HealthGate({
       windowMs: rt.healthWindowSeconds * 1000,
@@ -165,7 +167,7 @@ export class EdgeDaemon {
       revokedKeys: () => link.revokedKeyIds(),
     });
     const mb = config.api.microBatch;
-    registerHardExampleMetrics(metrics, { outbox: () => this.outbox, writer: () => this.writer, selector: this.selector });
+    registerHardExampleMetrics(metrics, { outbox: () => this.outbox, writer: () => this.writer, selector: this.selector, sources: () => this.sources });
     this.app = createLocalApi({
       host: this.host,
       metrics,
@@ -388,7 +390,17 @@ export class EdgeDaemon {
   private onPrediction(p: PredictionEvent): void {
     const hit = this.selector.select({ input: p.input, probs: p.probs });
     if (!hit) return;
-    this.writer.enqueue(buildExample({ input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release }));
+    const example = { input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release };
+    // An image model's example carries its source image when the cloud accepts it (issue 11); the
+    // re-encode is asynchronous (the request's views stay valid: nothing reuses them).
+    if (p.source && this.sources.enabled && this.cloudInfo.accepts(CLOUD_FEATURES.exampleSource)) {
+      void this.sources.encode(p.source).then(
+        (source) => this.writer.enqueue(buildExample({ ...example, source })),
+        (err: unknown) => this.log.error({ err }, 'selection/source-image'),
+      );
+      return;
+    }
+    this.writer.enqueue(buildExample(example));
   }
 
   /**

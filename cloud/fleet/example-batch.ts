@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { examplesBatchSchema, exampleSchema, formatIssues, MAX_EXAMPLES_PER_BATCH, type ReceiptRefusal } from '../../shared/protocol/index.js';
+import { sniffImage } from '../../shared/image/preprocess.js';
 import type { ExampleRowValues } from './example-commit.js';
 
 /** The batch envelope with its examples left unparsed, so each example is validated on its own. */
@@ -27,6 +28,8 @@ export type ParsedBatch =
       unreadable: number;
       /** Labels dropped because their example is not a `feedback` row (issue 10: only feedback carries a label). */
       labelsIgnored: number;
+      /** Source images dropped because their bytes are not the PNG/JPEG they claim to be (the examples are kept). */
+      sourcesDropped: number;
     }
   /** The whole payload is refused: by its batch id when one is readable, else nobody can be told. */
   | { ok: false; batchId: string | undefined; reason: ReceiptRefusal; detail: string };
@@ -59,6 +62,7 @@ export function parseExampleBatch(topicDevice: string, payload: Buffer): ParsedB
   const seen = new Set<string>();
   let unreadable = 0;
   let labelsIgnored = 0;
+  let sourcesDropped = 0;
   for (const item of env.data.examples) {
     const p = exampleSchema.safeParse(item);
     if (!p.success) {
@@ -67,7 +71,7 @@ export function parseExampleBatch(topicDevice: string, payload: Buffer): ParsedB
         unreadable++;
         continue;
       }
-      const tooBig = p.error.issues.some((i) => i.code === 'too_big' && i.path[0] === 'input');
+      const tooBig = p.error.issues.some((i) => i.code === 'too_big' && (i.path[0] === 'input' || i.path[0] === 'source'));
       refused.push({ id, reason: tooBig ? 'oversized' : 'malformed', detail: formatIssues(p.error).slice(0, 500) });
       continue;
     }
@@ -83,7 +87,16 @@ export function parseExampleBatch(topicDevice: string, payload: Buffer): ParsedB
     // A device label is trusted only where a user gave it (/v1/feedback); on any other row it is dropped.
     const label = ex.reason === 'feedback' ? (ex.label ?? null) : null;
     if (ex.label !== undefined && label === null) labelsIgnored++;
-    rows.push([ex.id, topicDevice, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, label, ex.at, '']);
+    // A source image must be the format it says it is; one that is not is dropped (counted), the example kept.
+    let source: Buffer | null = null;
+    if (ex.source) {
+      source = Buffer.from(ex.source.data, 'base64');
+      if (sniffImage(source) !== ex.source.format) {
+        source = null;
+        sourcesDropped++;
+      }
+    }
+    rows.push([ex.id, topicDevice, ex.model, ex.release, input, JSON.stringify(ex.output), ex.reason, label, ex.at, source, source ? ex.source!.format : null, '']);
   }
-  return { ok: true, batchId: env.data.batchId, rows, refused, unreadable, labelsIgnored };
+  return { ok: true, batchId: env.data.batchId, rows, refused, unreadable, labelsIgnored, sourcesDropped };
 }

@@ -4,11 +4,15 @@ import { createBackoff, type BackoffOptions } from '../../edge/outbox/backoff.js
 import type { Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
 
-/** One example row as bound to INSERT_EXAMPLE (ingested_at last, filled in at commit). */
-export type ExampleRowValues = [string, string, string | null, number | null, Buffer, string, string, number | null, string, string];
+/**
+ * One example row as bound to INSERT_EXAMPLE: id, device, model, release, input, output, reason, label,
+ * captured_at, source image and its format (or nulls), ingested_at (last, filled in at commit).
+ */
+export type ExampleRowValues = [string, string, string | null, number | null, Buffer, string, string, number | null, string, Buffer | null, 'png' | 'jpeg' | null, string];
+const INGESTED_AT = 11;
 
-const INSERT_EXAMPLE = `INSERT INTO examples (id, device_id, model, release_seq, input, student_output, reason, label, captured_at, ingested_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`;
+const INSERT_EXAMPLE = `INSERT INTO examples (id, device_id, model, release_seq, input, student_output, reason, label, captured_at, source_image, source_format, ingested_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`;
 
 export interface CommitStats {
   inserted: number;
@@ -120,7 +124,7 @@ export class ExampleCommitter {
       inserted = this.deps.registry.sqlite.transaction(() => {
         let n = 0;
         for (const r of rows) {
-          r[9] = ingestedAt;
+          r[INGESTED_AT] = ingestedAt;
           n += insert.run(...r).changes;
         }
         return n;

@@ -319,6 +319,10 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       this.counters?.examples.inc({ result: 'label_ignored' }, p.labelsIgnored);
       this.log.warn({ deviceId, batchId: p.batchId, labelsIgnored: p.labelsIgnored }, 'ingest/label-ignored: labels are accepted only on feedback rows');
     }
+    if (p.ok && p.sourcesDropped > 0) {
+      this.counters?.examples.inc({ result: 'source_dropped' }, p.sourcesDropped);
+      this.log.warn({ deviceId, batchId: p.batchId, sourcesDropped: p.sourcesDropped }, 'ingest/source-dropped: a source image is not the PNG/JPEG it claims to be (the example is kept without it)');
+    }
     if (bad > 0) {
       this.s.malformed += bad;
       this.count('examples', 'malformed', bad);

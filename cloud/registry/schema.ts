@@ -199,6 +199,9 @@ export const examples = sqliteTable(
      * operator accepted a quarantined label.
      */
     labelState: text('label_state', { enum: ['ok', 'quarantined', 'accepted'] }),
+    /** The re-encoded PNG/JPEG an image model's example came from (issue 11), for the teacher's own preprocessing. */
+    sourceImage: blob('source_image', { mode: 'buffer' }),
+    sourceFormat: text('source_format', { enum: ['png', 'jpeg'] }),
     capturedAt: text('captured_at').notNull(),
     ingestedAt: text('ingested_at').notNull().default(now),
   },

@@ -56,6 +56,8 @@ export interface ShareRow {
   label: number | null;
   reason: string;
   labelState: 'ok' | 'quarantined' | 'accepted' | null;
+  /** The re-encoded image the example came from (image models, issue 11), or null. */
+  sourceImage: Buffer | null;
   teacherLogits: Buffer | null;
   teacherId: string | null;
 }
@@ -70,8 +72,8 @@ export async function selectHardRows(registry: Registry, model: string, window: 
   const alloc = waterFill(new Map(counts.map((c) => [c.device, c.n])), window, share);
   const quota = JSON.stringify(Object.fromEntries(alloc));
   return registry.db.all<ShareRow>(sql`
-    SELECT id, deviceId, input, label, reason, labelState, teacherLogits, teacherId FROM (
-      SELECT id, device_id AS deviceId, input, label, reason, label_state AS labelState, teacher_logits AS teacherLogits, teacher_id AS teacherId,
+    SELECT id, deviceId, input, label, reason, labelState, sourceImage, teacherLogits, teacherId FROM (
+      SELECT id, device_id AS deviceId, input, label, reason, label_state AS labelState, source_image AS sourceImage, teacher_logits AS teacherLogits, teacher_id AS teacherId,
              ingested_at AS at, row_number() OVER (PARTITION BY device_id ORDER BY ingested_at DESC, id DESC) AS rank
       FROM examples WHERE ${eligible}
     ) WHERE rank <= coalesce(json_extract(${quota}, '$."' || deviceId || '"'), 0)

@@ -19,7 +19,8 @@ import { mixTransferSet } from './mix.js';
 import { allocateReleaseSeq, currentRelease, insertRelease, recordedHoldoutAccuracy } from './releases.js';
 import { parseRoundModel, RoundConfigError, selfTestTolerance } from './settings.js';
 import { readArtifact, storeArtifact, teacherCacheDir, weightsBasePath } from './store.js';
-import { baseTeacherLogits, loadBaseData, loadHardExamples, newestHard } from './transfer-set.js';
+import { baseTeacherLogits, loadBaseData, loadHardExamples, newestHard, sameImageSpec } from './transfer-set.js';
+import { imageSize } from '../../shared/image/preprocess.js';
 import type { ManifestSigner, RoundJob, RoundMetrics, RoundOutcome, RoundProgress } from './types.js';
 
 /** Steps 1–7 of a round (transfer set → train → evaluate → gate → export → sign → store). Runs in the worker process. */
@@ -52,10 +53,18 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
   try {
     progress({ phase: 'teacher', detail: `soft labels for ${train.count} base examples` });
     const cacheDir = teacherCacheDir(job.dataDir);
-    const tTrain = await baseTeacherLogits(teacher, train, cacheDir);
+    // A teacher with its own image form sees the same base images through its own preprocessing (issue 11).
+    const teacherImage = model.teacher.image;
+    const teacherBase = teacherImage && !sameImageSpec(teacherImage, model.inputSpec.image) ? await loadBaseData(s, imageSize(teacherImage), undefined, teacherImage) : { train, holdout };
+    if (teacherBase.train.count !== train.count || teacherBase.holdout.count !== holdout.count) {
+      throw new RoundConfigError(`teacher.image: the base data loads as ${teacherBase.train.count}/${teacherBase.holdout.count} examples for the teacher, ${train.count}/${holdout.count} for the student`);
+    }
+    const tTrain = await baseTeacherLogits(teacher, teacherBase.train, cacheDir);
     if (tTrain.classes !== classes) throw new RoundConfigError(`teacher outputs ${tTrain.classes} classes, model ${model.name} has ${classes} labels`);
-    const tHold = await baseTeacherLogits(teacher, holdout, cacheDir);
-    const hard = await loadHardExamples(registry, model.name, teacher, { inputSize, classes, window: s.hardExampleWindow, maxDeviceShare: s.maxDeviceShare, quarantine: s.labelQuarantine });
+    const tHold = await baseTeacherLogits(teacher, teacherBase.holdout, cacheDir);
+    const hard = await loadHardExamples(registry, model.name, teacher, {
+      inputSize, classes, window: s.hardExampleWindow, maxDeviceShare: s.maxDeviceShare, quarantine: s.labelQuarantine, studentImage: model.inputSpec.image, teacherImage,
+    });
     const { set, stats: mix } = mixTransferSet(
       { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits },
       { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
@@ -142,6 +151,8 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       hardSkipped: hard.skipped,
       hardLogitsComputed: hard.computed,
       hardQuarantined: hard.quarantined,
+      // Teacher of its own image form: hard examples it saw from their source images, and those left out without one.
+      ...(hard.fromSource || hard.noSource ? { hardFromSource: hard.fromSource, hardNoSource: hard.noSource } : {}),
       warmStarted: warm.loaded ? 1 : 0,
       warmStart: warm.loaded ? { fromSeq: parent!.seq, loaded: true } : { fromSeq: parent?.seq ?? null, loaded: false, reason: `trained from scratch: ${warm.reason}` },
       backend: backend.name,

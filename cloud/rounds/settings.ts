@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { inputSpecSchema, type InputSpec } from '../../shared/protocol/schemas.js';
+import { imageSpecSchema, inputSpecSchema, type InputSpec } from '../../shared/protocol/schemas.js';
 import type { ModelRow } from '../registry/schema.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 
@@ -132,7 +132,16 @@ export const scheduleSchema = z.object({
 });
 export type Schedule = z.infer<typeof scheduleSchema>;
 
-const teacherSchema = z.object({ files: z.array(z.string().min(1)).min(1), outputKind: z.enum(['logits', 'probs']).default('logits') });
+const teacherSchema = z.object({
+  files: z.array(z.string().min(1)).min(1),
+  outputKind: z.enum(['logits', 'probs']).default('logits'),
+  /**
+   * The teacher's own image form (issue 11), when it differs from the student's (e.g. a 224×224 NCHW
+   * teacher for a 64×64 NHWC student): it then sees the base images and the hard examples' source
+   * images through its own preprocessing. Absent: it reads the student's inputs.
+   */
+  image: imageSpecSchema.optional(),
+});
 
 /** Everything a round needs from one model, parsed. */
 export interface RoundModel {

@@ -1,5 +1,6 @@
 import { eq } from 'drizzle-orm';
 import { type Dataset, type Scaling, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
+import { ImageError, imageSize, preprocessImage } from '../../shared/image/preprocess.js';
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { examples } from '../registry/schema.js';
@@ -64,7 +65,21 @@ export interface HardExamples {
   computed: number;
   /** Feedback labels put in quarantine in this round (the teacher contradicts them); left out of the set. */
   quarantined: number;
+  /**
+   * With a teacher of its own image form: rows left out because the teacher could not see them (no
+   * source image, or one that does not decode). Teacher inputs made from source images are `fromSource`.
+   */
+  noSource: number;
+  fromSource: number;
 }
+
+/** Whether two image forms preprocess an image identically (then the student's input is the teacher's too). */
+export function sameImageSpec(a: ImageSpec | undefined, b: ImageSpec | undefined): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+/** Bound on the pixels of a stored source image decoded for the teacher (the device re-encoded it under its own). */
+const MAX_SOURCE_PIXELS = 12_000_000;
 
 function blobToFloat32(buf: Buffer): Float32Array {
   // Copy: blobs from SQLite are not guaranteed to be 4-byte aligned.
@@ -87,27 +102,62 @@ export async function loadHardExamples(
   registry: Registry,
   model: string,
   teacher: Teacher,
-  { inputSize, classes, window, maxDeviceShare = 1, quarantine = DEFAULT_QUARANTINE }: { inputSize: number; classes: number; window: number; maxDeviceShare?: number; quarantine?: QuarantineThresholds },
+  {
+    inputSize,
+    classes,
+    window,
+    maxDeviceShare = 1,
+    quarantine = DEFAULT_QUARANTINE,
+    studentImage,
+    teacherImage,
+  }: {
+    inputSize: number;
+    classes: number;
+    window: number;
+    maxDeviceShare?: number;
+    quarantine?: QuarantineThresholds;
+    /** The model's input.image (how devices made the stored inputs). */
+    studentImage?: ImageSpec;
+    /** The teacher's own image form, when it differs: its inputs are made from the source images (issue 11). */
+    teacherImage?: ImageSpec;
+  },
 ): Promise<HardExamples> {
   const rows = await selectHardRows(registry, model, window, maxDeviceShare);
+  const ownForm = teacherImage !== undefined && !sameImageSpec(teacherImage, studentImage);
+  const teacherSize = ownForm ? imageSize(teacherImage) : inputSize;
   let kept: ShareRow[] = [];
   let inputs: Float32Array[] = [];
+  /** The teacher's input of each kept row (the stored input unless the teacher has its own form). */
+  let teacherInputs: (Float32Array | undefined)[] = [];
   let skipped = 0;
+  let noSource = 0;
+  let fromSource = 0;
   for (const r of rows) {
     const x = r.input.byteLength === inputSize * 4 ? blobToFloat32(r.input) : undefined;
     if (!x || !x.every(Number.isFinite)) {
       skipped++;
       continue;
     }
+    let tx: Float32Array | undefined = x;
+    if (ownForm) {
+      const cached = r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4;
+      tx = cached ? undefined : await teacherInputOf(r.sourceImage, teacherImage);
+      if (!cached && !tx) {
+        noSource++;
+        continue;
+      }
+      if (tx) fromSource++;
+    }
     kept.push(r);
     inputs.push(x);
+    teacherInputs.push(tx);
   }
   let logits: (Float32Array | undefined)[] = kept.map((r) => (r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4 ? blobToFloat32(r.teacherLogits) : undefined));
   const missing = logits.flatMap((z, i) => (z ? [] : [i]));
   if (missing.length) {
-    const x = new Float32Array(missing.length * inputSize);
-    missing.forEach((i, k) => x.set(inputs[i]!, k * inputSize));
-    const out = await teacher.logits(x, inputSize);
+    const x = new Float32Array(missing.length * teacherSize);
+    missing.forEach((i, k) => x.set(teacherInputs[i]!, k * teacherSize));
+    const out = await teacher.logits(x, teacherSize);
     if (out.classes !== classes) throw new RoundConfigError(`teacher outputs ${out.classes} classes, the model has ${classes} labels`);
     writeTransaction(registry, () => {
       missing.forEach((i, k) => {
@@ -130,6 +180,7 @@ export async function loadHardExamples(
     const keep = (_: unknown, i: number): boolean => !held.has(i);
     kept = kept.filter(keep);
     inputs = inputs.filter(keep);
+    teacherInputs = teacherInputs.filter(keep);
     logits = logits.filter(keep);
   }
   const count = kept.length;
@@ -142,7 +193,18 @@ export async function loadHardExamples(
     // Older rows may carry a label on a non-feedback reason (before issue 10): not trusted.
     if (r.reason === 'feedback' && r.label != null && r.label >= 0 && r.label < classes) labels[i] = r.label;
   });
-  return { ids: kept.map((r) => r.id), deviceIds: kept.map((r) => r.deviceId), count, features, labels, teacherLogits, skipped, computed: missing.length, quarantined: held.size };
+  return { ids: kept.map((r) => r.id), deviceIds: kept.map((r) => r.deviceId), count, features, labels, teacherLogits, skipped, computed: missing.length, quarantined: held.size, noSource, fromSource };
+}
+
+/** The teacher's own preprocessing of a stored source image; undefined when there is none or it does not decode. */
+async function teacherInputOf(source: Buffer | null, spec: ImageSpec): Promise<Float32Array | undefined> {
+  if (!source) return undefined;
+  try {
+    return await preprocessImage(source, spec, { maxPixels: MAX_SOURCE_PIXELS });
+  } catch (err) {
+    if (err instanceof ImageError) return undefined;
+    throw err;
+  }
 }
 
 /**

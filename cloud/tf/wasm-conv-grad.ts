@@ -46,22 +46,24 @@ export function im2colTransposed(x: Float32Array, c: ConvInfo): Float32Array {
   const left = c.padInfo.left;
   const M = N * OH * OW;
   const col = new Float32Array(KH * KW * C * M);
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        const m = (n * OH + oy) * OW + ox;
-        for (let ky = 0; ky < KH; ky++) {
-          const iy = oy * sh + ky * dh - top;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < KW; kx++) {
-            const ix = ox * sw + kx * dw - left;
-            if (ix < 0 || ix >= W) continue;
-            const src = ((n * H + iy) * W + ix) * C;
-            const k0 = (ky * KW + kx) * C;
-            for (let ci = 0; ci < C; ci++) col[(k0 + ci) * M + m] = x[src + ci]!;
+  // Row by row, so the writes are contiguous (the reads stride by C); out-of-image taps stay 0.
+  for (let ky = 0; ky < KH; ky++)
+    for (let kx = 0; kx < KW; kx++) {
+      // The output columns whose tap (ky, kx) falls inside the image: ox in [ox0, ox1).
+      const ox0 = Math.max(0, Math.ceil((left - kx * dw) / sw));
+      const ox1 = Math.min(OW, Math.floor((W - 1 + left - kx * dw) / sw) + 1);
+      for (let ci = 0; ci < C; ci++) {
+        const row = ((ky * KW + kx) * C + ci) * M;
+        for (let n = 0; n < N; n++)
+          for (let oy = 0; oy < OH; oy++) {
+            const iy = oy * sh + ky * dh - top;
+            if (iy < 0 || iy >= H) continue;
+            const dst = row + (n * OH + oy) * OW;
+            const srcRow = (n * H + iy) * W;
+            for (let ox = ox0; ox < ox1; ox++) col[dst + ox] = x[(srcRow + ox * sw + kx * dw - left) * C + ci]!;
           }
-        }
       }
+    }
   return col;
 }
 
@@ -128,6 +130,10 @@ const maxPoolGrad: KernelFunc = (args) => {
   const dys = backend.readSync(dy.dataId);
   const dx = new Float32Array(xs.length);
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = c;
+  if (c.strideHeight === c.filterHeight && c.strideWidth === c.filterWidth && c.padInfo.top === 0 && c.padInfo.left === 0 && OH * c.filterHeight <= H && OW * c.filterWidth <= W) {
+    tiledMaxPoolGrad(xs, dys, dx, c);
+    return backend.makeOutput([...input.shape], 'float32', undefined, dx);
+  }
   const bestV = new Float32Array(C);
   const bestI = new Int32Array(C);
   for (let n = 0; n < N; n++)
@@ -156,6 +162,35 @@ const maxPoolGrad: KernelFunc = (args) => {
       }
   return backend.makeOutput([...input.shape], 'float32', undefined, dx);
 };
+
+/**
+ * The common case (every pool our students have): windows that tile the image without overlap or
+ * padding, so each input pixel is in at most one window and dx is written, not accumulated. Same
+ * tie rule as the general loop: the first maximum in (ky, kx) order wins.
+ */
+function tiledMaxPoolGrad(xs: Float32Array, dys: Float32Array, dx: Float32Array, c: ConvInfo): void {
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW } = c;
+  for (let n = 0; n < N; n++)
+    for (let oy = 0; oy < OH; oy++)
+      for (let ox = 0; ox < OW; ox++) {
+        const base = ((n * H + oy * KH) * W + ox * KW) * C;
+        const yo = ((n * OH + oy) * OW + ox) * C;
+        for (let ch = 0; ch < C; ch++) {
+          let best = base + ch;
+          let bestV = xs[best]!;
+          for (let ky = 0; ky < KH; ky++)
+            for (let kx = 0; kx < KW; kx++) {
+              const at = base + (ky * W + kx) * C + ch;
+              const v = xs[at]!;
+              if (v > bestV) {
+                bestV = v;
+                best = at;
+              }
+            }
+          dx[best] = dys[yo + ch]!;
+        }
+      }
+}
 
 function depthwiseInfo(inShape: number[], filterShape: number[], attrs: NamedAttrMap): ConvInfo {
   const a = attrs as NamedAttrMap & { strides: [number, number] | number; dilations?: [number, number] | number; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };

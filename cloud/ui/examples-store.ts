@@ -57,6 +57,6 @@ export async function listExamples(reg: Registry, f: ExampleFilter): Promise<{ i
   return { items, more: rows.length > f.limit };
 }
 
-export async function exampleInput(reg: Registry, id: string): Promise<{ model: string | null; input: Buffer } | undefined> {
-  return reg.db.select({ model: examples.model, input: examples.input }).from(examples).where(eq(examples.id, id)).get();
+export async function exampleInput(reg: Registry, id: string): Promise<{ model: string | null; input: Buffer; sourceImage: Buffer | null } | undefined> {
+  return reg.db.select({ model: examples.model, input: examples.input, sourceImage: examples.sourceImage }).from(examples).where(eq(examples.id, id)).get();
 }

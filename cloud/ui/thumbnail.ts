@@ -22,7 +22,17 @@ export function imageGeometry(spec: InputSpec): { height: number; width: number;
  * spec's layout. Without one, the values are stretched min → 0, max → 255. undefined: not an image, or
  * the bytes do not match the spec (the caller answers 404/422, never a broken image).
  */
-export async function inputThumbnail(input: Buffer, spec: InputSpec, size = 96): Promise<Buffer | undefined> {
+export async function inputThumbnail(input: Buffer, spec: InputSpec, size = 96, source?: Buffer | null): Promise<Buffer | undefined> {
+  // The source image the device received (issue 11), when stored and readable: what the camera saw.
+  if (source) {
+    const fromSource = await sharp(source, { failOn: 'warning', limitInputPixels: MAX_THUMB_VALUES })
+      .resize(size, size, { fit: 'contain', background: { r: 0, g: 0, b: 0, alpha: 1 } })
+      .removeAlpha()
+      .png()
+      .toBuffer()
+      .catch(() => undefined);
+    if (fromSource) return fromSource;
+  }
   const g = imageGeometry(spec);
   if (!g) return undefined;
   const n = g.height * g.width * g.channels;

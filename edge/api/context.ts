@@ -18,6 +18,8 @@ export interface PredictionEvent {
   input: Float32Array;
   probs: Float32Array;
   manifest: Manifest;
+  /** The PNG/JPEG bytes the input was decoded from, for an image request (a view, not a copy). */
+  source?: Uint8Array;
 }
 
 /** Handed to the feedback sink (the outbox): a user-supplied label for a remembered prediction. */

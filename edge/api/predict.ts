@@ -30,7 +30,7 @@ function topK(probs: Float32Array, labels: readonly string[], k: number): TopK[]
 }
 
 /** Builds the per-example answers, remembers each for feedback and feeds the selector hook. */
-function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): ExampleAnswer[] {
+function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction, sources?: Uint8Array[]): ExampleAnswer[] {
   const { manifest } = result;
   const labels = manifest.labels;
   const classes = result.probs.length / req.n;
@@ -51,7 +51,7 @@ function answer(ctx: ApiContext, req: DecodedPredict, result: Prediction): Examp
     ctx.recent.remember(id, { input, probs, manifest, at });
     if (ctx.onPrediction) {
       try {
-        ctx.onPrediction({ id, input, probs, manifest });
+        ctx.onPrediction({ id, input, probs, manifest, ...(sources?.[r] ? { source: sources[r] } : {}) });
       } catch (err) {
         ctx.log.error({ err }, 'edge/api onPrediction hook failed');
       }
@@ -83,7 +83,8 @@ export function predictRoutes(ctx: ApiContext): Hono {
       }
       const result = await ctx.predictor.predict(req.data, req.n);
       ctx.metrics.predicted(req.n, result.latencyMs);
-      const answers = answer(ctx, req, result);
+      // The images as received: an image model's hard example may carry its source (issue 11).
+      const answers = answer(ctx, req, result, format ? [bytes] : req.images?.bytes);
       const meta = { model: result.manifest.model, release: result.manifest.release, latency_ms: Math.round(result.latencyMs * 1000) / 1000 };
       return c.json(req.single ? { ...answers[0]!, ...meta } : { predictions: answers, ...meta });
     })

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_EXAMPLES_PER_BATCH } from '../../shared/protocol/index.js';
+import { MAX_EXAMPLES_PER_BATCH, MAX_SOURCE_IMAGE_BYTES } from '../../shared/protocol/index.js';
 
 /**
  * Outbox part of the daemon's config file; `{}` is valid. The file path is not here: the daemon
@@ -34,6 +34,11 @@ export const outboxConfigSchema = z.strictObject({
     })
     .refine((w) => w.maxPending >= w.batchRows, { message: 'maxPending must be >= batchRows', path: ['maxPending'] })
     .prefault({}),
+  /**
+   * Image models: a hard example carries its source image, re-encoded, when that is at most this many
+   * bytes (else it goes without, counted) and the cloud accepts source images; 0 never attaches one.
+   */
+  sourceImageMaxBytes: z.number().int().min(0).max(MAX_SOURCE_IMAGE_BYTES).default(16 * 1024),
   /** Without a PUBACK this long (while connected), the batch is abandoned and its rows resent. */
   ackTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
   /**

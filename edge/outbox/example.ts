@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { PROTOCOL_VERSION, float32ToBase64, topics, type Example } from '../../shared/protocol/index.js';
+import { PROTOCOL_VERSION, float32ToBase64, topics, type Example, type SourceImage } from '../../shared/protocol/index.js';
 
 export interface BuildExampleInput {
   /** The model input as the model saw it (already scaled). */
@@ -15,6 +15,8 @@ export interface BuildExampleInput {
   id?: string;
   /** Defaults to now. */
   at?: Date;
+  /** The re-encoded source image (image models, a cloud that accepts it: source-image.ts). */
+  source?: SourceImage;
 }
 
 /**
@@ -24,7 +26,7 @@ export interface BuildExampleInput {
  * const hit = selector.select({ input, probs });
  * if (hit) outbox.add(buildExample({ input, probs, reason: hit.reason, model: 'mnist', release: 7 }));
  */
-export function buildExample({ input, probs, reason, model, release, label, id = randomUUID(), at = new Date() }: BuildExampleInput): Example {
+export function buildExample({ input, probs, reason, model, release, label, source, id = randomUUID(), at = new Date() }: BuildExampleInput): Example {
   return {
     id,
     input: float32ToBase64(input),
@@ -34,6 +36,7 @@ export function buildExample({ input, probs, reason, model, release, label, id =
     at: at.toISOString(),
     reason,
     ...(label === undefined ? {} : { label }),
+    ...(source === undefined ? {} : { source }),
   };
 }
 

@@ -10,3 +10,5 @@ export { buildExample, maxExampleBytes, publishOverheadBytes } from './example.j
 export type { BuildExampleInput } from './example.js';
 export { OutboxWriter } from './writer.js';
 export type { OutboxWriterOptions, WriteResult, WriterStats } from './writer.js';
+export { SourceImages, reencode } from './source-image.js';
+export type { SourceImageOptions, SourceImageStats } from './source-image.js';

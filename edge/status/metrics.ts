@@ -1,16 +1,22 @@
 import { Gauge, type Registry } from 'prom-client';
-import type { Outbox, OutboxWriter } from '../outbox/index.js';
+import type { Outbox, OutboxWriter, SourceImages } from '../outbox/index.js';
 import type { Selector } from '../selection/index.js';
 
 /**
  * Prometheus gauges for the hard-example path, read at scrape time (prom-client `collect`), so the
  * outbox and selector keep their own counters and nothing is double-counted.
  */
-export function registerHardExampleMetrics(registry: Registry, { outbox, writer, selector }: { outbox: () => Outbox; writer?: () => OutboxWriter; selector: Selector }): void {
+export function registerHardExampleMetrics(
+  registry: Registry,
+  { outbox, writer, selector, sources }: { outbox: () => Outbox; writer?: () => OutboxWriter; selector: Selector; sources?: () => SourceImages },
+): void {
   statGauge(registry, 'apprentice_edge_outbox', 'Outbox state: depth (rows), bytes, and lifetime selected/published/evicted/dropped counts', () => outbox().stats());
   if (writer) {
     const help = 'Outbox writer: queued examples (pending), committed batches and examples, and examples refused (queueFull, invalid) or lost to failed commits (writeFailed, failedBatches)';
     statGauge(registry, 'apprentice_edge_outbox_writer', help, () => writer().stats());
+  }
+  if (sources) {
+    statGauge(registry, 'apprentice_edge_source_images', 'Source images of hard examples (image models, issue 11): attached, omitted as over outbox.sourceImageMaxBytes (tooLarge), or not re-encodable (failed)', () => sources().stats());
   }
   new Gauge({
     name: 'apprentice_edge_selection',

@@ -46,6 +46,8 @@ export const CLOUD_FEATURES = {
   receipts: 'receipts',
   /** Event reasons newer than protocol 1 (NEWER_EVENT_REASONS): `sequence_jump`, `assignment_mismatch`, `crash_loop`. */
   eventReasons: 'events.reasons-2',
+  /** Examples may carry `source`, the re-encoded image they came from (issue 11). */
+  exampleSource: 'example.source-image',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 

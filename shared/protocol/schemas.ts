@@ -245,6 +245,19 @@ export const EXAMPLE_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 
 export const MAX_EXAMPLES_PER_BATCH = 256;
 export const MAX_INPUT_ELEMENTS = 1 << 20;
 
+/** Largest source image an example may carry (bytes, before base64); devices bound theirs lower (16 KiB by default). */
+export const MAX_SOURCE_IMAGE_BYTES = 256 * 1024;
+
+/**
+ * The image a hard example was computed from (issue 11), re-encoded by the device, so the teacher can
+ * preprocess it its own way. Sent only to a cloud that accepts `example.source-image` (compat.ts).
+ */
+export const sourceImageSchema = z.strictObject({
+  format: z.enum(['png', 'jpeg']),
+  data: z.base64().min(1).max(Math.ceil(MAX_SOURCE_IMAGE_BYTES / 3) * 4),
+});
+export type SourceImage = z.infer<typeof sourceImageSchema>;
+
 export const exampleSchema = z.strictObject({
   id: z.uuid(),
   /** base64 of little-endian float32, already scaled as the model saw it. */
@@ -257,6 +270,8 @@ export const exampleSchema = z.strictObject({
   reason: z.enum(EXAMPLE_REASONS),
   /** A label only when a user supplied one through /v1/feedback. */
   label: z.number().int().min(0).optional(),
+  /** The source image of an image model's example, when the cloud accepts it. */
+  source: sourceImageSchema.optional(),
 });
 export type Example = z.infer<typeof exampleSchema>;
 

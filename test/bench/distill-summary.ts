@@ -46,8 +46,11 @@ export function summarize(student: string, reports: DistillReport[]): StudentRow
   };
 }
 
-/** The issue's targets, evaluated on the rows (mean over seeds). */
-export function targets(rows: StudentRow[]) {
+/**
+ * The issue's targets, evaluated on the rows (mean over seeds). A target whose students were not run
+ * (budget) is `null`, "not measured", never false or true.
+ */
+export function targets(rows: StudentRow[], notMeasured: { student: string; seed: number }[] = []) {
   const conv = rows.filter((r) => /^(cnn|dscnn):/.test(r.student));
   const mlp64 = rows.find((r) => r.student === 'mlp:64');
   const cnnCandidates = conv.filter((r) => r.params <= 50_000).map((r) => ({
@@ -60,6 +63,20 @@ export function targets(rows: StudentRow[]) {
   return {
     distilledAtLeastLabelsOnly: Object.fromEntries(rows.map((r) => [r.student, r.distilled.mean <= r.labelsOnly.mean])),
     mlp64StrictlyBetter: mlp64 ? mlp64.distilled.mean < mlp64.labelsOnly.mean : null,
-    cnnUnder50kAt0_9PctAnd0_1Ms: { met: cnnCandidates.some((c) => c.met), candidates: cnnCandidates },
+    cnnUnder50kAt0_9PctAnd0_1Ms: { met: cnnCandidates.length ? cnnCandidates.some((c) => c.met) : null, candidates: cnnCandidates },
+    seedsPerStudent: Object.fromEntries(rows.map((r) => [r.student, r.seeds.length])),
+    notMeasured: [...new Set(notMeasured.map((n) => n.student))].map((student) => ({ student, seeds: notMeasured.filter((n) => n.student === student).map((n) => n.seed) })),
   };
+}
+
+/** The one-line summary of a run: each student's errors (mean ± std over its seeds), the targets, what was not run. */
+export function oneLine(rows: StudentRow[], t: ReturnType<typeof targets>, teacherErrors: number | undefined, seconds: number): string {
+  const f = (s: Spread) => `${s.mean.toFixed(1)} ± ${s.std.toFixed(1)}`;
+  const students = rows.map((r) => `${r.student} (${r.params} params, ${r.seeds.length} seeds) labels-only ${f(r.labelsOnly)} vs distilled ${f(r.distilled)} errors/${r.testCount}`).join('; ');
+  const skipped = t.notMeasured.map((n) => `${n.student} seeds ${n.seeds.join(',')}`).join('; ');
+  const cnn = t.cnnUnder50kAt0_9PctAnd0_1Ms.met;
+  return (
+    `teacher ${teacherErrors ?? '?'} errors; ${students}; targets: distilled ≥ labels-only ${JSON.stringify(t.distilledAtLeastLabelsOnly)}, mlp:64 strictly better ${t.mlp64StrictlyBetter ?? 'not measured'}, ` +
+    `CNN ≤50k at ≤0.9% and ≤0.1 ms ${cnn ?? 'not measured'}${skipped ? `; not measured (budget): ${skipped}` : ''}; ${Math.round(seconds)} s`
+  );
 }

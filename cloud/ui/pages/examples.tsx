@@ -171,7 +171,7 @@ export function exampleRoutes(ctx: UiContext): Hono<UiEnv> {
       const ex = await exampleInput(ctx.registry, c.req.param('id'));
       if (!ex) return c.json({ error: { code: 'not_found', message: 'no such example' } }, 404);
       const spec = ex.model ? inputSpecSchema.safeParse((await modelOf(ex.model)).inputSpec) : undefined;
-      const png = spec?.success ? await inputThumbnail(ex.input, spec.data) : undefined;
+      const png = spec?.success ? await inputThumbnail(ex.input, spec.data, 96, ex.sourceImage) : undefined;
       if (!png) return c.json({ error: { code: 'not_an_image', message: "this example's input is not an image (or does not match its model's input spec)" } }, 422);
       return c.body(new Uint8Array(png), 200, { 'Content-Type': 'image/png', 'Cache-Control': 'private, max-age=3600' });
     });

@@ -2,7 +2,9 @@
  * The edge daemon in-process (EdgeDaemon.create/start/stop) against real brokers — aedes always,
  * Mosquitto when the binary exists — with real signed releases, real ORT, real SQLite.
  */
+import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cloudInfo, topics } from '../../../shared/protocol/index.js';
 import type { EdgeDaemon } from '../../../edge/daemon.js';
 import { generateSigningKey } from '../../../shared/manifest/index.js';
 import { existsSync, readFileSync } from 'node:fs';
@@ -223,6 +225,43 @@ describe.each(brokerMatrix())('edge daemon over $name', ({ start }) => {
     const feedback = cloud.batches.flatMap((b) => b.examples).filter((e) => e.reason === 'feedback');
     expect(feedback.length).toBeGreaterThanOrEqual(1);
     expect(new Set(feedback.map((e) => e.id))).toEqual(new Set([p.body.id]));
+  });
+
+  it("an image model's hard example carries its re-encoded source image, only once the cloud accepts it (issue 11)", async () => {
+    const selection = { lowConfidence: { enabled: true, threshold: 0.999 }, caps: { perMinute: null, perHour: null } };
+    const { deviceId, cloud, retained, launch } = await setup({ selection });
+    const daemon = await launch();
+    const image = { height: 8, width: 8, channels: 1 as const, layout: 'nhwc' as const, mean: [0], std: [1] };
+    const rel = makeRelease(key, { release: 1, seed: 41, sizes: [64, 3], image });
+    retained.push(...(await publishRelease(cloud.client, deviceId, rel)));
+    await cloud.waitEvent((e) => e.type === 'installed');
+    // A different image each time: the selector drops repeats of an input (dedupe).
+    let n = 0;
+    const png = () => sharp(Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 4 + n++ * 7) % 256)), { raw: { width: 8, height: 8, channels: 1 } }).png().toBuffer();
+    const send = async () => expect((await fetch(`${daemon.apiUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: await png() })).status).toBe(200);
+    const examples = () => cloud.batches.flatMap((b) => b.examples);
+
+    // No cloud info yet (an older cloud): today's example, no source field.
+    await send();
+    const first = await waitFor(() => examples()[0], 10_000, { message: 'first example' });
+    expect(first).not.toHaveProperty('source');
+
+    // The cloud says it accepts source images: the next examples carry the PNG, re-encoded.
+    await cloud.client.publishAsync(topics.cloudInfo(), JSON.stringify(cloudInfo(new Date())), { qos: 1, retain: true });
+    retained.push(topics.cloudInfo());
+    const withSource = await waitFor(
+      async () => {
+        await send();
+        return examples().find((e) => e.source);
+      },
+      10_000,
+      { intervalMs: 200, message: 'an example with its source image' },
+    );
+    expect(withSource.source!.format).toBe('png');
+    const decoded = await sharp(Buffer.from(withSource.source!.data, 'base64')).raw().toBuffer({ resolveWithObject: true });
+    expect(decoded.info).toMatchObject({ width: 8, height: 8 });
+    const metrics = await (await fetch(`${daemon.apiUrl}/metrics`)).text();
+    expect(metrics).toMatch(/apprentice_edge_source_images\{stat="attached"\} [1-9]/);
   });
 
   it('keeps hard examples across a restart with the network down and delivers them all when it returns', async () => {

@@ -81,7 +81,7 @@ export function insertExamples(
   inputs: Float32Array[],
   labels: (number | null)[] = [],
   ingestedAt?: string,
-  opts: { deviceId?: string; reason?: string; teacher?: { id: string; logits: (i: number) => Float32Array } } = {},
+  opts: { deviceId?: string; reason?: string; teacher?: { id: string; logits: (i: number) => Float32Array }; sources?: (Buffer | null)[] } = {},
 ): string[] {
   const ids: string[] = [];
   for (const [i, x] of inputs.entries()) {
@@ -99,6 +99,7 @@ export function insertExamples(
         reason: opts.reason ?? (labels[i] != null ? 'feedback' : 'low_confidence'),
         label: labels[i] ?? null,
         ...(opts.teacher ? { teacherId: opts.teacher.id, teacherLogits: Buffer.from(opts.teacher.logits(i).buffer) } : {}),
+        ...(opts.sources?.[i] ? { sourceImage: opts.sources[i], sourceFormat: 'png' as const } : {}),
         capturedAt: new Date().toISOString(),
         ...(ingestedAt ? { ingestedAt } : {}),
       })

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { eq } from 'drizzle-orm';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadWeightsInto, saveWeights } from '../../../cloud/distill/warm-start.js';
 import { buildModel } from '../../../cloud/models/build.js';
@@ -7,7 +8,9 @@ import { parseArch } from '../../../cloud/models/spec.js';
 import type { Registry } from '../../../cloud/registry/db.js';
 import { examples } from '../../../cloud/registry/schema.js';
 import { parseRoundModel, RoundConfigError } from '../../../cloud/rounds/settings.js';
-import { loadBaseData, loadHardExamples } from '../../../cloud/rounds/transfer-set.js';
+import { loadBaseData, loadHardExamples, sameImageSpec } from '../../../cloud/rounds/transfer-set.js';
+import { preprocessImage } from '../../../shared/image/preprocess.js';
+import type { ImageSpec } from '../../../shared/protocol/schemas.js';
 import { chooseLearningRate } from '../../../cloud/rounds/lr.js';
 import { distillSettingsSchema } from '../../../cloud/rounds/settings.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
@@ -65,6 +68,62 @@ describe('hard examples from the registry', () => {
     expect(await loadHardExamples(registry, 'tiny', teacherB, { ...opts, window: 2 })).toMatchObject({ count: 1, skipped: 1 });
   });
 });
+
+describe('hard examples of an image model whose teacher has its own image form (issue 11)', () => {
+  const tmp = tempDir();
+  let registry: Registry;
+  let teacher: Teacher;
+  // The student reads 8×8 grey NHWC (64 values); the teacher 4×4 grey with another normalisation (16).
+  const studentImage: ImageSpec = { height: 8, width: 8, channels: 1, layout: 'nhwc', mean: [0], std: [1] };
+  const teacherImage: ImageSpec = { height: 4, width: 4, channels: 1, layout: 'nchw', mean: [0.5], std: [0.25] };
+  const net = denseModel({ sizes: [16, 3], seed: 3 });
+  const png = (seed: number) => sharp(Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 37 + seed * 101) % 256)), { raw: { width: 8, height: 8, channels: 1 } }).png().toBuffer();
+
+  beforeAll(async () => {
+    registry = openRegistry(tmp.dir);
+    insertModel(registry, { name: 'cam' });
+    teacher = await Teacher.create([await writeModel(tmp.dir, net)]);
+  });
+  afterAll(async () => {
+    await teacher.dispose();
+    registry.dispose();
+    tmp.cleanup();
+  });
+
+  it("feeds the teacher its own preprocessing of each source image, and leaves out rows it cannot see", async () => {
+    const sources = [await png(1), await png(2), null, Buffer.from('not an image at all')];
+    const inputs = await Promise.all(sources.map(async (src) => (src && sharpReadable(src) ? preprocessImage(src, studentImage, { maxPixels: 1e6 }) : new Float32Array(64).fill(0.5))));
+    const ids = insertExamples(registry, 'cam', inputs, [], undefined, { sources });
+    const h = await loadHardExamples(registry, 'cam', teacher, { inputSize: 64, classes: 3, window: 10, studentImage, teacherImage });
+    expect(h).toMatchObject({ count: 2, fromSource: 2, noSource: 2, skipped: 0, computed: 2 });
+    for (const k of [0, 1]) {
+      const row = h.ids.indexOf(ids[k]!);
+      // The student's features are the stored 8×8 input; the teacher's logits come from its own 4×4 view of the PNG.
+      expect(Array.from(h.features.subarray(row * 64, row * 64 + 64))).toEqual(Array.from(inputs[k]!));
+      const expected = net.forward(await preprocessImage(sources[k]!, teacherImage, { maxPixels: 1e6 }), 1);
+      Array.from(h.teacherLogits.subarray(row * 3, row * 3 + 3)).forEach((v, j) => expect(v).toBeCloseTo(expected[j]!, 4));
+    }
+    // Stored logits are reused: a second load computes none and still keeps both.
+    expect(await loadHardExamples(registry, 'cam', teacher, { inputSize: 64, classes: 3, window: 10, studentImage, teacherImage })).toMatchObject({ count: 2, computed: 0 });
+  });
+
+  it('reads the stored inputs when the teacher shares the student\'s image form', async () => {
+    expect(sameImageSpec(studentImage, { ...studentImage })).toBe(true);
+    expect(sameImageSpec(studentImage, teacherImage)).toBe(false);
+    const tiny = denseModel({ sizes: [64, 3], seed: 4 });
+    const t64 = await Teacher.create([await writeModel(tmp.dir, tiny)]);
+    try {
+      insertModel(registry, { name: 'cam2' });
+      insertExamples(registry, 'cam2', [new Float32Array(64).fill(0.25)], [], undefined, { sources: [null] });
+      expect(await loadHardExamples(registry, 'cam2', t64, { inputSize: 64, classes: 3, window: 10, studentImage, teacherImage: studentImage })).toMatchObject({ count: 1, noSource: 0, fromSource: 0 });
+    } finally {
+      await t64.dispose();
+    }
+  });
+});
+
+/** Whether the bytes start like a PNG (the fixtures' malformed source does not). */
+const sharpReadable = (b: Buffer) => b[0] === 0x89;
 
 describe('base data and holdout', () => {
   it('carves a fixed holdout out of the base data, or loads a separate one, and checks the input spec', async () => {

@@ -40,6 +40,9 @@ const cases: Case[] = [
   { name: 'conv2d 2x3 same stride 2', x: [1, 5, 7, 2], w: [2, 3, 2, 3], f: (x, w) => tf.conv2d(x, w, [2, 2], 'same') },
   { name: 'conv2d 5x5 same + 2x2 max-pool', x: [2, 6, 6, 2], w: [5, 5, 2, 3], f: (x, w) => tf.maxPool(tf.conv2d(x, w, 1, 'same'), 2, 2, 'valid') },
   { name: 'conv2d + 3x3 stride-2 same max-pool on odd sizes', x: [2, 7, 5, 2], w: [3, 3, 2, 3], f: (x, w) => tf.maxPool(tf.conv2d(x, w, 1, 'same'), 3, 2, 'same') },
+  // ReLU makes ties (zeros) in the pool windows; odd sizes leave a row and a column outside every window.
+  { name: 'conv2d 3x3 same + relu + 2x2 max-pool on odd sizes', x: [2, 7, 9, 3], w: [3, 3, 3, 4], f: (x, w) => tf.maxPool(tf.relu(tf.conv2d(x, w, 1, 'same')), 2, 2, 'valid') },
+  { name: 'conv2d 3x3 valid stride (2, 3)', x: [2, 8, 10, 2], w: [3, 3, 2, 3], f: (x, w) => tf.conv2d(x, w, [2, 3], 'valid') },
   { name: 'depthwise 3x3 same', x: [2, 6, 5, 3], w: [3, 3, 3, 1], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
   { name: 'depthwise multiplier 2, stride 2 valid', x: [2, 7, 6, 2], w: [3, 3, 2, 2], f: (x, w) => tf.depthwiseConv2d(x, w, 2, 'valid') },
 ];

@@ -43,3 +43,17 @@ describe('example thumbnails from stored tensors', () => {
     expect(png).toBeDefined();
   });
 });
+
+describe('example thumbnails from source images (issue 11)', () => {
+  const flat: InputSpec = { shape: [64], dtype: 'float32', scaling: { scale: 1, offset: 0 }, raw: 'float32' };
+  it('draws the stored source image when there is one, and the tensor when it is unreadable', async () => {
+    const red = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 255, g: 0, b: 0 } } }).png().toBuffer();
+    const fromSource = (await inputThumbnail(f32(new Array(64).fill(0)), flat, 8, red))!;
+    const { data, info } = await pixels(fromSource);
+    expect(info).toMatchObject({ width: 8, height: 8, channels: 3 });
+    expect([data[0], data[1], data[2]]).toEqual([255, 0, 0]);
+    // A broken source falls back to the tensor (all zeros: black, one channel).
+    const fallback = (await inputThumbnail(f32(new Array(64).fill(0)), flat, 8, Buffer.from('not a png')))!;
+    expect(await sharp(fallback).metadata()).toMatchObject({ width: 8, height: 8, channels: 1 });
+  });
+});

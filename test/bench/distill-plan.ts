@@ -1,0 +1,115 @@
+import { DEFAULT_RECIPES, parseRecipes, type Recipe } from '../../cloud/distill/recipe.js';
+import { trainModel } from '../../cloud/distill/trainer.js';
+import { buildModel } from '../../cloud/models/build.js';
+import { isConv, parseArch } from '../../cloud/models/spec.js';
+import { mulberry32 } from '../../shared/util/random.js';
+
+/**
+ * The distill bench's budget (issue 11): what each student's search and training cost, measured
+ * before the run, and which student-seeds fit in the wall-clock budget. A student-seed that would not
+ * fit is not run; the results list it as not measured, with the cost it would have needed.
+ */
+
+/** How one student is searched and trained; conv students can get a smaller search than MLPs. */
+export interface StudentPlan {
+  student: string;
+  epochs: number;
+  searchEpochs: number;
+  recipes: Recipe[];
+  /** 'auto': tuned on the validation split (lrCandidates × tuneEpochs), else fixed. */
+  learningRate: number | 'auto';
+  lrCandidates: number[];
+  tuneEpochs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function num(env: Env, name: string, dflt: number): number {
+  const v = env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${v}: expected a non-negative number`);
+  return n;
+}
+
+/**
+ * The plan of each student from the environment: BENCH_EPOCHS, BENCH_SEARCH_EPOCHS, BENCH_TUNE_EPOCHS,
+ * BENCH_RECIPES (T:α,...), BENCH_LR ('auto' or a rate); conv students read BENCH_CONV_* first.
+ */
+export function studentPlan(student: string, env: Env, quick: boolean): StudentPlan {
+  const conv = isConv(parseArch(student, 'BENCH_STUDENTS'));
+  const pick = (name: string, dflt: number) => (conv ? num(env, `BENCH_CONV_${name}`, num(env, `BENCH_${name}`, dflt)) : num(env, `BENCH_${name}`, dflt));
+  const text = (name: string) => (conv ? (env[`BENCH_CONV_${name}`] ?? env[`BENCH_${name}`]) : env[`BENCH_${name}`]);
+  const lrText = text('LR') ?? 'auto';
+  const learningRate = lrText === 'auto' ? 'auto' : Number(lrText);
+  if (learningRate !== 'auto' && !(learningRate > 0 && learningRate < 1)) throw new Error(`BENCH_LR=${lrText}: expected auto or a rate in (0, 1)`);
+  const recipesText = text('RECIPES');
+  return {
+    student,
+    epochs: pick('EPOCHS', quick ? 1 : 10),
+    searchEpochs: pick('SEARCH_EPOCHS', quick ? 1 : 3),
+    recipes: recipesText ? parseRecipes(recipesText) : [...DEFAULT_RECIPES],
+    learningRate,
+    lrCandidates: [3e-4, 1e-3, 3e-3],
+    tuneEpochs: pick('TUNE_EPOCHS', quick ? 1 : 2),
+  };
+}
+
+/**
+ * Epochs one seed trains at most (early stopping can only shorten it): the learning-rate tuning,
+ * the labels-only trials (one per recipe, cloud/distill/runs.ts), the distillation trials (one per
+ * recipe with α > 0), then the final student and the final baseline.
+ */
+export function epochsPerSeed(p: StudentPlan): number {
+  const tune = p.learningRate === 'auto' ? p.lrCandidates.length * p.tuneEpochs : 0;
+  const labelTrials = Math.max(1, p.recipes.length);
+  const distillTrials = p.recipes.filter((r) => r.alpha > 0).length;
+  return tune + (labelTrials + distillTrials) * p.searchEpochs + 2 * p.epochs;
+}
+
+export interface StudentCost {
+  /** Training rate of a short synthetic run (the rate does not depend on the values), after warm-up. */
+  probeSamplesPerSec: number;
+  /** One epoch over the fit split, plus its validation pass (forward only, ~1/3 of a training step each). */
+  secondsPerEpoch: number;
+  epochsPerSeed: number;
+  projectedSecondsPerSeed: number;
+}
+
+/** Measures a student's training rate on `steps` batches of synthetic 28×28 data, after 2 warm-up batches. */
+export async function measureCost(p: StudentPlan, o: { batchSize: number; fitCount: number; validationCount: number; steps: number }): Promise<StudentCost> {
+  const arch = parseArch(p.student);
+  const size = 784;
+  const classes = 10;
+  const r = mulberry32(7);
+  const count = o.batchSize * (o.steps + 2);
+  const features = Float32Array.from({ length: count * size }, () => r());
+  const labels = Int32Array.from({ length: count }, () => Math.floor(r() * classes));
+  const teacherLogits = Float32Array.from({ length: count * classes }, () => 4 * r() - 2);
+  const model = buildModel(arch, { inputSize: size, classes, imageShape: isConv(arch) ? [28, 28, 1] : undefined, seed: 1 });
+  const warm = 2 * o.batchSize;
+  const set = { features, inputSize: size, count, classes, labels, teacherLogits };
+  const warmSet = { ...set, count: warm, features: features.subarray(0, warm * size), labels: labels.subarray(0, warm), teacherLogits: teacherLogits.subarray(0, warm * classes) };
+  await trainModel(model, warmSet, { epochs: 1, batchSize: o.batchSize, learningRate: 1e-3, temperature: 4, alpha: 0.5, seed: 1 });
+  const t = await trainModel(model, set, { epochs: 1, batchSize: o.batchSize, learningRate: 1e-3, temperature: 4, alpha: 0.5, seed: 1 });
+  model.dispose();
+  const secondsPerEpoch = (o.fitCount + o.validationCount / 3) / t.samplesPerSec;
+  const epochs = epochsPerSeed(p);
+  return { probeSamplesPerSec: t.samplesPerSec, secondsPerEpoch, epochsPerSeed: epochs, projectedSecondsPerSeed: epochs * secondsPerEpoch };
+}
+
+/** A student-seed the budget left out, with what it would have cost. */
+export interface NotMeasured {
+  student: string;
+  seed: number;
+  reason: string;
+  projectedSeconds: number;
+}
+
+/**
+ * Whether a student-seed fits: the elapsed time plus its projected cost (the measured seconds of an
+ * earlier seed of the same student when there is one, else the probe's projection) within the budget.
+ */
+export function fits(elapsedSeconds: number, projectedSeconds: number, budgetSeconds: number): boolean {
+  return elapsedSeconds + projectedSeconds <= budgetSeconds;
+}
