@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, encodePayload, eventSchema, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
@@ -393,7 +393,7 @@ export class EdgeDaemon {
     const example = { input: p.input, probs: p.probs, reason: hit.reason, model: p.manifest.model, release: p.manifest.release };
     // An image model's example carries its source image when the cloud accepts it (issue 11); the
     // re-encode is asynchronous (the request's views stay valid: nothing reuses them).
-    if (p.source && this.sources.enabled && this.cloudInfo.accepts(CLOUD_FEATURES.exampleSource)) {
+    if (p.source && this.sources.enabled && this.link.accepts(CLOUD_FEATURES.exampleSource)) {
       void this.sources.encode(p.source).then(
         (source) => this.writer.enqueue(buildExample({ ...example, source })),
         (err: unknown) => this.log.error({ err }, 'selection/source-image'),

@@ -268,7 +268,7 @@ describe.skipIf(!!missing)('fleet console in chromium', () => {
           if (phase) phases.add(phase);
           return live.getAttribute('data-state');
         },
-        { timeout: 100_000, intervals: [250] },
+        { timeout: 100_000, interval: 250 },
       )
       .toMatch(/^(released|rejected|failed)$/);
     const row = await api<{ state: string; error?: string | null }>(`/v1/rounds/${id}`);
