@@ -39,15 +39,21 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
   const artifacts = new ServedArtifacts(api);
   const storedTotal = () => devices.reduce((a, d) => a + storedBy(d.id), 0);
 
-  /** Waits until every device's selected count equals what the cloud stored (the outboxes are drained). */
-  const waitFlushed = async (timeoutMs = 20_000) => {
+  /**
+   * Waits until every device's selected count (its last telemetry) equals what the cloud stored (the outboxes
+   * are drained and the telemetry caught up). Past the timeout it says so and goes on: the summary then
+   * shows both counts.
+   */
+  const waitFlushed = async (timeoutMs = 60_000) => {
     const deadline = Date.now() + timeoutMs;
+    let sel = new Map<string, number | null>();
     while (Date.now() < deadline) {
       wait.check();
-      const sel = await selectedCounts(api, devices);
+      sel = await selectedCounts(api, devices);
       if (devices.every((d) => sel.get(d.id) === storedBy(d.id))) return;
       await sleep(300);
     }
+    wait.status(`outboxes not drained after ${timeoutMs / 1000} s: ${devices.map((d) => `${d.id} selected ${sel.get(d.id) ?? '?'}, stored ${storedBy(d.id)}`).join('; ')}`);
   };
   /** One traffic phase on the serving release; returns, per device, the traffic answered by `release` and the device's own accuracy on it. */
   const traffic = async (release: number) =>

@@ -168,7 +168,9 @@ export class FaultWorld {
       api: { bind: '127.0.0.1:0' },
       // Every answered example is a hard example: the proofs count them.
       selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
-      outbox: { ackTimeoutMs: 2_000, receiptTimeoutMs: 3_000, connectJitterMs: 200, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
+      // The adaptive receipt wait (3× observed latency, doubling per resend) is capped at 12 s: a drill on a
+      // loaded CI machine must not wait out minutes-long field backoffs after each cloud kill.
+      outbox: { ackTimeoutMs: 2_000, receiptTimeoutMs: 3_000, receiptTimeoutMaxMs: 12_000, connectJitterMs: 200, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
       runtime: { healthWindowSeconds: 1 },
       updates: { mqttIdleTimeoutMs: 3_000, retryInitialMs: 300, retryMaxMs: 2_000 },
       telemetrySeconds: 1,
