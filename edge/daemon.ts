@@ -6,7 +6,8 @@ import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
 import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
-import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes, publishOverheadBytes } from './outbox/index.js';
+import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes } from './outbox/index.js';
+import { healthGateOptions, localApiLimits, publisherOptions } from './daemon-options.js';
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
@@ -119,20 +120,12 @@ export class EdgeDaemon {
     // to 16× it (5 s → 80 s with the default), jittered.
     jitterReconnects(this.client, { initialMs: config.mqtt.reconnectMs, maxMs: config.mqtt.reconnectMs * 16 });
     const o = config.outbox;
-    const maxPacket = config.mqtt.maxPacketBytes;
-    this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: o.maxRows, maxBytes: o.maxBytes, maxExampleBytes: maxExampleBytes(maxPacket, id), log: log.child({ module: 'edge/outbox' }) });
+    this.outbox = await Outbox.create({ path: join(config.dataDir, 'outbox.db'), maxRows: o.maxRows, maxBytes: o.maxBytes, maxExampleBytes: maxExampleBytes(config.mqtt.maxPacketBytes, id), log: log.child({ module: 'edge/outbox' }) });
     this.writer = new OutboxWriter({ outbox: this.outbox, ...o.write, log: log.child({ module: 'edge/outbox' }) });
     this.sources = new SourceImages({ maxBytes: o.sourceImageMaxBytes, maxPixels: DEFAULT_LIMITS.maxImagePixels, log: log.child({ module: 'edge/outbox' }) });
     const rt = config.runtime;
     this.gate = new HealthGate({
-      windowMs: rt.healthWindowSeconds * 1000,
-      windowRequests: rt.healthWindowRequests ?? undefined,
-      latencyBudgetMs: rt.latencyBudgetMs ?? undefined,
-      maxErrorRate: rt.maxErrorRate,
-      minErrors: rt.minErrors,
-      maxNonFinite: rt.maxNonFinite,
-      maxNonFiniteRate: rt.maxNonFiniteRate,
-      minRequests: rt.minRequests,
+      ...healthGateOptions(rt),
       onUnhealthy: (v) => this.guard('health/unhealthy', () => this.onUnhealthy(v)),
       onCommitted: (v) => this.guard('health/committed', () => this.onCommitted(v)),
       log: log.child({ module: 'edge/health' }),
@@ -173,14 +166,7 @@ export class EdgeDaemon {
       metrics,
       onPrediction: (p) => this.guard('selection/prediction', () => this.onPrediction(p)),
       feedback: (f) => this.onFeedback(f),
-      limits: {
-        maxBodyBytes: config.api.maxBodyBytes,
-        maxBatch: config.api.maxBatch,
-        rememberPredictions: config.api.rememberPredictions,
-        rememberMs: config.api.rememberSeconds * 1000,
-        feedbackPerMinute: config.api.feedbackPerMinute,
-        maxConcurrent: config.api.maxConcurrent,
-      },
+      limits: localApiLimits(config.api),
       token: await readApiToken(config.api),
       batching: mb.enabled ? { maxBatch: mb.maxBatch, maxWaitMs: mb.maxWaitMs } : false,
       log: log.child({ module: 'edge/api' }),
@@ -190,17 +176,9 @@ export class EdgeDaemon {
       client: this.client,
       deviceId: id,
       log: log.child({ module: 'edge/outbox' }),
-      maxBatchExamples: o.batch.maxExamples,
-      // A batch must fit one packet too (a single example always does: the outbox refuses bigger ones).
-      maxBatchBytes: Math.min(o.batch.maxBytes, maxPacket - publishOverheadBytes(id)),
-      ackTimeoutMs: o.ackTimeoutMs,
-      backoff: o.backoff,
+      ...publisherOptions(config),
       // A row leaves only on the cloud's receipt once the cloud says it sends them (issue 9).
       receipts: () => link.accepts(CLOUD_FEATURES.receipts),
-      receiptTimeoutMs: o.receiptTimeoutMs,
-      receiptTimeoutMaxMs: o.receiptTimeoutMaxMs,
-      maxInFlight: o.maxInFlight,
-      connectJitterMs: o.connectJitterMs,
     });
     link.wire({
       // A new key set may revoke the key behind the floor or behind the model served (issue 10, "Revocation").
