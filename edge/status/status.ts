@@ -2,6 +2,7 @@ import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { DEVICE_CAPABILITIES, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
 import type { MqttWill } from '../config/index.js';
+import { readAgentVersion } from './agent-version.js';
 
 /** What the device runs, as reported in status and telemetry. */
 export interface RunningRelease {
@@ -10,7 +11,8 @@ export interface RunningRelease {
   sha256: string;
 }
 
-export const AGENT = 'apprentice-edge/0.1.0';
+/** `apprentice-edge/<version>`, the version read from the installed bundle's package.json. */
+export const AGENT = `apprentice-edge/${readAgentVersion().version}`;
 
 /**
  * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
