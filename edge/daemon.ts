@@ -10,7 +10,7 @@ import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxE
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
-import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, agentPlatform, type RunningRelease, type SdNotifier } from './status/index.js';
 import { TrustLink } from './trust-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
@@ -216,7 +216,10 @@ export class EdgeDaemon {
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (link.statusExt ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }) : undefined),
+      extension: () =>
+        link.statusExt
+          ? { ...statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }), ...(link.accepts(CLOUD_FEATURES.statusPlatform) ? { platform: agentPlatform() } : {}) }
+          : undefined,
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });

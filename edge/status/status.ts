@@ -36,7 +36,7 @@ export function statusExtension({ degraded, trust = { keysetVersion: null, state
 }
 
 /** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */
-export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension): Buffer {
+export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): Buffer {
   return encodePayload(statusSchema, {
     v: PROTOCOL_VERSION,
     deviceId,
@@ -51,7 +51,7 @@ export function statusPayload(deviceId: string, state: Status['state'], running:
 }
 
 /** The last will: the broker publishes it, retained, when our connection dies without a DISCONNECT. */
-export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension): MqttWill {
+export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): MqttWill {
   return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at, ext), qos: 1, retain: true };
 }
 
@@ -61,7 +61,7 @@ export interface StatusPublisherDeps {
   /** The release being served now (null before the first install). */
   running: () => RunningRelease | null;
   /** The protocol-2 fields, or undefined while the cloud does not accept them (CloudInfoWatcher). */
-  extension?: () => StatusExtension | undefined;
+  extension?: () => (StatusExtension & Pick<Status, 'platform'>) | undefined;
   log?: Logger;
   now?: () => Date;
 }
