@@ -10,7 +10,7 @@ import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxE
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
-import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, agentPlatform, type RunningRelease, type SdNotifier } from './status/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, statusFieldsFor, type RunningRelease, type SdNotifier } from './status/index.js';
 import { TrustLink } from './trust-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
@@ -218,7 +218,7 @@ export class EdgeDaemon {
       running: () => this.running(),
       extension: () =>
         link.statusExt
-          ? { ...statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }), ...(link.accepts(CLOUD_FEATURES.statusPlatform) ? { platform: agentPlatform() } : {}) }
+          ? statusFieldsFor(statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }), (f) => link.accepts(f))
           : undefined,
       log: log.child({ module: 'edge/status' }),
       now: this.now,

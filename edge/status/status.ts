@@ -1,8 +1,8 @@
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { DEVICE_CAPABILITIES, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
+import { CLOUD_FEATURES, DEVICE_CAPABILITIES, type CloudFeature, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
 import type { MqttWill } from '../config/index.js';
-import { readAgentVersion } from './agent-version.js';
+import { agentPlatform, readAgentVersion } from './agent-version.js';
 
 /** What the device runs, as reported in status and telemetry. */
 export interface RunningRelease {
@@ -33,6 +33,11 @@ export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabil
 /** The protocol-2 fields as this daemon fills them; `trust` from its TrustStore. */
 export function statusExtension({ degraded, trust = { keysetVersion: null, state: 'trusted_keys' } }: { degraded: string | null; trust?: StatusExtension['trust'] }): StatusExtension {
   return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust, degraded };
+}
+
+/** The status fields for a cloud that accepts status.ext: `platform` only when it also accepts `status.platform`. */
+export function statusFieldsFor(ext: StatusExtension, accepts: (feature: CloudFeature) => boolean): StatusExtension & Pick<Status, 'platform'> {
+  return accepts(CLOUD_FEATURES.statusPlatform) ? { ...ext, platform: agentPlatform() } : ext;
 }
 
 /** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */
