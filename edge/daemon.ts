@@ -11,7 +11,7 @@ import { healthGateOptions, localApiLimits, publisherOptions } from './daemon-op
 import { registerHardExampleMetrics } from './status/metrics.js';
 import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
-import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, type RunningRelease, type SdNotifier } from './status/index.js';
+import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, statusFieldsFor, type RunningRelease, type SdNotifier } from './status/index.js';
 import { TrustLink } from './trust-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
@@ -194,7 +194,10 @@ export class EdgeDaemon {
       client: this.client,
       deviceId: id,
       running: () => this.running(),
-      extension: () => (link.statusExt ? statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }) : undefined),
+      extension: () =>
+        link.statusExt
+          ? statusFieldsFor(statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }), (f) => link.accepts(f))
+          : undefined,
       log: log.child({ module: 'edge/status' }),
       now: this.now,
     });

@@ -43,6 +43,9 @@ export const deviceSchema = z.strictObject({
   protocol: z.strictObject({ version: z.number().int(), capabilities: z.array(z.string()) }),
   trust: z.strictObject({ keysetVersion: z.number().int().nullable(), state: z.string() }).nullable(),
   degraded: z.string().nullable(),
+  /** status.agent (`apprentice-edge/<version>`) and status.platform of the last online status (issue 14). */
+  agent: z.string().nullable(),
+  platform: z.string().nullable(),
   createdAt: z.string(),
 });
 export const deviceDetailSchema = deviceSchema.extend({ telemetry: telemetrySchema.nullable() });
@@ -109,6 +112,8 @@ function view(row: DeviceRow, model: string | null): DeviceView {
     protocol: { version: row.protocolVersion ?? 1, capabilities: row.capabilities ?? [] },
     trust: row.trust ?? null,
     degraded: row.degraded,
+    agent: row.agent,
+    platform: row.platform,
     createdAt: row.createdAt,
   };
 }

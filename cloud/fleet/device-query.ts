@@ -37,6 +37,8 @@ export interface DeviceListItem {
   protocol: { version: number; capabilities: string[] };
   trust: { keysetVersion: number | null; state: string } | null;
   degraded: string | null;
+  agent: string | null;
+  platform: string | null;
   /** The last telemetry's health (ok | degraded | no_model), null before any. */
   health: string | null;
   attention: AttentionReason[];
@@ -147,6 +149,8 @@ interface ListRow {
   capabilities: string | null;
   trust: string | null;
   degraded: string | null;
+  agent: string | null;
+  platform: string | null;
   health: string | null;
   created_at: string;
   model: string | null;
@@ -171,6 +175,8 @@ function item(r: ListRow): DeviceListItem {
     protocol: { version: r.protocol_version ?? 1, capabilities: r.capabilities ? (JSON.parse(r.capabilities) as string[]) : [] },
     trust: r.trust ? (JSON.parse(r.trust) as DeviceListItem['trust']) : null,
     degraded: r.degraded,
+    agent: r.agent,
+    platform: r.platform,
     health: r.health,
     attention: ATTENTION_REASONS.filter((k) => r[k] === 1),
     createdAt: r.created_at,
@@ -191,7 +197,7 @@ export async function queryDevices(reg: Registry, q: DeviceQuery): Promise<Devic
   const pageWhere = q.cursor === undefined ? where : [...where, sql`d.id > ${q.cursor}`];
   const rows = reg.db.all<ListRow>(sql`
     SELECT d.id, d.groups, d.online, d.last_seen, d.running_seq, d.running_sha256, d.desired_seq, d.revoked,
-      d.protocol_version, d.capabilities, d.trust, d.degraded, d.health, d.created_at, rel.model AS model,
+      d.protocol_version, d.capabilities, d.trust, d.degraded, d.agent, d.platform, d.health, d.created_at, rel.model AS model,
       ${reasonColumns(now)}
     FROM devices d LEFT JOIN releases rel ON rel.seq = d.running_seq
     ${and(pageWhere)}

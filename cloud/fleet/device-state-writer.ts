@@ -127,6 +127,8 @@ export class DeviceStateWriter {
                     capabilities: op.status.capabilities ?? null,
                     trust: op.status.trust ?? null,
                     degraded: op.status.degraded ?? null,
+                    agent: op.status.agent ?? null,
+                    platform: op.status.platform ?? null,
                   }
                 : {}),
             })

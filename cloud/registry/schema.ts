@@ -75,6 +75,10 @@ export const devices = sqliteTable(
     trust: text('trust', { mode: 'json' }).$type<{ keysetVersion: number | null; state: string }>(),
     /** Reason the device reports serving degraded (status.degraded), or null. */
     degraded: text('degraded'),
+    /** status.agent of the last online status, e.g. `apprentice-edge/0.1.0` (issue 14). */
+    agent: text('agent'),
+    /** status.platform of the last online status, e.g. `linux-x64`; null from a cloud-older daemon. */
+    platform: text('platform'),
     /** The last telemetry's `health` (ok | degraded | no_model), kept as a column so the console filters on it. */
     health: text('health'),
     /** When the device's outbox drop count last grew (telemetry `outbox.dropped`), or null. */

@@ -1,7 +1,8 @@
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { DEVICE_CAPABILITIES, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
+import { CLOUD_FEATURES, DEVICE_CAPABILITIES, type CloudFeature, PROTOCOL_REVISION, PROTOCOL_VERSION, assertPublishable, encodePayload, statusSchema, topics, type DeviceCapability, type Status } from '../../shared/protocol/index.js';
 import type { MqttWill } from '../config/index.js';
+import { agentPlatform, readAgentVersion } from './agent-version.js';
 
 /** What the device runs, as reported in status and telemetry. */
 export interface RunningRelease {
@@ -10,7 +11,8 @@ export interface RunningRelease {
   sha256: string;
 }
 
-export const AGENT = 'apprentice-edge/0.1.0';
+/** `apprentice-edge/<version>`, the version read from the installed bundle's package.json. */
+export const AGENT = `apprentice-edge/${readAgentVersion().version}`;
 
 /**
  * What this daemon understands from the cloud (shared/protocol/compat.ts DEVICE_CAPABILITIES). A
@@ -33,8 +35,13 @@ export function statusExtension({ degraded, trust = { keysetVersion: null, state
   return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust, degraded };
 }
 
+/** The status fields for a cloud that accepts status.ext: `platform` only when it also accepts `status.platform`. */
+export function statusFieldsFor(ext: StatusExtension, accepts: (feature: CloudFeature) => boolean): StatusExtension & Pick<Status, 'platform'> {
+  return accepts(CLOUD_FEATURES.statusPlatform) ? { ...ext, platform: agentPlatform() } : ext;
+}
+
 /** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */
-export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension): Buffer {
+export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): Buffer {
   return encodePayload(statusSchema, {
     v: PROTOCOL_VERSION,
     deviceId,
@@ -49,7 +56,7 @@ export function statusPayload(deviceId: string, state: Status['state'], running:
 }
 
 /** The last will: the broker publishes it, retained, when our connection dies without a DISCONNECT. */
-export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension): MqttWill {
+export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): MqttWill {
   return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at, ext), qos: 1, retain: true };
 }
 
@@ -59,7 +66,7 @@ export interface StatusPublisherDeps {
   /** The release being served now (null before the first install). */
   running: () => RunningRelease | null;
   /** The protocol-2 fields, or undefined while the cloud does not accept them (CloudInfoWatcher). */
-  extension?: () => StatusExtension | undefined;
+  extension?: () => (StatusExtension & Pick<Status, 'platform'>) | undefined;
   log?: Logger;
   now?: () => Date;
 }

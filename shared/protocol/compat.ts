@@ -48,6 +48,8 @@ export const CLOUD_FEATURES = {
   eventReasons: 'events.reasons-2',
   /** Examples may carry `source`, the re-encoded image they came from (issue 11). */
   exampleSource: 'example.source-image',
+  /** `status.platform` (issue 14); the agent's version goes in `status.agent`, which every cloud accepts. */
+  statusPlatform: 'status.platform',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 

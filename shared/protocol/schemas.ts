@@ -187,6 +187,8 @@ export const statusSchema = z.strictObject({
   trust: z.strictObject({ keysetVersion: z.number().int().min(1).nullable(), state: z.enum(TRUST_STATES) }).optional(),
   /** Why the device serves below par (e.g. `revoked_key`: only a revoked key's release is left), or null. */
   degraded: reasonCode.nullable().optional(),
+  /** `${process.platform}-${process.arch}`; sent only to a cloud that accepts `status.platform` (issue 14). */
+  platform: z.string().max(64).regex(/^[a-z0-9]+-[a-z0-9_]+$/, 'expected <os>-<arch>').optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 
