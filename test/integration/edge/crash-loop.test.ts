@@ -5,40 +5,25 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { generateSigningKey } from '../../../shared/manifest/index.js';
 import { cloudInfo, encodePayload, cloudInfoSchema, topics } from '../../../shared/protocol/index.js';
-import { clearRetained, makeRelease, publishRelease } from '../../fixtures/edge-release.js';
+import { makeRelease, publishRelease } from '../../fixtures/edge-release.js';
 import { sampleInputs } from '../../fixtures/onnx-models.js';
-import { brokerMatrix, type TestBroker } from '../../helpers/broker.js';
-import { Cloud, DaemonProcess, edgeConfigInput, newDeviceId, predict, tempDir, writeConfig } from './harness.js';
+import { brokerMatrix } from '../../helpers/broker.js';
+import { edgeWorld, DaemonProcess, edgeConfigInput, predict, writeConfig } from './harness.js';
 
 const key = generateSigningKey();
 const broker$ = brokerMatrix().at(-1)!; // Mosquitto when present
 
 describe(`crash-loop guard over ${broker$.name}`, () => {
-  let broker: TestBroker;
-  const cleanups: Array<() => Promise<unknown>> = [];
-  beforeAll(async () => {
-    broker = await broker$.start();
-  });
-  afterAll(async () => {
-    await broker.stop();
-  });
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-  });
+  const w = edgeWorld(broker$);
+  const cleanups = w.cleanups;
 
   it('a release that kills the daemon while loading is deny-listed after 2 crashed starts; the previous one is served', async () => {
-    const deviceId = newDeviceId();
-    const { dir, cleanup } = await tempDir();
-    cleanups.push(cleanup);
-    const cloud = await Cloud.connect(broker.url, deviceId);
-    cleanups.push(() => cloud.close());
-    const retained: string[] = [];
-    cleanups.push(() => clearRetained(cloud.client, retained));
+    const { deviceId, dir, cloud, retained } = await w.device();
     const dataDir = join(dir, 'data');
-    const configPath = await writeConfig(dir, edgeConfigInput({ deviceId, mqttUrl: broker.url, dataDir, key, runtime: { healthWindowSeconds: 0.3 } }));
+    const configPath = await writeConfig(dir, edgeConfigInput({ deviceId, mqttUrl: w.broker.url, dataDir, key, runtime: { healthWindowSeconds: 0.3 } }));
     const launch = async (env: Record<string, string>) => {
       const p = DaemonProcess.spawn(configPath, { NODE_ENV: 'test', ...env });
       cleanups.push(() => p.kill('SIGKILL'));

@@ -26,9 +26,10 @@ import {
   type Status,
   type Telemetry,
 } from '../../../shared/protocol/index.js';
-import { trustedKeysOf } from '../../fixtures/edge-release.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { clearRetained, trustedKeysOf } from '../../fixtures/edge-release.js';
 import { REPO_ROOT } from '../../helpers/cli.js';
-import { findExecutable, freePort, waitFor } from '../../helpers/broker.js';
+import { findExecutable, freePort, waitFor, type BrokerCase, type TestBroker } from '../../helpers/broker.js';
 
 export const newDeviceId = (): string => `edge-${randomBytes(4).toString('hex')}`;
 
@@ -312,6 +313,46 @@ export async function startNotifyListener(dir: string): Promise<NotifyListener> 
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
       }
+    },
+  };
+}
+
+/**
+ * The set-up the edge integration tests share: one broker for the describe block, a cleanup stack emptied
+ * after each test, and `device()`: a fresh device id, a temp dir and a fake cloud whose retained topics
+ * (listed in `retained`) are cleared after the test.
+ *
+ * @example
+ * const w = edgeWorld(brokerMatrix()[0]!);
+ * it('...', async () => { const { deviceId, dir, cloud, retained } = await w.device(); });
+ */
+export function edgeWorld(broker$: BrokerCase): { readonly broker: TestBroker; cleanups: Array<() => Promise<unknown>>; device(): Promise<{ deviceId: string; dir: string; cloud: Cloud; retained: string[] }> } {
+  let broker: TestBroker | undefined;
+  const cleanups: Array<() => Promise<unknown>> = [];
+  beforeAll(async () => {
+    broker = await broker$.start();
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
+  });
+  return {
+    get broker() {
+      if (!broker) throw new Error('edgeWorld: the broker starts in beforeAll');
+      return broker;
+    },
+    cleanups,
+    async device() {
+      const deviceId = newDeviceId();
+      const { dir, cleanup } = await tempDir();
+      cleanups.push(cleanup);
+      const cloud = await Cloud.connect(this.broker.url, deviceId);
+      cleanups.push(() => cloud.close());
+      const retained: string[] = [];
+      cleanups.push(() => clearRetained(cloud.client, retained));
+      return { deviceId, dir, cloud, retained };
     },
   };
 }

@@ -3,39 +3,24 @@
  * real broker: a single request of huge finite values (±3e38, which makes a good model output NaN) no
  * longer rolls a good release back; `input.range` refuses such a request with a 400 before the model.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { generateSigningKey } from '../../../shared/manifest/index.js';
-import { clearRetained, makeRelease, publishRelease } from '../../fixtures/edge-release.js';
+import { makeRelease, publishRelease } from '../../fixtures/edge-release.js';
 import { sampleInputs } from '../../fixtures/onnx-models.js';
-import { brokerMatrix, sleep, type TestBroker } from '../../helpers/broker.js';
-import { Cloud, edgeConfig, newDeviceId, predict, startDaemon, tempDir } from './harness.js';
+import { brokerMatrix, sleep } from '../../helpers/broker.js';
+import { edgeWorld, edgeConfig, predict, startDaemon } from './harness.js';
 
 const key = generateSigningKey();
 const input = (seed: number): number[] => Array.from(sampleInputs(1, 784, seed));
 const broker$ = brokerMatrix()[0]!;
 
 describe(`health gate over ${broker$.name}`, () => {
-  let broker: TestBroker;
-  const cleanups: Array<() => Promise<unknown>> = [];
-  beforeAll(async () => {
-    broker = await broker$.start();
-  });
-  afterAll(async () => {
-    await broker.stop();
-  });
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-  });
+  const w = edgeWorld(broker$);
+  const cleanups = w.cleanups;
 
   async function setup() {
-    const deviceId = newDeviceId();
-    const { dir, cleanup } = await tempDir();
-    cleanups.push(cleanup);
-    const cloud = await Cloud.connect(broker.url, deviceId);
-    cleanups.push(() => cloud.close());
-    const retained: string[] = [];
-    cleanups.push(() => clearRetained(cloud.client, retained));
-    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key, runtime: { healthWindowSeconds: 1.5 } }));
+    const { deviceId, dir, cloud, retained } = await w.device();
+    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key, runtime: { healthWindowSeconds: 1.5 } }));
     cleanups.push(() => daemon.stop());
     return { deviceId, cloud, retained, daemon };
   }

@@ -7,15 +7,15 @@
  * - a newer event reason (`sequence_jump`) reaches a cloud that accepts it as is, and an older cloud
  *   (its retained info lacks `events.reasons-2`) as `malformed_manifest` with the real reason in detail.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../edge/config/index.js';
 import { EdgeDaemon } from '../../../edge/daemon.js';
 import { silentLogger } from '../../../shared/log/index.js';
 import { generateSigningKey, signKeySet, toTrustedKey, type SigningKey } from '../../../shared/manifest/index.js';
 import { CLOUD_FEATURES, cloudInfo, cloudInfoSchema, encodePayload, topics, type KeySet } from '../../../shared/protocol/index.js';
-import { clearRetained, makeRelease, publishRelease } from '../../fixtures/edge-release.js';
-import { brokerMatrix, type TestBroker } from '../../helpers/broker.js';
-import { Cloud, edgeConfig, newDeviceId, readyz, startDaemon, tempDir } from './harness.js';
+import { makeRelease, publishRelease } from '../../fixtures/edge-release.js';
+import { brokerMatrix } from '../../helpers/broker.js';
+import { edgeWorld, edgeConfig, readyz, startDaemon } from './harness.js';
 
 const day = 86_400_000;
 const iso = (t: number) => new Date(t).toISOString();
@@ -34,33 +34,15 @@ function signedKeySet(keys: SigningKey[]) {
 }
 
 describe(`bundled key set and event compatibility over ${broker$.name}`, () => {
-  let broker: TestBroker;
-  const cleanups: Array<() => Promise<unknown>> = [];
-  beforeAll(async () => {
-    broker = await broker$.start();
-  });
-  afterAll(async () => {
-    await broker.stop();
-  });
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-  });
+  const w = edgeWorld(broker$);
+  const cleanups = w.cleanups;
 
-  async function setup() {
-    const deviceId = newDeviceId();
-    const { dir, cleanup } = await tempDir();
-    cleanups.push(cleanup);
-    const cloud = await Cloud.connect(broker.url, deviceId);
-    cleanups.push(() => cloud.close());
-    const retained: string[] = [];
-    cleanups.push(() => clearRetained(cloud.client, retained));
-    return { deviceId, dir, cloud, retained };
-  }
+  const setup = () => w.device();
 
   it('a device provisioned after a rotation installs a release signed by the new key with no key set on the broker', async () => {
     const { deviceId, dir, cloud, retained } = await setup();
     // trustedKeys has only the old key; the bundle's key set (rotation done) names only the new one.
-    const config = edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: oldKey, rootKey: toTrustedKey(root), keyset: signedKeySet([newKey]), runtime: { healthWindowSeconds: 0.5 } });
+    const config = edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: oldKey, rootKey: toTrustedKey(root), keyset: signedKeySet([newKey]), runtime: { healthWindowSeconds: 0.5 } });
     const daemon = await startDaemon(config);
     cleanups.push(() => daemon.stop());
     const r1 = makeRelease(newKey, { release: 1, seed: 71 });
@@ -73,7 +55,7 @@ describe(`bundled key set and event compatibility over ${broker$.name}`, () => {
     const { deviceId, dir } = await setup();
     const good = signedKeySet([newKey]);
     const tampered = { ...good, keyset: { ...good.keyset, expiresAt: iso(Date.now() + 3650 * day) } };
-    const config = edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: oldKey, rootKey: toTrustedKey(root), keyset: tampered });
+    const config = edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: oldKey, rootKey: toTrustedKey(root), keyset: tampered });
     const err = await EdgeDaemon.create(config, { log: silentLogger, env: {} }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).issues[0]).toMatch(/^keyset: the provisioned key set is refused \(bad_signature\)/);
@@ -83,7 +65,7 @@ describe(`bundled key set and event compatibility over ${broker$.name}`, () => {
     const { deviceId, dir, cloud, retained } = await setup();
     await cloud.client.publishAsync(topics.cloudInfo(), encodePayload(cloudInfoSchema, cloudInfo(new Date())), { qos: 1, retain: true });
     retained.push(topics.cloudInfo());
-    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: oldKey, requireAssignment: true }));
+    const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: oldKey, requireAssignment: true }));
     cleanups.push(() => daemon.stop());
     retained.push(...(await publishRelease(cloud.client, deviceId, makeRelease(oldKey, { release: 1, seed: 74 }))));
     const ev = await cloud.waitEvent((e) => e.type === 'rejected' && e.release === 1, 15_000, 'release 1 refused');
@@ -98,7 +80,7 @@ describe(`bundled key set and event compatibility over ${broker$.name}`, () => {
       if (cloudKind === 'older') info.accepts = info.accepts.filter((f) => f !== CLOUD_FEATURES.eventReasons);
       await cloud.client.publishAsync(topics.cloudInfo(), encodePayload(cloudInfoSchema, info), { qos: 1, retain: true });
       retained.push(topics.cloudInfo());
-      const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: oldKey, updates: { maxSequenceJump: 10 } }));
+      const daemon = await startDaemon(edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: oldKey, updates: { maxSequenceJump: 10 } }));
       cleanups.push(() => daemon.stop());
       const far = makeRelease(oldKey, { release: 500, seed: 73 });
       retained.push(...(await publishRelease(cloud.client, deviceId, far)));

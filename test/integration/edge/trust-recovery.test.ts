@@ -5,14 +5,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EdgeDaemon } from '../../../edge/daemon.js';
 import { generateSigningKey, signKeySet, toTrustedKey, type SigningKey } from '../../../shared/manifest/index.js';
 import { silentLogger } from '../../../shared/log/index.js';
 import { topics, type KeySet } from '../../../shared/protocol/index.js';
-import { clearRetained, makeRelease, publishRelease } from '../../fixtures/edge-release.js';
-import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
-import { Cloud, edgeConfig, newDeviceId, readyz, startDaemon, tempDir } from './harness.js';
+import { makeRelease, publishRelease } from '../../fixtures/edge-release.js';
+import { brokerMatrix, waitFor } from '../../helpers/broker.js';
+import { edgeWorld, edgeConfig, readyz, startDaemon } from './harness.js';
 
 const day = 86_400_000;
 const iso = (t: number) => new Date(t).toISOString();
@@ -32,32 +32,14 @@ function keyset(version: number, keys: SigningKey[], revoked: SigningKey[] = [])
 }
 
 describe(`trust recovery over ${broker$.name}`, () => {
-  let broker: TestBroker;
-  const cleanups: Array<() => Promise<unknown>> = [];
-  beforeAll(async () => {
-    broker = await broker$.start();
-  });
-  afterAll(async () => {
-    await broker.stop();
-  });
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()!().catch(() => undefined);
-  });
+  const w = edgeWorld(broker$);
+  const cleanups = w.cleanups;
 
-  async function setup() {
-    const deviceId = newDeviceId();
-    const { dir, cleanup } = await tempDir();
-    cleanups.push(cleanup);
-    const cloud = await Cloud.connect(broker.url, deviceId);
-    cleanups.push(() => cloud.close());
-    const retained: string[] = [];
-    cleanups.push(() => clearRetained(cloud.client, retained));
-    return { deviceId, dir, cloud, retained };
-  }
+  const setup = () => w.device();
 
   it('a leaked key signs a huge-sequence release and is revoked: the device goes back to a live-key release and accepts real releases again', async () => {
     const { deviceId, dir, cloud, retained } = await setup();
-    const config = edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: good, rootKey: toTrustedKey(root), runtime: { healthWindowSeconds: 0.5 } });
+    const config = edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: good, rootKey: toTrustedKey(root), runtime: { healthWindowSeconds: 0.5 } });
     const daemon = await startDaemon(config);
     cleanups.push(() => daemon.stop());
     // The key set retained on a broker this test shares with others: its own version numbers are private to this device.
@@ -88,7 +70,7 @@ describe(`trust recovery over ${broker$.name}`, () => {
 
   it('boots with the clock at 1970: an expired manifest stays expired (time floor from the last accepted release)', async () => {
     const { deviceId, dir, cloud, retained } = await setup();
-    const config = edgeConfig({ deviceId, mqttUrl: broker.url, dataDir: dir, key: good });
+    const config = edgeConfig({ deviceId, mqttUrl: w.broker.url, dataDir: dir, key: good });
     const first = await startDaemon(config);
     const r1 = makeRelease(good, { release: 1, seed: 95 });
     retained.push(...(await publishRelease(cloud.client, deviceId, r1)));
