@@ -35,6 +35,11 @@ export const DEVICE_CAPABILITIES = {
   lineageSource: 'manifest.lineage-source',
   /** Parses and checks the signed `assignment` beside the manifest in `desired`. */
   assignment: 'desired.assignment',
+  /**
+   * Installs signed agent releases from `devices/{id}/agent` (issue 14). Only such devices are targets
+   * of agent rollouts. (Capability names allow `.` and `-` only, hence not `agent_update`.)
+   */
+  agentUpdate: 'agent-update',
 } as const;
 export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_CAPABILITIES];
 
@@ -50,6 +55,8 @@ export const CLOUD_FEATURES = {
   exampleSource: 'example.source-image',
   /** `status.platform` (issue 14); the agent's version goes in `status.agent`, which every cloud accepts. */
   statusPlatform: 'status.platform',
+  /** Events of type `agent_*` with their `agent` field (issue 14). */
+  agentEvents: 'events.agent',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 

@@ -4,3 +4,4 @@ export * from './codec.js';
 export * from './receipts.js';
 export * from './keyset.js';
 export * from './compat.js';
+export * from './agent.js';

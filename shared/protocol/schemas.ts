@@ -230,16 +230,62 @@ export const REJECT_REASONS = [
 /** `crash_loop`: the release was found uncommitted at 2 starts in a row (it crashed the daemon; issue 10). */
 export const ROLLBACK_REASONS = ['inference_errors', 'nan_output', 'latency_budget', 'crash_loop'] as const;
 
+/** Semver-like: what package.json `version` holds (edge/status/agent-version.ts reads the same). */
+export const agentVersion = z.string().min(1).max(40).regex(/^[0-9A-Za-z.+-]+$/, 'invalid agent version');
+/** An agent release's own sequence (issue 14, shared/protocol/agent.ts). */
+export const agentSeq = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * Why a device refused or undid an agent release (issue 14); sent as `event.agent.reason` in events of
+ * type `agent_*`, which go only to a cloud accepting CLOUD_FEATURES.agentEvents.
+ */
+export const AGENT_REASONS = [
+  'malformed_manifest',
+  'bad_signature',
+  'unknown_key',
+  'stale_release',
+  'expired',
+  'wrong_platform',
+  'not_upgradable',
+  'protocol_too_old',
+  'hash_mismatch',
+  'length_mismatch',
+  'download_failed',
+  'listing_mismatch',
+  'unpack_failed',
+  'no_space',
+  /** The new version exited before it was healthy (the launcher's start-time marker, or a crash loop). */
+  'start_failed',
+  /** The new version ran but was not healthy (broker, model, /readyz, status) within the deadline. */
+  'health_timeout',
+] as const;
+export type AgentReason = (typeof AGENT_REASONS)[number];
+
+/** The agent part of an `agent_*` event. */
+export const agentEventSchema = z.strictObject({
+  version: agentVersion,
+  agentSeq: agentSeq.nullable(),
+  /** The version running when the event was sent (after a rollback: the old one). */
+  running: agentVersion,
+  reason: z.enum(AGENT_REASONS).optional(),
+});
+export type AgentEvent = z.infer<typeof agentEventSchema>;
+
+/** Event types of agent updates (issue 14); sent only to a cloud accepting CLOUD_FEATURES.agentEvents. */
+export const AGENT_EVENT_TYPES = ['agent_installed', 'agent_committed', 'agent_rolled_back', 'agent_rejected'] as const;
+
 export const eventSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   deviceId,
   at: isoTime,
-  type: z.enum(['installed', 'rejected', 'rolled_back', 'committed']),
+  type: z.enum(['installed', 'rejected', 'rolled_back', 'committed', ...AGENT_EVENT_TYPES]),
   model: z.string().nullable(),
   release: releaseSeq.nullable(),
   sha256: sha256Hex.nullable(),
   reason: z.enum([...REJECT_REASONS, ...ROLLBACK_REASONS]).optional(),
   detail: z.string().max(1024).optional(),
+  /** Set on `agent_*` events only (model, release and sha256 then describe the running model, or null). */
+  agent: agentEventSchema.optional(),
 });
 export type DeviceEvent = z.infer<typeof eventSchema>;
 

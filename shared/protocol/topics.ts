@@ -4,7 +4,7 @@
  */
 export const TOPIC_PREFIX = 'apprentice/v1';
 
-export const DEVICE_TOPIC_KINDS = ['desired', 'status', 'telemetry', 'events', 'examples', 'receipts'] as const;
+export const DEVICE_TOPIC_KINDS = ['desired', 'status', 'telemetry', 'events', 'examples', 'receipts', 'agent'] as const;
 export type DeviceTopicKind = (typeof DEVICE_TOPIC_KINDS)[number];
 /**
  * The read/write rules of every broker (deploy/mosquitto/acl, the generated ACL, the embedded
@@ -12,7 +12,7 @@ export type DeviceTopicKind = (typeof DEVICE_TOPIC_KINDS)[number];
  */
 export const DEVICE_WRITABLE_KINDS = ['status', 'telemetry', 'events', 'examples'] as const satisfies readonly DeviceTopicKind[];
 /** ...and reads only these of its own (plus the global keyset, cloud info and artifact topics). */
-export const DEVICE_READABLE_KINDS = ['desired', 'receipts'] as const satisfies readonly DeviceTopicKind[];
+export const DEVICE_READABLE_KINDS = ['desired', 'receipts', 'agent'] as const satisfies readonly DeviceTopicKind[];
 
 /** Device ids become topic levels, so they must not contain `/`, `+`, `#` or NUL ([MQTT-4.7.1]). */
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -38,6 +38,12 @@ export const topics = {
   examples: (id: string) => topics.device(id, 'examples'),
   /** cloud → device, QoS 1, not retained: per-example `stored` / `refused` / `deferred` (receiptSchema). */
   receipts: (id: string) => topics.device(id, 'receipts'),
+  /**
+   * cloud → device, QoS 1, retained: the signed agent manifest (signedAgentManifestSchema, issue 14),
+   * only to devices declaring `agent-update`. Apart from `desired`, so an agent update never replaces
+   * the model's manifest.
+   */
+  agent: (id: string) => topics.device(id, 'agent'),
   /** cloud → every device, retained: the root-signed key set (signedKeySetSchema). */
   keyset: (): string => `${TOPIC_PREFIX}/trust/keyset`,
   /**
