@@ -126,6 +126,11 @@ export const rollouts = sqliteTable(
     securityAlert: text('security_alert'),
     /** JSON { [runningSeq]: reissuedSeq }: re-issues made to put quarantined devices back on their release. */
     quarantineSeqs: text('quarantine_seqs', { mode: 'json' }).$type<Record<string, number>>(),
+    /**
+     * Agreement gate (issue 13): a device is `held_back` when the paired 95% upper bound of (candidate −
+     * running) accuracy on its audit traffic is below −agreementMargin (cloud/shadow/gate.ts).
+     */
+    agreementMargin: real('agreement_margin').notNull().default(0.01),
     createdAt: text('created_at').notNull().default(now),
     updatedAt: text('updated_at').notNull().default(now),
   },
@@ -232,6 +237,39 @@ export const rounds = sqliteTable(
     createdAt: text('created_at').notNull().default(now),
   },
   (t) => [index('rounds_model_idx').on(t.model, t.state)],
+);
+
+/**
+ * Shadow evaluation of a round's candidate (issue 13, cloud/shadow): per device (scope `device`) and per
+ * cohort (scope `cohort`, device_id null), on the most recent `audit` examples against the teacher's
+ * labels, paired with the release each device was running. cohort null = the model's base line.
+ */
+export const shadowEvals = sqliteTable(
+  'shadow_evals',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    roundId: text('round_id').notNull(),
+    model: text('model').notNull(),
+    scope: text('scope', { enum: ['device', 'cohort'] }).notNull(),
+    deviceId: text('device_id'),
+    cohort: text('cohort'),
+    /** Audit samples evaluated (paired ones when a running release was evaluated). */
+    samples: integer('samples').notNull(),
+    /** device rows: `device` (≥ min samples), `cohort` (fewer: its cohort's figures decide) or `none`. */
+    judgedBy: text('judged_by', { enum: ['device', 'cohort', 'none'] }),
+    /** The release the device ran when the round evaluated it (device rows). */
+    runningSeq: integer('running_seq'),
+    candidateAccuracy: real('candidate_accuracy'),
+    runningAccuracy: real('running_accuracy'),
+    /** Top-1 agreement of the candidate with the running release. */
+    agreement: real('agreement'),
+    /** candidate − running accuracy, and its paired 95% interval. */
+    delta: real('delta'),
+    deltaLow: real('delta_low'),
+    deltaHigh: real('delta_high'),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [index('shadow_evals_round_idx').on(t.roundId, t.scope)],
 );
 
 /** What example retention deleted per model (issue 9, item 9): lifetime counts, shown by `/v1/examples/stats`. */
@@ -341,3 +379,4 @@ export type RoundRow = typeof rounds.$inferSelect;
 export type DeviceEventRow = typeof deviceEvents.$inferSelect;
 export type TelemetryHistoryRow = typeof telemetryHistory.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
+export type ShadowEvalRow = typeof shadowEvals.$inferSelect;

@@ -85,6 +85,14 @@ export const distillSettingsFields = z.object({
   /** A feedback label is quarantined when the teacher gives another class ≥ otherMin and the label < givenMax. */
   labelQuarantine: z.strictObject({ otherMin: fraction.default(0.9), givenMax: fraction.default(0.05) }).prefault({}),
 
+  /**
+   * Shadow evaluation (issue 13, cloud/shadow): the newest N `audit` examples per device score the
+   * candidate and each device's running release; a device with fewer than `shadowMinSamples` is judged
+   * by its cohort, a cohort with fewer not at all.
+   */
+  shadowAuditPerDevice: positiveInt.max(100_000).default(500),
+  shadowMinSamples: positiveInt.max(100_000).default(50),
+
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */

@@ -123,12 +123,65 @@ export async function loadHardExamples(
   },
 ): Promise<HardExamples> {
   const rows = await selectHardRows(registry, model, window, maxDeviceShare);
+  const labelled = await teacherLabelRows(registry, rows, teacher, { inputSize, classes, studentImage, teacherImage });
+  let { kept, inputs, logits } = labelled;
+  const { skipped, noSource, fromSource, computed } = labelled;
+  // Review the feedback labels not reviewed yet; the quarantined leave the set.
+  const ok: string[] = [];
+  const held = new Set<number>();
+  kept.forEach((r, i) => {
+    if (r.reason !== 'feedback' || r.label == null || r.labelState !== null) return;
+    if (r.label >= 0 && r.label < classes && contradicts(logits[i]!, r.label, quarantine)) held.add(i);
+    else ok.push(r.id);
+  });
+  await recordLabelReview(registry, ok, [...held].map((i) => kept[i]!.id));
+  if (held.size) {
+    const keep = (_: unknown, i: number): boolean => !held.has(i);
+    kept = kept.filter(keep);
+    inputs = inputs.filter(keep);
+    logits = logits.filter(keep);
+  }
+  const count = kept.length;
+  const features = new Float32Array(count * inputSize);
+  const labels = new Int32Array(count).fill(-1);
+  const teacherLogits = new Float32Array(count * classes);
+  kept.forEach((r, i) => {
+    features.set(inputs[i]!, i * inputSize);
+    teacherLogits.set(logits[i]!, i * classes);
+    // Older rows may carry a label on a non-feedback reason (before issue 10): not trusted.
+    if (r.reason === 'feedback' && r.label != null && r.label >= 0 && r.label < classes) labels[i] = r.label;
+  });
+  return { ids: kept.map((r) => r.id), deviceIds: kept.map((r) => r.deviceId), count, features, labels, teacherLogits, skipped, computed, quarantined: held.size, noSource, fromSource };
+}
+
+/** Rows with their inputs and teacher logits (teacherLabelRows). */
+export interface TeacherLabelled {
+  kept: ShareRow[];
+  inputs: Float32Array[];
+  logits: Float32Array[];
+  skipped: number;
+  computed: number;
+  noSource: number;
+  fromSource: number;
+}
+
+/**
+ * Example rows with the teacher's logits: stored ones are reused; rows without them (or from another
+ * teacher) go through the teacher once and the logits are stored on the row. Rows whose input does not
+ * fit are skipped; with a teacher of its own image form, rows without a usable source image too.
+ */
+export async function teacherLabelRows(
+  registry: Registry,
+  rows: readonly ShareRow[],
+  teacher: Teacher,
+  { inputSize, classes, studentImage, teacherImage }: { inputSize: number; classes: number; studentImage?: ImageSpec; teacherImage?: ImageSpec },
+): Promise<TeacherLabelled> {
   const ownForm = teacherImage !== undefined && !sameImageSpec(teacherImage, studentImage);
   const teacherSize = ownForm ? imageSize(teacherImage) : inputSize;
-  let kept: ShareRow[] = [];
-  let inputs: Float32Array[] = [];
+  const kept: ShareRow[] = [];
+  const inputs: Float32Array[] = [];
   /** The teacher's input of each kept row (the stored input unless the teacher has its own form). */
-  let teacherInputs: (Float32Array | undefined)[] = [];
+  const teacherInputs: (Float32Array | undefined)[] = [];
   let skipped = 0;
   let noSource = 0;
   let fromSource = 0;
@@ -152,7 +205,7 @@ export async function loadHardExamples(
     inputs.push(x);
     teacherInputs.push(tx);
   }
-  let logits: (Float32Array | undefined)[] = kept.map((r) => (r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4 ? blobToFloat32(r.teacherLogits) : undefined));
+  const logits: (Float32Array | undefined)[] = kept.map((r) => (r.teacherId === teacher.id && r.teacherLogits?.byteLength === classes * 4 ? blobToFloat32(r.teacherLogits) : undefined));
   const missing = logits.flatMap((z, i) => (z ? [] : [i]));
   if (missing.length) {
     const x = new Float32Array(missing.length * teacherSize);
@@ -167,33 +220,7 @@ export async function loadHardExamples(
       });
     });
   }
-  // Review the feedback labels not reviewed yet; the quarantined leave the set.
-  const ok: string[] = [];
-  const held = new Set<number>();
-  kept.forEach((r, i) => {
-    if (r.reason !== 'feedback' || r.label == null || r.labelState !== null) return;
-    if (r.label >= 0 && r.label < classes && contradicts(logits[i]!, r.label, quarantine)) held.add(i);
-    else ok.push(r.id);
-  });
-  await recordLabelReview(registry, ok, [...held].map((i) => kept[i]!.id));
-  if (held.size) {
-    const keep = (_: unknown, i: number): boolean => !held.has(i);
-    kept = kept.filter(keep);
-    inputs = inputs.filter(keep);
-    teacherInputs = teacherInputs.filter(keep);
-    logits = logits.filter(keep);
-  }
-  const count = kept.length;
-  const features = new Float32Array(count * inputSize);
-  const labels = new Int32Array(count).fill(-1);
-  const teacherLogits = new Float32Array(count * classes);
-  kept.forEach((r, i) => {
-    features.set(inputs[i]!, i * inputSize);
-    teacherLogits.set(logits[i]!, i * classes);
-    // Older rows may carry a label on a non-feedback reason (before issue 10): not trusted.
-    if (r.reason === 'feedback' && r.label != null && r.label >= 0 && r.label < classes) labels[i] = r.label;
-  });
-  return { ids: kept.map((r) => r.id), deviceIds: kept.map((r) => r.deviceId), count, features, labels, teacherLogits, skipped, computed: missing.length, quarantined: held.size, noSource, fromSource };
+  return { kept, inputs, logits: logits as Float32Array[], skipped, computed: missing.length, noSource, fromSource };
 }
 
 /** The teacher's own preprocessing of a stored source image; undefined when there is none or it does not decode. */
