@@ -3,6 +3,7 @@ import { Hono } from 'hono';
 import { z } from 'zod';
 import { releaseSeq } from '../../shared/protocol/schemas.js';
 import type { RolloutView } from '../rollouts/engine.js';
+import { rolloutShadowView } from '../rollouts/agreement.js';
 import { ROLLOUT_STATES, wavesOf } from '../rollouts/policy.js';
 import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
 import { audit } from './audit.js';
@@ -39,6 +40,8 @@ export const rolloutSchema = z.strictObject({
   minFailures: z.number().int(),
   deviceTimeoutSeconds: z.number().int(),
   canaryGraceSeconds: z.number().int(),
+  /** Agreement gate margin (issue 13): held back when the upper bound of candidate − running accuracy < −margin. */
+  agreementMargin: z.number(),
   /** pending → canary → fleet → completed | superseded; aborted; rolling_back → rolled_back */
   state: z.enum(ROLLOUT_STATES),
   reason: z.string().nullable(),
@@ -52,6 +55,19 @@ export const rolloutSchema = z.strictObject({
   createdAt: z.string(),
   updatedAt: z.string(),
 });
+const nnum = z.number().nullable();
+export const shadowDeviceSchema = z.strictObject({
+  evidence: z.enum(['device', 'cohort', 'none']),
+  hold: z.boolean(),
+  reason: z.string(),
+  samples: z.number().int().nullable(),
+  candidateAccuracy: nnum,
+  runningAccuracy: nnum,
+  agreement: nnum,
+  delta: nnum,
+  deltaLow: nnum,
+  deltaHigh: nnum,
+});
 export const rolloutDetailSchema = rolloutSchema.extend({
   /** Devices per state: waiting → desired → installed | failed | quarantined | timed_out | superseded | held_back | incompatible. */
   counts: z.record(z.string(), z.number().int()),
@@ -61,6 +77,11 @@ export const rolloutDetailSchema = rolloutSchema.extend({
   devices: z.array(
     z.strictObject({ deviceId: z.string(), canary: z.boolean(), wave: z.number().int(), state: z.string(), reason: z.string().nullable(), installedAt: z.string().nullable(), supersededBy: z.string().nullable(), updatedAt: z.string() }),
   ),
+  /**
+   * Per device: its shadow figures for this release (issue 13) — evidence `device` (its own audit
+   * traffic), `cohort` (too few samples: its cohort's), or `none` ("no evidence": gate skipped).
+   */
+  shadow: z.record(z.string(), shadowDeviceSchema),
   /** The transition log, newest first (at most 100). */
   transitions: z.array(z.strictObject({ at: z.string(), deviceId: z.string().nullable(), from: z.string().nullable(), to: z.string(), reason: z.string().nullable() })),
 });
@@ -79,6 +100,7 @@ function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
     minFailures: r.minFailures,
     deviceTimeoutSeconds: r.deviceTimeoutSeconds,
     canaryGraceSeconds: r.canaryGraceSeconds,
+    agreementMargin: r.agreementMargin,
     state: r.state as (typeof ROLLOUT_STATES)[number],
     reason: r.reason,
     paused: r.pausedAt !== null,
@@ -117,6 +139,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       counts,
       waveProgress: v?.waves.map((w) => ({ share: w.share, counts: w.counts as Record<string, number> })) ?? [],
       coverage: v?.coverage ?? { connected: 0, running: 0, share: null },
+      shadow: await rolloutShadowView({ db: ctx.db }, row, devs),
       devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, wave: d.wave, state: d.state, reason: d.reason, installedAt: d.installedAt, supersededBy: d.supersededBy, updatedAt: d.updatedAt })),
       transitions: (v?.transitions ?? []).map((t) => ({ at: t.at, deviceId: t.deviceId, from: t.fromState, to: t.toState, reason: t.reason })),
     };

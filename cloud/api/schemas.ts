@@ -48,4 +48,5 @@ export const rolloutWaveFields = {
   minFailures: rolloutRequestSchema.shape.minFailures,
   deviceTimeoutSeconds: rolloutRequestSchema.shape.deviceTimeoutSeconds,
   canaryGraceSeconds: rolloutRequestSchema.shape.canaryGraceSeconds,
+  agreementMargin: rolloutRequestSchema.shape.agreementMargin,
 };

@@ -3,7 +3,7 @@ import { insertDeviceEvents, type Db } from '../fleet/events-store.js';
 import { rollouts } from '../registry/schema.js';
 
 /** Device transitions the engine also notes in `device_events` (the console's device page lists them). */
-export const NOTED_DEVICE_STATES: readonly string[] = ['quarantined', 'timed_out', 'superseded'];
+export const NOTED_DEVICE_STATES: readonly string[] = ['quarantined', 'timed_out', 'superseded', 'held_back'];
 
 /** `device_events.source` of the engine's notes; their `type` is `rollout.<state>`. */
 export const ROLLOUT_EVENT_SOURCE = 'rollout';

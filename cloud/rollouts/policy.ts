@@ -20,7 +20,8 @@ export const ACTIVE_ROLLOUT_STATES = ['pending', 'canary', 'fleet', 'rolling_bac
 /**
  * waiting (not given the release) → desired (retained desired published) → one terminal state.
  * `failed` is a counted failure the engine has not yet acted on (quarantine below the threshold); it stays
- * `failed` when the rollout rolls back. `held_back` is reserved for the cohorts issue.
+ * `failed` when the rollout rolls back. `held_back`: the agreement gate kept the device on its release
+ * (issue 13, agreement.ts); terminal, counts toward neither side.
  */
 export const ROLLOUT_DEVICE_STATES = ['waiting', 'desired', 'installed', 'failed', 'quarantined', 'timed_out', 'superseded', 'held_back', 'incompatible'] as const;
 export type RolloutDeviceState = (typeof ROLLOUT_DEVICE_STATES)[number];
@@ -130,6 +131,11 @@ export const rolloutRequestSchema = z
     deviceTimeoutSeconds: z.number().int().min(1).max(365 * 24 * 3600).default(3600),
     /** A canary offline longer than this is replaced by a device of the next wave. */
     canaryGraceSeconds: z.number().int().min(1).max(7 * 24 * 3600).default(300),
+    /**
+     * Agreement gate (issue 13): a device is held back when the paired 95% upper bound of (candidate −
+     * running) accuracy on its audit traffic is below −agreementMargin (0.01 = 1 point; 1 turns it off).
+     */
+    agreementMargin: z.number().min(0).max(1).default(0.01),
   })
   .superRefine((r, ctx) => {
     if (r.waves !== undefined && r.canaryShare !== undefined) ctx.addIssue({ code: 'custom', path: ['canaryShare'], message: 'give either waves or canaryShare, not both' });

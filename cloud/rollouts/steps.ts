@@ -10,6 +10,7 @@ import { supersedeOverlap } from './supersede.js';
 import { activeRollouts, awaitingRows, convergeCandidates, countsByState, getRollout, logTransition, members, moveMember, rolloutsChanged, setRollout, targetedDevices, type RolloutMember } from './store.js';
 import { noteDevices } from './notes.js';
 import { WaveChecks } from './waves.js';
+import { AgreementGate } from './agreement.js';
 
 export interface RolloutStepsDeps {
   registry: Registry;
@@ -53,11 +54,13 @@ export class RolloutSteps {
   private readonly log: Logger;
   private readonly now: () => Date;
   private readonly waves: WaveChecks;
+  readonly agreement: AgreementGate;
 
   constructor(private readonly deps: RolloutStepsDeps) {
     this.log = deps.log;
     this.now = deps.now;
-    this.waves = new WaveChecks({ ...deps, give: (r, rel, ids) => this.give(r, rel, ids, true), release: (seq) => this.release(seq), reissueAbove: (r, prev, floor) => this.reissueAbove(r, prev, floor) });
+    this.agreement = new AgreementGate(deps);
+    this.waves = new WaveChecks({ ...deps, give: (r, rel, ids) => this.give(r, rel, ids, true), screen: (r, ids) => this.agreement.screen(r, ids), release: (seq) => this.release(seq), reissueAbove: (r, prev, floor) => this.reissueAbove(r, prev, floor) });
   }
 
   private get db() {
@@ -93,9 +96,9 @@ export class RolloutSteps {
     this.db.transaction((tx) => {
       const ids = new Set(targeted.map((d) => d.id));
       for (const old of activeRollouts(tx).filter((r) => r.model === req.model && r.state !== 'rolling_back')) supersedeOverlap(tx, old, id, ids, atDate, this.log);
-      const { minFailures, failureThreshold, soakSeconds, deviceTimeoutSeconds, canaryGraceSeconds } = req;
+      const { minFailures, failureThreshold, soakSeconds, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin } = req;
       tx.insert(rollouts)
-        .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, state: 'pending', createdAt: at, updatedAt: at })
+        .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin, state: 'pending', createdAt: at, updatedAt: at })
         .run();
       rolloutsChanged();
       logTransition(tx, { rolloutId: id, at: atDate, from: null, to: 'pending', reason: `release ${rel.seq} to ${targeted.length} device(s) in waves ${JSON.stringify(waves)}` });
@@ -306,6 +309,10 @@ export class RolloutSteps {
       // A paused rollout gives it the release on resume; a device already settled in it keeps its state.
       // (The cache may hold an older copy of the rollout: its pause is read again.)
       if (row?.state !== 'waiting' || this.mustGet(candidate.id).pausedAt) return;
+      // The agreement gate: a device the release is worse for stays on its own (held_back).
+      if (!(await this.agreement.screen(candidate, [deviceId])).length) return;
+    } else if (await this.agreement.holdsLate(candidate, deviceId, dev.runningSeq)) {
+      return;
     }
     await this.deps.publisher.ensureChunks(this.deps.registry, rel);
     await this.give(candidate, rel, [deviceId], inFleet);

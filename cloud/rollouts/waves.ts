@@ -17,6 +17,8 @@ export interface WaveChecksDeps {
   now: () => Date;
   requireTelemetry?: boolean;
   give(r: RolloutRow, rel: ReleaseRow, ids: string[]): Promise<void>;
+  /** The agreement gate (agreement.ts): moves held devices to held_back, returns the ones to give the release. */
+  screen(r: RolloutRow, ids: string[]): Promise<string[]>;
   release(seq: number): ReleaseRow;
   reissueAbove(r: RolloutRow, prev: number, floor: number): Promise<number>;
 }
@@ -56,14 +58,18 @@ export class WaveChecks {
     await this.giveWaiting(started);
   }
 
-  /** Waiting rows of started waves get the release (a new wave, a late device, a publish that failed before). */
+  /**
+   * Waiting rows of started waves get the release (a new wave, a late device, a publish that failed
+   * before), unless the agreement gate holds them back on their shadow figures.
+   */
   async giveWaiting(r: RolloutRow): Promise<void> {
     const waiting = this.db
       .select({ deviceId: rolloutDevices.deviceId })
       .from(rolloutDevices)
       .where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.state, 'waiting'), lte(rolloutDevices.wave, r.wave)))
       .all();
-    if (waiting.length) await this.deps.give(r, this.deps.release(r.releaseSeq), waiting.map((w) => w.deviceId));
+    const ids = waiting.length ? await this.deps.screen(r, waiting.map((w) => w.deviceId)) : [];
+    if (ids.length) await this.deps.give(r, this.deps.release(r.releaseSeq), ids);
   }
 
   /**

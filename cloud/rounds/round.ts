@@ -11,6 +11,9 @@ import type { ReleaseRow } from '../registry/schema.js';
 import { featuresFingerprint } from '../teacher/logit-cache.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
+import type { CohortOf } from '../shadow/cohort.js';
+import { shadowEvaluate, shadowManifestMetrics, shadowRows, shadowSummary } from '../shadow/evaluate.js';
+import { recordShadowEval } from '../shadow/store.js';
 import { gate } from './gate.js';
 import { chooseLearningRate } from './lr.js';
 import { chooseRoundRecipe } from './recipe.js';
@@ -31,6 +34,8 @@ export interface RoundDeps {
   allocateSeq?: () => number | Promise<number>;
   onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
   now?: () => Date;
+  /** Cohort of a device for shadow evaluation (issue 13); default: every device on the base line. */
+  cohortOf?: CohortOf;
 }
 
 export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
@@ -111,6 +116,13 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     const recentTeacherPred = argmaxRows(recent.teacherLogits, classes);
     const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
     const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
+    // Shadow evaluation on each device's audit traffic (issue 13): recorded for rejected candidates too.
+    progress({ phase: 'evaluate', detail: `shadow evaluation on the newest ${s.shadowAuditPerDevice} audit examples per device` });
+    const shadow = await shadowEvaluate({
+      registry, dataDir: job.dataDir, model: model.name, teacher, candidate: artifact, inputSize, classes,
+      studentImage: model.inputSpec.image, teacherImage, perDevice: s.shadowAuditPerDevice, minSamples: s.shadowMinSamples, cohortOf: deps.cohortOf,
+    });
+    await recordShadowEval(registry, job.roundId, model.name, shadowRows(shadow));
     const sample = holdout.features.slice(0, inputSize);
     const latency = await measureLatency(artifact, sample, { budgetMs: s.latencyBudgetMs, warmup: 5 });
     // The device runs batch 1, and dynamic int8 quantisation depends on the batch: compute the golden output the same way.
@@ -161,6 +173,9 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       quantization: s.artifact,
       holdoutFingerprint,
       parentSeq: parent?.seq ?? null,
+      shadow: shadowSummary(shadow),
+      // Per-cohort aggregates: numbers, so they go into the signed manifest's metrics.
+      ...shadowManifestMetrics(shadow),
     };
 
     progress({ phase: 'gate' });

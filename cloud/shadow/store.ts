@@ -9,7 +9,7 @@ import { writeTransaction } from '../rounds/releases.js';
 export type NewShadowEval = Omit<typeof shadowEvals.$inferInsert, 'id' | 'roundId' | 'model' | 'createdAt'>;
 
 /** The newest `perDevice` `audit` examples of `model` per device, newest first. */
-export async function selectAuditRows(registry: Registry, model: string, perDevice: number): Promise<ShareRow[]> {
+export async function selectAuditRows(registry: Pick<Registry, 'db'>, model: string, perDevice: number): Promise<ShareRow[]> {
   return registry.db.all<ShareRow>(sql`
     SELECT id, deviceId, input, label, reason, labelState, sourceImage, teacherLogits, teacherId FROM (
       SELECT id, device_id AS deviceId, input, label, reason, label_state AS labelState, source_image AS sourceImage, teacher_logits AS teacherLogits, teacher_id AS teacherId,
@@ -20,7 +20,7 @@ export async function selectAuditRows(registry: Registry, model: string, perDevi
 }
 
 /** Non-revoked devices running a release of `model`, with that release. */
-export async function devicesRunning(registry: Registry, model: string): Promise<{ deviceId: string; release: ReleaseRow }[]> {
+export async function devicesRunning(registry: Pick<Registry, 'db'>, model: string): Promise<{ deviceId: string; release: ReleaseRow }[]> {
   return registry.db
     .select({ deviceId: devices.id, release: releases })
     .from(devices)
@@ -41,7 +41,7 @@ export async function recordShadowEval(registry: Registry, roundId: string, mode
 }
 
 /** A round's figures: cohort rows first, then devices by id. */
-export async function shadowEvalOfRound(registry: Registry, roundId: string): Promise<ShadowEvalRow[]> {
+export async function shadowEvalOfRound(registry: Pick<Registry, 'db'>, roundId: string): Promise<ShadowEvalRow[]> {
   return registry.db.select().from(shadowEvals).where(eq(shadowEvals.roundId, roundId)).orderBy(asc(shadowEvals.scope), asc(shadowEvals.deviceId), asc(shadowEvals.cohort)).all();
 }
 
@@ -49,7 +49,7 @@ export async function shadowEvalOfRound(registry: Registry, roundId: string): Pr
  * The figures behind a release: those of the round that made it. None for an uploaded or re-issued
  * release (no round id), which the agreement gate reads as "no evidence".
  */
-export async function shadowEvalOfRelease(registry: Registry, seq: number): Promise<ShadowEvalRow[]> {
+export async function shadowEvalOfRelease(registry: Pick<Registry, 'db'>, seq: number): Promise<ShadowEvalRow[]> {
   const rel = registry.db.select({ roundId: releases.roundId }).from(releases).where(eq(releases.seq, seq)).get();
   return rel?.roundId ? shadowEvalOfRound(registry, rel.roundId) : [];
 }
