@@ -7,6 +7,7 @@ import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { limitQuery, modelName } from './schemas.js';
+import { shadowEvalOfRound } from '../shadow/store.js';
 
 export const roundSchema = z.strictObject({
   id: z.string(),
@@ -24,6 +25,25 @@ export const roundSchema = z.strictObject({
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
   createdAt: z.string(),
+});
+
+const nnum = z.number().nullable();
+/** One row of a round's shadow evaluation (issue 13): a device's figures, or a cohort's pooled ones. */
+export const shadowRowSchema = z.strictObject({
+  scope: z.enum(['device', 'cohort']),
+  deviceId: z.string().nullable(),
+  /** null: the model's base line. */
+  cohort: z.string().nullable(),
+  samples: z.number().int(),
+  /** Device rows: `device` (enough samples), `cohort` (its cohort's figures decide), `none` (no evidence). */
+  judgedBy: z.enum(['device', 'cohort', 'none']).nullable(),
+  runningSeq: z.number().int().nullable(),
+  candidateAccuracy: nnum,
+  runningAccuracy: nnum,
+  agreement: nnum,
+  delta: nnum,
+  deltaLow: nnum,
+  deltaHigh: nnum,
 });
 
 function view(r: RoundRow): z.infer<typeof roundSchema> {
@@ -100,6 +120,23 @@ export function roundRoutes(ctx: ApiContext): Hono {
         const row = ctx.db.select().from(rounds).where(eq(rounds.id, id)).get();
         if (!row) throw notFound(`round ${id}`, 'id');
         return c.json(view(row));
+      },
+    )
+    .get(
+      '/rounds/:id/shadow',
+      describeRoute({
+        summary: "A round's shadow evaluation: the candidate vs each device's running release on its audit samples, per device and per cohort",
+        responses: { 200: { description: 'cohort rows first, then devices by id', schema: z.object({ round: z.string(), rows: z.array(shadowRowSchema) }) }, 404: { description: 'no such round', schema: errorBodySchema } },
+      }),
+      validate('param', z.strictObject({ id: z.string().min(1).max(128) })),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        if (!ctx.db.select({ id: rounds.id }).from(rounds).where(eq(rounds.id, id)).get()) throw notFound(`round ${id}`, 'id');
+        const rows = await shadowEvalOfRound({ db: ctx.db }, id);
+        return c.json({
+          round: id,
+          rows: rows.map((r) => ({ scope: r.scope, deviceId: r.deviceId, cohort: r.cohort, samples: r.samples, judgedBy: r.judgedBy, runningSeq: r.runningSeq, candidateAccuracy: r.candidateAccuracy, runningAccuracy: r.runningAccuracy, agreement: r.agreement, delta: r.delta, deltaLow: r.deltaLow, deltaHigh: r.deltaHigh })),
+        });
       },
     );
 }
