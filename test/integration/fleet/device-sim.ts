@@ -73,13 +73,13 @@ export class SimDevice {
     private readonly capabilities?: readonly string[],
   ) {}
 
-  /** With `capabilities`, its statuses are protocol 2 and declare them (as a current daemon's). */
-  static async connect(url: string, id: string, trusted: TrustedKey[], { capabilities }: { capabilities?: readonly string[] } = {}): Promise<SimDevice> {
+  /** With `capabilities`, its statuses are protocol 2 and declare them (as a current daemon's); with `running`, it starts on that release. */
+  static async connect(url: string, id: string, trusted: TrustedKey[], { capabilities, running }: { capabilities?: readonly string[]; running?: { release: number; sha256: string } } = {}): Promise<SimDevice> {
     const client = await connectClient(url, `dev-${id}`, {
       will: { topic: topics.status(id), payload: statusPayload(id, null, null, 'offline'), qos: 1, retain: true },
     });
     const d = new SimDevice(id, client, trusted, capabilities);
-    await client.publishAsync(topics.status(id), d.status(null, null), { qos: 1, retain: true });
+    await client.publishAsync(topics.status(id), d.status(running?.release ?? null, running?.sha256 ?? null), { qos: 1, retain: true });
     client.on('message', (topic, payload) => {
       if (topic === topics.desired(id) && payload.byteLength > 0) d.onDesired(payload).catch((err: Error) => d.refused.push(err.message));
     });

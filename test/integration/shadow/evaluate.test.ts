@@ -1,43 +1,27 @@
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { exportToOnnx } from '../../../cloud/export/index.js';
 import { examples, releases } from '../../../cloud/registry/schema.js';
 import { shadowEvaluate, shadowManifestMetrics, shadowRows } from '../../../cloud/shadow/evaluate.js';
 import { recordShadowEval, shadowEvalOfRelease, shadowEvalOfRound } from '../../../cloud/shadow/store.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
-import { initBackend } from '../../../cloud/tf/backend.js';
 import { FleetFixture, MODEL } from '../../unit/fleet/fixtures.js';
+import { RIGHT, TRAP, addExamples, shadowModels } from '../../fixtures/shadow-models.js';
 
 /**
- * Shadow evaluation against a hand-computed case, with real onnxruntime sessions and a real registry.
- * Two classes, inputs x = [a, b]. The teacher and the running release are the identity (class 0 when
- * a > b); the candidate adds 0.5 to class 1, so it is wrong exactly where 0 < a − b < 0.5.
+ * Shadow evaluation against a hand-computed case, with real onnxruntime sessions and a real registry
+ * (test/fixtures/shadow-models.ts: the teacher and the running release are the identity, the candidate
+ * is wrong on TRAP inputs).
  */
-const RIGHT = [2, 0]; // all three say class 0
-const TRAP = [0.25, 0]; // teacher and running: 0; candidate: 1 (wrong)
-
-function linear(bias: [number, number]): Uint8Array {
-  const m = tf.sequential();
-  m.add(tf.layers.dense({ inputShape: [2], units: 2, activation: 'linear' }));
-  m.setWeights([tf.tensor2d([1, 0, 0, 1], [2, 2]), tf.tensor1d(bias)]);
-  const bytes = exportToOnnx(m);
-  m.dispose();
-  return bytes;
-}
-
 let identity: Uint8Array;
 let candidate: Uint8Array;
 let fx: FleetFixture;
 let teacher: Teacher;
 
 beforeAll(async () => {
-  await initBackend('cpu');
-  identity = linear([0, 0]);
-  candidate = linear([0, 0.5]);
+  ({ identity, candidate } = await shadowModels());
 });
 
 beforeEach(async () => {
@@ -51,14 +35,7 @@ afterEach(async () => {
   fx.dispose();
 });
 
-let clock = Date.parse('2026-11-01T00:00:00Z');
-/** `n` examples of `x` for a device, each ingested after the previous one (newest last). */
-function add(deviceId: string, n: number, x: number[], reason: 'audit' | 'low_margin' = 'audit'): void {
-  for (let i = 0; i < n; i++) {
-    const at = new Date((clock += 1000)).toISOString();
-    fx.db.insert(examples).values({ id: randomUUID(), deviceId, model: MODEL, releaseSeq: 1, input: Buffer.from(new Float32Array(x).buffer), studentOutput: [], reason, capturedAt: at, ingestedAt: at }).run();
-  }
-}
+const add = (deviceId: string, n: number, x: number[], reason?: 'audit' | 'low_margin') => addExamples(fx.db, MODEL, deviceId, n, x, reason);
 
 function fleet(): void {
   for (const id of ['pi-good', 'pi-bad', 'pi-small', 'pi-other']) fx.addDevice(id, { runningSeq: 1 });
