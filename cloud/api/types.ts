@@ -41,6 +41,8 @@ export interface CreateRolloutInput {
   soakSeconds: number;
   /** Roll back when failed ≥ max(minFailures, ceil(failureThreshold × settled)). */
   failureThreshold: number;
+  /** Agreement gate (issue 13): held back when the paired upper bound of candidate − running accuracy < −margin. */
+  agreementMargin?: number;
   minFailures?: number;
   deviceTimeoutSeconds?: number;
   canaryGraceSeconds?: number;

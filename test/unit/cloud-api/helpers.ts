@@ -41,7 +41,7 @@ export class FakeRollouts implements RolloutsService {
     const id = `ro-${randomUUID().slice(0, 8)}`;
     const row = db
       .insert(rollouts)
-      .values({ id, model: input.model, releaseSeq: input.releaseSeq, target: input.target, canaryShare: input.canaryShare ?? input.waves?.[0] ?? 0.1, waves: input.waves ?? null, soakSeconds: input.soakSeconds, failureThreshold: input.failureThreshold, state: 'canary' })
+      .values({ id, model: input.model, releaseSeq: input.releaseSeq, target: input.target, canaryShare: input.canaryShare ?? input.waves?.[0] ?? 0.1, waves: input.waves ?? null, soakSeconds: input.soakSeconds, failureThreshold: input.failureThreshold, agreementMargin: input.agreementMargin, state: 'canary' })
       .returning()
       .get();
     const ids = input.target.kind === 'devices' ? input.target.ids : db.select({ id: devices.id }).from(devices).where(eq(devices.revoked, false)).all().map((d) => d.id);

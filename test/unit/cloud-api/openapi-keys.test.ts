@@ -33,6 +33,7 @@ describe('GET /openapi.json', () => {
         'POST /v1/models/{name}/rounds',
         'GET /v1/models/{name}/rounds',
         'GET /v1/rounds/{id}',
+        'GET /v1/rounds/{id}/shadow',
         'GET /v1/releases',
         'GET /v1/releases/{seq}',
         'GET /v1/releases/{seq}/artifact',
