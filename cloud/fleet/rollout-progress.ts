@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
+import { rolloutShadowView, type DeviceShadowView } from '../rollouts/agreement.js';
 import { wavesOf } from '../rollouts/policy.js';
 
 /** States listed first on the console's rollout page: the devices an operator has to look at. */
@@ -24,6 +25,8 @@ export interface RolloutProgress {
   devices: { deviceId: string; canary: boolean; wave: number; state: string; reason: string | null; updatedAt: string }[];
   /** All devices of the rollout. */
   deviceTotal: number;
+  /** Shadow figures of the shown devices for this release (issue 13); evidence `none` = "no evidence". */
+  shadow: Record<string, DeviceShadowView>;
   createdAt: string;
 }
 
@@ -36,8 +39,8 @@ export interface RolloutProgress {
  * const p = await rolloutProgress(registry, 'ro-1', { deviceLimit: 200 });
  */
 export async function rolloutProgress(reg: Registry, id: string, { deviceLimit = 200 }: { deviceLimit?: number } = {}): Promise<RolloutProgress | undefined> {
-  const r = reg.db.get<{ id: string; model: string; release_seq: number; state: string; reason: string | null; paused_at: string | null; pause_reason: string | null; security_alert: string | null; wave: number; waves: string | null; canary_share: number; created_at: string }>(
-    sql`SELECT id, model, release_seq, state, reason, paused_at, pause_reason, security_alert, wave, waves, canary_share, created_at FROM rollouts WHERE id = ${id}`,
+  const r = reg.db.get<{ id: string; model: string; release_seq: number; state: string; reason: string | null; paused_at: string | null; pause_reason: string | null; security_alert: string | null; wave: number; waves: string | null; canary_share: number; agreement_margin: number; created_at: string }>(
+    sql`SELECT id, model, release_seq, state, reason, paused_at, pause_reason, security_alert, wave, waves, canary_share, agreement_margin, created_at FROM rollouts WHERE id = ${id}`,
   );
   if (!r) return undefined;
   const waves = wavesOf({ waves: r.waves ? (JSON.parse(r.waves) as number[]) : null, canaryShare: r.canary_share });
@@ -73,6 +76,7 @@ export async function rolloutProgress(reg: Registry, id: string, { deviceLimit =
     waveProgress,
     devices,
     deviceTotal,
+    shadow: await rolloutShadowView(reg, { releaseSeq: r.release_seq, agreementMargin: r.agreement_margin }, devices),
     createdAt: r.created_at,
   };
 }

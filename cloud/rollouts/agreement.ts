@@ -94,7 +94,7 @@ export interface DeviceShadowView {
 
 /** Per-device shadow figures of a rollout (the API and the console). */
 export async function rolloutShadowView(registry: Pick<Registry, 'db'>, r: Pick<RolloutRow, 'releaseSeq' | 'agreementMargin'>, rows: readonly Pick<RolloutDeviceRow, 'deviceId'>[]): Promise<Record<string, DeviceShadowView>> {
-  const idx = shadowIndex(await shadowEvalOfRelease(registry, r.releaseSeq));
+  const idx = shadowIndex(await shadowEvalOfRelease(registry, r.releaseSeq, rows.map((d) => d.deviceId)));
   const out: Record<string, DeviceShadowView> = {};
   for (const { deviceId } of rows) {
     const v = shadowVerdict(idx, deviceId, r.agreementMargin);

@@ -52,7 +52,7 @@ export function describeFigures(f: ShadowEvalRow, whose: string): string {
  * the evaluation as it was (the rollout view of devices that already moved on).
  */
 export function shadowVerdict(index: ShadowIndex, deviceId: string, margin: number, runningSeqNow?: number | null): ShadowVerdict {
-  if (index.empty) return { hold: false, evidence: 'none', reason: 'no evidence: the release has no shadow evaluation (uploaded or re-issued)' };
+  if (index.empty) return { hold: false, evidence: 'none', reason: 'no evidence: the release has no shadow evaluation (uploaded, re-issued, or nothing to evaluate)' };
   const d = index.devices.get(deviceId);
   if (!d) return { hold: false, evidence: 'none', reason: 'no evidence: the round did not evaluate this device (no audit samples, no running release)' };
   if (d.judgedBy !== 'device' && d.judgedBy !== 'cohort') {

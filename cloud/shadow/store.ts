@@ -1,4 +1,4 @@
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNull, or, sql } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, shadowEvals, type ReleaseRow, type ShadowEvalRow } from '../registry/schema.js';
 import type { ShareRow } from '../rounds/device-share.js';
@@ -47,9 +47,18 @@ export async function shadowEvalOfRound(registry: Pick<Registry, 'db'>, roundId:
 
 /**
  * The figures behind a release: those of the round that made it. None for an uploaded or re-issued
- * release (no round id), which the agreement gate reads as "no evidence".
+ * release (no round id), which the agreement gate reads as "no evidence". With `deviceIds`, only their
+ * rows and the cohort rows (a page of the console, not every device of a large fleet).
  */
-export async function shadowEvalOfRelease(registry: Pick<Registry, 'db'>, seq: number): Promise<ShadowEvalRow[]> {
+export async function shadowEvalOfRelease(registry: Pick<Registry, 'db'>, seq: number, deviceIds?: readonly string[]): Promise<ShadowEvalRow[]> {
   const rel = registry.db.select({ roundId: releases.roundId }).from(releases).where(eq(releases.seq, seq)).get();
-  return rel?.roundId ? shadowEvalOfRound(registry, rel.roundId) : [];
+  if (!rel?.roundId) return [];
+  if (!deviceIds) return shadowEvalOfRound(registry, rel.roundId);
+  const out: ShadowEvalRow[] = [];
+  for (let i = 0; i === 0 || i < deviceIds.length; i += 500) {
+    const ids = deviceIds.slice(i, i + 500);
+    const who = i === 0 ? or(isNull(shadowEvals.deviceId), ids.length ? inArray(shadowEvals.deviceId, ids) : undefined) : inArray(shadowEvals.deviceId, ids);
+    out.push(...registry.db.select().from(shadowEvals).where(and(eq(shadowEvals.roundId, rel.roundId), who)).all());
+  }
+  return out;
 }

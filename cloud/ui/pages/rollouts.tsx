@@ -4,6 +4,7 @@ import { Csrf, Page, fmtTime } from '../layout.js';
 import { liveStream } from '../live.js';
 import type { RolloutLiveView } from '../data.js';
 import type { Session, UiEnv } from '../session.js';
+import { ShadowCell } from './shadow.js';
 
 type RolloutDetail = RolloutLiveView;
 
@@ -72,7 +73,7 @@ export function RolloutLive({ r, session }: { r: RolloutDetail; session: Session
       <h2>Devices</h2>
       <table>
         <thead>
-          <tr><th style="width:40%">Device</th><th>Wave</th><th>State</th><th>Reason</th></tr>
+          <tr><th style="width:30%">Device</th><th>Wave</th><th>State</th><th>Shadow (candidate − running)</th><th>Reason</th></tr>
         </thead>
         <tbody>
           {r.devices.map((d) => (
@@ -80,6 +81,7 @@ export function RolloutLive({ r, session }: { r: RolloutDetail; session: Session
               <td class="id"><a href={`/ui/devices/${encodeURIComponent(d.deviceId)}`}>{d.deviceId}</a></td>
               <td>{d.wave + 1}{d.canary ? ' (canary)' : ''}</td>
               <td>{d.state.replace('_', ' ')}</td>
+              <td data-shadow-device={d.deviceId}><ShadowCell v={r.shadow[d.deviceId]} /></td>
               <td>{d.reason ?? ''}</td>
             </tr>
           ))}

@@ -1,10 +1,11 @@
 import { Hono } from 'hono';
 import type { z } from 'zod';
-import type { roundSchema } from '../../api/rounds.js';
+import type { roundSchema, shadowRowSchema } from '../../api/rounds.js';
 import type { UiContext } from '../context.js';
 import { Page, fmtTime } from '../layout.js';
 import { liveStream } from '../live.js';
 import type { UiEnv } from '../session.js';
+import { ShadowTable } from './shadow.js';
 
 type Round = z.infer<typeof roundSchema>;
 type Gate = { pass: boolean; reason: string };
@@ -197,6 +198,7 @@ export function roundRoutes(ctx: UiContext): Hono<UiEnv> {
     })
     .get('/:id', async (c) => {
       const r = await get(c.req.param('id'));
+      const shadow = await ctx.api<{ rows: z.infer<typeof shadowRowSchema>[] }>(`/v1/rounds/${encodeURIComponent(r.id)}/shadow`);
       return c.html(
         <Page title={`Round of ${r.model}`} path="/ui/rounds" session={c.get('session')}>
           <p class="id muted">{r.id}</p>
@@ -223,6 +225,8 @@ export function roundRoutes(ctx: UiContext): Hono<UiEnv> {
             <>
               <h2>Metrics</h2>
               <MetricsList metrics={r.metrics} />
+              <h2>Shadow evaluation</h2>
+              <ShadowTable rows={shadow.rows} />
             </>
           ) : null}
         </Page>,
