@@ -18,6 +18,8 @@ const rolloutSchema = z.object({
   paused: z.boolean(),
   pauseReason: z.string().nullable(),
   securityAlert: z.string().nullable(),
+  /** Agreement gate margin (issue 13); absent from an older cloud. */
+  agreementMargin: z.number().optional(),
   counts: z.record(z.string(), z.number()).optional(),
   waveProgress: z.array(z.object({ share: z.number(), counts: z.record(z.string(), z.number()) })).optional(),
 });
@@ -123,6 +125,7 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
       .option('--failure-threshold <share>', 'roll back at max(min-failures, share × settled) failures (default 0.2)', (v) => parseNumber('--failure-threshold', v, { min: 0, max: 1 }))
       .option('--min-failures <n>', 'default 2', (v) => parsePositiveInt('--min-failures', v))
       .option('--canary-grace <seconds>', 'replace a canary offline this long (default 300)', (v) => parsePositiveInt('--canary-grace', v))
+      .option('--agreement-margin <share>', 'hold a device back when the 95% upper bound of candidate − running accuracy on its audit traffic is below −share (default 0.01; 1 turns the gate off)', (v) => parseNumber('--agreement-margin', v, { min: 0, max: 1 }))
       .option('--wait', 'follow it with a progress bar per wave until it ends (exit 1 unless completed)', false)
       .option('--interval <ms>', 'poll interval with --wait', (v) => parsePositiveInt('--interval', v), 2000)
       .addHelpText('after', '\nExample:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait')
@@ -139,6 +142,7 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
           ...(f.failureThreshold !== undefined ? { failureThreshold: f.failureThreshold } : {}),
           ...(f.minFailures !== undefined ? { minFailures: f.minFailures } : {}),
           ...(f.canaryGrace !== undefined ? { canaryGraceSeconds: f.canaryGrace } : {}),
+          ...(f.agreementMargin !== undefined ? { agreementMargin: f.agreementMargin } : {}),
         };
         const a = client(f);
         const created = await a.request('POST', 'v1/rollouts', { json: body, schema: rolloutSchema });

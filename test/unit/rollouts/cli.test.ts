@@ -47,10 +47,11 @@ describe('apprentice rollout', () => {
   }
 
   it('create, status, pause, resume and abort a rollout', async () => {
-    const created = await run('create', '--model', MODEL, '--release', '2', '--waves', '0.5,1', '--soak', '600', '--json');
+    expect((await run('create', '--model', MODEL, '--release', '2', '--agreement-margin', '1.5')).code).toBe(2);
+    const created = await run('create', '--model', MODEL, '--release', '2', '--waves', '0.5,1', '--soak', '600', '--agreement-margin', '0.02', '--json');
     expect(created.code, created.stderr).toBe(0);
     const r = JSON.parse(created.stdout) as { id: string; state: string; waves: number[] };
-    expect(r).toMatchObject({ state: 'canary', waves: [0.5, 1] });
+    expect(r).toMatchObject({ state: 'canary', waves: [0.5, 1], agreementMargin: 0.02 });
     const status = await run('status', r.id);
     expect(status.stdout).toMatch(new RegExp(`^rollout ${r.id}: model ${MODEL} release 2, canary \\(wave 1/2\\)\\n  devices: 2 waiting, 2 desired`));
     const paused = await run('pause', r.id, '--reason', 'dashboards');
