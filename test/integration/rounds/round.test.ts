@@ -139,6 +139,8 @@ describe('rounds end to end', () => {
     expect(view.state).toBe('released');
     expect(view.releaseSeq).toBeGreaterThan(first!.releaseSeq!);
     expect(view.metrics).toMatchObject({ warmStarted: 1, warmStart: { fromSeq: first!.releaseSeq, loaded: true }, hardLogitsComputed: 0, parentSeq: first!.releaseSeq });
+    // Shadow evaluation ran in the worker (issue 13): no device runs a release here, so nothing to judge.
+    expect(view.metrics).toMatchObject({ shadow: { perDevice: 500, minSamples: 50, devices: 0, judgedByDevice: 0, noEvidence: 0 } });
     const rel = registry.db.select().from(releases).where(eq(releases.seq, view.releaseSeq!)).get()!;
     expect(rel.parentSeq).toBe(first!.releaseSeq);
     expect((rel.manifest as { parent: number }).parent).toBe(first!.releaseSeq);
