@@ -1,0 +1,1 @@
+export { ShadowRunner, SHADOW_DROP_REASONS, type ShadowDisagreement, type ShadowDropReason, type ShadowRunnerDeps } from './runner.js';
