@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, exampleReasonForCloud, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, exampleReasonForCloud, topics, type DeviceEvent, type ShadowTelemetry, type Telemetry } from '../shared/protocol/index.js';
 import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes } from './outbox/index.js';
@@ -49,6 +49,8 @@ export interface DaemonSnapshot {
   /** Examples queued for the outbox and not yet committed (`pending`), and what the writer refused or lost. */
   writer: ReturnType<OutboxWriter['stats']>;
   telemetry: Telemetry;
+  /** The shadow candidate's figures (or how the last one ended), whatever the cloud accepts. */
+  shadow: ShadowTelemetry | undefined;
 }
 
 export class EdgeDaemon {
@@ -318,7 +320,7 @@ export class EdgeDaemon {
   }
 
   snapshot(): DaemonSnapshot {
-    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), writer: this.writer.stats(), telemetry: this.collectTelemetry() };
+    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), writer: this.writer.stats(), telemetry: this.collectTelemetry(), shadow: this.shadow.report() };
   }
 
   private running(): RunningRelease | null {
