@@ -46,8 +46,8 @@ async function main(): Promise<void> {
   const key = generateSigningKey();
   const running = release(key, denseModel({ sizes: SIZES, seed: 1 }), 1);
   const candidate = release(key, denseModel({ sizes: SIZES, seed: 2 }), 2, new Date(Date.now() + 3_600_000));
-  // Raw uint8 pixels (the manifest scales by 1/255), distinct inputs.
-  const bodies = Array.from({ length: 64 }, (_, i) => JSON.stringify({ input: Array.from(sampleInputs(1, 784, 100 + i), (v) => Math.round(v * 255)) }));
+  // Raw uint8 pixels (the manifest scales by 1/255), distinct inputs; 24 of them, as the load child takes them in one argv string (128 KiB max).
+  const bodies = Array.from({ length: 24 }, (_, i) => JSON.stringify({ input: Array.from(sampleInputs(1, 784, 100 + i), (v) => Math.round(v * 255)) }));
   const dir = await mkdtemp(join(tmpdir(), 'apprentice-bench-shadow-'));
   const d = await startDaemonWithRelease({ root: ROOT, dataDir: join(dir, 'data'), signed: running.signed, bytes: running.bytes, trustedKeys: [toTrustedKey(key)], extraConfig: { telemetrySeconds: 1 } });
   const pid = d.child.pid!;
