@@ -195,11 +195,16 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     });
     shadow.start();
     stack.push(() => shadow.stop());
+    // The engine's start republished every device's normal desired: put the running shadow windows back.
+    await shadow.republish();
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
       advertise();
-      void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
+      void rollouts
+        .republish()
+        .then(() => shadow.republish())
+        .catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));

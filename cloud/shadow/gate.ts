@@ -1,4 +1,5 @@
 import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
+import { REJECT_CLASSES } from '../rollouts/policy.js';
 
 /**
  * Whether a shadow run switches (issue 13 item 4): THE SEAM. `ShadowRollouts` calls one
@@ -31,14 +32,21 @@ export function agreementOf(d: Pick<ShadowDeviceRow, 'requests' | 'agreements'>)
   return d.requests > 0 ? d.agreements / d.requests : null;
 }
 
+/** A refusal the candidate is to blame for (load or self-test failure…: REJECT_CLASSES `failure`). */
+function refusedForCause(d: ShadowDeviceRow): boolean {
+  return d.state === 'refused' && (REJECT_CLASSES as Record<string, string>)[d.reason ?? ''] === 'failure';
+}
+
 /**
  * Passes when at least one device shadowed `minRequests` examples and every such device agreed on at
- * least `minAgreement` of them; devices with fewer are `no_evidence` and decide nothing.
+ * least `minAgreement` of them; devices with fewer are `no_evidence` and decide nothing. A device that
+ * refused the candidate for a failure (load_failed, self_test_failed…) fails it.
  */
 export const agreementGate: ShadowSwitchGate = async ({ run, devices }) => {
   const verdicts = devices
-    .filter((d) => d.state !== 'incompatible' && d.state !== 'pending')
+    .filter((d) => d.state !== 'incompatible' && d.state !== 'pending' && (d.state !== 'refused' || refusedForCause(d)))
     .map((d) => {
+      if (d.state === 'refused') return { deviceId: d.deviceId, verdict: 'fail' as DeviceVerdict, agreement: null, detail: `refused: ${d.reason}` };
       const agreement = agreementOf(d);
       const verdict: DeviceVerdict = d.requests < run.minRequests ? 'no_evidence' : agreement! >= run.minAgreement ? 'pass' : 'fail';
       return { deviceId: d.deviceId, verdict, agreement };
@@ -46,6 +54,8 @@ export const agreementGate: ShadowSwitchGate = async ({ run, devices }) => {
   const failed = verdicts.filter((v) => v.verdict === 'fail');
   const passed = verdicts.filter((v) => v.verdict === 'pass');
   const pct = (x: number) => `${Math.round(x * 1000) / 10}%`;
+  const refused = failed.filter((v) => v.agreement === null);
+  if (refused.length) return { switch: false, reason: `refused by ${refused.length} device(s) (${refused[0]!.deviceId}: ${refused[0]!.detail})`, devices: verdicts };
   if (failed.length) {
     const worst = failed.reduce((a, b) => (a.agreement! <= b.agreement! ? a : b));
     return { switch: false, reason: `agreement below ${pct(run.minAgreement)} on ${failed.length} device(s) (lowest ${worst.deviceId}: ${pct(worst.agreement!)})`, devices: verdicts };

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { SignedManifest, Telemetry } from '../../shared/protocol/index.js';
+import type { DeviceEvent, SignedManifest, Telemetry } from '../../shared/protocol/index.js';
 import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { Registry } from '../registry/db.js';
@@ -10,7 +10,7 @@ import { capabilitiesKnown } from '../rollouts/steps.js';
 import { targetedDevices } from '../rollouts/store.js';
 import { eq } from 'drizzle-orm';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './gate.js';
-import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, type ShadowRunState } from './store.js';
+import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, shadowingRunOf, type ShadowRunState } from './store.js';
 
 export interface ShadowRolloutsDeps {
   registry: Registry;
@@ -88,8 +88,10 @@ export class ShadowRollouts {
     const s = this.deps.signals;
     if (s) {
       const onTelemetry = (e: FleetSignalMap['telemetry'][0]): void => void this.onTelemetry(e.deviceId, e.telemetry);
+      const onEvent = (e: FleetSignalMap['event'][0]): void => void this.onEvent(e.deviceId, e.event);
       s.on('telemetry', onTelemetry);
-      this.off = () => s.off('telemetry', onTelemetry);
+      s.on('event', onEvent);
+      this.off = () => (s.off('telemetry', onTelemetry), s.off('event', onEvent));
     }
     this.timer = setInterval(() => void this.tick().catch((err: unknown) => this.log.error({ err }, 'shadow/tick-failed')), (this.deps.tickSeconds ?? 10) * 1000);
     this.timer.unref();
@@ -196,6 +198,42 @@ export class ShadowRollouts {
     } catch (err) {
       this.log.error({ err, deviceId }, 'shadow/telemetry-failed');
     }
+  }
+
+  /** A device refused the shadow release (bad download, self-test, expired…): recorded on its row with the reason. */
+  async onEvent(deviceId: string, ev: DeviceEvent): Promise<void> {
+    if (ev.type !== 'rejected' || ev.release === null) return;
+    try {
+      const run = await shadowingRunOf(this.db, deviceId, ev.release);
+      if (!run) return;
+      await setDevice(this.db, run.id, deviceId, { state: 'refused', reason: (ev.reason ?? ev.detail ?? 'rejected').slice(0, 256) }, this.now());
+      this.log.warn({ run: run.id, deviceId, reason: ev.reason }, 'shadow/refused');
+    } catch (err) {
+      this.log.error({ err, deviceId }, 'shadow/event-failed');
+    }
+  }
+
+  /**
+   * Publishes the shadow desired again to the devices of every running window: after the rollout
+   * engine's `republishAll` (cloud start, broker reconnect), which retains each device's normal desired,
+   * so a device that restarts during the window is sent the candidate again.
+   */
+  republish(): Promise<number> {
+    return this.exclusive(async () => {
+      let n = 0;
+      for (const run of await listRuns(this.db, { state: 'shadowing', limit: 1000 })) {
+        if (Date.parse(run.until) <= this.now().getTime()) continue;
+        for (const d of await devicesOf(this.db, run.id, ['sent', 'running'])) {
+          try {
+            await this.deps.publisher.publishDesired(d.deviceId, run.signed as SignedManifest);
+            n++;
+          } catch (err) {
+            this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/republish-failed');
+          }
+        }
+      }
+      return n;
+    });
   }
 
   private async view(run: ShadowRunRow): Promise<ShadowView> {

@@ -11,7 +11,8 @@ import { shadowDevices, shadowRuns, type ShadowDeviceRow, type ShadowRunRow } fr
 
 export const SHADOW_RUN_STATES = ['shadowing', 'switched', 'expired', 'aborted'] as const;
 export type ShadowRunState = (typeof SHADOW_RUN_STATES)[number];
-export const SHADOW_DEVICE_STATES = ['pending', 'sent', 'running', 'dropped', 'incompatible'] as const;
+/** `refused`: the device sent a `rejected` event for the shadow release (its reason in `reason`). */
+export const SHADOW_DEVICE_STATES = ['pending', 'sent', 'running', 'dropped', 'incompatible', 'refused'] as const;
 export type ShadowDeviceState = (typeof SHADOW_DEVICE_STATES)[number];
 
 export type NewShadowRun = Omit<typeof shadowRuns.$inferInsert, 'signed' | 'state' | 'createdAt' | 'updatedAt'> & { signed: SignedManifest };
@@ -72,6 +73,16 @@ export async function setDevice(db: RegistryDb, runId: string, deviceId: string,
     .set({ state: patch.state, reason: patch.reason ?? null, updatedAt: now.toISOString() })
     .where(and(eq(shadowDevices.runId, runId), eq(shadowDevices.deviceId, deviceId)))
     .run();
+}
+
+/** The shadowing run that sent release `shadowSeq` to `deviceId`, if any. */
+export async function shadowingRunOf(db: RegistryDb, deviceId: string, shadowSeq: number): Promise<ShadowRunRow | undefined> {
+  return db
+    .select({ run: shadowRuns })
+    .from(shadowRuns)
+    .innerJoin(shadowDevices, and(eq(shadowDevices.runId, shadowRuns.id), eq(shadowDevices.deviceId, deviceId)))
+    .where(and(eq(shadowRuns.shadowSeq, shadowSeq), eq(shadowRuns.state, 'shadowing')))
+    .get()?.run;
 }
 
 /**

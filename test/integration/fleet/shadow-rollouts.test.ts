@@ -18,7 +18,7 @@ import { agreementGate, allGates, ShadowRollouts, type ShadowSwitchGate } from '
 import { signManifest, verifyManifest } from '../../../shared/manifest/index.js';
 import { DEVICE_CAPABILITIES, topics, type Manifest, type ShadowTelemetry, type Telemetry } from '../../../shared/protocol/index.js';
 import { RolloutHarness } from '../../unit/rollouts/harness.js';
-import { MODEL } from '../../unit/fleet/fixtures.js';
+import { MODEL, eventPayload } from '../../unit/fleet/fixtures.js';
 import { call, json } from '../../unit/cloud-api/helpers.js';
 
 const T0 = Date.parse('2030-01-01T00:00:00Z');
@@ -170,6 +170,31 @@ describe('shadow runs in the cloud', () => {
     await expect(shadow.switch('shadow-nope')).rejects.toMatchObject({ code: 'not_found' });
     const b = await start({ releaseSeq: 1 });
     expect((await shadow.abort(b.id)).run).toMatchObject({ state: 'aborted', reason: 'aborted by operator' });
+  });
+
+  it('a device refusing the candidate (self-test failed) is recorded and fails the gate; a refusal not its fault does not', async () => {
+    const run = await start();
+    h.feed('events', 'd01', eventPayload('d01', 'rejected', run.shadowSeq, 'self_test_failed'));
+    await new Promise((r) => setTimeout(r, 10));
+    let v = (await shadow.get(run.id))!;
+    expect(v.devices[0]).toMatchObject({ deviceId: 'd01', state: 'refused', reason: 'self_test_failed' });
+    expect(v.decision).toMatchObject({ switch: false, reason: expect.stringMatching(/refused by 1 device/) });
+    const other = await start({ releaseSeq: 1 });
+    h.feed('events', 'd01', eventPayload('d01', 'rejected', other.shadowSeq, 'download_failed'));
+    await new Promise((r) => setTimeout(r, 10));
+    v = (await shadow.get(other.id))!;
+    expect(v.devices[0]).toMatchObject({ state: 'refused', reason: 'download_failed' });
+    expect(v.decision.reason).toMatch(/no evidence/);
+  });
+
+  it('after the engine republishes every normal desired (cloud start, broker reconnect), the running windows are put back', async () => {
+    const run = await start();
+    await h.engine.republish();
+    expect(retainedDesired('d01').release).toBe(1);
+    expect(await shadow.republish()).toBe(1);
+    expect(retainedDesired('d01')).toMatchObject({ release: run.shadowSeq, shadow: { until: run.until } });
+    now += 31 * 60_000;
+    expect(await shadow.republish()).toBe(0); // a closed window is not sent again
   });
 
   it('the gate is a seam: a second gate (the teacher-labelled one of item 3) can veto the switch', async () => {
