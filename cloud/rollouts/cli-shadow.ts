@@ -16,6 +16,9 @@ export const shadowRunSchema = z.object({
   until: z.string(),
   state: z.string(),
   reason: z.string().nullable(),
+  autoSwitch: z.boolean(),
+  minAgreement: z.number(),
+  minRequests: z.number(),
   switchedRelease: z.number().nullable(),
   rolloutId: z.string().nullable(),
   gate: z.object({ switch: z.boolean(), reason: z.string() }),
@@ -39,7 +42,8 @@ const ms = (x: number | null): string => (x === null ? '—' : `${x.toFixed(2)} 
 
 export function shadowSummary(r: ShadowRun): string {
   const head = `shadow ${r.id}: model ${r.model} release ${r.release} (shadow manifest ${r.shadowRelease}), ${r.state}${r.reason ? ` — ${r.reason}` : ''}`;
-  const lines = [head, `  window until ${r.until}; gate: ${r.gate.switch ? 'pass' : 'not passed'} (${r.gate.reason})`];
+  const auto = r.autoSwitch ? `switches by itself at the end when every device with ≥ ${r.minRequests} examples agrees ≥ ${pct(r.minAgreement)}` : 'no automatic switch';
+  const lines = [head, `  window until ${r.until} (${auto}); gate: ${r.gate.switch ? 'pass' : 'not passed'} (${r.gate.reason})`];
   if (r.switchedRelease !== null) lines.push(`  switched: release ${r.switchedRelease}, rollout ${r.rolloutId}`);
   for (const d of r.devices) lines.push(`  ${d.deviceId}: ${d.state}, ${d.requests} shadowed, agreement ${pct(d.agreement)}, p50 ${ms(d.latencyMs.p50)}, p95 ${ms(d.latencyMs.p95)}${d.verdict ? `, ${d.verdict}` : ''}`);
   return lines.join('\n') + '\n';
