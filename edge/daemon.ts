@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, exampleReasonForCloud, topics, type DeviceEvent, type ShadowTelemetry, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type ShadowTelemetry, type Telemetry } from '../shared/protocol/index.js';
 import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes } from './outbox/index.js';
@@ -15,7 +15,7 @@ import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, cr
 import { TrustLink } from './trust-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
-import { ShadowRunner, type ShadowDisagreement } from './shadow/index.js';
+import { ShadowRunner, disagreementsToOutbox } from './shadow/index.js';
 
 /**
  * The edge daemon's composition root (DESIGN.md "edge daemon", STYLE.md 1): builds every module from the
@@ -150,7 +150,7 @@ export class EdgeDaemon {
       sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena, enableMemPattern: rt.memPattern },
       now: () => link.floor.now(),
       metrics,
-      onDisagreement: (d) => this.guard('shadow/disagreement', () => this.onDisagreement(d)),
+      onDisagreement: disagreementsToOutbox({ selector: this.selector, enqueue: (e) => this.writer.enqueue(e), accepts: (f) => link.accepts(f) }),
       log: log.child({ module: 'edge/shadow' }),
     });
     this.updates = await UpdateManager.create({
@@ -349,16 +349,6 @@ export class EdgeDaemon {
       // New telemetry field: only for a cloud that accepts it (shared/protocol/compat.ts).
       shadow: () => (this.link.accepts(CLOUD_FEATURES.telemetryShadow) ? this.shadow.report() : undefined),
     });
-  }
-
-  /**
-   * The shadow candidate disagreed with the served model: a hard example within the selector's
-   * de-duplication and caps, as `shadow_disagreement` (or `low_margin` for an older cloud).
-   */
-  private onDisagreement(d: ShadowDisagreement): void {
-    if (!this.selector.admit(d.input, 'shadow_disagreement')) return;
-    const reason = exampleReasonForCloud('shadow_disagreement', (f) => this.link.accepts(f));
-    this.writer.enqueue(buildExample({ input: d.input, probs: d.probs, reason, model: d.manifest.model, release: d.manifest.release }));
   }
 
   /** Events go through the link's gate (newer reasons wait for the cloud info, edge/status/event-gate.ts). */
