@@ -241,7 +241,10 @@ export class UpdateManager {
     await this.state.dispose();
   }
 
-  /** Checks that need no download; emits and returns a refusal, or null to go on. */
+  /**
+   * Checks that need no download; emits and returns a refusal, or null to go on. Not private only for the
+   * ShadowInstaller (shadow-install.ts), which applies the same checks to a shadow release.
+   */
   precheck(m: Manifest): UpdateOutcome | null {
     const s = this.state.get();
     const sha = m.artifact.sha256;
@@ -264,6 +267,7 @@ export class UpdateManager {
     return null;
   }
 
+  /** Logs and emits a `rejected` event (also for the ShadowInstaller's refusals). */
   reject(m: Manifest | null, reason: RejectReason, detail: string): UpdateOutcome {
     this.log.warn({ release: m?.release, sha256: m?.artifact.sha256, reason, detail }, 'updates/rejected');
     emitSafely(this.ctx, deviceEvent(this.ctx, 'rejected', m, { reason, detail }));
