@@ -21,7 +21,8 @@ import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
 import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
 import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
-import { reissueRelease, RoundRunner, Scheduler } from './rounds/index.js';
+import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
+import { ShadowRollouts } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 
@@ -181,11 +182,29 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // so signals emitted before it listens lose nothing.
     const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, metrics, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
     stack.push(() => rollouts.stop());
+    // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
+    const shadow = new ShadowRollouts({
+      registry,
+      publisher,
+      signals: ingest,
+      log: log.child({ module: 'cloud/shadow' }),
+      tickSeconds: cfg.rollouts.tickSeconds,
+      signShadow: (seq, until) => signShadowManifest(registry, signer, seq, until),
+      reissue: async (seq) => reissueRelease(registry, signer, seq),
+      rollouts,
+    });
+    shadow.start();
+    stack.push(() => shadow.stop());
+    // The engine's start republished every device's normal desired: put the running shadow windows back.
+    await shadow.republish();
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
       advertise();
-      void rollouts.republish().catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
+      void rollouts
+        .republish()
+        .then(() => shadow.republish())
+        .catch((err: unknown) => log.error({ err }, 'cloud/republish-after-reconnect'));
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
@@ -205,6 +224,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
       rounds,
       rollouts,
+      shadow,
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
         onDeviceRevoked: (id) => {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
-import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type Telemetry } from '../shared/protocol/index.js';
+import { CLOUD_FEATURES, PROTOCOL_VERSION, topics, type DeviceEvent, type ShadowTelemetry, type Telemetry } from '../shared/protocol/index.js';
 import { DEFAULT_LIMITS, createLocalApi, startLocalServer, type FeedbackEvent, type LocalServer, type PredictionEvent } from './api/index.js';
 import { endClient, jitterReconnects, mqttClientOptions, parseBind, readApiToken, type EdgeConfig } from './config/index.js';
 import { Outbox, OutboxPublisher, OutboxWriter, SourceImages, buildExample, maxExampleBytes } from './outbox/index.js';
@@ -15,6 +15,7 @@ import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, cr
 import { TrustLink } from './trust-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
+import { ShadowRunner, disagreementsToOutbox } from './shadow/index.js';
 
 /**
  * The edge daemon's composition root (DESIGN.md "edge daemon", STYLE.md 1): builds every module from the
@@ -48,6 +49,8 @@ export interface DaemonSnapshot {
   /** Examples queued for the outbox and not yet committed (`pending`), and what the writer refused or lost. */
   writer: ReturnType<OutboxWriter['stats']>;
   telemetry: Telemetry;
+  /** The shadow candidate's figures (or how the last one ended), whatever the cloud accepts. */
+  shadow: ShadowTelemetry | undefined;
 }
 
 export class EdgeDaemon {
@@ -65,6 +68,7 @@ export class EdgeDaemon {
   private host!: ModelHost;
   private gate!: HealthGate;
   private updates!: UpdateManager;
+  private shadow!: ShadowRunner;
   private publisher!: OutboxPublisher;
   private status!: StatusPublisher;
   /** Time floor, root of trust, key set and cloud info followers, the event gate (edge/trust-link.ts). */
@@ -141,6 +145,14 @@ export class EdgeDaemon {
     const metrics = new Registry();
     const link = (this.link = await TrustLink.open({ config, client: this.client, now: this.now, log, metrics }));
     const trust = link.trust;
+    // A candidate beside the served model (issue 13 item 4): its own session, never fed to the health gate.
+    this.shadow = new ShadowRunner({
+      sessionOptions: { intraOpNumThreads: rt.intraOpThreads, enableCpuMemArena: rt.memArena, enableMemPattern: rt.memPattern },
+      now: () => link.floor.now(),
+      metrics,
+      onDisagreement: disagreementsToOutbox({ selector: this.selector, enqueue: (e) => this.writer.enqueue(e), accepts: (f) => link.accepts(f) }),
+      log: log.child({ module: 'edge/shadow' }),
+    });
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
@@ -158,6 +170,7 @@ export class EdgeDaemon {
       requireAssignment: config.requireAssignment,
       keySetSettled: () => link.keySetSettled(),
       revokedKeys: () => link.revokedKeyIds(),
+      shadow: this.shadow,
     });
     const mb = config.api.microBatch;
     registerHardExampleMetrics(metrics, { outbox: () => this.outbox, writer: () => this.writer, selector: this.selector, sources: () => this.sources });
@@ -165,6 +178,7 @@ export class EdgeDaemon {
       host: this.host,
       metrics,
       onPrediction: (p) => this.guard('selection/prediction', () => this.onPrediction(p)),
+      shadow: this.shadow,
       feedback: (f) => this.onFeedback(f),
       limits: localApiLimits(config.api),
       token: await readApiToken(config.api),
@@ -291,6 +305,7 @@ export class EdgeDaemon {
     if (this.client) await endClient(this.client, 3_000);
     this.gate?.dispose();
     this.writer?.stop();
+    await this.shadow?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-shadow'));
     await this.host?.dispose().catch((err: unknown) => this.log.error({ err }, 'daemon/stop-runtime'));
     this.outbox?.dispose();
   }
@@ -305,7 +320,7 @@ export class EdgeDaemon {
   }
 
   snapshot(): DaemonSnapshot {
-    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), writer: this.writer.stats(), telemetry: this.collectTelemetry() };
+    return { running: this.running(), apiUrl: this.apiUrl, mqttConnected: this.client.connected, outbox: this.outbox.stats(), writer: this.writer.stats(), telemetry: this.collectTelemetry(), shadow: this.shadow.report() };
   }
 
   private running(): RunningRelease | null {
@@ -331,6 +346,8 @@ export class EdgeDaemon {
       },
       startedAt: this.startedAt,
       now: this.now,
+      // New telemetry field: only for a cloud that accepts it (shared/protocol/compat.ts).
+      shadow: () => (this.link.accepts(CLOUD_FEATURES.telemetryShadow) ? this.shadow.report() : undefined),
     });
   }
 

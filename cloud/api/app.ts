@@ -77,6 +77,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     broker: deps.broker,
     rounds: deps.rounds,
     rollouts: deps.rollouts,
+    shadow: deps.shadow,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
     artifacts: {

@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry, RegistryDb } from '../registry/db.js';
 import type { RetentionConfig } from '../registry/retention-job.js';
-import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService, UploadHooks } from './types.js';
+import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService, ShadowService, UploadHooks } from './types.js';
 
 /** Shared by the resource apps; built once by `createCloudApi`. */
 export interface ApiContext {
@@ -16,6 +16,7 @@ export interface ApiContext {
   broker: { publicUrl: string };
   rounds: RoundsService;
   rollouts: RolloutsService;
+  shadow: ShadowService | undefined;
   fleet: FleetHooks | undefined;
   artifactsDir: string;
   /** The device-authenticated artifact route (artifacts.ts). */

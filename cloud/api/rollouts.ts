@@ -12,6 +12,7 @@ import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema, rolloutWaveFields } from './schemas.js';
 import type { RolloutTarget } from './types.js';
+import { isShadowId, shadowDetail, shadowDetailOf, shadowDetailSchema, shadowOptionSchema, shadowService } from './rollouts-shadow.js';
 
 export const createRolloutBodySchema = z
   .strictObject({
@@ -20,6 +21,8 @@ export const createRolloutBodySchema = z
     target: rolloutTargetSchema,
     ...rolloutPolicyFields,
     ...rolloutWaveFields,
+    /** On-device shadow mode first (issue 13 item 4): the rollout with this policy starts at the switch. */
+    shadow: shadowOptionSchema.optional(),
   })
   .superRefine((b, ctx) => {
     // `canaryShare: s` is `waves: [s, 1]`; both at once would be ambiguous (issue 8).
@@ -81,9 +84,11 @@ export const rolloutDetailSchema = rolloutSchema.extend({
    * Per device: its shadow figures for this release (issue 13) — evidence `device` (its own audit
    * traffic), `cohort` (too few samples: its cohort's), or `none` ("no evidence": gate skipped).
    */
-  shadow: z.record(z.string(), shadowDeviceSchema),
+  evidence: z.record(z.string(), shadowDeviceSchema),
   /** The transition log, newest first (at most 100). */
   transitions: z.array(z.strictObject({ at: z.string(), deviceId: z.string().nullable(), from: z.string().nullable(), to: z.string(), reason: z.string().nullable() })),
+  /** When this rollout is the switch of an on-device shadow run: that run and its per-device figures. */
+  shadow: shadowDetailSchema.optional(),
 });
 
 function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
@@ -131,6 +136,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
     if (!got) throw notFound(`rollout ${id}`, 'id', 'rollout_not_found');
     const row = 'rollout' in got ? got.rollout : got;
     const v = 'coverage' in got ? (got as RolloutView) : undefined;
+    const shadow = await ctx.shadow?.forRollout(id);
     const devs = v?.devices ?? ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
     const counts: Record<string, number> = {};
     for (const d of devs) counts[d.state] = (counts[d.state] ?? 0) + 1;
@@ -139,9 +145,10 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       counts,
       waveProgress: v?.waves.map((w) => ({ share: w.share, counts: w.counts as Record<string, number> })) ?? [],
       coverage: v?.coverage ?? { connected: 0, running: 0, share: null },
-      shadow: await rolloutShadowView({ db: ctx.db }, row, devs),
+      evidence: await rolloutShadowView({ db: ctx.db }, row, devs),
       devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, wave: d.wave, state: d.state, reason: d.reason, installedAt: d.installedAt, supersededBy: d.supersededBy, updatedAt: d.updatedAt })),
       transitions: (v?.transitions ?? []).map((t) => ({ at: t.at, deviceId: t.deviceId, from: t.fromState, to: t.toState, reason: t.reason })),
+      ...(shadow ? { shadow: shadowDetail(shadow) } : {}),
     };
   };
 
@@ -151,7 +158,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       describeRoute({
         summary: 'Start a rollout in waves (the first wave is the canaries), each soaked and checked before the next',
         responses: {
-          201: { description: 'the rollout', schema: rolloutSchema },
+          201: { description: 'the rollout; with `shadow`, the shadow run (kind "shadow") whose switch starts the rollout', schema: z.union([rolloutSchema, shadowDetailSchema]) },
           400: { description: 'invalid body', schema: errorBodySchema },
           409: { description: 'conflicts with another rollout (rollout_conflict)', schema: errorBodySchema },
           422: { description: 'unknown model, release or devices, or a target the engine cannot serve (invalid_rollout)', schema: errorBodySchema },
@@ -170,7 +177,14 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
           const missing = ids.filter((id) => !found.has(id));
           if (missing.length) throw invalid(`unknown or revoked device(s): ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''}`, 'target.devices');
         }
-        const { model, release, target, ...policy } = body;
+        const { model, release, target, shadow, ...policy } = body;
+        if (shadow) {
+          const run = await shadowService(ctx).create({ model, releaseSeq: release, target, policy, ...shadow });
+          ctx.log.info({ shadow: run.id, model, release, minutes: shadow.minutes }, 'shadow run created');
+          await audit(ctx, c, { action: 'rollout.shadow', target: run.id, detail: { model, release, target, shadow, ...policy } });
+          c.header('Location', `/v1/rollouts/${run.id}`);
+          return c.json(await shadowDetailOf(ctx, run.id), 201);
+        }
         const row = await ctx.rollouts.create({ model, releaseSeq: release, target, ...policy });
         ctx.log.info({ rollout: row.id, model: body.model, release: body.release }, 'rollout created');
         await audit(ctx, c, { action: 'rollout.create', target: row.id, detail: { model, release, target, ...policy } });
@@ -190,17 +204,43 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
     )
     .get(
       '/:id',
-      describeRoute({ summary: 'One rollout with per-device progress', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc } }),
+      describeRoute({ summary: 'One rollout with per-device progress (a shadow run: its per-device agreement and latency)', responses: { 200: { description: 'the rollout, or the shadow run', schema: z.union([rolloutDetailSchema, shadowDetailSchema]) }, ...notFoundDoc } }),
       validate('param', idParam),
-      async (c) => c.json(await detail(c.req.valid('param').id)),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        return c.json(isShadowId(id) ? await shadowDetailOf(ctx, id) : await detail(id));
+      },
+    )
+    .post(
+      '/:id/switch',
+      describeRoute({
+        summary: "Switch a shadow run now: re-issue the candidate's bytes at a new sequence and start its rollout",
+        responses: { 200: { description: 'the shadow run, switched', schema: shadowDetailSchema }, ...notFoundDoc, 409: { description: 'the run is no longer shadowing (rollout_conflict)', schema: errorBodySchema } },
+      }),
+      validate('param', idParam),
+      validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('switched by operator') }), { optional: true }),
+      async (c) => {
+        const { id } = c.req.valid('param');
+        if (!isShadowId(id)) throw new ApiError(409, 'rollout_conflict', `rollout ${id} is not a shadow run`);
+        await shadowDetailOf(ctx, id);
+        await shadowService(ctx).switch(id, c.req.valid('json').reason);
+        await audit(ctx, c, { action: 'rollout.switch', target: id, detail: { reason: c.req.valid('json').reason } });
+        return c.json(await shadowDetailOf(ctx, id));
+      },
     )
     .post(
       '/:id/abort',
-      describeRoute({ summary: 'Abort a rollout (devices keep what they run; see rollback)', responses: { 200: { description: 'the rollout', schema: rolloutDetailSchema }, ...notFoundDoc, ...conflictDoc } }),
+      describeRoute({ summary: 'Abort a rollout (devices keep what they run; see rollback), or end a shadow run with no switch', responses: { 200: { description: 'the rollout, or the shadow run', schema: z.union([rolloutDetailSchema, shadowDetailSchema]) }, ...notFoundDoc, ...conflictDoc } }),
       validate('param', idParam),
       validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('aborted by operator') }), { optional: true }),
       async (c) => {
         const { id } = c.req.valid('param');
+        if (isShadowId(id)) {
+          await shadowDetailOf(ctx, id);
+          await shadowService(ctx).abort(id, c.req.valid('json').reason);
+          await audit(ctx, c, { action: 'rollout.abort', target: id, detail: { reason: c.req.valid('json').reason } });
+          return c.json(await shadowDetailOf(ctx, id));
+        }
         await detail(id);
         await ctx.rollouts.abort(id, c.req.valid('json').reason);
         ctx.log.info({ rollout: id }, 'rollout aborted');

@@ -4,7 +4,7 @@ import type { ArtifactStore } from './artifact-store.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
 import type { Registry } from '../registry/db.js';
-import type { RolloutRow } from '../registry/schema.js';
+import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import type { RetentionConfig } from '../registry/retention-job.js';
 
 /**
@@ -66,6 +66,24 @@ export interface RolloutsService {
   list(): Awaitable<RolloutRow[]>;
 }
 
+/** On-device shadow runs (cloud/shadow ShadowRollouts, issue 13 item 4); structural, so the API does not import it. */
+export interface ShadowService {
+  /** Throws RolloutError (not_found, invalid). */
+  create(input: { model: string; releaseSeq: number; target: RolloutTarget; policy: Omit<CreateRolloutInput, 'model' | 'releaseSeq' | 'target'>; minutes: number; autoSwitch?: boolean; minAgreement?: number; minRequests?: number }): Promise<{ id: string }>;
+  get(id: string): Promise<ShadowViewLike | undefined>;
+  forRollout(rolloutId: string): Promise<ShadowViewLike | undefined>;
+  /** Throws RolloutError (not_found; conflict when the run is no longer shadowing). */
+  switch(id: string, reason?: string): Promise<unknown>;
+  abort(id: string, reason?: string): Promise<unknown>;
+}
+
+/** What cloud/shadow's ShadowView holds, as the API reads it. */
+export interface ShadowViewLike {
+  run: ShadowRunRow;
+  devices: ShadowDeviceRow[];
+  decision: { switch: boolean; reason: string; devices: { deviceId: string; verdict: string; agreement: number | null }[] };
+}
+
 /** Optional hooks into the fleet (cloud/fleet), called after the registry changed. Failures are logged, never undo the change. */
 export interface FleetHooks {
   onDeviceProvisioned(id: string, groups: string[]): Promise<void>;
@@ -101,6 +119,8 @@ export interface CloudApiDeps {
   broker: { publicUrl: string };
   rounds: RoundsService;
   rollouts: RolloutsService;
+  /** On-device shadow runs (`POST /v1/rollouts` with `shadow`); without it such a request is refused (422). */
+  shadow?: ShadowService;
   fleet?: FleetHooks;
   /** Release artifacts live under here; `releases.artifact_path` is resolved against it and must stay inside. */
   artifactsDir: string;

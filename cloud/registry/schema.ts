@@ -170,6 +170,62 @@ export const rolloutDevices = sqliteTable(
   ],
 );
 
+/**
+ * On-device shadow runs (issue 13 item 4): a candidate sent as a `manifest.shadow` release to a rollout's
+ * targets for a window, with the policy of the rollout its switch starts. Shown under /v1/rollouts.
+ */
+export const shadowRuns = sqliteTable(
+  'shadow_runs',
+  {
+    id: text('id').primaryKey(),
+    model: text('model').notNull().references(() => models.name),
+    /** The candidate release; the switch re-issues its bytes at a new sequence. */
+    releaseSeq: integer('release_seq').notNull(),
+    /** The sequence of the signed shadow manifest (allocated from the one global sequence, no releases row). */
+    shadowSeq: integer('shadow_seq').notNull(),
+    /** JSON: the signed shadow manifest `{ manifest, signature }`, re-sent as is. */
+    signed: text('signed', { mode: 'json' }).notNull(),
+    /** JSON RolloutTarget. */
+    target: text('target', { mode: 'json' }).notNull(),
+    /** JSON: the rollout policy (waves, soak, thresholds) the switch starts its rollout with. */
+    policy: text('policy', { mode: 'json' }).notNull(),
+    until: text('until').notNull(),
+    /** Switch automatically at the window's end when the gate passes (agreement ≥ minAgreement on devices with ≥ minRequests). */
+    autoSwitch: integer('auto_switch', { mode: 'boolean' }).notNull(),
+    minAgreement: real('min_agreement').notNull(),
+    minRequests: integer('min_requests').notNull(),
+    /** shadowing → switched | expired (window ended, gate not passed) | aborted. */
+    state: text('state').notNull(),
+    reason: text('reason'),
+    /** The re-issued release and the rollout the switch started. */
+    switchedSeq: integer('switched_seq'),
+    rolloutId: text('rollout_id'),
+    createdAt: text('created_at').notNull().default(now),
+    updatedAt: text('updated_at').notNull().default(now),
+  },
+  (t) => [index('shadow_runs_state_idx').on(t.state), index('shadow_runs_rollout_idx').on(t.rolloutId)],
+);
+
+/** A shadow run's devices with their last reported figures (telemetry `shadow`, cumulative on the device). */
+export const shadowDevices = sqliteTable(
+  'shadow_devices',
+  {
+    runId: text('run_id').notNull().references(() => shadowRuns.id),
+    deviceId: text('device_id').notNull(),
+    /** pending (not sent yet) → sent → running → dropped; incompatible (no `manifest.shadow`). */
+    state: text('state').notNull(),
+    reason: text('reason'),
+    requests: integer('requests').notNull().default(0),
+    agreements: integer('agreements').notNull().default(0),
+    skipped: integer('skipped').notNull().default(0),
+    latencyP50Ms: real('latency_p50_ms'),
+    latencyP95Ms: real('latency_p95_ms'),
+    reportedAt: text('reported_at'),
+    updatedAt: text('updated_at').notNull().default(now),
+  },
+  (t) => [uniqueIndex('shadow_devices_pk').on(t.runId, t.deviceId), index('shadow_devices_device_idx').on(t.deviceId)],
+);
+
 /** Every rollout and rollout-device state change (device_id null for the rollout's own). */
 export const rolloutTransitions = sqliteTable(
   'rollout_transitions',
@@ -374,6 +430,8 @@ export type DeviceRow = typeof devices.$inferSelect;
 export type RolloutRow = typeof rollouts.$inferSelect;
 export type RolloutDeviceRow = typeof rolloutDevices.$inferSelect;
 export type RolloutTransitionRow = typeof rolloutTransitions.$inferSelect;
+export type ShadowRunRow = typeof shadowRuns.$inferSelect;
+export type ShadowDeviceRow = typeof shadowDevices.$inferSelect;
 export type ExampleRow = typeof examples.$inferSelect;
 export type RoundRow = typeof rounds.$inferSelect;
 export type DeviceEventRow = typeof deviceEvents.$inferSelect;

@@ -5,6 +5,7 @@ import { ApiClient, addApiOptions, apiClientFromFlags } from '../../shared/cli/a
 import { UsageError, parseNumber, parsePositiveInt } from '../../shared/cli/errors.js';
 import { DEVICE_ID_RE } from '../../shared/protocol/topics.js';
 import { ROLLOUT_DEVICE_STATES } from './policy.js';
+import { isShadowRunId, shadowFlags, shadowOption, shadowRunSchema, shadowSummary } from './cli-shadow.js';
 
 /** What the CLI reads of `GET /v1/rollouts/{id}` (loose: a newer cloud may add fields). */
 const rolloutSchema = z.object({
@@ -105,7 +106,7 @@ function finish(r: Rollout, json: boolean): void {
   }
 }
 
-/** `apprentice rollout create|status|pause|resume|abort`, through the admin API. */
+/** `apprentice rollout create|status|pause|resume|abort|switch`, through the admin API. */
 export function rolloutCommand(o: RolloutCliOptions = {}): Command {
   const client = (f: { cloud: string; token?: string; tokenFile?: string }) => apiClientFromFlags(f, { fetchImpl: o.fetchImpl });
   const stream = o.stream ?? process.stderr;
@@ -114,7 +115,8 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
 
   cmd.addCommand(
     api(new Command('create'))
-      .description('Start a rollout: the first wave (canaries) gets the release, each next wave after a healthy soak')
+      .alias('start')
+      .description('Start a rollout: the first wave (canaries) gets the release, each next wave after a healthy soak. With --shadow, devices first run it beside their model for that many minutes; the rollout starts at the switch')
       .requiredOption('--model <name>', 'model name')
       .requiredOption('--release <seq>', 'release sequence number', (v) => parsePositiveInt('--release', v))
       .option('--target <target>', 'all, group:NAME or devices:ID,ID,...', 'all')
@@ -126,11 +128,18 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
       .option('--min-failures <n>', 'default 2', (v) => parsePositiveInt('--min-failures', v))
       .option('--canary-grace <seconds>', 'replace a canary offline this long (default 300)', (v) => parsePositiveInt('--canary-grace', v))
       .option('--agreement-margin <share>', 'hold a device back when the 95% upper bound of candidate − running accuracy on its audit traffic is below −share (default 0.01; 1 turns the gate off)', (v) => parseNumber('--agreement-margin', v, { min: 0, max: 1 }))
+      .option('--shadow <minutes>', 'on-device shadow mode first: devices run the release beside their model this long and report agreement (needs the manifest.shadow capability)', shadowFlags.minutes)
+      .option('--shadow-min-agreement <share>', 'with --shadow: switch at the end when every device with enough examples agrees this often (default 0.95)', shadowFlags.agreement)
+      .option('--shadow-min-requests <n>', 'with --shadow: examples a device must shadow to count (default 50)', shadowFlags.requests)
+      .option('--no-auto-switch', 'with --shadow: never switch by itself; only `rollout switch ID`')
       .option('--wait', 'follow it with a progress bar per wave until it ends (exit 1 unless completed)', false)
       .option('--interval <ms>', 'poll interval with --wait', (v) => parsePositiveInt('--interval', v), 2000)
-      .addHelpText('after', '\nExample:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait')
+      .addHelpText('after', '\nExamples:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait\n  apprentice rollout start --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --shadow 60')
       .action(async (f) => {
         if (f.waves && f.canaryShare !== undefined) throw new UsageError('give either --waves or --canary-share, not both');
+        const shadow = shadowOption(f);
+        if (!shadow && (f.shadowMinAgreement !== undefined || f.shadowMinRequests !== undefined || f.autoSwitch === false)) throw new UsageError('--shadow-min-agreement, --shadow-min-requests and --no-auto-switch need --shadow MINUTES');
+        if (shadow && f.wait) throw new UsageError('--wait follows waves; a shadow run has none until its switch: watch it with `rollout status ID`');
         const body = {
           model: f.model,
           release: f.release,
@@ -143,8 +152,13 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
           ...(f.minFailures !== undefined ? { minFailures: f.minFailures } : {}),
           ...(f.canaryGrace !== undefined ? { canaryGraceSeconds: f.canaryGrace } : {}),
           ...(f.agreementMargin !== undefined ? { agreementMargin: f.agreementMargin } : {}),
+          ...(shadow ? { shadow } : {}),
         };
         const a = client(f);
+        if (shadow) {
+          const run = await a.request('POST', 'v1/rollouts', { json: body, schema: shadowRunSchema });
+          return void process.stdout.write(f.json ? JSON.stringify(run, null, 2) + '\n' : `created ${shadowSummary(run)}`);
+        }
         const created = await a.request('POST', 'v1/rollouts', { json: body, schema: rolloutSchema });
         if (!f.wait) return void process.stdout.write(f.json ? JSON.stringify(created, null, 2) + '\n' : `created ${summary(created)}`);
         finish(await waitFor(a, created.id, f.interval, stream), f.json);
@@ -159,6 +173,10 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
       .option('--interval <ms>', 'poll interval with --wait', (v) => parsePositiveInt('--interval', v), 2000)
       .action(async (id: string, f) => {
         const a = client(f);
+        if (isShadowRunId(id)) {
+          const run = await a.request('GET', `v1/rollouts/${encodeURIComponent(id)}`, { schema: shadowRunSchema });
+          return void process.stdout.write(f.json ? JSON.stringify(run, null, 2) + '\n' : shadowSummary(run));
+        }
         if (f.wait) return finish(await waitFor(a, id, f.interval, stream), f.json);
         const r = await a.request('GET', `v1/rollouts/${encodeURIComponent(id)}`, { schema: rolloutSchema });
         process.stdout.write(f.json ? JSON.stringify(r, null, 2) + '\n' : summary(r));
@@ -175,10 +193,27 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
     cmd.addCommand(
       sub.action(async (id: string, f) => {
         const json = hasReason && f.reason ? { reason: f.reason } : {};
+        if (isShadowRunId(id)) {
+          const run = await client(f).request('POST', `v1/rollouts/${encodeURIComponent(id)}/${name}`, { json, schema: shadowRunSchema });
+          return void process.stdout.write(f.json ? JSON.stringify(run, null, 2) + '\n' : shadowSummary(run));
+        }
         const r = await client(f).request('POST', `v1/rollouts/${encodeURIComponent(id)}/${name}`, { json, schema: rolloutSchema });
         process.stdout.write(f.json ? JSON.stringify(r, null, 2) + '\n' : summary(r));
       }),
     );
   }
+
+  cmd.addCommand(
+    api(new Command('switch'))
+      .description("Switch a shadow run now, whatever its gate says: the release's bytes are re-issued at a new sequence and rolled out with the run's policy")
+      .argument('<id>', 'shadow run id (shadow-…)')
+      .option('--reason <text>', 'why (shown in the run)')
+      .addHelpText('after', '\nExample:\n  apprentice rollout switch shadow-1a2b3c4d --cloud http://127.0.0.1:8787 --token-file DATA/admin-token')
+      .action(async (id: string, f) => {
+        if (!isShadowRunId(id)) throw new UsageError(`${id} is not a shadow run id (shadow-…)`);
+        const run = await client(f).request('POST', `v1/rollouts/${encodeURIComponent(id)}/switch`, { json: f.reason ? { reason: f.reason } : {}, schema: shadowRunSchema });
+        process.stdout.write(f.json ? JSON.stringify(run, null, 2) + '\n' : shadowSummary(run));
+      }),
+  );
   return cmd;
 }

@@ -2,7 +2,7 @@
 export { RoundRunner, type RoundRunnerDeps, type RoundRunnerOptions } from './runner.js';
 export { Scheduler, type SchedulerDeps } from './scheduler.js';
 export { runRound, type RoundDeps } from './round.js';
-export { allocateReleaseSeq, currentRelease, reissueRelease, releaseBySeq, RELEASE_SEQ_HIGH, ReleaseError, type ReissueOptions } from './releases.js';
+export { allocateReleaseSeq, currentRelease, reissueRelease, releaseBySeq, signShadowManifest, RELEASE_SEQ_HIGH, ReleaseError, type ReissueOptions } from './releases.js';
 export { gate, type GateDecision, type GateInput } from './gate.js';
 export { hardRepeatFactor, mixTransferSet, type MixStats } from './mix.js';
 export { buildReleaseManifest, releaseArtifactUrl, type ReleaseManifestInput } from './manifest.js';

@@ -1,5 +1,5 @@
 import { desc, eq, max } from 'drizzle-orm';
-import { manifestSchema, type Manifest } from '../../shared/protocol/schemas.js';
+import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { meta, releases, type ReleaseRow } from '../registry/schema.js';
 import { releaseArtifactUrl } from './manifest.js';
@@ -65,6 +65,43 @@ export function recordedHoldoutAccuracy(row: Pick<ReleaseRow, 'metrics'>): numbe
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
 }
 
+/**
+ * Same bytes, same content address. An older manifest's per-release URL (which devices could not use:
+ * it needs the admin token) moves to the device-authenticated /v1/artifacts/{sha256}.
+ */
+export function deviceArtifactUrl(old: Manifest, seq: number): string | undefined {
+  const suffix = `/v1/releases/${seq}/artifact`;
+  return old.artifact.url?.endsWith(suffix) ? releaseArtifactUrl(old.artifact.url.slice(0, -suffix.length), old.artifact.sha256) : old.artifact.url;
+}
+
+/**
+ * On-device shadow mode (issue 13 item 4): release `candidateSeq`'s model as a shadow manifest, signed,
+ * with `shadow.until` and a new sequence from the one global sequence (no releases row: it is never
+ * installed as a release, and devices do not raise their floor for it). `lineage.reissueOf` names the
+ * candidate; the manifest expires with the window.
+ */
+export function signShadowManifest(registry: Registry, signer: SyncManifestSigner, candidateSeq: number, until: Date, now = new Date()): { seq: number; signed: SignedManifest } {
+  return writeTransaction(registry, () => {
+    const cand = releaseBySeq(registry, candidateSeq);
+    if (!cand) throw new ReleaseError(`cannot shadow release ${candidateSeq}: no such release`);
+    const parsed = manifestSchema.safeParse(cand.manifest);
+    if (!parsed.success) throw new ReleaseError(`cannot shadow release ${candidateSeq}: its stored manifest is invalid`);
+    const old = parsed.data;
+    const seq = allocateReleaseSeq(registry);
+    const url = deviceArtifactUrl(old, candidateSeq);
+    const manifest: Manifest = {
+      ...old,
+      release: seq,
+      artifact: { ...old.artifact, ...(url !== undefined ? { url } : {}) },
+      lineage: { ...old.lineage, reissueOf: candidateSeq },
+      createdAt: now.toISOString(),
+      expiresAt: until.toISOString(),
+      shadow: { until: until.toISOString() },
+    };
+    return { seq, signed: signer.sign(manifestSchema.parse(manifest)) };
+  });
+}
+
 export interface ReissueOptions {
   now?: Date;
   /** Validity of the new manifest; default: the same span as the original manifest. */
@@ -89,10 +126,7 @@ export function reissueRelease(registry: Registry, signer: SyncManifestSigner, p
     const seq = allocateReleaseSeq(registry);
     const now = opts.now ?? new Date();
     const validity = opts.validityMs ?? Date.parse(old.expiresAt) - Date.parse(old.createdAt);
-    // Same bytes, same content address. An older manifest's per-release URL (which devices could not
-    // use: it needs the admin token) moves to the device-authenticated /v1/artifacts/{sha256}.
-    const suffix = `/v1/releases/${previousSeq}/artifact`;
-    const url = old.artifact.url?.endsWith(suffix) ? releaseArtifactUrl(old.artifact.url.slice(0, -suffix.length), old.artifact.sha256) : old.artifact.url;
+    const url = deviceArtifactUrl(old, previousSeq);
     const manifest: Manifest = {
       ...old,
       release: seq,

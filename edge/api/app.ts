@@ -2,7 +2,7 @@ import { Hono } from 'hono';
 import type { Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { MicroBatcher } from '../runtime/batcher.js';
-import { DEFAULT_LIMITS, type ApiContext, type FeedbackSink, type LocalApiLimits, type PredictionEvent, type ServingHost } from './context.js';
+import { DEFAULT_LIMITS, type ApiContext, type FeedbackSink, type LocalApiLimits, type PredictionEvent, type ServingHost, type ShadowObserver } from './context.js';
 import { notFoundJson, onApiError } from './errors.js';
 import { bearerAuth } from '../../shared/http/auth.js';
 import { concurrencyLimit } from './concurrency.js';
@@ -20,6 +20,8 @@ export interface LocalApiDeps {
   metrics: Registry;
   /** Called for every example answered; the hard-example selector hooks here. Must be quick; errors are logged. */
   onPrediction?: (p: PredictionEvent) => void;
+  /** A shadow candidate run on every answered request after the answer (issue 13 item 4). */
+  shadow?: ShadowObserver;
   /** Receives user labels with the remembered input (the outbox). */
   feedback: FeedbackSink;
   limits?: Partial<LocalApiLimits>;
@@ -71,6 +73,7 @@ export function createLocalApi(deps: LocalApiDeps): Hono {
     clock,
     log,
     onPrediction: deps.onPrediction,
+    shadow: deps.shadow,
     feedback: deps.feedback,
     feedbackCap: new SlidingWindowCap(limits.feedbackPerMinute, 60_000),
   };

@@ -1,6 +1,6 @@
 import type { Logger } from '../../shared/log/index.js';
 import type { Manifest } from '../../shared/protocol/index.js';
-import type { LoadedModel, Predictor } from '../runtime/host.js';
+import type { LoadedModel, Prediction, Predictor } from '../runtime/host.js';
 import type { ApiMetrics } from './metrics.js';
 import type { RecentPredictions } from './recent.js';
 import type { SlidingWindowCap } from '../selection/limits.js';
@@ -9,6 +9,11 @@ import type { SlidingWindowCap } from '../selection/limits.js';
 export interface ServingHost extends Predictor {
   readonly ready: boolean;
   current(): LoadedModel | undefined;
+}
+
+/** The shadow runner (edge/shadow), as the predict route sees it. */
+export interface ShadowObserver {
+  observe(input: Float32Array, n: number, running: Prediction): void;
 }
 
 /** Handed to `onPrediction` for every example answered (the hard-example selector hooks here). */
@@ -77,6 +82,8 @@ export interface ApiContext {
   clock: () => number;
   log: Logger;
   onPrediction: ((p: PredictionEvent) => void) | undefined;
+  /** Runs the shadow candidate on what was just answered (issue 13 item 4); never delays the answer. */
+  shadow: ShadowObserver | undefined;
   feedback: FeedbackSink;
   /** The per-minute feedback cap (its own, apart from the selector's caps). */
   feedbackCap: Pick<SlidingWindowCap, 'allows' | 'record' | 'limit'>;

@@ -85,6 +85,13 @@ export function predictRoutes(ctx: ApiContext): Hono {
       ctx.metrics.predicted(req.n, result.latencyMs);
       // The images as received: an image model's hard example may carry its source (issue 11).
       const answers = answer(ctx, req, result, format ? [bytes] : req.images?.bytes);
+      if (ctx.shadow) {
+        try {
+          ctx.shadow.observe(req.data, req.n, result);
+        } catch (err) {
+          ctx.log.error({ err }, 'edge/api shadow observe failed');
+        }
+      }
       const meta = { model: result.manifest.model, release: result.manifest.release, latency_ms: Math.round(result.latencyMs * 1000) / 1000 };
       return c.json(req.single ? { ...answers[0]!, ...meta } : { predictions: answers, ...meta });
     })

@@ -5,7 +5,8 @@ import type { EXAMPLE_REASONS } from '../../shared/protocol/index.js';
  * Reasons the selector can give. `feedback` is the protocol's fifth reason, but it comes from a user
  * through the local API, never from the selector.
  */
-export const SELECTION_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 'audit'] as const satisfies readonly (typeof EXAMPLE_REASONS)[number][];
+/** `shadow_disagreement` is never scored: the shadow runner asks for it through `Selector.admit` (issue 13 item 4). */
+export const SELECTION_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 'audit', 'shadow_disagreement'] as const satisfies readonly (typeof EXAMPLE_REASONS)[number][];
 export type SelectionReason = (typeof SELECTION_REASONS)[number];
 
 const probability = z.number().min(0).max(1);

@@ -39,6 +39,11 @@ export interface SelectorCounters {
 export interface Selector {
   readonly config: SelectionConfig;
   select(example: SelectInput): Selection | null;
+  /**
+   * An example chosen by another rule (a shadow disagreement, issue 13 item 4) through the same
+   * de-duplication and the same caps as `select`, so it never adds to what the device may send.
+   */
+  admit(input: Float32Array, reason: SelectionReason): boolean;
   /** A snapshot (copies), for telemetry and Prometheus collectors. */
   counters(): SelectorCounters;
 }
@@ -76,6 +81,24 @@ export function createSelector(config: SelectionConfigInput = {}, { now = () => 
   const dedupe = cfg.dedupe.enabled ? new DedupeWindow(cfg.dedupe.windowMs, cfg.dedupe.maxEntries, cfg.dedupe.algorithm) : undefined;
   const counts = { evaluated: 0, invalid: 0, selected: zeroCounts(), capped: zeroCounts(), duplicate: zeroCounts() };
 
+  /** Dedupe, then both caps checked before either is charged (see above). */
+  function admit(input: Float32Array, reason: SelectionReason): boolean {
+    const t = now();
+    const hash = dedupe?.hash(input);
+    if (dedupe && hash !== undefined && dedupe.has(hash, t)) {
+      counts.duplicate[reason]++;
+      return false;
+    }
+    if (!caps.every((c) => c.allows(t))) {
+      counts.capped[reason]++;
+      return false;
+    }
+    for (const c of caps) c.record(t);
+    if (dedupe && hash !== undefined) dedupe.add(hash, t);
+    counts.selected[reason]++;
+    return true;
+  }
+
   return {
     config: cfg,
     select({ input, probs }) {
@@ -89,21 +112,9 @@ export function createSelector(config: SelectionConfigInput = {}, { now = () => 
       const reason: SelectionReason | null = uncertaintyReason(scores, cfg) ?? (draw < cfg.audit.rate ? 'audit' : null);
       if (reason === null) return null;
 
-      const t = now();
-      const hash = dedupe?.hash(input);
-      if (dedupe && hash !== undefined && dedupe.has(hash, t)) {
-        counts.duplicate[reason]++;
-        return null;
-      }
-      if (!caps.every((c) => c.allows(t))) {
-        counts.capped[reason]++;
-        return null;
-      }
-      for (const c of caps) c.record(t);
-      if (dedupe && hash !== undefined) dedupe.add(hash, t);
-      counts.selected[reason]++;
-      return { reason };
+      return admit(input, reason) ? { reason } : null;
     },
+    admit,
     counters() {
       return {
         evaluated: counts.evaluated,

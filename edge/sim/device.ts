@@ -44,9 +44,10 @@ export interface SimDeviceOptions {
 /**
  * What a simulated device declares (status `capabilities`, to a cloud that accepts protocol-2 status):
  * the daemon's capabilities that live in the update path it runs for real, not receipts (no outbox) nor
- * key sets (no key-set follower; it trusts its bundle's keys, `trusted_keys`).
+ * key sets (no key-set follower; it trusts its bundle's keys, `trusted_keys`), nor shadow releases (its
+ * update manager has no shadow runner: it would ignore them).
  */
-export const SIM_CAPABILITIES = EDGE_CAPABILITIES.filter((c) => c !== DEVICE_CAPABILITIES.receipts && c !== DEVICE_CAPABILITIES.keyset);
+export const SIM_CAPABILITIES = EDGE_CAPABILITIES.filter((c) => c !== DEVICE_CAPABILITIES.receipts && c !== DEVICE_CAPABILITIES.keyset && c !== DEVICE_CAPABILITIES.shadow);
 const SIM_EXTENSION: StatusExtension = { protocolVersion: PROTOCOL_REVISION, capabilities: [...SIM_CAPABILITIES], trust: { keysetVersion: null, state: 'trusted_keys' }, degraded: null };
 
 const EMPTY_OUTBOX = { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0, refused: 0, lost: 0 };

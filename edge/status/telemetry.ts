@@ -1,6 +1,6 @@
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { PROTOCOL_VERSION, assertPublishable, encodePayload, telemetrySchema, topics, type Telemetry } from '../../shared/protocol/index.js';
+import { PROTOCOL_VERSION, assertPublishable, encodePayload, telemetrySchema, topics, type ShadowTelemetry, type Telemetry } from '../../shared/protocol/index.js';
 import type { OutboxStats } from '../outbox/index.js';
 import type { InferenceObservation } from '../runtime/index.js';
 import type { RunningRelease } from './status.js';
@@ -77,6 +77,8 @@ export interface TelemetrySources {
   /** Epoch ms of the daemon's start. */
   startedAt: number;
   now?: () => Date;
+  /** The shadow candidate's figures (issue 13), only when the cloud accepts `telemetry.shadow`. */
+  shadow?: () => ShadowTelemetry | undefined;
 }
 
 /** One heartbeat, validated against `telemetrySchema` when encoded. */
@@ -85,6 +87,7 @@ export function buildTelemetry(s: TelemetrySources): Telemetry {
   const running = s.running();
   const w = s.stats.window();
   const o = s.outbox();
+  const shadow = s.shadow?.();
   return {
     v: PROTOCOL_VERSION,
     deviceId: s.deviceId,
@@ -99,6 +102,7 @@ export function buildTelemetry(s: TelemetrySources): Telemetry {
     // Exactly the outbox's own numbers (telemetrySchema.outbox is OutboxStats).
     outbox: { depth: o.depth, bytes: o.bytes, dropped: o.dropped, evicted: o.evicted, selected: o.selected, published: o.published },
     health: s.health(),
+    ...(shadow ? { shadow } : {}),
   };
 }
 

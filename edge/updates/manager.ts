@@ -7,6 +7,7 @@ import { createBackoff, type Backoff } from '../outbox/backoff.js';
 import { deviceEvent, emitSafely, type EventContext } from './events.js';
 import { ArtifactFetcher } from './fetch.js';
 import { SlotStore } from './slots.js';
+import { ShadowInstaller } from './shadow-install.js';
 import { UpdateStateStore, type UpdateState } from './state.js';
 import { applyRevocations, countTrialCrash, manifestOf, restoreSlots, rollbackSlot, type RecoveryDeps } from './recovery.js';
 import {
@@ -69,6 +70,7 @@ export class UpdateManager {
     private readonly state: UpdateStateStore,
     private readonly slots: SlotStore,
     private readonly fetcher: ArtifactFetcher,
+    private readonly shadow: ShadowInstaller | undefined,
   ) {
     this.log = deps.log ?? silentLogger;
     const floor = deps.timeFloor;
@@ -84,7 +86,15 @@ export class UpdateManager {
     const state = await UpdateStateStore.create({ dataDir: deps.dataDir });
     const slots = await SlotStore.create({ dataDir: deps.dataDir, log });
     const fetcher = await ArtifactFetcher.create({ dataDir: deps.dataDir, mqtt: deps.mqtt, log, mqttIdleTimeoutMs: deps.mqttIdleTimeoutMs, httpIdleTimeoutMs: deps.httpIdleTimeoutMs, fetchImpl: deps.fetchImpl, httpCredentials: deps.httpCredentials });
-    return new UpdateManager(deps, state, slots, fetcher);
+    const floor = deps.timeFloor;
+    const now = floor ? () => floor.now() : (deps.now ?? (() => new Date()));
+    // The installer calls back into the manager (precheck, reject), which exists only after it: late-bound.
+    let self: UpdateManager | undefined;
+    const shadow = deps.shadow
+      ? await ShadowInstaller.create({ dataDir: deps.dataDir, fetcher, target: deps.shadow, log, now, precheck: (m) => self!.precheck(m), reject: (m, r, d) => self!.reject(m, r, d) })
+      : undefined;
+    self = new UpdateManager(deps, state, slots, fetcher, shadow);
+    return self;
   }
 
   /** The model the host was last switched to by this manager (null before restore/install). */
@@ -169,6 +179,8 @@ export class UpdateManager {
     const m = v.manifest;
     const misassigned = checkAssignment(envelope, m, this.ctx.deviceId, keysOf(this.deps.trustedKeys), this.deps.requireAssignment ?? false);
     if (misassigned) return Promise.resolve(this.reject(m, misassigned.reason, misassigned.detail));
+    // A shadow release runs beside the served model and never moves the floor (issue 13 item 4).
+    if (m.shadow) return this.shadow ? this.shadow.accept(m) : Promise.resolve({ status: 'ignored', detail: 'this daemon runs no shadow models' });
     const early = this.precheck(m);
     if (early) return Promise.resolve(early);
     // The retained desired comes again on every reconnect: it must not bypass the backoff of a failing release.
@@ -229,8 +241,11 @@ export class UpdateManager {
     await this.state.dispose();
   }
 
-  /** Checks that need no download; emits and returns a refusal, or null to go on. */
-  private precheck(m: Manifest): UpdateOutcome | null {
+  /**
+   * Checks that need no download; emits and returns a refusal, or null to go on. Not private only for the
+   * ShadowInstaller (shadow-install.ts), which applies the same checks to a shadow release.
+   */
+  precheck(m: Manifest): UpdateOutcome | null {
     const s = this.state.get();
     const sha = m.artifact.sha256;
     const cur = manifestOf(s.current);
@@ -252,7 +267,8 @@ export class UpdateManager {
     return null;
   }
 
-  private reject(m: Manifest | null, reason: RejectReason, detail: string): UpdateOutcome {
+  /** Logs and emits a `rejected` event (also for the ShadowInstaller's refusals). */
+  reject(m: Manifest | null, reason: RejectReason, detail: string): UpdateOutcome {
     this.log.warn({ release: m?.release, sha256: m?.artifact.sha256, reason, detail }, 'updates/rejected');
     emitSafely(this.ctx, deviceEvent(this.ctx, 'rejected', m, { reason, detail }));
     return { status: 'rejected', reason, detail };
@@ -288,8 +304,11 @@ export class UpdateManager {
     const early = this.precheck(m); // the state may have moved while this candidate waited
     if (early) return early;
     let path: string;
+    const shadowFile = await this.shadow?.fileOf(m.artifact);
     if (await this.slots.verify(m.artifact)) {
       path = this.slots.pathOf(sha); // the bytes are already in a slot (a re-issued release)
+    } else if (shadowFile) {
+      path = await this.slots.adopt(m.artifact, shadowFile); // the switch: the shadow's bytes become a slot
     } else {
       const got = await this.fetcher.fetch(m.artifact, { signal: job.abort.signal });
       path = await this.slots.adopt(m.artifact, got.path);
@@ -325,6 +344,8 @@ export class UpdateManager {
       await this.slots.prune([next.current?.sha256, next.previous?.sha256]);
       await this.fetcher.prune();
       this.log.info({ release: m.release, sha256: sha, model: m.model }, 'updates/installed');
+      // The switch: the candidate now serves, so it stops being a shadow.
+      if (this.deps.shadow?.sha256 === sha) await this.deps.shadow.drop('switched');
       emitSafely(this.ctx, deviceEvent(this.ctx, 'installed', m));
       return { status: 'installed', release: m.release, sha256: sha };
     });

@@ -18,6 +18,8 @@ const SLOT_RE = /^([0-9a-f]{64})\.onnx$/;
 export interface SlotStoreDeps {
   dataDir: string;
   log?: Logger;
+  /** Folder under the data dir; default `models`. Shadow candidates live in their own (`shadow`, issue 13). */
+  dirName?: string;
 }
 
 export interface ArtifactRef {
@@ -30,7 +32,7 @@ export class SlotStore {
   private readonly log: Logger;
 
   private constructor(deps: SlotStoreDeps) {
-    this.dir = join(deps.dataDir, MODELS_DIR);
+    this.dir = join(deps.dataDir, deps.dirName ?? MODELS_DIR);
     this.log = deps.log ?? silentLogger;
   }
 

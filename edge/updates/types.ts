@@ -108,6 +108,19 @@ export interface UpdateManagerDeps {
   httpCredentials?: HttpCredentials;
   /** Retry after `download_failed` with jittered exponential backoff (the outbox's createBackoff: delay in [c/2, c), c doubling from initialMs to maxMs); `false` disables. Default 30 s → 15 min. */
   retry?: { initialMs: number; maxMs: number } | false;
+  /**
+   * Where `manifest.shadow` releases run (edge/shadow ShadowRunner). Without it such a release is
+   * ignored: a daemon declares the `manifest.shadow` capability only when it has one.
+   */
+  shadow?: ShadowTarget;
+}
+
+/** What the update pipeline needs from the shadow runner (edge/shadow/runner.ts satisfies it). */
+export interface ShadowTarget {
+  readonly sha256: string | undefined;
+  load(path: string, manifest: Manifest): Promise<void>;
+  drop(reason: 'switched' | 'superseded' | 'expired'): Promise<void>;
+  onDropped(fn: (sha256: string) => void): void;
 }
 
 export const DEFAULT_MAX_SEQUENCE_JUMP = 1_000_000;
@@ -118,6 +131,8 @@ export interface HttpCredentials {
 
 export type UpdateOutcome =
   | { status: 'installed'; release: number; sha256: string }
+  /** A `manifest.shadow` release now runs beside the served model (issue 13 item 4); the floor did not move. */
+  | { status: 'shadowing'; release: number; sha256: string }
   | { status: 'rejected'; reason: RejectReason; detail: string }
   | { status: 'ignored'; detail: string }
   | { status: 'superseded'; by: number };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { capabilityList, isoTime, PROTOCOL_VERSION, type DeviceEvent, type Manifest, type SignedManifest, type Status } from './schemas.js';
+import { capabilityList, isoTime, PROTOCOL_VERSION, type DeviceEvent, type Example, type Manifest, type SignedManifest, type Status } from './schemas.js';
 
 /**
  * The compatibility policy, both ways (issue 10, "First, a small commit of its own").
@@ -40,6 +40,8 @@ export const DEVICE_CAPABILITIES = {
    * of agent rollouts. (Capability names allow `.` and `-` only, hence not `agent_update`.)
    */
   agentUpdate: 'agent-update',
+  /** Parses `manifest.shadow` and runs such a release as a shadow beside the running model (issue 13 item 4). */
+  shadow: 'manifest.shadow',
 } as const;
 export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_CAPABILITIES];
 
@@ -57,6 +59,10 @@ export const CLOUD_FEATURES = {
   statusPlatform: 'status.platform',
   /** Events of type `agent_*` with their `agent` field (issue 14). */
   agentEvents: 'events.agent',
+  /** `telemetry.shadow`: on-device shadow figures (issue 13 item 4). */
+  telemetryShadow: 'telemetry.shadow',
+  /** Example reason `shadow_disagreement` (NEWER_EXAMPLE_REASONS). */
+  shadowExamples: 'examples.shadow-disagreement',
 } as const;
 export type CloudFeature = (typeof CLOUD_FEATURES)[keyof typeof CLOUD_FEATURES];
 
@@ -111,6 +117,8 @@ export const MANIFEST_REQUIREMENTS: ReadonlyArray<{ path: string; capability: De
   { path: 'input.range', capability: DEVICE_CAPABILITIES.inputRange, present: (m) => m.input.range !== undefined },
   { path: 'input.image', capability: DEVICE_CAPABILITIES.inputImage, present: (m) => m.input.image !== undefined },
   { path: 'lineage.source', capability: DEVICE_CAPABILITIES.lineageSource, present: (m) => m.lineage.source !== undefined },
+  // A device without it would refuse the key, or worse (a hand-rolled parser) serve the candidate: never sent.
+  { path: 'shadow', capability: DEVICE_CAPABILITIES.shadow, present: (m) => m.shadow !== undefined },
 ];
 
 /** Optional `desired` envelope fields (outside the manifest's signature), stripped for devices without the capability. */
@@ -172,4 +180,27 @@ export function eventForCloud(ev: DeviceEvent, info: Pick<CloudInfo, 'accepts'> 
   const row = ev.reason === undefined ? undefined : NEWER_EVENT_REASONS[ev.reason];
   if (!row || cloudAccepts(info, row.feature)) return ev;
   return { ...ev, reason: row.older, detail: `${ev.reason}: ${ev.detail ?? ''}`.slice(0, 1024) };
+}
+
+type ExampleReason = Example['reason'];
+
+/**
+ * Example reasons an older cloud's strict example schema refuses (its whole batch would be refused), each
+ * with the feature a cloud must accept for it and the protocol-1 reason an older cloud gets instead.
+ */
+export const NEWER_EXAMPLE_REASONS: Readonly<Partial<Record<ExampleReason, { feature: CloudFeature; older: ExampleReason }>>> = {
+  // A disagreement is a hard example near the boundary between two models: low_margin is its closest kin.
+  shadow_disagreement: { feature: CLOUD_FEATURES.shadowExamples, older: 'low_margin' },
+};
+
+/**
+ * Device side: the reason to put in an example for this cloud (the newer reason, or its older stand-in).
+ * Decided when the example is queued, like `source` (an outbox row is sent as written).
+ *
+ * @example
+ * const reason = exampleReasonForCloud('shadow_disagreement', (f) => link.accepts(f));
+ */
+export function exampleReasonForCloud(reason: ExampleReason, accepts: (feature: CloudFeature) => boolean): ExampleReason {
+  const row = NEWER_EXAMPLE_REASONS[reason];
+  return !row || accepts(row.feature) ? reason : row.older;
 }

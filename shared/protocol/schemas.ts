@@ -117,6 +117,14 @@ export const manifestSchema = z
     createdAt: isoTime,
     expiresAt: isoTime,
     selfTest: selfTestSchema,
+    /**
+     * Present on a shadow install only (issue 13 item 4): the device loads the model beside the one it
+     * runs, runs both on live requests until `until`, answers with the running one, reports agreement and
+     * never raises its release floor for it. One object rather than `mode` + `shadowUntil`: a shadow
+     * without an end cannot be expressed, and one optional key needs one capability row
+     * (`manifest.shadow`, compat.ts). Signed, so a device cannot be talked into serving a shadow.
+     */
+    shadow: z.strictObject({ until: isoTime }).optional(),
   })
   .refine((m) => m.labels.length === m.output.classes, { message: 'labels must have one entry per output class', path: ['labels'] })
   .refine((m) => m.selfTest.expected.length === m.output.classes, { message: 'selfTest.expected must have one value per class', path: ['selfTest', 'expected'] })
@@ -193,6 +201,30 @@ export const statusSchema = z.strictObject({
 export type Status = z.infer<typeof statusSchema>;
 
 const count = z.number().int().min(0);
+
+/**
+ * What a device reports of its shadow candidate (issue 13 item 4), cumulative since it was loaded.
+ * `state`: `running` while the window is open; `dropped` (with `reason`) for the reports after it ended
+ * without a switch (`expired`, `superseded`, `restart`, `load_failed`, `switched`), so the cloud sees the end.
+ */
+export const shadowTelemetrySchema = z.strictObject({
+  model: z.string().min(1).max(128),
+  release: releaseSeq,
+  sha256: sha256Hex,
+  until: isoTime,
+  state: z.enum(['running', 'dropped']),
+  reason: z.string().max(64).regex(/^[a-z][a-z0-9_]*$/).optional(),
+  /** Examples both models answered. */
+  requests: count,
+  /** Of those, how many got the same top class. */
+  agreements: count,
+  /** Examples not shadowed because the shadow was busy (a bound: live answers never wait for it). */
+  skipped: count,
+  /** Shadow run time per run, over the recent runs. */
+  latencyMs: z.strictObject({ p50: z.number().min(0).nullable(), p95: z.number().min(0).nullable() }),
+}).refine((s) => s.agreements <= s.requests, { message: 'agreements cannot exceed requests', path: ['agreements'] });
+export type ShadowTelemetry = z.infer<typeof shadowTelemetrySchema>;
+
 export const telemetrySchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   deviceId,
@@ -206,6 +238,8 @@ export const telemetrySchema = z.strictObject({
   rssBytes: count,
   outbox: z.strictObject({ depth: count, bytes: count, dropped: count, evicted: count, selected: count, published: count }),
   health: z.enum(['ok', 'degraded', 'no_model']),
+  /** On-device shadow figures (issue 13 item 4); sent only to a cloud accepting `telemetry.shadow`. */
+  shadow: shadowTelemetrySchema.optional(),
 });
 export type Telemetry = z.infer<typeof telemetrySchema>;
 
@@ -289,7 +323,11 @@ export const eventSchema = z.strictObject({
 });
 export type DeviceEvent = z.infer<typeof eventSchema>;
 
-export const EXAMPLE_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 'audit', 'feedback'] as const;
+/**
+ * `shadow_disagreement`: the running model and a shadow candidate disagreed on it (issue 13 item 4); sent
+ * only to a cloud accepting `examples.shadow-disagreement` (compat.ts exampleForCloud), else as `low_margin`.
+ */
+export const EXAMPLE_REASONS = ['low_confidence', 'low_margin', 'high_entropy', 'audit', 'feedback', 'shadow_disagreement'] as const;
 export const MAX_EXAMPLES_PER_BATCH = 256;
 export const MAX_INPUT_ELEMENTS = 1 << 20;
 

@@ -80,6 +80,9 @@ export interface RunningDaemon {
   port: number;
   apiUrl: string;
   env: Record<string, string>;
+  deviceId: string;
+  /** The bench's "cloud" client on the broker (publishes further releases, reads telemetry). */
+  client: mqtt.MqttClient;
   stop(): Promise<void>;
 }
 
@@ -126,7 +129,7 @@ export async function startDaemonWithRelease(o: { root: string; dataDir: string;
       // A daemon that died will not come up: fail at once rather than after the timeout.
       throw child.exitCode !== null ? new Error(`daemon exited with ${child.exitCode} before serving`) : err;
     });
-    return { child, port, apiUrl, env, stop };
+    return { child, port, apiUrl, env, deviceId, client, stop };
   } catch (err) {
     await stop();
     throw err;

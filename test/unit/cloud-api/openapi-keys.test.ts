@@ -44,6 +44,7 @@ describe('GET /openapi.json', () => {
         'POST /v1/rollouts/{id}/pause',
         'POST /v1/rollouts/{id}/resume',
         'POST /v1/rollouts/{id}/rollback',
+        'POST /v1/rollouts/{id}/switch',
         'GET /v1/examples/stats',
         'GET /v1/examples/export',
         'GET /v1/examples/quarantine',

@@ -38,9 +38,9 @@ describe('shadow figures in the API', () => {
     const r = await json(await call(h.app, 'POST', '/v1/rollouts', { body: { model: 'digits', release: 2, target: 'all', agreementMargin: 0.02 } }));
     expect(r.agreementMargin).toBe(0.02);
     const detail = await json(await call(h.app, 'GET', `/v1/rollouts/${r.id}`));
-    expect(detail.shadow['pi-1']).toMatchObject({ evidence: 'device', hold: false, samples: 100, delta: -0.08 }); // −1.4 ≥ −2.0
-    expect(detail.shadow['pi-2']).toMatchObject({ evidence: 'device', hold: false, deltaHigh: 0 });
-    expect(detail.shadow['pi-3']).toMatchObject({ evidence: 'none', hold: false, samples: null, reason: expect.stringMatching(/^no evidence/) });
+    expect(detail.evidence['pi-1']).toMatchObject({ evidence: 'device', hold: false, samples: 100, delta: -0.08 }); // −1.4 ≥ −2.0
+    expect(detail.evidence['pi-2']).toMatchObject({ evidence: 'device', hold: false, deltaHigh: 0 });
+    expect(detail.evidence['pi-3']).toMatchObject({ evidence: 'none', hold: false, samples: null, reason: expect.stringMatching(/^no evidence/) });
   });
 
   it('400 names agreementMargin when it is out of [0, 1]', async () => {

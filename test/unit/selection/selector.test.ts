@@ -26,7 +26,7 @@ describe('createSelector: reasons', () => {
     expect(s.select({ input: fresh(), probs: f32(0.7, ...Array<number>(9).fill(0.3 / 9)) })).toEqual({ reason: 'high_entropy' });
     const c = s.counters();
     expect(c.evaluated).toBe(4);
-    expect(c.selected).toEqual({ low_confidence: 1, low_margin: 1, high_entropy: 1, audit: 0 });
+    expect(c.selected).toEqual({ low_confidence: 1, low_margin: 1, high_entropy: 1, audit: 0, shadow_disagreement: 0 });
   });
 
   it('audit samples confident traffic at the configured rate, using the injected RNG', () => {

@@ -1,2 +1,0 @@
-ALTER TABLE `devices` ADD `agent` text;--> statement-breakpoint
-ALTER TABLE `devices` ADD `platform` text;

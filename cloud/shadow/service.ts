@@ -1,0 +1,309 @@
+import { randomUUID } from 'node:crypto';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { DeviceEvent, SignedManifest, Telemetry } from '../../shared/protocol/index.js';
+import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
+import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
+import type { Registry } from '../registry/db.js';
+import { devices, releases, type RolloutRow, type ShadowDeviceRow, type ShadowRunRow } from '../registry/schema.js';
+import { RolloutError, type RolloutRequest, type RolloutTarget } from '../rollouts/policy.js';
+import { capabilitiesKnown } from '../rollouts/steps.js';
+import { targetedDevices } from '../rollouts/store.js';
+import { eq } from 'drizzle-orm';
+import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
+import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, shadowingRunOf, type ShadowRunState } from './run-store.js';
+
+export interface ShadowRolloutsDeps {
+  registry: Registry;
+  publisher: Pick<ReleasePublisher, 'publishDesired' | 'clearDesired' | 'ensureChunks'>;
+  /** Signs release `candidateSeq` as a shadow manifest with a new sequence (cloud/rounds signShadowManifest). */
+  signShadow(candidateSeq: number, until: Date): { seq: number; signed: SignedManifest };
+  /** Re-issues release `seq` (same bytes) at a new sequence; returns it (cloud/rounds reissueRelease). */
+  reissue(seq: number): Promise<number>;
+  /** Starts the rollout of the switch (the RolloutEngine). */
+  rollouts: { create(request: RolloutRequest): Promise<RolloutRow> };
+  /** Whether the window's end switches; default {@link agreementGate}. See gate.ts: the seam for item 3's gate. */
+  gate?: ShadowSwitchGate;
+  /** Telemetry with `shadow` figures is recorded as it arrives. */
+  signals?: FleetSignals;
+  log?: Logger;
+  now?: () => Date;
+  /** Window checks and retries of unsent devices; default 10 s. */
+  tickSeconds?: number;
+  newId?: () => string;
+}
+
+export interface ShadowStartRequest {
+  model: string;
+  releaseSeq: number;
+  target: RolloutTarget;
+  /** The rollout policy the switch starts with (waves, soak, thresholds): what `POST /v1/rollouts` takes. */
+  policy: Omit<RolloutRequest, 'model' | 'releaseSeq' | 'target'>;
+  minutes: number;
+  /** Switch by itself at the window's end when the gate passes; default true. */
+  autoSwitch?: boolean;
+  /** Default 0.95 and 50. */
+  minAgreement?: number;
+  minRequests?: number;
+}
+
+export interface ShadowView {
+  run: ShadowRunRow;
+  devices: ShadowDeviceRow[];
+  /** What the gate would answer now (the decision at the window's end for a finished run). */
+  decision: ShadowSwitchDecision;
+}
+
+export const DEFAULT_MIN_AGREEMENT = 0.95;
+export const DEFAULT_MIN_REQUESTS = 50;
+
+/**
+ * On-device shadow runs (issue 13 item 4), cloud side: sends a candidate as a signed `manifest.shadow`
+ * release to a rollout's targets for a window (devices without the `manifest.shadow` capability are
+ * `incompatible`: compat.ts desiredFor), records the agreement and latency they report, and switches:
+ * re-issues the candidate's bytes at a new sequence as a normal release and starts its rollout with the
+ * requested policy. The switch is the operator's (`switch`), or the window's end when the gate passes
+ * (gate.ts). A run that ends without a switch gives each device its normal desired back. All state is in
+ * the DB; one queue serialises ticks, signals and API calls.
+ */
+export class ShadowRollouts {
+  private readonly log: Logger;
+  private readonly now: () => Date;
+  private readonly gate: ShadowSwitchGate;
+  private tail: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private off: (() => void) | undefined;
+
+  constructor(private readonly deps: ShadowRolloutsDeps) {
+    this.log = deps.log ?? silentLogger;
+    this.now = deps.now ?? (() => new Date());
+    this.gate = deps.gate ?? agreementGate;
+  }
+
+  private get db() {
+    return this.deps.registry.db;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    const s = this.deps.signals;
+    if (s) {
+      const onTelemetry = (e: FleetSignalMap['telemetry'][0]): void => void this.onTelemetry(e.deviceId, e.telemetry);
+      const onEvent = (e: FleetSignalMap['event'][0]): void => void this.onEvent(e.deviceId, e.event);
+      s.on('telemetry', onTelemetry);
+      s.on('event', onEvent);
+      this.off = () => (s.off('telemetry', onTelemetry), s.off('event', onEvent));
+    }
+    this.timer = setInterval(() => void this.tick().catch((err: unknown) => this.log.error({ err }, 'shadow/tick-failed')), (this.deps.tickSeconds ?? 10) * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.off?.();
+    await this.tail.catch(() => undefined);
+  }
+
+  /** Starts a run: signs the shadow manifest and sends it to the target's devices. Throws RolloutError. */
+  create(req: ShadowStartRequest): Promise<ShadowRunRow> {
+    return this.exclusive(async () => {
+      const rel = this.db.select().from(releases).where(eq(releases.seq, req.releaseSeq)).get();
+      if (!rel || rel.model !== req.model) throw new RolloutError(`release ${req.releaseSeq} of model ${req.model} not found`, 'not_found');
+      const targets = targetedDevices(this.db, req.target).map((d) => d.id);
+      if (!targets.length) throw new RolloutError('the target matches no device', 'invalid');
+      const now = this.now();
+      const until = new Date(now.getTime() + req.minutes * 60_000);
+      const { seq, signed } = this.deps.signShadow(req.releaseSeq, until);
+      const id = this.deps.newId?.() ?? `shadow-${randomUUID().slice(0, 8)}`;
+      const run = await insertRun(
+        this.db,
+        {
+          id,
+          model: req.model,
+          releaseSeq: req.releaseSeq,
+          shadowSeq: seq,
+          signed,
+          target: req.target,
+          policy: req.policy,
+          until: until.toISOString(),
+          autoSwitch: req.autoSwitch ?? true,
+          minAgreement: req.minAgreement ?? DEFAULT_MIN_AGREEMENT,
+          minRequests: req.minRequests ?? DEFAULT_MIN_REQUESTS,
+        },
+        targets,
+        now,
+      );
+      this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length }, 'shadow/started');
+      await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+      await this.send(run);
+      return (await getRun(this.db, id))!;
+    });
+  }
+
+  async get(id: string): Promise<ShadowView | undefined> {
+    const run = await getRun(this.db, id);
+    return run && this.view(run);
+  }
+
+  /** The run whose switch started `rolloutId` (the rollout view shows its figures). */
+  async forRollout(rolloutId: string): Promise<ShadowView | undefined> {
+    const run = await runOfRollout(this.db, rolloutId);
+    return run && this.view(run);
+  }
+
+  list(state?: ShadowRunState): Promise<ShadowRunRow[]> {
+    return listRuns(this.db, state ? { state } : {});
+  }
+
+  /** The operator's switch (any time during the window, whatever the gate says). Throws RolloutError. */
+  switch(id: string, reason = 'switched by operator'): Promise<ShadowView> {
+    return this.exclusive(async () => {
+      const run = await this.mustBeShadowing(id);
+      await this.doSwitch(run, reason);
+      return (await this.get(id))!;
+    });
+  }
+
+  /** Ends a run with no switch: devices drop the candidate at `until`, and get their normal desired back now. */
+  abort(id: string, reason = 'aborted by operator'): Promise<ShadowView> {
+    return this.exclusive(async () => {
+      const run = await this.mustBeShadowing(id);
+      await this.end(run, 'aborted', reason);
+      return (await this.get(id))!;
+    });
+  }
+
+  /** Sends to devices still pending; ends runs whose window closed (switch when auto and the gate passes). */
+  tick(): Promise<void> {
+    return this.exclusive(async () => {
+      const now = this.now();
+      for (const run of await listRuns(this.db, { state: 'shadowing', limit: 1000 })) {
+        if (Date.parse(run.until) > now.getTime()) {
+          await this.send(run);
+          continue;
+        }
+        const decision = await this.gate({ run, devices: await devicesOf(this.db, run.id), now });
+        if (run.autoSwitch && decision.switch) await this.doSwitch(run, `window ended, gate passed: ${decision.reason}`);
+        else await this.end(run, 'expired', run.autoSwitch ? `window ended, gate not passed: ${decision.reason}` : 'window ended with no switch');
+      }
+    });
+  }
+
+  /** Telemetry's `shadow` figures onto the run that sent that shadow release. */
+  async onTelemetry(deviceId: string, t: Telemetry): Promise<void> {
+    if (!t.shadow) return;
+    try {
+      const runId = await recordShadowTelemetry(this.db, deviceId, t.shadow, this.now());
+      if (!runId) this.log.debug({ deviceId, release: t.shadow.release }, 'shadow/telemetry-unmatched');
+    } catch (err) {
+      this.log.error({ err, deviceId }, 'shadow/telemetry-failed');
+    }
+  }
+
+  /** A device refused the shadow release (bad download, self-test, expired…): recorded on its row with the reason. */
+  async onEvent(deviceId: string, ev: DeviceEvent): Promise<void> {
+    if (ev.type !== 'rejected' || ev.release === null) return;
+    try {
+      const run = await shadowingRunOf(this.db, deviceId, ev.release);
+      if (!run) return;
+      await setDevice(this.db, run.id, deviceId, { state: 'refused', reason: (ev.reason ?? ev.detail ?? 'rejected').slice(0, 256) }, this.now());
+      this.log.warn({ run: run.id, deviceId, reason: ev.reason }, 'shadow/refused');
+    } catch (err) {
+      this.log.error({ err, deviceId }, 'shadow/event-failed');
+    }
+  }
+
+  /**
+   * Publishes the shadow desired again to the devices of every running window: after the rollout
+   * engine's `republishAll` (cloud start, broker reconnect), which retains each device's normal desired,
+   * so a device that restarts during the window is sent the candidate again.
+   */
+  republish(): Promise<number> {
+    return this.exclusive(async () => {
+      let n = 0;
+      for (const run of await listRuns(this.db, { state: 'shadowing', limit: 1000 })) {
+        if (Date.parse(run.until) <= this.now().getTime()) continue;
+        for (const d of await devicesOf(this.db, run.id, ['sent', 'running'])) {
+          try {
+            await this.deps.publisher.publishDesired(d.deviceId, run.signed as SignedManifest);
+            n++;
+          } catch (err) {
+            this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/republish-failed');
+          }
+        }
+      }
+      return n;
+    });
+  }
+
+  private async view(run: ShadowRunRow): Promise<ShadowView> {
+    const devs = await devicesOf(this.db, run.id);
+    return { run, devices: devs, decision: await this.gate({ run, devices: devs, now: this.now() }) };
+  }
+
+  private async mustBeShadowing(id: string): Promise<ShadowRunRow> {
+    const run = await getRun(this.db, id);
+    if (!run) throw new RolloutError(`shadow run ${id} not found`, 'not_found');
+    if (run.state !== 'shadowing') throw new RolloutError(`shadow run ${id} is ${run.state}`, 'conflict');
+    return run;
+  }
+
+  /** Publishes the shadow desired to each pending device; no capability → `incompatible`, unknown yet → stays pending. */
+  private async send(run: ShadowRunRow): Promise<void> {
+    const now = this.now();
+    for (const d of await devicesOf(this.db, run.id, ['pending'])) {
+      const dev = this.db.select().from(devices).where(eq(devices.id, d.deviceId)).get();
+      if (!dev || dev.revoked) continue;
+      try {
+        await this.deps.publisher.publishDesired(d.deviceId, run.signed as SignedManifest);
+        await setDevice(this.db, run.id, d.deviceId, { state: 'sent' }, now);
+      } catch (err) {
+        if (!(err instanceof IncompatibleReleaseError)) {
+          this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/send-failed: retried at the next tick');
+        } else if (capabilitiesKnown(dev)) {
+          await setDevice(this.db, run.id, d.deviceId, { state: 'incompatible', reason: `missing capability: ${err.message}`.slice(0, 256) }, now);
+        }
+      }
+    }
+  }
+
+  /** The switch: the candidate's bytes at a new sequence, rolled out as a normal release to the same target. */
+  private async doSwitch(run: ShadowRunRow, reason: string): Promise<void> {
+    await this.restoreDesired(run);
+    const seq = await this.deps.reissue(run.releaseSeq);
+    const policy = run.policy as ShadowStartRequest['policy'];
+    const rollout = await this.deps.rollouts.create({ ...policy, model: run.model, releaseSeq: seq, target: run.target as RolloutTarget });
+    await setRun(this.db, run.id, 'shadowing', { state: 'switched', reason, switchedSeq: seq, rolloutId: rollout.id }, this.now());
+    this.log.info({ run: run.id, release: run.releaseSeq, switchedSeq: seq, rollout: rollout.id, reason }, 'shadow/switched');
+  }
+
+  private async end(run: ShadowRunRow, state: 'expired' | 'aborted', reason: string): Promise<void> {
+    await this.restoreDesired(run);
+    await setRun(this.db, run.id, 'shadowing', { state, reason }, this.now());
+    this.log.warn({ run: run.id, release: run.releaseSeq, state, reason }, 'shadow/ended');
+  }
+
+  /**
+   * Each device the shadow was sent to gets its own desired release back as the retained `desired`
+   * (or none), so a device that restarts later is not sent the ended shadow again. What it runs is
+   * untouched: a device ignores a desired it already runs.
+   */
+  private async restoreDesired(run: ShadowRunRow): Promise<void> {
+    for (const d of await devicesOf(this.db, run.id, ['sent', 'running', 'dropped'])) {
+      const dev = this.db.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, d.deviceId)).get();
+      const rel = dev?.desiredSeq == null ? undefined : this.db.select().from(releases).where(eq(releases.seq, dev.desiredSeq)).get();
+      try {
+        if (rel) await this.deps.publisher.publishDesired(d.deviceId, signedManifestOf(rel));
+        else await this.deps.publisher.clearDesired(d.deviceId);
+      } catch (err) {
+        this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/restore-desired-failed');
+      }
+    }
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+}
