@@ -100,8 +100,9 @@ export class AgentInstaller {
     const verdict = checkAgentManifest(payload, { trustedKeys: deps.trustedKeys(), now: deps.now(), floor: this.floor.highest, platform: deps.platform, running: deps.running.version, cloudProtocol: deps.cloudProtocol() });
     if (!verdict.ok) {
       const m = verdict.manifest;
-      // The retained release already running (its seq is the floor): nothing to do, nothing to report.
-      if (verdict.reason === 'stale_release' && m?.version === deps.running.version) return { status: 'ignored', detail: `already running ${m.version}` };
+      // The retained release at the floor was already handled (switched to, or rolled back and reported):
+      // it comes again at every reconnect; nothing to do, nothing to report.
+      if (verdict.reason === 'stale_release' && m && m.agentSeq === this.floor.highest) return { status: 'ignored', detail: `agentSeq ${m.agentSeq} (${m.version}) already handled` };
       return this.refuse(verdict.reason, verdict.detail, m);
     }
     const m = verdict.manifest;
