@@ -11,6 +11,8 @@ import { fsyncDir } from '../updates/fsutil.js';
  */
 export const CURRENT_LINK = 'current';
 export const PARTIAL_SUFFIX = '.partial';
+/** Names in the agent root that are not versions: the link, the marker, the agent floor, the downloads. */
+const NOT_VERSIONS: ReadonlySet<string> = new Set(['current', 'marker', 'agent-state.json', 'downloads']);
 const TMP_LINK_PREFIX = '.current.tmp.';
 
 export class AgentLayout {
@@ -69,7 +71,7 @@ export class AgentLayout {
     }
     const out: string[] = [];
     for (const n of names) {
-      if (n === CURRENT_LINK || n.startsWith('.') || n.endsWith(PARTIAL_SUFFIX) || n === 'marker' || n.endsWith('.json')) continue;
+      if (NOT_VERSIONS.has(n) || n.startsWith('.') || n.endsWith(PARTIAL_SUFFIX)) continue;
       if ((await lstat(join(this.root, n))).isDirectory()) out.push(n);
     }
     return out.sort();

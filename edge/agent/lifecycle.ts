@@ -30,6 +30,7 @@ export interface AgentLifecycleDeps {
 /** What the daemon must show before a new version is committed (issue 14, "Health commit"). */
 export type HealthCheck = () => Promise<{ ok: boolean; detail: string }>;
 
+/** `report`: a rollback to announce (old version back), or a commit whose announcement a crash interrupted. */
 export type StartupRole = { role: 'trial'; marker: Marker } | { role: 'report'; marker: Marker } | { role: 'none' };
 
 /**
@@ -67,6 +68,7 @@ export class AgentLifecycle {
       return { role: 'none' };
     }
     if (m.state === 'rolled_back' && !m.reported && this.deps.version !== m.pending) return { role: 'report', marker: m };
+    if (m.state === 'committed' && !m.reported && this.deps.version === m.pending) return { role: 'report', marker: m };
     return { role: 'none' };
   }
 
@@ -97,14 +99,21 @@ export class AgentLifecycle {
     return this.outcome;
   }
 
+  /** marker → committed first (a crash after it keeps the new version), then floor, prune, event, reported. */
   private async commit(marker: Marker): Promise<'committed'> {
-    await writeMarker(this.deps.root, { ...marker, state: 'committed' });
+    const committed: Marker = { ...marker, state: 'committed', reported: false };
+    await writeMarker(this.deps.root, committed);
     this.deps.kill?.('commit-marker');
+    await this.announceCommit(committed);
+    return 'committed';
+  }
+
+  private async announceCommit(marker: Marker): Promise<void> {
     await (await AgentFloor.open(this.deps.root)).raise(marker.agentSeq);
     const removed = await this.layout.prune([marker.pending, marker.previous]);
     this.log.info({ version: marker.pending, previous: marker.previous, removed }, 'agent/committed');
     await this.deps.emit(agentEvent(this.deps.deviceId, this.deps.now(), 'agent_committed', { version: marker.pending, agentSeq: marker.agentSeq, running: this.deps.version }));
-    return 'committed';
+    await writeMarker(this.deps.root, { ...marker, reported: true });
   }
 
   private async rollback(marker: Marker, detail: string): Promise<'rolled_back'> {
@@ -117,6 +126,7 @@ export class AgentLifecycle {
 
   /** The old version is back: report the failed release once, keep it from installing again, delete it. */
   async report(marker: Marker): Promise<void> {
+    if (marker.state === 'committed') return this.announceCommit(marker);
     const reason = marker.reason ?? 'start_failed';
     await (await AgentFloor.open(this.deps.root)).raise(marker.agentSeq);
     await this.deps.emit(agentEvent(this.deps.deviceId, this.deps.now(), 'agent_rolled_back', { version: marker.pending, agentSeq: marker.agentSeq, running: this.deps.version, reason }, `version ${marker.pending} ${reason === 'health_timeout' ? 'was not healthy in time' : 'failed to start'}; back on ${this.deps.version}`));

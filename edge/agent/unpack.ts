@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { agentPath, type AgentFile, type AgentManifest } from '../../shared/protocol/index.js';
 import { fsyncDir } from '../updates/fsutil.js';
@@ -47,7 +48,10 @@ export async function unpackBundle(tarball: string, layout: AgentLayout, manifes
   let current: { file: AgentFile; fh: FileHandle; hash: ReturnType<typeof createHash>; written: number } | null = null;
   let bytes = 0;
   try {
-    await readTar(createReadStream(tarball).pipe(createGunzip()), {
+    // pipeline: a read error reaches the gunzip stream (and so the reader) instead of going unhandled.
+    const gunzip = createGunzip();
+    pipeline(createReadStream(tarball), gunzip, () => undefined);
+    await readTar(gunzip, {
       entry: async (h) => {
         const p = entryPath(h.path);
         if (p === null) return;
