@@ -9,8 +9,9 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, readlin
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSigningKey, toTrustedKey } from '../../../shared/manifest/index.js';
 import { Outbox } from '../../../edge/outbox/index.js';
 import { readMarker, SWITCH_STEPS } from '../../../edge/agent/index.js';
@@ -23,7 +24,8 @@ const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const UNIT = join(REPO, 'deploy/systemd/apprentice-edge.service');
 const LAUNCHER = join(REPO, 'deploy/apprentice-launcher.sh');
 const FAKE_MAIN = join(REPO, 'test/fixtures/fake-agent.ts');
-const TSX = pathToFileURL(join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
+/** The fake agent program bundled into one file (beside node_modules, so its packages resolve). */
+const FAKE_BUILT = join(REPO, 'node_modules/.cache/apprentice-test', `fake-agent-${process.pid}.mjs`);
 const key = generateSigningKey();
 const OUTBOX_ROWS = 7;
 
@@ -34,6 +36,7 @@ const served = new Map<string, Buffer>();
 let requests = 0;
 
 beforeAll(async () => {
+  await build({ entryPoints: [FAKE_MAIN], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: FAKE_BUILT, logLevel: 'error' });
   server = createServer((req, res) => {
     requests++;
     const body = served.get(req.url ?? '');
@@ -43,10 +46,14 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as { port: number }).port;
 });
-afterAll(() => new Promise<void>((r) => server.close(() => r())));
+afterAll(async () => {
+  rmSync(FAKE_BUILT, { force: true });
+  await new Promise<void>((r) => server.close(() => r()));
+});
 
+// Removed at the end, not after each test: the kill-step tests run concurrently.
 const roots: string[] = [];
-afterEach(() => {
+afterAll(() => {
   for (const r of roots.splice(0)) rmSync(r, { recursive: true, force: true });
 });
 
@@ -105,8 +112,7 @@ async function device(opts: { behavior?: string; tamper?: boolean; platform?: st
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     NODE_ENV: 'test',
-    NODE_OPTIONS: `--import=${TSX}`,
-    FAKE_AGENT_MAIN: FAKE_MAIN,
+    FAKE_AGENT_MAIN: FAKE_BUILT,
     FAKE_AGENT_DATA: data,
     FAKE_AGENT_KEY: JSON.stringify(toTrustedKey(key)),
     FAKE_AGENT_INSTALL: join(prefix, 'agent-manifest.json'),
@@ -146,7 +152,8 @@ function currentVersion(d: Device): string {
   return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-describe('agent update on a device (launcher + fake systemd)', () => {
+// Generous timeouts: each start is a real node process, slow on a loaded 2-core machine.
+describe('agent update on a device (launcher + fake systemd)', { timeout: 120_000 }, () => {
   it('an upgrade that commits: 1.0.0 switches, exits 75, 2.0.0 passes its health commit', async () => {
     const d = await device();
     const r = await d.run();
@@ -219,8 +226,9 @@ describe('agent update on a device (launcher + fake systemd)', () => {
     expect(existsSync(join(d.agent, 'downloads'))).toBe(false);
   });
 
-  describe.each(SWITCH_STEPS)('kill -9 at %s', (step) => {
-    it('the device comes back on a complete version and ends committed on 2.0.0', async () => {
+  // Concurrent: each device has its own root; the wall time is mostly node start-up on a loaded machine.
+  describe.concurrent.each(SWITCH_STEPS)('kill -9 at %s', (step) => {
+    it('the device comes back on a complete version and ends committed on 2.0.0', { timeout: 180_000 }, async () => {
       const d = await device({ killAt: step });
       const r = await d.run();
       expect(r.result, r.output).toBe('exited');
