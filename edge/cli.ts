@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { createLogger } from '../shared/log/index.js';
 import { ConfigError, envHelp, loadEdgeConfig } from './config/index.js';
 import type { EdgeDaemon } from './daemon.js';
-import { RESTART_EXIT_CODE } from './agent/installer.js';
+import { RESTART_EXIT_CODE } from './agent/exit-code.js';
 
 /** How long after a clean stop we let stray handles (sockets, timers) finish before exiting anyway. */
 const EXIT_GRACE_MS = 3_000;

@@ -13,8 +13,7 @@ import type { SwitchStep } from './test-kill.js';
 import { checkAgentManifest } from './verify.js';
 import { UnpackError, unpackBundle } from './unpack.js';
 
-/** Exit code that asks systemd for a restart onto the new `current` (RestartForceExitStatus= in the unit). */
-export const RESTART_EXIT_CODE = 75;
+export { RESTART_EXIT_CODE } from './exit-code.js';
 export const DEFAULT_HEALTH_DEADLINE_MS = 120_000;
 /** Starts of a new version before the launcher rolls back (StartLimitBurst=5 leaves room for the rollback start). */
 export const DEFAULT_MAX_ATTEMPTS = 2;
