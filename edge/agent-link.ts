@@ -69,6 +69,7 @@ export class AgentLink {
         now: () => deps.link.floor.now(),
         cloudProtocol: () => deps.link.cloudProtocol(),
         emit: (ev) => void emit(ev),
+        keySetSettled: () => deps.link.keySetSettled(),
         requestRestart: deps.onRestart,
         mqtt: deps.client,
         httpCredentials: deps.httpCredentials,

@@ -31,6 +31,11 @@ export interface AgentInstallerDeps {
   /** The cloud's protocol revision (1 while unknown). */
   cloudProtocol: () => number;
   emit: (ev: DeviceEvent) => void;
+  /**
+   * Before refusing a release as `unknown_key`: resolves when this connection's key set has arrived (or
+   * its wait ran out), as for model releases (issue 10); the manifest is then checked again.
+   */
+  keySetSettled?: () => Promise<void>;
   /** Called once after a completed switch: the daemon stops and exits RESTART_EXIT_CODE. */
   requestRestart: () => void;
   mqtt?: MqttClient;
@@ -96,7 +101,12 @@ export class AgentInstaller {
     if (Buffer.isBuffer(payload) && payload.length === 0) return { status: 'ignored', detail: 'empty (cleared) agent topic' };
     const marker = await readMarker(deps.root);
     if (marker?.state === 'pending') return { status: 'ignored', detail: `version ${marker.pending} is on trial` };
-    const verdict = checkAgentManifest(payload, { trustedKeys: deps.trustedKeys(), now: deps.now(), floor: this.floor.highest, platform: deps.platform, running: deps.running.version, cloudProtocol: deps.cloudProtocol() });
+    const check = () => checkAgentManifest(payload, { trustedKeys: deps.trustedKeys(), now: deps.now(), floor: this.floor.highest, platform: deps.platform, running: deps.running.version, cloudProtocol: deps.cloudProtocol() });
+    let verdict = check();
+    if (!verdict.ok && verdict.reason === 'unknown_key' && deps.keySetSettled) {
+      await deps.keySetSettled();
+      verdict = check();
+    }
     if (!verdict.ok) {
       const m = verdict.manifest;
       // The retained release at the floor was already handled (switched to, or rolled back and reported):
