@@ -28,6 +28,8 @@ Usage: install-edge.sh [options]
 Installs the Apprentice edge daemon as its own lean package (issue 9): only the modules the edge entry
 imports and only the packages they use, onnxruntime's binaries for this platform only:
   /opt/apprentice                    the app (package.json, .npmrc, bin/apprentice-edge.js, dist/{bin,edge,shared}, node_modules/)
+                                     and launcher.sh, the fixed start script agent updates never replace
+  /var/lib/apprentice/agent          later agent versions (over-the-air updates; see README)
   /etc/apprentice/edge.json          config, 0640 root:apprentice; written only if absent
   /var/lib/apprentice                data dir, 0750 apprentice:apprentice
   /etc/systemd/system/apprentice-edge.service, enabled and started
@@ -279,6 +281,11 @@ install_app() {
     (cd "$STAGE" && npm install --omit=dev --omit=optional --no-audit --no-fund)
   fi
   [[ -d "$STAGE/node_modules" ]] && prune_node_modules "$STAGE/node_modules"
+  # The fixed launcher (issue 14): ExecStartPre/ExecStart go through it; agent updates never replace it.
+  local launcher="$SCRIPT_DIR/apprentice-launcher.sh"
+  [[ -f "$launcher" ]] || launcher="$SOURCE/deploy/apprentice-launcher.sh"
+  [[ -f "$launcher" ]] || die "apprentice-launcher.sh not found next to this script or in $SOURCE/deploy"
+  cp "$launcher" "$STAGE/launcher.sh"
   chmod -R u=rwX,go=rX "$STAGE"
   chmod 0755 "$STAGE"
   [[ $IS_ROOT -eq 1 ]] && chown -R root:root "$STAGE"
@@ -377,6 +384,14 @@ make_data_dir() {
   mkdir -p "$DATA_DIR"
   chmod 0750 "$DATA_DIR"
   chown_if_possible "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
+  # Agent updates (issue 14) keep versions under $DATA_DIR/agent and run the one `current` names. The
+  # app just installed to $APP_DIR is what the operator asked for: drop the link (and the marker of any
+  # switch in progress) so the launcher runs $APP_DIR; it is also the rollback target of the next update.
+  # Version directories stay until the next update prunes them; model slots, outbox and state are untouched.
+  if [[ -L "$DATA_DIR/agent/current" ]]; then
+    log "the agent ran $(readlink "$DATA_DIR/agent/current") from $DATA_DIR/agent; switching back to the installed $APP_DIR"
+    rm -f "$DATA_DIR/agent/current" "$DATA_DIR/agent/marker"
+  fi
 }
 
 install_unit() {
@@ -390,7 +405,7 @@ install_unit() {
   node_bin="$(command -v node || true)"
   # The unit says /usr/bin/node (where apt puts it); follow a node installed elsewhere on this host.
   if [[ -z "$PREFIX" && -n "$node_bin" && "$node_bin" != /usr/bin/node ]]; then
-    sed -i "s#^ExecStart=/usr/bin/node #ExecStart=$node_bin #" "$tmp"
+    sed -i -e "s#^ExecStart=/usr/bin/node #ExecStart=$node_bin #" -e "s#--node /usr/bin/node #--node $node_bin #" "$tmp"
     note "ExecStart uses $node_bin"
   fi
   chmod 0644 "$tmp"

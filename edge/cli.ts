@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { createLogger } from '../shared/log/index.js';
 import { ConfigError, envHelp, loadEdgeConfig } from './config/index.js';
 import type { EdgeDaemon } from './daemon.js';
+import { RESTART_EXIT_CODE } from './agent/exit-code.js';
 
 /** How long after a clean stop we let stray handles (sockets, timers) finish before exiting anyway. */
 const EXIT_GRACE_MS = 3_000;
@@ -41,8 +42,12 @@ export function edgeCommand(): Command {
       // Loaded here, not at the top: other commands need not load onnxruntime and MQTT.
       const { EdgeDaemon: Daemon } = await import('./daemon.js');
       let daemon: EdgeDaemon;
+      // An agent update switched `current` (issue 14): stop cleanly, then exit with the code the unit's
+      // RestartForceExitStatus= restarts on.
+      let restart!: () => void;
+      const restartRequested = new Promise<'restart'>((resolve) => (restart = () => resolve('restart')));
       try {
-        daemon = await Daemon.create(config, { log });
+        daemon = await Daemon.create(config, { log, onRestart: () => restart() });
       } catch (err) {
         if (err instanceof ConfigError) return printConfigError(err);
         throw err;
@@ -66,10 +71,11 @@ export function edgeCommand(): Command {
         await daemon.stop();
         throw err;
       }
-      const sig = await signalled;
+      const sig = await Promise.race([signalled, restartRequested]);
       log.info({ signal: sig }, 'daemon/stopping');
       await daemon.stop();
-      process.exitCode = 0;
-      setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref();
+      const code = sig === 'restart' ? RESTART_EXIT_CODE : 0;
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
     });
 }

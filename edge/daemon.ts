@@ -13,6 +13,7 @@ import { HealthGate, ModelHost, type HealthVerdict } from './runtime/index.js';
 import { createSelector, type Selector } from './selection/index.js';
 import { InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, createSdNotify, lastWill, statusExtension, statusFieldsFor, type RunningRelease, type SdNotifier } from './status/index.js';
 import { TrustLink } from './trust-link.js';
+import { AgentLink, daemonHealthCheck } from './agent-link.js';
 import { UpdateManager, type UpdateOutcome } from './updates/index.js';
 import { withTestPause } from './test-pause.js';
 import { ShadowRunner, disagreementsToOutbox } from './shadow/index.js';
@@ -39,6 +40,8 @@ export interface EdgeDaemonDeps {
   /** sd_notify; built from `env` by default. */
   notifier?: SdNotifier;
   now?: () => Date;
+  /** An agent update switched `current`: stop and exit RESTART_EXIT_CODE (edge/cli.ts). */
+  onRestart?: () => void;
 }
 
 export interface DaemonSnapshot {
@@ -73,6 +76,9 @@ export class EdgeDaemon {
   private status!: StatusPublisher;
   /** Time floor, root of trust, key set and cloud info followers, the event gate (edge/trust-link.ts). */
   private link!: TrustLink;
+  /** Agent updates under the launcher (edge/agent-link.ts). */
+  private agent!: AgentLink;
+  private expectModel = false;
   private telemetry!: TelemetryPublisher;
   private app!: ReturnType<typeof createLocalApi>;
   private server: LocalServer | undefined;
@@ -91,7 +97,10 @@ export class EdgeDaemon {
     this.sd = deps.notifier ?? createSdNotify({ env: this.env, log: this.log.child({ module: 'edge/sd-notify' }) });
     this.selector = createSelector(config.selection);
     this.startedAt = this.now().getTime();
+    this.onRestart = deps.onRestart ?? (() => this.log.error('agent/restart-requested but nothing handles it'));
   }
+
+  private readonly onRestart: () => void;
 
   /**
    * Opens the daemon's resources (data dir, outbox, update state) and builds its modules. Throws
@@ -153,6 +162,7 @@ export class EdgeDaemon {
       onDisagreement: disagreementsToOutbox({ selector: this.selector, enqueue: (e) => this.writer.enqueue(e), accepts: (f) => link.accepts(f) }),
       log: log.child({ module: 'edge/shadow' }),
     });
+    this.agent = await AgentLink.open({ config, client: this.client, link, env: this.env, onRestart: () => this.onRestart(), log, ...(options.username !== undefined && options.password !== undefined ? { httpCredentials: { username: options.username, password: String(options.password) } } : {}) });
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
@@ -210,7 +220,7 @@ export class EdgeDaemon {
       running: () => this.running(),
       extension: () =>
         link.statusExt
-          ? statusFieldsFor(statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state() }), (f) => link.accepts(f))
+          ? statusFieldsFor(statusExtension({ degraded: this.degraded ? 'rollback_failed' : this.updates.degraded, trust: trust.state(), agentUpdates: this.agent.enabled }), (f) => link.accepts(f))
           : undefined,
       log: log.child({ module: 'edge/status' }),
       now: this.now,
@@ -231,7 +241,8 @@ export class EdgeDaemon {
       this.guard('mqtt/connect', () => {
         log.info({ url: this.config.mqtt.url }, 'mqtt/connected');
         // A clean session has no subscriptions: subscribe on every connect (resubscribe is off).
-        for (const topic of [desired, receipts]) {
+        this.agent.connected();
+        for (const topic of [desired, receipts, ...this.agent.topicsToFollow]) {
           client.subscribe(topic, { qos: 1 }, (err, granted) => {
             if (err) log.debug({ err: err.message }, 'mqtt/subscribe-interrupted');
             else if (granted?.some((g) => g.qos === 128)) log.error({ topic }, 'mqtt/subscribe-refused: check the broker ACL');
@@ -242,6 +253,7 @@ export class EdgeDaemon {
     client.on('message', (topic, payload) =>
       this.guard('mqtt/message', () => {
         if (topic === receipts) return this.publisher.handleReceipt(payload);
+        if (this.agent.handleMessage(topic, payload)) return;
         if (topic !== desired) return; // artifact chunks are consumed by edge/updates' own listener
         void this.updates.handleDesired(payload).then((outcome: UpdateOutcome) => log.info({ outcome }, 'updates/outcome'));
       }),
@@ -255,6 +267,7 @@ export class EdgeDaemon {
     // Pings from the start: loading the restored model on a slow Pi may take a while.
     this.sd.startWatchdog();
     const restored = await this.updates.restore();
+    this.expectModel = restored.status === 'restored';
     this.log.info({ restored }, restored.status === 'restored' ? 'daemon/restored' : 'daemon/no-model-yet');
     const { hostname, port } = parseBind(this.config.api.bind);
     this.server = await startLocalServer({ app: this.app, hostname, port, log: this.log.child({ module: 'edge/api' }) });
@@ -265,6 +278,7 @@ export class EdgeDaemon {
     this.publisher.start();
     this.telemetry.start();
     this.client.connect();
+    this.agent.start(daemonHealthCheck({ client: this.client, expectModel: this.expectModel, modelReady: () => this.host.ready, apiUrl: () => this.apiUrl, statusAcknowledgedAt: () => this.status.acknowledgedAt }));
     this.log.info({ api: this.server.url, deviceId: this.config.deviceId, running: this.running() }, 'daemon/started');
   }
 
@@ -284,6 +298,7 @@ export class EdgeDaemon {
     };
     await step('notify', () => this.sd.stopping('stopping'));
     await step('telemetry', () => this.telemetry.stop());
+    await step('agent', () => this.agent?.stop());
     await step('api', () => this.server?.stop(5_000));
     // After the API (no new examples), before the outbox closes: commit what is queued.
     await step('writer', () => this.writer.stop());

@@ -129,6 +129,11 @@ export class TrustLink {
     return this.trust.keyset?.revoked.map((r) => r.keyId) ?? [];
   }
 
+  /** The cloud's protocol revision from its retained info (1 while unknown: an older cloud). */
+  cloudProtocol(): number {
+    return this.info?.current?.protocolVersion ?? 1;
+  }
+
   /** For status: whether the protocol-2 fields may be sent. */
   get statusExt(): boolean {
     return this.accepts(CLOUD_FEATURES.statusExt);

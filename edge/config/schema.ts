@@ -87,6 +87,13 @@ export const EDGE_DEFAULTS = {
     /** A release more than this above the device's release floor is refused (`sequence_jump`; issue 10). */
     maxSequenceJump: 1_000_000,
   },
+  /** Agent updates (issue 14; only under the launcher's agent layout). */
+  agent: {
+    /** A new agent version must be healthy (broker, model, /readyz, status) within this, else it is rolled back. */
+    healthDeadlineSeconds: 120,
+    /** Starts of a new version the launcher allows before rolling back (StartLimitBurst=5 must leave room). */
+    maxAttempts: 2,
+  },
   selection: DEFAULT_SELECTION_CONFIG,
   outbox: DEFAULT_OUTBOX_CONFIG,
 } as const;
@@ -218,6 +225,12 @@ const updatesSchema = z
   })
   .refine((u) => u.retryMaxMs >= u.retryInitialMs, { message: 'must be >= retryInitialMs', path: ['retryMaxMs'] });
 
+const agentSchema = z.strictObject({
+  healthDeadlineSeconds: int(1, 3_600).default(D.agent.healthDeadlineSeconds),
+  // 3 at most: the switch's own restart + 3 attempts + the rollback start stay within StartLimitBurst=5.
+  maxAttempts: int(1, 3).default(D.agent.maxAttempts),
+});
+
 export const edgeConfigSchema = z.strictObject({
   version: z.literal(EDGE_CONFIG_VERSION, { error: `unsupported config version (this daemon reads version ${EDGE_CONFIG_VERSION})` }),
   deviceId,
@@ -260,6 +273,7 @@ export const edgeConfigSchema = z.strictObject({
   outbox: outboxConfigSchema.prefault({}),
   runtime: runtimeSchema.prefault({}),
   updates: updatesSchema.prefault({}),
+  agent: agentSchema.prefault({}),
   /** Heartbeat period on `devices/{id}/telemetry`. */
   telemetrySeconds: z.number().min(1).max(86_400).default(D.telemetrySeconds),
 }).superRefine((c, ctx) => {

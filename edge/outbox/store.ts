@@ -78,7 +78,7 @@ export interface OutboxRow {
   example: Example;
 }
 
-const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 2;
 const COUNTER_KEYS = ['selected', 'published', 'evicted', 'dropped', 'refused', 'lost'] as const;
 
 /**

@@ -32,8 +32,10 @@ export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [
 export type StatusExtension = Required<Pick<Status, 'protocolVersion' | 'capabilities' | 'trust' | 'degraded'>>;
 
 /** The protocol-2 fields as this daemon fills them; `trust` from its TrustStore. */
-export function statusExtension({ degraded, trust = { keysetVersion: null, state: 'trusted_keys' } }: { degraded: string | null; trust?: StatusExtension['trust'] }): StatusExtension {
-  return { protocolVersion: PROTOCOL_REVISION, capabilities: [...EDGE_CAPABILITIES], trust, degraded };
+export function statusExtension({ degraded, trust = { keysetVersion: null, state: 'trusted_keys' }, agentUpdates = false }: { degraded: string | null; trust?: StatusExtension['trust']; agentUpdates?: boolean }): StatusExtension {
+  // `agent-update` only when running under the launcher's agent layout (edge/agent, issue 14).
+  const capabilities = agentUpdates ? [...EDGE_CAPABILITIES, DEVICE_CAPABILITIES.agentUpdate] : [...EDGE_CAPABILITIES];
+  return { protocolVersion: PROTOCOL_REVISION, capabilities, trust, degraded };
 }
 
 /** The status fields for a cloud that accepts status.ext: `platform` only when it also accepts `status.platform`. */
@@ -89,6 +91,8 @@ export class StatusPublisher {
   private readonly log: Logger;
   private readonly now: () => Date;
   private started = false;
+  /** When an `online` status was last acknowledged by the broker (ms since epoch; 0 = not yet). */
+  acknowledgedAt = 0;
 
   constructor(private readonly deps: StatusPublisherDeps) {
     this.topic = assertPublishable(topics.status(deps.deviceId));
@@ -120,6 +124,7 @@ export class StatusPublisher {
     if (!client.connected) return;
     client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now(), ext), { qos: 1, retain: true }, (err) => {
       if (err) this.log.warn({ err }, 'status/publish-failed');
+      else this.acknowledgedAt = Date.now();
     });
   }
 

@@ -3,8 +3,7 @@ import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from '../../shared/log/index.js';
 import { silentLogger } from '../../shared/log/index.js';
-import type { ArtifactDescriptor } from '../../shared/manifest/index.js';
-import { DOWNLOADS_DIR, PartialDownload } from './partial.js';
+import { DOWNLOADS_DIR, PartialDownload, type ChunkedArtifact } from './partial.js';
 import { downloadFromHttp } from './source-http.js';
 import { downloadFromMqtt } from './source-mqtt.js';
 import { UpdateError, type HttpCredentials } from './types.js';
@@ -83,7 +82,7 @@ export class ArtifactFetcher {
    * Downloads and verifies `artifact`. Throws UpdateError (`hash_mismatch`, `length_mismatch`,
    * `download_failed`) or the signal's abort reason. Partial progress is kept on failure.
    */
-  async fetch(artifact: ArtifactDescriptor, { signal, onProgress }: FetchOptions = {}): Promise<FetchResult> {
+  async fetch(artifact: ChunkedArtifact, { signal, onProgress }: FetchOptions = {}): Promise<FetchResult> {
     if (this.busy.has(artifact.sha256)) throw new UpdateError('download_failed', `artifact ${artifact.sha256} is already being downloaded`);
     this.busy.add(artifact.sha256);
     const partial = await PartialDownload.open({ dataDir: this.deps.dataDir, artifact, log: this.log }).catch((err: unknown) => {

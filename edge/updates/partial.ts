@@ -18,6 +18,9 @@ import { UpdateError } from './types.js';
 
 export const DOWNLOADS_DIR = 'downloads';
 
+/** What a download needs of a signed artifact: a model's (`onnx`) or an agent bundle's (`tar.gz`, issue 14). */
+export type ChunkedArtifact = Pick<ArtifactDescriptor, 'sha256' | 'bytes' | 'chunkSize' | 'chunks' | 'url'>;
+
 const progressSchema = z.strictObject({
   v: z.literal(1),
   sha256: z.string(),
@@ -32,11 +35,11 @@ export type ChunkStatus = 'written' | 'duplicate';
 
 export interface PartialDownloadDeps {
   dataDir: string;
-  artifact: ArtifactDescriptor;
+  artifact: ChunkedArtifact;
   log?: Logger;
 }
 
-function chunksDigest(artifact: ArtifactDescriptor): string {
+function chunksDigest(artifact: ChunkedArtifact): string {
   return createHash('sha256').update(artifact.chunks.join(',')).digest('hex');
 }
 
@@ -67,7 +70,7 @@ export class PartialDownload {
     return p;
   }
 
-  get artifact(): ArtifactDescriptor {
+  get artifact(): ChunkedArtifact {
     return this.deps.artifact;
   }
   get total(): number {

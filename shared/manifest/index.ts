@@ -4,3 +4,4 @@ export * from './sign.js';
 export * from './artifact.js';
 export * from './keyset.js';
 export * from './assignment.js';
+export * from './agent.js';

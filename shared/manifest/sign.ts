@@ -46,7 +46,7 @@ const ED25519_SIGNATURE_BYTES = 64;
  * verify itself (15% of a 1,000-device simulated rollout); the set of trusted keys is small and fixed.
  */
 const parsedKeys = new Map<string, { key: KeyObject; keyId: string }>();
-function parsedTrustedKey(pem: string): { key: KeyObject; keyId: string } {
+export function parsedTrustedKey(pem: string): { key: KeyObject; keyId: string } {
   let hit = parsedKeys.get(pem);
   if (!hit) {
     const key = loadPublicKey(pem);

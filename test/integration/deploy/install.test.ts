@@ -3,7 +3,7 @@
  * apt, systemctl, user creation or real node_modules are involved.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,6 +121,9 @@ describe('deploy/install-edge.sh', () => {
     expect(pkg).toMatchObject({ name: 'apprentice-edge', dependencies: {}, bin: { 'apprentice-edge': 'bin/apprentice-edge.js' } });
     expect(pkg.scripts).toBeUndefined(); // prepare (tsc) never runs on a device
     expect(mode(path.join(app, 'bin/apprentice-edge.js'))).toBe('0755');
+    // The fixed launcher of agent updates (issue 14) ships with the app.
+    expect(readFileSync(path.join(app, 'launcher.sh'), 'utf8')).toBe(readFileSync(path.join(DEPLOY, 'apprentice-launcher.sh'), 'utf8'));
+    expect(mode(path.join(app, 'launcher.sh'))).toBe('0755');
     expect(mode(path.join(app, 'dist/bin/edge.js'))).toBe('0644');
     expect(readFileSync(conf, 'utf8')).toBe(readFileSync(cfg, 'utf8'));
     expect(mode(conf)).toBe('0640');
@@ -133,12 +136,20 @@ describe('deploy/install-edge.sh', () => {
     // The admin edits the config; the device wrote data; the next release drops a module.
     write(conf, '{"version":1,"deviceId":"edited-by-hand"}\n');
     write(path.join(data, 'outbox.db'), 'rows');
+    // An agent update had switched the device to a version in the data dir: the reinstall takes over.
+    mkdirSync(path.join(data, 'agent/2.0.0'), { recursive: true });
+    symlinkSync('2.0.0', path.join(data, 'agent/current'));
+    write(path.join(data, 'agent/marker'), 'v=1\n');
     write(path.join(src, 'dist/edge/run.js'), "export function run() { console.log('fake edge 2'); }\n");
     const other = path.join(work, 'other.json');
     write(other, '{"version":1,"deviceId":"other"}');
 
     const second = run(['--prefix', root, '--source', src, '--config', other, '--skip-npm']);
     expect(second.status, second.out).toBe(0);
+    expect(second.out).toMatch(/switching back to the installed/);
+    expect(existsSync(path.join(data, 'agent/current'))).toBe(false);
+    expect(existsSync(path.join(data, 'agent/marker'))).toBe(false);
+    expect(existsSync(path.join(data, 'agent/2.0.0'))).toBe(true); // pruned by the next update, not here
     expect(second.out).toMatch(/keeping existing .*edge\.json/);
     expect(second.out).toMatch(/--config .*other\.json not applied/);
     expect(second.out).toMatch(/apprentice-edge\.service unchanged/);

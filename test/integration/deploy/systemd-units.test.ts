@@ -46,11 +46,12 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const UNITS = [
   // Both notify through a spawned systemd-notify (shared/systemd/sd-notify.ts), hence NotifyAccess=all.
   // The edge runs its own entry (bin/edge.ts: the edge modules only, issue 9).
-  { file: 'apprentice-edge.service', exec: '/opt/apprentice/bin/apprentice-edge.js', config: '/etc/apprentice/edge.json', memoryMax: '208M', watchdog: '30', notifyAccess: 'all' },
-  { file: 'apprentice-cloud.service', exec: '/opt/apprentice/bin/apprentice.js cloud', config: '/etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'all' },
+  // The edge starts through the fixed launcher (issue 14: agent updates), which execs node on the current version.
+  { file: 'apprentice-edge.service', execStart: '/bin/sh /opt/apprentice/launcher.sh run --data-dir /var/lib/apprentice --app-dir /opt/apprentice --node /usr/bin/node -- --config /etc/apprentice/edge.json', memoryMax: '208M', watchdog: '30', notifyAccess: 'all' },
+  { file: 'apprentice-cloud.service', execStart: '/usr/bin/node /opt/apprentice/bin/apprentice.js cloud --config /etc/apprentice/cloud.json', memoryMax: '4G', watchdog: '120', notifyAccess: 'all' },
 ] as const;
 
-describe.each(UNITS)('$file', ({ file, exec, config, memoryMax, watchdog, notifyAccess }) => {
+describe.each(UNITS)('$file', ({ file, execStart, memoryMax, watchdog, notifyAccess }) => {
   const text = readFileSync(path.join(UNIT_DIR, file), 'utf8');
   const unit = parseUnit(text);
   const svc = (key: string) => last(unit, 'Service', key);
@@ -61,7 +62,7 @@ describe.each(UNITS)('$file', ({ file, exec, config, memoryMax, watchdog, notify
     expect(svc('WatchdogSec')).toBe(watchdog);
     expect(svc('Restart')).toBe('on-failure');
     expect(Number(svc('RestartSec'))).toBeGreaterThan(0);
-    expect(svc('ExecStart')).toBe(`/usr/bin/node ${exec} --config ${config}`);
+    expect(svc('ExecStart')).toBe(execStart);
     expect(unit.get('Service')?.get('Environment')).toContain('NODE_ENV=production');
     expect(last(unit, 'Install', 'WantedBy')).toBe('multi-user.target');
   });
@@ -97,7 +98,7 @@ describe.each(UNITS)('$file', ({ file, exec, config, memoryMax, watchdog, notify
     if (!existsSync('/usr/bin/node')) {
       // verify checks that ExecStart's binary exists; point it at this node instead.
       console.warn(`[systemd-units] /usr/bin/node missing: verifying ${file} with ExecStart=${process.execPath}`);
-      copy = copy.replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `);
+      copy = copy.replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `).replace('--node /usr/bin/node', `--node ${process.execPath}`);
     }
     const p = path.join(tmp, file); // verify needs the real unit name as the file name
     writeFileSync(p, copy);
@@ -113,5 +114,15 @@ describe.each(UNITS)('$file', ({ file, exec, config, memoryMax, watchdog, notify
       return;
     }
     expect(Number(m[1])).toBeLessThan(3);
+  });
+});
+
+describe('apprentice-edge.service: agent updates (issue 14)', () => {
+  const unit = parseUnit(readFileSync(path.join(UNIT_DIR, 'apprentice-edge.service'), 'utf8'));
+  it('checks the agent marker before each start and restarts on exit 75', () => {
+    expect(last(unit, 'Service', 'ExecStartPre')).toBe('/bin/sh /opt/apprentice/launcher.sh check --data-dir /var/lib/apprentice');
+    expect(last(unit, 'Service', 'RestartForceExitStatus')).toBe('75');
+    // The launcher's rollback (after maxAttempts ≤ 3 starts, plus the switch's own restart) fits the burst.
+    expect(Number(last(unit, 'Unit', 'StartLimitBurst'))).toBeGreaterThanOrEqual(5);
   });
 });

@@ -1,0 +1,11 @@
+export { AgentInstaller, RESTART_EXIT_CODE, DEFAULT_HEALTH_DEADLINE_MS, DEFAULT_MAX_ATTEMPTS, type AgentInstallerDeps, type AgentOutcome } from './installer.js';
+export { AgentLifecycle, type AgentLifecycleDeps, type HealthCheck, type StartupRole } from './lifecycle.js';
+export { AgentLayout, CURRENT_LINK } from './layout.js';
+export { readMarker, writeMarker, parseMarker, formatMarker, MarkerError, MARKER_FILE, type Marker } from './marker.js';
+export { AgentFloor, AgentFloorError, AGENT_STATE_FILE } from './floor.js';
+export { checkAgentManifest, type AgentVerdict, type AgentCheckContext } from './verify.js';
+export { unpackBundle, UnpackError, entryPath } from './unpack.js';
+export { readTar, TarError } from './ustar.js';
+export { agentEvent } from './events.js';
+export { testKiller, SWITCH_STEPS, type SwitchStep } from './test-kill.js';
+export { checkDataFormats, DATA_FORMATS, DataFormatError } from './formats.js';
