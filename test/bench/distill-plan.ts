@@ -55,6 +55,22 @@ export function studentPlan(student: string, env: Env, quick: boolean): StudentP
   };
 }
 
+/**
+ * The seeds to run: BENCH_SEED_LIST (e.g. "2,3", so seeds can run in separate processes and be merged
+ * with distill-merge.ts), else 1..BENCH_SEEDS (default 3, 1 for a quick run).
+ */
+export function seedList(env: Env, quick: boolean): number[] {
+  const list = env.BENCH_SEED_LIST?.trim();
+  if (list) {
+    const seeds = list.split(',').map((t) => Number(t.trim()));
+    if (seeds.some((n) => !Number.isInteger(n) || n < 1) || new Set(seeds).size !== seeds.length) throw new Error(`BENCH_SEED_LIST=${list}: expected distinct positive integers, e.g. 2,3`);
+    return seeds;
+  }
+  const n = num(env, 'BENCH_SEEDS', quick ? 1 : 3);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SEEDS=${env.BENCH_SEEDS}: expected a positive integer`);
+  return Array.from({ length: n }, (_, i) => i + 1);
+}
+
 /** The fixed bench teacher: trained once with these settings, then cached in `file` (keyed by architecture). */
 export interface TeacherPlan {
   arch: string;

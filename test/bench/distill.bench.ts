@@ -23,7 +23,7 @@
  *
  * Env: BENCH_QUICK=1, BENCH_PLAN_ONLY=1 (print the plan and projected costs, then exit), BENCH_EPOCHS (10), BENCH_SEARCH_EPOCHS (3), BENCH_TUNE_EPOCHS (2), BENCH_LR (auto),
  *      BENCH_RECIPES (T:α,... default the six of recipe.ts), the same as BENCH_CONV_* for conv students,
- *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_STUDENTS (';'-separated specs),
+ *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_SEED_LIST (e.g. 2,3: seeds split over processes, see distill-merge.ts), BENCH_STUDENTS (';'-separated specs),
  *      BENCH_TEACHER_ARCH (cnn:16,32/128), BENCH_TEACHER_FILE, BENCH_TEACHER_EPOCHS (8 conv / 14 MLP),
  *      BENCH_JITTER (2), BENCH_FUNCTION_MATCHING (0), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3),
  *      BENCH_RESULT_NAME (the results file, default distill / distill-quick).
@@ -36,14 +36,14 @@ import { trainTeacher } from '../../cloud/teacher/train-teacher.js';
 import { initBackend } from '../../cloud/tf/backend.js';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { writeBenchResult } from './common.js';
-import { augmentation, fits, measureCost, studentPlan, teacherPlan, type NotMeasured, type StudentCost } from './distill-plan.js';
+import { augmentation, fits, seedList, measureCost, studentPlan, teacherPlan, type NotMeasured, type StudentCost } from './distill-plan.js';
 import { oneLine, summarize, targets, type StudentRow } from './distill-summary.js';
 import { measureTrainingThroughput } from './train-throughput.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const searchMinutes = num('BENCH_SEARCH_MINUTES', 10);
-const seeds = Array.from({ length: num('BENCH_SEEDS', quick ? 1 : 3) }, (_, i) => i + 1);
+const seeds = seedList(process.env, quick);
 const teacher = teacherPlan(process.env, quick);
 const aug = augmentation(process.env);
 const budgetMinutes = process.env.BENCH_BUDGET_MINUTES ? num('BENCH_BUDGET_MINUTES', 0) : undefined;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { augmentation, epochsPerSeed, fits, studentPlan, teacherPlan } from '../../bench/distill-plan.js';
+import { augmentation, epochsPerSeed, fits, seedList, studentPlan, teacherPlan } from '../../bench/distill-plan.js';
 import { oneLine, spread, targets, type StudentRow } from '../../bench/distill-summary.js';
 
 describe('distill bench plan', () => {
@@ -33,6 +33,16 @@ describe('distill bench plan', () => {
     expect(teacherPlan({}, true).file).toBe('.cache/bench/teacher-quick.onnx');
     expect(() => teacherPlan({ BENCH_TEACHER_ARCH: 'cnn:16,x' }, false)).toThrow(/BENCH_TEACHER_ARCH/);
     expect(() => teacherPlan({ BENCH_TEACHER_EPOCHS: '-1' }, false)).toThrow(/BENCH_TEACHER_EPOCHS=-1/);
+  });
+
+  it('runs seeds 1..BENCH_SEEDS, or exactly BENCH_SEED_LIST so seeds can be split over processes', () => {
+    expect(seedList({}, false)).toEqual([1, 2, 3]);
+    expect(seedList({}, true)).toEqual([1]);
+    expect(seedList({ BENCH_SEEDS: '2' }, false)).toEqual([1, 2]);
+    expect(seedList({ BENCH_SEED_LIST: '3, 2', BENCH_SEEDS: '5' }, false)).toEqual([3, 2]);
+    expect(() => seedList({ BENCH_SEED_LIST: '1,1' }, false)).toThrow(/BENCH_SEED_LIST=1,1/);
+    expect(() => seedList({ BENCH_SEED_LIST: '0' }, false)).toThrow(/BENCH_SEED_LIST=0/);
+    expect(() => seedList({ BENCH_SEEDS: '1.5' }, false)).toThrow(/BENCH_SEEDS=1.5/);
   });
 
   it('reads the augmentation both sides share, refusing malformed values', () => {
