@@ -31,9 +31,10 @@ export interface DistillResultPart {
 
 export function mergeResults(parts: { name: string; result: DistillResultPart }[]) {
   if (parts.length === 0) throw new Error('distill-merge: no parts given');
-  const teacher = parts[0]!.result.teacher;
+  // A part whose seeds were all left out has no teacher test score of its own.
+  const teacher = parts.find((p) => p.result.teacher?.testErrors !== undefined)?.result.teacher ?? parts[0]!.result.teacher;
   for (const p of parts) {
-    if (p.result.teacher?.sha256 !== teacher.sha256) throw new Error(`distill-merge: ${p.name} used teacher ${p.result.teacher?.sha256?.slice(0, 12)}, not ${teacher.sha256.slice(0, 12)} like ${parts[0]!.name}`);
+    if (p.result.teacher?.sha256 !== teacher.sha256) throw new Error(`distill-merge: ${p.name} used teacher ${p.result.teacher?.sha256?.slice(0, 12)}, not ${teacher.sha256.slice(0, 12)}`);
     if (!p.result.reports || typeof p.result.reports !== 'object') throw new Error(`distill-merge: ${p.name} has no reports`);
   }
   const reports: Record<string, DistillReport[]> = {};

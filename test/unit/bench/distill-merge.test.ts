@@ -36,6 +36,15 @@ describe('distill bench merge', () => {
     expect(m.summary).toContain('cnn:8,16/32 (26698 params, 3 seeds) labels-only 102.0 ± 1.0 vs distilled 92.0 ± 1.0');
   });
 
+  it('keeps the seeds a part left out for its budget as not measured, and takes the teacher score from a part that has one', () => {
+    const skipped: DistillResultPart = { ...part([]), reports: {}, teacher: { sha256: 'a'.repeat(64) }, notMeasured: [{ student: 'mlp:800,800', seed: 1, reason: 'budget', projectedSeconds: 900 }] };
+    const m = mergeResults([{ name: 'skipped', result: skipped }, { name: 'a', result: part([1]) }]);
+    expect(m.teacher.testErrors).toBe(70);
+    expect(m.complete).toBe(false);
+    expect(m.targets.notMeasured).toEqual([{ student: 'mlp:800,800', seeds: [1] }]);
+    expect(m.summary).toContain('not measured (budget): mlp:800,800 seeds 1');
+  });
+
   it('refuses parts with different teachers, a seed present twice, or no parts', () => {
     expect(() => mergeResults([{ name: 'a', result: part([1]) }, { name: 'b', result: part([2], { sha: 'b'.repeat(64) }) }])).toThrow(/b used teacher bbbbbbbbbbbb/);
     expect(() => mergeResults([{ name: 'a', result: part([1]) }, { name: 'b', result: part([1]) }])).toThrow(/seed 1 appears in more than one part/);
