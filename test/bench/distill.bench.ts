@@ -71,7 +71,7 @@ if (!existsSync(teacherFile)) {
 }
 const teacherSha256 = createHash('sha256').update(readFileSync(teacherFile)).digest('hex');
 const teacherReportFile = teacherFile.replace(/\.onnx$/, '') + '.report.json';
-const teacherReport = existsSync(teacherReportFile) ? (JSON.parse(readFileSync(teacherReportFile, 'utf8')) as { arch: string; settings: unknown; training: unknown; test?: unknown; params: number }) : undefined;
+const teacherReport = existsSync(teacherReportFile) ? (JSON.parse(readFileSync(teacherReportFile, 'utf8')) as { arch: string; settings: unknown; training: unknown; test?: { errors: number }; params: number }) : undefined;
 const teacherSeconds = elapsed();
 
 // Cost of each student per seed, measured now (54k fit + 6k validation examples without a limit).
@@ -127,7 +127,7 @@ const first = Object.values(reports)[0]?.[0];
 const loadAfter = loadavg();
 const checked = targets(rows, notMeasured);
 const result = {
-  summary: oneLine(rows, checked, first?.teacher.test.errors, elapsed()),
+  summary: oneLine(rows, checked, first?.teacher.test.errors ?? teacherReport?.test?.errors, elapsed()),
   backend,
   quick,
   complete: notMeasured.length === 0,
@@ -148,7 +148,7 @@ const result = {
   notMeasured,
   teacher: {
     file: teacherFile, sha256: teacherSha256, arch: teacherReport?.arch ?? teacher.arch, params: teacherReport?.params, trainedWith: teacherReport?.settings, training: teacherReport?.training,
-    testErrors: first?.teacher.test.errors, latencyP50Ms: first?.teacher.latency.p50Ms,
+    testErrors: first?.teacher.test.errors ?? teacherReport?.test?.errors, latencyP50Ms: first?.teacher.latency.p50Ms,
   },
   students: rows,
   targets: checked,
