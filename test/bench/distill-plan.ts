@@ -56,6 +56,68 @@ export function studentPlan(student: string, env: Env, quick: boolean): StudentP
 }
 
 /**
+ * The seeds to run: BENCH_SEED_LIST (e.g. "2,3", so seeds can run in separate processes and be merged
+ * with distill-merge.ts), else 1..BENCH_SEEDS (default 3, 1 for a quick run).
+ */
+export function seedList(env: Env, quick: boolean): number[] {
+  const list = env.BENCH_SEED_LIST?.trim();
+  if (list) {
+    const seeds = list.split(',').map((t) => Number(t.trim()));
+    if (seeds.some((n) => !Number.isInteger(n) || n < 1) || new Set(seeds).size !== seeds.length) throw new Error(`BENCH_SEED_LIST=${list}: expected distinct positive integers, e.g. 2,3`);
+    return seeds;
+  }
+  const n = num(env, 'BENCH_SEEDS', quick ? 1 : 3);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SEEDS=${env.BENCH_SEEDS}: expected a positive integer`);
+  return Array.from({ length: n }, (_, i) => i + 1);
+}
+
+/** The fixed bench teacher: trained once with these settings, then cached in `file` (keyed by architecture). */
+export interface TeacherPlan {
+  arch: string;
+  file: string;
+  epochs: number;
+  dropout: number;
+  inputDropout: number;
+  learningRate: number;
+  jitter: number;
+}
+
+/**
+ * The bench teacher from BENCH_TEACHER_ARCH (default cnn:16,32/128: a conv teacher well ahead of the
+ * students, which is what lets distillation pay), BENCH_TEACHER_FILE and BENCH_TEACHER_EPOCHS.
+ * Conv teachers: dropout 0.5 on the dense layer, no input dropout, lr 2e-3, 8 epochs; MLP teachers:
+ * Hinton et al.'s dropout 0.5 / input 0.2, lr 1e-3, 14 epochs. Both with ±2 px jitter.
+ */
+export function teacherPlan(env: Env, quick: boolean): TeacherPlan {
+  const archText = env.BENCH_TEACHER_ARCH?.trim() || 'cnn:16,32/128';
+  const arch = parseArch(archText, 'BENCH_TEACHER_ARCH');
+  const conv = isConv(arch);
+  const slug = archText.replace(/^(\w+):/, '$1').replace(/[,/]/g, 'x');
+  return {
+    arch: archText,
+    file: env.BENCH_TEACHER_FILE || (quick ? '.cache/bench/teacher-quick.onnx' : `.cache/bench/teacher-${slug}.onnx`),
+    epochs: num(env, 'BENCH_TEACHER_EPOCHS', quick ? 1 : conv ? 8 : 14),
+    dropout: 0.5,
+    inputDropout: conv ? 0 : 0.2,
+    learningRate: conv ? 2e-3 : 1e-3,
+    jitter: 2,
+  };
+}
+
+/**
+ * Augmentation shared by the student and its labels-only baseline (the same for both sides):
+ * BENCH_JITTER random shifts of up to N pixels (default 2), BENCH_FUNCTION_MATCHING=1 for teacher
+ * logits computed on the shifted batch itself rather than cached for the unshifted examples.
+ */
+export function augmentation(env: Env): { jitter: number; functionMatching: boolean } {
+  const jitter = num(env, 'BENCH_JITTER', 2);
+  if (!Number.isInteger(jitter) || jitter > 8) throw new Error(`BENCH_JITTER=${env.BENCH_JITTER}: expected an integer 0..8 (pixels)`);
+  const fm = env.BENCH_FUNCTION_MATCHING ?? '0';
+  if (fm !== '0' && fm !== '1') throw new Error(`BENCH_FUNCTION_MATCHING=${fm}: expected 0 or 1`);
+  return { jitter, functionMatching: fm === '1' };
+}
+
+/**
  * Epochs one seed trains at most (early stopping can only shorten it): the learning-rate tuning,
  * the labels-only trials (one per recipe, cloud/distill/runs.ts), the distillation trials (one per
  * recipe with α > 0), then the final student and the final baseline.

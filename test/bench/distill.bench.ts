@@ -1,8 +1,9 @@
 /**
  * Distillation bench (issue 11). `npm run build && npm run bench:distill`.
  *
- * 1. One fixed bench teacher: mlp:1200,1200 (dropout, jitter 2), trained once and cached in
- *    .cache/bench; its file hash and test errors are in the results so later runs compare like with like.
+ * 1. One fixed bench teacher (default cnn:16,32/128, dropout, jitter 2; distill-plan.ts teacherPlan), trained
+ *    once and cached in .cache/bench; its file hash and test errors are in the results so later runs compare
+ *    like with like. Students and their labels-only baselines get the same ±BENCH_JITTER px shifts.
  * 2. Quality: for each student (mlp:32, mlp:64, mlp:800,800, cnn:16,32, dscnn:16,32) and each seed,
  *    the distilled student (T, alpha chosen on a 10% validation split of the training data, alpha 0
  *    among the candidates) against the same student trained on labels only with the same budget
@@ -22,8 +23,9 @@
  *
  * Env: BENCH_QUICK=1, BENCH_PLAN_ONLY=1 (print the plan and projected costs, then exit), BENCH_EPOCHS (10), BENCH_SEARCH_EPOCHS (3), BENCH_TUNE_EPOCHS (2), BENCH_LR (auto),
  *      BENCH_RECIPES (T:α,... default the six of recipe.ts), the same as BENCH_CONV_* for conv students,
- *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_STUDENTS (';'-separated specs),
- *      BENCH_TEACHER_EPOCHS (14), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3),
+ *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_SEED_LIST (e.g. 2,3: seeds split over processes, see distill-merge.ts), BENCH_STUDENTS (';'-separated specs),
+ *      BENCH_TEACHER_ARCH (cnn:16,32/128), BENCH_TEACHER_FILE, BENCH_TEACHER_EPOCHS (8 conv / 14 MLP),
+ *      BENCH_JITTER (2), BENCH_FUNCTION_MATCHING (0), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3),
  *      BENCH_RESULT_NAME (the results file, default distill / distill-quick).
  */
 import { createHash } from 'node:crypto';
@@ -34,15 +36,16 @@ import { trainTeacher } from '../../cloud/teacher/train-teacher.js';
 import { initBackend } from '../../cloud/tf/backend.js';
 import { epochBars } from '../../shared/cli/epoch-bars.js';
 import { writeBenchResult } from './common.js';
-import { fits, measureCost, studentPlan, type NotMeasured, type StudentCost } from './distill-plan.js';
+import { augmentation, fits, seedList, measureCost, studentPlan, teacherPlan, type NotMeasured, type StudentCost } from './distill-plan.js';
 import { oneLine, summarize, targets, type StudentRow } from './distill-summary.js';
 import { measureTrainingThroughput } from './train-throughput.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const searchMinutes = num('BENCH_SEARCH_MINUTES', 10);
-const seeds = Array.from({ length: num('BENCH_SEEDS', quick ? 1 : 3) }, (_, i) => i + 1);
-const teacherEpochs = num('BENCH_TEACHER_EPOCHS', quick ? 1 : 14);
+const seeds = seedList(process.env, quick);
+const teacher = teacherPlan(process.env, quick);
+const aug = augmentation(process.env);
 const budgetMinutes = process.env.BENCH_BUDGET_MINUTES ? num('BENCH_BUDGET_MINUTES', 0) : undefined;
 // Separated by ';' because the specs themselves contain commas.
 const students = (process.env.BENCH_STUDENTS ?? 'mlp:32;mlp:64;mlp:800,800;cnn:16,32;dscnn:16,32').split(';').map((s) => s.trim()).filter(Boolean);
@@ -50,7 +53,7 @@ const plans = students.map((s) => studentPlan(s, process.env, quick));
 const limit = quick ? 1000 : undefined;
 const batchSize = 128;
 const resultName = process.env.BENCH_RESULT_NAME ?? (quick ? 'distill-quick' : 'distill');
-const teacherFile = quick ? '.cache/bench/teacher-quick.onnx' : '.cache/bench/teacher-mlp1200x2.onnx';
+const teacherFile = teacher.file;
 const bars = epochBars(true);
 const t0 = performance.now();
 const elapsed = () => (performance.now() - t0) / 1000;
@@ -58,9 +61,9 @@ const loadBefore = loadavg();
 
 const backend = await initBackend();
 if (!existsSync(teacherFile)) {
-  bars.phase('teacher', `training mlp:1200,1200 for ${teacherEpochs} epochs (cached in ${teacherFile} for later runs)`);
+  bars.phase('teacher', `training ${teacher.arch} for ${teacher.epochs} epochs (cached in ${teacherFile} for later runs)`);
   await trainTeacher({
-    data: 'mnist:train', test: 'mnist:test', limit, arch: 'mlp:1200,1200', dropout: 0.5, inputDropout: 0.2, epochs: teacherEpochs, batchSize: 128, learningRate: 1e-3, jitter: 2, seed: 1, out: teacherFile,
+    data: 'mnist:train', test: 'mnist:test', limit, arch: teacher.arch, dropout: teacher.dropout, inputDropout: teacher.inputDropout, epochs: teacher.epochs, batchSize: 128, learningRate: teacher.learningRate, jitter: teacher.jitter, seed: 1, out: teacherFile,
     events: { phase: bars.phase, epoch: (p) => bars.epoch('teacher', p) },
   });
 } else {
@@ -68,7 +71,7 @@ if (!existsSync(teacherFile)) {
 }
 const teacherSha256 = createHash('sha256').update(readFileSync(teacherFile)).digest('hex');
 const teacherReportFile = teacherFile.replace(/\.onnx$/, '') + '.report.json';
-const teacherReport = existsSync(teacherReportFile) ? (JSON.parse(readFileSync(teacherReportFile, 'utf8')) as { settings: unknown; training: unknown; test?: unknown; params: number }) : undefined;
+const teacherReport = existsSync(teacherReportFile) ? (JSON.parse(readFileSync(teacherReportFile, 'utf8')) as { arch: string; settings: unknown; training: unknown; test?: { errors: number }; params: number }) : undefined;
 const teacherSeconds = elapsed();
 
 // Cost of each student per seed, measured now (54k fit + 6k validation examples without a limit).
@@ -106,6 +109,7 @@ for (const p of plans) {
     const { report } = await runDistill({
       teacher: [teacherFile], data: 'mnist:train', test: 'mnist:test', limit, student, recipe: 'search', recipes: p.recipes, searchEpochs: p.searchEpochs, searchMinutes, patience: 3,
       temperature: 20, alpha: 0.9, epochs: p.epochs, batchSize, learningRate: p.learningRate, lrCandidates: p.lrCandidates, tuneEpochs: p.tuneEpochs, baseline: true, seed,
+      jitter: aug.jitter, functionMatching: aug.functionMatching,
       outDir: `.cache/bench/${resultName}-out-${student.replace(/[:,/]/g, '_')}-s${seed}`, cacheDir: '.cache/teacher-logits',
       events: { phase: bars.phase, epoch: (run, pr) => bars.epoch(`${student} s${seed} ${run}`, pr) },
     });
@@ -123,7 +127,7 @@ const first = Object.values(reports)[0]?.[0];
 const loadAfter = loadavg();
 const checked = targets(rows, notMeasured);
 const result = {
-  summary: oneLine(rows, checked, first?.teacher.test.errors, elapsed()),
+  summary: oneLine(rows, checked, first?.teacher.test.errors ?? teacherReport?.test?.errors, elapsed()),
   backend,
   quick,
   complete: notMeasured.length === 0,
@@ -136,13 +140,15 @@ const result = {
     searchMinutes,
     limit: limit ?? 'all 60k (54k fit + 6k validation)',
     batchSize,
+    // Augmentation of both the distilled student and its labels-only baseline.
+    augmentation: aug,
     plans: plans.map((p) => ({ ...p, ...costs[p.student], secondsPerSeed: seedSeconds[p.student] ?? [] })),
     teacherSeconds,
   },
   notMeasured,
   teacher: {
-    file: teacherFile, sha256: teacherSha256, arch: 'mlp:1200,1200', params: teacherReport?.params, trainedWith: teacherReport?.settings, training: teacherReport?.training,
-    testErrors: first?.teacher.test.errors, latencyP50Ms: first?.teacher.latency.p50Ms,
+    file: teacherFile, sha256: teacherSha256, arch: teacherReport?.arch ?? teacher.arch, params: teacherReport?.params, trainedWith: teacherReport?.settings, training: teacherReport?.training,
+    testErrors: first?.teacher.test.errors ?? teacherReport?.test?.errors, latencyP50Ms: first?.teacher.latency.p50Ms,
   },
   students: rows,
   targets: checked,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { epochsPerSeed, fits, studentPlan } from '../../bench/distill-plan.js';
+import { augmentation, epochsPerSeed, fits, seedList, studentPlan, teacherPlan } from '../../bench/distill-plan.js';
 import { oneLine, spread, targets, type StudentRow } from '../../bench/distill-summary.js';
 
 describe('distill bench plan', () => {
@@ -23,6 +23,34 @@ describe('distill bench plan', () => {
     expect(epochsPerSeed(p)).toBe(3 * 1 + (4 + 3) * 2 + 2 * 8);
     const c = studentPlan('cnn:8', { BENCH_CONV_EPOCHS: '3', BENCH_CONV_SEARCH_EPOCHS: '1', BENCH_CONV_RECIPES: '4:0.5', BENCH_CONV_LR: '0.003' }, false);
     expect(epochsPerSeed(c)).toBe(0 + (1 + 1) * 1 + 2 * 3);
+  });
+
+  it('defaults to a conv teacher cached under a path named by its architecture; MLP teachers keep their own recipe', () => {
+    expect(teacherPlan({}, false)).toEqual({ arch: 'cnn:16,32/128', file: '.cache/bench/teacher-cnn16x32x128.onnx', epochs: 8, dropout: 0.5, inputDropout: 0, learningRate: 2e-3, jitter: 2 });
+    const mlp = teacherPlan({ BENCH_TEACHER_ARCH: 'mlp:1200,1200', BENCH_TEACHER_EPOCHS: '6' }, false);
+    expect(mlp).toMatchObject({ file: '.cache/bench/teacher-mlp1200x1200.onnx', epochs: 6, inputDropout: 0.2, learningRate: 1e-3 });
+    expect(teacherPlan({ BENCH_TEACHER_FILE: 'x.onnx' }, true)).toMatchObject({ file: 'x.onnx', epochs: 1 });
+    expect(teacherPlan({}, true).file).toBe('.cache/bench/teacher-quick.onnx');
+    expect(() => teacherPlan({ BENCH_TEACHER_ARCH: 'cnn:16,x' }, false)).toThrow(/BENCH_TEACHER_ARCH/);
+    expect(() => teacherPlan({ BENCH_TEACHER_EPOCHS: '-1' }, false)).toThrow(/BENCH_TEACHER_EPOCHS=-1/);
+  });
+
+  it('runs seeds 1..BENCH_SEEDS, or exactly BENCH_SEED_LIST so seeds can be split over processes', () => {
+    expect(seedList({}, false)).toEqual([1, 2, 3]);
+    expect(seedList({}, true)).toEqual([1]);
+    expect(seedList({ BENCH_SEEDS: '2' }, false)).toEqual([1, 2]);
+    expect(seedList({ BENCH_SEED_LIST: '3, 2', BENCH_SEEDS: '5' }, false)).toEqual([3, 2]);
+    expect(() => seedList({ BENCH_SEED_LIST: '1,1' }, false)).toThrow(/BENCH_SEED_LIST=1,1/);
+    expect(() => seedList({ BENCH_SEED_LIST: '0' }, false)).toThrow(/BENCH_SEED_LIST=0/);
+    expect(() => seedList({ BENCH_SEEDS: '1.5' }, false)).toThrow(/BENCH_SEEDS=1.5/);
+  });
+
+  it('reads the augmentation both sides share, refusing malformed values', () => {
+    expect(augmentation({})).toEqual({ jitter: 2, functionMatching: false });
+    expect(augmentation({ BENCH_JITTER: '0', BENCH_FUNCTION_MATCHING: '1' })).toEqual({ jitter: 0, functionMatching: true });
+    expect(() => augmentation({ BENCH_JITTER: '1.5' })).toThrow(/BENCH_JITTER=1.5/);
+    expect(() => augmentation({ BENCH_JITTER: '20' })).toThrow(/BENCH_JITTER=20/);
+    expect(() => augmentation({ BENCH_FUNCTION_MATCHING: 'yes' })).toThrow(/BENCH_FUNCTION_MATCHING=yes/);
   });
 
   it('a seed runs only if the elapsed time plus its projected cost is within the budget', () => {
