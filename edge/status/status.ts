@@ -25,6 +25,7 @@ export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [
   DEVICE_CAPABILITIES.receipts,
   DEVICE_CAPABILITIES.keyset,
   DEVICE_CAPABILITIES.assignment,
+  DEVICE_CAPABILITIES.cohort,
 ];
 
 /** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */

@@ -40,6 +40,8 @@ export const DEVICE_CAPABILITIES = {
    * of agent rollouts. (Capability names allow `.` and `-` only, hence not `agent_update`.)
    */
   agentUpdate: 'agent-update',
+  /** Parses `manifest.cohort` and checks it against the signed assignment's cohort (issue 13). */
+  cohort: 'manifest.cohort',
 } as const;
 export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_CAPABILITIES];
 
@@ -111,6 +113,7 @@ export const MANIFEST_REQUIREMENTS: ReadonlyArray<{ path: string; capability: De
   { path: 'input.range', capability: DEVICE_CAPABILITIES.inputRange, present: (m) => m.input.range !== undefined },
   { path: 'input.image', capability: DEVICE_CAPABILITIES.inputImage, present: (m) => m.input.image !== undefined },
   { path: 'lineage.source', capability: DEVICE_CAPABILITIES.lineageSource, present: (m) => m.lineage.source !== undefined },
+  { path: 'cohort', capability: DEVICE_CAPABILITIES.cohort, present: (m) => m.cohort !== undefined },
 ];
 
 /** Optional `desired` envelope fields (outside the manifest's signature), stripped for devices without the capability. */
