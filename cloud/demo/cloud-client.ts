@@ -44,6 +44,20 @@ export interface RoundView {
   finishedAt: string | null;
   createdAt: string;
   progress: { phase?: string; detail?: string; epoch?: number; epochs?: number } | null;
+  /** `cohorts`: each cohort line's outcome (issue 13, cloud/rounds/cohort-publish.ts cohortSummary). */
+  metrics?: { cohorts?: { cohort: string; state: string; releaseSeq?: number }[] } | null;
+}
+
+/**
+ * The release each device should serve after round `r`: its cohort's release of that round (cohort =
+ * the device's shift in `--cohorts`), else what it served before (its cohort's student was refused by
+ * the gate), else the base release.
+ */
+export function linesOf(r: RoundView, devices: readonly DeviceInfo[], cohorts: boolean, before: ReadonlyMap<string, number>): number[] {
+  return devices.map((d) => {
+    const own = cohorts ? r.metrics?.cohorts?.find((c) => c.cohort === d.shift && c.state === 'released')?.releaseSeq : undefined;
+    return own ?? before.get(d.id) ?? r.releaseSeq!;
+  });
 }
 
 /** How a wait polls: `check` throws when the demo is stopped, `status` reports progress. */
@@ -88,13 +102,17 @@ export async function servingOn(apiUrl: string): Promise<Serving | null> {
   }
 }
 
-/** Waits until every device serves `release` or later (their local APIs say so); returns when, and what each serves. */
-export async function waitServing({ check, timeoutMs }: WaitDeps, devices: DeviceInfo[], release: number, logHint: string): Promise<{ at: number; serving: Serving[] }> {
+/**
+ * Waits until every device serves `release` or later (their local APIs say so); returns when, and what
+ * each serves. An array gives each device its own release (cohorts: each device's cohort line).
+ */
+export async function waitServing({ check, timeoutMs }: WaitDeps, devices: DeviceInfo[], release: number | readonly number[], logHint: string): Promise<{ at: number; serving: Serving[] }> {
   const deadline = Date.now() + timeoutMs;
+  const want = (i: number) => (typeof release === 'number' ? release : release[i]!);
   for (;;) {
     check();
     const seen = await Promise.all(devices.map((d) => servingOn(d.apiUrl)));
-    if (seen.every((s) => s !== null && s.release >= release)) return { at: Date.now(), serving: seen as Serving[] };
+    if (seen.every((s, i) => s !== null && s.release >= want(i))) return { at: Date.now(), serving: seen as Serving[] };
     if (Date.now() > deadline) throw new Error(`release ${release} not on every device after ${timeoutMs / 1000} s (serving: ${seen.map((s) => s?.release ?? null).join(', ')}); see ${logHint}`);
     await sleep(250);
   }

@@ -40,12 +40,18 @@ export class ServedArtifacts {
   private readonly cache = new Map<number, Uint8Array>();
   constructor(private readonly api: CloudClient) {}
 
-  async get(served: Serving): Promise<Uint8Array> {
-    let bytes = this.cache.get(served.release);
+  /** A release's artifact as the cloud serves it (cohorts: the shared student, which no device serves). */
+  async bytesOf(release: number): Promise<Uint8Array> {
+    let bytes = this.cache.get(release);
     if (!bytes) {
-      bytes = await this.api.bytes(`/v1/releases/${served.release}/artifact`);
-      this.cache.set(served.release, bytes);
+      bytes = await this.api.bytes(`/v1/releases/${release}/artifact`);
+      this.cache.set(release, bytes);
     }
+    return bytes;
+  }
+
+  async get(served: Serving): Promise<Uint8Array> {
+    const bytes = await this.bytesOf(served.release);
     const sha = createHash('sha256').update(bytes).digest('hex');
     if (sha !== served.sha256) throw new Error(`release ${served.release}: the cloud's artifact (sha256 ${sha}) is not what the device serves (${served.sha256})`);
     return bytes;

@@ -55,12 +55,12 @@ export class RoundSigningGuard {
     if (!parsed.success) throw new SignRefusedError(`not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     const m: Manifest = parsed.data;
     const line = m.cohort ?? null;
-    const what = line === null ? 'base line' : `cohort ${line}`;
-    if (this.signed.has(line)) throw new SignRefusedError(`round ${this.round.id} already had its ${what} manifest signed`);
+    const of = line === null ? '' : ` for cohort ${line}`;
+    if (this.signed.has(line)) throw new SignRefusedError(`round ${this.round.id} already had its manifest${of} signed`);
     const seq = this.seqs.get(line);
-    if (seq === undefined) throw new SignRefusedError(`round ${this.round.id} has no release sequence for its ${what} yet (ask for one first)`);
+    if (seq === undefined) throw new SignRefusedError(`round ${this.round.id} has no release sequence${of} yet (ask for one first)`);
     if (m.model !== this.round.model) throw new SignRefusedError(`manifest is for model "${m.model}", the round's model is "${this.round.model}"`);
-    if (m.release !== seq) throw new SignRefusedError(`manifest is for release ${m.release}, the round's ${what} was allocated ${seq}`);
+    if (m.release !== seq) throw new SignRefusedError(`manifest is for release ${m.release}, the round was allocated ${seq}${of}`);
     this.busy = true;
     try {
       if (line !== null) await this.checkCohort(line);
