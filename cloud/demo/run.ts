@@ -20,7 +20,7 @@ export { summaryLines } from './report.js';
 
 
 /** The cached reference teacher, trained on first use; or the user's `--teacher`. */
-async function prepareTeacher(o: DemoOptions, status: (m: string) => void): Promise<{ file: string; trainedSeconds?: number }> {
+export async function prepareTeacher(o: DemoOptions, status: (m: string) => void): Promise<{ file: string; trainedSeconds?: number }> {
   const file = o.teacher ? resolve(o.teacher) : resolve(o.cacheDir, `teacher-${o.teacherArch.replace(/[^0-9a-z]+/gi, '_')}-e${o.teacherEpochs}${o.teacherLimit ? `-n${o.teacherLimit}` : ''}.onnx`);
   if (existsSync(file)) return { file };
   if (o.teacher) throw new Error(`--teacher ${file}: no such file`);

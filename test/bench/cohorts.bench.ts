@@ -6,16 +6,21 @@
  *
  * Writes test/bench/results/cohorts.json after every seed (a stopped bench keeps what it measured) and
  * prints a one-line summary. `npm run bench:cohorts` (builds first; the edge daemons run from dist/).
- * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000).
+ * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000),
+ * BENCH_PARALLEL (default 1: the seeds' demos run at the same time, each with its own cloud, broker,
+ * daemons and data dir, after the reference teacher is trained or loaded once; 0: one after the other).
+ * On the loaded 2-core machine, parallel seeds take the machine's time together; the accuracies do not
+ * depend on it (every round is waited for), only the times do.
  */
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEMO_DEFAULTS, runDemo, type DemoSummary } from '../../cloud/demo/run.js';
+import { DEMO_DEFAULTS, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
 import { writeBenchResult } from './common.js';
 
 const seeds = (process.env.BENCH_SEEDS ?? '1,2,3').split(',').map(Number);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const evalPool = Number(process.env.BENCH_EVAL_POOL ?? DEMO_DEFAULTS.evalPool);
+const parallel = process.env.BENCH_PARALLEL !== '0';
 const TARGET_CLOSED = 0.9;
 
 interface SeedRun {
@@ -97,7 +102,7 @@ async function main(): Promise<void> {
         loadavgStart: loadStart,
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, seeds },
+        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, seeds, parallelSeeds: parallel },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -106,24 +111,29 @@ async function main(): Promise<void> {
       perDevice,
     };
   };
-  for (const seed of seeds) {
-    const dataDir = join(tmpdir(), `apprentice-cohorts-bench-${process.pid}-${seed}`);
-    process.stderr.write(`· seed ${seed}: demo --cohorts --rounds ${rounds} in ${dataDir} (load ${loadavg()[0]!.toFixed(1)})\n`);
-    const summary = await runDemo({
-      ...DEMO_DEFAULTS,
-      dataDir,
-      fresh: true,
-      rounds,
-      evalPool,
-      cohorts: true,
-      seed,
-      hardExampleShare: DEMO_DEFAULTS.hardExampleShare,
-      out: (line) => process.stderr.write(`  ${line}\n`),
-      progress: false,
-    });
+  const optsOf = (seed: number): DemoOptions => ({
+    ...DEMO_DEFAULTS,
+    dataDir: join(tmpdir(), `apprentice-cohorts-bench-${process.pid}-${seed}`),
+    fresh: true,
+    rounds,
+    evalPool,
+    cohorts: true,
+    seed,
+    hardExampleShare: DEMO_DEFAULTS.hardExampleShare,
+    out: (line) => process.stderr.write(`  [seed ${seed}] ${line}\n`),
+    progress: false,
+  });
+  // The reference teacher once (cached), so parallel seeds do not each train it.
+  const teacher = await prepareTeacher(optsOf(seeds[0]!), (m) => process.stderr.write(`· ${m}\n`));
+  const one = async (seed: number) => {
+    process.stderr.write(`· seed ${seed}: demo --cohorts --rounds ${rounds} (load ${loadavg()[0]!.toFixed(1)})\n`);
+    const summary = await runDemo({ ...optsOf(seed), teacher: teacher.file });
     runs.push(perSeed(seed, summary));
+    runs.sort((a, b) => a.seed - b.seed);
     write();
-  }
+  };
+  if (parallel) await Promise.all(seeds.map(one));
+  else for (const seed of seeds) await one(seed);
   const { file, perDevice } = write();
   const pct = (x: number) => (x * 100).toFixed(1);
   const parts = perDevice.map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
