@@ -7,20 +7,22 @@
  * Writes test/bench/results/cohorts.json after every seed (a stopped bench keeps what it measured) and
  * prints a one-line summary. `npm run bench:cohorts` (builds first; the edge daemons run from dist/).
  * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000),
- * BENCH_PARALLEL (default 1: the seeds' demos run at the same time, each with its own cloud, broker,
- * daemons and data dir, after the reference teacher is trained or loaded once; 0: one after the other).
- * On the loaded 2-core machine, parallel seeds take the machine's time together; the accuracies do not
- * depend on it (every round is waited for), only the times do.
+ * BENCH_RESULT_NAME (default cohorts). The seeds run one after the other in this process (one cloud per
+ * process: two in-process clouds collide). To run them side by side, start one process per seed with
+ * its own BENCH_SEEDS and BENCH_RESULT_NAME once the teacher is cached, then
+ * `BENCH_MERGE=cohorts-s1,cohorts-s2,cohorts-s3` aggregates their runs into cohorts.json.
  */
+import { readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DEMO_DEFAULTS, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
 import { writeBenchResult } from './common.js';
 
 const seeds = (process.env.BENCH_SEEDS ?? '1,2,3').split(',').map(Number);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const evalPool = Number(process.env.BENCH_EVAL_POOL ?? DEMO_DEFAULTS.evalPool);
-const parallel = process.env.BENCH_PARALLEL !== '0';
+const resultName = process.env.BENCH_RESULT_NAME ?? 'cohorts';
+const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);
 const TARGET_CLOSED = 0.9;
 
 interface SeedRun {
@@ -94,15 +96,17 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const loadStart = loadavg();
   const runs: SeedRun[] = [];
+  const parts: Record<string, unknown>[] = [];
   const write = () => {
     const perDevice = aggregate(runs);
     return {
-      file: writeBenchResult('cohorts', {
+      file: writeBenchResult(merge ? 'cohorts' : resultName, {
         loadedMachine: true,
         loadavgStart: loadStart,
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, seeds, parallelSeeds: parallel },
+        ...(merge ? { mergedFrom: parts } : {}),
+        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, seeds: runs.map((r) => r.seed) },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -123,7 +127,16 @@ async function main(): Promise<void> {
     out: (line) => process.stderr.write(`  [seed ${seed}] ${line}\n`),
     progress: false,
   });
-  // The reference teacher once (cached), so parallel seeds do not each train it.
+  if (merge) {
+    for (const name of merge) {
+      const part = JSON.parse(readFileSync(resolve('test/bench/results', `${name}.json`), 'utf8')) as { runs: SeedRun[]; loadavgStart: number[]; loadavgEnd: number[]; seconds: number; at: string };
+      runs.push(...part.runs);
+      parts.push({ name, at: part.at, seconds: part.seconds, loadavgStart: part.loadavgStart, loadavgEnd: part.loadavgEnd });
+    }
+    runs.sort((a, b) => a.seed - b.seed);
+    return report(write().file);
+  }
+  // The reference teacher once (cached).
   const teacher = await prepareTeacher(optsOf(seeds[0]!), (m) => process.stderr.write(`· ${m}\n`));
   const one = async (seed: number) => {
     process.stderr.write(`· seed ${seed}: demo --cohorts --rounds ${rounds} (load ${loadavg()[0]!.toFixed(1)})\n`);
@@ -132,12 +145,14 @@ async function main(): Promise<void> {
     runs.sort((a, b) => a.seed - b.seed);
     write();
   };
-  if (parallel) await Promise.all(seeds.map(one));
-  else for (const seed of seeds) await one(seed);
-  const { file, perDevice } = write();
-  const pct = (x: number) => (x * 100).toFixed(1);
-  const parts = perDevice.map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
-  console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, load ${loadStart[0]!.toFixed(1)}): ${parts.join('; ')} → ${file}`);
+  for (const seed of seeds) await one(seed);
+  report(write().file);
+
+  function report(file: string): void {
+    const pct = (x: number) => (x * 100).toFixed(1);
+    const lines = aggregate(runs).map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
+    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, load ${loadStart[0]!.toFixed(1)}): ${lines.join('; ')} → ${file}`);
+  }
 }
 
 main().then(
