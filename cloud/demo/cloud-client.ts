@@ -1,6 +1,24 @@
 import type { DeviceInfo } from './options.js';
 import { sleep } from './options.js';
 
+/**
+ * `fetch`, retried when a kept-alive connection was closed under it (`ECONNRESET`, undici's "other side
+ * closed"): on a loaded machine a server can drop an idle socket just as the client reuses it, and the
+ * request then never reached the server, so sending it again is safe.
+ */
+export async function fetchRetry(url: string, init?: RequestInit, attempts = 4): Promise<Response> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fetch(url, init);
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      const stale = cause?.code === 'ECONNRESET' || cause?.code === 'UND_ERR_SOCKET';
+      if (!stale || i >= attempts) throw err;
+      await sleep(100 * i);
+    }
+  }
+}
+
 /** The demo's client of the cloud API (admin token), as a user's script would be. */
 export interface CloudClient {
   get<T>(path: string): Promise<T>;
@@ -11,7 +29,7 @@ export interface CloudClient {
 export function cloudClient(base: string, token: string): CloudClient {
   const auth = { authorization: `Bearer ${token}` };
   const call = async <T>(method: string, path: string, body?: unknown) => {
-    const res = await fetch(base + path, {
+    const res = await fetchRetry(base + path, {
       method,
       headers: { ...auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -27,7 +45,7 @@ export function cloudClient(base: string, token: string): CloudClient {
     },
     send: call,
     async bytes(path: string) {
-      const res = await fetch(base + path, { headers: auth });
+      const res = await fetchRetry(base + path, { headers: auth });
       if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
       return new Uint8Array(await res.arrayBuffer());
     },
