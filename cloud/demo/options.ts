@@ -24,6 +24,8 @@ export interface DemoOptions {
    * and the teacher on each device's evaluation pool.
    */
   cohorts?: boolean;
+  /** Cohorts mode: epochs of each cohort student; default half the base epochs. */
+  cohortEpochs?: number;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;

@@ -60,7 +60,7 @@ async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): 
     ...(o.seed !== undefined ? { seed: o.seed } : {}),
     // Issue 13: each device is alone in its own first group, so perGroup makes one cohort per device.
     // Each cohort student starts from the round's base student, so fewer epochs suffice.
-    ...(o.cohorts ? { perGroup: true, cohortEpochs: Math.max(1, Math.ceil(o.epochs / 2)) } : {}),
+    ...(o.cohorts ? { perGroup: true, cohortEpochs: o.cohortEpochs ?? Math.max(1, Math.ceil(o.epochs / 2)) } : {}),
   };
   const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
   const put = await api.send('PUT', `/v1/models/${DEMO_MODEL}`, {

@@ -22,6 +22,8 @@ const seeds = (process.env.BENCH_SEEDS ?? '1,2,3').split(',').map(Number);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const evalPool = Number(process.env.BENCH_EVAL_POOL ?? DEMO_DEFAULTS.evalPool);
 const resultName = process.env.BENCH_RESULT_NAME ?? 'cohorts';
+/** Epochs of each cohort student (default: the demo's, half the base epochs). */
+const cohortEpochs = process.env.BENCH_COHORT_EPOCHS ? Number(process.env.BENCH_COHORT_EPOCHS) : undefined;
 const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);
 const TARGET_CLOSED = 0.9;
 
@@ -100,13 +102,13 @@ async function main(): Promise<void> {
   const write = () => {
     const perDevice = aggregate(runs);
     return {
-      file: writeBenchResult(merge ? 'cohorts' : resultName, {
+      file: writeBenchResult(merge ? (process.env.BENCH_RESULT_NAME ?? 'cohorts') : resultName, {
         loadedMachine: true,
         loadavgStart: loadStart,
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
         ...(merge ? { mergedFrom: parts } : {}),
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, seeds: runs.map((r) => r.seed) },
+        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortEpochs: cohortEpochs ?? Math.ceil(DEMO_DEFAULTS.epochs / 2), seeds: runs.map((r) => r.seed) },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -123,6 +125,7 @@ async function main(): Promise<void> {
     evalPool,
     cohorts: true,
     seed,
+    ...(cohortEpochs ? { cohortEpochs } : {}),
     hardExampleShare: DEMO_DEFAULTS.hardExampleShare,
     out: (line) => process.stderr.write(`  [seed ${seed}] ${line}\n`),
     progress: false,
@@ -151,7 +154,9 @@ async function main(): Promise<void> {
   function report(file: string): void {
     const pct = (x: number) => (x * 100).toFixed(1);
     const lines = aggregate(runs).map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
-    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, load ${loadStart[0]!.toFixed(1)}): ${lines.join('; ')} → ${file}`);
+    const loads = merge ? parts.map((p) => (p.loadavgStart as number[])[0]!) : [loadStart[0]!];
+    const load = loads.map((x) => x.toFixed(1)).join('/');
+    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort epochs ${cohortEpochs ?? 'demo default'}, load ${load}): ${lines.join('; ')} → ${file}`);
   }
 }
 
