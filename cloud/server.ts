@@ -1,3 +1,4 @@
+import { cohortOf } from './rounds/cohorts.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
@@ -154,8 +155,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       dataDir,
       log,
       compatOf: (id) => deviceCompatOf(registry, id),
-      // Cohorts do not exist yet: null until they do.
-      assign: (deviceId, model) => signAssignment({ deviceId, model, cohort: null }, keys.active().privateKeyPem),
+      // The device's cohort for the model (issue 13): it refuses a manifest of any other line.
+      assign: async (deviceId, model) => signAssignment({ deviceId, model, cohort: await cohortOf(registry, deviceId, model) }, keys.active().privateKeyPem),
     });
     // The root-signed key set (written by `keys publish-keyset`), retained on trust/keyset; again
     // when the file changes, and with the cloud info on every connect.

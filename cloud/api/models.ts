@@ -8,7 +8,7 @@ import { audit } from './audit.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
-import { distillSettingsFields } from '../rounds/settings.js';
+import { cohortSettingsProblem, distillSettingsFields } from '../rounds/settings.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema } from './schemas.js';
 
 /** The one architecture grammar, cloud/models/spec.ts (linear, mlp:, cnn:, dscnn:); it loads no tfjs. */
@@ -65,6 +65,10 @@ export const modelBodySchema = z
     schedule: scheduleSchema.nullable().default(null),
   })
   .refine((m) => new Set(m.labels).size === m.labels.length, { message: 'labels must be unique', path: ['labels'] })
+  .superRefine((m, ctx) => {
+    const problem = cohortSettingsProblem(m.distill);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['distill', 'cohorts'] });
+  })
   .superRefine((m, ctx) => {
     // A conv student needs an image input; say so at registration, not when the first round fails.
     try {

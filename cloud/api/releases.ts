@@ -21,6 +21,8 @@ export const releaseSchema = z.strictObject({
   quantization: z.string(),
   metrics: z.record(z.string(), z.unknown()),
   parentSeq: z.number().int().nullable(),
+  /** The release line (issue 13): the cohort this student is for, null on the base line. */
+  cohort: z.string().nullable(),
   roundId: z.string().nullable(),
   keyId: z.string().nullable(),
   chunksPublished: z.boolean(),
@@ -41,6 +43,7 @@ export function releaseView(r: ReleaseRow): z.infer<typeof releaseSchema> {
     quantization: r.quantization,
     metrics: r.metrics as Record<string, unknown>,
     parentSeq: r.parentSeq,
+    cohort: r.cohort,
     roundId: r.roundId,
     keyId: (r.signature as { keyId?: string } | null)?.keyId ?? null,
     chunksPublished: r.chunksPublished,

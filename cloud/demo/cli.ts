@@ -15,6 +15,8 @@ interface DemoFlags {
   baseLimit: string;
   epochs: string;
   json?: boolean;
+  cohorts?: boolean;
+  seed?: string;
 }
 
 /**
@@ -36,6 +38,8 @@ export function demoCommand(): Command {
     .addOption(new Option('--base-limit <n>', 'clean MNIST training images in every transfer set').default(String(DEMO_DEFAULTS.baseLimit)))
     .addOption(new Option('--epochs <n>', 'distillation epochs per round').default(String(DEMO_DEFAULTS.epochs)))
     .option('--json', 'print the final summary as JSON on stdout instead of the table')
+    .option('--cohorts', 'one cohort per device (issue 13): each round also trains a student per device; the table shows cohort / shared / teacher accuracy per device')
+    .addOption(new Option('--seed <n>', 'distillation seed of every round').default('1'))
     .addHelpText(
       'after',
       `
@@ -58,6 +62,7 @@ the summary in DATA_DIR/summary.json. Ctrl-C stops the daemons (SIGTERM) and the
 
 Examples:
   npm start -- --rounds 3
+  npm start -- --cohorts --rounds 3
   apprentice demo --fresh --rounds 3 --data-dir /tmp/demo
   apprentice demo --teacher my-teacher.onnx`,
     )
@@ -85,6 +90,8 @@ Examples:
         student: f.student,
         baseLimit: parsePositiveInt('--base-limit', f.baseLimit),
         epochs: parsePositiveInt('--epochs', f.epochs),
+        cohorts: f.cohorts === true,
+        seed: parsePositiveInt('--seed', f.seed ?? '1'),
       };
       const { runDemo, summaryLines } = await import('./run.js');
       const ac = new AbortController();

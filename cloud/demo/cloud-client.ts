@@ -1,6 +1,24 @@
 import type { DeviceInfo } from './options.js';
 import { sleep } from './options.js';
 
+/**
+ * `fetch`, retried when a kept-alive connection was closed under it (`ECONNRESET`, undici's "other side
+ * closed"): on a loaded machine a server can drop an idle socket just as the client reuses it, and the
+ * request then never reached the server, so sending it again is safe.
+ */
+export async function fetchRetry(url: string, init?: RequestInit, attempts = 4): Promise<Response> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fetch(url, init);
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      const stale = cause?.code === 'ECONNRESET' || cause?.code === 'UND_ERR_SOCKET';
+      if (!stale || i >= attempts) throw err;
+      await sleep(100 * i);
+    }
+  }
+}
+
 /** The demo's client of the cloud API (admin token), as a user's script would be. */
 export interface CloudClient {
   get<T>(path: string): Promise<T>;
@@ -11,7 +29,7 @@ export interface CloudClient {
 export function cloudClient(base: string, token: string): CloudClient {
   const auth = { authorization: `Bearer ${token}` };
   const call = async <T>(method: string, path: string, body?: unknown) => {
-    const res = await fetch(base + path, {
+    const res = await fetchRetry(base + path, {
       method,
       headers: { ...auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -27,7 +45,7 @@ export function cloudClient(base: string, token: string): CloudClient {
     },
     send: call,
     async bytes(path: string) {
-      const res = await fetch(base + path, { headers: auth });
+      const res = await fetchRetry(base + path, { headers: auth });
       if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
       return new Uint8Array(await res.arrayBuffer());
     },
@@ -44,6 +62,20 @@ export interface RoundView {
   finishedAt: string | null;
   createdAt: string;
   progress: { phase?: string; detail?: string; epoch?: number; epochs?: number } | null;
+  /** `cohorts`: each cohort line's outcome (issue 13, cloud/rounds/cohort-publish.ts cohortSummary). */
+  metrics?: { cohorts?: { cohort: string; state: string; releaseSeq?: number }[] } | null;
+}
+
+/**
+ * The release each device should serve after round `r`: its cohort's release of that round (cohort =
+ * the device's shift in `--cohorts`), else what it served before (its cohort's student was refused by
+ * the gate), else the base release.
+ */
+export function linesOf(r: RoundView, devices: readonly DeviceInfo[], cohorts: boolean, before: ReadonlyMap<string, number>): number[] {
+  return devices.map((d) => {
+    const own = cohorts ? r.metrics?.cohorts?.find((c) => c.cohort === d.shift && c.state === 'released')?.releaseSeq : undefined;
+    return own ?? before.get(d.id) ?? r.releaseSeq!;
+  });
 }
 
 /** How a wait polls: `check` throws when the demo is stopped, `status` reports progress. */
@@ -88,13 +120,17 @@ export async function servingOn(apiUrl: string): Promise<Serving | null> {
   }
 }
 
-/** Waits until every device serves `release` or later (their local APIs say so); returns when, and what each serves. */
-export async function waitServing({ check, timeoutMs }: WaitDeps, devices: DeviceInfo[], release: number, logHint: string): Promise<{ at: number; serving: Serving[] }> {
+/**
+ * Waits until every device serves `release` or later (their local APIs say so); returns when, and what
+ * each serves. An array gives each device its own release (cohorts: each device's cohort line).
+ */
+export async function waitServing({ check, timeoutMs }: WaitDeps, devices: DeviceInfo[], release: number | readonly number[], logHint: string): Promise<{ at: number; serving: Serving[] }> {
   const deadline = Date.now() + timeoutMs;
+  const want = (i: number) => (typeof release === 'number' ? release : release[i]!);
   for (;;) {
     check();
     const seen = await Promise.all(devices.map((d) => servingOn(d.apiUrl)));
-    if (seen.every((s) => s !== null && s.release >= release)) return { at: Date.now(), serving: seen as Serving[] };
+    if (seen.every((s, i) => s !== null && s.release >= want(i))) return { at: Date.now(), serving: seen as Serving[] };
     if (Date.now() > deadline) throw new Error(`release ${release} not on every device after ${timeoutMs / 1000} s (serving: ${seen.map((s) => s?.release ?? null).join(', ')}); see ${logHint}`);
     await sleep(250);
   }

@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CloudClient } from './cloud-client.js';
 import { sleep, type DeviceInfo } from './options.js';
-import { SHIFTS, SHIFT_NAMES } from './shifts.js';
+import { SHIFTS, SHIFT_NAMES, type ShiftName } from './shifts.js';
 
 /** A free loopback port (bound, read, released). */
 export async function freePort(): Promise<number> {
@@ -40,7 +40,7 @@ export interface DemoFleet {
  * Provisions one device per shift through `POST /v1/devices` (the bundle becomes its edge.json, kept
  * across runs) and starts each as its own `apprentice edge` process, logging to its edge.log.
  */
-export async function startFleet(o: { api: CloudClient; brokerUrl: string; dataDir: string; count: number }): Promise<DemoFleet> {
+export async function startFleet(o: { api: CloudClient; brokerUrl: string; dataDir: string; count: number; groupsOf?: (shift: ShiftName) => string[] }): Promise<DemoFleet> {
   const children: { child: ChildProcess; exited: Promise<void> }[] = [];
   const devices: DeviceInfo[] = [];
   const stop = async (graceMs = 10_000) => {
@@ -58,7 +58,7 @@ export async function startFleet(o: { api: CloudClient; brokerUrl: string; dataD
       if (existsSync(configFile)) {
         bundle = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
       } else {
-        const r = await o.api.send<Record<string, unknown>>('POST', '/v1/devices', { id, groups: ['demo'] });
+        const r = await o.api.send<Record<string, unknown>>('POST', '/v1/devices', { id, groups: o.groupsOf?.(shift) ?? ['demo'] });
         if (r.status !== 201) throw new Error(`provisioning ${id}: ${r.status} ${JSON.stringify(r.body)} (run with --fresh to start over)`);
         bundle = r.body;
       }

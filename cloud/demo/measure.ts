@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { evaluateOnnx } from '../distill/evaluate.js';
-import type { CloudClient, Serving } from './cloud-client.js';
+import { fetchRetry, type CloudClient, type Serving } from './cloud-client.js';
 import type { LabelledImages } from './pools.js';
 
 /** Sends `features` to a device's local API in batches; returns the predicted class and the serving release per example. */
@@ -12,7 +12,7 @@ export async function predictOnDevice(apiUrl: string, features: Float32Array, si
     const k = Math.min(batch, n - s);
     const slice = features.slice(s * size, (s + k) * size);
     const body = { input_b64: Buffer.from(slice.buffer).toString('base64'), encoding: 'float32', count: k, top_k: 1 };
-    const res = await fetch(`${apiUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetchRetry(`${apiUrl}/v1/predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     if (res.status !== 200) throw new Error(`POST ${apiUrl}/v1/predict: ${res.status} ${await res.text()}`);
     const r = (await res.json()) as { release: number; predictions: { index: number }[] };
     r.predictions.forEach((p, i) => {
@@ -40,12 +40,18 @@ export class ServedArtifacts {
   private readonly cache = new Map<number, Uint8Array>();
   constructor(private readonly api: CloudClient) {}
 
-  async get(served: Serving): Promise<Uint8Array> {
-    let bytes = this.cache.get(served.release);
+  /** A release's artifact as the cloud serves it (cohorts: the shared student, which no device serves). */
+  async bytesOf(release: number): Promise<Uint8Array> {
+    let bytes = this.cache.get(release);
     if (!bytes) {
-      bytes = await this.api.bytes(`/v1/releases/${served.release}/artifact`);
-      this.cache.set(served.release, bytes);
+      bytes = await this.api.bytes(`/v1/releases/${release}/artifact`);
+      this.cache.set(release, bytes);
     }
+    return bytes;
+  }
+
+  async get(served: Serving): Promise<Uint8Array> {
+    const bytes = await this.bytesOf(served.release);
     const sha = createHash('sha256').update(bytes).digest('hex');
     if (sha !== served.sha256) throw new Error(`release ${served.release}: the cloud's artifact (sha256 ${sha}) is not what the device serves (${served.sha256})`);
     return bytes;

@@ -18,6 +18,16 @@ export interface DemoOptions {
   baseLimit: number;
   epochs: number;
   hardExampleShare: number;
+  /**
+   * Issue 13: one cohort per device (each device in its own group, the model `perGroup`): every round
+   * also trains a student per device; the table shows the cohort student, the shared (base) student
+   * and the teacher on each device's evaluation pool.
+   */
+  cohorts?: boolean;
+  /** Cohorts mode: epochs of each cohort student; default half the base epochs. */
+  cohortEpochs?: number;
+  /** Distillation seed of every round (distill settings `seed`); default 1. */
+  seed?: number;
   teacherArch: string;
   teacherEpochs: number;
   teacherLimit?: number;
@@ -72,6 +82,9 @@ export interface DeviceRound {
    * include images already sent back as hard examples and trained on.
    */
   trafficStudentAccuracy: number;
+  /** Cohorts mode: the release the device serves (its cohort's), and the shared (base) student of the round on the same pool. */
+  release?: number;
+  sharedAccuracy?: number;
 }
 
 export interface RoundRow {
@@ -108,10 +121,27 @@ export interface DemoSummary {
   devices: DeviceInfo[];
   rows: RoundRow[];
   /** Per device: round-0 gap, last gap, share of the gap closed (evaluation pool). */
-  gaps: { id: string; shift: ShiftName; round0Gap: number; lastRound: number; lastGap: number; closed: number }[];
+  gaps: DeviceGap[];
   /** Per device: examples the device selected (its outbox counter) and the cloud stored. */
   examples: { id: string; selected: number | null; stored: number }[];
   stoppedBy: 'rounds' | 'signal' | 'error';
+}
+
+/**
+ * Per device: round-0 gap (teacher − the round-0 student; in cohorts mode the shared round-0 student),
+ * the last row's gap of the served student, and the share closed. Cohorts mode adds the shared
+ * student's last gap and share closed, and whether the cohort student beats it on this device.
+ */
+export interface DeviceGap {
+  id: string;
+  shift: ShiftName;
+  round0Gap: number;
+  lastRound: number;
+  lastGap: number;
+  closed: number;
+  sharedLastGap?: number;
+  sharedClosed?: number;
+  beatsShared?: boolean;
 }
 
 /** Thrown when the demo's AbortSignal fires: a normal stop, not a failure. */

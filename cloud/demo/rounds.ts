@@ -1,5 +1,5 @@
 import type { CloudClient } from './cloud-client.js';
-import { listRounds, waitRound, waitServing, type RoundView, type WaitDeps } from './cloud-client.js';
+import { linesOf, listRounds, waitRound, waitServing, type RoundView, type WaitDeps } from './cloud-client.js';
 import { accuracyOf, predictOnDevice, ServedArtifacts } from './measure.js';
 import { DEMO_INPUT_SIZE, DEMO_MODEL, sleep, type DemoOptions, type DeviceInfo, type DeviceRound, type RoundRow } from './options.js';
 import type { LabelledImages, TrafficStream } from './pools.js';
@@ -55,10 +55,11 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
     }
     wait.status(`outboxes not drained after ${timeoutMs / 1000} s: ${devices.map((d) => `${d.id} selected ${sel.get(d.id) ?? '?'}, stored ${storedBy(d.id)}`).join('; ')}`);
   };
-  /** One traffic phase on the serving release; returns, per device, the traffic answered by `release` and the device's own accuracy on it. */
-  const traffic = async (release: number) =>
+  /** One traffic phase on the serving release(s); returns, per device, the traffic answered by its release and the device's own accuracy on it. */
+  const traffic = async (want: number | readonly number[]) =>
     Promise.all(
-      devices.map(async (d) => {
+      devices.map(async (d, di) => {
+        const release = typeof want === 'number' ? want : want[di]!;
         const { features, labels } = data.get(d.id)!.stream.take(o.traffic);
         const { pred, releases } = await predictOnDevice(d.apiUrl, features, DEMO_INPUT_SIZE);
         let n = 0;
@@ -86,7 +87,10 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
     wait.status(`continuing from release #${current.releaseSeq} of an earlier run (use --fresh to start over)`);
   }
 
-  const { header, row } = roundTable(devices);
+  const cohorts = o.cohorts === true;
+  const { header, row } = roundTable(devices, cohorts);
+  /** Cohorts: what each device served after the last measured round. */
+  const served = new Map<string, number>();
   for (const line of header) o.out(line);
   let roundNo = 0;
   let stored0 = storedTotal();
@@ -95,14 +99,19 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
     const rel = current.releaseSeq!;
     const startedMs = Date.parse(current.startedAt ?? current.createdAt);
     wait.status(`round ${roundNo}: release #${rel} rolling out (canary first)`);
-    const { at, serving } = await waitServing(wait, devices, rel, deps.logHint);
-    wait.status(`round ${roundNo}: release #${rel} on every device; sending ${o.traffic} shifted traffic images to each, measuring on the evaluation pools`);
-    const sent = await traffic(rel);
+    // Cohorts: each device waits for its own cohort's release of this round; the base release is measured beside it.
+    const lines = cohorts ? linesOf(current, devices, true, served) : rel;
+    const { at, serving } = await waitServing(wait, devices, lines, deps.logHint);
+    wait.status(`round ${roundNo}: release${cohorts ? `s ${JSON.stringify(lines)}` : ` #${rel}`} on every device; sending ${o.traffic} shifted traffic images to each, measuring on the evaluation pools`);
+    const sent = await traffic(cohorts ? serving.map((s) => s.release) : rel);
+    const shared = cohorts ? await artifacts.bytesOf(rel) : undefined;
     const measured: DeviceRound[] = [];
     for (const [i, d] of devices.entries()) {
       const dd = data.get(d.id)!;
       const student = await accuracyOf(await artifacts.get(serving[i]!), dd.evaluation);
-      measured.push({ id: d.id, shift: d.shift, examples: sent[i]!.n, evaluated: dd.evaluation.labels.length, studentAccuracy: student, teacherAccuracy: dd.teacherAccuracy, gap: dd.teacherAccuracy - student, trafficStudentAccuracy: sent[i]!.accuracy });
+      const cohortCols = shared ? { release: serving[i]!.release, sharedAccuracy: await accuracyOf(shared, dd.evaluation) } : {};
+      if (cohorts) served.set(d.id, serving[i]!.release);
+      measured.push({ id: d.id, shift: d.shift, examples: sent[i]!.n, evaluated: dd.evaluation.labels.length, studentAccuracy: student, teacherAccuracy: dd.teacherAccuracy, gap: dd.teacherAccuracy - student, trafficStudentAccuracy: sent[i]!.accuracy, ...cohortCols });
     }
     await waitFlushed();
     const storedNow = storedTotal();
@@ -142,8 +151,8 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
         idleSince = 0;
       }
       if (Date.now() - idleSince > 15_000) {
-        wait.status(`round ${roundNo + 1}: not started yet; more traffic on release #${rel}`);
-        await traffic(rel);
+        wait.status(`round ${roundNo + 1}: not started yet; more traffic on release${cohorts ? 's' : ''} #${cohorts ? [...served.values()].join(', #') : rel}`);
+        await traffic(cohorts ? devices.map((d) => served.get(d.id) ?? rel) : rel);
         idleSince = Date.now();
       }
       await sleep(500);

@@ -20,7 +20,7 @@ export { summaryLines } from './report.js';
 
 
 /** The cached reference teacher, trained on first use; or the user's `--teacher`. */
-async function prepareTeacher(o: DemoOptions, status: (m: string) => void): Promise<{ file: string; trainedSeconds?: number }> {
+export async function prepareTeacher(o: DemoOptions, status: (m: string) => void): Promise<{ file: string; trainedSeconds?: number }> {
   const file = o.teacher ? resolve(o.teacher) : resolve(o.cacheDir, `teacher-${o.teacherArch.replace(/[^0-9a-z]+/gi, '_')}-e${o.teacherEpochs}${o.teacherLimit ? `-n${o.teacherLimit}` : ''}.onnx`);
   if (existsSync(file)) return { file };
   if (o.teacher) throw new Error(`--teacher ${file}: no such file`);
@@ -57,6 +57,10 @@ async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): 
     warmStart: true,
     artifact: 'int8',
     latencyBudgetMs: 100,
+    ...(o.seed !== undefined ? { seed: o.seed } : {}),
+    // Issue 13: each device is alone in its own first group, so perGroup makes one cohort per device.
+    // Each cohort student starts from the round's base student, so fewer epochs suffice.
+    ...(o.cohorts ? { perGroup: true, cohortEpochs: o.cohortEpochs ?? Math.max(1, Math.ceil(o.epochs / 2)) } : {}),
   };
   const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
   const put = await api.send('PUT', `/v1/models/${DEMO_MODEL}`, {
@@ -134,7 +138,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   // Assigned in the finally block, which runs before any return: a thrown error skips the return.
   let result!: DemoSummary;
   try {
-    fleet = await startFleet({ api, brokerUrl: cloud.brokerUrl, dataDir, count: o.devices });
+    fleet = await startFleet({ api, brokerUrl: cloud.brokerUrl, dataDir, count: o.devices, ...(o.cohorts ? { groupsOf: (shift) => [shift, 'demo'] } : {}) });
     const devices = fleet.devices;
     o.out(`cloud API      ${cloud.apiUrl}   (admin token: ${join(cloudDir, 'admin-token')}; e.g. curl -H "Authorization: Bearer $(cat ${join(cloudDir, 'admin-token')})" ${cloud.apiUrl}/v1/devices)`);
     o.out(`MQTT broker    ${cloud.brokerUrl} (embedded)`);
@@ -169,7 +173,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       cloudApiUrl: cloud.apiUrl,
       adminTokenFile: join(cloudDir, 'admin-token'),
       teacher,
-      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare },
+      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare, cohorts: o.cohorts === true, seed: o.seed ?? 1 },
       pools,
       devices,
       rows,

@@ -55,7 +55,7 @@ export interface ReleasePublisherDeps {
    * Signs `{deviceId, model, cohort}` with a release key (issue 10); the signed assignment rides in
    * `desired` beside the manifest, only to devices declaring `desired.assignment`.
    */
-  assign?: (deviceId: string, model: string) => SignedManifest['assignment'];
+  assign?: (deviceId: string, model: string) => SignedManifest['assignment'] | Promise<SignedManifest['assignment']>;
 }
 
 /** Number of retained chunks a release's artifact has. */
@@ -109,7 +109,7 @@ export class ReleasePublisher {
    */
   async publishDesired(deviceId: string, signed: SignedManifest): Promise<void> {
     const device = (await this.deps.compatOf?.(deviceId)) ?? deviceCompat(null);
-    const assignment = signed.assignment ?? this.deps.assign?.(deviceId, signed.manifest.model);
+    const assignment = signed.assignment ?? (await this.deps.assign?.(deviceId, signed.manifest.model));
     const r = desiredFor(assignment ? { ...signed, assignment } : signed, device);
     if (!r.compatible) throw new IncompatibleReleaseError(deviceId, signed.manifest.release, r.missing);
     if (r.stripped.length) this.log.debug({ deviceId, release: signed.manifest.release, stripped: r.stripped }, 'publisher/desired-stripped');

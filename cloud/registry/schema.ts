@@ -42,6 +42,8 @@ export const releases = sqliteTable(
     /** Detached signature object {alg, keyId, sig}. */
     signature: text('signature', { mode: 'json' }).notNull(),
     parentSeq: integer('parent_seq'),
+    /** The release line (issue 13): the cohort this student is for, or null for the model's base line. */
+    cohort: text('cohort'),
     roundId: text('round_id'),
     /** Path of the content-addressed artifact under the data dir. */
     artifactPath: text('artifact_path').notNull(),

@@ -7,6 +7,7 @@ import type { Registry } from '../registry/db.js';
 import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
 import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
+import { cohortSettingsOfModel, devicesOnLine, onLine, releaseCohort } from './lines.js';
 import { activeRollouts, awaitingRows, convergeCandidates, countsByState, getRollout, logTransition, members, moveMember, rolloutsChanged, setRollout, targetedDevices, type RolloutMember } from './store.js';
 import { noteDevices } from './notes.js';
 import { WaveChecks } from './waves.js';
@@ -82,8 +83,13 @@ export class RolloutSteps {
   async create(req: RolloutRequestParsed): Promise<RolloutRow> {
     const rel = this.release(req.releaseSeq);
     if (rel.model !== req.model) throw new RolloutError(`release ${rel.seq} is of model ${rel.model}, not ${req.model}`, 'invalid');
-    const targeted = targetedDevices(this.db, req.target);
-    if (!targeted.length) throw new RolloutError('no provisioned device matches the target', 'invalid');
+    // Issue 13: only the devices of the release's line (cohort members get their cohort's releases, never the base's).
+    const inTargetAll = targetedDevices(this.db, req.target);
+    const targeted = devicesOnLine(this.db, req.model, rel.seq, inTargetAll);
+    if (!targeted.length) {
+      const why = inTargetAll.length ? ` on the release's line (${rel.cohort === null ? 'base: every targeted device is in a cohort' : `cohort ${rel.cohort}`})` : '';
+      throw new RolloutError(`no provisioned device matches the target${why}`, 'invalid');
+    }
     const id = (this.deps.newId ?? randomUUID)();
     const waves = wavesOf(req);
     const assigned = assignWaves(id, targeted, waves);
@@ -95,7 +101,9 @@ export class RolloutSteps {
     const at = atDate.toISOString();
     this.db.transaction((tx) => {
       const ids = new Set(targeted.map((d) => d.id));
-      for (const old of activeRollouts(tx).filter((r) => r.model === req.model && r.state !== 'rolling_back')) supersedeOverlap(tx, old, id, ids, atDate, this.log);
+      // Superseding is per release line (model, cohort).
+      const sameLine = (r: RolloutRow) => r.model === req.model && r.state !== 'rolling_back' && releaseCohort(tx, r.releaseSeq) === rel.cohort;
+      for (const old of activeRollouts(tx).filter(sameLine)) supersedeOverlap(tx, old, id, ids, atDate, this.log);
       const { minFailures, failureThreshold, soakSeconds, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin } = req;
       tx.insert(rollouts)
         .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin, state: 'pending', createdAt: at, updatedAt: at })
@@ -285,7 +293,9 @@ export class RolloutSteps {
     const dev: DeviceRow | undefined = this.db.select().from(devices).where(eq(devices.id, deviceId)).get();
     if (!dev || dev.revoked) return;
     const sent = (cached?.anyActive ?? true) && capabilitiesKnown(dev) ? await this.deliverAwaiting(dev) : false;
-    const candidate = (cached?.candidates ?? convergeCandidates(this.db)).find((r) => inTarget(r.target as RolloutTarget, { id: dev.id, groups: groups ?? dev.groups }));
+    const asNow = { id: dev.id, groups: groups ?? dev.groups };
+    // Issue 13: only a rollout of the device's own release line.
+    const candidate = (cached?.candidates ?? convergeCandidates(this.db)).find((r) => inTarget(r.target as RolloutTarget, asNow) && onLine(cohortSettingsOfModel(this.db, r.model), asNow, releaseCohort(this.db, r.releaseSeq)));
     if (!candidate) return;
     const seq = candidate.state === 'rolled_back' ? candidate.rollbackSeq : candidate.releaseSeq;
     if (seq === null) return;

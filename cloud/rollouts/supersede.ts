@@ -7,7 +7,7 @@ import { countsByState, moveMember, setRollout, type Db } from './store.js';
 const TAKEN_OVER = ['waiting', 'desired', 'installed', 'timed_out'] as const;
 
 /**
- * A newer rollout of the same model takes over the devices both target: in the older rollout they become
+ * A newer rollout of the same release line (model, cohort: steps.ts picks the rollouts) takes over the devices both target: in the older rollout they become
  * `superseded` (with the newer id). The older rollout keeps going for the rest, and ends `superseded`
  * only when none of its devices is left to it.
  */

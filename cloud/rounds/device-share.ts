@@ -64,10 +64,13 @@ export interface ShareRow {
 
 /**
  * The model's newest hard examples within `window`, at most `share` of it per device (water-filled),
- * newest first. Quarantined labels are left out (they take no room).
+ * newest first. Quarantined labels are left out (they take no room). With `devices` (a cohort's
+ * members, issue 13), only their examples count, and the window and the per-device share apply within
+ * them: a one-device cohort fills the cohort's window with its own examples.
  */
-export async function selectHardRows(registry: Registry, model: string, window: number, share: number): Promise<ShareRow[]> {
-  const eligible = sql`model = ${model} AND (label_state IS NULL OR label_state <> 'quarantined')`;
+export async function selectHardRows(registry: Registry, model: string, window: number, share: number, devices?: readonly string[]): Promise<ShareRow[]> {
+  const only = devices === undefined ? sql`` : devices.length ? sql` AND device_id IN (${sql.join(devices.map((d) => sql`${d}`), sql`, `)})` : sql` AND 0`;
+  const eligible = sql`model = ${model} AND (label_state IS NULL OR label_state <> 'quarantined')${only}`;
   const counts = registry.db.all<{ device: string; n: number }>(sql`SELECT device_id AS device, count(*) AS n FROM examples WHERE ${eligible} GROUP BY device_id`);
   const alloc = waterFill(new Map(counts.map((c) => [c.device, c.n])), window, share);
   const quota = JSON.stringify(Object.fromEntries(alloc));

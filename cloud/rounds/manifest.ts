@@ -20,6 +20,8 @@ export interface ReleaseManifestInput {
   metrics: Record<string, unknown>;
   exampleCount: number;
   roundId?: string;
+  /** The cohort of a cohort line's release (issue 13); null or absent: the base line. */
+  cohort?: string | null;
   /** Set for a model trained elsewhere and uploaded (lineage.source). */
   source?: 'uploaded';
   createdAt: Date;
@@ -55,6 +57,7 @@ export function buildReleaseManifest(i: ReleaseManifestInput): Manifest {
     metrics: numericMetrics(i.metrics),
     lineage: { exampleCount: i.exampleCount, ...(i.roundId ? { round: i.roundId } : {}), ...(i.source ? { source: i.source } : {}) },
     parent: i.parentSeq,
+    ...(i.cohort ? { cohort: i.cohort } : {}),
     createdAt: i.createdAt.toISOString(),
     expiresAt: new Date(i.createdAt.getTime() + i.validityDays * 86_400_000).toISOString(),
     selfTest: { input: Array.from(i.selfTest.input), expected: Array.from(i.selfTest.expected), tolerance: i.selfTest.tolerance },

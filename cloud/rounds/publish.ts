@@ -1,6 +1,8 @@
 import { eq } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
-import { models, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import { devices, models, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import { inTarget } from '../rollouts/policy.js';
+import { cohortForGroups, cohortSettingsOf, cohortsNow, hasCohorts } from './cohorts.js';
 import { parseRoundModel, type Schedule } from './settings.js';
 import { readArtifact } from './store.js';
 import type { ArtifactPublisher, RolloutStarter, RoundPhase } from './types.js';
@@ -49,12 +51,32 @@ export async function publishRelease(
   const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(eq(rollouts.releaseSeq, seq)).get();
   // Never roll out bytes the devices cannot fetch over MQTT.
   if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
-    onPhase('rollout', `release ${seq}`);
-    try {
-      await deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout });
-    } catch (err) {
-      problems.push(`rollout failed: ${(err as Error).message}`);
+    const target = await lineTarget(deps.registry, rel, schedule.rollout.target);
+    if (target) {
+      onPhase('rollout', `release ${seq}${rel.cohort ? ` to cohort ${rel.cohort}` : ''}`);
+      try {
+        await deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout, target });
+      } catch (err) {
+        problems.push(`rollout failed: ${(err as Error).message}`);
+      }
     }
   }
   return { release: rel, problems };
+}
+
+/**
+ * Where a release line's automatic rollout goes (issue 13): a cohort release to its cohort's group; the
+ * base release to the schedule's target (the rollout engine leaves cohort members out). Undefined, and
+ * no rollout, when the base line has no device left (every targeted device is in a cohort).
+ */
+async function lineTarget(registry: Registry, rel: ReleaseRow, target: Schedule['rollout']['target']): Promise<Schedule['rollout']['target'] | undefined> {
+  const row = registry.db.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, rel.model)).get();
+  const cs = cohortSettingsOf(row?.distillSettings);
+  if (rel.cohort !== null) {
+    const c = (await cohortsNow(registry, cs)).find((x) => x.name === rel.cohort);
+    return c ? { kind: 'group', group: c.group } : undefined;
+  }
+  if (!hasCohorts(cs)) return target;
+  const rows = registry.db.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false)).all();
+  return rows.some((d) => inTarget(target, d) && cohortForGroups(d.groups, cs) === null) ? target : undefined;
 }

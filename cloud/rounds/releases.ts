@@ -1,4 +1,4 @@
-import { desc, eq, max } from 'drizzle-orm';
+import { and, desc, eq, isNull, max } from 'drizzle-orm';
 import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
 import { meta, releases, type ReleaseRow } from '../registry/schema.js';
@@ -44,9 +44,13 @@ export function allocateReleaseSeq(registry: Registry): number {
   });
 }
 
-/** The model's current release: the one with the highest sequence (a re-issue counts as current). */
-export function currentRelease(registry: Registry, model: string): ReleaseRow | undefined {
-  return registry.db.select().from(releases).where(eq(releases.model, model)).orderBy(desc(releases.seq)).limit(1).get();
+/**
+ * The current release of a release line (issue 13): the one with the highest sequence (a re-issue
+ * counts as current) of `model` and `cohort` (null, the default: the base line).
+ */
+export function currentRelease(registry: Registry, model: string, cohort: string | null = null): ReleaseRow | undefined {
+  const line = and(eq(releases.model, model), cohort === null ? isNull(releases.cohort) : eq(releases.cohort, cohort));
+  return registry.db.select().from(releases).where(line).orderBy(desc(releases.seq)).limit(1).get();
 }
 
 export function releaseBySeq(registry: Registry, seq: number): ReleaseRow | undefined {
@@ -112,7 +116,8 @@ export interface ReissueOptions {
  * Rollback: re-issues the model of release `previousSeq` (same artifact bytes, same metrics) under a
  * NEW, higher sequence with `lineage.reissueOf = previousSeq`, a fresh createdAt/expiresAt and a new
  * signature. Devices only move forward in sequence, so "going back" must look like a new release.
- * The manifest's parent is the model's current release (the one being rolled back from).
+ * The manifest's parent is the current release of the same line (the one being rolled back from); a
+ * cohort release stays on its cohort's line (its manifest keeps `cohort`).
  * Returns the new sequence. Allocation, signing and insertion happen in one transaction.
  */
 export function reissueRelease(registry: Registry, signer: SyncManifestSigner, previousSeq: number, opts: ReissueOptions = {}): number {
@@ -122,7 +127,7 @@ export function reissueRelease(registry: Registry, signer: SyncManifestSigner, p
     const parsed = manifestSchema.safeParse(prev.manifest);
     if (!parsed.success) throw new ReleaseError(`cannot re-issue release ${previousSeq}: its stored manifest is invalid`);
     const old = parsed.data;
-    const latest = currentRelease(registry, prev.model);
+    const latest = currentRelease(registry, prev.model, prev.cohort);
     const seq = allocateReleaseSeq(registry);
     const now = opts.now ?? new Date();
     const validity = opts.validityMs ?? Date.parse(old.expiresAt) - Date.parse(old.createdAt);
@@ -147,6 +152,7 @@ export function reissueRelease(registry: Registry, signer: SyncManifestSigner, p
       manifest: signed.manifest,
       signature: signed.signature,
       parentSeq: latest?.seq ?? null,
+      cohort: prev.cohort,
       roundId: null,
       artifactPath: prev.artifactPath,
       chunksPublished: false,

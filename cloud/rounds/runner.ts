@@ -1,9 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, inArray } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { models, releases, rounds, type RoundRow } from '../registry/schema.js';
 import { writeTransaction } from './releases.js';
+import { cohortSummary, publishCohortLines } from './cohort-publish.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import { parseRoundModel } from './settings.js';
 import { forkWorker } from './spawn.js';
@@ -248,7 +249,7 @@ export class RoundRunner implements RoundsService {
       else if (msg.type === 'done') a.outcome = msg.outcome;
       else if (msg.type === 'error') a.error = msg.message;
       else if (msg.type === 'sequence') {
-        const seq = a.guard.sequence();
+        const seq = a.guard.sequence(typeof msg.cohort === 'string' ? msg.cohort : null);
         this.log.info({ round: a.id, release: seq }, 'round allocated its release sequence');
         a.child?.send({ type: 'sequence', requestId: msg.requestId, seq });
       } else if (msg.type === 'sign') {
@@ -276,17 +277,20 @@ export class RoundRunner implements RoundsService {
     const finishedAt = nowIso();
     const o = a.outcome;
     // A worker that died after inserting its release (before reporting) still produced a valid, signed release.
-    const orphan = o ? undefined : this.deps.registry.db.select({ seq: releases.seq }).from(releases).where(eq(releases.roundId, a.id)).get();
+    const orphan = o ? undefined : this.deps.registry.db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, a.id), isNull(releases.cohort))).get();
     if (orphan) {
       this.log.warn({ round: a.id, release: orphan.seq, code, signal }, 'worker exited after storing its release');
       return this.completeRelease(a, orphan.seq);
     }
+    // Issue 13: the cohort lines' outcomes go in the round's metrics; their releases are published either way.
+    const metrics = o?.cohorts ? { ...o.metrics, cohorts: o.cohorts.map(cohortSummary) } : o?.metrics;
     if (o?.state === 'rejected') {
+      const cohortProblems = await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true));
       this.setProgress(a, { phase: 'done', detail: 'rejected by the gate' }, true);
-      this.update(a.id, { state: 'rejected', error: o.reason, metrics: o.metrics, exampleCount: o.exampleCount, finishedAt });
+      this.update(a.id, { state: 'rejected', error: [o.reason, ...cohortProblems].join('; '), metrics, exampleCount: o.exampleCount, finishedAt });
       this.log.info({ round: a.id, reason: o.reason }, 'round rejected');
     } else if (o?.state === 'released') {
-      this.update(a.id, { releaseSeq: o.releaseSeq, metrics: o.metrics, exampleCount: o.exampleCount });
+      this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount });
       await this.completeRelease(a, o.releaseSeq);
     } else {
       const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
@@ -306,7 +310,8 @@ export class RoundRunner implements RoundsService {
   /** Steps 8–9 (publish.ts), then the round is `released`. */
   private async completeRelease(a: Active, seq: number): Promise<void> {
     const { db } = this.deps.registry;
-    const { release: rel, problems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
+    const { release: rel, problems: baseProblems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
+    const problems = [...baseProblems, ...(await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true)))];
     this.setProgress(a, { phase: 'done', detail: `release ${seq}` }, true);
     // The release exists and is signed: the round is released even if publishing must be retried.
     // After a recovery the round row may lack what the worker would have reported: take it from the release.
@@ -330,7 +335,7 @@ export class RoundRunner implements RoundsService {
         this.queue.push(r.id);
         continue;
       }
-      const rel = db.select({ seq: releases.seq }).from(releases).where(eq(releases.roundId, r.id)).get();
+      const rel = db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).get();
       if (rel) {
         // No worker here, so nothing ever asks this guard for a sequence or a signature.
         const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer });

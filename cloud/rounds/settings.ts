@@ -92,7 +92,18 @@ export const distillSettingsFields = z.object({
    */
   shadowAuditPerDevice: positiveInt.max(100_000).default(500),
   shadowMinSamples: positiveInt.max(100_000).default(50),
-
+  /**
+   * Cohorts (issue 13): besides the base student, one student per cohort, trained for the devices of one
+   * device group. `cohorts` names them; `perGroup: true` makes every device group a cohort named after
+   * it. At most one of the two. A device in several cohorts' groups belongs to the first (cohorts.ts).
+   */
+  cohorts: z
+    .array(z.strictObject({ name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, . _ -'), group: z.string().min(1).max(128) }))
+    .max(64)
+    .optional(),
+  perGroup: z.boolean().default(false),
+  /** Epochs of each cohort student (it starts from the base student); default `epochs`. */
+  cohortEpochs: positiveInt.max(1000).optional(),
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */
@@ -180,6 +191,8 @@ export function parseRoundModel(row: ModelRow): RoundModel {
     settings: parsePart(distillSettingsSchema, row.distillSettings, row.name, 'distillSettings'),
     schedule: row.schedule == null ? null : parsePart(scheduleSchema, row.schedule, row.name, 'schedule'),
   };
+  const problem = cohortSettingsProblem(model.settings);
+  if (problem) throw new RoundConfigError(`model ${row.name}: distillSettings.${problem}`);
   try {
     const arch = parseArch(row.studentSpec, 'studentSpec');
     if (isConv(arch)) imageShapeOf(model.inputSpec.shape, 'studentSpec', model.inputSpec.image);
@@ -191,4 +204,15 @@ export function parseRoundModel(row: ModelRow): RoundModel {
 
 export function selfTestTolerance(s: DistillSettings): number {
   return s.selfTestTolerance ?? (s.artifact === 'int8' ? 0.05 : 1e-3);
+}
+
+/** What is wrong with the cohort settings as a whole (the field schema checks each one), or undefined. */
+export function cohortSettingsProblem(s: Pick<DistillSettings, 'cohorts' | 'perGroup'>): string | undefined {
+  if (s.perGroup && s.cohorts?.length) return 'cohorts: give either cohorts or perGroup, not both';
+  const names = new Set<string>();
+  for (const c of s.cohorts ?? []) {
+    if (names.has(c.name)) return `cohorts: cohort name "${c.name}" is used twice`;
+    names.add(c.name);
+  }
+  return undefined;
 }

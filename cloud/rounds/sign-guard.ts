@@ -1,7 +1,10 @@
 import { isDeepStrictEqual } from 'node:util';
 import { buildArtifactDescriptor } from '../../shared/manifest/artifact.js';
 import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
+import { eq } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
+import { models } from '../registry/schema.js';
+import { cohortSettingsOf, cohortsNow } from './cohorts.js';
 import { releaseArtifactUrl } from './manifest.js';
 import { allocateReleaseSeq } from './releases.js';
 import { artifactRelPath, readArtifact } from './store.js';
@@ -13,14 +16,16 @@ export class SignRefusedError extends Error {
 }
 
 /**
- * The parent's side of a round's signing (issue 10 item 9): a round gets one release sequence,
- * allocated here, and one signature, for a manifest of that sequence, the round's model, and exactly
- * the artifact stored under the data dir (its sha256, length and chunk hashes recomputed from the
- * file). Whatever else a worker asks for is refused.
+ * The parent's side of a round's signing (issue 10 item 9): a round gets one release sequence per
+ * release line (the base line, and each of the model's cohorts, issue 13), allocated here, and one
+ * signature per line, for a manifest of that line's sequence, the round's model, and exactly the
+ * artifact stored under the data dir (its sha256, length and chunk hashes recomputed from the file).
+ * Whatever else a worker asks for is refused.
  */
 export class RoundSigningGuard {
-  private seq: number | undefined;
-  private signed = false;
+  /** One sequence per release line (issue 13): null = the base line, else the cohort. */
+  private readonly seqs = new Map<string | null, number>();
+  private readonly signed = new Set<string | null>();
   /** A request is being checked: a second one meanwhile is refused (no two signatures by a race). */
   private busy = false;
 
@@ -29,34 +34,49 @@ export class RoundSigningGuard {
     private readonly deps: { registry: Registry; dataDir: string; signer: ManifestSigner; publicBaseUrl?: string | undefined },
   ) {}
 
-  /** The round's sequence, allocated on the first request; the same one after. */
-  sequence(): number {
-    this.seq ??= allocateReleaseSeq(this.deps.registry);
-    return this.seq;
+  /** The sequence of one line of the round (default the base line), allocated on the first request; the same one after. */
+  sequence(cohort: string | null = null): number {
+    let seq = this.seqs.get(cohort);
+    if (seq === undefined) {
+      seq = allocateReleaseSeq(this.deps.registry);
+      this.seqs.set(cohort, seq);
+    }
+    return seq;
   }
 
-  /** The sequence allocated to this round, if any (a worker that died after it leaves a harmless gap). */
+  /** The base line's sequence allocated to this round, if any (a worker that died after it leaves a harmless gap). */
   allocated(): number | undefined {
-    return this.seq;
+    return this.seqs.get(null);
   }
 
   async sign(raw: unknown): Promise<SignedManifest> {
-    if (this.signed) throw new SignRefusedError(`round ${this.round.id} already had its manifest signed`);
     if (this.busy) throw new SignRefusedError(`round ${this.round.id} has a signing request in progress`);
-    if (this.seq === undefined) throw new SignRefusedError(`round ${this.round.id} has no release sequence yet (ask for one first)`);
     const parsed = manifestSchema.safeParse(raw);
     if (!parsed.success) throw new SignRefusedError(`not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     const m: Manifest = parsed.data;
+    const line = m.cohort ?? null;
+    const of = line === null ? '' : ` for cohort ${line}`;
+    if (this.signed.has(line)) throw new SignRefusedError(`round ${this.round.id} already had its manifest${of} signed`);
+    const seq = this.seqs.get(line);
+    if (seq === undefined) throw new SignRefusedError(`round ${this.round.id} has no release sequence${of} yet (ask for one first)`);
     if (m.model !== this.round.model) throw new SignRefusedError(`manifest is for model "${m.model}", the round's model is "${this.round.model}"`);
-    if (m.release !== this.seq) throw new SignRefusedError(`manifest is for release ${m.release}, the round was allocated ${this.seq}`);
+    if (m.release !== seq) throw new SignRefusedError(`manifest is for release ${m.release}, the round was allocated ${seq}${of}`);
     this.busy = true;
     try {
+      if (line !== null) await this.checkCohort(line);
       await this.checkArtifact(m);
-      this.signed = true;
+      this.signed.add(line);
     } finally {
       this.busy = false;
     }
     return this.deps.signer.sign(m);
+  }
+
+  /** A cohort manifest only for a cohort the model has now (cloud/rounds/cohorts.ts). */
+  private async checkCohort(cohort: string): Promise<void> {
+    const row = this.deps.registry.db.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, this.round.model)).get();
+    const names = (await cohortsNow(this.deps.registry, cohortSettingsOf(row?.distillSettings))).map((c) => c.name);
+    if (!names.includes(cohort)) throw new SignRefusedError(`model "${this.round.model}" has no cohort "${cohort}"`);
   }
 
   /** The manifest's artifact is exactly the stored file's descriptor, and its URL the cloud's own. */

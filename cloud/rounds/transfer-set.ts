@@ -110,6 +110,7 @@ export async function loadHardExamples(
     quarantine = DEFAULT_QUARANTINE,
     studentImage,
     teacherImage,
+    devices,
   }: {
     inputSize: number;
     classes: number;
@@ -120,9 +121,11 @@ export async function loadHardExamples(
     studentImage?: ImageSpec;
     /** The teacher's own image form, when it differs: its inputs are made from the source images (issue 11). */
     teacherImage?: ImageSpec;
+    /** Only these devices' examples (a cohort's members, issue 13); the window and share apply within them. */
+    devices?: readonly string[];
   },
 ): Promise<HardExamples> {
-  const rows = await selectHardRows(registry, model, window, maxDeviceShare);
+  const rows = await selectHardRows(registry, model, window, maxDeviceShare, devices);
   const labelled = await teacherLabelRows(registry, rows, teacher, { inputSize, classes, studentImage, teacherImage });
   let { kept, inputs, logits } = labelled;
   const { skipped, noSource, fromSource, computed } = labelled;

@@ -88,13 +88,17 @@ export interface RoundJob {
 /** Metrics of a round (rounds.metrics); the numeric subset goes into the manifest. */
 export type RoundMetrics = Record<string, unknown>;
 
-export type RoundOutcome =
-  | { state: 'released'; releaseSeq: number; sha256: string; artifactPath: string; chunkSize: number; exampleCount: number; metrics: RoundMetrics }
-  | { state: 'rejected'; reason: string; exampleCount: number; metrics: RoundMetrics };
+/** What one release line of a round came to (issue 13: the base line, cohort null, and one per cohort). */
+export type LineOutcome =
+  | { state: 'released'; cohort?: string | null; releaseSeq: number; sha256: string; artifactPath: string; chunkSize: number; exampleCount: number; metrics: RoundMetrics }
+  | { state: 'rejected'; cohort?: string | null; reason: string; exampleCount: number; metrics: RoundMetrics };
+
+/** The base line's outcome (the round's state), and the cohort lines' outcomes when the model has cohorts. */
+export type RoundOutcome = LineOutcome & { cohorts?: LineOutcome[] };
 
 export type ParentMessage =
   | { type: 'job'; job: RoundJob }
-  /** The release sequence the parent allocated to this round (the same one on every request). */
+  /** The release sequence the parent allocated to one line of this round (the same one on every request for that line). */
   | { type: 'sequence'; requestId: number; seq: number }
   | { type: 'signed'; requestId: number; signed: SignedManifest }
   /** A refused `sign` or `sequence` request, with the reason. */
@@ -107,7 +111,8 @@ export type ParentMessage =
  */
 export type WorkerMessage =
   | { type: 'progress'; progress: RoundProgress }
-  | { type: 'sequence'; requestId: number }
+  /** `cohort` absent or null: the base line (issue 13: one sequence per release line). */
+  | { type: 'sequence'; requestId: number; cohort?: string | null }
   | { type: 'sign'; requestId: number; manifest: Manifest }
   | { type: 'done'; outcome: RoundOutcome }
   | { type: 'error'; message: string; stack?: string };

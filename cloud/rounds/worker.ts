@@ -24,7 +24,7 @@ function send(msg: WorkerMessage): Promise<void> {
 }
 
 /** Asks the parent for the round's sequence and for the one signature (the parent checks both). */
-function remoteSigner(): ManifestSigner & { sequence(): Promise<number>; settle(msg: ParentMessage): void } {
+function remoteSigner(): ManifestSigner & { sequence(cohort: string | null): Promise<number>; settle(msg: ParentMessage): void } {
   let next = 1;
   const pending = new Map<number, { resolve(v: SignedManifest | number): void; reject(e: Error): void }>();
   const ask = <T extends SignedManifest | number>(msg: (requestId: number) => WorkerMessage): Promise<T> => {
@@ -36,7 +36,7 @@ function remoteSigner(): ManifestSigner & { sequence(): Promise<number>; settle(
   };
   return {
     sign: (manifest: Manifest) => ask<SignedManifest>((requestId) => ({ type: 'sign', requestId, manifest })),
-    sequence: () => ask<number>((requestId) => ({ type: 'sequence', requestId })),
+    sequence: (cohort) => ask<number>((requestId) => ({ type: 'sequence', requestId, ...(cohort !== null ? { cohort } : {}) })),
     settle(msg) {
       if (msg.type !== 'signed' && msg.type !== 'sign-failed' && msg.type !== 'sequence') return;
       const p = pending.get(msg.requestId);
@@ -55,7 +55,7 @@ async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Prom
     const outcome = await runRound(job, {
       registry,
       signer,
-      allocateSeq: () => signer.sequence(),
+      allocateSeq: (cohort) => signer.sequence(cohort),
       onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),
     });
     await send({ type: 'done', outcome });

@@ -26,6 +26,7 @@ export const EDGE_CAPABILITIES: readonly DeviceCapability[] = [
   DEVICE_CAPABILITIES.keyset,
   DEVICE_CAPABILITIES.assignment,
   DEVICE_CAPABILITIES.shadow,
+  DEVICE_CAPABILITIES.cohort,
 ];
 
 /** The protocol-2 status fields; sent only when the cloud's info accepts `status.ext`. */

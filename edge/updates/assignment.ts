@@ -4,7 +4,8 @@ import type { RejectReason } from './types.js';
 
 /**
  * The device side of the signed assignment (issue 10 item 4). A `desired` that carries an assignment
- * must carry one signed by a trusted release key, for this device and for the manifest's model;
+ * must carry one signed by a trusted release key, for this device, for the manifest's model and for its
+ * cohort (`manifest.cohort`, absent = the base line = assignment cohort null, issue 13);
  * anything else is refused (`assignment_mismatch`, or the signature's own reason). A `desired` without
  * one (a cloud that does not send assignments) is judged on the manifest alone, unless `required`
  * (edge.json `requireAssignment`), when it is refused as `assignment_mismatch` too.
@@ -19,5 +20,8 @@ export function checkAssignment(envelope: unknown, m: Manifest, deviceId: string
   const a = v.assignment;
   if (a.deviceId !== deviceId) return { reason: 'assignment_mismatch', detail: `the assignment is for device "${a.deviceId}", this is "${deviceId}"` };
   if (a.model !== m.model) return { reason: 'assignment_mismatch', detail: `this device is assigned model "${a.model}", the manifest is for "${m.model}"` };
+  // Issue 13: a device never runs another cohort's student, nor the base line while it is in a cohort.
+  const cohort = m.cohort ?? null;
+  if (a.cohort !== cohort) return { reason: 'assignment_mismatch', detail: `this device is assigned ${a.cohort === null ? 'the base line' : `cohort "${a.cohort}"`}, the manifest is for ${cohort === null ? 'the base line' : `cohort "${cohort}"`}` };
   return undefined;
 }

@@ -42,6 +42,8 @@ export const DEVICE_CAPABILITIES = {
   agentUpdate: 'agent-update',
   /** Parses `manifest.shadow` and runs such a release as a shadow beside the running model (issue 13 item 4). */
   shadow: 'manifest.shadow',
+  /** Parses `manifest.cohort` and checks it against the signed assignment's cohort (issue 13). */
+  cohort: 'manifest.cohort',
 } as const;
 export type DeviceCapability = (typeof DEVICE_CAPABILITIES)[keyof typeof DEVICE_CAPABILITIES];
 
@@ -119,6 +121,7 @@ export const MANIFEST_REQUIREMENTS: ReadonlyArray<{ path: string; capability: De
   { path: 'lineage.source', capability: DEVICE_CAPABILITIES.lineageSource, present: (m) => m.lineage.source !== undefined },
   // A device without it would refuse the key, or worse (a hand-rolled parser) serve the candidate: never sent.
   { path: 'shadow', capability: DEVICE_CAPABILITIES.shadow, present: (m) => m.shadow !== undefined },
+  { path: 'cohort', capability: DEVICE_CAPABILITIES.cohort, present: (m) => m.cohort !== undefined },
 ];
 
 /** Optional `desired` envelope fields (outside the manifest's signature), stripped for devices without the capability. */

@@ -114,6 +114,12 @@ export const manifestSchema = z
       source: z.literal('uploaded').optional(),
     }),
     parent: releaseSeq.nullable(),
+    /**
+     * The release line (issue 13): the cohort this student was trained for; its `parent` is then the
+     * base release it warm-started from. Absent on the base line, so base manifests are as before.
+     * The device refuses it unless its signed assignment names the same cohort.
+     */
+    cohort: z.string().min(1).max(128).optional(),
     createdAt: isoTime,
     expiresAt: isoTime,
     selfTest: selfTestSchema,

@@ -23,8 +23,8 @@ function ask(msg: (requestId: number) => WorkerMessage): Promise<ParentMessage> 
     void send(msg(requestId));
   });
 }
-const askSequence = async (): Promise<number> => {
-  const r = await ask((requestId) => ({ type: 'sequence', requestId }));
+const askSequence = async (cohort?: string): Promise<number> => {
+  const r = await ask((requestId) => ({ type: 'sequence', requestId, ...(cohort ? { cohort } : {}) }));
   if (r.type !== 'sequence') throw new Error(`no sequence: ${JSON.stringify(r)}`);
   return r.seq;
 };
@@ -52,7 +52,7 @@ async function run(job: RoundJob): Promise<void> {
       // The protocol: store the artifact, ask the parent for the round's sequence, then for the signature.
       const stored = await storeArtifact(job.dataDir, m.bytes);
       const seq = await askSequence();
-      const build = (over: { model?: string; seq?: number; bytes?: Uint8Array; url?: string } = {}): Manifest => buildReleaseManifest({
+      const build = (over: { model?: string; seq?: number; bytes?: Uint8Array; url?: string; cohort?: string } = {}): Manifest => buildReleaseManifest({
         model: over.model ?? job.model.name,
         seq: over.seq ?? seq,
         parentSeq: null,
@@ -65,6 +65,7 @@ async function run(job: RoundJob): Promise<void> {
         metrics: { holdoutAccuracy: 0.9 },
         exampleCount: 0,
         roundId: job.roundId,
+        cohort: over.cohort ?? null,
         createdAt: new Date(),
         validityDays: 30,
         selfTest: { input: new Float32Array(784), expected: m.forward(new Float32Array(784), 1), tolerance: 1e-4 },
@@ -85,6 +86,11 @@ async function run(job: RoundJob): Promise<void> {
         results.unstoredBytes = await answer(build({ bytes: denseModel({ sizes: [784, 10], seed: 99 }).bytes }));
         results.foreignUrl = await answer(build({ url: 'https://attacker.example' }));
         results.notAManifest = await answer({ hello: 'world' });
+        // Issue 13: a cohort line needs its own sequence, and a cohort the model has.
+        results.cohortWithoutSequence = await answer(build({ cohort: 'nope' }));
+        const cohortSeq = await askSequence('nope');
+        results.cohortSequenceDiffers = String(cohortSeq !== seq);
+        results.unknownCohort = await answer(build({ cohort: 'nope', seq: cohortSeq }));
         results.honest = await answer(build());
         results.twice = await answer(build());
         registry.dispose();

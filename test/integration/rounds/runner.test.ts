@@ -72,6 +72,9 @@ describe('RoundRunner (fake worker process)', () => {
     expect(r.notAManifest).toMatch(/^not a valid manifest/);
     expect(r.honest).toBe('signed');
     expect(r.twice).toMatch(/already had its manifest signed/);
+    expect(r.cohortWithoutSequence).toMatch(/has no release sequence for cohort nope yet/);
+    expect(r.cohortSequenceDiffers).toBe('true');
+    expect(r.unknownCohort).toBe('model "rogue" has no cohort "nope"');
     // The key store signed exactly one manifest: the honest one.
     expect(signer.signed).toHaveLength(1);
     expect(signer.signed[0]).toMatchObject({ model: 'rogue', release: Number(r.firstSequence) });

@@ -1,0 +1,111 @@
+/**
+ * Issue 13 item 1, end to end through the real round worker: a model with two cohorts makes one round
+ * produce a base release and one release per cohort. Each cohort student warm-starts from the base
+ * release, trains on the base data plus only its own devices' hard examples, is gated against the base,
+ * and is signed (through the parent's per-line signing guard) with its cohort and the base as parent.
+ * Its automatic rollout goes to its cohort's group. Real registry file, real onnxruntime, tiny data.
+ */
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Registry } from '../../../cloud/registry/db.js';
+import { devices, releases } from '../../../cloud/registry/schema.js';
+import { currentRelease } from '../../../cloud/rounds/releases.js';
+import { RoundRunner } from '../../../cloud/rounds/runner.js';
+import { trainTeacher } from '../../../cloud/teacher/train-teacher.js';
+import { loadDataset } from '../../../shared/data/index.js';
+import { verifyManifest } from '../../../shared/manifest/index.js';
+import { manifestSchema } from '../../../shared/protocol/schemas.js';
+import { FakePublisher, FakeRollouts, TestSigner, insertExamples, insertModel, openRegistry, tempDir } from '../../unit/rounds/helpers.js';
+
+const SETTINGS = {
+  baseData: 'mnist:train',
+  baseLimit: 1500,
+  holdout: 'mnist:test',
+  holdoutLimit: 300,
+  epochs: 1,
+  batchSize: 64,
+  lr: 3e-3,
+  temperature: 4,
+  alpha: 0.9,
+  tolerance: 0.1,
+  latencyBudgetMs: 20,
+  hardExampleShare: 0.2,
+  cohorts: [
+    { name: 'rotated', group: 'rot' },
+    { name: 'solo', group: 'solo' },
+  ],
+};
+
+describe('a round of a model with cohorts', () => {
+  const tmp = tempDir();
+  let registry: Registry;
+  let runner: RoundRunner;
+  const signer = new TestSigner();
+  const publish = new FakePublisher();
+  const rollouts = new FakeRollouts();
+
+  beforeAll(async () => {
+    const teacherFile = join(tmp.dir, 'teacher.onnx');
+    await trainTeacher({ data: 'mnist:train', limit: 1500, arch: 'mlp:32', dropout: 0, inputDropout: 0, epochs: 1, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile });
+    registry = openRegistry(tmp.dir);
+    insertModel(registry, { teacherFile, distillSettings: SETTINGS, schedule: { autoRollout: true, rollout: { target: { kind: 'all' } } } });
+    const add = (id: string, groups: string[]) => registry.db.insert(devices).values({ id, groups, credentialHash: 'x' }).run();
+    add('r1', ['lab', 'rot']);
+    add('r2', ['rot']);
+    add('s1', ['solo']);
+    add('b1', ['lab']);
+    const traffic = await loadDataset('mnist:test', { limit: 60, shuffleSeed: 5 });
+    const x = (i: number) => traffic.features.slice(i * 784, (i + 1) * 784);
+    const from = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => x(a + i));
+    insertExamples(registry, 'mnist', from(0, 10), [], undefined, { deviceId: 'r1' });
+    insertExamples(registry, 'mnist', from(10, 20), [], undefined, { deviceId: 'r2' });
+    insertExamples(registry, 'mnist', from(20, 27), [], undefined, { deviceId: 's1' });
+    insertExamples(registry, 'mnist', from(27, 60), [], undefined, { deviceId: 'b1' });
+    runner = await RoundRunner.create({ registry, dataDir: tmp.dir, signer, publish, rollouts });
+  }, 120_000);
+
+  afterAll(async () => {
+    await runner?.dispose();
+    registry?.dispose();
+    tmp.cleanup();
+  });
+
+  it('releases the base and one student per cohort, each on its own line', async () => {
+    const { id } = await runner.start('mnist', 'manual');
+    const done = (await runner.settled(id))!;
+    expect(done.state, done.error ?? '').toBe('released');
+    const rows = registry.db.select().from(releases).where(eq(releases.roundId, id)).all().sort((a, b) => a.seq - b.seq);
+    expect(rows.map((r) => r.cohort)).toEqual([null, 'rotated', 'solo']);
+    const [base, rot, solo] = rows.map((r) => ({ row: r, m: manifestSchema.parse(r.manifest) }));
+    expect(done.releaseSeq).toBe(base!.row.seq);
+    expect(base!.m.cohort).toBeUndefined();
+    for (const [line, name, hard] of [[rot!, 'rotated', 20], [solo!, 'solo', 7]] as const) {
+      // Named cohort and parent (the base release), signed, warm-started from the base, trained on its own devices' examples.
+      expect(line.m).toMatchObject({ cohort: name, parent: base!.row.seq, lineage: { exampleCount: hard } });
+      expect(line.row.parentSeq).toBe(base!.row.seq);
+      expect(verifyManifest({ manifest: line.row.manifest, signature: line.row.signature }, signer.trusted).ok).toBe(true);
+      const metrics = line.row.metrics as Record<string, unknown>;
+      expect(metrics).toMatchObject({ cohort: name, warmStart: { fromSeq: base!.row.seq, loaded: true }, hardCount: hard, parentSeq: base!.row.seq });
+      // Gate: no worse than the base beyond the tolerance, on the same fixed holdout.
+      expect(metrics.parentHoldoutAccuracy).toBe((base!.row.metrics as Record<string, number>).holdoutAccuracy);
+      expect(metrics.gate).toMatchObject({ pass: true });
+    }
+    expect(base!.m.lineage.exampleCount).toBe(60);
+    // The round keeps the per-cohort outcomes.
+    expect((done.metrics as { cohorts: unknown[] }).cohorts).toMatchObject([
+      { cohort: 'rotated', state: 'released', releaseSeq: rot!.row.seq, exampleCount: 20, cohortDevices: 2 },
+      { cohort: 'solo', state: 'released', releaseSeq: solo!.row.seq, exampleCount: 7, cohortDevices: 1 },
+    ]);
+    // Published and rolled out per line: the base to the schedule's target, each cohort to its group.
+    expect(publish.calls.map((c) => c.sha256).sort()).toEqual(rows.map((r) => r.sha256).sort());
+    expect(rollouts.calls.map((c) => [c.releaseSeq, c.target])).toEqual([
+      [base!.row.seq, { kind: 'all' }],
+      [rot!.row.seq, { kind: 'group', group: 'rot' }],
+      [solo!.row.seq, { kind: 'group', group: 'solo' }],
+    ]);
+    // Current release per line.
+    expect(currentRelease(registry, 'mnist')?.seq).toBe(base!.row.seq);
+    expect(currentRelease(registry, 'mnist', 'solo')?.seq).toBe(solo!.row.seq);
+  }, 240_000);
+});
