@@ -85,6 +85,8 @@ export const devices = sqliteTable(
     droppedAt: text('dropped_at'),
     /** When the device last reported `rolled_back`; cleared by its next `installed` / `committed` event. */
     rolledBackAt: text('rolled_back_at'),
+    /** agentSeq of the agent release retained on its `agent` topic (issue 14), or null. */
+    desiredAgentSeq: integer('desired_agent_seq'),
     createdAt: text('created_at').notNull().default(now),
   },
   (t) => [index('devices_online_idx').on(t.online), index('devices_running_idx').on(t.runningSeq), index('devices_last_seen_idx').on(t.lastSeen)],
@@ -324,6 +326,34 @@ export const auditLog = sqliteTable(
   (t) => [index('audit_log_at_idx').on(t.at)],
 );
 
+/**
+ * Signed agent releases (issue 14): the daemon's own code as a tar.gz, one row per (version, platform)
+ * and per re-issue (a rollback re-signs an earlier version at a higher agentSeq; `reissueOf` set).
+ */
+export const agentReleases = sqliteTable(
+  'agent_releases',
+  {
+    /** The release's own sequence (shared/protocol/agent.ts), unique across platforms. */
+    agentSeq: integer('agent_seq').primaryKey(),
+    version: text('version').notNull(),
+    platform: text('platform').notNull(),
+    sha256: text('sha256').notNull(),
+    bytes: integer('bytes').notNull(),
+    /** The agent manifest as signed (JSON). */
+    manifest: text('manifest', { mode: 'json' }).notNull(),
+    /** Detached signature object {alg, keyId, sig}. */
+    signature: text('signature', { mode: 'json' }).notNull(),
+    /** The agentSeq this row re-issues (a rollback), or null for an upload. */
+    reissueOf: integer('reissue_of'),
+    /** Path of the content-addressed tarball under the data dir. */
+    artifactPath: text('artifact_path').notNull(),
+    /** Whether the retained chunks are currently published on the broker. */
+    chunksPublished: integer('chunks_published', { mode: 'boolean' }).notNull().default(false),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [index('agent_releases_version_idx').on(t.version, t.platform), index('agent_releases_sha_idx').on(t.sha256)],
+);
+
 /** Key-value settings that must survive restarts (e.g. the highest release sequence ever issued). */
 export const meta = sqliteTable('meta', {
   key: text('key').primaryKey(),
@@ -341,3 +371,4 @@ export type RoundRow = typeof rounds.$inferSelect;
 export type DeviceEventRow = typeof deviceEvents.$inferSelect;
 export type TelemetryHistoryRow = typeof telemetryHistory.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
+export type AgentReleaseRow = typeof agentReleases.$inferSelect;
