@@ -96,7 +96,13 @@ export const rollouts = sqliteTable(
   'rollouts',
   {
     id: text('id').primaryKey(),
-    model: text('model').notNull().references(() => models.name),
+    /**
+     * The model (a models row) for `kind: 'model'`; `agent:<platform>` for an agent rollout (issue 14),
+     * so supersede and "latest rollout of" work per platform. Hence no foreign key: the engine checks it.
+     */
+    model: text('model').notNull(),
+    /** `model` (releases.seq) or `agent` (agent_releases.agent_seq in release_seq / rollback_seq). */
+    kind: text('kind', { enum: ['model', 'agent'] }).notNull().default('model'),
     releaseSeq: integer('release_seq').notNull(),
     /** JSON: { kind: 'all' } | { kind: 'group', group } | { kind: 'devices', ids }. */
     target: text('target', { mode: 'json' }).notNull(),

@@ -1,0 +1,1 @@
+ALTER TABLE `rollouts` ADD `kind` text DEFAULT 'model' NOT NULL;
