@@ -1,15 +1,14 @@
 import { verify } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { packAgentBundle } from '../../../cloud/agents/pack.js';
 import { agentReleases } from '../../../cloud/registry/schema.js';
 import { canonicalBytes } from '../../../shared/manifest/canonical.js';
 import { loadPublicKey } from '../../../shared/manifest/keys.js';
 import { sha256Of } from '../../../shared/manifest/artifact.js';
 import { agentManifestSchema } from '../../../shared/protocol/agent.js';
-import { rawAgentTar } from '../../fixtures/agent-tar.js';
+import { rawAgentTar, tinyBundle } from '../../fixtures/agent-tar.js';
 import { harness, json, TOKEN, type Harness } from './helpers.js';
 
 let h: Harness | undefined;
@@ -22,19 +21,6 @@ const auth = { authorization: `Bearer ${TOKEN}` };
 
 function push(app: Harness['app'], bytes: Uint8Array, { query = '', contentType = 'application/gzip' } = {}): Promise<Response> {
   return Promise.resolve(app.request(`/v1/agents${query}`, { method: 'POST', headers: { ...auth, 'content-type': contentType }, body: bytes }));
-}
-
-/** A tiny real bundle (a fake dist/ and node_modules), packed by the same code as `apprentice agent build`. */
-export async function tinyBundle(dir: string, version = '0.2.0', platform: 'linux-x64' | 'linux-arm64' = 'linux-x64'): Promise<Buffer> {
-  const root = join(dir, `bundle-${version}-${platform}`);
-  mkdirSync(join(root, 'dist/bin'), { recursive: true });
-  mkdirSync(join(root, 'node_modules/dep'), { recursive: true });
-  writeFileSync(join(root, 'dist/bin/edge.js'), `console.log('edge ${version}');\n`);
-  writeFileSync(join(root, 'node_modules/dep/index.js'), 'export default 1;\n');
-  writeFileSync(join(root, 'package.json'), JSON.stringify({ name: 'apprentice-edge', version }));
-  const out = join(dir, `agent-${version}-${platform}.tar.gz`);
-  await packAgentBundle({ root, out, version, platform });
-  return readFileSync(out);
 }
 
 /** Nothing half-stored: no row, no tarball, no temp file. */
