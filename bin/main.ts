@@ -9,6 +9,7 @@ import { cloudCommand } from '../cloud/cli.js';
 import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
+import { agentCommand } from '../cloud/agents/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
 import { devicesCommand, fleetCommand, roundsCommand } from '../cloud/fleet/cli.js';
 import { examplesCommand } from '../cloud/rounds/quarantine-cli.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   program.addCommand(demoCommand());
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
+  program.addCommand(agentCommand());
   program.addCommand(releaseCommand());
   program.addCommand(backupCommand());
   program.addCommand(restoreCommand());

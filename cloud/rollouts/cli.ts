@@ -10,6 +10,7 @@ import { ROLLOUT_DEVICE_STATES } from './policy.js';
 const rolloutSchema = z.object({
   id: z.string(),
   model: z.string(),
+  kind: z.string().optional(),
   release: z.number(),
   state: z.string(),
   reason: z.string().nullable(),
@@ -55,7 +56,8 @@ export function parseWaves(value: string): number[] {
 function summary(r: Rollout): string {
   const order = (s: string) => (ROLLOUT_DEVICE_STATES as readonly string[]).indexOf(s) >>> 0;
   const counts = Object.entries(r.counts ?? {}).filter(([, n]) => n > 0).sort(([a], [b]) => order(a) - order(b)).map(([s, n]) => `${n} ${s}`).join(', ');
-  const lines = [`rollout ${r.id}: model ${r.model} release ${r.release}, ${r.state}${ACTIVE.includes(r.state) ? ` (wave ${r.wave + 1}/${r.waves.length})` : ''}${r.reason ? ` — ${r.reason}` : ''}`, `  devices: ${counts || 'none'}`];
+  const what = r.kind === 'agent' ? `${r.model} agentSeq ${r.release}` : `model ${r.model} release ${r.release}`;
+  const lines = [`rollout ${r.id}: ${what}, ${r.state}${ACTIVE.includes(r.state) ? ` (wave ${r.wave + 1}/${r.waves.length})` : ''}${r.reason ? ` — ${r.reason}` : ''}`, `  devices: ${counts || 'none'}`];
   if (r.paused) lines.push(`  paused: ${r.pauseReason}`);
   if (r.securityAlert) lines.push(`  security alert: ${r.securityAlert}`);
   return lines.join('\n') + '\n';
@@ -113,8 +115,10 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
   cmd.addCommand(
     api(new Command('create'))
       .description('Start a rollout: the first wave (canaries) gets the release, each next wave after a healthy soak')
-      .requiredOption('--model <name>', 'model name')
-      .requiredOption('--release <seq>', 'release sequence number', (v) => parsePositiveInt('--release', v))
+      .option('--model <name>', 'model name (a model rollout, with --release)')
+      .option('--release <seq>', 'release sequence number', (v) => parsePositiveInt('--release', v))
+      .option('--agent <version>', 'roll out an agent release (`apprentice agent push`) instead, with --platform')
+      .option('--platform <p>', 'the agent release platform: linux-x64 or linux-arm64 (with --agent)')
       .option('--target <target>', 'all, group:NAME or devices:ID,ID,...', 'all')
       .option('--waves <shares>', 'cumulative shares per wave, e.g. 0.01,0.1,0.5,1 (default 0.1,1)', parseWaves)
       .option('--canary-share <s>', 'the same as --waves S,1', (v) => parseNumber('--canary-share', v, { min: 0, max: 1 }))
@@ -125,12 +129,14 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
       .option('--canary-grace <seconds>', 'replace a canary offline this long (default 300)', (v) => parsePositiveInt('--canary-grace', v))
       .option('--wait', 'follow it with a progress bar per wave until it ends (exit 1 unless completed)', false)
       .option('--interval <ms>', 'poll interval with --wait', (v) => parsePositiveInt('--interval', v), 2000)
-      .addHelpText('after', '\nExample:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait')
+      .addHelpText('after', '\nExamples:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --agent 0.2.0 --platform linux-x64 --waves 0.05,1 --wait')
       .action(async (f) => {
         if (f.waves && f.canaryShare !== undefined) throw new UsageError('give either --waves or --canary-share, not both');
+        if (f.agent !== undefined && (f.model !== undefined || f.release !== undefined)) throw new UsageError('give either --agent and --platform, or --model and --release, not both');
+        if (f.agent === undefined && (f.model === undefined || f.release === undefined)) throw new UsageError('give --model and --release (a model rollout), or --agent VERSION --platform P');
+        if (f.agent !== undefined && f.platform === undefined) throw new UsageError('--agent needs --platform (linux-x64 or linux-arm64)');
         const body = {
-          model: f.model,
-          release: f.release,
+          ...(f.agent !== undefined ? { agent: { version: f.agent, platform: f.platform } } : { model: f.model, release: f.release }),
           target: parseTarget(f.target),
           ...(f.waves ? { waves: f.waves } : {}),
           ...(f.canaryShare !== undefined ? { canaryShare: f.canaryShare } : {}),
