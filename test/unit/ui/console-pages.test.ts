@@ -59,6 +59,19 @@ describe('console rounds, releases and quarantine', () => {
     expect(await tile()).toBe(before + 2);
   });
 
+  it('the overview shows the agent-version distribution (issue 14)', async () => {
+    h.registry.db.insert(devices).values([
+      { id: 'agent-a', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.2.0', platform: 'linux-x64' },
+      { id: 'agent-b', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.2.0', platform: 'linux-x64' },
+      { id: 'agent-c', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.1.0', platform: 'linux-arm64' },
+    ]).run();
+    // A change through the API drops the cached summary.
+    await h.app.request('/v1/devices', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'api-agent' }) });
+    const html = await (await get('/ui/')).text();
+    expect(html).toContain('<h2>Agent versions</h2>');
+    expect(html).toMatch(/aria-label="agent versions: apprentice-edge\/0.2.0 \(linux-x64\) on 2, apprentice-edge\/0.1.0 \(linux-arm64\) on 1"/);
+  });
+
   it('refuses the new pages and the download without a session', async () => {
     for (const p of ['/ui/rounds', '/ui/rounds/r-1', '/ui/rounds/r-4/live', '/ui/releases', '/ui/releases/2', '/ui/releases/2/artifact']) {
       const r = await h.app.request(p, { headers: { 'hx-request': 'true' } });
