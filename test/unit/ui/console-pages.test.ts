@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { devices, examples, releases, rounds } from '../../../cloud/registry/schema.js';
+import { devices, examples, releases, rollouts, rounds } from '../../../cloud/registry/schema.js';
 import { harness, seedExample, seedModel, seedRelease, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
 /**
@@ -70,6 +70,15 @@ describe('console rounds, releases and quarantine', () => {
     const html = await (await get('/ui/')).text();
     expect(html).toContain('<h2>Agent versions</h2>');
     expect(html).toMatch(/aria-label="agent versions: apprentice-edge\/0.2.0 \(linux-x64\) on 2, apprentice-edge\/0.1.0 \(linux-arm64\) on 1"/);
+  });
+
+  it('agent rollouts are listed and shown as such (issue 14)', async () => {
+    h.registry.db.insert(rollouts).values({ id: 'ro-agent', model: 'agent:linux-x64', kind: 'agent', releaseSeq: 5, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0.2, state: 'completed' }).run();
+    const list = await (await get('/ui/rollouts')).text();
+    expect(list).toMatch(/ro-agent<\/a><\/td><td>agent \(linux-x64\)<\/td><td>agentSeq 5<\/td>/);
+    const page = await get('/ui/rollouts/ro-agent');
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('Agent rollout (linux-x64) agentSeq 5');
   });
 
   it('refuses the new pages and the download without a session', async () => {
