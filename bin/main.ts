@@ -20,7 +20,9 @@ import { backupCommand, restoreCommand } from '../cloud/backup/cli.js';
 export function buildProgram(): Command {
   const program = new Command('apprentice')
     .description('Distil small student models from a cloud teacher and keep a fleet of edge devices running them')
-    .version('0.1.0');
+    .version('0.1.0')
+    // Program options only before the subcommand: `apprentice agent build --version 0.2.0` is the agent's version, not this CLI's.
+    .enablePositionalOptions();
   program.addCommand(teacherCommand());
   program.addCommand(distillCommand());
   program.addCommand(dataCommand());
