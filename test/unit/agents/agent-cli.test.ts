@@ -72,6 +72,22 @@ describe('agent build: prune and native checks', () => {
   });
 });
 
+describe('agent pack', () => {
+  it('packs the same directory to the same bytes (sorted entries, fixed times, normalized modes), whatever the umask left', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agent-pack-'));
+    try {
+      const a = await tinyBundle(join(dir, 'a') + '/..', '0.2.0');
+      const root = join(dir, 'bundle-0.2.0-linux-x64');
+      chmodSync(join(root, 'dist/bin/edge.js'), 0o600);
+      await new Promise((r) => setTimeout(r, 20)); // a later mtime
+      const b = await tinyBundle(dir, '0.2.0');
+      expect(b.equals(a)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 /** `apprentice agent ...` in-process, through the real API app. */
 describe('apprentice agent push / list (CLI over the API)', () => {
   let h: Harness;
