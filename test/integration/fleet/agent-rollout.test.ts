@@ -73,6 +73,8 @@ const commits = async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => {
   await d.sendStatus(m.version);
   await d.event('agent_committed', m, m.version);
 };
+/** Commits but its event is lost: only its status says it runs the new version (as good as agent_committed). */
+const statusOnly = async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => d.sendStatus(m.version);
 /** Starts the new version, which fails its health check: back on the old one, reported. */
 const rollsBack = (old: string) => async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => {
   if (m.version === old) return d.sendStatus(old);
@@ -139,9 +141,9 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
 
   const rows = (id: string) => Object.fromEntries(fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all().map((r) => [r.deviceId, r]));
 
-  it('upgrade: linux-x64 devices with agent-update get 0.2.0 in waves and commit; the arm64 one and the one without agent-update are skipped with the reason, sent nothing', async () => {
+  it('upgrade: linux-x64 devices with agent-update get 0.2.0 in waves and commit (by event or by status alone); the arm64 one and the one without agent-update are skipped with the reason, sent nothing', async () => {
     const engine = await startCloud();
-    const devs = [await device('pi-1', commits), await device('pi-2', commits), await device('pi-3', commits)];
+    const devs = [await device('pi-1', commits), await device('pi-2', commits), await device('pi-3', statusOnly)];
     const arm = await device('pi-arm', commits, { platform: 'linux-arm64' });
     const old = await device('pi-old', commits, { capabilities: [] });
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [0.34, 1], soakSeconds: 0 });
@@ -152,6 +154,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
       expect(fx.device(id)!.agent).toBe('apprentice-edge/0.2.0');
       expect(fx.device(id)!.desiredAgentSeq).toBe(2);
     }
+    expect(got['pi-3']!.reason).toBe('status reports the release running');
     expect(got['pi-arm']).toMatchObject({ state: 'incompatible', reason: 'platform linux-arm64, the release is for linux-x64' });
     expect(got['pi-old']).toMatchObject({ state: 'incompatible', reason: 'needs agent-update (the daemon cannot update itself)' });
     expect(arm.received).toEqual([]);
