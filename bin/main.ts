@@ -9,6 +9,7 @@ import { cloudCommand } from '../cloud/cli.js';
 import { demoCommand } from '../cloud/demo/cli.js';
 import { simCommand } from '../edge/sim/cli.js';
 import { rolloutCommand } from '../cloud/rollouts/cli.js';
+import { agentCommand } from '../cloud/agents/cli.js';
 import { releaseCommand } from '../cloud/rounds/release-cli.js';
 import { devicesCommand, fleetCommand, roundsCommand } from '../cloud/fleet/cli.js';
 import { examplesCommand } from '../cloud/rounds/quarantine-cli.js';
@@ -19,7 +20,9 @@ import { backupCommand, restoreCommand } from '../cloud/backup/cli.js';
 export function buildProgram(): Command {
   const program = new Command('apprentice')
     .description('Distil small student models from a cloud teacher and keep a fleet of edge devices running them')
-    .version('0.1.0');
+    .version('0.1.0')
+    // Program options only before the subcommand: `apprentice agent build --version 0.2.0` is the agent's version, not this CLI's.
+    .enablePositionalOptions();
   program.addCommand(teacherCommand());
   program.addCommand(distillCommand());
   program.addCommand(dataCommand());
@@ -31,6 +34,7 @@ export function buildProgram(): Command {
   program.addCommand(demoCommand());
   program.addCommand(simCommand());
   program.addCommand(rolloutCommand());
+  program.addCommand(agentCommand());
   program.addCommand(releaseCommand());
   program.addCommand(backupCommand());
   program.addCommand(restoreCommand());

@@ -15,6 +15,7 @@ import { startConsoleRetention } from './fleet/retention.js';
 import { TelemetryHistory } from './fleet/telemetry-history.js';
 import { reloadMosquittoAuth } from './provision/reload.js';
 import { CloudMqtt, EmbeddedBroker, Ingest, IngestQuota, ReleasePublisher, deviceCompatOf } from './fleet/index.js';
+import { reissueAgent } from './agents/release.js';
 import { RolloutEngine } from './rollouts/index.js';
 import { writeFileAtomicSync } from './keys/atomic.js';
 // keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
@@ -181,7 +182,17 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
     // so signals emitted before it listens lose nothing.
-    const rollouts = await RolloutEngine.create({ registry, publisher, signals: ingest, log, metrics, tickSeconds: cfg.rollouts.tickSeconds, reissue: async (prev) => reissueRelease(registry, signer, prev) });
+    const rollouts = await RolloutEngine.create({
+      registry,
+      publisher,
+      signals: ingest,
+      log,
+      metrics,
+      tickSeconds: cfg.rollouts.tickSeconds,
+      reissue: async (prev) => reissueRelease(registry, signer, prev),
+      // Agent rollbacks (issue 14): the previous version signed again at a higher agentSeq.
+      reissueAgent: async (agentSeq) => (await reissueAgent({ registry, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
+    });
     stack.push(() => rollouts.stop());
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
     const shadow = new ShadowRollouts({

@@ -3,6 +3,7 @@ import { Hono, type Context, type NotFoundHandler } from 'hono';
 import { z } from 'zod';
 import { silentLogger } from '../../shared/log/index.js';
 import { DEFAULT_LIMITS, type ApiContext } from './context.js';
+import { AGENT_UPLOAD_PATH, agentRoutes } from './agents.js';
 import { auditRoutes } from './audit.js';
 import { Counter, Registry as PromRegistry } from 'prom-client';
 import { publishKeySet, readPublishedKeySet } from '../keys/keyset-file.js';
@@ -128,8 +129,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     });
   }
   const jsonLimit = limitBody({ maxBytes: ctx.limits.maxBodyBytes });
-  // The ONNX upload streams to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
-  app.use((c, next) => (c.req.method === 'POST' && UPLOAD_PATH.test(c.req.path) ? next() : jsonLimit(c, next)));
+  // The ONNX upload and the agent push stream to disk under its own limit (api.maxUploadBytes); everything else is JSON-sized.
+  app.use((c, next) => (c.req.method === 'POST' && (UPLOAD_PATH.test(c.req.path) || AGENT_UPLOAD_PATH.test(c.req.path)) ? next() : jsonLimit(c, next)));
   app.get(
     '/healthz',
     describeRoute({
@@ -158,6 +159,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.route('/v1/models', modelRoutes(ctx));
   app.route('/v1', roundRoutes(ctx));
   app.route('/v1/releases', releaseRoutes(ctx));
+  app.route('/v1/agents', agentRoutes(ctx));
   app.route('/v1/rollouts', rolloutRoutes(ctx));
   app.route('/v1/examples/quarantine', quarantineRoutes(ctx));
   app.route('/v1/examples', exampleRoutes(ctx));

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { eq } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import type { RegistryDb } from '../registry/db.js';
-import { releases } from '../registry/schema.js';
+import { agentReleases, releases } from '../registry/schema.js';
 
 /** One stored artifact, found by its sha256. */
 export interface StoredArtifact {
@@ -17,7 +17,7 @@ export interface StoredArtifact {
 }
 
 /**
- * Where release artifacts live, content-addressed by sha256 (issue 10 item 8). The file store below
+ * Where release artifacts (model files and agent tarballs) live, content-addressed by sha256 (issue 10 item 8). The file store below
  * reads the files a round or an upload wrote under the data dir; a database- or object-store-backed
  * one only has to implement `get`.
  */
@@ -35,7 +35,10 @@ export function fileArtifactStore({ db, artifactsDir, log }: { db: RegistryDb; a
   const root = resolve(artifactsDir);
   return {
     async get(sha256) {
-      const row = db.select({ seq: releases.seq, model: releases.model, path: releases.artifactPath, bytes: releases.bytes }).from(releases).where(eq(releases.sha256, sha256)).limit(1).get();
+      const model = db.select({ seq: releases.seq, model: releases.model, path: releases.artifactPath, bytes: releases.bytes }).from(releases).where(eq(releases.sha256, sha256)).limit(1).get();
+      // Agent tarballs (issue 14) are served the same way, to the same device credentials.
+      const agent = model ? undefined : db.select({ seq: agentReleases.agentSeq, version: agentReleases.version, platform: agentReleases.platform, path: agentReleases.artifactPath, bytes: agentReleases.bytes }).from(agentReleases).where(eq(agentReleases.sha256, sha256)).limit(1).get();
+      const row = model ? { ...model, name: `${model.model}-${model.seq}.onnx` } : agent ? { ...agent, name: `apprentice-edge-${agent.version}-${agent.platform}.tar.gz` } : undefined;
       if (!row) return undefined;
       const path = resolve(root, row.path);
       const rel = relative(root, path);
@@ -51,7 +54,7 @@ export function fileArtifactStore({ db, artifactsDir, log }: { db: RegistryDb; a
       }
       return {
         size: st.size,
-        name: `${row.model}-${row.seq}.onnx`,
+        name: row.name,
         read: (start, end) => Readable.toWeb(createReadStream(path, { start, end })) as unknown as ReadableStream<Uint8Array>,
       };
     },

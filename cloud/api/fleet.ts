@@ -14,6 +14,8 @@ export const fleetSummarySchema = z.strictObject({
   attention: z.number().int(),
   attentionBy: z.record(z.enum(ATTENTION_REASONS), z.number().int()),
   releases: z.array(z.strictObject({ model: z.string(), release: z.number().int(), devices: z.number().int() })),
+  /** Devices per agent version (status.agent) and platform (issue 14). */
+  agents: z.array(z.strictObject({ agent: z.string(), platform: z.string().nullable(), devices: z.number().int() })),
   at: z.string(),
 });
 

@@ -1,7 +1,9 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { releaseSeq } from '../../shared/protocol/schemas.js';
+import { AGENT_PLATFORMS } from '../../shared/protocol/agent.js';
+import { agentVersion, releaseSeq } from '../../shared/protocol/schemas.js';
+import { agentRelease } from '../agents/store.js';
 import type { RolloutView } from '../rollouts/engine.js';
 import { rolloutShadowView } from '../rollouts/agreement.js';
 import { ROLLOUT_STATES, wavesOf } from '../rollouts/policy.js';
@@ -16,8 +18,11 @@ import { isShadowId, shadowDetail, shadowDetailOf, shadowDetailSchema, shadowOpt
 
 export const createRolloutBodySchema = z
   .strictObject({
-    model: modelName,
-    release: releaseSeq,
+    /** A model release: `model` and `release`. */
+    model: modelName.optional(),
+    release: releaseSeq.optional(),
+    /** Or an agent release (issue 14): its version and platform (the current, highest agentSeq of it). */
+    agent: z.strictObject({ version: agentVersion, platform: z.enum(AGENT_PLATFORMS) }).optional(),
     target: rolloutTargetSchema,
     ...rolloutPolicyFields,
     ...rolloutWaveFields,
@@ -25,13 +30,18 @@ export const createRolloutBodySchema = z
     shadow: shadowOptionSchema.optional(),
   })
   .superRefine((b, ctx) => {
+    if (b.agent !== undefined && (b.model !== undefined || b.release !== undefined)) ctx.addIssue({ code: 'custom', path: ['agent'], message: 'give either model and release, or agent, not both' });
+    if (b.agent === undefined && (b.model === undefined || b.release === undefined)) ctx.addIssue({ code: 'custom', path: [b.model === undefined ? 'model' : 'release'], message: 'give model and release (a model rollout), or agent {version, platform}' });
     // `canaryShare: s` is `waves: [s, 1]`; both at once would be ambiguous (issue 8).
     if (b.waves !== undefined && b.canaryShare !== undefined) ctx.addIssue({ code: 'custom', path: ['canaryShare'], message: 'give either waves or canaryShare, not both' });
   });
 
 export const rolloutSchema = z.strictObject({
   id: z.string(),
+  /** The model, or `agent:<platform>` for an agent rollout (issue 14). */
   model: z.string(),
+  /** `model` or `agent`; for `agent`, release and rollbackRelease are agentSeqs. */
+  kind: z.enum(['model', 'agent']),
   release: z.number().int(),
   target: z.union([z.strictObject({ kind: z.literal('all') }), z.strictObject({ kind: z.literal('group'), group: z.string() }), z.strictObject({ kind: z.literal('devices'), ids: z.array(z.string()) })]),
   canaryShare: z.number(),
@@ -95,6 +105,7 @@ function view(r: RolloutRow): z.infer<typeof rolloutSchema> {
   return {
     id: r.id,
     model: r.model,
+    kind: r.kind,
     release: r.releaseSeq,
     target: r.target as RolloutTarget,
     canaryShare: r.canaryShare,
@@ -167,27 +178,37 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       validate('json', createRolloutBodySchema),
       async (c) => {
         const body = c.req.valid('json');
-        if (!ctx.db.select({ n: models.name }).from(models).where(eq(models.name, body.model)).get()) throw invalid(`unknown model ${body.model}`, 'model');
-        const rel = ctx.db.select({ model: releases.model }).from(releases).where(eq(releases.seq, body.release)).get();
-        if (!rel) throw invalid(`unknown release ${body.release}`, 'release');
-        if (rel.model !== body.model) throw invalid(`release ${body.release} belongs to model ${rel.model}, not ${body.model}`, 'release');
+        let what: { model: string; releaseSeq: number; kind: 'model' | 'agent' };
+        if (body.agent) {
+          const a = await agentRelease(ctx.registry, body.agent.version, body.agent.platform);
+          if (!a) throw invalid(`unknown agent release ${body.agent.version} for ${body.agent.platform} (push it first: apprentice agent push)`, 'agent');
+          what = { model: `agent:${a.platform}`, releaseSeq: a.agentSeq, kind: 'agent' };
+        } else {
+          const model = body.model!;
+          if (!ctx.db.select({ n: models.name }).from(models).where(eq(models.name, model)).get()) throw invalid(`unknown model ${model}`, 'model');
+          const rel = ctx.db.select({ model: releases.model }).from(releases).where(eq(releases.seq, body.release!)).get();
+          if (!rel) throw invalid(`unknown release ${body.release}`, 'release');
+          if (rel.model !== model) throw invalid(`release ${body.release} belongs to model ${rel.model}, not ${model}`, 'release');
+          what = { model, releaseSeq: body.release!, kind: 'model' };
+        }
         if (body.target.kind === 'devices') {
           const ids = body.target.ids;
           const found = new Set(ctx.db.select({ id: devices.id }).from(devices).where(and(inArray(devices.id, ids), eq(devices.revoked, false))).all().map((d) => d.id));
           const missing = ids.filter((id) => !found.has(id));
           if (missing.length) throw invalid(`unknown or revoked device(s): ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''}`, 'target.devices');
         }
-        const { model, release, target, shadow, ...policy } = body;
+        const { model: _m, release: _r, agent, target, shadow, ...policy } = body;
         if (shadow) {
-          const run = await shadowService(ctx).create({ model, releaseSeq: release, target, policy, ...shadow });
-          ctx.log.info({ shadow: run.id, model, release, minutes: shadow.minutes }, 'shadow run created');
-          await audit(ctx, c, { action: 'rollout.shadow', target: run.id, detail: { model, release, target, shadow, ...policy } });
+          if (what.kind !== 'model') throw invalid('on-device shadow mode is for model releases, not agent releases', 'shadow');
+          const run = await shadowService(ctx).create({ model: what.model, releaseSeq: what.releaseSeq, target, policy, ...shadow });
+          ctx.log.info({ shadow: run.id, model: what.model, release: what.releaseSeq, minutes: shadow.minutes }, 'shadow run created');
+          await audit(ctx, c, { action: 'rollout.shadow', target: run.id, detail: { model: what.model, release: what.releaseSeq, target, shadow, ...policy } });
           c.header('Location', `/v1/rollouts/${run.id}`);
           return c.json(await shadowDetailOf(ctx, run.id), 201);
         }
-        const row = await ctx.rollouts.create({ model, releaseSeq: release, target, ...policy });
-        ctx.log.info({ rollout: row.id, model: body.model, release: body.release }, 'rollout created');
-        await audit(ctx, c, { action: 'rollout.create', target: row.id, detail: { model, release, target, ...policy } });
+        const row = await ctx.rollouts.create({ ...what, target, ...policy });
+        ctx.log.info({ rollout: row.id, model: what.model, kind: what.kind, release: what.releaseSeq }, 'rollout created');
+        await audit(ctx, c, { action: 'rollout.create', target: row.id, detail: { model: what.model, release: what.releaseSeq, ...(agent ? { agent } : {}), target, ...policy } });
         c.header('Location', `/v1/rollouts/${row.id}`);
         return c.json(view(row), 201);
       },

@@ -29,7 +29,10 @@ export interface RoundsService {
 export type RolloutTarget = { kind: 'all' } | { kind: 'group'; group: string } | { kind: 'devices'; ids: string[] };
 
 export interface CreateRolloutInput {
+  /** A model, or `agent:<platform>` with kind `agent` (issue 14). */
   model: string;
+  /** Default `model`; for `agent`, releaseSeq is an agentSeq. */
+  kind?: 'model' | 'agent';
   /** Checked by the API: exists and belongs to `model`. */
   releaseSeq: number;
   target: RolloutTarget;

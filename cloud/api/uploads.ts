@@ -52,12 +52,12 @@ const tooLarge = (max: number): ApiError => new ApiError(413, 'payload_too_large
  * Streams the request body to `path`, counting bytes: past `max` the stream fails with 413 and the partial
  * file is left for the caller's cleanup. The body is never held in memory whole.
  */
-async function streamToFile(body: ReadableStream<Uint8Array>, path: string, max: number): Promise<number> {
+export async function streamToFile(body: ReadableStream<Uint8Array>, path: string, max: number, overflow: (max: number) => Error = tooLarge): Promise<number> {
   let n = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       n += chunk.length;
-      cb(n > max ? tooLarge(max) : null, chunk);
+      cb(n > max ? overflow(max) : null, chunk);
     },
   });
   // Opened before streaming (not lazily by createWriteStream), so the file exists before the caller's

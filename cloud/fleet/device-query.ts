@@ -66,6 +66,8 @@ export interface FleetSummary {
   attentionBy: Record<AttentionReason, number>;
   /** Devices (not revoked) per running release, per model; most devices first. */
   releases: { model: string; release: number; devices: number }[];
+  /** Devices (not revoked, seen) per agent version (status.agent) and platform (issue 14); most devices first. */
+  agents: { agent: string; platform: string | null; devices: number }[];
   at: string;
 }
 
@@ -234,6 +236,10 @@ export async function fleetSummary(reg: Registry, { now = new Date() }: { now?: 
     FROM (SELECT running_seq AS seq, count(*) AS n FROM devices WHERE revoked = 0 AND running_seq IS NOT NULL GROUP BY running_seq) g
     JOIN releases rel ON rel.seq = g.seq
     ORDER BY rel.model, devices DESC, release DESC`);
+  // The agent-version distribution (issue 14): a few distinct versions, so a GROUP BY over the devices.
+  const agents = reg.db.all<{ agent: string; platform: string | null; devices: number }>(sql`
+    SELECT agent, platform, count(*) AS devices FROM devices WHERE revoked = 0 AND agent IS NOT NULL
+    GROUP BY agent, platform ORDER BY devices DESC, agent DESC`);
   return {
     total: n('total'),
     online: n('online'),
@@ -243,6 +249,7 @@ export async function fleetSummary(reg: Registry, { now = new Date() }: { now?: 
     attention: n('attention'),
     attentionBy: Object.fromEntries(ATTENTION_REASONS.map((k) => [k, n(k)])) as Record<AttentionReason, number>,
     releases,
+    agents,
     at: now.toISOString(),
   };
 }

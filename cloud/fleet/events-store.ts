@@ -54,7 +54,10 @@ function toView(r: DeviceEventRow): DeviceEventView {
 
 /** A device's own event (devices/{id}/events) as a row to record. */
 export function deviceEventInput(ev: DeviceEvent): DeviceEventInput {
-  return { deviceId: ev.deviceId, at: ev.at, type: ev.type, source: 'device', model: ev.model, release: ev.release, sha256: ev.sha256, reason: ev.reason ?? null, detail: ev.detail ?? null };
+  // An `agent_*` event (issue 14) keeps its agent part in reason and detail (model/release name the running model).
+  const agent = ev.agent ? `agent ${ev.agent.version} (agentSeq ${ev.agent.agentSeq ?? 'unknown'}), running ${ev.agent.running}` : undefined;
+  const detail = agent ? (ev.detail ? `${agent}: ${ev.detail}` : agent).slice(0, 1024) : (ev.detail ?? null);
+  return { deviceId: ev.deviceId, at: ev.at, type: ev.type, source: 'device', model: ev.model, release: ev.release, sha256: ev.sha256, reason: ev.agent?.reason ?? ev.reason ?? null, detail };
 }
 
 /**

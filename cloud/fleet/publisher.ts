@@ -10,13 +10,17 @@ import {
   desiredFor,
   encodePayload,
   signedKeySetSchema,
+  signedAgentManifestSchema,
   signedManifestSchema,
   topics,
+  DEVICE_CAPABILITIES,
   type DeviceCapability,
   type DeviceCompat,
+  type SignedAgentManifest,
   type SignedKeySet,
   type SignedManifest,
 } from '../../shared/protocol/index.js';
+import { gcAgentArtifacts, republishAgents } from '../agents/delivery.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import type { Registry } from '../registry/db.js';
 import { devices, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
@@ -36,6 +40,17 @@ export class IncompatibleReleaseError extends PublishError {
     readonly missing: readonly DeviceCapability[],
   ) {
     super(`release ${release} needs ${missing.join(', ')}, which device ${deviceId} did not declare`);
+  }
+}
+
+/** The device did not declare `agent-update`: no agent manifest was sent (its rollout state is `incompatible`). */
+export class AgentIncompatibleError extends PublishError {
+  override readonly name = 'AgentIncompatibleError';
+  constructor(
+    readonly deviceId: string,
+    readonly agentSeq: number,
+  ) {
+    super(`agent release ${agentSeq} needs ${DEVICE_CAPABILITIES.agentUpdate}, which device ${deviceId} did not declare`);
   }
 }
 
@@ -85,6 +100,11 @@ export class ReleasePublisher {
     this.concurrency = deps.concurrency ?? 16;
   }
 
+  /** An artifact path of the registry (relative to the data dir) as a file path. */
+  artifactFile(relPath: string): string {
+    return resolve(this.deps.dataDir ?? '.', relPath);
+  }
+
   /** Publishes every chunk of `bytes` retained on `artifacts/{sha}/{i}`; checks the sha first. Returns the chunk count. */
   async publishArtifact(sha256: string, bytes: Uint8Array, chunkSize: number): Promise<number> {
     const actual = sha256Of(bytes);
@@ -131,6 +151,22 @@ export class ReleasePublisher {
     await this.deps.mqtt.publish(topics.cloudInfo(), encodePayload(cloudInfoSchema, cloudInfo(at, CLOUD_AGENT)), { qos: 1, retain: true });
   }
 
+  /**
+   * Retains a signed agent release on the device's own `agent` topic (issue 14), apart from `desired`.
+   * Only to a device declaring `agent-update` (compat.ts): throws AgentIncompatibleError, sending nothing,
+   * otherwise. The envelope is validated before it leaves.
+   */
+  async publishAgent(deviceId: string, signed: SignedAgentManifest): Promise<void> {
+    const device = (await this.deps.compatOf?.(deviceId)) ?? deviceCompat(null);
+    if (!device.capabilities.has(DEVICE_CAPABILITIES.agentUpdate)) throw new AgentIncompatibleError(deviceId, signed.manifest.agentSeq);
+    await this.deps.mqtt.publish(topics.agent(deviceId), encodePayload(signedAgentManifestSchema, signed), { qos: 1, retain: true });
+  }
+
+  /** Removes the device's retained agent release (revoked devices). */
+  async clearAgent(deviceId: string): Promise<void> {
+    await this.deps.mqtt.publish(topics.agent(deviceId), Buffer.alloc(0), { qos: 1, retain: true });
+  }
+
   /** Removes the device's retained desired state (revoked devices). */
   async clearDesired(deviceId: string): Promise<void> {
     await this.deps.mqtt.publish(topics.desired(deviceId), Buffer.alloc(0), { qos: 1, retain: true });
@@ -174,6 +210,8 @@ export class ReleasePublisher {
         this.log.error({ err, sha256: sha }, 'publisher/gc-failed');
       }
     }
+    // Agent tarballs (issue 14) hold retained chunks the same way.
+    cleared.push(...(await gcAgentArtifacts(this, registry, this.log)));
     return cleared;
   }
 
@@ -218,7 +256,11 @@ export class ReleasePublisher {
         this.log.error({ err, deviceId: t.id }, 'publisher/republish-desired-failed');
       }
     });
-    this.log.info({ artifacts, desired, failed }, 'publisher/republished');
+    // Agent releases (issue 14): their chunks and each device's retained `agent`.
+    const agents = await republishAgents(this, registry, this.concurrency, this.log);
+    artifacts += agents.artifacts;
+    failed += agents.failed;
+    this.log.info({ artifacts, desired, agents: agents.desired, failed }, 'publisher/republished');
     return { artifacts, desired, failed };
   }
 }
@@ -238,7 +280,7 @@ export function neededArtifacts(registry: Registry): Set<string> {
   const active = db
     .select({ seq: rollouts.releaseSeq, rollbackSeq: rollouts.rollbackSeq })
     .from(rollouts)
-    .where(inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES]))
+    .where(and(eq(rollouts.kind, 'model'), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))
     .all();
   for (const r of active) {
     seqs.add(r.seq);

@@ -87,6 +87,8 @@ export const devices = sqliteTable(
     droppedAt: text('dropped_at'),
     /** When the device last reported `rolled_back`; cleared by its next `installed` / `committed` event. */
     rolledBackAt: text('rolled_back_at'),
+    /** agentSeq of the agent release retained on its `agent` topic (issue 14), or null. */
+    desiredAgentSeq: integer('desired_agent_seq'),
     createdAt: text('created_at').notNull().default(now),
   },
   (t) => [index('devices_online_idx').on(t.online), index('devices_running_idx').on(t.runningSeq), index('devices_last_seen_idx').on(t.lastSeen)],
@@ -96,7 +98,13 @@ export const rollouts = sqliteTable(
   'rollouts',
   {
     id: text('id').primaryKey(),
-    model: text('model').notNull().references(() => models.name),
+    /**
+     * The model (a models row) for `kind: 'model'`; `agent:<platform>` for an agent rollout (issue 14),
+     * so supersede and "latest rollout of" work per platform. Hence no foreign key: the engine checks it.
+     */
+    model: text('model').notNull(),
+    /** `model` (releases.seq) or `agent` (agent_releases.agent_seq in release_seq / rollback_seq). */
+    kind: text('kind', { enum: ['model', 'agent'] }).notNull().default('model'),
     releaseSeq: integer('release_seq').notNull(),
     /** JSON: { kind: 'all' } | { kind: 'group', group } | { kind: 'devices', ids }. */
     target: text('target', { mode: 'json' }).notNull(),
@@ -420,6 +428,34 @@ export const auditLog = sqliteTable(
   (t) => [index('audit_log_at_idx').on(t.at)],
 );
 
+/**
+ * Signed agent releases (issue 14): the daemon's own code as a tar.gz, one row per (version, platform)
+ * and per re-issue (a rollback re-signs an earlier version at a higher agentSeq; `reissueOf` set).
+ */
+export const agentReleases = sqliteTable(
+  'agent_releases',
+  {
+    /** The release's own sequence (shared/protocol/agent.ts), unique across platforms. */
+    agentSeq: integer('agent_seq').primaryKey(),
+    version: text('version').notNull(),
+    platform: text('platform').notNull(),
+    sha256: text('sha256').notNull(),
+    bytes: integer('bytes').notNull(),
+    /** The agent manifest as signed (JSON). */
+    manifest: text('manifest', { mode: 'json' }).notNull(),
+    /** Detached signature object {alg, keyId, sig}. */
+    signature: text('signature', { mode: 'json' }).notNull(),
+    /** The agentSeq this row re-issues (a rollback), or null for an upload. */
+    reissueOf: integer('reissue_of'),
+    /** Path of the content-addressed tarball under the data dir. */
+    artifactPath: text('artifact_path').notNull(),
+    /** Whether the retained chunks are currently published on the broker. */
+    chunksPublished: integer('chunks_published', { mode: 'boolean' }).notNull().default(false),
+    createdAt: text('created_at').notNull().default(now),
+  },
+  (t) => [index('agent_releases_version_idx').on(t.version, t.platform), index('agent_releases_sha_idx').on(t.sha256)],
+);
+
 /** Key-value settings that must survive restarts (e.g. the highest release sequence ever issued). */
 export const meta = sqliteTable('meta', {
   key: text('key').primaryKey(),
@@ -440,3 +476,4 @@ export type DeviceEventRow = typeof deviceEvents.$inferSelect;
 export type TelemetryHistoryRow = typeof telemetryHistory.$inferSelect;
 export type AuditRow = typeof auditLog.$inferSelect;
 export type ShadowEvalRow = typeof shadowEvals.$inferSelect;
+export type AgentReleaseRow = typeof agentReleases.$inferSelect;

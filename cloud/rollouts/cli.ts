@@ -11,6 +11,7 @@ import { isShadowRunId, shadowFlags, shadowOption, shadowRunSchema, shadowSummar
 const rolloutSchema = z.object({
   id: z.string(),
   model: z.string(),
+  kind: z.string().optional(),
   release: z.number(),
   state: z.string(),
   reason: z.string().nullable(),
@@ -58,7 +59,8 @@ export function parseWaves(value: string): number[] {
 function summary(r: Rollout): string {
   const order = (s: string) => (ROLLOUT_DEVICE_STATES as readonly string[]).indexOf(s) >>> 0;
   const counts = Object.entries(r.counts ?? {}).filter(([, n]) => n > 0).sort(([a], [b]) => order(a) - order(b)).map(([s, n]) => `${n} ${s}`).join(', ');
-  const lines = [`rollout ${r.id}: model ${r.model} release ${r.release}, ${r.state}${ACTIVE.includes(r.state) ? ` (wave ${r.wave + 1}/${r.waves.length})` : ''}${r.reason ? ` — ${r.reason}` : ''}`, `  devices: ${counts || 'none'}`];
+  const what = r.kind === 'agent' ? `${r.model} agentSeq ${r.release}` : `model ${r.model} release ${r.release}`;
+  const lines = [`rollout ${r.id}: ${what}, ${r.state}${ACTIVE.includes(r.state) ? ` (wave ${r.wave + 1}/${r.waves.length})` : ''}${r.reason ? ` — ${r.reason}` : ''}`, `  devices: ${counts || 'none'}`];
   if (r.paused) lines.push(`  paused: ${r.pauseReason}`);
   if (r.securityAlert) lines.push(`  security alert: ${r.securityAlert}`);
   return lines.join('\n') + '\n';
@@ -117,8 +119,10 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
     api(new Command('create'))
       .alias('start')
       .description('Start a rollout: the first wave (canaries) gets the release, each next wave after a healthy soak. With --shadow, devices first run it beside their model for that many minutes; the rollout starts at the switch')
-      .requiredOption('--model <name>', 'model name')
-      .requiredOption('--release <seq>', 'release sequence number', (v) => parsePositiveInt('--release', v))
+      .option('--model <name>', 'model name (a model rollout, with --release)')
+      .option('--release <seq>', 'release sequence number', (v) => parsePositiveInt('--release', v))
+      .option('--agent <version>', 'roll out an agent release (`apprentice agent push`) instead, with --platform')
+      .option('--platform <p>', 'the agent release platform: linux-x64 or linux-arm64 (with --agent)')
       .option('--target <target>', 'all, group:NAME or devices:ID,ID,...', 'all')
       .option('--waves <shares>', 'cumulative shares per wave, e.g. 0.01,0.1,0.5,1 (default 0.1,1)', parseWaves)
       .option('--canary-share <s>', 'the same as --waves S,1', (v) => parseNumber('--canary-share', v, { min: 0, max: 1 }))
@@ -134,15 +138,18 @@ export function rolloutCommand(o: RolloutCliOptions = {}): Command {
       .option('--no-auto-switch', 'with --shadow: never switch by itself; only `rollout switch ID`')
       .option('--wait', 'follow it with a progress bar per wave until it ends (exit 1 unless completed)', false)
       .option('--interval <ms>', 'poll interval with --wait', (v) => parsePositiveInt('--interval', v), 2000)
-      .addHelpText('after', '\nExamples:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait\n  apprentice rollout start --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --shadow 60')
+      .addHelpText('after', '\nExamples:\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --waves 0.01,0.1,0.5,1 --soak 600 --wait\n  apprentice rollout create --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --agent 0.2.0 --platform linux-x64 --waves 0.05,1 --wait\n  apprentice rollout start --cloud http://127.0.0.1:8787 --token-file DATA/admin-token --model digits --release 7 --shadow 60')
       .action(async (f) => {
         if (f.waves && f.canaryShare !== undefined) throw new UsageError('give either --waves or --canary-share, not both');
+        if (f.agent !== undefined && (f.model !== undefined || f.release !== undefined)) throw new UsageError('give either --agent and --platform, or --model and --release, not both');
+        if (f.agent === undefined && (f.model === undefined || f.release === undefined)) throw new UsageError('give --model and --release (a model rollout), or --agent VERSION --platform P');
+        if (f.agent !== undefined && f.platform === undefined) throw new UsageError('--agent needs --platform (linux-x64 or linux-arm64)');
         const shadow = shadowOption(f);
         if (!shadow && (f.shadowMinAgreement !== undefined || f.shadowMinRequests !== undefined || f.autoSwitch === false)) throw new UsageError('--shadow-min-agreement, --shadow-min-requests and --no-auto-switch need --shadow MINUTES');
         if (shadow && f.wait) throw new UsageError('--wait follows waves; a shadow run has none until its switch: watch it with `rollout status ID`');
+        if (shadow && f.agent !== undefined) throw new UsageError('--shadow is for model releases, not --agent');
         const body = {
-          model: f.model,
-          release: f.release,
+          ...(f.agent !== undefined ? { agent: { version: f.agent, platform: f.platform } } : { model: f.model, release: f.release }),
           target: parseTarget(f.target),
           ...(f.waves ? { waves: f.waves } : {}),
           ...(f.canaryShare !== undefined ? { canaryShare: f.canaryShare } : {}),

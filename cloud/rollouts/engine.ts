@@ -1,4 +1,4 @@
-import { and, desc, eq, gte } from 'drizzle-orm';
+import { and, desc, eq, gte, sql } from 'drizzle-orm';
 import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
@@ -24,6 +24,8 @@ export interface RolloutEngineDeps {
    * Implemented by cloud/rounds, which holds the signing key.
    */
   reissue(previousSeq: number): Promise<number>;
+  /** Re-issues agent release `agentSeq` at a higher agentSeq (cloud/agents/release.ts); agent rollbacks need it (issue 14). */
+  reissueAgent?(agentSeq: number): Promise<number>;
   /** Ingest's signals: device events, statuses and telemetry trigger an evaluation at once. */
   signals?: FleetSignals;
   log?: Logger;
@@ -101,7 +103,15 @@ export class RolloutEngine {
     this.meter = new EngineCpuMeter(deps.metrics);
     // The engine's awaits are on the publisher and on re-issues: the meter stops counting while they wait.
     this.publisher = this.meter.wrap(deps.publisher);
-    this.steps = new RolloutSteps({ ...deps, publisher: this.publisher, reissue: (prev) => this.meter.waitOn(deps.reissue(prev)), log: this.log, now: this.now });
+    const reissueAgent = deps.reissueAgent;
+    this.steps = new RolloutSteps({
+      ...deps,
+      publisher: this.publisher,
+      reissue: (prev) => this.meter.waitOn(deps.reissue(prev)),
+      ...(reissueAgent ? { reissueAgent: (prev: number) => this.meter.waitOn(reissueAgent(prev)) } : {}),
+      log: this.log,
+      now: this.now,
+    });
   }
 
   static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {
@@ -259,12 +269,12 @@ export class RolloutEngine {
       w[s] = (w[s] ?? 0) + 1;
     }
     const seen = this.db
-      .select({ installedAt: rolloutDevices.installedAt, runningSeq: devices.runningSeq })
+      .select({ installedAt: rolloutDevices.installedAt, running: sql<number>`${this.steps.of(rollout).running(rollout)}` })
       .from(rolloutDevices)
       .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
       .where(and(eq(rolloutDevices.rolloutId, id), gte(devices.lastSeen, rollout.createdAt)))
       .all();
-    const running = seen.filter((d) => d.installedAt !== null || d.runningSeq === rollout.releaseSeq).length;
+    const running = seen.filter((d) => d.installedAt !== null || Number(d.running) === 1).length;
     const coverage = { connected: seen.length, running, share: seen.length ? running / seen.length : null };
     return { rollout, devices: rows, counts, waves, coverage, transitions: transitionsOf(this.db, id, 100) };
   }
@@ -288,7 +298,8 @@ export class RolloutEngine {
   onDeviceRevoked(deviceId: string): Promise<void> {
     return this.exclusive(async () => {
       await this.publisher.clearDesired(deviceId);
-      this.db.update(devices).set({ desiredSeq: null }).where(eq(devices.id, deviceId)).run();
+      await this.publisher.clearAgent(deviceId);
+      this.db.update(devices).set({ desiredSeq: null, desiredAgentSeq: null }).where(eq(devices.id, deviceId)).run();
       await this.steps.evaluateAll();
     });
   }

@@ -67,6 +67,11 @@ export type EventEffect = 'installed' | 'failure' | 'retry' | 'ignored' | 'secur
  *   any device stop every rollout.
  */
 export function eventEffect(ev: Pick<DeviceEvent, 'type' | 'reason'>, keySet?: { device: number | null; current: number }): EventEffect {
+  // Agent updates (issue 14): done only once committed (healthy on the new version); a rollback or a
+  // refusal is a failure (quarantine and the threshold, like models). `agent_installed` is not done yet.
+  if (ev.type === 'agent_committed') return 'installed';
+  if (ev.type === 'agent_rolled_back' || ev.type === 'agent_rejected') return 'failure';
+  if (ev.type === 'agent_installed') return 'ignored';
   if (ev.type === 'installed' || ev.type === 'committed') return 'installed';
   if (ev.type === 'rolled_back') return 'failure';
   const reason = ev.reason as RejectReason | undefined;
@@ -116,6 +121,8 @@ const waveShares = z
 export const rolloutRequestSchema = z
   .strictObject({
     model: z.string().min(1).max(128),
+    /** `agent` (issue 14): `releaseSeq` is an agentSeq and `model` is `agent:<platform>`. */
+    kind: z.enum(['model', 'agent']).default('model'),
     releaseSeq,
     target: rolloutTargetSchema.default({ kind: 'all' }),
     /** Cumulative shares of the target, e.g. [0.01, 0.1, 0.5, 1]; the first wave is the canaries. Default [0.1, 1]. */

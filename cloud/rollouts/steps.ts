@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { and, desc, eq, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
-import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
+import { AgentIncompatibleError, IncompatibleReleaseError, type ReleasePublisher } from '../fleet/publisher.js';
 import type { Registry } from '../registry/db.js';
-import { devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
+import { agentReleases, devices, releases, rolloutDevices, rollouts, type DeviceRow, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
+import { agentDeliverable, agentTargets, modelDeliverable, type Deliverable, type DeliveryItem } from './deliverable.js';
+import { DEVICE_CAPABILITIES } from '../../shared/protocol/compat.js';
 import { RolloutError, assignWaves, inTarget, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
 import { cohortSettingsOfModel, devicesOnLine, onLine, releaseCohort } from './lines.js';
@@ -17,6 +19,8 @@ export interface RolloutStepsDeps {
   registry: Registry;
   publisher: ReleasePublisher;
   reissue(previousSeq: number): Promise<number>;
+  /** Re-issues an agent release at a higher agentSeq (issue 14); agent rollbacks need it. */
+  reissueAgent?(agentSeq: number): Promise<number>;
   log: Logger;
   now: () => Date;
   newId?: () => string;
@@ -56,12 +60,26 @@ export class RolloutSteps {
   private readonly now: () => Date;
   private readonly waves: WaveChecks;
   readonly agreement: AgreementGate;
+  private readonly kinds: Record<'model' | 'agent', Deliverable>;
 
   constructor(private readonly deps: RolloutStepsDeps) {
     this.log = deps.log;
     this.now = deps.now;
     this.agreement = new AgreementGate(deps);
-    this.waves = new WaveChecks({ ...deps, give: (r, rel, ids) => this.give(r, rel, ids, true), screen: (r, ids) => this.agreement.screen(r, ids), release: (seq) => this.release(seq), reissueAbove: (r, prev, floor) => this.reissueAbove(r, prev, floor) });
+    this.kinds = { model: modelDeliverable(deps), agent: agentDeliverable(deps) };
+    this.waves = new WaveChecks({
+      ...deps,
+      give: (r, item, ids) => this.give(r, item, ids, true),
+      deliverable: (r) => this.of(r),
+      // The agreement gate judges model releases on the devices' traffic; an agent release has no such evidence.
+      screen: (r, ids) => (r.kind === 'model' ? this.agreement.screen(r, ids) : Promise.resolve(ids)),
+      reissueAbove: (r, prev, floor) => this.reissueAbove(r, prev, floor),
+    });
+  }
+
+  /** What the rollout ships: a model release or an agent release (issue 14). */
+  of(r: Pick<RolloutRow, 'kind'>): Deliverable {
+    return this.kinds[r.kind];
   }
 
   private get db() {
@@ -81,20 +99,35 @@ export class RolloutSteps {
   }
 
   async create(req: RolloutRequestParsed): Promise<RolloutRow> {
-    const rel = this.release(req.releaseSeq);
-    if (rel.model !== req.model) throw new RolloutError(`release ${rel.seq} is of model ${rel.model}, not ${req.model}`, 'invalid');
-    // Issue 13: only the devices of the release's line (cohort members get their cohort's releases, never the base's).
-    const inTargetAll = targetedDevices(this.db, req.target);
-    const targeted = devicesOnLine(this.db, req.model, rel.seq, inTargetAll);
-    if (!targeted.length) {
-      const why = inTargetAll.length ? ` on the release's line (${rel.cohort === null ? 'base: every targeted device is in a cohort' : `cohort ${rel.cohort}`})` : '';
-      throw new RolloutError(`no provisioned device matches the target${why}`, 'invalid');
+    const kind = req.kind;
+    let skipped: { id: string; reason: string }[] = [];
+    let targeted = targetedDevices(this.db, req.target);
+    /** The release line (issue 13): null = the base line; agent releases have one line per platform. */
+    let lineCohort: string | null = null;
+    if (kind === 'model') {
+      const rel = this.release(req.releaseSeq);
+      if (rel.model !== req.model) throw new RolloutError(`release ${rel.seq} is of model ${rel.model}, not ${req.model}`, 'invalid');
+      lineCohort = rel.cohort;
+      // Issue 13: only the devices of the release's line (cohort members get their cohort's releases, never the base's).
+      const inTargetAll = targeted;
+      targeted = devicesOnLine(this.db, req.model, rel.seq, inTargetAll);
+      if (!targeted.length && inTargetAll.length) {
+        throw new RolloutError(`no provisioned device matches the target on the release's line (${rel.cohort === null ? 'base: every targeted device is in a cohort' : `cohort ${rel.cohort}`})`, 'invalid');
+      }
+    } else {
+      const rel = this.db.select().from(agentReleases).where(eq(agentReleases.agentSeq, req.releaseSeq)).get();
+      if (!rel) throw new RolloutError(`agent release ${req.releaseSeq} not found`, 'not_found');
+      if (req.model !== `agent:${rel.platform}`) throw new RolloutError(`agent release ${rel.agentSeq} is for ${rel.platform}, not ${req.model}`, 'invalid');
+      // Agent targets (issue 14): devices whose last status names the platform and declares agent-update;
+      // the others are recorded as incompatible with the reason, and never sent anything.
+      ({ targeted, skipped } = agentTargets(targeted, rel.platform));
     }
+    if (!targeted.length) throw new RolloutError(skipped.length ? `no device of the target can take it (${skipped.length} incompatible, e.g. ${skipped[0]!.id}: ${skipped[0]!.reason})` : 'no provisioned device matches the target', 'invalid');
     const id = (this.deps.newId ?? randomUUID)();
     const waves = wavesOf(req);
     const assigned = assignWaves(id, targeted, waves);
     // Before anything is stored: a missing or corrupt artifact fails the request, not a rollout.
-    await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+    await this.of({ kind }).item(req.releaseSeq).ensure();
     // Strictly increasing creation times: "latest rollout" must not depend on a random id tie-break.
     const last = this.db.select({ at: rollouts.createdAt }).from(rollouts).orderBy(desc(rollouts.createdAt)).limit(1).get();
     const atDate = new Date(Math.max(this.now().getTime(), last ? Date.parse(last.at) + 1 : 0));
@@ -102,14 +135,14 @@ export class RolloutSteps {
     this.db.transaction((tx) => {
       const ids = new Set(targeted.map((d) => d.id));
       // Superseding is per release line (model, cohort).
-      const sameLine = (r: RolloutRow) => r.model === req.model && r.state !== 'rolling_back' && releaseCohort(tx, r.releaseSeq) === rel.cohort;
+      const sameLine = (r: RolloutRow) => r.model === req.model && r.kind === kind && r.state !== 'rolling_back' && (kind === 'agent' || releaseCohort(tx, r.releaseSeq) === lineCohort);
       for (const old of activeRollouts(tx).filter(sameLine)) supersedeOverlap(tx, old, id, ids, atDate, this.log);
       const { minFailures, failureThreshold, soakSeconds, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin } = req;
       tx.insert(rollouts)
-        .values({ id, model: req.model, releaseSeq: rel.seq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin, state: 'pending', createdAt: at, updatedAt: at })
+        .values({ id, model: req.model, kind, releaseSeq: req.releaseSeq, target: req.target, canaryShare: waves[0]!, waves, soakSeconds, failureThreshold, minFailures, deviceTimeoutSeconds, canaryGraceSeconds, agreementMargin, state: 'pending', createdAt: at, updatedAt: at })
         .run();
       rolloutsChanged();
-      logTransition(tx, { rolloutId: id, at: atDate, from: null, to: 'pending', reason: `release ${rel.seq} to ${targeted.length} device(s) in waves ${JSON.stringify(waves)}` });
+      logTransition(tx, { rolloutId: id, at: atDate, from: null, to: 'pending', reason: `${kind === 'agent' ? 'agent release' : 'release'} ${req.releaseSeq} to ${targeted.length} device(s) in waves ${JSON.stringify(waves)}${skipped.length ? `; ${skipped.length} incompatible` : ''}` });
       for (let i = 0; i < targeted.length; i += INSERT_CHUNK) {
         const rows = targeted.slice(i, i + INSERT_CHUNK).map((d) => {
           const wave = assigned.get(d.id)!;
@@ -117,8 +150,13 @@ export class RolloutSteps {
         });
         tx.insert(rolloutDevices).values(rows).run();
       }
+      for (let i = 0; i < skipped.length; i += INSERT_CHUNK) {
+        const rows = skipped.slice(i, i + INSERT_CHUNK).map((d) => ({ rolloutId: id, deviceId: d.id, canary: false, wave: waves.length - 1, state: 'incompatible', reason: d.reason, updatedAt: at }));
+        tx.insert(rolloutDevices).values(rows).run();
+        for (const d of skipped.slice(i, i + INSERT_CHUNK)) logTransition(tx, { rolloutId: id, deviceId: d.id, at: atDate, from: null, to: 'incompatible', reason: d.reason });
+      }
     });
-    this.log.info({ rollout: id, model: req.model, release: rel.seq, devices: targeted.length, waves }, 'rollouts/created');
+    this.log.info({ rollout: id, model: req.model, kind, release: req.releaseSeq, devices: targeted.length, incompatible: skipped.length, waves }, 'rollouts/created');
     await this.step(id);
     return this.mustGet(id);
   }
@@ -138,7 +176,7 @@ export class RolloutSteps {
     switch (r.state) {
       case 'pending': {
         if (r.pausedAt) return;
-        await this.deps.publisher.ensureChunks(this.deps.registry, this.release(r.releaseSeq));
+        await this.of(r).item(r.releaseSeq).ensure();
         await this.waves.startWave(r, 0);
         this.log.info({ rollout: id }, 'rollouts/canary');
         return this.step(id);
@@ -195,7 +233,7 @@ export class RolloutSteps {
     const known = { ...(r.quarantineSeqs ?? {}) };
     const have = known[String(prev)];
     if (have !== undefined && have > floor) return have;
-    const seq = await this.deps.reissue(prev);
+    const seq = await this.of(r).reissue(prev);
     if (!(seq > floor)) throw new RolloutError(`re-issue of ${prev} got seq ${seq}, not above ${floor}: devices would refuse it`, 'invalid');
     known[String(prev)] = seq;
     setRollout(this.db, r.id, this.now(), { quarantineSeqs: known });
@@ -208,8 +246,7 @@ export class RolloutSteps {
   async continueRollback(r: RolloutRow): Promise<void> {
     let seq = r.rollbackSeq;
     if (seq === null) {
-      const bad = this.release(r.releaseSeq);
-      const prev = bad.parentSeq ?? (bad.manifest as { parent?: number | null }).parent ?? null;
+      const prev = this.of(r).item(r.releaseSeq).parent;
       if (prev === null) {
         setRollout(this.db, r.id, this.now(), { state: 'aborted', reason: `${r.reason ?? 'rollback'}; no previous release to roll back to` });
         this.log.error({ rollout: r.id, release: r.releaseSeq }, 'rollouts/no-previous-release');
@@ -218,8 +255,8 @@ export class RolloutSteps {
       seq = await this.reissueAbove(r, prev, r.releaseSeq);
       setRollout(this.db, r.id, this.now(), { rollbackSeq: seq });
     }
-    const rel = this.release(seq);
-    await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+    const rel = this.of(r).item(seq);
+    await rel.ensure();
     // Devices still `waiting` never saw the bad release; superseded ones belong to a newer rollout.
     const given = members(this.db, r.id).filter((m) => m.state !== 'waiting' && m.state !== 'superseded');
     await this.give(r, rel, given.map((m) => m.deviceId), false);
@@ -236,8 +273,8 @@ export class RolloutSteps {
    * their device timeout) before the publish, so an `installed` event racing the PUBACK finds its row; a
    * failed publish puts the row and devices.desired_seq back.
    */
-  async give(r: RolloutRow, rel: ReleaseRow, ids: string[], markRows: boolean): Promise<void> {
-    const signed = signedManifestOf(rel);
+  async give(r: RolloutRow, rel: DeliveryItem, ids: string[], markRows: boolean): Promise<void> {
+    const kind = this.of(r);
     const errors: unknown[] = [];
     for (let i = 0; i < ids.length; i += GIVE_BATCH) {
       const chunk = ids.slice(i, i + GIVE_BATCH);
@@ -246,23 +283,30 @@ export class RolloutSteps {
       // One transaction per chunk: one WAL sync for its rows, not three per device (synchronous = FULL).
       const prevs = this.db.transaction((tx) =>
         chunk.map((deviceId) => {
-          const prev = tx.select({ desiredSeq: devices.desiredSeq, lastSeen: devices.lastSeen, online: devices.online, protocolVersion: devices.protocolVersion, capabilities: devices.capabilities }).from(devices).where(eq(devices.id, deviceId)).get();
-          tx.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, deviceId)).run();
+          const dev = tx.select({ lastSeen: devices.lastSeen, online: devices.online, protocolVersion: devices.protocolVersion, capabilities: devices.capabilities }).from(devices).where(eq(devices.id, deviceId)).get();
+          const prev = dev ? { ...dev, desiredSeq: kind.desiredOf(tx, deviceId) } : undefined;
+          kind.setDesired(tx, deviceId, rel.seq);
           if (markRows) moveMember(tx, { rolloutId: r.id, deviceId, from: 'waiting', to: 'desired', now, patch: { desiredAt: now.toISOString(), deadlineAt } });
           return prev;
         }),
       );
-      await mapLimit(chunk, this.deps.concurrency ?? 16, (deviceId, k) => this.publishGiven(r, signed, deviceId, prevs[k], markRows, errors));
+      await mapLimit(chunk, this.deps.concurrency ?? 16, (deviceId, k) => this.publishGiven(r, rel, deviceId, prevs[k], markRows, errors));
     }
     if (errors.length) throw new RolloutError(`${errors.length}/${ids.length} desired publishes failed`, 'conflict');
   }
 
   /** give()'s publish of one device; a failed one puts its row and devices.desired_seq back. */
-  private async publishGiven(r: RolloutRow, signed: ReturnType<typeof signedManifestOf>, deviceId: string, prev: Pick<DeviceRow, 'desiredSeq' | 'lastSeen' | 'online' | 'protocolVersion' | 'capabilities'> | undefined, markRows: boolean, errors: unknown[]): Promise<void> {
+  private async publishGiven(r: RolloutRow, rel: DeliveryItem, deviceId: string, prev: Pick<DeviceRow, 'desiredSeq' | 'lastSeen' | 'online' | 'protocolVersion' | 'capabilities'> | undefined, markRows: boolean, errors: unknown[]): Promise<void> {
     try {
-      await this.deps.publisher.publishDesired(deviceId, signed);
+      await rel.publish(deviceId);
     } catch (err) {
-      this.db.update(devices).set({ desiredSeq: prev?.desiredSeq ?? null }).where(eq(devices.id, deviceId)).run();
+      this.of(r).setDesired(this.db, deviceId, prev?.desiredSeq ?? null);
+      if (err instanceof AgentIncompatibleError) {
+        // Its capabilities changed since the rollout was created (an older daemon came back): nothing sent.
+        if (markRows) moveMember(this.db, { rolloutId: r.id, deviceId, from: 'desired', to: 'incompatible', now: this.now(), reason: `needs ${DEVICE_CAPABILITIES.agentUpdate}` });
+        this.log.warn({ rollout: r.id, deviceId }, 'rollouts/incompatible');
+        return;
+      }
       if (err instanceof IncompatibleReleaseError && markRows && prev && !capabilitiesKnown(prev)) {
         // Never reported a status: what it understands is unknown. It waits like any offline device
         // (times out at its deadline); its first status decides (converge).
@@ -324,8 +368,9 @@ export class RolloutSteps {
     } else if (await this.agreement.holdsLate(candidate, deviceId, dev.runningSeq)) {
       return;
     }
-    await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-    await this.give(candidate, rel, [deviceId], inFleet);
+    const item = this.of(candidate).item(seq);
+    await item.ensure();
+    await this.give(candidate, item, [deviceId], inFleet);
     this.log.info({ deviceId, rollout: candidate.id, release: seq }, 'rollouts/late-device');
   }
 
@@ -343,10 +388,10 @@ export class RolloutSteps {
       const where = and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, dev.id));
       this.db.update(rolloutDevices).set({ awaitingCapabilities: false, updatedAt: now.toISOString() }).where(where).run();
       if (row.state !== 'desired' && row.state !== 'timed_out') continue;
-      const rel = this.release(r.releaseSeq);
+      const rel = this.of(r).item(r.releaseSeq);
       try {
-        await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-        await this.deps.publisher.publishDesired(dev.id, signedManifestOf(rel));
+        await rel.ensure();
+        await rel.publish(dev.id);
       } catch (err) {
         if (!(err instanceof IncompatibleReleaseError)) {
           // Not decided: try again on its next status.
@@ -358,7 +403,7 @@ export class RolloutSteps {
         this.log.warn({ rollout: r.id, deviceId: dev.id, missing: err.missing }, 'rollouts/incompatible');
         continue;
       }
-      this.db.update(devices).set({ desiredSeq: rel.seq }).where(eq(devices.id, dev.id)).run();
+      this.of(r).setDesired(this.db, dev.id, rel.seq);
       this.db.update(rolloutDevices).set({ reason: 'capabilities reported: release sent' }).where(where).run();
       logTransition(this.db, { rolloutId: r.id, deviceId: dev.id, at: now, from: row.state, to: row.state, reason: 'capabilities reported: release sent' });
       this.log.info({ rollout: r.id, deviceId: dev.id, release: rel.seq }, 'rollouts/awaiting-delivered');

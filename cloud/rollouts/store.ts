@@ -39,7 +39,8 @@ export function convergeCandidates(db: Db, limit = 500): RolloutRow[] {
   return db
     .select()
     .from(rollouts)
-    .where(inArray(rollouts.state, ['fleet', 'completed', 'rolled_back']))
+    // Model rollouts only: an agent release (issue 14) reaches a late device through its retained `agent` topic.
+    .where(and(eq(rollouts.kind, 'model'), inArray(rollouts.state, ['fleet', 'completed', 'rolled_back'])))
     .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
     .limit(limit) // history grows; the current release of a target is among the recent ones
     .all();
@@ -182,22 +183,30 @@ export function applyDeviceEvent(db: Db, ev: DeviceEvent, now: Date, keySet: Key
   const effect = eventEffect(ev, ev.type === 'rejected' && ev.reason === 'unknown_key' ? keySet(ev.deviceId) : undefined);
   if (effect === 'ignored') return null;
   const rows = db
-    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, installedAt: rolloutDevices.installedAt, releaseSeq: rollouts.releaseSeq, model: rollouts.model, rolloutState: rollouts.state, pausedAt: rollouts.pausedAt })
+    .select({ rolloutId: rolloutDevices.rolloutId, state: rolloutDevices.state, installedAt: rolloutDevices.installedAt, releaseSeq: rollouts.releaseSeq, model: rollouts.model, kind: rollouts.kind, rolloutState: rollouts.state, pausedAt: rollouts.pausedAt })
     .from(rolloutDevices)
     .innerJoin(rollouts, eq(rollouts.id, rolloutDevices.rolloutId))
     .where(and(eq(rolloutDevices.deviceId, ev.deviceId), effect === 'installed' ? undefined : inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))
     .orderBy(desc(rollouts.createdAt))
     .limit(50)
     .all();
+  // Agent events (issue 14) are about agent rollouts, by agentSeq; model events about model rollouts.
+  const agentSeq = ev.agent ? ev.agent.agentSeq : undefined;
   const row =
-    ev.release !== null
-      ? rows.find((r) => r.releaseSeq === ev.release && (ev.model === null || ev.model === r.model))
-      : ev.type === 'rejected'
-        ? rows.find((r) => r.state === 'desired')
-        : undefined;
+    agentSeq !== undefined
+      ? agentSeq !== null
+        ? rows.find((r) => r.kind === 'agent' && r.releaseSeq === agentSeq)
+        : ev.type === 'agent_rejected'
+          ? rows.find((r) => r.kind === 'agent' && r.state === 'desired')
+          : undefined
+      : ev.release !== null
+        ? rows.find((r) => r.kind === 'model' && r.releaseSeq === ev.release && (ev.model === null || ev.model === r.model))
+        : ev.type === 'rejected'
+          ? rows.find((r) => r.kind === 'model' && r.state === 'desired')
+          : undefined;
   if (!row) return null;
   const from = row.state as RolloutDeviceState;
-  const why = ev.reason ?? (ev.detail ? ev.detail.slice(0, 256) : null);
+  const why = ev.agent?.reason ?? ev.reason ?? (ev.detail ? ev.detail.slice(0, 256) : null);
   const base = { rolloutId: row.rolloutId, deviceId: ev.deviceId, now };
   switch (effect) {
     case 'installed': {

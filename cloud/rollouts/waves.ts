@@ -1,9 +1,9 @@
 import { and, eq, inArray, isNull, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
-import { devices, rolloutDevices, type ReleaseRow, type RolloutRow } from '../registry/schema.js';
+import { devices, rolloutDevices, type RolloutRow } from '../registry/schema.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
-import { signedManifestOf } from '../fleet/publisher.js';
+import type { Deliverable, DeliveryItem } from './deliverable.js';
 import { wavesOf } from './policy.js';
 import { logTransition, members, moveMember, setRollout, type RolloutMember } from './store.js';
 
@@ -16,10 +16,11 @@ export interface WaveChecksDeps {
   log: Logger;
   now: () => Date;
   requireTelemetry?: boolean;
-  give(r: RolloutRow, rel: ReleaseRow, ids: string[]): Promise<void>;
+  give(r: RolloutRow, rel: DeliveryItem, ids: string[]): Promise<void>;
+  /** What the rollout ships (model or agent release, issue 14). */
+  deliverable(r: RolloutRow): Deliverable;
   /** The agreement gate (agreement.ts): moves held devices to held_back, returns the ones to give the release. */
   screen(r: RolloutRow, ids: string[]): Promise<string[]>;
-  release(seq: number): ReleaseRow;
   reissueAbove(r: RolloutRow, prev: number, floor: number): Promise<number>;
 }
 
@@ -69,7 +70,7 @@ export class WaveChecks {
       .where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.state, 'waiting'), lte(rolloutDevices.wave, r.wave)))
       .all();
     const ids = waiting.length ? await this.deps.screen(r, waiting.map((w) => w.deviceId)) : [];
-    if (ids.length) await this.deps.give(r, this.deps.release(r.releaseSeq), ids);
+    if (ids.length) await this.deps.give(r, this.deps.deliverable(r).item(r.releaseSeq), ids);
   }
 
   /**
@@ -82,7 +83,7 @@ export class WaveChecks {
       .select({ deviceId: rolloutDevices.deviceId, state: rolloutDevices.state })
       .from(rolloutDevices)
       .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
-      .where(and(eq(rolloutDevices.rolloutId, r.id), isNull(rolloutDevices.installedAt), eq(devices.runningSeq, r.releaseSeq), inArray(rolloutDevices.state, ['desired', 'timed_out', 'quarantined', 'incompatible', 'held_back'])))
+      .where(and(eq(rolloutDevices.rolloutId, r.id), isNull(rolloutDevices.installedAt), this.deps.deliverable(r).running(r), inArray(rolloutDevices.state, ['desired', 'timed_out', 'quarantined', 'incompatible', 'held_back'])))
       .all();
     for (const row of rows) {
       if (row.state === 'desired') {
@@ -114,21 +115,23 @@ export class WaveChecks {
   async quarantineFailed(r: RolloutRow): Promise<void> {
     const failed = members(this.db, r.id, { states: ['failed'] });
     if (!failed.length) return;
-    const bad = this.deps.release(r.releaseSeq);
-    const parent = bad.parentSeq ?? (bad.manifest as { parent?: number | null }).parent ?? null;
+    const kind = this.deps.deliverable(r);
+    const parent = kind.item(r.releaseSeq).parent;
     for (const m of failed) {
       const now = this.deps.now();
-      const running = m.device.runningSeq !== null && m.device.runningSeq !== r.releaseSeq ? m.device.runningSeq : parent;
+      // A model device's running release is known (status); an agent device that failed runs its previous version.
+      const runningSeq = r.kind === 'model' ? m.device.runningSeq : null;
+      const running = runningSeq !== null && runningSeq !== r.releaseSeq ? runningSeq : parent;
       if (running === null) {
         moveMember(this.db, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; no previous release to put back` });
         continue;
       }
-      const floor = Math.max(r.releaseSeq, m.device.desiredSeq ?? 0);
+      const floor = Math.max(r.releaseSeq, kind.desiredOf(this.db, m.deviceId) ?? 0);
       const seq = running > floor ? running : await this.deps.reissueAbove(r, running, floor);
-      const rel = this.deps.release(seq);
-      await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-      await this.deps.publisher.publishDesired(m.deviceId, signedManifestOf(rel));
-      this.db.update(devices).set({ desiredSeq: seq }).where(eq(devices.id, m.deviceId)).run();
+      const rel = kind.item(seq);
+      await rel.ensure();
+      await rel.publish(m.deviceId);
+      kind.setDesired(this.db, m.deviceId, seq);
       moveMember(this.db, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; kept on release ${running}${seq !== running ? ` (re-issued as ${seq})` : ''}` });
       this.deps.log.warn({ rollout: r.id, deviceId: m.deviceId, reason: m.reason, release: running, desired: seq }, 'rollouts/quarantined');
     }
@@ -198,7 +201,8 @@ export class WaveChecks {
       }
       return true; // every device of the wave timed out or moved on: nothing to soak
     }
-    const t = (m: RolloutMember) => telemetryOf(m);
+    // Agent rollouts (issue 14): the status naming the version is the evidence; telemetry names model releases.
+    const t = (m: RolloutMember) => (this.deps.deliverable(r).telemetryEvidence ? telemetryOf(m) : { release: r.releaseSeq, health: 'ok' });
     if (installed.some((m) => t(m)?.release === r.releaseSeq && t(m)?.health !== 'ok')) return resetSoak();
     const since = r.canaryHealthySince ?? now.toISOString();
     if (!r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: since });

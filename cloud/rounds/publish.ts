@@ -1,4 +1,4 @@
-import { eq } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
 import { devices, models, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
 import { inTarget } from '../rollouts/policy.js';
@@ -48,7 +48,7 @@ export async function publishRelease(
   } catch (err) {
     problems.push(`no rollout: ${(err as Error).message}`);
   }
-  const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(eq(rollouts.releaseSeq, seq)).get();
+  const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(and(eq(rollouts.kind, 'model'), eq(rollouts.releaseSeq, seq))).get();
   // Never roll out bytes the devices cannot fetch over MQTT.
   if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
     const target = await lineTarget(deps.registry, rel, schedule.rollout.target);

@@ -83,6 +83,26 @@ export function overviewRoutes(ctx: UiContext): Hono<UiEnv> {
             </figure>
           );
         })}
+        <h2>Agent versions</h2>
+        {sum.agents.length === 0 ? (
+          <p class="muted">No device has reported its agent version yet.</p>
+        ) : (
+          <figure style="margin:0 0 1rem" id="agent-versions">
+            <div class="bar" role="img" aria-label={`agent versions: ${sum.agents.map((a) => `${a.agent} (${a.platform ?? 'unknown platform'}) on ${a.devices}`).join(', ')}`}>
+              {sum.agents.map((a, i) => (
+                <span style={`width:${(100 * a.devices) / sum.agents.reduce((x, y) => x + y.devices, 0)}%;background:hsl(${(30 + i * 67) % 360} 60% 45%)`} title={`${a.agent} ${a.platform ?? ''}: ${a.devices}`}></span>
+              ))}
+            </div>
+            <div class="legend">
+              {sum.agents.map((a, i) => (
+                <span>
+                  <i style={`background:hsl(${(30 + i * 67) % 360} 60% 45%)`}></i>
+                  {a.agent} {a.platform ? `(${a.platform})` : ''}: {a.devices}
+                </span>
+              ))}
+            </div>
+          </figure>
+        )}
         <h2>Active rollouts</h2>
         {active.length === 0 ? (
           <p class="muted">None.</p>

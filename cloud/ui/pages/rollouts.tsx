@@ -102,7 +102,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
   };
   return new Hono<UiEnv>()
     .get('/', async (c) => {
-      const { rollouts } = await ctx.api<{ rollouts: { id: string; model: string; release: number; state: string; paused: boolean; createdAt: string }[] }>('/v1/rollouts');
+      const { rollouts } = await ctx.api<{ rollouts: { id: string; model: string; kind?: string; release: number; state: string; paused: boolean; createdAt: string }[] }>('/v1/rollouts');
       return c.html(
         <Page title="Rollouts" path="/ui/rollouts" session={c.get('session')}>
           {rollouts.length === 0 ? <p class="muted">No rollouts yet.</p> : null}
@@ -114,8 +114,8 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
               {rollouts.map((r) => (
                 <tr>
                   <td class="id"><a href={`/ui/rollouts/${r.id}`}>{r.id}</a></td>
-                  <td>{r.model}</td>
-                  <td>{r.release}</td>
+                  <td>{r.kind === 'agent' ? `agent (${r.model.slice('agent:'.length)})` : r.model}</td>
+                  <td>{r.kind === 'agent' ? `agentSeq ${r.release}` : r.release}</td>
                   <td>{r.state}{r.paused ? ' (paused)' : ''}</td>
                   <td class="hide-sm">{fmtTime(r.createdAt)}</td>
                 </tr>
@@ -129,7 +129,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       const r = await get(c.req.param('id'));
       const session = c.get('session');
       return c.html(
-        <Page title={`Rollout of ${r.model} release ${r.release}`} path="/ui/rollouts" session={session}>
+        <Page title={r.model.startsWith('agent:') ? `Agent rollout (${r.model.slice('agent:'.length)}) agentSeq ${r.release}` : `Rollout of ${r.model} release ${r.release}`} path="/ui/rollouts" session={session}>
           <p class="id muted">{r.id}</p>
           <div hx-ext="sse" sse-connect={`/ui/rollouts/${r.id}/live`}>
             <div id="rollout-live" sse-swap="progress" hx-swap="innerHTML" aria-live="polite">

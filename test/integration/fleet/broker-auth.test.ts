@@ -98,6 +98,32 @@ describe('embedded broker auth and ACL', () => {
     for (const t of [topics.desired('dev-a'), topics.desired('dev-b'), topics.artifactChunk(sha, 0)]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
   });
 
+  it("lets a device read its own agent release topic, never another's, and never write its own (issue 14)", async () => {
+    const cloud = await connect(CLOUD.user, CLOUD.password);
+    await cloud.publishAsync(topics.agent('dev-b'), 'agent-for-b', { qos: 1, retain: true });
+    await cloud.publishAsync(topics.agent('dev-a'), 'agent-for-a', { qos: 1, retain: true });
+    const a = await connect('dev-a', 'pw-a');
+    const got: [string, string][] = [];
+    a.on('message', (t, p) => got.push([t, p.toString()]));
+    await expect(a.subscribeAsync(topics.agent('dev-b'), { qos: 1 })).rejects.toThrow(/Subscribe error/);
+    await expect(a.subscribeAsync('apprentice/v1/devices/+/agent', { qos: 1 })).rejects.toThrow(/Subscribe error/);
+    await a.subscribeAsync(topics.agent('dev-a'), { qos: 1 });
+    await waitFor(() => got.length >= 1, 10_000, { message: "dev-a's retained agent release" });
+    await sleep(200);
+    expect(got).toEqual([[topics.agent('dev-a'), 'agent-for-a']]);
+    // A device forging its own agent release is refused and disconnected ([MQTT-3.3.5-2]); the retained one stays.
+    const closed = new Promise<void>((resolve) => a.once('close', () => resolve()));
+    a.publish(topics.agent('dev-a'), 'forged', { qos: 1, retain: true });
+    await closed;
+    const watcher = await connect(CLOUD.user, CLOUD.password);
+    const seen: string[] = [];
+    watcher.on('message', (_t, p) => seen.push(p.toString()));
+    await watcher.subscribeAsync(topics.agent('dev-a'), { qos: 1 });
+    await waitFor(() => seen.length >= 1, 10_000, { message: 'the retained agent release' });
+    expect(seen).toEqual(['agent-for-a']);
+    for (const t of [topics.agent('dev-a'), topics.agent('dev-b')]) await cloud.publishAsync(t, '', { qos: 1, retain: true });
+  });
+
   it('lets a device read its own receipts, the key set and the cloud info, never write them, never read another\'s receipts', async () => {
     const cloud = await connect(CLOUD.user, CLOUD.password);
     await cloud.publishAsync(topics.keyset(), 'keyset-v1', { qos: 1, retain: true });

@@ -2,7 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceStateWriter } from '../../../cloud/fleet/device-state-writer.js';
 import { recordDeviceEvents } from '../../../cloud/fleet/events-store.js';
 import { TelemetryHistory } from '../../../cloud/fleet/telemetry-history.js';
-import { rolloutDevices, rollouts } from '../../../cloud/registry/schema.js';
+import { devices, rolloutDevices, rollouts } from '../../../cloud/registry/schema.js';
+import { eq } from 'drizzle-orm';
 import type { Telemetry } from '../../../shared/protocol/index.js';
 import { call, harness, json, seedDevice, seedModel, seedRelease, type Harness } from './helpers.js';
 
@@ -39,6 +40,10 @@ function seedFleet(h: Harness): void {
   seedDevice(h, 'quar-1', { online: true, lastSeen: seen });
   seedDevice(h, 'fail-old', { online: true, lastSeen: seen });
   const db = h.registry.db;
+  // Agent versions (issue 14); the revoked device's is not counted.
+  for (const [id, agent] of [['ok-1', '0.2.0'], ['ok-2', '0.2.0'], ['off-1', '0.1.0'], ['gone-1', '0.1.0']] as const) {
+    db.update(devices).set({ agent: `apprentice-edge/${agent}`, platform: 'linux-x64' }).where(eq(devices.id, id)).run();
+  }
   db.insert(rollouts).values([
     { id: 'ro-live', model: 'digits', releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'fleet' },
     { id: 'ro-aborted', model: 'digits', releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'aborted' },
@@ -78,6 +83,10 @@ describe('console data routes', () => {
       releases: [
         { model: 'digits', release: 1, devices: 4 },
         { model: 'digits', release: 2, devices: 2 },
+      ],
+      agents: [
+        { agent: 'apprentice-edge/0.2.0', platform: 'linux-x64', devices: 2 },
+        { agent: 'apprentice-edge/0.1.0', platform: 'linux-x64', devices: 1 },
       ],
       at: NOW.toISOString(),
     });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { devices, examples, releases, rounds } from '../../../cloud/registry/schema.js';
+import { devices, examples, releases, rollouts, rounds } from '../../../cloud/registry/schema.js';
 import { harness, seedExample, seedModel, seedRelease, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
 /**
@@ -57,6 +57,28 @@ describe('console rounds, releases and quarantine', () => {
     const made = await h.app.request('/v1/devices', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'api-1' }) });
     expect(made.status).toBe(201);
     expect(await tile()).toBe(before + 2);
+  });
+
+  it('the overview shows the agent-version distribution (issue 14)', async () => {
+    h.registry.db.insert(devices).values([
+      { id: 'agent-a', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.2.0', platform: 'linux-x64' },
+      { id: 'agent-b', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.2.0', platform: 'linux-x64' },
+      { id: 'agent-c', groups: [], credentialHash: 'x', agent: 'apprentice-edge/0.1.0', platform: 'linux-arm64' },
+    ]).run();
+    // A change through the API drops the cached summary.
+    await h.app.request('/v1/devices', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'api-agent' }) });
+    const html = await (await get('/ui/')).text();
+    expect(html).toContain('<h2>Agent versions</h2>');
+    expect(html).toMatch(/aria-label="agent versions: apprentice-edge\/0.2.0 \(linux-x64\) on 2, apprentice-edge\/0.1.0 \(linux-arm64\) on 1"/);
+  });
+
+  it('agent rollouts are listed and shown as such (issue 14)', async () => {
+    h.registry.db.insert(rollouts).values({ id: 'ro-agent', model: 'agent:linux-x64', kind: 'agent', releaseSeq: 5, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0.2, state: 'completed' }).run();
+    const list = await (await get('/ui/rollouts')).text();
+    expect(list).toMatch(/ro-agent<\/a><\/td><td>agent \(linux-x64\)<\/td><td>agentSeq 5<\/td>/);
+    const page = await get('/ui/rollouts/ro-agent');
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('Agent rollout (linux-x64) agentSeq 5');
   });
 
   it('refuses the new pages and the download without a session', async () => {

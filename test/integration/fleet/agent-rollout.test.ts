@@ -1,0 +1,219 @@
+/**
+ * Issue 14, cloud side: agent releases go through the rollout engine over a real broker (aedes, and
+ * Mosquitto where installed). Fake devices (MQTT clients) read their retained `devices/{id}/agent`,
+ * check the signature and the artifact's retained chunks, and answer like the daemon: a status naming
+ * the new agent version and an `agent_committed` event, or an `agent_rolled_back` event.
+ */
+import { randomUUID, verify } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import type { MqttClient } from 'mqtt';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { releaseAgent, reissueAgent } from '../../../cloud/agents/release.js';
+import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
+import { Ingest } from '../../../cloud/fleet/ingest.js';
+import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
+import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
+import { agentReleases, deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
+import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import { canonicalBytes } from '../../../shared/manifest/canonical.js';
+import { loadPublicKey } from '../../../shared/manifest/keys.js';
+import { agentManifestSchema, DEVICE_CAPABILITIES, topics, type AgentManifest, type DeviceEvent, type Status } from '../../../shared/protocol/index.js';
+import { tinyBundle } from '../../fixtures/agent-tar.js';
+import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
+import { FleetFixture } from '../../unit/fleet/fixtures.js';
+import { connectClient } from './device-sim.js';
+
+const iso = () => new Date().toISOString();
+
+/** A daemon as the cloud sees it: status with agent version, platform and capabilities; agent events. */
+class FakeAgentDevice {
+  readonly received: AgentManifest[] = [];
+  private constructor(
+    readonly id: string,
+    readonly client: MqttClient,
+    private version: string,
+    private readonly platform: string,
+    private readonly capabilities: string[],
+  ) {}
+
+  static async connect(url: string, id: string, o: { version: string; platform: string; capabilities: string[]; publicKeyPem: string; onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void> }): Promise<FakeAgentDevice> {
+    const client = await connectClient(url, `dev-${id}-${randomUUID().slice(0, 6)}`);
+    const d = new FakeAgentDevice(id, client, o.version, o.platform, o.capabilities);
+    client.on('message', (topic, payload) => {
+      if (topic !== topics.agent(id) || payload.length === 0) return;
+      const signed = JSON.parse(payload.toString()) as { manifest: unknown; signature: { sig: string } };
+      // The device's first check: the release key's signature over the canonical JSON.
+      if (!verify(null, canonicalBytes(signed.manifest), loadPublicKey(o.publicKeyPem), Buffer.from(signed.signature.sig, 'base64'))) throw new Error('bad signature');
+      const m = agentManifestSchema.parse(signed.manifest);
+      d.received.push(m);
+      void o.onRelease(d, m);
+    });
+    await client.subscribeAsync(topics.agent(id), { qos: 1 });
+    await d.sendStatus();
+    return d;
+  }
+
+  async sendStatus(version = this.version): Promise<void> {
+    this.version = version;
+    const s: Status = { v: 1, deviceId: this.id, state: 'online', model: null, release: null, sha256: null, at: iso(), agent: `apprentice-edge/${version}`, protocolVersion: 2, capabilities: this.capabilities, platform: this.platform };
+    await this.client.publishAsync(topics.status(this.id), JSON.stringify(s), { qos: 1, retain: true });
+  }
+
+  async event(type: DeviceEvent['type'], m: AgentManifest, running: string, reason?: NonNullable<DeviceEvent['agent']>['reason']): Promise<void> {
+    const e: DeviceEvent = { v: 1, deviceId: this.id, at: iso(), type, model: null, release: null, sha256: null, agent: { version: m.version, agentSeq: m.agentSeq, running, ...(reason ? { reason } : {}) } };
+    await this.client.publishAsync(topics.events(this.id), JSON.stringify(e), { qos: 1 });
+  }
+}
+
+/** Installs and commits whatever it is given. */
+const commits = async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => {
+  await d.sendStatus(m.version);
+  await d.event('agent_committed', m, m.version);
+};
+/** Commits but its event is lost: only its status says it runs the new version (as good as agent_committed). */
+const statusOnly = async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => d.sendStatus(m.version);
+/** Starts the new version, which fails its health check: back on the old one, reported. */
+const rollsBack = (old: string) => async (d: FakeAgentDevice, m: AgentManifest): Promise<void> => {
+  if (m.version === old) return d.sendStatus(old);
+  await d.event('agent_rolled_back', m, old, 'health_timeout');
+};
+
+describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features }) => {
+  let broker: TestBroker;
+  let fx: FleetFixture;
+  let work: string;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    broker = await start();
+  });
+  afterAll(async () => {
+    await broker?.stop();
+  });
+  beforeEach(async () => {
+    fx = new FleetFixture();
+    work = mkdtempSync(join(tmpdir(), 'agent-rollout-'));
+    // The broker outlives each test: clear what earlier tests retained for these devices.
+    const c = await connectClient(broker.url, `cleaner-${randomUUID().slice(0, 6)}`);
+    for (const id of ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old']) {
+      for (const t of [topics.agent(id), topics.status(id)]) await c.publishAsync(t, Buffer.alloc(0), { qos: 1, retain: true });
+      fx.addDevice(id, { online: false });
+    }
+    await c.endAsync();
+  });
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) await c();
+    fx.dispose();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  /** Agent 0.1.0 and 0.2.0 for linux-x64 pushed (agentSeq 1, 2); the cloud with a rollout engine ticking every 100 ms. */
+  async function startCloud(): Promise<RolloutEngine> {
+    for (const v of ['0.1.0', '0.2.0']) {
+      const tar = join(work, `push-${v}.tar.gz`);
+      writeFileSync(tar, await tinyBundle(work, v));
+      await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
+    }
+    const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: features.sharedSubscriptions, reconnectPeriod: 100 });
+    const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
+    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
+    const engine = await RolloutEngine.create({
+      registry: fx.registry,
+      publisher,
+      reissue: fx.reissue,
+      reissueAgent: async (seq) => (await reissueAgent({ registry: fx.registry, key: fx.key, agentSeq: seq, now: new Date() })).agentSeq,
+      signals: ingest,
+      tickSeconds: 0.1,
+    });
+    closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
+    return engine;
+  }
+
+  async function device(id: string, onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void>, o: { platform?: string; capabilities?: string[] } = {}): Promise<FakeAgentDevice> {
+    const d = await FakeAgentDevice.connect(broker.url, id, { version: '0.1.0', platform: o.platform ?? 'linux-x64', capabilities: o.capabilities ?? [DEVICE_CAPABILITIES.agentUpdate], publicKeyPem: fx.key.publicKeyPem, onRelease });
+    closers.push(() => d.client.endAsync(true));
+    await waitFor(() => fx.device(id)?.platform === (o.platform ?? 'linux-x64'), 5000, { message: `${id}'s status ingested` });
+    return d;
+  }
+
+  const rows = (id: string) => Object.fromEntries(fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all().map((r) => [r.deviceId, r]));
+
+  it('upgrade: linux-x64 devices with agent-update get 0.2.0 in waves and commit (by event or by status alone); the arm64 one and the one without agent-update are skipped with the reason, sent nothing', async () => {
+    const engine = await startCloud();
+    const devs = [await device('pi-1', commits), await device('pi-2', commits), await device('pi-3', statusOnly)];
+    const arm = await device('pi-arm', commits, { platform: 'linux-arm64' });
+    const old = await device('pi-old', commits, { capabilities: [] });
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [0.34, 1], soakSeconds: 0 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    const got = rows(r.id);
+    for (const id of ['pi-1', 'pi-2', 'pi-3']) {
+      expect(got[id]!.state, id).toBe('installed');
+      expect(fx.device(id)!.agent).toBe('apprentice-edge/0.2.0');
+      expect(fx.device(id)!.desiredAgentSeq).toBe(2);
+    }
+    expect(got['pi-3']!.reason).toBe('status reports the release running');
+    expect(got['pi-arm']).toMatchObject({ state: 'incompatible', reason: 'platform linux-arm64, the release is for linux-x64' });
+    expect(got['pi-old']).toMatchObject({ state: 'incompatible', reason: 'needs agent-update (the daemon cannot update itself)' });
+    expect(arm.received).toEqual([]);
+    expect(old.received).toEqual([]);
+    expect(devs.map((d) => d.received.map((m) => m.agentSeq))).toEqual([[2], [2], [2]]);
+    // The signed listing and artifact describe the pushed tarball, whose chunks are retained.
+    const rel = fx.db.select().from(agentReleases).where(eq(agentReleases.agentSeq, 2)).get()!;
+    expect(devs[0]!.received[0]!.artifact.sha256).toBe(rel.sha256);
+    const probe = await connectClient(broker.url, `probe-${randomUUID().slice(0, 6)}`);
+    closers.push(() => probe.endAsync(true));
+    const chunk = new Promise<Buffer>((resolve) => probe.on('message', (t, p) => t === topics.artifactChunk(rel.sha256, 0) && resolve(p)));
+    await probe.subscribeAsync(topics.artifactChunk(rel.sha256, 0), { qos: 1 });
+    expect((await chunk).length).toBe(Math.min(rel.bytes, devs[0]!.received[0]!.artifact.chunkSize));
+    // The committed events are stored with their agent part.
+    const ev = fx.db.select().from(deviceEvents).where(eq(deviceEvents.deviceId, 'pi-1')).all().find((e) => e.type === 'agent_committed');
+    expect(ev?.detail).toBe('agent 0.2.0 (agentSeq 2), running 0.2.0');
+  });
+
+  it('a device that rolls back is a failure: past the threshold the rollout rolls back by re-issuing 0.1.0 at a higher agentSeq', async () => {
+    const engine = await startCloud();
+    const devs = [await device('pi-1', rollsBack('0.1.0')), await device('pi-2', rollsBack('0.1.0')), await device('pi-3', rollsBack('0.1.0'))];
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'rolled_back', 15_000, { message: `rollout rolls back (${JSON.stringify(engine.get(r.id)?.rollout)})` });
+    const after = engine.get(r.id)!.rollout;
+    const reissue = fx.db.select().from(agentReleases).where(eq(agentReleases.agentSeq, after.rollbackSeq!)).get()!;
+    expect(reissue).toMatchObject({ version: '0.1.0', reissueOf: 1 });
+    expect(reissue.agentSeq).toBeGreaterThan(2);
+    // Every device that was given 0.2.0 gets the re-issue of 0.1.0 (a higher agentSeq, so it passes the floor).
+    await waitFor(() => devs.every((d) => d.received.some((m) => m.agentSeq === reissue.agentSeq)), 5000, { message: 'the re-issue reaches every device' });
+    const m = devs[0]!.received.at(-1)!;
+    expect(m).toMatchObject({ version: '0.1.0', agentSeq: reissue.agentSeq, reissueOf: 1 });
+    for (const d of devs) expect(fx.device(d.id)!.desiredAgentSeq).toBe(reissue.agentSeq);
+  });
+
+  it('below the threshold a rolled-back device is quarantined on a re-issue of its previous version; the others complete', async () => {
+    const engine = await startCloud();
+    await device('pi-1', commits);
+    await device('pi-2', commits);
+    const bad = await device('pi-3', rollsBack('0.1.0'));
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    const got = rows(r.id);
+    expect([got['pi-1']!.state, got['pi-2']!.state, got['pi-3']!.state]).toEqual(['installed', 'installed', 'quarantined']);
+    expect(got['pi-3']!.reason).toMatch(/^health_timeout; kept on release 1 \(re-issued as \d+\)$/);
+    await waitFor(() => bad.received.some((m) => m.version === '0.1.0'), 5000, { message: 'pi-3 receives the re-issue of 0.1.0' });
+    const q = bad.received.at(-1)!;
+    expect(q).toMatchObject({ version: '0.1.0', reissueOf: 1 });
+    expect(fx.device('pi-3')!.desiredAgentSeq).toBe(q.agentSeq);
+  });
+
+  it('a revoked device loses its retained agent release', async () => {
+    const engine = await startCloud();
+    const d = await device('pi-1', commits);
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'devices', ids: ['pi-1'] }, waves: [1], soakSeconds: 0 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: 'rollout completes' });
+    const empties: number[] = [];
+    d.client.on('message', (t, p) => t === topics.agent('pi-1') && p.length === 0 && empties.push(1));
+    await engine.onDeviceRevoked('pi-1');
+    await waitFor(() => empties.length === 1, 5000, { message: 'the retained agent release cleared' });
+    expect(fx.device('pi-1')!.desiredAgentSeq).toBeNull();
+  });
+});
