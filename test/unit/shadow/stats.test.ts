@@ -85,7 +85,7 @@ describe('agreement gate verdict', () => {
     expect(shadowVerdict(idx, 'lonely', 0.01, 1)).toMatchObject({ hold: false, evidence: 'none' });
     expect(shadowVerdict(idx, 'new-device', 0.01, 1).reason).toMatch(/^no evidence: the round did not evaluate/);
     expect(shadowVerdict(idx, 'worse', 0.01, 7)).toMatchObject({ hold: false, evidence: 'none', reason: 'no evidence: evaluated against release #1, the device now runs #7' });
-    expect(shadowVerdict(shadowIndex([]), 'worse', 0.01, 1)).toMatchObject({ hold: false, evidence: 'none', reason: expect.stringMatching(/uploaded or re-issued/) });
+    expect(shadowVerdict(shadowIndex([]), 'worse', 0.01, 1)).toMatchObject({ hold: false, evidence: 'none', reason: expect.stringMatching(/no shadow evaluation \(uploaded, re-issued/) });
   });
 
   it('describes figures with signs and the interval', () => {
