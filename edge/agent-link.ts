@@ -1,4 +1,5 @@
 import type { MqttClient } from 'mqtt';
+import { Counter, type Registry } from 'prom-client';
 import { silentLogger, type Logger } from '../shared/log/index.js';
 import { CLOUD_FEATURES, topics, type DeviceEvent } from '../shared/protocol/index.js';
 import { ConfigError, type EdgeConfig } from './config/index.js';
@@ -16,6 +17,8 @@ export interface AgentLinkDeps {
   onRestart: () => void;
   httpCredentials?: { username: string; password: string };
   log?: Logger;
+  /** The daemon's registry: agent events an older cloud cannot read are counted there. */
+  metrics?: Registry;
 }
 
 /**
@@ -29,6 +32,7 @@ export class AgentLink {
   private lifecycle: AgentLifecycle | undefined;
   private reported = false;
   private readonly log: Logger;
+  private readonly droppedEvents: Counter<'type'> | undefined;
   readonly topic: string;
   readonly version = readAgentVersion().version;
 
@@ -38,6 +42,11 @@ export class AgentLink {
   ) {
     this.log = deps.log ?? silentLogger;
     this.topic = topics.agent(deps.config.deviceId);
+    const reg = deps.metrics;
+    this.droppedEvents = reg
+      ? ((reg.getSingleMetric('apprentice_edge_agent_events_dropped_total') as Counter<'type'> | undefined) ??
+        new Counter({ name: 'apprentice_edge_agent_events_dropped_total', help: 'agent_* events not sent because the cloud does not accept events.agent (logged as agent/event-dropped)', labelNames: ['type'] as const, registers: [reg] }))
+      : undefined;
   }
 
   static async open(deps: AgentLinkDeps): Promise<AgentLink> {
@@ -135,6 +144,7 @@ export class AgentLink {
     }
     if (!link.accepts(CLOUD_FEATURES.agentEvents)) {
       this.log.warn({ type: ev.type, agent: ev.agent }, 'agent/event-dropped: the cloud does not accept agent events');
+      this.droppedEvents?.inc({ type: ev.type });
       return;
     }
     link.emit(ev);

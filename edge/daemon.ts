@@ -162,7 +162,7 @@ export class EdgeDaemon {
       onDisagreement: disagreementsToOutbox({ selector: this.selector, enqueue: (e) => this.writer.enqueue(e), accepts: (f) => link.accepts(f) }),
       log: log.child({ module: 'edge/shadow' }),
     });
-    this.agent = await AgentLink.open({ config, client: this.client, link, env: this.env, onRestart: () => this.onRestart(), log, ...(options.username !== undefined && options.password !== undefined ? { httpCredentials: { username: options.username, password: String(options.password) } } : {}) });
+    this.agent = await AgentLink.open({ config, client: this.client, link, env: this.env, onRestart: () => this.onRestart(), log, metrics, ...(options.username !== undefined && options.password !== undefined ? { httpCredentials: { username: options.username, password: String(options.password) } } : {}) });
     this.updates = await UpdateManager.create({
       deviceId: id,
       dataDir: config.dataDir,
