@@ -16,7 +16,7 @@
  * build`), BENCH_REAL_DEVICES (default 3) devices install it. Results: test/bench/results/agent-rollout.json.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { packAgentBundle } from '../../cloud/agents/pack.js';
@@ -64,8 +64,12 @@ async function phase(name: string, devices: number, tarPath: string, version: st
   const broker = mosquittoPath() ? await startMosquitto() : await startAedes();
   const fx = new FleetFixture();
   const closers: (() => Promise<unknown>)[] = [];
+  const bundleBytes = statSync(tarPath).size;
   try {
-    const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath, now: new Date() });
+    // releaseAgent moves the pushed tarball into the cloud's store: push a copy.
+    const pushed = join(work, 'push.tar.gz');
+    copyFileSync(tarPath, pushed);
+    const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: pushed, now: new Date() });
     const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: broker.kind === 'mosquitto', reconnectPeriod: 100 });
     const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
     const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
@@ -95,10 +99,13 @@ async function phase(name: string, devices: number, tarPath: string, version: st
       { message: `all on ${version} (${done.size}/${devices})`, intervalMs: 100 },
     );
     const allOnNewS = (performance.now() - t0) / 1000;
+    // The status names the new version when the trial starts; the commit follows once it is acknowledged.
+    await waitFor(() => fleet.devices.every((d) => d.agent!.commits === 1), 30_000, { message: 'every trial committed' }).catch(() => undefined);
+    const allCommittedS = (performance.now() - t0) / 1000;
     await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 30_000, { message: 'rollout completed' }).catch(() => undefined);
+    const completedS = (performance.now() - t0) / 1000;
     const times = [...done.values()].sort((a, b) => a - b);
     const bytes = [...received.values()].sort((a, b) => a - b);
-    const bundleBytes = statSync(tarPath).size;
     const commits = fleet.devices.reduce((s, d) => s + (d.agent?.commits ?? 0), 0);
     return {
       devices,
@@ -108,7 +115,9 @@ async function phase(name: string, devices: number, tarPath: string, version: st
       soakSeconds: SOAK,
       rolloutState: engine.get(r.id)!.rollout.state,
       allOnNewVersionSeconds: round(allOnNewS),
-      perDeviceSeconds: { p50: round(times[Math.floor(times.length / 2)]! / 1000), max: round(times.at(-1)! / 1000) },
+      allCommittedSeconds: round(allCommittedS),
+      rolloutCompletedSeconds: round(completedS),
+      perDeviceSeconds: { min: round(times[0]! / 1000), p10: round(times[Math.floor(times.length * 0.1)]! / 1000), p50: round(times[Math.floor(times.length / 2)]! / 1000), max: round(times.at(-1)! / 1000) },
       committedByLifecycle: commits,
       bytesPerDevice: { min: bytes[0] ?? 0, max: bytes.at(-1) ?? 0, mean: round(bytes.reduce((a, b) => a + b, 0) / Math.max(1, bytes.length), 0), devicesCounted: bytes.length },
       bytesPerDeviceOverBundle: round((bytes.reduce((a, b) => a + b, 0) / Math.max(1, bytes.length)) / bundleBytes, 3),
