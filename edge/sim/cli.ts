@@ -45,6 +45,7 @@ interface SimOpts {
   failSelfTest: string;
   neverConnect: string;
   switchedOff: string;
+  agentRoot?: string;
 }
 
 /**
@@ -68,6 +69,7 @@ export function simCommand(): Command {
     .option('--fail-self-test <share>', 'share of devices (0..1, picked by device index) whose outputs are wrong, so their self-test fails every install', '0')
     .option('--never-connect <share>', 'share of devices (0..1, picked by device index) provisioned but never connected', '0')
     .option('--switched-off <share>', 'share of devices (0..1, picked by device index) online once (status and capabilities reported), then switched off for good', '0')
+    .option('--agent-root <dir>', 'agent mode: every device declares agent-update and its platform, follows devices/{id}/agent and installs agent releases with the real edge/agent logic into <dir>/<deviceId> (the restart is simulated in process, then the real trial/commit runs)')
     .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN\n  apprentice sim -n 1000 --workers 2 --fail-self-test 0.01 --never-connect 0.05 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
     .action(async (opts: SimOpts) => {
       const n = parsePositiveInt('--devices', opts.devices);
@@ -100,6 +102,7 @@ export function simCommand(): Command {
         logLevel: process.env.APPRENTICE_LOG_LEVEL ?? 'warn',
         connectConcurrency: conc,
         shares,
+        agentRoot: opts.agentRoot,
         cloud: opts.cloud ? { url: opts.cloud, token: token!, groups: opts.group } : undefined,
       });
       let stopping = false;
@@ -118,7 +121,7 @@ export function simCommand(): Command {
       const print = (): void => {
         const s = fleet.stats();
         const running = Object.entries(s.running).map(([r, c]) => `r${r}:${c}`).join(' ') || '-';
-        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} off ${s.neverConnect + s.switchedOff} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}`;
+        const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] devices ${s.devices}/${n} connected ${s.connected} off ${s.neverConnect + s.switchedOff} installed ${s.installed} rejected ${s.rejected} rolled_back ${s.rolledBack} running ${running} sessions ${s.sessions}${opts.agentRoot ? ` agents ${Object.entries(s.agents).map(([v, c]) => `${v}:${c}`).join(' ')}` : ''}`;
         if (line.replace(/^\[[^\]]*\] /, '') !== last) process.stdout.write(`${line}\n`);
         last = line.replace(/^\[[^\]]*\] /, '');
       };

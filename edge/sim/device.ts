@@ -5,9 +5,11 @@ import type { TrustedKey } from '../../shared/manifest/index.js';
 import { CLOUD_FEATURES, DEVICE_CAPABILITIES, PROTOCOL_REVISION, encodePayload, eventSchema, topics, type DeviceEvent } from '../../shared/protocol/index.js';
 import { jitterReconnects, mqttClientOptions, parseEdgeConfig, type EdgeConfig } from '../config/index.js';
 import type { ModelHost } from '../runtime/index.js';
-import { CloudInfoWatcher, EDGE_CAPABILITIES, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease, type StatusExtension } from '../status/index.js';
+import { CloudInfoWatcher, EDGE_CAPABILITIES, agentPlatform, InferenceStats, StatusPublisher, TelemetryPublisher, buildTelemetry, lastWill, type RunningRelease, type StatusExtension } from '../status/index.js';
 import { UpdateManager, type UpdateOutcome } from '../updates/index.js';
 import type { SharedSessions } from './sessions.js';
+import { SimAgent } from './agent.js';
+import { join } from 'node:path';
 
 /**
  * One simulated device: the real edge update path (edge/updates UpdateManager: manifest verification,
@@ -39,6 +41,8 @@ export interface SimDeviceOptions {
   telemetrySeconds?: number;
   /** The device's model outputs are wrong (see SharedSessions.host): its real self-test fails every install. */
   failSelfTest?: boolean;
+  /** Agent mode: the real edge/agent install logic against `<agentRoot>/<deviceId>` (edge/sim/agent.ts). */
+  agentRoot?: string;
 }
 
 /**
@@ -64,6 +68,8 @@ export class SimDevice {
   private readonly startedAt = Date.now();
   private readonly log: Logger;
   private stopped = false;
+  /** Agent mode only (`agentRoot`). */
+  agent: SimAgent | undefined;
 
   private constructor(private readonly opts: SimDeviceOptions) {
     this.log = opts.log ?? silentLogger;
@@ -126,11 +132,27 @@ export class SimDevice {
       retry: { initialMs: config.updates.retryInitialMs, maxMs: config.updates.retryMaxMs },
     });
     this.cloudInfo = new CloudInfoWatcher({ client: this.client, log, onChange: () => this.status.publish() });
+    if (this.opts.agentRoot) {
+      this.agent = new SimAgent({
+        deviceId: config.deviceId,
+        root: join(this.opts.agentRoot, config.deviceId),
+        client: this.client,
+        trustedKeys: config.trustedKeys,
+        cloudProtocol: () => this.cloudInfo.current?.protocolVersion ?? 1,
+        emit: (ev) => this.emitAgent(ev),
+        publishStatus: () => this.status.publish(),
+        statusAcknowledgedAt: () => this.status.acknowledgedAt,
+        log,
+      });
+      await this.agent.open();
+    }
+    const ext = this.agent ? { ...SIM_EXTENSION, capabilities: [...SIM_CAPABILITIES, DEVICE_CAPABILITIES.agentUpdate] } : SIM_EXTENSION;
     this.status = new StatusPublisher({
       client: this.client,
       deviceId: config.deviceId,
       running: () => this.running(),
-      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? SIM_EXTENSION : undefined),
+      extension: () => (this.cloudInfo.accepts(CLOUD_FEATURES.statusExt) ? (this.cloudInfo.accepts(CLOUD_FEATURES.statusPlatform) ? { ...ext, platform: agentPlatform() } : ext) : undefined),
+      ...(this.agent ? { agent: () => `apprentice-edge/${this.agent!.version}` } : {}),
       log,
     });
     this.telemetry = new TelemetryPublisher({
@@ -142,13 +164,18 @@ export class SimDevice {
       log,
     });
     const desired = topics.desired(config.deviceId);
+    const agentTopic = topics.agent(config.deviceId);
     this.client.on('error', (err) => log.debug({ err: err.message }, 'sim/mqtt-error'));
     this.client.on('connect', () => {
-      this.client.subscribe(desired, { qos: 1 }, (err) => {
+      this.client.subscribe(this.agent ? [desired, agentTopic] : desired, { qos: 1 }, (err) => {
         if (err) log.debug({ err: err.message }, 'sim/subscribe-interrupted');
       });
     });
     this.client.on('message', (topic, payload) => {
+      if (topic === agentTopic && this.agent) {
+        void this.agent.handle(payload).then((o) => log.debug({ outcome: o }, 'sim/agent-outcome'));
+        return;
+      }
       if (topic !== desired) return;
       void this.updates.handleDesired(payload).then((o: UpdateOutcome) => log.debug({ outcome: o }, 'sim/outcome'));
     });
@@ -193,6 +220,7 @@ export class SimDevice {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.agent?.stop();
     this.status.stop();
     this.telemetry.stop();
     this.cloudInfo.stop();
@@ -200,6 +228,15 @@ export class SimDevice {
     await this.status.offline(1_000).catch(() => false);
     await this.client.endAsync(!this.client.connected).catch(() => undefined);
     await this.host.dispose().catch(() => undefined);
+  }
+
+  /** `agent_*` events only to a cloud that accepts them (CLOUD_FEATURES.agentEvents), like edge/agent-link.ts. */
+  private emitAgent(ev: DeviceEvent): void {
+    if (!this.cloudInfo.accepts(CLOUD_FEATURES.agentEvents)) {
+      this.log.warn({ type: ev.type, agent: ev.agent }, 'sim/agent-event-dropped: the cloud does not accept agent events');
+      return;
+    }
+    this.emit(ev);
   }
 
   private emit(ev: DeviceEvent): void {

@@ -36,6 +36,8 @@ export interface SimFleetOptions {
   indices?: readonly number[];
   /** Misbehaving shares of the whole fleet, picked by device index (edge/sim/shares.ts). */
   shares?: SimShares;
+  /** Agent mode: each device installs agent releases into `<agentRoot>/<deviceId>` (edge/sim/agent.ts). */
+  agentRoot?: string;
 }
 
 export interface SimFleetStats {
@@ -53,6 +55,8 @@ export interface SimFleetStats {
   switchedOff: number;
   /** Devices whose self-test fails (`shares.failSelfTest`). */
   failSelfTest: number;
+  /** Agent mode: devices by the agent version they run (after a committed switch, the new one). */
+  agents: Record<string, number>;
 }
 
 /** Runs N {@link SimDevice}s in this process, with a shared ORT session cache. */
@@ -105,6 +109,7 @@ export class SimFleet {
         mqttIdleTimeoutMs: opts.mqttIdleTimeoutMs,
         telemetrySeconds: opts.telemetrySeconds,
         failSelfTest: plan.failSelfTest,
+        agentRoot: opts.agentRoot,
       });
       await dev.start();
       await dev.waitConnected(60_000);
@@ -121,14 +126,16 @@ export class SimFleet {
 
   stats(): SimFleetStats {
     const running: Record<string, number> = {};
+    const agents: Record<string, number> = {};
     let connected = 0;
     for (const d of this.devices) {
       if (!d) continue;
       if (d.connected) connected++;
       const r = d.running();
       if (r) running[r.release] = (running[r.release] ?? 0) + 1;
+      if (d.agent) agents[d.agent.version] = (agents[d.agent.version] ?? 0) + 1;
     }
-    return { devices: this.devices.filter(Boolean).length, connected, running, ...this.counts, sessions: this.sessions.stats().sessions, ...this.plan };
+    return { devices: this.devices.filter(Boolean).length, connected, running, ...this.counts, sessions: this.sessions.stats().sessions, ...this.plan, agents };
   }
 
   async stop(): Promise<void> {

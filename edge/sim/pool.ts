@@ -29,6 +29,8 @@ export interface SimPoolOptions {
   onEvent?: (ev: DeviceEvent) => void;
   /** How often each worker reports its stats; default 500 ms. */
   statsMs?: number;
+  /** Agent mode (edge/sim/agent.ts): agent releases installed into `<agentRoot>/<deviceId>`. */
+  agentRoot?: string;
 }
 
 interface WorkerState {
@@ -111,6 +113,7 @@ export class SimPool {
         logLevel: opts.logLevel ?? 'warn',
         events: opts.onEvent !== undefined,
         statsMs: opts.statsMs ?? 500,
+        agentRoot: opts.agentRoot,
       };
       proc.send(init);
     }
@@ -124,7 +127,7 @@ export class SimPool {
 
   /** The workers' last reports, summed. */
   stats(): SimFleetStats & { workers: number; cpuSeconds: number; rssBytes: number } {
-    const out = { devices: 0, connected: 0, running: {} as Record<string, number>, installed: 0, rejected: 0, rolledBack: 0, sessions: 0, neverConnect: 0, switchedOff: 0, failSelfTest: 0, workers: this.ws.length, cpuSeconds: 0, rssBytes: 0 };
+    const out = { devices: 0, connected: 0, running: {} as Record<string, number>, installed: 0, rejected: 0, rolledBack: 0, sessions: 0, neverConnect: 0, switchedOff: 0, failSelfTest: 0, agents: {} as Record<string, number>, workers: this.ws.length, cpuSeconds: 0, rssBytes: 0 };
     for (const w of this.ws) {
       out.cpuSeconds += w.cpuSeconds;
       out.rssBytes += w.rssBytes;
@@ -132,6 +135,7 @@ export class SimPool {
       if (!s) continue;
       for (const k of ['devices', 'connected', 'installed', 'rejected', 'rolledBack', 'sessions', 'neverConnect', 'switchedOff', 'failSelfTest'] as const) out[k] += s[k];
       for (const [r, c] of Object.entries(s.running)) out.running[r] = (out.running[r] ?? 0) + c;
+      for (const [v, c] of Object.entries(s.agents ?? {})) out.agents[v] = (out.agents[v] ?? 0) + c;
     }
     return out;
   }

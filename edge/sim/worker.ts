@@ -29,6 +29,7 @@ export interface WorkerInit {
   /** Forward every device event to the parent. */
   events: boolean;
   statsMs: number;
+  agentRoot?: string;
 }
 
 export type WorkerMessage =
@@ -59,6 +60,7 @@ async function run(init: WorkerInit): Promise<void> {
     shares: init.shares,
     mqttIdleTimeoutMs: init.mqttIdleTimeoutMs,
     telemetrySeconds: init.telemetrySeconds,
+    agentRoot: init.agentRoot,
     onEvent: init.events ? (event) => send({ type: 'event', worker: init.worker, event }) : undefined,
   });
   const report = (): void => {

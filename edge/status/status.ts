@@ -45,7 +45,7 @@ export function statusFieldsFor(ext: StatusExtension, accepts: (feature: CloudFe
 }
 
 /** A `devices/{id}/status` payload; `ext` only for a cloud that accepts it (compat.ts). */
-export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): Buffer {
+export function statusPayload(deviceId: string, state: Status['state'], running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>, agent = AGENT): Buffer {
   return encodePayload(statusSchema, {
     v: PROTOCOL_VERSION,
     deviceId,
@@ -54,14 +54,14 @@ export function statusPayload(deviceId: string, state: Status['state'], running:
     release: running?.release ?? null,
     sha256: running?.sha256 ?? null,
     at: at.toISOString(),
-    agent: AGENT,
+    agent,
     ...ext,
   });
 }
 
 /** The last will: the broker publishes it, retained, when our connection dies without a DISCONNECT. */
-export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>): MqttWill {
-  return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at, ext), qos: 1, retain: true };
+export function lastWill(deviceId: string, running: RunningRelease | null, at: Date, ext?: StatusExtension & Pick<Status, 'platform'>, agent = AGENT): MqttWill {
+  return { topic: assertPublishable(topics.status(deviceId)), payload: statusPayload(deviceId, 'offline', running, at, ext, agent), qos: 1, retain: true };
 }
 
 export interface StatusPublisherDeps {
@@ -73,6 +73,8 @@ export interface StatusPublisherDeps {
   extension?: () => (StatusExtension & Pick<Status, 'platform'>) | undefined;
   log?: Logger;
   now?: () => Date;
+  /** The `agent` string (default AGENT, this bundle's); the simulator's agent mode names the version it switched to. */
+  agent?: () => string;
 }
 
 /**
@@ -121,9 +123,10 @@ export class StatusPublisher {
     const { client, deviceId } = this.deps;
     const running = this.deps.running();
     const ext = this.deps.extension?.();
-    client.options.will = lastWill(deviceId, running, this.now(), ext);
+    const agent = this.deps.agent?.() ?? AGENT;
+    client.options.will = lastWill(deviceId, running, this.now(), ext, agent);
     if (!client.connected) return;
-    client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now(), ext), { qos: 1, retain: true }, (err) => {
+    client.publish(this.topic, statusPayload(deviceId, 'online', running, this.now(), ext, agent), { qos: 1, retain: true }, (err) => {
       if (err) this.log.warn({ err }, 'status/publish-failed');
       else this.acknowledgedAt = Date.now();
     });

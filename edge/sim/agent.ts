@@ -1,0 +1,113 @@
+import { join } from 'node:path';
+import type { MqttClient } from 'mqtt';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { TrustedKey } from '../../shared/manifest/index.js';
+import type { DeviceEvent } from '../../shared/protocol/index.js';
+import { AgentInstaller, AgentLifecycle, readMarker, type AgentOutcome } from '../agent/index.js';
+import { agentPlatform, readAgentVersion } from '../status/index.js';
+
+export interface SimAgentDeps {
+  deviceId: string;
+  /** This device's agent root (`<agent-root>/<deviceId>`), like APPRENTICE_AGENT_ROOT under the launcher. */
+  root: string;
+  client: MqttClient;
+  trustedKeys: readonly TrustedKey[];
+  cloudProtocol: () => number;
+  /** Publishes an `agent_*` event (the device gates it on CLOUD_FEATURES.agentEvents). */
+  emit: (ev: DeviceEvent) => void;
+  /** Republishes status (it names {@link SimAgent.version}). */
+  publishStatus: () => void;
+  /** When the broker last acknowledged an `online` status (StatusPublisher.acknowledgedAt). */
+  statusAcknowledgedAt: () => number;
+  log?: Logger;
+  /** Health deadline of the simulated trial; default 30 s. */
+  healthDeadlineMs?: number;
+}
+
+/**
+ * Agent updates of one simulated device (`apprentice sim --agent-root DIR`): the REAL edge/agent
+ * AgentInstaller (verify → download through the ArtifactFetcher → unpack against the signed listing →
+ * marker → switch `current`) against the device's own root. The restart it asks for is simulated in
+ * process: the device "restarts" onto the version in the marker, then runs the REAL AgentLifecycle
+ * (startup → trial → commit: marker committed, floor, prune, `agent_committed`) with a health check of
+ * "connected, and a status naming the new version acknowledged by the broker" (the daemon's check also
+ * asks its local API, which the simulator has not). A new installer is then opened for the next release.
+ */
+export class SimAgent {
+  private installer!: AgentInstaller;
+  private lifecycle: AgentLifecycle | undefined;
+  private running: { version: string; dir: string };
+  private readonly log: Logger;
+  private stopped = false;
+  /** Switches completed and committed by this device (for tests and the bench). */
+  commits = 0;
+
+  constructor(private readonly deps: SimAgentDeps) {
+    this.log = deps.log ?? silentLogger;
+    this.running = { version: readAgentVersion().version, dir: process.cwd() };
+  }
+
+  get version(): string {
+    return this.running.version;
+  }
+
+  get platform(): string {
+    return agentPlatform();
+  }
+
+  async open(): Promise<void> {
+    const { deps } = this;
+    this.installer = await AgentInstaller.create({
+      deviceId: deps.deviceId,
+      root: deps.root,
+      running: this.running,
+      platform: agentPlatform(),
+      trustedKeys: () => deps.trustedKeys,
+      now: () => new Date(),
+      cloudProtocol: deps.cloudProtocol,
+      emit: deps.emit,
+      requestRestart: () => void this.restart().catch((err: unknown) => this.log.error({ err }, 'sim/agent-restart-failed')),
+      mqtt: deps.client,
+      log: this.log,
+    });
+  }
+
+  handle(payload: Buffer): Promise<AgentOutcome> {
+    return this.installer.handle(payload);
+  }
+
+  /** The simulated restart: now "running" the marker's pending version, on trial until healthy. */
+  private async restart(): Promise<void> {
+    if (this.stopped) return;
+    const { deps } = this;
+    const marker = await readMarker(deps.root);
+    if (!marker || marker.state !== 'pending') return;
+    this.running = { version: marker.pending, dir: join(deps.root, marker.pending) };
+    this.lifecycle = new AgentLifecycle({
+      deviceId: deps.deviceId,
+      root: deps.root,
+      version: marker.pending,
+      now: () => new Date(),
+      emit: deps.emit,
+      requestRestart: () => void this.restart(),
+      healthDeadlineMs: deps.healthDeadlineMs ?? 30_000,
+      pollMs: 100,
+      log: this.log,
+    });
+    const role = await this.lifecycle.startup();
+    if (role.role !== 'trial') return;
+    const since = Date.now();
+    deps.publishStatus();
+    const outcome = await this.lifecycle.trial(role.marker, async () => {
+      if (!deps.client.connected) return { ok: false, detail: 'not connected to the broker' };
+      return deps.statusAcknowledgedAt() >= since ? { ok: true, detail: 'connected, status naming the new version acknowledged' } : { ok: false, detail: 'no status acknowledged by the broker yet' };
+    });
+    if (outcome === 'committed') this.commits++;
+    if (!this.stopped) await this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.lifecycle?.stop();
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * `apprentice sim --agent-root` (edge/sim/agent.ts): two simulated devices in agent mode against a real
+ * cloud side (registry, ingest, publisher, rollout engine) over a real broker (aedes). The agent release
+ * is a tiny bundle packed like `apprentice agent build`; each device downloads it over MQTT chunks,
+ * unpacks it into its own root, switches `current`, "restarts" in process and commits through the real
+ * AgentLifecycle; the rollout completes on their status and events.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { releaseAgent } from '../../../cloud/agents/release.js';
+import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
+import { Ingest } from '../../../cloud/fleet/ingest.js';
+import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
+import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
+import { deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
+import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import { SimFleet } from '../../../edge/sim/index.js';
+import { agentPlatform, readAgentVersion } from '../../../edge/status/index.js';
+import { tinyBundle } from '../../fixtures/agent-tar.js';
+import { startAedes, waitFor, type AedesBroker } from '../../helpers/broker.js';
+import { FleetFixture } from '../../unit/fleet/fixtures.js';
+
+describe('sim agent mode', () => {
+  let broker: AedesBroker;
+  let fx: FleetFixture;
+  let work: string;
+  const closers: (() => Promise<unknown>)[] = [];
+
+  beforeAll(async () => {
+    broker = await startAedes();
+    fx = new FleetFixture();
+    work = mkdtempSync(join(tmpdir(), 'sim-agent-'));
+  });
+  afterAll(async () => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+    await broker?.stop();
+    fx?.dispose();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('two devices install a pushed agent release with the real installer and commit it; the rollout completes', async () => {
+    const platform = agentPlatform();
+    if (platform !== 'linux-x64' && platform !== 'linux-arm64') {
+      console.log(`sim agent mode test: skipped, agent bundles exist for linux-x64/arm64 only (this is ${platform})`);
+      return;
+    }
+    const from = readAgentVersion().version;
+    const next = '99.0.0';
+    const tar = join(work, 'push.tar.gz');
+    writeFileSync(tar, await tinyBundle(work, next, platform));
+    const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
+    const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: false, reconnectPeriod: 100 });
+    const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
+    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
+    await publisher.publishCloudInfo();
+    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
+    closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
+
+    const agentRoot = join(work, 'agents');
+    const fleet = new SimFleet({ devices: 2, mqttUrl: broker.url, dataDir: join(work, 'devices'), trustedKeys: fx.trusted, prefix: 'ag', agentRoot });
+    closers.push(() => fleet.stop());
+    for (let i = 0; i < 2; i++) fx.addDevice(SimFleet.deviceId('ag', i), { online: false });
+    await fleet.start();
+    const ids = [0, 1].map((i) => SimFleet.deviceId('ag', i));
+    await waitFor(() => ids.every((id) => fx.device(id)?.platform === platform && fx.device(id)?.agent === `apprentice-edge/${from}`), 10_000, { message: 'sim status (platform, agent version) ingested' });
+
+    const r = await engine.create({ model: `agent:${platform}`, kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: [0.5, 1], soakSeconds: 0 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+
+    expect(fleet.stats().agents).toEqual({ [next]: 2 });
+    const rows = fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, r.id)).all();
+    expect(rows.map((x) => x.state).sort()).toEqual(['installed', 'installed']);
+    for (const id of ids) {
+      expect(fx.device(id)!.agent).toBe(`apprentice-edge/${next}`);
+      const root = join(agentRoot, id);
+      // The real layout: `current` points at the unpacked version, whose files are the bundle's.
+      expect(readlinkSync(join(root, 'current'))).toContain(next);
+      expect(JSON.parse(readFileSync(join(root, next, 'package.json'), 'utf8')).version).toBe(next);
+      expect(existsSync(join(root, next, 'dist/bin/edge.js'))).toBe(true);
+      await waitFor(() => fx.db.select().from(deviceEvents).where(eq(deviceEvents.deviceId, id)).all().some((e) => e.type === 'agent_committed'), 5_000, { message: `${id}'s agent_committed stored` });
+    }
+    await waitFor(() => fleet.devices.every((d) => d.agent!.commits === 1), 5_000, { message: 'both trials ended in a commit' });
+  }, 40_000);
+});
