@@ -13,6 +13,7 @@ import { agentRelease, DuplicateAgentReleaseError, listAgentReleases } from '../
 import type { AgentReleaseRow } from '../registry/schema.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
+import { uploadSlots } from './upload-slots.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { streamToFile } from './uploads.js';
@@ -65,7 +66,7 @@ export function agentRoutes(ctx: ApiContext): Hono {
   const pushes = new Counter({ name: 'apprentice_cloud_agent_pushes_total', help: 'Agent tarball pushes by result: released, or the refusal code (payload_too_large, not_tar_gz, unsafe_entry, bad_agent_json, agent_mismatch, agent_exists, ...)', labelNames: ['result'] as const, registers: ctx.uploads.metrics ? [ctx.uploads.metrics] : [] });
   const max = Math.min(ctx.limits.maxUploadBytes, MAX_AGENT_BYTES);
   const tooLarge = (n: number): ApiError => new ApiError(413, 'payload_too_large', `the agent tarball exceeds ${n} bytes (api.maxUploadBytes, at most the protocol's ${MAX_AGENT_BYTES})`);
-  let inFlight = 0;
+  const slots = uploadSlots(ctx);
   return new Hono()
     .post(
       '/',
@@ -84,13 +85,13 @@ export function agentRoutes(ctx: ApiContext): Hono {
       validate('query', pushQuery),
       async (c) => {
         const q = c.req.valid('query');
-        if (inFlight >= ctx.limits.maxConcurrentUploads) {
+        if (slots.n >= ctx.limits.maxConcurrentUploads) {
           pushes.inc({ result: 'uploads_busy' });
-          ctx.log.warn({ inFlight }, 'cloud/api agent push refused: all upload slots busy');
+          ctx.log.warn({ inFlight: slots.n }, 'cloud/api agent push refused: all upload slots busy');
           c.header('Retry-After', '10');
-          throw new ApiError(503, 'uploads_busy', `${inFlight} uploads are in progress (api.maxConcurrentUploads); retry in 10 s`);
+          throw new ApiError(503, 'uploads_busy', `${slots.n} uploads are in progress (api.maxConcurrentUploads); retry in 10 s`);
         }
-        inFlight++;
+        slots.n++;
         const tmpDir = join(ctx.artifactsDir, 'tmp');
         const tmp = join(tmpDir, `agent-${randomUUID()}.tar.gz`);
         try {
@@ -117,7 +118,7 @@ export function agentRoutes(ctx: ApiContext): Hono {
           if (e instanceof ApiError) ctx.log.warn({ code: e.code, reason: e.message }, 'cloud/api agent push refused');
           throw e;
         } finally {
-          inFlight--;
+          slots.n--;
           await rm(tmp, { force: true });
         }
       },

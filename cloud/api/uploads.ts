@@ -13,6 +13,7 @@ import { releases } from '../registry/schema.js';
 import { releaseUploadedModel, UploadRejectedError } from '../rounds/upload.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
+import { uploadSlots } from './upload-slots.js';
 import { ApiError, errorBodySchema } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { releaseSchema, releaseView } from './releases.js';
@@ -77,7 +78,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
   const signer = { sign: (m: Parameters<typeof signManifest>[0]) => signManifest(m, ctx.keys.active()) };
   // Each upload holds a temp file of up to maxUploadBytes, the whole model in memory and an ORT session:
   // the slots bound the disk, memory and CPU that concurrent uploads can take.
-  let inFlight = 0;
+  const slots = uploadSlots(ctx);
   return new Hono().post(
     '/:name/releases',
     describeRoute({
@@ -98,13 +99,13 @@ export function uploadRoutes(ctx: ApiContext): Hono {
       const { name } = c.req.valid('param');
       const { quantize, output, metrics } = c.req.valid('query');
       const max = ctx.limits.maxUploadBytes;
-      if (inFlight >= ctx.limits.maxConcurrentUploads) {
+      if (slots.n >= ctx.limits.maxConcurrentUploads) {
         uploads.inc({ result: 'uploads_busy' });
-        ctx.log.warn({ model: name, inFlight, max: ctx.limits.maxConcurrentUploads }, 'cloud/api upload refused: all upload slots busy');
+        ctx.log.warn({ model: name, inFlight: slots.n, max: ctx.limits.maxConcurrentUploads }, 'cloud/api upload refused: all upload slots busy');
         c.header('Retry-After', String(BUSY_RETRY_SECONDS));
-        throw new ApiError(503, 'uploads_busy', `${inFlight} uploads are in progress (api.maxConcurrentUploads); retry in ${BUSY_RETRY_SECONDS} s`);
+        throw new ApiError(503, 'uploads_busy', `${slots.n} uploads are in progress (api.maxConcurrentUploads); retry in ${BUSY_RETRY_SECONDS} s`);
       }
-      inFlight++;
+      slots.n++;
       const tmpDir = join(ctx.artifactsDir, 'tmp');
       const tmp = join(tmpDir, `upload-${randomUUID()}.onnx`);
       try {
@@ -146,7 +147,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         if (err instanceof ApiError && err.status === 413) ctx.log.warn({ model: name, max }, 'cloud/api upload refused: too large');
         throw err;
       } finally {
-        inFlight--;
+        slots.n--;
         await rm(tmp, { force: true });
       }
     },

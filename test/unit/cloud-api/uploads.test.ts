@@ -173,6 +173,10 @@ describe('POST /v1/models/{name}/releases (upload)', () => {
     expect(busy.status).toBe(503);
     expect(busy.headers.get('retry-after')).toBe('10');
     expect((await json(busy)).error.code).toBe('uploads_busy');
+    // The slots are the API's, not the route's: an agent push waits for the same ones (issue 14).
+    const agentPush = await h.app.request('/v1/agents', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/gzip' }, body: new Uint8Array([0x1f, 0x8b]) });
+    expect(agentPush.status).toBe(503);
+    expect((await json(agentPush)).error.code).toBe('uploads_busy');
     for (const g of gates) g();
     expect((await first).status).toBe(201);
     expect((await second).status).toBe(201);
