@@ -2,7 +2,7 @@
  * Distillation bench (issue 11). `npm run build && npm run bench:distill`.
  *
  * 1. One fixed bench teacher (default cnn:16,32/128, dropout, jitter 2; distill-plan.ts teacherPlan), trained
- *    once and cached in .cache/bench; its file hash and test errors are in the results so later runs compare
+ *    once and committed in test/bench/fixtures (else cached in .cache/bench); its file hash and test errors are in the results so later runs compare
  *    like with like. Students and their labels-only baselines get the same ±BENCH_JITTER px shifts.
  * 2. Quality: for each student (mlp:32, mlp:64, mlp:800,800, cnn:16,32, dscnn:16,32) and each seed,
  *    the distilled student (T, alpha chosen on a 10% validation split of the training data, alpha 0
