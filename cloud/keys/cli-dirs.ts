@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../shared/cli/errors.js';
-import { KeyStore, keysDirIn } from './store.js';
+import { KeyStore, KeyStoreError, keysDirIn, SIGNING_KEY_ENV } from './store.js';
 
 /** `--data-dir` or `--keys-dir`, as the key commands take them. */
 export interface KeyDirOptions {
@@ -27,4 +27,21 @@ export function keyDirs(o: KeyDirOptions): { keysDir: string; trustDir: string }
 /** The existing store of a data dir or a shared dir; the CLI never creates one here (`keys init` does). */
 export function openStoreAt(o: KeyDirOptions): KeyStore {
   return KeyStore.open({ dir: keyDirs(o).keysDir, create: false });
+}
+
+/**
+ * The store, able to sign: when the active key's private half is kept outside the directory (`keys init
+ * --signing-key-file`, shared stores), it comes from APPRENTICE_SIGNING_KEY, read-only, so the index is not
+ * changed. `publish-keyset` co-signs the first key set with it.
+ */
+export function openSigningStoreAt(o: KeyDirOptions, env: NodeJS.ProcessEnv = process.env): KeyStore {
+  const store = openStoreAt(o);
+  try {
+    store.active();
+    return store;
+  } catch (err) {
+    const pem = env[SIGNING_KEY_ENV];
+    if (!(err instanceof KeyStoreError) || pem === undefined || pem.trim() === '') throw err;
+    return KeyStore.open({ dir: keyDirs(o).keysDir, readOnly: true, keyPem: pem });
+  }
 }

@@ -5,7 +5,7 @@ import { UsageError } from '../../shared/cli/errors.js';
 import { writeFileAtomicSync } from './atomic.js';
 import { draftKeySet, publishKeySet, readPublishedKeySet } from './keyset-file.js';
 import { initRoot, readRootKey } from './root.js';
-import { keyDirOptions, keyDirs, openStoreAt, type KeyDirOptions } from './cli-dirs.js';
+import { keyDirOptions, keyDirs, openSigningStoreAt, openStoreAt, type KeyDirOptions } from './cli-dirs.js';
 
 function readText(file: string): string {
   try {
@@ -90,7 +90,7 @@ export function addRootCommands(keys: Command): Command {
     .requiredOption('--in <file>', 'the signed key set (keys sign-keyset)')
     .addHelpText('after', '\nExample:\n  apprentice keys publish-keyset --data-dir /var/lib/apprentice --in signed.json\n  apprentice keys publish-keyset --keys-dir /srv/apprentice/keys --in signed.json   (shared by replicas)')
     .action((o: KeyDirOptions & { in: string }) => {
-      const store = openStoreAt(o);
+      const store = openSigningStoreAt(o);
       const { verdict, path } = publishKeySet(keyDirs(o).trustDir, readJson(o.in), store.active());
       process.stdout.write(`published key set version ${verdict.keyset.version} (${verdict.how}) -> ${path}; a running cloud retains it within seconds\n`);
     });

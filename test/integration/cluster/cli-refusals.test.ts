@@ -3,10 +3,14 @@
  * token or without the shared key store does not start (exit 2, one line naming the problem) and leaves
  * no per-replica secret behind; `keys init|rotate|list --keys-dir` manage the shared store.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { draftKeySet } from '../../../cloud/keys/keyset-file.js';
+import { initRoot } from '../../../cloud/keys/root.js';
+import { KeyStore } from '../../../cloud/keys/store.js';
+import { generateSigningKey, signKeySet } from '../../../shared/manifest/index.js';
 import { runCli } from '../../helpers/cli.js';
 
 const root = mkdtempSync(join(tmpdir(), 'apprentice-cluster-cli-'));
@@ -59,5 +63,30 @@ describe('apprentice cloud as a replica, and keys --keys-dir', () => {
     const both = await runCli(['keys', 'list', '--keys-dir', keys, '--data-dir', root], { env: CLEAN });
     expect(both.code).toBe(2);
     expect(both.stderr).toMatch(/give either --data-dir \(a single cloud\) or --keys-dir \(a shared key store\), exactly one/);
+  }, 120_000);
+
+  it('a signing key kept outside the shared store: init records its public half; publish-keyset signs with it from the environment', async () => {
+    const keys = join(root, 'external');
+    const key = generateSigningKey();
+    const pemFile = join(root, 'signing.pem');
+    writeFileSync(pemFile, key.privateKeyPem, { mode: 0o600 });
+    const init = await runCli(['keys', 'init', '--keys-dir', keys, '--signing-key-file', pemFile], { env: CLEAN });
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stdout).toContain(`signing with ${key.keyId} (file)`);
+    expect(readdirSync(keys).filter((f) => f.endsWith('.pem'))).toEqual([]);
+    // The first key set, drafted and signed as the admin would (offline), then published by the CLI.
+    const rootPub = initRoot(join(root, 'ext-root.pem'));
+    const draft = draftKeySet({ keys: KeyStore.open({ dir: keys, readOnly: true }).list(), root: rootPub, expiresDays: 30 });
+    const signed = join(root, 'signed.json');
+    writeFileSync(signed, JSON.stringify(signKeySet(draft, [readFileSync(join(root, 'ext-root.pem'), 'utf8')])));
+    const without = await runCli(['keys', 'publish-keyset', '--keys-dir', keys, '--in', signed], { env: CLEAN });
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(new RegExp(`active key ${key.keyId} came from an external key file`));
+    const indexBefore = readFileSync(join(keys, 'index.json'), 'utf8');
+    const withEnv = await runCli(['keys', 'publish-keyset', '--keys-dir', keys, '--in', signed], { env: { ...CLEAN, APPRENTICE_SIGNING_KEY: key.privateKeyPem } });
+    expect(withEnv.code, withEnv.stderr).toBe(0);
+    const published = JSON.parse(readFileSync(join(keys, 'keyset.json'), 'utf8')) as { signatures: { keyId: string }[] };
+    expect(published.signatures.map((x) => x.keyId)).toEqual([rootPub.keyId, key.keyId]);
+    expect(readFileSync(join(keys, 'index.json'), 'utf8')).toBe(indexBefore);
   }, 120_000);
 });
