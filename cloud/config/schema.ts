@@ -133,6 +133,7 @@ export const cloudConfigSchema = z.strictObject({
   if (c.cluster.enabled && c.keys.mode === 'local') ctx.addIssue({ code: 'custom', path: ['keys', 'mode'], message: 'must be "shared" with cluster.enabled: replicas must sign with the same keys' });
   if (shared && c.api.adminToken === undefined) ctx.addIssue({ code: 'custom', path: ['api', 'adminToken'], message: `required with ${why} (set api.adminToken or APPRENTICE_ADMIN_TOKEN, the same on every replica); it is never generated per data dir there` });
   if (c.cluster.enabled && c.mqtt.url === undefined) ctx.addIssue({ code: 'custom', path: ['mqtt', 'url'], message: 'required with cluster.enabled: every replica connects to the same external broker (the embedded one is per process)' });
+  if (c.cluster.enabled && !c.mqtt.sharedSubscriptions) ctx.addIssue({ code: 'custom', path: ['mqtt', 'sharedSubscriptions'], message: 'must be true with cluster.enabled (APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS=1): each device message must reach one replica, not every one' });
 });
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;
 

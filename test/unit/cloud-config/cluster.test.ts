@@ -30,7 +30,14 @@ describe('cluster config', () => {
 
   it('a replica from the environment: cluster on, shared keys implied, token and broker given', () => {
     const c = loadCloudConfig({
-      env: { APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_REPLICA_ID: 'cloud-2', APPRENTICE_KEYS_SHARED_DIR: '/run/secrets/keys', APPRENTICE_ADMIN_TOKEN: TOKEN, APPRENTICE_MQTT_URL: 'mqtt://mosquitto:1883' },
+      env: {
+        APPRENTICE_CLUSTER_ENABLED: '1',
+        APPRENTICE_REPLICA_ID: 'cloud-2',
+        APPRENTICE_KEYS_SHARED_DIR: '/run/secrets/keys',
+        APPRENTICE_ADMIN_TOKEN: TOKEN,
+        APPRENTICE_MQTT_URL: 'mqtt://mosquitto:1883',
+        APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1',
+      },
     });
     expect(c.cluster).toEqual({ enabled: true, replicaId: 'cloud-2' });
     expect(c.keys.sharedDir).toBe('/run/secrets/keys');
@@ -50,11 +57,12 @@ describe('cluster config', () => {
     expect(refusal({ APPRENTICE_KEYS_SHARED_DIR: '/k' })).toMatch(/api\.adminToken: required with keys\.mode "shared"/);
   });
 
-  it('cluster.enabled needs the shared key dir and an external broker, and refuses local keys', () => {
+  it('cluster.enabled needs the shared key dir, an external broker and shared subscriptions, and refuses local keys', () => {
     const msg = refusal({ APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_ADMIN_TOKEN: TOKEN });
     expect(msg).toMatch(/keys\.sharedDir: required with cluster\.enabled/);
     expect(msg).toMatch(/mqtt\.url: required with cluster\.enabled/);
-    expect(refusal({ APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_ADMIN_TOKEN: TOKEN, APPRENTICE_KEYS_SHARED_DIR: '/k', APPRENTICE_MQTT_URL: 'mqtt://b:1883', APPRENTICE_KEYS_MODE: 'local' })).toMatch(
+    expect(msg).toMatch(/mqtt\.sharedSubscriptions: must be true with cluster\.enabled/);
+    expect(refusal({ APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_ADMIN_TOKEN: TOKEN, APPRENTICE_KEYS_SHARED_DIR: '/k', APPRENTICE_MQTT_URL: 'mqtt://b:1883', APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1', APPRENTICE_KEYS_MODE: 'local' })).toMatch(
       /keys\.mode: must be "shared" with cluster\.enabled/,
     );
   });
