@@ -1,7 +1,6 @@
 import { cohortOf } from './rounds/cohorts.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Counter, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../shared/log/index.js';
@@ -21,7 +20,9 @@ import { writeFileAtomicSync } from './keys/atomic.js';
 // keys/store.js, not keys/index.js: the server must not even load the root-key admin commands.
 import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
 import { setCurrentKeySetVersion } from './rollouts/keyset.js';
-import { KeyStore, keysDirIn, SIGNING_KEY_ENV } from './keys/store.js';
+import { openCloudKeys } from './keys/cloud-keys.js';
+import { UsageError } from '../shared/cli/errors.js';
+import { keysMode } from './config/schema.js';
 import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { ShadowRollouts } from './shadow/index.js';
@@ -50,6 +51,17 @@ function persistentSecret(file: string): string {
   const secret = randomBytes(24).toString('base64url');
   writeFileAtomicSync(file, secret + '\n', 0o600);
   return secret;
+}
+
+/**
+ * The admin API token: from config (api.adminToken / APPRENTICE_ADMIN_TOKEN), or, for a single process with
+ * local keys, generated once into DATA/admin-token. Replicas must agree on it, so with cluster.enabled or
+ * shared keys it is never generated (the schema refuses such a config; checked again here).
+ */
+function adminTokenOf(cfg: CloudConfig, dataDir: string): string {
+  if (cfg.api.adminToken !== undefined) return cfg.api.adminToken;
+  if (cfg.cluster.enabled || keysMode(cfg) === 'shared') throw new UsageError('api.adminToken is required with cluster.enabled or shared keys (set APPRENTICE_ADMIN_TOKEN, the same on every replica)');
+  return persistentSecret(join(dataDir, 'admin-token'));
 }
 
 /**
@@ -98,10 +110,11 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
   try {
     const registry = Registry.open(join(dataDir, 'registry.db'), { busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
     stack.push(() => registry.dispose());
-    const keys = KeyStore.open({ dir: keysDirIn(dataDir), keyFile: cfg.keys.signingKeyFile, keyPem: process.env[SIGNING_KEY_ENV] });
+    // Shared mode (several replicas): keys and keyset.json from keys.sharedDir, never generated here.
+    const { keys, trustDir, shared: sharedKeys } = openCloudKeys(cfg, dataDir);
     const active = keys.active();
-    log.info({ keyId: active.keyId, trusted: keys.trusted().map((k) => k.keyId) }, 'cloud/keys ready');
-    const adminToken = cfg.api.adminToken ?? persistentSecret(join(dataDir, 'admin-token'));
+    log.info({ keyId: active.keyId, trusted: keys.trusted().map((k) => k.keyId), shared: sharedKeys, trustDir, replica: cfg.cluster.replicaId, cluster: cfg.cluster.enabled }, 'cloud/keys ready');
+    const adminToken = adminTokenOf(cfg, dataDir);
     const metrics = new PromRegistry();
     collectDefaultMetrics({ register: metrics });
 
@@ -125,7 +138,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const mqtt = new CloudMqtt({
       url: brokerUrl,
       // Each replica needs its own (the broker keeps one persistent session per client id).
-      clientId: cfg.mqtt.clientId ?? `apprentice-cloud-${hostname()}`,
+      clientId: cfg.mqtt.clientId ?? `apprentice-cloud-${cfg.cluster.replicaId}`,
       username,
       password,
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
@@ -163,7 +176,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // when the file changes, and with the cloud info on every connect.
     const retainKeySet = (): void => {
       try {
-        const ks = readPublishedKeySet(dataDir);
+        const ks = readPublishedKeySet(trustDir);
         if (!ks) return;
         // The unknown_key rule of rollouts compares each device's key-set version with this one.
         void setCurrentKeySetVersion(registry.db, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
@@ -177,8 +190,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       retainKeySet();
     };
     advertise();
-    watchFile(keySetPath(dataDir), { interval: 2_000, persistent: false }, retainKeySet);
-    stack.push(() => unwatchFile(keySetPath(dataDir), retainKeySet));
+    watchFile(keySetPath(trustDir), { interval: 2_000, persistent: false }, retainKeySet);
+    stack.push(() => unwatchFile(keySetPath(trustDir), retainKeySet));
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
     // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
     // so signals emitted before it listens lose nothing.
@@ -256,7 +269,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
       artifacts: { trustedProxies: cfg.api.trustedProxies },
-      trustDir: dataDir,
+      trustDir,
+      sharedKeys,
       onKeySetPublished: retainKeySet,
       console: { loginFailuresPerMinute: cfg.console.loginFailuresPerMinute },
       limits: { maxBodyBytes: cfg.api.maxBodyBytes, maxUploadBytes: cfg.api.maxUploadBytes, maxConcurrentUploads: cfg.api.maxConcurrentUploads },

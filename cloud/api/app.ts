@@ -91,6 +91,10 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     trust: {
       published: () => readPublishedKeySet(deps.trustDir ?? deps.artifactsDir),
       publish: (signed) => {
+        if (deps.sharedKeys) {
+          const dir = deps.trustDir ?? deps.artifactsDir;
+          throw new ApiError(409, 'keyset_shared', `the key set is shared by every replica (keys.sharedDir ${dir}): publish it on an admin host with \`apprentice keys publish-keyset --keys-dir ${dir} --in signed.json\`; replicas retain it within seconds`, 'keyset');
+        }
         const { verdict, path } = publishKeySet(deps.trustDir ?? deps.artifactsDir, signed, deps.keys.active());
         deps.onKeySetPublished?.();
         return { version: verdict.signed.keyset.version, path };

@@ -51,7 +51,7 @@ export function keyRoutes(ctx: ApiContext): Hono {
       '/keyset',
       describeRoute({
         summary: 'Upload a root-signed key set (from `keys sign-keyset`); checked like a device would, then retained on trust/keyset',
-        responses: { 200: { description: 'published', schema: z.strictObject({ version: z.number().int() }) }, 400: { description: 'not JSON', schema: errorBodySchema }, 422: { description: 'refused (not a signed key set, wrong root, older version, ...)', schema: errorBodySchema } },
+        responses: { 200: { description: 'published', schema: z.strictObject({ version: z.number().int() }) }, 400: { description: 'not JSON', schema: errorBodySchema }, 409: { description: 'the key set is shared by several replicas (keys.sharedDir): publish it with `apprentice keys publish-keyset --keys-dir` (keyset_shared)', schema: errorBodySchema }, 422: { description: 'refused (not a signed key set, wrong root, older version, ...)', schema: errorBodySchema } },
       }),
       async (c) => {
         let body: unknown;

@@ -138,6 +138,11 @@ export interface CloudApiDeps {
   };
   /** Where the published key set lives (the cloud's data dir); default artifactsDir. */
   trustDir?: string;
+  /**
+   * The key store is shared by several replicas (keys.sharedDir): the key set is published there with the CLI,
+   * so `PUT /v1/keys/keyset` is refused (409 keyset_shared) rather than written by one replica.
+   */
+  sharedKeys?: boolean;
   /** Called after a key set was uploaded (the cloud retains it on trust/keyset at once). */
   onKeySetPublished?: () => void;
   /** Per-device deferred / refused counts of ingest, kept across restarts (Ingest.deviceCounts), for /v1/examples/stats. */

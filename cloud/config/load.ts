@@ -17,7 +17,20 @@ export const CLOUD_ENV: Record<string, string[]> = {
   APPRENTICE_MQTT_EMBEDDED_BIND: ['mqtt', 'embedded', 'bind'],
   APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: ['mqtt', 'sharedSubscriptions'],
   APPRENTICE_SIGNING_KEY_FILE: ['keys', 'signingKeyFile'],
+  APPRENTICE_KEYS_MODE: ['keys', 'mode'],
+  APPRENTICE_KEYS_SHARED_DIR: ['keys', 'sharedDir'],
+  APPRENTICE_CLUSTER_ENABLED: ['cluster', 'enabled'],
+  APPRENTICE_REPLICA_ID: ['cluster', 'replicaId'],
 };
+
+/** Env overrides read as booleans: `1`/`true` on, `0`/`false` off; anything else fails validation naming the field. */
+const BOOLEAN_ENV = new Set(['APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS', 'APPRENTICE_CLUSTER_ENABLED']);
+
+function envBoolean(v: string): boolean | string {
+  if (v === '1' || v === 'true') return true;
+  if (v === '0' || v === 'false') return false;
+  return v;
+}
 
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
   let cur = obj;
@@ -51,7 +64,7 @@ export function loadCloudConfig({ file, env = process.env, overrides = {} }: { f
   for (const [name, path] of Object.entries(CLOUD_ENV)) {
     const v = env[name];
     if (v === undefined || v === '') continue;
-    setPath(raw, path, path.at(-1) === 'sharedSubscriptions' ? v === '1' || v === 'true' : v);
+    setPath(raw, path, BOOLEAN_ENV.has(name) ? envBoolean(v) : v);
   }
   for (const [dotted, v] of Object.entries(overrides)) if (v !== undefined) setPath(raw, dotted.split('.'), v);
   const r = cloudConfigSchema.safeParse(raw);

@@ -1,8 +1,18 @@
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { retentionConfigSchema } from '../registry/retention-job.js';
 
 /** host:port with a 0..65535 port; port 0 asks the OS for a free one (tests, demo). */
 const bind = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'expected host:port').refine((s) => Number(s.split(':').pop()) <= 65535, 'port out of range');
+
+/** A replica id: letters, digits, `_ . -`; 47 characters at most so `apprentice-cloud-<id>` is a valid client id. */
+const replicaIdSchema = z.string().min(1).max(47).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected letters, digits, _ . - (at most 47)');
+
+/** The host name, cut to a valid replica id (`cloud-1.example.com` stays; odd characters become `-`). */
+export function defaultReplicaId(): string {
+  const id = hostname().replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 47);
+  return id === '' ? 'cloud' : id;
+}
 
 /**
  * The cloud's config file (`cloud.json`). Every field has a default, so `{}` (or no file at all) runs
@@ -14,7 +24,10 @@ export const cloudConfigSchema = z.strictObject({
   api: z
     .strictObject({
       bind: bind.default('127.0.0.1:8787'),
-      /** Bearer token for the admin API. Without one, a random token is generated once and kept in the data dir. */
+      /**
+       * Bearer token for the admin API. Without one, a random token is generated once and kept in the data dir;
+       * required (the same on every replica) when `cluster.enabled` or the keys are shared.
+       */
       adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
       /** Base URL devices use for HTTP artifact downloads; unset = MQTT chunks only. */
       publicBaseUrl: z.url().optional(),
@@ -37,7 +50,7 @@ export const cloudConfigSchema = z.strictObject({
       username: z.string().optional(),
       password: z.string().optional(),
       /**
-       * The cloud's MQTT client id; default `apprentice-cloud-<hostname>`. Each replica needs its own
+       * The cloud's MQTT client id; default `apprentice-cloud-<cluster.replicaId>`. Each replica needs its own
        * (and, with Mosquitto's use_username_as_clientid, its own broker user). Must not be a device id.
        */
       clientId: z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected letters, digits, _ . -').optional(),
@@ -72,6 +85,23 @@ export const cloudConfigSchema = z.strictObject({
     .strictObject({
       /** PEM file of the active signing key; unset = generated under the data dir on first start. */
       signingKeyFile: z.string().optional(),
+      /**
+       * `local`: keys under DATA/keys, generated on first start. `shared`: every replica reads `sharedDir` (the
+       * signing keys' index, their PEMs and keyset.json) and never writes it; a missing store stops the cloud
+       * (exit 2) instead of generating keys. Default: `shared` when `sharedDir` is set or `cluster.enabled`.
+       */
+      mode: z.enum(['local', 'shared']).optional(),
+      /** The shared key store (`apprentice keys init --keys-dir DIR`), e.g. a mounted secret. */
+      sharedDir: z.string().min(1).optional(),
+    })
+    .prefault({}),
+  /** Several replicas of the cloud (README "Running several replicas"). Off: one process, as before. */
+  cluster: z
+    .strictObject({
+      /** This process is one of several replicas: keys must be shared, the admin token and an external broker configured. */
+      enabled: z.boolean().default(false),
+      /** This replica's name (logs, MQTT client id, leader election); default the host name. Unique per replica. */
+      replicaId: replicaIdSchema.default(defaultReplicaId),
     })
     .prefault({}),
   rounds: z
@@ -95,6 +125,20 @@ export const cloudConfigSchema = z.strictObject({
     .prefault({}),
   /** Example retention per model (README "Retention"). */
   retention: retentionConfigSchema.prefault({}),
+}).superRefine((c, ctx) => {
+  // What a replica needs must not come from its own disk (issue 15): shared keys, one admin token, one broker.
+  const shared = keysMode(c) === 'shared';
+  const why = c.cluster.enabled ? 'cluster.enabled' : 'keys.mode "shared"';
+  if (shared && c.keys.sharedDir === undefined) ctx.addIssue({ code: 'custom', path: ['keys', 'sharedDir'], message: `required with ${why}: the directory every replica reads its signing keys from (APPRENTICE_KEYS_SHARED_DIR)` });
+  if (c.cluster.enabled && c.keys.mode === 'local') ctx.addIssue({ code: 'custom', path: ['keys', 'mode'], message: 'must be "shared" with cluster.enabled: replicas must sign with the same keys' });
+  if (shared && c.api.adminToken === undefined) ctx.addIssue({ code: 'custom', path: ['api', 'adminToken'], message: `required with ${why} (set api.adminToken or APPRENTICE_ADMIN_TOKEN, the same on every replica); it is never generated per data dir there` });
+  if (c.cluster.enabled && c.mqtt.url === undefined) ctx.addIssue({ code: 'custom', path: ['mqtt', 'url'], message: 'required with cluster.enabled: every replica connects to the same external broker (the embedded one is per process)' });
+  if (c.cluster.enabled && !c.mqtt.sharedSubscriptions) ctx.addIssue({ code: 'custom', path: ['mqtt', 'sharedSubscriptions'], message: 'must be true with cluster.enabled (APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS=1): each device message must reach one replica, not every one' });
 });
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;
+
+/** Where the signing keys come from: the explicit `keys.mode`, else shared when a shared dir is given or in a cluster. */
+export function keysMode(c: { keys: { mode?: 'local' | 'shared'; sharedDir?: string }; cluster: { enabled: boolean } }): 'local' | 'shared' {
+  return c.keys.mode ?? (c.keys.sharedDir !== undefined || c.cluster.enabled ? 'shared' : 'local');
+}
 export type CloudConfigInput = z.input<typeof cloudConfigSchema>;

@@ -5,7 +5,7 @@ import { UsageError } from '../../shared/cli/errors.js';
 import { writeFileAtomicSync } from './atomic.js';
 import { draftKeySet, publishKeySet, readPublishedKeySet } from './keyset-file.js';
 import { initRoot, readRootKey } from './root.js';
-import { KeyStore, keysDirIn } from './store.js';
+import { keyDirOptions, keyDirs, openSigningStoreAt, openStoreAt, type KeyDirOptions } from './cli-dirs.js';
 
 function readText(file: string): string {
   try {
@@ -38,16 +38,15 @@ export function addRootCommands(keys: Command): Command {
       process.stdout.write(`root ${k.keyId}\npublic key: ${o.out}.pub (give it to the cloud: keys draft-keyset --root-pub)\n`);
     });
 
-  keys
+  keyDirOptions(keys
     .command('draft-keyset')
-    .description('Prepare the next unsigned key set from the key store (after rotate / activate / retire)')
-    .requiredOption('--data-dir <dir>', 'the cloud data directory')
+    .description('Prepare the next unsigned key set from the key store (after rotate / activate / retire)'))
     .requiredOption('--root-pub <file>', "the root's public key (PEM)")
     .requiredOption('--out <file>', 'where to write the unsigned key set (JSON)')
     .option('--expires-days <n>', 'days until the key set expires', '365')
     .option('--revoke <keyId...>', 'revoke these release keys (their releases are refused even when installed)')
     .addHelpText('after', '\nExample:\n  apprentice keys draft-keyset --data-dir /var/lib/apprentice --root-pub root.pem.pub --out draft.json --revoke 0123456789abcdef')
-    .action((o: { dataDir: string; rootPub: string; out: string; expiresDays: string; revoke?: string[] }) => {
+    .action((o: KeyDirOptions & { rootPub: string; out: string; expiresDays: string; revoke?: string[] }) => {
       const days = Number(o.expiresDays);
       if (!Number.isInteger(days) || days < 1 || days > 3650) throw new UsageError('--expires-days: expected an integer from 1 to 3650');
       let root;
@@ -56,8 +55,8 @@ export function addRootCommands(keys: Command): Command {
       } catch (err) {
         throw err instanceof UsageError ? err : new UsageError(`--root-pub ${o.rootPub}: ${(err as Error).message}`);
       }
-      const store = KeyStore.open({ dir: keysDirIn(o.dataDir), create: false });
-      const draft = draftKeySet({ keys: store.list(), root, previous: readPublishedKeySet(o.dataDir)?.keyset, expiresDays: days, revoke: o.revoke ?? [] });
+      const store = openStoreAt(o);
+      const draft = draftKeySet({ keys: store.list(), root, previous: readPublishedKeySet(keyDirs(o).trustDir)?.keyset, expiresDays: days, revoke: o.revoke ?? [] });
       writeFileAtomicSync(o.out, JSON.stringify(draft, null, 2) + '\n', 0o644);
       process.stdout.write(`key set version ${draft.version}: ${draft.keys.length} release key(s), ${draft.revoked.length} revoked -> ${o.out}\n`);
     });
@@ -85,15 +84,14 @@ export function addRootCommands(keys: Command): Command {
       process.stdout.write(`signed key set version ${signed.keyset.version} -> ${o.out}\n`);
     });
 
-  keys
+  keyDirOptions(keys
     .command('publish-keyset')
-    .description('Check a signed key set against the published one and publish it (the cloud retains it on trust/keyset)')
-    .requiredOption('--data-dir <dir>', 'the cloud data directory')
+    .description('Check a signed key set against the published one and publish it (the cloud retains it on trust/keyset)'))
     .requiredOption('--in <file>', 'the signed key set (keys sign-keyset)')
-    .addHelpText('after', '\nExample:\n  apprentice keys publish-keyset --data-dir /var/lib/apprentice --in signed.json')
-    .action((o: { dataDir: string; in: string }) => {
-      const store = KeyStore.open({ dir: keysDirIn(o.dataDir), create: false });
-      const { verdict, path } = publishKeySet(o.dataDir, readJson(o.in), store.active());
+    .addHelpText('after', '\nExample:\n  apprentice keys publish-keyset --data-dir /var/lib/apprentice --in signed.json\n  apprentice keys publish-keyset --keys-dir /srv/apprentice/keys --in signed.json   (shared by replicas)')
+    .action((o: KeyDirOptions & { in: string }) => {
+      const store = openSigningStoreAt(o);
+      const { verdict, path } = publishKeySet(keyDirs(o).trustDir, readJson(o.in), store.active());
       process.stdout.write(`published key set version ${verdict.keyset.version} (${verdict.how}) -> ${path}; a running cloud retains it within seconds\n`);
     });
   return keys;

@@ -21,6 +21,11 @@ import { writeFileAtomicSync } from './atomic.js';
  * An external key (`keyFile`, or `keyPem` from `APPRENTICE_SIGNING_KEY`) is never copied into the
  * directory: it is the active key while it is given, and its public half is recorded in the index so it
  * stays trusted after the operator moves on to another one.
+ *
+ * Shared (`readOnly`, README "Running several replicas"): the directory is one every replica mounts
+ * (`keys.sharedDir`, e.g. a secret). The cloud then never writes it: no key is generated, an external key
+ * must already be listed in its index, and rotate/activate/retire are refused here; the operator runs them
+ * with `apprentice keys ... --keys-dir DIR` on an admin host and restarts (or lets reload) the replicas.
  */
 export const SIGNING_KEY_ENV = 'APPRENTICE_SIGNING_KEY';
 export const KEYS_DIR = 'keys';
@@ -67,6 +72,11 @@ export interface KeyStoreOptions {
   keyPem?: string;
   /** Initialise an empty directory with a new key (default). false: a missing store is an error (CLI). */
   create?: boolean;
+  /**
+   * A store shared by several replicas (implies `create: false`): never written by this process. A missing
+   * store is refused (never generated), an external key must already be in the index.
+   */
+  readOnly?: boolean;
   clock?: () => Date;
 }
 
@@ -120,7 +130,7 @@ export class KeyStore {
   private readonly indexPath: string;
   private readonly clock: () => Date;
 
-  private constructor(readonly dir: string, clock: () => Date) {
+  private constructor(readonly dir: string, clock: () => Date, readonly readOnly: boolean) {
     this.indexPath = join(dir, KEY_INDEX_FILE);
     this.clock = clock;
   }
@@ -129,11 +139,17 @@ export class KeyStore {
    * Opens (or initialises) the store: loads and checks the index and every private key file; on first
    * start without an external key, generates one. Throws KeyStoreError naming the file at fault.
    */
-  static open({ dir, keyFile, keyPem, create = true, clock = () => new Date() }: KeyStoreOptions): KeyStore {
+  static open({ dir, keyFile, keyPem, create = true, readOnly = false, clock = () => new Date() }: KeyStoreOptions): KeyStore {
     if (keyFile !== undefined && keyPem !== undefined) throw new KeyStoreError(`give either a signing key file or ${SIGNING_KEY_ENV}, not both`);
-    const store = new KeyStore(resolve(dir), clock);
+    const store = new KeyStore(resolve(dir), clock, readOnly);
+    if (readOnly && !existsSync(store.indexPath)) {
+      throw new KeyStoreError(
+        `${store.indexPath}: the shared key store is missing; refusing to generate a key on this replica (every replica must sign with the same one). ` +
+          `Create it once with \`apprentice keys init --keys-dir ${store.dir}\` and mount that directory on every replica`,
+      );
+    }
     if (!create && !existsSync(store.indexPath)) throw new KeyStoreError(`${store.dir}: no key store here (${KEY_INDEX_FILE} is missing; the cloud creates it on first start)`);
-    mkdirSync(store.dir, { recursive: true, mode: 0o700 });
+    if (!readOnly) mkdirSync(store.dir, { recursive: true, mode: 0o700 });
     if (keyFile !== undefined) {
       if (!existsSync(keyFile)) throw new KeyStoreError(`${keyFile}: signing key file not found`);
       assertPrivateMode(keyFile);
@@ -197,6 +213,7 @@ export class KeyStore {
    */
   rotate({ activate = true }: { activate?: boolean } = {}): KeyInfo {
     this.refresh();
+    this.assertWritable('rotate keys');
     if (activate) this.assertNotPinned('rotate');
     const key = this.generate();
     const next: KeyIndex = { ...this.index, keys: [...this.index.keys, this.entry(key, 'generated')] };
@@ -209,6 +226,7 @@ export class KeyStore {
   activate(keyId: string): KeyInfo {
     this.refresh();
     if (keyId === this.activeId) return this.list()[0]!;
+    this.assertWritable('activate a key');
     this.assertNotPinned('activate another key');
     if (!this.index.keys.some((k) => k.keyId === keyId)) throw this.unknown(keyId);
     if (!this.privateKeys.has(keyId)) throw new KeyStoreError(`key ${keyId} has no private key in ${this.dir}; it cannot sign`);
@@ -220,6 +238,7 @@ export class KeyStore {
   retire(keyId: string): KeyInfo {
     this.refresh();
     if (keyId === this.activeId) throw new KeyStoreError(`key ${keyId} is the active signing key; rotate or activate another key first`);
+    this.assertWritable('retire a key');
     const entry = this.index.keys.find((k) => k.keyId === keyId);
     if (!entry) throw this.unknown(keyId);
     this.save({
@@ -236,6 +255,15 @@ export class KeyStore {
   private unknown(keyId: string): KeyStoreError {
     const retired = this.index.retired.some((k) => k.keyId === keyId);
     return new KeyStoreError(retired ? `key ${keyId} is already retired` : `unknown key ${keyId} (see \`apprentice keys list\`)`);
+  }
+
+  private assertWritable(what: string): void {
+    if (this.readOnly) {
+      throw new KeyStoreError(
+        `cannot ${what} here: the key store ${this.dir} is shared by every replica and read-only to the cloud; ` +
+          `run \`apprentice keys ... --keys-dir ${this.dir}\` on an admin host, then restart the replicas (README "Running several replicas")`,
+      );
+    }
   }
 
   private assertNotPinned(what: string): void {
@@ -263,6 +291,14 @@ export class KeyStore {
     this.privateKeys.set(key.keyId, key);
     const known = this.index.keys.some((k) => k.keyId === key.keyId);
     if (known && this.index.active === key.keyId) return;
+    if (this.readOnly) {
+      // Nothing is recorded in a shared store: the key must be in it already (the CLI records it: keys init).
+      if (!known) {
+        const given = source === 'env' ? SIGNING_KEY_ENV : 'the signing key file';
+        throw new KeyStoreError(`the signing key given by ${given} (${key.keyId}) is not in the shared key store ${this.indexPath}; record it there with \`apprentice keys init --keys-dir ${this.dir}\` (same key) on an admin host`);
+      }
+      return;
+    }
     this.save({ ...this.index, active: key.keyId, keys: known ? this.index.keys : [...this.index.keys, this.entry(key, source)] });
   }
 
