@@ -52,7 +52,7 @@ describe('shadow figures (paired, hand-computed)', () => {
 
 function row(p: Partial<ShadowEvalRow>): ShadowEvalRow {
   return {
-    id: 1, roundId: 'r', model: 'm', scope: 'device', deviceId: null, cohort: null, samples: 0, judgedBy: null, runningSeq: 1,
+    id: 1, roundId: 'r', model: 'm', line: null, releaseSeq: null, scope: 'device', deviceId: null, cohort: null, samples: 0, judgedBy: null, runningSeq: 1,
     candidateAccuracy: null, runningAccuracy: null, agreement: null, delta: null, deltaLow: null, deltaHigh: null, createdAt: '', ...p,
   };
 }
