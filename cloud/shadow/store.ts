@@ -114,7 +114,12 @@ export type DisagreementRow = ShareRow & { releaseSeq: number | null };
  * (`until`). Grouped by device, newest first.
  */
 export async function selectDisagreementRows(registry: Pick<Registry, 'db'>, model: string, deviceIds: readonly string[], from: string, until: string, perDevice: number): Promise<DisagreementRow[]> {
-  if (!deviceIds.length) return [];
+  const out: DisagreementRow[] = [];
+  for (let i = 0; i < deviceIds.length; i += 500) out.push(...disagreementChunk(registry, model, deviceIds.slice(i, i + 500), from, until, perDevice));
+  return out;
+}
+
+function disagreementChunk(registry: Pick<Registry, 'db'>, model: string, deviceIds: readonly string[], from: string, until: string, perDevice: number): DisagreementRow[] {
   return registry.db.all<DisagreementRow>(sql`
     SELECT id, deviceId, input, label, reason, labelState, sourceImage, teacherLogits, teacherId, releaseSeq FROM (
       SELECT id, device_id AS deviceId, input, label, reason, label_state AS labelState, source_image AS sourceImage, teacher_logits AS teacherLogits, teacher_id AS teacherId,

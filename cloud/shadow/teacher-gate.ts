@@ -74,7 +74,7 @@ const pts = (x: number): string => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).t
 /** Decisions by their inputs: the rollout view asks on every read, the teacher and ORT run once per change. */
 const CACHE_MAX = 64;
 
-export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { refused: number } {
+export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { refused: number; failed: number } {
   const log = deps.log ?? silentLogger;
   const perDevice = deps.perDevice ?? 500;
   const minLabelled = deps.minLabelled ?? 10;
@@ -88,7 +88,15 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { r
     const hit = cache.get(key);
     if (hit) return hit;
 
-    const scored = rows.length ? await score(deps, run, rows) : new Map<string, Scored>();
+    let scored = new Map<string, Scored>();
+    try {
+      if (rows.length) scored = await score(deps, run, rows);
+    } catch (err) {
+      // Not cached: the next call tries again. At the window's end the run then ends without a switch.
+      gateOut.failed++;
+      log.error({ err, run: run.id, release: run.releaseSeq }, 'shadow/teacher-gate-failed');
+      return { switch: false, reason: `teacher: the disagreements could not be labelled and scored (${(err as Error).message.split('\n')[0]})`, devices: [] };
+    }
     const running = new Map<string, number | null>();
     const ids = devices.map((d) => d.deviceId);
     for (let i = 0; i < ids.length; i += 500) {
@@ -136,7 +144,7 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { r
     cache.set(key, decision);
     return decision;
   };
-  const gateOut = Object.assign(gate, { refused: 0 });
+  const gateOut = Object.assign(gate, { refused: 0, failed: 0 });
   return gateOut;
 }
 

@@ -27,6 +27,7 @@ let shadow: ShadowRollouts;
 let models: { identity: Uint8Array; candidate: Uint8Array };
 /** Teacher batches run (the gate caches its decision per input). */
 let teacherCalls: number;
+let teacherOf: () => Promise<ModelTeacher>;
 const IDS = ['d01', 'd02'];
 
 beforeAll(async () => {
@@ -46,7 +47,7 @@ beforeEach(async () => {
     h.fx.db.update(devices).set({ protocolVersion: 2, capabilities: [DEVICE_CAPABILITIES.shadow], lastSeen: seen }).where(eq(devices.id, id)).run();
   }
   writeFileSync(join(h.fx.dir, 'teacher.onnx'), models.identity);
-  const teacherOf = async (): Promise<ModelTeacher> => {
+  teacherOf = async (): Promise<ModelTeacher> => {
     const t = await Teacher.create([join(h.fx.dir, 'teacher.onnx')]);
     const logits = t.logits.bind(t);
     return { teacher: { id: t.id, dispose: () => t.dispose(), logits: (x, size) => (teacherCalls++, logits(x, size)) }, inputSize: 2, classes: 2 };
@@ -153,6 +154,23 @@ describe('teacher-labelled shadow switch', () => {
     expect(v.run.reason).toMatch(/gate not passed: teacher: candidate worse on the labelled disagreements of every device with evidence \(1; d01: /);
     expect(v.decision.devices.find((d) => d.deviceId === 'd02')).toMatchObject({ verdict: 'no_evidence' });
     expect(h.fx.db.select().from(releases).all()).toHaveLength(before);
+  });
+
+  it('a teacher that cannot be opened refuses the switch (logged, counted) and is tried again on the next call', async () => {
+    const run = await start();
+    await report('d01', run, 100, 80);
+    disagreements('d01', 20, TRAP);
+    let broken = true;
+    const gate = teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, teacherOf: async () => (broken ? Promise.reject(new Error('teacher.onnx: cannot read teacher model (ENOENT)')) : teacherOf()) });
+    const v = (await shadow.get(run.id))!;
+    const input = { run: v.run, devices: v.devices, now: new Date(now) };
+    expect(await gate(input)).toMatchObject({ switch: false, reason: expect.stringMatching(/^teacher: the disagreements could not be labelled and scored \(teacher\.onnx: cannot read/) });
+    expect(gate.failed).toBe(1);
+    broken = false;
+    const again = await gate(input);
+    expect(again.devices).toEqual([expect.objectContaining({ deviceId: 'd01', verdict: 'fail' })]);
+    expect(again.switch).toBe(false);
+    expect(gate.refused).toBe(1);
   });
 
   it('disagreements that never reached the cloud are no evidence, not a pass', async () => {
