@@ -24,13 +24,13 @@ export function deltaText(f: { delta?: number | null; deltaLow?: number | null; 
 }
 
 /** A round's shadow evaluation: cohorts (pooled), then devices, worst upper bound first. */
-export function ShadowTable({ rows }: { rows: ShadowRow[] }) {
-  if (rows.length === 0) return <p class="muted" id="shadow">No shadow evaluation: no audit samples and no device running a release of this model.</p>;
+export function ShadowTable({ rows, id = 'shadow' }: { rows: ShadowRow[]; id?: string }) {
+  if (rows.length === 0) return <p class="muted" id={id}>No shadow evaluation: no audit samples and no device running a release of this model.</p>;
   const cohorts = rows.filter((r) => r.scope === 'cohort');
   const devices = rows.filter((r) => r.scope === 'device').sort((a, b) => (a.deltaHigh ?? Infinity) - (b.deltaHigh ?? Infinity) || (a.deviceId! < b.deviceId! ? -1 : 1));
   const shown = devices.slice(0, SHADOW_DEVICES_SHOWN);
   return (
-    <div id="shadow">
+    <div id={id}>
       <p class="muted">Candidate vs the release each device runs, on its newest audit samples, with the teacher as the label. Change: candidate − running accuracy, paired 95% interval.</p>
       <table>
         <thead>
@@ -76,7 +76,7 @@ export function ShadowLines({ rows }: { rows: ShadowRow[] }) {
       {order.map((line) => (
         <section data-shadow-line={line ?? 'base'}>
           <h3 style="font-size:1rem;margin:.75rem 0 0">{line === null ? 'Base line' : `Cohort ${line}`}: its candidate on {line === null ? 'every device' : 'its members'}</h3>
-          <ShadowTable rows={lines.get(line)!} />
+          <ShadowTable rows={lines.get(line)!} id={`shadow-${line ?? 'base'}`} />
         </section>
       ))}
     </div>
