@@ -22,7 +22,7 @@ export interface ShadowRolloutsDeps {
   reissue(seq: number): Promise<number>;
   /** Starts the rollout of the switch (the RolloutEngine). */
   rollouts: { create(request: RolloutRequest): Promise<RolloutRow> };
-  /** Whether the window's end switches; default {@link agreementGate}. See gate.ts: the seam for item 3's gate. */
+  /** Whether the window's end switches; default {@link agreementGate}. cloud/server.ts adds the teacher-labelled gate (teacher-gate.ts). */
   gate?: ShadowSwitchGate;
   /** Telemetry with `shadow` figures is recorded as it arrives. */
   signals?: FleetSignals;
