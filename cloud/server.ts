@@ -25,7 +25,7 @@ import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
 import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
-import { ShadowRollouts } from './shadow/index.js';
+import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 
@@ -208,11 +208,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     });
     stack.push(() => rollouts.stop());
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
+    const shadowLog = log.child({ module: 'cloud/shadow' });
     const shadow = new ShadowRollouts({
       registry,
       publisher,
       signals: ingest,
-      log: log.child({ module: 'cloud/shadow' }),
+      log: shadowLog,
+      // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),

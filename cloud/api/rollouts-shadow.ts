@@ -35,6 +35,8 @@ const figuresSchema = z.strictObject({
   reportedAt: z.string().nullable(),
   /** The switch gate's verdict for the device: pass | fail | no_evidence (or null when not judged). */
   verdict: z.string().nullable(),
+  /** Why: the teacher-labelled figures (or why there are none), a refusal's reason. */
+  detail: z.string().nullable(),
 });
 
 export const shadowDetailSchema = z.strictObject({
@@ -65,7 +67,7 @@ export type ShadowDetail = z.infer<typeof shadowDetailSchema>;
 
 export function shadowDetail(v: ShadowViewLike): ShadowDetail {
   const r = v.run;
-  const verdicts = new Map(v.decision.devices.map((d) => [d.deviceId, d.verdict]));
+  const verdicts = new Map(v.decision.devices.map((d) => [d.deviceId, d]));
   return {
     id: r.id,
     kind: 'shadow',
@@ -91,7 +93,8 @@ export function shadowDetail(v: ShadowViewLike): ShadowDetail {
       skipped: d.skipped,
       latencyMs: { p50: d.latencyP50Ms, p95: d.latencyP95Ms },
       reportedAt: d.reportedAt,
-      verdict: verdicts.get(d.deviceId) ?? null,
+      verdict: verdicts.get(d.deviceId)?.verdict ?? null,
+      detail: verdicts.get(d.deviceId)?.detail ?? null,
     })),
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,

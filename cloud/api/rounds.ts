@@ -30,6 +30,8 @@ export const roundSchema = z.strictObject({
 const nnum = z.number().nullable();
 /** One row of a round's shadow evaluation (issue 13): a device's figures, or a cohort's pooled ones. */
 export const shadowRowSchema = z.strictObject({
+  /** The release line whose candidate was evaluated (issue 13): null for the base line, else the cohort's. */
+  line: z.string().nullable(),
   scope: z.enum(['device', 'cohort']),
   deviceId: z.string().nullable(),
   /** null: the model's base line. */
@@ -125,8 +127,8 @@ export function roundRoutes(ctx: ApiContext): Hono {
     .get(
       '/rounds/:id/shadow',
       describeRoute({
-        summary: "A round's shadow evaluation: the candidate vs each device's running release on its audit samples, per device and per cohort",
-        responses: { 200: { description: 'cohort rows first, then devices by id', schema: z.object({ round: z.string(), rows: z.array(shadowRowSchema) }) }, 404: { description: 'no such round', schema: errorBodySchema } },
+        summary: "A round's shadow evaluation: each line's candidate vs each device's running release on its audit samples, per device and per cohort",
+        responses: { 200: { description: 'by line (base first), cohort rows first, then devices by id', schema: z.object({ round: z.string(), rows: z.array(shadowRowSchema) }) }, 404: { description: 'no such round', schema: errorBodySchema } },
       }),
       validate('param', z.strictObject({ id: z.string().min(1).max(128) })),
       async (c) => {
@@ -135,7 +137,7 @@ export function roundRoutes(ctx: ApiContext): Hono {
         const rows = await shadowEvalOfRound({ db: ctx.db }, id);
         return c.json({
           round: id,
-          rows: rows.map((r) => ({ scope: r.scope, deviceId: r.deviceId, cohort: r.cohort, samples: r.samples, judgedBy: r.judgedBy, runningSeq: r.runningSeq, candidateAccuracy: r.candidateAccuracy, runningAccuracy: r.runningAccuracy, agreement: r.agreement, delta: r.delta, deltaLow: r.deltaLow, deltaHigh: r.deltaHigh })),
+          rows: rows.map((r) => ({ line: r.line, scope: r.scope, deviceId: r.deviceId, cohort: r.cohort, samples: r.samples, judgedBy: r.judgedBy, runningSeq: r.runningSeq, candidateAccuracy: r.candidateAccuracy, runningAccuracy: r.runningAccuracy, agreement: r.agreement, delta: r.delta, deltaLow: r.deltaLow, deltaHigh: r.deltaHigh })),
         });
       },
     );

@@ -84,7 +84,7 @@ export interface ShadowService {
 export interface ShadowViewLike {
   run: ShadowRunRow;
   devices: ShadowDeviceRow[];
-  decision: { switch: boolean; reason: string; devices: { deviceId: string; verdict: string; agreement: number | null }[] };
+  decision: { switch: boolean; reason: string; devices: { deviceId: string; verdict: string; agreement: number | null; detail?: string }[] };
 }
 
 /** Optional hooks into the fleet (cloud/fleet), called after the registry changed. Failures are logged, never undo the change. */

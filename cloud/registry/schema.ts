@@ -314,8 +314,13 @@ export const shadowEvals = sqliteTable(
   'shadow_evals',
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
+    /** The round that evaluated (or `shadow:<run id>` for the evidence of an on-device shadow run's switch). */
     roundId: text('round_id').notNull(),
     model: text('model').notNull(),
+    /** The release line evaluated (issue 13): null for the base line's candidate, else the cohort's. */
+    line: text('line'),
+    /** Rows that belong to one release directly: the shadow switch's re-issued release (teacher-gate.ts); null for a round's. */
+    releaseSeq: integer('release_seq'),
     scope: text('scope', { enum: ['device', 'cohort'] }).notNull(),
     deviceId: text('device_id'),
     cohort: text('cohort'),
@@ -335,7 +340,7 @@ export const shadowEvals = sqliteTable(
     deltaHigh: real('delta_high'),
     createdAt: text('created_at').notNull().default(now),
   },
-  (t) => [index('shadow_evals_round_idx').on(t.roundId, t.scope)],
+  (t) => [index('shadow_evals_round_idx').on(t.roundId, t.scope), index('shadow_evals_release_idx').on(t.releaseSeq)],
 );
 
 /** What example retention deleted per model (issue 9, item 9): lifetime counts, shown by `/v1/examples/stats`. */

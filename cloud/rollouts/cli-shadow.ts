@@ -30,6 +30,8 @@ export const shadowRunSchema = z.object({
       agreement: z.number().nullable(),
       latencyMs: z.object({ p50: z.number().nullable(), p95: z.number().nullable() }),
       verdict: z.string().nullable(),
+      /** The gate's figures for the device (the teacher-labelled disagreements); absent from older clouds. */
+      detail: z.string().nullable().optional(),
     }),
   ),
 });
@@ -45,7 +47,7 @@ export function shadowSummary(r: ShadowRun): string {
   const auto = r.autoSwitch ? `switches by itself at the end when every device with ≥ ${r.minRequests} examples agrees ≥ ${pct(r.minAgreement)}` : 'no automatic switch';
   const lines = [head, `  window until ${r.until} (${auto}); gate: ${r.gate.switch ? 'pass' : 'not passed'} (${r.gate.reason})`];
   if (r.switchedRelease !== null) lines.push(`  switched: release ${r.switchedRelease}, rollout ${r.rolloutId}`);
-  for (const d of r.devices) lines.push(`  ${d.deviceId}: ${d.state}, ${d.requests} shadowed, agreement ${pct(d.agreement)}, p50 ${ms(d.latencyMs.p50)}, p95 ${ms(d.latencyMs.p95)}${d.verdict ? `, ${d.verdict}` : ''}`);
+  for (const d of r.devices) lines.push(`  ${d.deviceId}: ${d.state}, ${d.requests} shadowed, agreement ${pct(d.agreement)}, p50 ${ms(d.latencyMs.p50)}, p95 ${ms(d.latencyMs.p95)}${d.verdict ? `, ${d.verdict}` : ''}${d.detail ? ` (${d.detail})` : ''}`);
   return lines.join('\n') + '\n';
 }
 

@@ -92,19 +92,15 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
   const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
   // Shadow evaluation on each device's audit traffic (issue 13), recorded for rejected candidates too. The
-  // base line only: the round's rows are one set, and a cohort release's rollout says "no evidence".
-  const shadow =
-    line.cohort === null
-      ? await (async () => {
-          progress({ phase: 'evaluate', detail: `shadow evaluation on the newest ${s.shadowAuditPerDevice} audit examples per device` });
-          const e = await shadowEvaluate({
-            registry, dataDir: job.dataDir, model: model.name, teacher, candidate: artifact, inputSize, classes,
-            studentImage: model.inputSpec.image, teacherImage: ctx.teacherImage, perDevice: s.shadowAuditPerDevice, minSamples: s.shadowMinSamples, cohortOf: ctx.cohortOf,
-          });
-          await recordShadowEval(registry, job.roundId, model.name, shadowRows(e));
-          return e;
-        })()
-      : undefined;
+  // base line on every device; a cohort line on its members, each against the release it runs (the
+  // cohort's pooled figures below the minimum), recorded under the line so its rollout finds them.
+  progress({ phase: 'evaluate', detail: `${lineName}: shadow evaluation on the newest ${s.shadowAuditPerDevice} audit examples per device` });
+  const shadow = await shadowEvaluate({
+    registry, dataDir: job.dataDir, model: model.name, teacher, candidate: artifact, inputSize, classes,
+    studentImage: model.inputSpec.image, teacherImage: ctx.teacherImage, perDevice: s.shadowAuditPerDevice, minSamples: s.shadowMinSamples,
+    ...(line.cohort === null ? { cohortOf: ctx.cohortOf } : { cohortOf: () => line.cohort, devices: line.members ?? [] }),
+  });
+  await recordShadowEval(registry, job.roundId, model.name, shadowRows(shadow), line.cohort);
   const sample = holdout.features.slice(0, inputSize);
   const latency = await measureLatency(artifact, sample, { budgetMs: s.latencyBudgetMs, warmup: 5 });
   // The device runs batch 1, and dynamic int8 quantisation depends on the batch: compute the golden output the same way.
@@ -157,7 +153,8 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
     parentSeq: parent?.seq ?? null,
     ...(line.cohort !== null ? { cohort: line.cohort, cohortDevices: line.members?.length ?? 0 } : {}),
     // Per-cohort aggregates are numbers, so they go into the signed manifest's metrics.
-    ...(shadow ? { shadow: shadowSummary(shadow), ...shadowManifestMetrics(shadow) } : {}),
+    shadow: shadowSummary(shadow),
+    ...shadowManifestMetrics(shadow),
   };
 
   progress({ phase: 'gate', detail: lineName });

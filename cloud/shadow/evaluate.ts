@@ -55,11 +55,16 @@ export interface ShadowEvalInput {
   perDevice: number;
   minSamples: number;
   cohortOf?: CohortOf;
+  /**
+   * Only these devices (a cohort line: its members, each against the release it runs; the cohort's
+   * pooled figures are the fallback below `minSamples`). Undefined: every device of the model.
+   */
+  devices?: readonly string[];
 }
 
 export async function shadowEvaluate(i: ShadowEvalInput): Promise<ShadowEvaluation> {
   const cohortOf = i.cohortOf ?? baseLineOnly;
-  const rows = await selectAuditRows(i.registry, i.model, i.perDevice);
+  const rows = await selectAuditRows(i.registry, i.model, i.perDevice, i.devices);
   const l = await teacherLabelRows(i.registry, rows, i.teacher, { inputSize: i.inputSize, classes: i.classes, studentImage: i.studentImage, teacherImage: i.teacherImage });
   const n = l.kept.length;
   const features = new Float32Array(n * i.inputSize);
@@ -76,7 +81,7 @@ export async function shadowEvaluate(i: ShadowEvalInput): Promise<ShadowEvaluati
     if (idx) idx.push(k);
     else byDevice.set(r.deviceId, [k]);
   });
-  const running = new Map((await devicesRunning(i.registry, i.model)).map((d) => [d.deviceId, d.release]));
+  const running = new Map((await devicesRunning(i.registry, i.model, i.devices)).map((d) => [d.deviceId, d.release]));
   for (const d of running.keys()) if (!byDevice.has(d)) byDevice.set(d, []);
 
   // Each running release scores the samples of the devices running it, once.

@@ -43,8 +43,12 @@ const pct = (x: number | null): string => (x === null ? '?' : `${(x * 100).toFix
 /** "−8.0 pts (95% CI −14.6 … −1.4), candidate 88.0% vs running #1 96.0%, agreement 90.0%, 100 audit samples of device d". */
 export function describeFigures(f: ShadowEvalRow, whose: string): string {
   const running = f.runningSeq !== null ? `running #${f.runningSeq}` : 'running';
+  if (fromShadowRun(f)) return `${pts(f.delta)} pts (95% CI ${pts(f.deltaLow)} … ${pts(f.deltaHigh)}) vs ${running}, agreement ${pct(f.agreement)}, ${f.samples} requests shadowed on ${whose}, disagreements labelled by the teacher (${f.roundId})`;
   return `${pts(f.delta)} pts (95% CI ${pts(f.deltaLow)} … ${pts(f.deltaHigh)}), candidate ${pct(f.candidateAccuracy)} vs ${running} ${pct(f.runningAccuracy)}, agreement ${pct(f.agreement)}, ${f.samples} audit samples of ${whose}`;
 }
+
+/** Figures of an on-device shadow run's switch (teacher-gate.ts), not of a round's audit samples. */
+export const fromShadowRun = (f: Pick<ShadowEvalRow, 'roundId'>): boolean => f.roundId.startsWith('shadow:');
 
 /**
  * The verdict for one device. `runningSeqNow`: the release the device runs now; figures measured
@@ -56,6 +60,7 @@ export function shadowVerdict(index: ShadowIndex, deviceId: string, margin: numb
   const d = index.devices.get(deviceId);
   if (!d) return { hold: false, evidence: 'none', reason: 'no evidence: the round did not evaluate this device (no audit samples, no running release)' };
   if (d.judgedBy !== 'device' && d.judgedBy !== 'cohort') {
+    if (fromShadowRun(d)) return { hold: false, evidence: 'none', reason: `no evidence: ${d.samples} requests shadowed on the device, too few (or too few of its disagreements labelled by the teacher) (${d.roundId})`, figures: d };
     return { hold: false, evidence: 'none', reason: `no evidence: ${d.samples} audit samples on the device and too few in its cohort${d.runningSeq === null ? ' (or no running release to compare)' : ''}`, figures: d };
   }
   if (runningSeqNow !== undefined && d.runningSeq !== runningSeqNow) {

@@ -10,6 +10,7 @@ import { capabilitiesKnown } from '../rollouts/steps.js';
 import { targetedDevices } from '../rollouts/store.js';
 import { eq } from 'drizzle-orm';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
+import { recordReleaseShadowEval } from './store.js';
 import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, shadowingRunOf, type ShadowRunState } from './run-store.js';
 
 export interface ShadowRolloutsDeps {
@@ -21,7 +22,7 @@ export interface ShadowRolloutsDeps {
   reissue(seq: number): Promise<number>;
   /** Starts the rollout of the switch (the RolloutEngine). */
   rollouts: { create(request: RolloutRequest): Promise<RolloutRow> };
-  /** Whether the window's end switches; default {@link agreementGate}. See gate.ts: the seam for item 3's gate. */
+  /** Whether the window's end switches; default {@link agreementGate}. cloud/server.ts adds the teacher-labelled gate (teacher-gate.ts). */
   gate?: ShadowSwitchGate;
   /** Telemetry with `shadow` figures is recorded as it arrives. */
   signals?: FleetSignals;
@@ -159,7 +160,9 @@ export class ShadowRollouts {
   switch(id: string, reason = 'switched by operator'): Promise<ShadowView> {
     return this.exclusive(async () => {
       const run = await this.mustBeShadowing(id);
-      await this.doSwitch(run, reason);
+      // The operator overrides the run's decision, not the per-device evidence: devices the gate holds are held.
+      const decision = await this.gate({ run, devices: await devicesOf(this.db, run.id), now: this.now() });
+      await this.doSwitch(run, reason, decision);
       return (await this.get(id))!;
     });
   }
@@ -183,7 +186,7 @@ export class ShadowRollouts {
           continue;
         }
         const decision = await this.gate({ run, devices: await devicesOf(this.db, run.id), now });
-        if (run.autoSwitch && decision.switch) await this.doSwitch(run, `window ended, gate passed: ${decision.reason}`);
+        if (run.autoSwitch && decision.switch) await this.doSwitch(run, `window ended, gate passed: ${decision.reason}`, decision);
         else await this.end(run, 'expired', run.autoSwitch ? `window ended, gate not passed: ${decision.reason}` : 'window ended with no switch');
       }
     });
@@ -268,9 +271,14 @@ export class ShadowRollouts {
   }
 
   /** The switch: the candidate's bytes at a new sequence, rolled out as a normal release to the same target. */
-  private async doSwitch(run: ShadowRunRow, reason: string): Promise<void> {
+  private async doSwitch(run: ShadowRunRow, reason: string, decision: ShadowSwitchDecision): Promise<void> {
     await this.restoreDesired(run);
     const seq = await this.deps.reissue(run.releaseSeq);
+    // Before the rollout starts: its agreement gate reads them for its first wave.
+    if (decision.evidence?.length) {
+      const line = this.db.select({ cohort: releases.cohort }).from(releases).where(eq(releases.seq, run.releaseSeq)).get()?.cohort ?? null;
+      await recordReleaseShadowEval(this.deps.registry, seq, `shadow:${run.id}`, run.model, line, decision.evidence);
+    }
     const policy = run.policy as ShadowStartRequest['policy'];
     const rollout = await this.deps.rollouts.create({ ...policy, model: run.model, releaseSeq: seq, target: run.target as RolloutTarget });
     await setRun(this.db, run.id, 'shadowing', { state: 'switched', reason, switchedSeq: seq, rolloutId: rollout.id }, this.now());

@@ -74,3 +74,28 @@ export function shadowFigures(candidate: ArrayLike<number>, running: ArrayLike<n
   const ci = pairedInterval(better, worse, n);
   return { ...out, runningAccuracy: rRight / n, agreement: same / n, better, worse, delta: ci.delta, deltaLow: ci.low, deltaHigh: ci.high };
 }
+
+/**
+ * The paired interval of an on-device shadow run, from the disagreements the teacher labelled
+ * (teacher-gate.ts). On a disagreement the two models give different classes, so at most one is the
+ * teacher's: d_i ∈ {−1, 0, 1} as above; on an agreement d_i = 0 (both right or both wrong, a tie). A
+ * paired interval over the disagreements alone would have b + w ≈ n and say nothing about how often the
+ * models disagree at all, so Δ is over every shadowed request, `requests` N from the device's telemetry,
+ * of which `disagreements` D:
+ *
+ * - every disagreement labelled (m ≥ D): exactly {@link pairedInterval}(b, w, N), the agreements as ties;
+ * - a sample of m < D labelled (the device sends disagreements within its example caps): the disagreement
+ *   rate D/N is known exactly, the mean of d over disagreements is estimated from the m, so
+ *   Δ = (D/N) · (b − w)/m with interval (D/N) · pairedInterval(b, w, m).
+ *
+ * No disagreement: Δ = 0 with interval [0, 0]. N = 0: NaNs.
+ */
+export function shadowRunInterval(requests: number, disagreements: number, better: number, worse: number, labelled: number, z = Z95): PairedInterval {
+  const n = Math.max(requests, labelled);
+  if (!(n > 0)) return { delta: NaN, low: NaN, high: NaN };
+  if (disagreements <= 0 && labelled === 0) return { delta: 0, low: 0, high: 0 };
+  if (labelled >= disagreements) return pairedInterval(better, worse, n, z);
+  const rate = disagreements / n;
+  const i = pairedInterval(better, worse, labelled, z);
+  return { delta: rate * i.delta, low: rate * i.low, high: rate * i.high };
+}

@@ -1,13 +1,14 @@
 import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { REJECT_CLASSES } from '../rollouts/policy.js';
+import type { NewShadowEval } from './store.js';
 
 /**
  * Whether a shadow run switches (issue 13 item 4): THE SEAM. `ShadowRollouts` calls one
  * `ShadowSwitchGate` at the window's end (auto-switch) and shows its answer in the rollout view; an
  * operator's `apprentice rollout switch ID` overrides it. The default is {@link agreementGate}, on the
- * devices' own agreement figures. The teacher-labelled gate of item 3 (shadow-eval: the paired bound of
- * candidate − running accuracy on the labelled disagreements) plugs in here, combined with
- * {@link allGates}, through `ShadowRolloutsDeps.gate`.
+ * devices' own agreement figures. The teacher-labelled gate (teacher-gate.ts: the paired bound of
+ * candidate − running accuracy with the disagreements labelled by the teacher) is combined with it by
+ * {@link allGates} in cloud/server.ts, through `ShadowRolloutsDeps.gate`.
  */
 
 export interface ShadowSwitchInput {
@@ -23,6 +24,11 @@ export interface ShadowSwitchDecision {
   /** One line for the operator (the run's `reason`, the transition log). */
   reason: string;
   devices: { deviceId: string; verdict: DeviceVerdict; agreement: number | null; detail?: string }[];
+  /**
+   * Per-device figures recorded for the release the switch re-issues (shadow_evals rows of that release):
+   * the switch rollout's agreement gate holds back the devices they show the candidate is worse for.
+   */
+  evidence?: NewShadowEval[];
 }
 
 export type ShadowSwitchGate = (input: ShadowSwitchInput) => Promise<ShadowSwitchDecision>;
@@ -64,11 +70,34 @@ export const agreementGate: ShadowSwitchGate = async ({ run, devices }) => {
   return { switch: true, reason: `agreement ≥ ${pct(run.minAgreement)} on ${passed.length} device(s) with ≥ ${run.minRequests} examples`, devices: verdicts };
 };
 
-/** Switches only when every gate does; the reasons of those that refuse are joined. */
+const VERDICT_RANK: Record<DeviceVerdict, number> = { no_evidence: 0, pass: 1, fail: 2 };
+
+/**
+ * Switches only when every gate does; the reasons of those that refuse are joined. Each device's verdict
+ * is the worst of the gates' that judged it (fail over pass over no evidence), their details joined; the
+ * evidence rows of every gate are kept.
+ */
 export function allGates(...gates: ShadowSwitchGate[]): ShadowSwitchGate {
   return async (input) => {
     const out = await Promise.all(gates.map((g) => g(input)));
     const refused = out.filter((d) => !d.switch);
-    return { switch: refused.length === 0, reason: (refused.length ? refused : out).map((d) => d.reason).join('; '), devices: out[0]?.devices ?? [] };
+    const byDevice = new Map<string, ShadowSwitchDecision['devices'][number]>();
+    for (const d of out.flatMap((o) => o.devices)) {
+      const prev = byDevice.get(d.deviceId);
+      if (!prev) {
+        byDevice.set(d.deviceId, { ...d });
+        continue;
+      }
+      if (VERDICT_RANK[d.verdict] > VERDICT_RANK[prev.verdict]) prev.verdict = d.verdict;
+      prev.agreement ??= d.agreement;
+      if (d.detail) prev.detail = prev.detail ? `${prev.detail}; ${d.detail}` : d.detail;
+    }
+    const evidence = out.flatMap((o) => o.evidence ?? []);
+    return {
+      switch: refused.length === 0,
+      reason: (refused.length ? refused : out).map((d) => d.reason).join('; '),
+      devices: [...byDevice.values()].sort((a, b) => (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0)),
+      ...(evidence.length ? { evidence } : {}),
+    };
   };
 }

@@ -4,7 +4,10 @@ import { Csrf, Page, fmtTime } from '../layout.js';
 import { liveStream } from '../live.js';
 import type { RolloutLiveView } from '../data.js';
 import type { Session, UiEnv } from '../session.js';
-import { ShadowCell } from './shadow.js';
+import type { ShadowDetail } from '../../api/rollouts-shadow.js';
+import { isShadowId } from '../../api/rollouts-shadow.js';
+import { runOfRollout } from '../../shadow/run-store.js';
+import { ShadowCell, ShadowRunPanel } from './shadow.js';
 
 type RolloutDetail = RolloutLiveView;
 
@@ -126,8 +129,21 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       );
     })
     .get('/:id', async (c) => {
-      const r = await get(c.req.param('id'));
+      const id = c.req.param('id');
       const session = c.get('session');
+      // An on-device shadow run (issue 13): its own page, from the API (the switch gate's answer with it).
+      if (isShadowId(id)) {
+        const run = await ctx.api<ShadowDetail>(`/v1/rollouts/${encodeURIComponent(id)}`);
+        return c.html(
+          <Page title={`Shadow run of ${run.model} release ${run.release}`} path="/ui/rollouts" session={session}>
+            <ShadowRunPanel run={run} />
+          </Page>,
+        );
+      }
+      const r = await get(id);
+      // The shadow run whose switch started this rollout, if one did.
+      const started = await runOfRollout(ctx.registry.db, id);
+      const run = started ? await ctx.api<ShadowDetail>(`/v1/rollouts/${encodeURIComponent(started.id)}`) : undefined;
       return c.html(
         <Page title={r.model.startsWith('agent:') ? `Agent rollout (${r.model.slice('agent:'.length)}) agentSeq ${r.release}` : `Rollout of ${r.model} release ${r.release}`} path="/ui/rollouts" session={session}>
           <p class="id muted">{r.id}</p>
@@ -136,6 +152,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
               <RolloutLive r={r} session={session} />
             </div>
           </div>
+          {run ? <ShadowRunPanel run={run} /> : null}
         </Page>,
       );
     })

@@ -5,7 +5,7 @@ import type { UiContext } from '../context.js';
 import { Page, fmtTime } from '../layout.js';
 import { liveStream } from '../live.js';
 import type { UiEnv } from '../session.js';
-import { ShadowTable } from './shadow.js';
+import { ShadowLines } from './shadow.js';
 
 type Round = z.infer<typeof roundSchema>;
 type Gate = { pass: boolean; reason: string };
@@ -226,7 +226,7 @@ export function roundRoutes(ctx: UiContext): Hono<UiEnv> {
               <h2>Metrics</h2>
               <MetricsList metrics={r.metrics} />
               <h2>Shadow evaluation</h2>
-              <ShadowTable rows={shadow.rows} />
+              <ShadowLines rows={shadow.rows} />
             </>
           ) : null}
         </Page>,

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Registry } from '../../../cloud/registry/db.js';
 import { devices, releases } from '../../../cloud/registry/schema.js';
 import { currentRelease } from '../../../cloud/rounds/releases.js';
+import { shadowEvalOfRelease } from '../../../cloud/shadow/store.js';
 import { RoundRunner } from '../../../cloud/rounds/runner.js';
 import { trainTeacher } from '../../../cloud/teacher/train-teacher.js';
 import { loadDataset } from '../../../shared/data/index.js';
@@ -58,9 +59,12 @@ describe('a round of a model with cohorts', () => {
     const traffic = await loadDataset('mnist:test', { limit: 60, shuffleSeed: 5 });
     const x = (i: number) => traffic.features.slice(i * 784, (i + 1) * 784);
     const from = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => x(a + i));
-    insertExamples(registry, 'mnist', from(0, 10), [], undefined, { deviceId: 'r1' });
+    insertExamples(registry, 'mnist', from(0, 5), [], undefined, { deviceId: 'r1' });
+    // Audit samples (hard examples too): the shadow evaluation of each line reads its members' own.
+    insertExamples(registry, 'mnist', from(5, 10), [], undefined, { deviceId: 'r1', reason: 'audit' });
     insertExamples(registry, 'mnist', from(10, 20), [], undefined, { deviceId: 'r2' });
-    insertExamples(registry, 'mnist', from(20, 27), [], undefined, { deviceId: 's1' });
+    insertExamples(registry, 'mnist', from(20, 24), [], undefined, { deviceId: 's1' });
+    insertExamples(registry, 'mnist', from(24, 27), [], undefined, { deviceId: 's1', reason: 'audit' });
     insertExamples(registry, 'mnist', from(27, 60), [], undefined, { deviceId: 'b1' });
     runner = await RoundRunner.create({ registry, dataDir: tmp.dir, signer, publish, rollouts });
   }, 120_000);
@@ -104,6 +108,15 @@ describe('a round of a model with cohorts', () => {
       [rot!.row.seq, { kind: 'group', group: 'rot' }],
       [solo!.row.seq, { kind: 'group', group: 'solo' }],
     ]);
+    // Shadow evaluation per line (issue 13 item 2): each cohort student on its members' audit samples only,
+    // recorded under its line, which its release (and so its rollout's agreement gate) reads. Nothing runs
+    // yet, so no device has a paired comparison: no evidence.
+    const lineRows = async (seq: number) => (await shadowEvalOfRelease(registry, seq)).map((r) => [r.line, r.scope, r.deviceId ?? r.cohort, r.samples, r.judgedBy]);
+    expect(await lineRows(rot!.row.seq)).toEqual([['rotated', 'cohort', 'rotated', 5, null], ['rotated', 'device', 'r1', 5, 'none']]);
+    expect(await lineRows(solo!.row.seq)).toEqual([['solo', 'cohort', 'solo', 3, null], ['solo', 'device', 's1', 3, 'none']]);
+    expect((await lineRows(base!.row.seq)).filter((r) => r[1] === 'device').map((r) => [r[0], r[2]])).toEqual([[null, 'r1'], [null, 's1']]);
+    expect((rot!.row.metrics as Record<string, unknown>).shadow).toMatchObject({ devices: 1, samples: 5, noEvidence: 1 });
+    expect((solo!.row.metrics as Record<string, unknown>)['shadow.solo.samples']).toBe(3);
     // Current release per line.
     expect(currentRelease(registry, 'mnist')?.seq).toBe(base!.row.seq);
     expect(currentRelease(registry, 'mnist', 'solo')?.seq).toBe(solo!.row.seq);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { pairedInterval, shadowFigures, Z95 } from '../../../cloud/shadow/stats.js';
+import { pairedInterval, shadowFigures, shadowRunInterval, Z95 } from '../../../cloud/shadow/stats.js';
 import { describeFigures, shadowIndex, shadowVerdict } from '../../../cloud/shadow/gate.js';
 import type { ShadowEvalRow } from '../../../cloud/registry/schema.js';
 
@@ -52,7 +52,7 @@ describe('shadow figures (paired, hand-computed)', () => {
 
 function row(p: Partial<ShadowEvalRow>): ShadowEvalRow {
   return {
-    id: 1, roundId: 'r', model: 'm', scope: 'device', deviceId: null, cohort: null, samples: 0, judgedBy: null, runningSeq: 1,
+    id: 1, roundId: 'r', model: 'm', line: null, releaseSeq: null, scope: 'device', deviceId: null, cohort: null, samples: 0, judgedBy: null, runningSeq: 1,
     candidateAccuracy: null, runningAccuracy: null, agreement: null, delta: null, deltaLow: null, deltaHigh: null, createdAt: '', ...p,
   };
 }
@@ -90,5 +90,28 @@ describe('agreement gate verdict', () => {
 
   it('describes figures with signs and the interval', () => {
     expect(describeFigures(rows[1]!, 'device worse')).toBe('−8.0 pts (95% CI −14.6 … −1.4), candidate 88.0% vs running #1 96.0%, agreement 88.0%, 100 audit samples of device worse');
+  });
+});
+
+describe('shadow run interval (teacher-labelled disagreements)', () => {
+  it('every disagreement labelled: the paired interval over all shadowed requests, agreements as ties', () => {
+    // N = 100, D = 20, all labelled, w = 20: Δ = −0.2; SE = √(20 − 4)/100 = 0.04.
+    expect(shadowRunInterval(100, 20, 0, 20, 20)).toEqual(pairedInterval(0, 20, 100));
+    expect(shadowRunInterval(100, 20, 0, 20, 20).high).toBeCloseTo(-0.2 + Z95 * 0.04, 12);
+  });
+
+  it('a sample of the disagreements: the known disagreement rate times the interval on the sample', () => {
+    // N = 200, D = 100, m = 20 labelled, w = 10: on the sample Δd = −0.5, SE = √(10 − 100/20)/20 = 0.111803;
+    // rate 0.5: Δ = −0.25, interval 0.5 × (−0.5 ± 1.96 × 0.111803) = [−0.359570, −0.140430].
+    const i = shadowRunInterval(200, 100, 0, 10, 20);
+    expect(i.delta).toBeCloseTo(-0.25, 12);
+    expect(i.low).toBeCloseTo(-0.35957, 5);
+    expect(i.high).toBeCloseTo(-0.14043, 5);
+  });
+
+  it('no disagreement is Δ = 0 exactly; nothing shadowed, or disagreements with none labelled, is NaN', () => {
+    expect(shadowRunInterval(50, 0, 0, 0, 0)).toEqual({ delta: 0, low: 0, high: 0 });
+    expect(shadowRunInterval(0, 0, 0, 0, 0).delta).toBeNaN();
+    expect(shadowRunInterval(50, 5, 0, 0, 0).high).toBeNaN();
   });
 });
