@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { views, type WasmBackend } from './wasm-heap.js';
+import { maxPoolGrad } from './wasm-pool-grad.js';
 
 /**
  * Gradient kernels the tfjs wasm backend (4.22) does not register, added at kernel level so every
@@ -19,16 +21,10 @@ import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensor
  *    forward pass; there is no product to hand to XNNPACK.
  *
  * Only channels-last (NHWC), the only layout tfjs layers produce. The cpu backend's kernels are the
- * reference: test/unit/tf/wasm-conv-grad.test.ts compares both on small shapes.
+ * reference: test/unit/tf/wasm-conv-grad.test.ts compares both on small shapes. Every kernel here reads
+ * and writes the wasm heap in place (wasm-heap.ts); `MaxPoolGrad` is in wasm-pool-grad.ts.
  */
 const PATCHED = Symbol.for('apprentice.wasmConvGradPatched');
-
-/** The parts of the wasm backend we use (its class is not exported in a typed way). */
-interface WasmBackend {
-  readSync(dataId: object): Float32Array;
-  makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number, values?: Float32Array): TensorInfo;
-  disposeData(dataId: object): void;
-}
 
 type ConvInfo = tf.backend_util.Conv2DInfo;
 
@@ -38,33 +34,40 @@ function channelsLast(dataFormat: unknown, kernel: string): void {
   }
 }
 
-/** colT[k][m] with k = (ky·kw + kx)·cin + ci (the HWIO row order of dW) and m = (n·OH + oy)·OW + ox. */
-export function im2colTransposed(x: Float32Array, c: ConvInfo): Float32Array {
+/**
+ * colT[k][m] with k = (ky·kw + kx)·cin + ci (the HWIO row order of dW) and m = (n·OH + oy)·OW + ox,
+ * written into `col` (length K·M), every element including the zeros of out-of-image taps, so `col`
+ * may be uninitialised heap memory.
+ */
+export function im2colTransposedInto(x: Float32Array, c: ConvInfo, col: Float32Array): void {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW } = c;
   const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = c;
   const top = c.padInfo.top;
   const left = c.padInfo.left;
   const M = N * OH * OW;
-  const col = new Float32Array(KH * KW * C * M);
-  // Row by row, so the writes are contiguous (the reads stride by C); out-of-image taps stay 0.
+  const step = sw * C;
+  // Row by row, so the writes are contiguous (the reads stride by sw·C).
   for (let ky = 0; ky < KH; ky++)
     for (let kx = 0; kx < KW; kx++) {
       // The output columns whose tap (ky, kx) falls inside the image: ox in [ox0, ox1).
-      const ox0 = Math.max(0, Math.ceil((left - kx * dw) / sw));
-      const ox1 = Math.min(OW, Math.floor((W - 1 + left - kx * dw) / sw) + 1);
+      const ox0 = Math.min(OW, Math.max(0, Math.ceil((left - kx * dw) / sw)));
+      const ox1 = Math.max(ox0, Math.min(OW, Math.floor((W - 1 + left - kx * dw) / sw) + 1));
       for (let ci = 0; ci < C; ci++) {
-        const row = ((ky * KW + kx) * C + ci) * M;
+        let dst = ((ky * KW + kx) * C + ci) * M;
         for (let n = 0; n < N; n++)
-          for (let oy = 0; oy < OH; oy++) {
+          for (let oy = 0; oy < OH; oy++, dst += OW) {
             const iy = oy * sh + ky * dh - top;
-            if (iy < 0 || iy >= H) continue;
-            const dst = row + (n * OH + oy) * OW;
-            const srcRow = (n * H + iy) * W;
-            for (let ox = ox0; ox < ox1; ox++) col[dst + ox] = x[(srcRow + ox * sw + kx * dw - left) * C + ci]!;
+            if (iy < 0 || iy >= H) {
+              col.fill(0, dst, dst + OW);
+              continue;
+            }
+            for (let ox = 0; ox < ox0; ox++) col[dst + ox] = 0;
+            let src = ((n * H + iy) * W + ox0 * sw + kx * dw - left) * C + ci;
+            for (let ox = ox0; ox < ox1; ox++, src += step) col[dst + ox] = x[src]!;
+            for (let ox = ox1; ox < OW; ox++) col[dst + ox] = 0;
           }
       }
     }
-  return col;
 }
 
 function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
@@ -76,7 +79,9 @@ function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
     const c = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
     const K = c.filterHeight * c.filterWidth * c.inChannels;
     const M = c.batchSize * c.outHeight * c.outWidth;
-    const colT = backend.makeOutput([1, K, M], 'float32', undefined, im2colTransposed(backend.readSync(x.dataId), c));
+    const colT = backend.makeOutput([1, K, M], 'float32');
+    const [xs, col] = views(backend, x, colT) as [Float32Array, Float32Array];
+    im2colTransposedInto(xs, c, col);
     try {
       // dy is [N, OH, OW, cout] in memory, i.e. already [M, cout]: a view with another shape, no copy.
       const dyView: TensorInfo = { dataId: dy.dataId, shape: [1, M, c.outChannels], dtype: dy.dtype };
@@ -89,13 +94,11 @@ function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
 }
 
 /** W[ky,kx,ci,co] → W'[kh-1-ky, kw-1-kx, co, ci]: the filter of the transposed (input-gradient) conv. */
-export function flipFilter(w: Float32Array, [kh, kw, ci, co]: number[]): Float32Array {
-  const out = new Float32Array(w.length);
+export function flipFilterInto(w: Float32Array, [kh, kw, ci, co]: number[], out: Float32Array): void {
   for (let y = 0; y < kh!; y++)
     for (let x = 0; x < kw!; x++)
       for (let i = 0; i < ci!; i++)
         for (let o = 0; o < co!; o++) out[(((kh! - 1 - y) * kw! + (kw! - 1 - x)) * co! + o) * ci! + i] = w[((y * kw! + x) * ci! + i) * co! + o]!;
-  return out;
 }
 
 function conv2DBackpropInput(original: KernelFunc): KernelFunc {
@@ -107,7 +110,9 @@ function conv2DBackpropInput(original: KernelFunc): KernelFunc {
     const channelsLastFmt = attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC';
     if (!(unitStride && attrs.pad === 'same' && kh % 2 === 1 && kw % 2 === 1 && channelsLastFmt)) return original(args);
     const backend = args.backend as unknown as WasmBackend;
-    const flipped = backend.makeOutput([kh, kw, filter.shape[3]!, filter.shape[2]!], 'float32', undefined, flipFilter(backend.readSync(filter.dataId), filter.shape));
+    const flipped = backend.makeOutput([kh, kw, filter.shape[3]!, filter.shape[2]!], 'float32');
+    const [w, wFlipped] = views(backend, filter, flipped) as [Float32Array, Float32Array];
+    flipFilterInto(w, filter.shape, wFlipped);
     try {
       const conv = tf.getKernel('Conv2D', 'wasm')!.kernelFunc;
       return conv({ inputs: { x: dy, filter: flipped }, backend: args.backend, attrs: { strides: 1, pad: 'same', dataFormat: 'NHWC', dilations: 1 } }) as TensorInfo;
@@ -115,81 +120,6 @@ function conv2DBackpropInput(original: KernelFunc): KernelFunc {
       backend.disposeData(flipped.dataId);
     }
   };
-}
-
-/**
- * Max-pool gradient: dy goes to the first maximum of each window (as the cpu backend does). The
- * channel loop is innermost so every read and write is contiguous in NHWC.
- */
-const maxPoolGrad: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
-  const a = args.attrs as NamedAttrMap & { filterSize: [number, number] | number; strides: [number, number] | number; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-  const c = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
-  const xs = backend.readSync(input.dataId);
-  const dys = backend.readSync(dy.dataId);
-  const dx = new Float32Array(xs.length);
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = c;
-  if (c.strideHeight === c.filterHeight && c.strideWidth === c.filterWidth && c.padInfo.top === 0 && c.padInfo.left === 0 && OH * c.filterHeight <= H && OW * c.filterWidth <= W) {
-    tiledMaxPoolGrad(xs, dys, dx, c);
-    return backend.makeOutput([...input.shape], 'float32', undefined, dx);
-  }
-  const bestV = new Float32Array(C);
-  const bestI = new Int32Array(C);
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        bestV.fill(-Infinity);
-        bestI.fill(-1);
-        for (let ky = 0; ky < c.filterHeight; ky++) {
-          const iy = oy * c.strideHeight + ky - c.padInfo.top;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < c.filterWidth; kx++) {
-            const ix = ox * c.strideWidth + kx - c.padInfo.left;
-            if (ix < 0 || ix >= W) continue;
-            const at = ((n * H + iy) * W + ix) * C;
-            for (let ch = 0; ch < C; ch++) {
-              const v = xs[at + ch]!;
-              if (v > bestV[ch]! || bestI[ch]! < 0) {
-                bestV[ch] = v;
-                bestI[ch] = at + ch;
-              }
-            }
-          }
-        }
-        const yo = ((n * OH + oy) * OW + ox) * C;
-        for (let ch = 0; ch < C; ch++) if (bestI[ch]! >= 0) dx[bestI[ch]!]! += dys[yo + ch]!;
-      }
-  return backend.makeOutput([...input.shape], 'float32', undefined, dx);
-};
-
-/**
- * The common case (every pool our students have): windows that tile the image without overlap or
- * padding, so each input pixel is in at most one window and dx is written, not accumulated. Same
- * tie rule as the general loop: the first maximum in (ky, kx) order wins.
- */
-function tiledMaxPoolGrad(xs: Float32Array, dys: Float32Array, dx: Float32Array, c: ConvInfo): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW } = c;
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        const base = ((n * H + oy * KH) * W + ox * KW) * C;
-        const yo = ((n * OH + oy) * OW + ox) * C;
-        for (let ch = 0; ch < C; ch++) {
-          let best = base + ch;
-          let bestV = xs[best]!;
-          for (let ky = 0; ky < KH; ky++)
-            for (let kx = 0; kx < KW; kx++) {
-              const at = base + (ky * W + kx) * C + ch;
-              const v = xs[at]!;
-              if (v > bestV) {
-                bestV = v;
-                best = at;
-              }
-            }
-          dx[best] = dys[yo + ch]!;
-        }
-      }
 }
 
 function depthwiseInfo(inShape: number[], filterShape: number[], attrs: NamedAttrMap): ConvInfo {
@@ -225,11 +155,11 @@ const depthwiseBackpropFilter: KernelFunc = (args) => {
   const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
   const filterShape = (args.attrs as { filterShape: number[] }).filterShape;
   const c = depthwiseInfo(x.shape, filterShape, args.attrs!);
-  const xs = backend.readSync(x.dataId);
-  const dys = backend.readSync(dy.dataId);
+  const out = backend.makeOutput([...filterShape], 'float32');
+  const [xs, dys, dW] = views(backend, x, dy, out) as [Float32Array, Float32Array, Float32Array];
+  dW.fill(0);
   const C = c.inChannels;
   const mult = c.outChannels / C;
-  const dW = new Float32Array(filterShape.reduce((a, b) => a * b, 1));
   // Filter layout [kh, kw, cin, mult]: tap offset + ci·mult + m equals the output channel's index.
   forEachTap(c, (xo, wo, yo) => {
     for (let ci = 0; ci < C; ci++) {
@@ -237,7 +167,7 @@ const depthwiseBackpropFilter: KernelFunc = (args) => {
       for (let m = 0; m < mult; m++) dW[wo + ci * mult + m]! += xv * dys[yo + ci * mult + m]!;
     }
   });
-  return backend.makeOutput([...filterShape], 'float32', undefined, dW);
+  return out;
 };
 
 const depthwiseBackpropInput: KernelFunc = (args) => {
@@ -245,11 +175,11 @@ const depthwiseBackpropInput: KernelFunc = (args) => {
   const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
   const inputShape = (args.attrs as { inputShape: number[] }).inputShape;
   const c = depthwiseInfo(inputShape, filter.shape, args.attrs!);
-  const ws = backend.readSync(filter.dataId);
-  const dys = backend.readSync(dy.dataId);
+  const out = backend.makeOutput([...inputShape], 'float32');
+  const [ws, dys, dx] = views(backend, filter, dy, out) as [Float32Array, Float32Array, Float32Array];
+  dx.fill(0);
   const C = c.inChannels;
   const mult = c.outChannels / C;
-  const dx = new Float32Array(inputShape.reduce((a, b) => a * b, 1));
   forEachTap(c, (xo, wo, yo) => {
     for (let ci = 0; ci < C; ci++) {
       let acc = 0;
@@ -257,7 +187,7 @@ const depthwiseBackpropInput: KernelFunc = (args) => {
       dx[xo + ci]! += acc;
     }
   });
-  return backend.makeOutput([...inputShape], 'float32', undefined, dx);
+  return out;
 };
 
 /** The kernels this module adds, by name. */
