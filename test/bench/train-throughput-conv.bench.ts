@@ -50,12 +50,13 @@ const data = { features, inputSize, count: examples, classes, labels, teacherLog
 const trainingFlops = modelFlops(spec, [inputSize], classes).training;
 
 /** One epoch over the synthetic set with the distillation loss (T 4, α 0.5) and jitter, as the distill bench trains. */
-async function epoch(count = examples): Promise<{ samplesPerSec: number; steps: number }> {
+async function epoch(count = examples): Promise<{ samplesPerSec: number; steps: number; finalLoss: number; weights: Float32Array[] }> {
   const model = buildModel(spec, { inputSize, classes, seed: 1 });
   const sub = { ...data, count, features: features.subarray(0, count * inputSize), labels: labels.subarray(0, count), teacherLogits: teacherLogits.subarray(0, count * classes) };
   const t = await trainModel(model, sub, { epochs: 1, batchSize, learningRate: 1e-3, temperature: 4, alpha: 0.5, seed: 1, jitter });
+  const weights = model.getWeights().map((w) => w.dataSync() as Float32Array);
   model.dispose();
-  return { samplesPerSec: t.samplesPerSec, steps: t.steps };
+  return { samplesPerSec: t.samplesPerSec, steps: t.steps, finalLoss: t.finalLoss, weights };
 }
 
 const loadBefore = loadavg();
@@ -65,15 +66,22 @@ for (const name of names) {
   await epoch(4 * batchSize); // warm-up: kernel setup, heap growth, JIT
 }
 const perRound: Array<Record<string, number>> = [];
+// Same initial weights, data order and jitter on both sides: the trained weights of the first round show
+// whether the kernel sets compute the same thing (the largest absolute difference of any weight).
+const trained: Record<string, { finalLoss: number; weights: Float32Array[] }> = {};
 for (let i = 0; i < rounds; i++) {
   const row: Record<string, number> = {};
   for (const name of i % 2 ? [...names].reverse() : names) {
     sets[name]!();
-    row[name] = (await epoch()).samplesPerSec;
+    const e = await epoch();
+    row[name] = e.samplesPerSec;
+    trained[name] ??= e;
   }
   perRound.push(row);
   console.log(`round ${i + 1}/${rounds}: ${names.map((n) => `${n} ${row[n]!.toFixed(0)}`).join(', ')} samples/s`);
 }
+let maxAbsWeightDiff = 0;
+trained.current!.weights.forEach((w, i) => w.forEach((v, j) => (maxAbsWeightDiff = Math.max(maxAbsWeightDiff, Math.abs(v - trained.baseline!.weights[i]![j]!)))));
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 const samplesPerSec = Object.fromEntries(names.map((n) => [n, median(perRound.map((row) => row[n]!))]));
 const speedup = median(perRound.map((row) => row.current! / row.baseline!));
@@ -82,7 +90,7 @@ const topKernels: Record<string, KernelTime[]> = {};
 for (const name of names) {
   sets[name]!();
   const timer = kernelTimer();
-  const { steps } = await epoch(profileSteps * batchSize);
+  const { steps } = await epoch(Math.min(examples, profileSteps * batchSize));
   topKernels[name] = timer.top(steps, 8);
   timer.stop();
 }
@@ -90,7 +98,7 @@ const loadAfter = loadavg();
 
 const summary =
   `${arch} training on wasm (batch ${batchSize}, jitter ${jitter}): ${samplesPerSec.current!.toFixed(0)} samples/s with this checkout's kernels vs ` +
-  `${samplesPerSec.baseline!.toFixed(0)} with ${baselineCommit}'s, ×${speedup.toFixed(2)} (median of ${rounds} interleaved rounds; load ${loadBefore[0]!.toFixed(1)}→${loadAfter[0]!.toFixed(1)} on ${cpus().length} cores)`;
+  `${samplesPerSec.baseline!.toFixed(0)} with ${baselineCommit}'s, ×${speedup.toFixed(2)}, trained weights differ by at most ${maxAbsWeightDiff} (median of ${rounds} interleaved rounds; load ${loadBefore[0]!.toFixed(1)}→${loadAfter[0]!.toFixed(1)} on ${cpus().length} cores)`;
 const file = writeBenchResult(env.BENCH_RESULT_NAME ?? 'train-throughput-conv', {
   summary,
   arch,
@@ -103,6 +111,7 @@ const file = writeBenchResult(env.BENCH_RESULT_NAME ?? 'train-throughput-conv', 
   samplesPerSec,
   gflops: Object.fromEntries(names.map((n) => [n, +((samplesPerSec[n]! * trainingFlops) / 1e9).toFixed(2)])),
   speedup,
+  sameResult: { maxAbsWeightDiff, finalLoss: Object.fromEntries(names.map((n) => [n, trained[n]!.finalLoss])), steps: examples / batchSize },
   rounds: perRound,
   topKernels,
 });

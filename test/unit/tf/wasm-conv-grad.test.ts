@@ -127,6 +127,23 @@ describe('wasm conv gradient kernels', () => {
     }
   });
 
+  it('Identity shares the data: equal values, no new buffer, and it outlives its input', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.tensor2d(rand(12, 41), [3, 4]);
+    const want = Array.from(x.dataSync());
+    const buffers = () => (tf.memory() as { numDataBuffers: number }).numDataBuffers;
+    const before = buffers();
+    const y = tf.clone(x);
+    expect(buffers()).toBe(before);
+    x.dispose();
+    expect(Array.from(y.dataSync())).toEqual(want);
+    // Gradients pass through Identity too: d(sum(clone(x)·2))/dx = 2.
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.clone(a), 2)))(y);
+    expect(Array.from(g.dataSync())).toEqual(want.map(() => 2));
+    tf.dispose([y, g]);
+    expect(buffers()).toBe(before - 1);
+  });
+
   it('installing twice registers nothing new and keeps the kernels', async () => {
     const again = installWasmConvGradKernels();
     expect(again).toEqual(installWasmConvGradKernels());
