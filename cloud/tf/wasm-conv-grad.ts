@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
 import { views, type WasmBackend } from './wasm-heap.js';
+import { depthwiseBackpropFilter, depthwiseBackpropInput } from './wasm-depthwise-grad.js';
 import { maxPoolGrad } from './wasm-pool-grad.js';
 
 /**
@@ -16,13 +17,12 @@ import { maxPoolGrad } from './wasm-pool-grad.js';
  *    rotated 180° and its channel axes swapped, so it runs on XNNPACK's Conv2D. Measured on a
  *    [128,14,14,16]→32 3×3 layer here: the backend's loop kernel took 269 ms per step, this ~45 ms.
  *    Other shapes go to the original kernel.
- *  - `DepthwiseConv2dNativeBackpropFilter` / `...BackpropInput`: plain JS loops. A depthwise conv does
- *    kh·kw multiply-adds per output value, so these are memory-bound copies of the same order as the
- *    forward pass; there is no product to hand to XNNPACK.
+ *  - `DepthwiseConv2dNativeBackpropFilter` / `...BackpropInput`: in wasm-depthwise-grad.ts.
  *
  * Only channels-last (NHWC), the only layout tfjs layers produce. The cpu backend's kernels are the
  * reference: test/unit/tf/wasm-conv-grad.test.ts compares both on small shapes. Every kernel here reads
- * and writes the wasm heap in place (wasm-heap.ts); `MaxPoolGrad` is in wasm-pool-grad.ts.
+ * and writes the wasm heap in place (wasm-heap.ts); `MaxPoolGrad` is in wasm-pool-grad.ts. Each of
+ * them, and what it gained, is measured by test/bench/train-throughput-conv.bench.ts.
  */
 const PATCHED = Symbol.for('apprentice.wasmConvGradPatched');
 
@@ -121,74 +121,6 @@ function conv2DBackpropInput(original: KernelFunc): KernelFunc {
     }
   };
 }
-
-function depthwiseInfo(inShape: number[], filterShape: number[], attrs: NamedAttrMap): ConvInfo {
-  const a = attrs as NamedAttrMap & { strides: [number, number] | number; dilations?: [number, number] | number; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-  return tf.backend_util.computeConv2DInfo(inShape as [number, number, number, number], filterShape as [number, number, number, number], a.strides, a.dilations ?? 1, a.pad, a.dimRoundingMode, true, 'channelsLast');
-}
-
-/**
- * Visits every (input pixel, filter tap, output pixel) triple of a depthwise conv with its flat
- * offsets: `xo` into x/dx at channel 0, `wo` into the filter at channel 0, `yo` into y/dy at channel 0.
- * Both gradients are this loop with a different multiply-accumulate.
- */
-function forEachTap(c: ConvInfo, visit: (xo: number, wo: number, yo: number) => void): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW, outChannels: CO } = c;
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        const yo = ((n * OH + oy) * OW + ox) * CO;
-        for (let ky = 0; ky < KH; ky++) {
-          const iy = oy * c.strideHeight + ky * c.dilationHeight - c.padInfo.top;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < KW; kx++) {
-            const ix = ox * c.strideWidth + kx * c.dilationWidth - c.padInfo.left;
-            if (ix < 0 || ix >= W) continue;
-            visit(((n * H + iy) * W + ix) * C, (ky * KW + kx) * CO, yo);
-          }
-        }
-      }
-}
-
-const depthwiseBackpropFilter: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-  const filterShape = (args.attrs as { filterShape: number[] }).filterShape;
-  const c = depthwiseInfo(x.shape, filterShape, args.attrs!);
-  const out = backend.makeOutput([...filterShape], 'float32');
-  const [xs, dys, dW] = views(backend, x, dy, out) as [Float32Array, Float32Array, Float32Array];
-  dW.fill(0);
-  const C = c.inChannels;
-  const mult = c.outChannels / C;
-  // Filter layout [kh, kw, cin, mult]: tap offset + ci·mult + m equals the output channel's index.
-  forEachTap(c, (xo, wo, yo) => {
-    for (let ci = 0; ci < C; ci++) {
-      const xv = xs[xo + ci]!;
-      for (let m = 0; m < mult; m++) dW[wo + ci * mult + m]! += xv * dys[yo + ci * mult + m]!;
-    }
-  });
-  return out;
-};
-
-const depthwiseBackpropInput: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
-  const inputShape = (args.attrs as { inputShape: number[] }).inputShape;
-  const c = depthwiseInfo(inputShape, filter.shape, args.attrs!);
-  const out = backend.makeOutput([...inputShape], 'float32');
-  const [ws, dys, dx] = views(backend, filter, dy, out) as [Float32Array, Float32Array, Float32Array];
-  dx.fill(0);
-  const C = c.inChannels;
-  const mult = c.outChannels / C;
-  forEachTap(c, (xo, wo, yo) => {
-    for (let ci = 0; ci < C; ci++) {
-      let acc = 0;
-      for (let m = 0; m < mult; m++) acc += dys[yo + ci * mult + m]! * ws[wo + ci * mult + m]!;
-      dx[xo + ci]! += acc;
-    }
-  });
-  return out;
-};
 
 /** The kernels this module adds, by name. */
 export const WASM_CONV_GRAD_KERNELS = ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput'] as const;

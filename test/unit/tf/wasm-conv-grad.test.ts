@@ -45,6 +45,10 @@ const cases: Case[] = [
   { name: 'conv2d 3x3 valid stride (2, 3)', x: [2, 8, 10, 2], w: [3, 3, 2, 3], f: (x, w) => tf.conv2d(x, w, [2, 3], 'valid') },
   { name: 'depthwise 3x3 same', x: [2, 6, 5, 3], w: [3, 3, 3, 1], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
   { name: 'depthwise multiplier 2, stride 2 valid', x: [2, 7, 6, 2], w: [3, 3, 2, 2], f: (x, w) => tf.depthwiseConv2d(x, w, 2, 'valid') },
+  // dx of stride-1 'same' multiplier-1 depthwise convs runs on the native forward kernel; the others on JS loops.
+  { name: 'depthwise 5x5 same on one channel', x: [2, 7, 6, 1], w: [5, 5, 1, 1], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
+  { name: 'depthwise 3x3 same multiplier 2', x: [2, 5, 6, 3], w: [3, 3, 3, 2], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
+  { name: 'depthwise 3x3 same stride 2 + relu + 2x2 max-pool', x: [2, 9, 8, 4], w: [3, 3, 4, 1], f: (x, w) => tf.maxPool(tf.relu(tf.depthwiseConv2d(x, w, 2, 'same')), 2, 2, 'valid') },
 ];
 
 describe('wasm conv gradient kernels', () => {
