@@ -25,14 +25,18 @@ function restore(s: Snapshot): void {
   }
 }
 
-/** The baseline commit's kernel module, written where its '@tensorflow/tfjs' import resolves. */
+/**
+ * The baseline commit's kernel module: its cloud/tf/wasm-*.ts (the kernel modules import only each
+ * other and tfjs) written to .cache/bench/wasm-kernels-<commit>/, where '@tensorflow/tfjs' resolves.
+ */
 export function baselineModule(commit: string): string {
-  const source = execFileSync('git', ['show', `${commit}:cloud/tf/wasm-conv-grad.ts`], { encoding: 'utf8' });
-  if (/from '\.\//.test(source)) throw new Error(`BENCH_BASELINE_COMMIT=${commit}: its wasm-conv-grad.ts imports sibling modules; pick a commit whose kernels are self-contained`);
-  const file = resolve('.cache/bench', `wasm-conv-grad-${commit}.ts`);
-  mkdirSync(resolve('.cache/bench'), { recursive: true });
-  writeFileSync(file, source);
-  return file;
+  const git = (...args: string[]) => execFileSync('git', args, { encoding: 'utf8' });
+  const files = git('ls-tree', '--name-only', `${commit}:cloud/tf`).split('\n').filter((f) => /^wasm-.*\.ts$/.test(f));
+  if (!files.includes('wasm-conv-grad.ts')) throw new Error(`BENCH_BASELINE_COMMIT=${commit}: no cloud/tf/wasm-conv-grad.ts there`);
+  const dir = resolve('.cache/bench', `wasm-kernels-${commit}`);
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) writeFileSync(resolve(dir, f), git('show', `${commit}:cloud/tf/${f}`));
+  return resolve(dir, 'wasm-conv-grad.ts');
 }
 
 /** Loads an installer from a module file (e.g. `baselineModule`'s). */
