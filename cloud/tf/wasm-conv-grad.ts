@@ -1,5 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs';
+import { views, type WasmBackend } from './wasm-heap.js';
+import { depthwiseBackpropFilter, depthwiseBackpropInput } from './wasm-depthwise-grad.js';
+import { maxPoolGrad } from './wasm-pool-grad.js';
 
 /**
  * Gradient kernels the tfjs wasm backend (4.22) does not register, added at kernel level so every
@@ -14,21 +17,14 @@ import type { KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensor
  *    rotated 180° and its channel axes swapped, so it runs on XNNPACK's Conv2D. Measured on a
  *    [128,14,14,16]→32 3×3 layer here: the backend's loop kernel took 269 ms per step, this ~45 ms.
  *    Other shapes go to the original kernel.
- *  - `DepthwiseConv2dNativeBackpropFilter` / `...BackpropInput`: plain JS loops. A depthwise conv does
- *    kh·kw multiply-adds per output value, so these are memory-bound copies of the same order as the
- *    forward pass; there is no product to hand to XNNPACK.
+ *  - `DepthwiseConv2dNativeBackpropFilter` / `...BackpropInput`: in wasm-depthwise-grad.ts.
  *
  * Only channels-last (NHWC), the only layout tfjs layers produce. The cpu backend's kernels are the
- * reference: test/unit/tf/wasm-conv-grad.test.ts compares both on small shapes.
+ * reference: test/unit/tf/wasm-conv-grad.test.ts compares both on small shapes. Every kernel here reads
+ * and writes the wasm heap in place (wasm-heap.ts); `MaxPoolGrad` is in wasm-pool-grad.ts. Each of
+ * them, and what it gained, is measured by test/bench/train-throughput-conv.bench.ts.
  */
 const PATCHED = Symbol.for('apprentice.wasmConvGradPatched');
-
-/** The parts of the wasm backend we use (its class is not exported in a typed way). */
-interface WasmBackend {
-  readSync(dataId: object): Float32Array;
-  makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number, values?: Float32Array): TensorInfo;
-  disposeData(dataId: object): void;
-}
 
 type ConvInfo = tf.backend_util.Conv2DInfo;
 
@@ -38,33 +34,40 @@ function channelsLast(dataFormat: unknown, kernel: string): void {
   }
 }
 
-/** colT[k][m] with k = (ky·kw + kx)·cin + ci (the HWIO row order of dW) and m = (n·OH + oy)·OW + ox. */
-export function im2colTransposed(x: Float32Array, c: ConvInfo): Float32Array {
+/**
+ * colT[k][m] with k = (ky·kw + kx)·cin + ci (the HWIO row order of dW) and m = (n·OH + oy)·OW + ox,
+ * written into `col` (length K·M), every element including the zeros of out-of-image taps, so `col`
+ * may be uninitialised heap memory.
+ */
+export function im2colTransposedInto(x: Float32Array, c: ConvInfo, col: Float32Array): void {
   const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW } = c;
   const { strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = c;
   const top = c.padInfo.top;
   const left = c.padInfo.left;
   const M = N * OH * OW;
-  const col = new Float32Array(KH * KW * C * M);
-  // Row by row, so the writes are contiguous (the reads stride by C); out-of-image taps stay 0.
+  const step = sw * C;
+  // Row by row, so the writes are contiguous (the reads stride by sw·C).
   for (let ky = 0; ky < KH; ky++)
     for (let kx = 0; kx < KW; kx++) {
       // The output columns whose tap (ky, kx) falls inside the image: ox in [ox0, ox1).
-      const ox0 = Math.max(0, Math.ceil((left - kx * dw) / sw));
-      const ox1 = Math.min(OW, Math.floor((W - 1 + left - kx * dw) / sw) + 1);
+      const ox0 = Math.min(OW, Math.max(0, Math.ceil((left - kx * dw) / sw)));
+      const ox1 = Math.max(ox0, Math.min(OW, Math.floor((W - 1 + left - kx * dw) / sw) + 1));
       for (let ci = 0; ci < C; ci++) {
-        const row = ((ky * KW + kx) * C + ci) * M;
+        let dst = ((ky * KW + kx) * C + ci) * M;
         for (let n = 0; n < N; n++)
-          for (let oy = 0; oy < OH; oy++) {
+          for (let oy = 0; oy < OH; oy++, dst += OW) {
             const iy = oy * sh + ky * dh - top;
-            if (iy < 0 || iy >= H) continue;
-            const dst = row + (n * OH + oy) * OW;
-            const srcRow = (n * H + iy) * W;
-            for (let ox = ox0; ox < ox1; ox++) col[dst + ox] = x[(srcRow + ox * sw + kx * dw - left) * C + ci]!;
+            if (iy < 0 || iy >= H) {
+              col.fill(0, dst, dst + OW);
+              continue;
+            }
+            for (let ox = 0; ox < ox0; ox++) col[dst + ox] = 0;
+            let src = ((n * H + iy) * W + ox0 * sw + kx * dw - left) * C + ci;
+            for (let ox = ox0; ox < ox1; ox++, src += step) col[dst + ox] = x[src]!;
+            for (let ox = ox1; ox < OW; ox++) col[dst + ox] = 0;
           }
       }
     }
-  return col;
 }
 
 function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
@@ -76,7 +79,9 @@ function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
     const c = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
     const K = c.filterHeight * c.filterWidth * c.inChannels;
     const M = c.batchSize * c.outHeight * c.outWidth;
-    const colT = backend.makeOutput([1, K, M], 'float32', undefined, im2colTransposed(backend.readSync(x.dataId), c));
+    const colT = backend.makeOutput([1, K, M], 'float32');
+    const [xs, col] = views(backend, x, colT) as [Float32Array, Float32Array];
+    im2colTransposedInto(xs, c, col);
     try {
       // dy is [N, OH, OW, cout] in memory, i.e. already [M, cout]: a view with another shape, no copy.
       const dyView: TensorInfo = { dataId: dy.dataId, shape: [1, M, c.outChannels], dtype: dy.dtype };
@@ -89,13 +94,11 @@ function conv2DBackpropFilter(matMul: KernelFunc): KernelFunc {
 }
 
 /** W[ky,kx,ci,co] → W'[kh-1-ky, kw-1-kx, co, ci]: the filter of the transposed (input-gradient) conv. */
-export function flipFilter(w: Float32Array, [kh, kw, ci, co]: number[]): Float32Array {
-  const out = new Float32Array(w.length);
+export function flipFilterInto(w: Float32Array, [kh, kw, ci, co]: number[], out: Float32Array): void {
   for (let y = 0; y < kh!; y++)
     for (let x = 0; x < kw!; x++)
       for (let i = 0; i < ci!; i++)
         for (let o = 0; o < co!; o++) out[(((kh! - 1 - y) * kw! + (kw! - 1 - x)) * co! + o) * ci! + i] = w[((y * kw! + x) * ci! + i) * co! + o]!;
-  return out;
 }
 
 function conv2DBackpropInput(original: KernelFunc): KernelFunc {
@@ -107,7 +110,9 @@ function conv2DBackpropInput(original: KernelFunc): KernelFunc {
     const channelsLastFmt = attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC';
     if (!(unitStride && attrs.pad === 'same' && kh % 2 === 1 && kw % 2 === 1 && channelsLastFmt)) return original(args);
     const backend = args.backend as unknown as WasmBackend;
-    const flipped = backend.makeOutput([kh, kw, filter.shape[3]!, filter.shape[2]!], 'float32', undefined, flipFilter(backend.readSync(filter.dataId), filter.shape));
+    const flipped = backend.makeOutput([kh, kw, filter.shape[3]!, filter.shape[2]!], 'float32');
+    const [w, wFlipped] = views(backend, filter, flipped) as [Float32Array, Float32Array];
+    flipFilterInto(w, filter.shape, wFlipped);
     try {
       const conv = tf.getKernel('Conv2D', 'wasm')!.kernelFunc;
       return conv({ inputs: { x: dy, filter: flipped }, backend: args.backend, attrs: { strides: 1, pad: 'same', dataFormat: 'NHWC', dilations: 1 } }) as TensorInfo;
@@ -117,156 +122,29 @@ function conv2DBackpropInput(original: KernelFunc): KernelFunc {
   };
 }
 
-/**
- * Max-pool gradient: dy goes to the first maximum of each window (as the cpu backend does). The
- * channel loop is innermost so every read and write is contiguous in NHWC.
- */
-const maxPoolGrad: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { dy, input } = args.inputs as { dy: TensorInfo; input: TensorInfo };
-  const a = args.attrs as NamedAttrMap & { filterSize: [number, number] | number; strides: [number, number] | number; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-  const c = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
-  const xs = backend.readSync(input.dataId);
-  const dys = backend.readSync(dy.dataId);
-  const dx = new Float32Array(xs.length);
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = c;
-  if (c.strideHeight === c.filterHeight && c.strideWidth === c.filterWidth && c.padInfo.top === 0 && c.padInfo.left === 0 && OH * c.filterHeight <= H && OW * c.filterWidth <= W) {
-    tiledMaxPoolGrad(xs, dys, dx, c);
-    return backend.makeOutput([...input.shape], 'float32', undefined, dx);
-  }
-  const bestV = new Float32Array(C);
-  const bestI = new Int32Array(C);
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        bestV.fill(-Infinity);
-        bestI.fill(-1);
-        for (let ky = 0; ky < c.filterHeight; ky++) {
-          const iy = oy * c.strideHeight + ky - c.padInfo.top;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < c.filterWidth; kx++) {
-            const ix = ox * c.strideWidth + kx - c.padInfo.left;
-            if (ix < 0 || ix >= W) continue;
-            const at = ((n * H + iy) * W + ix) * C;
-            for (let ch = 0; ch < C; ch++) {
-              const v = xs[at + ch]!;
-              if (v > bestV[ch]! || bestI[ch]! < 0) {
-                bestV[ch] = v;
-                bestI[ch] = at + ch;
-              }
-            }
-          }
-        }
-        const yo = ((n * OH + oy) * OW + ox) * C;
-        for (let ch = 0; ch < C; ch++) if (bestI[ch]! >= 0) dx[bestI[ch]!]! += dys[yo + ch]!;
-      }
-  return backend.makeOutput([...input.shape], 'float32', undefined, dx);
-};
-
-/**
- * The common case (every pool our students have): windows that tile the image without overlap or
- * padding, so each input pixel is in at most one window and dx is written, not accumulated. Same
- * tie rule as the general loop: the first maximum in (ky, kx) order wins.
- */
-function tiledMaxPoolGrad(xs: Float32Array, dys: Float32Array, dx: Float32Array, c: ConvInfo): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW } = c;
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        const base = ((n * H + oy * KH) * W + ox * KW) * C;
-        const yo = ((n * OH + oy) * OW + ox) * C;
-        for (let ch = 0; ch < C; ch++) {
-          let best = base + ch;
-          let bestV = xs[best]!;
-          for (let ky = 0; ky < KH; ky++)
-            for (let kx = 0; kx < KW; kx++) {
-              const at = base + (ky * W + kx) * C + ch;
-              const v = xs[at]!;
-              if (v > bestV) {
-                bestV = v;
-                best = at;
-              }
-            }
-          dx[best] = dys[yo + ch]!;
-        }
-      }
-}
-
-function depthwiseInfo(inShape: number[], filterShape: number[], attrs: NamedAttrMap): ConvInfo {
-  const a = attrs as NamedAttrMap & { strides: [number, number] | number; dilations?: [number, number] | number; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
-  return tf.backend_util.computeConv2DInfo(inShape as [number, number, number, number], filterShape as [number, number, number, number], a.strides, a.dilations ?? 1, a.pad, a.dimRoundingMode, true, 'channelsLast');
-}
-
-/**
- * Visits every (input pixel, filter tap, output pixel) triple of a depthwise conv with its flat
- * offsets: `xo` into x/dx at channel 0, `wo` into the filter at channel 0, `yo` into y/dy at channel 0.
- * Both gradients are this loop with a different multiply-accumulate.
- */
-function forEachTap(c: ConvInfo, visit: (xo: number, wo: number, yo: number) => void): void {
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, filterHeight: KH, filterWidth: KW, outChannels: CO } = c;
-  for (let n = 0; n < N; n++)
-    for (let oy = 0; oy < OH; oy++)
-      for (let ox = 0; ox < OW; ox++) {
-        const yo = ((n * OH + oy) * OW + ox) * CO;
-        for (let ky = 0; ky < KH; ky++) {
-          const iy = oy * c.strideHeight + ky * c.dilationHeight - c.padInfo.top;
-          if (iy < 0 || iy >= H) continue;
-          for (let kx = 0; kx < KW; kx++) {
-            const ix = ox * c.strideWidth + kx * c.dilationWidth - c.padInfo.left;
-            if (ix < 0 || ix >= W) continue;
-            visit(((n * H + iy) * W + ix) * C, (ky * KW + kx) * CO, yo);
-          }
-        }
-      }
-}
-
-const depthwiseBackpropFilter: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
-  const filterShape = (args.attrs as { filterShape: number[] }).filterShape;
-  const c = depthwiseInfo(x.shape, filterShape, args.attrs!);
-  const xs = backend.readSync(x.dataId);
-  const dys = backend.readSync(dy.dataId);
-  const C = c.inChannels;
-  const mult = c.outChannels / C;
-  const dW = new Float32Array(filterShape.reduce((a, b) => a * b, 1));
-  // Filter layout [kh, kw, cin, mult]: tap offset + ci·mult + m equals the output channel's index.
-  forEachTap(c, (xo, wo, yo) => {
-    for (let ci = 0; ci < C; ci++) {
-      const xv = xs[xo + ci]!;
-      for (let m = 0; m < mult; m++) dW[wo + ci * mult + m]! += xv * dys[yo + ci * mult + m]!;
-    }
-  });
-  return backend.makeOutput([...filterShape], 'float32', undefined, dW);
-};
-
-const depthwiseBackpropInput: KernelFunc = (args) => {
-  const backend = args.backend as unknown as WasmBackend;
-  const { dy, filter } = args.inputs as { dy: TensorInfo; filter: TensorInfo };
-  const inputShape = (args.attrs as { inputShape: number[] }).inputShape;
-  const c = depthwiseInfo(inputShape, filter.shape, args.attrs!);
-  const ws = backend.readSync(filter.dataId);
-  const dys = backend.readSync(dy.dataId);
-  const C = c.inChannels;
-  const mult = c.outChannels / C;
-  const dx = new Float32Array(inputShape.reduce((a, b) => a * b, 1));
-  forEachTap(c, (xo, wo, yo) => {
-    for (let ci = 0; ci < C; ci++) {
-      let acc = 0;
-      for (let m = 0; m < mult; m++) acc += dys[yo + ci * mult + m]! * ws[wo + ci * mult + m]!;
-      dx[xo + ci]! += acc;
-    }
-  });
-  return backend.makeOutput([...inputShape], 'float32', undefined, dx);
-};
-
 /** The kernels this module adds, by name. */
 export const WASM_CONV_GRAD_KERNELS = ['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput'] as const;
 /**
- * Kernels the backend has whose loops were the bottleneck of a CNN training step (profiled with
- * tf.profile on cnn:16,32, batch 128: MaxPoolGrad 153 ms, Conv2DBackpropInput 269 ms of a 909 ms step).
+ * `Identity` without the copy: the output shares the input's data (reference-counted), as the cpu
+ * backend's Identity and the wasm backend's own Reshape do. Tensors are immutable, so nothing can tell
+ * the difference, except the time: a cnn:8,16/32 step sent ~2 MB through 56 Identity copies.
+ * Strings keep the original kernel.
  */
-export const WASM_REPLACED_KERNELS = ['Conv2DBackpropInput', 'MaxPoolGrad'] as const;
+function sharedIdentity(original: KernelFunc): KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    if (x.dtype === 'string') return original(args);
+    (args.backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  };
+}
+
+/**
+ * Kernels the backend has whose loops were the bottleneck of a CNN training step (profiled with
+ * tf.profile on cnn:16,32, batch 128: MaxPoolGrad 153 ms, Conv2DBackpropInput 269 ms of a 909 ms step),
+ * and Identity (above).
+ */
+export const WASM_REPLACED_KERNELS = ['Conv2DBackpropInput', 'MaxPoolGrad', 'Identity'] as const;
 
 /**
  * Registers the missing kernels once per process, leaving any the backend already has (a later tfjs
@@ -288,7 +166,7 @@ export function installWasmConvGradKernels(): string[] {
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: impl[name] } satisfies KernelConfig);
     added.push(name);
   }
-  const replacements = { Conv2DBackpropInput: (o: KernelFunc) => conv2DBackpropInput(o), MaxPoolGrad: () => maxPoolGrad };
+  const replacements = { Conv2DBackpropInput: (o: KernelFunc) => conv2DBackpropInput(o), MaxPoolGrad: () => maxPoolGrad, Identity: sharedIdentity };
   for (const name of WASM_REPLACED_KERNELS) {
     const original = tf.getKernel(name, 'wasm');
     if (!original) continue;

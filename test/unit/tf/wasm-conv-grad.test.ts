@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { installWasmConvGradKernels, WASM_CONV_GRAD_KERNELS, WASM_REPLACED_KERNELS } from '../../../cloud/tf/wasm-conv-grad.js';
+import { im2colTransposedInto, installWasmConvGradKernels, WASM_CONV_GRAD_KERNELS, WASM_REPLACED_KERNELS } from '../../../cloud/tf/wasm-conv-grad.js';
 import { installWasmMatMulOverride } from '../../../cloud/tf/wasm-matmul.js';
 import { mulberry32 } from '../../../shared/util/random.js';
 
@@ -45,6 +45,10 @@ const cases: Case[] = [
   { name: 'conv2d 3x3 valid stride (2, 3)', x: [2, 8, 10, 2], w: [3, 3, 2, 3], f: (x, w) => tf.conv2d(x, w, [2, 3], 'valid') },
   { name: 'depthwise 3x3 same', x: [2, 6, 5, 3], w: [3, 3, 3, 1], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
   { name: 'depthwise multiplier 2, stride 2 valid', x: [2, 7, 6, 2], w: [3, 3, 2, 2], f: (x, w) => tf.depthwiseConv2d(x, w, 2, 'valid') },
+  // dx of stride-1 'same' multiplier-1 depthwise convs runs on the native forward kernel; the others on JS loops.
+  { name: 'depthwise 5x5 same on one channel', x: [2, 7, 6, 1], w: [5, 5, 1, 1], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
+  { name: 'depthwise 3x3 same multiplier 2', x: [2, 5, 6, 3], w: [3, 3, 3, 2], f: (x, w) => tf.depthwiseConv2d(x, w, 1, 'same') },
+  { name: 'depthwise 3x3 same stride 2 + relu + 2x2 max-pool', x: [2, 9, 8, 4], w: [3, 3, 4, 1], f: (x, w) => tf.maxPool(tf.relu(tf.depthwiseConv2d(x, w, 2, 'same')), 2, 2, 'valid') },
 ];
 
 describe('wasm conv gradient kernels', () => {
@@ -68,6 +72,81 @@ describe('wasm conv gradient kernels', () => {
       expect(Math.max(...ref.dw.map(Math.abs))).toBeGreaterThan(0.1);
     });
   }
+
+  // Pool inputs with many exactly equal values (not only ReLU's zeros): the gradient must go to the
+  // first maximum of each window in (ky, kx) order, as on the cpu backend, on the 2×2 fast path (odd
+  // sizes leave a row and a column outside every window) and on the general path.
+  const poolCases: Array<{ name: string; x: number[]; f: (x: tf.Tensor4D) => tf.Tensor4D }> = [
+    { name: '2x2 stride 2 valid, odd sizes', x: [2, 7, 9, 3], f: (x) => tf.maxPool(x, 2, 2, 'valid') },
+    { name: '3x3 stride 2 same', x: [2, 6, 7, 2], f: (x) => tf.maxPool(x, 3, 2, 'same') },
+    { name: '2x2 stride 1 valid (overlapping windows)', x: [1, 5, 5, 2], f: (x) => tf.maxPool(x, 2, 1, 'valid') },
+  ];
+  for (const c of poolCases) {
+    it(`max-pool gradient with exact ties, ${c.name}: routes dy like the cpu backend`, async () => {
+      const run = async (backend: string) => {
+        await tf.setBackend(backend);
+        return tf.tidy(() => {
+          // Values in {-1, -0.5, 0, 0.5, 1}: most windows hold a repeated maximum.
+          const x = tf.tensor4d(rand(c.x.reduce((a, b) => a * b), 21).map((v) => Math.round(2 * v) / 2), c.x as [number, number, number, number]);
+          const probe = tf.tensor(rand(c.f(x).size, 22).map((v) => v + 2), c.f(x).shape);
+          return tf.grad((a: tf.Tensor) => tf.sum(tf.mul(c.f(a as tf.Tensor4D), probe)))(x).dataSync() as Float32Array;
+        });
+      };
+      const ref = await run('cpu');
+      const got = await run('wasm');
+      // Overlapping windows sum several dy values into one pixel, in another order than the cpu backend.
+      expectClose(got, ref);
+      // Routing: the same pixels receive gradient.
+      expect(Array.from(got, (v) => v !== 0)).toEqual(Array.from(ref, (v) => v !== 0));
+      expect(ref.some((v) => v !== 0)).toBe(true);
+    });
+  }
+
+  it('im2col writes every element, out-of-image taps included, into uninitialised memory', () => {
+    for (const [xShape, stride, pad, dil] of [
+      [[2, 5, 6, 3], 1, 'same', 1],
+      [[1, 7, 8, 2], 2, 'valid', 1],
+      [[2, 6, 6, 2], 1, 'same', 2],
+    ] as const) {
+      const [N, H, W, C] = xShape;
+      const c = tf.backend_util.computeConv2DInfo([...xShape], [3, 3, C, 4], stride, dil, pad, undefined, false, 'channelsLast');
+      const x = rand(N * H * W * C, 31);
+      const M = N * c.outHeight * c.outWidth;
+      const col = new Float32Array(9 * C * M).fill(Number.NaN);
+      im2colTransposedInto(x, c, col);
+      // Reference: the definition, one element at a time.
+      for (let ky = 0; ky < 3; ky++)
+        for (let kx = 0; kx < 3; kx++)
+          for (let ci = 0; ci < C; ci++)
+            for (let n = 0; n < N; n++)
+              for (let oy = 0; oy < c.outHeight; oy++)
+                for (let ox = 0; ox < c.outWidth; ox++) {
+                  const iy = oy * c.strideHeight + ky * c.dilationHeight - c.padInfo.top;
+                  const ix = ox * c.strideWidth + kx * c.dilationWidth - c.padInfo.left;
+                  const want = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((n * H + iy) * W + ix) * C + ci]! : 0;
+                  const got = col[((ky * 3 + kx) * C + ci) * M + (n * c.outHeight + oy) * c.outWidth + ox];
+                  if (got !== want) expect({ xShape, stride, pad, dil, ky, kx, ci, n, oy, ox, got }).toEqual({ xShape, stride, pad, dil, ky, kx, ci, n, oy, ox, got: want });
+                }
+      expect(col.some(Number.isNaN)).toBe(false);
+    }
+  });
+
+  it('Identity shares the data: equal values, no new buffer, and it outlives its input', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.tensor2d(rand(12, 41), [3, 4]);
+    const want = Array.from(x.dataSync());
+    const buffers = () => (tf.memory() as { numDataBuffers: number }).numDataBuffers;
+    const before = buffers();
+    const y = tf.clone(x);
+    expect(buffers()).toBe(before);
+    x.dispose();
+    expect(Array.from(y.dataSync())).toEqual(want);
+    // Gradients pass through Identity too: d(sum(clone(x)·2))/dx = 2.
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.clone(a), 2)))(y);
+    expect(Array.from(g.dataSync())).toEqual(want.map(() => 2));
+    tf.dispose([y, g]);
+    expect(buffers()).toBe(before - 1);
+  });
 
   it('installing twice registers nothing new and keeps the kernels', async () => {
     const again = installWasmConvGradKernels();
