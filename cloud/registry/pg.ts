@@ -35,7 +35,7 @@ function isRetryable(err: unknown): boolean {
 }
 
 /** Attempts of one transaction body when PostgreSQL reports a serialization failure or deadlock. */
-export const PG_TX_MAX_ATTEMPTS = 5;
+export const PG_TX_MAX_ATTEMPTS = 10;
 
 /** Held while one replica applies migrations, so replicas starting together do not race. */
 const MIGRATE_LOCK = 0x61707072; // 'appr'
@@ -103,7 +103,8 @@ export class PgRegistry {
   /**
    * Runs a transaction body (./tx.ts) in one PostgreSQL transaction at SERIALIZABLE, the isolation SQLite's
    * single writer gives, so read-then-write bodies behave the same on both dialects. A serialization
-   * failure or deadlock runs the body again, up to PG_TX_MAX_ATTEMPTS times (logged and counted).
+   * failure or deadlock runs the body again after a jittered backoff, up to PG_TX_MAX_ATTEMPTS times (logged
+   * and counted in txStats).
    */
   async tx<R>(body: TxBody<R>): Promise<R> {
     for (let attempt = 1; ; attempt++) {
@@ -118,6 +119,8 @@ export class PgRegistry {
         }
         this.txStats.retried++;
         this.log.debug({ attempt }, 'registry/pg transaction retried after a serialization failure');
+        // Jittered exponential backoff, so bodies contending for one row stop colliding in lockstep.
+        await new Promise((r) => setTimeout(r, Math.random() * Math.min(250, 5 * 2 ** attempt)));
       }
     }
   }
