@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { loadCloudConfig } from '../../../cloud/config/load.js';
 import { openRegistry } from '../../../cloud/registry/open.js';
 import { redactUrl } from '../../../cloud/registry/pg.js';
+import { startCloud } from '../../../cloud/server.js';
+import { silentLogger } from '../../../shared/log/index.js';
 import { UsageError } from '../../../shared/cli/errors.js';
 
 describe('opening the registry by URL (issue 15)', () => {
@@ -40,5 +42,12 @@ describe('opening the registry by URL (issue 15)', () => {
     expect(bad).toBeInstanceOf(UsageError);
     expect((bad as Error).message).toContain('registry.url: expected a postgres:// or postgresql:// URL');
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the cloud refuses registry.url until its stores run on PostgreSQL, instead of silently using SQLite', async () => {
+    const cfg = loadCloudConfig({ env: { APPRENTICE_REGISTRY_URL: 'postgres://app:pw@127.0.0.1:5432/apprentice' } });
+    const err = await startCloud(cfg, { log: silentLogger }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toContain('registry.url (postgres://app:***@127.0.0.1:5432/apprentice): the cloud does not serve from PostgreSQL yet');
   });
 });
