@@ -36,6 +36,8 @@ export interface DialectCase {
   close(): Promise<void>;
   /** Another connection to the same database (e.g. a second replica), closed by `close` too. */
   openAnother(): Promise<StoreRegistry>;
+  /** postgres only: the URL of this file's database before any registry opened it (migrations not applied). */
+  url?(ctx: { skip: (note?: string) => void }): Promise<string>;
 }
 
 const reported = new Set<string>();
@@ -103,22 +105,28 @@ export function registryDialects(): DialectCase[] {
     await template?.close();
     if (dbName) await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
   });
+  /** This file's database, created on first use, not migrated yet; skips (or throws) when PostgreSQL is unreachable. */
+  const emptyDatabase = async (ctx: { skip: (note?: string) => void }): Promise<string> => {
+    if (unavailable === undefined) {
+      try {
+        await create();
+        unavailable = '';
+      } catch (err) {
+        unavailable = `PostgreSQL unreachable at ${new URL(ADMIN_URL).host} (${(err as Error).message})`;
+      }
+    }
+    if (unavailable) {
+      if (process.env[REQUIRE_POSTGRES_ENV] === '1') throw new Error(`${unavailable}; ${REQUIRE_POSTGRES_ENV}=1 requires it`);
+      warnOnce(`skipping postgres cases: ${unavailable}; ${REQUIRE_POSTGRES_ENV}=1 makes that a failure`);
+      ctx.skip(unavailable);
+    }
+    return urlFor(dbName!);
+  };
   const postgres: DialectCase = {
+    url: emptyDatabase,
     name: 'postgres',
     open: async (ctx) => {
-      if (unavailable === undefined) {
-        try {
-          await create();
-          unavailable = '';
-        } catch (err) {
-          unavailable = `PostgreSQL unreachable at ${new URL(ADMIN_URL).host} (${(err as Error).message})`;
-        }
-      }
-      if (unavailable) {
-        if (process.env[REQUIRE_POSTGRES_ENV] === '1') throw new Error(`${unavailable}; ${REQUIRE_POSTGRES_ENV}=1 requires it`);
-        warnOnce(`skipping postgres cases: ${unavailable}; ${REQUIRE_POSTGRES_ENV}=1 makes that a failure`);
-        ctx.skip(unavailable);
-      }
+      await emptyDatabase(ctx);
       // Migrations are applied once; each test then starts from empty tables.
       template ??= (await openRegistry({ url: urlFor(dbName!) })) as PgRegistry;
       const { rows } = await template.pool.query<{ t: string }>(`select tablename as t from pg_tables where schemaname = 'public'`);
