@@ -4,8 +4,8 @@ import type * as schema from './schema.js';
 /**
  * One transaction body for both registry dialects (issue 15).
  *
- * Why hand-written: better-sqlite3 transactions must stay synchronous inside (drizzle's async transaction
- * callback does not work with it: the transaction would commit at the first `await`), while node-postgres
+ * Why hand-written: better-sqlite3 transactions must stay synchronous inside (it refuses a transaction
+ * function that returns a promise, and anything after an `await` would run outside it), while node-postgres
  * transactions are asynchronous. drizzle has no construct that serves both, so a body is a generator that
  * yields each statement (`yield* q(tx.select()...)`) to a runner: on SQLite the runner executes every
  * statement synchronously inside better-sqlite3's own transaction, so nothing interleaves; on PostgreSQL it
