@@ -92,6 +92,9 @@ export class PgRegistry {
       throw new Error(`registry: migrating PostgreSQL at ${redactUrl(url)} failed: ${(err as Error).message}`, { cause: err });
     }
     await client.query('select pg_advisory_unlock($1)', [MIGRATE_LOCK]).finally(() => client.release());
+    // SQLite compares text bytewise; a linguistic collation orders ids and names differently (ORDER BY, paging).
+    const { rows } = await pool.query<{ c: string }>('select datcollate as c from pg_database where datname = current_database()');
+    if (!/^(C|POSIX|C\.utf-?8)$/i.test(rows[0]?.c ?? '')) log.warn({ collation: rows[0]?.c, registry: redactUrl(url) }, 'registry/pg database collation is not C: text sorts differently from SQLite (create the database with LC_COLLATE \'C\')');
     return new PgRegistry(pool, db, url, log);
   }
 
