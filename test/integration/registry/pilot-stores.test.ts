@@ -3,6 +3,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listAudit, recordAudit } from '../../../cloud/audit/store.js';
 import { listDeviceEvents, pruneDeviceEvents, recordDeviceEvents } from '../../../cloud/fleet/events-store.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { noteDeviceSteps } from '../../../cloud/rollouts/notes.js';
+import { q } from '../../../cloud/registry/tx.js';
 import { registrySessionStore } from '../../../cloud/ui/secret-store.js';
 import { registryDialects } from '../../helpers/dialects.js';
 
@@ -85,5 +87,26 @@ describe.each(dialects)('pilot stores on $name', (d) => {
     await b.revoke('s-2', 9_000);
     expect(await a.isRevoked('s-1')).toBe(false);
     expect(await a.isRevoked('s-2')).toBe(true);
+  });
+
+  it('rollout notes compose into a transaction body: the notes and the rollout change commit together, or neither', async () => {
+    await reg.q.insert(reg.t.rollouts).values({ id: 'r-1', model: 'tiny', releaseSeq: 7, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'canary' });
+    const at = new Date('2026-11-30T12:00:00Z');
+    await reg.tx(function* (tx, t) {
+      yield* noteDeviceSteps(tx, t, { rolloutId: 'r-1', deviceIds: ['pi-1', 'pi-2'], to: 'quarantined', at, reason: 'bad_signature' });
+      yield* q(tx.update(t.rollouts).set({ pausedAt: at.toISOString() }).where(eq(t.rollouts.id, 'r-1')));
+    });
+    const notes = await listDeviceEvents(reg, { limit: 10 });
+    expect(notes.map((e) => [e.deviceId, e.type, e.source, e.model, e.release, e.detail])).toEqual([
+      ['pi-2', 'rollout.quarantined', 'rollout', 'tiny', 7, 'rollout r-1'],
+      ['pi-1', 'rollout.quarantined', 'rollout', 'tiny', 7, 'rollout r-1'],
+    ]);
+    await expect(
+      reg.tx(function* (tx, t) {
+        yield* noteDeviceSteps(tx, t, { rolloutId: 'r-1', deviceIds: ['pi-1'], to: 'timed_out', at });
+        throw new Error('engine step failed');
+      }),
+    ).rejects.toThrow('engine step failed');
+    expect(await listDeviceEvents(reg, { limit: 10 })).toHaveLength(2);
   });
 });
