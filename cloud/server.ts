@@ -24,6 +24,8 @@ import { openCloudKeys } from './keys/cloud-keys.js';
 import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
 import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
+import { redactUrl } from './registry/pg.js';
+import { UsageError } from '../shared/cli/errors.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
@@ -94,6 +96,10 @@ function splitBind(bind: string): { host: string; port: number } {
  * in reverse order. Nothing here has side effects until `startCloud` is called.
  */
 export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Promise<CloudService> {
+  if (cfg.registry.url) {
+    // Issue 15 in progress: the registry opens on PostgreSQL (openRegistry), but most stores still run SQLite-only.
+    throw new UsageError(`registry.url (${redactUrl(cfg.registry.url)}): the cloud does not serve from PostgreSQL yet (its stores are being converted); unset registry.url / APPRENTICE_REGISTRY_URL to use SQLite under the data dir`);
+  }
   const dataDir = resolve(cfg.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const stack: (() => Promise<void> | void)[] = [];

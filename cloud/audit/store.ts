@@ -1,6 +1,6 @@
 import { desc, lt } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { auditLog, type AuditRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { AuditRow } from '../registry/schema.js';
 
 /**
  * Operator actions the API records. `ui.*` and `label.*` are for the console (sessions, feedback labels).
@@ -66,23 +66,22 @@ function toEntry(r: AuditRow): AuditEntry {
  * @example
  * await recordAudit(registry, { actor: 'admin-token', action: 'rollout.pause', target: id, detail: { reason } });
  */
-export async function recordAudit(reg: Registry, e: AuditInput, now: Date = new Date()): Promise<AuditEntry> {
-  const row = reg.db
-    .insert(auditLog)
+export async function recordAudit(reg: StoreRegistry, e: AuditInput, now: Date = new Date()): Promise<AuditEntry> {
+  const [row] = await reg.q
+    .insert(reg.t.auditLog)
     .values({ at: now.toISOString(), actor: e.actor.slice(0, MAX_FIELD), action: e.action.slice(0, 64), target: e.target == null ? null : e.target.slice(0, MAX_FIELD), detail: e.detail ?? null })
-    .returning()
-    .get();
-  return toEntry(row);
+    .returning();
+  return toEntry(row!);
 }
 
 /** Entries newest first; page with `before` = the last id of the previous page. */
-export async function listAudit(reg: Registry, o: ListAuditOptions): Promise<AuditEntry[]> {
-  const rows = reg.db
+export async function listAudit(reg: StoreRegistry, o: ListAuditOptions): Promise<AuditEntry[]> {
+  const { auditLog } = reg.t;
+  const rows = await reg.q
     .select()
     .from(auditLog)
     .where(o.before === undefined ? undefined : lt(auditLog.id, o.before))
     .orderBy(desc(auditLog.id))
-    .limit(o.limit)
-    .all();
+    .limit(o.limit);
   return rows.map(toEntry);
 }

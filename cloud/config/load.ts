@@ -6,6 +6,7 @@ import { cloudConfigSchema, type CloudConfig } from './schema.js';
 /** Environment variables that override config-file fields (documented in the README). */
 export const CLOUD_ENV: Record<string, string[]> = {
   APPRENTICE_DATA_DIR: ['dataDir'],
+  APPRENTICE_REGISTRY_URL: ['registry', 'url'],
   APPRENTICE_API_BIND: ['api', 'bind'],
   APPRENTICE_ADMIN_TOKEN: ['api', 'adminToken'],
   APPRENTICE_PUBLIC_BASE_URL: ['api', 'publicBaseUrl'],

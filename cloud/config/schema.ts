@@ -21,6 +21,17 @@ export function defaultReplicaId(): string {
 export const cloudConfigSchema = z.strictObject({
   version: z.literal(1).default(1),
   dataDir: z.string().min(1).default('.apprentice/cloud'),
+  /** Where the registry lives: unset = SQLite at `<dataDir>/registry.db`; a URL = PostgreSQL (issue 15). */
+  registry: z
+    .strictObject({
+      /** `postgres://user:password@host:5432/db` (or postgresql://); env APPRENTICE_REGISTRY_URL wins. */
+      url: z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// or postgresql:// URL')
+        .refine((u) => URL.canParse(u), 'not a valid URL')
+        .optional(),
+    })
+    .prefault({}),
   api: z
     .strictObject({
       bind: bind.default('127.0.0.1:8787'),

@@ -1,10 +1,13 @@
 import { and, desc, eq, inArray, lt } from 'drizzle-orm';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
-import type { Registry, RegistryDb } from '../registry/db.js';
-import { deviceEvents, devices, type DeviceEventRow } from '../registry/schema.js';
+import type { RegistryDb, TxDb } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
+import * as sqliteTables from '../registry/schema.js';
+import type { DeviceEventRow } from '../registry/schema.js';
+import { q, runSync, type Tables } from '../registry/tx.js';
 
 /** The registry or a transaction of it (ingest records events inside its own transaction). */
-export type Db = RegistryDb | Parameters<Parameters<RegistryDb['transaction']>[0]>[0];
+export type Db = RegistryDb | TxDb;
 
 /** One event to record: a device's own (`source: 'device'`) or a cloud component's note about a device. */
 export interface DeviceEventInput {
@@ -61,15 +64,15 @@ export function deviceEventInput(ev: DeviceEvent): DeviceEventInput {
 }
 
 /**
- * Records events in the caller's transaction (ingest's, so an event and its rollout effect commit
- * together). A `rolled_back` device event marks the device as needing attention (`devices.rolled_back_at`)
- * until its next `installed` or `committed` event.
+ * Records events as a transaction body's steps (cloud/registry/tx.ts), so an event and its rollout effect
+ * commit together. A `rolled_back` device event marks the device as needing attention
+ * (`devices.rolled_back_at`) until its next `installed` or `committed` event. Returns how many were recorded.
  */
-export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], now: Date = new Date()): number {
+export function* deviceEventSteps(tx: TxDb, t: Tables, rows: readonly DeviceEventInput[], now: Date = new Date()) {
   if (rows.length === 0) return 0;
   const receivedAt = now.toISOString();
-  db.insert(deviceEvents)
-    .values(
+  yield* q(
+    tx.insert(t.deviceEvents).values(
       rows.map((r) => ({
         deviceId: r.deviceId,
         at: r.at,
@@ -82,14 +85,19 @@ export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], no
         reason: r.reason ?? null,
         detail: r.detail == null ? null : r.detail.slice(0, MAX_EVENT_DETAIL),
       })),
-    )
-    .run();
+    ),
+  );
   for (const r of rows) {
     if ((r.source ?? 'device') !== 'device') continue;
-    if (r.type === 'rolled_back') db.update(devices).set({ rolledBackAt: r.at }).where(eq(devices.id, r.deviceId)).run();
-    else if (r.type === 'installed' || r.type === 'committed') db.update(devices).set({ rolledBackAt: null }).where(eq(devices.id, r.deviceId)).run();
+    if (r.type === 'rolled_back') yield* q(tx.update(t.devices).set({ rolledBackAt: r.at }).where(eq(t.devices.id, r.deviceId)));
+    else if (r.type === 'installed' || r.type === 'committed') yield* q(tx.update(t.devices).set({ rolledBackAt: null }).where(eq(t.devices.id, r.deviceId)));
   }
   return rows.length;
+}
+
+/** deviceEventSteps run synchronously in a caller's own SQLite transaction (ingest, until it is converted). */
+export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], now: Date = new Date()): number {
+  return runSync(db as TxDb, sqliteTables, (tx, t) => deviceEventSteps(tx, t, rows, now));
 }
 
 /**
@@ -99,14 +107,15 @@ export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], no
  * @example
  * await recordDeviceEvents(registry, [{ deviceId: 'pi-1', at: ev.at, type: 'installed', release: 7 }]);
  */
-export async function recordDeviceEvents(reg: Registry, rows: readonly DeviceEventInput[], now: Date = new Date()): Promise<number> {
-  return reg.db.transaction((tx) => insertDeviceEvents(tx, rows, now));
+export async function recordDeviceEvents(reg: StoreRegistry, rows: readonly DeviceEventInput[], now: Date = new Date()): Promise<number> {
+  return reg.tx((tx, t) => deviceEventSteps(tx, t, rows, now));
 }
 
 /** Events newest first, of one device or all; page with `before` = the last id of the previous page. */
-export async function listDeviceEvents(reg: Registry, o: ListDeviceEventsOptions): Promise<DeviceEventView[]> {
+export async function listDeviceEvents(reg: StoreRegistry, o: ListDeviceEventsOptions): Promise<DeviceEventView[]> {
+  const { deviceEvents } = reg.t;
   const where = and(o.deviceId === undefined ? undefined : eq(deviceEvents.deviceId, o.deviceId), o.before === undefined ? undefined : lt(deviceEvents.id, o.before));
-  const rows = reg.db.select().from(deviceEvents).where(where).orderBy(desc(deviceEvents.id)).limit(o.limit).all();
+  const rows = await reg.q.select().from(deviceEvents).where(where).orderBy(desc(deviceEvents.id)).limit(o.limit);
   return rows.map(toView);
 }
 
@@ -114,12 +123,13 @@ export async function listDeviceEvents(reg: Registry, o: ListDeviceEventsOptions
  * Deletes events received before `cutoff`, `batch` rows per statement so a long backlog never holds the
  * write lock for long. Returns how many were deleted.
  */
-export async function pruneDeviceEvents(reg: Registry, cutoff: Date, batch = 2_000): Promise<number> {
+export async function pruneDeviceEvents(reg: StoreRegistry, cutoff: Date, batch = 2_000): Promise<number> {
+  const { deviceEvents } = reg.t;
   let total = 0;
   for (;;) {
-    const ids = reg.db.select({ id: deviceEvents.id }).from(deviceEvents).where(lt(deviceEvents.receivedAt, cutoff.toISOString())).limit(batch).all().map((r) => r.id);
+    const ids = (await reg.q.select({ id: deviceEvents.id }).from(deviceEvents).where(lt(deviceEvents.receivedAt, cutoff.toISOString())).limit(batch)).map((r) => r.id);
     if (ids.length === 0) return total;
-    reg.db.delete(deviceEvents).where(inArray(deviceEvents.id, ids)).run();
+    await reg.q.delete(deviceEvents).where(inArray(deviceEvents.id, ids));
     total += ids.length;
     if (ids.length < batch) return total;
     // Let the event loop (and ingest's writes) in between batches.

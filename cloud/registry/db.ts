@@ -2,11 +2,12 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import * as schema from './schema.js';
+import { runSync, type RegistryDb, type Tables, type TxBody } from './tx.js';
 
-export type RegistryDb = BetterSQLite3Database<typeof schema>;
+export type { RegistryDb, TxDb } from './tx.js';
 
 /**
  * The cloud server's busy timeout (issue 9): a locked registry blocks the event loop (MQTT keep-alives,
@@ -31,12 +32,32 @@ function migrationsFolder(): string {
 /**
  * The registry database: a real SQLite file (WAL) with the committed migrations applied at open.
  * Native handle, so it is a class with an explicit dispose().
+ *
+ * Stores written for both dialects (issue 15) take a `StoreRegistry` (./open.ts) and use only `t`, `q` and
+ * `tx`; `db` and `sqlite` are this dialect's own, for the callers not converted yet.
  */
 export class Registry {
+  readonly dialect = 'sqlite' as const;
+  /** The tables, for stores that serve both dialects. */
+  readonly t: Tables = schema;
   private constructor(
     readonly sqlite: Database.Database,
     readonly db: RegistryDb,
   ) {}
+
+  /** The query builder for single statements; `await` them (never `.all()/.get()/.run()`, SQLite-only). */
+  get q(): RegistryDb {
+    return this.db;
+  }
+
+  /** Runs a transaction body (./tx.ts) synchronously inside one better-sqlite3 transaction. */
+  async tx<R>(body: TxBody<R>): Promise<R> {
+    return this.db.transaction((tx) => runSync(tx, this.t, body));
+  }
+
+  async close(): Promise<void> {
+    this.dispose();
+  }
 
   /**
    * `busyTimeoutMs`: how long a statement waits for another connection's write lock, blocking the event

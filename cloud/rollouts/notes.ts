@@ -1,6 +1,8 @@
 import { eq } from 'drizzle-orm';
-import { insertDeviceEvents, type Db } from '../fleet/events-store.js';
-import { rollouts } from '../registry/schema.js';
+import { deviceEventSteps, type Db } from '../fleet/events-store.js';
+import type { TxDb } from '../registry/db.js';
+import * as sqliteTables from '../registry/schema.js';
+import { q, runSync, type Tables } from '../registry/tx.js';
 
 /** Device transitions the engine also notes in `device_events` (the console's device page lists them). */
 export const NOTED_DEVICE_STATES: readonly string[] = ['quarantined', 'timed_out', 'superseded', 'held_back'];
@@ -10,14 +12,24 @@ export const ROLLOUT_EVENT_SOURCE = 'rollout';
 
 const CHUNK = 500;
 
+/** What the engine notes about some devices of a rollout. */
+export interface DeviceNotes {
+  rolloutId: string;
+  deviceIds: readonly string[];
+  to: string;
+  at: Date;
+  reason?: string | null;
+  release?: number | null;
+}
+
 /**
  * Records the engine's notes about devices in the one store of device events (cloud/fleet/events-store),
- * in the caller's transaction: `rollout.<to>` with the rollout's model and release (for `rolled_back`,
- * the release put back), why, and the rollout id.
+ * as transaction body steps (cloud/registry/tx.ts): `rollout.<to>` with the rollout's model and release
+ * (for `rolled_back`, the release put back), why, and the rollout id.
  */
-export function noteDevices(db: Db, n: { rolloutId: string; deviceIds: readonly string[]; to: string; at: Date; reason?: string | null; release?: number | null }): void {
+export function* noteDeviceSteps(tx: TxDb, t: Tables, n: DeviceNotes) {
   if (n.deviceIds.length === 0) return;
-  const r = db.select({ model: rollouts.model, releaseSeq: rollouts.releaseSeq }).from(rollouts).where(eq(rollouts.id, n.rolloutId)).get();
+  const [r] = yield* q(tx.select({ model: t.rollouts.model, releaseSeq: t.rollouts.releaseSeq }).from(t.rollouts).where(eq(t.rollouts.id, n.rolloutId)).limit(1));
   const at = n.at.toISOString();
   for (let i = 0; i < n.deviceIds.length; i += CHUNK) {
     const rows = n.deviceIds.slice(i, i + CHUNK).map((deviceId) => ({
@@ -30,6 +42,11 @@ export function noteDevices(db: Db, n: { rolloutId: string; deviceIds: readonly 
       reason: n.reason ?? null,
       detail: `rollout ${n.rolloutId}`,
     }));
-    insertDeviceEvents(db, rows, n.at);
+    yield* deviceEventSteps(tx, t, rows, n.at);
   }
+}
+
+/** noteDeviceSteps run synchronously in the caller's SQLite transaction (the engine's, until it is converted). */
+export function noteDevices(db: Db, n: DeviceNotes): void {
+  runSync(db as TxDb, sqliteTables, (tx, t) => noteDeviceSteps(tx, t, n));
 }

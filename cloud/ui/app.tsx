@@ -62,7 +62,7 @@ export function createConsole(deps: ConsoleDeps): { app: Hono; live: LiveHub } {
     return body as T;
   };
   const apiRaw = async (path: string, headers: Record<string, string> = {}): Promise<Response> => deps.api.request(path, { method: 'GET', headers: { ...headers, authorization: `Bearer ${deps.adminToken}` } }, {});
-  const store = registrySessionStore(deps.registry.db);
+  const store = registrySessionStore(deps.registry);
   const refused = deps.onRefused ?? (() => {});
   const auth = sessions({ store, ttlSeconds: deps.sessionTtlSeconds, log, refused });
   const limiter = loginLimiter({ maxFailures: deps.loginFailuresPerMinute, log, evicted: () => refused('login_table_full') });
