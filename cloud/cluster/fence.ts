@@ -128,7 +128,12 @@ export class Fence {
  */
 export function openFence(connectionString: string, opts: Omit<FenceOptions, 'db'> = {}): { fence: Fence; close: () => Promise<void> } {
   const pool = new pg.Pool({ connectionString, max: 2, application_name: 'apprentice-fence', connectionTimeoutMillis: 5000 });
-  pool.on('error', (err) => (opts.log ?? silentLogger).warn({ err: err.message }, 'fence pool: idle connection error'));
+  const log = opts.log ?? silentLogger;
+  pool.on('error', (err) => log.warn({ err: err.message }, 'fence pool: idle connection error'));
+  // pg emits 'error' on a CHECKED-OUT client too (pg-pool only listens while it is idle), e.g. when the
+  // server ends a fenced transaction paused past idle_in_transaction_session_timeout: without this
+  // listener the process would crash instead of the transaction failing.
+  pool.on('connect', (client) => client.on('error', (err) => log.warn({ err: err.message }, 'fence pool: connection error')));
   const fence = new Fence({ ...opts, db: drizzle(pool) });
   return { fence, close: () => pool.end() };
 }

@@ -3,7 +3,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Fence, StaleLeaderError } from '../../../cloud/cluster/fence.js';
+import { Fence, StaleLeaderError, openFence } from '../../../cloud/cluster/fence.js';
 import { claimRound, releaseRound, roundClaims } from '../../../cloud/cluster/round-claims.js';
 import { bumpEpoch, readLeader, type ClusterDb } from '../../../cloud/cluster/store.js';
 import { captureLogger } from '../../helpers/log.js';
@@ -96,6 +96,33 @@ describe.skipIf(skip !== undefined)('Fence on PostgreSQL', () => {
     const all = await notes();
     expect(all).toContain(`${old}:in-flight`);
     expect(all).not.toContain(`${old}:late`);
+  });
+
+  it('a fenced writer paused inside its transaction is cut off by the server and cannot hold a takeover back', async () => {
+    const old = (await readLeader(db))!.epoch;
+    const cut = captureLogger();
+    const own = openFence(tdb.url, { log: cut.log, idleInTransactionMs: 300 });
+    try {
+      let inside!: () => void;
+      const entered = new Promise<void>((r) => (inside = r));
+      const stuck = own.fence.write(old, 'test.paused', async (tx) => {
+        await insert(old, 'paused')(tx);
+        inside();
+        await new Promise((r) => setTimeout(r, 1500)); // a pause (SIGSTOP, GC, a hung step) mid-transaction
+        await insert(old, 'after-pause')(tx);
+      });
+      const outcome = stuck.then(() => 'committed', (e: unknown) => (e instanceof Error ? e.message : String(e)));
+      await entered;
+      const next = await bumpEpoch(drizzle(pool), 'e'); // waits for the server to end the idle transaction
+      expect(next).toBe(old + 1);
+      expect(await outcome).not.toBe('committed');
+      expect(cut.lines().some((l) => String(l.err).includes('idle-in-transaction'))).toBe(true);
+      const all = await notes();
+      expect(all).not.toContain(`${old}:paused`);
+      expect(all).not.toContain(`${old}:after-pause`);
+    } finally {
+      await own.close();
+    }
   });
 
   it('check passes for the current epoch only', async () => {
