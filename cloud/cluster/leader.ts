@@ -5,7 +5,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { Counter, Gauge, type Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { bumpEpoch, renewLeadership, tryAdvisoryLock, type ClusterDb } from './store.js';
+import { bumpEpoch, errorText, renewLeadership, tryAdvisoryLock, type ClusterDb } from './store.js';
 
 /**
  * Leader election on PostgreSQL (issue 15, item 4).
@@ -160,7 +160,7 @@ export class LeaderElector {
         if (this.state === 'leader') await this.renew();
         else await this.tryAcquire();
       } catch (err) {
-        this.lose(err instanceof Error ? err.message : String(err));
+        this.lose(errorText(err));
       }
       if (this.stopped) break;
       await this.sleep(this.state === 'leader' ? this.t.renewMs : this.t.pollMs);
@@ -195,7 +195,7 @@ export class LeaderElector {
       this.client = null;
       void client.end().catch(() => undefined);
       this.connectFailures++;
-      const msg = err instanceof Error ? err.message : String(err);
+      const msg = errorText(err);
       if (this.connectFailures === 1) this.log.warn({ err: msg }, 'leader election: cannot reach PostgreSQL, retrying');
       else this.log.debug({ err: msg, failures: this.connectFailures }, 'leader election: still cannot reach PostgreSQL');
       return;

@@ -114,3 +114,13 @@ export async function deleteRoundClaim(tx: ClusterTx, modelId: string, roundId: 
 export async function listRoundClaims(db: Q): Promise<RoundClaimRow[]> {
   return db.select().from(clusterRoundClaims);
 }
+
+/** An error's message with its causes (drizzle wraps the driver's error: "Failed query: …" → cause). */
+export function errorText(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
+    parts.push(e instanceof Error ? e.message.split('\n')[0]! : String(e));
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return parts.join(': ');
+}

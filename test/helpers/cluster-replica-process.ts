@@ -2,15 +2,16 @@
  * A stand-in cloud replica for the cluster tests: runs a LeaderElector (default timings) and, while
  * leader, a fenced write every 100 ms into the test's `leader_writes` table. Prints one JSON line per
  * event on stdout: ready, leader {epoch}, follower {reason}, fenced {epoch, currentEpoch}.
- * Usage: node --import tsx replica-process.ts <registry-url> <name>
+ * Usage: node --import tsx test/helpers/cluster-replica-process.ts <registry-url> <name>
  */
 import { sql } from 'drizzle-orm';
-import { Fence, StaleLeaderError, openFence } from '../../../cloud/cluster/fence.js';
-import { LeaderElector } from '../../../cloud/cluster/leader.js';
+import { Fence, StaleLeaderError, openFence } from '../../cloud/cluster/fence.js';
+import { LeaderElector } from '../../cloud/cluster/leader.js';
+import { errorText } from '../../cloud/cluster/store.js';
 
 const [url, name] = process.argv.slice(2);
 if (!url || !name) {
-  console.error('usage: replica-process.ts <registry-url> <name>');
+  console.error('usage: cluster-replica-process.ts <registry-url> <name>');
   process.exit(2);
 }
 
@@ -22,7 +23,7 @@ let ticker: NodeJS.Timeout | null = null;
 function tick(f: Fence, epoch: number): void {
   f.write(epoch, 'test.tick', (tx) => tx.execute(sql`INSERT INTO leader_writes (epoch, holder) VALUES (${epoch}, ${name})`)).catch((err: unknown) => {
     if (err instanceof StaleLeaderError) say('fenced', { epoch, currentEpoch: err.currentEpoch });
-    else say('write-error', { epoch, err: err instanceof Error ? err.message : String(err) });
+    else say('write-error', { epoch, err: errorText(err) });
   });
 }
 
