@@ -7,8 +7,8 @@ import { lockEpochForShare, readLeader, setLocalTimeouts, type ClusterDb, type C
 /**
  * Fencing (issue 15, item 4): a leader acts only while `cluster_leader.epoch` is still its own.
  *
- * - `write(epoch, action, fn)`: runs `fn` in a transaction that first reads the epoch row `FOR SHARE`. A
- *   takeover's epoch bump (an UPDATE of that row) waits for the transaction, so either the write commits
+ * - `write(epoch, action, fn)`: runs `fn` in a transaction that first reads the epoch row `FOR KEY SHARE`.
+ *   A takeover's epoch bump (which locks that row FOR UPDATE) waits for the transaction, so either the write commits
  *   before the new epoch exists, or it sees the new epoch and is refused. Nothing a stale leader writes
  *   can land after a takeover.
  * - `check(epoch, action)`: a fresh read, for acts outside the database: signing a round's output (the

@@ -20,9 +20,14 @@ export async function tryAdvisoryLock(db: Q, key: number): Promise<boolean> {
   return r.rows[0]?.ok === true;
 }
 
-/** Starts a leadership: epoch + 1 (1 on an empty table), in a transaction. Returns the new epoch. */
+/**
+ * Starts a leadership: epoch + 1 (1 on an empty table), in a transaction. Returns the new epoch.
+ * It first locks the row FOR UPDATE, the one row lock that conflicts with the fence's FOR KEY SHARE, so
+ * it waits for every fenced write in flight (an upsert alone would take only FOR NO KEY UPDATE).
+ */
 export async function bumpEpoch(db: ClusterDb, holder: string): Promise<number> {
   return db.transaction(async (tx) => {
+    await tx.select({ id: clusterLeader.id }).from(clusterLeader).where(eq(clusterLeader.id, LEADER_ROW)).for('update');
     const rows = await tx
       .insert(clusterLeader)
       .values({ id: LEADER_ROW, epoch: 1, holder, acquiredAt: sql`now()`, renewedAt: sql`now()` })
@@ -37,7 +42,11 @@ export async function bumpEpoch(db: ClusterDb, holder: string): Promise<number> 
   });
 }
 
-/** The leader's heartbeat: true while the row still carries this leadership's epoch and holder. */
+/**
+ * The leader's heartbeat: true while the row still carries this leadership's epoch and holder. A plain
+ * UPDATE of a non-key column takes FOR NO KEY UPDATE, which does not wait for the leader's own fenced
+ * writes (FOR KEY SHARE), so a long fenced transaction never makes its leader miss a renew.
+ */
 export async function renewLeadership(db: Q, epoch: number, holder: string): Promise<boolean> {
   const rows = await db
     .update(clusterLeader)
@@ -62,15 +71,16 @@ export async function readLeader(db: Q): Promise<LeaderRow | null> {
 }
 
 /**
- * The current epoch read `FOR SHARE` inside a transaction: until that transaction ends, a new leader's
- * epoch bump waits, so a write that passed this check commits before any takeover does.
+ * The current epoch read `FOR KEY SHARE` inside a transaction: until that transaction ends, a new
+ * leader's epoch bump (FOR UPDATE) waits, so a write that passed this check commits before any takeover
+ * does; the leader's renews (FOR NO KEY UPDATE) do not wait.
  */
 export async function lockEpochForShare(tx: ClusterTx): Promise<number | null> {
   const rows = await tx
     .select({ epoch: clusterLeader.epoch })
     .from(clusterLeader)
     .where(eq(clusterLeader.id, LEADER_ROW))
-    .for('share');
+    .for('key share');
   return rows[0]?.epoch ?? null;
 }
 

@@ -5,7 +5,7 @@ import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fence, StaleLeaderError, openFence } from '../../../cloud/cluster/fence.js';
 import { claimRound, releaseRound, roundClaims } from '../../../cloud/cluster/round-claims.js';
-import { bumpEpoch, readLeader, type ClusterDb } from '../../../cloud/cluster/store.js';
+import { bumpEpoch, readLeader, renewLeadership, type ClusterDb } from '../../../cloud/cluster/store.js';
 import { captureLogger } from '../../helpers/log.js';
 import { createThrowawayDb, postgresSkipReason, type ThrowawayDb } from '../../helpers/pg-throwaway.js';
 
@@ -82,9 +82,11 @@ describe.skipIf(skip !== undefined)('Fence on PostgreSQL', () => {
       await gate;
     });
     await entered;
+    // The leader's own renew does not wait for its fenced write (FOR NO KEY UPDATE vs FOR KEY SHARE).
+    expect(await renewLeadership(db, old, 'b')).toBe(true);
     let bumped: number | undefined;
     const takeover = bumpEpoch(drizzle(pool), 'c').then((e) => (bumped = e));
-    // The bump is an UPDATE of the row the write holds FOR SHARE: it waits until the write commits.
+    // The bump locks the row FOR UPDATE, which the write's FOR KEY SHARE holds back until it commits.
     await db.execute(sql`SELECT pg_sleep(0.3)`);
     expect(bumped).toBeUndefined();
     const waiting = await db.execute<{ n: string }>(sql`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
