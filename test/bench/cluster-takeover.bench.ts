@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   };
 
   try {
-    await nextLeader(replicas, 0, 60_000);
+    await nextLeader(replicas, 0, 180_000);
     for (let i = 0; i < KILLS; i++) {
       await new Promise((r) => setTimeout(r, 2000));
       const { row, replica } = await current();
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
       kills.push(next.e.t - at);
       log(`kill -9 ${replica.name} (epoch ${row.epoch}) -> ${next.r.name} epoch ${next.e.epoch} after ${next.e.t - at} ms`);
       replicas = replicas.map((r) => (r === replica ? new Replica(`${r.name}+`, tdb.url) : r));
-      await Promise.all(replicas.map((r) => r.next((e) => e.ev === 'ready', 30_000, 'ready')));
+      await Promise.all(replicas.map((r) => r.next((e) => e.ev === 'ready', 180_000, 'ready')));
       await checkOrder();
     }
     for (let i = 0; i < STOPS; i++) {
