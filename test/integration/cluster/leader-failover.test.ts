@@ -107,10 +107,11 @@ describe.skipIf(skip !== undefined)('cluster leader failover: 3 replica processe
     await new Promise((r) => setTimeout(r, 2 * DEFAULT_LEADER_TIMINGS.pollMs));
     await assertWritesOrderedByEpoch();
     // A fenced transaction the pause caught half-way was ended by the server (idle_in_transaction_session_timeout):
-    // it failed rather than committed; any other kind of write failure would be a bug.
+    // it failed rather than committed (drizzle may report the failed ROLLBACK on the dead connection instead);
+    // any other kind of write failure would be a bug.
     for (const w of paused.events.filter((e) => e.ev === 'write-error')) {
       console.log(`paused leader's in-flight write failed: ${w.err}`);
-      expect(w.err).toMatch(/idle-in-transaction|terminat/i);
+      expect(w.err).toMatch(/idle-in-transaction|terminat|connection error/i);
     }
     // It stays a follower: one leader at a time.
     expect(paused.leaderEvents()).toHaveLength(1);
