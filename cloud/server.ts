@@ -25,7 +25,6 @@ import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
 import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
 import { redactUrl } from './registry/pg.js';
-import { UsageError } from '../shared/cli/errors.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
