@@ -67,14 +67,11 @@ export class AgentConverger {
   }
 
   /** Converges one device (after an online status); returns what happened, or undefined when there is nothing to converge to. */
-  async converge(deviceId: string, candidates: readonly RolloutRow[], active: readonly RolloutRow[] = []): Promise<AgentConvergeResult | undefined> {
+  async converge(deviceId: string, candidates: readonly RolloutRow[]): Promise<AgentConvergeResult | undefined> {
     const db = this.deps.registry.db;
     const dev: DeviceRow | undefined = db.select().from(devices).where(eq(devices.id, deviceId)).get();
     if (!dev || dev.revoked || dev.platform === null) return undefined;
-    const ours = (r: RolloutRow): boolean => r.model === `agent:${dev.platform}` && inTarget(r.target as RolloutTarget, dev);
-    // A running agent rollout of its platform that targets it decides (no detour through an older version).
-    if (active.some((r) => r.kind === 'agent' && ours(r))) return undefined;
-    const candidate = candidates.find(ours);
+    const candidate = candidates.find((r) => r.model === `agent:${dev.platform}` && inTarget(r.target as RolloutTarget, dev));
     if (!candidate) return undefined;
     const seq = candidate.state === 'rolled_back' ? candidate.rollbackSeq : candidate.releaseSeq;
     if (seq === null) return undefined;

@@ -375,7 +375,7 @@ export class RolloutEngine {
           const converge = async (): Promise<void> => {
             const now = this.snapshot(); // as of when it runs, not when it was queued
             if (now.active.length || now.candidates.length) await this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
-            if (now.agentCandidates.length) await this.agents.converge(deviceId, now.agentCandidates, now.active);
+            if (now.agentCandidates.length) await this.agents.converge(deviceId, now.agentCandidates);
           };
           void this.exclusive(converge).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
         }
