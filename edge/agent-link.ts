@@ -81,6 +81,7 @@ export class AgentLink {
         keySetSettled: () => deps.link.keySetSettled(),
         requestRestart: deps.onRestart,
         mqtt: deps.client,
+        ...(deps.metrics ? { metrics: deps.metrics } : {}),
         httpCredentials: deps.httpCredentials,
         mqttIdleTimeoutMs: deps.config.updates.mqttIdleTimeoutMs,
         httpIdleTimeoutMs: deps.config.updates.httpIdleTimeoutMs,

@@ -8,12 +8,12 @@ import { z } from 'zod';
 import { ApiClient, addApiOptions, resolveAdminToken } from '../../shared/cli/api-client.js';
 import { UsageError, parsePositiveInt } from '../../shared/cli/errors.js';
 import { createProgressBar } from '../../shared/cli/progress.js';
-import { AGENT_PLATFORMS, type AgentPlatform } from '../../shared/protocol/agent.js';
+import { AGENT_PLATFORMS, upgradeFromList, type AgentPlatform } from '../../shared/protocol/agent.js';
 import { agentVersion } from '../../shared/protocol/schemas.js';
 import { buildAgent, hostPlatform } from './build.js';
 
 /** What the CLI reads of an agent release (loose: a newer cloud may add fields). */
-const agentSchema = z.object({ agentSeq: z.number(), version: z.string(), platform: z.string(), sha256: z.string(), bytes: z.number(), files: z.number(), reissueOf: z.number().nullable(), createdAt: z.string() });
+const agentSchema = z.object({ agentSeq: z.number(), version: z.string(), platform: z.string(), sha256: z.string(), bytes: z.number(), files: z.number(), reissueOf: z.number().nullable(), upgradeFrom: z.array(z.string()).optional(), createdAt: z.string() });
 const rolloutSchema = z.object({ id: z.string(), model: z.string(), kind: z.string().optional(), release: z.number(), state: z.string(), rollbackRelease: z.number().nullable().optional(), reason: z.string().nullable() });
 
 export interface AgentCliOptions {
@@ -43,6 +43,12 @@ const parsePlatform = (v: string): AgentPlatform => {
 const parseVersion = (v: string): string => {
   if (!agentVersion.safeParse(v).success) throw new UsageError(`--version: expected a version like 0.2.0, got "${v}"`);
   return v;
+};
+
+const parseUpgradeFrom = (v: string): string[] => {
+  const r = upgradeFromList.safeParse(v);
+  if (!r.success) throw new UsageError(`--upgrade-from: ${r.error.issues[0]?.message ?? 'invalid'} (got "${v}")`);
+  return r.data;
 };
 
 const line = (a: z.infer<typeof agentSchema>): string => `${a.version.padEnd(12)} ${a.platform.padEnd(12)} agentSeq ${String(a.agentSeq).padEnd(5)} ${String(a.bytes).padStart(10)} bytes ${String(a.files).padStart(6)} files  ${a.sha256.slice(0, 12)}…${a.reissueOf !== null ? `  (re-issue of ${a.reissueOf})` : ''}`;
@@ -89,9 +95,10 @@ export function agentCommand(o: AgentCliOptions = {}): Command {
       .argument('<file>', 'a tar.gz from `apprentice agent build`')
       .option('--version <v>', "refuse unless the tarball's agent.json says this version", parseVersion)
       .option('--platform <p>', "refuse unless the tarball's agent.json says this platform", parsePlatform)
+      .option('--upgrade-from <versions>', 'agent versions that may install this one, comma-separated (default: * = any)', parseUpgradeFrom)
       .option('--timeout <seconds>', 'upload timeout', (v) => parsePositiveInt('--timeout', v), 600)
       .option('--json', 'print the release as JSON', false)
-      .addHelpText('after', '\nExample:\n  apprentice agent push apprentice-edge-0.2.0-linux-x64.tar.gz --cloud http://127.0.0.1:8787 --token-file DATA/admin-token')
+      .addHelpText('after', '\nExample:\n  apprentice agent push apprentice-edge-0.2.0-linux-x64.tar.gz --cloud http://127.0.0.1:8787 --token-file DATA/admin-token\n  apprentice agent push apprentice-edge-0.2.0-linux-x64.tar.gz --upgrade-from 0.1.0,0.1.1 ...')
       .action(async (file: string, f) => {
         const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
           throw new UsageError(`${file}: cannot read (${err.code ?? err.message})`);
@@ -100,8 +107,8 @@ export function agentCommand(o: AgentCliOptions = {}): Command {
         if (st.size === 0) throw new UsageError(`${file}: the file is empty`);
         // Streamed from disk: the tarball is never held in the CLI's memory.
         const data = Readable.toWeb(createReadStream(file)) as unknown as ReadableStream<Uint8Array>;
-        const r = await client(f, f.timeout * 1000).request('POST', 'v1/agents', { body: { data, contentType: 'application/gzip' }, query: { version: f.version, platform: f.platform }, schema: agentSchema });
-        process.stdout.write(f.json ? `${JSON.stringify(r, null, 2)}\n` : `agent ${r.version} for ${r.platform}: agentSeq ${r.agentSeq}, ${r.files} files, ${r.bytes} bytes, sha256 ${r.sha256}\nroll it out: apprentice rollout create --agent ${r.version} --platform ${r.platform} ...\n`);
+        const r = await client(f, f.timeout * 1000).request('POST', 'v1/agents', { body: { data, contentType: 'application/gzip' }, query: { version: f.version, platform: f.platform, upgradeFrom: f.upgradeFrom?.join(',') }, schema: agentSchema });
+        process.stdout.write(f.json ? `${JSON.stringify(r, null, 2)}\n` : `agent ${r.version} for ${r.platform}: agentSeq ${r.agentSeq}, ${r.files} files, ${r.bytes} bytes, sha256 ${r.sha256}${r.upgradeFrom && !r.upgradeFrom.includes('*') ? `, upgrades from ${r.upgradeFrom.join(', ')}` : ''}\nroll it out: apprentice rollout create --agent ${r.version} --platform ${r.platform} ...\n`);
       }),
   );
 

@@ -5,7 +5,7 @@ import { Hono } from 'hono';
 import { Counter } from 'prom-client';
 import { z } from 'zod';
 import { mediaType } from '../../shared/http/middleware.js';
-import { AGENT_PLATFORMS, MAX_AGENT_BYTES } from '../../shared/protocol/agent.js';
+import { AGENT_PLATFORMS, MAX_AGENT_BYTES, upgradeFromList } from '../../shared/protocol/agent.js';
 import { agentVersion, signatureSchema } from '../../shared/protocol/schemas.js';
 import { ArchiveRejectedError } from '../agents/archive.js';
 import { AgentMismatchError, releaseAgent } from '../agents/release.js';
@@ -29,6 +29,8 @@ export const agentReleaseSchema = z.strictObject({
   bytes: z.number().int(),
   files: z.number().int(),
   reissueOf: z.number().int().nullable(),
+  /** Agent versions that may install it (`*`: any). */
+  upgradeFrom: z.array(z.string()),
   keyId: z.string().nullable(),
   chunksPublished: z.boolean(),
   createdAt: z.string(),
@@ -37,7 +39,7 @@ export const agentReleaseSchema = z.strictObject({
 const agentDetailSchema = agentReleaseSchema.extend({ manifest: z.record(z.string(), z.unknown()), signature: signatureSchema });
 
 export function agentReleaseView(r: AgentReleaseRow): z.infer<typeof agentReleaseSchema> {
-  const m = r.manifest as { files?: unknown[]; expiresAt?: string };
+  const m = r.manifest as { files?: unknown[]; expiresAt?: string; upgradeFrom?: string[] };
   return {
     agentSeq: r.agentSeq,
     version: r.version,
@@ -46,6 +48,7 @@ export function agentReleaseView(r: AgentReleaseRow): z.infer<typeof agentReleas
     bytes: r.bytes,
     files: Array.isArray(m.files) ? m.files.length : 0,
     reissueOf: r.reissueOf,
+    upgradeFrom: m.upgradeFrom ?? ['*'],
     keyId: (r.signature as { keyId?: string } | null)?.keyId ?? null,
     chunksPublished: r.chunksPublished,
     createdAt: r.createdAt,
@@ -54,7 +57,7 @@ export function agentReleaseView(r: AgentReleaseRow): z.infer<typeof agentReleas
 }
 
 const platform = z.enum(AGENT_PLATFORMS);
-const pushQuery = z.strictObject({ version: agentVersion.optional(), platform: platform.optional() });
+const pushQuery = z.strictObject({ version: agentVersion.optional(), platform: platform.optional(), upgradeFrom: upgradeFromList.optional() });
 const ARCHIVE_TYPES = ['application/octet-stream', 'application/gzip', 'application/x-gzip'];
 
 /**
@@ -74,7 +77,7 @@ export function agentRoutes(ctx: ApiContext): Hono {
         summary: 'Push an agent tarball (`apprentice agent build`) as a new signed agent release (body: application/octet-stream or application/gzip)',
         responses: {
           201: { description: 'the release', schema: agentReleaseSchema },
-          400: { description: 'empty body or bad query', schema: errorBodySchema },
+          400: { description: 'empty body or bad query (?upgradeFrom: versions separated by commas, or * alone)', schema: errorBodySchema },
           409: { description: 'this version and platform were already pushed', schema: errorBodySchema },
           413: { description: 'larger than api.maxUploadBytes', schema: errorBodySchema },
           415: { description: 'not application/octet-stream or application/gzip', schema: errorBodySchema },
@@ -104,10 +107,10 @@ export function agentRoutes(ctx: ApiContext): Hono {
           await mkdir(tmpDir, { recursive: true });
           const n = await streamToFile(body, tmp, max, tooLarge);
           if (n === 0) throw new ApiError(400, 'empty_body', 'the request body is empty; send the agent tar.gz');
-          const row = await releaseAgent({ registry: ctx.registry, dataDir: ctx.artifactsDir, key: ctx.keys.active(), tarPath: tmp, expect: q, publicBaseUrl: ctx.uploads.publicBaseUrl, now: ctx.clock() });
+          const row = await releaseAgent({ registry: ctx.registry, dataDir: ctx.artifactsDir, key: ctx.keys.active(), tarPath: tmp, expect: { version: q.version, platform: q.platform }, ...(q.upgradeFrom ? { upgradeFrom: q.upgradeFrom } : {}), publicBaseUrl: ctx.uploads.publicBaseUrl, now: ctx.clock() });
           pushes.inc({ result: 'released' });
           ctx.log.info({ agentSeq: row.agentSeq, version: row.version, platform: row.platform, sha256: row.sha256, bytes: row.bytes }, 'cloud/api agent pushed');
-          await audit(ctx, c, { action: 'agent.push', target: `${row.version}/${row.platform}`, detail: { agentSeq: row.agentSeq, sha256: row.sha256 } });
+          await audit(ctx, c, { action: 'agent.push', target: `${row.version}/${row.platform}`, detail: { agentSeq: row.agentSeq, sha256: row.sha256, upgradeFrom: (row.manifest as { upgradeFrom?: string[] }).upgradeFrom } });
           return c.json(agentReleaseView(row), 201);
         } catch (err) {
           const e = err instanceof ArchiveRejectedError ? new ApiError(422, err.code, err.message, 'body')

@@ -7,6 +7,7 @@ import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
 import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, wavesOf, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
 import { RolloutSteps } from './steps.js';
+import { AgentConverger, agentConvergeCandidates } from './agent-converge.js';
 import { EngineCpuMeter } from './meter.js';
 import { activeMemberships, activeRollouts, convergeCandidates, getRollout, rolloutsVersionNow, setRollout, transitionsOf } from './store.js';
 
@@ -93,7 +94,9 @@ export class RolloutEngine {
    * write to `rollouts` in this process bumps it; the tick drops it too, for writes by another process).
    * A device signal with no active rollout then costs no query at all.
    */
-  private cache: { version: number; active: RolloutRow[]; candidates: RolloutRow[] } | undefined;
+  private cache: { version: number; active: RolloutRow[]; candidates: RolloutRow[]; agentCandidates: RolloutRow[] } | undefined;
+  /** Late joiners of finished agent rollouts (issue 14). */
+  private readonly agents: AgentConverger;
 
   constructor(private readonly deps: RolloutEngineDeps) {
     this.log = deps.log ?? silentLogger;
@@ -112,6 +115,7 @@ export class RolloutEngine {
       log: this.log,
       now: this.now,
     });
+    this.agents = new AgentConverger({ registry: deps.registry, agent: this.steps.of({ kind: 'agent' }), log: this.log, ...(deps.metrics ? { metrics: deps.metrics } : {}) });
   }
 
   static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {
@@ -350,9 +354,9 @@ export class RolloutEngine {
   }
 
   /** The cached active rollouts and converge candidates (see `cache`). */
-  private snapshot(): { active: RolloutRow[]; candidates: RolloutRow[] } {
+  private snapshot(): { active: RolloutRow[]; candidates: RolloutRow[]; agentCandidates: RolloutRow[] } {
     const version = rolloutsVersionNow();
-    if (this.cache?.version !== version) this.cache = { version, active: activeRollouts(this.db), candidates: convergeCandidates(this.db) };
+    if (this.cache?.version !== version) this.cache = { version, active: activeRollouts(this.db), candidates: convergeCandidates(this.db), agentCandidates: agentConvergeCandidates(this.db) };
     return this.cache;
   }
 
@@ -367,10 +371,11 @@ export class RolloutEngine {
       try {
         const snap = this.snapshot();
         const anyActive = snap.active.length > 0;
-        if (online && (anyActive || snap.candidates.length)) {
-          const converge = (): Promise<void> => {
+        if (online && (anyActive || snap.candidates.length || snap.agentCandidates.length)) {
+          const converge = async (): Promise<void> => {
             const now = this.snapshot(); // as of when it runs, not when it was queued
-            return this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
+            if (now.active.length || now.candidates.length) await this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
+            if (now.agentCandidates.length) await this.agents.converge(deviceId, now.agentCandidates);
           };
           void this.exclusive(converge).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
         }

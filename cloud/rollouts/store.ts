@@ -39,7 +39,7 @@ export function convergeCandidates(db: Db, limit = 500): RolloutRow[] {
   return db
     .select()
     .from(rollouts)
-    // Model rollouts only: an agent release (issue 14) reaches a late device through its retained `agent` topic.
+    // Model rollouts only: finished agent rollouts (issue 14) have their own (agent-converge.ts).
     .where(and(eq(rollouts.kind, 'model'), inArray(rollouts.state, ['fleet', 'completed', 'rolled_back'])))
     .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
     .limit(limit) // history grows; the current release of a target is among the recent ones

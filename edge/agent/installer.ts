@@ -5,6 +5,7 @@ import type { AgentManifest, AgentReason, DeviceEvent } from '../../shared/proto
 import { ArtifactFetcher } from '../updates/fetch.js';
 import { UpdateError, type HttpCredentials } from '../updates/types.js';
 import type { MqttClient } from 'mqtt';
+import { Counter, type Registry as PromRegistry } from 'prom-client';
 import { agentEvent } from './events.js';
 import { AgentFloor } from './floor.js';
 import { AgentLayout } from './layout.js';
@@ -47,6 +48,8 @@ export interface AgentInstallerDeps {
   maxAttempts?: number;
   log?: Logger;
   kill?: (step: SwitchStep) => void;
+  /** The daemon's registry: refusals are counted there by reason (apprentice_edge_agent_rejected_total). */
+  metrics?: PromRegistry;
 }
 
 export type AgentOutcome = { status: 'switched'; version: string } | { status: 'rejected'; reason: AgentReason; detail: string } | { status: 'ignored'; detail: string };
@@ -63,6 +66,9 @@ export class AgentInstaller {
   private chain: Promise<unknown> = Promise.resolve();
   private lastRefused: string | undefined;
   private switched = false;
+  /** The release being installed, for the report of an unexpected failure. */
+  private inFlight: AgentManifest | null = null;
+  private readonly rejected: Counter<'reason'>;
 
   private constructor(
     private readonly deps: AgentInstallerDeps,
@@ -71,11 +77,18 @@ export class AgentInstaller {
     private readonly fetcher: ArtifactFetcher,
   ) {
     this.log = deps.log ?? silentLogger;
+    const name = 'apprentice_edge_agent_rejected_total';
+    const reg = deps.metrics;
+    this.rejected =
+      (reg?.getSingleMetric(name) as Counter<'reason'> | undefined) ??
+      new Counter({ name, help: 'Agent releases refused or failed before the switch, by reason (agent_rejected events: bad_signature, wrong_platform, not_upgradable, hash_mismatch, no_space, unpack_failed, ...)', labelNames: ['reason'] as const, registers: reg ? [reg] : [] });
   }
 
   static async create(deps: AgentInstallerDeps): Promise<AgentInstaller> {
     const layout = new AgentLayout(deps.root);
     await layout.ensure();
+    // What an unpack that failed on a full or read-only disk (or a crash) left: `.partial` dirs, temp links.
+    await layout.sweep().catch((err: unknown) => (deps.log ?? silentLogger).warn({ err, root: deps.root }, 'agent/sweep-failed: leftovers stay until the next start'));
     const floor = await AgentFloor.open(deps.root);
     const fetcher = await ArtifactFetcher.create({ dataDir: deps.root, mqtt: deps.mqtt, log: deps.log, fetchImpl: deps.fetchImpl, httpCredentials: deps.httpCredentials, mqttIdleTimeoutMs: deps.mqttIdleTimeoutMs, httpIdleTimeoutMs: deps.httpIdleTimeoutMs });
     return new AgentInstaller(deps, layout, floor, fetcher);
@@ -90,8 +103,11 @@ export class AgentInstaller {
     const run = this.chain.then(() => this.install(payload));
     this.chain = run.catch(() => undefined);
     return run.catch((err: unknown) => {
+      // An unexpected failure (the data dir went read-only while pruning, say): reported like a refusal.
       this.log.error({ err }, 'agent/install-failed');
-      return { status: 'rejected' as const, reason: 'unpack_failed' as const, detail: (err as Error).message };
+      const m = this.inFlight;
+      this.inFlight = null;
+      return this.refuse('unpack_failed', `${m ? `installing ${m.version}: ` : ''}${(err as Error).message}`, m);
     });
   }
 
@@ -122,6 +138,7 @@ export class AgentInstaller {
       return { status: 'ignored', detail: `already running ${m.version}` };
     }
     this.log.info({ version: m.version, agentSeq: m.agentSeq, bytes: m.artifact.bytes }, 'agent/accepted');
+    this.inFlight = m;
     let tarball: string;
     try {
       tarball = (await this.fetcher.fetch(m.artifact)).path;
@@ -138,7 +155,8 @@ export class AgentInstaller {
       unpacked = await unpackBundle(tarball, layout, m);
     } catch (err) {
       if (err instanceof UnpackError) {
-        await this.fetcher.forget(m.artifact.sha256);
+        // Best effort: on a read-only disk the download stays; a later release's download replaces it.
+        await this.fetcher.forget(m.artifact.sha256).catch((e: unknown) => this.log.warn({ err: e }, 'agent/forget-download-failed'));
         return this.refuse(err.reason, err.message, m);
       }
       throw err;
@@ -146,6 +164,7 @@ export class AgentInstaller {
     await this.fetcher.forget(m.artifact.sha256);
     deps.kill?.('unpacked');
     this.log.info({ version: m.version, files: unpacked.files, bytes: unpacked.bytes }, 'agent/unpacked');
+    this.inFlight = null;
     deps.emit(agentEvent(deps.deviceId, deps.now(), 'agent_installed', { version: m.version, agentSeq: m.agentSeq, running: deps.running.version }));
     await this.switchTo(m, current ?? deps.running.dir);
     return { status: 'switched', version: m.version };
@@ -169,6 +188,8 @@ export class AgentInstaller {
   }
 
   private refuse(reason: AgentReason, detail: string, m: AgentManifest | null): AgentOutcome {
+    this.inFlight = null;
+    this.rejected.inc({ reason });
     const key = `${reason}:${m?.agentSeq ?? ''}:${m?.version ?? ''}`;
     this.log.warn({ reason, detail, version: m?.version, agentSeq: m?.agentSeq }, 'agent/rejected');
     // A retained manifest comes again at every reconnect: report a refusal once.

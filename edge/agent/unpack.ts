@@ -21,6 +21,18 @@ export class UnpackError extends Error {
   }
 }
 
+/** Whether creating a directory in `dir` fails with EROFS. */
+async function readOnly(dir: string): Promise<boolean> {
+  const probe = join(dir, `.rw-probe-${process.pid}`);
+  try {
+    await mkdir(probe);
+    await rm(probe, { recursive: true, force: true });
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EROFS';
+  }
+}
+
 /** `./a/b/` → `a/b`; null for the archive root itself. Refuses absolute paths, `..`, empty segments. */
 export function entryPath(raw: string): string | null {
   let p = raw;
@@ -36,7 +48,9 @@ export function entryPath(raw: string): string | null {
  * listing as it comes (an unlisted path or another size is refused before its bytes are written),
  * hashing while writing, then checks that nothing is missing and every sha256 and mode matches. Every
  * file and directory is fsynced, then the directory is renamed to `<root>/<version>`. On any failure
- * the `.partial` directory is removed and an UnpackError says why.
+ * the `.partial` directory is removed (when the file system still allows it; otherwise the next start's
+ * sweep does) and an UnpackError says why: `no_space` for a full disk, `unpack_failed` for a read-only or
+ * failing one.
  */
 export async function unpackBundle(tarball: string, layout: AgentLayout, manifest: AgentManifest): Promise<{ dir: string; files: number; bytes: number }> {
   const partial = layout.partialDir(manifest.version);
@@ -110,12 +124,23 @@ export async function unpackBundle(tarball: string, layout: AgentLayout, manifes
   } catch (err) {
     const c = current as { fh: FileHandle } | null;
     await c?.fh.close().catch(() => undefined);
-    await rm(partial, { recursive: true, force: true });
-    if (err instanceof UnpackError) throw err;
+    // Best effort: on a file system gone read-only this fails too; the next start sweeps it (AgentLayout.sweep).
+    const left = await rm(partial, { recursive: true, force: true }).then(
+      () => '',
+      (e: NodeJS.ErrnoException) => `; ${partial} not removed (${e.code ?? e.message}), swept at the next start`,
+    );
+    if (err instanceof UnpackError) throw left ? new UnpackError(err.reason, `${err.message}${left}`) : err;
     if (err instanceof TarError) throw new UnpackError('unpack_failed', err.message);
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') throw new UnpackError('no_space', `unpacking ${manifest.version}: ${(err as Error).message}`);
+    if (code === 'ENOSPC' || code === 'EDQUOT') throw new UnpackError('no_space', `unpacking ${manifest.version}: ${(err as Error).message}${left}`);
     if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR') throw new UnpackError('unpack_failed', (err as Error).message);
+    // The data dir went read-only (an SD card's emergency remount) or failing: refused, reported, nothing
+    // switched. A file system that turns read-only mid-write can fail the write in hand with another code
+    // (ENOENT for a directory just created), so any other system error is checked against a probe write.
+    if (code !== undefined && /^E[A-Z]+$/.test(code)) {
+      const ro = code === 'EROFS' || (await readOnly(layout.root));
+      throw new UnpackError('unpack_failed', `unpacking ${manifest.version}: ${ro && code !== 'EROFS' ? 'the file system went read-only (EROFS): ' : ''}${(err as Error).message}${left}`);
+    }
     throw err;
   }
 }

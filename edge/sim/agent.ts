@@ -1,9 +1,9 @@
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { TrustedKey } from '../../shared/manifest/index.js';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
-import { AgentInstaller, AgentLifecycle, readMarker, type AgentOutcome } from '../agent/index.js';
+import { AgentInstaller, AgentLifecycle, readMarker, type AgentOutcome, type Marker } from '../agent/index.js';
 import { agentPlatform, readAgentVersion } from '../status/index.js';
 
 export interface SimAgentDeps {
@@ -22,6 +22,8 @@ export interface SimAgentDeps {
   log?: Logger;
   /** Health deadline of the simulated trial; default 30 s. */
   healthDeadlineMs?: number;
+  /** Every new version fails its health commit (`apprentice sim --agent-fail-rate`): rolled back after the deadline. */
+  failTrial?: boolean;
 }
 
 /**
@@ -41,6 +43,8 @@ export class SimAgent {
   private stopped = false;
   /** Switches completed and committed by this device (for tests and the bench). */
   commits = 0;
+  /** New versions rolled back after a failed trial and reported (for tests and the bench). */
+  rollbacks = 0;
 
   constructor(private readonly deps: SimAgentDeps) {
     this.log = deps.log ?? silentLogger;
@@ -81,6 +85,7 @@ export class SimAgent {
     if (this.stopped) return;
     const { deps } = this;
     const marker = await readMarker(deps.root);
+    if (marker?.state === 'rolled_back' && !marker.reported) return this.backOnPrevious(marker);
     if (!marker || marker.state !== 'pending') return;
     this.running = { version: marker.pending, dir: join(deps.root, marker.pending) };
     this.lifecycle = new AgentLifecycle({
@@ -97,12 +102,30 @@ export class SimAgent {
     const role = await this.lifecycle.startup();
     if (role.role !== 'trial') return;
     const since = Date.now();
-    deps.publishStatus();
+    // A version that never becomes healthy never reports itself either.
+    if (!deps.failTrial) deps.publishStatus();
     const outcome = await this.lifecycle.trial(role.marker, async () => {
+      if (deps.failTrial) return { ok: false, detail: 'simulated: this version never becomes healthy (--agent-fail-rate)' };
       if (!deps.client.connected) return { ok: false, detail: 'not connected to the broker' };
       return deps.statusAcknowledgedAt() >= since ? { ok: true, detail: 'connected, status naming the new version acknowledged' } : { ok: false, detail: 'no status acknowledged by the broker yet' };
     });
-    if (outcome === 'committed') this.commits++;
+    // rolled_back: the lifecycle put `current` back and asked for a restart (backOnPrevious opens the installer).
+    if (outcome !== 'committed') return;
+    this.commits++;
+    if (!this.stopped) await this.open();
+  }
+
+  /** The simulated restart after a failed trial: the previous version again, which reports the rollback (real AgentLifecycle.report). */
+  private async backOnPrevious(marker: Marker): Promise<void> {
+    const { deps } = this;
+    this.running = { version: marker.previousVersion, dir: isAbsolute(marker.previous) ? marker.previous : join(deps.root, marker.previous) };
+    this.lifecycle = new AgentLifecycle({ deviceId: deps.deviceId, root: deps.root, version: marker.previousVersion, now: () => new Date(), emit: deps.emit, requestRestart: () => undefined, log: this.log });
+    const role = await this.lifecycle.startup();
+    deps.publishStatus();
+    if (role.role === 'report') {
+      await this.lifecycle.report(role.marker);
+      this.rollbacks++;
+    }
     if (!this.stopped) await this.open();
   }
 

@@ -46,6 +46,7 @@ interface SimOpts {
   neverConnect: string;
   switchedOff: string;
   agentRoot?: string;
+  agentFailRate: string;
 }
 
 /**
@@ -70,6 +71,7 @@ export function simCommand(): Command {
     .option('--never-connect <share>', 'share of devices (0..1, picked by device index) provisioned but never connected', '0')
     .option('--switched-off <share>', 'share of devices (0..1, picked by device index) online once (status and capabilities reported), then switched off for good', '0')
     .option('--agent-root <dir>', 'agent mode: every device declares agent-update and its platform, follows devices/{id}/agent and installs agent releases with the real edge/agent logic into <dir>/<deviceId> (the restart is simulated in process, then the real trial/commit runs)')
+    .option('--agent-fail-rate <share>', 'agent mode: share of devices (0..1, picked by device index) on which every new agent version never passes its health commit, so it is rolled back and agent_rolled_back reported', '0')
     .addHelpText('after', '\nEither --trusted-keys FILE or --cloud URL --token T is required.\nExamples:\n  apprentice sim --devices 100 --mqtt-url mqtt://127.0.0.1:1883 --trusted-keys keys.json\n  apprentice sim -n 50 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN\n  apprentice sim -n 1000 --workers 2 --fail-self-test 0.01 --never-connect 0.05 --mqtt-url mqtt://127.0.0.1:1883 --cloud http://127.0.0.1:8000 --token $TOKEN')
     .action(async (opts: SimOpts) => {
       const n = parsePositiveInt('--devices', opts.devices);
@@ -82,7 +84,8 @@ export function simCommand(): Command {
           throw new UsageError((err as Error).message);
         }
       };
-      const shares = { failSelfTest: share('--fail-self-test', opts.failSelfTest), neverConnect: share('--never-connect', opts.neverConnect), switchedOff: share('--switched-off', opts.switchedOff) };
+      const shares = { failSelfTest: share('--fail-self-test', opts.failSelfTest), neverConnect: share('--never-connect', opts.neverConnect), switchedOff: share('--switched-off', opts.switchedOff), failAgentTrial: share('--agent-fail-rate', opts.agentFailRate) };
+      if (shares.failAgentTrial > 0 && !opts.agentRoot) throw new UsageError('--agent-fail-rate needs --agent-root (agent mode)');
       if (!/^(mqtts?|wss?):\/\/[^/]+/.test(opts.mqttUrl)) throw new UsageError(`--mqtt-url: expected mqtt://host:port, got "${opts.mqttUrl}"`);
       const token = opts.token ?? process.env.APPRENTICE_ADMIN_TOKEN;
       if (!opts.trustedKeys && !opts.cloud) throw new UsageError('either --trusted-keys FILE or --cloud URL --token T is required');

@@ -43,6 +43,9 @@ export interface SimDeviceOptions {
   failSelfTest?: boolean;
   /** Agent mode: the real edge/agent install logic against `<agentRoot>/<deviceId>` (edge/sim/agent.ts). */
   agentRoot?: string;
+  /** Agent mode: every new agent version fails its health commit here (edge/sim/shares.ts failAgentTrial). */
+  failAgentTrial?: boolean;
+  agentHealthDeadlineMs?: number | undefined;
 }
 
 /**
@@ -143,6 +146,8 @@ export class SimDevice {
         publishStatus: () => this.status.publish(),
         statusAcknowledgedAt: () => this.status.acknowledgedAt,
         log,
+        failTrial: this.opts.failAgentTrial === true,
+        ...(this.opts.agentHealthDeadlineMs !== undefined ? { healthDeadlineMs: this.opts.agentHealthDeadlineMs } : {}),
       });
       await this.agent.open();
     }

@@ -38,6 +38,8 @@ export interface SimFleetOptions {
   shares?: SimShares;
   /** Agent mode: each device installs agent releases into `<agentRoot>/<deviceId>` (edge/sim/agent.ts). */
   agentRoot?: string;
+  /** Agent mode: the simulated health commit's deadline; default 30 s (a failing trial waits it out). */
+  agentHealthDeadlineMs?: number;
 }
 
 export interface SimFleetStats {
@@ -55,6 +57,8 @@ export interface SimFleetStats {
   switchedOff: number;
   /** Devices whose self-test fails (`shares.failSelfTest`). */
   failSelfTest: number;
+  /** Agent mode: devices whose new agent versions never pass their health commit (`shares.failAgentTrial`). */
+  failAgentTrial: number;
   /** Agent mode: devices by the agent version they run (after a committed switch, the new one). */
   agents: Record<string, number>;
 }
@@ -64,7 +68,7 @@ export class SimFleet {
   readonly sessions: SharedSessions;
   readonly devices: SimDevice[] = [];
   private readonly counts = { installed: 0, rejected: 0, rolledBack: 0 };
-  private readonly plan = { neverConnect: 0, switchedOff: 0, failSelfTest: 0 };
+  private readonly plan = { neverConnect: 0, switchedOff: 0, failSelfTest: 0, failAgentTrial: 0 };
   private readonly log: Logger;
 
   constructor(private readonly opts: SimFleetOptions) {
@@ -96,6 +100,7 @@ export class SimFleet {
         return;
       }
       if (plan.failSelfTest) this.plan.failSelfTest++;
+      if (plan.failAgentTrial && opts.agentRoot) this.plan.failAgentTrial++;
       const dev = await SimDevice.create({
         deviceId: id,
         dataDir: dir,
@@ -110,6 +115,8 @@ export class SimFleet {
         telemetrySeconds: opts.telemetrySeconds,
         failSelfTest: plan.failSelfTest,
         agentRoot: opts.agentRoot,
+        failAgentTrial: plan.failAgentTrial,
+        agentHealthDeadlineMs: opts.agentHealthDeadlineMs,
       });
       await dev.start();
       await dev.waitConnected(60_000);

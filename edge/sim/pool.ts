@@ -127,13 +127,13 @@ export class SimPool {
 
   /** The workers' last reports, summed. */
   stats(): SimFleetStats & { workers: number; cpuSeconds: number; rssBytes: number } {
-    const out = { devices: 0, connected: 0, running: {} as Record<string, number>, installed: 0, rejected: 0, rolledBack: 0, sessions: 0, neverConnect: 0, switchedOff: 0, failSelfTest: 0, agents: {} as Record<string, number>, workers: this.ws.length, cpuSeconds: 0, rssBytes: 0 };
+    const out = { devices: 0, connected: 0, running: {} as Record<string, number>, installed: 0, rejected: 0, rolledBack: 0, sessions: 0, neverConnect: 0, switchedOff: 0, failSelfTest: 0, failAgentTrial: 0, agents: {} as Record<string, number>, workers: this.ws.length, cpuSeconds: 0, rssBytes: 0 };
     for (const w of this.ws) {
       out.cpuSeconds += w.cpuSeconds;
       out.rssBytes += w.rssBytes;
       const s = w.stats;
       if (!s) continue;
-      for (const k of ['devices', 'connected', 'installed', 'rejected', 'rolledBack', 'sessions', 'neverConnect', 'switchedOff', 'failSelfTest'] as const) out[k] += s[k];
+      for (const k of ['devices', 'connected', 'installed', 'rejected', 'rolledBack', 'sessions', 'neverConnect', 'switchedOff', 'failSelfTest', 'failAgentTrial'] as const) out[k] += s[k] ?? 0;
       for (const [r, c] of Object.entries(s.running)) out.running[r] = (out.running[r] ?? 0) + c;
       for (const [v, c] of Object.entries(s.agents ?? {})) out.agents[v] = (out.agents[v] ?? 0) + c;
     }

@@ -20,12 +20,18 @@ export interface SimShares {
   switchedOff?: number;
   /** Share of devices whose model outputs are wrong, so the real self-test fails every install. */
   failSelfTest?: number;
+  /**
+   * Agent mode: share of devices on which every new agent version fails its health commit (never
+   * healthy), so the real lifecycle rolls it back and the old version reports `agent_rolled_back`.
+   */
+  failAgentTrial?: number;
 }
 
 export interface SimPlanEntry {
   neverConnect: boolean;
   switchedOff: boolean;
   failSelfTest: boolean;
+  failAgentTrial: boolean;
 }
 
 const phase = (s: number, at: number): number => (s > 0 && s < 1 ? Math.floor(at / s) : 0);
@@ -37,17 +43,20 @@ export function planDevice(i: number, shares: SimShares): SimPlanEntry {
   const switchedOff = !neverConnect && pickedByShare(i, o, phase(o, 0.25));
   const f = shares.failSelfTest ?? 0;
   const failSelfTest = !neverConnect && !switchedOff && pickedByShare(i, f, phase(f, 0.5));
-  return { neverConnect, switchedOff, failSelfTest };
+  const a = shares.failAgentTrial ?? 0;
+  const failAgentTrial = !neverConnect && !switchedOff && pickedByShare(i, a, phase(a, 0.75));
+  return { neverConnect, switchedOff, failSelfTest, failAgentTrial };
 }
 
 /** Indices of the devices of each share, for n devices. */
-export function simPlan(n: number, shares: SimShares): { neverConnect: number[]; switchedOff: number[]; failSelfTest: number[] } {
-  const out = { neverConnect: [] as number[], switchedOff: [] as number[], failSelfTest: [] as number[] };
+export function simPlan(n: number, shares: SimShares): { neverConnect: number[]; switchedOff: number[]; failSelfTest: number[]; failAgentTrial: number[] } {
+  const out = { neverConnect: [] as number[], switchedOff: [] as number[], failSelfTest: [] as number[], failAgentTrial: [] as number[] };
   for (let i = 0; i < n; i++) {
     const p = planDevice(i, shares);
     if (p.neverConnect) out.neverConnect.push(i);
     if (p.switchedOff) out.switchedOff.push(i);
     if (p.failSelfTest) out.failSelfTest.push(i);
+    if (p.failAgentTrial) out.failAgentTrial.push(i);
   }
   return out;
 }

@@ -44,6 +44,26 @@ export const agentArtifactSchema = z.strictObject({
   url: z.url({ protocol: /^https?$/ }).optional(),
 });
 
+/** One `upgradeFrom` entry a push may name: a semver-like version (`0.1.0`, `1.2.0-rc.1`), as agent.json's. */
+const UPGRADE_FROM_VERSION = /^\d+(\.\d+){0,2}([-+][0-9A-Za-z.+-]+)?$/;
+
+/**
+ * `upgradeFrom` as a push gives it (CLI `--upgrade-from 0.1.0,0.1.1`, API `?upgradeFrom=`): a comma-separated
+ * list of versions, or `*` alone (any version, the default). Parsed to the manifest's array, deduplicated.
+ */
+export const upgradeFromList = z
+  .string()
+  .transform((s) => [...new Set(s.split(',').map((v) => v.trim()))])
+  .superRefine((list, ctx) => {
+    if (list.some((v) => v === '')) ctx.addIssue({ code: 'custom', message: 'upgradeFrom: an empty entry (expected versions separated by commas, like 0.1.0,0.1.1, or * alone)' });
+    else if (list.includes('*') && list.length > 1) ctx.addIssue({ code: 'custom', message: 'upgradeFrom: * means any version; give * alone or a list of versions' });
+    else if (list.length > 256) ctx.addIssue({ code: 'custom', message: `upgradeFrom: at most 256 versions, got ${list.length}` });
+    else {
+      const bad = list.filter((v) => v !== '*' && !(UPGRADE_FROM_VERSION.test(v) && agentVersion.safeParse(v).success));
+      if (bad.length) ctx.addIssue({ code: 'custom', message: `upgradeFrom: not a version like 0.1.0: ${bad.slice(0, 5).map((v) => JSON.stringify(v)).join(', ')}` });
+    }
+  });
+
 export const agentManifestSchema = z
   .strictObject({
     v: z.literal(PROTOCOL_VERSION),

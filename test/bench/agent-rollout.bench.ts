@@ -14,6 +14,12 @@
  * machine shared with other engineers is too heavy). Phase "real": when the real lean bundle exists
  * (BENCH_REAL_BUNDLE, default .cache/bench/apprentice-edge-0.2.0-linux-x64.tar.gz, from `apprentice agent
  * build`), BENCH_REAL_DEVICES (default 3) devices install it. Results: test/bench/results/agent-rollout.json.
+ *
+ * BENCH_MODE=failures: one phase of BENCH_DEVICES devices of which BENCH_AGENT_FAIL_RATE (default 0.05,
+ * `apprentice sim --agent-fail-rate`) never pass the health commit (deadline BENCH_AGENT_DEADLINE s,
+ * default 5): they roll back, report `agent_rolled_back`, and the rollout (failureThreshold 0.5) quarantines
+ * them while the rest install. Timed until every healthy device is on the new version and every failing
+ * one's rollback is stored by the cloud. Results: test/bench/results/agent-rollout-failures.json.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -27,6 +33,9 @@ import { CloudMqtt } from '../../cloud/fleet/mqtt.js';
 import { ReleasePublisher } from '../../cloud/fleet/publisher.js';
 import { RolloutEngine } from '../../cloud/rollouts/engine.js';
 import { SimFleet } from '../../edge/sim/index.js';
+import { simPlan } from '../../edge/sim/shares.js';
+import { eq } from 'drizzle-orm';
+import { deviceEvents, rolloutDevices } from '../../cloud/registry/schema.js';
 import { readAgentVersion } from '../../edge/status/index.js';
 import { topics } from '../../shared/protocol/index.js';
 import { startAedes } from '../helpers/aedes.js';
@@ -43,6 +52,9 @@ const SOAK = Number(env('BENCH_SOAK', '2'));
 const REAL = resolve(env('BENCH_REAL_BUNDLE', '.cache/bench/apprentice-edge-0.2.0-linux-x64.tar.gz'));
 const REAL_DEVICES = Number(env('BENCH_REAL_DEVICES', '3'));
 const TIMEOUT_MS = Number(env('BENCH_TIMEOUT', '600')) * 1000;
+const MODE = env('BENCH_MODE', 'rollout');
+const FAIL_RATE = Number(env('BENCH_AGENT_FAIL_RATE', '0.05'));
+const AGENT_DEADLINE_S = Number(env('BENCH_AGENT_DEADLINE', '5'));
 const log = (m: string): void => void process.stderr.write(`[agent-bench] ${m}\n`);
 const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
 
@@ -59,7 +71,7 @@ async function syntheticBundle(dir: string, version: string, mb: number): Promis
   return out;
 }
 
-async function phase(name: string, devices: number, tarPath: string, version: string): Promise<Record<string, unknown>> {
+async function phase(name: string, devices: number, tarPath: string, version: string, failRate = 0): Promise<Record<string, unknown>> {
   const work = mkdtempSync(join(tmpdir(), `agent-bench-${name}-`));
   const broker = mosquittoPath() ? await startMosquitto() : await startAedes();
   const fx = new FleetFixture();
@@ -76,7 +88,9 @@ async function phase(name: string, devices: number, tarPath: string, version: st
     await publisher.publishCloudInfo();
     const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.2 });
     closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
-    const fleet = new SimFleet({ devices, mqttUrl: broker.url, dataDir: join(work, 'devices'), trustedKeys: fx.trusted, prefix: 'ab', agentRoot: join(work, 'agents') });
+    const shares = { failAgentTrial: failRate };
+    const failing = new Set(simPlan(devices, shares).failAgentTrial.map((i) => SimFleet.deviceId('ab', i)));
+    const fleet = new SimFleet({ devices, mqttUrl: broker.url, dataDir: join(work, 'devices'), trustedKeys: fx.trusted, prefix: 'ab', agentRoot: join(work, 'agents'), shares, agentHealthDeadlineMs: AGENT_DEADLINE_S * 1000 });
     closers.push(() => fleet.stop());
     for (let i = 0; i < devices; i++) fx.addDevice(SimFleet.deviceId('ab', i), { online: false });
     const tConnect = performance.now();
@@ -89,18 +103,38 @@ async function phase(name: string, devices: number, tarPath: string, version: st
     for (const d of fleet.devices) d.mqtt.on('message', (t, p) => t.startsWith(prefix) && received.set(d.id, (received.get(d.id) ?? 0) + p.length));
     const done = new Map<string, number>();
     const t0 = performance.now();
-    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: WAVES, soakSeconds: SOAK });
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: WAVES, soakSeconds: SOAK, ...(failRate > 0 ? { failureThreshold: 0.5 } : {}) });
+    const healthy = ids.filter((id) => !failing.has(id));
     await waitFor(
       () => {
-        for (const id of ids) if (!done.has(id) && fx.device(id)?.agent === `apprentice-edge/${version}`) done.set(id, performance.now() - t0);
-        return done.size === devices;
+        for (const id of healthy) if (!done.has(id) && fx.device(id)?.agent === `apprentice-edge/${version}`) done.set(id, performance.now() - t0);
+        return done.size === healthy.length;
       },
       TIMEOUT_MS,
-      { message: `all on ${version} (${done.size}/${devices})`, intervalMs: 100 },
+      { message: `all on ${version} (${done.size}/${healthy.length})`, intervalMs: 100 },
     );
     const allOnNewS = (performance.now() - t0) / 1000;
+    let failures: Record<string, unknown> | undefined;
+    if (failing.size) {
+      const rolledBack = () => fx.db.select({ d: deviceEvents.deviceId }).from(deviceEvents).where(eq(deviceEvents.type, 'agent_rolled_back')).all().map((e) => e.d);
+      await waitFor(() => failing.size === new Set(rolledBack().filter((d) => failing.has(d))).size, TIMEOUT_MS, { message: 'every failing device reported its rollback', intervalMs: 100 });
+      const allReportedS = (performance.now() - t0) / 1000;
+      // The lifecycle counts a rollback once its report is written and the failed version deleted (just after the event).
+      const failingSims = fleet.devices.filter((d) => failing.has(d.id));
+      await waitFor(() => failingSims.reduce((n, d) => n + (d.agent?.rollbacks ?? 0), 0) === failing.size, 10_000, { message: 'every rollback counted by the sims' }).catch(() => undefined);
+      const rows = fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, r.id)).all();
+      failures = {
+        failRate,
+        failingDevices: failing.size,
+        healthDeadlineSeconds: AGENT_DEADLINE_S,
+        allRollbacksStoredSeconds: round(allReportedS),
+        rolledBackByLifecycle: fleet.devices.filter((d) => failing.has(d.id)).reduce((n, d) => n + (d.agent?.rollbacks ?? 0), 0),
+        failingBackOnOldVersion: [...failing].filter((id) => fx.device(id)?.agent === `apprentice-edge/${readAgentVersion().version}`).length,
+        failingRowStates: Object.fromEntries([...new Set(rows.filter((x) => failing.has(x.deviceId)).map((x) => x.state))].map((st) => [st, rows.filter((x) => failing.has(x.deviceId) && x.state === st).length])),
+      };
+    }
     // The status names the new version when the trial starts; the commit follows once it is acknowledged.
-    await waitFor(() => fleet.devices.every((d) => d.agent!.commits === 1), 30_000, { message: 'every trial committed' }).catch(() => undefined);
+    await waitFor(() => fleet.devices.every((d) => failing.has(d.id) || d.agent!.commits === 1), 30_000, { message: 'every trial committed' }).catch(() => undefined);
     const allCommittedS = (performance.now() - t0) / 1000;
     await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 30_000, { message: 'rollout completed' }).catch(() => undefined);
     const completedS = (performance.now() - t0) / 1000;
@@ -121,6 +155,7 @@ async function phase(name: string, devices: number, tarPath: string, version: st
       committedByLifecycle: commits,
       bytesPerDevice: { min: bytes[0] ?? 0, max: bytes.at(-1) ?? 0, mean: round(bytes.reduce((a, b) => a + b, 0) / Math.max(1, bytes.length), 0), devicesCounted: bytes.length },
       bytesPerDeviceOverBundle: round((bytes.reduce((a, b) => a + b, 0) / Math.max(1, bytes.length)) / bundleBytes, 3),
+      ...(failures ? { healthyDevices: healthy.length, failures } : {}),
     };
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);
@@ -133,7 +168,26 @@ async function phase(name: string, devices: number, tarPath: string, version: st
 /** Every chunk topic of the artifact: topics.artifactChunks(sha) minus its trailing `+`. */
 const topicsPrefix = (sha256: string): string => topics.artifactChunks(sha256).slice(0, -1);
 
+/** BENCH_MODE=failures: the fleet phase with --agent-fail-rate devices; its own results file. */
+async function failuresMain(): Promise<void> {
+  const loadBefore = loadavg();
+  const dir = mkdtempSync(join(tmpdir(), 'agent-bench-bundle-'));
+  try {
+    const tar = await syntheticBundle(dir, '9.0.0', BUNDLE_MB);
+    log(`failures: ${DEVICES} devices, ${FAIL_RATE} failing their trial, bundle ${statSync(tar).size} bytes`);
+    const fleet = (await phase('fleet', DEVICES, tar, '9.0.0', FAIL_RATE)) as { healthyDevices: number; allOnNewVersionSeconds: number; rolloutState: string; failures: { failingDevices: number; allRollbacksStoredSeconds: number; failingRowStates: Record<string, number> } };
+    const summary = `agent rollout with failures: ${DEVICES} sim devices, ${fleet.failures.failingDevices} never healthy (deadline ${AGENT_DEADLINE_S} s): ${fleet.healthyDevices} on the new agent in ${fleet.allOnNewVersionSeconds} s, every rollback stored by the cloud at ${fleet.failures.allRollbacksStoredSeconds} s, failing rows ${JSON.stringify(fleet.failures.failingRowStates)}, rollout ${fleet.rolloutState}`;
+    const loadAfter = loadavg();
+    const file = writeBenchResult('agent-rollout-failures', { from: readAgentVersion().version, fleet, loadavg: { before: loadBefore, after: loadAfter }, loadedMachine: (loadBefore[0] ?? 0) > cpus().length / 2, summary });
+    console.log(summary);
+    console.log(`→ ${file}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
+  if (MODE === 'failures') return failuresMain();
   const loadBefore = loadavg();
   const from = readAgentVersion().version;
   const dir = mkdtempSync(join(tmpdir(), 'agent-bench-bundle-'));

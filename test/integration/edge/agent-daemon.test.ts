@@ -4,7 +4,7 @@
  * commits it, and follows `devices/{id}/agent`. The launcher and restarts are covered with real
  * processes in test/integration/agent/agent-update.test.ts.
  */
-import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EdgeDaemon } from '../../../edge/daemon.js';
@@ -63,6 +63,20 @@ describe('edge daemon with agent updates', { timeout: 60_000 }, () => {
     await d.start();
     const ev = await d.cloud.waitEvent((e) => e.type === 'agent_rejected', 20_000);
     expect(ev.agent).toMatchObject({ version: '9.9.9', agentSeq: 7, running: version, reason: 'wrong_platform' });
+    expect(d.restarts).toEqual([]);
+  });
+
+  it('refuses a release whose upgradeFrom does not list the running version, reporting not_upgradable', async () => {
+    const d = await agentDevice();
+    const rel = makeAgentRelease(key, { version: '9.9.9', agentSeq: 8, files: [{ path: 'bin/apprentice-edge.js', data: 'x' }], platform: thisPlatform(), upgradeFrom: ['0.0.1', '0.0.2'] });
+    await d.cloud.client.publishAsync(topics.agent(d.deviceId), JSON.stringify(rel.signed), { qos: 1, retain: true });
+    d.retained.push(topics.agent(d.deviceId));
+    await d.start();
+    const ev = await d.cloud.waitEvent((e) => e.type === 'agent_rejected', 20_000);
+    expect(ev.agent).toMatchObject({ version: '9.9.9', agentSeq: 8, running: version, reason: 'not_upgradable' });
+    expect(ev.detail).toMatch(/upgrades from 0\.0\.1, 0\.0\.2/);
+    // Nothing was downloaded or unpacked for it.
+    expect(existsSync(join(d.root, '9.9.9'))).toBe(false);
     expect(d.restarts).toEqual([]);
   });
 });

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { MqttClient } from 'mqtt';
+import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { releaseAgent, reissueAgent } from '../../../cloud/agents/release.js';
 import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
@@ -111,11 +112,11 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
   });
 
   /** Agent 0.1.0 and 0.2.0 for linux-x64 pushed (agentSeq 1, 2); the cloud with a rollout engine ticking every 100 ms. */
-  async function startCloud(): Promise<RolloutEngine> {
-    for (const v of ['0.1.0', '0.2.0']) {
+  async function startCloud(o: { metrics?: PromRegistry; more?: { version: string; upgradeFrom: string[] }[] } = {}): Promise<RolloutEngine> {
+    for (const { version: v, upgradeFrom } of [{ version: '0.1.0' }, { version: '0.2.0' }, ...(o.more ?? [])] as { version: string; upgradeFrom?: string[] }[]) {
       const tar = join(work, `push-${v}.tar.gz`);
       writeFileSync(tar, await tinyBundle(work, v));
-      await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
+      await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date(), ...(upgradeFrom ? { upgradeFrom } : {}) });
     }
     const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: features.sharedSubscriptions, reconnectPeriod: 100 });
     const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
@@ -127,13 +128,14 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
       reissueAgent: async (seq) => (await reissueAgent({ registry: fx.registry, key: fx.key, agentSeq: seq, now: new Date() })).agentSeq,
       signals: ingest,
       tickSeconds: 0.1,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
     });
     closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
     return engine;
   }
 
-  async function device(id: string, onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void>, o: { platform?: string; capabilities?: string[] } = {}): Promise<FakeAgentDevice> {
-    const d = await FakeAgentDevice.connect(broker.url, id, { version: '0.1.0', platform: o.platform ?? 'linux-x64', capabilities: o.capabilities ?? [DEVICE_CAPABILITIES.agentUpdate], publicKeyPem: fx.key.publicKeyPem, onRelease });
+  async function device(id: string, onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void>, o: { platform?: string; capabilities?: string[]; version?: string } = {}): Promise<FakeAgentDevice> {
+    const d = await FakeAgentDevice.connect(broker.url, id, { version: o.version ?? '0.1.0', platform: o.platform ?? 'linux-x64', capabilities: o.capabilities ?? [DEVICE_CAPABILITIES.agentUpdate], publicKeyPem: fx.key.publicKeyPem, onRelease });
     closers.push(() => d.client.endAsync(true));
     await waitFor(() => fx.device(id)?.platform === (o.platform ?? 'linux-x64'), 5000, { message: `${id}'s status ingested` });
     return d;
@@ -215,5 +217,56 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     await engine.onDeviceRevoked('pi-1');
     await waitFor(() => empties.length === 1, 5000, { message: 'the retained agent release cleared' });
     expect(fx.device('pi-1')!.desiredAgentSeq).toBeNull();
+  });
+  /** apprentice_cloud_agent_converge_total by result. */
+  const convergeCounts = async (reg: PromRegistry): Promise<Record<string, number>> =>
+    Object.fromEntries(((await reg.getSingleMetric('apprentice_cloud_agent_converge_total')?.get())?.values ?? []).map((v) => [String(v.labels.result), v.value]));
+
+  it('late joiners converge: a device first reporting its platform and agent-update after the rollout completed gets 0.2.0; a newer one and one without agent-update get nothing (counted)', async () => {
+    const metrics = new PromRegistry();
+    const engine = await startCloud({ metrics });
+    await device('pi-1', commits);
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    // Never seen when the rollout ran (no platform yet): skipped then, so not a member that was sent anything.
+    expect(rows(r.id)['pi-2']).toMatchObject({ state: 'incompatible' });
+    const late = await device('pi-2', commits);
+    await waitFor(() => fx.device('pi-2')!.agent === 'apprentice-edge/0.2.0', 10_000, { message: 'the late device converges to 0.2.0' });
+    expect(late.received.map((m) => [m.version, m.agentSeq])).toEqual([['0.2.0', 2]]);
+    expect(fx.device('pi-2')!.desiredAgentSeq).toBe(2);
+    // Its chunks are on the broker (the MQTT chunk source can fetch them).
+    const sha = late.received[0]!.artifact.sha256;
+    const probe = await connectClient(broker.url, `probe-${randomUUID().slice(0, 6)}`);
+    closers.push(() => probe.endAsync(true));
+    const chunk = new Promise<Buffer>((resolve) => probe.on('message', (t, p) => t === topics.artifactChunk(sha, 0) && resolve(p)));
+    await probe.subscribeAsync(topics.artifactChunk(sha, 0), { qos: 1 });
+    expect((await chunk).length).toBeGreaterThan(0);
+    const newer = await device('pi-3', commits, { version: '0.3.0' });
+    const old = await device('pi-old', commits, { capabilities: [] });
+    await waitFor(async () => (await convergeCounts(metrics)).newer === 1 && (await convergeCounts(metrics)).no_capability === 1, 10_000, { message: `refusals counted (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(await convergeCounts(metrics)).toEqual({ sent: 1, newer: 1, no_capability: 1 });
+    expect(newer.received).toEqual([]);
+    expect(old.received).toEqual([]);
+    expect(fx.device('pi-3')!.desiredAgentSeq).toBeNull();
+    // A second status of the converged device sends nothing again.
+    await late.sendStatus();
+    await new Promise((res) => setTimeout(res, 300));
+    expect(late.received).toHaveLength(1);
+    expect((await convergeCounts(metrics)).sent).toBe(1);
+  });
+
+  it("late joiners converge only where the release's upgradeFrom lists their version", async () => {
+    const metrics = new PromRegistry();
+    const engine = await startCloud({ metrics, more: [{ version: '0.3.0', upgradeFrom: ['0.2.0'] }] });
+    await device('pi-1', commits, { version: '0.2.0' });
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 3, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    const stuck = await device('pi-2', commits, { version: '0.1.0' });
+    const ok = await device('pi-3', commits, { version: '0.2.0' });
+    await waitFor(() => fx.device('pi-3')!.agent === 'apprentice-edge/0.3.0', 10_000, { message: 'pi-3 converges to 0.3.0' });
+    await waitFor(async () => (await convergeCounts(metrics)).not_upgradable === 1, 10_000, { message: `pi-2 refused (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(ok.received.map((m) => m.version)).toEqual(['0.3.0']);
+    expect(stuck.received).toEqual([]);
+    expect(fx.device('pi-2')!.desiredAgentSeq).toBeNull();
   });
 });

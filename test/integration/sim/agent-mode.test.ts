@@ -19,6 +19,7 @@ import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { SimFleet } from '../../../edge/sim/index.js';
+import { simPlan } from '../../../edge/sim/shares.js';
 import { agentPlatform, readAgentVersion } from '../../../edge/status/index.js';
 import { tinyBundle } from '../../fixtures/agent-tar.js';
 import { startAedes, waitFor, type AedesBroker } from '../../helpers/broker.js';
@@ -85,4 +86,65 @@ describe('sim agent mode', () => {
     }
     await waitFor(() => fleet.devices.every((d) => d.agent!.commits === 1), 5_000, { message: 'both trials ended in a commit' });
   }, 40_000);
+});
+
+describe('sim agent mode with --agent-fail-rate', () => {
+  it('the picked device never passes its health commit: the real lifecycle rolls it back, the old version reports agent_rolled_back, the cloud counts a failure', async () => {
+    const platform = agentPlatform();
+    if (platform !== 'linux-x64' && platform !== 'linux-arm64') {
+      console.log(`sim agent fail-rate test: skipped, agent bundles exist for linux-x64/arm64 only (this is ${platform})`);
+      return;
+    }
+    const broker = await startAedes();
+    const fx = new FleetFixture();
+    const work = mkdtempSync(join(tmpdir(), 'sim-agent-fail-'));
+    const closers: (() => Promise<unknown>)[] = [];
+    try {
+      const from = readAgentVersion().version;
+      const next = '99.1.0';
+      const tar = join(work, 'push.tar.gz');
+      writeFileSync(tar, await tinyBundle(work, next, platform));
+      const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
+      const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: false, reconnectPeriod: 100 });
+      const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
+      const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
+      await publisher.publishCloudInfo();
+      const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
+      closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
+
+      const n = 4;
+      const shares = { failAgentTrial: 0.25 };
+      const failing = simPlan(n, shares).failAgentTrial.map((i) => SimFleet.deviceId('af', i));
+      expect(failing).toHaveLength(1);
+      const fleet = new SimFleet({ devices: n, mqttUrl: broker.url, dataDir: join(work, 'devices'), trustedKeys: fx.trusted, prefix: 'af', agentRoot: join(work, 'agents'), shares, agentHealthDeadlineMs: 1_500 });
+      closers.push(() => fleet.stop());
+      const ids = Array.from({ length: n }, (_, i) => SimFleet.deviceId('af', i));
+      for (const id of ids) fx.addDevice(id, { online: false });
+      await fleet.start();
+      expect(fleet.stats().failAgentTrial).toBe(1);
+      await waitFor(() => ids.every((id) => fx.device(id)?.platform === platform), 10_000, { message: 'sim statuses ingested' });
+
+      // Below the threshold (1 of 4 < 0.5, minFailures 2): the failed device is quarantined, the rollout completes.
+      const r = await engine.create({ model: `agent:${platform}`, kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
+      await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 30_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+      const rows = Object.fromEntries(fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, r.id)).all().map((x) => [x.deviceId, x]));
+      const bad = failing[0]!;
+      expect(rows[bad]!.state).toBe('quarantined');
+      expect(rows[bad]!.reason).toMatch(/^health_timeout/);
+      for (const id of ids.filter((x) => x !== bad)) expect(rows[id]!.state, id).toBe('installed');
+      const ev = fx.db.select().from(deviceEvents).where(eq(deviceEvents.deviceId, bad)).all().find((e) => e.type === 'agent_rolled_back');
+      expect(ev?.detail).toBe(`agent ${next} (agentSeq ${rel.agentSeq}), running ${from}: version ${next} was not healthy in time; back on ${from}`);
+      const dev = fleet.devices.find((d) => d.id === bad)!;
+      await waitFor(() => dev.agent!.rollbacks === 1, 5_000, { message: 'the rollback reported by the old version' });
+      expect(dev.agent!.commits).toBe(0);
+      expect(dev.agent!.version).toBe(from);
+      await waitFor(() => fx.device(bad)!.agent === `apprentice-edge/${from}`, 5_000, { message: 'the failed device reports its old version' });
+      expect(fleet.stats().agents).toEqual({ [next]: 3, [from]: 1 });
+    } finally {
+      for (const c of closers.reverse()) await c().catch(() => undefined);
+      await broker.stop();
+      fx.dispose();
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

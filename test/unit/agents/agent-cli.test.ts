@@ -146,6 +146,26 @@ describe('apprentice agent push / list (CLI over the API)', () => {
     expect(r4.stderr).toMatch(/--platform: expected linux-x64 or linux-arm64, got "mips"/);
   });
 
+  it('push --upgrade-from signs the listed versions; a malformed list exits 2 before anything is sent', async () => {
+    const file = join(h.dir, 'a.tar.gz');
+    writeFileSync(file, await tinyBundle(h.dir, '0.2.0'));
+    const pushed = await run('push', file, '--upgrade-from', '0.1.0, 0.1.1,0.1.0', '--json', ...api);
+    expect(pushed, pushed.stderr).toMatchObject({ code: 0 });
+    expect(JSON.parse(pushed.stdout).upgradeFrom).toEqual(['0.1.0', '0.1.1']);
+    const row = h.registry.db.select().from(agentReleases).get()!;
+    expect((row.manifest as { upgradeFrom: string[] }).upgradeFrom).toEqual(['0.1.0', '0.1.1']);
+    for (const [arg, msg] of [
+      ['0.1.0,,0.1.1', /--upgrade-from: upgradeFrom: an empty entry/],
+      ['*,0.1.0', /--upgrade-from: upgradeFrom: \* means any version; give \* alone/],
+      ['0.1.0,latest', /--upgrade-from: upgradeFrom: not a version like 0.1.0: "latest"/],
+    ] as const) {
+      const r = await run('push', file, '--upgrade-from', arg, ...api);
+      expect(r.code, arg).toBe(2);
+      expect(r.stderr, arg).toMatch(msg);
+    }
+    expect(h.registry.db.select().from(agentReleases).all()).toHaveLength(1);
+  });
+
   it('build refuses an unbuilt checkout with exit 2, and every subcommand has --help', async () => {
     const src = join(h.dir, 'checkout');
     mkdirSync(src);

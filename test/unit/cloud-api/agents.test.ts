@@ -61,6 +61,17 @@ describe('POST /v1/agents (agent push)', () => {
     expect((await json(await h.app.request('/v1/agents?platform=linux-arm64', { headers: auth }))).agents).toEqual([]);
   });
 
+  it('signs ?upgradeFrom into the manifest (deduplicated), shows it on the release; the default stays ["*"]', async () => {
+    h = harness();
+    const res = await push(h.app, await tinyBundle(h.dir, '0.2.0'), { query: '?upgradeFrom=0.1.0,0.1.1-rc.1,0.1.0' });
+    expect(res.status).toBe(201);
+    expect((await json(res)).upgradeFrom).toEqual(['0.1.0', '0.1.1-rc.1']);
+    const detail = await json(await h.app.request('/v1/agents/0.2.0/linux-x64', { headers: auth }));
+    expect(agentManifestSchema.parse(detail.manifest).upgradeFrom).toEqual(['0.1.0', '0.1.1-rc.1']);
+    const plain = await json(await push(h.app, await tinyBundle(h.dir, '0.3.0')));
+    expect(plain.upgradeFrom).toEqual(['*']);
+  });
+
   it('refuses a second push of the same version and platform with 409, and takes another platform', async () => {
     h = harness();
     expect((await push(h.app, await tinyBundle(h.dir))).status).toBe(201);
@@ -88,6 +99,9 @@ describe('POST /v1/agents (agent push)', () => {
     ['a bad agent.json platform', () => rawAgentTar([{ path: 'a.js', body: '1' }], { version: '0.2.0', platform: 'win32' }), 422, 'bad_agent_json', /"platform" must be one of/],
     ['agent.json disagreeing with ?version', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 422, 'agent_mismatch', /agent.json says version 0.2.0, the push says 0.9.9/, '?version=0.9.9'],
     ['agent.json disagreeing with ?platform', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 422, 'agent_mismatch', /says platform linux-x64, the push says linux-arm64/, '?platform=linux-arm64'],
+    ['a malformed ?upgradeFrom', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 400, 'invalid_query', /upgradeFrom: not a version like 0.1.0: "latest"/, '?upgradeFrom=0.1.0,latest'],
+    ['?upgradeFrom mixing * with versions', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 400, 'invalid_query', /\* means any version/, '?upgradeFrom=*,0.1.0'],
+    ['an empty ?upgradeFrom entry', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 400, 'invalid_query', /an empty entry/, '?upgradeFrom=0.1.0,'],
     ['a bad ?platform', () => rawAgentTar([{ path: 'a.js', body: '1' }]), 400, 'invalid_query', /platform/, '?platform=mips'],
   ];
   for (const [what, make, status, code, message, query] of refusals) {

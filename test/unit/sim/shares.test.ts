@@ -13,16 +13,18 @@ describe('sim shares', () => {
     expect(simPlan(1000, { neverConnect: 0.05, failSelfTest: 0.01 })).toEqual(a);
     // Evenly: one kept off in every 20 devices.
     for (let k = 0; k < 50; k++) expect(a.neverConnect.filter((i) => i >= k * 20 && i < (k + 1) * 20)).toHaveLength(1);
-    expect(simPlan(6, { neverConnect: 1 / 6, failSelfTest: 1 / 6 })).toEqual({ neverConnect: [5], switchedOff: [], failSelfTest: [2] });
-    expect(simPlan(8, { neverConnect: 1 / 8, switchedOff: 1 / 8, failSelfTest: 1 / 8 })).toEqual({ neverConnect: [7], switchedOff: [5], failSelfTest: [3] });
+    expect(simPlan(6, { neverConnect: 1 / 6, failSelfTest: 1 / 6 })).toEqual({ neverConnect: [5], switchedOff: [], failSelfTest: [2], failAgentTrial: [] });
+    expect(simPlan(8, { neverConnect: 1 / 8, switchedOff: 1 / 8, failSelfTest: 1 / 8 })).toEqual({ neverConnect: [7], switchedOff: [5], failSelfTest: [3], failAgentTrial: [] });
+    // --agent-fail-rate: its own phase, so it overlaps the self-test share as little as possible.
+    expect(simPlan(8, { failSelfTest: 1 / 8, failAgentTrial: 1 / 8 })).toEqual({ neverConnect: [], switchedOff: [], failSelfTest: [3], failAgentTrial: [1] });
     const b = simPlan(1000, { switchedOff: 0.05, failSelfTest: 0.01 });
     expect(b.switchedOff).toHaveLength(50);
     expect(b.failSelfTest).toHaveLength(10);
     expect(b.switchedOff.filter((i) => b.failSelfTest.includes(i))).toEqual([]);
-    expect(simPlan(10, {})).toEqual({ neverConnect: [], switchedOff: [], failSelfTest: [] });
+    expect(simPlan(10, {})).toEqual({ neverConnect: [], switchedOff: [], failSelfTest: [], failAgentTrial: [] });
     expect([0, 1, 2].every((i) => pickedByShare(i, 1))).toBe(true);
-    expect(planDevice(3, { neverConnect: 1, switchedOff: 1, failSelfTest: 1 })).toEqual({ neverConnect: true, switchedOff: false, failSelfTest: false });
-    expect(planDevice(3, { switchedOff: 1, failSelfTest: 1 })).toEqual({ neverConnect: false, switchedOff: true, failSelfTest: false });
+    expect(planDevice(3, { neverConnect: 1, switchedOff: 1, failSelfTest: 1 })).toEqual({ neverConnect: true, switchedOff: false, failSelfTest: false, failAgentTrial: false });
+    expect(planDevice(3, { switchedOff: 1, failSelfTest: 1 })).toEqual({ neverConnect: false, switchedOff: true, failSelfTest: false, failAgentTrial: false });
   });
 
   it('refuses a share outside [0, 1] or not a number', () => {

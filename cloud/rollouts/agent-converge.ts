@@ -1,0 +1,107 @@
+import { and, desc, eq, inArray } from 'drizzle-orm';
+import { Counter, type Registry as PromRegistry } from 'prom-client';
+import semver from 'semver';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
+import type { AgentManifest } from '../../shared/protocol/agent.js';
+import { DEVICE_CAPABILITIES, PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
+import { agentReleaseBySeq, setDesiredAgent } from '../agents/store.js';
+import { AgentIncompatibleError } from '../fleet/publisher.js';
+import type { Registry } from '../registry/db.js';
+import { devices, rollouts, type DeviceRow, type RolloutRow } from '../registry/schema.js';
+import type { Deliverable } from './deliverable.js';
+import { inTarget, type RolloutTarget } from './policy.js';
+import type { Db } from './store.js';
+
+/** Agent rollouts a late device converges to: finished ones (a rolled-back one gives its re-issued previous version). */
+export const AGENT_CONVERGE_STATES = ['completed', 'rolled_back'] as const;
+
+/** Why a late device was not given a platform's latest agent release (the counter's `result` label), or `sent`. */
+export type AgentConvergeResult = 'sent' | 'no_capability' | 'newer' | 'not_upgradable' | 'protocol_too_new' | 'incompatible';
+
+/** Finished agent rollouts, newest first (converge picks the first of the device's platform whose target includes it). */
+export function agentConvergeCandidates(db: Db, limit = 200): RolloutRow[] {
+  return db
+    .select()
+    .from(rollouts)
+    .where(and(eq(rollouts.kind, 'agent'), inArray(rollouts.state, [...AGENT_CONVERGE_STATES])))
+    .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
+    .limit(limit)
+    .all();
+}
+
+/** `apprentice-edge/0.2.0` (status.agent) → `0.2.0`; a bare version stays; null when unknown. */
+export function runningAgentVersion(agent: string | null): string | null {
+  if (!agent) return null;
+  const slash = agent.lastIndexOf('/');
+  return slash >= 0 ? agent.slice(slash + 1) : agent;
+}
+
+export interface AgentConvergeDeps {
+  registry: Registry;
+  /** The agent kind of the rollout steps (cloud/rollouts/deliverable.ts agentDeliverable). */
+  agent: Deliverable;
+  log?: Logger;
+  metrics?: PromRegistry;
+}
+
+/**
+ * Late joiners of agent rollouts (issue 14): a device that reports its platform and `agent-update` after
+ * its platform's agent rollout finished gets the release that rollout left (the new version when
+ * completed, the re-issued previous one when rolled back) on its retained `agent` topic, as model
+ * releases converge (steps.ts `converge`). Never a downgrade: a device already on that version, given
+ * it (or a later one) before, or running a newer one gets nothing. A release whose `upgradeFrom` does
+ * not list the running version, or whose `minProtocolVersion` is above this cloud's, is not sent
+ * either (the device would refuse it); every such refusal is logged and counted.
+ */
+export class AgentConverger {
+  private readonly log: Logger;
+  private readonly counter: Counter<'result'>;
+
+  constructor(private readonly deps: AgentConvergeDeps) {
+    this.log = deps.log ?? silentLogger;
+    const reg = deps.metrics;
+    const name = 'apprentice_cloud_agent_converge_total';
+    this.counter =
+      (reg?.getSingleMetric(name) as Counter<'result'> | undefined) ??
+      new Counter({ name, help: "Late devices' agent convergence by result: sent, or why the platform's latest agent release was not sent (no_capability, newer, not_upgradable, protocol_too_new, incompatible)", labelNames: ['result'] as const, registers: reg ? [reg] : [] });
+  }
+
+  /** Converges one device (after an online status); returns what happened, or undefined when there is nothing to converge to. */
+  async converge(deviceId: string, candidates: readonly RolloutRow[]): Promise<AgentConvergeResult | undefined> {
+    const db = this.deps.registry.db;
+    const dev: DeviceRow | undefined = db.select().from(devices).where(eq(devices.id, deviceId)).get();
+    if (!dev || dev.revoked || dev.platform === null) return undefined;
+    const candidate = candidates.find((r) => r.model === `agent:${dev.platform}` && inTarget(r.target as RolloutTarget, dev));
+    if (!candidate) return undefined;
+    const seq = candidate.state === 'rolled_back' ? candidate.rollbackSeq : candidate.releaseSeq;
+    if (seq === null) return undefined;
+    // Given this release, or a later one (an active rollout's): what happens next is the device's to report.
+    if (dev.desiredAgentSeq !== null && dev.desiredAgentSeq >= seq) return undefined;
+    const rel = await agentReleaseBySeq(this.deps.registry, seq);
+    if (!rel) return undefined;
+    const running = runningAgentVersion(dev.agent);
+    if (running === rel.version) return undefined;
+    const m = rel.manifest as AgentManifest;
+    const refuse = (result: Exclude<AgentConvergeResult, 'sent'>, why: string): AgentConvergeResult => {
+      this.counter.inc({ result });
+      (result === 'no_capability' ? this.log.debug : this.log.info).call(this.log, { deviceId, rollout: candidate.id, agentSeq: seq, version: rel.version, running, result }, `rollouts/agent-converge-skipped: ${why}`);
+      return result;
+    };
+    if (!(dev.capabilities ?? []).includes(DEVICE_CAPABILITIES.agentUpdate)) return refuse('no_capability', `the device does not declare ${DEVICE_CAPABILITIES.agentUpdate}`);
+    if (running && semver.valid(running) && semver.valid(rel.version) && semver.gt(running, rel.version)) return refuse('newer', `it runs ${running}, newer than ${rel.version}`);
+    if (!m.upgradeFrom.includes('*') && !(running && m.upgradeFrom.includes(running))) return refuse('not_upgradable', `${rel.version} upgrades from ${m.upgradeFrom.join(', ')}; it runs ${running ?? 'an unknown version'}`);
+    if (m.minProtocolVersion > PROTOCOL_REVISION) return refuse('protocol_too_new', `${rel.version} needs protocol ${m.minProtocolVersion}; this cloud speaks ${PROTOCOL_REVISION}`);
+    const item = this.deps.agent.item(seq);
+    await item.ensure();
+    try {
+      await item.publish(deviceId);
+    } catch (err) {
+      if (err instanceof AgentIncompatibleError) return refuse('incompatible', err.message);
+      throw err;
+    }
+    await setDesiredAgent(this.deps.registry, deviceId, seq);
+    this.counter.inc({ result: 'sent' });
+    this.log.info({ deviceId, rollout: candidate.id, agentSeq: seq, version: rel.version, running }, 'rollouts/agent-late-device');
+    return 'sent';
+  }
+}
