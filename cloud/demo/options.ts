@@ -24,8 +24,12 @@ export interface DemoOptions {
    * and the teacher on each device's evaluation pool.
    */
   cohorts?: boolean;
-  /** Cohorts mode: epochs of each cohort student; default half the base epochs. */
+  /** Cohorts mode: epochs of each cohort student (distill `cohortEpochs`); default DEMO_COHORT_DEFAULTS. */
   cohortEpochs?: number;
+  /** Cohorts mode: share of the device's own hard examples in a cohort student's epoch (`cohortHardExampleShare`). */
+  cohortHardExampleShare?: number;
+  /** Cohorts mode: base examples a cohort student trains on (`cohortBaseLimit`). */
+  cohortBaseLimit?: number;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;
@@ -55,6 +59,13 @@ export const DEMO_DEFAULTS = {
   teacherEpochs: 5,
   roundTimeoutMs: 10 * 60_000,
 } as const;
+
+/** The demo's cohort students (`--cohorts`), when not told otherwise. */
+export const DEMO_COHORT_DEFAULTS = {
+  cohortEpochs: 2,
+  cohortHardExampleShare: DEMO_DEFAULTS.hardExampleShare,
+  cohortBaseLimit: undefined as number | undefined,
+};
 
 export interface DeviceInfo {
   id: string;

@@ -9,13 +9,13 @@ import { startCloud, type CloudService } from '../server.js';
 import { cloudClient, type CloudClient } from './cloud-client.js';
 import { freePort, startFleet, type DemoFleet } from './fleet.js';
 import { accuracyOf } from './measure.js';
-import { DEMO_INPUT_SIZE, DEMO_MODEL, pct, Stopped, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
+import { DEMO_COHORT_DEFAULTS, DEMO_INPUT_SIZE, DEMO_MODEL, pct, Stopped, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
 import { evaluationSet, splitPools, TrafficStream } from './pools.js';
 import { runRounds, selectedCounts, type DeviceData } from './rounds.js';
 import { gapsOf } from './report.js';
 import { trainDemoTeacher } from './teacher.js';
 
-export { DEMO_DEFAULTS, type DemoOptions, type DemoSummary, type DeviceInfo, type RoundRow } from './options.js';
+export { DEMO_COHORT_DEFAULTS, DEMO_DEFAULTS, type DemoOptions, type DemoSummary, type DeviceInfo, type RoundRow } from './options.js';
 export { summaryLines } from './report.js';
 
 
@@ -40,6 +40,14 @@ export async function prepareTeacher(o: DemoOptions, status: (m: string) => void
   return { file, trainedSeconds: r.seconds };
 }
 
+/** The demo's distill settings for its cohort students (each starts from the round's base student). */
+export function demoCohortSettings(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit'>): { cohortEpochs: number; cohortHardExampleShare: number; cohortBaseLimit?: number } {
+  const epochs = o.cohortEpochs ?? DEMO_COHORT_DEFAULTS.cohortEpochs;
+  const share = o.cohortHardExampleShare ?? DEMO_COHORT_DEFAULTS.cohortHardExampleShare;
+  const baseLimit = o.cohortBaseLimit ?? DEMO_COHORT_DEFAULTS.cohortBaseLimit;
+  return { cohortEpochs: epochs, cohortHardExampleShare: share, ...(baseLimit !== undefined ? { cohortBaseLimit: baseLimit } : {}) };
+}
+
 /** The demo model: round 0 from clean MNIST, scheduled rounds from hard examples, canary-first auto rollout. */
 async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): Promise<void> {
   const distill = {
@@ -59,8 +67,7 @@ async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): 
     latencyBudgetMs: 100,
     ...(o.seed !== undefined ? { seed: o.seed } : {}),
     // Issue 13: each device is alone in its own first group, so perGroup makes one cohort per device.
-    // Each cohort student starts from the round's base student, so fewer epochs suffice.
-    ...(o.cohorts ? { perGroup: true, cohortEpochs: o.cohortEpochs ?? Math.max(1, Math.ceil(o.epochs / 2)) } : {}),
+    ...(o.cohorts ? { perGroup: true, ...demoCohortSettings(o) } : {}),
   };
   const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
   const put = await api.send('PUT', `/v1/models/${DEMO_MODEL}`, {
@@ -173,7 +180,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       cloudApiUrl: cloud.apiUrl,
       adminTokenFile: join(cloudDir, 'admin-token'),
       teacher,
-      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare, cohorts: o.cohorts === true, seed: o.seed ?? 1 },
+      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare, cohorts: o.cohorts === true, ...(o.cohorts ? demoCohortSettings(o) : {}), seed: o.seed ?? 1 },
       pools,
       devices,
       rows,
