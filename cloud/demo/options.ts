@@ -30,6 +30,8 @@ export interface DemoOptions {
   cohortHardExampleShare?: number;
   /** Cohorts mode: base examples a cohort student trains on (`cohortBaseLimit`). */
   cohortBaseLimit?: number;
+  /** Cohorts mode: random translation (pixels) while training a cohort student (`cohortJitter`). */
+  cohortJitter?: number;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;
@@ -65,6 +67,7 @@ export const DEMO_COHORT_DEFAULTS = {
   cohortEpochs: 2,
   cohortHardExampleShare: DEMO_DEFAULTS.hardExampleShare,
   cohortBaseLimit: undefined as number | undefined,
+  cohortJitter: 0,
 };
 
 export interface DeviceInfo {

@@ -41,11 +41,15 @@ export async function prepareTeacher(o: DemoOptions, status: (m: string) => void
 }
 
 /** The demo's distill settings for its cohort students (each starts from the round's base student). */
-export function demoCohortSettings(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit'>): { cohortEpochs: number; cohortHardExampleShare: number; cohortBaseLimit?: number } {
-  const epochs = o.cohortEpochs ?? DEMO_COHORT_DEFAULTS.cohortEpochs;
-  const share = o.cohortHardExampleShare ?? DEMO_COHORT_DEFAULTS.cohortHardExampleShare;
-  const baseLimit = o.cohortBaseLimit ?? DEMO_COHORT_DEFAULTS.cohortBaseLimit;
-  return { cohortEpochs: epochs, cohortHardExampleShare: share, ...(baseLimit !== undefined ? { cohortBaseLimit: baseLimit } : {}) };
+export function demoCohortSettings(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit' | 'cohortJitter'>): { cohortEpochs: number; cohortHardExampleShare: number; cohortBaseLimit?: number; cohortJitter: number } {
+  const d = DEMO_COHORT_DEFAULTS;
+  const baseLimit = o.cohortBaseLimit ?? d.cohortBaseLimit;
+  return {
+    cohortEpochs: o.cohortEpochs ?? d.cohortEpochs,
+    cohortHardExampleShare: o.cohortHardExampleShare ?? d.cohortHardExampleShare,
+    ...(baseLimit !== undefined ? { cohortBaseLimit: baseLimit } : {}),
+    cohortJitter: o.cohortJitter ?? d.cohortJitter,
+  };
 }
 
 /** The demo model: round 0 from clean MNIST, scheduled rounds from hard examples, canary-first auto rollout. */

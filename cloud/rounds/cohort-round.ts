@@ -72,7 +72,7 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
         temperature: inp.recipe.temperature,
         alpha: inp.recipe.alpha,
         seed: s.seed,
-        jitter: s.jitter,
+        jitter: how.jitter,
         onProgress: (p) => progress({ phase: 'train', detail: `cohort ${c.name}`, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samplesPerSec: p.samplesPerSec }),
       });
       if (!Number.isFinite(tr.finalLoss)) {

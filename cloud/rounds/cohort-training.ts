@@ -1,20 +1,23 @@
 import type { MixPart } from './mix.js';
 import type { DistillSettings } from './settings.js';
 
-/** How one cohort line trains: its epochs, the share of its own hard examples, and how much base data. */
+/** How one cohort line trains: its epochs, the share of its own hard examples, how much base data, and its augmentation. */
 export interface CohortTraining {
   epochs: number;
   hardExampleShare: number;
   /** Base examples the cohort student trains on (the first N of the shuffled base set); undefined = all. */
   baseLimit: number | undefined;
+  /** Random translation in pixels during training (square images only). */
+  jitter: number;
 }
 
 type CohortLine = NonNullable<DistillSettings['cohorts']>[number];
 
 /**
  * The training settings of one cohort line: the line's own (`cohorts[i].epochs`, `.hardExampleShare`,
- * `.baseLimit`), else the model's cohort defaults (`cohortEpochs`, `cohortHardExampleShare`,
- * `cohortBaseLimit`), else the base line's (`epochs`, `hardExampleShare`, all base data). With
+ * `.baseLimit`, `.jitter`), else the model's cohort defaults (`cohortEpochs`, `cohortHardExampleShare`,
+ * `cohortBaseLimit`, `cohortJitter`), else the base line's (`epochs`, `hardExampleShare`, all base
+ * data, `jitter`). With
  * `perGroup` there are no per-line entries, so the model's cohort defaults apply to every line.
  */
 export function cohortTrainingOf(s: DistillSettings, cohort: string): CohortTraining {
@@ -23,6 +26,7 @@ export function cohortTrainingOf(s: DistillSettings, cohort: string): CohortTrai
     epochs: line.epochs ?? s.cohortEpochs ?? s.epochs,
     hardExampleShare: line.hardExampleShare ?? s.cohortHardExampleShare ?? s.hardExampleShare,
     baseLimit: line.baseLimit ?? s.cohortBaseLimit,
+    jitter: line.jitter ?? s.cohortJitter ?? s.jitter,
   };
 }
 

@@ -102,10 +102,11 @@ export const distillSettingsFields = z.object({
       z.strictObject({
         name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, . _ -'),
         group: z.string().min(1).max(128),
-        /** This line's own `cohortEpochs`, `cohortHardExampleShare`, `cohortBaseLimit` (cohort-training.ts). */
+        /** This line's own `cohortEpochs`, `cohortHardExampleShare`, `cohortBaseLimit`, `cohortJitter` (cohort-training.ts). */
         epochs: positiveInt.max(1000).optional(),
         hardExampleShare: z.number().min(0).max(0.9).optional(),
         baseLimit: positiveInt.optional(),
+        jitter: z.number().int().min(0).max(8).optional(),
       }),
     )
     .max(64)
@@ -123,6 +124,8 @@ export const distillSettingsFields = z.object({
    * all of it, so the cohort's own examples weigh more without more repeats; default all.
    */
   cohortBaseLimit: positiveInt.optional(),
+  /** Cohort students only: random translation (pixels) during training, as `jitter`; default `jitter`. */
+  cohortJitter: z.number().int().min(0).max(8).optional(),
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */

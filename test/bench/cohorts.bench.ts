@@ -7,7 +7,8 @@
  * Writes test/bench/results/cohorts.json after every seed (a stopped bench keeps what it measured) and
  * prints a one-line summary. `npm run bench:cohorts` (builds first; the edge daemons run from dist/).
  * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000), the cohort
- * students' BENCH_COHORT_EPOCHS, BENCH_COHORT_SHARE, BENCH_COHORT_BASE_LIMIT (default the demo's),
+ * students' BENCH_COHORT_EPOCHS, BENCH_COHORT_SHARE, BENCH_COHORT_BASE_LIMIT, BENCH_COHORT_JITTER (default the
+ * demo's),
  * BENCH_RESULT_NAME (default cohorts). The seeds run one after the other in this process (one cloud per
  * process: two in-process clouds collide). To run them side by side, start one process per seed with
  * its own BENCH_SEEDS and BENCH_RESULT_NAME once the teacher is cached, then
@@ -29,6 +30,7 @@ const cohortOpts = {
   cohortEpochs: envNumber('BENCH_COHORT_EPOCHS'),
   cohortHardExampleShare: envNumber('BENCH_COHORT_SHARE'),
   cohortBaseLimit: envNumber('BENCH_COHORT_BASE_LIMIT'),
+  cohortJitter: envNumber('BENCH_COHORT_JITTER'),
 };
 const cohortSettings = demoCohortSettings(cohortOpts);
 const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);

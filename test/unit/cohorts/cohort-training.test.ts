@@ -1,6 +1,6 @@
 /**
  * Issue 13, the cohort lines' training settings: a line's own `epochs` / `hardExampleShare` /
- * `baseLimit` win over the model's cohort defaults, which win over the base line's; a cohort student
+ * `baseLimit` / `jitter` win over the model's cohort defaults, which win over the base line's; a cohort student
  * trained on a base subset gets a larger share of its own hard examples from the same mix rule.
  */
 import { describe, expect, it } from 'vitest';
@@ -17,23 +17,24 @@ function part(count: number, inputSize: number, classes: number, from: number): 
 
 describe('cohort training settings', () => {
   it('without cohort settings a cohort line trains like the base line, on all the base data', () => {
-    expect(cohortTrainingOf(parse({ perGroup: true }), 'any')).toEqual({ epochs: 4, hardExampleShare: 0.5, baseLimit: undefined });
+    expect(cohortTrainingOf(parse({ perGroup: true }), 'any')).toEqual({ epochs: 4, hardExampleShare: 0.5, baseLimit: undefined, jitter: 0 });
   });
   it("the model's cohort defaults apply to every line (perGroup has no per-line entries)", () => {
-    const s = parse({ perGroup: true, cohortEpochs: 6, cohortHardExampleShare: 0.8, cohortBaseLimit: 4000 });
-    expect(cohortTrainingOf(s, 'rotation')).toEqual({ epochs: 6, hardExampleShare: 0.8, baseLimit: 4000 });
+    const s = parse({ perGroup: true, cohortEpochs: 6, cohortHardExampleShare: 0.8, cohortBaseLimit: 4000, cohortJitter: 2 });
+    expect(cohortTrainingOf(s, 'rotation')).toEqual({ epochs: 6, hardExampleShare: 0.8, baseLimit: 4000, jitter: 2 });
   });
   it("a declared line's own settings win, field by field; other lines keep the defaults", () => {
     const s = parse({
+      jitter: 1,
       cohortEpochs: 3,
       cohortHardExampleShare: 0.7,
       cohorts: [
-        { name: 'noisy', group: 'yard', epochs: 8, baseLimit: 2000 },
+        { name: 'noisy', group: 'yard', epochs: 8, baseLimit: 2000, jitter: 2 },
         { name: 'rotated', group: 'line-2' },
       ],
     });
-    expect(cohortTrainingOf(s, 'noisy')).toEqual({ epochs: 8, hardExampleShare: 0.7, baseLimit: 2000 });
-    expect(cohortTrainingOf(s, 'rotated')).toEqual({ epochs: 3, hardExampleShare: 0.7, baseLimit: undefined });
+    expect(cohortTrainingOf(s, 'noisy')).toEqual({ epochs: 8, hardExampleShare: 0.7, baseLimit: 2000, jitter: 2 });
+    expect(cohortTrainingOf(s, 'rotated')).toEqual({ epochs: 3, hardExampleShare: 0.7, baseLimit: undefined, jitter: 1 });
   });
   it('refuses out-of-range values and unknown per-line keys, naming the field', () => {
     const bad = [
@@ -42,13 +43,14 @@ describe('cohort training settings', () => {
       { cohorts: [{ name: 'a', group: 'g', hardExampleShare: -0.1 }] },
       { cohorts: [{ name: 'a', group: 'g', epochs: 2.5 }] },
       { cohorts: [{ name: 'a', group: 'g', lr: 0.1 }] },
+      { cohortJitter: 9 },
     ];
     const paths = bad.map((v) => {
       const r = distillSettingsSchema.safeParse({ baseData: 'mnist:train', ...v });
       expect(r.success).toBe(false);
       return r.error!.issues[0]!.path.join('.');
     });
-    expect(paths).toEqual(['cohortHardExampleShare', 'cohortBaseLimit', 'cohorts.0.hardExampleShare', 'cohorts.0.epochs', 'cohorts.0']);
+    expect(paths).toEqual(['cohortHardExampleShare', 'cohortBaseLimit', 'cohorts.0.hardExampleShare', 'cohorts.0.epochs', 'cohorts.0', 'cohortJitter']);
   });
 });
 
