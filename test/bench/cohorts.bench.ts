@@ -17,14 +17,15 @@
 import { readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DEMO_DEFAULTS, demoCohortSettings, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
+import { SHIFT_NAMES } from '../../cloud/demo/shifts.js';
+import { DEMO_DEFAULTS, demoCohortLines, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
 import { writeBenchResult } from './common.js';
 
 const seeds = (process.env.BENCH_SEEDS ?? '1,2,3').split(',').map(Number);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const evalPool = Number(process.env.BENCH_EVAL_POOL ?? DEMO_DEFAULTS.evalPool);
 const resultName = process.env.BENCH_RESULT_NAME ?? 'cohorts';
-/** The cohort students' settings (default: the demo's, DEMO_COHORT_DEFAULTS). */
+/** Settings for every cohort line (default: the demo's per-line DEMO_COHORT_LINES). */
 const envNumber = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
 const cohortOpts = {
   cohortEpochs: envNumber('BENCH_COHORT_EPOCHS'),
@@ -32,7 +33,7 @@ const cohortOpts = {
   cohortBaseLimit: envNumber('BENCH_COHORT_BASE_LIMIT'),
   cohortJitter: envNumber('BENCH_COHORT_JITTER'),
 };
-const cohortSettings = demoCohortSettings(cohortOpts);
+const cohortLines = demoCohortLines(cohortOpts, SHIFT_NAMES.slice(0, DEMO_DEFAULTS.devices));
 const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);
 const TARGET_CLOSED = 0.9;
 
@@ -117,7 +118,7 @@ async function main(): Promise<void> {
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
         ...(merge ? { mergedFrom: parts } : {}),
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, ...cohortSettings, seeds: runs.map((r) => r.seed) },
+        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortLines, seeds: runs.map((r) => r.seed) },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
     evalPool,
     cohorts: true,
     seed,
-    ...cohortSettings,
+    ...cohortOpts,
     hardExampleShare: DEMO_DEFAULTS.hardExampleShare,
     out: (line) => process.stderr.write(`  [seed ${seed}] ${line}\n`),
     progress: false,
@@ -165,7 +166,7 @@ async function main(): Promise<void> {
     const lines = aggregate(runs).map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
     const loads = merge ? parts.map((p) => (p.loadavgStart as number[])[0]!) : [loadStart[0]!];
     const load = loads.map((x) => x.toFixed(1)).join('/');
-    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort students ${JSON.stringify(cohortSettings)}, load ${load}): ${lines.join('; ')} → ${file}`);
+    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort lines ${JSON.stringify(cohortLines)}, load ${load}): ${lines.join('; ')} → ${file}`);
   }
 }
 
