@@ -4,6 +4,7 @@
  * trained on a base subset gets a larger share of its own hard examples from the same mix rule.
  */
 import { describe, expect, it } from 'vitest';
+import { DEMO_COHORT_LINES, demoCohortLines } from '../../../cloud/demo/run.js';
 import { baseSubset, cohortTrainingOf } from '../../../cloud/rounds/cohort-training.js';
 import { mixTransferSet, type MixPart } from '../../../cloud/rounds/mix.js';
 import { distillSettingsSchema } from '../../../cloud/rounds/settings.js';
@@ -77,5 +78,21 @@ describe('base subset for a cohort student', () => {
     // All 100 base: 0.75 wants 30 repeats, the cap gives 10 → 100 hard of 200. 30 base: 9 repeats → 90 of 120.
     expect(all).toMatchObject({ baseCount: 100, hardRepeat: 10, transferCount: 200, hardShare: 0.5 });
     expect(sub).toMatchObject({ baseCount: 30, hardRepeat: 9, transferCount: 120, hardShare: 0.75 });
+  });
+});
+
+describe("the demo's cohort lines", () => {
+  it('one line per device shift with its own settings, valid distill settings the round reads back', () => {
+    const lines = demoCohortLines({}, ['rotation', 'thickness', 'noise']);
+    expect(lines.map((l) => [l.name, l.group])).toEqual([['rotation', 'rotation'], ['thickness', 'thickness'], ['noise', 'noise']]);
+    const s = parse({ cohorts: lines });
+    for (const shift of ['rotation', 'thickness', 'noise'] as const) {
+      const d = DEMO_COHORT_LINES[shift];
+      expect(cohortTrainingOf(s, shift)).toEqual({ epochs: d.epochs, hardExampleShare: d.hardExampleShare, baseLimit: d.baseLimit, jitter: d.jitter });
+    }
+  });
+  it('options given override every line', () => {
+    const [rot] = demoCohortLines({ cohortEpochs: 3, cohortJitter: 1 }, ['rotation']);
+    expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...DEMO_COHORT_LINES.rotation, epochs: 3, jitter: 1 });
   });
 });
