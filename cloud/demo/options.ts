@@ -77,8 +77,8 @@ export interface CohortLineSettings {
  * the rotation one, which gains from a larger share of its own examples (a base subset) instead.
  */
 export const DEMO_COHORT_LINES: Record<ShiftName, CohortLineSettings> = {
-  rotation: { epochs: 6, hardExampleShare: 0.9, baseLimit: 3000, jitter: 0 },
-  thickness: { epochs: 4, hardExampleShare: 0.5, jitter: 2 },
+  rotation: { epochs: 10, hardExampleShare: 0.6, jitter: 0 },
+  thickness: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
   noise: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
 };
 
