@@ -109,6 +109,7 @@ async function main(): Promise<void> {
   const loadStart = loadavg();
   const runs: SeedRun[] = [];
   const parts: Record<string, unknown>[] = [];
+  let mergedSettings: Record<string, unknown> | undefined;
   const write = () => {
     const perDevice = aggregate(runs);
     return {
@@ -118,7 +119,8 @@ async function main(): Promise<void> {
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
         ...(merge ? { mergedFrom: parts } : {}),
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortLines, seeds: runs.map((r) => r.seed) },
+        // Merged: the settings the parts ran with (the first part's; each part keeps its own), not this build's.
+        settings: { ...(mergedSettings ?? { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortLines }), seeds: runs.map((r) => r.seed) },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -142,7 +144,9 @@ async function main(): Promise<void> {
   });
   if (merge) {
     for (const name of merge) {
-      const part = JSON.parse(readFileSync(resolve('test/bench/results', `${name}.json`), 'utf8')) as { runs: SeedRun[]; loadavgStart: number[]; loadavgEnd: number[]; seconds: number; at: string };
+      const part = JSON.parse(readFileSync(resolve('test/bench/results', `${name}.json`), 'utf8')) as { runs: SeedRun[]; loadavgStart: number[]; loadavgEnd: number[]; seconds: number; at: string; settings: Record<string, unknown> };
+      mergedSettings ??= part.settings;
+      if (JSON.stringify({ ...part.settings, seeds: null }) !== JSON.stringify({ ...mergedSettings, seeds: null })) throw new Error(`BENCH_MERGE: ${name} ran with other settings than ${merge[0]}`);
       runs.push(...part.runs);
       parts.push({ name, at: part.at, seconds: part.seconds, loadavgStart: part.loadavgStart, loadavgEnd: part.loadavgEnd });
     }
@@ -166,7 +170,7 @@ async function main(): Promise<void> {
     const lines = aggregate(runs).map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
     const loads = merge ? parts.map((p) => (p.loadavgStart as number[])[0]!) : [loadStart[0]!];
     const load = loads.map((x) => x.toFixed(1)).join('/');
-    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort lines ${JSON.stringify(cohortLines)}, load ${load}): ${lines.join('; ')} → ${file}`);
+    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort lines ${JSON.stringify(mergedSettings?.cohortLines ?? cohortLines)}, load ${load}): ${lines.join('; ')} → ${file}`);
   }
 }
 
