@@ -19,7 +19,7 @@ export interface DemoOptions {
   epochs: number;
   hardExampleShare: number;
   /**
-   * Issue 13: one cohort per device (each device in its own group, the model `perGroup`): every round
+   * Issue 13: one cohort per device (each device alone in a group named after its shift, one declared cohort line each, DEMO_COHORT_LINES): every round
    * also trains a student per device; the table shows the cohort student, the shared (base) student
    * and the teacher on each device's evaluation pool.
    */
