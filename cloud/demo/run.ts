@@ -9,13 +9,14 @@ import { startCloud, type CloudService } from '../server.js';
 import { cloudClient, type CloudClient } from './cloud-client.js';
 import { freePort, startFleet, type DemoFleet } from './fleet.js';
 import { accuracyOf } from './measure.js';
-import { DEMO_INPUT_SIZE, DEMO_MODEL, pct, Stopped, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
+import { DEMO_COHORT_LINES, DEMO_INPUT_SIZE, DEMO_MODEL, pct, Stopped, type CohortLineSettings, type DemoOptions, type DemoSummary, type DeviceInfo, type PoolSizes, type RoundRow } from './options.js';
 import { evaluationSet, splitPools, TrafficStream } from './pools.js';
 import { runRounds, selectedCounts, type DeviceData } from './rounds.js';
 import { gapsOf } from './report.js';
+import type { ShiftName } from './shifts.js';
 import { trainDemoTeacher } from './teacher.js';
 
-export { DEMO_DEFAULTS, type DemoOptions, type DemoSummary, type DeviceInfo, type RoundRow } from './options.js';
+export { DEMO_COHORT_LINES, DEMO_DEFAULTS, type DemoOptions, type DemoSummary, type DeviceInfo, type RoundRow } from './options.js';
 export { summaryLines } from './report.js';
 
 
@@ -40,8 +41,19 @@ export async function prepareTeacher(o: DemoOptions, status: (m: string) => void
   return { file, trainedSeconds: r.seconds };
 }
 
+/**
+ * The demo's cohort lines, one per device (named after its shift and alone in the group of that name):
+ * DEMO_COHORT_LINES, with the `cohort*` options given overriding every line.
+ */
+export function demoCohortLines(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit' | 'cohortJitter'>, shifts: readonly ShiftName[]): ({ name: string; group: string } & CohortLineSettings)[] {
+  const given = Object.fromEntries(
+    Object.entries({ epochs: o.cohortEpochs, hardExampleShare: o.cohortHardExampleShare, baseLimit: o.cohortBaseLimit, jitter: o.cohortJitter }).filter(([, v]) => v !== undefined),
+  ) as Partial<CohortLineSettings>;
+  return [...new Set(shifts)].map((shift) => ({ name: shift, group: shift, ...DEMO_COHORT_LINES[shift], ...given }));
+}
+
 /** The demo model: round 0 from clean MNIST, scheduled rounds from hard examples, canary-first auto rollout. */
-async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): Promise<void> {
+async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string, shifts: readonly ShiftName[]): Promise<void> {
   const distill = {
     baseData: 'mnist:train',
     baseLimit: o.baseLimit,
@@ -58,9 +70,8 @@ async function putModel(api: CloudClient, o: DemoOptions, teacherFile: string): 
     artifact: 'int8',
     latencyBudgetMs: 100,
     ...(o.seed !== undefined ? { seed: o.seed } : {}),
-    // Issue 13: each device is alone in its own first group, so perGroup makes one cohort per device.
-    // Each cohort student starts from the round's base student, so fewer epochs suffice.
-    ...(o.cohorts ? { perGroup: true, cohortEpochs: o.cohortEpochs ?? Math.max(1, Math.ceil(o.epochs / 2)) } : {}),
+    // Issue 13: each device is alone in its own first group (named after its shift): one cohort line per device.
+    ...(o.cohorts ? { cohorts: demoCohortLines(o, shifts) } : {}),
   };
   const schedule = { intervalSeconds: 2, minNewExamples: Math.max(10, Math.round(o.traffic * o.devices * 0.02)), autoRollout: true, rollout: { target: 'all', canaryShare: 0.34, soakSeconds: 2, failureThreshold: 0.5 } };
   const put = await api.send('PUT', `/v1/models/${DEMO_MODEL}`, {
@@ -145,7 +156,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
     for (const d of devices) o.out(`device ${d.id.padEnd(18)} ${d.apiUrl}   traffic: ${d.shiftDescription}   (curl ${d.apiUrl}/v1/model)`);
     o.out(`teacher        ${teacher.file}`);
 
-    await putModel(api, o, teacher.file);
+    await putModel(api, o, teacher.file, devices.map((d) => d.shift));
     const prepared = await prepareDeviceData(devices, o.evalPool, teacherBytes);
     pools = prepared.pools;
     const p0 = pools.perDevice[0]!;
@@ -173,7 +184,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
       cloudApiUrl: cloud.apiUrl,
       adminTokenFile: join(cloudDir, 'admin-token'),
       teacher,
-      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare, cohorts: o.cohorts === true, seed: o.seed ?? 1 },
+      settings: { student: o.student, baseLimit: o.baseLimit, epochs: o.epochs, traffic: o.traffic, evalPool: o.evalPool, hardExampleShare: o.hardExampleShare, cohorts: o.cohorts === true, ...(o.cohorts ? { cohortLines: demoCohortLines(o, (fleet?.devices ?? []).map((d) => d.shift)) } : {}), seed: o.seed ?? 1 },
       pools,
       devices,
       rows,

@@ -1,6 +1,7 @@
 import { trainModel } from '../distill/trainer.js';
 import { loadWeightsInto } from '../distill/warm-start.js';
 import { buildModel } from '../models/build.js';
+import { baseSubset, cohortTrainingOf } from './cohort-training.js';
 import { cohortMembers, cohortsNow, hasCohorts } from './cohorts.js';
 import type { chooseLearningRate } from './lr.js';
 import { mixTransferSet } from './mix.js';
@@ -23,7 +24,7 @@ export interface CohortInputs {
 /**
  * Issue 13 item 1: after the base student, one student per cohort. Each starts from the base line's
  * release (the one this round just made, or the current one when the gate refused it), trains on the
- * base data mixed with the hard examples of the cohort's own devices (the window and the per-device
+ * base data (or the first `cohortBaseLimit` of it) mixed with the hard examples of the cohort's own devices (the window and the per-device
  * share apply within the cohort, so a one-device cohort trains on all its own examples), and goes
  * through the same evaluate → gate → sign → store as the base, gated against the base release and
  * shipped with `cohort` and `parent` = that base release.
@@ -53,16 +54,17 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
       teacherImage: model.teacher.image,
       devices: members,
     });
+    const how = cohortTrainingOf(s, c.name);
     const { set, stats: mix } = mixTransferSet(
-      { features: inp.train.features, count: inp.train.count, labels: inp.train.labels, teacherLogits: inp.tTrain.logits },
+      baseSubset({ features: inp.train.features, count: inp.train.count, labels: inp.train.labels, teacherLogits: inp.tTrain.logits }, how.baseLimit, inputSize, classes),
       { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
-      { inputSize, classes, share: s.hardExampleShare, maxRepeat: s.hardExampleMaxRepeat },
+      { inputSize, classes, share: how.hardExampleShare, maxRepeat: s.hardExampleMaxRepeat },
     );
     const student = buildModel(arch, { inputSize, classes, imageShape: inp.imageShape, seed: s.seed });
     try {
       const warm = await loadWeightsInto(student, weightsBasePath(job.dataDir, base.sha256), arch.text);
-      const epochs = s.cohortEpochs ?? s.epochs;
-      progress({ phase: 'train', detail: `cohort ${c.name}: ${arch.text} on ${mix.transferCount} examples (${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from base #${base.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs });
+      const epochs = how.epochs;
+      progress({ phase: 'train', detail: `cohort ${c.name}: ${arch.text} on ${mix.transferCount} examples (${mix.baseCount} base + ${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from base #${base.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs });
       const tr = await trainModel(student, set, {
         epochs,
         batchSize: s.batchSize,
@@ -70,7 +72,7 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
         temperature: inp.recipe.temperature,
         alpha: inp.recipe.alpha,
         seed: s.seed,
-        jitter: s.jitter,
+        jitter: how.jitter,
         onProgress: (p) => progress({ phase: 'train', detail: `cohort ${c.name}`, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samplesPerSec: p.samplesPerSec }),
       });
       if (!Number.isFinite(tr.finalLoss)) {

@@ -98,12 +98,34 @@ export const distillSettingsFields = z.object({
    * it. At most one of the two. A device in several cohorts' groups belongs to the first (cohorts.ts).
    */
   cohorts: z
-    .array(z.strictObject({ name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, . _ -'), group: z.string().min(1).max(128) }))
+    .array(
+      z.strictObject({
+        name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, . _ -'),
+        group: z.string().min(1).max(128),
+        /** This line's own `cohortEpochs`, `cohortHardExampleShare`, `cohortBaseLimit`, `cohortJitter` (cohort-training.ts). */
+        epochs: positiveInt.max(1000).optional(),
+        hardExampleShare: z.number().min(0).max(0.9).optional(),
+        baseLimit: positiveInt.optional(),
+        jitter: z.number().int().min(0).max(8).optional(),
+      }),
+    )
     .max(64)
     .optional(),
   perGroup: z.boolean().default(false),
   /** Epochs of each cohort student (it starts from the base student); default `epochs`. */
   cohortEpochs: positiveInt.max(1000).optional(),
+  /**
+   * Cohort students only: the share of each epoch the cohort's own hard examples make up (mix.ts;
+   * still at most `hardExampleMaxRepeat` repeats each); default `hardExampleShare`.
+   */
+  cohortHardExampleShare: z.number().min(0).max(0.9).optional(),
+  /**
+   * Cohort students only: train on the first N examples of the (shuffled) base transfer set instead of
+   * all of it, so the cohort's own examples weigh more without more repeats; default all.
+   */
+  cohortBaseLimit: positiveInt.optional(),
+  /** Cohort students only: random translation (pixels) during training, as `jitter`; default `jitter`. */
+  cohortJitter: z.number().int().min(0).max(8).optional(),
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */

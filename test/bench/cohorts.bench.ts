@@ -6,7 +6,9 @@
  *
  * Writes test/bench/results/cohorts.json after every seed (a stopped bench keeps what it measured) and
  * prints a one-line summary. `npm run bench:cohorts` (builds first; the edge daemons run from dist/).
- * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000),
+ * Options: BENCH_SEEDS (default 1,2,3), BENCH_ROUNDS (default 3), BENCH_EVAL_POOL (default 1000), the cohort
+ * students' BENCH_COHORT_EPOCHS, BENCH_COHORT_SHARE, BENCH_COHORT_BASE_LIMIT, BENCH_COHORT_JITTER (default the
+ * demo's),
  * BENCH_RESULT_NAME (default cohorts). The seeds run one after the other in this process (one cloud per
  * process: two in-process clouds collide). To run them side by side, start one process per seed with
  * its own BENCH_SEEDS and BENCH_RESULT_NAME once the teacher is cached, then
@@ -15,15 +17,23 @@
 import { readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DEMO_DEFAULTS, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
+import { SHIFT_NAMES } from '../../cloud/demo/shifts.js';
+import { DEMO_DEFAULTS, demoCohortLines, prepareTeacher, runDemo, type DemoOptions, type DemoSummary } from '../../cloud/demo/run.js';
 import { writeBenchResult } from './common.js';
 
 const seeds = (process.env.BENCH_SEEDS ?? '1,2,3').split(',').map(Number);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const evalPool = Number(process.env.BENCH_EVAL_POOL ?? DEMO_DEFAULTS.evalPool);
 const resultName = process.env.BENCH_RESULT_NAME ?? 'cohorts';
-/** Epochs of each cohort student (default: the demo's, half the base epochs). */
-const cohortEpochs = process.env.BENCH_COHORT_EPOCHS ? Number(process.env.BENCH_COHORT_EPOCHS) : undefined;
+/** Settings for every cohort line (default: the demo's per-line DEMO_COHORT_LINES). */
+const envNumber = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
+const cohortOpts = {
+  cohortEpochs: envNumber('BENCH_COHORT_EPOCHS'),
+  cohortHardExampleShare: envNumber('BENCH_COHORT_SHARE'),
+  cohortBaseLimit: envNumber('BENCH_COHORT_BASE_LIMIT'),
+  cohortJitter: envNumber('BENCH_COHORT_JITTER'),
+};
+const cohortLines = demoCohortLines(cohortOpts, SHIFT_NAMES.slice(0, DEMO_DEFAULTS.devices));
 const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);
 const TARGET_CLOSED = 0.9;
 
@@ -99,6 +109,7 @@ async function main(): Promise<void> {
   const loadStart = loadavg();
   const runs: SeedRun[] = [];
   const parts: Record<string, unknown>[] = [];
+  let mergedSettings: Record<string, unknown> | undefined;
   const write = () => {
     const perDevice = aggregate(runs);
     return {
@@ -108,7 +119,8 @@ async function main(): Promise<void> {
         loadavgEnd: loadavg(),
         seconds: (Date.now() - t0) / 1000,
         ...(merge ? { mergedFrom: parts } : {}),
-        settings: { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortEpochs: cohortEpochs ?? Math.ceil(DEMO_DEFAULTS.epochs / 2), seeds: runs.map((r) => r.seed) },
+        // Merged: the settings the parts ran with (the first part's; each part keeps its own), not this build's.
+        settings: { ...(mergedSettings ?? { ...DEMO_DEFAULTS, rounds, evalPool, cohorts: true, cohortLines }), seeds: runs.map((r) => r.seed) },
         target: { closedOfRound0Gap: TARGET_CLOSED, beatsShared: true, meanOfSeeds: seeds.length },
         complete: runs.length === seeds.length && runs.every((r) => r.stoppedBy === 'rounds' && r.rounds === rounds),
         perDevice,
@@ -125,14 +137,16 @@ async function main(): Promise<void> {
     evalPool,
     cohorts: true,
     seed,
-    ...(cohortEpochs ? { cohortEpochs } : {}),
+    ...cohortOpts,
     hardExampleShare: DEMO_DEFAULTS.hardExampleShare,
     out: (line) => process.stderr.write(`  [seed ${seed}] ${line}\n`),
     progress: false,
   });
   if (merge) {
     for (const name of merge) {
-      const part = JSON.parse(readFileSync(resolve('test/bench/results', `${name}.json`), 'utf8')) as { runs: SeedRun[]; loadavgStart: number[]; loadavgEnd: number[]; seconds: number; at: string };
+      const part = JSON.parse(readFileSync(resolve('test/bench/results', `${name}.json`), 'utf8')) as { runs: SeedRun[]; loadavgStart: number[]; loadavgEnd: number[]; seconds: number; at: string; settings: Record<string, unknown> };
+      mergedSettings ??= part.settings;
+      if (JSON.stringify({ ...part.settings, seeds: null }) !== JSON.stringify({ ...mergedSettings, seeds: null })) throw new Error(`BENCH_MERGE: ${name} ran with other settings than ${merge[0]}`);
       runs.push(...part.runs);
       parts.push({ name, at: part.at, seconds: part.seconds, loadavgStart: part.loadavgStart, loadavgEnd: part.loadavgEnd });
     }
@@ -156,7 +170,7 @@ async function main(): Promise<void> {
     const lines = aggregate(runs).map((d) => `${d.id.replace(/^demo-\d-/, '')} cohort ${pct(d.closed)}% closed vs shared ${pct(d.sharedClosed)}% (${d.meetsTarget ? 'target met' : 'target missed'})`);
     const loads = merge ? parts.map((p) => (p.loadavgStart as number[])[0]!) : [loadStart[0]!];
     const load = loads.map((x) => x.toFixed(1)).join('/');
-    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort epochs ${cohortEpochs ?? 'demo default'}, load ${load}): ${lines.join('; ')} → ${file}`);
+    console.log(`cohorts (mean of ${runs.length} seeds, round ${rounds}, ${evalPool} eval images/device, cohort lines ${JSON.stringify(mergedSettings?.cohortLines ?? cohortLines)}, load ${load}): ${lines.join('; ')} → ${file}`);
   }
 }
 

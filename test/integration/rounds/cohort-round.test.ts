@@ -34,7 +34,8 @@ const SETTINGS = {
   hardExampleShare: 0.2,
   cohorts: [
     { name: 'rotated', group: 'rot' },
-    { name: 'solo', group: 'solo' },
+    // A line's own training settings (cloud/rounds/cohort-training.ts): more epochs on a base subset.
+    { name: 'solo', group: 'solo', epochs: 2, baseLimit: 500, hardExampleShare: 0.5 },
   ],
 };
 
@@ -96,6 +97,11 @@ describe('a round of a model with cohorts', () => {
       expect(metrics.gate).toMatchObject({ pass: true });
     }
     expect(base!.m.lineage.exampleCount).toBe(60);
+    // "rotated" trains like the base line: 1 epoch, all 1,500 base examples, its 20 examples ×ceil(0.2·1500 / (0.8·20)) = 19;
+    // "solo" with its own settings:
+    // 2 epochs on the first 500 base examples, its 7 examples repeated ceil(0.5·500 / (0.5·7)) = 72 → capped at 20.
+    expect(rot!.row.metrics).toMatchObject({ epochs: 1, baseCount: 1500, hardRepeat: 19 });
+    expect(solo!.row.metrics).toMatchObject({ epochs: 2, baseCount: 500, hardRepeat: 20, transferCount: 640 });
     // The round keeps the per-cohort outcomes.
     expect((done.metrics as { cohorts: unknown[] }).cohorts).toMatchObject([
       { cohort: 'rotated', state: 'released', releaseSeq: rot!.row.seq, exampleCount: 20, cohortDevices: 2 },

@@ -1,0 +1,45 @@
+import type { MixPart } from './mix.js';
+import type { DistillSettings } from './settings.js';
+
+/** How one cohort line trains: its epochs, the share of its own hard examples, how much base data, and its augmentation. */
+export interface CohortTraining {
+  epochs: number;
+  hardExampleShare: number;
+  /** Base examples the cohort student trains on (the first N of the shuffled base set); undefined = all. */
+  baseLimit: number | undefined;
+  /** Random translation in pixels during training (square images only). */
+  jitter: number;
+}
+
+type CohortLine = NonNullable<DistillSettings['cohorts']>[number];
+
+/**
+ * The training settings of one cohort line: the line's own (`cohorts[i].epochs`, `.hardExampleShare`,
+ * `.baseLimit`, `.jitter`), else the model's cohort defaults (`cohortEpochs`, `cohortHardExampleShare`,
+ * `cohortBaseLimit`, `cohortJitter`), else the base line's (`epochs`, `hardExampleShare`, all base
+ * data, `jitter`). With
+ * `perGroup` there are no per-line entries, so the model's cohort defaults apply to every line.
+ */
+export function cohortTrainingOf(s: DistillSettings, cohort: string): CohortTraining {
+  const line: Partial<CohortLine> = s.cohorts?.find((c) => c.name === cohort) ?? {};
+  return {
+    epochs: line.epochs ?? s.cohortEpochs ?? s.epochs,
+    hardExampleShare: line.hardExampleShare ?? s.cohortHardExampleShare ?? s.hardExampleShare,
+    baseLimit: line.baseLimit ?? s.cohortBaseLimit,
+    jitter: line.jitter ?? s.cohortJitter ?? s.jitter,
+  };
+}
+
+/**
+ * The first `limit` examples of a base part (the base set is shuffled with the round's seed when loaded,
+ * so this is a seeded random subsample), or the part itself when it has no more than that.
+ */
+export function baseSubset(part: MixPart, limit: number | undefined, inputSize: number, classes: number): MixPart {
+  if (limit === undefined || part.count <= limit) return part;
+  return {
+    features: part.features.subarray(0, limit * inputSize),
+    count: limit,
+    ...(part.labels ? { labels: part.labels.subarray(0, limit) } : {}),
+    teacherLogits: part.teacherLogits.subarray(0, limit * classes),
+  };
+}
