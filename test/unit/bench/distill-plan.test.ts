@@ -26,7 +26,7 @@ describe('distill bench plan', () => {
   });
 
   it('defaults to a conv teacher cached under a path named by its architecture; MLP teachers keep their own recipe', () => {
-    expect(teacherPlan({}, false)).toEqual({ arch: 'cnn:16,32/128', file: '.cache/bench/teacher-cnn16x32x128.onnx', epochs: 8, dropout: 0.5, inputDropout: 0, learningRate: 2e-3, jitter: 2 });
+    expect(teacherPlan({}, false)).toEqual({ arch: 'cnn:16,32/128', file: 'test/bench/fixtures/teacher-cnn16x32x128.onnx', epochs: 8, dropout: 0.5, inputDropout: 0, learningRate: 2e-3, jitter: 2 });
     const mlp = teacherPlan({ BENCH_TEACHER_ARCH: 'mlp:1200,1200', BENCH_TEACHER_EPOCHS: '6' }, false);
     expect(mlp).toMatchObject({ file: '.cache/bench/teacher-mlp1200x1200.onnx', epochs: 6, inputDropout: 0.2, learningRate: 1e-3 });
     expect(teacherPlan({ BENCH_TEACHER_FILE: 'x.onnx' }, true)).toMatchObject({ file: 'x.onnx', epochs: 1 });
