@@ -23,7 +23,7 @@
  *
  * Env: BENCH_QUICK=1, BENCH_PLAN_ONLY=1 (print the plan and projected costs, then exit), BENCH_EPOCHS (10), BENCH_SEARCH_EPOCHS (3), BENCH_TUNE_EPOCHS (2), BENCH_LR (auto),
  *      BENCH_RECIPES (T:α,... default the six of recipe.ts), the same as BENCH_CONV_* for conv students,
- *      BENCH_SEARCH_MINUTES (10), BENCH_SEEDS (3), BENCH_SEED_LIST (e.g. 2,3: seeds split over processes, see distill-merge.ts), BENCH_STUDENTS (';'-separated specs),
+ *      BENCH_SEARCH_MINUTES (10), BENCH_PATIENCE (3, epochs without a validation gain before stopping), BENCH_SEEDS (3), BENCH_SEED_LIST (e.g. 2,3: seeds split over processes, see distill-merge.ts), BENCH_STUDENTS (';'-separated specs),
  *      BENCH_TEACHER_ARCH (cnn:16,32/128), BENCH_TEACHER_FILE, BENCH_TEACHER_EPOCHS (8 conv / 14 MLP),
  *      BENCH_JITTER (2), BENCH_FUNCTION_MATCHING (0), BENCH_BUDGET_MINUTES (none), BENCH_PROBE_ROUNDS (3),
  *      BENCH_RESULT_NAME (the results file, default distill / distill-quick).
@@ -43,6 +43,8 @@ import { measureTrainingThroughput } from './train-throughput.js';
 const quick = process.env.BENCH_QUICK === '1';
 const num = (name: string, dflt: number) => Number(process.env[name] ?? dflt);
 const searchMinutes = num('BENCH_SEARCH_MINUTES', 10);
+// Early-stopping patience on the validation split; the best epoch's weights are kept either way.
+const patience = num('BENCH_PATIENCE', 3);
 const seeds = seedList(process.env, quick);
 const teacher = teacherPlan(process.env, quick);
 const aug = augmentation(process.env);
@@ -107,7 +109,7 @@ for (const p of plans) {
     }
     const s0 = performance.now();
     const { report } = await runDistill({
-      teacher: [teacherFile], data: 'mnist:train', test: 'mnist:test', limit, student, recipe: 'search', recipes: p.recipes, searchEpochs: p.searchEpochs, searchMinutes, patience: 3,
+      teacher: [teacherFile], data: 'mnist:train', test: 'mnist:test', limit, student, recipe: 'search', recipes: p.recipes, searchEpochs: p.searchEpochs, searchMinutes, patience,
       temperature: 20, alpha: 0.9, epochs: p.epochs, batchSize, learningRate: p.learningRate, lrCandidates: p.lrCandidates, tuneEpochs: p.tuneEpochs, baseline: true, seed,
       jitter: aug.jitter, functionMatching: aug.functionMatching,
       outDir: `.cache/bench/${resultName}-out-${student.replace(/[:,/]/g, '_')}-s${seed}`, cacheDir: '.cache/teacher-logits',
@@ -138,6 +140,7 @@ const result = {
     minutes: budgetMinutes ?? null,
     seeds,
     searchMinutes,
+    patience,
     limit: limit ?? 'all 60k (54k fit + 6k validation)',
     batchSize,
     // Augmentation of both the distilled student and its labels-only baseline.
