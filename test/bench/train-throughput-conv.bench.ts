@@ -20,7 +20,7 @@ import { modelFlops } from '../../cloud/models/flops.js';
 import { parseArch } from '../../cloud/models/spec.js';
 import { installWasmConvGradKernels } from '../../cloud/tf/wasm-conv-grad.js';
 import { installWasmMatMulOverride } from '../../cloud/tf/wasm-matmul.js';
-import { mulberry32 } from '../../shared/util/random.js';
+import { syntheticTrainingSet } from './train-throughput.js';
 import { writeBenchResult } from './common.js';
 import { baselineModule, convKernelSets, installerFrom, kernelTimer, type KernelTime } from './conv-kernel-sets.js';
 
@@ -40,13 +40,8 @@ installWasmMatMulOverride();
 const sets = await convKernelSets({ baseline: installerFrom(baselineModule(baselineCommit)), current: async () => installWasmConvGradKernels() });
 
 const spec = parseArch(arch);
-const inputSize = 784;
-const classes = 10;
-const r = mulberry32(1);
-const features = Float32Array.from({ length: examples * inputSize }, () => r());
-const teacherLogits = Float32Array.from({ length: examples * classes }, () => 4 * r() - 2);
-const labels = Int32Array.from({ length: examples }, () => Math.floor(r() * classes));
-const data = { features, inputSize, count: examples, classes, labels, teacherLogits };
+const data = syntheticTrainingSet(examples);
+const { features, inputSize, classes, labels, teacherLogits } = data;
 const trainingFlops = modelFlops(spec, [inputSize], classes).training;
 
 /** One epoch over the synthetic set with the distillation loss (T 4, α 0.5) and jitter, as the distill bench trains. */

@@ -38,6 +38,20 @@ export interface ThroughputRound {
 }
 
 /**
+ * A synthetic MNIST-shaped transfer set (784 inputs in [0, 1), 10 classes, random labels and teacher logits, seed 1):
+ * training throughput does not depend on the values, only on the shapes.
+ */
+export function syntheticTrainingSet(examples: number) {
+  const inputSize = 784;
+  const classes = 10;
+  const r = mulberry32(1);
+  const features = Float32Array.from({ length: examples * inputSize }, () => r());
+  const teacherLogits = Float32Array.from({ length: examples * classes }, () => 4 * r() - 2);
+  const labels = Int32Array.from({ length: examples }, () => Math.floor(r() * classes));
+  return { features, inputSize, count: examples, classes, labels, teacherLogits };
+}
+
+/**
  * Distillation training FLOP rate as a share of the plain forward matMul rate, measured back to back
  * and repeated (`rounds` times, median reported), so that load from other processes on a shared
  * machine hits both sides of the ratio alike. Training FLOPs are the gradient ops tfjs runs (no input
@@ -46,12 +60,7 @@ export interface ThroughputRound {
  */
 export async function measureTrainingThroughput({ arch = 'mlp:800,800', batchSize = 128, examples = 8192, rounds = 3 }: { arch?: string; batchSize?: number; examples?: number; rounds?: number } = {}) {
   const spec = parseArch(arch);
-  const inputSize = 784;
-  const classes = 10;
-  const r = mulberry32(1);
-  const features = Float32Array.from({ length: examples * inputSize }, () => r());
-  const teacherLogits = Float32Array.from({ length: examples * classes }, () => 4 * r() - 2);
-  const labels = Int32Array.from({ length: examples }, () => Math.floor(r() * classes));
+  const { features, inputSize, classes, labels, teacherLogits } = syntheticTrainingSet(examples);
   const { training: trainFlops } = modelFlops(spec, [inputSize], classes);
   const out: ThroughputRound[] = [];
   for (let i = 0; i < rounds; i++) {

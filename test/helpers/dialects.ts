@@ -19,14 +19,13 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import pg from 'pg';
 import { afterAll } from 'vitest';
 import type { StoreRegistry } from '../../cloud/registry/open.js';
 import type { PgRegistry } from '../../cloud/registry/pg.js';
 import { openRegistry } from '../../cloud/registry/open.js';
+import { ADMIN_URL, REQUIRE_POSTGRES_ENV, admin, databaseUrl, throwawayName } from './pg-throwaway.js';
 
-export const REQUIRE_POSTGRES_ENV = 'APPRENTICE_REQUIRE_POSTGRES';
-const ADMIN_URL = process.env.APPRENTICE_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+export { REQUIRE_POSTGRES_ENV };
 
 export interface DialectCase {
   readonly name: 'sqlite' | 'postgres';
@@ -44,22 +43,6 @@ const reported = new Set<string>();
 function warnOnce(msg: string): void {
   if (!reported.has(msg)) console.warn(`[test/helpers/dialects] ${msg}`);
   reported.add(msg);
-}
-
-function urlFor(db: string): string {
-  const u = new URL(ADMIN_URL);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
 }
 
 /** The two dialect cases of one test file; call once at the top level of the file (it registers the drop). */
@@ -95,15 +78,15 @@ export function registryDialects(): DialectCase[] {
   let template: PgRegistry | undefined;
   const create = async (): Promise<string> => {
     if (dbName) return dbName;
-    const name = `apprentice_test_${randomBytes(6).toString('hex')}`;
-    await admin((c) => c.query(`CREATE DATABASE ${name}`));
+    const name = throwawayName();
+    await admin(`CREATE DATABASE ${name}`);
     dbName = name;
     return name;
   };
   afterAll(async () => {
     await closeAll();
     await template?.close();
-    if (dbName) await admin((c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+    if (dbName) await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   });
   /** This file's database, created on first use, not migrated yet; skips (or throws) when PostgreSQL is unreachable. */
   const emptyDatabase = async (ctx: { skip: (note?: string) => void }): Promise<string> => {
@@ -120,7 +103,7 @@ export function registryDialects(): DialectCase[] {
       warnOnce(`skipping postgres cases: ${unavailable}; ${REQUIRE_POSTGRES_ENV}=1 makes that a failure`);
       ctx.skip(unavailable);
     }
-    return urlFor(dbName!);
+    return databaseUrl(dbName!);
   };
   const postgres: DialectCase = {
     url: emptyDatabase,
@@ -128,13 +111,13 @@ export function registryDialects(): DialectCase[] {
     open: async (ctx) => {
       await emptyDatabase(ctx);
       // Migrations are applied once; each test then starts from empty tables.
-      template ??= (await openRegistry({ url: urlFor(dbName!) })) as PgRegistry;
+      template ??= (await openRegistry({ url: databaseUrl(dbName!) })) as PgRegistry;
       const { rows } = await template.pool.query<{ t: string }>(`select tablename as t from pg_tables where schemaname = 'public'`);
       if (rows.length > 0) await template.pool.query(`TRUNCATE ${rows.map((r) => `"${r.t}"`).join(', ')} RESTART IDENTITY CASCADE`);
       return postgres.openAnother();
     },
     openAnother: async () => {
-      const r = await openRegistry({ url: urlFor(dbName!) });
+      const r = await openRegistry({ url: databaseUrl(dbName!) });
       open.push(r);
       return r;
     },

@@ -1,8 +1,9 @@
 /**
  * Throwaway PostgreSQL databases for tests (issue 15): `apprentice_test_<random>` created on the server at
- * APPRENTICE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres), migrated with the
- * committed pg migrations, dropped WITH (FORCE) at the end even when sessions (a killed or paused replica's)
- * are still open.
+ * APPRENTICE_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres, the maintenance database of a
+ * local PostgreSQL 15), migrated with the committed pg migrations, dropped WITH (FORCE) at the end even when
+ * sessions (a killed or paused replica's) are still open. The one home of the test server's address and admin
+ * statements; ./dialects.ts builds its per-file dialect cases on it.
  */
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -14,7 +15,7 @@ import pg from 'pg';
 /** CI sets this so an unreachable PostgreSQL fails the run instead of silently skipping. */
 export const REQUIRE_POSTGRES_ENV = 'APPRENTICE_REQUIRE_POSTGRES';
 
-export const ADMIN_URL = process.env.APPRENTICE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_URL = process.env.APPRENTICE_TEST_PG_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export const PG_MIGRATIONS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../cloud/registry/migrations-pg');
 
@@ -44,13 +45,23 @@ export interface ThrowawayDb {
   drop: () => Promise<void>;
 }
 
-/** Creates an empty database and applies the pg migrations to it. */
-export async function createThrowawayDb(): Promise<ThrowawayDb> {
-  const name = `apprentice_test_${randomBytes(6).toString('hex')}`;
-  await admin(`CREATE DATABASE ${name}`);
+/** A fresh `apprentice_test_<random>` name. */
+export function throwawayName(): string {
+  return `apprentice_test_${randomBytes(6).toString('hex')}`;
+}
+
+/** The URL of database `name` on the test server. */
+export function databaseUrl(name: string): string {
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
-  const db: ThrowawayDb = { name, url: url.toString(), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+  return url.toString();
+}
+
+/** Creates an empty database and applies the pg migrations to it. */
+export async function createThrowawayDb(): Promise<ThrowawayDb> {
+  const name = throwawayName();
+  await admin(`CREATE DATABASE ${name}`);
+  const db: ThrowawayDb = { name, url: databaseUrl(name), drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
   const pool = new pg.Pool({ connectionString: db.url, max: 1 });
   try {
     await migrate(drizzle(pool), { migrationsFolder: PG_MIGRATIONS });
@@ -63,7 +74,8 @@ export async function createThrowawayDb(): Promise<ThrowawayDb> {
   return db;
 }
 
-async function admin(statement: string): Promise<void> {
+/** Runs one statement on the test server's maintenance database (CREATE/DROP DATABASE). */
+export async function admin(statement: string): Promise<void> {
   const client = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 5000 });
   await client.connect();
   try {
