@@ -10,10 +10,9 @@
  * topics, against the pushed tarball's size.
  *
  * Phase "fleet": BENCH_DEVICES (default 100) devices, a synthetic bundle of BENCH_BUNDLE_MB (default 2) MiB
- * of incompressible data packed by the real packer (100 × the real ~30 MB bundle through one 2-core
- * machine shared with other engineers is too heavy). Phase "real": when the real lean bundle exists
+ * of incompressible data packed by the real packer. Phase "real": when the real lean bundle exists
  * (BENCH_REAL_BUNDLE, default .cache/bench/apprentice-edge-0.2.0-linux-x64.tar.gz, from `apprentice agent
- * build`), BENCH_REAL_DEVICES (default 3) devices install it. Results: test/bench/results/agent-rollout.json.
+ * build`), BENCH_REAL_DEVICES (default 100) devices install it (about 3 GB through the broker, ~100 s). Results: test/bench/results/agent-rollout.json.
  *
  * BENCH_MODE=failures: one phase of BENCH_DEVICES devices of which BENCH_AGENT_FAIL_RATE (default 0.05,
  * `apprentice sim --agent-fail-rate`) never pass the health commit (deadline BENCH_AGENT_DEADLINE s,
@@ -50,7 +49,7 @@ const BUNDLE_MB = Number(env('BENCH_BUNDLE_MB', '2'));
 const WAVES = env('BENCH_WAVES', '0.1,1').split(',').map(Number);
 const SOAK = Number(env('BENCH_SOAK', '2'));
 const REAL = resolve(env('BENCH_REAL_BUNDLE', '.cache/bench/apprentice-edge-0.2.0-linux-x64.tar.gz'));
-const REAL_DEVICES = Number(env('BENCH_REAL_DEVICES', '3'));
+const REAL_DEVICES = Number(env('BENCH_REAL_DEVICES', '100'));
 const TIMEOUT_MS = Number(env('BENCH_TIMEOUT', '600')) * 1000;
 const MODE = env('BENCH_MODE', 'rollout');
 const FAIL_RATE = Number(env('BENCH_AGENT_FAIL_RATE', '0.05'));
