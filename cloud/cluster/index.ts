@@ -4,3 +4,4 @@ export { Fence, StaleLeaderError, openFence, type EpochSource, type FenceKind, t
 export { claimRound, releaseRound, roundClaims, type RoundClaim } from './round-claims.js';
 export { readLeader, errorText, type ClusterDb, type ClusterTx, type LeaderRow, type RoundClaimRow } from './store.js';
 export { clusterLeader, clusterRoundClaims } from './schema-pg.js';
+export { LeaderServices, type LeaderService, type ReplicaRole, type RoleStatus } from './leader-services.js';
