@@ -75,6 +75,12 @@ export class PgRegistry {
     const pool = new pg.Pool({ connectionString: url, max: poolSize, keepAlive: true });
     // An idle client's error (server restart) must not crash the process; the next query reconnects.
     pool.on('error', (err) => log.warn({ err, registry: redactUrl(url) }, 'registry/pg idle connection error'));
+    // The pool listens only while a client is idle. A client checked out between two statements (inside a
+    // transaction body, say) whose session the server ends emits 'error' with no query to fail; without a
+    // listener of its own that would crash the process. Its next statement fails, and the pool drops it.
+    pool.on('connect', (client) => {
+      client.on('error', (err) => log.warn({ err, registry: redactUrl(url) }, 'registry/pg connection error on a checked-out client'));
+    });
     const db = drizzle({ client: pool, schema: pgSchema });
     let client: pg.PoolClient;
     try {
