@@ -145,8 +145,10 @@ export async function runDistill(o: DistillOptions): Promise<DistillResult> {
     let baselineReport: DistillReport['baseline'];
     if (o.baseline) {
       const base = runs.baseline!;
-      const baseOnnx = exportToOnnx(base.model, { docString: `Apprentice baseline ${arch.text} trained on labels only` });
-      base.model.dispose();
+      // The student's own run when the search chose labels only (runs.ts); that model is already exported and disposed.
+      const sameRun = base.model === student.model;
+      const baseOnnx = sameRun ? studentOnnx : exportToOnnx(base.model, { docString: `Apprentice baseline ${arch.text} trained on labels only` });
+      if (!sameRun) base.model.dispose();
       files.baseline = join(o.outDir, 'baseline.onnx');
       await writeFile(files.baseline, baseOnnx);
       const bEval = await evaluateOnnx(baseOnnx, test.features, size, test.labels);

@@ -54,6 +54,8 @@ export interface TrainingStats {
   /** Training FLOP/s over the whole run, from the gradient ops tfjs runs (cloud/models/flops.ts). */
   gflops: number;
   finalLoss: number;
+  /** Baseline only: true when it is the student's own run (the search chose labels only at the same rate). */
+  sameRunAsStudent?: boolean;
 }
 
 export interface RunEvents {
@@ -132,6 +134,12 @@ export async function trainRuns(
   const s = await trainCandidate(ctx, c, p.epochs, (pr) => ev.epoch?.('student', pr));
   const student = { model: s.model, stats: stats(s.result, c, flops, { tuning, search, functionMatching: fm && c.alpha > 0 }) };
   if (!x.baseline) return { student };
+  if (c.alpha === 0 && c.learningRate === labels.chosen.learningRate) {
+    // The search chose labels only, at the baseline's own learning rate: training the baseline would repeat the
+    // student's run (same candidate, data, seed and schedule, so the same weights). The one run is both.
+    ev.phase?.('train', `baseline: the student's own run (the search chose labels only at lr=${c.learningRate})`);
+    return { student, baseline: { model: s.model, stats: { ...stats(s.result, labels.chosen, flops, { tuning, search: labels }), sameRunAsStudent: true } } };
+  }
   ev.phase?.('train', `baseline: ${arch.text}, labels only, lr=${labels.chosen.learningRate}`);
   const b = await trainCandidate(ctx, labels.chosen, p.epochs, (pr) => ev.epoch?.('baseline', pr));
   return { student, baseline: { model: b.model, stats: stats(b.result, labels.chosen, flops, { tuning, search: labels }) } };

@@ -68,6 +68,8 @@ describe('recipe search on a validation split (8×8 fixture)', () => {
     expect(search.trials.slice(1).every((t) => t.learningRate === bsearch.chosen.learningRate)).toBe(true);
     expect(report.baseline!.training.learningRate).toBe(bsearch.chosen.learningRate);
     expect(report.baseline!.training.validationCount).toBe(40);
+    // A distilled winner leaves the baseline its own run.
+    expect(report.baseline!.training.sameRunAsStudent).toBe(search.chosen.alpha === 0 ? true : undefined);
     // The final runs kept their best validation epoch.
     expect(report.student.training.bestEpoch).toBeGreaterThanOrEqual(1);
     expect(report.student.test.accuracy).toBeGreaterThan(0.6);
@@ -90,7 +92,10 @@ describe('recipe search on a validation split (8×8 fixture)', () => {
     expect(search.skipped).toHaveLength(5);
     expect(report.baseline!.training.search!.trials).toHaveLength(1);
     expect(report.baseline!.training.search!.skipped).toHaveLength(5);
-    // Label training won by default, so the student is the baseline's twin (same seed, same recipe).
+    // Label training won by default, so the baseline would repeat the student's run (same candidate, data, seed
+    // and schedule; before runs were shared, the two trained separately and always matched): one run is both.
+    expect(report.baseline!.training.sameRunAsStudent).toBe(true);
+    expect(report.baseline!.training.learningRate).toBe(report.student.training.learningRate);
     expect(report.student.test.errors).toBe(report.baseline!.test.errors);
   }, 300_000);
 
