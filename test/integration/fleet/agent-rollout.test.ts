@@ -99,9 +99,10 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     work = mkdtempSync(join(tmpdir(), 'agent-rollout-'));
     // The broker outlives each test: clear what earlier tests retained for these devices.
     const c = await connectClient(broker.url, `cleaner-${randomUUID().slice(0, 6)}`);
-    for (const id of ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old']) {
+    for (const id of ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old', 'pi-new']) {
       for (const t of [topics.agent(id), topics.status(id)]) await c.publishAsync(t, Buffer.alloc(0), { qos: 1, retain: true });
-      fx.addDevice(id, { online: false });
+      // pi-new is provisioned by the test that needs a device the registry did not know when a rollout started.
+      if (id !== 'pi-new') fx.addDevice(id, { online: false });
     }
     await c.endAsync();
   });
@@ -253,6 +254,58 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     await new Promise((res) => setTimeout(res, 300));
     expect(late.received).toHaveLength(1);
     expect((await convergeCounts(metrics)).sent).toBe(1);
+  });
+
+  it('a device that joins while the rollout is in its fleet stage gets the release in that rollout (its skipped row revived, or a new one); never a downgrade; paused, it is given on resume', async () => {
+    const metrics = new PromRegistry();
+    const engine = await startCloud({ metrics });
+    // pi-1 never answers: the single wave (fleet stage, no canaries) stays open until its deadline.
+    const silent = await device('pi-1', async () => {});
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 3600 });
+    await waitFor(() => silent.received.length === 1, 10_000, { message: 'pi-1 given 0.2.0' });
+    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    // No status yet when the rollout started: skipped (platform unknown).
+    expect(rows(r.id)['pi-2']).toMatchObject({ state: 'incompatible' });
+
+    const late = await device('pi-2', commits);
+    await waitFor(() => rows(r.id)['pi-2']?.state === 'installed', 10_000, { message: `pi-2 joins and installs (${JSON.stringify(rows(r.id)['pi-2'])})` });
+    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect(late.received.map((m) => [m.version, m.agentSeq])).toEqual([['0.2.0', 2]]);
+    expect(fx.device('pi-2')).toMatchObject({ desiredAgentSeq: 2, agent: 'apprentice-edge/0.2.0' });
+    const joined = engine.get(r.id)!.transitions.filter((t) => t.deviceId === 'pi-2').map((t) => [t.fromState, t.toState]).reverse();
+    expect(joined).toEqual([[null, 'incompatible'], ['incompatible', 'waiting'], ['waiting', 'desired'], ['desired', 'installed']]);
+
+    // A device running a newer agent, and one without agent-update, join nothing and are sent nothing.
+    const newer = await device('pi-3', commits, { version: '0.3.0' });
+    const old = await device('pi-old', commits, { capabilities: [] });
+    await waitFor(async () => (await convergeCounts(metrics)).newer === 1 && (await convergeCounts(metrics)).no_capability === 1, 10_000, { message: `refusals counted (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(newer.received).toEqual([]);
+    expect(old.received).toEqual([]);
+    expect([rows(r.id)['pi-3']!.state, rows(r.id)['pi-old']!.state]).toEqual(['incompatible', 'incompatible']);
+    expect(fx.device('pi-3')!.desiredAgentSeq).toBeNull();
+
+    // Paused: a device new to the registry joins (a waiting row in the current wave) and is sent nothing until resume.
+    await engine.pause(r.id);
+    fx.addDevice('pi-new', { online: false });
+    const fresh = await device('pi-new', commits);
+    await waitFor(async () => (await convergeCounts(metrics)).joined_paused === 1, 10_000, { message: `pi-new joins the paused rollout (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(rows(r.id)['pi-new']).toMatchObject({ state: 'waiting', wave: 0, canary: false });
+    await new Promise((res) => setTimeout(res, 300));
+    expect(fresh.received).toEqual([]);
+    await engine.resume(r.id);
+    await waitFor(() => rows(r.id)['pi-new']?.state === 'installed', 10_000, { message: `pi-new given 0.2.0 on resume (${JSON.stringify(rows(r.id)['pi-new'])})` });
+    expect(fresh.received.map((m) => m.agentSeq)).toEqual([2]);
+
+    // pi-1 finally commits: the rollout completes with the joiners counted as installed.
+    await commits(silent, silent.received[0]!);
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    // pi-arm never reported: still skipped.
+    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 3, incompatible: 3, waiting: 0, desired: 0 });
+    expect(await convergeCounts(metrics)).toEqual({ sent: 1, joined_paused: 1, newer: 1, no_capability: 1 });
+    // A later status of a joiner sends nothing again (it was given the release in the rollout).
+    await late.sendStatus();
+    await new Promise((res) => setTimeout(res, 300));
+    expect(late.received).toHaveLength(1);
   });
 
   it("late joiners converge only where the release's upgradeFrom lists their version", async () => {
