@@ -5,24 +5,19 @@
  * the new agent version and an `agent_committed` event, or an `agent_rolled_back` event.
  */
 import { randomUUID, verify } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { MqttClient } from 'mqtt';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { releaseAgent, reissueAgent } from '../../../cloud/agents/release.js';
-import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
-import { Ingest } from '../../../cloud/fleet/ingest.js';
-import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
-import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { agentReleases, deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
-import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import type { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { canonicalBytes } from '../../../shared/manifest/canonical.js';
 import { loadPublicKey } from '../../../shared/manifest/keys.js';
 import { agentManifestSchema, DEVICE_CAPABILITIES, topics, type AgentManifest, type DeviceEvent, type Status } from '../../../shared/protocol/index.js';
-import { tinyBundle } from '../../fixtures/agent-tar.js';
+import { pushTinyAgent, startAgentCloud } from '../../helpers/agent-cloud.js';
 import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
 import { FleetFixture } from '../../unit/fleet/fixtures.js';
 import { connectClient } from './device-sim.js';
@@ -114,25 +109,10 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
 
   /** Agent 0.1.0 and 0.2.0 for linux-x64 pushed (agentSeq 1, 2); the cloud with a rollout engine ticking every 100 ms. */
   async function startCloud(o: { metrics?: PromRegistry; more?: { version: string; upgradeFrom: string[] }[] } = {}): Promise<RolloutEngine> {
-    for (const { version: v, upgradeFrom } of [{ version: '0.1.0' }, { version: '0.2.0' }, ...(o.more ?? [])] as { version: string; upgradeFrom?: string[] }[]) {
-      const tar = join(work, `push-${v}.tar.gz`);
-      writeFileSync(tar, await tinyBundle(work, v));
-      await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date(), ...(upgradeFrom ? { upgradeFrom } : {}) });
-    }
-    const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: features.sharedSubscriptions, reconnectPeriod: 100 });
-    const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
-    const engine = await RolloutEngine.create({
-      registry: fx.registry,
-      publisher,
-      reissue: fx.reissue,
-      reissueAgent: async (seq) => (await reissueAgent({ registry: fx.registry, key: fx.key, agentSeq: seq, now: new Date() })).agentSeq,
-      signals: ingest,
-      tickSeconds: 0.1,
-      ...(o.metrics ? { metrics: o.metrics } : {}),
-    });
-    closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
-    return engine;
+    for (const r of [{ version: '0.1.0' }, { version: '0.2.0' }, ...(o.more ?? [])]) await pushTinyAgent(fx, work, r);
+    const cloud = await startAgentCloud(fx, broker.url, { sharedSubscriptions: features.sharedSubscriptions, reissueAgent: true, ...(o.metrics ? { metrics: o.metrics } : {}) });
+    closers.push(() => cloud.dispose());
+    return cloud.engine;
   }
 
   async function device(id: string, onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void>, o: { platform?: string; capabilities?: string[]; version?: string } = {}): Promise<FakeAgentDevice> {
