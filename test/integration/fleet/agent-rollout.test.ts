@@ -18,6 +18,7 @@ import { canonicalBytes } from '../../../shared/manifest/canonical.js';
 import { loadPublicKey } from '../../../shared/manifest/keys.js';
 import { agentManifestSchema, DEVICE_CAPABILITIES, topics, type AgentManifest, type DeviceEvent, type Status } from '../../../shared/protocol/index.js';
 import { pushTinyAgent, startAgentCloud } from '../../helpers/agent-cloud.js';
+import { clearRetained } from '../../helpers/retained.js';
 import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
 import { FleetFixture } from '../../unit/fleet/fixtures.js';
 import { connectClient } from './device-sim.js';
@@ -92,14 +93,10 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
   beforeEach(async () => {
     fx = new FleetFixture();
     work = mkdtempSync(join(tmpdir(), 'agent-rollout-'));
-    // The broker outlives each test: clear what earlier tests retained for these devices.
-    const c = await connectClient(broker.url, `cleaner-${randomUUID().slice(0, 6)}`);
-    for (const id of ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old', 'pi-new']) {
-      for (const t of [topics.agent(id), topics.status(id)]) await c.publishAsync(t, Buffer.alloc(0), { qos: 1, retain: true });
-      // pi-new is provisioned by the test that needs a device the registry did not know when a rollout started.
-      if (id !== 'pi-new') fx.addDevice(id, { online: false });
-    }
-    await c.endAsync();
+    const ids = ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old', 'pi-new'];
+    await clearRetained(broker.url, ids.flatMap((id) => [topics.agent(id), topics.status(id)]));
+    // pi-new is provisioned by the test that needs a device the registry did not know when a rollout started.
+    for (const id of ids.filter((i) => i !== 'pi-new')) fx.addDevice(id, { online: false });
   });
   afterEach(async () => {
     for (const c of closers.splice(0).reverse()) await c();
