@@ -95,7 +95,7 @@ export class RolloutEngine {
    * A device signal with no active rollout then costs no query at all.
    */
   private cache: { version: number; active: RolloutRow[]; candidates: RolloutRow[]; agentCandidates: RolloutRow[] } | undefined;
-  /** Late joiners of finished agent rollouts (issue 14). */
+  /** Late joiners of fleet-stage and finished agent rollouts (issue 14). */
   private readonly agents: AgentConverger;
 
   constructor(private readonly deps: RolloutEngineDeps) {
@@ -115,7 +115,7 @@ export class RolloutEngine {
       log: this.log,
       now: this.now,
     });
-    this.agents = new AgentConverger({ registry: deps.registry, agent: this.steps.of({ kind: 'agent' }), log: this.log, ...(deps.metrics ? { metrics: deps.metrics } : {}) });
+    this.agents = new AgentConverger({ registry: deps.registry, agent: this.steps.of({ kind: 'agent' }), give: (r, item, id) => this.steps.give(r, item, [id], true), log: this.log, ...(deps.metrics ? { metrics: deps.metrics } : {}) });
   }
 
   static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {

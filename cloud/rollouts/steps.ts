@@ -207,7 +207,8 @@ export class RolloutSteps {
     const w = wavesOf(r);
     const all = countsByState(this.db, r.id);
     if (r.wave >= w.length - 1) {
-      if (all.waiting + all.desired > 0) return;
+      // Failures that arrived while this evaluation awaited a publish are judged first (next evaluation).
+      if (all.waiting + all.desired + all.failed > 0) return;
       const total = Object.values(all).reduce((a, b) => a + b, 0);
       const state = all.superseded === total ? 'superseded' : 'completed';
       const summary = Object.entries(all).filter(([, n]) => n > 0).map(([s, n]) => `${n} ${s}`).join(', ');

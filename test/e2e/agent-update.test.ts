@@ -12,23 +12,21 @@
  * cloud records `agent_rolled_back` as a failure, rolling the rollout back.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packAgentBundle } from '../../cloud/agents/pack.js';
 import { deviceEvents, rolloutDevices } from '../../cloud/registry/schema.js';
 import { readMarker } from '../../edge/agent/index.js';
+import { agentApi } from '../helpers/agent-api.js';
 import { skipWithoutMosquitto, waitFor } from '../helpers/broker.js';
+import { AGENT_UNIT as UNIT, fakeAgentFiles, fakeAgentPrefix } from '../helpers/fake-agent-device.js';
 import { readUnitPolicy, runService, type ServiceRun } from '../helpers/fake-systemd.js';
 import { FaultWorld, TOKEN } from './fault-harness.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const UNIT = join(REPO, 'deploy/systemd/apprentice-edge.service');
-const LAUNCHER = join(REPO, 'deploy/apprentice-launcher.sh');
 const FAKE_MAIN = join(REPO, 'test/fixtures/fake-agent-mqtt.ts');
 const FAKE_BUILT = join(REPO, 'node_modules/.cache/apprentice-test', `fake-agent-mqtt-${process.pid}.mjs`);
 const PLATFORM = `${process.platform}-${process.arch}`;
@@ -36,21 +34,7 @@ const DEVICE = 'pi-agent-1';
 /** Incompressible filler: the tarball spans several of the cloud's 128 KiB chunks. */
 const FILLER = randomBytes(300 * 1024).toString('base64');
 
-function bundleFiles(version: string, behavior: string): { path: string; data: string; mode?: number }[] {
-  return [
-    { path: 'package.json', data: `${JSON.stringify({ name: 'apprentice', version })}\n` },
-    { path: 'bin/apprentice-edge.js', data: '#!/usr/bin/env node\nimport(process.env.FAKE_AGENT_MAIN);\n', mode: 0o755 },
-    { path: 'behavior', data: `${behavior}\n` },
-    { path: 'dist/edge/filler.txt', data: FILLER },
-  ];
-}
-
-function writeFiles(dir: string, files: { path: string; data: string; mode?: number }[]): void {
-  for (const f of files) {
-    mkdirSync(join(dir, f.path, '..'), { recursive: true });
-    writeFileSync(join(dir, f.path), f.data, { mode: f.mode ?? 0o644 });
-  }
-}
+const bundleFiles = (version: string, behavior: string) => fakeAgentFiles(version, behavior, { path: 'dist/edge/filler.txt', data: FILLER });
 
 const notAgentPlatform = !['linux-x64', 'linux-arm64'].includes(PLATFORM);
 if (notAgentPlatform) console.warn(`skipping the agent update end-to-end test: ${PLATFORM} is not an agent platform`);
@@ -58,47 +42,27 @@ const skip = notAgentPlatform || skipWithoutMosquitto();
 
 describe.skipIf(skip)('agent update end to end: cloud API → rollout → MQTT chunks → launcher → health commit / rollback', { timeout: 120_000 }, () => {
   let w: FaultWorld;
-  let api: string;
+  let api: ReturnType<typeof agentApi>;
   beforeAll(async () => {
     await build({ entryPoints: [FAKE_MAIN], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: FAKE_BUILT, logLevel: 'error' });
     w = await FaultWorld.create();
-    api = w.cloud!.apiUrl;
+    api = agentApi(w.cloud!.apiUrl, TOKEN);
   });
   afterAll(async () => {
     rmSync(FAKE_BUILT, { force: true });
     await w?.dispose();
   });
 
-  const call = async (method: string, path: string, body?: unknown): Promise<any> => {
-    const res = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-    return JSON.parse(text);
-  };
-
+  const call = (method: string, path: string, body?: unknown) => api.call(method, path, body);
   /** `apprentice agent build` on a fake bundle (the real packer), then `apprentice agent push` (the real API). */
-  async function pushAgent(version: string, behavior: string): Promise<{ agentSeq: number; bytes: number }> {
-    const stage = mkdtempSync(join(w.dir, `stage-${version}-`));
-    writeFiles(stage, bundleFiles(version, behavior));
-    const out = join(w.dir, `apprentice-edge-${version}-${PLATFORM}.tar.gz`);
-    await packAgentBundle({ root: stage, out, version, platform: PLATFORM as 'linux-x64', onFile: () => undefined });
-    const res = await fetch(`${api}/v1/agents?version=${version}&platform=${PLATFORM}`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/gzip' }, body: readFileSync(out) });
-    const body = await res.json();
-    if (res.status !== 201) throw new Error(`push ${version}: ${res.status} ${JSON.stringify(body)}`);
-    return body as { agentSeq: number; bytes: number };
-  }
+  const pushAgent = (version: string, behavior: string) => api.pushAgent(w.dir, { version, platform: PLATFORM, files: bundleFiles(version, behavior) });
 
   const rolloutState = async (id: string): Promise<string> => (await call('GET', `/v1/rollouts/${id}`)).state;
   const eventsOf = (type: string) => w.registry.db.select().from(deviceEvents).where(eq(deviceEvents.deviceId, DEVICE)).all().filter((e) => e.type === type);
 
   it('2.0.0 commits and completes; 3.0.0 never gets healthy, is rolled back on the device and recorded as a failure', async () => {
     // The device as install-edge.sh leaves it: 1.0.0 in <prefix>/opt/apprentice with the launcher; config from provisioning.
-    const prefix = mkdtempSync(join(tmpdir(), 'apprentice-agent-e2e-'));
-    const app = join(prefix, 'opt/apprentice');
-    const data = join(prefix, 'var/lib/apprentice');
-    writeFiles(app, bundleFiles('1.0.0', 'good'));
-    copyFileSync(LAUNCHER, join(app, 'launcher.sh'));
-    mkdirSync(data, { recursive: true });
+    const { prefix, app, data, map } = fakeAgentPrefix(bundleFiles('1.0.0', 'good'), 'apprentice-agent-e2e-');
     const config = await w.provision(DEVICE, { dataDir: data });
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
@@ -108,7 +72,6 @@ describe.skipIf(skip)('agent update end to end: cloud API → rollout → MQTT c
       FAKE_AGENT_DEVICE: JSON.stringify({ deviceId: config.deviceId, mqtt: config.mqtt, trustedKeys: config.trustedKeys }),
       FAKE_AGENT_DEADLINE_MS: '3000',
     };
-    const map = (cmd: string): string => cmd.replaceAll('/opt/apprentice', app).replaceAll('/var/lib/apprentice', data).replaceAll('/usr/bin/node', process.execPath);
     let run: ServiceRun | undefined;
     let failure: Error | undefined;
     const service = runService({ policy: readUnitPolicy(UNIT), map, env, cwd: app, restartSecMs: 50, maxStarts: 8, timeoutMs: 110_000 }).then((r) => (run = r));

@@ -8,7 +8,6 @@
  * skipped with the reason otherwise.
  */
 import { existsSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, watch, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry as PromRegistry } from 'prom-client';
@@ -17,6 +16,7 @@ import { AgentInstaller } from '../../../edge/agent/index.js';
 import { generateSigningKey, toTrustedKey } from '../../../shared/manifest/index.js';
 import type { DeviceEvent } from '../../../shared/protocol/index.js';
 import { makeAgentRelease, type BundleFile } from '../../fixtures/agent-release.js';
+import { startArtifactServer, type ArtifactServer } from '../../helpers/artifact-server.js';
 import { Ext4Loop, mountSupport, mountTmpfs, probeWrite, unmountQuietly } from '../../helpers/mounts.js';
 
 const key = generateSigningKey();
@@ -74,29 +74,21 @@ describe('agent installer start', () => {
 
 describe.skipIf(noMounts !== undefined)('agent unpack on a full and a read-only disk', { timeout: 60_000 }, () => {
   const work = join(tmpdir(), `apprentice-agent-disk-${process.pid}`);
-  let server: Server;
-  let port = 0;
-  const served = new Map<string, Buffer>();
+  let server: ArtifactServer;
 
   beforeAll(async () => {
     mkdirSync(work, { recursive: true });
-    server = createServer((req, res) => {
-      const body = served.get(req.url ?? '');
-      if (!body) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-length': body.length }).end(body);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    port = (server.address() as { port: number }).port;
+    server = await startArtifactServer();
   });
   afterAll(async () => {
-    await new Promise<void>((r) => server.close(() => r()));
+    await server?.close();
     rmSync(work, { recursive: true, force: true });
   });
 
   function release(version: string, agentSeq: number, files: BundleFile[]) {
     const url = `/agent-${version}-${agentSeq}.tgz`;
-    const rel = makeAgentRelease(key, { version, agentSeq, files, url: `http://127.0.0.1:${port}${url}`, chunkSize: 64 * 1024 });
-    served.set(url, rel.tarball);
+    const rel = makeAgentRelease(key, { version, agentSeq, files, url: server.url(url), chunkSize: 64 * 1024 });
+    server.serve(url, rel.tarball);
     return rel;
   }
 

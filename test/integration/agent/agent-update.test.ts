@@ -5,9 +5,7 @@
  * (test/fixtures/fake-agent.ts) runs the real edge/agent install, trial, commit and report code.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -16,39 +14,28 @@ import { generateSigningKey, toTrustedKey } from '../../../shared/manifest/index
 import { Outbox } from '../../../edge/outbox/index.js';
 import { readMarker, SWITCH_STEPS } from '../../../edge/agent/index.js';
 import { makeAgentRelease, thisPlatform, type BundleFile } from '../../fixtures/agent-release.js';
+import { startArtifactServer, type ArtifactServer } from '../../helpers/artifact-server.js';
+import { AGENT_UNIT as UNIT, fakeAgentFiles, fakeAgentPrefix } from '../../helpers/fake-agent-device.js';
 import { readUnitPolicy, runService, type ServiceRun } from '../../helpers/fake-systemd.js';
 import { makeExample } from '../../unit/outbox/helpers.js';
-import { mkdtempSync } from 'node:fs';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const UNIT = join(REPO, 'deploy/systemd/apprentice-edge.service');
-const LAUNCHER = join(REPO, 'deploy/apprentice-launcher.sh');
 const FAKE_MAIN = join(REPO, 'test/fixtures/fake-agent.ts');
 /** The fake agent program bundled into one file (beside node_modules, so its packages resolve). */
 const FAKE_BUILT = join(REPO, 'node_modules/.cache/apprentice-test', `fake-agent-${process.pid}.mjs`);
 const key = generateSigningKey();
 const OUTBOX_ROWS = 7;
 
-let server: Server;
-let port = 0;
-/** What the HTTP source serves, by path; and how many requests it got. */
-const served = new Map<string, Buffer>();
-let requests = 0;
+/** The HTTP source of the releases. */
+let server: ArtifactServer;
 
 beforeAll(async () => {
   await build({ entryPoints: [FAKE_MAIN], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile: FAKE_BUILT, logLevel: 'error' });
-  server = createServer((req, res) => {
-    requests++;
-    const body = served.get(req.url ?? '');
-    if (!body) return void res.writeHead(404).end();
-    res.writeHead(200, { 'content-length': body.length }).end(body);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  port = (server.address() as { port: number }).port;
+  server = await startArtifactServer();
 });
 afterAll(async () => {
   rmSync(FAKE_BUILT, { force: true });
-  await new Promise<void>((r) => server.close(() => r()));
+  await server?.close();
 });
 
 // Removed at the end, not after each test: the kill-step tests run concurrently.
@@ -57,14 +44,7 @@ afterAll(() => {
   for (const r of roots.splice(0)) rmSync(r, { recursive: true, force: true });
 });
 
-function bundle(version: string, behavior: string): BundleFile[] {
-  return [
-    { path: 'package.json', data: `${JSON.stringify({ name: 'apprentice', version })}\n` },
-    { path: 'bin/apprentice-edge.js', data: '#!/usr/bin/env node\nimport(process.env.FAKE_AGENT_MAIN);\n', mode: 0o755 },
-    { path: 'behavior', data: `${behavior}\n` },
-    { path: 'dist/edge/filler.js', data: '// filler so the tarball spans several chunks\n'.repeat(400) },
-  ];
-}
+const bundle = (version: string, behavior: string): BundleFile[] => fakeAgentFiles(version, behavior, { path: 'dist/edge/filler.js', data: '// filler so the tarball spans several chunks\n'.repeat(400) });
 
 function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -87,15 +67,8 @@ interface Device {
  * launcher, no agent dir yet, an outbox with OUTBOX_ROWS examples and a model slot file in the data dir.
  */
 async function device(opts: { behavior?: string; tamper?: boolean; platform?: string; killAt?: string } = {}): Promise<Device> {
-  const prefix = mkdtempSync(join(tmpdir(), 'apprentice-agent-'));
+  const { prefix, app, data, map } = fakeAgentPrefix(bundle('1.0.0', 'good'));
   roots.push(prefix);
-  const app = join(prefix, 'opt/apprentice');
-  const data = join(prefix, 'var/lib/apprentice');
-  for (const f of bundle('1.0.0', 'good')) {
-    mkdirSync(join(app, f.path, '..'), { recursive: true });
-    writeFileSync(join(app, f.path), f.data, { mode: f.mode ?? 0o644 });
-  }
-  copyFileSync(LAUNCHER, join(app, 'launcher.sh'));
   mkdirSync(join(data, 'slots'), { recursive: true });
   writeFileSync(join(data, 'slots/model.onnx'), Buffer.alloc(50_000, 7));
   const ob = await Outbox.create({ path: join(data, 'outbox.db'), maxRows: 1000, maxBytes: 1 << 24, maxExampleBytes: 64 * 1024 });
@@ -103,10 +76,10 @@ async function device(opts: { behavior?: string; tamper?: boolean; platform?: st
   ob.dispose();
 
   const url = `/agent-${roots.length}-${Date.now()}.tgz`;
-  const rel = makeAgentRelease(key, { version: '2.0.0', agentSeq: 5, files: bundle('2.0.0', opts.behavior ?? 'good'), url: `http://127.0.0.1:${port}${url}`, platform: opts.platform ?? thisPlatform(), chunkSize: 4096 });
+  const rel = makeAgentRelease(key, { version: '2.0.0', agentSeq: 5, files: bundle('2.0.0', opts.behavior ?? 'good'), url: server.url(url), platform: opts.platform ?? thisPlatform(), chunkSize: 4096 });
   const body = Buffer.from(rel.tarball);
   if (opts.tamper) body[Math.floor(body.length / 2)]! ^= 0xff;
-  served.set(url, body);
+  server.serve(url, body);
   writeFileSync(join(prefix, 'agent-manifest.json'), JSON.stringify(rel.signed));
 
   const env: NodeJS.ProcessEnv = {
@@ -120,7 +93,6 @@ async function device(opts: { behavior?: string; tamper?: boolean; platform?: st
     ...(opts.killAt ? { APPRENTICE_TEST_AGENT_KILL_AT: opts.killAt } : {}),
   };
   const policy = readUnitPolicy(UNIT);
-  const map = (cmd: string): string => cmd.replaceAll('/opt/apprentice', app).replaceAll('/var/lib/apprentice', data).replaceAll('/usr/bin/node', process.execPath);
   const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
   return {
     prefix,
@@ -217,12 +189,12 @@ describe('agent update on a device (launcher + fake systemd)', { timeout: 120_00
   });
 
   it('a release for another platform is refused without a download', async () => {
-    const before = requests;
+    const before = server.requests();
     const d = await device({ platform: thisPlatform() === 'linux-arm64' ? 'linux-x64' : 'linux-arm64' });
     const r = await d.run();
     expect(r.exits).toEqual([0]);
     expect(d.events().map((e) => [e.type, e.agent?.reason])).toEqual([['agent_rejected', 'wrong_platform']]);
-    expect(requests).toBe(before);
+    expect(server.requests()).toBe(before);
     expect(existsSync(join(d.agent, 'downloads'))).toBe(false);
   });
 

@@ -5,24 +5,20 @@
  * the new agent version and an `agent_committed` event, or an `agent_rolled_back` event.
  */
 import { randomUUID, verify } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import type { MqttClient } from 'mqtt';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { releaseAgent, reissueAgent } from '../../../cloud/agents/release.js';
-import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
-import { Ingest } from '../../../cloud/fleet/ingest.js';
-import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
-import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { agentReleases, deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
-import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import type { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { canonicalBytes } from '../../../shared/manifest/canonical.js';
 import { loadPublicKey } from '../../../shared/manifest/keys.js';
 import { agentManifestSchema, DEVICE_CAPABILITIES, topics, type AgentManifest, type DeviceEvent, type Status } from '../../../shared/protocol/index.js';
-import { tinyBundle } from '../../fixtures/agent-tar.js';
+import { pushTinyAgent, startAgentCloud } from '../../helpers/agent-cloud.js';
+import { clearRetained } from '../../helpers/retained.js';
 import { brokerMatrix, waitFor, type TestBroker } from '../../helpers/broker.js';
 import { FleetFixture } from '../../unit/fleet/fixtures.js';
 import { connectClient } from './device-sim.js';
@@ -97,13 +93,10 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
   beforeEach(async () => {
     fx = new FleetFixture();
     work = mkdtempSync(join(tmpdir(), 'agent-rollout-'));
-    // The broker outlives each test: clear what earlier tests retained for these devices.
-    const c = await connectClient(broker.url, `cleaner-${randomUUID().slice(0, 6)}`);
-    for (const id of ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old']) {
-      for (const t of [topics.agent(id), topics.status(id)]) await c.publishAsync(t, Buffer.alloc(0), { qos: 1, retain: true });
-      fx.addDevice(id, { online: false });
-    }
-    await c.endAsync();
+    const ids = ['pi-1', 'pi-2', 'pi-3', 'pi-arm', 'pi-old', 'pi-new'];
+    await clearRetained(broker.url, ids.flatMap((id) => [topics.agent(id), topics.status(id)]));
+    // pi-new is provisioned by the test that needs a device the registry did not know when a rollout started.
+    for (const id of ids.filter((i) => i !== 'pi-new')) fx.addDevice(id, { online: false });
   });
   afterEach(async () => {
     for (const c of closers.splice(0).reverse()) await c();
@@ -113,25 +106,10 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
 
   /** Agent 0.1.0 and 0.2.0 for linux-x64 pushed (agentSeq 1, 2); the cloud with a rollout engine ticking every 100 ms. */
   async function startCloud(o: { metrics?: PromRegistry; more?: { version: string; upgradeFrom: string[] }[] } = {}): Promise<RolloutEngine> {
-    for (const { version: v, upgradeFrom } of [{ version: '0.1.0' }, { version: '0.2.0' }, ...(o.more ?? [])] as { version: string; upgradeFrom?: string[] }[]) {
-      const tar = join(work, `push-${v}.tar.gz`);
-      writeFileSync(tar, await tinyBundle(work, v));
-      await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date(), ...(upgradeFrom ? { upgradeFrom } : {}) });
-    }
-    const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: features.sharedSubscriptions, reconnectPeriod: 100 });
-    const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
-    const engine = await RolloutEngine.create({
-      registry: fx.registry,
-      publisher,
-      reissue: fx.reissue,
-      reissueAgent: async (seq) => (await reissueAgent({ registry: fx.registry, key: fx.key, agentSeq: seq, now: new Date() })).agentSeq,
-      signals: ingest,
-      tickSeconds: 0.1,
-      ...(o.metrics ? { metrics: o.metrics } : {}),
-    });
-    closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
-    return engine;
+    for (const r of [{ version: '0.1.0' }, { version: '0.2.0' }, ...(o.more ?? [])]) await pushTinyAgent(fx, work, r);
+    const cloud = await startAgentCloud(fx, broker.url, { sharedSubscriptions: features.sharedSubscriptions, reissueAgent: true, ...(o.metrics ? { metrics: o.metrics } : {}) });
+    closers.push(() => cloud.dispose());
+    return cloud.engine;
   }
 
   async function device(id: string, onRelease: (d: FakeAgentDevice, m: AgentManifest) => Promise<void>, o: { platform?: string; capabilities?: string[]; version?: string } = {}): Promise<FakeAgentDevice> {
@@ -253,6 +231,58 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     await new Promise((res) => setTimeout(res, 300));
     expect(late.received).toHaveLength(1);
     expect((await convergeCounts(metrics)).sent).toBe(1);
+  });
+
+  it('a device that joins while the rollout is in its fleet stage gets the release in that rollout (its skipped row revived, or a new one); never a downgrade; paused, it is given on resume', async () => {
+    const metrics = new PromRegistry();
+    const engine = await startCloud({ metrics });
+    // pi-1 never answers: the single wave (fleet stage, no canaries) stays open until its deadline.
+    const silent = await device('pi-1', async () => {});
+    const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 3600 });
+    await waitFor(() => silent.received.length === 1, 10_000, { message: 'pi-1 given 0.2.0' });
+    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    // No status yet when the rollout started: skipped (platform unknown).
+    expect(rows(r.id)['pi-2']).toMatchObject({ state: 'incompatible' });
+
+    const late = await device('pi-2', commits);
+    await waitFor(() => rows(r.id)['pi-2']?.state === 'installed', 10_000, { message: `pi-2 joins and installs (${JSON.stringify(rows(r.id)['pi-2'])})` });
+    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect(late.received.map((m) => [m.version, m.agentSeq])).toEqual([['0.2.0', 2]]);
+    expect(fx.device('pi-2')).toMatchObject({ desiredAgentSeq: 2, agent: 'apprentice-edge/0.2.0' });
+    const joined = engine.get(r.id)!.transitions.filter((t) => t.deviceId === 'pi-2').map((t) => [t.fromState, t.toState]).reverse();
+    expect(joined).toEqual([[null, 'incompatible'], ['incompatible', 'waiting'], ['waiting', 'desired'], ['desired', 'installed']]);
+
+    // A device running a newer agent, and one without agent-update, join nothing and are sent nothing.
+    const newer = await device('pi-3', commits, { version: '0.3.0' });
+    const old = await device('pi-old', commits, { capabilities: [] });
+    await waitFor(async () => (await convergeCounts(metrics)).newer === 1 && (await convergeCounts(metrics)).no_capability === 1, 10_000, { message: `refusals counted (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(newer.received).toEqual([]);
+    expect(old.received).toEqual([]);
+    expect([rows(r.id)['pi-3']!.state, rows(r.id)['pi-old']!.state]).toEqual(['incompatible', 'incompatible']);
+    expect(fx.device('pi-3')!.desiredAgentSeq).toBeNull();
+
+    // Paused: a device new to the registry joins (a waiting row in the current wave) and is sent nothing until resume.
+    await engine.pause(r.id);
+    fx.addDevice('pi-new', { online: false });
+    const fresh = await device('pi-new', commits);
+    await waitFor(async () => (await convergeCounts(metrics)).joined_paused === 1, 10_000, { message: `pi-new joins the paused rollout (${JSON.stringify(await convergeCounts(metrics))})` });
+    expect(rows(r.id)['pi-new']).toMatchObject({ state: 'waiting', wave: 0, canary: false });
+    await new Promise((res) => setTimeout(res, 300));
+    expect(fresh.received).toEqual([]);
+    await engine.resume(r.id);
+    await waitFor(() => rows(r.id)['pi-new']?.state === 'installed', 10_000, { message: `pi-new given 0.2.0 on resume (${JSON.stringify(rows(r.id)['pi-new'])})` });
+    expect(fresh.received.map((m) => m.agentSeq)).toEqual([2]);
+
+    // pi-1 finally commits: the rollout completes with the joiners counted as installed.
+    await commits(silent, silent.received[0]!);
+    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    // pi-arm never reported: still skipped.
+    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 3, incompatible: 3, waiting: 0, desired: 0 });
+    expect(await convergeCounts(metrics)).toEqual({ sent: 1, joined_paused: 1, newer: 1, no_capability: 1 });
+    // A later status of a joiner sends nothing again (it was given the release in the rollout).
+    await late.sendStatus();
+    await new Promise((res) => setTimeout(res, 300));
+    expect(late.received).toHaveLength(1);
   });
 
   it("late joiners converge only where the release's upgradeFrom lists their version", async () => {

@@ -5,23 +5,16 @@
  * unpacks it into its own root, switches `current`, "restarts" in process and commits through the real
  * AgentLifecycle; the rollout completes on their status and events.
  */
-import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { releaseAgent } from '../../../cloud/agents/release.js';
-import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
-import { Ingest } from '../../../cloud/fleet/ingest.js';
-import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
-import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { deviceEvents, rolloutDevices } from '../../../cloud/registry/schema.js';
-import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { SimFleet } from '../../../edge/sim/index.js';
 import { simPlan } from '../../../edge/sim/shares.js';
 import { agentPlatform, readAgentVersion } from '../../../edge/status/index.js';
-import { tinyBundle } from '../../fixtures/agent-tar.js';
+import { pushTinyAgent, startAgentCloud } from '../../helpers/agent-cloud.js';
 import { startAedes, waitFor, type AedesBroker } from '../../helpers/broker.js';
 import { FleetFixture } from '../../unit/fleet/fixtures.js';
 
@@ -51,15 +44,9 @@ describe('sim agent mode', () => {
     }
     const from = readAgentVersion().version;
     const next = '99.0.0';
-    const tar = join(work, 'push.tar.gz');
-    writeFileSync(tar, await tinyBundle(work, next, platform));
-    const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
-    const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: false, reconnectPeriod: 100 });
-    const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
-    const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
-    await publisher.publishCloudInfo();
-    const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-    closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
+    const rel = await pushTinyAgent(fx, work, { version: next, platform });
+    const { engine, dispose } = await startAgentCloud(fx, broker.url, { cloudInfo: true });
+    closers.push(dispose);
 
     const agentRoot = join(work, 'agents');
     const fleet = new SimFleet({ devices: 2, mqttUrl: broker.url, dataDir: join(work, 'devices'), trustedKeys: fx.trusted, prefix: 'ag', agentRoot });
@@ -102,15 +89,9 @@ describe('sim agent mode with --agent-fail-rate', () => {
     try {
       const from = readAgentVersion().version;
       const next = '99.1.0';
-      const tar = join(work, 'push.tar.gz');
-      writeFileSync(tar, await tinyBundle(work, next, platform));
-      const rel = await releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
-      const cloud = await CloudMqtt.create({ url: broker.url, clientId: `cloud-${randomUUID().slice(0, 8)}`, sharedSubscriptions: false, reconnectPeriod: 100 });
-      const ingest = await Ingest.create({ registry: fx.registry, mqtt: cloud });
-      const publisher = new ReleasePublisher({ mqtt: cloud, dataDir: fx.dir, compatOf: (id) => deviceCompatOf(fx.registry, id) });
-      await publisher.publishCloudInfo();
-      const engine = await RolloutEngine.create({ registry: fx.registry, publisher, reissue: fx.reissue, signals: ingest, tickSeconds: 0.1 });
-      closers.push(() => cloud.dispose(), () => ingest.dispose(), () => engine.dispose());
+      const rel = await pushTinyAgent(fx, work, { version: next, platform });
+      const { engine, dispose } = await startAgentCloud(fx, broker.url, { cloudInfo: true });
+      closers.push(dispose);
 
       const n = 4;
       const shares = { failAgentTrial: 0.25 };

@@ -2,14 +2,14 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { agentCommand } from '../../../cloud/agents/cli.js';
 import { checkNatives, pruneForPlatform } from '../../../cloud/agents/build.js';
 import { listBundleFiles } from '../../../cloud/agents/pack.js';
 import { agentReleases } from '../../../cloud/registry/schema.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { UsageError } from '../../../shared/cli/errors.js';
 import { rawAgentTar, tinyBundle } from '../../fixtures/agent-tar.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 import { harness, TOKEN, type Harness } from '../cloud-api/helpers.js';
 
 /** A minimal ELF header with e_machine `machine` (62 x86-64, 183 aarch64). */
@@ -98,21 +98,7 @@ describe('apprentice agent push / list (CLI over the API)', () => {
   });
   afterEach(() => h.close());
 
-  async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-    const before = process.exitCode;
-    try {
-      const code = await runProgram(new Command('apprentice').addCommand(agentCommand({ fetchImpl, env: {} })), ['node', 'apprentice', 'agent', ...argv]);
-      return { code, stdout, stderr };
-    } finally {
-      process.exitCode = before;
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
+  const run = (...argv: string[]): Promise<CapturedRun> => captureProgram(new Command('apprentice').addCommand(agentCommand({ fetchImpl, env: {} })), ['agent', ...argv]);
   const api = ['--cloud', 'http://cloud.test', '--token', TOKEN];
 
   it('pushes a tarball (streamed), then lists it', async () => {

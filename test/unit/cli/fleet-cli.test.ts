@@ -1,9 +1,9 @@
 import { Command } from 'commander';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { devicesCommand, fleetCommand, roundsCommand } from '../../../cloud/fleet/cli.js';
 import { rounds } from '../../../cloud/registry/schema.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { TOKEN, harness, seedDevice, seedModel, seedRelease, type Harness } from '../cloud-api/helpers.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 
 /** `apprentice devices ls | fleet status | rounds ls` in-process, through the real API app and registry. */
 describe('fleet CLI', () => {
@@ -27,20 +27,8 @@ describe('fleet CLI', () => {
   });
   afterEach(() => h.close());
 
-  async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-    try {
-      const program = new Command('apprentice').addCommand(devicesCommand({ fetchImpl })).addCommand(fleetCommand({ fetchImpl })).addCommand(roundsCommand({ fetchImpl }));
-      const code = await runProgram(program, ['node', 'apprentice', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
-      return { code, stdout, stderr };
-    } finally {
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
+  const run = (...argv: string[]): Promise<CapturedRun> =>
+    captureProgram(new Command('apprentice').addCommand(devicesCommand({ fetchImpl })).addCommand(fleetCommand({ fetchImpl })).addCommand(roundsCommand({ fetchImpl })), [...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
 
   it('devices ls prints a table filtered on the server, across pages, and --json', async () => {
     const all = await run('devices', 'ls', '--limit', '3');

@@ -4,11 +4,11 @@
  */
 import { Command } from 'commander';
 import { inArray } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { examples } from '../../../cloud/registry/schema.js';
 import { examplesCommand } from '../../../cloud/rounds/quarantine-cli.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { call, harness, json, seedExample, seedModel, TOKEN, type Harness } from './helpers.js';
+import { captureProgram } from '../../helpers/capture-program.js';
 
 const ID = (i: number) => `00000000-0000-4000-8000-00000000010${i}`;
 
@@ -54,21 +54,7 @@ describe('/v1/examples/quarantine', () => {
       const u = new URL(String(url));
       return h.app.request(u.pathname + u.search, init);
     }) as typeof fetch;
-    const run = async (...argv: string[]) => {
-      let stdout = '';
-      let stderr = '';
-      const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-      const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-      const before = process.exitCode;
-      try {
-        const code = await runProgram(new Command('apprentice').addCommand(examplesCommand({ fetchImpl })), ['node', 'apprentice', 'examples', 'quarantine', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
-        return { code, stdout, stderr };
-      } finally {
-        process.exitCode = before;
-        out.mockRestore();
-        err.mockRestore();
-      }
-    };
+    const run = (...argv: string[]) => captureProgram(new Command('apprentice').addCommand(examplesCommand({ fetchImpl })), ['examples', 'quarantine', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
     const list = await run('list');
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(new RegExp(`^${ID(2)}  pi-1  digits  label 1 \\(teacher 0\\.0%\\), teacher says 0 \\(100\\.0%\\)`));

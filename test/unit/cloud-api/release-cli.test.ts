@@ -1,13 +1,13 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startCloudServer } from '../../../cloud/api/server.js';
 import { releaseCommand } from '../../../cloud/rounds/release-cli.js';
 import { releases } from '../../../cloud/registry/schema.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { denseModel, garbageModel } from '../../fixtures/onnx-models.js';
 import { harness, seedModel, TOKEN, type Harness } from './helpers.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 
 /** `apprentice release push` in-process, through the real API app (real ORT, real SQLite). */
 describe('apprentice release push', () => {
@@ -23,22 +23,7 @@ describe('apprentice release push', () => {
   async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return runWith(fetchImpl, ...argv);
   }
-  async function runWith(fetchFn: typeof fetch | undefined, ...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-    const before = process.exitCode;
-    try {
-      const program = new Command('apprentice').addCommand(releaseCommand({ fetchImpl: fetchFn, env: {} }));
-      const code = await runProgram(program, ['node', 'apprentice', 'release', 'push', ...argv]);
-      return { code, stdout, stderr };
-    } finally {
-      process.exitCode = before;
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
+  const runWith = (fetchFn: typeof fetch | undefined, ...argv: string[]): Promise<CapturedRun> => captureProgram(new Command('apprentice').addCommand(releaseCommand({ fetchImpl: fetchFn, env: {} })), ['release', 'push', ...argv]);
   const api = ['--cloud', 'http://cloud.test', '--token', TOKEN];
   const file = (name: string, bytes: Uint8Array): string => {
     const p = join(h.dir, name);

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { eq } from 'drizzle-orm';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCloudApi } from '../../../cloud/api/app.js';
 import { KeyStore } from '../../../cloud/keys/store.js';
 import { devices } from '../../../cloud/registry/schema.js';
@@ -10,12 +10,12 @@ import { reissueRelease, signShadowManifest } from '../../../cloud/rounds/index.
 import { ShadowRollouts } from '../../../cloud/shadow/index.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import { DEVICE_CAPABILITIES, type Manifest } from '../../../shared/protocol/index.js';
 import { FakeRounds, TOKEN } from '../cloud-api/helpers.js';
 import { MODEL } from '../fleet/fixtures.js';
 import { RolloutHarness, ids } from './harness.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 
 /** `apprentice rollout start --shadow`, `status`, `switch` and `abort` of shadow runs, through the real API, engine and shadow service. */
 describe('apprentice rollout: shadow runs', () => {
@@ -41,22 +41,7 @@ describe('apprentice rollout: shadow runs', () => {
     await h.dispose();
   });
 
-  async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-    const before = process.exitCode;
-    try {
-      const program = new Command('apprentice').addCommand(rolloutCommand({ fetchImpl }));
-      const code = await runProgram(program, ['node', 'apprentice', 'rollout', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
-      return { code, stdout, stderr };
-    } finally {
-      process.exitCode = before;
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
+  const run = (...argv: string[]): Promise<CapturedRun> => captureProgram(new Command('apprentice').addCommand(rolloutCommand({ fetchImpl })), ['rollout', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
 
   it('start --shadow, status, switch: the run, its devices and the rollout the switch started', async () => {
     const started = await run('start', '--model', MODEL, '--release', '2', '--waves', '1', '--shadow', '30', '--shadow-min-agreement', '0.9', '--shadow-min-requests', '10');

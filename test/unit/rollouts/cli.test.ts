@@ -5,10 +5,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createCloudApi } from '../../../cloud/api/app.js';
 import { KeyStore } from '../../../cloud/keys/store.js';
 import { rolloutCommand } from '../../../cloud/rollouts/cli.js';
-import { runProgram } from '../../../shared/cli/run.js';
 import { FakeRounds, TOKEN } from '../cloud-api/helpers.js';
 import { MODEL } from '../fleet/fixtures.js';
 import { RolloutHarness, ids } from './harness.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 
 /** `apprentice rollout ...` in-process, through the real API app and the real engine (real time: the CLI polls). */
 describe('apprentice rollout', () => {
@@ -29,22 +29,7 @@ describe('apprentice rollout', () => {
   });
   afterEach(() => h.dispose());
 
-  async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    let stdout = '';
-    let stderr = '';
-    const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-    const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-    const before = process.exitCode;
-    try {
-      const program = new Command('apprentice').addCommand(rolloutCommand({ fetchImpl, stream }));
-      const code = await runProgram(program, ['node', 'apprentice', 'rollout', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
-      return { code, stdout, stderr };
-    } finally {
-      process.exitCode = before;
-      out.mockRestore();
-      err.mockRestore();
-    }
-  }
+  const run = (...argv: string[]): Promise<CapturedRun> => captureProgram(new Command('apprentice').addCommand(rolloutCommand({ fetchImpl, stream })), ['rollout', ...argv, '--cloud', 'http://cloud.test', '--token', TOKEN]);
 
   it('create, status, pause, resume and abort a rollout', async () => {
     expect((await run('create', '--model', MODEL, '--release', '2', '--agreement-margin', '1.5')).code).toBe(2);

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseShare, pickedByShare, planDevice, simPlan } from '../../../edge/sim/shares.js';
 import { simCommand } from '../../../edge/sim/cli.js';
-import { runProgram } from '../../../shared/cli/run.js';
+import { captureProgram, type CapturedRun } from '../../helpers/capture-program.js';
 
 describe('sim shares', () => {
   it('picks ⌊n·s⌋ devices spread evenly, the same in every run, and the two shares do not overlap', () => {
@@ -52,18 +52,4 @@ describe('sim shares', () => {
 });
 
 /** The CLI in-process (commander + runProgram, as bin/main.ts runs it). */
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => ((stdout += String(c)), true));
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += String(c)), true));
-  const before = process.exitCode;
-  try {
-    const code = await runProgram(new Command('apprentice').addCommand(simCommand()), ['node', 'apprentice', ...argv]);
-    return { code, stdout, stderr };
-  } finally {
-    process.exitCode = before;
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
+const run = (argv: string[]): Promise<CapturedRun> => captureProgram(new Command('apprentice').addCommand(simCommand()), argv);
