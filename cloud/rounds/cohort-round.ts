@@ -88,7 +88,7 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
         out.push({ state: 'rejected', cohort: c.name, reason: `training diverged (final loss ${tr.finalLoss})`, exampleCount: hard.count, metrics: { cohort: c.name } });
         continue;
       }
-      out.push(await shipStudent(ctx, student, { cohort: c.name, members, parent: base, warmFrom: base, warm, hard, mix, tr, recipe: inp.recipe, lr: inp.lr }));
+      out.push(await shipStudent(ctx, student, { cohort: c.name, members, parent: base, warmFrom: base, warm, hard, mix, tr, recipe: inp.recipe, lr: inp.lr, augment: how.augment }));
     } finally {
       student.dispose();
     }
