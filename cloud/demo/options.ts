@@ -36,9 +36,10 @@ export interface DemoOptions {
   cohortJitter?: number;
   /**
    * Cohorts mode: per-line settings over DEMO_COHORT_LINES (e.g. `{ rotation: { augment: { rotate: 30 } } }`),
-   * applied after the `cohort*` options above; for the bench's trials (BENCH_COHORT_LINES).
+   * applied after the `cohort*` options above; null removes a setting (`{ rotation: { augment: null } }`).
+   * For the bench's trials (BENCH_COHORT_LINES).
    */
-  cohortLineOverrides?: Partial<Record<ShiftName, Partial<CohortLineSettings>>>;
+  cohortLineOverrides?: Partial<Record<ShiftName, { [K in keyof CohortLineSettings]?: CohortLineSettings[K] | null }>>;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;

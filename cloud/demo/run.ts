@@ -49,7 +49,11 @@ export function demoCohortLines(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHar
   const given = Object.fromEntries(
     Object.entries({ epochs: o.cohortEpochs, hardExampleShare: o.cohortHardExampleShare, baseLimit: o.cohortBaseLimit, jitter: o.cohortJitter }).filter(([, v]) => v !== undefined),
   ) as Partial<CohortLineSettings>;
-  return [...new Set(shifts)].map((shift) => ({ name: shift, group: shift, ...DEMO_COHORT_LINES[shift], ...given, ...o.cohortLineOverrides?.[shift] }));
+  return [...new Set(shifts)].map((shift) => {
+    const line: Record<string, unknown> = { name: shift, group: shift, ...DEMO_COHORT_LINES[shift], ...given, ...o.cohortLineOverrides?.[shift] };
+    for (const k of Object.keys(line)) if (line[k] === null) delete line[k];
+    return line as unknown as { name: string; group: string } & CohortLineSettings;
+  });
 }
 
 /** The demo model: round 0 from clean MNIST, scheduled rounds from hard examples, canary-first auto rollout. */

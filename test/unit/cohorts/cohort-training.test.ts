@@ -124,4 +124,10 @@ describe("the demo's cohort lines", () => {
     expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...DEMO_COHORT_LINES.rotation, epochs: 5, augment: { rotate: 15 } });
     expect(noise).toEqual({ name: 'noise', group: 'noise', ...DEMO_COHORT_LINES.noise, epochs: 3 });
   });
+  it('a null override removes the setting (a control run without the line augmentation)', () => {
+    const [rot] = demoCohortLines({ cohortLineOverrides: { rotation: { augment: null } } }, ['rotation']);
+    const { augment: _, ...rest } = DEMO_COHORT_LINES.rotation;
+    expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...rest });
+    expect(cohortTrainingOf(parse({ cohorts: [rot] }), 'rotation').augment).toBeUndefined();
+  });
 });
