@@ -220,7 +220,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       signals: ingest,
       log: shadowLog,
       // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
-      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog })),
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),

@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import type { augmentSchema } from '../distill/augment.js';
 import type { ShiftName } from './shifts.js';
 
 /** Everything the demo (and its short form in test/e2e/loop.test.ts) can be told. */
@@ -32,6 +34,12 @@ export interface DemoOptions {
   cohortBaseLimit?: number;
   /** Cohorts mode: random translation (pixels) while training every cohort student (line `jitter`). */
   cohortJitter?: number;
+  /**
+   * Cohorts mode: per-line settings over DEMO_COHORT_LINES (e.g. `{ rotation: { augment: { rotate: 30 } } }`),
+   * applied after the `cohort*` options above; null removes a setting (`{ rotation: { augment: null } }`).
+   * For the bench's trials (BENCH_COHORT_LINES).
+   */
+  cohortLineOverrides?: Partial<Record<ShiftName, { [K in keyof CohortLineSettings]?: CohortLineSettings[K] | null }>>;
   /** Distillation seed of every round (distill settings `seed`); default 1. */
   seed?: number;
   teacherArch: string;
@@ -68,16 +76,20 @@ export interface CohortLineSettings {
   hardExampleShare: number;
   baseLimit?: number;
   jitter: number;
+  /** Augment with the teacher (distill `cohorts[i].augment`, cloud/distill/augment.ts); replaces `jitter`. */
+  augment?: z.input<typeof augmentSchema>;
 }
 
 /**
  * The demo's cohort lines (`--cohorts`), one per device, named after its shift, when not told otherwise.
  * Chosen by looking at `npm run bench:cohorts` figures on the evaluation pools (test/bench/results/try-*.json):
  * random translation (jitter) helps the noise (shifted ±2 px) and thickness (±1 px) students and hurts
- * the rotation one, which gains from a larger share of its own examples (a base subset) instead.
+ * the rotation one. The rotation cohort is limited by how few rotated examples it has, so it augments
+ * with the teacher: half of its training images are rotated by up to ±40° (the range its device's
+ * hard examples show) and labelled by the teacher on the rotated view (augment.ts, function matching).
  */
 export const DEMO_COHORT_LINES: Record<ShiftName, CohortLineSettings> = {
-  rotation: { epochs: 10, hardExampleShare: 0.6, jitter: 0 },
+  rotation: { epochs: 10, hardExampleShare: 0.6, jitter: 0, augment: { rotate: 40, probability: 0.5 } },
   thickness: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
   noise: { epochs: 6, hardExampleShare: 0.5, jitter: 2 },
 };

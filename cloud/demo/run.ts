@@ -43,13 +43,17 @@ export async function prepareTeacher(o: DemoOptions, status: (m: string) => void
 
 /**
  * The demo's cohort lines, one per device (named after its shift and alone in the group of that name):
- * DEMO_COHORT_LINES, with the `cohort*` options given overriding every line.
+ * DEMO_COHORT_LINES, with the `cohort*` options given overriding every line, then `cohortLineOverrides` per line.
  */
-export function demoCohortLines(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit' | 'cohortJitter'>, shifts: readonly ShiftName[]): ({ name: string; group: string } & CohortLineSettings)[] {
+export function demoCohortLines(o: Pick<DemoOptions, 'cohortEpochs' | 'cohortHardExampleShare' | 'cohortBaseLimit' | 'cohortJitter' | 'cohortLineOverrides'>, shifts: readonly ShiftName[]): ({ name: string; group: string } & CohortLineSettings)[] {
   const given = Object.fromEntries(
     Object.entries({ epochs: o.cohortEpochs, hardExampleShare: o.cohortHardExampleShare, baseLimit: o.cohortBaseLimit, jitter: o.cohortJitter }).filter(([, v]) => v !== undefined),
   ) as Partial<CohortLineSettings>;
-  return [...new Set(shifts)].map((shift) => ({ name: shift, group: shift, ...DEMO_COHORT_LINES[shift], ...given }));
+  return [...new Set(shifts)].map((shift) => {
+    const line: Record<string, unknown> = { name: shift, group: shift, ...DEMO_COHORT_LINES[shift], ...given, ...o.cohortLineOverrides?.[shift] };
+    for (const k of Object.keys(line)) if (line[k] === null) delete line[k];
+    return line as unknown as { name: string; group: string } & CohortLineSettings;
+  });
 }
 
 /** The demo model: round 0 from clean MNIST, scheduled rounds from hard examples, canary-first auto rollout. */

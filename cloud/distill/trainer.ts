@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { EpochProgress } from '../../shared/cli/epoch-bars.js';
 import { mulberry32, permutation } from '../../shared/util/random.js';
+import { augmentInto, type Augment } from './augment.js';
 import { distillationLoss } from './loss.js';
 
 /** Training examples in flat typed arrays: what both the teacher trainer and distillation consume. */
@@ -26,6 +27,12 @@ export interface TrainOptions {
   seed?: number;
   /** Random translation of up to this many pixels (square images only), as Hinton's teacher used. */
   jitter?: number;
+  /**
+   * Random affine augmentation per example (square images only; augment.ts), instead of `jitter`. With
+   * `teacher` the teacher scores the augmented view (function matching); else the cached logits of the
+   * un-augmented example are its target.
+   */
+  augment?: Augment;
   /** Called after every `progressEvery` batches and at the end of each epoch. */
   onProgress?: (p: TrainProgress) => void;
   progressEvery?: number;
@@ -100,6 +107,9 @@ export async function trainModel(model: tf.LayersModel, data: TrainSet, opts: Tr
   if (!useTeacher && !useLabels) throw new Error('nothing to learn from: no labels and no teacher logits (or alpha excludes them)');
   const side = Math.round(Math.sqrt(inputSize));
   if (jitter > 0 && side * side !== inputSize) throw new Error(`--jitter needs square images; input size ${inputSize} is not a square`);
+  const augment = opts.augment;
+  if (augment && side * side !== inputSize) throw new Error(`augment needs square images; input size ${inputSize} is not a square`);
+  if (augment && jitter > 0) throw new Error('augment and jitter are exclusive: use augment.shift for translation');
 
   const rand = mulberry32(seed);
   const optimizer = tf.train.adam(learningRate);
@@ -133,7 +143,9 @@ export async function trainModel(model: tf.LayersModel, data: TrainSet, opts: Tr
       const n = Math.min(batchSize, count - start);
       for (let i = 0; i < n; i++) {
         const idx = order[start + i]!;
-        if (jitter > 0) {
+        if (augment) {
+          augmentInto(augment, data.features, idx * inputSize, xBuf, i * inputSize, side, rand);
+        } else if (jitter > 0) {
           const dx = Math.floor(rand() * (2 * jitter + 1)) - jitter;
           const dy = Math.floor(rand() * (2 * jitter + 1)) - jitter;
           jitterInto(data.features, idx * inputSize, xBuf, i * inputSize, side, dx, dy);

@@ -1,3 +1,4 @@
+import { describeAugment } from '../distill/augment.js';
 import { trainModel } from '../distill/trainer.js';
 import { loadWeightsInto } from '../distill/warm-start.js';
 import { buildModel } from '../models/build.js';
@@ -9,7 +10,7 @@ import type { RoundRecipe } from './recipe.js';
 import { currentRelease } from './releases.js';
 import { shipStudent, type RoundContext } from './ship.js';
 import { weightsBasePath } from './store.js';
-import { loadHardExamples, type BaseData } from './transfer-set.js';
+import { loadHardExamples, sameImageSpec, type BaseData } from './transfer-set.js';
 import type { LineOutcome } from './types.js';
 
 /** What the base line of the round leaves to its cohort lines: the base transfer set and the recipe it chose. */
@@ -55,6 +56,11 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
       devices: members,
     });
     const how = cohortTrainingOf(s, c.name);
+    // Augmenting with the teacher scores the student's augmented input with the teacher: both must take one input form.
+    if (how.augment && ctx.teacherImage !== undefined && !sameImageSpec(ctx.teacherImage, model.inputSpec.image)) {
+      out.push({ state: 'rejected', cohort: c.name, reason: 'augment needs a teacher that takes the student\'s input form (the teacher declares its own image form)', exampleCount: hard.count, metrics: { cohort: c.name, cohortDevices: members.length } });
+      continue;
+    }
     const { set, stats: mix } = mixTransferSet(
       baseSubset({ features: inp.train.features, count: inp.train.count, labels: inp.train.labels, teacherLogits: inp.tTrain.logits }, how.baseLimit, inputSize, classes),
       { features: hard.features, count: hard.count, labels: hard.labels, teacherLogits: hard.teacherLogits },
@@ -64,7 +70,8 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
     try {
       const warm = await loadWeightsInto(student, weightsBasePath(job.dataDir, base.sha256), arch.text);
       const epochs = how.epochs;
-      progress({ phase: 'train', detail: `cohort ${c.name}: ${arch.text} on ${mix.transferCount} examples (${mix.baseCount} base + ${mix.hardCount} hard ×${mix.hardRepeat}), ${warm.loaded ? `warm start from base #${base.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs });
+      const augmented = how.augment ? `, augmented with the teacher (${describeAugment(how.augment)})` : '';
+      progress({ phase: 'train', detail: `cohort ${c.name}: ${arch.text} on ${mix.transferCount} examples (${mix.baseCount} base + ${mix.hardCount} hard ×${mix.hardRepeat})${augmented}, ${warm.loaded ? `warm start from base #${base.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs });
       const tr = await trainModel(student, set, {
         epochs,
         batchSize: s.batchSize,
@@ -73,13 +80,15 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
         alpha: inp.recipe.alpha,
         seed: s.seed,
         jitter: how.jitter,
+        // Function matching: the teacher's logits on exactly the augmented batch the student sees.
+        ...(how.augment ? { augment: how.augment, teacher: async (batch: Float32Array) => (await teacher.logits(batch, inputSize)).logits } : {}),
         onProgress: (p) => progress({ phase: 'train', detail: `cohort ${c.name}`, epoch: p.epoch, epochs: p.epochs, loss: p.loss, samplesPerSec: p.samplesPerSec }),
       });
       if (!Number.isFinite(tr.finalLoss)) {
         out.push({ state: 'rejected', cohort: c.name, reason: `training diverged (final loss ${tr.finalLoss})`, exampleCount: hard.count, metrics: { cohort: c.name } });
         continue;
       }
-      out.push(await shipStudent(ctx, student, { cohort: c.name, members, parent: base, warmFrom: base, warm, hard, mix, tr, recipe: inp.recipe, lr: inp.lr }));
+      out.push(await shipStudent(ctx, student, { cohort: c.name, members, parent: base, warmFrom: base, warm, hard, mix, tr, recipe: inp.recipe, lr: inp.lr, augment: how.augment }));
     } finally {
       student.dispose();
     }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { imageSpecSchema, inputSpecSchema, type InputSpec } from '../../shared/protocol/schemas.js';
 import type { ModelRow } from '../registry/schema.js';
+import { augmentSchema } from '../distill/augment.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 
 /**
@@ -102,11 +103,12 @@ export const distillSettingsFields = z.object({
       z.strictObject({
         name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, . _ -'),
         group: z.string().min(1).max(128),
-        /** This line's own `cohortEpochs`, `cohortHardExampleShare`, `cohortBaseLimit`, `cohortJitter` (cohort-training.ts). */
+        /** This line's own `cohortEpochs`, `cohortHardExampleShare`, `cohortBaseLimit`, `cohortJitter`, `cohortAugment` (cohort-training.ts). */
         epochs: positiveInt.max(1000).optional(),
         hardExampleShare: z.number().min(0).max(0.9).optional(),
         baseLimit: positiveInt.optional(),
         jitter: z.number().int().min(0).max(8).optional(),
+        augment: augmentSchema.optional(),
       }),
     )
     .max(64)
@@ -126,6 +128,14 @@ export const distillSettingsFields = z.object({
   cohortBaseLimit: positiveInt.optional(),
   /** Cohort students only: random translation (pixels) during training, as `jitter`; default `jitter`. */
   cohortJitter: z.number().int().min(0).max(8).optional(),
+  /**
+   * Cohort students only: augment with the teacher (cloud/distill/augment.ts). Every training example
+   * is seen through a random affine transform (`{ rotate: degrees, shift: px, scale: fraction,
+   * probability }`) and its target is the teacher's logits on that view, computed on the fly (function
+   * matching), so a cohort with few examples of its shift still sees many labelled shifted images.
+   * Replaces the line's `jitter`; the teacher must take the student's input form. Default none.
+   */
+  cohortAugment: augmentSchema.optional(),
   /** Initialise from the current release's weights when the architecture matches. */
   warmStart: z.boolean().default(true),
   /** What the release ships: the int8 (dynamic quantisation) model or the fp32 one. */

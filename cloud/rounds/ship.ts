@@ -1,5 +1,6 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { SignedManifest } from '../../shared/protocol/schemas.js';
+import type { Augment } from '../distill/augment.js';
 import { agreement, argmaxRows, evaluateOnnx, measureLatency, scorePredictions } from '../distill/evaluate.js';
 import type { TrainResult } from '../distill/trainer.js';
 import { saveWeights, type WarmStartResult } from '../distill/warm-start.js';
@@ -69,6 +70,8 @@ export interface TrainedLine {
   tr: TrainResult;
   recipe: RoundRecipe;
   lr: Awaited<ReturnType<typeof chooseLearningRate>>;
+  /** Cohort lines: the augmentation it trained with, labelled by the teacher (cloud/distill/augment.ts). */
+  augment?: Augment;
 }
 
 export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, line: TrainedLine): Promise<LineOutcome> {
@@ -137,6 +140,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
     recipe,
     ...(lr.tuning ? { lrTuning: lr.tuning } : {}),
     ...(lr.note ? { lrNote: lr.note } : {}),
+    ...(line.augment ? { augment: line.augment } : {}),
     ...mix,
     hardSkipped: hard.skipped,
     hardLogitsComputed: hard.computed,

@@ -1,4 +1,5 @@
 import { eq, inArray } from 'drizzle-orm';
+import { Counter, type Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import { argmaxRows, evaluateOnnx } from '../distill/evaluate.js';
@@ -49,6 +50,17 @@ export interface TeacherGateDeps {
   perDevice?: number;
   /** Fewer labelled disagreements than min(this, D) is no evidence; default 10. */
   minLabelled?: number;
+  /** The cloud's metrics: `apprentice_cloud_shadow_teacher_gate_total{result}` counts refused switches and failed gates. */
+  metrics?: PromRegistry;
+}
+
+const METRIC = 'apprentice_cloud_shadow_teacher_gate_total';
+
+function gateCounter(reg: PromRegistry | undefined): Counter<'result'> {
+  return (
+    (reg?.getSingleMetric(METRIC) as Counter<'result'> | undefined) ??
+    new Counter({ name: METRIC, help: "Shadow runs' teacher-labelled switch gate decisions that stop a switch, by result: refused (candidate worse on every device with evidence), failed (the disagreements could not be labelled and scored)", labelNames: ['result'] as const, registers: reg ? [reg] : [] })
+  );
 }
 
 export const DEFAULT_SWITCH_MARGIN = 0.01;
@@ -74,8 +86,11 @@ const pts = (x: number): string => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).t
 /** Decisions by their inputs: the rollout view asks on every read, the teacher and ORT run once per change. */
 const CACHE_MAX = 64;
 
-export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { refused: number; failed: number } {
+export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate {
   const log = deps.log ?? silentLogger;
+  const counter = gateCounter(deps.metrics);
+  // Both results show at 0 from the start, so a scrape tells "none yet" from "not exported".
+  for (const result of ['refused', 'failed'] as const) counter.inc({ result }, 0);
   const perDevice = deps.perDevice ?? 500;
   const minLabelled = deps.minLabelled ?? 10;
   const cache = new Map<string, ShadowSwitchDecision>();
@@ -93,7 +108,7 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { r
       if (rows.length) scored = await score(deps, run, rows);
     } catch (err) {
       // Not cached: the next call tries again. At the window's end the run then ends without a switch.
-      gateOut.failed++;
+      counter.inc({ result: 'failed' });
       log.error({ err, run: run.id, release: run.releaseSeq }, 'shadow/teacher-gate-failed');
       return { switch: false, reason: `teacher: the disagreements could not be labelled and scored (${(err as Error).message.split('\n')[0]})`, devices: [] };
     }
@@ -128,7 +143,7 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { r
     const passed = verdicts.filter((v) => v.verdict === 'pass');
     let decision: ShadowSwitchDecision;
     if (held.length && !passed.length) {
-      gateOut.refused++;
+      counter.inc({ result: 'refused' });
       log.warn({ run: run.id, release: run.releaseSeq, held: held.map((v) => v.deviceId) }, 'shadow/teacher-gate-refused');
       decision = { switch: false, reason: `teacher: candidate worse on the labelled disagreements of every device with evidence (${held.length}; ${held[0]!.deviceId}: ${held[0]!.detail})`, devices: verdicts, evidence };
     } else {
@@ -144,8 +159,7 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate & { r
     cache.set(key, decision);
     return decision;
   };
-  const gateOut = Object.assign(gate, { refused: 0, failed: 0 });
-  return gateOut;
+  return gate;
 }
 
 /** The margin of the rollout the switch would start (`agreementMargin` of the run's policy). */

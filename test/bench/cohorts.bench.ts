@@ -32,6 +32,8 @@ const cohortOpts = {
   cohortHardExampleShare: envNumber('BENCH_COHORT_SHARE'),
   cohortBaseLimit: envNumber('BENCH_COHORT_BASE_LIMIT'),
   cohortJitter: envNumber('BENCH_COHORT_JITTER'),
+  // Per-line settings over the demo's, as JSON: {"rotation":{"augment":{"rotate":30}}}.
+  cohortLineOverrides: process.env.BENCH_COHORT_LINES ? (JSON.parse(process.env.BENCH_COHORT_LINES) as DemoOptions['cohortLineOverrides']) : undefined,
 };
 const cohortLines = demoCohortLines(cohortOpts, SHIFT_NAMES.slice(0, DEMO_DEFAULTS.devices));
 const merge = process.env.BENCH_MERGE?.split(',').filter(Boolean);

@@ -34,8 +34,9 @@ const SETTINGS = {
   hardExampleShare: 0.2,
   cohorts: [
     { name: 'rotated', group: 'rot' },
-    // A line's own training settings (cloud/rounds/cohort-training.ts): more epochs on a base subset.
-    { name: 'solo', group: 'solo', epochs: 2, baseLimit: 500, hardExampleShare: 0.5 },
+    // A line's own training settings (cloud/rounds/cohort-training.ts): more epochs on a base subset,
+    // augmented with the teacher (random rotations labelled by the teacher on the rotated view).
+    { name: 'solo', group: 'solo', epochs: 2, baseLimit: 500, hardExampleShare: 0.5, augment: { rotate: 20, probability: 0.5 } },
   ],
 };
 
@@ -101,7 +102,8 @@ describe('a round of a model with cohorts', () => {
     // "solo" with its own settings:
     // 2 epochs on the first 500 base examples, its 7 examples repeated ceil(0.5·500 / (0.5·7)) = 72 → capped at 20.
     expect(rot!.row.metrics).toMatchObject({ epochs: 1, baseCount: 1500, hardRepeat: 19 });
-    expect(solo!.row.metrics).toMatchObject({ epochs: 2, baseCount: 500, hardRepeat: 20, transferCount: 640 });
+    expect(solo!.row.metrics).toMatchObject({ epochs: 2, baseCount: 500, hardRepeat: 20, transferCount: 640, augment: { rotate: 20, shift: 0, scale: 0, probability: 0.5 } });
+    expect(rot!.row.metrics).not.toHaveProperty('augment');
     // The round keeps the per-cohort outcomes.
     expect((done.metrics as { cohorts: unknown[] }).cohorts).toMatchObject([
       { cohort: 'rotated', state: 'released', releaseSeq: rot!.row.seq, exampleCount: 20, cohortDevices: 2 },

@@ -6,7 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { eq } from 'drizzle-orm';
+import { Registry as PromRegistry } from 'prom-client';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { deviceCompatOf } from '../../../cloud/fleet/device-compat.js';
@@ -14,6 +16,7 @@ import { devices, examples, releases, shadowEvals } from '../../../cloud/registr
 import { reissueRelease, signShadowManifest } from '../../../cloud/rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate, type ModelTeacher } from '../../../cloud/shadow/index.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
+import { createLogger } from '../../../shared/log/index.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import { DEVICE_CAPABILITIES, type Manifest, type ShadowTelemetry, type Telemetry } from '../../../shared/protocol/index.js';
 import { RIGHT, TRAP, shadowModels } from '../../fixtures/shadow-models.js';
@@ -28,7 +31,22 @@ let models: { identity: Uint8Array; candidate: Uint8Array };
 /** Teacher batches run (the gate caches its decision per input). */
 let teacherCalls: number;
 let teacherOf: () => Promise<ModelTeacher>;
+/** The metrics registry of the run's gate (as the cloud's server passes its own). */
+let metrics: PromRegistry;
 const IDS = ['d01', 'd02'];
+
+/** apprentice_cloud_shadow_teacher_gate_total by result. */
+async function gateCounts(reg: PromRegistry): Promise<Record<string, number>> {
+  const m = await reg.getSingleMetric('apprentice_cloud_shadow_teacher_gate_total')?.get();
+  return Object.fromEntries((m?.values ?? []).map((v) => [String(v.labels.result), v.value]));
+}
+
+/** A logger whose JSON lines are kept for the test to read. */
+function capturedLog(): { log: ReturnType<typeof createLogger>; lines: () => { msg: string; level: number }[] } {
+  const chunks: string[] = [];
+  const destination = new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) });
+  return { log: createLogger({ level: 'info', destination }), lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; level: number }) };
+}
 
 beforeAll(async () => {
   models = await shadowModels();
@@ -53,6 +71,7 @@ beforeEach(async () => {
     return { teacher: { id: t.id, dispose: () => t.dispose(), logits: (x, size) => (teacherCalls++, logits(x, size)) }, inputSize: 2, classes: 2 };
   };
   const signer = { sign: (m: Manifest) => signManifest(m, h.fx.key) };
+  metrics = new PromRegistry();
   shadow = new ShadowRollouts({
     registry: h.fx.registry,
     publisher: new ReleasePublisher({ mqtt: h.fake, dataDir: h.fx.dir, compatOf: (id) => deviceCompatOf(h.fx.registry, id) }),
@@ -61,7 +80,7 @@ beforeEach(async () => {
     signShadow: (seq, until) => signShadowManifest(h.fx.registry, signer, seq, until, new Date(now)),
     reissue: async (seq) => reissueRelease(h.fx.registry, signer, seq, { now: new Date(now) }),
     rollouts: h.engine,
-    gate: allGates(agreementGate, teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, teacherOf })),
+    gate: allGates(agreementGate, teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, teacherOf, metrics })),
   });
   shadow.start();
 });
@@ -138,6 +157,8 @@ describe('teacher-labelled shadow switch', () => {
     expect(row('d02').state).not.toBe('held_back');
     expect(h.fx.device('d01')!.desiredSeq).toBe(1);
     expect(h.fx.device('d02')!.desiredSeq).toBe(seq);
+    // A device held back is not a refused switch: both counters exported, at 0.
+    expect(await gateCounts(metrics)).toEqual({ refused: 0, failed: 0 });
   });
 
   it('no-switch path: the candidate is worse on every device with evidence; nothing is re-issued', async () => {
@@ -154,6 +175,9 @@ describe('teacher-labelled shadow switch', () => {
     expect(v.run.reason).toMatch(/gate not passed: teacher: candidate worse on the labelled disagreements of every device with evidence \(1; d01: /);
     expect(v.decision.devices.find((d) => d.deviceId === 'd02')).toMatchObject({ verdict: 'no_evidence' });
     expect(h.fx.db.select().from(releases).all()).toHaveLength(before);
+    // Counted once: the decision is cached, later reads of the same inputs do not count again.
+    await shadow.get(run.id);
+    expect(await gateCounts(metrics)).toEqual({ refused: 1, failed: 0 });
   });
 
   it('a teacher that cannot be opened refuses the switch (logged, counted) and is tried again on the next call', async () => {
@@ -161,16 +185,28 @@ describe('teacher-labelled shadow switch', () => {
     await report('d01', run, 100, 80);
     disagreements('d01', 20, TRAP);
     let broken = true;
-    const gate = teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, teacherOf: async () => (broken ? Promise.reject(new Error('teacher.onnx: cannot read teacher model (ENOENT)')) : teacherOf()) });
+    const own = new PromRegistry();
+    const { log, lines } = capturedLog();
+    const gate = teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, log, metrics: own, teacherOf: async () => (broken ? Promise.reject(new Error('teacher.onnx: cannot read teacher model (ENOENT)')) : teacherOf()) });
+    expect(await gateCounts(own)).toEqual({ refused: 0, failed: 0 });
     const v = (await shadow.get(run.id))!;
     const input = { run: v.run, devices: v.devices, now: new Date(now) };
     expect(await gate(input)).toMatchObject({ switch: false, reason: expect.stringMatching(/^teacher: the disagreements could not be labelled and scored \(teacher\.onnx: cannot read/) });
-    expect(gate.failed).toBe(1);
+    expect(await gateCounts(own)).toEqual({ refused: 0, failed: 1 });
+    // Not cached: the same inputs fail again and count again.
+    await gate(input);
+    expect(await gateCounts(own)).toEqual({ refused: 0, failed: 2 });
     broken = false;
     const again = await gate(input);
     expect(again.devices).toEqual([expect.objectContaining({ deviceId: 'd01', verdict: 'fail' })]);
     expect(again.switch).toBe(false);
-    expect(gate.refused).toBe(1);
+    expect(await gateCounts(own)).toEqual({ refused: 1, failed: 2 });
+    // The log lines stay: an error per failure, a warning per refusal.
+    expect(lines().map((l) => [l.level, l.msg])).toEqual([[50, 'shadow/teacher-gate-failed'], [50, 'shadow/teacher-gate-failed'], [40, 'shadow/teacher-gate-refused']]);
+    // A second gate on the same registry (a restarted service) counts on the same counter.
+    const second = teacherSwitchGate({ registry: h.fx.registry, dataDir: h.fx.dir, metrics: own, teacherOf: () => Promise.reject(new Error('gone')) });
+    await second(input);
+    expect(await gateCounts(own)).toEqual({ refused: 1, failed: 3 });
   });
 
   it('disagreements that never reached the cloud are no evidence, not a pass', async () => {

@@ -53,6 +53,9 @@ describe('/v1/models and rounds', () => {
       [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, quantization: 'int8' } }, 'distill.quantization'],
       [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, holdout: 'split' } }, 'distill.holdout'],
       [{ ...MNIST_LIKE, schedule: { intervalSeconds: 600, rollout: { target: 'some' } } }, 'schedule.rollout.target'],
+      // Cohort lines augmented with the teacher (issue 13): bounds, and an augmentation that does nothing.
+      [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, cohortAugment: { rotate: 200 } } }, 'distill.cohortAugment.rotate'],
+      [{ ...MNIST_LIKE, distill: { ...MNIST_LIKE.distill, cohorts: [{ name: 'r', group: 'g', augment: {} }] } }, 'distill.cohorts.0.augment'],
     ];
     for (const [body, field] of cases) {
       const res = await call(h.app, 'PUT', '/v1/models/digits', { body });

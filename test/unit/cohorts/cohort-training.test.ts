@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DEMO_COHORT_LINES, demoCohortLines } from '../../../cloud/demo/run.js';
+import { augmentSchema } from '../../../cloud/distill/augment.js';
 import { baseSubset, cohortTrainingOf } from '../../../cloud/rounds/cohort-training.js';
 import { mixTransferSet, type MixPart } from '../../../cloud/rounds/mix.js';
 import { distillSettingsSchema } from '../../../cloud/rounds/settings.js';
@@ -18,11 +19,11 @@ function part(count: number, inputSize: number, classes: number, from: number): 
 
 describe('cohort training settings', () => {
   it('without cohort settings a cohort line trains like the base line, on all the base data', () => {
-    expect(cohortTrainingOf(parse({ perGroup: true }), 'any')).toEqual({ epochs: 4, hardExampleShare: 0.5, baseLimit: undefined, jitter: 0 });
+    expect(cohortTrainingOf(parse({ perGroup: true }), 'any')).toEqual({ epochs: 4, hardExampleShare: 0.5, baseLimit: undefined, jitter: 0, augment: undefined });
   });
   it("the model's cohort defaults apply to every line (perGroup has no per-line entries)", () => {
     const s = parse({ perGroup: true, cohortEpochs: 6, cohortHardExampleShare: 0.8, cohortBaseLimit: 4000, cohortJitter: 2 });
-    expect(cohortTrainingOf(s, 'rotation')).toEqual({ epochs: 6, hardExampleShare: 0.8, baseLimit: 4000, jitter: 2 });
+    expect(cohortTrainingOf(s, 'rotation')).toEqual({ epochs: 6, hardExampleShare: 0.8, baseLimit: 4000, jitter: 2, augment: undefined });
   });
   it("a declared line's own settings win, field by field; other lines keep the defaults", () => {
     const s = parse({
@@ -34,8 +35,30 @@ describe('cohort training settings', () => {
         { name: 'rotated', group: 'line-2' },
       ],
     });
-    expect(cohortTrainingOf(s, 'noisy')).toEqual({ epochs: 8, hardExampleShare: 0.7, baseLimit: 2000, jitter: 2 });
-    expect(cohortTrainingOf(s, 'rotated')).toEqual({ epochs: 3, hardExampleShare: 0.7, baseLimit: undefined, jitter: 1 });
+    expect(cohortTrainingOf(s, 'noisy')).toEqual({ epochs: 8, hardExampleShare: 0.7, baseLimit: 2000, jitter: 2, augment: undefined });
+    expect(cohortTrainingOf(s, 'rotated')).toEqual({ epochs: 3, hardExampleShare: 0.7, baseLimit: undefined, jitter: 1, augment: undefined });
+  });
+  it("augmenting with the teacher: a line's own augment wins over cohortAugment, gets defaults, and replaces jitter", () => {
+    const s = parse({
+      jitter: 2,
+      cohortAugment: { shift: 1.5 },
+      cohorts: [
+        { name: 'rotated', group: 'line-2', jitter: 1, augment: { rotate: 30, probability: 0.5 } },
+        { name: 'plain', group: 'yard' },
+      ],
+    });
+    expect(cohortTrainingOf(s, 'rotated')).toEqual({ epochs: 4, hardExampleShare: 0.5, baseLimit: undefined, jitter: 0, augment: { rotate: 30, shift: 0, scale: 0, probability: 0.5 } });
+    expect(cohortTrainingOf(s, 'plain')).toMatchObject({ jitter: 0, augment: { rotate: 0, shift: 1.5, scale: 0, probability: 1 } });
+  });
+  it('refuses an augmentation that does nothing or is out of range, naming the field', () => {
+    const bad = [{ cohortAugment: {} }, { cohortAugment: { rotate: 0, shift: 0 } }, { cohorts: [{ name: 'a', group: 'g', augment: { rotate: 200 } }] }, { cohortAugment: { rotate: 10, probability: 0 } }, { cohortAugment: { rotate: 10, flip: true } }];
+    const issues = bad.map((v) => {
+      const r = distillSettingsSchema.safeParse({ baseData: 'mnist:train', ...v });
+      expect(r.success).toBe(false);
+      return [r.error!.issues[0]!.path.join('.'), r.error!.issues[0]!.message];
+    });
+    expect(issues.map((i) => i[0])).toEqual(['cohortAugment', 'cohortAugment', 'cohorts.0.augment.rotate', 'cohortAugment.probability', 'cohortAugment']);
+    expect(issues[0]![1]).toBe('augment needs at least one of rotate, shift, scale above 0');
   });
   it('refuses out-of-range values and unknown per-line keys, naming the field', () => {
     const bad = [
@@ -88,11 +111,23 @@ describe("the demo's cohort lines", () => {
     const s = parse({ cohorts: lines });
     for (const shift of ['rotation', 'thickness', 'noise'] as const) {
       const d = DEMO_COHORT_LINES[shift];
-      expect(cohortTrainingOf(s, shift)).toEqual({ epochs: d.epochs, hardExampleShare: d.hardExampleShare, baseLimit: d.baseLimit, jitter: d.jitter });
+      const augment = d.augment ? augmentSchema.parse(d.augment) : undefined;
+      expect(cohortTrainingOf(s, shift)).toEqual({ epochs: d.epochs, hardExampleShare: d.hardExampleShare, baseLimit: d.baseLimit, jitter: augment ? 0 : d.jitter, augment });
     }
   });
   it('options given override every line', () => {
     const [rot] = demoCohortLines({ cohortEpochs: 3, cohortJitter: 1 }, ['rotation']);
     expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...DEMO_COHORT_LINES.rotation, epochs: 3, jitter: 1 });
+  });
+  it('per-line overrides apply after the options, to their line only', () => {
+    const [rot, noise] = demoCohortLines({ cohortEpochs: 3, cohortLineOverrides: { rotation: { augment: { rotate: 15 }, epochs: 5 } } }, ['rotation', 'noise']);
+    expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...DEMO_COHORT_LINES.rotation, epochs: 5, augment: { rotate: 15 } });
+    expect(noise).toEqual({ name: 'noise', group: 'noise', ...DEMO_COHORT_LINES.noise, epochs: 3 });
+  });
+  it('a null override removes the setting (a control run without the line augmentation)', () => {
+    const [rot] = demoCohortLines({ cohortLineOverrides: { rotation: { augment: null } } }, ['rotation']);
+    const { augment: _, ...rest } = DEMO_COHORT_LINES.rotation;
+    expect(rot).toEqual({ name: 'rotation', group: 'rotation', ...rest });
+    expect(cohortTrainingOf(parse({ cohorts: [rot] }), 'rotation').augment).toBeUndefined();
   });
 });
