@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, isNull, lte, or } from 'drizzle-orm';
+import { and, asc, eq, gte, inArray, isNull, lte, or, sql, type AnyColumn, type SQL } from 'drizzle-orm';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ReleaseRow, ShadowEvalRow } from '../registry/schema.js';
 import { q, type Statement, type Tables, type TxDb } from '../registry/tx.js';
@@ -32,6 +32,12 @@ export async function devicesRunning(reg: StoreRegistry, model: string, deviceId
   }
   return out;
 }
+
+/**
+ * Ascending with NULL first on both dialects (SQLite sorts NULL first, PostgreSQL last): the base line
+ * (line null) before the cohort lines, the cohort rows (device null) before the devices.
+ */
+const nullsFirst = (c: AnyColumn): SQL[] => [asc(sql`${c} is not null`), asc(c)];
 
 const lineIs = (t: Tables, line: string | null) => (line === null ? isNull(t.shadowEvals.line) : eq(t.shadowEvals.line, line));
 
@@ -71,7 +77,7 @@ export async function shadowEvalOfRound(reg: StoreRegistry, roundId: string, lin
     .select()
     .from(shadowEvals)
     .where(and(eq(shadowEvals.roundId, roundId), line === undefined ? undefined : lineIs(reg.t, line)))
-    .orderBy(asc(shadowEvals.line), asc(shadowEvals.scope), asc(shadowEvals.deviceId), asc(shadowEvals.cohort));
+    .orderBy(...nullsFirst(shadowEvals.line), asc(shadowEvals.scope), ...nullsFirst(shadowEvals.deviceId), ...nullsFirst(shadowEvals.cohort));
 }
 
 /**
@@ -86,7 +92,7 @@ export async function shadowEvalOfRelease(reg: StoreRegistry, seq: number, devic
   const [rel] = await reg.q.select({ roundId: releases.roundId, cohort: releases.cohort }).from(releases).where(eq(releases.seq, seq)).limit(1);
   if (!own && !rel?.roundId) return [];
   const whose = own ? eq(shadowEvals.releaseSeq, seq) : and(eq(shadowEvals.roundId, rel!.roundId!), lineIs(reg.t, rel!.cohort ?? null), isNull(shadowEvals.releaseSeq));
-  if (!deviceIds) return reg.q.select().from(shadowEvals).where(whose).orderBy(asc(shadowEvals.scope), asc(shadowEvals.deviceId), asc(shadowEvals.cohort));
+  if (!deviceIds) return reg.q.select().from(shadowEvals).where(whose).orderBy(asc(shadowEvals.scope), ...nullsFirst(shadowEvals.deviceId), ...nullsFirst(shadowEvals.cohort));
   const out: ShadowEvalRow[] = [];
   for (let i = 0; i === 0 || i < deviceIds.length; i += 500) {
     const ids = deviceIds.slice(i, i + 500);
