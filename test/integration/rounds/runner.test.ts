@@ -101,6 +101,20 @@ describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
     expect((await runner.settled(b.id))!).toMatchObject({ state: 'rejected', error: 'holdout accuracy 0.5 < parent 0.9 − tolerance 0.01', exampleCount: 3 });
   });
 
+  it('two runners on two connections (two replicas) start at most one round per model', async () => {
+    await fake(registry, 'once', 'reject');
+    const other = await d.openAnother();
+    const r1 = await create();
+    const r2 = await RoundRunner.create({ registry: other, dataDir: tmp.dir, signer, publish, rollouts, options: { workerPath: FAKE_WORKER } });
+    runners.push(r2);
+    const tries = await Promise.allSettled([r1.start('once', 'manual'), r2.start('once', 'manual'), r1.start('once', 'schedule'), r2.start('once', 'schedule')]);
+    const started = tries.filter((t) => t.status === 'fulfilled');
+    expect(started).toHaveLength(1);
+    for (const t of tries) if (t.status === 'rejected') expect(t.reason).toBeInstanceOf(RoundConflictError);
+    const { rounds } = registry.t;
+    expect(await registry.q.select().from(rounds).where(eq(rounds.model, 'once'))).toHaveLength(1);
+  });
+
   it('fails a round with the exit code and stderr tail, or the worker error message', async () => {
     await fake(registry, 'crash', 'crash');
     await fake(registry, 'err', 'error');
