@@ -51,7 +51,8 @@ function remoteSigner(): ManifestSigner & { sequence(cohort: string | null): Pro
 }
 
 async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Promise<void> {
-  const registry = await openRegistry(job.registry);
+  // A worker runs one statement at a time: a small pool, so rounds do not eat PostgreSQL's connection slots.
+  const registry = await openRegistry('url' in job.registry ? { url: job.registry.url, poolSize: 2, log } : job.registry);
   try {
     const outcome = await runRound(job, {
       registry,
