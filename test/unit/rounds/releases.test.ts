@@ -1,13 +1,16 @@
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { Registry } from '../../../cloud/registry/db.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { q, type Tables, type TxDb } from '../../../cloud/registry/tx.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
 import { allocateReleaseSeq, currentRelease, insertRelease, reissueRelease, RELEASE_SEQ_HIGH, ReleaseError } from '../../../cloud/rounds/releases.js';
 import { manifestSchema } from '../../../shared/protocol/schemas.js';
 import { verifyManifest } from '../../../shared/manifest/index.js';
 import { denseModel } from '../../fixtures/onnx-models.js';
 import { registryDialects } from '../../helpers/dialects.js';
-import { DIGITS, MNIST_INPUT_SPEC, TestSigner, insertModel } from './helpers.js';
+import { DIGITS, MNIST_INPUT_SPEC, TestSigner, insertModel, tempDir } from './helpers.js';
 
 const dialects = registryDialects();
 
@@ -66,6 +69,29 @@ describe.each(dialects)('release sequence on $name', (d) => {
     await expect(reissueRelease(registry, signer, 99)).rejects.toThrow(ReleaseError);
     // The refused re-issue allocated nothing: its transaction rolled back.
     expect(await allocateReleaseSeq(registry)).toBe(5);
+  });
+});
+
+describe('SQLite transaction bodies', () => {
+  it('take the write lock up front (BEGIN IMMEDIATE): the cloud and its round worker serialise instead of failing at the write', async () => {
+    const tmp = tempDir();
+    const cloud = Registry.open(join(tmp.dir, 'registry.db'), { busyTimeoutMs: 50 });
+    const worker = Registry.open(join(tmp.dir, 'registry.db'));
+    try {
+      const readMeta = function* (tx: TxDb, t: Tables) {
+        return yield* q(tx.select().from(t.meta).where(eq(t.meta.key, RELEASE_SEQ_HIGH)));
+      };
+      // The other process holds the write lock: even a body that starts with a read waits for it (and here times out).
+      worker.sqlite.prepare('BEGIN IMMEDIATE').run();
+      await expect(cloud.tx(readMeta)).rejects.toMatchObject({ code: expect.stringMatching(/^SQLITE_BUSY/) });
+      worker.sqlite.prepare('COMMIT').run();
+      expect(await cloud.tx(readMeta)).toEqual([]);
+      expect(await allocateReleaseSeq(cloud)).toBe(1);
+    } finally {
+      cloud.dispose();
+      worker.dispose();
+      tmp.cleanup();
+    }
   });
 });
 
