@@ -222,7 +222,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
       gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
-      signShadow: (seq, until) => signShadowManifest(registry, signer, seq, until),
+      signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),
       rollouts,
     });

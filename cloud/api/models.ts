@@ -2,8 +2,8 @@ import { asc, count, eq, max } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { inputSpecSchema } from '../../shared/protocol/schemas.js';
-import { examples, models, releases, type ModelRow } from '../registry/schema.js';
-import { isUniqueViolation, type ApiContext } from './context.js';
+import type { ModelRow } from '../registry/schema.js';
+import type { ApiContext } from './context.js';
 import { audit } from './audit.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -109,8 +109,10 @@ function view(row: ModelRow, latestRelease: number | null): z.infer<typeof model
   };
 }
 
-function latest(ctx: ApiContext, name: string): number | null {
-  return ctx.db.select({ seq: max(releases.seq) }).from(releases).where(eq(releases.model, name)).get()?.seq ?? null;
+async function latest(ctx: ApiContext, name: string): Promise<number | null> {
+  const { releases } = ctx.registry.t;
+  const [row] = await ctx.registry.q.select({ seq: max(releases.seq) }).from(releases).where(eq(releases.model, name));
+  return row?.seq ?? null;
 }
 
 /** `/v1/models`: what to distil and how (input spec, labels, teacher, student, distillation settings, schedule). */
@@ -133,45 +135,46 @@ export function modelRoutes(ctx: ApiContext): Hono {
         const { name } = c.req.valid('param');
         const body = c.req.valid('json');
         const values = { inputSpec: body.inputSpec, labels: body.labels, teacher: body.teacher, studentSpec: body.studentSpec, distillSettings: body.distill, schedule: body.schedule };
-        const existing = ctx.db.select().from(models).where(eq(models.name, name)).get();
+        const { q: db, t } = ctx.registry;
+        const { examples, models, releases } = t;
+        const [existing] = await db.select().from(models).where(eq(models.name, name)).limit(1);
         if (existing) {
           if (JSON.stringify(existing.inputSpec) !== JSON.stringify(body.inputSpec)) {
-            const used =
-              (ctx.db.select({ n: count() }).from(releases).where(eq(releases.model, name)).get()?.n ?? 0) +
-              (ctx.db.select({ n: count() }).from(examples).where(eq(examples.model, name)).get()?.n ?? 0);
+            const [ofReleases] = await db.select({ n: count() }).from(releases).where(eq(releases.model, name));
+            const [ofExamples] = await db.select({ n: count() }).from(examples).where(eq(examples.model, name));
+            const used = (ofReleases?.n ?? 0) + (ofExamples?.n ?? 0);
             // Stored examples and deployed releases were made for the old input: mixing them would corrupt rounds.
             if (used > 0) throw conflict('input_spec_locked', `model ${name} has releases or examples; its inputSpec cannot change (create a new model)`, 'inputSpec');
           }
-          const row = ctx.db.update(models).set({ ...values, updatedAt: ctx.clock().toISOString() }).where(eq(models.name, name)).returning().get()!;
+          const [row] = await db.update(models).set({ ...values, updatedAt: ctx.clock().toISOString() }).where(eq(models.name, name)).returning();
           await audit(ctx, c, { action: 'model.update', target: name });
-          return c.json(view(row, latest(ctx, name)), 200);
+          return c.json(view(row!, await latest(ctx, name)), 200);
         }
-        try {
-          const now = ctx.clock().toISOString();
-          const row = ctx.db.insert(models).values({ name, ...values, createdAt: now, updatedAt: now }).returning().get();
-          await audit(ctx, c, { action: 'model.create', target: name });
-          c.header('Location', `/v1/models/${name}`);
-          return c.json(view(row, null), 201);
-        } catch (err) {
-          if (isUniqueViolation(err)) throw conflict('model_exists', `model ${name} was created concurrently; retry`, 'name');
-          throw err;
-        }
+        const now = ctx.clock().toISOString();
+        // A lost insert race returns no row (both dialects), rather than a dialect-specific constraint error.
+        const [row] = await db.insert(models).values({ name, ...values, createdAt: now, updatedAt: now }).onConflictDoNothing({ target: models.name }).returning();
+        if (!row) throw conflict('model_exists', `model ${name} was created concurrently; retry`, 'name');
+        await audit(ctx, c, { action: 'model.create', target: name });
+        c.header('Location', `/v1/models/${name}`);
+        return c.json(view(row, null), 201);
       },
     )
-    .get('/', describeRoute({ summary: 'List models', responses: { 200: { description: 'models', schema: z.object({ models: z.array(modelSchema) }) } } }), (c) => {
-      const rows = ctx.db.select().from(models).orderBy(asc(models.name)).all();
-      const latestBy = new Map(ctx.db.select({ model: releases.model, seq: max(releases.seq) }).from(releases).groupBy(releases.model).all().map((r) => [r.model, r.seq]));
+    .get('/', describeRoute({ summary: 'List models', responses: { 200: { description: 'models', schema: z.object({ models: z.array(modelSchema) }) } } }), async (c) => {
+      const { models, releases } = ctx.registry.t;
+      const rows = await ctx.registry.q.select().from(models).orderBy(asc(models.name));
+      const latestBy = new Map((await ctx.registry.q.select({ model: releases.model, seq: max(releases.seq) }).from(releases).groupBy(releases.model)).map((r) => [r.model, r.seq]));
       return c.json({ models: rows.map((r) => view(r, latestBy.get(r.name) ?? null)) });
     })
     .get(
       '/:name',
       describeRoute({ summary: 'One model', responses: { 200: { description: 'the model', schema: modelSchema }, 404: { description: 'no such model', schema: errorBodySchema } } }),
       validate('param', nameParam),
-      (c) => {
+      async (c) => {
         const { name } = c.req.valid('param');
-        const row = ctx.db.select().from(models).where(eq(models.name, name)).get();
+        const { models } = ctx.registry.t;
+        const [row] = await ctx.registry.q.select().from(models).where(eq(models.name, name)).limit(1);
         if (!row) throw notFound(`model ${name}`, 'name');
-        return c.json(view(row, latest(ctx, name)));
+        return c.json(view(row, await latest(ctx, name)));
       },
     );
 }

@@ -6,7 +6,8 @@ import { desc, eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { signatureSchema } from '../../shared/protocol/schemas.js';
-import { releases, type ReleaseRow } from '../registry/schema.js';
+import type { ReleaseRow } from '../registry/schema.js';
+import { releaseBySeq } from '../rounds/releases.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { serveBytes } from './serve-bytes.js';
@@ -57,8 +58,8 @@ const notFoundDoc = { 404: { description: 'no such release', schema: errorBodySc
 /** `/v1/releases`: signed releases in the registry, and their artifacts over HTTP with Range support. */
 export function releaseRoutes(ctx: ApiContext): Hono {
   const root = resolve(ctx.artifactsDir);
-  const find = (seq: number): ReleaseRow => {
-    const row = ctx.db.select().from(releases).where(eq(releases.seq, seq)).get();
+  const find = async (seq: number): Promise<ReleaseRow> => {
+    const row = await releaseBySeq(ctx.registry, seq);
     if (!row) throw notFound(`release ${seq}`, 'seq');
     return row;
   };
@@ -68,10 +69,10 @@ export function releaseRoutes(ctx: ApiContext): Hono {
       '/',
       describeRoute({ summary: 'List releases, newest first', responses: { 200: { description: 'releases', schema: z.object({ releases: z.array(releaseSchema) }) } } }),
       validate('query', z.strictObject({ model: modelName.optional(), limit: limitQuery })),
-      (c) => {
+      async (c) => {
         const { model, limit = 100 } = c.req.valid('query');
-        const q = ctx.db.select().from(releases);
-        const rows = (model === undefined ? q : q.where(eq(releases.model, model))).orderBy(desc(releases.seq)).limit(limit).all();
+        const { releases } = ctx.registry.t;
+        const rows = await ctx.registry.q.select().from(releases).where(model === undefined ? undefined : eq(releases.model, model)).orderBy(desc(releases.seq)).limit(limit);
         return c.json({ releases: rows.map(releaseView) });
       },
     )
@@ -79,8 +80,8 @@ export function releaseRoutes(ctx: ApiContext): Hono {
       '/:seq',
       describeRoute({ summary: 'One release, with its signed manifest', responses: { 200: { description: 'the release', schema: releaseDetailSchema }, ...notFoundDoc } }),
       validate('param', seqParam),
-      (c) => {
-        const row = find(c.req.valid('param').seq);
+      async (c) => {
+        const row = await find(c.req.valid('param').seq);
         return c.json({ ...releaseView(row), manifest: row.manifest as Record<string, unknown>, signature: row.signature as z.infer<typeof signatureSchema> });
       },
     )
@@ -98,7 +99,7 @@ export function releaseRoutes(ctx: ApiContext): Hono {
       }),
       validate('param', seqParam),
       async (c) => {
-        const row = find(c.req.valid('param').seq);
+        const row = await find(c.req.valid('param').seq);
         const path = resolve(root, row.artifactPath);
         const rel = relative(root, path);
         if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {

@@ -156,7 +156,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       counts,
       waveProgress: v?.waves.map((w) => ({ share: w.share, counts: w.counts as Record<string, number> })) ?? [],
       coverage: v?.coverage ?? { connected: 0, running: 0, share: null },
-      evidence: await rolloutShadowView({ db: ctx.db }, row, devs),
+      evidence: await rolloutShadowView(ctx.registry, row, devs),
       devices: devs.map((d) => ({ deviceId: d.deviceId, canary: d.canary, wave: d.wave, state: d.state, reason: d.reason, installedAt: d.installedAt, supersededBy: d.supersededBy, updatedAt: d.updatedAt })),
       transitions: (v?.transitions ?? []).map((t) => ({ at: t.at, deviceId: t.deviceId, from: t.fromState, to: t.toState, reason: t.reason })),
       ...(shadow ? { shadow: shadowDetail(shadow) } : {}),

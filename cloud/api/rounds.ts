@@ -1,7 +1,7 @@
 import { desc, eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { z } from 'zod';
-import { models, rounds, type RoundRow } from '../registry/schema.js';
+import type { RoundRow } from '../registry/schema.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
@@ -74,8 +74,10 @@ const nameParam = z.strictObject({ name: modelName });
  * Mounted at `/v1`.
  */
 export function roundRoutes(ctx: ApiContext): Hono {
-  const modelExists = (name: string) => {
-    if (!ctx.db.select({ name: models.name }).from(models).where(eq(models.name, name)).get()) throw notFound(`model ${name}`, 'name');
+  const { models, rounds } = ctx.registry.t;
+  const modelExists = async (name: string): Promise<void> => {
+    const [row] = await ctx.registry.q.select({ name: models.name }).from(models).where(eq(models.name, name)).limit(1);
+    if (!row) throw notFound(`model ${name}`, 'name');
   };
   return new Hono()
     .post(
@@ -92,7 +94,7 @@ export function roundRoutes(ctx: ApiContext): Hono {
       validate('json', z.strictObject({}), { optional: true }),
       async (c) => {
         const { name } = c.req.valid('param');
-        modelExists(name);
+        await modelExists(name);
         const { id } = await ctx.rounds.start(name, 'manual');
         ctx.log.info({ model: name, round: id }, 'round started');
         await audit(ctx, c, { action: 'round.start', target: id, detail: { model: name } });
@@ -105,11 +107,11 @@ export function roundRoutes(ctx: ApiContext): Hono {
       describeRoute({ summary: "A model's rounds, newest first", responses: { 200: { description: 'rounds', schema: z.object({ rounds: z.array(roundSchema) }) }, 404: { description: 'no such model', schema: errorBodySchema } } }),
       validate('param', nameParam),
       validate('query', z.strictObject({ limit: limitQuery })),
-      (c) => {
+      async (c) => {
         const { name } = c.req.valid('param');
         const { limit = 50 } = c.req.valid('query');
-        modelExists(name);
-        const rows = ctx.db.select().from(rounds).where(eq(rounds.model, name)).orderBy(desc(rounds.createdAt), desc(rounds.id)).limit(limit).all();
+        await modelExists(name);
+        const rows = await ctx.registry.q.select().from(rounds).where(eq(rounds.model, name)).orderBy(desc(rounds.createdAt), desc(rounds.id)).limit(limit);
         return c.json({ rounds: rows.map(view) });
       },
     )
@@ -117,9 +119,9 @@ export function roundRoutes(ctx: ApiContext): Hono {
       '/rounds/:id',
       describeRoute({ summary: 'One round: state, progress, metrics, error', responses: { 200: { description: 'the round', schema: roundSchema }, 404: { description: 'no such round', schema: errorBodySchema } } }),
       validate('param', z.strictObject({ id: z.string().min(1).max(128) })),
-      (c) => {
+      async (c) => {
         const { id } = c.req.valid('param');
-        const row = ctx.db.select().from(rounds).where(eq(rounds.id, id)).get();
+        const [row] = await ctx.registry.q.select().from(rounds).where(eq(rounds.id, id)).limit(1);
         if (!row) throw notFound(`round ${id}`, 'id');
         return c.json(view(row));
       },
@@ -133,8 +135,9 @@ export function roundRoutes(ctx: ApiContext): Hono {
       validate('param', z.strictObject({ id: z.string().min(1).max(128) })),
       async (c) => {
         const { id } = c.req.valid('param');
-        if (!ctx.db.select({ id: rounds.id }).from(rounds).where(eq(rounds.id, id)).get()) throw notFound(`round ${id}`, 'id');
-        const rows = await shadowEvalOfRound({ db: ctx.db }, id);
+        const [round] = await ctx.registry.q.select({ id: rounds.id }).from(rounds).where(eq(rounds.id, id)).limit(1);
+        if (!round) throw notFound(`round ${id}`, 'id');
+        const rows = await shadowEvalOfRound(ctx.registry, id);
         return c.json({
           round: id,
           rows: rows.map((r) => ({ line: r.line, scope: r.scope, deviceId: r.deviceId, cohort: r.cohort, samples: r.samples, judgedBy: r.judgedBy, runningSeq: r.runningSeq, candidateAccuracy: r.candidateAccuracy, runningAccuracy: r.runningAccuracy, agreement: r.agreement, delta: r.delta, deltaLow: r.deltaLow, deltaHigh: r.deltaHigh })),

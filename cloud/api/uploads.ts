@@ -3,13 +3,12 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import { Counter } from 'prom-client';
 import { z } from 'zod';
 import { mediaType } from '../../shared/http/middleware.js';
 import { signManifest } from '../../shared/manifest/sign.js';
-import { releases } from '../registry/schema.js';
+import { releaseBySeq } from '../rounds/releases.js';
 import { releaseUploadedModel, UploadRejectedError } from '../rounds/upload.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
@@ -136,7 +135,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         await audit(ctx, c, { action: 'model.upload', target: name, detail: { release: rel.seq, sha256: rel.sha256, quantization: rel.quantization } });
         const problems = ctx.uploads.publish ? await ctx.uploads.publish(rel.seq) : [];
         for (const p of problems) ctx.log.warn({ model: name, seq: rel.seq, problem: p }, 'cloud/api uploaded release: publish problem');
-        const row = ctx.db.select().from(releases).where(eq(releases.seq, rel.seq)).get()!;
+        const row = (await releaseBySeq(ctx.registry, rel.seq))!;
         return c.json({ ...releaseView(row), problems }, 201);
       } catch (err) {
         uploads.inc({ result: err instanceof UploadRejectedError || err instanceof ApiError ? err.code : 'error' });

@@ -50,9 +50,14 @@ export class Registry {
     return this.db;
   }
 
-  /** Runs a transaction body (./tx.ts) synchronously inside one better-sqlite3 transaction. */
+  /**
+   * Runs a transaction body (./tx.ts) synchronously inside one better-sqlite3 transaction, taken with
+   * BEGIN IMMEDIATE: a body reads then writes, and two processes on the same file (the cloud and its round
+   * worker) must serialise on the write lock up front, not fail at the write when the other committed
+   * after this one's read (SQLITE_BUSY_SNAPSHOT). Inside a caller's transaction it becomes a savepoint.
+   */
   async tx<R>(body: TxBody<R>): Promise<R> {
-    return this.db.transaction((tx) => runSync(tx, this.t, body));
+    return this.db.transaction((tx) => runSync(tx, this.t, body), { behavior: 'immediate' });
   }
 
   async close(): Promise<void> {

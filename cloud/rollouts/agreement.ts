@@ -1,6 +1,7 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { devices, rolloutDevices, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
 import { shadowIndex, shadowVerdict, type Evidence, type ShadowIndex } from '../shadow/gate.js';
 import { shadowEvalOfRelease } from '../shadow/store.js';
@@ -93,7 +94,7 @@ export interface DeviceShadowView {
 }
 
 /** Per-device shadow figures of a rollout (the API and the console). */
-export async function rolloutShadowView(registry: Pick<Registry, 'db'>, r: Pick<RolloutRow, 'releaseSeq' | 'agreementMargin'>, rows: readonly Pick<RolloutDeviceRow, 'deviceId'>[]): Promise<Record<string, DeviceShadowView>> {
+export async function rolloutShadowView(registry: StoreRegistry, r: Pick<RolloutRow, 'releaseSeq' | 'agreementMargin'>, rows: readonly Pick<RolloutDeviceRow, 'deviceId'>[]): Promise<Record<string, DeviceShadowView>> {
   const idx = shadowIndex(await shadowEvalOfRelease(registry, r.releaseSeq, rows.map((d) => d.deviceId)));
   const out: Record<string, DeviceShadowView> = {};
   for (const { deviceId } of rows) {

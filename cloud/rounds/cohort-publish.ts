@@ -1,5 +1,4 @@
 import { and, asc, eq, isNotNull } from 'drizzle-orm';
-import { releases } from '../registry/schema.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import type { LineOutcome, RoundPhase } from './types.js';
 
@@ -10,12 +9,12 @@ import type { LineOutcome, RoundPhase } from './types.js';
  * @returns the problems, each prefixed with its cohort.
  */
 export async function publishCohortLines(deps: PublishDeps, roundId: string, onPhase: (phase: RoundPhase, detail: string) => void): Promise<string[]> {
-  const rows = deps.registry.db
+  const { releases } = deps.registry.t;
+  const rows = await deps.registry.q
     .select({ seq: releases.seq, cohort: releases.cohort })
     .from(releases)
     .where(and(eq(releases.roundId, roundId), isNotNull(releases.cohort)))
-    .orderBy(asc(releases.seq))
-    .all();
+    .orderBy(asc(releases.seq));
   const problems: string[] = [];
   for (const r of rows) {
     try {

@@ -37,7 +37,7 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
   const s = model.settings;
   if (!hasCohorts(s)) return undefined;
   const out: LineOutcome[] = [];
-  const base = currentRelease(registry, model.name, null);
+  const base = await currentRelease(registry, model.name, null);
   for (const c of await cohortsNow(registry, s)) {
     const members = await cohortMembers(registry, s, c.name);
     if (!base) {

@@ -1,6 +1,5 @@
 import { eq } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { devices, models } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { distillSettingsFields, type DistillSettings } from './settings.js';
 
 /**
@@ -40,9 +39,10 @@ export function cohortForGroups(groups: unknown, s: CohortSettings): string | nu
 }
 
 /** The model's cohorts now: the declared ones, or with `perGroup` one per first group of a non-revoked device. */
-export async function cohortsNow(registry: Registry, s: CohortSettings): Promise<Cohort[]> {
+export async function cohortsNow(reg: StoreRegistry, s: CohortSettings): Promise<Cohort[]> {
   if (!s.perGroup) return (s.cohorts ?? []).map((c) => ({ name: c.name, group: c.group }));
-  const rows = registry.db.select({ groups: devices.groups }).from(devices).where(eq(devices.revoked, false)).all();
+  const { devices } = reg.t;
+  const rows = await reg.q.select({ groups: devices.groups }).from(devices).where(eq(devices.revoked, false));
   const names = new Set<string>();
   for (const r of rows) {
     const c = cohortForGroups(r.groups, s);
@@ -52,8 +52,9 @@ export async function cohortsNow(registry: Registry, s: CohortSettings): Promise
 }
 
 /** Non-revoked devices of one cohort (by the rule above), sorted by id. */
-export async function cohortMembers(registry: Registry, s: CohortSettings, cohort: string): Promise<string[]> {
-  const rows = registry.db.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false)).all();
+export async function cohortMembers(reg: StoreRegistry, s: CohortSettings, cohort: string): Promise<string[]> {
+  const { devices } = reg.t;
+  const rows = await reg.q.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false));
   return rows
     .filter((r) => cohortForGroups(r.groups, s) === cohort)
     .map((r) => r.id)
@@ -64,12 +65,13 @@ export async function cohortMembers(registry: Registry, s: CohortSettings, cohor
  * The cohort `deviceId` is in for `model` (null: the base line, also for an unknown device or model).
  * What the cloud signs into the device's assignment (cloud/server.ts) and rollouts check targets by.
  */
-export async function cohortOf(registry: Registry, deviceId: string, model: string): Promise<string | null> {
-  const m = registry.db.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, model)).get();
+export async function cohortOf(reg: StoreRegistry, deviceId: string, model: string): Promise<string | null> {
+  const { devices, models } = reg.t;
+  const [m] = await reg.q.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, model)).limit(1);
   if (!m) return null;
   const s = cohortSettingsOf(m.distillSettings);
   if (!hasCohorts(s)) return null;
-  const d = registry.db.select({ groups: devices.groups }).from(devices).where(eq(devices.id, deviceId)).get();
+  const [d] = await reg.q.select({ groups: devices.groups }).from(devices).where(eq(devices.id, deviceId)).limit(1);
   return d ? cohortForGroups(d.groups, s) : null;
 }
 
@@ -77,9 +79,10 @@ export async function cohortOf(registry: Registry, deviceId: string, model: stri
  * The cohort of every non-revoked device under these settings, read once (for a round's shadow
  * evaluation, cloud/shadow/cohort.ts CohortOf): unknown devices are on the base line.
  */
-export async function cohortLookup(registry: Registry, s: CohortSettings): Promise<(deviceId: string) => string | null> {
+export async function cohortLookup(reg: StoreRegistry, s: CohortSettings): Promise<(deviceId: string) => string | null> {
   if (!hasCohorts(s)) return () => null;
-  const rows = registry.db.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false)).all();
+  const { devices } = reg.t;
+  const rows = await reg.q.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false));
   const byId = new Map(rows.map((r) => [r.id, cohortForGroups(r.groups, s)]));
   return (id) => byId.get(id) ?? null;
 }

@@ -1,5 +1,5 @@
-import { sql } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
+import { and, asc, count, desc, eq, inArray, isNull, lte, ne, or, sql, type SQL } from 'drizzle-orm';
+import type { StoreRegistry } from '../registry/open.js';
 
 /**
  * Per-device share of a round's hard-example window (issue 10 item 5). Each device gets at most
@@ -68,19 +68,57 @@ export interface ShareRow {
  * members, issue 13), only their examples count, and the window and the per-device share apply within
  * them: a one-device cohort fills the cohort's window with its own examples.
  */
-export async function selectHardRows(registry: Registry, model: string, window: number, share: number, devices?: readonly string[]): Promise<ShareRow[]> {
-  const only = devices === undefined ? sql`` : devices.length ? sql` AND device_id IN (${sql.join(devices.map((d) => sql`${d}`), sql`, `)})` : sql` AND 0`;
-  const eligible = sql`model = ${model} AND (label_state IS NULL OR label_state <> 'quarantined')${only}`;
-  const counts = registry.db.all<{ device: string; n: number }>(sql`SELECT device_id AS device, count(*) AS n FROM examples WHERE ${eligible} GROUP BY device_id`);
+export async function selectHardRows(reg: StoreRegistry, model: string, window: number, share: number, devices?: readonly string[]): Promise<ShareRow[]> {
+  if (devices?.length === 0) return [];
+  const { examples: e } = reg.t;
+  const eligible = and(eq(e.model, model), or(isNull(e.labelState), ne(e.labelState, 'quarantined')), devices === undefined ? undefined : inArray(e.deviceId, [...devices]));
+  const counts = await reg.q.select({ device: e.deviceId, n: count() }).from(e).where(eligible).groupBy(e.deviceId);
   const alloc = waterFill(new Map(counts.map((c) => [c.device, c.n])), window, share);
-  const quota = JSON.stringify(Object.fromEntries(alloc));
-  return registry.db.all<ShareRow>(sql`
-    SELECT id, deviceId, input, label, reason, labelState, sourceImage, teacherLogits, teacherId FROM (
-      SELECT id, device_id AS deviceId, input, label, reason, label_state AS labelState, source_image AS sourceImage, teacher_logits AS teacherLogits, teacher_id AS teacherId,
-             ingested_at AS at, row_number() OVER (PARTITION BY device_id ORDER BY ingested_at DESC, id DESC) AS rank
-      FROM examples WHERE ${eligible}
-    ) WHERE rank <= coalesce(json_extract(${quota}, '$."' || deviceId || '"'), 0)
-    ORDER BY at DESC, id DESC`);
+  return newestPerDevice(reg, eligible, alloc, { order: 'newest' });
+}
+
+/**
+ * The newest example rows of each device matching `where` (newest = ingested last, then id): `quota`
+ * rows per device (a number for every device, or each device's own; devices not in the map get none).
+ * `order`: all rows newest first, or grouped by device id, newest first within a device. Portable SQL
+ * (a window function; a device's quota as a CASE, cast so PostgreSQL knows the parameters' type).
+ */
+export async function newestPerDevice(
+  reg: StoreRegistry,
+  where: SQL | undefined,
+  quota: number | ReadonlyMap<string, number>,
+  { order }: { order: 'newest' | 'device' },
+): Promise<(ShareRow & { releaseSeq: number | null })[]> {
+  const { examples: e } = reg.t;
+  const devices = typeof quota === 'number' ? undefined : [...quota].filter(([, k]) => k > 0);
+  if (devices?.length === 0 || (typeof quota === 'number' && quota < 1)) return [];
+  const ranked = reg.q
+    .select({
+      id: e.id,
+      deviceId: e.deviceId,
+      input: e.input,
+      label: e.label,
+      reason: e.reason,
+      labelState: e.labelState,
+      sourceImage: e.sourceImage,
+      teacherLogits: e.teacherLogits,
+      teacherId: e.teacherId,
+      releaseSeq: e.releaseSeq,
+      at: e.ingestedAt,
+      rank: sql<number>`row_number() over (partition by ${e.deviceId} order by ${e.ingestedAt} desc, ${e.id} desc)`.as('rank'),
+    })
+    .from(e)
+    .where(and(where, devices ? inArray(e.deviceId, devices.map(([d]) => d)) : undefined))
+    .as('ranked');
+  const r = ranked;
+  const limit = devices ? sql`case ${r.deviceId} ${sql.join(devices.map(([d, k]) => sql`when ${d} then cast(${k} as integer)`), sql` `)} else 0 end` : sql`cast(${Math.floor(quota as number)} as integer)`;
+  const cols = { id: r.id, deviceId: r.deviceId, input: r.input, label: r.label, reason: r.reason, labelState: r.labelState, sourceImage: r.sourceImage, teacherLogits: r.teacherLogits, teacherId: r.teacherId, releaseSeq: r.releaseSeq };
+  const byAge = [desc(r.at), desc(r.id)];
+  return reg.q
+    .select(cols)
+    .from(ranked)
+    .where(lte(r.rank, limit))
+    .orderBy(...(order === 'device' ? [asc(r.deviceId), ...byAge] : byAge));
 }
 
 /** Indices (into newest-first `deviceIds`) of the newest `n`, at most `share` of `n` per device, water-filled. */

@@ -1,7 +1,6 @@
 import { and, desc, eq, inArray } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { examples } from '../registry/schema.js';
-import { writeTransaction } from './releases.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q } from '../registry/tx.js';
 
 /**
  * Review of device labels (issue 10 item 5). Only `feedback` rows carry a label (ingest drops the
@@ -45,11 +44,11 @@ export function contradicts(logits: ArrayLike<number>, label: number, t: Quarant
 }
 
 /** Records the review of freshly checked labels: `ok` or `quarantined`. */
-export async function recordLabelReview(registry: Registry, ok: readonly string[], quarantined: readonly string[]): Promise<void> {
+export async function recordLabelReview(reg: StoreRegistry, ok: readonly string[], quarantined: readonly string[]): Promise<void> {
   if (!ok.length && !quarantined.length) return;
-  writeTransaction(registry, () => {
-    for (let i = 0; i < ok.length; i += 500) registry.db.update(examples).set({ labelState: 'ok' }).where(inArray(examples.id, ok.slice(i, i + 500))).run();
-    for (let i = 0; i < quarantined.length; i += 500) registry.db.update(examples).set({ labelState: 'quarantined' }).where(inArray(examples.id, quarantined.slice(i, i + 500))).run();
+  await reg.tx(function* (tx, { examples }) {
+    for (let i = 0; i < ok.length; i += 500) yield* q(tx.update(examples).set({ labelState: 'ok' }).where(inArray(examples.id, ok.slice(i, i + 500))));
+    for (let i = 0; i < quarantined.length; i += 500) yield* q(tx.update(examples).set({ labelState: 'quarantined' }).where(inArray(examples.id, quarantined.slice(i, i + 500))));
   });
 }
 
@@ -67,14 +66,14 @@ export interface QuarantinedExample {
 }
 
 /** Quarantined feedback labels, newest first. */
-export async function listQuarantined(registry: Registry, { model, limit = 100 }: { model?: string; limit?: number } = {}): Promise<QuarantinedExample[]> {
-  const rows = registry.db
+export async function listQuarantined(reg: StoreRegistry, { model, limit = 100 }: { model?: string; limit?: number } = {}): Promise<QuarantinedExample[]> {
+  const { examples } = reg.t;
+  const rows = await reg.q
     .select({ id: examples.id, deviceId: examples.deviceId, model: examples.model, label: examples.label, teacherLogits: examples.teacherLogits, capturedAt: examples.capturedAt, ingestedAt: examples.ingestedAt })
     .from(examples)
     .where(and(eq(examples.labelState, 'quarantined'), model === undefined ? undefined : eq(examples.model, model)))
     .orderBy(desc(examples.ingestedAt), desc(examples.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
   return rows.map(({ teacherLogits, ...r }) => {
     const label = r.label ?? -1;
     const z = teacherLogits && teacherLogits.byteLength % 4 === 0 && teacherLogits.byteLength > 0 ? new Float32Array(new Uint8Array(teacherLogits).buffer) : undefined;
@@ -84,11 +83,15 @@ export async function listQuarantined(registry: Registry, { model, limit = 100 }
 }
 
 /** Accepts a quarantined label (it is trained on from the next round). False when `id` is not in quarantine. */
-export async function acceptQuarantined(registry: Registry, id: string): Promise<boolean> {
-  return writeTransaction(registry, () => registry.db.update(examples).set({ labelState: 'accepted' }).where(and(eq(examples.id, id), eq(examples.labelState, 'quarantined'))).run().changes === 1);
+export async function acceptQuarantined(reg: StoreRegistry, id: string): Promise<boolean> {
+  const { examples } = reg.t;
+  const done = await reg.q.update(examples).set({ labelState: 'accepted' }).where(and(eq(examples.id, id), eq(examples.labelState, 'quarantined'))).returning({ id: examples.id });
+  return done.length === 1;
 }
 
 /** Drops a quarantined example (deleted: it is never trained on). False when `id` is not in quarantine. */
-export async function dropQuarantined(registry: Registry, id: string): Promise<boolean> {
-  return writeTransaction(registry, () => registry.db.delete(examples).where(and(eq(examples.id, id), eq(examples.labelState, 'quarantined'))).run().changes === 1);
+export async function dropQuarantined(reg: StoreRegistry, id: string): Promise<boolean> {
+  const { examples } = reg.t;
+  const done = await reg.q.delete(examples).where(and(eq(examples.id, id), eq(examples.labelState, 'quarantined'))).returning({ id: examples.id });
+  return done.length === 1;
 }

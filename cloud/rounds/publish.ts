@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { devices, models, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { ReleaseRow } from '../registry/schema.js';
 import { inTarget } from '../rollouts/policy.js';
 import { cohortForGroups, cohortSettingsOf, cohortsNow, hasCohorts } from './cohorts.js';
 import { parseRoundModel, type Schedule } from './settings.js';
@@ -8,7 +8,7 @@ import { readArtifact } from './store.js';
 import type { ArtifactPublisher, RolloutStarter, RoundPhase } from './types.js';
 
 export interface PublishDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   dataDir: string;
   publish: ArtifactPublisher;
   rollouts: RolloutStarter;
@@ -26,8 +26,9 @@ export async function publishRelease(
   seq: number,
   onPhase: (phase: RoundPhase, detail: string) => void,
 ): Promise<{ release: ReleaseRow; problems: string[] }> {
-  const { db } = deps.registry;
-  const rel = db.select().from(releases).where(eq(releases.seq, seq)).get();
+  const { q: db, t } = deps.registry;
+  const { models, releases, rollouts } = t;
+  const [rel] = await db.select().from(releases).where(eq(releases.seq, seq)).limit(1);
   if (!rel) throw new Error(`round ${roundId}: release ${seq} is not in the registry`);
   const problems: string[] = [];
   if (!rel.chunksPublished) {
@@ -36,19 +37,19 @@ export async function publishRelease(
       const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256);
       const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
       await deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
-      db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq)).run();
+      await db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq));
     } catch (err) {
       problems.push(`publish failed: ${(err as Error).message}`);
     }
   }
   let schedule: Schedule | null = null;
   try {
-    const modelRow = db.select().from(models).where(eq(models.name, rel.model)).get();
+    const [modelRow] = await db.select().from(models).where(eq(models.name, rel.model)).limit(1);
     schedule = modelRow ? parseRoundModel(modelRow).schedule : null;
   } catch (err) {
     problems.push(`no rollout: ${(err as Error).message}`);
   }
-  const hasRollout = db.select({ id: rollouts.id }).from(rollouts).where(and(eq(rollouts.kind, 'model'), eq(rollouts.releaseSeq, seq))).get();
+  const [hasRollout] = await db.select({ id: rollouts.id }).from(rollouts).where(and(eq(rollouts.kind, 'model'), eq(rollouts.releaseSeq, seq))).limit(1);
   // Never roll out bytes the devices cannot fetch over MQTT.
   if (schedule?.autoRollout && !hasRollout && problems.length === 0) {
     const target = await lineTarget(deps.registry, rel, schedule.rollout.target);
@@ -69,14 +70,15 @@ export async function publishRelease(
  * base release to the schedule's target (the rollout engine leaves cohort members out). Undefined, and
  * no rollout, when the base line has no device left (every targeted device is in a cohort).
  */
-async function lineTarget(registry: Registry, rel: ReleaseRow, target: Schedule['rollout']['target']): Promise<Schedule['rollout']['target'] | undefined> {
-  const row = registry.db.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, rel.model)).get();
+async function lineTarget(registry: StoreRegistry, rel: ReleaseRow, target: Schedule['rollout']['target']): Promise<Schedule['rollout']['target'] | undefined> {
+  const { devices, models } = registry.t;
+  const [row] = await registry.q.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, rel.model)).limit(1);
   const cs = cohortSettingsOf(row?.distillSettings);
   if (rel.cohort !== null) {
     const c = (await cohortsNow(registry, cs)).find((x) => x.name === rel.cohort);
     return c ? { kind: 'group', group: c.group } : undefined;
   }
   if (!hasCohorts(cs)) return target;
-  const rows = registry.db.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false)).all();
+  const rows = await registry.q.select({ id: devices.id, groups: devices.groups }).from(devices).where(eq(devices.revoked, false));
   return rows.some((d) => inTarget(target, d) && cohortForGroups(d.groups, cs) === null) ? target : undefined;
 }

@@ -1,7 +1,9 @@
 import { and, desc, eq, isNull, max } from 'drizzle-orm';
 import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
 import type { Registry } from '../registry/db.js';
-import { meta, releases, type ReleaseRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { ReleaseRow } from '../registry/schema.js';
+import { q, type Statement, type Tables, type TxDb } from '../registry/tx.js';
 import { releaseArtifactUrl } from './manifest.js';
 import type { SyncManifestSigner } from './types.js';
 
@@ -13,9 +15,9 @@ export class ReleaseError extends Error {
 }
 
 /**
- * Runs `fn` in a write transaction taken up front (BEGIN IMMEDIATE), so two processes on the same
- * SQLite file (the cloud and a round worker) serialise on the write lock instead of both reading the
- * same max(seq) and one failing at commit. Nested calls become savepoints.
+ * SQLite only, for callers not converted to `reg.tx` bodies yet (issue 15): runs `fn` in a write
+ * transaction taken up front (BEGIN IMMEDIATE), as `Registry.tx` does for bodies. Nested calls become
+ * savepoints. Stores of both dialects use `reg.tx(function* ...)` instead.
  */
 export function writeTransaction<T>(registry: Registry, fn: () => T): T {
   if (registry.sqlite.inTransaction) return registry.sqlite.transaction(fn)();
@@ -23,44 +25,49 @@ export function writeTransaction<T>(registry: Registry, fn: () => T): T {
 }
 
 /**
- * Next release sequence: max(max(releases.seq), meta.release_seq_high) + 1, recorded in meta in the
- * same transaction. Devices refuse any sequence at or below the highest they accepted (DESIGN.md
- * "Edge rules"), so a sequence must never be reused or go down, even after rows were deleted or a
- * worker died between allocating and inserting (that leaves a gap, which is harmless).
+ * Transaction body step: the next release sequence, max(max(releases.seq), meta.release_seq_high) + 1,
+ * recorded in meta in the same transaction. Devices refuse any sequence at or below the highest they
+ * accepted (DESIGN.md "Edge rules"), so a sequence must never be reused or go down, even after rows were
+ * deleted or a worker died between allocating and inserting (that leaves a gap, which is harmless).
+ * SQLite serialises on the write lock (BEGIN IMMEDIATE), PostgreSQL on SERIALIZABLE with retries.
  */
-export function allocateReleaseSeq(registry: Registry): number {
-  return writeTransaction(registry, () => {
-    const db = registry.db;
-    const fromRows = db.select({ m: max(releases.seq) }).from(releases).get()?.m ?? 0;
-    const highRow = db.select({ value: meta.value }).from(meta).where(eq(meta.key, RELEASE_SEQ_HIGH)).get();
-    const high = highRow ? Number(highRow.value) : 0;
-    if (!Number.isSafeInteger(high) || high < 0) throw new ReleaseError(`meta ${RELEASE_SEQ_HIGH} holds "${highRow?.value}", not a sequence`);
-    const next = Math.max(fromRows, high) + 1;
-    db.insert(meta)
-      .values({ key: RELEASE_SEQ_HIGH, value: String(next) })
-      .onConflictDoUpdate({ target: meta.key, set: { value: String(next) } })
-      .run();
-    return next;
-  });
+export function* allocateReleaseSeqIn(tx: TxDb, t: Tables): Generator<Statement, number, unknown> {
+  const [fromRows] = yield* q(tx.select({ m: max(t.releases.seq) }).from(t.releases));
+  const [highRow] = yield* q(tx.select({ value: t.meta.value }).from(t.meta).where(eq(t.meta.key, RELEASE_SEQ_HIGH)));
+  const high = highRow ? Number(highRow.value) : 0;
+  if (!Number.isSafeInteger(high) || high < 0) throw new ReleaseError(`meta ${RELEASE_SEQ_HIGH} holds "${highRow?.value}", not a sequence`);
+  const next = Math.max(fromRows?.m ?? 0, high) + 1;
+  yield* q(tx.insert(t.meta).values({ key: RELEASE_SEQ_HIGH, value: String(next) }).onConflictDoUpdate({ target: t.meta.key, set: { value: String(next) } }));
+  return next;
+}
+
+/** The next release sequence, committed (allocateReleaseSeqIn in its own transaction). */
+export async function allocateReleaseSeq(reg: StoreRegistry): Promise<number> {
+  return reg.tx(allocateReleaseSeqIn);
+}
+
+function lineOf(t: Tables, model: string, cohort: string | null) {
+  return and(eq(t.releases.model, model), cohort === null ? isNull(t.releases.cohort) : eq(t.releases.cohort, cohort));
 }
 
 /**
  * The current release of a release line (issue 13): the one with the highest sequence (a re-issue
  * counts as current) of `model` and `cohort` (null, the default: the base line).
  */
-export function currentRelease(registry: Registry, model: string, cohort: string | null = null): ReleaseRow | undefined {
-  const line = and(eq(releases.model, model), cohort === null ? isNull(releases.cohort) : eq(releases.cohort, cohort));
-  return registry.db.select().from(releases).where(line).orderBy(desc(releases.seq)).limit(1).get();
+export async function currentRelease(reg: StoreRegistry, model: string, cohort: string | null = null): Promise<ReleaseRow | undefined> {
+  const [row] = await reg.q.select().from(reg.t.releases).where(lineOf(reg.t, model, cohort)).orderBy(desc(reg.t.releases.seq)).limit(1);
+  return row;
 }
 
-export function releaseBySeq(registry: Registry, seq: number): ReleaseRow | undefined {
-  return registry.db.select().from(releases).where(eq(releases.seq, seq)).get();
+export async function releaseBySeq(reg: StoreRegistry, seq: number): Promise<ReleaseRow | undefined> {
+  const [row] = await reg.q.select().from(reg.t.releases).where(eq(reg.t.releases.seq, seq)).limit(1);
+  return row;
 }
 
-export type NewRelease = typeof releases.$inferInsert;
+export type NewRelease = Tables['releases']['$inferInsert'];
 
-export function insertRelease(registry: Registry, row: NewRelease): void {
-  registry.db.insert(releases).values(row).run();
+export async function insertRelease(reg: StoreRegistry, row: NewRelease): Promise<void> {
+  await reg.q.insert(reg.t.releases).values(row);
 }
 
 /** The holdout accuracy a release recorded (what the next round's gate compares against). */
@@ -84,14 +91,15 @@ export function deviceArtifactUrl(old: Manifest, seq: number): string | undefine
  * installed as a release, and devices do not raise their floor for it). `lineage.reissueOf` names the
  * candidate; the manifest expires with the window.
  */
-export function signShadowManifest(registry: Registry, signer: SyncManifestSigner, candidateSeq: number, until: Date, now = new Date()): { seq: number; signed: SignedManifest } {
-  return writeTransaction(registry, () => {
-    const cand = releaseBySeq(registry, candidateSeq);
+export async function signShadowManifest(reg: StoreRegistry, signer: SyncManifestSigner, candidateSeq: number, until: Date, now = new Date()): Promise<{ seq: number; signed: SignedManifest }> {
+  // Signing is a pure function of the manifest, so the body stays re-runnable (tx.ts).
+  return reg.tx(function* (tx, t) {
+    const [cand] = yield* q(tx.select().from(t.releases).where(eq(t.releases.seq, candidateSeq)).limit(1));
     if (!cand) throw new ReleaseError(`cannot shadow release ${candidateSeq}: no such release`);
     const parsed = manifestSchema.safeParse(cand.manifest);
     if (!parsed.success) throw new ReleaseError(`cannot shadow release ${candidateSeq}: its stored manifest is invalid`);
     const old = parsed.data;
-    const seq = allocateReleaseSeq(registry);
+    const seq = yield* allocateReleaseSeqIn(tx, t);
     const url = deviceArtifactUrl(old, candidateSeq);
     const manifest: Manifest = {
       ...old,
@@ -120,15 +128,15 @@ export interface ReissueOptions {
  * cohort release stays on its cohort's line (its manifest keeps `cohort`).
  * Returns the new sequence. Allocation, signing and insertion happen in one transaction.
  */
-export function reissueRelease(registry: Registry, signer: SyncManifestSigner, previousSeq: number, opts: ReissueOptions = {}): number {
-  return writeTransaction(registry, () => {
-    const prev = releaseBySeq(registry, previousSeq);
+export async function reissueRelease(reg: StoreRegistry, signer: SyncManifestSigner, previousSeq: number, opts: ReissueOptions = {}): Promise<number> {
+  return reg.tx(function* (tx, t) {
+    const [prev] = yield* q(tx.select().from(t.releases).where(eq(t.releases.seq, previousSeq)).limit(1));
     if (!prev) throw new ReleaseError(`cannot re-issue release ${previousSeq}: no such release`);
     const parsed = manifestSchema.safeParse(prev.manifest);
     if (!parsed.success) throw new ReleaseError(`cannot re-issue release ${previousSeq}: its stored manifest is invalid`);
     const old = parsed.data;
-    const latest = currentRelease(registry, prev.model, prev.cohort);
-    const seq = allocateReleaseSeq(registry);
+    const [latest] = yield* q(tx.select().from(t.releases).where(lineOf(t, prev.model, prev.cohort)).orderBy(desc(t.releases.seq)).limit(1));
+    const seq = yield* allocateReleaseSeqIn(tx, t);
     const now = opts.now ?? new Date();
     const validity = opts.validityMs ?? Date.parse(old.expiresAt) - Date.parse(old.createdAt);
     const url = deviceArtifactUrl(old, previousSeq);
@@ -142,21 +150,23 @@ export function reissueRelease(registry: Registry, signer: SyncManifestSigner, p
       expiresAt: new Date(now.getTime() + Math.max(validity, 60_000)).toISOString(),
     };
     const signed = signer.sign(manifest);
-    insertRelease(registry, {
-      model: prev.model,
-      seq,
-      sha256: prev.sha256,
-      bytes: prev.bytes,
-      quantization: prev.quantization,
-      metrics: { ...(prev.metrics as Record<string, unknown>), reissueOf: previousSeq },
-      manifest: signed.manifest,
-      signature: signed.signature,
-      parentSeq: latest?.seq ?? null,
-      cohort: prev.cohort,
-      roundId: null,
-      artifactPath: prev.artifactPath,
-      chunksPublished: false,
-    });
+    yield* q(
+      tx.insert(t.releases).values({
+        model: prev.model,
+        seq,
+        sha256: prev.sha256,
+        bytes: prev.bytes,
+        quantization: prev.quantization,
+        metrics: { ...(prev.metrics as Record<string, unknown>), reissueOf: previousSeq },
+        manifest: signed.manifest,
+        signature: signed.signature,
+        parentSeq: latest?.seq ?? null,
+        cohort: prev.cohort,
+        roundId: null,
+        artifactPath: prev.artifactPath,
+        chunksPublished: false,
+      }),
+    );
     return seq;
   });
 }

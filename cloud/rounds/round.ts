@@ -3,7 +3,7 @@ import { trainModel } from '../distill/trainer.js';
 import { loadWeightsInto, type WarmStartResult } from '../distill/warm-start.js';
 import { buildModel } from '../models/build.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
 import { trainCohorts } from './cohort-round.js';
@@ -24,7 +24,7 @@ import type { ManifestSigner, RoundJob, RoundOutcome, RoundProgress } from './ty
  * line and then each cohort line (issue 13). Runs in the worker process.
  */
 export interface RoundDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   signer: ManifestSigner;
   /** A line's release sequence (null: the base line; the worker asks the parent); default: allocated from the registry here. */
   allocateSeq?: (cohort: string | null) => number | Promise<number>;
@@ -71,7 +71,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
     );
 
     // Step 2: distil, from the current release's weights when the architecture still matches.
-    const parent = currentRelease(registry, model.name);
+    const parent = await currentRelease(registry, model.name);
     student = buildModel(arch, { inputSize, classes, imageShape, seed: s.seed });
     const warm: WarmStartResult = !s.warmStart
       ? { loaded: false, reason: 'warm start disabled' }

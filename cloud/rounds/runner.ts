@@ -2,8 +2,9 @@ import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, inArray, isNull } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import { models, releases, rounds, type RoundRow } from '../registry/schema.js';
-import { writeTransaction } from './releases.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { RoundRow } from '../registry/schema.js';
+import { q } from '../registry/tx.js';
 import { cohortSummary, publishCohortLines } from './cohort-publish.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import { parseRoundModel } from './settings.js';
@@ -13,6 +14,7 @@ import {
   RoundConflictError,
   UnknownModelError,
   type ManifestSigner,
+  type RegistryLocation,
   type RoundJob,
   type RoundMetrics,
   type RoundOutcome,
@@ -67,6 +69,14 @@ interface Active {
 const nowIso = () => new Date().toISOString();
 const STDERR_TAIL = 2000;
 
+/** Where the worker opens the registry this process uses: the same PostgreSQL URL or SQLite file (issue 15). */
+function registryLocation(reg: StoreRegistry): RegistryLocation {
+  if (reg.dialect === 'postgres') return { url: reg.url };
+  // The worker opens the file itself; an in-memory database cannot be shared with it.
+  if (reg.sqlite.memory) throw new Error('RoundRunner needs a file-backed registry (the round worker opens the same SQLite file)');
+  return { path: reg.sqlite.name };
+}
+
 /**
  * Runs distillation rounds in child processes (worker.ts does steps 1–7), keeps `rounds` rows and
  * live progress, and does steps 8–9 (publish the artifact's retained chunks, start a rollout) in
@@ -76,6 +86,10 @@ const STDERR_TAIL = 2000;
 export class RoundRunner implements RoundsService {
   private readonly active = new Map<string, Active>();
   private readonly queue: string[] = [];
+  /** Rounds taken off the queue whose worker is being started (launch reads the registry first). */
+  private readonly launching = new Set<string>();
+  /** Round row writes, in the order they were made (progress writes are not awaited by their caller). */
+  private writes: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
   private stopping = false;
 
@@ -84,8 +98,7 @@ export class RoundRunner implements RoundsService {
   }
 
   static async create(deps: RoundRunnerDeps): Promise<RoundRunner> {
-    // The worker opens the registry file itself; an in-memory database cannot be shared with it.
-    if (deps.registry.sqlite.memory) throw new Error('RoundRunner needs a file-backed registry (the round worker opens the same SQLite file)');
+    registryLocation(deps.registry);
     const runner = new RoundRunner(deps);
     await runner.recover();
     return runner;
@@ -101,32 +114,34 @@ export class RoundRunner implements RoundsService {
   }
 
   /** `attempts` carries over from the round a retry replaces, so retries stop at maxAttempts. */
-  private enqueue(model: string, trigger: RoundTrigger, carriedAttempts: number): { id: string } {
+  private async enqueue(model: string, trigger: RoundTrigger, carriedAttempts: number): Promise<{ id: string }> {
     if (this.stopping) throw new Error('round runner is stopping');
-    const { db } = this.deps.registry;
     const id = randomUUID();
-    writeTransaction(this.deps.registry, () => {
-      const row = db.select().from(models).where(eq(models.name, model)).get();
+    const createdAt = nowIso();
+    await this.deps.registry.tx(function* (tx, { models, rounds }) {
+      const [row] = yield* q(tx.select().from(models).where(eq(models.name, model)).limit(1));
       if (!row) throw new UnknownModelError(model);
       parseRoundModel(row);
-      const busy = db.select({ id: rounds.id }).from(rounds).where(and(eq(rounds.model, model), inArray(rounds.state, ['queued', 'running']))).get();
+      const [busy] = yield* q(tx.select({ id: rounds.id }).from(rounds).where(and(eq(rounds.model, model), inArray(rounds.state, ['queued', 'running']))).limit(1));
       if (busy) throw new RoundConflictError(model, busy.id);
-      db.insert(rounds).values({ id, model, state: 'queued', trigger, attempts: carriedAttempts, createdAt: nowIso() }).run();
+      yield* q(tx.insert(rounds).values({ id, model, state: 'queued', trigger, attempts: carriedAttempts, createdAt }));
     });
+    if (this.stopping) return { id }; // left `queued`: the next start picks it up
     this.log.info({ round: id, model, trigger }, 'round queued');
     this.queue.push(id);
     this.pump();
     return { id };
   }
 
-  get(id: string): RoundView | undefined {
-    const row = this.deps.registry.db.select().from(rounds).where(eq(rounds.id, id)).get();
+  async get(id: string): Promise<RoundView | undefined> {
+    const { rounds } = this.deps.registry.t;
+    const [row] = await this.deps.registry.q.select().from(rounds).where(eq(rounds.id, id)).limit(1);
     return row ? this.view(row) : undefined;
   }
 
-  list(model?: string, limit = 50): RoundView[] {
-    const q = this.deps.registry.db.select().from(rounds);
-    const rows = (model ? q.where(eq(rounds.model, model)) : q).orderBy(desc(rounds.createdAt)).limit(limit).all();
+  async list(model?: string, limit = 50): Promise<RoundView[]> {
+    const { rounds } = this.deps.registry.t;
+    const rows = await this.deps.registry.q.select().from(rounds).where(model ? eq(rounds.model, model) : undefined).orderBy(desc(rounds.createdAt)).limit(limit);
     return rows.map((r) => this.view(r));
   }
 
@@ -137,7 +152,7 @@ export class RoundRunner implements RoundsService {
 
   /** Resolves when round `id` has left `queued`/`running` in this process. */
   async settled(id: string): Promise<RoundView | undefined> {
-    while (this.queue.includes(id)) await new Promise((r) => setTimeout(r, 20));
+    while (this.queue.includes(id) || this.launching.has(id)) await new Promise((r) => setTimeout(r, 20));
     await this.active.get(id)?.done;
     return this.get(id);
   }
@@ -156,6 +171,7 @@ export class RoundRunner implements RoundsService {
       clearTimeout(timer);
     });
     await Promise.all(waits);
+    await this.writes;
   }
 
   private view(row: RoundRow): RoundView {
@@ -177,12 +193,25 @@ export class RoundRunner implements RoundsService {
     };
   }
 
-  private update(id: string, set: Partial<typeof rounds.$inferInsert>): void {
-    this.deps.registry.db.update(rounds).set(set).where(eq(rounds.id, id)).run();
+  /** Writes a round row; writes go out one at a time, in call order, as the synchronous writes did. */
+  private update(id: string, set: Partial<RoundRow>): Promise<void> {
+    const { rounds } = this.deps.registry.t;
+    const done = this.writes.then(() => this.deps.registry.q.update(rounds).set(set).where(eq(rounds.id, id)));
+    this.writes = done.catch(() => {});
+    return done.then(() => {});
   }
 
   private pump(): void {
-    while (!this.stopping && this.queue.length && this.active.size < this.opts.maxConcurrent) this.launch(this.queue.shift()!);
+    while (!this.stopping && this.queue.length && this.active.size + this.launching.size < this.opts.maxConcurrent) {
+      const id = this.queue.shift()!;
+      this.launching.add(id);
+      this.launch(id)
+        .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/launch failed'))
+        .finally(() => {
+          this.launching.delete(id);
+          this.pump();
+        });
+    }
   }
 
   private setProgress(a: Active, p: Omit<RoundProgress, 'at'> & { at?: string }, force = false): void {
@@ -191,22 +220,24 @@ export class RoundRunner implements RoundsService {
     const now = Date.now();
     if (force || phaseChanged || now - a.lastWrite >= this.opts.progressWriteMs) {
       a.lastWrite = now;
-      this.update(a.id, { progress: a.progress });
+      this.update(a.id, { progress: a.progress }).catch((err: Error) => this.log.warn({ err, round: a.id }, 'rounds/progress write failed'));
     }
   }
 
-  private launch(id: string): void {
-    const row = this.deps.registry.db.select().from(rounds).where(eq(rounds.id, id)).get();
-    const modelRow = row && this.deps.registry.db.select().from(models).where(eq(models.name, row.model)).get();
+  private async launch(id: string): Promise<void> {
+    const { q: db, t } = this.deps.registry;
+    const [row] = await db.select().from(t.rounds).where(eq(t.rounds.id, id)).limit(1);
+    const [modelRow] = row ? await db.select().from(t.models).where(eq(t.models.name, row.model)).limit(1) : [];
     if (!row) return;
     if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
+    if (this.stopping) return; // left `queued`: the next start picks it up
     let resolveDone!: () => void;
     const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
     const a: Active = { id, model: row.model, guard, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
-    this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
+    await this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
 
-    const job: RoundJob = { roundId: id, dbPath: this.deps.registry.sqlite.name, dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend };
+    const job: RoundJob = { roundId: id, registry: registryLocation(this.deps.registry), dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend };
     const child = forkWorker({ path: this.opts.workerPath, execArgv: this.opts.workerExecArgv });
     a.child = child;
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -249,9 +280,16 @@ export class RoundRunner implements RoundsService {
       else if (msg.type === 'done') a.outcome = msg.outcome;
       else if (msg.type === 'error') a.error = msg.message;
       else if (msg.type === 'sequence') {
-        const seq = a.guard.sequence(typeof msg.cohort === 'string' ? msg.cohort : null);
-        this.log.info({ round: a.id, release: seq }, 'round allocated its release sequence');
-        a.child?.send({ type: 'sequence', requestId: msg.requestId, seq });
+        a.guard.sequence(typeof msg.cohort === 'string' ? msg.cohort : null).then(
+          (seq) => {
+            this.log.info({ round: a.id, release: seq }, 'round allocated its release sequence');
+            a.child?.send({ type: 'sequence', requestId: msg.requestId, seq });
+          },
+          (err: Error) => {
+            this.log.warn({ err, round: a.id }, 'round release sequence not allocated');
+            a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: `no release sequence: ${err?.message ?? String(err)}` });
+          },
+        );
       } else if (msg.type === 'sign') {
         Promise.resolve()
           .then(() => a.guard.sign(msg.manifest))
@@ -277,7 +315,8 @@ export class RoundRunner implements RoundsService {
     const finishedAt = nowIso();
     const o = a.outcome;
     // A worker that died after inserting its release (before reporting) still produced a valid, signed release.
-    const orphan = o ? undefined : this.deps.registry.db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, a.id), isNull(releases.cohort))).get();
+    const { releases } = this.deps.registry.t;
+    const [orphan] = o ? [] : await this.deps.registry.q.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, a.id), isNull(releases.cohort))).limit(1);
     if (orphan) {
       this.log.warn({ round: a.id, release: orphan.seq, code, signal }, 'worker exited after storing its release');
       return this.completeRelease(a, orphan.seq);
@@ -287,10 +326,10 @@ export class RoundRunner implements RoundsService {
     if (o?.state === 'rejected') {
       const cohortProblems = await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true));
       this.setProgress(a, { phase: 'done', detail: 'rejected by the gate' }, true);
-      this.update(a.id, { state: 'rejected', error: [o.reason, ...cohortProblems].join('; '), metrics, exampleCount: o.exampleCount, finishedAt });
+      await this.update(a.id, { state: 'rejected', error: [o.reason, ...cohortProblems].join('; '), metrics, exampleCount: o.exampleCount, finishedAt });
       this.log.info({ round: a.id, reason: o.reason }, 'round rejected');
     } else if (o?.state === 'released') {
-      this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount });
+      await this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount });
       await this.completeRelease(a, o.releaseSeq);
     } else {
       const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
@@ -302,22 +341,22 @@ export class RoundRunner implements RoundsService {
             ? `worker killed by ${signal}`
             : `worker exited with code ${code}`;
       const reason = [a.error ?? how, a.error ? `(${how})` : '', tail && !a.error ? `stderr: ${tail}` : ''].filter(Boolean).join(' ');
-      this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt });
+      await this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt });
       this.log.warn({ round: a.id, reason }, 'round failed');
     }
   }
 
   /** Steps 8–9 (publish.ts), then the round is `released`. */
   private async completeRelease(a: Active, seq: number): Promise<void> {
-    const { db } = this.deps.registry;
+    const { q: db, t } = this.deps.registry;
     const { release: rel, problems: baseProblems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
     const problems = [...baseProblems, ...(await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true)))];
     this.setProgress(a, { phase: 'done', detail: `release ${seq}` }, true);
     // The release exists and is signed: the round is released even if publishing must be retried.
     // After a recovery the round row may lack what the worker would have reported: take it from the release.
-    const row = db.select({ metrics: rounds.metrics }).from(rounds).where(eq(rounds.id, a.id)).get();
+    const [row] = await db.select({ metrics: t.rounds.metrics }).from(t.rounds).where(eq(t.rounds.id, a.id)).limit(1);
     const fromRelease = row?.metrics ? {} : { metrics: rel.metrics, exampleCount: (rel.manifest as { lineage?: { exampleCount?: number } }).lineage?.exampleCount ?? null };
-    this.update(a.id, { state: 'released', releaseSeq: seq, error: problems.length ? problems.join('; ') : null, finishedAt: nowIso(), ...fromRelease });
+    await this.update(a.id, { state: 'released', releaseSeq: seq, error: problems.length ? problems.join('; ') : null, finishedAt: nowIso(), ...fromRelease });
     this.log.info({ round: a.id, release: seq, problems }, 'round released');
   }
 
@@ -327,15 +366,16 @@ export class RoundRunner implements RoundsService {
    * during round") and retried as a new round while attempts < maxAttempts. `queued`: queued again.
    */
   private async recover(): Promise<void> {
-    const { db } = this.deps.registry;
-    const left = db.select().from(rounds).where(inArray(rounds.state, ['queued', 'running'])).orderBy(asc(rounds.createdAt)).all();
+    const { q: db, t } = this.deps.registry;
+    const { releases, rounds } = t;
+    const left = await db.select().from(rounds).where(inArray(rounds.state, ['queued', 'running'])).orderBy(asc(rounds.createdAt));
     const retries: { model: string; attempts: number; from: string }[] = [];
     for (const r of left) {
       if (r.state === 'queued') {
         this.queue.push(r.id);
         continue;
       }
-      const rel = db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).get();
+      const [rel] = await db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).limit(1);
       if (rel) {
         // No worker here, so nothing ever asks this guard for a sequence or a signature.
         const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer });
@@ -350,15 +390,15 @@ export class RoundRunner implements RoundsService {
         continue;
       }
       const retry = r.attempts < this.opts.maxAttempts;
-      this.update(r.id, { state: 'failed', error: `cloud restarted during round${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() });
+      await this.update(r.id, { state: 'failed', error: `cloud restarted during round${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() });
       if (retry) retries.push({ model: r.model, attempts: r.attempts, from: r.id });
     }
-    for (const t of retries) {
+    for (const r of retries) {
       try {
-        const { id } = this.enqueue(t.model, 'retry', t.attempts);
-        this.update(t.from, { error: `cloud restarted during round; retried as ${id}` });
+        const { id } = await this.enqueue(r.model, 'retry', r.attempts);
+        await this.update(r.from, { error: `cloud restarted during round; retried as ${id}` });
       } catch (err) {
-        this.log.warn({ err, round: t.from }, 'rounds/retry not started');
+        this.log.warn({ err, round: r.from }, 'rounds/retry not started');
       }
     }
     this.pump();

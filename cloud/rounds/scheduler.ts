@@ -1,12 +1,11 @@
 import { and, count, desc, eq, gt, isNotNull } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
-import { examples, models, rounds } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { scheduleSchema } from './settings.js';
 import { RoundConflictError, type RoundsService } from './types.js';
 
 export interface SchedulerDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   rounds: Pick<RoundsService, 'start'>;
   log?: Logger;
   /** How often schedules are looked at; each model is still checked only every `intervalSeconds`. Default 5 s. */
@@ -49,14 +48,17 @@ export class Scheduler {
    * are already in its transfer set: when the last round recorded how many it used (`exampleCount`),
    * the count is also capped at "stored minus used", so they do not trigger a round that learns nothing new.
    */
-  newExamples(model: string): number {
-    const { db } = this.deps.registry;
-    const last = db.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt, exampleCount: rounds.exampleCount }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1).get();
+  async newExamples(model: string): Promise<number> {
+    const { q: db, t } = this.deps.registry;
+    const { examples, rounds } = t;
+    const [last] = await db.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt, exampleCount: rounds.exampleCount }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1);
     const since = last ? (last.startedAt ?? last.createdAt) : undefined;
     const where = since ? and(eq(examples.model, model), gt(examples.ingestedAt, since)) : eq(examples.model, model);
-    const arrived = db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
+    const [arrivedRow] = await db.select({ n: count() }).from(examples).where(where);
+    const arrived = arrivedRow?.n ?? 0;
     if (last?.exampleCount == null) return arrived;
-    const stored = db.select({ n: count() }).from(examples).where(eq(examples.model, model)).get()?.n ?? 0;
+    const [storedRow] = await db.select({ n: count() }).from(examples).where(eq(examples.model, model));
+    const stored = storedRow?.n ?? 0;
     return Math.min(arrived, Math.max(0, stored - last.exampleCount));
   }
 
@@ -67,7 +69,8 @@ export class Scheduler {
     const started: string[] = [];
     try {
       const now = (this.deps.now ?? Date.now)();
-      const rows = this.deps.registry.db.select({ name: models.name, schedule: models.schedule }).from(models).where(isNotNull(models.schedule)).all();
+      const { q: db, t } = this.deps.registry;
+      const rows = await db.select({ name: t.models.name, schedule: t.models.schedule }).from(t.models).where(isNotNull(t.models.schedule));
       for (const row of rows) {
         const parsed = scheduleSchema.safeParse(row.schedule);
         if (!parsed.success) {
@@ -75,10 +78,10 @@ export class Scheduler {
           continue;
         }
         const s = parsed.data;
-        const due = this.dueAt(row.name, s.intervalSeconds * 1000);
+        const due = await this.dueAt(row.name, s.intervalSeconds * 1000);
         if (now < due) continue;
         this.lastCheck.set(row.name, now);
-        const fresh = this.newExamples(row.name);
+        const fresh = await this.newExamples(row.name);
         if (fresh < s.minNewExamples) continue;
         try {
           const { id } = await this.deps.rounds.start(row.name, 'schedule');
@@ -96,10 +99,11 @@ export class Scheduler {
   }
 
   /** After a restart there is no in-memory check time: count from the last round's start instead. */
-  private dueAt(model: string, intervalMs: number): number {
+  private async dueAt(model: string, intervalMs: number): Promise<number> {
     const checked = this.lastCheck.get(model);
     if (checked !== undefined) return checked + intervalMs;
-    const last = this.deps.registry.db.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1).get();
+    const { rounds } = this.deps.registry.t;
+    const [last] = await this.deps.registry.q.select({ startedAt: rounds.startedAt, createdAt: rounds.createdAt }).from(rounds).where(eq(rounds.model, model)).orderBy(desc(rounds.createdAt)).limit(1);
     return last ? Date.parse(last.startedAt ?? last.createdAt) + intervalMs : 0;
   }
 }

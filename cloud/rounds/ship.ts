@@ -6,7 +6,7 @@ import type { TrainResult } from '../distill/trainer.js';
 import { saveWeights, type WarmStartResult } from '../distill/warm-start.js';
 import { exportToOnnx, quantizeInt8 } from '../export/index.js';
 import type { parseArch } from '../models/spec.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { featuresFingerprint } from '../teacher/logit-cache.js';
 import type { Teacher } from '../teacher/ort-teacher.js';
@@ -34,7 +34,7 @@ import type { LineOutcome, ManifestSigner, RoundJob, RoundMetrics, RoundProgress
 /** Everything of a round the lines share. */
 export interface RoundContext {
   job: RoundJob;
-  registry: Registry;
+  registry: StoreRegistry;
   signer: ManifestSigner;
   /** Allocates the sequence of a line (null = base); the worker asks the parent, once per line. */
   allocateSeq?: (cohort: string | null) => number | Promise<number>;
@@ -197,7 +197,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8);
   await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
   metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
-  insertRelease(registry, {
+  await insertRelease(registry, {
     model: model.name,
     seq,
     sha256: stored.sha256,

@@ -2,8 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { buildArtifactDescriptor } from '../../shared/manifest/artifact.js';
 import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
 import { eq } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { models } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { cohortSettingsOf, cohortsNow } from './cohorts.js';
 import { releaseArtifactUrl } from './manifest.js';
 import { allocateReleaseSeq } from './releases.js';
@@ -25,23 +24,36 @@ export class SignRefusedError extends Error {
 export class RoundSigningGuard {
   /** One sequence per release line (issue 13): null = the base line, else the cohort. */
   private readonly seqs = new Map<string | null, number>();
+  /** An allocation under way per line, so two requests for one line get the same sequence. */
+  private readonly allocating = new Map<string | null, Promise<number>>();
   private readonly signed = new Set<string | null>();
   /** A request is being checked: a second one meanwhile is refused (no two signatures by a race). */
   private busy = false;
 
   constructor(
     private readonly round: { id: string; model: string },
-    private readonly deps: { registry: Registry; dataDir: string; signer: ManifestSigner; publicBaseUrl?: string | undefined },
+    private readonly deps: { registry: StoreRegistry; dataDir: string; signer: ManifestSigner; publicBaseUrl?: string | undefined },
   ) {}
 
   /** The sequence of one line of the round (default the base line), allocated on the first request; the same one after. */
-  sequence(cohort: string | null = null): number {
-    let seq = this.seqs.get(cohort);
-    if (seq === undefined) {
-      seq = allocateReleaseSeq(this.deps.registry);
-      this.seqs.set(cohort, seq);
+  async sequence(cohort: string | null = null): Promise<number> {
+    const seq = this.seqs.get(cohort);
+    if (seq !== undefined) return seq;
+    let pending = this.allocating.get(cohort);
+    if (!pending) {
+      pending = allocateReleaseSeq(this.deps.registry).then(
+        (s) => {
+          this.seqs.set(cohort, s);
+          return s;
+        },
+        (err: unknown) => {
+          this.allocating.delete(cohort);
+          throw err;
+        },
+      );
+      this.allocating.set(cohort, pending);
     }
-    return seq;
+    return pending;
   }
 
   /** The base line's sequence allocated to this round, if any (a worker that died after it leaves a harmless gap). */
@@ -74,7 +86,8 @@ export class RoundSigningGuard {
 
   /** A cohort manifest only for a cohort the model has now (cloud/rounds/cohorts.ts). */
   private async checkCohort(cohort: string): Promise<void> {
-    const row = this.deps.registry.db.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, this.round.model)).get();
+    const { models } = this.deps.registry.t;
+    const [row] = await this.deps.registry.q.select({ distillSettings: models.distillSettings }).from(models).where(eq(models.name, this.round.model)).limit(1);
     const names = (await cohortsNow(this.deps.registry, cohortSettingsOf(row?.distillSettings))).map((c) => c.name);
     if (!names.includes(cohort)) throw new SignRefusedError(`model "${this.round.model}" has no cohort "${cohort}"`);
   }

@@ -2,13 +2,12 @@ import { eq } from 'drizzle-orm';
 import { type Dataset, type Scaling, exampleSize, loadDataset, splitHoldout, subset } from '../../shared/data/index.js';
 import { ImageError, imageSize, preprocessImage } from '../../shared/image/preprocess.js';
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
-import type { Registry } from '../registry/db.js';
-import { examples } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q } from '../registry/tx.js';
 import { cachedTeacherLogits } from '../teacher/logit-cache.js';
 import type { Teacher } from '../teacher/ort-teacher.js';
 import { selectHardRows, shareIndices, type ShareRow } from './device-share.js';
 import { contradicts, DEFAULT_QUARANTINE, recordLabelReview, type QuarantineThresholds } from './label-review.js';
-import { writeTransaction } from './releases.js';
 import { RoundConfigError, type DistillSettings } from './settings.js';
 
 /** Step 1 of a round: the base data with its fixed holdout, and the model's ingested hard examples. */
@@ -99,7 +98,7 @@ const toBlob = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, 
  * the set (label-review.ts).
  */
 export async function loadHardExamples(
-  registry: Registry,
+  registry: StoreRegistry,
   model: string,
   teacher: Teacher,
   {
@@ -174,7 +173,7 @@ export interface TeacherLabelled {
  * fit are skipped; with a teacher of its own image form, rows without a usable source image too.
  */
 export async function teacherLabelRows(
-  registry: Registry,
+  registry: StoreRegistry,
   rows: readonly ShareRow[],
   teacher: Teacher,
   { inputSize, classes, studentImage, teacherImage }: { inputSize: number; classes: number; studentImage?: ImageSpec; teacherImage?: ImageSpec },
@@ -215,12 +214,9 @@ export async function teacherLabelRows(
     missing.forEach((i, k) => x.set(teacherInputs[i]!, k * teacherSize));
     const out = await teacher.logits(x, teacherSize);
     if (out.classes !== classes) throw new RoundConfigError(`teacher outputs ${out.classes} classes, the model has ${classes} labels`);
-    writeTransaction(registry, () => {
-      missing.forEach((i, k) => {
-        const z = out.logits.slice(k * classes, (k + 1) * classes);
-        logits[i] = z;
-        registry.db.update(examples).set({ teacherLogits: toBlob(z), teacherId: teacher.id }).where(eq(examples.id, kept[i]!.id)).run();
-      });
+    missing.forEach((i, k) => (logits[i] = out.logits.slice(k * classes, (k + 1) * classes)));
+    await registry.tx(function* (tx, { examples }) {
+      for (const i of missing) yield* q(tx.update(examples).set({ teacherLogits: toBlob(logits[i]!), teacherId: teacher.id }).where(eq(examples.id, kept[i]!.id)));
     });
   }
   return { kept, inputs, logits: logits as Float32Array[], skipped, computed: missing.length, noSource, fromSource };

@@ -73,10 +73,16 @@ export class UnknownModelError extends Error {
   }
 }
 
+/**
+ * Where the worker opens the registry (issue 15): the same `{ url }` (PostgreSQL) or `{ path }` (SQLite
+ * file) the cloud opened, given to cloud/registry/open.ts openRegistry.
+ */
+export type RegistryLocation = { url: string } | { path: string };
+
 /** Sent to the worker once, right after fork. Plain JSON. */
 export interface RoundJob {
   roundId: string;
-  dbPath: string;
+  registry: RegistryLocation;
   dataDir: string;
   model: ModelRow;
   /** `${publicBaseUrl}/v1/releases/${seq}/artifact` goes into the manifest when set. */
@@ -137,6 +143,6 @@ export interface RoundView {
 /** The interface the HTTP API uses. */
 export interface RoundsService {
   start(model: string, trigger: RoundTrigger): Promise<{ id: string }>;
-  get(id: string): RoundView | undefined;
-  list(model?: string, limit?: number): RoundView[];
+  get(id: string): Promise<RoundView | undefined>;
+  list(model?: string, limit?: number): Promise<RoundView[]>;
 }

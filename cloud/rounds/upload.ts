@@ -3,8 +3,7 @@ import * as ort from 'onnxruntime-node';
 import { mulberry32 } from '../../shared/util/random.js';
 import type { InputSpec } from '../../shared/protocol/schemas.js';
 import { quantizeInt8 } from '../export/index.js';
-import type { Registry } from '../registry/db.js';
-import { models } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { buildReleaseManifest } from './manifest.js';
 import { allocateReleaseSeq, currentRelease, insertRelease } from './releases.js';
 import { parseRoundModel, selfTestTolerance } from './settings.js';
@@ -29,7 +28,7 @@ export class UploadRejectedError extends Error {
 }
 
 export interface UploadReleaseInput {
-  registry: Registry;
+  registry: StoreRegistry;
   /** Artifacts are stored under `${dataDir}/artifacts` (cloud/rounds/store.ts). */
   dataDir: string;
   signer: ManifestSigner;
@@ -123,7 +122,8 @@ function firstLine(err: unknown): string {
  * sequence is allocated only after the checks (a failure after that leaves a harmless gap).
  */
 export async function releaseUploadedModel(i: UploadReleaseInput): Promise<UploadedRelease> {
-  const row = i.registry.db.select().from(models).where(eq(models.name, i.model)).get();
+  const { models } = i.registry.t;
+  const [row] = await i.registry.q.select().from(models).where(eq(models.name, i.model)).limit(1);
   if (!row) throw new UploadRejectedError('unknown_model', `model ${i.model} not found`);
   const model = parseRoundModel(row);
   const classes = model.labels.length;
@@ -145,8 +145,8 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
   // The device runs the shipped bytes at batch 1: the golden output must come from those same bytes.
   const shipped = await probe(artifact, model.inputSpec, classes);
 
-  const parent = currentRelease(i.registry, model.name);
-  const seq = allocateReleaseSeq(i.registry);
+  const parent = await currentRelease(i.registry, model.name);
+  const seq = await allocateReleaseSeq(i.registry);
   const manifest = buildReleaseManifest({
     model: model.name,
     seq,
@@ -169,7 +169,7 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
   const signed = await i.signer.sign(manifest);
   // Content-addressed file first, the registry row last (a row never points at a missing file).
   const stored = await storeArtifact(i.dataDir, artifact);
-  insertRelease(i.registry, {
+  await insertRelease(i.registry, {
     model: model.name,
     seq,
     sha256: stored.sha256,

@@ -1,6 +1,6 @@
 import type { Manifest, SignedManifest } from '../../shared/protocol/schemas.js';
 import { createLogger } from '../../shared/log/index.js';
-import { Registry } from '../registry/db.js';
+import { openRegistry } from '../registry/open.js';
 import { runRound } from './round.js';
 import type { ManifestSigner, ParentMessage, RoundJob, WorkerMessage } from './types.js';
 
@@ -11,7 +11,8 @@ import type { ManifestSigner, ParentMessage, RoundJob, WorkerMessage } from './t
  *   worker → {progress}*  {sign}*      the parent answers every sign with {signed} or {sign-failed}
  *   worker → {done} | {error}          then the worker exits
  * The signing key never enters this process: manifests are sent to the parent's key store to sign.
- * The worker opens its own Registry on the same SQLite file (WAL lets both processes use it).
+ * The worker opens its own registry where the cloud's is (job.registry: the same PostgreSQL URL, or the
+ * same SQLite file, which WAL lets both processes use).
  */
 
 const log = createLogger({ name: 'cloud/rounds/worker' });
@@ -50,7 +51,8 @@ function remoteSigner(): ManifestSigner & { sequence(cohort: string | null): Pro
 }
 
 async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Promise<void> {
-  const registry = Registry.open(job.dbPath);
+  // A worker runs one statement at a time: a small pool, so rounds do not eat PostgreSQL's connection slots.
+  const registry = await openRegistry('url' in job.registry ? { url: job.registry.url, poolSize: 2, log } : job.registry);
   try {
     const outcome = await runRound(job, {
       registry,
@@ -60,7 +62,7 @@ async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Prom
     });
     await send({ type: 'done', outcome });
   } finally {
-    registry.dispose();
+    await registry.close();
   }
 }
 

@@ -1,6 +1,6 @@
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import { argmaxRows, evaluateOnnx } from '../distill/evaluate.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { readArtifact } from '../rounds/store.js';
 import { teacherLabelRows } from '../rounds/transfer-set.js';
 import type { Teacher } from '../teacher/ort-teacher.js';
@@ -41,7 +41,7 @@ export interface ShadowEvaluation {
 }
 
 export interface ShadowEvalInput {
-  registry: Registry;
+  registry: StoreRegistry;
   dataDir: string;
   model: string;
   teacher: Teacher;

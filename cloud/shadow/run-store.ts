@@ -1,12 +1,12 @@
 import { and, desc, eq, inArray } from 'drizzle-orm';
 import type { ShadowTelemetry, SignedManifest } from '../../shared/protocol/index.js';
-import type { RegistryDb } from '../registry/db.js';
-import { shadowDevices, shadowRuns, type ShadowDeviceRow, type ShadowRunRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
+import { q, type Tables } from '../registry/tx.js';
 
 /**
  * The DB side of on-device shadow runs (issue 13 item 4): runs, their devices and the figures the
- * devices report. Every function returns a Promise (the store contract of the project), though
- * better-sqlite3 answers synchronously.
+ * devices report. Every function takes the registry of either dialect and returns a Promise (issue 15).
  */
 
 export const SHADOW_RUN_STATES = ['shadowing', 'switched', 'expired', 'aborted'] as const;
@@ -15,74 +15,85 @@ export type ShadowRunState = (typeof SHADOW_RUN_STATES)[number];
 export const SHADOW_DEVICE_STATES = ['pending', 'sent', 'running', 'dropped', 'incompatible', 'refused'] as const;
 export type ShadowDeviceState = (typeof SHADOW_DEVICE_STATES)[number];
 
-export type NewShadowRun = Omit<typeof shadowRuns.$inferInsert, 'signed' | 'state' | 'createdAt' | 'updatedAt'> & { signed: SignedManifest };
+export type NewShadowRun = Omit<Tables['shadowRuns']['$inferInsert'], 'signed' | 'state' | 'createdAt' | 'updatedAt'> & { signed: SignedManifest };
 
-export async function insertRun(db: RegistryDb, run: NewShadowRun, deviceIds: readonly string[], now: Date): Promise<ShadowRunRow> {
+export async function insertRun(reg: StoreRegistry, run: NewShadowRun, deviceIds: readonly string[], now: Date): Promise<ShadowRunRow> {
   const at = now.toISOString();
-  return db.transaction((tx) => {
-    const row = tx
-      .insert(shadowRuns)
-      .values({ ...run, state: 'shadowing', createdAt: at, updatedAt: at })
-      .returning()
-      .get();
-    for (const deviceId of deviceIds) tx.insert(shadowDevices).values({ runId: run.id, deviceId, state: 'pending', updatedAt: at }).run();
-    return row;
+  return reg.tx(function* (tx, { shadowDevices, shadowRuns }) {
+    const [row] = yield* q(
+      tx
+        .insert(shadowRuns)
+        .values({ ...run, state: 'shadowing', createdAt: at, updatedAt: at })
+        .returning(),
+    );
+    for (let i = 0; i < deviceIds.length; i += 500) {
+      yield* q(tx.insert(shadowDevices).values(deviceIds.slice(i, i + 500).map((deviceId) => ({ runId: run.id, deviceId, state: 'pending' as const, updatedAt: at }))));
+    }
+    return row!;
   });
 }
 
-export async function getRun(db: RegistryDb, id: string): Promise<ShadowRunRow | undefined> {
-  return db.select().from(shadowRuns).where(eq(shadowRuns.id, id)).get();
+export async function getRun(reg: StoreRegistry, id: string): Promise<ShadowRunRow | undefined> {
+  const { shadowRuns } = reg.t;
+  const [row] = await reg.q.select().from(shadowRuns).where(eq(shadowRuns.id, id)).limit(1);
+  return row;
 }
 
 /** The run whose switch started rollout `rolloutId`. */
-export async function runOfRollout(db: RegistryDb, rolloutId: string): Promise<ShadowRunRow | undefined> {
-  return db.select().from(shadowRuns).where(eq(shadowRuns.rolloutId, rolloutId)).get();
+export async function runOfRollout(reg: StoreRegistry, rolloutId: string): Promise<ShadowRunRow | undefined> {
+  const { shadowRuns } = reg.t;
+  const [row] = await reg.q.select().from(shadowRuns).where(eq(shadowRuns.rolloutId, rolloutId)).limit(1);
+  return row;
 }
 
-export async function listRuns(db: RegistryDb, f: { state?: ShadowRunState; limit?: number } = {}): Promise<ShadowRunRow[]> {
-  return db
+export async function listRuns(reg: StoreRegistry, f: { state?: ShadowRunState; limit?: number } = {}): Promise<ShadowRunRow[]> {
+  const { shadowRuns } = reg.t;
+  return reg.q
     .select()
     .from(shadowRuns)
     .where(f.state ? eq(shadowRuns.state, f.state) : undefined)
     .orderBy(desc(shadowRuns.createdAt), desc(shadowRuns.id))
-    .limit(f.limit ?? 100)
-    .all();
+    .limit(f.limit ?? 100);
 }
 
 /** Compare-and-set on the run's state; returns whether it moved. */
-export async function setRun(db: RegistryDb, id: string, from: ShadowRunState, patch: Partial<Pick<ShadowRunRow, 'state' | 'reason' | 'switchedSeq' | 'rolloutId'>>, now: Date): Promise<boolean> {
-  const r = db
+export async function setRun(reg: StoreRegistry, id: string, from: ShadowRunState, patch: Partial<Pick<ShadowRunRow, 'state' | 'reason' | 'switchedSeq' | 'rolloutId'>>, now: Date): Promise<boolean> {
+  const { shadowRuns } = reg.t;
+  const moved = await reg.q
     .update(shadowRuns)
     .set({ ...patch, updatedAt: now.toISOString() })
     .where(and(eq(shadowRuns.id, id), eq(shadowRuns.state, from)))
-    .run();
-  return r.changes > 0;
+    .returning({ id: shadowRuns.id });
+  return moved.length > 0;
 }
 
-export async function devicesOf(db: RegistryDb, runId: string, states?: readonly ShadowDeviceState[]): Promise<ShadowDeviceRow[]> {
-  return db
+export async function devicesOf(reg: StoreRegistry, runId: string, states?: readonly ShadowDeviceState[]): Promise<ShadowDeviceRow[]> {
+  const { shadowDevices } = reg.t;
+  return reg.q
     .select()
     .from(shadowDevices)
     .where(and(eq(shadowDevices.runId, runId), states ? inArray(shadowDevices.state, [...states]) : undefined))
-    .orderBy(shadowDevices.deviceId)
-    .all();
+    .orderBy(shadowDevices.deviceId);
 }
 
-export async function setDevice(db: RegistryDb, runId: string, deviceId: string, patch: { state: ShadowDeviceState; reason?: string | null }, now: Date): Promise<void> {
-  db.update(shadowDevices)
+export async function setDevice(reg: StoreRegistry, runId: string, deviceId: string, patch: { state: ShadowDeviceState; reason?: string | null }, now: Date): Promise<void> {
+  const { shadowDevices } = reg.t;
+  await reg.q
+    .update(shadowDevices)
     .set({ state: patch.state, reason: patch.reason ?? null, updatedAt: now.toISOString() })
-    .where(and(eq(shadowDevices.runId, runId), eq(shadowDevices.deviceId, deviceId)))
-    .run();
+    .where(and(eq(shadowDevices.runId, runId), eq(shadowDevices.deviceId, deviceId)));
 }
 
 /** The shadowing run that sent release `shadowSeq` to `deviceId`, if any. */
-export async function shadowingRunOf(db: RegistryDb, deviceId: string, shadowSeq: number): Promise<ShadowRunRow | undefined> {
-  return db
+export async function shadowingRunOf(reg: StoreRegistry, deviceId: string, shadowSeq: number): Promise<ShadowRunRow | undefined> {
+  const { shadowDevices, shadowRuns } = reg.t;
+  const [row] = await reg.q
     .select({ run: shadowRuns })
     .from(shadowRuns)
     .innerJoin(shadowDevices, and(eq(shadowDevices.runId, shadowRuns.id), eq(shadowDevices.deviceId, deviceId)))
     .where(and(eq(shadowRuns.shadowSeq, shadowSeq), eq(shadowRuns.state, 'shadowing')))
-    .get()?.run;
+    .limit(1);
+  return row?.run;
 }
 
 /**
@@ -91,15 +102,17 @@ export async function shadowingRunOf(db: RegistryDb, deviceId: string, shadowSeq
  * Figures are cumulative on the device: the last report replaces the previous one. Returns the run id, or
  * undefined when no run of this device matches.
  */
-export async function recordShadowTelemetry(db: RegistryDb, deviceId: string, s: ShadowTelemetry, at: Date): Promise<string | undefined> {
-  const run = db
+export async function recordShadowTelemetry(reg: StoreRegistry, deviceId: string, s: ShadowTelemetry, at: Date): Promise<string | undefined> {
+  const { shadowDevices, shadowRuns } = reg.t;
+  const [run] = await reg.q
     .select({ id: shadowRuns.id, signed: shadowRuns.signed })
     .from(shadowRuns)
     .innerJoin(shadowDevices, and(eq(shadowDevices.runId, shadowRuns.id), eq(shadowDevices.deviceId, deviceId)))
     .where(eq(shadowRuns.shadowSeq, s.release))
-    .get();
+    .limit(1);
   if (!run || (run.signed as SignedManifest).manifest.artifact.sha256 !== s.sha256) return undefined;
-  db.update(shadowDevices)
+  await reg.q
+    .update(shadowDevices)
     .set({
       state: s.state,
       reason: s.reason ?? null,
@@ -111,7 +124,6 @@ export async function recordShadowTelemetry(db: RegistryDb, deviceId: string, s:
       reportedAt: at.toISOString(),
       updatedAt: at.toISOString(),
     })
-    .where(and(eq(shadowDevices.runId, run.id), eq(shadowDevices.deviceId, deviceId)))
-    .run();
+    .where(and(eq(shadowDevices.runId, run.id), eq(shadowDevices.deviceId, deviceId)));
   return run.id;
 }

@@ -4,20 +4,22 @@ import type { DeviceEvent, SignedManifest, Telemetry } from '../../shared/protoc
 import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { Registry } from '../registry/db.js';
-import { devices, releases, type RolloutRow, type ShadowDeviceRow, type ShadowRunRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { RolloutError, type RolloutRequest, type RolloutTarget } from '../rollouts/policy.js';
 import { capabilitiesKnown } from '../rollouts/steps.js';
 import { targetedDevices } from '../rollouts/store.js';
 import { eq } from 'drizzle-orm';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
 import { recordReleaseShadowEval } from './store.js';
+import { releaseBySeq } from '../rounds/releases.js';
 import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, shadowingRunOf, type ShadowRunState } from './run-store.js';
 
 export interface ShadowRolloutsDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   publisher: Pick<ReleasePublisher, 'publishDesired' | 'clearDesired' | 'ensureChunks'>;
   /** Signs release `candidateSeq` as a shadow manifest with a new sequence (cloud/rounds signShadowManifest). */
-  signShadow(candidateSeq: number, until: Date): { seq: number; signed: SignedManifest };
+  signShadow(candidateSeq: number, until: Date): Promise<{ seq: number; signed: SignedManifest }>;
   /** Re-issues release `seq` (same bytes) at a new sequence; returns it (cloud/rounds reissueRelease). */
   reissue(seq: number): Promise<number>;
   /** Starts the rollout of the switch (the RolloutEngine). */
@@ -80,8 +82,8 @@ export class ShadowRollouts {
     this.gate = deps.gate ?? agreementGate;
   }
 
-  private get db() {
-    return this.deps.registry.db;
+  private get db(): StoreRegistry {
+    return this.deps.registry;
   }
 
   start(): void {
@@ -108,13 +110,13 @@ export class ShadowRollouts {
   /** Starts a run: signs the shadow manifest and sends it to the target's devices. Throws RolloutError. */
   create(req: ShadowStartRequest): Promise<ShadowRunRow> {
     return this.exclusive(async () => {
-      const rel = this.db.select().from(releases).where(eq(releases.seq, req.releaseSeq)).get();
+      const rel = await releaseBySeq(this.db, req.releaseSeq);
       if (!rel || rel.model !== req.model) throw new RolloutError(`release ${req.releaseSeq} of model ${req.model} not found`, 'not_found');
-      const targets = targetedDevices(this.db, req.target).map((d) => d.id);
+      const targets = (await targetedDevices(this.db.q, req.target)).map((d) => d.id);
       if (!targets.length) throw new RolloutError('the target matches no device', 'invalid');
       const now = this.now();
       const until = new Date(now.getTime() + req.minutes * 60_000);
-      const { seq, signed } = this.deps.signShadow(req.releaseSeq, until);
+      const { seq, signed } = await this.deps.signShadow(req.releaseSeq, until);
       const id = this.deps.newId?.() ?? `shadow-${randomUUID().slice(0, 8)}`;
       const run = await insertRun(
         this.db,
@@ -135,7 +137,8 @@ export class ShadowRollouts {
         now,
       );
       this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length }, 'shadow/started');
-      await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+      // The publisher (cloud/fleet, converted separately for issue 15) still types its registry as SQLite's.
+      await this.deps.publisher.ensureChunks(this.deps.registry as Registry, rel);
       await this.send(run);
       return (await getRun(this.db, id))!;
     });
@@ -255,7 +258,8 @@ export class ShadowRollouts {
   private async send(run: ShadowRunRow): Promise<void> {
     const now = this.now();
     for (const d of await devicesOf(this.db, run.id, ['pending'])) {
-      const dev = this.db.select().from(devices).where(eq(devices.id, d.deviceId)).get();
+      const { devices } = this.db.t;
+      const [dev] = await this.db.q.select().from(devices).where(eq(devices.id, d.deviceId)).limit(1);
       if (!dev || dev.revoked) continue;
       try {
         await this.deps.publisher.publishDesired(d.deviceId, run.signed as SignedManifest);
@@ -276,7 +280,7 @@ export class ShadowRollouts {
     const seq = await this.deps.reissue(run.releaseSeq);
     // Before the rollout starts: its agreement gate reads them for its first wave.
     if (decision.evidence?.length) {
-      const line = this.db.select({ cohort: releases.cohort }).from(releases).where(eq(releases.seq, run.releaseSeq)).get()?.cohort ?? null;
+      const line = (await releaseBySeq(this.db, run.releaseSeq))?.cohort ?? null;
       await recordReleaseShadowEval(this.deps.registry, seq, `shadow:${run.id}`, run.model, line, decision.evidence);
     }
     const policy = run.policy as ShadowStartRequest['policy'];
@@ -298,8 +302,9 @@ export class ShadowRollouts {
    */
   private async restoreDesired(run: ShadowRunRow): Promise<void> {
     for (const d of await devicesOf(this.db, run.id, ['sent', 'running', 'dropped'])) {
-      const dev = this.db.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, d.deviceId)).get();
-      const rel = dev?.desiredSeq == null ? undefined : this.db.select().from(releases).where(eq(releases.seq, dev.desiredSeq)).get();
+      const { devices } = this.db.t;
+      const [dev] = await this.db.q.select({ desiredSeq: devices.desiredSeq }).from(devices).where(eq(devices.id, d.deviceId)).limit(1);
+      const rel = dev?.desiredSeq == null ? undefined : await releaseBySeq(this.db, dev.desiredSeq);
       try {
         if (rel) await this.deps.publisher.publishDesired(d.deviceId, signedManifestOf(rel));
         else await this.deps.publisher.clearDesired(d.deviceId);

@@ -3,8 +3,8 @@ import { Counter, type Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import { argmaxRows, evaluateOnnx } from '../distill/evaluate.js';
-import type { Registry } from '../registry/db.js';
-import { devices as devicesTable, models, type ShadowDeviceRow, type ShadowRunRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { releaseBySeq } from '../rounds/releases.js';
 import { parseRoundModel } from '../rounds/settings.js';
 import { readArtifact } from '../rounds/store.js';
@@ -41,7 +41,7 @@ export interface ModelTeacher {
 }
 
 export interface TeacherGateDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   dataDir: string;
   /** The model's teacher; default {@link modelTeacher} (the one its rounds use). */
   teacherOf?: (model: string) => Promise<ModelTeacher>;
@@ -66,8 +66,9 @@ function gateCounter(reg: PromRegistry | undefined): Counter<'result'> {
 export const DEFAULT_SWITCH_MARGIN = 0.01;
 
 /** The teacher a model's rounds use, opened from its registry row. */
-export async function modelTeacher(registry: Registry, model: string): Promise<ModelTeacher> {
-  const row = registry.db.select().from(models).where(eq(models.name, model)).get();
+export async function modelTeacher(registry: StoreRegistry, model: string): Promise<ModelTeacher> {
+  const { models } = registry.t;
+  const [row] = await registry.q.select().from(models).where(eq(models.name, model)).limit(1);
   if (!row) throw new Error(`model ${model} not found`);
   const m = parseRoundModel(row);
   const teacher = await Teacher.create(m.teacher.files, { outputKind: m.teacher.outputKind, intraOpNumThreads: 1 });
@@ -115,7 +116,8 @@ export function teacherSwitchGate(deps: TeacherGateDeps): ShadowSwitchGate {
     const running = new Map<string, number | null>();
     const ids = devices.map((d) => d.deviceId);
     for (let i = 0; i < ids.length; i += 500) {
-      for (const d of deps.registry.db.select({ id: devicesTable.id, runningSeq: devicesTable.runningSeq }).from(devicesTable).where(inArray(devicesTable.id, ids.slice(i, i + 500))).all()) running.set(d.id, d.runningSeq);
+      const devicesTable = deps.registry.t.devices;
+      for (const d of await deps.registry.q.select({ id: devicesTable.id, runningSeq: devicesTable.runningSeq }).from(devicesTable).where(inArray(devicesTable.id, ids.slice(i, i + 500)))) running.set(d.id, d.runningSeq);
     }
 
     const verdicts: ShadowSwitchDecision['devices'] = [];
@@ -186,7 +188,7 @@ async function score(deps: TeacherGateDeps, run: ShadowRunRow, rows: Awaited<Ret
   l.logits.forEach((z, k) => teacherLogits.set(z, k * t.classes));
   const teacherPred = argmaxRows(teacherLogits, t.classes);
   const predictions = async (seq: number, idx: readonly number[]): Promise<Int32Array | undefined> => {
-    const rel = releaseBySeq(deps.registry, seq);
+    const rel = await releaseBySeq(deps.registry, seq);
     if (!rel) return undefined;
     let bytes: Uint8Array;
     try {

@@ -49,7 +49,7 @@ export async function realRoundRelease(root: string, log: (m: string) => void = 
     await trainTeacher({ data: 'mnist:train', limit: TEACHER.limit, arch: TEACHER.arch, dropout: 0, inputDropout: 0, epochs: TEACHER.epochs, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile });
     const registry = openRegistry(tmp.dir);
     const signer = new TestSigner();
-    insertModel(registry, { teacherFile, studentSpec: 'mlp:64', distillSettings: STUDENT, schedule: null });
+    await insertModel(registry, { teacherFile, studentSpec: 'mlp:64', distillSettings: STUDENT, schedule: null });
     const runner = await RoundRunner.create({ registry, dataDir: tmp.dir, signer, publish: new FakePublisher(), rollouts: new FakeRollouts() });
     try {
       const { id } = await runner.start('mnist', 'manual');

@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { cloudConfigSchema, type CloudConfig } from '../../cloud/config/schema.js';
-import { allocateReleaseSeq } from '../../cloud/rounds/index.js';
+import { allocateReleaseSeqIn } from '../../cloud/rounds/releases.js';
+import { runSync } from '../../cloud/registry/tx.js';
 import { examples, models, releases, rollouts } from '../../cloud/registry/schema.js';
 import { Registry } from '../../cloud/registry/db.js';
 import { startCloud, type CloudService } from '../../cloud/server.js';
@@ -126,7 +127,8 @@ export class FaultWorld {
       .values({ name: MODEL, inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' }, labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`), teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp:16', distillSettings: {} })
       .onConflictDoNothing()
       .run();
-    const seq = allocateReleaseSeq(registry);
+    // Synchronous, as this harness's callers expect (SQLite only): the allocation body in better-sqlite3's own transaction.
+    const seq = registry.db.transaction((tx) => runSync(tx, registry.t, allocateReleaseSeqIn), { behavior: 'immediate' });
     // By default ~50 KB (784→16→10) in 16 KiB chunks: 4 retained chunks.
     const rel = makeRelease(this.key, { release: seq, seed, sizes, chunkSize });
     let manifest: Manifest = rel.manifest;

@@ -142,7 +142,7 @@ export function rolloutRoutes(ctx: UiContext): Hono<UiEnv> {
       }
       const r = await get(id);
       // The shadow run whose switch started this rollout, if one did.
-      const started = await runOfRollout(ctx.registry.db, id);
+      const started = await runOfRollout(ctx.registry, id);
       const run = started ? await ctx.api<ShadowDetail>(`/v1/rollouts/${encodeURIComponent(started.id)}`) : undefined;
       return c.html(
         <Page title={r.model.startsWith('agent:') ? `Agent rollout (${r.model.slice('agent:'.length)}) agentSeq ${r.release}` : `Rollout of ${r.model} release ${r.release}`} path="/ui/rollouts" session={session}>

@@ -7,9 +7,8 @@
  */
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Registry } from '../../../cloud/registry/db.js';
-import { devices, releases } from '../../../cloud/registry/schema.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { currentRelease } from '../../../cloud/rounds/releases.js';
 import { shadowEvalOfRelease } from '../../../cloud/shadow/store.js';
 import { RoundRunner } from '../../../cloud/rounds/runner.js';
@@ -17,7 +16,9 @@ import { trainTeacher } from '../../../cloud/teacher/train-teacher.js';
 import { loadDataset } from '../../../shared/data/index.js';
 import { verifyManifest } from '../../../shared/manifest/index.js';
 import { manifestSchema } from '../../../shared/protocol/schemas.js';
-import { FakePublisher, FakeRollouts, TestSigner, insertExamples, insertModel, openRegistry, tempDir } from '../../unit/rounds/helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { openForSuite } from '../../helpers/dialects-suite.js';
+import { FakePublisher, FakeRollouts, TestSigner, insertExamples, insertModel, tempDir } from '../../unit/rounds/helpers.js';
 
 const SETTINGS = {
   baseData: 'mnist:train',
@@ -40,40 +41,50 @@ const SETTINGS = {
   ],
 };
 
-describe('a round of a model with cohorts', () => {
+const dialects = registryDialects();
+const teacherDir = tempDir();
+const teacherFile = join(teacherDir.dir, 'teacher.onnx');
+beforeAll(() => trainTeacher({ data: 'mnist:train', limit: 1500, arch: 'mlp:32', dropout: 0, inputDropout: 0, epochs: 1, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile }), 120_000);
+afterAll(() => teacherDir.cleanup());
+
+describe.each(dialects)('a round of a model with cohorts on $name', (d) => {
   const tmp = tempDir();
-  let registry: Registry;
+  let registry: StoreRegistry;
+  let unavailable: string | undefined;
   let runner: RoundRunner;
   const signer = new TestSigner();
   const publish = new FakePublisher();
   const rollouts = new FakeRollouts();
 
   beforeAll(async () => {
-    const teacherFile = join(tmp.dir, 'teacher.onnx');
-    await trainTeacher({ data: 'mnist:train', limit: 1500, arch: 'mlp:32', dropout: 0, inputDropout: 0, epochs: 1, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile });
-    registry = openRegistry(tmp.dir);
-    insertModel(registry, { teacherFile, distillSettings: SETTINGS, schedule: { autoRollout: true, rollout: { target: { kind: 'all' } } } });
-    const add = (id: string, groups: string[]) => registry.db.insert(devices).values({ id, groups, credentialHash: 'x' }).run();
-    add('r1', ['lab', 'rot']);
-    add('r2', ['rot']);
-    add('s1', ['solo']);
-    add('b1', ['lab']);
+    const opened = await openForSuite(d);
+    if (typeof opened === 'string') return void (unavailable = opened);
+    registry = opened;
+    await insertModel(registry, { teacherFile, distillSettings: SETTINGS, schedule: { autoRollout: true, rollout: { target: { kind: 'all' } } } });
+    const add = (id: string, groups: string[]) => registry.q.insert(registry.t.devices).values({ id, groups, credentialHash: 'x' });
+    await add('r1', ['lab', 'rot']);
+    await add('r2', ['rot']);
+    await add('s1', ['solo']);
+    await add('b1', ['lab']);
     const traffic = await loadDataset('mnist:test', { limit: 60, shuffleSeed: 5 });
     const x = (i: number) => traffic.features.slice(i * 784, (i + 1) * 784);
     const from = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => x(a + i));
-    insertExamples(registry, 'mnist', from(0, 5), [], undefined, { deviceId: 'r1' });
+    await insertExamples(registry, 'mnist', from(0, 5), [], undefined, { deviceId: 'r1' });
     // Audit samples (hard examples too): the shadow evaluation of each line reads its members' own.
-    insertExamples(registry, 'mnist', from(5, 10), [], undefined, { deviceId: 'r1', reason: 'audit' });
-    insertExamples(registry, 'mnist', from(10, 20), [], undefined, { deviceId: 'r2' });
-    insertExamples(registry, 'mnist', from(20, 24), [], undefined, { deviceId: 's1' });
-    insertExamples(registry, 'mnist', from(24, 27), [], undefined, { deviceId: 's1', reason: 'audit' });
-    insertExamples(registry, 'mnist', from(27, 60), [], undefined, { deviceId: 'b1' });
+    await insertExamples(registry, 'mnist', from(5, 10), [], undefined, { deviceId: 'r1', reason: 'audit' });
+    await insertExamples(registry, 'mnist', from(10, 20), [], undefined, { deviceId: 'r2' });
+    await insertExamples(registry, 'mnist', from(20, 24), [], undefined, { deviceId: 's1' });
+    await insertExamples(registry, 'mnist', from(24, 27), [], undefined, { deviceId: 's1', reason: 'audit' });
+    await insertExamples(registry, 'mnist', from(27, 60), [], undefined, { deviceId: 'b1' });
     runner = await RoundRunner.create({ registry, dataDir: tmp.dir, signer, publish, rollouts });
   }, 120_000);
 
+  beforeEach((ctx) => {
+    if (unavailable) ctx.skip(unavailable);
+  });
   afterAll(async () => {
     await runner?.dispose();
-    registry?.dispose();
+    await d.close();
     tmp.cleanup();
   });
 
@@ -81,7 +92,8 @@ describe('a round of a model with cohorts', () => {
     const { id } = await runner.start('mnist', 'manual');
     const done = (await runner.settled(id))!;
     expect(done.state, done.error ?? '').toBe('released');
-    const rows = registry.db.select().from(releases).where(eq(releases.roundId, id)).all().sort((a, b) => a.seq - b.seq);
+    const { releases } = registry.t;
+    const rows = (await registry.q.select().from(releases).where(eq(releases.roundId, id))).sort((a, b) => a.seq - b.seq);
     expect(rows.map((r) => r.cohort)).toEqual([null, 'rotated', 'solo']);
     const [base, rot, solo] = rows.map((r) => ({ row: r, m: manifestSchema.parse(r.manifest) }));
     expect(done.releaseSeq).toBe(base!.row.seq);
@@ -126,7 +138,7 @@ describe('a round of a model with cohorts', () => {
     expect((rot!.row.metrics as Record<string, unknown>).shadow).toMatchObject({ devices: 1, samples: 5, noEvidence: 1 });
     expect((solo!.row.metrics as Record<string, unknown>)['shadow.solo.samples']).toBe(3);
     // Current release per line.
-    expect(currentRelease(registry, 'mnist')?.seq).toBe(base!.row.seq);
-    expect(currentRelease(registry, 'mnist', 'solo')?.seq).toBe(solo!.row.seq);
+    expect((await currentRelease(registry, 'mnist'))?.seq).toBe(base!.row.seq);
+    expect((await currentRelease(registry, 'mnist', 'solo'))?.seq).toBe(solo!.row.seq);
   }, 240_000);
 });

@@ -2,7 +2,7 @@
  * Stand-in for cloud/rounds/worker.ts in runner tests: speaks the same IPC protocol but does no
  * training. `distillSettings.fake` picks the behaviour.
  */
-import { Registry } from '../../../cloud/registry/db.js';
+import { openRegistry } from '../../../cloud/registry/open.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
 import { insertRelease } from '../../../cloud/rounds/releases.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
@@ -47,7 +47,8 @@ async function run(job: RoundJob): Promise<void> {
       await send({ type: 'done', outcome: { state: 'rejected', reason: 'holdout accuracy 0.5 < parent 0.9 − tolerance 0.01', exampleCount: 3, metrics: { holdoutAccuracy: 0.5 } } });
       process.exit(0);
     default: {
-      const registry = Registry.open(job.dbPath);
+      // Where the runner says the registry is: the same PostgreSQL database or SQLite file (issue 15).
+      const registry = await openRegistry(job.registry);
       const m = denseModel({ sizes: [784, 10], seed: 3 });
       // The protocol: store the artifact, ask the parent for the round's sequence, then for the signature.
       const stored = await storeArtifact(job.dataDir, m.bytes);
@@ -93,15 +94,15 @@ async function run(job: RoundJob): Promise<void> {
         results.unknownCohort = await answer(build({ cohort: 'nope', seq: cohortSeq }));
         results.honest = await answer(build());
         results.twice = await answer(build());
-        registry.dispose();
+        await registry.close();
         await send({ type: 'done', outcome: { state: 'rejected', reason: JSON.stringify(results), exampleCount: 0, metrics: {} } });
         process.exit(0);
       }
       const signedMsg = await askSign(build());
       if (signedMsg.type !== 'signed') throw new Error(`not signed: ${JSON.stringify(signedMsg)}`);
       const signed: SignedManifest = signedMsg.signed;
-      insertRelease(registry, { model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath });
-      registry.dispose();
+      await insertRelease(registry, { model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath });
+      await registry.close();
       if (mode === 'die-after-release') process.exit(9);
       await send({ type: 'done', outcome: { state: 'released', releaseSeq: seq, sha256: stored.sha256, artifactPath: stored.relPath, chunkSize: 4096, exampleCount: 0, metrics: { holdoutAccuracy: 0.9 } } });
       process.exit(0);

@@ -4,19 +4,21 @@ import { serve } from '@hono/node-server';
 import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import * as ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Registry } from '../../../cloud/registry/db.js';
-import { examples, models, releases } from '../../../cloud/registry/schema.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { RoundRunner } from '../../../cloud/rounds/runner.js';
 import type { RoundView } from '../../../cloud/rounds/types.js';
 import { trainTeacher } from '../../../cloud/teacher/train-teacher.js';
 import { loadDataset } from '../../../shared/data/index.js';
 import { sha256Of, verifyManifest } from '../../../shared/manifest/index.js';
-import { FakePublisher, FakeRollouts, TestSigner, insertExamples, insertModel, openRegistry, tempDir } from '../../unit/rounds/helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { openForSuite } from '../../helpers/dialects-suite.js';
+import { FakePublisher, FakeRollouts, TestSigner, insertExamples, insertModel, tempDir } from '../../unit/rounds/helpers.js';
 
 /**
- * Rounds end to end on a small MNIST subset: a tiny teacher trained here, a real registry file, the
- * real worker process (forked through tsx), real onnxruntime. Budget: well under a minute on 2 cores.
+ * Rounds end to end on a small MNIST subset: a tiny teacher trained here, a real registry (a SQLite file,
+ * and a PostgreSQL database: the worker opens the registry where the cloud's is, issue 15), the real
+ * worker process (forked through tsx), real onnxruntime. Budget: about a minute per dialect on 2 cores.
  */
 const STUDENT_SETTINGS = {
   baseData: 'mnist:train',
@@ -33,9 +35,16 @@ const STUDENT_SETTINGS = {
   hardExampleShare: 0.1,
 };
 
-describe('rounds end to end', () => {
+const dialects = registryDialects();
+const teacherDir = tempDir();
+const teacherFile = join(teacherDir.dir, 'teacher.onnx');
+beforeAll(() => trainTeacher({ data: 'mnist:train', limit: 3000, arch: 'mlp:64', dropout: 0, inputDropout: 0, epochs: 1, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile }));
+afterAll(() => teacherDir.cleanup());
+
+describe.each(dialects)('rounds end to end on $name', (d) => {
   const tmp = tempDir();
-  let registry: Registry;
+  let registry: StoreRegistry;
+  let unavailable: string | undefined;
   let runner: RoundRunner;
   const signer = new TestSigner();
   const publish = new FakePublisher();
@@ -44,21 +53,24 @@ describe('rounds end to end', () => {
   let first: RoundView | undefined;
 
   beforeAll(async () => {
-    const teacherFile = join(tmp.dir, 'teacher.onnx');
-    await trainTeacher({ data: 'mnist:train', limit: 3000, arch: 'mlp:64', dropout: 0, inputDropout: 0, epochs: 1, batchSize: 64, learningRate: 3e-3, jitter: 0, seed: 7, out: teacherFile });
-    registry = openRegistry(tmp.dir);
-    insertModel(registry, { teacherFile, distillSettings: STUDENT_SETTINGS, schedule: { autoRollout: true, rollout: { target: { kind: 'group', group: 'lab' } } } });
+    const opened = await openForSuite(d);
+    if (typeof opened === 'string') return void (unavailable = opened);
+    registry = opened;
+    await insertModel(registry, { teacherFile, distillSettings: STUDENT_SETTINGS, schedule: { autoRollout: true, rollout: { target: { kind: 'group', group: 'lab' } } } });
     // "Device traffic": test digits outside the holdout, three of them with a user-supplied label.
     const shifted = await loadDataset('mnist:test', { limit: 40, shuffleSeed: 99 });
     const inputs = Array.from({ length: shifted.count }, (_, i) => shifted.features.slice(i * 784, (i + 1) * 784));
-    hardIds = insertExamples(registry, 'mnist', inputs, [shifted.labels![0]!, shifted.labels![1]!, shifted.labels![2]!]);
-    insertExamples(registry, 'mnist', [new Float32Array(10)]); // wrong size: skipped, not fatal
+    hardIds = await insertExamples(registry, 'mnist', inputs, [shifted.labels![0]!, shifted.labels![1]!, shifted.labels![2]!]);
+    await insertExamples(registry, 'mnist', [new Float32Array(10)]); // wrong size: skipped, not fatal
     runner = await RoundRunner.create({ registry, dataDir: tmp.dir, signer, publish, rollouts, options: { publicBaseUrl: 'https://cloud.example' } });
   });
 
+  beforeEach((ctx) => {
+    if (unavailable) ctx.skip(unavailable);
+  });
   afterAll(async () => {
     await runner?.dispose();
-    registry?.dispose();
+    await d.close();
     tmp.cleanup();
   });
 
@@ -71,7 +83,7 @@ describe('rounds end to end', () => {
     const latencies: number[] = [];
     try {
       const { id } = await runner.start('mnist', 'manual');
-      let view = runner.get(id)!;
+      let view = (await runner.get(id))!;
       const phases = new Set<string>();
       let pingsWhileTraining = 0;
       while (view.state === 'queued' || view.state === 'running') {
@@ -79,7 +91,7 @@ describe('rounds end to end', () => {
         const res = await fetch(`http://127.0.0.1:${port}/ping`);
         expect(await res.text()).toBe('pong');
         latencies.push(performance.now() - t);
-        view = runner.get(id)!;
+        view = (await runner.get(id))!;
         if (view.progress) phases.add(view.progress.phase);
         if (view.progress?.phase === 'train') pingsWhileTraining++;
         await new Promise((r) => setTimeout(r, 10));
@@ -96,7 +108,8 @@ describe('rounds end to end', () => {
     expect(latencies.length).toBeGreaterThan(20);
     expect(p99).toBeLessThan(100);
 
-    const rel = registry.db.select().from(releases).where(eq(releases.seq, first!.releaseSeq!)).get()!;
+    const { examples, releases } = registry.t;
+    const rel = (await registry.q.select().from(releases).where(eq(releases.seq, first!.releaseSeq!)))[0]!;
     const v = verifyManifest({ manifest: rel.manifest, signature: rel.signature }, signer.trusted);
     if (!v.ok) throw new Error(v.detail);
     const m = v.manifest;
@@ -126,7 +139,7 @@ describe('rounds end to end', () => {
     expect(rollouts.calls).toEqual([{ model: 'mnist', releaseSeq: m.release, target: { kind: 'group', group: 'lab' }, canaryShare: 0.1, soakSeconds: 300, failureThreshold: 0.2 }]);
 
     // Teacher logits were stored on the example rows for the next round.
-    const row = registry.db.select().from(examples).where(eq(examples.id, hardIds[0]!)).get()!;
+    const row = (await registry.q.select().from(examples).where(eq(examples.id, hardIds[0]!)))[0]!;
     expect(row.teacherId).toBe(m.teacher.id);
     expect(row.teacherLogits?.byteLength).toBe(40);
     expect(first!.metrics).toMatchObject({ hardCount: 40, hardSkipped: 1, hardLogitsComputed: 40, warmStarted: 0 });
@@ -141,28 +154,30 @@ describe('rounds end to end', () => {
     expect(view.metrics).toMatchObject({ warmStarted: 1, warmStart: { fromSeq: first!.releaseSeq, loaded: true }, hardLogitsComputed: 0, parentSeq: first!.releaseSeq });
     // Shadow evaluation ran in the worker (issue 13): no device runs a release here, so nothing to judge.
     expect(view.metrics).toMatchObject({ shadow: { perDevice: 500, minSamples: 50, devices: 0, judgedByDevice: 0, noEvidence: 0 } });
-    const rel = registry.db.select().from(releases).where(eq(releases.seq, view.releaseSeq!)).get()!;
+    const { releases } = registry.t;
+    const rel = (await registry.q.select().from(releases).where(eq(releases.seq, view.releaseSeq!)))[0]!;
     expect(rel.parentSeq).toBe(first!.releaseSeq);
     expect((rel.manifest as { parent: number }).parent).toBe(first!.releaseSeq);
   });
 
   it('rejects a student that does not clear the gate, with the reason', async () => {
     // A negative tolerance demands an improvement of 50 points over the parent: impossible.
-    registry.db.update(models).set({ distillSettings: { ...STUDENT_SETTINGS, tolerance: -0.5 } }).where(eq(models.name, 'mnist')).run();
-    const before = registry.db.select().from(releases).all().length;
+    const { models, releases } = registry.t;
+    await registry.q.update(models).set({ distillSettings: { ...STUDENT_SETTINGS, tolerance: -0.5 } }).where(eq(models.name, 'mnist'));
+    const before = (await registry.q.select().from(releases)).length;
     const { id } = await runner.start('mnist', 'manual');
     const view = (await runner.settled(id))!;
     expect(view.state).toBe('rejected');
     expect(view.error).toMatch(/^holdout accuracy 0\.\d+ < parent #\d+ 0\.\d+ − tolerance -0\.5$/);
-    expect(registry.db.select().from(releases).all().length).toBe(before);
-    registry.db.update(models).set({ distillSettings: STUDENT_SETTINGS }).where(eq(models.name, 'mnist')).run();
+    expect((await registry.q.select().from(releases)).length).toBe(before);
+    await registry.q.update(models).set({ distillSettings: STUDENT_SETTINGS }).where(eq(models.name, 'mnist'));
   });
 
   it('marks a round failed when its worker is killed', async () => {
     const { id } = await runner.start('mnist', 'manual');
     // Kill it once it is working (past start-up), as an OOM killer would.
-    while ((runner.get(id)!.progress?.phase ?? 'starting') === 'starting') await new Promise((r) => setTimeout(r, 10));
-    expect(runner.get(id)!.state).toBe('running');
+    while (((await runner.get(id))!.progress?.phase ?? 'starting') === 'starting') await new Promise((r) => setTimeout(r, 10));
+    expect((await runner.get(id))!.state).toBe('running');
     process.kill(runner.workerPid(id)!, 'SIGKILL');
     const view = (await runner.settled(id))!;
     expect(view.state).toBe('failed');

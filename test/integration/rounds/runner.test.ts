@@ -1,25 +1,27 @@
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Registry } from '../../../cloud/registry/db.js';
-import { models, releases, rounds } from '../../../cloud/registry/schema.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { RoundRunner, type RoundRunnerDeps } from '../../../cloud/rounds/runner.js';
 import { RoundConfigError } from '../../../cloud/rounds/settings.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
 import { RoundConflictError, UnknownModelError } from '../../../cloud/rounds/types.js';
 import { verifyManifest } from '../../../shared/manifest/index.js';
 import { denseModel } from '../../fixtures/onnx-models.js';
-import { FakePublisher, FakeRollouts, TestSigner, insertModel, newId, openRegistry, tempDir } from '../../unit/rounds/helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { FakePublisher, FakeRollouts, TestSigner, insertModel, newId, tempDir } from '../../unit/rounds/helpers.js';
 
 const FAKE_WORKER = fileURLToPath(new URL('./fake-worker.ts', import.meta.url));
 
-function fake(registry: Registry, name: string, mode: string, schedule: Record<string, unknown> | null = null): void {
-  insertModel(registry, { name, distillSettings: { baseData: 'mnist:train', fake: mode }, schedule });
+const dialects = registryDialects();
+
+async function fake(registry: StoreRegistry, name: string, mode: string, schedule: Record<string, unknown> | null = null): Promise<void> {
+  await insertModel(registry, { name, distillSettings: { baseData: 'mnist:train', fake: mode }, schedule });
 }
 
-describe('RoundRunner (fake worker process)', () => {
+describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
   let tmp: ReturnType<typeof tempDir>;
-  let registry: Registry;
+  let registry: StoreRegistry;
   let signer: TestSigner;
   let publish: FakePublisher;
   let rollouts: FakeRollouts;
@@ -30,26 +32,27 @@ describe('RoundRunner (fake worker process)', () => {
     return r;
   };
 
-  beforeEach(() => {
+  beforeEach(async (ctx) => {
     tmp = tempDir();
-    registry = openRegistry(tmp.dir);
+    registry = await d.open(ctx);
     signer = new TestSigner();
     publish = new FakePublisher();
     rollouts = new FakeRollouts();
   });
   afterEach(async () => {
     await Promise.all(runners.splice(0).map((r) => r.dispose(200)));
-    registry.dispose();
+    await d.close();
     tmp.cleanup();
   });
 
   it('signs through the parent, publishes, rolls out, and records the release', async () => {
-    fake(registry, 'm1', 'release', { autoRollout: true });
+    await fake(registry, 'm1', 'release', { autoRollout: true });
     const runner = await create();
     const { id } = await runner.start('m1', 'manual');
     const view = (await runner.settled(id))!;
     expect(view).toMatchObject({ state: 'released', error: null, attempts: 1, trigger: 'manual', releaseSeq: 1, progress: { phase: 'done' } });
-    const rel = registry.db.select().from(releases).where(eq(releases.seq, 1)).get()!;
+    const { releases } = registry.t;
+    const rel = (await registry.q.select().from(releases).where(eq(releases.seq, 1)))[0]!;
     expect(verifyManifest({ manifest: rel.manifest, signature: rel.signature }, signer.trusted).ok).toBe(true);
     expect(rel.chunksPublished).toBe(true);
     expect(publish.calls).toEqual([{ sha256: rel.sha256, bytes: rel.bytes, chunkSize: 4096 }]);
@@ -57,7 +60,7 @@ describe('RoundRunner (fake worker process)', () => {
   });
 
   it('signs nothing on the worker\'s own say: one sequence, the round\'s model, the stored file, once (issue 10)', async () => {
-    fake(registry, 'rogue', 'rogue');
+    await fake(registry, 'rogue', 'rogue');
     const runner = await create({ publicBaseUrl: 'https://cloud.example' });
     const { id } = await runner.start('rogue', 'manual');
     const view = (await runner.settled(id))!;
@@ -81,26 +84,40 @@ describe('RoundRunner (fake worker process)', () => {
   });
 
   it('refuses a second round for a model, unknown models and invalid settings; queues beyond maxConcurrent', async () => {
-    fake(registry, 'a', 'hang');
-    fake(registry, 'b', 'reject');
-    insertModel(registry, { name: 'bad', distillSettings: { baseData: 'mnist:train', epochs: 0 } });
+    await fake(registry, 'a', 'hang');
+    await fake(registry, 'b', 'reject');
+    await insertModel(registry, { name: 'bad', distillSettings: { baseData: 'mnist:train', epochs: 0 } });
     const runner = await create();
     const { id } = await runner.start('a', 'manual');
     await expect(runner.start('a', 'manual')).rejects.toBeInstanceOf(RoundConflictError);
     await expect(runner.start('zzz', 'manual')).rejects.toBeInstanceOf(UnknownModelError);
     await expect(runner.start('bad', 'manual')).rejects.toThrow(new RoundConfigError('model bad: distillSettings.epochs: Too small: expected number to be >=1'));
     const b = await runner.start('b', 'schedule');
-    expect(runner.get(b.id)!.state).toBe('queued');
-    while (runner.get(id)!.progress?.epoch !== 2) await new Promise((r) => setTimeout(r, 20));
-    expect(runner.get(id)).toMatchObject({ state: 'running', progress: { phase: 'train', epochs: 3 } });
+    expect((await runner.get(b.id))!.state).toBe('queued');
+    while ((await runner.get(id))!.progress?.epoch !== 2) await new Promise((r) => setTimeout(r, 20));
+    expect(await runner.get(id)).toMatchObject({ state: 'running', progress: { phase: 'train', epochs: 3 } });
     process.kill(runner.workerPid(id)!, 'SIGTERM');
     expect((await runner.settled(id))!).toMatchObject({ state: 'failed', error: 'worker killed by SIGTERM' });
     expect((await runner.settled(b.id))!).toMatchObject({ state: 'rejected', error: 'holdout accuracy 0.5 < parent 0.9 − tolerance 0.01', exampleCount: 3 });
   });
 
+  it('two runners on two connections (two replicas) start at most one round per model', async () => {
+    await fake(registry, 'once', 'reject');
+    const other = await d.openAnother();
+    const r1 = await create();
+    const r2 = await RoundRunner.create({ registry: other, dataDir: tmp.dir, signer, publish, rollouts, options: { workerPath: FAKE_WORKER } });
+    runners.push(r2);
+    const tries = await Promise.allSettled([r1.start('once', 'manual'), r2.start('once', 'manual'), r1.start('once', 'schedule'), r2.start('once', 'schedule')]);
+    const started = tries.filter((t) => t.status === 'fulfilled');
+    expect(started).toHaveLength(1);
+    for (const t of tries) if (t.status === 'rejected') expect(t.reason).toBeInstanceOf(RoundConflictError);
+    const { rounds } = registry.t;
+    expect(await registry.q.select().from(rounds).where(eq(rounds.model, 'once'))).toHaveLength(1);
+  });
+
   it('fails a round with the exit code and stderr tail, or the worker error message', async () => {
-    fake(registry, 'crash', 'crash');
-    fake(registry, 'err', 'error');
+    await fake(registry, 'crash', 'crash');
+    await fake(registry, 'err', 'error');
     const runner = await create({ maxConcurrent: 2 });
     const [c, e] = await Promise.all([runner.start('crash', 'manual'), runner.start('err', 'manual')]);
     const crashed = (await runner.settled(c.id))!;
@@ -110,7 +127,7 @@ describe('RoundRunner (fake worker process)', () => {
   });
 
   it('a round past its wall-clock limit is stopped and failed with that reason', async () => {
-    fake(registry, 'slow', 'hang');
+    await fake(registry, 'slow', 'hang');
     const runner = await create({ maxWallSeconds: 1 });
     const { id } = await runner.start('slow', 'manual');
     const done = (await runner.settled(id))!;
@@ -120,7 +137,7 @@ describe('RoundRunner (fake worker process)', () => {
   });
 
   it('keeps a release whose worker died before reporting it', async () => {
-    fake(registry, 'm', 'die-after-release');
+    await fake(registry, 'm', 'die-after-release');
     const runner = await create();
     const { id } = await runner.start('m', 'manual');
     expect((await runner.settled(id))!).toMatchObject({ state: 'released', releaseSeq: 1, metrics: { holdoutAccuracy: 0.9 } });
@@ -128,39 +145,40 @@ describe('RoundRunner (fake worker process)', () => {
   });
 
   it('after a restart: fails interrupted rounds, retries them once, then gives up', async () => {
-    fake(registry, 'h', 'hang');
+    await fake(registry, 'h', 'hang');
     const r1 = await create();
     const { id: first } = await r1.start('h', 'manual');
-    while (!r1.get(first)!.progress?.epoch) await new Promise((r) => setTimeout(r, 20));
+    while (!(await r1.get(first))!.progress?.epoch) await new Promise((r) => setTimeout(r, 20));
     await r1.dispose(200); // the cloud stops; the row stays `running`
-    expect(registry.db.select().from(rounds).where(eq(rounds.id, first)).get()!.state).toBe('running');
+    const { rounds } = registry.t;
+    expect((await registry.q.select().from(rounds).where(eq(rounds.id, first)))[0]!.state).toBe('running');
 
     const r2 = await create();
-    const retry = r2.list('h').find((v) => v.trigger === 'retry')!;
-    expect(r2.get(first)).toMatchObject({ state: 'failed', error: `cloud restarted during round; retried as ${retry.id}` });
-    while (r2.get(retry.id)!.state !== 'running') await new Promise((r) => setTimeout(r, 20));
-    expect(r2.get(retry.id)!.attempts).toBe(2);
+    const retry = (await r2.list('h')).find((v) => v.trigger === 'retry')!;
+    expect(await r2.get(first)).toMatchObject({ state: 'failed', error: `cloud restarted during round; retried as ${retry.id}` });
+    while ((await r2.get(retry.id))!.state !== 'running') await new Promise((r) => setTimeout(r, 20));
+    expect((await r2.get(retry.id))!.attempts).toBe(2);
     await r2.dispose(200);
 
     const r3 = await create();
-    expect(r3.get(retry.id)).toMatchObject({ state: 'failed', error: 'cloud restarted during round; not retried after 2 attempts' });
-    expect(r3.list('h')).toHaveLength(2);
+    expect(await r3.get(retry.id)).toMatchObject({ state: 'failed', error: 'cloud restarted during round; not retried after 2 attempts' });
+    expect(await r3.list('h')).toHaveLength(2);
   });
 
   it('after a restart: finishes publishing a round whose release was already stored', async () => {
-    fake(registry, 'p', 'release', { autoRollout: true });
+    await fake(registry, 'p', 'release', { autoRollout: true });
     const id = newId();
-    registry.db.insert(rounds).values({ id, model: 'p', state: 'running', trigger: 'manual', attempts: 1, startedAt: new Date().toISOString() }).run();
+    const { models, releases, rounds } = registry.t;
+    await registry.q.insert(rounds).values({ id, model: 'p', state: 'running', trigger: 'manual', attempts: 1, startedAt: new Date().toISOString() });
     const m = denseModel({ sizes: [4, 2] });
     const stored = await storeArtifact(tmp.dir, m.bytes);
-    registry.db
+    await registry.q
       .insert(releases)
-      .values({ model: 'p', seq: 5, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.8 }, manifest: { artifact: { chunkSize: 2048 }, lineage: { exampleCount: 4 } }, signature: {}, roundId: id, artifactPath: stored.relPath })
-      .run();
+      .values({ model: 'p', seq: 5, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.8 }, manifest: { artifact: { chunkSize: 2048 }, lineage: { exampleCount: 4 } }, signature: {}, roundId: id, artifactPath: stored.relPath });
     const runner = await create();
     expect((await runner.settled(id))!).toMatchObject({ state: 'released', releaseSeq: 5, exampleCount: 4, metrics: { holdoutAccuracy: 0.8 } });
     expect(publish.calls).toEqual([{ sha256: stored.sha256, bytes: m.bytes.byteLength, chunkSize: 2048 }]);
     expect(rollouts.calls).toMatchObject([{ model: 'p', releaseSeq: 5 }]);
-    expect(registry.db.select().from(models).all()).toHaveLength(1);
+    expect(await registry.q.select().from(models)).toHaveLength(1);
   });
 });

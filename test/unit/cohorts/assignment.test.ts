@@ -7,17 +7,18 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { cohortForGroups, cohortOf, cohortsNow } from '../../../cloud/rounds/cohorts.js';
-import { devices } from '../../../cloud/registry/schema.js';
-import type { Registry } from '../../../cloud/registry/db.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { checkAssignment } from '../../../edge/updates/assignment.js';
 import { UpdateManager } from '../../../edge/updates/index.js';
 import { EDGE_CAPABILITIES } from '../../../edge/status/status.js';
 import { generateSigningKey, signAssignment, signManifest, toTrustedKey, verifyAssignment } from '../../../shared/manifest/index.js';
 import { DEVICE_CAPABILITIES, deviceCompat, desiredFor, manifestSchema, signedManifestSchema } from '../../../shared/protocol/index.js';
-import { insertModel, openRegistry, tempDir as roundsTemp } from '../rounds/helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { insertModel } from '../rounds/helpers.js';
 import { makeManifest, modelBytes, tempDir } from '../updates/fixtures.js';
 import { ArtifactServer, EventLog, FakeHost } from '../updates/harness.js';
 
+const dialects = registryDialects();
 const key = generateSigningKey();
 const trusted = [toTrustedKey(key)];
 const assign = (deviceId: string, cohort: string | null, model = 'digits') => signAssignment({ deviceId, model, cohort }, key.privateKeyPem);
@@ -88,26 +89,21 @@ describe('UpdateManager (real) with cohort releases', () => {
   });
 });
 
-describe('cohortOf and the assignment the cloud signs', () => {
-  let tmp: ReturnType<typeof roundsTemp>;
-  let registry: Registry;
-  beforeEach(() => {
-    tmp = roundsTemp();
-    registry = openRegistry(tmp.dir);
-    const add = (id: string, groups: string[], revoked = false) => registry.db.insert(devices).values({ id, groups, credentialHash: 'x', revoked }).run();
-    add('r1', ['lab', 'rot']);
-    add('r2', ['rot']);
-    add('n1', ['noise', 'rot']);
-    add('b1', ['lab']);
-    add('gone', ['solo'], true);
+describe.each(dialects)('cohortOf and the assignment the cloud signs on $name', (d) => {
+  let registry: StoreRegistry;
+  beforeEach(async (ctx) => {
+    registry = await d.open(ctx);
+    const add = (id: string, groups: string[], revoked = false) => registry.q.insert(registry.t.devices).values({ id, groups, credentialHash: 'x', revoked });
+    await add('r1', ['lab', 'rot']);
+    await add('r2', ['rot']);
+    await add('n1', ['noise', 'rot']);
+    await add('b1', ['lab']);
+    await add('gone', ['solo'], true);
   });
-  afterEach(() => {
-    registry.dispose();
-    tmp.cleanup();
-  });
+  afterEach(() => d.close());
 
   it('declared cohorts: the first declared cohort whose group the device is in; others on the base line', async () => {
-    insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', cohorts: [{ name: 'noisy', group: 'noise' }, { name: 'rotated', group: 'rot' }] } });
+    await insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', cohorts: [{ name: 'noisy', group: 'noise' }, { name: 'rotated', group: 'rot' }] } });
     expect(await cohortOf(registry, 'r1', 'digits')).toBe('rotated');
     expect(await cohortOf(registry, 'n1', 'digits')).toBe('noisy');
     expect(await cohortOf(registry, 'b1', 'digits')).toBeNull();
@@ -115,7 +111,7 @@ describe('cohortOf and the assignment the cloud signs', () => {
     expect(await cohortOf(registry, 'r1', 'no-such-model')).toBeNull();
   });
   it('perGroup: a cohort per first group of a non-revoked device', async () => {
-    insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', perGroup: true } });
+    await insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', perGroup: true } });
     expect(await cohortOf(registry, 'r1', 'digits')).toBe('lab');
     expect(await cohortOf(registry, 'n1', 'digits')).toBe('noise');
     expect(await cohortsNow(registry, { perGroup: true })).toEqual([
@@ -126,7 +122,7 @@ describe('cohortOf and the assignment the cloud signs', () => {
     expect(cohortForGroups('not-an-array', { perGroup: true })).toBeNull();
   });
   it('the publisher signs the device cohort into the assignment beside the manifest', async () => {
-    insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', cohorts: [{ name: 'rotated', group: 'rot' }] } });
+    await insertModel(registry, { name: 'digits', distillSettings: { baseData: 'mnist:train', cohorts: [{ name: 'rotated', group: 'rot' }] } });
     const sent = new Map<string, Buffer>();
     const p = new ReleasePublisher({
       mqtt: { publish: async (topic: string, payload: Buffer) => void sent.set(topic, payload) } as never,

@@ -3,29 +3,28 @@
  * cohort trains on its own examples (up to the whole window) while the base round still caps every
  * device at its share of the model's window.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Registry } from '../../../cloud/registry/db.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { selectHardRows } from '../../../cloud/rounds/device-share.js';
-import { insertExamples, insertModel, openRegistry, tempDir } from '../rounds/helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { insertExamples, insertModel } from '../rounds/helpers.js';
 
-describe('hard-example quotas per cohort window', () => {
-  const tmp = tempDir();
-  let registry: Registry;
+const dialects = registryDialects();
+
+describe.each(dialects)('hard-example quotas per cohort window on $name', (d) => {
+  let registry: StoreRegistry;
   const count = (rows: { deviceId: string }[]) => rows.reduce<Record<string, number>>((m, r) => ({ ...m, [r.deviceId]: (m[r.deviceId] ?? 0) + 1 }), {});
 
-  beforeAll(() => {
-    registry = openRegistry(tmp.dir);
-    insertModel(registry);
+  beforeEach(async (ctx) => {
+    registry = await d.open(ctx);
+    await insertModel(registry);
     const x = () => new Float32Array(784);
     // Two busy devices of cohort "rot", one quieter device alone in cohort "solo".
-    insertExamples(registry, 'mnist', Array.from({ length: 60 }, x), [], undefined, { deviceId: 'rot-a' });
-    insertExamples(registry, 'mnist', Array.from({ length: 60 }, x), [], undefined, { deviceId: 'rot-b' });
-    insertExamples(registry, 'mnist', Array.from({ length: 30 }, x), [], undefined, { deviceId: 'solo-1' });
+    await insertExamples(registry, 'mnist', Array.from({ length: 60 }, x), [], undefined, { deviceId: 'rot-a' });
+    await insertExamples(registry, 'mnist', Array.from({ length: 60 }, x), [], undefined, { deviceId: 'rot-b' });
+    await insertExamples(registry, 'mnist', Array.from({ length: 30 }, x), [], undefined, { deviceId: 'solo-1' });
   });
-  afterAll(() => {
-    registry.dispose();
-    tmp.cleanup();
-  });
+  afterEach(() => d.close());
 
   it('the base window caps each device at its share of the whole model window', async () => {
     // 10 each (a quarter of 40), then the 10 left evenly, the last unit by device id.

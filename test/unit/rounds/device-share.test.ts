@@ -4,15 +4,17 @@
  * goes to quarantine until the operator accepts or drops it.
  */
 import { desc, eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Registry } from '../../../cloud/registry/db.js';
-import { examples } from '../../../cloud/registry/schema.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { shareIndices, waterFill } from '../../../cloud/rounds/device-share.js';
 import { acceptQuarantined, contradicts, dropQuarantined, listQuarantined } from '../../../cloud/rounds/label-review.js';
 import { loadHardExamples, newestHard } from '../../../cloud/rounds/transfer-set.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
 import { denseModel, sampleInputs, writeModel } from '../../fixtures/onnx-models.js';
-import { insertExamples, insertModel, openRegistry, tempDir } from './helpers.js';
+import { registryDialects } from '../../helpers/dialects.js';
+import { insertExamples, insertModel, tempDir } from './helpers.js';
+
+const dialects = registryDialects();
 
 const sum = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
 
@@ -44,31 +46,33 @@ describe('waterFill', () => {
   });
 });
 
-describe('hard examples with device shares and label quarantine', () => {
+describe.each(dialects)('hard examples with device shares and label quarantine on $name', (d) => {
   const tmp = tempDir();
-  let registry: Registry;
+  let registry: StoreRegistry;
   let teacher: Teacher;
   const x = sampleInputs(1, 4);
   const row = (): Float32Array => x.slice(0, 4);
   const rows = (n: number): Float32Array[] => Array.from({ length: n }, row);
 
   beforeAll(async () => {
-    registry = openRegistry(tmp.dir);
-    insertModel(registry, { name: 'm' });
-    insertModel(registry, { name: 'solo' });
-    insertModel(registry, { name: 'lab' });
     teacher = await Teacher.create([await writeModel(tmp.dir, denseModel({ sizes: [4, 3], seed: 3 }))]);
   });
+  beforeEach(async (ctx) => {
+    registry = await d.open(ctx);
+    await insertModel(registry, { name: 'm' });
+    await insertModel(registry, { name: 'solo' });
+    await insertModel(registry, { name: 'lab' });
+  });
+  afterEach(() => d.close());
   afterAll(async () => {
     await teacher.dispose();
-    registry.dispose();
     tmp.cleanup();
   });
 
   it('one device flooding gets at most its share of the window and of the recent evaluation', async () => {
     // The flood is the newest traffic: without shares it would fill the whole window.
-    for (const d of ['a', 'b', 'c']) insertExamples(registry, 'm', rows(60), [], '2030-01-01T00:00:00.000Z', { deviceId: d });
-    insertExamples(registry, 'm', rows(400), [], '2030-01-02T00:00:00.000Z', { deviceId: 'flood' });
+    for (const dev of ['a', 'b', 'c']) await insertExamples(registry, 'm', rows(60), [], '2030-01-01T00:00:00.000Z', { deviceId: dev });
+    await insertExamples(registry, 'm', rows(400), [], '2030-01-02T00:00:00.000Z', { deviceId: 'flood' });
     const h = await loadHardExamples(registry, 'm', teacher, { inputSize: 4, classes: 3, window: 200, maxDeviceShare: 0.25 });
     const by = (ids: string[]) => ids.reduce<Record<string, number>>((acc, d) => ((acc[d] = (acc[d] ?? 0) + 1), acc), {});
     expect(h.count).toBe(200);
@@ -78,12 +82,13 @@ describe('hard examples with device shares and label quarantine', () => {
     const recent = newestHard(h, 40, 4, 3, 0.25);
     expect(recent.count).toBe(40);
     // For contrast: the newest 200 rows (what a round took before) are the flood's only.
-    const newest = registry.db.select({ d: examples.deviceId }).from(examples).where(eq(examples.model, 'm')).orderBy(desc(examples.ingestedAt)).limit(200).all();
+    const { examples } = registry.t;
+    const newest = await registry.q.select({ d: examples.deviceId }).from(examples).where(eq(examples.model, 'm')).orderBy(desc(examples.ingestedAt)).limit(200);
     expect(by(newest.map((r) => r.d))).toEqual({ flood: 200 });
   });
 
   it('a one-device fleet uses the whole window', async () => {
-    insertExamples(registry, 'solo', rows(300), [], undefined, { deviceId: 'only' });
+    await insertExamples(registry, 'solo', rows(300), [], undefined, { deviceId: 'only' });
     const h = await loadHardExamples(registry, 'solo', teacher, { inputSize: 4, classes: 3, window: 250, maxDeviceShare: 0.25 });
     expect(h.count).toBe(250);
     expect(newestHard(h, 100, 4, 3, 0.25).count).toBe(100);
@@ -92,10 +97,10 @@ describe('hard examples with device shares and label quarantine', () => {
   it('trusts labels only on feedback rows and quarantines the ones the teacher contradicts', async () => {
     // Teacher logits stored for this teacher: class 0 with ~0.9999, so label 1 is contradicted, label 0 is not.
     const t = { id: teacher.id, logits: () => Float32Array.of(10, 0, 0) };
-    const [agrees] = insertExamples(registry, 'lab', rows(1), [0], undefined, { teacher: t });
-    const [contra] = insertExamples(registry, 'lab', rows(1), [1], undefined, { teacher: t });
-    const [notFeedback] = insertExamples(registry, 'lab', rows(1), [2], undefined, { teacher: t, reason: 'audit' });
-    const [contra2] = insertExamples(registry, 'lab', rows(1), [2], undefined, { teacher: t });
+    const [agrees] = await insertExamples(registry, 'lab', rows(1), [0], undefined, { teacher: t });
+    const [contra] = await insertExamples(registry, 'lab', rows(1), [1], undefined, { teacher: t });
+    const [notFeedback] = await insertExamples(registry, 'lab', rows(1), [2], undefined, { teacher: t, reason: 'audit' });
+    const [contra2] = await insertExamples(registry, 'lab', rows(1), [2], undefined, { teacher: t });
     const opts = { inputSize: 4, classes: 3, window: 100, maxDeviceShare: 0.25 };
     const h = await loadHardExamples(registry, 'lab', teacher, opts);
     expect(h.quarantined).toBe(2);
@@ -103,8 +108,9 @@ describe('hard examples with device shares and label quarantine', () => {
     expect(h.ids).not.toContain(contra2);
     expect(h.labels[h.ids.indexOf(agrees!)]).toBe(0);
     expect(h.labels[h.ids.indexOf(notFeedback!)]).toBe(-1);
-    const state = (id: string) => registry.db.select({ s: examples.labelState }).from(examples).where(eq(examples.id, id)).get()?.s;
-    expect([state(agrees!), state(contra!), state(notFeedback!)]).toEqual(['ok', 'quarantined', null]);
+    const { examples } = registry.t;
+    const state = async (id: string) => (await registry.q.select({ s: examples.labelState }).from(examples).where(eq(examples.id, id)))[0]?.s;
+    expect([await state(agrees!), await state(contra!), await state(notFeedback!)]).toEqual(['ok', 'quarantined', null]);
 
     const listed = await listQuarantined(registry, { model: 'lab' });
     expect(listed.map((e) => e.id).sort()).toEqual([contra, contra2].sort());
@@ -119,7 +125,7 @@ describe('hard examples with device shares and label quarantine', () => {
     const after = await loadHardExamples(registry, 'lab', teacher, opts);
     expect(after.labels[after.ids.indexOf(contra!)]).toBe(1);
     expect(after.ids).not.toContain(contra2);
-    expect(registry.db.select().from(examples).where(eq(examples.id, contra2!)).all()).toHaveLength(0);
+    expect(await registry.q.select().from(examples).where(eq(examples.id, contra2!))).toHaveLength(0);
   });
 
   it('contradicts() follows the thresholds', () => {

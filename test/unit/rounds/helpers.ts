@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { generateSigningKey, signManifest, toTrustedKey, type SigningKey, type TrustedKey } from '../../../shared/manifest/index.js';
 import type { Manifest, SignedManifest } from '../../../shared/protocol/schemas.js';
 import { Registry } from '../../../cloud/registry/db.js';
-import { examples, models } from '../../../cloud/registry/schema.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import type { ArtifactPublisher, RolloutRequest, RolloutStarter } from '../../../cloud/rounds/types.js';
 
 export function tempDir(prefix = 'apprentice-rounds-'): { dir: string; cleanup: () => void } {
@@ -56,10 +56,10 @@ export interface TestModelOptions {
   schedule?: Record<string, unknown> | null;
 }
 
-export function insertModel(registry: Registry, o: TestModelOptions = {}): string {
+export async function insertModel(registry: StoreRegistry, o: TestModelOptions = {}): Promise<string> {
   const name = o.name ?? 'mnist';
-  registry.db
-    .insert(models)
+  await registry.q
+    .insert(registry.t.models)
     .values({
       name,
       inputSpec: MNIST_INPUT_SPEC,
@@ -68,27 +68,26 @@ export function insertModel(registry: Registry, o: TestModelOptions = {}): strin
       studentSpec: o.studentSpec ?? 'mlp:16',
       distillSettings: o.distillSettings ?? { baseData: 'mnist:train', baseLimit: 1000 },
       schedule: o.schedule === undefined ? null : o.schedule,
-    })
-    .run();
+    });
   return name;
 }
 
 /** Inserts ingested examples for `model` with the given inputs (float32 blobs) and optional labels. */
 /** A row with a label is a `feedback` row (only those carry labels), unless `opts.reason` says otherwise. */
-export function insertExamples(
-  registry: Registry,
+export async function insertExamples(
+  registry: StoreRegistry,
   model: string,
   inputs: Float32Array[],
   labels: (number | null)[] = [],
   ingestedAt?: string,
   opts: { deviceId?: string; reason?: string; teacher?: { id: string; logits: (i: number) => Float32Array }; sources?: (Buffer | null)[] } = {},
-): string[] {
+): Promise<string[]> {
   const ids: string[] = [];
   for (const [i, x] of inputs.entries()) {
     const id = randomUUID();
     ids.push(id);
-    registry.db
-      .insert(examples)
+    await registry.q
+      .insert(registry.t.examples)
       .values({
         id,
         deviceId: opts.deviceId ?? 'dev-1',
@@ -102,8 +101,7 @@ export function insertExamples(
         ...(opts.sources?.[i] ? { sourceImage: opts.sources[i], sourceFormat: 'png' as const } : {}),
         capturedAt: new Date().toISOString(),
         ...(ingestedAt ? { ingestedAt } : {}),
-      })
-      .run();
+      });
   }
   return ids;
 }

@@ -1,12 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { eq } from 'drizzle-orm';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadWeightsInto, saveWeights } from '../../../cloud/distill/warm-start.js';
 import { buildModel } from '../../../cloud/models/build.js';
 import { parseArch } from '../../../cloud/models/spec.js';
-import type { Registry } from '../../../cloud/registry/db.js';
-import { examples } from '../../../cloud/registry/schema.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { parseRoundModel, RoundConfigError } from '../../../cloud/rounds/settings.js';
 import { loadBaseData, loadHardExamples, sameImageSpec } from '../../../cloud/rounds/transfer-set.js';
 import { preprocessImage } from '../../../shared/image/preprocess.js';
@@ -15,37 +14,42 @@ import { chooseLearningRate } from '../../../cloud/rounds/lr.js';
 import { distillSettingsSchema } from '../../../cloud/rounds/settings.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
 import { denseModel, sampleInputs, writeModel } from '../../fixtures/onnx-models.js';
+import { registryDialects } from '../../helpers/dialects.js';
 import { insertExamples, insertModel, openRegistry, tempDir } from './helpers.js';
 
-describe('hard examples from the registry', () => {
+const dialects = registryDialects();
+
+describe.each(dialects)('hard examples from the registry on $name', (d) => {
   const tmp = tempDir();
-  let registry: Registry;
+  let registry: StoreRegistry;
   let teacherA: Teacher;
   let teacherB: Teacher;
   const a = denseModel({ sizes: [16, 3], seed: 1 });
   const b = denseModel({ sizes: [16, 3], seed: 2 });
 
+  beforeEach(async (ctx) => {
+    registry = await d.open(ctx);
+    await insertModel(registry, { name: 'tiny' });
+    await insertModel(registry, { name: 'other' });
+  });
+  afterEach(() => d.close());
   beforeAll(async () => {
-    registry = openRegistry(tmp.dir);
-    insertModel(registry, { name: 'tiny' });
-    insertModel(registry, { name: 'other' });
     teacherA = await Teacher.create([await writeModel(tmp.dir, a)]);
     teacherB = await Teacher.create([await writeModel(tmp.dir, b)]);
   });
   afterAll(async () => {
     await teacherA.dispose();
     await teacherB.dispose();
-    registry.dispose();
     tmp.cleanup();
   });
 
   it('computes teacher logits only where missing or from another teacher, and stores them', async () => {
     const x = sampleInputs(5, 16);
     const rows = Array.from({ length: 5 }, (_, i) => x.slice(i * 16, (i + 1) * 16));
-    const ids = insertExamples(registry, 'tiny', rows.slice(0, 3), [2, null, 7], '2030-01-01T00:00:00.000Z');
-    insertExamples(registry, 'tiny', rows.slice(3), [], '2030-01-02T00:00:00.000Z');
-    insertExamples(registry, 'tiny', [new Float32Array(3)], [], '2030-01-03T00:00:00.000Z'); // does not fit the model
-    insertExamples(registry, 'other', rows.slice(0, 1));
+    const ids = await insertExamples(registry, 'tiny', rows.slice(0, 3), [2, null, 7], '2030-01-01T00:00:00.000Z');
+    await insertExamples(registry, 'tiny', rows.slice(3), [], '2030-01-02T00:00:00.000Z');
+    await insertExamples(registry, 'tiny', [new Float32Array(3)], [], '2030-01-03T00:00:00.000Z'); // does not fit the model
+    await insertExamples(registry, 'other', rows.slice(0, 1));
     const opts = { inputSize: 16, classes: 3, window: 100 };
 
     const h1 = await loadHardExamples(registry, 'tiny', teacherA, opts);
@@ -56,22 +60,23 @@ describe('hard examples from the registry', () => {
     const expected = a.forward(x, 5);
     const row0 = h1.ids.indexOf(ids[0]!);
     Array.from(h1.teacherLogits.subarray(row0 * 3, row0 * 3 + 3)).forEach((v, k) => expect(v).toBeCloseTo(expected[k]!, 4));
-    const stored = registry.db.select().from(examples).where(eq(examples.id, ids[0]!)).get()!;
+    const { examples } = registry.t;
+    const stored = (await registry.q.select().from(examples).where(eq(examples.id, ids[0]!)))[0]!;
     expect(stored.teacherId).toBe(teacherA.id);
     expect(stored.teacherLogits!.byteLength).toBe(12);
 
     expect((await loadHardExamples(registry, 'tiny', teacherA, opts)).computed).toBe(0);
     const h3 = await loadHardExamples(registry, 'tiny', teacherB, opts);
     expect(h3.computed).toBe(5);
-    expect(registry.db.select().from(examples).where(eq(examples.id, ids[0]!)).get()!.teacherId).toBe(teacherB.id);
+    expect((await registry.q.select().from(examples).where(eq(examples.id, ids[0]!)))[0]!.teacherId).toBe(teacherB.id);
     // The window counts rows before the misfit ones are dropped: the newest row is the misfit.
     expect(await loadHardExamples(registry, 'tiny', teacherB, { ...opts, window: 2 })).toMatchObject({ count: 1, skipped: 1 });
   });
 });
 
-describe('hard examples of an image model whose teacher has its own image form (issue 11)', () => {
+describe.each(dialects)('hard examples of an image model whose teacher has its own image form (issue 11) on $name', (d) => {
   const tmp = tempDir();
-  let registry: Registry;
+  let registry: StoreRegistry;
   let teacher: Teacher;
   // The student reads 8×8 grey NHWC (64 values); the teacher 4×4 grey with another normalisation (16).
   const studentImage: ImageSpec = { height: 8, width: 8, channels: 1, layout: 'nhwc', mean: [0], std: [1] };
@@ -79,21 +84,23 @@ describe('hard examples of an image model whose teacher has its own image form (
   const net = denseModel({ sizes: [16, 3], seed: 3 });
   const png = (seed: number) => sharp(Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 37 + seed * 101) % 256)), { raw: { width: 8, height: 8, channels: 1 } }).png().toBuffer();
 
+  beforeEach(async (ctx) => {
+    registry = await d.open(ctx);
+    await insertModel(registry, { name: 'cam' });
+  });
+  afterEach(() => d.close());
   beforeAll(async () => {
-    registry = openRegistry(tmp.dir);
-    insertModel(registry, { name: 'cam' });
     teacher = await Teacher.create([await writeModel(tmp.dir, net)]);
   });
   afterAll(async () => {
     await teacher.dispose();
-    registry.dispose();
     tmp.cleanup();
   });
 
   it("feeds the teacher its own preprocessing of each source image, and leaves out rows it cannot see", async () => {
     const sources = [await png(1), await png(2), null, Buffer.from('not an image at all')];
     const inputs = await Promise.all(sources.map(async (src) => (src && sharpReadable(src) ? preprocessImage(src, studentImage, { maxPixels: 1e6 }) : new Float32Array(64).fill(0.5))));
-    const ids = insertExamples(registry, 'cam', inputs, [], undefined, { sources });
+    const ids = await insertExamples(registry, 'cam', inputs, [], undefined, { sources });
     const h = await loadHardExamples(registry, 'cam', teacher, { inputSize: 64, classes: 3, window: 10, studentImage, teacherImage });
     expect(h).toMatchObject({ count: 2, fromSource: 2, noSource: 2, skipped: 0, computed: 2 });
     for (const k of [0, 1]) {
@@ -113,8 +120,8 @@ describe('hard examples of an image model whose teacher has its own image form (
     const tiny = denseModel({ sizes: [64, 3], seed: 4 });
     const t64 = await Teacher.create([await writeModel(tmp.dir, tiny)]);
     try {
-      insertModel(registry, { name: 'cam2' });
-      insertExamples(registry, 'cam2', [new Float32Array(64).fill(0.25)], [], undefined, { sources: [null] });
+      await insertModel(registry, { name: 'cam2' });
+      await insertExamples(registry, 'cam2', [new Float32Array(64).fill(0.25)], [], undefined, { sources: [null] });
       expect(await loadHardExamples(registry, 'cam2', t64, { inputSize: 64, classes: 3, window: 10, studentImage, teacherImage: studentImage })).toMatchObject({ count: 1, noSource: 0, fromSource: 0 });
     } finally {
       await t64.dispose();
@@ -215,12 +222,12 @@ describe('round settings', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
 
-  it('fills defaults and reports invalid fields as column.path', () => {
+  it('fills defaults and reports invalid fields as column.path', async () => {
     const registry = openRegistry(tmp.dir);
     try {
-      insertModel(registry, { name: 'ok', distillSettings: { baseData: 'mnist:train' }, schedule: { minNewExamples: 5 } });
-      insertModel(registry, { name: 'bad', distillSettings: { baseData: 'mnist:train', artifact: 'fp16', hardExampleShare: 2 } });
-      const rows = registry.db.query.models.findMany().sync();
+      await insertModel(registry, { name: 'ok', distillSettings: { baseData: 'mnist:train' }, schedule: { minNewExamples: 5 } });
+      await insertModel(registry, { name: 'bad', distillSettings: { baseData: 'mnist:train', artifact: 'fp16', hardExampleShare: 2 } });
+      const rows = await registry.q.select().from(registry.t.models);
       const ok = parseRoundModel(rows.find((r) => r.name === 'ok')!);
       expect(ok.settings).toMatchObject({ temperature: 20, alpha: 0.9, tolerance: 0.01, artifact: 'int8', holdout: 'split:0.1', hardExampleShare: 0.2, validityDays: 30, warmStart: true });
       expect(ok.schedule).toMatchObject({ intervalSeconds: 3600, minNewExamples: 5, autoRollout: false, rollout: { target: { kind: 'all' }, canaryShare: 0.1 } });
@@ -233,12 +240,12 @@ describe('round settings', () => {
     }
   });
 
-  it('accepts conv students on an image input spec and names a bad student spec', () => {
+  it('accepts conv students on an image input spec and names a bad student spec', async () => {
     const registry = openRegistry(tmp.dir);
     try {
-      insertModel(registry, { name: 'cnn', studentSpec: 'dscnn:8,16/32', distillSettings: { baseData: 'mnist:train' } });
-      insertModel(registry, { name: 'badcnn', studentSpec: 'cnn:8/', distillSettings: { baseData: 'mnist:train' } });
-      const rows = registry.db.query.models.findMany().sync();
+      await insertModel(registry, { name: 'cnn', studentSpec: 'dscnn:8,16/32', distillSettings: { baseData: 'mnist:train' } });
+      await insertModel(registry, { name: 'badcnn', studentSpec: 'cnn:8/', distillSettings: { baseData: 'mnist:train' } });
+      const rows = await registry.q.select().from(registry.t.models);
       expect(parseRoundModel(rows.find((r) => r.name === 'cnn')!).studentSpec).toBe('dscnn:8,16/32');
       expect(() => parseRoundModel(rows.find((r) => r.name === 'badcnn')!)).toThrow(/^model badcnn: studentSpec: unknown architecture "cnn:8\/"/);
     } finally {

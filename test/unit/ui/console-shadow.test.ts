@@ -33,8 +33,8 @@ describe('shadow figures in the console', () => {
 
   beforeAll(async () => {
     const view = async (id: string): Promise<ShadowViewLike | undefined> => {
-      const run = await getRun(h.registry.db, id);
-      return run && { run, devices: await devicesOf(h.registry.db, id), decision };
+      const run = await getRun(h.registry, id);
+      return run && { run, devices: await devicesOf(h.registry, id), decision };
     };
     h = harness({
       console: { liveIntervalMs: 50 },
@@ -58,9 +58,9 @@ describe('shadow figures in the console', () => {
 
     // A shadow run of release 2, switched as release 3 with the switch gate's evidence; its rollout held pi-1 back.
     const signed = { manifest: { artifact: { sha256: 'x' } }, signature: {} } as unknown as SignedManifest;
-    await insertRun(db, { id: RUN, model: 'digits', releaseSeq: 2, shadowSeq: 9, signed, target: { kind: 'devices', ids: ['pi-1', 'pi-2'] }, policy: { waves: [1] }, until: '2026-11-01T00:30:00.000Z', autoSwitch: true, minAgreement: 0.5, minRequests: 20 }, ['pi-1', 'pi-2'], AT);
+    await insertRun(h.registry, { id: RUN, model: 'digits', releaseSeq: 2, shadowSeq: 9, signed, target: { kind: 'devices', ids: ['pi-1', 'pi-2'] }, policy: { waves: [1] }, until: '2026-11-01T00:30:00.000Z', autoSwitch: true, minAgreement: 0.5, minRequests: 20 }, ['pi-1', 'pi-2'], AT);
     for (const [d, agreements] of [['pi-1', 80], ['pi-2', 90]] as const) {
-      await recordShadowTelemetry(db, d, { model: 'digits', release: 9, sha256: 'x', until: '2026-11-01T00:30:00.000Z', state: 'running', requests: 100, agreements, skipped: 0, latencyMs: { p50: 0.4, p95: 0.9 } }, AT);
+      await recordShadowTelemetry(h.registry, d, { model: 'digits', release: 9, sha256: 'x', until: '2026-11-01T00:30:00.000Z', state: 'running', requests: 100, agreements, skipped: 0, latencyMs: { p50: 0.4, p95: 0.9 } }, AT);
     }
     await recordReleaseShadowEval(h.registry, 3, `shadow:${RUN}`, 'digits', null, [
       { scope: 'device', deviceId: 'pi-1', cohort: null, samples: 100, judgedBy: 'device', runningSeq: 1, candidateAccuracy: null, runningAccuracy: null, agreement: 0.8, delta: -0.2, deltaLow: -0.2784, deltaHigh: -0.1216 },
@@ -74,7 +74,7 @@ describe('shadow figures in the console', () => {
       { rolloutId: 'ro-switch', deviceId: 'pi-1', canary: true, wave: 0, state: 'held_back', reason: held.reason },
       { rolloutId: 'ro-switch', deviceId: 'pi-2', canary: true, wave: 0, state: 'installed' },
     ]).run();
-    await setRun(db, RUN, 'shadowing', { state: 'switched', reason: `window ended, gate passed: ${decision.reason}`, switchedSeq: 3, rolloutId: 'ro-switch' }, AT);
+    await setRun(h.registry, RUN, 'shadowing', { state: 'switched', reason: `window ended, gate passed: ${decision.reason}`, switchedSeq: 3, rolloutId: 'ro-switch' }, AT);
 
     const set = (await h.app.request('/ui/login', form({ token: TOKEN, who: 'grace' }))).headers.get('set-cookie')!;
     cookie = set.split(';')[0]!;
