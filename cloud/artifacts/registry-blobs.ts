@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open as openFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { and, eq, lt, notInArray } from 'drizzle-orm';
+import { and, eq, lt, notInArray, sql } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import type { StoreRegistry } from '../registry/open.js';
 import { q } from '../registry/tx.js';
@@ -53,16 +53,21 @@ export function registryBlobs(o: RegistryBlobsOptions): ArtifactBlobs & { sweepO
         return new ReadableStream<Uint8Array>({
           async pull(ctrl) {
             if (idx > last || start > end) return ctrl.close();
-            const [chunk] = await reg.q.select({ data: t.artifactChunks.data }).from(t.artifactChunks).where(and(eq(t.artifactChunks.chunkSet, chunkSet), eq(t.artifactChunks.idx, idx)));
             const from = idx * chunkSize;
             const want = Math.min(chunkSize, bytes - from);
-            if (!chunk || chunk.data.byteLength !== want) {
-              log.error({ sha256, idx, expected: want, actual: chunk?.data.byteLength }, 'artifacts/registry: chunk missing or the wrong size');
-              return ctrl.error(new ArtifactUnavailableError(`artifact ${sha256}: chunk ${idx} is missing or damaged`));
-            }
             const lo = Math.max(start, from) - from;
             const hi = Math.min(end, from + want - 1) - from + 1;
-            ctrl.enqueue(new Uint8Array(chunk.data.buffer, chunk.data.byteOffset + lo, hi - lo));
+            // Only the covered bytes leave the database: substr() on a blob/bytea counts bytes on both dialects
+            // (1-based), and PostgreSQL reads just the TOAST slices it needs (chunks are stored uncompressed).
+            const [chunk] = await reg.q
+              .select({ part: sql<Buffer>`substr(${t.artifactChunks.data}, ${sql.raw(String(lo + 1))}, ${sql.raw(String(hi - lo))})`, length: sql<number>`length(${t.artifactChunks.data})` })
+              .from(t.artifactChunks)
+              .where(and(eq(t.artifactChunks.chunkSet, chunkSet), eq(t.artifactChunks.idx, idx)));
+            if (!chunk || Number(chunk.length) !== want || chunk.part.byteLength !== hi - lo) {
+              log.error({ sha256, idx, expected: want, actual: chunk?.length }, 'artifacts/registry: chunk missing or the wrong size');
+              return ctrl.error(new ArtifactUnavailableError(`artifact ${sha256}: chunk ${idx} is missing or damaged`));
+            }
+            ctrl.enqueue(new Uint8Array(chunk.part.buffer, chunk.part.byteOffset, chunk.part.byteLength));
             idx++;
           },
         });

@@ -88,6 +88,11 @@ describe.each(dialects)('registry artifact store on $name', (d) => {
     expect(await counts(reg)).toEqual({ blobs: 1, chunks: 3 });
     const [row] = await reg.q.select({ chunkSize: reg.t.artifactBlobs.chunkSize }).from(reg.t.artifactBlobs);
     expect(row!.chunkSize).toBe(1024 * 1024);
+    if (reg.dialect === 'postgres') {
+      // Stored out of line and uncompressed (migration 0002), so a Range's substr() reads only its slices.
+      const { rows } = await reg.pool.query<{ s: string }>(`select attstorage as s from pg_attribute where attrelid = 'artifact_chunks'::regclass and attname = 'data'`);
+      expect(rows[0]!.s).toBe('e');
+    }
     const empty = await blobs.put('dataset', new Uint8Array(0));
     expect(empty).toMatchObject({ sha256: sha(new Uint8Array(0)), bytes: 0, created: true });
     expect((await blobs.readAll('dataset', empty.sha256)).byteLength).toBe(0);
