@@ -99,6 +99,26 @@ describe.each(dialects)('registry artifact store on $name', (d) => {
     expect(await counts(reg)).toEqual({ blobs: 2, chunks: 3 });
   });
 
+  it('streams a put: chunks are written while the source is still producing, and are invisible until it ends', async () => {
+    const bytes = randomBytes(2 * CHUNK + 100);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    async function* slow(): AsyncGenerator<Uint8Array> {
+      yield bytes.subarray(0, 2 * CHUNK + 50);
+      await gate;
+      yield bytes.subarray(2 * CHUNK + 50);
+    }
+    const putting = arts.blobs.put('model', slow());
+    const deadline = Date.now() + 10_000;
+    while ((await counts(reg)).chunks < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // Two full chunks are in the database with the source not finished; no reader can see the blob yet.
+    expect(await counts(reg)).toEqual({ blobs: 0, chunks: 2 });
+    expect(await arts.blobs.open('model', sha(bytes))).toBeUndefined();
+    release();
+    expect(await putting).toMatchObject({ sha256: sha(bytes), created: true });
+    expect(await counts(reg)).toEqual({ blobs: 1, chunks: 3 });
+  });
+
   it('reads ranges across chunk borders: first byte, last byte, spanning, exact chunks, whole', async () => {
     const bytes = randomBytes(4 * CHUNK + 10);
     await arts.blobs.put('model', bytes);
