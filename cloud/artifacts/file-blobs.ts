@@ -8,6 +8,9 @@ import { piecesOf } from './chunks.js';
 import { checkExpect, checkRead, refusePut } from './refusal.js';
 import { ArtifactUnavailableError, type ArtifactBlobs, type ArtifactKind, type PutRefusal } from './types.js';
 
+/** The data dir's directories the file store writes (what a backup of the data dir must copy). */
+export const FILE_STORE_DIRS = ['artifacts', 'agents', 'teachers', 'datasets'] as const;
+
 /** Where the file store keeps each kind, relative to the data dir (model and agent paths are the historic ones). */
 export function fileRelPath(kind: ArtifactKind, sha256: string): string {
   switch (kind) {

@@ -8,7 +8,7 @@ import { blobArtifactStore, fileArtifactStore } from './served.js';
 import type { ArtifactBlobs, ArtifactStore, PutRefusal } from './types.js';
 
 export * from './types.js';
-export { fileRelPath } from './file-blobs.js';
+export { FILE_STORE_DIRS, fileRelPath } from './file-blobs.js';
 export { fileArtifactStore, blobArtifactStore } from './served.js';
 
 export interface Artifacts {

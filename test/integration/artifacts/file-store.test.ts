@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArtifactRejectedError, openArtifacts, type Artifacts } from '../../../cloud/artifacts/index.js';
+import { backupCloud, restoreCloud } from '../../../cloud/backup/backup.js';
+import { KeyStore } from '../../../cloud/keys/store.js';
 import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
 import { silentLogger } from '../../../shared/log/index.js';
 
@@ -67,5 +69,17 @@ describe('file artifact store (SQLite default)', () => {
     writeFileSync(join(dir, put.relPath), randomBytes(1000));
     await expect(arts.blobs.readAll('dataset', put.sha256)).rejects.toThrow(/corrupt/);
     await expect(arts.blobs.readAll('dataset', sha(randomBytes(2)))).rejects.toThrow(/not stored/);
+  });
+
+  it('apprentice backup copies every kind the file store keeps, and restore brings them back', async () => {
+    KeyStore.open({ dir: join(dir, 'keys') });
+    const puts = await Promise.all((['model', 'agent', 'teacher', 'dataset'] as const).map((k) => arts.blobs.put(k, randomBytes(3000))));
+    const out = join(dir, 'backup');
+    const { manifest } = await backupCloud({ dataDir: dir, out });
+    expect(manifest.files.map((f) => f.path)).toEqual(expect.arrayContaining(puts.map((p) => p.relPath)));
+    const restored = join(dir, 'restored');
+    await restoreCloud({ from: out, dataDir: restored });
+    const again = openArtifacts({ registry: reg, dataDir: restored, log: silentLogger });
+    for (const [i, k] of (['model', 'agent', 'teacher', 'dataset'] as const).entries()) expect(sha(await again.blobs.readAll(k, puts[i]!.sha256))).toBe(puts[i]!.sha256);
   });
 });
