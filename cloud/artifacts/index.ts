@@ -9,6 +9,7 @@ import type { ArtifactBlobs, ArtifactStore, PutRefusal } from './types.js';
 
 export * from './types.js';
 export { FILE_STORE_DIRS, fileRelPath } from './file-blobs.js';
+export { artifactRef, artifactRefsIn, resolveArtifactRefs, storeFilesAsRefs } from './refs.js';
 export { fileArtifactStore, blobArtifactStore } from './served.js';
 
 export interface Artifacts {
