@@ -29,6 +29,7 @@ import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './ro
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
+import { openArtifacts } from './artifacts/index.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -122,6 +123,10 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const adminToken = adminTokenOf(cfg, dataDir);
     const metrics = new PromRegistry();
     collectDefaultMetrics({ register: metrics });
+    // Release artifacts, teacher files, datasets: files under the data dir on SQLite, the registry on PostgreSQL (issue 15).
+    const artifacts = openArtifacts({ registry, dataDir, log, metrics });
+    // Chunks of registry puts that a crashed replica never finished (a day is far past any upload); nothing on SQLite.
+    artifacts.sweep(new Date(Date.now() - 86_400_000)).catch((err: unknown) => log.warn({ err }, 'cloud/artifacts: sweeping unfinished puts failed'));
 
     let brokerUrl = cfg.mqtt.url;
     let username = cfg.mqtt.username;
@@ -276,7 +281,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifactsDir: dataDir,
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
-      artifacts: { trustedProxies: cfg.api.trustedProxies },
+      artifacts: { store: artifacts.served, trustedProxies: cfg.api.trustedProxies },
       trustDir,
       sharedKeys,
       onKeySetPublished: retainKeySet,

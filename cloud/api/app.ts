@@ -82,7 +82,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
     artifacts: {
-      store: deps.artifacts?.store ?? fileArtifactStore({ db: deps.registry.db, artifactsDir: deps.artifactsDir, log }),
+      store: deps.artifacts?.store ?? fileArtifactStore({ registry: deps.registry, artifactsDir: deps.artifactsDir, log }),
       adminToken: deps.adminToken,
       trustedProxies,
       clientAddress,

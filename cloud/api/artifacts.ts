@@ -3,7 +3,6 @@ import { eq } from 'drizzle-orm';
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { verifyPassword } from '../provision/passwd.js';
-import { devices } from '../registry/schema.js';
 import { ArtifactUnavailableError } from './artifact-store.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema } from './errors.js';
@@ -40,7 +39,7 @@ function securelyCarried(ctx: ApiContext, c: Context): { ok: boolean; peer: stri
 const unauthorized = (message: string): ApiError => new ApiError(401, 'unauthorized', message, 'authorization', { 'WWW-Authenticate': CHALLENGE });
 
 /** Who is asking: the admin (bearer token) or a device (HTTP Basic with its MQTT username and password). */
-function authenticate(ctx: ApiContext, header: string | undefined): { who: 'admin' } | { who: 'device'; id: string } {
+async function authenticate(ctx: ApiContext, header: string | undefined): Promise<{ who: 'admin' } | { who: 'device'; id: string }> {
   if (header === undefined) throw unauthorized('missing credentials (Authorization: Basic with the device\'s MQTT username and password, or Bearer ADMIN_TOKEN)');
   const bearer = /^Bearer[ \t]+([\x21-\x7e]+)[ \t]*$/i.exec(header);
   if (bearer) {
@@ -54,7 +53,8 @@ function authenticate(ctx: ApiContext, header: string | undefined): { who: 'admi
   if (colon <= 0) throw unauthorized('malformed Basic credentials (expected BASE64 of user:password)');
   const id = decoded.slice(0, colon);
   const password = decoded.slice(colon + 1);
-  const row = id.length <= 128 ? ctx.db.select({ hash: devices.credentialHash, revoked: devices.revoked }).from(devices).where(eq(devices.id, id)).get() : undefined;
+  const { devices } = ctx.registry.t;
+  const [row] = id.length <= 128 ? await ctx.registry.q.select({ hash: devices.credentialHash, revoked: devices.revoked }).from(devices).where(eq(devices.id, id)) : [];
   // Same message for an unknown device, a revoked one and a wrong password.
   if (!row || row.revoked || !verifyPassword(password, row.hash)) throw unauthorized('invalid device credentials');
   return { who: 'device', id };
@@ -93,7 +93,7 @@ export function artifactRoutes(ctx: ApiContext): Hono {
         throw new ApiError(403, 'insecure_transport', 'credentials are accepted only over HTTPS (through a trusted proxy) or from loopback', 'authorization');
       }
       try {
-        const who = authenticate(ctx, c.req.header('authorization'));
+        const who = await authenticate(ctx, c.req.header('authorization'));
         ctx.log.debug({ peer: carried.peer, client: who.who === 'device' ? who.id : 'admin', path: c.req.path }, 'cloud/api artifacts: request');
       } catch (err) {
         ctx.artifacts.refused('unauthorized');

@@ -4,6 +4,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import Database from 'better-sqlite3';
 import { z } from 'zod';
 import { UsageError } from '../../shared/cli/errors.js';
+import { FILE_STORE_DIRS } from '../artifacts/file-blobs.js';
 import { KEYS_DIR, KEY_INDEX_FILE } from '../keys/store.js';
 import { KEYSET_FILE } from '../keys/keyset-file.js';
 
@@ -15,8 +16,8 @@ import { KEYSET_FILE } from '../keys/keyset-file.js';
  *   while the cloud keeps writing; the copy is one consistent snapshot, checked with
  *   `PRAGMA integrity_check` before the backup is declared good;
  * - `keys/`: the release-signing key store (private keys, mode 0600: protect the backup like the key);
- * - the small state files (`admin-token`, `mqtt-cloud-password`, `keyset.json`) and `artifacts/`
- *   (content-addressed release files devices download), when present;
+ * - the small state files (`admin-token`, `mqtt-cloud-password`, `keyset.json`) and the file artifact
+ *   store's directories (`artifacts/`, `agents/`, `teachers/`, `datasets/`: cloud/artifacts), when present;
  * - `backup.json`: what was copied, with the size and sha256 of every file, checked by `restore`.
  *
  * The offline root key (`keys init-root`) is never in a data dir, so never in a backup.
@@ -25,7 +26,8 @@ import { KEYSET_FILE } from '../keys/keyset-file.js';
 export const BACKUP_MANIFEST = 'backup.json';
 const REGISTRY_FILE = 'registry.db';
 const STATE_FILES = ['admin-token', 'mqtt-cloud-password', KEYSET_FILE];
-const TREES = [KEYS_DIR, 'artifacts'];
+// Every directory of the file artifact store: release models, agent tarballs (issue 14), teacher files, datasets.
+const TREES = [KEYS_DIR, ...FILE_STORE_DIRS];
 /** Files whose content is secret: written 0600 on both sides, their directories 0700. */
 const SECRET = (rel: string) => rel === 'admin-token' || rel === 'mqtt-cloud-password' || rel.startsWith(`${KEYS_DIR}/`);
 

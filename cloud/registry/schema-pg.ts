@@ -13,3 +13,4 @@ export * from './schema/pg/fleet.js';
 export * from './schema/pg/rollouts.js';
 export * from './schema/pg/training.js';
 export * from './schema/pg/operations.js';
+export * from './schema/pg/artifacts.js';

@@ -9,3 +9,4 @@ export * from './schema/sqlite/fleet.js';
 export * from './schema/sqlite/rollouts.js';
 export * from './schema/sqlite/training.js';
 export * from './schema/sqlite/operations.js';
+export * from './schema/sqlite/artifacts.js';
