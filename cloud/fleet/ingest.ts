@@ -18,6 +18,7 @@ import {
 } from '../../shared/protocol/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
+import { runSync } from '../registry/tx.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
@@ -400,7 +401,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
         // The one store of device events (issue 12), committed with the rollout's reaction to it.
         insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-        return applyDeviceEvent(tx, event, this.now());
+        // The rollout store's body steps, run in this SQLite transaction (issue 15: until ingest's own body).
+        return runSync(tx, this.deps.registry.t, (x, t) => applyDeviceEvent(x, t, event, this.now()));
       });
       this.count('events', 'accepted');
       this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');
