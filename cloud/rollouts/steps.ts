@@ -239,7 +239,9 @@ export class RolloutSteps {
     const w = wavesOf(r);
     const all = await this.read((tx, t) => countsByState(tx, t, r.id));
     if (r.wave >= w.length - 1) {
-      if (all.waiting + all.desired > 0) return;
+      // A failure that landed while this step awaited (a publish, the registry) is handled by the next step
+      // (quarantine or rollback): a rollout never completes over an unhandled failure.
+      if (all.waiting + all.desired + all.failed > 0) return;
       const total = Object.values(all).reduce((a, b) => a + b, 0);
       const state = all.superseded === total ? 'superseded' : 'completed';
       const summary = Object.entries(all).filter(([, n]) => n > 0).map(([s, n]) => `${n} ${s}`).join(', ');
