@@ -214,7 +214,7 @@ export type KeySet = { device: number | null; current: number } | undefined;
  * An `unknown_key` rejection is judged on the device's reported key-set version against the current one,
  * read in the same transaction (cloud/rollouts/keyset.ts). Returns what changed, or null.
  */
-export function* applyDeviceEvent(tx: TxDb, t: Tables, ev: DeviceEvent, now: Date) {
+export function* applyDeviceEventSteps(tx: TxDb, t: Tables, ev: DeviceEvent, now: Date) {
   const keySet: KeySet = ev.type === 'rejected' && ev.reason === 'unknown_key' ? yield* registryKeySetSteps(tx, t, ev.deviceId) : undefined;
   const effect = eventEffect(ev, keySet);
   if (effect === 'ignored') return null;
