@@ -73,7 +73,6 @@ export function modelDeliverable(d: DeliverableDeps): Deliverable {
       yield* q(tx.update(t.devices).set({ desiredSeq: seq }).where(eq(t.devices.id, id)));
     },
     reissue: (prev) => d.reissue(prev),
-    // eslint-disable-next-line require-yield
     *running(_tx, t, r) {
       return eq(t.devices.runningSeq, r.releaseSeq);
     },

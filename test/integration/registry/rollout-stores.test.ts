@@ -10,8 +10,8 @@ import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { shadowEvalOfRelease } from '../../../cloud/shadow/store.js';
 import { currentKeySetVersion, setCurrentKeySetVersion } from '../../../cloud/rollouts/keyset.js';
 import { applyDeviceEventSteps, countsByState, run } from '../../../cloud/rollouts/store.js';
-import { signManifest, type Manifest } from '../../../shared/manifest/index.js';
-import type { DeviceEvent } from '../../../shared/protocol/index.js';
+import { signManifest } from '../../../shared/manifest/index.js';
+import type { DeviceEvent, Manifest } from '../../../shared/protocol/index.js';
 import { registryDialects } from '../../helpers/dialects.js';
 import { FakeMqtt, FleetFixture, MODEL, artifactBytes } from '../../unit/fleet/fixtures.js';
 
