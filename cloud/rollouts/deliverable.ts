@@ -1,4 +1,4 @@
-import { and, desc, eq, isNull, lt, ne, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, isNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
 import { ensureAgentChunks } from '../agents/delivery.js';
 import { signedAgentOf } from '../agents/manifest.js';
 import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
@@ -110,9 +110,10 @@ export function agentDeliverable(d: DeliverableDeps): Deliverable {
     },
     *running(tx, t, r) {
       const [row] = yield* q(tx.select({ v: t.agentReleases.version }).from(t.agentReleases).where(eq(t.agentReleases.agentSeq, r.releaseSeq)).limit(1));
-      const version = row?.v ?? '\u0000';
+      // An unknown release runs nowhere (PostgreSQL text cannot hold the NUL byte this used to compare with).
+      if (!row) return sql`1 = 0`;
       // status.agent is `apprentice-edge/<version>`; a bare version is accepted too.
-      return or(eq(t.devices.agent, agentStatusOf(version)), eq(t.devices.agent, version))!;
+      return or(eq(t.devices.agent, agentStatusOf(row.v)), eq(t.devices.agent, row.v))!;
     },
     telemetryEvidence: false,
   };

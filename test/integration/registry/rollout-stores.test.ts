@@ -1,5 +1,8 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { eq, max } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { releaseAgent, reissueAgent } from '../../../cloud/agents/release.js';
 import { agentRelease, agentReleaseBySeq, desiredAgents, DuplicateAgentReleaseError, insertAgentRelease, listAgentReleases, markAgentChunks, setDesiredAgent } from '../../../cloud/agents/store.js';
 import { listDeviceEvents } from '../../../cloud/fleet/events-store.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
@@ -11,7 +14,8 @@ import { shadowEvalOfRelease } from '../../../cloud/shadow/store.js';
 import { currentKeySetVersion, setCurrentKeySetVersion } from '../../../cloud/rollouts/keyset.js';
 import { applyDeviceEventSteps, countsByState, run } from '../../../cloud/rollouts/store.js';
 import { signManifest } from '../../../shared/manifest/index.js';
-import type { DeviceEvent, Manifest } from '../../../shared/protocol/index.js';
+import { DEVICE_CAPABILITIES, deviceCompat, parseTopic, topics, type DeviceEvent, type Manifest } from '../../../shared/protocol/index.js';
+import { tinyBundle } from '../../fixtures/agent-tar.js';
 import { registryDialects } from '../../helpers/dialects.js';
 import { FakeMqtt, FleetFixture, MODEL, artifactBytes } from '../../unit/fleet/fixtures.js';
 
@@ -92,9 +96,18 @@ describe.each(dialects)('rollout stores on $name', (d) => {
   }
 
   async function boot(): Promise<RolloutEngine> {
-    engine = await RolloutEngine.create({ registry: reg, publisher: new DesiredOnlyPublisher({ mqtt, dataDir: fx.dir }), reissue, tickSeconds: 3600, republishOnStart: false, requireTelemetry: false });
+    // What a device declared, read from this registry (cloud/fleet/device-compat.ts is the fleet area's).
+    const compatOf = async (id: string) => deviceCompat((await reg.q.select({ protocolVersion: reg.t.devices.protocolVersion, capabilities: reg.t.devices.capabilities }).from(reg.t.devices).where(eq(reg.t.devices.id, id)))[0]);
+    const reissueAgentSeq = async (agentSeq: number) => (await reissueAgent({ registry: reg, key: fx.key, agentSeq, now: new Date() })).agentSeq;
+    engine = await RolloutEngine.create({ registry: reg, publisher: new DesiredOnlyPublisher({ mqtt, dataDir: fx.dir, compatOf }), reissue, reissueAgent: reissueAgentSeq, tickSeconds: 3600, republishOnStart: false, requireTelemetry: false });
     return engine;
   }
+
+  /** The agentSeq retained on the device's agent topic, or undefined. */
+  const retainedAgent = (id: string): number | undefined => {
+    const got = mqtt.retained.get(topics.agent(id));
+    return got ? (JSON.parse(got.toString()) as { manifest: { agentSeq: number } }).manifest.agentSeq : undefined;
+  };
 
   it('a rollout in two waves: canary, fleet, a failure quarantined on a re-issue, completed; rows, log and notes agree', async (ctx) => {
     const e = await engineOrSkip(ctx);
@@ -173,6 +186,44 @@ describe.each(dialects)('rollout stores on $name', (d) => {
     const v = (await e.get(r.id))!;
     expect(v.rollout.pausedAt).not.toBeNull();
     expect(v.rollout.securityAlert).toMatch(/device d2 refused release 2/);
+  });
+
+  it('an agent rollout: only capable devices of the platform, installs seen in the status, chunks marked; rollback re-issues 0.1.0 higher', async () => {
+    for (const v of ['0.1.0', '0.2.0']) {
+      const tar = join(fx.dir, `push-${v}.tar.gz`);
+      writeFileSync(tar, await tinyBundle(fx.dir, v));
+      await releaseAgent({ registry: reg, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date() });
+    }
+    const caps = [DEVICE_CAPABILITIES.agentUpdate];
+    await reg.q.update(reg.t.devices).set({ platform: 'linux-x64', capabilities: caps, agent: 'apprentice-edge/0.1.0' }).where(eq(reg.t.devices.id, 'd1'));
+    await reg.q.update(reg.t.devices).set({ platform: 'linux-x64', capabilities: caps, agent: 'apprentice-edge/0.1.0' }).where(eq(reg.t.devices.id, 'd2'));
+    await reg.q.update(reg.t.devices).set({ platform: 'linux-arm64', capabilities: caps }).where(eq(reg.t.devices.id, 'd3'));
+    const e = await boot();
+    const r = await e.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
+    let v = (await e.get(r.id))!;
+    expect(v.devices.map((x) => [x.deviceId, x.state])).toEqual([['d1', 'desired'], ['d2', 'desired'], ['d3', 'incompatible'], ['d4', 'incompatible']]);
+    expect(v.devices[2]!.reason).toMatch(/platform linux-arm64/);
+    expect([retainedAgent('d1'), retainedAgent('d2'), retainedAgent('d3')]).toEqual([2, 2, undefined]);
+    expect((await agentReleaseBySeq(reg, 2))!.chunksPublished).toBe(true);
+    expect([...mqtt.retained.keys()].some((k) => parseTopic(k)?.type === 'artifact')).toBe(true);
+    expect((await desiredAgents(reg)).map((x) => [x.deviceId, x.release.agentSeq])).toEqual([['d1', 2], ['d2', 2]]);
+
+    // The status naming the new version is the evidence (deliverable.ts `running`, as a condition and as a selected value).
+    const seen = () => new Date(Date.now() + 1000).toISOString(); // a status after the rollout started
+    await reg.q.update(reg.t.devices).set({ agent: 'apprentice-edge/0.2.0', lastSeen: seen() }).where(eq(reg.t.devices.id, 'd1'));
+    await reg.q.update(reg.t.devices).set({ lastSeen: seen() }).where(eq(reg.t.devices.id, 'd2'));
+    await e.evaluate();
+    v = (await e.get(r.id))!;
+    expect(v.counts).toMatchObject({ installed: 1, desired: 1 });
+    expect(v.coverage).toEqual({ connected: 2, running: 1, share: 0.5 });
+    await reg.q.update(reg.t.devices).set({ agent: '0.2.0' }).where(eq(reg.t.devices.id, 'd2'));
+    await e.evaluate();
+    expect((await e.get(r.id))!.rollout.state).toBe('completed');
+
+    const rolled = await e.rollback(r.id, 'bad agent');
+    expect(rolled).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
+    expect((await agentReleaseBySeq(reg, 3))).toMatchObject({ version: '0.1.0', reissueOf: 1 });
+    expect([retainedAgent('d1'), retainedAgent('d2')]).toEqual([3, 3]);
   });
 
   it('agent store: sequences allocated in the transaction, a duplicate upload refused, desired agents and chunk marks', async () => {
