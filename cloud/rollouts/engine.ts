@@ -1,17 +1,19 @@
-import { and, desc, eq, gte, sql } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { StoreRegistry } from '../registry/open.js';
-import type { RolloutDeviceRow, RolloutRow, RolloutTransitionRow } from '../registry/schema.js';
-import { q } from '../registry/tx.js';
+import type { RolloutRow } from '../registry/schema.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
-import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, wavesOf, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
+import { RolloutError, rolloutRequestSchema, type RolloutRequest, type RolloutState } from './policy.js';
 import { RolloutSteps } from './steps.js';
 import { AgentConverger, agentConvergeCandidates } from './agent-converge.js';
 import { EngineCpuMeter } from './meter.js';
-import { activeMemberships, activeRollouts, convergeCandidates, getRollout, patchMember, rolloutsVersionNow, setRollout, transitionsOf } from './store.js';
+import { activeMemberships, activeRollouts, convergeCandidates, patchMember, rolloutsVersionNow, setRollout } from './store.js';
 import { publisherRegistry } from './deliverable.js';
+import { rolloutView, type RolloutView } from './view.js';
+
+export type { RolloutView } from './view.js';
 
 export interface Timers {
   setInterval(fn: () => void, ms: number): unknown;
@@ -58,18 +60,6 @@ interface Snapshot {
   active: RolloutRow[];
   candidates: RolloutRow[];
   agentCandidates: RolloutRow[];
-}
-
-export interface RolloutView {
-  rollout: RolloutRow;
-  devices: RolloutDeviceRow[];
-  counts: Record<RolloutDeviceState, number>;
-  /** Per wave: its cumulative share and its devices per state. */
-  waves: { share: number; counts: Partial<Record<RolloutDeviceState, number>> }[];
-  /** Of the target's devices seen since the rollout started, how many run the release (installed, also late). */
-  coverage: { connected: number; running: number; share: number | null };
-  /** Newest first. */
-  transitions: RolloutTransitionRow[];
 }
 
 const ABORTABLE: readonly string[] = ['pending', 'canary', 'fleet', 'rolling_back'] satisfies RolloutState[];
@@ -270,35 +260,9 @@ export class RolloutEngine {
     });
   }
 
-  async get(id: string): Promise<RolloutView | undefined> {
-    const rollout = await this.steps.read((tx, t) => getRollout(tx, t, id));
-    if (!rollout) return undefined;
-    const { rolloutDevices, devices } = this.reg.t;
-    const rows: RolloutDeviceRow[] = await this.reg.q.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).orderBy(rolloutDevices.deviceId);
-    const counts = Object.fromEntries(ROLLOUT_DEVICE_STATES.map((s) => [s, 0])) as Record<RolloutDeviceState, number>;
-    const shares = wavesOf(rollout);
-    const waves = shares.map((share) => ({ share, counts: {} as Partial<Record<RolloutDeviceState, number>> }));
-    for (const d of rows) {
-      const s = d.state as RolloutDeviceState;
-      counts[s]++;
-      const w = waves[Math.min(d.wave, waves.length - 1)]!.counts;
-      w[s] = (w[s] ?? 0) + 1;
-    }
-    const kind = this.steps.of(rollout);
-    const seen = await this.steps.read(function* (tx, t) {
-      const running = yield* kind.running(tx, t, rollout);
-      // A condition as a selected value: 1/0 on SQLite, true/false on PostgreSQL (read either way below).
-      return yield* q(
-        tx
-          .select({ installedAt: t.rolloutDevices.installedAt, running: sql<number | boolean>`${running}` })
-          .from(t.rolloutDevices)
-          .innerJoin(t.devices, eq(t.devices.id, t.rolloutDevices.deviceId))
-          .where(and(eq(t.rolloutDevices.rolloutId, id), gte(t.devices.lastSeen, rollout.createdAt))),
-      );
-    });
-    const running = seen.filter((d) => d.installedAt !== null || d.running === true || Number(d.running) === 1).length;
-    const coverage = { connected: seen.length, running, share: seen.length ? running / seen.length : null };
-    return { rollout, devices: rows, counts, waves, coverage, transitions: await this.steps.read((tx, t) => transitionsOf(tx, t, id, 100)) };
+  /** The rollout with its devices, counts per wave, coverage and latest transitions (view.ts). */
+  get(id: string): Promise<RolloutView | undefined> {
+    return rolloutView(this.reg, (r) => this.steps.of(r), id);
   }
 
   /** Newest first. */

@@ -8,7 +8,7 @@ import type { DeviceRow, ReleaseRow, RolloutRow } from '../registry/schema.js';
 import { q, type Tables, type TxBody, type TxDb } from '../registry/tx.js';
 import { agentDeliverable, agentTargets, modelDeliverable, publisherRegistry, type Deliverable, type DeliveryItem } from './deliverable.js';
 import { DEVICE_CAPABILITIES } from '../../shared/protocol/compat.js';
-import { RolloutError, assignWaves, rollbackDue, wavesOf, type RolloutRequestParsed, type RolloutTarget } from './policy.js';
+import { RolloutError, assignWaves, rollbackDue, wavesOf, type RolloutRequestParsed } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
 import { devicesOnLine, releaseCohort } from './lines.js';
 import { convergeDevice } from './converge.js';
