@@ -189,7 +189,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         const ks = readPublishedKeySet(trustDir);
         if (!ks) return;
         // The unknown_key rule of rollouts compares each device's key-set version with this one.
-        void setCurrentKeySetVersion(registry.db, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
+        void setCurrentKeySetVersion(registry, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
         void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
       } catch (err) {
         log.error({ err }, 'cloud/keyset-unreadable');

@@ -3,8 +3,8 @@ import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
-import type { Registry } from '../registry/db.js';
-import { agentReleases, rollouts, type AgentReleaseRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { AgentReleaseRow } from '../registry/schema.js';
 import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import { signedAgentOf } from './manifest.js';
 import { desiredAgents, markAgentChunks } from './store.js';
@@ -15,7 +15,7 @@ import { desiredAgents, markAgentChunks } from './store.js';
  */
 
 /** Makes sure an agent release's chunks are on the broker (all releases sharing its sha256 are marked). */
-export async function ensureAgentChunks(pub: ReleasePublisher, registry: Registry, row: AgentReleaseRow, { force = false } = {}): Promise<void> {
+export async function ensureAgentChunks(pub: ReleasePublisher, registry: StoreRegistry, row: AgentReleaseRow, { force = false } = {}): Promise<void> {
   if (row.chunksPublished && !force) return;
   const bytes = await readFile(pub.artifactFile(row.artifactPath));
   const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
@@ -25,24 +25,25 @@ export async function ensureAgentChunks(pub: ReleasePublisher, registry: Registr
 }
 
 /** sha256s of agent tarballs whose chunks must stay: what devices are meant to install, and what active agent rollouts give. */
-export async function neededAgentArtifacts(registry: Registry): Promise<Set<string>> {
-  const db = registry.db;
+export async function neededAgentArtifacts(registry: StoreRegistry): Promise<Set<string>> {
+  const { rollouts, agentReleases } = registry.t;
   const needed = new Set((await desiredAgents(registry)).map((d) => d.release.sha256));
   const seqs = new Set<number>();
-  for (const r of db.select({ seq: rollouts.releaseSeq, rb: rollouts.rollbackSeq, q: rollouts.quarantineSeqs }).from(rollouts).where(and(eq(rollouts.kind, 'agent'), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES]))).all()) {
+  for (const r of await registry.q.select({ seq: rollouts.releaseSeq, rb: rollouts.rollbackSeq, q: rollouts.quarantineSeqs }).from(rollouts).where(and(eq(rollouts.kind, 'agent'), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))) {
     seqs.add(r.seq);
     if (r.rb !== null) seqs.add(r.rb);
     for (const s of Object.values(r.q ?? {})) seqs.add(s);
   }
-  if (seqs.size) for (const r of db.select({ sha: agentReleases.sha256 }).from(agentReleases).where(inArray(agentReleases.agentSeq, [...seqs])).all()) needed.add(r.sha);
+  if (seqs.size) for (const r of await registry.q.select({ sha: agentReleases.sha256 }).from(agentReleases).where(inArray(agentReleases.agentSeq, [...seqs]))) needed.add(r.sha);
   return needed;
 }
 
 /** Clears the retained chunks of agent tarballs nobody needs; returns their sha256s. */
-export async function gcAgentArtifacts(pub: ReleasePublisher, registry: Registry, log: Logger): Promise<string[]> {
+export async function gcAgentArtifacts(pub: ReleasePublisher, registry: StoreRegistry, log: Logger): Promise<string[]> {
   const needed = await neededAgentArtifacts(registry);
   const bySha = new Map<string, AgentReleaseRow>();
-  for (const r of registry.db.select().from(agentReleases).where(eq(agentReleases.chunksPublished, true)).all()) if (!needed.has(r.sha256)) bySha.set(r.sha256, r);
+  const { agentReleases } = registry.t;
+  for (const r of await registry.q.select().from(agentReleases).where(eq(agentReleases.chunksPublished, true))) if (!needed.has(r.sha256)) bySha.set(r.sha256, r);
   const cleared: string[] = [];
   for (const [sha, row] of bySha) {
     try {
@@ -58,11 +59,12 @@ export async function gcAgentArtifacts(pub: ReleasePublisher, registry: Registry
 }
 
 /** For the cloud's start and broker reconnects: the chunks of every needed agent tarball and each device's retained agent release. */
-export async function republishAgents(pub: ReleasePublisher, registry: Registry, concurrency: number, log: Logger): Promise<{ artifacts: number; desired: number; failed: number }> {
+export async function republishAgents(pub: ReleasePublisher, registry: StoreRegistry, concurrency: number, log: Logger): Promise<{ artifacts: number; desired: number; failed: number }> {
   const needed = [...(await neededAgentArtifacts(registry))];
   let artifacts = 0;
   let failed = 0;
-  const rows = needed.length ? registry.db.select().from(agentReleases).where(inArray(agentReleases.sha256, needed)).all() : [];
+  const { agentReleases } = registry.t;
+  const rows = needed.length ? await registry.q.select().from(agentReleases).where(inArray(agentReleases.sha256, needed)) : [];
   for (const row of new Map(rows.map((r) => [r.sha256, r])).values()) {
     try {
       await ensureAgentChunks(pub, registry, row, { force: true });

@@ -4,7 +4,7 @@ import { chunkArtifact, DEFAULT_CHUNK_SIZE, sha256Of } from '../../shared/manife
 import type { SigningKey } from '../../shared/manifest/keys.js';
 import { PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
 import { type AgentManifest, type AgentPlatform } from '../../shared/protocol/agent.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { AgentReleaseRow } from '../registry/schema.js';
 import { releaseArtifactUrl } from '../rounds/manifest.js';
 import { writeFileAtomic } from '../rounds/store.js';
@@ -26,7 +26,7 @@ export class AgentMismatchError extends Error {
 }
 
 export interface ReleaseAgentInput {
-  registry: Registry;
+  registry: StoreRegistry;
   dataDir: string;
   key: SigningKey;
   /** The uploaded tarball (a temp file; moved into the store on success). */
@@ -92,7 +92,7 @@ export async function releaseAgent(i: ReleaseAgentInput): Promise<AgentReleaseRo
  * A rollback (issue 14): release `agentSeq` signed again under a new, higher agentSeq (a device never
  * accepts one at or below its floor), with `reissueOf` set and a fresh validity. Same tarball.
  */
-export async function reissueAgent({ registry, key, agentSeq, now, validityDays }: { registry: Registry; key: SigningKey; agentSeq: number; now: Date; validityDays?: number }): Promise<AgentReleaseRow> {
+export async function reissueAgent({ registry, key, agentSeq, now, validityDays }: { registry: StoreRegistry; key: SigningKey; agentSeq: number; now: Date; validityDays?: number }): Promise<AgentReleaseRow> {
   const old = await agentReleaseBySeq(registry, agentSeq);
   if (!old) throw new AgentNotFoundError(`agent release ${agentSeq} does not exist`);
   const prev = old.manifest as AgentManifest;

@@ -7,7 +7,7 @@ import { agentRelease } from '../agents/store.js';
 import type { RolloutView } from '../rollouts/engine.js';
 import { rolloutShadowView } from '../rollouts/agreement.js';
 import { ROLLOUT_STATES, wavesOf } from '../rollouts/policy.js';
-import { devices, models, releases, rolloutDevices, type RolloutRow } from '../registry/schema.js';
+import type { RolloutRow } from '../registry/schema.js';
 import { audit } from './audit.js';
 import type { ApiContext } from './context.js';
 import { ApiError, errorBodySchema, notFound } from './errors.js';
@@ -148,7 +148,8 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
     const row = 'rollout' in got ? got.rollout : got;
     const v = 'coverage' in got ? (got as RolloutView) : undefined;
     const shadow = await ctx.shadow?.forRollout(id);
-    const devs = v?.devices ?? ctx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).all();
+    const { rolloutDevices } = ctx.registry.t;
+    const devs = v?.devices ?? (await ctx.registry.q.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)));
     const counts: Record<string, number> = {};
     for (const d of devs) counts[d.state] = (counts[d.state] ?? 0) + 1;
     return {
@@ -185,15 +186,17 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
           what = { model: `agent:${a.platform}`, releaseSeq: a.agentSeq, kind: 'agent' };
         } else {
           const model = body.model!;
-          if (!ctx.db.select({ n: models.name }).from(models).where(eq(models.name, model)).get()) throw invalid(`unknown model ${model}`, 'model');
-          const rel = ctx.db.select({ model: releases.model }).from(releases).where(eq(releases.seq, body.release!)).get();
+          const { q, t } = ctx.registry;
+          if (!(await q.select({ n: t.models.name }).from(t.models).where(eq(t.models.name, model)).limit(1)).length) throw invalid(`unknown model ${model}`, 'model');
+          const [rel] = await q.select({ model: t.releases.model }).from(t.releases).where(eq(t.releases.seq, body.release!)).limit(1);
           if (!rel) throw invalid(`unknown release ${body.release}`, 'release');
           if (rel.model !== model) throw invalid(`release ${body.release} belongs to model ${rel.model}, not ${model}`, 'release');
           what = { model, releaseSeq: body.release!, kind: 'model' };
         }
         if (body.target.kind === 'devices') {
           const ids = body.target.ids;
-          const found = new Set(ctx.db.select({ id: devices.id }).from(devices).where(and(inArray(devices.id, ids), eq(devices.revoked, false))).all().map((d) => d.id));
+          const { devices } = ctx.registry.t;
+          const found = new Set((await ctx.registry.q.select({ id: devices.id }).from(devices).where(and(inArray(devices.id, ids), eq(devices.revoked, false)))).map((d) => d.id));
           const missing = ids.filter((id) => !found.has(id));
           if (missing.length) throw invalid(`unknown or revoked device(s): ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', ...' : ''}`, 'target.devices');
         }

@@ -18,6 +18,7 @@ import {
 } from '../../shared/protocol/index.js';
 import type { Registry } from '../registry/db.js';
 import { devices } from '../registry/schema.js';
+import { runSync } from '../registry/tx.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, insertDeviceEvents } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
@@ -26,7 +27,7 @@ import { SerialRetry } from './serial-retry.js';
 import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
-import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
+import { applyDeviceEventSteps, type AppliedEvent } from '../rollouts/store.js';
 
 /** In-process signals for the rollout engine, emitted after the DB was updated. */
 export interface FleetSignalMap {
@@ -400,7 +401,8 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
         tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
         // The one store of device events (issue 12), committed with the rollout's reaction to it.
         insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-        return applyDeviceEvent(tx, event, this.now());
+        // The rollout store's body steps, run in this SQLite transaction (issue 15: until ingest's own body).
+        return runSync(tx, this.deps.registry.t, (x, t) => applyDeviceEventSteps(x, t, event, this.now()));
       });
       this.count('events', 'accepted');
       this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');

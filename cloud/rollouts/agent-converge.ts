@@ -6,12 +6,11 @@ import type { AgentManifest } from '../../shared/protocol/agent.js';
 import { DEVICE_CAPABILITIES, PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
 import { agentReleaseBySeq, setDesiredAgent } from '../agents/store.js';
 import { AgentIncompatibleError } from '../fleet/publisher.js';
-import type { Registry } from '../registry/db.js';
-import { devices, rollouts, type DeviceRow, type RolloutRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { DeviceRow, RolloutRow } from '../registry/schema.js';
 import { desiredAgentSeqOf, joinAgentRollout } from './agent-join.js';
 import type { Deliverable, DeliveryItem } from './deliverable.js';
 import { inTarget, type RolloutTarget } from './policy.js';
-import type { Db } from './store.js';
 
 /**
  * Agent rollouts a late device converges to: one in its fleet stage (the device joins it), or a finished
@@ -26,14 +25,14 @@ export const AGENT_CONVERGE_STATES = ['fleet', 'completed', 'rolled_back'] as co
 export type AgentConvergeResult = 'sent' | 'joined_paused' | 'no_capability' | 'newer' | 'not_upgradable' | 'protocol_too_new' | 'incompatible';
 
 /** Fleet-stage and finished agent rollouts, newest first (converge picks the first of the device's platform whose target includes it). */
-export function agentConvergeCandidates(db: Db, limit = 200): RolloutRow[] {
-  return db
+export async function agentConvergeCandidates(reg: StoreRegistry, limit = 200): Promise<RolloutRow[]> {
+  const { rollouts } = reg.t;
+  return reg.q
     .select()
     .from(rollouts)
     .where(and(eq(rollouts.kind, 'agent'), inArray(rollouts.state, [...AGENT_CONVERGE_STATES])))
     .orderBy(desc(rollouts.createdAt), desc(rollouts.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 /** `apprentice-edge/0.2.0` (status.agent) → `0.2.0`; a bare version stays; null when unknown. */
@@ -44,7 +43,7 @@ export function runningAgentVersion(agent: string | null): string | null {
 }
 
 export interface AgentConvergeDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   /** The agent kind of the rollout steps (cloud/rollouts/deliverable.ts agentDeliverable). */
   agent: Deliverable;
   /** Gives a joined member of a fleet-stage rollout the release (RolloutSteps.give with its row: waiting → desired, deadline). */
@@ -80,8 +79,8 @@ export class AgentConverger {
 
   /** Converges one device (after an online status); returns what happened, or undefined when there is nothing to converge to. */
   async converge(deviceId: string, candidates: readonly RolloutRow[]): Promise<AgentConvergeResult | undefined> {
-    const db = this.deps.registry.db;
-    const dev: DeviceRow | undefined = db.select().from(devices).where(eq(devices.id, deviceId)).get();
+    const { q, t } = this.deps.registry;
+    const [dev]: (DeviceRow | undefined)[] = await q.select().from(t.devices).where(eq(t.devices.id, deviceId)).limit(1);
     if (!dev || dev.revoked || dev.platform === null) return undefined;
     const candidate = candidates.find((r) => r.model === `agent:${dev.platform}` && inTarget(r.target as RolloutTarget, dev));
     if (!candidate) return undefined;
@@ -103,7 +102,7 @@ export class AgentConverger {
     if (running && semver.valid(running) && semver.valid(rel.version) && semver.gt(running, rel.version)) return refuse('newer', `it runs ${running}, newer than ${rel.version}`);
     if (!m.upgradeFrom.includes('*') && !(running && m.upgradeFrom.includes(running))) return refuse('not_upgradable', `${rel.version} upgrades from ${m.upgradeFrom.join(', ')}; it runs ${running ?? 'an unknown version'}`);
     if (m.minProtocolVersion > PROTOCOL_REVISION) return refuse('protocol_too_new', `${rel.version} needs protocol ${m.minProtocolVersion}; this cloud speaks ${PROTOCOL_REVISION}`);
-    const item = this.deps.agent.item(seq);
+    const item = await this.deps.agent.item(seq);
     if (candidate.state === 'fleet') return this.join(candidate, item, deviceId, running);
     await item.ensure();
     try {

@@ -1,8 +1,8 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
-import { devices, rolloutDevices, type RolloutDeviceRow, type RolloutRow } from '../registry/schema.js';
+import type { RolloutDeviceRow, RolloutRow } from '../registry/schema.js';
+import { q } from '../registry/tx.js';
 import { shadowIndex, shadowVerdict, type Evidence, type ShadowIndex } from '../shadow/gate.js';
 import { shadowEvalOfRelease } from '../shadow/store.js';
 import { logTransition, moveMember } from './store.js';
@@ -20,7 +20,7 @@ export class AgreementGate {
   /** Devices held back by this process (a bound that refuses logs and counts). */
   heldBack = 0;
 
-  constructor(private readonly deps: { registry: Registry; log: Logger; now: () => Date }) {}
+  constructor(private readonly deps: { registry: StoreRegistry; log: Logger; now: () => Date }) {}
 
   async indexOf(seq: number): Promise<ShadowIndex> {
     let idx = this.cache.get(seq);
@@ -37,10 +37,11 @@ export class AgreementGate {
     if (!ids.length) return [];
     const idx = await this.indexOf(r.releaseSeq);
     if (idx.empty) return [...ids];
-    const db = this.deps.registry.db;
+    const reg = this.deps.registry;
+    const { devices } = reg.t;
     const running = new Map<string, number | null>();
     for (let i = 0; i < ids.length; i += 500) {
-      for (const d of db.select({ id: devices.id, runningSeq: devices.runningSeq }).from(devices).where(inArray(devices.id, ids.slice(i, i + 500))).all()) running.set(d.id, d.runningSeq);
+      for (const d of await reg.q.select({ id: devices.id, runningSeq: devices.runningSeq }).from(devices).where(inArray(devices.id, ids.slice(i, i + 500)))) running.set(d.id, d.runningSeq);
     }
     const pass: string[] = [];
     for (const id of ids) {
@@ -49,7 +50,8 @@ export class AgreementGate {
         pass.push(id);
         continue;
       }
-      if (moveMember(db, { rolloutId: r.id, deviceId: id, from: 'waiting', to: 'held_back', now: this.deps.now(), reason: v.reason })) {
+      const now = this.deps.now();
+      if (await reg.tx((tx, t) => moveMember(tx, t, { rolloutId: r.id, deviceId: id, from: 'waiting', to: 'held_back', now, reason: v.reason }))) {
         this.heldBack++;
         this.deps.log.warn({ rollout: r.id, deviceId: id, release: r.releaseSeq, delta: v.figures?.delta, deltaHigh: v.figures?.deltaHigh, evidence: v.evidence }, 'rollouts/held-back');
       }
@@ -62,15 +64,18 @@ export class AgreementGate {
    * gate holds it, recorded as a `held_back` row so the rollout view shows why.
    */
   async holdsLate(r: RolloutRow, deviceId: string, runningSeq: number | null): Promise<boolean> {
-    const db = this.deps.registry.db;
-    const row = db.select({ state: rolloutDevices.state }).from(rolloutDevices).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, deviceId))).get();
+    const reg = this.deps.registry;
+    const { rolloutDevices } = reg.t;
+    const [row] = await reg.q.select({ state: rolloutDevices.state }).from(rolloutDevices).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, deviceId))).limit(1);
     if (row?.state === 'held_back') return true;
     const v = shadowVerdict(await this.indexOf(r.releaseSeq), deviceId, r.agreementMargin, runningSeq);
     if (!v.hold) return false;
     const now = this.deps.now();
     if (!row) {
-      db.insert(rolloutDevices).values({ rolloutId: r.id, deviceId, canary: false, wave: r.wave, state: 'held_back', reason: v.reason, updatedAt: now.toISOString() }).onConflictDoNothing().run();
-      logTransition(db, { rolloutId: r.id, deviceId, at: now, from: null, to: 'held_back', reason: v.reason });
+      await reg.tx(function* (tx, t) {
+        yield* q(tx.insert(t.rolloutDevices).values({ rolloutId: r.id, deviceId, canary: false, wave: r.wave, state: 'held_back', reason: v.reason, updatedAt: now.toISOString() }).onConflictDoNothing());
+        yield* logTransition(tx, t, { rolloutId: r.id, deviceId, at: now, from: null, to: 'held_back', reason: v.reason });
+      });
     }
     this.heldBack++;
     this.deps.log.warn({ rollout: r.id, deviceId, release: r.releaseSeq, evidence: v.evidence }, 'rollouts/held-back-late');

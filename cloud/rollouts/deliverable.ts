@@ -1,15 +1,23 @@
-import { and, desc, eq, isNull, lt, ne, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, isNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
 import { ensureAgentChunks } from '../agents/delivery.js';
 import { signedAgentOf } from '../agents/manifest.js';
 import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { Registry } from '../registry/db.js';
-import { agentReleases, devices, releases, type DeviceRow, type RolloutRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { DeviceRow, RolloutRow } from '../registry/schema.js';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
 import { DEVICE_CAPABILITIES } from '../../shared/protocol/compat.js';
 import { RolloutError } from './policy.js';
-import type { Db } from './store.js';
 
 /** `status.agent` of a daemon running agent `version` (edge/status/status.ts). */
 export const agentStatusOf = (version: string): string => `apprentice-edge/${version}`;
+
+/**
+ * The registry as the publisher (cloud/fleet/publisher.ts) takes it: still the SQLite one until the fleet
+ * area is converted (issue 15). The one cast of the rollouts area; on PostgreSQL the publisher's own
+ * registry writes (chunks published, GC, republish) need that conversion.
+ */
+export const publisherRegistry = (reg: StoreRegistry): Registry => reg as Registry;
 
 /** One release as the rollout steps hand it out, whatever it ships (a model, or the agent itself). */
 export interface DeliveryItem {
@@ -27,22 +35,23 @@ export interface DeliveryItem {
  * What the rollout engine needs to know about what a rollout ships (issue 14): model releases go to
  * `desired` and `devices.desired_seq`; agent releases to `devices/{id}/agent` and
  * `devices.desired_agent_seq`. Waves, timeouts, quarantine, pause, abort and rollback are the same.
+ * `desiredOf`, `setDesired` and `running` are transaction body steps (cloud/registry/tx.ts).
  */
 export interface Deliverable {
-  item(seq: number): DeliveryItem;
+  item(seq: number): Promise<DeliveryItem>;
   /** The device's desired release of this kind. */
-  desiredOf(db: Db, deviceId: string): number | null;
-  setDesired(db: Db, deviceId: string, seq: number | null): void;
+  desiredOf(tx: TxDb, t: Tables, deviceId: string): Generator<PromiseLike<unknown>, number | null, unknown>;
+  setDesired(tx: TxDb, t: Tables, deviceId: string, seq: number | null): Generator<PromiseLike<unknown>, void, unknown>;
   /** Re-issues release `prev` under a new, higher sequence; returns it. */
   reissue(prev: number): Promise<number>;
   /** A condition on `devices` true when the device runs the rollout's release (the status says so). */
-  running(r: RolloutRow): SQL;
+  running(tx: TxDb, t: Tables, r: RolloutRow): Generator<PromiseLike<unknown>, SQL, unknown>;
   /** Whether canaries must show telemetry for the release (models only: telemetry names the model release). */
   telemetryEvidence: boolean;
 }
 
 export interface DeliverableDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   publisher: ReleasePublisher;
   reissue(previousSeq: number): Promise<number>;
   reissueAgent?(agentSeq: number): Promise<number>;
@@ -50,51 +59,61 @@ export interface DeliverableDeps {
 
 export function modelDeliverable(d: DeliverableDeps): Deliverable {
   return {
-    item(seq) {
-      const rel = d.registry.db.select().from(releases).where(eq(releases.seq, seq)).get();
+    async item(seq) {
+      const [rel] = await d.registry.q.select().from(d.registry.t.releases).where(eq(d.registry.t.releases.seq, seq)).limit(1);
       if (!rel) throw new RolloutError(`release ${seq} not found`, 'not_found');
       const parent = rel.parentSeq ?? (rel.manifest as { parent?: number | null }).parent ?? null;
-      return { seq, sha256: rel.sha256, parent, ensure: () => d.publisher.ensureChunks(d.registry, rel), publish: (id) => d.publisher.publishDesired(id, signedManifestOf(rel)) };
+      return { seq, sha256: rel.sha256, parent, ensure: () => d.publisher.ensureChunks(publisherRegistry(d.registry), rel), publish: (id) => d.publisher.publishDesired(id, signedManifestOf(rel)) };
     },
-    desiredOf: (db, id) => db.select({ s: devices.desiredSeq }).from(devices).where(eq(devices.id, id)).get()?.s ?? null,
-    setDesired: (db, id, seq) => void db.update(devices).set({ desiredSeq: seq }).where(eq(devices.id, id)).run(),
+    *desiredOf(tx, t, id) {
+      const [row] = yield* q(tx.select({ s: t.devices.desiredSeq }).from(t.devices).where(eq(t.devices.id, id)).limit(1));
+      return row?.s ?? null;
+    },
+    *setDesired(tx, t, id, seq) {
+      yield* q(tx.update(t.devices).set({ desiredSeq: seq }).where(eq(t.devices.id, id)));
+    },
     reissue: (prev) => d.reissue(prev),
-    running: (r) => eq(devices.runningSeq, r.releaseSeq),
+    *running(_tx, t, r) {
+      return eq(t.devices.runningSeq, r.releaseSeq);
+    },
     telemetryEvidence: true,
   };
 }
 
 export function agentDeliverable(d: DeliverableDeps): Deliverable {
-  const db = d.registry.db;
-  const row = (seq: number) => {
-    const rel = db.select().from(agentReleases).where(eq(agentReleases.agentSeq, seq)).get();
-    if (!rel) throw new RolloutError(`agent release ${seq} not found`, 'not_found');
-    return rel;
-  };
+  const reg = d.registry;
   return {
-    item(seq) {
-      const rel = row(seq);
+    async item(seq) {
+      const { agentReleases } = reg.t;
+      const [rel] = await reg.q.select().from(agentReleases).where(eq(agentReleases.agentSeq, seq)).limit(1);
+      if (!rel) throw new RolloutError(`agent release ${seq} not found`, 'not_found');
       // What a rollback goes back to: the newest upload of another version on the platform before this one.
       const original = rel.reissueOf ?? rel.agentSeq;
-      const prev = db
+      const [prev] = await reg.q
         .select({ s: agentReleases.agentSeq })
         .from(agentReleases)
         .where(and(eq(agentReleases.platform, rel.platform), ne(agentReleases.version, rel.version), isNull(agentReleases.reissueOf), lt(agentReleases.agentSeq, original)))
         .orderBy(desc(agentReleases.agentSeq))
-        .limit(1)
-        .get();
-      return { seq, sha256: rel.sha256, parent: prev?.s ?? null, ensure: () => ensureAgentChunks(d.publisher, d.registry, rel), publish: (id) => d.publisher.publishAgent(id, signedAgentOf(rel)) };
+        .limit(1);
+      return { seq, sha256: rel.sha256, parent: prev?.s ?? null, ensure: () => ensureAgentChunks(d.publisher, reg, rel), publish: (id) => d.publisher.publishAgent(id, signedAgentOf(rel)) };
     },
-    desiredOf: (x, id) => x.select({ s: devices.desiredAgentSeq }).from(devices).where(eq(devices.id, id)).get()?.s ?? null,
-    setDesired: (x, id, seq) => void x.update(devices).set({ desiredAgentSeq: seq }).where(eq(devices.id, id)).run(),
+    *desiredOf(tx, t, id) {
+      const [row] = yield* q(tx.select({ s: t.devices.desiredAgentSeq }).from(t.devices).where(eq(t.devices.id, id)).limit(1));
+      return row?.s ?? null;
+    },
+    *setDesired(tx, t, id, seq) {
+      yield* q(tx.update(t.devices).set({ desiredAgentSeq: seq }).where(eq(t.devices.id, id)));
+    },
     reissue: (prev) => {
       if (!d.reissueAgent) return Promise.reject(new RolloutError('this cloud cannot re-issue agent releases (no signing key wired)', 'invalid'));
       return d.reissueAgent(prev);
     },
-    running: (r) => {
-      const version = db.select({ v: agentReleases.version }).from(agentReleases).where(eq(agentReleases.agentSeq, r.releaseSeq)).get()?.v ?? '\u0000';
+    *running(tx, t, r) {
+      const [row] = yield* q(tx.select({ v: t.agentReleases.version }).from(t.agentReleases).where(eq(t.agentReleases.agentSeq, r.releaseSeq)).limit(1));
+      // An unknown release runs nowhere (PostgreSQL text cannot hold the NUL byte this used to compare with).
+      if (!row) return sql`1 = 0`;
       // status.agent is `apprentice-edge/<version>`; a bare version is accepted too.
-      return or(eq(devices.agent, agentStatusOf(version)), eq(devices.agent, version))!;
+      return or(eq(t.devices.agent, agentStatusOf(row.v)), eq(t.devices.agent, row.v))!;
     },
     telemetryEvidence: false,
   };

@@ -1,15 +1,19 @@
-import { and, desc, eq, gte, sql } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
-import { devices, rolloutDevices, rollouts, type RolloutDeviceRow, type RolloutRow, type RolloutTransitionRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { RolloutRow } from '../registry/schema.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
-import { ROLLOUT_DEVICE_STATES, RolloutError, rolloutRequestSchema, wavesOf, type RolloutDeviceState, type RolloutRequest, type RolloutState } from './policy.js';
+import { RolloutError, rolloutRequestSchema, type RolloutRequest, type RolloutState } from './policy.js';
 import { RolloutSteps } from './steps.js';
 import { AgentConverger, agentConvergeCandidates } from './agent-converge.js';
 import { EngineCpuMeter } from './meter.js';
-import { activeMemberships, activeRollouts, convergeCandidates, getRollout, rolloutsVersionNow, setRollout, transitionsOf } from './store.js';
+import { activeMemberships, activeRollouts, convergeCandidates, patchMember, rolloutsVersionNow, setRollout } from './store.js';
+import { publisherRegistry } from './deliverable.js';
+import { rolloutView, type RolloutView } from './view.js';
+
+export type { RolloutView } from './view.js';
 
 export interface Timers {
   setInterval(fn: () => void, ms: number): unknown;
@@ -17,7 +21,7 @@ export interface Timers {
 }
 
 export interface RolloutEngineDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   publisher: ReleasePublisher;
   /**
    * Re-issues release `previousSeq`'s model under a new, higher sequence (devices never accept a
@@ -51,16 +55,11 @@ export interface RolloutEngineDeps {
   metrics?: PromRegistry;
 }
 
-export interface RolloutView {
-  rollout: RolloutRow;
-  devices: RolloutDeviceRow[];
-  counts: Record<RolloutDeviceState, number>;
-  /** Per wave: its cumulative share and its devices per state. */
-  waves: { share: number; counts: Partial<Record<RolloutDeviceState, number>> }[];
-  /** Of the target's devices seen since the rollout started, how many run the release (installed, also late). */
-  coverage: { connected: number; running: number; share: number | null };
-  /** Newest first. */
-  transitions: RolloutTransitionRow[];
+/** The engine's cached view of rollouts (see `RolloutEngine.cache`). */
+interface Snapshot {
+  active: RolloutRow[];
+  candidates: RolloutRow[];
+  agentCandidates: RolloutRow[];
 }
 
 const ABORTABLE: readonly string[] = ['pending', 'canary', 'fleet', 'rolling_back'] satisfies RolloutState[];
@@ -94,7 +93,9 @@ export class RolloutEngine {
    * write to `rollouts` in this process bumps it; the tick drops it too, for writes by another process).
    * A device signal with no active rollout then costs no query at all.
    */
-  private cache: { version: number; active: RolloutRow[]; candidates: RolloutRow[]; agentCandidates: RolloutRow[] } | undefined;
+  private cache: { version: number; snap: Promise<Snapshot> } | undefined;
+  /** Device signal handlers still reading the registry (`idle` waits for them: they may queue work). */
+  private readonly handling = new Set<Promise<void>>();
   /** Late joiners of fleet-stage and finished agent rollouts (issue 14). */
   private readonly agents: AgentConverger;
 
@@ -124,8 +125,8 @@ export class RolloutEngine {
     return e;
   }
 
-  private get db() {
-    return this.deps.registry.db;
+  private get reg(): StoreRegistry {
+    return this.deps.registry;
   }
 
   /** Subscribes to signals, starts the tick, republishes retained state, and resumes every non-terminal rollout. */
@@ -148,10 +149,10 @@ export class RolloutEngine {
       this.cache = undefined;
       this.requestEvaluate();
     }, (this.deps.tickSeconds ?? 10) * 1000);
-    const resumed = activeRollouts(this.db);
+    const resumed = await this.steps.read(activeRollouts);
     if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
     await this.exclusive(async () => {
-      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(this.deps.registry);
+      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(publisherRegistry(this.reg));
       await this.steps.evaluateAll();
     });
   }
@@ -174,8 +175,8 @@ export class RolloutEngine {
     let t: Promise<unknown>;
     do {
       t = this.tail;
-      await t;
-    } while (t !== this.tail);
+      await Promise.all([t, ...this.handling]);
+    } while (t !== this.tail || this.handling.size);
   }
 
   /**
@@ -195,9 +196,9 @@ export class RolloutEngine {
   /** Stops an active rollout where it is. No rollback: devices keep what they installed (see `rollback`). */
   abort(id: string, reason = 'aborted by operator'): Promise<RolloutRow> {
     return this.exclusive(async () => {
-      const r = this.steps.mustGet(id);
+      const r = await this.steps.mustGet(id);
       if (!ABORTABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
-      setRollout(this.db, id, this.now(), { state: 'aborted', reason, pausedAt: null });
+      await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'aborted', reason, pausedAt: null }));
       this.log.warn({ rollout: id, reason }, 'rollouts/aborted');
       await this.steps.gcQuietly();
       return this.steps.mustGet(id);
@@ -211,13 +212,13 @@ export class RolloutEngine {
    */
   rollback(id: string, reason = 'rolled back by operator'): Promise<RolloutRow> {
     return this.exclusive(async () => {
-      const r = this.steps.mustGet(id);
+      const r = await this.steps.mustGet(id);
       if (!ROLLBACKABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
-      const latest = this.list({ model: r.model, limit: 1 })[0];
+      const latest = (await this.list({ model: r.model, limit: 1 }))[0];
       if (latest?.id !== id) throw new RolloutError(`rollout ${id} is not the latest of model ${r.model} (${latest?.id} is)`, 'conflict');
-      if (r.state !== 'rolling_back') setRollout(this.db, id, this.now(), { state: 'rolling_back', reason });
+      if (r.state !== 'rolling_back') await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'rolling_back', reason }));
       this.log.warn({ rollout: id, reason }, 'rollouts/rollback-requested');
-      await this.steps.continueRollback(this.steps.mustGet(id));
+      await this.steps.continueRollback(await this.steps.mustGet(id));
       return this.steps.mustGet(id);
     });
   }
@@ -228,11 +229,11 @@ export class RolloutEngine {
    */
   pause(id: string, reason = 'paused by operator'): Promise<RolloutRow> {
     return this.exclusive(async () => {
-      const r = this.steps.mustGet(id);
+      const r = await this.steps.mustGet(id);
       if (!PAUSABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
       if (r.pausedAt) throw new RolloutError(`rollout ${id} is already paused (${r.pauseReason})`, 'conflict');
       const now = this.now();
-      setRollout(this.db, id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason: `paused: ${reason}` });
+      await this.steps.write((tx, t) => setRollout(tx, t, id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason: `paused: ${reason}` }));
       this.log.warn({ rollout: id, reason }, 'rollouts/paused');
       return this.steps.mustGet(id);
     });
@@ -241,17 +242,17 @@ export class RolloutEngine {
   /** Continues a paused rollout; the deadlines of devices still pending move forward by the paused time. */
   resume(id: string, reason = 'resumed by operator'): Promise<RolloutRow> {
     return this.exclusive(async () => {
-      const r = this.steps.mustGet(id);
+      const r = await this.steps.mustGet(id);
       if (!r.pausedAt || !PAUSABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is not paused (${r.state})`, 'conflict');
       const now = this.now();
       const pausedMs = Math.max(0, now.getTime() - Date.parse(r.pausedAt));
-      this.db.transaction((tx) => {
-        for (const d of this.steps.desiredRows({ ...r, wave: Number.MAX_SAFE_INTEGER })) {
+      const steps = this.steps;
+      await steps.write(function* (tx, t) {
+        for (const d of yield* steps.desiredRows(tx, t, { id, wave: Number.MAX_SAFE_INTEGER })) {
           if (!d.deadlineAt) continue;
-          const deadlineAt = new Date(Date.parse(d.deadlineAt) + pausedMs).toISOString();
-          tx.update(rolloutDevices).set({ deadlineAt }).where(and(eq(rolloutDevices.rolloutId, id), eq(rolloutDevices.deviceId, d.deviceId))).run();
+          yield* patchMember(tx, t, id, d.deviceId, { deadlineAt: new Date(Date.parse(d.deadlineAt) + pausedMs).toISOString() });
         }
-        setRollout(tx, id, now, { pausedAt: null, pauseReason: null, replacements: 0, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `${reason} after ${Math.round(pausedMs / 1000)} s (was: ${r.pauseReason})` });
+        yield* setRollout(tx, t, id, now, { pausedAt: null, pauseReason: null, replacements: 0, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `${reason} after ${Math.round(pausedMs / 1000)} s (was: ${r.pauseReason})` });
       });
       this.log.info({ rollout: id, pausedSeconds: pausedMs / 1000 }, 'rollouts/resumed');
       await this.steps.evaluateAll();
@@ -259,34 +260,16 @@ export class RolloutEngine {
     });
   }
 
-  get(id: string): RolloutView | undefined {
-    const rollout = getRollout(this.db, id);
-    if (!rollout) return undefined;
-    const rows = this.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, id)).orderBy(rolloutDevices.deviceId).all();
-    const counts = Object.fromEntries(ROLLOUT_DEVICE_STATES.map((s) => [s, 0])) as Record<RolloutDeviceState, number>;
-    const shares = wavesOf(rollout);
-    const waves = shares.map((share) => ({ share, counts: {} as Partial<Record<RolloutDeviceState, number>> }));
-    for (const d of rows) {
-      const s = d.state as RolloutDeviceState;
-      counts[s]++;
-      const w = waves[Math.min(d.wave, waves.length - 1)]!.counts;
-      w[s] = (w[s] ?? 0) + 1;
-    }
-    const seen = this.db
-      .select({ installedAt: rolloutDevices.installedAt, running: sql<number>`${this.steps.of(rollout).running(rollout)}` })
-      .from(rolloutDevices)
-      .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
-      .where(and(eq(rolloutDevices.rolloutId, id), gte(devices.lastSeen, rollout.createdAt)))
-      .all();
-    const running = seen.filter((d) => d.installedAt !== null || Number(d.running) === 1).length;
-    const coverage = { connected: seen.length, running, share: seen.length ? running / seen.length : null };
-    return { rollout, devices: rows, counts, waves, coverage, transitions: transitionsOf(this.db, id, 100) };
+  /** The rollout with its devices, counts per wave, coverage and latest transitions (view.ts). */
+  get(id: string): Promise<RolloutView | undefined> {
+    return rolloutView(this.reg, (r) => this.steps.of(r), id);
   }
 
   /** Newest first. */
-  list({ model, state, limit = 100 }: { model?: string; state?: RolloutState; limit?: number } = {}): RolloutRow[] {
+  async list({ model, state, limit = 100 }: { model?: string; state?: RolloutState; limit?: number } = {}): Promise<RolloutRow[]> {
+    const { rollouts } = this.reg.t;
     const where = and(model ? eq(rollouts.model, model) : undefined, state ? eq(rollouts.state, state) : undefined);
-    return this.db.select().from(rollouts).where(where).orderBy(desc(rollouts.createdAt), desc(rollouts.id)).limit(limit).all();
+    return this.reg.q.select().from(rollouts).where(where).orderBy(desc(rollouts.createdAt), desc(rollouts.id)).limit(limit);
   }
 
   /**
@@ -303,7 +286,8 @@ export class RolloutEngine {
     return this.exclusive(async () => {
       await this.publisher.clearDesired(deviceId);
       await this.publisher.clearAgent(deviceId);
-      this.db.update(devices).set({ desiredSeq: null, desiredAgentSeq: null }).where(eq(devices.id, deviceId)).run();
+      const { devices } = this.reg.t;
+      await this.reg.q.update(devices).set({ desiredSeq: null, desiredAgentSeq: null }).where(eq(devices.id, deviceId));
       await this.steps.evaluateAll();
     });
   }
@@ -314,7 +298,7 @@ export class RolloutEngine {
    * may have lost retained chunks and desired states published since its last save.
    */
   republish(): Promise<{ artifacts: number; desired: number; failed: number }> {
-    return this.exclusive(() => this.publisher.republishAll(this.deps.registry));
+    return this.exclusive(() => this.publisher.republishAll(publisherRegistry(this.reg)));
   }
 
   /** Re-evaluates every active rollout now. */
@@ -324,7 +308,7 @@ export class RolloutEngine {
 
   /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
   gc(): Promise<string[]> {
-    return this.exclusive(() => this.publisher.gcArtifacts(this.deps.registry));
+    return this.exclusive(() => this.publisher.gcArtifacts(publisherRegistry(this.reg)));
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -353,11 +337,30 @@ export class RolloutEngine {
     }).catch((err) => this.log.error({ err }, 'rollouts/evaluate-failed'));
   }
 
-  /** The cached active rollouts and converge candidates (see `cache`). */
-  private snapshot(): { active: RolloutRow[]; candidates: RolloutRow[]; agentCandidates: RolloutRow[] } {
+  /** The cached active rollouts and converge candidates (see `cache`); concurrent signals share one read. */
+  private snapshot(): Promise<Snapshot> {
     const version = rolloutsVersionNow();
-    if (this.cache?.version !== version) this.cache = { version, active: activeRollouts(this.db), candidates: convergeCandidates(this.db), agentCandidates: agentConvergeCandidates(this.db) };
-    return this.cache;
+    if (this.cache?.version !== version) {
+      const snap = (async (): Promise<Snapshot> => ({
+        active: await this.steps.read(activeRollouts),
+        candidates: await this.steps.read((tx, t) => convergeCandidates(tx, t)),
+        agentCandidates: await agentConvergeCandidates(this.reg),
+      }))();
+      const entry = { version, snap };
+      this.cache = entry;
+      // A failed read is not kept: the next signal reads again.
+      snap.catch(() => {
+        if (this.cache === entry) this.cache = undefined;
+      });
+    }
+    return this.cache!.snap;
+  }
+
+  /** Runs a device signal's handler (it reads the registry), metered, tracked for `idle`, errors logged. */
+  private handle(kind: 'status' | 'telemetry', deviceId: string, fn: () => Promise<void>): void {
+    const p = this.meter.sync(fn).catch((err: unknown) => this.log.error({ err, deviceId }, `rollouts/${kind}-failed`));
+    this.handling.add(p);
+    void p.finally(() => this.handling.delete(p));
   }
 
   /**
@@ -367,34 +370,26 @@ export class RolloutEngine {
    */
   private onStatus(deviceId: string, online: boolean): void {
     this.meter.event('status');
-    this.meter.sync(() => {
-      try {
-        const snap = this.snapshot();
-        const anyActive = snap.active.length > 0;
-        if (online && (anyActive || snap.candidates.length || snap.agentCandidates.length)) {
-          const converge = async (): Promise<void> => {
-            const now = this.snapshot(); // as of when it runs, not when it was queued
-            if (now.active.length || now.candidates.length) await this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
-            if (now.agentCandidates.length) await this.agents.converge(deviceId, now.agentCandidates);
-          };
-          void this.exclusive(converge).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
-        }
-        if (anyActive && activeMemberships(this.db, deviceId).length) this.requestEvaluate();
-      } catch (err) {
-        this.log.error({ err, deviceId }, 'rollouts/status-failed');
+    this.handle('status', deviceId, async () => {
+      const snap = await this.snapshot();
+      const anyActive = snap.active.length > 0;
+      if (online && (anyActive || snap.candidates.length || snap.agentCandidates.length)) {
+        const converge = async (): Promise<void> => {
+          const now = await this.snapshot(); // as of when it runs, not when it was queued
+          if (now.active.length || now.candidates.length) await this.steps.converge(deviceId, undefined, { candidates: now.candidates, anyActive: now.active.length > 0 });
+          if (now.agentCandidates.length) await this.agents.converge(deviceId, now.agentCandidates);
+        };
+        void this.exclusive(converge).catch((err) => this.log.error({ err, deviceId }, 'rollouts/converge-failed'));
       }
+      if (anyActive && (await this.steps.read((tx, t) => activeMemberships(tx, t, deviceId))).length) this.requestEvaluate();
     });
   }
 
   private onTelemetry(deviceId: string): void {
     this.meter.event('telemetry');
-    this.meter.sync(() => {
-      try {
-        // Only the current wave's telemetry moves a soak; the tick covers the rest.
-        if (this.snapshot().active.length && activeMemberships(this.db, deviceId).some((m) => m.inCurrentWave)) this.requestEvaluate();
-      } catch (err) {
-        this.log.error({ err, deviceId }, 'rollouts/telemetry-failed');
-      }
+    this.handle('telemetry', deviceId, async () => {
+      // Only the current wave's telemetry moves a soak; the tick covers the rest.
+      if ((await this.snapshot()).active.length && (await this.steps.read((tx, t) => activeMemberships(tx, t, deviceId))).some((m) => m.inCurrentWave)) this.requestEvaluate();
     });
   }
 }

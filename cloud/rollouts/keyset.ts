@@ -1,6 +1,7 @@
 import { eq } from 'drizzle-orm';
-import { devices, meta } from '../registry/schema.js';
-import type { Db } from './store.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
+import { run, type KeySet } from './store.js';
 
 /**
  * Key-set versions for the `unknown_key` rule (issue 8): a device whose trusted key set (status
@@ -12,34 +13,35 @@ import type { Db } from './store.js';
 export const KEYSET_VERSION_KEY = 'keyset_version';
 
 /** Records the current key-set version (the cloud calls it whenever it retains the published key set). */
-export async function setCurrentKeySetVersion(db: Db, version: number): Promise<void> {
+export async function setCurrentKeySetVersion(reg: StoreRegistry, version: number): Promise<void> {
   if (!Number.isSafeInteger(version) || version < 0) throw new RangeError(`key-set version must be a non-negative integer, got ${version}`);
-  db.insert(meta)
+  await reg.q
+    .insert(reg.t.meta)
     .values({ key: KEYSET_VERSION_KEY, value: String(version) })
-    .onConflictDoUpdate({ target: meta.key, set: { value: String(version) } })
-    .run();
+    .onConflictDoUpdate({ target: reg.t.meta.key, set: { value: String(version) } });
 }
 
 /** The current key-set version, or null when none was published (or the stored value is not a version). */
-export function currentKeySetVersionSync(db: Db): number | null {
-  const row = db.select({ value: meta.value }).from(meta).where(eq(meta.key, KEYSET_VERSION_KEY)).get();
+export function* currentKeySetVersionSteps(tx: TxDb, t: Tables) {
+  const [row] = yield* q(tx.select({ value: t.meta.value }).from(t.meta).where(eq(t.meta.key, KEYSET_VERSION_KEY)).limit(1));
   if (!row) return null;
   const v = Number(row.value);
   return Number.isSafeInteger(v) && v >= 0 ? v : null;
 }
 
-export async function currentKeySetVersion(db: Db): Promise<number | null> {
-  return currentKeySetVersionSync(db);
+export function currentKeySetVersion(reg: StoreRegistry): Promise<number | null> {
+  return run(reg, currentKeySetVersionSteps);
 }
 
 /**
  * The device's reported key-set version against the current one, read in the caller's transaction;
  * undefined when the cloud has no current version (then `unknown_key` is taken as catching up).
  */
-export function registryKeySet(db: Db, deviceId: string): { device: number | null; current: number } | undefined {
-  const current = currentKeySetVersionSync(db);
+export function* registryKeySetSteps(tx: TxDb, t: Tables, deviceId: string) {
+  const current = yield* currentKeySetVersionSteps(tx, t);
   if (current === null) return undefined;
-  const row = db.select({ trust: devices.trust }).from(devices).where(eq(devices.id, deviceId)).get();
+  const [row] = yield* q(tx.select({ trust: t.devices.trust }).from(t.devices).where(eq(t.devices.id, deviceId)).limit(1));
   const v = row?.trust?.keysetVersion;
-  return { device: typeof v === 'number' && Number.isSafeInteger(v) ? v : null, current };
+  const ks: KeySet = { device: typeof v === 'number' && Number.isSafeInteger(v) ? v : null, current };
+  return ks;
 }

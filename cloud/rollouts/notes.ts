@@ -1,8 +1,7 @@
 import { eq } from 'drizzle-orm';
-import { deviceEventSteps, type Db } from '../fleet/events-store.js';
+import { deviceEventSteps } from '../fleet/events-store.js';
 import type { TxDb } from '../registry/db.js';
-import * as sqliteTables from '../registry/schema.js';
-import { q, runSync, type Tables } from '../registry/tx.js';
+import { q, type Tables } from '../registry/tx.js';
 
 /** Device transitions the engine also notes in `device_events` (the console's device page lists them). */
 export const NOTED_DEVICE_STATES: readonly string[] = ['quarantined', 'timed_out', 'superseded', 'held_back'];
@@ -44,9 +43,4 @@ export function* noteDeviceSteps(tx: TxDb, t: Tables, n: DeviceNotes) {
     }));
     yield* deviceEventSteps(tx, t, rows, n.at);
   }
-}
-
-/** noteDeviceSteps run synchronously in the caller's SQLite transaction (the engine's, until it is converted). */
-export function noteDevices(db: Db, n: DeviceNotes): void {
-  runSync(db as TxDb, sqliteTables, (tx, t) => noteDeviceSteps(tx, t, n));
 }

@@ -1,17 +1,18 @@
 import { and, eq, inArray, isNull, lte } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
-import { devices, rolloutDevices, type RolloutRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { RolloutRow } from '../registry/schema.js';
+import { q, type TxBody } from '../registry/tx.js';
 import type { ReleasePublisher } from '../fleet/publisher.js';
 import type { Deliverable, DeliveryItem } from './deliverable.js';
 import { wavesOf } from './policy.js';
-import { logTransition, members, moveMember, setRollout, type RolloutMember } from './store.js';
+import { logTransition, members, moveMember, patchMember, setRollout, type RolloutMember } from './store.js';
 
 /** After this many offline canaries replaced in one wave, the wave pauses (issue 8). */
 export const MAX_REPLACEMENTS = 3;
 
 export interface WaveChecksDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   publisher: ReleasePublisher;
   log: Logger;
   now: () => Date;
@@ -22,6 +23,9 @@ export interface WaveChecksDeps {
   /** The agreement gate (agreement.ts): moves held devices to held_back, returns the ones to give the release. */
   screen(r: RolloutRow, ids: string[]): Promise<string[]>;
   reissueAbove(r: RolloutRow, prev: number, floor: number): Promise<number>;
+  /** Store steps outside a transaction, and in one (steps.ts `read`, `write`). */
+  read<R>(body: TxBody<R>): Promise<R>;
+  write<R>(body: TxBody<R>): Promise<R>;
 }
 
 function telemetryOf(m: RolloutMember): { release: number | null; health: string } | undefined {
@@ -37,8 +41,17 @@ function telemetryOf(m: RolloutMember): { release: number | null; health: string
 export class WaveChecks {
   constructor(private readonly deps: WaveChecksDeps) {}
 
-  private get db() {
-    return this.deps.registry.db;
+  private read<R>(body: TxBody<R>): Promise<R> {
+    return this.deps.read(body);
+  }
+
+  private write<R>(body: TxBody<R>): Promise<R> {
+    return this.deps.write(body);
+  }
+
+  /** Updates the rollout (store.ts setRollout) in one transaction. */
+  private set(r: Pick<RolloutRow, 'id'>, now: Date, patch: Parameters<typeof setRollout>[4], logAs?: Parameters<typeof setRollout>[5]): Promise<void> {
+    return this.write((tx, t) => setRollout(tx, t, r.id, now, patch, logAs));
   }
 
   /** Starts wave `w`: its waiting devices get the release; the soak clock and replacement count restart. */
@@ -47,9 +60,8 @@ export class WaveChecks {
     const n = wavesOf(r).length;
     // A single wave has no canaries: the whole target at once.
     const state = w === 0 && n > 1 ? 'canary' : 'fleet';
-    setRollout(
-      this.db,
-      r.id,
+    await this.set(
+      r,
       now,
       { state, wave: w, waveStartedAt: now.toISOString(), canaryHealthySince: null, replacements: 0, ...(w === 0 ? { canaryStartedAt: now.toISOString() } : {}) },
       { from: r.state, to: state, reason: `wave ${w + 1}/${n} started` },
@@ -64,46 +76,65 @@ export class WaveChecks {
    * before), unless the agreement gate holds them back on their shadow figures.
    */
   async giveWaiting(r: RolloutRow): Promise<void> {
-    const waiting = this.db
-      .select({ deviceId: rolloutDevices.deviceId })
-      .from(rolloutDevices)
-      .where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.state, 'waiting'), lte(rolloutDevices.wave, r.wave)))
-      .all();
+    const waiting = await this.read((tx, t) =>
+      q(
+        tx
+          .select({ deviceId: t.rolloutDevices.deviceId })
+          .from(t.rolloutDevices)
+          .where(and(eq(t.rolloutDevices.rolloutId, r.id), eq(t.rolloutDevices.state, 'waiting'), lte(t.rolloutDevices.wave, r.wave))),
+      ),
+    );
     const ids = waiting.length ? await this.deps.screen(r, waiting.map((w) => w.deviceId)) : [];
-    if (ids.length) await this.deps.give(r, this.deps.deliverable(r).item(r.releaseSeq), ids);
+    if (ids.length) await this.deps.give(r, await this.deps.deliverable(r).item(r.releaseSeq), ids);
   }
 
   /**
    * The device's status says it runs the release: as good as an `installed` event (which may be lost).
    * A device already terminal (timed out, quarantined) only gets its late install recorded.
    */
-  reconcile(r: RolloutRow): void {
+  async reconcile(r: RolloutRow): Promise<void> {
     const now = this.deps.now();
-    const rows = this.db
-      .select({ deviceId: rolloutDevices.deviceId, state: rolloutDevices.state })
-      .from(rolloutDevices)
-      .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
-      .where(and(eq(rolloutDevices.rolloutId, r.id), isNull(rolloutDevices.installedAt), this.deps.deliverable(r).running(r), inArray(rolloutDevices.state, ['desired', 'timed_out', 'quarantined', 'incompatible', 'held_back'])))
-      .all();
-    for (const row of rows) {
-      if (row.state === 'desired') {
-        moveMember(this.db, { rolloutId: r.id, deviceId: row.deviceId, from: 'desired', to: 'installed', now, reason: 'status reports the release running', patch: { installedAt: now.toISOString() } });
-      } else {
-        this.db.update(rolloutDevices).set({ installedAt: now.toISOString() }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, row.deviceId))).run();
-        logTransition(this.db, { rolloutId: r.id, deviceId: row.deviceId, at: now, from: row.state, to: row.state, reason: `installed after ${row.state}` });
+    const kind = this.deps.deliverable(r);
+    const rows = await this.read(function* (tx, t) {
+      const { rolloutDevices, devices } = t;
+      const running = yield* kind.running(tx, t, r);
+      return yield* q(
+        tx
+          .select({ deviceId: rolloutDevices.deviceId, state: rolloutDevices.state })
+          .from(rolloutDevices)
+          .innerJoin(devices, eq(devices.id, rolloutDevices.deviceId))
+          .where(and(eq(rolloutDevices.rolloutId, r.id), isNull(rolloutDevices.installedAt), running, inArray(rolloutDevices.state, ['desired', 'timed_out', 'quarantined', 'incompatible', 'held_back']))),
+      );
+    });
+    if (!rows.length) return;
+    await this.write(function* (tx, t) {
+      for (const row of rows) {
+        if (row.state === 'desired') {
+          yield* moveMember(tx, t, { rolloutId: r.id, deviceId: row.deviceId, from: 'desired', to: 'installed', now, reason: 'status reports the release running', patch: { installedAt: now.toISOString() } });
+        } else {
+          yield* patchMember(tx, t, r.id, row.deviceId, { installedAt: now.toISOString() });
+          yield* logTransition(tx, t, { rolloutId: r.id, deviceId: row.deviceId, at: now, from: row.state, to: row.state, reason: `installed after ${row.state}` });
+        }
       }
-    }
+    });
   }
 
   /** `desired` rows past their deadline → `timed_out`. Not a failure: the retained desired stays, so the device still converges. */
-  timeouts(r: RolloutRow): void {
+  async timeouts(r: RolloutRow): Promise<void> {
     const now = this.deps.now();
-    const due = this.db
-      .select({ deviceId: rolloutDevices.deviceId })
-      .from(rolloutDevices)
-      .where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.state, 'desired'), lte(rolloutDevices.deadlineAt, now.toISOString())))
-      .all();
-    for (const d of due) moveMember(this.db, { rolloutId: r.id, deviceId: d.deviceId, from: 'desired', to: 'timed_out', now, reason: `not settled within ${r.deviceTimeoutSeconds} s` });
+    const due = await this.read((tx, t) =>
+      q(
+        tx
+          .select({ deviceId: t.rolloutDevices.deviceId })
+          .from(t.rolloutDevices)
+          .where(and(eq(t.rolloutDevices.rolloutId, r.id), eq(t.rolloutDevices.state, 'desired'), lte(t.rolloutDevices.deadlineAt, now.toISOString()))),
+      ),
+    );
+    if (due.length) {
+      await this.write(function* (tx, t) {
+        for (const d of due) yield* moveMember(tx, t, { rolloutId: r.id, deviceId: d.deviceId, from: 'desired', to: 'timed_out', now, reason: `not settled within ${r.deviceTimeoutSeconds} s` });
+      });
+    }
     if (due.length) this.deps.log.info({ rollout: r.id, devices: due.length }, 'rollouts/timed-out');
   }
 
@@ -113,26 +144,28 @@ export class WaveChecks {
    * restart nor a reconnect makes it retry the bad release.
    */
   async quarantineFailed(r: RolloutRow): Promise<void> {
-    const failed = members(this.db, r.id, { states: ['failed'] });
+    const failed = await this.read((tx, t) => members(tx, t, r.id, { states: ['failed'] }));
     if (!failed.length) return;
     const kind = this.deps.deliverable(r);
-    const parent = kind.item(r.releaseSeq).parent;
+    const parent = (await kind.item(r.releaseSeq)).parent;
     for (const m of failed) {
       const now = this.deps.now();
       // A model device's running release is known (status); an agent device that failed runs its previous version.
       const runningSeq = r.kind === 'model' ? m.device.runningSeq : null;
       const running = runningSeq !== null && runningSeq !== r.releaseSeq ? runningSeq : parent;
       if (running === null) {
-        moveMember(this.db, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; no previous release to put back` });
+        await this.write((tx, t) => moveMember(tx, t, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; no previous release to put back` }));
         continue;
       }
-      const floor = Math.max(r.releaseSeq, kind.desiredOf(this.db, m.deviceId) ?? 0);
+      const floor = Math.max(r.releaseSeq, (await this.read((tx, t) => kind.desiredOf(tx, t, m.deviceId))) ?? 0);
       const seq = running > floor ? running : await this.deps.reissueAbove(r, running, floor);
-      const rel = kind.item(seq);
+      const rel = await kind.item(seq);
       await rel.ensure();
       await rel.publish(m.deviceId);
-      kind.setDesired(this.db, m.deviceId, seq);
-      moveMember(this.db, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; kept on release ${running}${seq !== running ? ` (re-issued as ${seq})` : ''}` });
+      await this.write(function* (tx, t) {
+        yield* kind.setDesired(tx, t, m.deviceId, seq);
+        yield* moveMember(tx, t, { rolloutId: r.id, deviceId: m.deviceId, from: 'failed', to: 'quarantined', now, reason: `${m.reason ?? 'failed'}; kept on release ${running}${seq !== running ? ` (re-issued as ${seq})` : ''}` });
+      });
       this.deps.log.warn({ rollout: r.id, deviceId: m.deviceId, reason: m.reason, release: running, desired: seq }, 'rollouts/quarantined');
     }
   }
@@ -152,25 +185,29 @@ export class WaveChecks {
   async replaceOffline(r: RolloutRow): Promise<boolean> {
     if (r.wave >= wavesOf(r).length - 1) return false;
     const now = this.deps.now();
-    const gone = members(this.db, r.id, { wave: r.wave, states: ['desired'] }).filter((m) => this.gone(r, m, now));
+    const gone = (await this.read((tx, t) => members(tx, t, r.id, { wave: r.wave, states: ['desired'] }))).filter((m) => this.gone(r, m, now));
     let replacements = r.replacements;
     for (const m of gone) {
       if (replacements >= MAX_REPLACEMENTS) break;
-      const spare = members(this.db, r.id, { minWave: r.wave + 1, states: ['waiting'] }).sort((a, b) => Number(b.device.online) - Number(a.device.online) || a.wave - b.wave)[0];
+      const spare = (await this.read((tx, t) => members(tx, t, r.id, { minWave: r.wave + 1, states: ['waiting'] }))).sort((a, b) => Number(b.device.online) - Number(a.device.online) || a.wave - b.wave)[0];
       if (!spare) return false; // nobody to replace it with: it times out like any device
       const reason = `replaced: offline for more than ${r.canaryGraceSeconds} s`;
-      this.db.update(rolloutDevices).set({ wave: r.wave + 1, canary: false, reason, updatedAt: now.toISOString() }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, m.deviceId))).run();
-      logTransition(this.db, { rolloutId: r.id, deviceId: m.deviceId, at: now, from: 'desired', to: 'desired', reason: `${reason}; moved to wave ${r.wave + 2} for ${spare.deviceId}` });
-      this.db.update(rolloutDevices).set({ wave: r.wave, canary: r.wave === 0, updatedAt: now.toISOString() }).where(and(eq(rolloutDevices.rolloutId, r.id), eq(rolloutDevices.deviceId, spare.deviceId))).run();
-      logTransition(this.db, { rolloutId: r.id, deviceId: spare.deviceId, at: now, from: 'waiting', to: 'waiting', reason: `replaces offline ${m.deviceId} in wave ${r.wave + 1}` });
       replacements++;
-      setRollout(this.db, r.id, now, { replacements, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `wave ${r.wave + 1}: ${m.deviceId} offline, replaced by ${spare.deviceId} (${replacements}/${MAX_REPLACEMENTS})` });
+      const n = replacements;
+      // The swap and its count in one transaction (they were separate statements before issue 15).
+      await this.write(function* (tx, t) {
+        yield* patchMember(tx, t, r.id, m.deviceId, { wave: r.wave + 1, canary: false, reason, updatedAt: now.toISOString() });
+        yield* logTransition(tx, t, { rolloutId: r.id, deviceId: m.deviceId, at: now, from: 'desired', to: 'desired', reason: `${reason}; moved to wave ${r.wave + 2} for ${spare.deviceId}` });
+        yield* patchMember(tx, t, r.id, spare.deviceId, { wave: r.wave, canary: r.wave === 0, updatedAt: now.toISOString() });
+        yield* logTransition(tx, t, { rolloutId: r.id, deviceId: spare.deviceId, at: now, from: 'waiting', to: 'waiting', reason: `replaces offline ${m.deviceId} in wave ${r.wave + 1}` });
+        yield* setRollout(tx, t, r.id, now, { replacements: n, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `wave ${r.wave + 1}: ${m.deviceId} offline, replaced by ${spare.deviceId} (${n}/${MAX_REPLACEMENTS})` });
+      });
       this.deps.log.warn({ rollout: r.id, offline: m.deviceId, replacement: spare.deviceId, replacements }, 'rollouts/canary-replaced');
     }
     if (replacements !== r.replacements) await this.giveWaiting({ ...r, replacements });
     if (replacements >= MAX_REPLACEMENTS && !r.pausedAt) {
       const reason = `wave ${r.wave + 1} paused: ${replacements} offline devices replaced`;
-      setRollout(this.db, r.id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason });
+      await this.set(r, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason });
       this.deps.log.warn({ rollout: r.id, wave: r.wave + 1 }, 'rollouts/paused-replacements');
       return true;
     }
@@ -184,9 +221,9 @@ export class WaveChecks {
    */
   async wavePassed(r: RolloutRow): Promise<boolean> {
     const now = this.deps.now();
-    const wave = members(this.db, r.id, { wave: r.wave });
-    const resetSoak = () => {
-      if (r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: null });
+    const wave = await this.read((tx, t) => members(tx, t, r.id, { wave: r.wave }));
+    const resetSoak = async () => {
+      if (r.canaryHealthySince) await this.set(r, now, { canaryHealthySince: null });
       return false;
     };
     // An online device still pending holds the wave; an offline one only for canaryGraceSeconds (then it is replaced, or left to its timeout).
@@ -196,7 +233,7 @@ export class WaveChecks {
       if (wave.some((m) => m.state === 'waiting' || m.state === 'desired')) return resetSoak();
       if (wave.some((m) => m.state === 'quarantined' || m.state === 'failed')) {
         const reason = `wave ${r.wave + 1} paused: no device installed the release and some failed`;
-        setRollout(this.db, r.id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason });
+        await this.set(r, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason });
         return false;
       }
       return true; // every device of the wave timed out or moved on: nothing to soak
@@ -205,7 +242,7 @@ export class WaveChecks {
     const t = (m: RolloutMember) => (this.deps.deliverable(r).telemetryEvidence ? telemetryOf(m) : { release: r.releaseSeq, health: 'ok' });
     if (installed.some((m) => t(m)?.release === r.releaseSeq && t(m)?.health !== 'ok')) return resetSoak();
     const since = r.canaryHealthySince ?? now.toISOString();
-    if (!r.canaryHealthySince) setRollout(this.db, r.id, now, { canaryHealthySince: since });
+    if (!r.canaryHealthySince) await this.set(r, now, { canaryHealthySince: since });
     if (now.getTime() - Date.parse(since) < r.soakSeconds * 1000) return false;
     const evidence = installed.every((m) => t(m)?.release === r.releaseSeq && t(m)?.health === 'ok');
     return !(this.deps.requireTelemetry ?? true) || evidence;

@@ -8,7 +8,7 @@ import type { StoreRegistry } from '../registry/open.js';
 import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { RolloutError, type RolloutRequest, type RolloutTarget } from '../rollouts/policy.js';
 import { capabilitiesKnown } from '../rollouts/steps.js';
-import { targetedDevices } from '../rollouts/store.js';
+import { run as runStore, targetedDevices } from '../rollouts/store.js';
 import { eq } from 'drizzle-orm';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
 import { recordReleaseShadowEval } from './store.js';
@@ -112,7 +112,7 @@ export class ShadowRollouts {
     return this.exclusive(async () => {
       const rel = await releaseBySeq(this.db, req.releaseSeq);
       if (!rel || rel.model !== req.model) throw new RolloutError(`release ${req.releaseSeq} of model ${req.model} not found`, 'not_found');
-      const targets = (await targetedDevices(this.db.q, req.target)).map((d) => d.id);
+      const targets = (await runStore(this.deps.registry, (tx, t) => targetedDevices(tx, t, req.target))).map((d) => d.id);
       if (!targets.length) throw new RolloutError('the target matches no device', 'invalid');
       const now = this.now();
       const until = new Date(now.getTime() + req.minutes * 60_000);

@@ -135,7 +135,7 @@ async function phase(name: string, devices: number, tarPath: string, version: st
     // The status names the new version when the trial starts; the commit follows once it is acknowledged.
     await waitFor(() => fleet.devices.every((d) => failing.has(d.id) || d.agent!.commits === 1), 30_000, { message: 'every trial committed' }).catch(() => undefined);
     const allCommittedS = (performance.now() - t0) / 1000;
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 30_000, { message: 'rollout completed' }).catch(() => undefined);
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 30_000, { message: 'rollout completed' }).catch(() => undefined);
     const completedS = (performance.now() - t0) / 1000;
     const times = [...done.values()].sort((a, b) => a - b);
     const bytes = [...received.values()].sort((a, b) => a - b);
@@ -146,7 +146,7 @@ async function phase(name: string, devices: number, tarPath: string, version: st
       bundle: { bytes: bundleBytes, mib: round(bundleBytes / 2 ** 20), kind: name === 'real' ? 'the real lean bundle (apprentice agent build)' : `synthetic: ${BUNDLE_MB} MiB random data packed by cloud/agents/pack.ts` },
       waves: WAVES,
       soakSeconds: SOAK,
-      rolloutState: engine.get(r.id)!.rollout.state,
+      rolloutState: (await engine.get(r.id))!.rollout.state,
       allOnNewVersionSeconds: round(allOnNewS),
       allCommittedSeconds: round(allCommittedS),
       rolloutCompletedSeconds: round(completedS),

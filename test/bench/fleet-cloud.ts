@@ -134,7 +134,7 @@ export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n)
 /**
  * CPU seconds of the cloud's V8 profile within `window` (monotonic µs; default the whole process life),
  * total and spent with a frame of `cloud/rollouts/` or `cloud/fleet/ingest` on the stack (inclusive:
- * SQLite and MQTT calls made from there count to them; ingest's applyDeviceEvent counts to both).
+ * SQLite and MQTT calls made from there count to them; ingest's applyDeviceEventSteps counts to both).
  */
 export function profileBreakdown(profileDir: string, window?: { fromUs: number; toUs: number }): { sampledSeconds: number; rolloutsSeconds: number; ingestSeconds: number; idleSeconds: number; gcSeconds: number } {
   const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));

@@ -127,7 +127,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const arm = await device('pi-arm', commits, { platform: 'linux-arm64' });
     const old = await device('pi-old', commits, { capabilities: [] });
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [0.34, 1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
     const got = rows(r.id);
     for (const id of ['pi-1', 'pi-2', 'pi-3']) {
       expect(got[id]!.state, id).toBe('installed');
@@ -157,8 +157,8 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const engine = await startCloud();
     const devs = [await device('pi-1', rollsBack('0.1.0')), await device('pi-2', rollsBack('0.1.0')), await device('pi-3', rollsBack('0.1.0'))];
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'rolled_back', 15_000, { message: `rollout rolls back (${JSON.stringify(engine.get(r.id)?.rollout)})` });
-    const after = engine.get(r.id)!.rollout;
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'rolled_back', 15_000, { message: `rollout rolls back (${JSON.stringify((await engine.get(r.id))?.rollout)})` });
+    const after = (await engine.get(r.id))!.rollout;
     const reissue = fx.db.select().from(agentReleases).where(eq(agentReleases.agentSeq, after.rollbackSeq!)).get()!;
     expect(reissue).toMatchObject({ version: '0.1.0', reissueOf: 1 });
     expect(reissue.agentSeq).toBeGreaterThan(2);
@@ -175,7 +175,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     await device('pi-2', commits);
     const bad = await device('pi-3', rollsBack('0.1.0'));
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
     const got = rows(r.id);
     expect([got['pi-1']!.state, got['pi-2']!.state, got['pi-3']!.state]).toEqual(['installed', 'installed', 'quarantined']);
     expect(got['pi-3']!.reason).toMatch(/^health_timeout; kept on release 1 \(re-issued as \d+\)$/);
@@ -189,7 +189,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const engine = await startCloud();
     const d = await device('pi-1', commits);
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'devices', ids: ['pi-1'] }, waves: [1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: 'rollout completes' });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 10_000, { message: 'rollout completes' });
     const empties: number[] = [];
     d.client.on('message', (t, p) => t === topics.agent('pi-1') && p.length === 0 && empties.push(1));
     await engine.onDeviceRevoked('pi-1');
@@ -205,7 +205,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const engine = await startCloud({ metrics });
     await device('pi-1', commits);
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
     // Never seen when the rollout ran (no platform yet): skipped then, so not a member that was sent anything.
     expect(rows(r.id)['pi-2']).toMatchObject({ state: 'incompatible' });
     const late = await device('pi-2', commits);
@@ -290,7 +290,7 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const engine = await startCloud({ metrics, more: [{ version: '0.3.0', upgradeFrom: ['0.2.0'] }] });
     await device('pi-1', commits, { version: '0.2.0' });
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 3, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 15_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
     const stuck = await device('pi-2', commits, { version: '0.1.0' });
     const ok = await device('pi-3', commits, { version: '0.2.0' });
     await waitFor(() => fx.device('pi-3')!.agent === 'apprentice-edge/0.3.0', 10_000, { message: 'pi-3 converges to 0.3.0' });

@@ -97,8 +97,8 @@ describe.each(brokerMatrix())('agreement gate over $name', ({ start, features })
     await waitFor(() => IDS.every((d) => fx.device(d)!.online && fx.device(d)!.runningSeq === 1), 5000, { message: 'devices online on release 1' });
 
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, waves: [0.5, 1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 15_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
-    const v = engine.get(r.id)!;
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 15_000, { message: `rollout completed (${JSON.stringify((await engine.get(r.id))?.counts)})` });
+    const v = (await engine.get(r.id))!;
     expect(v.counts).toMatchObject({ installed: 2, held_back: 1, failed: 0, quarantined: 0, waiting: 0, desired: 0 });
     const row = (d: string) => v.devices.find((x) => x.deviceId === d)!;
     expect(row('pi-1')).toMatchObject({ state: 'held_back', wave: 0 });

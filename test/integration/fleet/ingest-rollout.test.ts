@@ -120,8 +120,8 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
-    expect(engine.get(r.id)!.counts).toMatchObject({ desired: 1, waiting: 2 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    expect((await engine.get(r.id))!.counts).toMatchObject({ desired: 1, waiting: 2 });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 10_000, { message: `rollout completed (${JSON.stringify((await engine.get(r.id))?.counts)})` });
     for (const d of devs) expect(d.installed).toEqual([2]);
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.runningSeq === 2), 5000, { message: 'statuses say release 2' });
     expect(devs.flatMap((d) => d.refused)).toEqual([]);
@@ -137,8 +137,8 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     await waitFor(() => ['pi-1', 'pi-2', 'pi-3'].every((id) => fx.device(id)!.online), 5000, { message: 'devices online' });
 
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.3, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
-    const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'rolled_back', 10_000, { message: 'rolled back' });
+    const canary = (await engine.get(r.id))!.devices.find((d) => d.canary)!.deviceId;
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'rolled_back', 10_000, { message: 'rolled back' });
     const sim = devs.find((d) => d.id === canary)!;
     await waitFor(() => sim.installed.includes(3), 5000, { message: 're-issue installed by the canary' });
     for (const d of devs.filter((x) => x.id !== canary)) expect(d.installed).toEqual([]);
@@ -154,8 +154,8 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
 
     // pi-3 stays switched off. One failure is below minFailures (2): quarantine, not rollback.
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 5 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
-    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 1, quarantined: 1, timed_out: 1, failed: 0 });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify((await engine.get(r.id))?.counts)})` });
+    expect((await engine.get(r.id))!.counts).toMatchObject({ installed: 1, quarantined: 1, timed_out: 1, failed: 0 });
     await waitFor(() => bad.installed.includes(3), 5000, { message: 'the quarantined device installed the re-issue of its release' });
 
     // Reconnecting, the quarantined device finds only the re-issue retained; it never sees release 2 again.
@@ -168,8 +168,8 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
     await waitFor(() => again.installed.includes(3) && late.installed.includes(2), 5000, { message: 'reconnected devices converged' });
     expect(again.installed).toEqual([3]);
     // The switched-off device's install after the rollout completed is still recorded.
-    await waitFor(() => engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')!.installedAt !== null, 5000, { message: 'late install recorded' });
-    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === 'pi-3')).toMatchObject({ state: 'timed_out' });
+    await waitFor(async () => (await engine.get(r.id))!.devices.find((d) => d.deviceId === 'pi-3')!.installedAt !== null, 5000, { message: 'late install recorded' });
+    expect((await engine.get(r.id))!.devices.find((d) => d.deviceId === 'pi-3')).toMatchObject({ state: 'timed_out' });
     expect(fx.device('pi-2')!.desiredSeq).toBe(3);
   });
 
@@ -184,14 +184,15 @@ describe.each(brokerMatrix())('fleet over $name', ({ start, features }) => {
 
     // pi-2 is provisioned and never connects; pi-3 comes late with the capability, pi-4 late without it.
     const r = await engine.create({ model: MODEL, releaseSeq: 5, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 4 });
-    expect(engine.get(r.id)!.counts).toMatchObject({ desired: 4, incompatible: 0 });
+    expect((await engine.get(r.id))!.counts).toMatchObject({ desired: 4, incompatible: 0 });
     const late = await SimDevice.connect(broker.url, 'pi-3', fx.trusted, { capabilities: caps });
     const old = await SimDevice.connect(broker.url, 'pi-4', fx.trusted);
     closers.push(() => late.close(), () => old.close());
 
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify(engine.get(r.id)?.counts)})` });
-    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 2, timed_out: 1, incompatible: 1, desired: 0 });
-    const row = (id: string) => engine.get(r.id)!.devices.find((d) => d.deviceId === id)!;
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 20_000, { message: `rollout completed (${JSON.stringify((await engine.get(r.id))?.counts)})` });
+    expect((await engine.get(r.id))!.counts).toMatchObject({ installed: 2, timed_out: 1, incompatible: 1, desired: 0 });
+    const view = (await engine.get(r.id))!;
+    const row = (id: string) => view.devices.find((d) => d.deviceId === id)!;
     expect(row('pi-2')).toMatchObject({ state: 'timed_out' });
     expect(row('pi-3')).toMatchObject({ state: 'installed' });
     expect(row('pi-4')).toMatchObject({ state: 'incompatible', reason: `needs ${DEVICE_CAPABILITIES.lineageSource}` });

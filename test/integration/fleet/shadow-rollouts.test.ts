@@ -130,7 +130,7 @@ describe('shadow runs in the cloud', () => {
     const cand = h.fx.db.select().from(releases).where(eq(releases.seq, 2)).get()!;
     expect(switched.sha256).toBe(cand.sha256);
     expect((switched.manifest as Manifest).shadow).toBeUndefined();
-    const rollout = h.view(v.run.rolloutId!);
+    const rollout = (await h.view(v.run.rolloutId!));
     expect(rollout.rollout).toMatchObject({ releaseSeq: seq, model: MODEL });
     expect(h.fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, rollout.rollout.id)).all().map((r) => r.deviceId).sort()).toEqual(['d01', 'd02', 'd03']);
     expect(retainedDesired('d01')).toMatchObject({ release: seq });

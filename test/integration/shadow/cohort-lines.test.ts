@@ -82,7 +82,7 @@ describe('shadow evaluation of cohort lines', () => {
   it('the cohort rollout holds back the member its own traffic says the candidate is worse for; the other proceeds', async () => {
     const r = await h.engine.create({ model: MODEL, releaseSeq: 3, waves: [1], soakSeconds: 10 });
     await h.engine.idle();
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     const row = (d: string) => v.devices.find((x) => x.deviceId === d)!;
     expect(v.devices.map((d) => d.deviceId).sort()).toEqual(['lab-1', 'lab-2']);
     // lab-1: b = 0, w = 20 of 60: Δ = −33.3 pts, upper −21.4 (as in the hand-computed case of evaluate.test.ts).
@@ -92,7 +92,7 @@ describe('shadow evaluation of cohort lines', () => {
     expect(h.fake.desiredRelease('lab-2')).toBe(3);
     await h.install('lab-2', 3);
     await h.advance(15);
-    expect(h.view(r.id).rollout.state).toBe('completed');
+    expect((await h.view(r.id)).rollout.state).toBe('completed');
     const shadow = await rolloutShadowView(h.fx.registry, v.rollout, v.devices);
     expect(shadow['lab-2']).toMatchObject({ evidence: 'device', hold: false, delta: 0, samples: 60 });
     expect(shadow['lab-1']).toMatchObject({ evidence: 'device', hold: true });

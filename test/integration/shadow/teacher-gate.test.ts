@@ -150,7 +150,7 @@ describe('teacher-labelled shadow switch', () => {
     expect(rows.map((r) => [r.deviceId, r.judgedBy, r.runningSeq, r.samples])).toEqual([['d01', 'device', 1, 100], ['d02', 'device', 1, 100]]);
     expect(rows[0]!.deltaHigh).toBeCloseTo(-0.2 + 1.959963984540054 * 0.04, 9);
 
-    const rollout = h.view(after.run.rolloutId!);
+    const rollout = (await h.view(after.run.rolloutId!));
     const row = (d: string) => rollout.devices.find((x) => x.deviceId === d)!;
     expect(row('d01').state).toBe('held_back');
     expect(row('d01').reason).toMatch(/^held back: upper bound −12\.2 pts < −1\.0: −20\.0 pts .* vs running #1, agreement 80\.0%, 100 requests shadowed on device d01, disagreements labelled by the teacher \(shadow:/);

@@ -57,7 +57,7 @@ describe('sim agent mode', () => {
     await waitFor(() => ids.every((id) => fx.device(id)?.platform === platform && fx.device(id)?.agent === `apprentice-edge/${from}`), 10_000, { message: 'sim status (platform, agent version) ingested' });
 
     const r = await engine.create({ model: `agent:${platform}`, kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: [0.5, 1], soakSeconds: 0 });
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 20_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 20_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
 
     expect(fleet.stats().agents).toEqual({ [next]: 2 });
     const rows = fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, r.id)).all();
@@ -107,7 +107,7 @@ describe('sim agent mode with --agent-fail-rate', () => {
 
       // Below the threshold (1 of 4 < 0.5, minFailures 2): the failed device is quarantined, the rollout completes.
       const r = await engine.create({ model: `agent:${platform}`, kind: 'agent', releaseSeq: rel.agentSeq, target: { kind: 'all' }, waves: [1], soakSeconds: 0, minFailures: 2, failureThreshold: 0.5 });
-      await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 30_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+      await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 30_000, { message: `rollout completes (${JSON.stringify((await engine.get(r.id))?.counts)})` });
       const rows = Object.fromEntries(fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.rolloutId, r.id)).all().map((x) => [x.deviceId, x]));
       const bad = failing[0]!;
       expect(rows[bad]!.state).toBe('quarantined');

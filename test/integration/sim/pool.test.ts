@@ -63,10 +63,11 @@ describe('sim workers through the real cloud', () => {
   it('a waves rollout: healthy devices install, the failing one is quarantined, the switched-off one times out, completed', async () => {
     const rel = w.addRelease({ seed: 31 });
     const r = await w.cloud!.rollouts.create({ model: MODEL, releaseSeq: rel.seq, waves: [0.34, 1], soakSeconds: 1, deviceTimeoutSeconds: 8, canaryGraceSeconds: 2 });
-    await waitFor(() => w.cloud!.rollouts.get(r.id)?.rollout.state === 'completed', 45_000, { intervalMs: 200, message: 'rollout completed' }).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message}: ${JSON.stringify(w.cloud!.rollouts.get(r.id)?.counts)} ${w.cloud!.rollouts.get(r.id)?.rollout.pauseReason ?? ''}`);
+    await waitFor(async () => (await w.cloud!.rollouts.get(r.id))?.rollout.state === 'completed', 45_000, { intervalMs: 200, message: 'rollout completed' }).catch(async (err: unknown) => {
+      const v = await w.cloud!.rollouts.get(r.id);
+      throw new Error(`${(err as Error).message}: ${JSON.stringify(v?.counts)} ${v?.rollout.pauseReason ?? ''}`);
     });
-    const v = w.cloud!.rollouts.get(r.id)!;
+    const v = (await w.cloud!.rollouts.get(r.id))!;
     expect(v.counts).toMatchObject({ installed: 4, quarantined: 1, timed_out: 1, failed: 0 });
     const byState = (s: string) => v.devices.filter((d) => d.state === s);
     expect(byState('quarantined')[0]!.reason).toMatch(/^self_test_failed/);

@@ -27,30 +27,30 @@ describe('rollouts per release line', () => {
     },
   );
 
-  const members = (id: string) => h.view(id).devices.map((d) => `${d.deviceId}:${d.state}`).sort();
+  const members = async (id: string) => (await h.view(id)).devices.map((d) => `${d.deviceId}:${d.state}`).sort();
 
   it('targets only the line, supersedes only within it, and a returning device converges to its own line', async () => {
     await h.boot();
     const base = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [1], soakSeconds: 10 });
-    expect(members(base.id)).toEqual(['b1:desired', 'b2:desired']);
+    expect((await members(base.id))).toEqual(['b1:desired', 'b2:desired']);
     const cohort = await h.engine.create({ model: MODEL, releaseSeq: 3, waves: [1], soakSeconds: 10 });
-    expect(members(cohort.id)).toEqual(['r1:desired', 'r2:desired']);
+    expect((await members(cohort.id))).toEqual(['r1:desired', 'r2:desired']);
     // The cohort rollout took nothing from the base one (another line).
-    expect(members(base.id)).toEqual(['b1:desired', 'b2:desired']);
+    expect((await members(base.id))).toEqual(['b1:desired', 'b2:desired']);
     for (const id of ['r1', 'r2']) await h.install(id, 3);
     await h.advance(15);
-    expect(h.view(cohort.id).rollout.state).toBe('completed');
+    expect((await h.view(cohort.id)).rollout.state).toBe('completed');
 
     // A newer base release supersedes the older base rollout only; the cohort members stay on 3.
     const base2 = await h.engine.create({ model: MODEL, releaseSeq: 4, waves: [1], soakSeconds: 10 });
-    expect(members(base2.id)).toEqual(['b1:desired', 'b2:desired']);
-    expect(members(base.id)).toEqual(['b1:superseded', 'b2:superseded']);
-    expect(h.view(base.id).rollout.state).toBe('superseded');
-    expect(h.view(cohort.id).rollout.state).toBe('completed');
+    expect((await members(base2.id))).toEqual(['b1:desired', 'b2:desired']);
+    expect((await members(base.id))).toEqual(['b1:superseded', 'b2:superseded']);
+    expect((await h.view(base.id)).rollout.state).toBe('superseded');
+    expect((await h.view(cohort.id)).rollout.state).toBe('completed');
     for (const id of ['r1', 'r2']) expect(h.fake.desiredRelease(id)).toBe(3);
     for (const id of ['b1', 'b2']) await h.install(id, 4);
     await h.advance(15);
-    expect(h.view(base2.id).rollout.state).toBe('completed');
+    expect((await h.view(base2.id)).rollout.state).toBe('completed');
 
     // A cohort release aimed at base-line devices only: refused, naming the line.
     await expect(h.engine.create({ model: MODEL, releaseSeq: 5, target: { kind: 'devices', ids: ['b1'] }, waves: [1] })).rejects.toThrow(RolloutError);

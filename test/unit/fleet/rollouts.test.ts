@@ -64,7 +64,7 @@ describe('RolloutEngine', () => {
     await boot();
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'group', group: 'lab' }, canaryShare: 0.2, soakSeconds: 60, failureThreshold: 0 });
     expect(r.state).toBe('canary');
-    const view = engine.get(r.id)!;
+    const view = (await engine.get(r.id))!;
     expect(view.counts).toMatchObject({ desired: 2, waiting: 8 });
     const canaries = view.devices.filter((d) => d.canary).map((d) => d.deviceId);
     const rest = ids(10).filter((id) => !canaries.includes(id));
@@ -76,23 +76,23 @@ describe('RolloutEngine', () => {
 
     await install(canaries[0]!, 2);
     await advance(120); // one canary alone never advances
-    expect(engine.get(r.id)!.rollout.state).toBe('canary');
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary');
     await install(canaries[1]!, 2);
-    expect(engine.get(r.id)!.rollout.canaryHealthySince).toBe(new Date().toISOString());
+    expect((await engine.get(r.id))!.rollout.canaryHealthySince).toBe(new Date().toISOString());
     await advance(55);
-    expect(engine.get(r.id)!.rollout.state).toBe('canary');
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary');
     await advance(10);
-    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect((await engine.get(r.id))!.rollout.state).toBe('fleet');
     for (const id of ids(10)) expect(fake.desiredRelease(id)).toBe(2);
     expect(fake.desiredRelease('outsider')).toBeUndefined();
 
     for (const id of rest.slice(0, 7)) await install(id, 2);
-    expect(engine.get(r.id)!.rollout.state).toBe('fleet'); // one device still out
+    expect((await engine.get(r.id))!.rollout.state).toBe('fleet'); // one device still out
     // Installed per status alone (its event was lost): still counts.
     feed('status', rest[7]!, statusPayload(rest[7]!, 2, shas[2]));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout.state).toBe('completed');
-    expect(engine.get(r.id)!.counts.installed).toBe(10);
+    expect((await engine.get(r.id))!.rollout.state).toBe('completed');
+    expect((await engine.get(r.id))!.counts.installed).toBe(10);
 
     // A device provisioned later gets the current release; one outside the target does not.
     fx.addDevice('late', { groups: ['lab'], online: false });
@@ -112,16 +112,16 @@ describe('RolloutEngine', () => {
   it('canary failures past the threshold abort and re-issue the previous release, higher, to the canaries only', async () => {
     await boot();
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'group', group: 'lab' }, canaryShare: 0.3, soakSeconds: 60, failureThreshold: 0.3, minFailures: 1 });
-    const canaries = engine.get(r.id)!.devices.filter((d) => d.canary).map((d) => d.deviceId);
+    const canaries = (await engine.get(r.id))!.devices.filter((d) => d.canary).map((d) => d.deviceId);
     expect(canaries).toHaveLength(3);
     const others = [...ids(10), 'outsider'].filter((id) => !canaries.includes(id));
 
     await install(canaries[0]!, 2);
-    expect(engine.get(r.id)!.rollout.state).toBe('canary');
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary');
     feed('events', canaries[1]!, eventPayload(canaries[1]!, 'rejected', 2, 'self_test_failed'));
     await engine.idle();
 
-    const after = engine.get(r.id)!;
+    const after = (await engine.get(r.id))!;
     expect(after.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
     expect(after.rollout.reason).toMatch(/^1 failed of 2 settled in waves 1..1/);
     expect(fx.reissued).toEqual([{ from: 1, seq: 3 }]);
@@ -135,7 +135,7 @@ describe('RolloutEngine', () => {
     expect(fake.retainedChunks(shas[1]!)).toBe(4); // the re-issue's bytes are on the broker
 
     await advance(300); // nothing more happens, and never the fleet stage
-    expect(engine.get(r.id)!.rollout.state).toBe('rolled_back');
+    expect((await engine.get(r.id))!.rollout.state).toBe('rolled_back');
     for (const id of others) expect(fake.desiredHistory(id)).not.toContain(2);
 
     // Once nobody runs release 2 any more, its chunks are cleared.
@@ -150,32 +150,32 @@ describe('RolloutEngine', () => {
   it('a canary rolling back during the soak aborts; degraded telemetry restarts the soak', async () => {
     await boot();
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'devices', ids: ids(4) }, canaryShare: 0.5, soakSeconds: 60, failureThreshold: 0.5 });
-    const [a, b] = engine.get(r.id)!.devices.filter((d) => d.canary).map((d) => d.deviceId) as [string, string];
+    const [a, b] = (await engine.get(r.id))!.devices.filter((d) => d.canary).map((d) => d.deviceId) as [string, string];
     await install(a, 2);
     await install(b, 2);
     await advance(50);
     feed('telemetry', a, telemetryPayload(a, 2, 'degraded'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout.canaryHealthySince).toBeNull();
+    expect((await engine.get(r.id))!.rollout.canaryHealthySince).toBeNull();
     feed('telemetry', a, telemetryPayload(a, 2, 'ok'));
     await engine.idle();
     await advance(30); // 80 s after install, but only 30 s healthy
-    expect(engine.get(r.id)!.rollout.state).toBe('canary');
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary');
 
     feed('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout.state).toBe('canary'); // 1 failure is below minFailures 2: quarantined
-    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === a)).toMatchObject({ state: 'quarantined', reason: expect.stringMatching(/^nan_output; kept on release 1 \(re-issued as 3\)/) });
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary'); // 1 failure is below minFailures 2: quarantined
+    expect((await engine.get(r.id))!.devices.find((d) => d.deviceId === a)).toMatchObject({ state: 'quarantined', reason: expect.stringMatching(/^nan_output; kept on release 1 \(re-issued as 3\)/) });
     feed('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 }); // the quarantine's re-issue serves the rollback
-    expect(engine.get(r.id)!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'failed', reason: 'latency_budget' });
+    expect((await engine.get(r.id))!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 }); // the quarantine's re-issue serves the rollback
+    expect((await engine.get(r.id))!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'failed', reason: 'latency_budget' });
   });
 
   it('resumes a rollout after a cloud restart and completes it', async () => {
     await boot();
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.25, soakSeconds: 60, failureThreshold: 0 });
-    const canaries = engine.get(r.id)!.devices.filter((d) => d.canary).map((d) => d.deviceId);
+    const canaries = (await engine.get(r.id))!.devices.filter((d) => d.canary).map((d) => d.deviceId);
     expect(canaries).toHaveLength(3); // ceil(0.25 × 11)
     for (const id of canaries) await install(id, 2);
     await advance(20);
@@ -185,18 +185,18 @@ describe('RolloutEngine', () => {
     fake = new FakeMqtt(); // ...whose embedded broker lost every retained message
     await advance(30); // the cloud was down for a while
     await boot();
-    expect(engine.get(r.id)!.rollout.state).toBe('canary');
+    expect((await engine.get(r.id))!.rollout.state).toBe('canary');
     // Retained state is published again from the registry (STYLE.md 4).
     for (const id of canaries) expect(fake.desiredRelease(id)).toBe(2);
     for (const id of ids(10).filter((x) => !canaries.includes(x))) expect(fake.desiredRelease(id)).toBe(1);
     expect(fake.retainedChunks(shas[2]!)).toBe(4);
     await advance(15);
-    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect((await engine.get(r.id))!.rollout.state).toBe('fleet');
     for (const id of [...ids(10), 'outsider']) {
       expect(fake.desiredRelease(id)).toBe(2);
       if (!canaries.includes(id)) await install(id, 2);
     }
-    expect(engine.get(r.id)!.rollout.state).toBe('completed');
+    expect((await engine.get(r.id))!.rollout.state).toBe('completed');
   });
 
   it('retries a failed re-issue on the next tick, also across a restart', async () => {
@@ -207,18 +207,18 @@ describe('RolloutEngine', () => {
     };
     await boot({ reissue });
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
-    const canary = engine.get(r.id)!.devices.find((d) => d.canary)!.deviceId;
+    const canary = (await engine.get(r.id))!.devices.find((d) => d.canary)!.deviceId;
     feed('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
     await engine.idle();
-    expect(engine.get(r.id)!.rollout.state).toBe('rolling_back');
+    expect((await engine.get(r.id))!.rollout.state).toBe('rolling_back');
     await advance(10);
-    expect(engine.get(r.id)!.rollout.state).toBe('rolling_back');
+    expect((await engine.get(r.id))!.rollout.state).toBe('rolling_back');
 
     await shutdown();
     fx.reopen();
     fail = false;
     await boot({ reissue });
-    expect(engine.get(r.id)!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
+    expect((await engine.get(r.id))!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
     expect(fake.desiredRelease(canary)).toBe(3);
   });
 
@@ -227,15 +227,15 @@ describe('RolloutEngine', () => {
     fx.addRelease(3, { parent: 2 });
     const r1 = await engine.create({ model: MODEL, releaseSeq: 2, canaryShare: 0.1 });
     const r2 = await engine.create({ model: MODEL, releaseSeq: 3, canaryShare: 0.1, soakSeconds: 0 });
-    expect(engine.get(r1.id)!.rollout).toMatchObject({ state: 'superseded', reason: `superseded by rollout ${r2.id}` });
-    expect(engine.get(r1.id)!.counts.superseded).toBe(11);
-    expect(engine.list({ model: MODEL }).map((r) => r.id)).toEqual([r2.id, r1.id]);
+    expect((await engine.get(r1.id))!.rollout).toMatchObject({ state: 'superseded', reason: `superseded by rollout ${r2.id}` });
+    expect((await engine.get(r1.id))!.counts.superseded).toBe(11);
+    expect((await engine.list({ model: MODEL })).map((r) => r.id)).toEqual([r2.id, r1.id]);
     await expect(engine.rollback(r1.id)).rejects.toMatchObject({ code: 'conflict' });
     await expect(engine.create({ model: MODEL, releaseSeq: 99 })).rejects.toBeInstanceOf(RolloutError);
     await expect(engine.create({ model: MODEL, releaseSeq: 2, canaryShare: 2 })).rejects.toMatchObject({ code: 'invalid' });
     await expect(engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'group', group: 'nobody' } })).rejects.toMatchObject({ code: 'invalid' });
 
-    const canary = engine.get(r2.id)!.devices.find((d) => d.canary)!.deviceId;
+    const canary = (await engine.get(r2.id))!.devices.find((d) => d.canary)!.deviceId;
     const aborted = await engine.abort(r2.id, 'operator said so');
     expect(aborted).toMatchObject({ state: 'aborted', reason: 'operator said so' });
     await expect(engine.abort(r2.id)).rejects.toMatchObject({ code: 'conflict' });

@@ -52,7 +52,7 @@ describe('rollouts: devices whose capabilities are unknown', () => {
       expect(h.fake.desiredHistory(id)).toEqual([]); // nothing sent: what it understands is unknown
       expect(h.fx.device(id)!.desiredSeq).toBeNull();
     }
-    expect(h.view(r.id).counts).toMatchObject({ desired: 6, incompatible: 0 });
+    expect((await h.view(r.id)).counts).toMatchObject({ desired: 6, incompatible: 0 });
 
     // Connects late with the capability: it gets the release and installs.
     h.feed('status', 'late', statusWith('late', null, null, [NEEDS]));
@@ -66,9 +66,9 @@ describe('rollouts: devices whose capabilities are unknown', () => {
     expect(h.fake.desiredHistory('late-old')).toEqual([]);
 
     for (const id of ['on-1', 'on-2', 'late']) await h.install(id, 5);
-    expect(h.view(r.id).rollout.state).toBe('fleet'); // never and after still wait
+    expect((await h.view(r.id)).rollout.state).toBe('fleet'); // never and after still wait
     await h.advance(600);
-    const done = h.view(r.id);
+    const done = (await h.view(r.id));
     expect(done.rollout).toMatchObject({ state: 'completed', reason: '3 installed, 2 timed_out, 1 incompatible' });
     expect(h.row(r.id, 'never')).toMatchObject({ state: 'timed_out' });
     expect(h.log(r.id, 'late')).toEqual(['waiting→desired', 'desired→desired', 'desired→desired', 'desired→installed']);
@@ -81,7 +81,7 @@ describe('rollouts: devices whose capabilities are unknown', () => {
     h.feed('status', 'after', statusWith('after', 5, h.shas[5]!, [NEEDS]));
     await h.event('after', 'installed', 5);
     expect(h.row(r.id, 'after')).toMatchObject({ state: 'timed_out', installedAt: new Date().toISOString() });
-    expect(h.view(r.id).rollout.state).toBe('completed');
+    expect((await h.view(r.id)).rollout.state).toBe('completed');
   });
 
   it('a device that timed out waiting, back while the rollout is still active: sent the release, its install recorded', async () => {

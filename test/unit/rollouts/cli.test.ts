@@ -45,16 +45,16 @@ describe('apprentice rollout', () => {
     expect((await run('resume', r.id)).code).toBe(0);
     const aborted = await run('abort', r.id, '--reason', 'wrong release', '--json');
     expect(JSON.parse(aborted.stdout)).toMatchObject({ state: 'aborted', reason: 'wrong release', paused: false });
-    expect(h.view(r.id).rollout.state).toBe('aborted'); // the engine's own record
+    expect((await h.view(r.id)).rollout.state).toBe('aborted'); // the engine's own record
   });
 
   it('--wait follows the waves with progress bars until the rollout completes (exit 0) or rolls back (exit 1)', async () => {
     const waiting = run('create', '--model', MODEL, '--release', '2', '--waves', '0.25,1', '--soak', '1', '--wait', '--interval', '20');
-    await vi.waitFor(() => expect(h.engine.list()[0]?.state).toBe('canary'));
-    const id = h.engine.list()[0]!.id;
-    for (const d of h.wave(id, 0)) await h.install(d, 2);
-    await vi.waitFor(() => expect(h.view(id).rollout.wave).toBe(1), { timeout: 5000 });
-    for (const d of h.wave(id, 1)) await h.install(d, 2);
+    await vi.waitFor(async () => expect((await h.engine.list())[0]?.state).toBe('canary'));
+    const id = (await h.engine.list())[0]!.id;
+    for (const d of (await h.wave(id, 0))) await h.install(d, 2);
+    await vi.waitFor(async () => expect((await h.view(id)).rollout.wave).toBe(1), { timeout: 5000 });
+    for (const d of (await h.wave(id, 1))) await h.install(d, 2);
     const done = await waiting;
     expect(done.code, done.stderr).toBe(0);
     expect(done.stdout).toMatch(/completed/);
@@ -63,12 +63,12 @@ describe('apprentice rollout', () => {
 
     h.addRelease(3, 2);
     const failing = run('create', '--model', MODEL, '--release', '3', '--waves', '1', '--min-failures', '1', '--wait', '--interval', '20');
-    await vi.waitFor(() => expect(h.engine.list()[0]?.releaseSeq).toBe(3));
+    await vi.waitFor(async () => expect((await h.engine.list())[0]?.releaseSeq).toBe(3));
     await h.event('d01', 'rejected', 3, 'load_failed');
     const rolled = await failing;
     expect(rolled.code).toBe(1);
     expect(rolled.stderr).toMatch(/^rollout \S+ ended rolled_back: 1 failed of 1 settled/);
-    expect(h.engine.list()[0]).toMatchObject({ state: 'rolled_back', rollbackSeq: 4 });
+    expect((await h.engine.list())[0]).toMatchObject({ state: 'rolled_back', rollbackSeq: 4 });
   });
 
   it('refuses bad arguments with exit 2 and one line, before any request', async () => {
@@ -85,6 +85,6 @@ describe('apprentice rollout', () => {
       expect(r.stderr).toMatch(message);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
-    expect(h.engine.list()).toEqual([]);
+    expect((await h.engine.list())).toEqual([]);
   });
 });

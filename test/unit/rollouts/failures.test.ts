@@ -58,7 +58,7 @@ describe('failures in a rollout', () => {
     for (const [i, reason] of kinds.entries()) await h.event(`d0${i + 1}`, 'rejected', 2, reason);
     await h.install('d07', 2);
     await h.event('d07', 'rolled_back', 2, 'nan_output');
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.counts).toMatchObject({ quarantined: 7, failed: 0 });
     expect(v.rollout.quarantineSeqs).toEqual({ 1: 3 }); // one re-issue serves every quarantined device
     for (const [i, reason] of kinds.entries()) {
@@ -80,10 +80,10 @@ describe('failures in a rollout', () => {
     expect(h.row(r.id, 'd01')).toMatchObject({ state: 'desired', reason: 'retrying: download_failed' });
     expect(h.row(r.id, 'd02')).toMatchObject({ state: 'desired', reason: 'retrying: expired' });
     expect(h.row(r.id, 'd03')).toMatchObject({ state: 'desired', reason: null });
-    expect(h.view(r.id).rollout.state).toBe('fleet'); // minFailures 1, yet nothing rolled back
+    expect((await h.view(r.id)).rollout.state).toBe('fleet'); // minFailures 1, yet nothing rolled back
     await h.install('d01', 2);
     await h.advance(600);
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.counts).toMatchObject({ installed: 1, timed_out: 11, failed: 0, quarantined: 0 });
     expect(v.rollout.state).toBe('completed');
   });
@@ -91,20 +91,20 @@ describe('failures in a rollout', () => {
   it('bad_signature pauses the rollout with a security alert in its view and the log; nothing more is given out until resumed', async () => {
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [0.25, 1], soakSeconds: 0 });
-    const [a, b, c] = h.wave(r.id, 0) as [string, string, string];
+    const [a, b, c] = (await h.wave(r.id, 0)) as [string, string, string];
     await h.install(a, 2);
     await h.install(b, 2);
     await h.event(c, 'rejected', null, 'bad_signature');
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.rollout.securityAlert).toBe(`device ${c} refused release 2: bad_signature`);
     expect(v.rollout.pauseReason).toBe(`security alert: device ${c} refused release 2: bad_signature`);
     expect(v.transitions[0]!.reason).toMatch(/^security alert, paused/);
     await h.install(c, 2);
     await h.advance(60);
-    expect(h.view(r.id).rollout).toMatchObject({ state: 'canary', wave: 0 });
-    for (const id of h.wave(r.id, 1)) expect(h.fake.desiredRelease(id)).toBe(1);
+    expect((await h.view(r.id)).rollout).toMatchObject({ state: 'canary', wave: 0 });
+    for (const id of (await h.wave(r.id, 1))) expect(h.fake.desiredRelease(id)).toBe(1);
     await h.engine.resume(r.id);
-    expect(h.view(r.id).rollout.wave).toBe(1);
+    expect((await h.view(r.id)).rollout.wave).toBe(1);
   });
 
   it('quarantine survives a cloud restart and a reconnect: the device is never told the bad release again', async () => {
@@ -118,7 +118,7 @@ describe('failures in a rollout', () => {
     await h.engine.onDeviceProvisioned('d01');
     expect(h.fake.desiredHistory('d01')).toEqual([3]);
     for (const id of ids(12).slice(1)) await h.install(id, 2);
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.rollout.state).toBe('completed');
     expect(v.counts).toMatchObject({ installed: 11, quarantined: 1 });
     expect(h.fx.device('d01')!.desiredSeq).toBe(3);
@@ -127,13 +127,13 @@ describe('failures in a rollout', () => {
   it('failures past the threshold roll back the started waves only', async () => {
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [0.5, 1], soakSeconds: 60 });
-    const w0 = h.wave(r.id, 0);
-    const w1 = h.wave(r.id, 1);
+    const w0 = (await h.wave(r.id, 0));
+    const w1 = (await h.wave(r.id, 1));
     for (const id of w0.slice(0, 3)) await h.install(id, 2);
     await h.event(w0[3]!, 'rejected', 2, 'load_failed');
-    expect(h.view(r.id).rollout.state).toBe('canary'); // 1 < minFailures 2: quarantined
+    expect((await h.view(r.id)).rollout.state).toBe('canary'); // 1 < minFailures 2: quarantined
     await h.event(w0[4]!, 'rejected', 2, 'load_failed'); // 2 ≥ max(2, ceil(0.2 × 5))
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
     expect(v.rollout.reason).toMatch(/^2 failed of 5 settled in waves 1..1/);
     for (const id of w0) expect(h.fake.desiredRelease(id)).toBe(3);
@@ -150,7 +150,7 @@ describe('failures in a rollout', () => {
     h.fx.db.update(devices).set({ protocolVersion: 2, capabilities: ['manifest.input-range'] }).where(inArray(devices.id, ids(6))).run();
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 5, waves: [1] });
-    const v = h.view(r.id);
+    const v = (await h.view(r.id));
     expect(v.counts).toMatchObject({ desired: 6, incompatible: 6 });
     for (const id of ids(12).slice(6)) {
       expect(h.row(r.id, id)).toMatchObject({ state: 'incompatible', reason: 'needs manifest.input-range' });
@@ -158,7 +158,7 @@ describe('failures in a rollout', () => {
       expect(h.fx.device(id)!.desiredSeq).toBe(1);
     }
     for (const id of ids(6)) await h.install(id, 5);
-    expect(h.view(r.id).rollout).toMatchObject({ state: 'completed', reason: '6 installed, 6 incompatible' });
+    expect((await h.view(r.id)).rollout).toMatchObject({ state: 'completed', reason: '6 installed, 6 incompatible' });
   });
 
   it('superseding: overlapping devices move to the newer rollout; the older keeps the rest and completes; disjoint targets are untouched', async () => {
@@ -170,13 +170,13 @@ describe('failures in a rollout', () => {
     const newer = await h.engine.create({ model: MODEL, releaseSeq: 4, target: { kind: 'devices', ids: ['d01', 'd02', 'd03'] }, waves: [1] });
     const disjoint = await h.engine.create({ model: MODEL, releaseSeq: 4, target: { kind: 'devices', ids: ['other-1'] }, waves: [1] });
     for (const id of ['d01', 'd02', 'd03']) expect(h.row(older.id, id)).toMatchObject({ state: 'superseded', supersededBy: newer.id });
-    expect(h.view(older.id).rollout.state).toBe('fleet');
-    expect(h.view(newer.id).counts).toMatchObject({ desired: 3, installed: 0 });
-    expect(h.view(newer.id).counts.superseded).toBe(0); // the disjoint one took nothing from it
+    expect((await h.view(older.id)).rollout.state).toBe('fleet');
+    expect((await h.view(newer.id)).counts).toMatchObject({ desired: 3, installed: 0 });
+    expect((await h.view(newer.id)).counts.superseded).toBe(0); // the disjoint one took nothing from it
     for (const id of ids(12).slice(3)) await h.install(id, 2);
-    expect(h.view(older.id).rollout.state).toBe('completed');
-    expect(h.view(older.id).counts).toMatchObject({ installed: 9, superseded: 3 });
+    expect((await h.view(older.id)).rollout.state).toBe('completed');
+    expect((await h.view(older.id)).counts).toMatchObject({ installed: 9, superseded: 3 });
     for (const id of ['d01', 'd02', 'd03']) expect(h.fake.desiredRelease(id)).toBe(4);
-    expect(h.view(disjoint.id).rollout.state).toBe('fleet');
+    expect((await h.view(disjoint.id)).rollout.state).toBe('fleet');
   });
 });

@@ -78,8 +78,8 @@ export class RolloutHarness {
     await this.engine.idle();
   }
 
-  view(id: string) {
-    return this.engine.get(id)!;
+  async view(id: string) {
+    return (await this.engine.get(id))!;
   }
 
   row(rolloutId: string, deviceId: string) {
@@ -99,8 +99,8 @@ export class RolloutHarness {
   }
 
   /** Devices of wave `w` of a rollout. */
-  wave(rolloutId: string, w: number): string[] {
-    return this.view(rolloutId).devices.filter((d) => d.wave === w).map((d) => d.deviceId);
+  async wave(rolloutId: string, w: number): Promise<string[]> {
+    return (await this.view(rolloutId)).devices.filter((d) => d.wave === w).map((d) => d.deviceId);
   }
 
   async dispose(): Promise<void> {

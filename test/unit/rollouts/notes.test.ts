@@ -27,7 +27,7 @@ describe('rollout notes in device_events', () => {
     await h.event('d01', 'rejected', 2, 'self_test_failed');
     for (const id of ['d02', 'd03']) await h.install(id, 2);
     await h.advance(601);
-    expect(h.view(r.id).rollout.state).toBe('completed');
+    expect((await h.view(r.id)).rollout.state).toBe('completed');
     expect(await notes('d01')).toEqual([{ type: 'rollout.quarantined', release: 2, reason: expect.stringMatching(/^self_test_failed; kept on release 1/), detail: `rollout ${r.id}` }]);
     expect(await notes('d04')).toEqual([{ type: 'rollout.timed_out', release: 2, reason: 'not settled within 600 s', detail: `rollout ${r.id}` }]);
     expect(await notes('d02')).toEqual([]); // an install is the device's own event, not a note
@@ -39,7 +39,7 @@ describe('rollout notes in device_events', () => {
 
     await h.install('d05', 4);
     await h.engine.rollback(newer.id, 'bad accuracy');
-    const rolledBack = h.view(newer.id).rollout;
+    const rolledBack = (await h.view(newer.id)).rollout;
     expect(rolledBack.state).toBe('rolled_back');
     expect((await notes('d05'))[0]).toEqual({ type: 'rollout.rolled_back', release: rolledBack.rollbackSeq, reason: 'bad accuracy', detail: `rollout ${newer.id}` });
     expect(await notes('d06')).toEqual([{ type: 'rollout.timed_out', release: 2, reason: 'not settled within 600 s', detail: `rollout ${r.id}` }]);
