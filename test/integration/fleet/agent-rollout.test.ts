@@ -240,16 +240,16 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
     const silent = await device('pi-1', async () => {});
     const r = await engine.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0, deviceTimeoutSeconds: 3600 });
     await waitFor(() => silent.received.length === 1, 10_000, { message: 'pi-1 given 0.2.0' });
-    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect((await engine.get(r.id))!.rollout.state).toBe('fleet');
     // No status yet when the rollout started: skipped (platform unknown).
     expect(rows(r.id)['pi-2']).toMatchObject({ state: 'incompatible' });
 
     const late = await device('pi-2', commits);
     await waitFor(() => rows(r.id)['pi-2']?.state === 'installed', 10_000, { message: `pi-2 joins and installs (${JSON.stringify(rows(r.id)['pi-2'])})` });
-    expect(engine.get(r.id)!.rollout.state).toBe('fleet');
+    expect((await engine.get(r.id))!.rollout.state).toBe('fleet');
     expect(late.received.map((m) => [m.version, m.agentSeq])).toEqual([['0.2.0', 2]]);
     expect(fx.device('pi-2')).toMatchObject({ desiredAgentSeq: 2, agent: 'apprentice-edge/0.2.0' });
-    const joined = engine.get(r.id)!.transitions.filter((t) => t.deviceId === 'pi-2').map((t) => [t.fromState, t.toState]).reverse();
+    const joined = (await engine.get(r.id))!.transitions.filter((t) => t.deviceId === 'pi-2').map((t) => [t.fromState, t.toState]).reverse();
     expect(joined).toEqual([[null, 'incompatible'], ['incompatible', 'waiting'], ['waiting', 'desired'], ['desired', 'installed']]);
 
     // A device running a newer agent, and one without agent-update, join nothing and are sent nothing.
@@ -275,9 +275,9 @@ describe.each(brokerMatrix())('agent rollouts over $name', ({ start, features })
 
     // pi-1 finally commits: the rollout completes with the joiners counted as installed.
     await commits(silent, silent.received[0]!);
-    await waitFor(() => engine.get(r.id)!.rollout.state === 'completed', 10_000, { message: `rollout completes (${JSON.stringify(engine.get(r.id)?.counts)})` });
+    await waitFor(async () => (await engine.get(r.id))!.rollout.state === 'completed', 10_000, { message: 'rollout completes' });
     // pi-arm never reported: still skipped.
-    expect(engine.get(r.id)!.counts).toMatchObject({ installed: 3, incompatible: 3, waiting: 0, desired: 0 });
+    expect((await engine.get(r.id))!.counts).toMatchObject({ installed: 3, incompatible: 3, waiting: 0, desired: 0 });
     expect(await convergeCounts(metrics)).toEqual({ sent: 1, joined_paused: 1, newer: 1, no_capability: 1 });
     // A later status of a joiner sends nothing again (it was given the release in the rollout).
     await late.sendStatus();

@@ -32,7 +32,7 @@ describe('completion after failures', () => {
     await h.event('d01', 'rolled_back', 2, 'nan_output');
     await h.engine.evaluate();
     expect(delivered).toBe(true);
-    const v = h.view(r.id);
+    const v = await h.view(r.id);
     // 3 bad of 3 settled ≥ max(2, 0.5 × 3): rolled back, every device on the re-issue of release 1.
     expect(v.rollout.state).toBe('rolled_back');
     expect(v.counts.failed + v.counts.quarantined).toBe(3);
