@@ -165,7 +165,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     });
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
-    ingest.deviceState?.addSink(new TelemetryHistory(registry).sink);
+    ingest.deviceState?.addSink(new TelemetryHistory().sink);
     const consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays });
     stack.push(() => consoleRetention.stop());
     await mqtt.start();

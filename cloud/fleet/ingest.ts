@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import type { Statement } from 'better-sqlite3';
 import { eq } from 'drizzle-orm';
 import { Counter, Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
@@ -16,13 +15,14 @@ import {
   type Status,
   type Telemetry,
 } from '../../shared/protocol/index.js';
-import type { Registry } from '../registry/db.js';
-import { devices } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q, type TxDb } from '../registry/tx.js';
 import { DeviceStateWriter } from './device-state-writer.js';
-import { deviceEventInput, insertDeviceEvents } from './events-store.js';
+import { deviceEventInput, deviceEventSteps } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
 import { IngestCounts, storedExampleIds, type DeviceIngestCounts } from './ingest-counts.js';
-import { SerialRetry } from './serial-retry.js';
+import { SerialRetry, isTransientDbError } from './serial-retry.js';
+import { createBackoff } from '../../edge/outbox/backoff.js';
 import { ExampleCommitter, type CommitStats } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
@@ -38,7 +38,7 @@ export interface FleetSignalMap {
 export type FleetSignals = Pick<EventEmitter<FleetSignalMap>, 'on' | 'off'>;
 
 export interface IngestDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   /** Where device messages come from; without it, feed `handleMessage()` yourself. */
   mqtt?: DeviceSubscriber;
   log?: Logger;
@@ -90,6 +90,9 @@ export interface IngestStats {
 
 export { OTHER_DEVICES, type DeviceIngestCounts } from './ingest-counts.js';
 
+/** A device's registration as ingest sees it; `stopped`: not known, ingest stopped while the registry was unreachable. */
+type Registration = 'ok' | 'unknown' | 'revoked' | 'stopped';
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
@@ -117,7 +120,12 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private committer: ExampleCommitter | undefined;
   private writer: DeviceStateWriter | undefined;
   private events: SerialRetry | undefined;
-  private lookup: Statement<[string], { revoked: number }> | undefined;
+  private started = false;
+  /**
+   * The last accepted message's handling: each message's registration is looked up at once (concurrently on
+   * PostgreSQL), but handled only after the one before it, so a device's messages apply in arrival order.
+   */
+  private handled: Promise<unknown> = Promise.resolve();
   private readonly warnedUnknown = new Set<string>();
   /** Per-device deferred / refused / ignored-label counts, persisted (issue 10). */
   private readonly perDevice: IngestCounts;
@@ -140,10 +148,11 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   /** Prepares the statements and registers the handlers (do it before the MQTT client connects). */
   async start(): Promise<void> {
     if (this.committer) return;
+    this.started = true;
     const registers = [this.deps.metrics ?? new PromRegistry()];
     const reg = registers[0]!;
     this.counters = {
-      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored; events also retried: a failed write tried again before the ack, failed: not retryable)', labelNames: ['kind', 'result'] as const, registers })),
+      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored, retried: a failed write or registration read tried again before the ack, failed: an event write not retryable)', labelNames: ['kind', 'result'] as const, registers })),
       examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, label_ignored: a label on a non-feedback row), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
@@ -172,7 +181,6 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       },
     });
     this.events = new SerialRetry({ log: this.log, what: 'ingest/device-event', onRetry: () => this.count('events', 'retried') });
-    this.lookup = registry.sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
     const mqtt = this.deps.mqtt;
     if (!mqtt) return;
     const handler = (m: DeviceMessage): Promise<void> | undefined => this.handleMessage(m.kind, m.deviceId, m.payload, m.retain);
@@ -191,15 +199,16 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   async stop(): Promise<void> {
     for (const u of this.unsubscribers) u();
     this.unsubscribers = [];
-    this.committer?.stop();
+    this.started = false;
+    await this.handled.catch(() => undefined);
+    await this.committer?.stop();
     if (this.committer) this.lastCommitStats = this.committer.stats();
-    this.writer?.stop();
+    await this.writer?.stop();
     await this.perDevice.flush();
     this.events?.stop();
     this.events = undefined;
     this.committer = undefined;
     this.writer = undefined;
-    this.lookup = undefined;
   }
 
   dispose(): Promise<void> {
@@ -226,15 +235,29 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   }
 
   /**
-   * Handles one message from `devices/{deviceId}/{kind}`; never throws. For an accepted example batch
-   * it returns a promise that settles once the rows are committed: acknowledge only then.
+   * Handles one message from `devices/{deviceId}/{kind}`; never rejects. The promise settles once the
+   * message was handled: for an accepted example batch, once its rows are committed, for a device event
+   * once it is written. Acknowledge only then.
    */
   handleMessage(kind: DeviceTopicKind, deviceId: string, payload: Buffer, retain = false): Promise<void> | undefined {
+    if (kind === 'desired') return undefined;
+    // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
+    if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
+    if (!this.started) return undefined;
+    const state = this.registration(kind, deviceId);
+    // Handled in arrival order; each message's outcome (e.g. its commit) is its own promise.
+    const turn = Promise.all([state, this.handled]).then(([s]) => ({ outcome: this.handleRegistered(kind, deviceId, payload, retain, s) }));
+    this.handled = turn.catch(() => undefined);
+    return turn.then(
+      (t) => t.outcome,
+      (err: unknown) => void this.log.error({ err, deviceId, kind }, 'ingest/handler-failed'),
+    );
+  }
+
+  private handleRegistered(kind: Exclude<DeviceTopicKind, 'desired'>, deviceId: string, payload: Buffer, retain: boolean, state: Registration): Promise<void> | undefined {
     try {
-      if (kind === 'desired') return undefined;
-      // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
-      if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
-      const state = this.registration(deviceId);
+      // Stopped while the registry was unreachable: never acknowledged, the broker sends it again.
+      if (state === 'stopped') return new Promise<void>(() => undefined);
       if (state !== 'ok') {
         // A revoked device's examples are refused for good, so its outbox does not resend them for ever.
         if (kind === 'examples') this.refuseAll(deviceId, payload, state === 'revoked' ? 'revoked' : 'unknown_device');
@@ -268,10 +291,13 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return undefined;
   }
 
-  /** Commits the buffered example rows and device state now; false if a commit failed (retried later). */
-  flush(): boolean {
-    const a = this.committer?.flush() ?? true;
-    const b = this.writer?.flush() ?? true;
+  /**
+   * Commits the buffered example rows and device state now, once the messages received so far were
+   * handled; false if a commit failed (retried later).
+   */
+  async flush(): Promise<boolean> {
+    await this.handled;
+    const [a, b] = await Promise.all([this.committer?.flush() ?? true, this.writer?.flush() ?? true]);
     return a && b;
   }
 
@@ -280,9 +306,27 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return this.writer;
   }
 
-  private registration(deviceId: string): 'ok' | 'unknown' | 'revoked' {
-    const r = this.lookup?.get(deviceId);
-    return r === undefined ? 'unknown' : r.revoked ? 'revoked' : 'ok';
+  /**
+   * Whether the device is provisioned and not revoked. A read failing with a transient error (a locked
+   * SQLite, an unreachable PostgreSQL) is logged, counted (`retried`) and tried again with backoff: the
+   * message is not acknowledged meanwhile, and after stop() never (`stopped`).
+   */
+  private async registration(kind: DeviceTopicKind, deviceId: string): Promise<Registration> {
+    const { devices } = this.deps.registry.t;
+    const backoff = createBackoff({ initialMs: 100, maxMs: 5_000 });
+    for (;;) {
+      try {
+        const [r] = await this.deps.registry.q.select({ revoked: devices.revoked }).from(devices).where(eq(devices.id, deviceId));
+        return r === undefined ? 'unknown' : r.revoked ? 'revoked' : 'ok';
+      } catch (err) {
+        if (!isTransientDbError(err)) throw err;
+        const delay = backoff.next();
+        this.count(kind, 'retried');
+        this.log.error({ err, deviceId, kind, attempt: backoff.attempts, retryInMs: delay }, 'ingest/registration-read-failed: retrying (not acknowledged meanwhile)');
+        if (this.started) await new Promise((r) => setTimeout(r, delay));
+        if (!this.started) return 'stopped';
+      }
+    }
   }
 
   private receipt(deviceId: string, r: DistributiveOmit<Receipt, 'v' | 'deviceId' | 'at'>): void {
@@ -392,15 +436,20 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const event = decodePayload(eventSchema, payload);
     this.checkDevice(deviceId, event.deviceId);
     if (!this.events) return undefined;
-    return this.events.run(() => {
+    const { registry } = this.deps;
+    return this.events.run(async () => {
       // A status queued for the same device should land first (the rollout reads both); if that commit
       // fails, the writer retries it on its own and the event does not wait for it.
-      this.writer?.flush();
-      const applied = this.deps.registry.db.transaction((tx) => {
-        tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
+      await this.writer?.flush();
+      const now = this.now();
+      const lastSeen = this.seenAt(event.at);
+      const applied = await registry.tx(function* (tx, t) {
+        yield* q(tx.update(t.devices).set({ lastSeen }).where(eq(t.devices.id, deviceId)));
         // The one store of device events (issue 12), committed with the rollout's reaction to it.
-        insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-        return applyDeviceEvent(tx, event, this.now());
+        yield* deviceEventSteps(tx, t, [deviceEventInput(event)], now);
+        // TODO(issue 15, rollouts store): still synchronous SQLite (runs inside this transaction on SQLite only);
+        // becomes `yield* applyDeviceEventSteps(tx, t, event, now)` once cloud/rollouts/store.ts is converted.
+        return applyDeviceEvent(tx as TxDb, event, now);
       });
       this.count('events', 'accepted');
       this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');

@@ -56,7 +56,7 @@ function telemetry(i: number, at: string, tick: number): Telemetry {
 /** `MINUTES` of fleet time at one telemetry per device per 30 s, one flush per 250 ms of fleet time. */
 function writePhase(reg: Registry, withHistory: boolean, startMs: number) {
   const writer = new DeviceStateWriter({ registry: reg, flushMs: 3_600_000, maxQueued: 1_000_000 });
-  if (withHistory) writer.addSink(new TelemetryHistory(reg).sink);
+  if (withHistory) writer.addSink(new TelemetryHistory().sink);
   const perSecond = N / 30;
   const flushes = MINUTES * 60 * 4;
   const perFlush = perSecond / 4;

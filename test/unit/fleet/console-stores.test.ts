@@ -88,7 +88,7 @@ describe('console stores', () => {
 
   describe('telemetry history', () => {
     it('downsamples into 1m and 1h buckets through the batched writer, with counter increases and restarts', async () => {
-      const history = new TelemetryHistory(fx.registry);
+      const history = new TelemetryHistory();
       const writer = new DeviceStateWriter({ registry: fx.registry, flushMs: 1_000_000 });
       writer.addSink(history.sink);
       const push = (at: string, over: Parameters<typeof telemetry>[2]) => writer.push({ kind: 'telemetry', deviceId: 'pi-1', telemetry: telemetry('pi-1', at, over), lastSeen: at });
@@ -112,7 +112,7 @@ describe('console stores', () => {
 
       // A restarted cloud (new writer and history) continues from the stored telemetry, not from 0.
       const again = new DeviceStateWriter({ registry: fx.registry, flushMs: 1_000_000 });
-      again.addSink(new TelemetryHistory(fx.registry).sink);
+      again.addSink(new TelemetryHistory().sink);
       again.push({ kind: 'telemetry', deviceId: 'pi-1', telemetry: telemetry('pi-1', '2026-11-30T10:01:35Z', { requests: 45, dropped: 5 }), lastSeen: '2026-11-30T10:01:35Z' });
       again.stop();
       const after = await telemetrySeries(fx.registry, 'pi-1', { resolution: '1m', now, since: new Date('2026-11-30T10:01:00Z') });
@@ -122,7 +122,7 @@ describe('console stores', () => {
     it('ingest telemetry reaches the history through the writer sink; malformed telemetry writes nothing', async () => {
       const ingest = await Ingest.create({ registry: fx.registry, stateFlushMs: 1_000_000 });
       try {
-        ingest.deviceState!.addSink(new TelemetryHistory(fx.registry).sink);
+        ingest.deviceState!.addSink(new TelemetryHistory().sink);
         const at = new Date().toISOString();
         ingest.handleMessage('telemetry', 'pi-1', Buffer.from(JSON.stringify(telemetry('pi-1', at, { requests: 7, health: 'degraded' }))));
         ingest.handleMessage('telemetry', 'pi-2', Buffer.from(JSON.stringify({ ...telemetry('pi-2', at), requests: -1 })));
@@ -138,7 +138,7 @@ describe('console stores', () => {
     });
 
     it('retention keeps 24 h of 1m and 30 days of 1h buckets', async () => {
-      const history = new TelemetryHistory(fx.registry);
+      const history = new TelemetryHistory();
       const at = (ms: number) => new Date(Date.parse('2026-11-01T00:00:00Z') + ms).toISOString();
       const ops = [0, 29 * 86400_000, 31 * 86400_000 - 3600_000 * 2, 31 * 86400_000 - 60_000].map((ms) => ({ kind: 'telemetry' as const, deviceId: 'pi-1', telemetry: telemetry('pi-1', at(ms)), lastSeen: at(ms) }));
       fx.registry.db.transaction(() => history.apply(ops));
