@@ -121,13 +121,32 @@ export class ExampleCommitter {
   }
 
   /**
-   * Queues the rows; resolves once they are committed (never rejects: failed commits are retried).
-   * Rows already stored (a resend whose receipt was late or lost) are counted as duplicates and not
-   * queued; when none is left it resolves without a transaction or an fsync.
+   * Of these rows, those not stored yet (a resend whose receipt was late or lost has its rows counted as
+   * duplicates). One indexed read, no write. A failed read keeps every row: the insert's ON CONFLICT DO
+   * NOTHING dedupes them as well, only dearer. Rows still pending (uncommitted) are not found here; the
+   * insert dedupes those.
    */
-  async add(all: ExampleRowValues[]): Promise<void> {
-    const rows = await this.withoutStored(all);
-    if (rows.length === 0) return;
+  async unstored(rows: ExampleRowValues[]): Promise<ExampleRowValues[]> {
+    let stored: Set<string>;
+    try {
+      stored = await storedExampleIds(this.deps.registry, rows.map((r) => r[0]));
+    } catch (err) {
+      this.deps.log.warn({ err }, 'ingest/duplicate-check-failed: queueing every row');
+      return rows;
+    }
+    if (stored.size === 0) return rows;
+    this.s.duplicates += stored.size;
+    this.s.duplicatesSkipped += stored.size;
+    this.deps.counter.inc({ result: 'duplicate' }, stored.size);
+    return rows.filter((r) => !stored.has(r[0]));
+  }
+
+  /**
+   * Queues the rows now (pass them through `unstored` first); resolves once they are committed (never
+   * rejects: failed commits are retried). With no rows it resolves without a transaction or an fsync.
+   */
+  add(rows: ExampleRowValues[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       if (this.queued() > 0 && this.queued() + rows.length > this.deps.maxPendingRows) {
         this.s.backpressureWaits++;
@@ -203,26 +222,6 @@ export class ExampleCommitter {
     this.retryTimer = undefined;
     const left = this.uncommitted();
     if (left > 0) this.deps.log.warn({ rows: left }, 'ingest/stopped-uncommitted (not acknowledged: the devices send them again)');
-  }
-
-  /**
-   * One indexed read, no write. A failed read keeps every row: the insert's ON CONFLICT DO NOTHING
-   * dedupes them as well, only dearer. Rows still pending (uncommitted) are not found here; the
-   * insert dedupes those.
-   */
-  private async withoutStored(rows: ExampleRowValues[]): Promise<ExampleRowValues[]> {
-    let stored: Set<string>;
-    try {
-      stored = await storedExampleIds(this.deps.registry, rows.map((r) => r[0]));
-    } catch (err) {
-      this.deps.log.warn({ err }, 'ingest/duplicate-check-failed: queueing every row');
-      return rows;
-    }
-    if (stored.size === 0) return rows;
-    this.s.duplicates += stored.size;
-    this.s.duplicatesSkipped += stored.size;
-    this.deps.counter.inc({ result: 'duplicate' }, stored.size);
-    return rows.filter((r) => !stored.has(r[0]));
   }
 
   private enqueue(rows: ExampleRowValues[], resolve: () => void): void {

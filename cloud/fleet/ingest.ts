@@ -20,10 +20,10 @@ import { q, type TxDb } from '../registry/tx.js';
 import { DeviceStateWriter } from './device-state-writer.js';
 import { deviceEventInput, deviceEventSteps } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
-import { IngestCounts, storedExampleIds, type DeviceIngestCounts } from './ingest-counts.js';
+import { IngestCounts, type DeviceIngestCounts } from './ingest-counts.js';
 import { SerialRetry, isTransientDbError } from './serial-retry.js';
 import { createBackoff } from '../../edge/outbox/backoff.js';
-import { ExampleCommitter, type CommitStats } from './example-commit.js';
+import { ExampleCommitter, type CommitStats, type ExampleRowValues } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEvent, type AppliedEvent } from '../rollouts/store.js';
@@ -89,6 +89,11 @@ export interface IngestStats {
 }
 
 export { OTHER_DEVICES, type DeviceIngestCounts } from './ingest-counts.js';
+
+/** A handled message: `done` settles once its work is durable (acknowledge then); none, acknowledge at once. */
+interface Outcome {
+  done?: Promise<void> | undefined;
+}
 
 /** A device's registration as ingest sees it; `stopped`: not known, ingest stopped while the registry was unreachable. */
 type Registration = 'ok' | 'unknown' | 'revoked' | 'stopped';
@@ -246,18 +251,19 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     if (!this.started) return undefined;
     const state = this.registration(kind, deviceId);
     // Handled in arrival order; each message's outcome (e.g. its commit) is its own promise.
-    const turn = Promise.all([state, this.handled]).then(([s]) => ({ outcome: this.handleRegistered(kind, deviceId, payload, retain, s) }));
+    // The next message is handled once this one is queued (its rows in the committer), not committed.
+    const turn = Promise.all([state, this.handled]).then(([s]) => this.handleRegistered(kind, deviceId, payload, retain, s));
     this.handled = turn.catch(() => undefined);
     return turn.then(
-      (t) => t.outcome,
+      (o) => o.done,
       (err: unknown) => void this.log.error({ err, deviceId, kind }, 'ingest/handler-failed'),
     );
   }
 
-  private handleRegistered(kind: Exclude<DeviceTopicKind, 'desired'>, deviceId: string, payload: Buffer, retain: boolean, state: Registration): Promise<void> | undefined {
+  private handleRegistered(kind: Exclude<DeviceTopicKind, 'desired'>, deviceId: string, payload: Buffer, retain: boolean, state: Registration): Outcome | Promise<Outcome> {
     try {
       // Stopped while the registry was unreachable: never acknowledged, the broker sends it again.
-      if (state === 'stopped') return new Promise<void>(() => undefined);
+      if (state === 'stopped') return { done: new Promise<void>(() => undefined) };
       if (state !== 'ok') {
         // A revoked device's examples are refused for good, so its outbox does not resend them for ever.
         if (kind === 'examples') this.refuseAll(deviceId, payload, state === 'revoked' ? 'revoked' : 'unknown_device');
@@ -267,28 +273,30 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
           this.warnedUnknown.add(deviceId);
           this.log.warn({ deviceId, kind }, 'ingest/unknown-device');
         }
-        return undefined;
+        return {};
       }
       switch (kind) {
         case 'examples':
           return this.onExamples(deviceId, payload);
         case 'status':
-          return void this.onStatus(deviceId, payload, retain);
+          this.onStatus(deviceId, payload, retain);
+          return {};
         case 'telemetry':
-          return void this.onTelemetry(deviceId, payload);
+          this.onTelemetry(deviceId, payload);
+          return {};
         case 'events':
-          return this.onEvent(deviceId, payload);
+          return { done: this.onEvent(deviceId, payload) };
       }
     } catch (err) {
       if (err instanceof PayloadError) {
         this.s.malformed++;
         this.count(kind, 'malformed');
         this.log.warn({ deviceId, kind, reason: err.message.slice(0, 500) }, 'ingest/malformed');
-        return undefined;
+        return {};
       }
       this.log.error({ err, deviceId, kind }, 'ingest/handler-failed');
     }
-    return undefined;
+    return {};
   }
 
   /**
@@ -354,7 +362,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
    * their reason; the receipt goes out after the commit. A payload with no readable example id is
    * refused by its batch id.
    */
-  private onExamples(deviceId: string, payload: Buffer): Promise<void> | undefined {
+  private onExamples(deviceId: string, payload: Buffer): Outcome | Promise<Outcome> {
     const p = parseExampleBatch(deviceId, payload);
     const bad = p.ok ? p.refused.length + p.unreadable : 1;
     this.tally(deviceId, 'refused', bad);
@@ -374,21 +382,20 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     }
     if (!p.ok) {
       if (p.batchId) this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason: p.reason, detail: p.detail } });
-      return undefined;
+      return {};
     }
-    const admit = this.deps.admit;
-    if (!admit || p.rows.length === 0) return this.store(deviceId, p, new Map());
-    // A redelivered batch (its PUBACK or receipt was lost) is not charged against the rate cap again:
-    // examples already stored are stored (ON CONFLICT DO NOTHING), only new ones ask for room.
-    const ids = p.rows.map((r) => r[0]);
-    const known = storedExampleIds(this.deps.registry, ids).catch((err: unknown) => {
-      this.log.error({ err, deviceId }, 'ingest/duplicate-check-failed: every example charged against the rate cap');
-      return new Set<string>();
+    const committer = this.committer;
+    if (!committer || p.rows.length === 0) return { done: this.store(deviceId, p, [], new Map()) };
+    // One read for rows already stored (a redelivered batch, its PUBACK or receipt lost): they are not
+    // queued again, nor charged against the rate cap; only new ones ask for room.
+    return committer.unstored(p.rows).then((fresh) => {
+      const deferred = this.deps.admit && fresh.length > 0 ? this.deps.admit(deviceId, fresh.map((r) => r[0])) : new Map<string, number>();
+      return { done: this.store(deviceId, p, fresh, deferred) };
     });
-    return known.then((stored) => this.store(deviceId, p, admit(deviceId, ids.filter((id) => !stored.has(id)))));
   }
 
-  private store(deviceId: string, p: Extract<ReturnType<typeof parseExampleBatch>, { ok: true }>, deferred: ReadonlyMap<string, number>): Promise<void> | undefined {
+  /** Queues `fresh` (the batch's rows not stored yet) but the deferred ones; the receipt goes out after their commit. */
+  private store(deviceId: string, p: Extract<ReturnType<typeof parseExampleBatch>, { ok: true }>, fresh: readonly ExampleRowValues[], deferred: ReadonlyMap<string, number>): Promise<void> | undefined {
     this.tally(deviceId, 'deferred', deferred.size);
     const rows = deferred.size ? p.rows.filter((r) => !deferred.has(r[0])) : p.rows;
     const entries = { stored: rows.map((r) => r[0]), refused: p.refused, deferred: [...deferred].map(([id, retryAfterSeconds]) => ({ id, retryAfterSeconds })) };
@@ -404,7 +411,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.s.batches++;
     this.count('examples', 'accepted');
     // Receipt after the commit, PUBACK after the receipt was handed to MQTT.js.
-    return this.committer.add(rows).then(receipt);
+    return this.committer.add(deferred.size ? fresh.filter((r) => !deferred.has(r[0])) : [...fresh]).then(receipt);
   }
 
   /** Device clocks may run ahead: never record a last-seen time in the future. */
