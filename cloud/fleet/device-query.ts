@@ -282,16 +282,19 @@ export async function fleetSummary(reg: StoreRegistry, { now = new Date() }: { n
   const n = (k: string): number => Number((t as Record<string, unknown> | undefined)?.[k] ?? 0);
   // Count per sequence first (the running index), then name the model: one join per release, not per device.
   const g = reg.q
-    .select({ seq: sql`devices.running_seq`.mapWith(Number).as('seq'), n: count().as('n') })
+    .select({ seq: devices.runningSeq, n: count().as('n') })
     .from(devices)
     .where(and(eq(devices.revoked, false), isNotNull(devices.runningSeq)))
     .groupBy(devices.runningSeq)
     .as('g');
+  // g's columns named as g.* (drizzle would leave them unqualified, ambiguous beside releases.seq).
+  const gSeq = sql`g.running_seq`.mapWith(Number);
+  const gN = sql`g.n`.mapWith(Number);
   const releaseRows = await reg.q
-    .select({ model: releases.model, release: g.seq, devices: g.n })
+    .select({ model: releases.model, release: gSeq, devices: gN })
     .from(g)
-    .innerJoin(releases, eq(releases.seq, g.seq))
-    .orderBy(asc(releases.model), desc(g.n), desc(g.seq));
+    .innerJoin(releases, sql`${releases.seq} = g.running_seq`)
+    .orderBy(asc(releases.model), desc(sql`g.n`), desc(sql`g.running_seq`));
   // The agent-version distribution (issue 14): a few distinct versions, so a GROUP BY over the devices.
   const agentRows = await reg.q
     .select({ agent: devices.agent, platform: devices.platform, devices: count() })
