@@ -260,12 +260,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       shadow,
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
-        onDeviceRevoked: (id) => {
+        onDeviceRevoked: async (id) => {
           // Revocation is not soft: the live session goes too (Mosquitto: password file + SIGHUP).
           broker?.disconnectDevice(id);
           if (!broker && cfg.mqtt.mosquitto) {
             try {
-              reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
+              await reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
             } catch (err) {
               log.error({ err, device: id }, 'cloud/mosquitto-reload-failed: run apprentice broker-auth and reload mosquitto by hand');
             }

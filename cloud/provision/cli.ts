@@ -62,14 +62,14 @@ export function brokerAuthCommand(): Command {
     .option('--cloud-password-file <file>', "the cloud's MQTT password; created with a random one (mode 0600) if missing")
     .option('--json', 'print the result as JSON', false)
     .addHelpText('after', '\nExample:\n  apprentice broker-auth --data-dir /var/lib/apprentice --out-dir /etc/mosquitto/apprentice --cloud-password-file /etc/apprentice/mqtt-password')
-    .action((o: { dataDir?: string; db?: string; outDir: string; cloudUser: string; cloudPasswordFile?: string; json: boolean }) => {
+    .action(async (o: { dataDir?: string; db?: string; outDir: string; cloudUser: string; cloudPasswordFile?: string; json: boolean }) => {
       if ((o.dataDir === undefined) === (o.db === undefined)) throw new UsageError('give exactly one of --data-dir or --db');
       const dbPath = o.db ?? registryPathIn(o.dataDir!);
       // Never create an empty registry by accident: a typo would yield a passwd with no devices.
       if (!existsSync(dbPath)) throw new UsageError(`${dbPath}: registry database not found`);
       const registry = Registry.open(dbPath);
       try {
-        const r = writeBrokerAuth({ registry, outDir: o.outDir, cloudUser: o.cloudUser, cloudPasswordFile: o.cloudPasswordFile });
+        const r = await writeBrokerAuth({ registry, outDir: o.outDir, cloudUser: o.cloudUser, cloudPasswordFile: o.cloudPasswordFile });
         if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
         else {
           process.stdout.write(`wrote ${r.passwdPath} (${r.devices} device(s) + ${o.cloudUser}) and ${r.aclPath}\n`);
