@@ -231,7 +231,7 @@ export class ReleasePublisher {
     let failed = 0;
     const rows = needed.length ? await registry.q.select().from(releases).where(inArray(releases.sha256, needed)) : [];
     const bySha = new Map(rows.map((r) => [r.sha256, r]));
-    for (const row of bySha.values()) {
+    for (const [, row] of bySha) {
       try {
         await this.ensureChunks(registry, row, { force: true });
         artifacts++;
