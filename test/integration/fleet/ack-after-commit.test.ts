@@ -107,7 +107,7 @@ describe.each(brokerMatrix())('PUBACK after commit over $name', ({ start, featur
       } else {
         base.sqlite.pragma('busy_timeout = 20');
         const locker = new Database(base.sqlite.name);
-        lock = { take: async () => void locker.exec('BEGIN IMMEDIATE'), release: async () => (locker.exec('COMMIT'), locker.close()) };
+        lock = { take: async () => void locker.exec('BEGIN IMMEDIATE'), release: async () => void (locker.exec('COMMIT'), locker.close()) };
       }
       await base.q.insert(base.t.devices).values({ id: 'pi-ack', groups: [], credentialHash: 'x' });
       const clientId = `cloud-${randomUUID().slice(0, 8)}`;
