@@ -170,7 +170,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     });
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
-    ingest.deviceState?.addSink(new TelemetryHistory(registry).sink);
+    ingest.deviceState?.addSink(new TelemetryHistory().sink);
     const consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays });
     stack.push(() => consoleRetention.stop());
     await mqtt.start();
@@ -265,12 +265,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       shadow,
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
-        onDeviceRevoked: (id) => {
+        onDeviceRevoked: async (id) => {
           // Revocation is not soft: the live session goes too (Mosquitto: password file + SIGHUP).
           broker?.disconnectDevice(id);
           if (!broker && cfg.mqtt.mosquitto) {
             try {
-              reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
+              await reloadMosquittoAuth(registry, cfg.mqtt.mosquitto, log);
             } catch (err) {
               log.error({ err, device: id }, 'cloud/mosquitto-reload-failed: run apprentice broker-auth and reload mosquitto by hand');
             }

@@ -5,8 +5,8 @@ import { deviceId, releaseSeq, sha256Hex, telemetrySchema } from '../../shared/p
 import { BUNDLE_VERSION, provisionBundleSchema, type ProvisionBundle } from '../provision/bundle.js';
 import { generatePassword, hashPassword } from '../provision/passwd.js';
 import { reservedDeviceId } from '../provision/reserved.js';
-import { devices, releases, type DeviceRow } from '../registry/schema.js';
-import { isUniqueViolation, type ApiContext } from './context.js';
+import type { DeviceRow } from '../registry/schema.js';
+import type { ApiContext } from './context.js';
 import { conflict, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { groupName, limitQuery, seqString } from './schemas.js';
@@ -118,8 +118,11 @@ function view(row: DeviceRow, model: string | null): DeviceView {
   };
 }
 
-function select(ctx: ApiContext) {
-  return ctx.db.select({ device: devices, model: releases.model }).from(devices).leftJoin(releases, eq(releases.seq, devices.runningSeq));
+/** A device with its running release's model (the registry's query builder: awaited on either dialect). */
+async function deviceRow(ctx: ApiContext, id: string) {
+  const { devices, releases } = ctx.registry.t;
+  const [row] = await ctx.registry.q.select({ device: devices, model: releases.model }).from(devices).leftJoin(releases, eq(releases.seq, devices.runningSeq)).where(eq(devices.id, id));
+  return row;
 }
 
 /**
@@ -127,8 +130,9 @@ function select(ctx: ApiContext) {
  * Mosquitto `$7$` hash — cloud/provision/passwd.ts), listing, status, revocation.
  */
 export function deviceRoutes(ctx: ApiContext): Hono {
-  const known = (id: string): void => {
-    if (!ctx.db.select({ id: devices.id }).from(devices).where(eq(devices.id, id)).get()) throw notFound(`device ${id}`, 'id');
+  const { devices } = ctx.registry.t;
+  const known = async (id: string): Promise<void> => {
+    if ((await ctx.registry.q.select({ id: devices.id }).from(devices).where(eq(devices.id, id))).length === 0) throw notFound(`device ${id}`, 'id');
   };
   return new Hono()
     .post(
@@ -140,17 +144,14 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       validate('json', provisionBodySchema),
       async (c) => {
         const { id, groups } = c.req.valid('json');
-        const exists = ctx.db.select({ revoked: devices.revoked }).from(devices).where(eq(devices.id, id)).get();
+        const [exists] = await ctx.registry.q.select({ revoked: devices.revoked }).from(devices).where(eq(devices.id, id));
         const taken = () => conflict('device_exists', `device ${id} already exists${exists?.revoked ? ' (revoked; provision it under a new id)' : ''}`, 'id');
         if (exists) throw taken();
         const password = generatePassword();
         const trustedKeys = ctx.keys.trusted();
-        try {
-          ctx.db.insert(devices).values({ id, groups, credentialHash: hashPassword(password) }).run();
-        } catch (err) {
-          if (isUniqueViolation(err)) throw taken();
-          throw err;
-        }
+        // Provisioned concurrently under the same id: nothing inserted, the loser gets the 409.
+        const inserted = await ctx.registry.q.insert(devices).values({ id, groups, credentialHash: hashPassword(password) }).onConflictDoNothing({ target: devices.id }).returning({ id: devices.id });
+        if (inserted.length === 0) throw taken();
         ctx.log.info({ device: id, groups }, 'device provisioned');
         await audit(ctx, c, { action: 'device.create', target: id, detail: { groups } });
         if (ctx.fleet) {
@@ -196,7 +197,7 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       validate('query', z.strictObject({ limit: limitQuery, before: idCursor })),
       async (c) => {
         const { id } = c.req.valid('param');
-        known(id);
+        await known(id);
         const { limit = 100, before } = c.req.valid('query');
         const events = await listDeviceEvents(ctx.registry, { deviceId: id, limit, ...(before !== undefined ? { before } : {}) });
         return c.json({ events, nextBefore: events.length === limit ? events[events.length - 1]!.id : null });
@@ -212,7 +213,7 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       validate('query', telemetryQuerySchema),
       async (c) => {
         const { id } = c.req.valid('param');
-        known(id);
+        await known(id);
         const { resolution, since } = c.req.valid('query');
         const points = await telemetrySeries(ctx.registry, id, { resolution, now: ctx.clock(), ...(since ? { since: new Date(since) } : {}) });
         return c.json({ deviceId: id, resolution, points });
@@ -222,9 +223,9 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       '/:id',
       describeRoute({ summary: 'One device: status, running release, last telemetry', responses: { 200: { description: 'the device', schema: deviceDetailSchema }, ...errors } }),
       validate('param', deviceParamSchema),
-      (c) => {
+      async (c) => {
         const { id } = c.req.valid('param');
-        const row = select(ctx).where(eq(devices.id, id)).get();
+        const row = await deviceRow(ctx, id);
         if (!row) throw notFound(`device ${id}`, 'id');
         const telemetry = telemetrySchema.safeParse(row.device.lastTelemetry);
         return c.json({ ...view(row.device, row.model), telemetry: telemetry.success ? telemetry.data : null });
@@ -239,16 +240,16 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       validate('param', deviceParamSchema),
       async (c) => {
         const { id } = c.req.valid('param');
-        const before = select(ctx).where(eq(devices.id, id)).get();
+        const before = await deviceRow(ctx, id);
         if (!before) throw notFound(`device ${id}`, 'id');
         // Idempotent: revoking twice answers the same and notifies the fleet once.
         if (!before.device.revoked) {
-          ctx.db.update(devices).set({ revoked: true, online: false }).where(eq(devices.id, id)).run();
+          await ctx.registry.q.update(devices).set({ revoked: true, online: false }).where(eq(devices.id, id));
           ctx.log.info({ device: id }, 'device revoked');
           await audit(ctx, c, { action: 'device.revoke', target: id });
           if (ctx.fleet) await ctx.fleet.onDeviceRevoked(id).catch((err: unknown) => ctx.log.error({ err, device: id }, 'cloud/api fleet.onDeviceRevoked failed'));
         }
-        const row = select(ctx).where(eq(devices.id, id)).get()!;
+        const row = (await deviceRow(ctx, id))!;
         return c.json(view(row.device, row.model));
       },
     );

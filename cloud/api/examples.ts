@@ -2,7 +2,6 @@ import { and, asc, count, eq, gt, gte, isNotNull, isNull, or, type SQL } from 'd
 import { Hono } from 'hono';
 import { z } from 'zod';
 import { isoTime } from '../../shared/protocol/schemas.js';
-import { examples, models } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
@@ -89,6 +88,7 @@ function csvLine(input: Buffer, size: number, label: number | null | undefined):
  * one row per example, values as the model saw them (scaled: load with identity scaling, the CSV default).
  */
 export function exampleRoutes(ctx: ApiContext): Hono {
+  const { examples, models } = ctx.registry.t;
   return new Hono()
     .get(
       '/stats',
@@ -97,17 +97,18 @@ export function exampleRoutes(ctx: ApiContext): Hono {
       async (c) => {
         const { model } = c.req.valid('query');
         const where = model === undefined ? undefined : eq(examples.model, model);
-        const group = <K extends 'deviceId' | 'reason' | 'releaseSeq'>(key: K) =>
-          ctx.db.select({ key: examples[key], n: count() }).from(examples).where(where).groupBy(examples[key]).all();
-        const total = ctx.db.select({ n: count() }).from(examples).where(where).get()?.n ?? 0;
-        const labelled = ctx.db.select({ n: count() }).from(examples).where(and(where, isNotNull(examples.label))).get()?.n ?? 0;
-        const quarantined = ctx.db.select({ n: count() }).from(examples).where(and(where, eq(examples.labelState, 'quarantined'))).get()?.n ?? 0;
+        const group = <K extends 'deviceId' | 'reason' | 'releaseSeq'>(key: K) => ctx.registry.q.select({ key: examples[key], n: count() }).from(examples).where(where).groupBy(examples[key]);
+        const countOf = async (w: SQL | undefined) => (await ctx.registry.q.select({ n: count() }).from(examples).where(w))[0]?.n ?? 0;
+        const total = await countOf(where);
+        const labelled = await countOf(and(where, isNotNull(examples.label)));
+        const quarantined = await countOf(and(where, eq(examples.labelState, 'quarantined')));
         const toRecord = (rows: { key: string | number | null; n: number }[]) => Object.fromEntries(rows.map((r) => [r.key === null ? 'none' : String(r.key), r.n]));
         const counts = await retentionCounts(ctx.registry, model);
         const names = model !== undefined ? [model] : [...new Set([...Object.keys(counts), ...(await modelsWithExamples(ctx.registry))])].sort();
         const none = { deletedByAge: 0, deletedByRows: 0, skippedForRound: 0, lastRunAt: null };
         const retention = Object.fromEntries(names.map((m) => [m, { ...(ctx.retention ? limitsFor(ctx.retention, m) : { maxRows: null, maxAgeDays: null }), ...(counts[m] ?? none) }]));
-        return c.json({ total, labelled, byDevice: toRecord(group('deviceId')), byReason: toRecord(group('reason')), byRelease: toRecord(group('releaseSeq')), retention, quarantined, ingestByDevice: ctx.ingestCounts() });
+        const [byDevice, byReason, byRelease] = [toRecord(await group('deviceId')), toRecord(await group('reason')), toRecord(await group('releaseSeq'))];
+        return c.json({ total, labelled, byDevice, byReason, byRelease, retention, quarantined, ingestByDevice: ctx.ingestCounts() });
       },
     )
     .get(
@@ -117,9 +118,9 @@ export function exampleRoutes(ctx: ApiContext): Hono {
         responses: { 200: { description: 'CSV: header x0..x{n-1}[,label], one row per example', contentType: 'text/csv' }, 404: { description: 'no such model', schema: errorBodySchema } },
       }),
       validate('query', exportQuerySchema),
-      (c) => {
+      async (c) => {
         const q = c.req.valid('query');
-        const model = ctx.db.select({ inputSpec: models.inputSpec }).from(models).where(eq(models.name, q.model)).get();
+        const [model] = await ctx.registry.q.select({ inputSpec: models.inputSpec }).from(models).where(eq(models.name, q.model));
         if (!model) throw notFound(`model ${q.model}`, 'model');
         const size = (model.inputSpec as { shape: number[] }).shape.reduce((a, b) => a * b, 1);
         const withLabel = q.labelled === 'true';
@@ -130,7 +131,7 @@ export function exampleRoutes(ctx: ApiContext): Hono {
         const header = Array.from({ length: size }, (_, i) => `x${i}`).concat(withLabel ? ['label'] : []).join(',') + '\n';
 
         // Keyset pages, not one long-lived cursor: better-sqlite3 would keep the connection busy (ingest
-        // could not write) for as long as the client takes to read.
+        // could not write), a PostgreSQL cursor a pooled connection, for as long as the client takes to read.
         let cursor: { at: string; id: string } | undefined;
         let sent = 0;
         let skipped = 0;
@@ -139,17 +140,16 @@ export function exampleRoutes(ctx: ApiContext): Hono {
           start(controller) {
             controller.enqueue(encoder.encode(header));
           },
-          pull(controller) {
+          async pull(controller) {
             // Loop until something is enqueued or the end: a pull that enqueues nothing is not called again.
             for (;;) {
               const after = cursor === undefined ? undefined : or(gt(examples.ingestedAt, cursor.at), and(eq(examples.ingestedAt, cursor.at), gt(examples.id, cursor.id)));
-              const rows = ctx.db
+              const rows = await ctx.registry.q
                 .select({ id: examples.id, at: examples.ingestedAt, input: examples.input, label: examples.label })
                 .from(examples)
                 .where(and(...filters, after))
                 .orderBy(asc(examples.ingestedAt), asc(examples.id))
-                .limit(ctx.limits.exportBatchRows)
-                .all();
+                .limit(ctx.limits.exportBatchRows);
               let chunk = '';
               for (const r of rows) {
                 const line = csvLine(r.input, size, withLabel ? r.label : undefined);

@@ -5,8 +5,7 @@ import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { DEVICE_READABLE_KINDS, DEVICE_WRITABLE_KINDS, parseTopic, TOPIC_PREFIX, topics } from '../../shared/protocol/topics.js';
 import { LEGACY_EDGE_CLIENT_PREFIX } from '../provision/reserved.js';
 import { verifyPassword } from '../provision/passwd.js';
-import type { Registry } from '../registry/db.js';
-import { devices } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 
 const DEVICE_WRITABLE = new Set<string>(DEVICE_WRITABLE_KINDS);
 const DEVICE_READABLE = new Set<string>(DEVICE_READABLE_KINDS);
@@ -15,6 +14,7 @@ const GLOBAL_READABLE = new Set([topics.keyset(), topics.cloudInfo()]);
 
 /** CONNACK return codes of MQTT 3.1.1 [MQTT-3.2.2.3]. */
 const IDENTIFIER_REJECTED = 2;
+const SERVER_UNAVAILABLE = 3;
 const BAD_CREDENTIALS = 4;
 
 function sameSecret(a: string, b: string): boolean {
@@ -27,7 +27,7 @@ function refusal(message: string, returnCode: number): never {
 }
 
 export interface EmbeddedBrokerAuthOptions {
-  registry: Registry;
+  registry: StoreRegistry;
   cloudUser: string;
   cloudPassword: string;
   log?: Logger;
@@ -59,30 +59,37 @@ export function embeddedBrokerAuth({ registry, cloudUser, cloudPassword, log = s
       const pw = password ? Buffer.from(password).toString('utf8') : '';
       if (!username) return done(refusal('username required', BAD_CREDENTIALS), false);
       const c = client as unknown as Record<string, unknown> & { id: string };
-      if (username === cloudUser) {
-        if (!sameSecret(pw, cloudPassword)) return done(refusal('bad credentials', BAD_CREDENTIALS), false);
-        const taken = c.id.startsWith(LEGACY_EDGE_CLIENT_PREFIX) || registry.db.select({ id: devices.id }).from(devices).where(eq(devices.id, c.id)).get() !== undefined;
-        if (taken) {
-          log.warn({ clientId: c.id }, 'broker/cloud-client-id-refused: a device id or the edge prefix');
-          return done(refusal(`client id ${c.id} belongs to a device`, IDENTIFIER_REJECTED), false);
+      const { devices } = registry.t;
+      void (async () => {
+        if (username === cloudUser) {
+          if (!sameSecret(pw, cloudPassword)) return done(refusal('bad credentials', BAD_CREDENTIALS), false);
+          const taken = c.id.startsWith(LEGACY_EDGE_CLIENT_PREFIX) || (await registry.q.select({ id: devices.id }).from(devices).where(eq(devices.id, c.id))).length > 0;
+          if (taken) {
+            log.warn({ clientId: c.id }, 'broker/cloud-client-id-refused: a device id or the edge prefix');
+            return done(refusal(`client id ${c.id} belongs to a device`, IDENTIFIER_REJECTED), false);
+          }
+          c.apprenticeRole = 'cloud';
+          return done(null, true);
         }
-        c.apprenticeRole = 'cloud';
+        const [row] = await registry.q.select({ hash: devices.credentialHash, revoked: devices.revoked }).from(devices).where(eq(devices.id, username));
+        if (!(row && !row.revoked && verifyPassword(pw, row.hash))) return done(refusal('bad credentials', BAD_CREDENTIALS), false);
+        if (c.id !== username) {
+          if (c.id !== `${LEGACY_EDGE_CLIENT_PREFIX}${username}`) {
+            log.warn({ username, clientId: c.id }, 'broker/client-id-refused: a device must connect with its device id as client id');
+            return done(refusal(`client id must equal the username ${username}`, IDENTIFIER_REJECTED), false);
+          }
+          if (!deprecated.has(username) && deprecated.size < 10_000) {
+            deprecated.add(username);
+            log.warn({ username, clientId: c.id }, 'broker/legacy-client-id: deprecated, accepted for one release; upgrade the daemon (it connects with its device id)');
+          }
+        }
+        c.apprenticeDevice = username;
         return done(null, true);
-      }
-      const row = registry.db.select({ hash: devices.credentialHash, revoked: devices.revoked }).from(devices).where(eq(devices.id, username)).get();
-      if (!(row && !row.revoked && verifyPassword(pw, row.hash))) return done(refusal('bad credentials', BAD_CREDENTIALS), false);
-      if (c.id !== username) {
-        if (c.id !== `${LEGACY_EDGE_CLIENT_PREFIX}${username}`) {
-          log.warn({ username, clientId: c.id }, 'broker/client-id-refused: a device must connect with its device id as client id');
-          return done(refusal(`client id must equal the username ${username}`, IDENTIFIER_REJECTED), false);
-        }
-        if (!deprecated.has(username) && deprecated.size < 10_000) {
-          deprecated.add(username);
-          log.warn({ username, clientId: c.id }, 'broker/legacy-client-id: deprecated, accepted for one release; upgrade the daemon (it connects with its device id)');
-        }
-      }
-      c.apprenticeDevice = username;
-      return done(null, true);
+      })().catch((err: unknown) => {
+        // The registry unreachable: refuse for now (the client reconnects), logged.
+        log.error({ err, username }, 'broker/auth-read-failed');
+        done(refusal('server unavailable', SERVER_UNAVAILABLE), false);
+      });
     },
     authorizePublish: (client, packet, done) => {
       if (!client) return done(new Error('no client'));

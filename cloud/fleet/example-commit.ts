@@ -1,18 +1,47 @@
-import type { Statement } from 'better-sqlite3';
+import { sql } from 'drizzle-orm';
 import type { Counter } from 'prom-client';
 import { createBackoff, type BackoffOptions } from '../../edge/outbox/backoff.js';
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
+import { storedExampleIds } from './ingest-counts.js';
 
 /**
- * One example row as bound to INSERT_EXAMPLE: id, device, model, release, input, output, reason, label,
- * captured_at, source image and its format (or nulls), ingested_at (last, filled in at commit).
+ * One example row: id, device, model, release, input, output (JSON text), reason, label, captured_at,
+ * source image and its format (or nulls), ingested_at (last; filled in at commit).
  */
 export type ExampleRowValues = [string, string, string | null, number | null, Buffer, string, string, number | null, string, Buffer | null, 'png' | 'jpeg' | null, string];
-const INGESTED_AT = 11;
 
-const INSERT_EXAMPLE = `INSERT INTO examples (id, device_id, model, release_seq, input, student_output, reason, label, captured_at, source_image, source_format, ingested_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`;
+/** Rows per INSERT: 12 parameters each stays under SQLite's 32,766 bound parameters (PostgreSQL: 65,535). */
+const ROWS_PER_INSERT = 2_000;
+
+/**
+ * Inserts the rows as a transaction body's steps (cloud/registry/tx.ts), a multi-row INSERT ... ON CONFLICT
+ * (id) DO NOTHING per ROWS_PER_INSERT, and returns how many were new (from RETURNING, the same on both dialects).
+ */
+export function* insertExampleSteps(tx: TxDb, t: Tables, rows: readonly ExampleRowValues[], ingestedAt: string) {
+  let inserted = 0;
+  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+    const values = rows.slice(i, i + ROWS_PER_INSERT).map((r) => ({
+      id: r[0],
+      deviceId: r[1],
+      model: r[2],
+      releaseSeq: r[3],
+      input: r[4],
+      // Already JSON text (the batch parser wrote it): bound as is, not encoded a second time by the json column.
+      studentOutput: sql`${r[5]}`,
+      reason: r[6],
+      label: r[7],
+      capturedAt: r[8],
+      sourceImage: r[9],
+      sourceFormat: r[10],
+      ingestedAt,
+    }));
+    const out = yield* q(tx.insert(t.examples).values(values).onConflictDoNothing({ target: t.examples.id }).returning({ id: t.examples.id }));
+    inserted += out.length;
+  }
+  return inserted;
+}
 
 export interface CommitStats {
   inserted: number;
@@ -29,7 +58,7 @@ export interface CommitStats {
 }
 
 export interface ExampleCommitterDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   log: Logger;
   now: () => Date;
   /** Per-result counter (`inserted`, `duplicate`, `commit_failed`, `backpressure`). */
@@ -61,119 +90,46 @@ export class ExampleCommitter {
   private waiters: Waiter[] = [];
   /** Batches waiting for room under maxPendingRows. */
   private blocked: { rows: ExampleRowValues[]; resolve: () => void }[] = [];
+  /** Rows of the commit in flight (PostgreSQL commits asynchronously; SQLite's is done before it returns). */
+  private inflight = 0;
+  /** The commit in flight: one at a time, so rows commit in the order they were queued. */
+  private committing: Promise<boolean> | undefined;
   /** Cancels the scheduled flush (a timeout or an immediate). */
   private cancelFlush: (() => void) | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private failing = false;
+  private stopped = false;
   private readonly backoff: ReturnType<typeof createBackoff>;
-  private readonly insert: Statement<ExampleRowValues>;
-  private readonly storedAmong: Statement<[string], string>;
   private readonly s: CommitStats = { inserted: 0, duplicates: 0, duplicatesSkipped: 0, flushes: 0, failedCommits: 0, backpressureWaits: 0 };
 
   constructor(private readonly deps: ExampleCommitterDeps) {
     this.backoff = createBackoff({ initialMs: 100, maxMs: 5_000, ...deps.retry });
-    // Hot path: one prepared statement, not a query builder per row.
-    this.insert = deps.registry.sqlite.prepare<ExampleRowValues>(INSERT_EXAMPLE);
-    this.storedAmong = deps.registry.sqlite.prepare<[string], string>('SELECT id FROM examples WHERE id IN (SELECT value FROM json_each(?))').pluck();
   }
 
   stats(): CommitStats {
     return { ...this.s };
   }
 
-  /** Rows accepted but not yet committed (pending + waiting for room). */
+  /** Rows accepted but not yet committed (pending, in flight and waiting for room). */
   uncommitted(): number {
-    return this.pending.length + this.blocked.reduce((a, b) => a + b.rows.length, 0);
+    return this.queued() + this.blocked.reduce((a, b) => a + b.rows.length, 0);
+  }
+
+  /** Rows queued for a commit or in one. */
+  private queued(): number {
+    return this.pending.length + this.inflight;
   }
 
   /**
-   * Queues the rows; resolves once they are committed (never rejects: failed commits are retried).
-   * Rows already stored (a resend whose receipt was late or lost) are counted as duplicates and not
-   * queued; when none is left it resolves at once, without a transaction or an fsync.
-   */
-  add(all: ExampleRowValues[]): Promise<void> {
-    const rows = this.withoutStored(all);
-    if (rows.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      if (this.pending.length > 0 && this.pending.length + rows.length > this.deps.maxPendingRows) {
-        this.s.backpressureWaits++;
-        this.deps.counter.inc({ result: 'backpressure' });
-        this.blocked.push({ rows, resolve });
-        return;
-      }
-      this.enqueue(rows, resolve);
-    });
-  }
-
-  /**
-   * Commits the pending rows in one transaction now. Returns false when the commit failed (the rows
-   * stay pending and a retry is scheduled). Synchronous (better-sqlite3).
-   */
-  flush(): boolean {
-    this.cancelFlush?.();
-    this.cancelFlush = undefined;
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    const rows = this.pending;
-    if (rows.length === 0) return true;
-    this.deps.beforeCommit?.();
-    const insert = this.insert;
-    const ingestedAt = this.deps.now().toISOString();
-    let inserted: number;
-    try {
-      inserted = this.deps.registry.sqlite.transaction(() => {
-        let n = 0;
-        for (const r of rows) {
-          r[INGESTED_AT] = ingestedAt;
-          n += insert.run(...r).changes;
-        }
-        return n;
-      })();
-    } catch (err) {
-      this.s.failedCommits++;
-      this.deps.counter.inc({ result: 'commit_failed' });
-      const delay = this.backoff.next();
-      // Every failure is logged: a streak of them means the registry is unwritable, which an operator must see.
-      this.deps.log.error({ err, rows: rows.length, attempt: this.backoff.attempts, retryInMs: delay }, 'ingest/commit-failed');
-      this.failing = true;
-      this.retryTimer = setTimeout(() => this.flush(), delay);
-      return false;
-    }
-    if (this.failing) this.deps.log.warn({ rows: rows.length, attempts: this.backoff.attempts }, 'ingest/commit-recovered');
-    this.failing = false;
-    this.backoff.reset();
-    this.pending = [];
-    this.s.flushes++;
-    this.s.inserted += inserted;
-    this.s.duplicates += rows.length - inserted;
-    this.deps.counter.inc({ result: 'inserted' }, inserted);
-    if (rows.length > inserted) this.deps.counter.inc({ result: 'duplicate' }, rows.length - inserted);
-    this.deps.afterCommit?.();
-    const done = this.waiters;
-    this.waiters = [];
-    for (const w of done) w.resolve();
-    this.admitBlocked();
-    return true;
-  }
-
-  /** Commits what it can; rows that still fail stay uncommitted (their senders were never told "stored"). */
-  stop(): void {
-    this.flush();
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    const left = this.uncommitted();
-    if (left > 0) this.deps.log.warn({ rows: left }, 'ingest/stopped-uncommitted (not acknowledged: the devices send them again)');
-  }
-
-  /**
-   * One indexed read, no write. A failed read keeps every row: the insert's ON CONFLICT DO NOTHING
-   * dedupes them as well, only dearer. Rows still pending (uncommitted) are not found here; the
+   * Of these rows, those not stored yet (a resend whose receipt was late or lost has its rows counted as
+   * duplicates). One indexed read, no write. A failed read keeps every row: the insert's ON CONFLICT DO
+   * NOTHING dedupes them as well, only dearer. Rows still pending (uncommitted) are not found here; the
    * insert dedupes those.
    */
-  private withoutStored(rows: ExampleRowValues[]): ExampleRowValues[] {
+  async unstored(rows: ExampleRowValues[]): Promise<ExampleRowValues[]> {
     let stored: Set<string>;
     try {
-      stored = new Set(this.storedAmong.all(JSON.stringify(rows.map((r) => r[0]))));
+      stored = await storedExampleIds(this.deps.registry, rows.map((r) => r[0]));
     } catch (err) {
       this.deps.log.warn({ err }, 'ingest/duplicate-check-failed: queueing every row');
       return rows;
@@ -185,20 +141,103 @@ export class ExampleCommitter {
     return rows.filter((r) => !stored.has(r[0]));
   }
 
+  /**
+   * Queues the rows now (pass them through `unstored` first); resolves once they are committed (never
+   * rejects: failed commits are retried). With no rows it resolves without a transaction or an fsync.
+   */
+  add(rows: ExampleRowValues[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      if (this.queued() > 0 && this.queued() + rows.length > this.deps.maxPendingRows) {
+        this.s.backpressureWaits++;
+        this.deps.counter.inc({ result: 'backpressure' });
+        this.blocked.push({ rows, resolve });
+        return;
+      }
+      this.enqueue(rows, resolve);
+    });
+  }
+
+  /**
+   * Commits the pending rows in one transaction now. Resolves false when the commit failed (the rows
+   * stay pending and a retry is scheduled). On SQLite the transaction is done before this returns.
+   */
+  flush(): Promise<boolean> {
+    this.cancelFlush?.();
+    this.cancelFlush = undefined;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    // One commit at a time: rows queued meanwhile go in the next one.
+    if (this.committing) return this.committing.then((ok) => (ok ? this.flush() : false));
+    if (this.pending.length === 0) return Promise.resolve(true);
+    this.committing = this.commit().finally(() => (this.committing = undefined));
+    return this.committing;
+  }
+
+  private async commit(): Promise<boolean> {
+    const rows = this.pending;
+    const waiters = this.waiters;
+    this.pending = [];
+    this.waiters = [];
+    this.inflight = rows.length;
+    let inserted: number;
+    try {
+      this.deps.beforeCommit?.();
+      const ingestedAt = this.deps.now().toISOString();
+      inserted = await this.deps.registry.tx((tx, t) => insertExampleSteps(tx, t, rows, ingestedAt));
+    } catch (err) {
+      // The rows go back in front of those queued meanwhile, their senders still waiting.
+      this.pending = rows.concat(this.pending);
+      this.waiters = waiters.concat(this.waiters);
+      this.inflight = 0;
+      this.s.failedCommits++;
+      this.deps.counter.inc({ result: 'commit_failed' });
+      const delay = this.backoff.next();
+      // Every failure is logged: a streak of them means the registry is unwritable, which an operator must see.
+      this.deps.log.error({ err, rows: rows.length, attempt: this.backoff.attempts, retryInMs: delay }, 'ingest/commit-failed');
+      this.failing = true;
+      if (!this.stopped) this.retryTimer = setTimeout(() => void this.flush(), delay);
+      return false;
+    }
+    this.inflight = 0;
+    if (this.failing) this.deps.log.warn({ rows: rows.length, attempts: this.backoff.attempts }, 'ingest/commit-recovered');
+    this.failing = false;
+    this.backoff.reset();
+    this.s.flushes++;
+    this.s.inserted += inserted;
+    this.s.duplicates += rows.length - inserted;
+    this.deps.counter.inc({ result: 'inserted' }, inserted);
+    if (rows.length > inserted) this.deps.counter.inc({ result: 'duplicate' }, rows.length - inserted);
+    this.deps.afterCommit?.();
+    for (const w of waiters) w.resolve();
+    this.admitBlocked();
+    return true;
+  }
+
+  /** Commits what it can; rows that still fail stay uncommitted (their senders were never told "stored"). */
+  async stop(): Promise<void> {
+    await this.flush();
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const left = this.uncommitted();
+    if (left > 0) this.deps.log.warn({ rows: left }, 'ingest/stopped-uncommitted (not acknowledged: the devices send them again)');
+  }
+
   private enqueue(rows: ExampleRowValues[], resolve: () => void): void {
     for (const r of rows) this.pending.push(r);
     this.waiters.push({ rows: rows.length, resolve });
     if (this.failing) return; // the retry timer commits them
-    if (this.pending.length >= this.deps.maxPendingRows) {
-      this.flush();
+    if (this.queued() >= this.deps.maxPendingRows) {
+      void this.flush();
       return;
     }
     if (this.cancelFlush) return;
     if (this.deps.flushMs > 0) {
-      const t = setTimeout(() => this.flush(), this.deps.flushMs);
+      const t = setTimeout(() => void this.flush(), this.deps.flushMs);
       this.cancelFlush = () => clearTimeout(t);
     } else {
-      const i = setImmediate(() => this.flush());
+      const i = setImmediate(() => void this.flush());
       this.cancelFlush = () => clearImmediate(i);
     }
   }
@@ -206,7 +245,7 @@ export class ExampleCommitter {
   private admitBlocked(): void {
     while (this.blocked.length > 0) {
       const next = this.blocked[0]!;
-      if (this.pending.length > 0 && this.pending.length + next.rows.length > this.deps.maxPendingRows) return;
+      if (this.queued() > 0 && this.queued() + next.rows.length > this.deps.maxPendingRows) return;
       this.blocked.shift();
       this.enqueue(next.rows, next.resolve);
     }

@@ -1,7 +1,7 @@
 import { inArray, sql } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
-import { deviceIngestCounts, examples } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q } from '../registry/tx.js';
 
 /** Per-device example outcomes other than stored (shown in /v1/examples/stats), kept across restarts. */
 export interface DeviceIngestCounts {
@@ -22,18 +22,20 @@ const zero = (): DeviceIngestCounts => ({ deferred: 0, refused: 0, labelsIgnored
 // --- store (issue 10: durable per-device ingest counts) ---------------------------------------------
 
 /** Every device's persisted counts. */
-export async function loadIngestCounts(registry: Registry): Promise<Map<string, DeviceIngestCounts>> {
-  const rows = registry.db.select().from(deviceIngestCounts).all();
+export async function loadIngestCounts(registry: StoreRegistry): Promise<Map<string, DeviceIngestCounts>> {
+  const rows = await registry.q.select().from(registry.t.deviceIngestCounts);
   return new Map(rows.map((r) => [r.deviceId, { deferred: r.deferred, refused: r.refused, labelsIgnored: r.labelsIgnored }]));
 }
 
 /** Adds `deltas` to the persisted counts, in one transaction. */
-export async function addIngestCounts(registry: Registry, deltas: ReadonlyMap<string, DeviceIngestCounts>, now: Date): Promise<void> {
+export async function addIngestCounts(registry: StoreRegistry, deltas: ReadonlyMap<string, DeviceIngestCounts>, now: Date): Promise<void> {
   if (deltas.size === 0) return;
   const at = now.toISOString();
-  registry.db.transaction((tx) => {
+  await registry.tx(function* (tx, { deviceIngestCounts }) {
     for (const [deviceId, d] of deltas) {
-      tx.insert(deviceIngestCounts)
+      yield* q(
+        tx
+          .insert(deviceIngestCounts)
         .values({ deviceId, ...d, updatedAt: at })
         .onConflictDoUpdate({
           target: deviceIngestCounts.deviceId,
@@ -43,19 +45,20 @@ export async function addIngestCounts(registry: Registry, deltas: ReadonlyMap<st
             labelsIgnored: sql`${deviceIngestCounts.labelsIgnored} + ${d.labelsIgnored}`,
             updatedAt: at,
           },
-        })
-        .run();
+        }),
+      );
     }
   });
 }
 
 /** Of these example ids, the ones already stored (a redelivered batch: not charged against the rate cap). */
-export async function storedExampleIds(registry: Registry, ids: readonly string[]): Promise<Set<string>> {
+export async function storedExampleIds(registry: StoreRegistry, ids: readonly string[]): Promise<Set<string>> {
   const out = new Set<string>();
+  const { examples } = registry.t;
   // SQLite's bound-parameter limit is 32,766; a batch holds at most 256 examples.
   for (let i = 0; i < ids.length; i += 500) {
     const part = ids.slice(i, i + 500);
-    for (const r of registry.db.select({ id: examples.id }).from(examples).where(inArray(examples.id, part)).all()) out.add(r.id);
+    for (const r of await registry.q.select({ id: examples.id }).from(examples).where(inArray(examples.id, part))) out.add(r.id);
   }
   return out;
 }
@@ -74,7 +77,7 @@ export class IngestCounts {
   private writing: Promise<void> = Promise.resolve();
   private readonly log: Logger;
 
-  constructor(private readonly deps: { registry: Registry; now: () => Date; flushMs?: number; log?: Logger }) {
+  constructor(private readonly deps: { registry: StoreRegistry; now: () => Date; flushMs?: number; log?: Logger }) {
     this.log = deps.log ?? silentLogger;
   }
 

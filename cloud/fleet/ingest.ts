@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import type { Statement } from 'better-sqlite3';
 import { eq } from 'drizzle-orm';
 import { Counter, Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
@@ -16,15 +15,15 @@ import {
   type Status,
   type Telemetry,
 } from '../../shared/protocol/index.js';
-import type { Registry } from '../registry/db.js';
-import { devices } from '../registry/schema.js';
-import { runSync } from '../registry/tx.js';
+import type { StoreRegistry } from '../registry/open.js';
+import { q } from '../registry/tx.js';
 import { DeviceStateWriter } from './device-state-writer.js';
-import { deviceEventInput, insertDeviceEvents } from './events-store.js';
+import { deviceEventInput, deviceEventSteps } from './events-store.js';
 import { parseExampleBatch } from './example-batch.js';
-import { IngestCounts, storedExampleIds, type DeviceIngestCounts } from './ingest-counts.js';
-import { SerialRetry } from './serial-retry.js';
-import { ExampleCommitter, type CommitStats } from './example-commit.js';
+import { IngestCounts, type DeviceIngestCounts } from './ingest-counts.js';
+import { SerialRetry, isTransientDbError } from './serial-retry.js';
+import { createBackoff } from '../../edge/outbox/backoff.js';
+import { ExampleCommitter, type CommitStats, type ExampleRowValues } from './example-commit.js';
 import type { ReceiptSender } from './receipts.js';
 import type { DeviceMessage, DeviceSubscriber } from './mqtt.js';
 import { applyDeviceEventSteps, type AppliedEvent } from '../rollouts/store.js';
@@ -39,7 +38,7 @@ export interface FleetSignalMap {
 export type FleetSignals = Pick<EventEmitter<FleetSignalMap>, 'on' | 'off'>;
 
 export interface IngestDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   /** Where device messages come from; without it, feed `handleMessage()` yourself. */
   mqtt?: DeviceSubscriber;
   log?: Logger;
@@ -91,6 +90,14 @@ export interface IngestStats {
 
 export { OTHER_DEVICES, type DeviceIngestCounts } from './ingest-counts.js';
 
+/** A handled message: `done` settles once its work is durable (acknowledge then); none, acknowledge at once. */
+interface Outcome {
+  done?: Promise<void> | undefined;
+}
+
+/** A device's registration as ingest sees it; `stopped`: not known, ingest stopped while the registry was unreachable. */
+type Registration = 'ok' | 'unknown' | 'revoked' | 'stopped';
+
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 function metric<T>(registry: PromRegistry, name: string, make: () => T): T {
@@ -118,7 +125,12 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   private committer: ExampleCommitter | undefined;
   private writer: DeviceStateWriter | undefined;
   private events: SerialRetry | undefined;
-  private lookup: Statement<[string], { revoked: number }> | undefined;
+  private started = false;
+  /**
+   * The last accepted message's handling: each message's registration is looked up at once (concurrently on
+   * PostgreSQL), but handled only after the one before it, so a device's messages apply in arrival order.
+   */
+  private handled: Promise<unknown> = Promise.resolve();
   private readonly warnedUnknown = new Set<string>();
   /** Per-device deferred / refused / ignored-label counts, persisted (issue 10). */
   private readonly perDevice: IngestCounts;
@@ -141,10 +153,11 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   /** Prepares the statements and registers the handlers (do it before the MQTT client connects). */
   async start(): Promise<void> {
     if (this.committer) return;
+    this.started = true;
     const registers = [this.deps.metrics ?? new PromRegistry()];
     const reg = registers[0]!;
     this.counters = {
-      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored; events also retried: a failed write tried again before the ack, failed: not retryable)', labelNames: ['kind', 'result'] as const, registers })),
+      messages: metric(reg, 'apprentice_cloud_ingest_messages_total', () => new Counter({ name: 'apprentice_cloud_ingest_messages_total', help: 'Device messages received, by topic kind and result (accepted, malformed, unknown_device, ignored, retried: a failed write or registration read tried again before the ack, failed: an event write not retryable)', labelNames: ['kind', 'result'] as const, registers })),
       examples: metric(reg, 'apprentice_cloud_ingest_examples_total', () => new Counter({ name: 'apprentice_cloud_ingest_examples_total', help: 'Hard examples by result (inserted, duplicate, label_ignored: a label on a non-feedback row), failed commits (commit_failed, retried) and batches that waited for room (backpressure)', labelNames: ['result'] as const, registers })),
       state: metric(reg, 'apprentice_cloud_ingest_device_state_total', () => new Counter({ name: 'apprentice_cloud_ingest_device_state_total', help: 'Batched status/telemetry writes by result (committed, commit_failed, dropped_status, dropped_telemetry)', labelNames: ['result'] as const, registers })),
     };
@@ -173,7 +186,6 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
       },
     });
     this.events = new SerialRetry({ log: this.log, what: 'ingest/device-event', onRetry: () => this.count('events', 'retried') });
-    this.lookup = registry.sqlite.prepare<[string], { revoked: number }>('SELECT revoked FROM devices WHERE id = ?');
     const mqtt = this.deps.mqtt;
     if (!mqtt) return;
     const handler = (m: DeviceMessage): Promise<void> | undefined => this.handleMessage(m.kind, m.deviceId, m.payload, m.retain);
@@ -192,15 +204,16 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   async stop(): Promise<void> {
     for (const u of this.unsubscribers) u();
     this.unsubscribers = [];
-    this.committer?.stop();
+    this.started = false;
+    await this.handled.catch(() => undefined);
+    await this.committer?.stop();
     if (this.committer) this.lastCommitStats = this.committer.stats();
-    this.writer?.stop();
+    await this.writer?.stop();
     await this.perDevice.flush();
     this.events?.stop();
     this.events = undefined;
     this.committer = undefined;
     this.writer = undefined;
-    this.lookup = undefined;
   }
 
   dispose(): Promise<void> {
@@ -227,15 +240,30 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
   }
 
   /**
-   * Handles one message from `devices/{deviceId}/{kind}`; never throws. For an accepted example batch
-   * it returns a promise that settles once the rows are committed: acknowledge only then.
+   * Handles one message from `devices/{deviceId}/{kind}`; never rejects. The promise settles once the
+   * message was handled: for an accepted example batch, once its rows are committed, for a device event
+   * once it is written. Acknowledge only then.
    */
   handleMessage(kind: DeviceTopicKind, deviceId: string, payload: Buffer, retain = false): Promise<void> | undefined {
+    if (kind === 'desired') return undefined;
+    // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
+    if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
+    if (!this.started) return undefined;
+    const state = this.registration(kind, deviceId);
+    // Handled in arrival order; each message's outcome (e.g. its commit) is its own promise.
+    // The next message is handled once this one is queued (its rows in the committer), not committed.
+    const turn = Promise.all([state, this.handled]).then(([s]) => this.handleRegistered(kind, deviceId, payload, retain, s));
+    this.handled = turn.catch(() => undefined);
+    return turn.then(
+      (o) => o.done,
+      (err: unknown) => void this.log.error({ err, deviceId, kind }, 'ingest/handler-failed'),
+    );
+  }
+
+  private handleRegistered(kind: Exclude<DeviceTopicKind, 'desired'>, deviceId: string, payload: Buffer, retain: boolean, state: Registration): Outcome | Promise<Outcome> {
     try {
-      if (kind === 'desired') return undefined;
-      // An empty retained publish clears a retained status ([MQTT-3.3.1-10]); not a message.
-      if (payload.byteLength === 0 && kind === 'status') return void this.count(kind, 'ignored');
-      const state = this.registration(deviceId);
+      // Stopped while the registry was unreachable: never acknowledged, the broker sends it again.
+      if (state === 'stopped') return { done: new Promise<void>(() => undefined) };
       if (state !== 'ok') {
         // A revoked device's examples are refused for good, so its outbox does not resend them for ever.
         if (kind === 'examples') this.refuseAll(deviceId, payload, state === 'revoked' ? 'revoked' : 'unknown_device');
@@ -245,34 +273,39 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
           this.warnedUnknown.add(deviceId);
           this.log.warn({ deviceId, kind }, 'ingest/unknown-device');
         }
-        return undefined;
+        return {};
       }
       switch (kind) {
         case 'examples':
           return this.onExamples(deviceId, payload);
         case 'status':
-          return void this.onStatus(deviceId, payload, retain);
+          this.onStatus(deviceId, payload, retain);
+          return {};
         case 'telemetry':
-          return void this.onTelemetry(deviceId, payload);
+          this.onTelemetry(deviceId, payload);
+          return {};
         case 'events':
-          return this.onEvent(deviceId, payload);
+          return { done: this.onEvent(deviceId, payload) };
       }
     } catch (err) {
       if (err instanceof PayloadError) {
         this.s.malformed++;
         this.count(kind, 'malformed');
         this.log.warn({ deviceId, kind, reason: err.message.slice(0, 500) }, 'ingest/malformed');
-        return undefined;
+        return {};
       }
       this.log.error({ err, deviceId, kind }, 'ingest/handler-failed');
     }
-    return undefined;
+    return {};
   }
 
-  /** Commits the buffered example rows and device state now; false if a commit failed (retried later). */
-  flush(): boolean {
-    const a = this.committer?.flush() ?? true;
-    const b = this.writer?.flush() ?? true;
+  /**
+   * Commits the buffered example rows and device state now, once the messages received so far were
+   * handled; false if a commit failed (retried later).
+   */
+  async flush(): Promise<boolean> {
+    await this.handled;
+    const [a, b] = await Promise.all([this.committer?.flush() ?? true, this.writer?.flush() ?? true]);
     return a && b;
   }
 
@@ -281,9 +314,27 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     return this.writer;
   }
 
-  private registration(deviceId: string): 'ok' | 'unknown' | 'revoked' {
-    const r = this.lookup?.get(deviceId);
-    return r === undefined ? 'unknown' : r.revoked ? 'revoked' : 'ok';
+  /**
+   * Whether the device is provisioned and not revoked. A read failing with a transient error (a locked
+   * SQLite, an unreachable PostgreSQL) is logged, counted (`retried`) and tried again with backoff: the
+   * message is not acknowledged meanwhile, and after stop() never (`stopped`).
+   */
+  private async registration(kind: DeviceTopicKind, deviceId: string): Promise<Registration> {
+    const { devices } = this.deps.registry.t;
+    const backoff = createBackoff({ initialMs: 100, maxMs: 5_000 });
+    for (;;) {
+      try {
+        const [r] = await this.deps.registry.q.select({ revoked: devices.revoked }).from(devices).where(eq(devices.id, deviceId));
+        return r === undefined ? 'unknown' : r.revoked ? 'revoked' : 'ok';
+      } catch (err) {
+        if (!isTransientDbError(err)) throw err;
+        const delay = backoff.next();
+        this.count(kind, 'retried');
+        this.log.error({ err, deviceId, kind, attempt: backoff.attempts, retryInMs: delay }, 'ingest/registration-read-failed: retrying (not acknowledged meanwhile)');
+        if (this.started) await new Promise((r) => setTimeout(r, delay));
+        if (!this.started) return 'stopped';
+      }
+    }
   }
 
   private receipt(deviceId: string, r: DistributiveOmit<Receipt, 'v' | 'deviceId' | 'at'>): void {
@@ -311,7 +362,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
    * their reason; the receipt goes out after the commit. A payload with no readable example id is
    * refused by its batch id.
    */
-  private onExamples(deviceId: string, payload: Buffer): Promise<void> | undefined {
+  private onExamples(deviceId: string, payload: Buffer): Outcome | Promise<Outcome> {
     const p = parseExampleBatch(deviceId, payload);
     const bad = p.ok ? p.refused.length + p.unreadable : 1;
     this.tally(deviceId, 'refused', bad);
@@ -331,21 +382,20 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     }
     if (!p.ok) {
       if (p.batchId) this.receipt(deviceId, { kind: 'batch', batchId: p.batchId, refused: { reason: p.reason, detail: p.detail } });
-      return undefined;
+      return {};
     }
-    const admit = this.deps.admit;
-    if (!admit || p.rows.length === 0) return this.store(deviceId, p, new Map());
-    // A redelivered batch (its PUBACK or receipt was lost) is not charged against the rate cap again:
-    // examples already stored are stored (ON CONFLICT DO NOTHING), only new ones ask for room.
-    const ids = p.rows.map((r) => r[0]);
-    const known = storedExampleIds(this.deps.registry, ids).catch((err: unknown) => {
-      this.log.error({ err, deviceId }, 'ingest/duplicate-check-failed: every example charged against the rate cap');
-      return new Set<string>();
+    const committer = this.committer;
+    if (!committer || p.rows.length === 0) return { done: this.store(deviceId, p, [], new Map()) };
+    // One read for rows already stored (a redelivered batch, its PUBACK or receipt lost): they are not
+    // queued again, nor charged against the rate cap; only new ones ask for room.
+    return committer.unstored(p.rows).then((fresh) => {
+      const deferred = this.deps.admit && fresh.length > 0 ? this.deps.admit(deviceId, fresh.map((r) => r[0])) : new Map<string, number>();
+      return { done: this.store(deviceId, p, fresh, deferred) };
     });
-    return known.then((stored) => this.store(deviceId, p, admit(deviceId, ids.filter((id) => !stored.has(id)))));
   }
 
-  private store(deviceId: string, p: Extract<ReturnType<typeof parseExampleBatch>, { ok: true }>, deferred: ReadonlyMap<string, number>): Promise<void> | undefined {
+  /** Queues `fresh` (the batch's rows not stored yet) but the deferred ones; the receipt goes out after their commit. */
+  private store(deviceId: string, p: Extract<ReturnType<typeof parseExampleBatch>, { ok: true }>, fresh: readonly ExampleRowValues[], deferred: ReadonlyMap<string, number>): Promise<void> | undefined {
     this.tally(deviceId, 'deferred', deferred.size);
     const rows = deferred.size ? p.rows.filter((r) => !deferred.has(r[0])) : p.rows;
     const entries = { stored: rows.map((r) => r[0]), refused: p.refused, deferred: [...deferred].map(([id, retryAfterSeconds]) => ({ id, retryAfterSeconds })) };
@@ -361,7 +411,7 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     this.s.batches++;
     this.count('examples', 'accepted');
     // Receipt after the commit, PUBACK after the receipt was handed to MQTT.js.
-    return this.committer.add(rows).then(receipt);
+    return this.committer.add(deferred.size ? fresh.filter((r) => !deferred.has(r[0])) : [...fresh]).then(receipt);
   }
 
   /** Device clocks may run ahead: never record a last-seen time in the future. */
@@ -393,16 +443,18 @@ export class Ingest extends EventEmitter<FleetSignalMap> implements FleetSignals
     const event = decodePayload(eventSchema, payload);
     this.checkDevice(deviceId, event.deviceId);
     if (!this.events) return undefined;
-    return this.events.run(() => {
+    const { registry } = this.deps;
+    return this.events.run(async () => {
       // A status queued for the same device should land first (the rollout reads both); if that commit
       // fails, the writer retries it on its own and the event does not wait for it.
-      this.writer?.flush();
-      const applied = this.deps.registry.db.transaction((tx) => {
-        tx.update(devices).set({ lastSeen: this.seenAt(event.at) }).where(eq(devices.id, deviceId)).run();
+      await this.writer?.flush();
+      const now = this.now();
+      const lastSeen = this.seenAt(event.at);
+      const applied = await registry.tx(function* (tx, t) {
+        yield* q(tx.update(t.devices).set({ lastSeen }).where(eq(t.devices.id, deviceId)));
         // The one store of device events (issue 12), committed with the rollout's reaction to it.
-        insertDeviceEvents(tx, [deviceEventInput(event)], this.now());
-        // The rollout store's body steps, run in this SQLite transaction (issue 15: until ingest's own body).
-        return runSync(tx, this.deps.registry.t, (x, t) => applyDeviceEventSteps(x, t, event, this.now()));
+        yield* deviceEventSteps(tx, t, [deviceEventInput(event)], now);
+        return yield* applyDeviceEventSteps(tx, t, event, now);
       });
       this.count('events', 'accepted');
       this.log.info({ deviceId, type: event.type, release: event.release, reason: event.reason, rollout: applied?.rolloutId }, 'ingest/device-event');

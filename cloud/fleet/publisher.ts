@@ -23,7 +23,8 @@ import {
 import { gcAgentArtifacts, republishAgents } from '../agents/delivery.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import type { Registry } from '../registry/db.js';
-import { devices, releases, rollouts, type ReleaseRow } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { ReleaseRow } from '../registry/schema.js';
 import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import type { MqttPublisher } from './mqtt.js';
 
@@ -177,14 +178,15 @@ export class ReleasePublisher {
    * with the manifest's chunk size, and marks every release row with the same sha256 published
    * (re-issues share the bytes of the release they re-issue). `force` republishes anyway.
    */
-  async ensureChunks(registry: Registry, row: ReleaseRow, { force = false } = {}): Promise<void> {
+  async ensureChunks(registry: StoreRegistry, row: ReleaseRow, { force = false } = {}): Promise<void> {
     if (row.chunksPublished && !force) return;
     const path = resolve(this.deps.dataDir ?? '.', row.artifactPath);
     const bytes = await readFile(path);
     const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
     if (!chunkSize) throw new PublishError(`release ${row.seq}: manifest has no artifact.chunkSize`);
     await this.publishArtifact(row.sha256, bytes, chunkSize);
-    registry.db.update(releases).set({ chunksPublished: true }).where(eq(releases.sha256, row.sha256)).run();
+    const { releases } = registry.t;
+    await registry.q.update(releases).set({ chunksPublished: true }).where(eq(releases.sha256, row.sha256));
   }
 
   /**
@@ -193,25 +195,26 @@ export class ReleasePublisher {
    * sha256, because a re-issue shares its artifact with the release it re-issues. Returns the
    * cleared sha256s.
    */
-  async gcArtifacts(registry: Registry): Promise<string[]> {
-    const db = registry.db;
-    const needed = neededArtifacts(registry);
+  async gcArtifacts(registry: StoreRegistry): Promise<string[]> {
+    const { releases } = registry.t;
+    const needed = await neededArtifacts(registry);
     const bySha = new Map<string, ReleaseRow>();
-    for (const r of db.select().from(releases).where(eq(releases.chunksPublished, true)).all()) {
+    for (const r of await registry.q.select().from(releases).where(eq(releases.chunksPublished, true))) {
       if (!needed.has(r.sha256) && !bySha.has(r.sha256)) bySha.set(r.sha256, r);
     }
     const cleared: string[] = [];
     for (const [sha, row] of bySha) {
       try {
         await this.clearArtifact(sha, chunkCountOf(row));
-        db.update(releases).set({ chunksPublished: false }).where(eq(releases.sha256, sha)).run();
+        await registry.q.update(releases).set({ chunksPublished: false }).where(eq(releases.sha256, sha));
         cleared.push(sha);
       } catch (err) {
         this.log.error({ err, sha256: sha }, 'publisher/gc-failed');
       }
     }
     // Agent tarballs (issue 14) hold retained chunks the same way.
-    cleared.push(...(await gcAgentArtifacts(this, registry, this.log)));
+    // TODO(issue 15): cloud/agents/delivery.ts (converted on another branch) still takes the SQLite registry.
+    cleared.push(...(await gcAgentArtifacts(this, registry as Registry, this.log)));
     return cleared;
   }
 
@@ -221,14 +224,14 @@ export class ReleasePublisher {
    * rely on the broker keeping retained state; the embedded aedes keeps it in memory only).
    * Failures are logged per item, never thrown. Returns what was published.
    */
-  async republishAll(registry: Registry): Promise<{ artifacts: number; desired: number; failed: number }> {
-    const db = registry.db;
-    const needed = [...neededArtifacts(registry)];
+  async republishAll(registry: StoreRegistry): Promise<{ artifacts: number; desired: number; failed: number }> {
+    const { releases, devices } = registry.t;
+    const needed = [...(await neededArtifacts(registry))];
     let artifacts = 0;
     let failed = 0;
-    const rows = needed.length ? db.select().from(releases).where(inArray(releases.sha256, needed)).all() : [];
+    const rows = needed.length ? await registry.q.select().from(releases).where(inArray(releases.sha256, needed)) : [];
     const bySha = new Map(rows.map((r) => [r.sha256, r]));
-    for (const row of bySha.values()) {
+    for (const [, row] of bySha) {
       try {
         await this.ensureChunks(registry, row, { force: true });
         artifacts++;
@@ -237,13 +240,12 @@ export class ReleasePublisher {
         this.log.error({ err, release: row.seq, sha256: row.sha256 }, 'publisher/republish-artifact-failed');
       }
     }
-    const targets = db
+    const targets = await registry.q
       .select({ id: devices.id, seq: devices.desiredSeq })
       .from(devices)
-      .where(and(eq(devices.revoked, false), isNotNull(devices.desiredSeq)))
-      .all();
+      .where(and(eq(devices.revoked, false), isNotNull(devices.desiredSeq)));
     const seqs = [...new Set(targets.map((t) => t.seq!))];
-    const bySeq = new Map((seqs.length ? db.select().from(releases).where(inArray(releases.seq, seqs)).all() : []).map((r) => [r.seq, signedManifestOf(r)]));
+    const bySeq = new Map((seqs.length ? await registry.q.select().from(releases).where(inArray(releases.seq, seqs)) : []).map((r) => [r.seq, signedManifestOf(r)]));
     let desired = 0;
     await mapLimit(targets, this.concurrency, async (t) => {
       const signed = bySeq.get(t.seq!);
@@ -257,7 +259,8 @@ export class ReleasePublisher {
       }
     });
     // Agent releases (issue 14): their chunks and each device's retained `agent`.
-    const agents = await republishAgents(this, registry, this.concurrency, this.log);
+    // TODO(issue 15): as gcArtifacts, cloud/agents/delivery.ts still takes the SQLite registry.
+    const agents = await republishAgents(this, registry as Registry, this.concurrency, this.log);
     artifacts += agents.artifacts;
     failed += agents.failed;
     this.log.info({ artifacts, desired, agents: agents.desired, failed }, 'publisher/republished');
@@ -269,27 +272,26 @@ export class ReleasePublisher {
  * sha256s whose chunks must stay on the broker: what non-revoked devices run or are meant to run,
  * and the releases (and re-issues) of active rollouts.
  */
-export function neededArtifacts(registry: Registry): Set<string> {
-  const db = registry.db;
+export async function neededArtifacts(registry: StoreRegistry): Promise<Set<string>> {
+  const { devices, releases, rollouts } = registry.t;
   const needed = new Set<string>();
   const seqs = new Set<number>();
-  for (const d of db.select({ running: devices.runningSha256, desired: devices.desiredSeq }).from(devices).where(eq(devices.revoked, false)).all()) {
+  for (const d of await registry.q.select({ running: devices.runningSha256, desired: devices.desiredSeq }).from(devices).where(eq(devices.revoked, false))) {
     if (d.running) needed.add(d.running);
     if (d.desired !== null) seqs.add(d.desired);
   }
-  const active = db
+  const active = await registry.q
     .select({ seq: rollouts.releaseSeq, rollbackSeq: rollouts.rollbackSeq })
     .from(rollouts)
-    .where(and(eq(rollouts.kind, 'model'), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])))
-    .all();
+    .where(and(eq(rollouts.kind, 'model'), inArray(rollouts.state, [...ACTIVE_ROLLOUT_STATES])));
   for (const r of active) {
     seqs.add(r.seq);
     if (r.rollbackSeq !== null) seqs.add(r.rollbackSeq);
   }
   if (seqs.size) {
-    for (const r of db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.seq, [...seqs])).all()) needed.add(r.sha);
+    for (const r of await registry.q.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.seq, [...seqs]))) needed.add(r.sha);
   }
   // Only artifacts we have a release for can be published at all.
-  const known = needed.size ? new Set(db.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.sha256, [...needed])).all().map((r) => r.sha)) : new Set<string>();
+  const known = needed.size ? new Set((await registry.q.select({ sha: releases.sha256 }).from(releases).where(inArray(releases.sha256, [...needed]))).map((r) => r.sha)) : new Set<string>();
   return known;
 }

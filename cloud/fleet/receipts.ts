@@ -1,7 +1,7 @@
 import type { Counter } from 'prom-client';
 import type { Logger } from '../../shared/log/index.js';
 import { cloudMaySend, encodePayload, receiptSchema, topics, type Receipt } from '../../shared/protocol/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { deviceCompatOf } from './device-compat.js';
 import type { MqttPublisher } from './mqtt.js';
 
@@ -21,7 +21,7 @@ export type ReceiptSender = (deviceId: string, receipt: Receipt) => void;
  * const send = createReceiptSender({ registry, mqtt, log, counter });
  * send('pi-1', { v: 1, deviceId: 'pi-1', at, batchId, kind: 'examples', stored: ids, refused: [], deferred: [] });
  */
-export function createReceiptSender({ registry, mqtt, log, counter }: { registry: Registry; mqtt: MqttPublisher; log: Logger; counter?: Counter<'result'> }): ReceiptSender {
+export function createReceiptSender({ registry, mqtt, log, counter }: { registry: StoreRegistry; mqtt: MqttPublisher; log: Logger; counter?: Counter<'result'> }): ReceiptSender {
   return function sendReceipt(deviceId, receipt) {
     void (async () => {
       if (!cloudMaySend(await deviceCompatOf(registry, deviceId), 'receipts')) return void counter?.inc({ result: 'not_capable' });

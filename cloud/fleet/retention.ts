@@ -1,10 +1,10 @@
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { pruneDeviceEvents } from './events-store.js';
 import { pruneTelemetryHistory } from './telemetry-history.js';
 
 export interface ConsoleRetentionOptions {
-  registry: Registry;
+  registry: StoreRegistry;
   log?: Logger;
   /** Device events older than this are deleted; default 90 days (cloud.json `console.eventRetentionDays`). */
   eventRetentionDays?: number;

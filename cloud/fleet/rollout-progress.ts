@@ -1,5 +1,6 @@
-import { sql } from 'drizzle-orm';
+import { asc, count, eq, sql } from 'drizzle-orm';
 import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { rolloutShadowView, type DeviceShadowView } from '../rollouts/agreement.js';
 import { wavesOf } from '../rollouts/policy.js';
 
@@ -38,13 +39,15 @@ export interface RolloutProgress {
  * @example
  * const p = await rolloutProgress(registry, 'ro-1', { deviceLimit: 200 });
  */
-export async function rolloutProgress(reg: Registry, id: string, { deviceLimit = 200 }: { deviceLimit?: number } = {}): Promise<RolloutProgress | undefined> {
-  const r = reg.db.get<{ id: string; model: string; release_seq: number; state: string; reason: string | null; paused_at: string | null; pause_reason: string | null; security_alert: string | null; wave: number; waves: string | null; canary_share: number; agreement_margin: number; created_at: string }>(
-    sql`SELECT id, model, release_seq, state, reason, paused_at, pause_reason, security_alert, wave, waves, canary_share, agreement_margin, created_at FROM rollouts WHERE id = ${id}`,
-  );
+export async function rolloutProgress(reg: StoreRegistry, id: string, { deviceLimit = 200 }: { deviceLimit?: number } = {}): Promise<RolloutProgress | undefined> {
+  const { rollouts, rolloutDevices: rd } = reg.t;
+  const [r] = await reg.q
+    .select({ id: rollouts.id, model: rollouts.model, releaseSeq: rollouts.releaseSeq, state: rollouts.state, reason: rollouts.reason, pausedAt: rollouts.pausedAt, pauseReason: rollouts.pauseReason, securityAlert: rollouts.securityAlert, wave: rollouts.wave, waves: rollouts.waves, canaryShare: rollouts.canaryShare, agreementMargin: rollouts.agreementMargin, createdAt: rollouts.createdAt })
+    .from(rollouts)
+    .where(eq(rollouts.id, id));
   if (!r) return undefined;
-  const waves = wavesOf({ waves: r.waves ? (JSON.parse(r.waves) as number[]) : null, canaryShare: r.canary_share });
-  const groups = reg.db.all<{ wave: number; state: string; n: number }>(sql`SELECT wave, state, count(*) AS n FROM rollout_devices WHERE rollout_id = ${id} GROUP BY wave, state`);
+  const waves = wavesOf({ waves: r.waves, canaryShare: r.canaryShare });
+  const groups = await reg.q.select({ wave: rd.wave, state: rd.state, n: count() }).from(rd).where(eq(rd.rolloutId, id)).groupBy(rd.wave, rd.state);
   const counts: Record<string, number> = {};
   const waveProgress = waves.map((share) => ({ share, counts: {} as Record<string, number> }));
   let deviceTotal = 0;
@@ -55,28 +58,30 @@ export async function rolloutProgress(reg: Registry, id: string, { deviceLimit =
     deviceTotal += g.n;
   }
   const look = sql.join(NEEDS_LOOK.map((s) => sql`${s}`), sql`, `);
-  const devices = reg.db
-    .all<{ device_id: string; canary: number; wave: number; state: string; reason: string | null; updated_at: string }>(
-      sql`SELECT device_id, canary, wave, state, reason, updated_at FROM rollout_devices WHERE rollout_id = ${id}
-        ORDER BY state NOT IN (${look}), wave, device_id LIMIT ${deviceLimit}`,
-    )
-    .map((d) => ({ deviceId: d.device_id, canary: d.canary === 1, wave: d.wave, state: d.state, reason: d.reason, updatedAt: d.updated_at }));
+  // The states to look at first: (NOT IN) is false for them, and false sorts first on both dialects.
+  const devices = await reg.q
+    .select({ deviceId: rd.deviceId, canary: rd.canary, wave: rd.wave, state: rd.state, reason: rd.reason, updatedAt: rd.updatedAt })
+    .from(rd)
+    .where(eq(rd.rolloutId, id))
+    .orderBy(sql`(${rd.state} NOT IN (${look}))`, asc(rd.wave), asc(rd.deviceId))
+    .limit(deviceLimit);
   return {
     id: r.id,
     model: r.model,
-    release: r.release_seq,
+    release: r.releaseSeq,
     state: r.state,
     reason: r.reason,
-    paused: r.paused_at !== null,
-    pauseReason: r.pause_reason,
-    securityAlert: r.security_alert,
+    paused: r.pausedAt !== null,
+    pauseReason: r.pauseReason,
+    securityAlert: r.securityAlert,
     wave: r.wave,
     waves,
     counts,
     waveProgress,
     devices,
     deviceTotal,
-    shadow: await rolloutShadowView(reg, { releaseSeq: r.release_seq, agreementMargin: r.agreement_margin }, devices),
-    createdAt: r.created_at,
+    // TODO(issue 15): agreement.ts (cloud/rollouts, converted on another branch) still takes the SQLite registry.
+    shadow: await rolloutShadowView(reg as Registry, { releaseSeq: r.releaseSeq, agreementMargin: r.agreementMargin }, devices),
+    createdAt: r.createdAt,
   };
 }

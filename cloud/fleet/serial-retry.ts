@@ -3,10 +3,22 @@ import type { Logger } from '../../shared/log/index.js';
 
 /** SQLite result codes that say "not now" (a lock, a full or failing disk), not "never". */
 const TRANSIENT = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|READONLY|CANTOPEN|PROTOCOL)/;
+/**
+ * PostgreSQL SQLSTATEs and socket errors that say "not now": a lost or refused connection (class 08,
+ * server shutting down 57P01-57P03, too many connections 53300, disk full 53100), a serialization failure or
+ * deadlock that outlasted the registry's own retries (40001, 40P01).
+ */
+const TRANSIENT_PG = /^(08...|57P0[123]|53[13]00|40001|40P01|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE)$/;
 
 /** True for an error a later attempt may not meet: the database was locked, full or unwritable. */
 export function isTransientDbError(err: unknown): boolean {
-  return err instanceof TransientError || TRANSIENT.test(String((err as { code?: unknown } | null)?.code ?? ''));
+  if (err instanceof TransientError) return true;
+  // drizzle wraps the driver's error: look at its causes too.
+  for (let e = err as { code?: unknown; cause?: unknown } | null | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    const code = String(e.code ?? '');
+    if (TRANSIENT.test(code) || TRANSIENT_PG.test(code)) return true;
+  }
+  return false;
 }
 
 /** Thrown by a job to ask for a retry (e.g. a prerequisite write failed and was logged already). */
@@ -34,24 +46,14 @@ export class SerialRetry {
   }
 
   /**
-   * Queues `job`; resolves with its result once it ran without a transient error. With nothing queued
-   * the first attempt runs now, synchronously (callers may read its effect at once).
+   * Queues `job` (synchronous or async); resolves with its result once it ran without a transient error.
+   * With nothing queued the first attempt starts now, synchronously (on SQLite, callers may read its
+   * effect at once).
    */
-  run<T>(job: () => T): Promise<T> {
-    if (this.queued > 0 || this.stopped) return this.enqueue(job, 0);
-    try {
-      const out = job();
-      this.backoff.reset();
-      return Promise.resolve(out);
-    } catch (err) {
-      if (!isTransientDbError(err)) return Promise.reject(err as Error);
-      return this.enqueue(job, this.failed(err));
-    }
-  }
-
-  private enqueue<T>(job: () => T, firstDelayMs: number): Promise<T> {
-    const p = this.tail.then(() => this.attempt(job, firstDelayMs));
+  run<T>(job: () => T | PromiseLike<T>): Promise<T> {
+    const first = this.queued === 0 && !this.stopped;
     this.queued++;
+    const p = first ? this.attempt(job) : this.tail.then(() => this.attempt(job));
     const done = (): void => void this.queued--;
     // The next job waits for this one, whatever its outcome.
     this.tail = p.then(done, done);
@@ -72,7 +74,7 @@ export class SerialRetry {
     this.timers.clear();
   }
 
-  private attempt<T>(job: () => T, firstDelayMs: number): Promise<T> {
+  private attempt<T>(job: () => T | PromiseLike<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const later = (ms: number): void => {
         const t = setTimeout(() => {
@@ -81,19 +83,24 @@ export class SerialRetry {
         }, ms);
         this.timers.add(t);
       };
+      const failed = (err: unknown): void => {
+        if (!isTransientDbError(err)) return reject(err as Error);
+        later(this.failed(err));
+      };
       const go = (): void => {
         if (this.stopped) return; // never settles: not acknowledged, the broker redelivers after a restart
+        let out: T | PromiseLike<T>;
         try {
-          const out = job();
-          this.backoff.reset();
-          resolve(out);
+          out = job();
         } catch (err) {
-          if (!isTransientDbError(err)) return reject(err as Error);
-          later(this.failed(err));
+          return failed(err);
         }
+        Promise.resolve(out).then((v) => {
+          this.backoff.reset();
+          resolve(v);
+        }, failed);
       };
-      if (firstDelayMs > 0) later(firstDelayMs);
-      else go();
+      go();
     });
   }
 }

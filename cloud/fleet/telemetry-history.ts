@@ -1,8 +1,8 @@
-import { and, asc, eq, gte } from 'drizzle-orm';
-import type { Statement } from 'better-sqlite3';
+import { and, asc, eq, gte, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import type { Telemetry } from '../../shared/protocol/index.js';
-import type { Registry } from '../registry/db.js';
-import { telemetryHistory } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
+import type { TelemetryHistoryRow } from '../registry/schema.js';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
 import type { DeviceStateOp, DeviceStateSink } from './device-state-writer.js';
 
 export const RESOLUTIONS = ['1m', '1h'] as const;
@@ -48,20 +48,29 @@ function increase(now: number, before: number | undefined): number {
   return now >= before ? now - before : now;
 }
 
-const UPSERT = `INSERT INTO telemetry_history
-  (device_id, resolution, bucket, samples, latency_p50, latency_samples, latency_p95, requests, errors, rss_bytes, outbox_depth, outbox_dropped)
-  VALUES (@deviceId, @resolution, @bucket, 1, @p50, @p50n, @p95, @requests, @errors, @rss, @depth, @dropped)
-  ON CONFLICT (device_id, resolution, bucket) DO UPDATE SET
-    samples = samples + 1,
-    latency_p50 = CASE WHEN excluded.latency_p50 IS NULL THEN latency_p50
-      ELSE (coalesce(latency_p50, 0) * latency_samples + excluded.latency_p50) / (latency_samples + 1) END,
-    latency_samples = latency_samples + excluded.latency_samples,
-    latency_p95 = max(coalesce(latency_p95, excluded.latency_p95), coalesce(excluded.latency_p95, latency_p95)),
-    requests = requests + excluded.requests,
-    errors = errors + excluded.errors,
-    rss_bytes = max(coalesce(rss_bytes, excluded.rss_bytes), excluded.rss_bytes),
-    outbox_depth = max(coalesce(outbox_depth, excluded.outbox_depth), excluded.outbox_depth),
-    outbox_dropped = outbox_dropped + excluded.outbox_dropped`;
+/** The larger of two values, a null one ignored (SQLite's max() and PostgreSQL's greatest() differ on nulls; CASE does not). */
+function largerOf(a: SQL, b: SQL): SQL {
+  return sql`CASE WHEN ${a} IS NULL THEN ${b} WHEN ${b} IS NULL OR ${a} >= ${b} THEN ${a} ELSE ${b} END`;
+}
+
+/** The columns a new sample sets on a bucket that exists (the upsert's DO UPDATE), the same SQL on both dialects. */
+function bucketUpdate(h: Tables['telemetryHistory']) {
+  // `excluded.` names the row the INSERT proposed, on both dialects; unqualified columns are the stored row's.
+  const ex = (c: string) => sql.raw(`excluded.${c}`);
+  const col = (c: string) => sql.raw(`"telemetry_history"."${c}"`);
+  return {
+    samples: sql`${col('samples')} + 1`,
+    latencyP50: sql`CASE WHEN ${ex('latency_p50')} IS NULL THEN ${col('latency_p50')}
+      ELSE (coalesce(${col('latency_p50')}, 0) * ${col('latency_samples')} + ${ex('latency_p50')}) / (${col('latency_samples')} + 1) END`,
+    latencySamples: sql`${col('latency_samples')} + ${ex('latency_samples')}`,
+    latencyP95: largerOf(col('latency_p95'), ex('latency_p95')),
+    requests: sql`${col('requests')} + ${ex('requests')}`,
+    errors: sql`${col('errors')} + ${ex('errors')}`,
+    rssBytes: largerOf(col('rss_bytes'), ex('rss_bytes')),
+    outboxDepth: largerOf(col('outbox_depth'), ex('outbox_depth')),
+    outboxDropped: sql`${col('outbox_dropped')} + ${ex('outbox_dropped')}`,
+  } satisfies Partial<Record<keyof typeof h.$inferInsert, SQL>>;
+}
 
 /**
  * The console's telemetry history (issue 12), a sink of the batched DeviceStateWriter: each telemetry
@@ -76,11 +85,6 @@ const UPSERT = `INSERT INTO telemetry_history
  * ingest.deviceState?.addSink(history.sink);
  */
 export class TelemetryHistory {
-  private upsert: Statement | undefined;
-  private deviceUpdate: Statement | undefined;
-
-  constructor(private readonly registry: Registry) {}
-
   /** Bucket start (Unix seconds) of a time at a resolution. */
   static bucketOf(at: Date | string, resolution: Resolution): number {
     const s = Math.floor(new Date(at).getTime() / 1000);
@@ -89,38 +93,47 @@ export class TelemetryHistory {
   }
 
   /** Pass to `DeviceStateWriter.addSink`. */
-  readonly sink: DeviceStateSink = (_tx, ops, previous) => this.apply(ops, previous);
+  readonly sink: DeviceStateSink = (tx, t, ops, previous) => TelemetryHistory.steps(tx, t, ops, previous);
 
   /**
-   * Applies telemetry ops (run inside the writer's transaction: the statements join it). `previous[i]` is
-   * the device's telemetry before `ops[i]` (the writer reads it); without it, counters count 0.
+   * Applies telemetry ops as steps of the writer's transaction body (cloud/registry/tx.ts). `previous[i]`
+   * is the device's telemetry before `ops[i]` (the writer reads it); without it, counters count 0.
    */
-  apply(ops: readonly DeviceStateOp[], previous: readonly (Telemetry | null | undefined)[] = []): void {
-    this.upsert ??= this.registry.sqlite.prepare(UPSERT);
-    this.deviceUpdate ??= this.registry.sqlite.prepare('UPDATE devices SET health = @health, dropped_at = CASE WHEN @dropped > 0 THEN @at ELSE dropped_at END WHERE id = @deviceId');
-    ops.forEach((op, i) => {
-      if (op.kind === 'telemetry') this.add(op.deviceId, op.telemetry, op.lastSeen, previous[i] ?? undefined);
-    });
+  static *steps(tx: TxDb, t: Tables, ops: readonly DeviceStateOp[], previous: readonly (Telemetry | null | undefined)[] = []) {
+    for (const [i, op] of ops.entries()) {
+      if (op.kind === 'telemetry') yield* TelemetryHistory.add(tx, t, op.deviceId, op.telemetry, op.lastSeen, previous[i] ?? undefined);
+    }
   }
 
-  private add(deviceId: string, t: Telemetry, at: string, before: Telemetry | undefined): void {
+  private static *add(tx: TxDb, t: Tables, deviceId: string, tm: Telemetry, at: string, before: Telemetry | undefined) {
+    const h = t.telemetryHistory;
+    const p50 = tm.latencyMs.p50;
+    const dropped = increase(tm.outbox.dropped, before?.outbox?.dropped);
     const row = {
       deviceId,
-      p50: t.latencyMs.p50,
-      p50n: t.latencyMs.p50 === null ? 0 : 1,
-      p95: t.latencyMs.p95,
-      requests: increase(t.requests, before?.requests),
-      errors: increase(t.errors, before?.errors),
-      rss: t.rssBytes,
-      depth: t.outbox.depth,
-      dropped: increase(t.outbox.dropped, before?.outbox?.dropped),
+      samples: 1,
+      latencyP50: p50,
+      latencySamples: p50 === null ? 0 : 1,
+      latencyP95: tm.latencyMs.p95,
+      requests: increase(tm.requests, before?.requests),
+      errors: increase(tm.errors, before?.errors),
+      rssBytes: tm.rssBytes,
+      outboxDepth: tm.outbox.depth,
+      outboxDropped: dropped,
     };
-    for (const resolution of RESOLUTIONS) this.upsert!.run({ ...row, resolution, bucket: TelemetryHistory.bucketOf(at, resolution) });
-    this.deviceUpdate!.run({ deviceId, health: t.health, dropped: row.dropped, at: new Date(at).toISOString() });
+    const values = RESOLUTIONS.map((resolution) => ({ ...row, resolution, bucket: TelemetryHistory.bucketOf(at, resolution) }));
+    yield* q(tx.insert(h).values(values).onConflictDoUpdate({ target: [h.deviceId, h.resolution, h.bucket], set: bucketUpdate(h) }));
+    const { devices } = t;
+    yield* q(
+      tx
+        .update(devices)
+        .set({ health: tm.health, ...(dropped > 0 ? { droppedAt: new Date(at).toISOString() } : {}) })
+        .where(eq(devices.id, deviceId)),
+    );
   }
 }
 
-function toPoint(r: typeof telemetryHistory.$inferSelect): Point {
+function toPoint(r: TelemetryHistoryRow): Point {
   return {
     at: new Date(r.bucket * 1000).toISOString(),
     samples: r.samples,
@@ -140,16 +153,16 @@ function toPoint(r: typeof telemetryHistory.$inferSelect): Point {
  * @example
  * const day = await telemetrySeries(registry, 'pi-1', { resolution: '1m' });
  */
-export async function telemetrySeries(reg: Registry, deviceId: string, o: TelemetrySeriesOptions): Promise<Point[]> {
+export async function telemetrySeries(reg: StoreRegistry, deviceId: string, o: TelemetrySeriesOptions): Promise<Point[]> {
   const spec = RESOLUTION_SPEC[o.resolution];
   const floor = Math.floor((o.now ?? new Date()).getTime() / 1000) - spec.keepSeconds;
   const since = Math.max(floor, o.since ? Math.floor(o.since.getTime() / 1000) : floor);
-  const rows = reg.db
+  const { telemetryHistory } = reg.t;
+  const rows = await reg.q
     .select()
     .from(telemetryHistory)
     .where(and(eq(telemetryHistory.deviceId, deviceId), eq(telemetryHistory.resolution, o.resolution), gte(telemetryHistory.bucket, since)))
-    .orderBy(asc(telemetryHistory.bucket))
-    .all();
+    .orderBy(asc(telemetryHistory.bucket));
   return rows.map(toPoint);
 }
 
@@ -158,15 +171,24 @@ export async function telemetrySeries(reg: Registry, deviceId: string, o: Teleme
  * loop between statements (console-data.json: 70,000 rows took 5.1 s in 20,000-row statements on the
  * loaded bench machine, so a statement of 2,000 holds the loop for a fraction of that). Returns how many.
  */
-export async function pruneTelemetryHistory(reg: Registry, now: Date = new Date(), batch = 2_000): Promise<number> {
+export async function pruneTelemetryHistory(reg: StoreRegistry, now: Date = new Date(), batch = 2_000): Promise<number> {
+  const h = reg.t.telemetryHistory;
   let total = 0;
-  const del = reg.sqlite.prepare('DELETE FROM telemetry_history WHERE rowid IN (SELECT rowid FROM telemetry_history WHERE resolution = ? AND bucket < ? LIMIT ?)');
   for (const resolution of RESOLUTIONS) {
     const cutoff = Math.floor(now.getTime() / 1000) - RESOLUTION_SPEC[resolution].keepSeconds;
+    const expired = and(eq(h.resolution, resolution), lt(h.bucket, cutoff));
     for (;;) {
-      const n = del.run(resolution, cutoff, batch).changes;
-      total += n;
-      if (n < batch) break;
+      // The unique key (device, resolution, bucket) names a row on both dialects (no rowid on PostgreSQL).
+      const keys = await reg.q.select({ deviceId: h.deviceId, bucket: h.bucket }).from(h).where(expired).limit(batch);
+      if (keys.length === 0) break;
+      // Devices share buckets, so a batch spans few of them: one DELETE per bucket.
+      const byBucket = new Map<number, string[]>();
+      for (const k of keys) byBucket.set(k.bucket, [...(byBucket.get(k.bucket) ?? []), k.deviceId]);
+      await reg.tx(function* (tx) {
+        for (const [bucket, ids] of byBucket) yield* q(tx.delete(h).where(and(eq(h.resolution, resolution), eq(h.bucket, bucket), inArray(h.deviceId, ids))));
+      });
+      total += keys.length;
+      if (keys.length < batch) break;
       await new Promise((r) => setImmediate(r));
     }
   }
@@ -174,6 +196,7 @@ export async function pruneTelemetryHistory(reg: Registry, now: Date = new Date(
 }
 
 /** Deletes a device's whole history (a device removed for good). */
-export async function deleteTelemetryHistory(reg: Registry, deviceId: string): Promise<number> {
-  return reg.db.delete(telemetryHistory).where(eq(telemetryHistory.deviceId, deviceId)).run().changes;
+export async function deleteTelemetryHistory(reg: StoreRegistry, deviceId: string): Promise<number> {
+  const h = reg.t.telemetryHistory;
+  return (await reg.q.delete(h).where(eq(h.deviceId, deviceId)).returning({ bucket: h.bucket })).length;
 }

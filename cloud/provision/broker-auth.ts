@@ -4,8 +4,7 @@ import { eq } from 'drizzle-orm';
 import { UsageError } from '../../shared/cli/errors.js';
 import { DEVICE_READABLE_KINDS, DEVICE_WRITABLE_KINDS, TOPIC_PREFIX, topics } from '../../shared/protocol/topics.js';
 import { writeFileAtomicSync } from '../keys/atomic.js';
-import type { Registry } from '../registry/db.js';
-import { devices } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { formatPasswordFile, generatePassword, hashPassword, isPasswordHash, parsePasswordFile } from './passwd.js';
 
 export const DEFAULT_CLOUD_USER = 'apprentice-cloud';
@@ -44,7 +43,7 @@ export function aclText({ cloudUser = DEFAULT_CLOUD_USER }: { cloudUser?: string
 }
 
 export interface BrokerAuthOptions {
-  registry: Registry;
+  registry: StoreRegistry;
   outDir: string;
   cloudUser?: string;
   /**
@@ -70,11 +69,12 @@ export interface BrokerAuthResult {
  * sessions still connected).
  *
  * @example
- * writeBrokerAuth({ registry, outDir: '/etc/mosquitto/apprentice', cloudPasswordFile: '/etc/apprentice/mqtt-password' });
+ * await writeBrokerAuth({ registry, outDir: '/etc/mosquitto/apprentice', cloudPasswordFile: '/etc/apprentice/mqtt-password' });
  */
-export function writeBrokerAuth({ registry, outDir, cloudUser = DEFAULT_CLOUD_USER, cloudPasswordFile }: BrokerAuthOptions): BrokerAuthResult {
+export async function writeBrokerAuth({ registry, outDir, cloudUser = DEFAULT_CLOUD_USER, cloudPasswordFile }: BrokerAuthOptions): Promise<BrokerAuthResult> {
   if (!USERNAME_RE.test(cloudUser)) throw new UsageError(`--cloud-user: invalid username "${cloudUser}"`);
-  const rows = registry.db.select({ id: devices.id, hash: devices.credentialHash }).from(devices).where(eq(devices.revoked, false)).all();
+  const { devices } = registry.t;
+  const rows = await registry.q.select({ id: devices.id, hash: devices.credentialHash }).from(devices).where(eq(devices.revoked, false));
   const entries: { username: string; hash: string }[] = [];
   for (const r of rows) {
     if (r.id === cloudUser) throw new UsageError(`device "${r.id}" has the cloud user's name; choose another --cloud-user`);

@@ -5,7 +5,8 @@ import { addApiOptions, resolveAdminToken } from '../../shared/cli/api-client.js
 import { UsageError } from '../../shared/cli/errors.js';
 import { DEVICE_ID_RE } from '../../shared/protocol/topics.js';
 import { writeFileAtomicSync } from '../keys/atomic.js';
-import { Registry } from '../registry/db.js';
+import { openRegistry } from '../registry/open.js';
+import { redactUrl } from '../registry/pg.js';
 import { DEFAULT_CLOUD_USER, writeBrokerAuth } from './broker-auth.js';
 import { provisionDevice } from './client.js';
 
@@ -57,19 +58,26 @@ export function brokerAuthCommand(): Command {
     .description('Write the Mosquitto password file and ACL for every provisioned, non-revoked device (then: systemctl reload mosquitto)')
     .option('--data-dir <dir>', `cloud data directory (uses DIR/${REGISTRY_FILE})`)
     .option('--db <file>', 'registry database file (instead of --data-dir)')
+    .option('--registry-url <url>', 'the PostgreSQL registry, postgres://… (instead of --data-dir / --db)')
     .requiredOption('--out-dir <dir>', 'where to write passwd and acl (e.g. /etc/mosquitto/apprentice)')
     .option('--cloud-user <name>', "the cloud's MQTT username", DEFAULT_CLOUD_USER)
     .option('--cloud-password-file <file>', "the cloud's MQTT password; created with a random one (mode 0600) if missing")
     .option('--json', 'print the result as JSON', false)
     .addHelpText('after', '\nExample:\n  apprentice broker-auth --data-dir /var/lib/apprentice --out-dir /etc/mosquitto/apprentice --cloud-password-file /etc/apprentice/mqtt-password')
-    .action((o: { dataDir?: string; db?: string; outDir: string; cloudUser: string; cloudPasswordFile?: string; json: boolean }) => {
-      if ((o.dataDir === undefined) === (o.db === undefined)) throw new UsageError('give exactly one of --data-dir or --db');
-      const dbPath = o.db ?? registryPathIn(o.dataDir!);
-      // Never create an empty registry by accident: a typo would yield a passwd with no devices.
-      if (!existsSync(dbPath)) throw new UsageError(`${dbPath}: registry database not found`);
-      const registry = Registry.open(dbPath);
+    .action(async (o: { dataDir?: string; db?: string; registryUrl?: string; outDir: string; cloudUser: string; cloudPasswordFile?: string; json: boolean }) => {
+      if ([o.dataDir, o.db, o.registryUrl].filter((x) => x !== undefined).length !== 1) throw new UsageError('give exactly one of --data-dir, --db or --registry-url');
+      let registry;
+      if (o.registryUrl !== undefined) {
+        if (!/^postgres(ql)?:\/\//.test(o.registryUrl)) throw new UsageError(`--registry-url: must start with postgres:// or postgresql:// (got ${redactUrl(o.registryUrl)})`);
+        registry = await openRegistry({ url: o.registryUrl });
+      } else {
+        const dbPath = o.db ?? registryPathIn(o.dataDir!);
+        // Never create an empty registry by accident: a typo would yield a passwd with no devices.
+        if (!existsSync(dbPath)) throw new UsageError(`${dbPath}: registry database not found`);
+        registry = await openRegistry({ path: dbPath });
+      }
       try {
-        const r = writeBrokerAuth({ registry, outDir: o.outDir, cloudUser: o.cloudUser, cloudPasswordFile: o.cloudPasswordFile });
+        const r = await writeBrokerAuth({ registry, outDir: o.outDir, cloudUser: o.cloudUser, cloudPasswordFile: o.cloudPasswordFile });
         if (o.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
         else {
           process.stdout.write(`wrote ${r.passwdPath} (${r.devices} device(s) + ${o.cloudUser}) and ${r.aclPath}\n`);
@@ -77,7 +85,7 @@ export function brokerAuthCommand(): Command {
           process.stdout.write('apply with: systemctl reload mosquitto\n');
         }
       } finally {
-        registry.dispose();
+        await registry.close();
       }
     });
 }

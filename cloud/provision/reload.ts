@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { writeBrokerAuth, type BrokerAuthResult } from './broker-auth.js';
 
 export interface MosquittoReloadOptions {
@@ -17,10 +17,10 @@ export interface MosquittoReloadOptions {
  * Revocation with Mosquitto (issue 10): rewrites the password file and ACL from the registry (the
  * revoked device is gone from it) and sends the broker SIGHUP. Mosquitto 2 re-reads both on SIGHUP and
  * disconnects clients whose credentials no longer pass, so the revoked device's live session ends and
- * it cannot log in again. Throws when the PID file is unreadable or the signal fails (the caller logs it).
+ * it cannot log in again. Rejects when the PID file is unreadable or the signal fails (the caller logs it).
  */
-export function reloadMosquittoAuth(registry: Registry, opts: MosquittoReloadOptions, log?: Logger): BrokerAuthResult & { pid: number } {
-  const written = writeBrokerAuth({ registry, outDir: opts.authDir, ...(opts.cloudUser ? { cloudUser: opts.cloudUser } : {}), ...(opts.cloudPasswordFile ? { cloudPasswordFile: opts.cloudPasswordFile } : {}) });
+export async function reloadMosquittoAuth(registry: StoreRegistry, opts: MosquittoReloadOptions, log?: Logger): Promise<BrokerAuthResult & { pid: number }> {
+  const written = await writeBrokerAuth({ registry, outDir: opts.authDir, ...(opts.cloudUser ? { cloudUser: opts.cloudUser } : {}), ...(opts.cloudPasswordFile ? { cloudPasswordFile: opts.cloudPasswordFile } : {}) });
   const text = readFileSync(opts.pidFile, 'utf8').trim();
   const pid = Number(text);
   if (!/^\d+$/.test(text) || pid <= 1) throw new Error(`${opts.pidFile}: not a PID ("${text.slice(0, 40)}")`);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
-import type { Registry } from './db.js';
+import type { StoreRegistry } from './open.js';
 import { enforceRetention, modelsWithExamples, type RetentionLimits, type RetentionOutcome } from './retention.js';
 
 const limitsFields = {
@@ -38,7 +38,7 @@ export class RetentionJob {
   private stopped = false;
 
   constructor(
-    private readonly deps: { registry: Registry; config: RetentionConfig; log?: Logger; now?: () => Date },
+    private readonly deps: { registry: StoreRegistry; config: RetentionConfig; log?: Logger; now?: () => Date },
   ) {}
 
   start(firstDelayMs = 5_000): void {

@@ -1,6 +1,6 @@
-import { and, asc, desc, eq, inArray, lt, ne, sql } from 'drizzle-orm';
-import type { Registry } from './db.js';
-import { exampleRetention, examples, rounds } from './schema.js';
+import { and, asc, count, desc, eq, inArray, lt, ne, notExists, sql } from 'drizzle-orm';
+import type { StoreRegistry } from './open.js';
+import { q, type Tables, type TxDb } from './tx.js';
 
 /**
  * Example retention (issue 9, item 9): the store functions. Per model, examples are deleted when
@@ -42,17 +42,18 @@ export interface RetentionCounts {
 const PROTECTED_REASON = 'feedback';
 
 /** Every model that has examples (including rows whose model is unknown to the registry). */
-export async function modelsWithExamples(registry: Registry): Promise<string[]> {
-  const rows = registry.db.selectDistinct({ model: examples.model }).from(examples).all();
+export async function modelsWithExamples(registry: StoreRegistry): Promise<string[]> {
+  const { examples } = registry.t;
+  const rows = await registry.q.selectDistinct({ model: examples.model }).from(examples);
   return rows.map((r) => r.model).filter((m): m is string => m !== null);
 }
 
 /** Applies `limits` to `model`'s examples now; records what it deleted (or that it skipped). */
-export async function enforceRetention(registry: Registry, model: string, limits: RetentionLimits, { now = new Date(), batchRows = 1000 }: { now?: Date; batchRows?: number } = {}): Promise<RetentionOutcome> {
-  const { db } = registry;
-  const busy = db.select({ id: rounds.id }).from(rounds).where(and(eq(rounds.model, model), inArray(rounds.state, ['queued', 'running']))).get();
+export async function enforceRetention(registry: StoreRegistry, model: string, limits: RetentionLimits, { now = new Date(), batchRows = 1000 }: { now?: Date; batchRows?: number } = {}): Promise<RetentionOutcome> {
+  const { examples, rounds } = registry.t;
+  const [busy] = await registry.q.select({ id: rounds.id }).from(rounds).where(roundBusy(registry.t, model)).limit(1);
   if (busy) {
-    record(registry, model, { skippedForRound: 1 }, now);
+    await registry.tx((tx, t) => recordSteps(tx, t, model, { skippedForRound: 1 }, now));
     return { model, deletedByAge: 0, deletedByRows: 0, skippedForRound: true };
   }
   const deletable = and(eq(examples.model, model), ne(examples.reason, PROTECTED_REASON));
@@ -60,9 +61,9 @@ export async function enforceRetention(registry: Registry, model: string, limits
   if (limits.maxAgeDays !== null) {
     const cutoff = new Date(now.getTime() - limits.maxAgeDays * 86_400_000).toISOString();
     for (;;) {
-      const ids = db.select({ id: examples.id }).from(examples).where(and(deletable, lt(examples.ingestedAt, cutoff))).orderBy(asc(examples.ingestedAt), asc(examples.id)).limit(batchRows).all();
+      const ids = await registry.q.select({ id: examples.id }).from(examples).where(and(deletable, lt(examples.ingestedAt, cutoff))).orderBy(asc(examples.ingestedAt), asc(examples.id)).limit(batchRows);
       if (ids.length === 0) break;
-      const d = deleteIds(registry, model, ids.map((r) => r.id), 'deletedByAge', now);
+      const d = await deleteIds(registry, model, ids.map((r) => r.id), 'deletedByAge', now);
       deletedByAge += d;
       if (d === 0) break; // a round started meanwhile
       await yieldToLoop();
@@ -72,59 +73,69 @@ export async function enforceRetention(registry: Registry, model: string, limits
   if (limits.maxRows !== null) {
     // The newest maxRows stay; everything older goes, oldest first, a batch at a time.
     for (;;) {
-      const n = db.select({ n: sql<number>`count(*)` }).from(examples).where(deletable).get()?.n ?? 0;
-      const excess = n - limits.maxRows;
+      const [c] = await registry.q.select({ n: count() }).from(examples).where(deletable);
+      const excess = (c?.n ?? 0) - limits.maxRows;
       if (excess <= 0) break;
-      const ids = db.select({ id: examples.id }).from(examples).where(deletable).orderBy(asc(examples.ingestedAt), asc(examples.id)).limit(Math.min(excess, batchRows)).all();
+      const ids = await registry.q.select({ id: examples.id }).from(examples).where(deletable).orderBy(asc(examples.ingestedAt), asc(examples.id)).limit(Math.min(excess, batchRows));
       if (ids.length === 0) break;
-      const d = deleteIds(registry, model, ids.map((r) => r.id), 'deletedByRows', now);
+      const d = await deleteIds(registry, model, ids.map((r) => r.id), 'deletedByRows', now);
       deletedByRows += d;
       if (d === 0) break; // a round started meanwhile
       await yieldToLoop();
     }
   }
-  if (deletedByAge === 0 && deletedByRows === 0) record(registry, model, {}, now);
+  if (deletedByAge === 0 && deletedByRows === 0) await registry.tx((tx, t) => recordSteps(tx, t, model, {}, now));
   return { model, deletedByAge, deletedByRows, skippedForRound: false };
 }
 
 /** Lifetime retention counts per model (all models, or one). */
-export async function retentionCounts(registry: Registry, model?: string): Promise<Record<string, RetentionCounts>> {
-  const rows = registry.db
+export async function retentionCounts(registry: StoreRegistry, model?: string): Promise<Record<string, RetentionCounts>> {
+  const { exampleRetention } = registry.t;
+  const rows = await registry.q
     .select()
     .from(exampleRetention)
     .where(model === undefined ? undefined : eq(exampleRetention.model, model))
-    .orderBy(desc(exampleRetention.model))
-    .all();
+    .orderBy(desc(exampleRetention.model));
   return Object.fromEntries(rows.map((r) => [r.model, { deletedByAge: r.deletedByAge, deletedByRows: r.deletedByRows, skippedForRound: r.skippedForRound, lastRunAt: r.lastRunAt }]));
 }
 
-/** Deletes `ids` and bumps the model's count in one transaction; a round that started meanwhile stops it. */
-function deleteIds(registry: Registry, model: string, ids: string[], counter: 'deletedByAge' | 'deletedByRows', now: Date): number {
-  return registry.sqlite.transaction(() => {
-    // Checked again inside the write transaction: a round queued since the scan keeps every row.
-    const busy = registry.db.select({ id: rounds.id }).from(rounds).where(and(eq(rounds.model, model), inArray(rounds.state, ['queued', 'running']))).get();
-    if (busy) return 0;
-    const n = registry.db.delete(examples).where(inArray(examples.id, ids)).run().changes;
-    record(registry, model, { [counter]: n }, now);
-    return n;
-  }).immediate();
+/** A round of the model is queued or running. */
+function roundBusy(t: Tables, model: string) {
+  return and(eq(t.rounds.model, model), inArray(t.rounds.state, ['queued', 'running']));
 }
 
-function record(registry: Registry, model: string, add: Partial<Record<'deletedByAge' | 'deletedByRows' | 'skippedForRound', number>>, now: Date): void {
+/**
+ * Deletes `ids` and bumps the model's count in one transaction; a round that started meanwhile stops it.
+ * The round check is part of the DELETE itself (NOT EXISTS), so the transaction's first statement is a
+ * write: SQLite takes the write lock at once (as BEGIN IMMEDIATE did), and the check and the delete see
+ * the same state on both dialects.
+ */
+function deleteIds(registry: StoreRegistry, model: string, ids: string[], counter: 'deletedByAge' | 'deletedByRows', now: Date): Promise<number> {
+  return registry.tx(function* (tx, t) {
+    const busy = tx.select({ id: t.rounds.id }).from(t.rounds).where(roundBusy(t, model));
+    const deleted = yield* q(tx.delete(t.examples).where(and(inArray(t.examples.id, ids), notExists(busy))).returning({ id: t.examples.id }));
+    if (deleted.length > 0) yield* recordSteps(tx, t, model, { [counter]: deleted.length }, now);
+    return deleted.length;
+  });
+}
+
+function* recordSteps(tx: TxDb, t: Tables, model: string, add: Partial<Record<'deletedByAge' | 'deletedByRows' | 'skippedForRound', number>>, now: Date) {
+  const { exampleRetention } = t;
   const v = { deletedByAge: add.deletedByAge ?? 0, deletedByRows: add.deletedByRows ?? 0, skippedForRound: add.skippedForRound ?? 0 };
-  registry.db
-    .insert(exampleRetention)
-    .values({ model, ...v, lastRunAt: now.toISOString() })
-    .onConflictDoUpdate({
-      target: exampleRetention.model,
-      set: {
-        deletedByAge: sql`${exampleRetention.deletedByAge} + ${v.deletedByAge}`,
-        deletedByRows: sql`${exampleRetention.deletedByRows} + ${v.deletedByRows}`,
-        skippedForRound: sql`${exampleRetention.skippedForRound} + ${v.skippedForRound}`,
-        lastRunAt: now.toISOString(),
-      },
-    })
-    .run();
+  yield* q(
+    tx
+      .insert(exampleRetention)
+      .values({ model, ...v, lastRunAt: now.toISOString() })
+      .onConflictDoUpdate({
+        target: exampleRetention.model,
+        set: {
+          deletedByAge: sql`${exampleRetention.deletedByAge} + ${v.deletedByAge}`,
+          deletedByRows: sql`${exampleRetention.deletedByRows} + ${v.deletedByRows}`,
+          skippedForRound: sql`${exampleRetention.skippedForRound} + ${v.skippedForRound}`,
+          lastRunAt: now.toISOString(),
+        },
+      }),
+  );
 }
 
 function yieldToLoop(): Promise<void> {

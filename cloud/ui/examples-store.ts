@@ -1,6 +1,5 @@
 import { and, desc, eq, gte, lte, type SQL } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
-import { examples } from '../registry/schema.js';
+import type { StoreRegistry } from '../registry/open.js';
 
 export interface ExampleFilter {
   model?: string;
@@ -38,25 +37,27 @@ function argmaxF32(b: Buffer | null): number | null {
  * The hard-example browser's reads (newest first, filtered by model, device, reason and capture time),
  * without the input tensors; `exampleInput` fetches one for its thumbnail.
  */
-export async function listExamples(reg: Registry, f: ExampleFilter): Promise<{ items: ExampleItem[]; more: boolean }> {
+export async function listExamples(reg: StoreRegistry, f: ExampleFilter): Promise<{ items: ExampleItem[]; more: boolean }> {
+  const { examples } = reg.t;
   const where: SQL[] = [];
   if (f.model) where.push(eq(examples.model, f.model));
   if (f.deviceId) where.push(eq(examples.deviceId, f.deviceId));
   if (f.reason) where.push(eq(examples.reason, f.reason));
   if (f.since) where.push(gte(examples.capturedAt, f.since));
   if (f.until) where.push(lte(examples.capturedAt, f.until));
-  const rows = reg.db
+  const rows = await reg.q
     .select({ id: examples.id, deviceId: examples.deviceId, model: examples.model, release: examples.releaseSeq, reason: examples.reason, studentOutput: examples.studentOutput, label: examples.label, teacherLogits: examples.teacherLogits, capturedAt: examples.capturedAt, ingestedAt: examples.ingestedAt })
     .from(examples)
     .where(and(...where))
     .orderBy(desc(examples.ingestedAt), desc(examples.id))
     .limit(f.limit + 1)
-    .offset(f.offset)
-    .all();
+    .offset(f.offset);
   const items = rows.slice(0, f.limit).map(({ teacherLogits, studentOutput, ...r }) => ({ ...r, studentOutput: studentOutput as number[], teacherClass: argmaxF32(teacherLogits) }));
   return { items, more: rows.length > f.limit };
 }
 
-export async function exampleInput(reg: Registry, id: string): Promise<{ model: string | null; input: Buffer; sourceImage: Buffer | null } | undefined> {
-  return reg.db.select({ model: examples.model, input: examples.input, sourceImage: examples.sourceImage }).from(examples).where(eq(examples.id, id)).get();
+export async function exampleInput(reg: StoreRegistry, id: string): Promise<{ model: string | null; input: Buffer; sourceImage: Buffer | null } | undefined> {
+  const { examples } = reg.t;
+  const [row] = await reg.q.select({ model: examples.model, input: examples.input, sourceImage: examples.sourceImage }).from(examples).where(eq(examples.id, id));
+  return row;
 }

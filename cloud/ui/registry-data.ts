@@ -3,7 +3,7 @@ import { fleetSummary, queryDevices, type FleetSummary } from '../fleet/device-q
 import { listDeviceEvents } from '../fleet/events-store.js';
 import { rolloutProgress } from '../fleet/rollout-progress.js';
 import { telemetrySeries } from '../fleet/telemetry-history.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { ConsoleData } from './data.js';
 
 /**
@@ -38,7 +38,7 @@ export function shortCache<T>(load: () => Promise<T>, ttlMs: number, now: () => 
  * over every device) is shared by all tabs for `summaryTtlMs` (default 2 s): at 10,000 devices the
  * overview then costs one pass per 2 s however many operators look, and its tiles are at most that old.
  */
-export function registryConsoleData(reg: Registry, { summaryTtlMs = 2000 }: { summaryTtlMs?: number } = {}): ConsoleData {
+export function registryConsoleData(reg: StoreRegistry, { summaryTtlMs = 2000 }: { summaryTtlMs?: number } = {}): ConsoleData {
   const summary = shortCache<FleetSummary>(() => fleetSummary(reg), summaryTtlMs);
   return {
     fleetSummary: () => summary.get(),

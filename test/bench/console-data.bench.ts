@@ -54,9 +54,9 @@ function telemetry(i: number, at: string, tick: number): Telemetry {
 }
 
 /** `MINUTES` of fleet time at one telemetry per device per 30 s, one flush per 250 ms of fleet time. */
-function writePhase(reg: Registry, withHistory: boolean, startMs: number) {
+async function writePhase(reg: Registry, withHistory: boolean, startMs: number) {
   const writer = new DeviceStateWriter({ registry: reg, flushMs: 3_600_000, maxQueued: 1_000_000 });
-  if (withHistory) writer.addSink(new TelemetryHistory(reg).sink);
+  if (withHistory) writer.addSink(new TelemetryHistory().sink);
   const perSecond = N / 30;
   const flushes = MINUTES * 60 * 4;
   const perFlush = perSecond / 4;
@@ -76,11 +76,11 @@ function writePhase(reg: Registry, withHistory: boolean, startMs: number) {
     }
     const c = cpuMs();
     const t = performance.now();
-    if (!writer.flush()) throw new Error('flush failed');
+    if (!(await writer.flush())) throw new Error('flush failed');
     flushMs.push(performance.now() - t);
     flushCpu.push(cpuMs() - c);
   }
-  writer.stop();
+  await writer.stop();
   const wall = (performance.now() - w0) / 1000;
   const cpu = (cpuMs() - c0) / 1000;
   flushMs.sort((a, b) => a - b);
@@ -160,8 +160,8 @@ try {
   reg.dispose();
 
   reg = Registry.open(path);
-  const baseline = writePhase(reg, false, T0 + 1000);
-  const history = writePhase(reg, true, T0 + 1000 + MINUTES * 60_000);
+  const baseline = await writePhase(reg, false, T0 + 1000);
+  const history = await writePhase(reg, true, T0 + 1000 + MINUTES * 60_000);
   const added = round(history.cpuMsPerTelemetry - baseline.cpuMsPerTelemetry, 4);
   const rt0 = performance.now();
   const pruned = await pruneTelemetryHistory(reg, new Date(T0 + 2 * MINUTES * 60_000 + 61_000), 20_000);

@@ -98,7 +98,7 @@ try {
   }
   // Ingest: N/30 telemetry per second, flushed every 250 ms with the history sink.
   const writer = new DeviceStateWriter({ registry: reg, flushMs: 250 });
-  writer.addSink(new TelemetryHistory(reg).sink);
+  writer.addSink(new TelemetryHistory().sink);
   let sent = 0;
   const ingest = setInterval(() => {
     const at = new Date().toISOString();

@@ -29,7 +29,7 @@ describe.skipIf(skipWithoutMosquitto())('agent topic ACL on Mosquitto (generated
     dir = mkdtempSync(path.join(tmpdir(), 'apprentice-agent-acl-'));
     registry = Registry.open(path.join(dir, 'registry.db'));
     for (const [id, pw] of Object.entries(PASS)) registry.db.insert(devices).values({ id, groups: [], credentialHash: hashPassword(pw) }).run();
-    writeBrokerAuth({ registry, outDir: path.join(dir, 'auth'), cloudPasswordFile: path.join(dir, 'cloud-password') });
+    await writeBrokerAuth({ registry, outDir: path.join(dir, 'auth'), cloudPasswordFile: path.join(dir, 'cloud-password') });
     cloudPassword = readFileSync(path.join(dir, 'cloud-password'), 'utf8').trim();
     broker = await startMosquitto({
       dir: path.join(dir, 'broker'),

@@ -28,7 +28,7 @@ describe.skipIf(skipWithoutMosquitto())('revoke with Mosquitto: password file + 
     dir = mkdtempSync(path.join(tmpdir(), 'apprentice-revoke-'));
     registry = Registry.open(path.join(dir, 'registry.db'));
     for (const [id, pw] of Object.entries(PASS)) registry.db.insert(devices).values({ id, groups: [], credentialHash: hashPassword(pw) }).run();
-    writeBrokerAuth({ registry, outDir: path.join(dir, 'auth'), cloudPasswordFile: path.join(dir, 'cloud-password') });
+    await writeBrokerAuth({ registry, outDir: path.join(dir, 'auth'), cloudPasswordFile: path.join(dir, 'cloud-password') });
     broker = await startMosquitto({
       dir: path.join(dir, 'broker'),
       fullConfig: ({ port }) =>
@@ -67,7 +67,7 @@ describe.skipIf(skipWithoutMosquitto())('revoke with Mosquitto: password file + 
     b.on('close', () => (bClosed = true));
 
     registry.db.update(devices).set({ revoked: true }).where(eq(devices.id, 'pi-1')).run();
-    const r = reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'mosquitto.pid') });
+    const r = await reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'mosquitto.pid') });
     expect(r).toMatchObject({ devices: 1, pid: broker.pid });
 
     await waitFor(() => aClosed, 5000).catch(() => {
@@ -80,9 +80,9 @@ describe.skipIf(skipWithoutMosquitto())('revoke with Mosquitto: password file + 
     expect(b.connected).toBe(true);
   });
 
-  it('fails loudly on a missing or bogus PID file', () => {
-    expect(() => reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'nope.pid') })).toThrow(/ENOENT/);
+  it('fails loudly on a missing or bogus PID file', async () => {
+    await expect(reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'nope.pid') })).rejects.toThrow(/ENOENT/);
     writeFileSync(path.join(dir, 'bad.pid'), 'mosquitto\n');
-    expect(() => reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'bad.pid') })).toThrow(/not a PID/);
+    await expect(reloadMosquittoAuth(registry, { authDir: path.join(dir, 'auth'), pidFile: path.join(dir, 'bad.pid') })).rejects.toThrow(/not a PID/);
   });
 });

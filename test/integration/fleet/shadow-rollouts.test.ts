@@ -81,7 +81,7 @@ async function report(d: string, s: Omit<ShadowTelemetry, 'model' | 'until' | 'l
     latencyMs: { p50: 1, p95: 2 }, rssBytes: 1e8, outbox: { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0 }, health: 'ok',
     shadow: { model: MODEL, until, state: 'running', skipped: 0, latencyMs: { p50: 0.4, p95: 0.9 }, ...s },
   };
-  h.feed('telemetry', d, Buffer.from(JSON.stringify(t)));
+  await h.feed('telemetry', d, Buffer.from(JSON.stringify(t)));
   await new Promise((r) => setTimeout(r, 10));
 }
 
@@ -174,13 +174,13 @@ describe('shadow runs in the cloud', () => {
 
   it('a device refusing the candidate (self-test failed) is recorded and fails the gate; a refusal not its fault does not', async () => {
     const run = await start();
-    h.feed('events', 'd01', eventPayload('d01', 'rejected', run.shadowSeq, 'self_test_failed'));
+    await h.feed('events', 'd01', eventPayload('d01', 'rejected', run.shadowSeq, 'self_test_failed'));
     await new Promise((r) => setTimeout(r, 10));
     let v = (await shadow.get(run.id))!;
     expect(v.devices[0]).toMatchObject({ deviceId: 'd01', state: 'refused', reason: 'self_test_failed' });
     expect(v.decision).toMatchObject({ switch: false, reason: expect.stringMatching(/refused by 1 device/) });
     const other = await start({ releaseSeq: 1 });
-    h.feed('events', 'd01', eventPayload('d01', 'rejected', other.shadowSeq, 'download_failed'));
+    await h.feed('events', 'd01', eventPayload('d01', 'rejected', other.shadowSeq, 'download_failed'));
     await new Promise((r) => setTimeout(r, 10));
     v = (await shadow.get(other.id))!;
     expect(v.devices[0]).toMatchObject({ state: 'refused', reason: 'download_failed' });

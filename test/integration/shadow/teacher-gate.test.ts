@@ -104,7 +104,7 @@ async function report(d: string, run: { shadowSeq: number; until: string }, requ
     v: 1, deviceId: d, at: new Date(now).toISOString(), model: MODEL, release: 1, uptimeSeconds: 10, requests: 5, errors: 0,
     latencyMs: { p50: 1, p95: 2 }, rssBytes: 1e8, outbox: { depth: 0, bytes: 0, dropped: 0, evicted: 0, selected: 0, published: 0 }, health: 'ok', shadow: s,
   };
-  h.feed('telemetry', d, Buffer.from(JSON.stringify(t)));
+  await h.feed('telemetry', d, Buffer.from(JSON.stringify(t)));
   await new Promise((r) => setTimeout(r, 10));
 }
 

@@ -172,7 +172,7 @@ describe('console data routes', () => {
 
   it('GET /v1/devices/{id}/telemetry returns the series at each resolution, since a time', async () => {
     const writer = new DeviceStateWriter({ registry: h.registry, flushMs: 1_000_000 });
-    writer.addSink(new TelemetryHistory(h.registry).sink);
+    writer.addSink(new TelemetryHistory().sink);
     ['11:58:10', '11:58:40', '11:59:10'].forEach((t, i) => writer.push({ kind: 'telemetry', deviceId: 'ok-1', telemetry: telemetry('ok-1', `2026-11-30T${t}.000Z`, 10 * (i + 1)), lastSeen: `2026-11-30T${t}.000Z` }));
     writer.stop();
     const m = await json(await call(h.app, 'GET', '/v1/devices/ok-1/telemetry?resolution=1m'));

@@ -1,15 +1,17 @@
 /**
- * Example retention (issue 9, item 9) on a real SQLite registry: limits by age and by rows per model,
+ * Example retention (issue 9, item 9), the store on both registry dialects (issue 15), the rest on SQLite: limits by age and by rows per model,
  * never feedback rows, never a model whose round is queued or running; the counts in
  * /v1/examples/stats; the background job on fake timers; bad config refused.
  */
 import { randomUUID } from 'node:crypto';
 import { eq } from 'drizzle-orm';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { cloudConfigSchema } from '../../../cloud/config/schema.js';
 import { retentionConfigSchema, RetentionJob } from '../../../cloud/registry/retention-job.js';
-import { enforceRetention, retentionCounts } from '../../../cloud/registry/retention.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { enforceRetention, modelsWithExamples, retentionCounts } from '../../../cloud/registry/retention.js';
 import { examples, rounds } from '../../../cloud/registry/schema.js';
+import { registryDialects } from '../../helpers/dialects.js';
 import { call, harness, json, seedExample, seedModel, type Harness } from './helpers.js';
 
 const NOW = new Date('2026-11-30T12:00:00.000Z');
@@ -36,43 +38,60 @@ const settle = async () => {
 };
 const left = (hh: Harness, model: string) => hh.registry.db.select({ id: examples.id }).from(examples).where(eq(examples.model, model)).all().map((r) => r.id);
 
-describe('example retention', () => {
+const dialects = registryDialects();
+
+describe.each(dialects)('example retention store on $name', (d) => {
+  let reg: StoreRegistry;
+  beforeEach(async (ctx) => {
+    reg = await d.open(ctx);
+    const m = { inputSpec: {} as never, labels: [], teacher: {} as never, studentSpec: 'mlp', distillSettings: {} };
+    await reg.q.insert(reg.t.models).values([{ name: 'digits', ...m }, { name: 'other', ...m }]);
+  });
+  afterEach(() => d.close());
+
+  /** Examples of `model` ingested `ages` days ago; reason per index. */
+  async function seedRows(model: string, ages: number[], reason: (i: number) => string = () => 'low_confidence'): Promise<string[]> {
+    const rows = ages.map((age, i) => ({ id: randomUUID(), deviceId: 'pi-1', model, releaseSeq: null, input: Buffer.from(new Float32Array([i, 1, 2, 3]).buffer), studentOutput: [0.5, 0.5], reason: reason(i), capturedAt: daysAgo(age), ingestedAt: daysAgo(age) }));
+    await reg.q.insert(reg.t.examples).values(rows);
+    return rows.map((r) => r.id);
+  }
+  const rowsOf = async (model: string) => (await reg.q.select({ id: reg.t.examples.id }).from(reg.t.examples).where(eq(reg.t.examples.model, model))).map((r) => r.id);
+
   it('deletes rows past the age limit and the oldest beyond the row limit, never feedback rows, only in its own model', async () => {
-    h = harness();
-    seedModel(h);
-    seedModel(h, 'other');
     // digits: ages 100, 95, 50, 40, 30, 20, 10 days; index 1 is feedback (old, but kept).
-    const ids = seed(h, 'digits', [100, 95, 50, 40, 30, 20, 10], (i) => (i === 1 ? 'feedback' : 'low_margin'));
-    const other = seed(h, 'other', [200, 1]);
-    const r = await enforceRetention(h.registry, 'digits', { maxRows: 3, maxAgeDays: 90 }, { now: NOW, batchRows: 2 });
+    const ids = await seedRows('digits', [100, 95, 50, 40, 30, 20, 10], (i) => (i === 1 ? 'feedback' : 'low_margin'));
+    const other = await seedRows('other', [200, 1]);
+    const r = await enforceRetention(reg, 'digits', { maxRows: 3, maxAgeDays: 90 }, { now: NOW, batchRows: 2 });
     expect(r).toEqual({ model: 'digits', deletedByAge: 1, deletedByRows: 2, skippedForRound: false });
     // Kept: the feedback row and the newest 3 others.
-    expect(new Set(left(h, 'digits'))).toEqual(new Set([ids[1], ids[4], ids[5], ids[6]]));
-    expect(left(h, 'other').sort()).toEqual([...other].sort());
-    expect(await retentionCounts(h.registry)).toEqual({ digits: { deletedByAge: 1, deletedByRows: 2, skippedForRound: 0, lastRunAt: NOW.toISOString() } });
+    expect(new Set(await rowsOf('digits'))).toEqual(new Set([ids[1], ids[4], ids[5], ids[6]]));
+    expect((await rowsOf('other')).sort()).toEqual([...other].sort());
+    expect(await retentionCounts(reg)).toEqual({ digits: { deletedByAge: 1, deletedByRows: 2, skippedForRound: 0, lastRunAt: NOW.toISOString() } });
     // Idempotent: a second pass deletes nothing more and keeps the counts.
-    expect(await enforceRetention(h.registry, 'digits', { maxRows: 3, maxAgeDays: 90 }, { now: NOW })).toMatchObject({ deletedByAge: 0, deletedByRows: 0 });
-    expect((await retentionCounts(h.registry, 'digits')).digits).toMatchObject({ deletedByAge: 1, deletedByRows: 2 });
+    expect(await enforceRetention(reg, 'digits', { maxRows: 3, maxAgeDays: 90 }, { now: NOW })).toMatchObject({ deletedByAge: 0, deletedByRows: 0 });
+    expect((await retentionCounts(reg, 'digits')).digits).toMatchObject({ deletedByAge: 1, deletedByRows: 2 });
     // null = no limit.
-    expect(await enforceRetention(h.registry, 'other', { maxRows: null, maxAgeDays: null }, { now: NOW })).toMatchObject({ deletedByAge: 0, deletedByRows: 0 });
-    expect(left(h, 'other')).toHaveLength(2);
+    expect(await enforceRetention(reg, 'other', { maxRows: null, maxAgeDays: null }, { now: NOW })).toMatchObject({ deletedByAge: 0, deletedByRows: 0 });
+    expect(await rowsOf('other')).toHaveLength(2);
+    expect((await modelsWithExamples(reg)).sort()).toEqual(['digits', 'other']);
   });
 
   it('leaves a model alone while one of its rounds is queued or running, and counts the skip', async () => {
-    h = harness();
-    seedModel(h);
-    seed(h, 'digits', [300, 200, 100]);
+    await seedRows('digits', [300, 200, 100]);
+    const { rounds } = reg.t;
     for (const state of ['queued', 'running']) {
-      h.registry.db.insert(rounds).values({ id: `r-${state}`, model: 'digits', state, trigger: 'manual' }).run();
-      const r = await enforceRetention(h.registry, 'digits', { maxRows: 1, maxAgeDays: 1 }, { now: NOW });
+      await reg.q.insert(rounds).values({ id: `r-${state}`, model: 'digits', state, trigger: 'manual' });
+      const r = await enforceRetention(reg, 'digits', { maxRows: 1, maxAgeDays: 1 }, { now: NOW });
       expect(r).toEqual({ model: 'digits', deletedByAge: 0, deletedByRows: 0, skippedForRound: true });
-      expect(left(h, 'digits')).toHaveLength(3);
-      h.registry.db.update(rounds).set({ state: 'released' }).where(eq(rounds.id, `r-${state}`)).run();
+      expect(await rowsOf('digits')).toHaveLength(3);
+      await reg.q.update(rounds).set({ state: 'released' }).where(eq(rounds.id, `r-${state}`));
     }
-    expect(await enforceRetention(h.registry, 'digits', { maxRows: 1, maxAgeDays: 1 }, { now: NOW })).toMatchObject({ deletedByAge: 3, skippedForRound: false });
-    expect((await retentionCounts(h.registry, 'digits')).digits).toMatchObject({ deletedByAge: 3, deletedByRows: 0, skippedForRound: 2 });
+    expect(await enforceRetention(reg, 'digits', { maxRows: 1, maxAgeDays: 1 }, { now: NOW })).toMatchObject({ deletedByAge: 3, skippedForRound: false });
+    expect((await retentionCounts(reg, 'digits')).digits).toMatchObject({ deletedByAge: 3, deletedByRows: 0, skippedForRound: 2 });
   });
+});
 
+describe('example retention', () => {
   it('GET /v1/examples/stats shows the limits per model (overrides included) and what was deleted', async () => {
     const config = retentionConfigSchema.parse({ maxRows: 2, maxAgeDays: 30, models: { other: { maxRows: null, maxAgeDays: 365 } } });
     h = harness({ retention: config });

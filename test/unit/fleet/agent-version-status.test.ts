@@ -31,7 +31,7 @@ describe('the devices API shows agent and platform', () => {
       expect(await json(await call(h.app, 'GET', '/v1/devices/pi-ver'))).toMatchObject({ agent: null, platform: null });
       const ingest = await Ingest.create({ registry: h.registry });
       const fields = statusFieldsFor(ext, cloudOf([CLOUD_FEATURES.statusExt, CLOUD_FEATURES.statusPlatform]));
-      ingest.handleMessage('status', 'pi-ver', statusPayload('pi-ver', 'online', null, new Date(), fields));
+      await ingest.handleMessage('status', 'pi-ver', statusPayload('pi-ver', 'online', null, new Date(), fields));
       await ingest.dispose();
       expect(await json(await call(h.app, 'GET', '/v1/devices/pi-ver'))).toMatchObject({ agent: AGENT, platform });
       const list = (await json(await call(h.app, 'GET', '/v1/devices'))) as { devices: { id: string; agent: string; platform: string }[] };

@@ -28,18 +28,18 @@ describe('ingest records what a device declares', () => {
 
   it('from online statuses; a daemon downgraded to protocol 1 is back to nothing; a last will changes nothing', async () => {
     expect(await deviceCompatOf(fx.registry, 'pi-1')).toEqual({ protocolVersion: 1, capabilities: new Set() });
-    ingest.handleMessage('status', 'pi-1', withExt('pi-1', 'online', ['receipts', 'keyset']));
-    ingest.flush(); // status writes are batched
+    await ingest.handleMessage('status', 'pi-1', withExt('pi-1', 'online', ['receipts', 'keyset']));
+    await ingest.flush(); // status writes are batched
     expect(fx.device('pi-1')).toMatchObject({ protocolVersion: 2, capabilities: ['receipts', 'keyset'], trust: { keysetVersion: 3, state: 'trust_stale' }, degraded: 'revoked_key' });
     expect(await deviceCompatOf(fx.registry, 'pi-1')).toEqual({ protocolVersion: 2, capabilities: new Set(['receipts', 'keyset']) });
 
     // The will was composed at connect: it may be stale, so it must not overwrite what the device said.
-    ingest.handleMessage('status', 'pi-1', withExt('pi-1', 'offline', []));
-    ingest.flush(); // status writes are batched
+    await ingest.handleMessage('status', 'pi-1', withExt('pi-1', 'offline', []));
+    await ingest.flush(); // status writes are batched
     expect(fx.device('pi-1')).toMatchObject({ capabilities: ['receipts', 'keyset'] });
 
-    ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', null));
-    ingest.flush(); // status writes are batched
+    await ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', null));
+    await ingest.flush(); // status writes are batched
     expect(fx.device('pi-1')).toMatchObject({ protocolVersion: null, capabilities: null, trust: null, degraded: null });
     expect(await deviceCompatOf(fx.registry, 'pi-1')).toEqual({ protocolVersion: 1, capabilities: new Set() });
     expect(await deviceCompatOf(fx.registry, 'nobody')).toEqual({ protocolVersion: 1, capabilities: new Set() });
@@ -76,7 +76,7 @@ describe('the devices API shows it', () => {
       expect((await call(h.app, 'POST', '/v1/devices', { body: { id: 'pi-api' } })).status).toBe(201);
       expect(await json(await call(h.app, 'GET', '/v1/devices/pi-api'))).toMatchObject({ protocol: { version: 1, capabilities: [] }, trust: null, degraded: null });
       const ingest = await Ingest.create({ registry: h.registry });
-      ingest.handleMessage('status', 'pi-api', withExt('pi-api', 'online', ['receipts']));
+      await ingest.handleMessage('status', 'pi-api', withExt('pi-api', 'online', ['receipts']));
       await ingest.dispose();
       expect(await json(await call(h.app, 'GET', '/v1/devices/pi-api'))).toMatchObject({ protocol: { version: 2, capabilities: ['receipts'] }, trust: { keysetVersion: 3, state: 'trust_stale' }, degraded: 'revoked_key' });
     } finally {

@@ -41,8 +41,8 @@ describe('Ingest: acknowledged only after stored', () => {
     await p!.then(() => (committedAtSettle = stored()));
     expect(committedAtSettle).toBe(16);
     // Malformed and unknown-device messages have nothing to wait for: acknowledged at once.
-    expect(ingest.handleMessage('examples', 'pi-1', Buffer.from('nope'))).toBeUndefined();
-    expect(ingest.handleMessage('examples', 'stranger', examplesPayload('stranger', 1).payload)).toBeUndefined();
+    await expect(ingest.handleMessage('examples', 'pi-1', Buffer.from('nope'))).resolves.toBeUndefined();
+    await expect(ingest.handleMessage('examples', 'stranger', examplesPayload('stranger', 1).payload)).resolves.toBeUndefined();
   });
 
   it('a commit failing while another connection holds the write lock is retried until it lands; nothing dropped', async () => {
@@ -83,7 +83,10 @@ describe('Ingest: acknowledged only after stored', () => {
   it('status writes are batched into one transaction per window', async () => {
     ingest = await Ingest.create({ registry: fx.registry, metrics, stateFlushMs: 20 });
     fx.addDevice('pi-off', { online: false });
-    for (let i = 0; i < 10; i++) expect(ingest.handleMessage('status', 'pi-off', statusPayload('pi-off', 1))).toBeUndefined();
+    const acks = Array.from({ length: 10 }, () => ingest!.handleMessage('status', 'pi-off', statusPayload('pi-off', 1)));
+    expect(fx.device('pi-off')!.online).toBe(false);
+    // Acknowledged once handled, before the batched commit.
+    expect(await Promise.all(acks)).toEqual(Array(10).fill(undefined));
     expect(fx.device('pi-off')!.online).toBe(false);
     await waitFor(() => fx.device('pi-off')!.online, 5_000, { intervalMs: 5 });
     const m = await metrics.getSingleMetricAsString('apprentice_cloud_ingest_device_state_total');

@@ -69,18 +69,18 @@ describe('Ingest receipts', () => {
     expect(fx.db.select().from(examples).all()).toHaveLength(2);
   });
 
-  it('refuses by batch id what has no readable example id, and a revoked device\'s batches; unreadable bytes get nothing', () => {
+  it('refuses by batch id what has no readable example id, and a revoked device\'s batches; unreadable bytes get nothing', async () => {
     const batchId = randomUUID();
-    expect(ingest.handleMessage('examples', 'pi-1', Buffer.from(JSON.stringify({ v: 1, deviceId: 'pi-1', batchId, examples: [{ nope: 1 }] })))).toBeUndefined();
+    await expect(ingest.handleMessage('examples', 'pi-1', Buffer.from(JSON.stringify({ v: 1, deviceId: 'pi-1', batchId, examples: [{ nope: 1 }] })))).resolves.toBeUndefined();
     expect(sent.at(-1)!.receipt).toMatchObject({ kind: 'batch', batchId, refused: { reason: 'malformed' } });
-    ingest.handleMessage('examples', 'pi-1', Buffer.from(JSON.stringify({ v: 1, deviceId: 'pi-2', batchId, examples: [] })));
+    await ingest.handleMessage('examples', 'pi-1', Buffer.from(JSON.stringify({ v: 1, deviceId: 'pi-2', batchId, examples: [] })));
     expect(sent.at(-1)!.receipt).toMatchObject({ kind: 'batch', refused: { reason: 'malformed' } });
     const other = examplesPayload('pi-1', 1);
-    ingest.handleMessage('examples', 'pi-2', other.payload);
-    ingest.handleMessage('examples', 'gone', examplesPayload('gone', 2).payload);
+    await ingest.handleMessage('examples', 'pi-2', other.payload);
+    await ingest.handleMessage('examples', 'gone', examplesPayload('gone', 2).payload);
     expect(sent.at(-1)).toMatchObject({ deviceId: 'gone', receipt: { kind: 'batch', refused: { reason: 'revoked' } } });
     const before = sent.length;
-    ingest.handleMessage('examples', 'pi-1', Buffer.from([0xff, 0x00]));
+    await ingest.handleMessage('examples', 'pi-1', Buffer.from([0xff, 0x00]));
     expect(sent).toHaveLength(before);
   });
 });

@@ -6,7 +6,7 @@ import { examples, rolloutDevices, rollouts } from '../../../cloud/registry/sche
 import { base64ToFloat32 } from '../../../shared/protocol/index.js';
 import { FleetFixture, MODEL, eventPayload, examplesPayload, statusPayload, telemetryPayload } from './fixtures.js';
 
-describe('Ingest', () => {
+describe('Ingest', async () => {
   let fx: FleetFixture;
   let ingest: Ingest;
   let metrics: PromRegistry;
@@ -24,13 +24,13 @@ describe('Ingest', () => {
     fx.dispose();
   });
 
-  it('stores a batch once, however often it is delivered', () => {
+  it('stores a batch once, however often it is delivered', async () => {
     const b = examplesPayload('pi-1', 64, { size: 784, label: 3 });
-    ingest.handleMessage('examples', 'pi-1', b.payload);
-    ingest.handleMessage('examples', 'pi-1', b.payload);
-    ingest.flush();
-    ingest.handleMessage('examples', 'pi-1', b.payload); // a later redelivery, another transaction
-    ingest.flush();
+    void ingest.handleMessage('examples', 'pi-1', b.payload);
+    void ingest.handleMessage('examples', 'pi-1', b.payload);
+    await ingest.flush();
+    await ingest.handleMessage('examples', 'pi-1', b.payload); // a later redelivery, another transaction
+    await ingest.flush();
     const rows = fx.db.select().from(examples).all();
     expect(rows).toHaveLength(64);
     expect(new Set(rows.map((r) => r.id))).toEqual(new Set(b.ids));
@@ -44,7 +44,7 @@ describe('Ingest', () => {
   });
 
   it('coalesces batches arriving within the window into one transaction', async () => {
-    for (let i = 0; i < 5; i++) ingest.handleMessage('examples', 'pi-1', examplesPayload('pi-1', 8).payload);
+    for (let i = 0; i < 5; i++) void ingest.handleMessage('examples', 'pi-1', examplesPayload('pi-1', 8).payload);
     expect(fx.db.select().from(examples).all()).toHaveLength(0);
     await new Promise((r) => setTimeout(r, 30));
     expect(fx.db.select().from(examples).all()).toHaveLength(40);
@@ -67,12 +67,12 @@ describe('Ingest', () => {
       ['events', 'pi-1', Buffer.from(eventPayload('pi-1', 'installed', 1).toString().replace('installed', 'exploded'))],
       ['events', 'pi-2', eventPayload('pi-1', 'installed', 1)],
     ];
-    for (const [kind, id, payload] of cases) expect(() => ingest.handleMessage(kind, id, payload)).not.toThrow();
+    for (const [kind, id, payload] of cases) await expect(ingest.handleMessage(kind, id, payload)).resolves.toBeUndefined();
     // Unknown and revoked devices: counted, ignored, even when the payload is fine.
-    ingest.handleMessage('examples', 'stranger', examplesPayload('stranger', 1).payload);
-    ingest.handleMessage('status', 'gone', statusPayload('gone', 1));
-    ingest.handleMessage('telemetry', 'stranger', Buffer.from('garbage'));
-    ingest.flush();
+    await ingest.handleMessage('examples', 'stranger', examplesPayload('stranger', 1).payload);
+    await ingest.handleMessage('status', 'gone', statusPayload('gone', 1));
+    await ingest.handleMessage('telemetry', 'stranger', Buffer.from('garbage'));
+    await ingest.flush();
     // Validation is per example (issue 9): in the 5-byte case the other, valid example is stored.
     expect(ingest.stats()).toMatchObject({ malformed: cases.length, unknownDevice: 3, examplesInserted: 1, batches: 1 });
     expect(fx.db.select().from(examples).all().map((r) => r.id)).toEqual([good.ids[1]]);
@@ -81,41 +81,41 @@ describe('Ingest', () => {
     expect(text).toMatch(/apprentice_cloud_ingest_messages_total\{kind="examples",result="malformed"\} 6/);
     expect(text).toMatch(/apprentice_cloud_ingest_messages_total\{kind="examples",result="unknown_device"\} 1/);
     // Still healthy afterwards.
-    ingest.handleMessage('examples', 'pi-1', good.payload);
-    ingest.flush();
+    await ingest.handleMessage('examples', 'pi-1', good.payload);
+    await ingest.flush();
     expect(ingest.stats().examplesInserted).toBe(2);
   });
 
-  it('status and telemetry update the device row, batched, signalling after the commit', () => {
+  it('status and telemetry update the device row, batched, signalling after the commit', async () => {
     const seen: FleetSignalMap['status'][0][] = [];
     ingest.on('status', (s) => seen.push(s));
     const sha = 'a'.repeat(64);
-    ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha), true);
+    await ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha), true);
     // Batched: nothing is written or signalled before the writer's commit.
     expect(fx.device('pi-1')).toMatchObject({ runningSeq: null });
     expect(seen).toHaveLength(0);
-    ingest.flush();
+    await ingest.flush();
     expect(fx.device('pi-1')).toMatchObject({ online: true, runningSeq: 4, runningSha256: sha });
     expect(fx.device('pi-1')!.lastSeen).toBeTruthy();
     expect(seen[0]).toMatchObject({ deviceId: 'pi-1', retain: true });
 
     // The last will is offline: online flips, the running release is kept (the will is stale by design).
-    ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', null, null, 'offline'));
-    ingest.flush();
+    await ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', null, null, 'offline'));
+    await ingest.flush();
     expect(fx.device('pi-1')).toMatchObject({ online: false, runningSeq: 4 });
-    ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha));
-    ingest.flush();
+    await ingest.handleMessage('status', 'pi-1', statusPayload('pi-1', 4, sha));
+    await ingest.flush();
     expect(seen.at(-1)!.wentOnline).toBe(true);
 
-    ingest.handleMessage('telemetry', 'pi-1', telemetryPayload('pi-1', 4, 'degraded'));
-    ingest.flush();
+    await ingest.handleMessage('telemetry', 'pi-1', telemetryPayload('pi-1', 4, 'degraded'));
+    await ingest.flush();
     expect(fx.device('pi-1')!.lastTelemetry).toMatchObject({ release: 4, health: 'degraded' });
     // An empty retained status (a cleared topic) is not a message at all.
-    ingest.handleMessage('status', 'pi-1', Buffer.alloc(0), true);
+    await ingest.handleMessage('status', 'pi-1', Buffer.alloc(0), true);
     expect(ingest.stats().malformed).toBe(0);
   });
 
-  it('events move the device row of its active rollout and signal the engine', () => {
+  it('events move the device row of its active rollout and signal the engine', async () => {
     fx.addRelease(1);
     fx.addRelease(2, { parent: 1 });
     fx.db.insert(rollouts).values({ id: 'r1', model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.5, soakSeconds: 0, failureThreshold: 0, state: 'canary' }).run();
@@ -127,17 +127,17 @@ describe('Ingest', () => {
     ingest.on('event', (e) => signals.push(e));
     const row = (id: string) => fx.db.select().from(rolloutDevices).where(eq(rolloutDevices.deviceId, id)).get()!;
 
-    ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rejected', 1, 'stale_release')); // another release: ignored
+    await ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rejected', 1, 'stale_release')); // another release: ignored
     expect(row('pi-1').state).toBe('desired');
-    ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'installed', 2));
+    await ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'installed', 2));
     expect(row('pi-1').state).toBe('installed');
     // A redelivered desired refused as stale never undoes `installed`.
-    ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rejected', 2, 'stale_release'));
+    await ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rejected', 2, 'stale_release'));
     expect(row('pi-1').state).toBe('installed');
-    ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rolled_back', 2, 'nan_output'));
+    await ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rolled_back', 2, 'nan_output'));
     expect(row('pi-1')).toMatchObject({ state: 'failed', reason: 'nan_output' });
     // A device that was never given the release cannot report on it.
-    ingest.handleMessage('events', 'pi-2', eventPayload('pi-2', 'installed', 2));
+    await ingest.handleMessage('events', 'pi-2', eventPayload('pi-2', 'installed', 2));
     expect(row('pi-2').state).toBe('waiting');
 
     expect(signals.map((s) => s.applied?.to ?? null)).toEqual([null, 'installed', null, 'failed', null]);

@@ -1,33 +1,41 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { rolloutProgress } from '../../../cloud/fleet/rollout-progress.js';
-import { Registry } from '../../../cloud/registry/db.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { shortCache } from '../../../cloud/ui/registry-data.js';
+import { registryDialects } from '../../helpers/dialects.js';
 
-describe('rollout progress for the console (counts in SQL, a bounded device page)', () => {
-  let dir: string;
-  let reg: Registry;
+const dialects = registryDialects();
+
+describe.each(dialects)('rollout progress for the console (counts in SQL, a bounded device page) on $name', (d) => {
+  let reg: StoreRegistry | undefined;
+  /** Why this dialect's cases are skipped (PostgreSQL unreachable and not required), if they are. */
+  let unavailable: string | undefined;
   const states = (i: number) => (i % 50 === 7 ? 'failed' : i % 200 === 3 ? 'quarantined' : i < 600 ? 'installed' : 'waiting');
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'rollout-progress-'));
-    reg = Registry.open(join(dir, 'registry.db'));
-    const db = reg.sqlite;
-    db.exec(`INSERT INTO models (name, input_spec, labels, teacher, student_spec, distill_settings) VALUES ('digits', '{}', '[]', '{}', 'mlp', '{}')`);
-    db.exec(`INSERT INTO releases (model, seq, sha256, bytes, quantization, metrics, manifest, signature, artifact_path) VALUES ('digits', 1, '${'a'.repeat(64)}', 1, 'int8', '{}', '{}', '{}', 'x')`);
-    db.exec(`INSERT INTO rollouts (id, model, release_seq, target, canary_share, soak_seconds, failure_threshold, state, waves, wave, paused_at, pause_reason) VALUES ('ro-1', 'digits', 1, '{"kind":"all"}', 0.1, 60, 0.2, 'fleet', '[0.1,0.5,1]', 1, '2026-11-30T10:00:00Z', 'lunch')`);
-    const ins = db.prepare(`INSERT INTO rollout_devices (rollout_id, device_id, canary, state, wave) VALUES ('ro-1', ?, ?, ?, ?)`);
-    db.transaction(() => {
-      for (let i = 0; i < 1000; i++) ins.run(`dev-${String(i).padStart(4, '0')}`, i < 100 ? 1 : 0, states(i), i < 100 ? 0 : i < 500 ? 1 : 2);
-    })();
+  beforeAll(async () => {
+    try {
+      reg = await d.open({ skip: (note) => void (unavailable = note ?? 'unavailable') });
+    } catch (err) {
+      if (!unavailable) throw err;
+    }
+    if (unavailable || !reg) return;
+    const { models, releases, rollouts, rolloutDevices } = reg.t;
+    await reg.q.insert(models).values({ name: 'digits', inputSpec: {} as never, labels: [], teacher: {} as never, studentSpec: 'mlp', distillSettings: {} });
+    await reg.q.insert(releases).values({ model: 'digits', seq: 1, sha256: 'a'.repeat(64), bytes: 1, quantization: 'int8', metrics: {}, manifest: {} as never, signature: {} as never, artifactPath: 'x' });
+    await reg.q.insert(rollouts).values({ id: 'ro-1', model: 'digits', releaseSeq: 1, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'fleet', waves: [0.1, 0.5, 1], wave: 1, pausedAt: '2026-11-30T10:00:00Z', pauseReason: 'lunch' });
+    const rows = Array.from({ length: 1000 }, (_, i) => ({ rolloutId: 'ro-1', deviceId: `dev-${String(i).padStart(4, '0')}`, canary: i < 100, state: states(i), wave: i < 100 ? 0 : i < 500 ? 1 : 2 }));
+    await reg.q.insert(rolloutDevices).values(rows as never);
   });
-  afterAll(() => {
-    reg.dispose();
-    rmSync(dir, { recursive: true, force: true });
+  beforeEach((ctx) => {
+    if (unavailable) ctx.skip(unavailable);
   });
+  afterAll(() => d.close());
 
-  it('counts every device per state and wave, and lists only the page, failed and quarantined first', async () => {
+  it('counts every device per state and wave, and lists only the page, failed and quarantined first', async (ctx) => {
+    if (d.name === 'postgres') {
+      console.warn('[rollout-progress] skipping on postgres: its shadow figures come from cloud/rollouts/agreement.ts, SQLite-only until converted');
+      return ctx.skip('rolloutShadowView (cloud/rollouts/agreement.ts) is SQLite-only until converted');
+    }
+    if (!reg) throw new Error('registry not opened');
     const p = (await rolloutProgress(reg, 'ro-1', { deviceLimit: 25 }))!;
     const expected: Record<string, number> = {};
     for (let i = 0; i < 1000; i++) expected[states(i)] = (expected[states(i)] ?? 0) + 1;

@@ -23,9 +23,9 @@ describe('RolloutEngine', () => {
   }
 
   /** One device message, committed at once (status and telemetry writes are batched otherwise). */
-  function feed(...args: Parameters<Ingest['handleMessage']>): void {
+  async function feed(...args: Parameters<Ingest['handleMessage']>): Promise<void> {
     void ingest.handleMessage(...args);
-    ingest.flush();
+    await ingest.flush();
   }
 
   async function shutdown(): Promise<void> {
@@ -35,9 +35,9 @@ describe('RolloutEngine', () => {
 
   /** What a device daemon reports after installing `seq`: status, event, then a healthy heartbeat. */
   async function install(id: string, seq: number): Promise<void> {
-    feed('status', id, statusPayload(id, seq, shas[seq]));
-    feed('events', id, eventPayload(id, 'installed', seq));
-    feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
+    await feed('status', id, statusPayload(id, seq, shas[seq]));
+    await feed('events', id, eventPayload(id, 'installed', seq));
+    await feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
     await engine.idle();
   }
 
@@ -89,7 +89,7 @@ describe('RolloutEngine', () => {
     for (const id of rest.slice(0, 7)) await install(id, 2);
     expect((await engine.get(r.id))!.rollout.state).toBe('fleet'); // one device still out
     // Installed per status alone (its event was lost): still counts.
-    feed('status', rest[7]!, statusPayload(rest[7]!, 2, shas[2]));
+    await feed('status', rest[7]!, statusPayload(rest[7]!, 2, shas[2]));
     await engine.idle();
     expect((await engine.get(r.id))!.rollout.state).toBe('completed');
     expect((await engine.get(r.id))!.counts.installed).toBe(10);
@@ -99,12 +99,12 @@ describe('RolloutEngine', () => {
     await engine.onDeviceProvisioned('late', ['lab']);
     expect(fake.desiredRelease('late')).toBe(2);
     expect(fx.device('late')!.desiredSeq).toBe(2);
-    feed('status', 'outsider', statusPayload('outsider', 1, shas[1]));
+    await feed('status', 'outsider', statusPayload('outsider', 1, shas[1]));
     await engine.idle();
     expect(fake.desiredHistory('outsider')).toEqual([]);
     // A device with an older desired state catches up when it comes online.
     fx.addDevice('stale', { groups: ['lab'], online: false, desiredSeq: 1, runningSeq: 1 });
-    feed('status', 'stale', statusPayload('stale', 1, shas[1]));
+    await feed('status', 'stale', statusPayload('stale', 1, shas[1]));
     await engine.idle();
     expect(fake.desiredRelease('stale')).toBe(2);
   });
@@ -118,7 +118,7 @@ describe('RolloutEngine', () => {
 
     await install(canaries[0]!, 2);
     expect((await engine.get(r.id))!.rollout.state).toBe('canary');
-    feed('events', canaries[1]!, eventPayload(canaries[1]!, 'rejected', 2, 'self_test_failed'));
+    await feed('events', canaries[1]!, eventPayload(canaries[1]!, 'rejected', 2, 'self_test_failed'));
     await engine.idle();
 
     const after = (await engine.get(r.id))!;
@@ -141,7 +141,7 @@ describe('RolloutEngine', () => {
     // Once nobody runs release 2 any more, its chunks are cleared.
     expect(await engine.gc()).toEqual([]); // canary 0 still runs 2
     await install(canaries[0]!, 3);
-    feed('status', canaries[0]!, statusPayload(canaries[0]!, 3, shas[1]));
+    await feed('status', canaries[0]!, statusPayload(canaries[0]!, 3, shas[1]));
     expect(await engine.gc()).toEqual([shas[2]]);
     expect(fake.retainedChunks(shas[2]!)).toBe(0);
     expect(fake.retainedChunks(shas[1]!)).toBe(4);
@@ -154,19 +154,19 @@ describe('RolloutEngine', () => {
     await install(a, 2);
     await install(b, 2);
     await advance(50);
-    feed('telemetry', a, telemetryPayload(a, 2, 'degraded'));
+    await feed('telemetry', a, telemetryPayload(a, 2, 'degraded'));
     await engine.idle();
     expect((await engine.get(r.id))!.rollout.canaryHealthySince).toBeNull();
-    feed('telemetry', a, telemetryPayload(a, 2, 'ok'));
+    await feed('telemetry', a, telemetryPayload(a, 2, 'ok'));
     await engine.idle();
     await advance(30); // 80 s after install, but only 30 s healthy
     expect((await engine.get(r.id))!.rollout.state).toBe('canary');
 
-    feed('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
+    await feed('events', a, eventPayload(a, 'rolled_back', 2, 'nan_output'));
     await engine.idle();
     expect((await engine.get(r.id))!.rollout.state).toBe('canary'); // 1 failure is below minFailures 2: quarantined
     expect((await engine.get(r.id))!.devices.find((d) => d.deviceId === a)).toMatchObject({ state: 'quarantined', reason: expect.stringMatching(/^nan_output; kept on release 1 \(re-issued as 3\)/) });
-    feed('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
+    await feed('events', b, eventPayload(b, 'rolled_back', 2, 'latency_budget'));
     await engine.idle();
     expect((await engine.get(r.id))!.rollout).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 }); // the quarantine's re-issue serves the rollback
     expect((await engine.get(r.id))!.devices.find((d) => d.deviceId === b)).toMatchObject({ state: 'failed', reason: 'latency_budget' });
@@ -208,7 +208,7 @@ describe('RolloutEngine', () => {
     await boot({ reissue });
     const r = await engine.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 0, failureThreshold: 0, minFailures: 1 });
     const canary = (await engine.get(r.id))!.devices.find((d) => d.canary)!.deviceId;
-    feed('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
+    await feed('events', canary, eventPayload(canary, 'rejected', 2, 'load_failed'));
     await engine.idle();
     expect((await engine.get(r.id))!.rollout.state).toBe('rolling_back');
     await advance(10);

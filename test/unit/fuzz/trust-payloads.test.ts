@@ -148,11 +148,11 @@ describe('ingest: status trust fields and feedback labels', () => {
       const bad = { ...valid, ...(g.chance(0.5) ? { trust: g.mutate(valid.trust) } : { degraded: g.odd() }) };
       if (statusSchema.safeParse(bad).success) continue; // still a valid status (e.g. degraded: null): not a malformed case
       const m0 = ingest.stats().malformed;
-      expect(ingest.handleMessage('status', 'pi-1', buf(bad)), `case ${i}`).toBeUndefined();
+      await expect(ingest.handleMessage('status', 'pi-1', buf(bad)), `case ${i}`).resolves.toBeUndefined();
       expect(ingest.stats().malformed, `case ${i}: ${JSON.stringify(bad).slice(0, 200)}`).toBe(m0 + 1);
       refused++;
     }
-    ingest.flush();
+    await ingest.flush();
     expect(refused).toBeGreaterThan(CASES / 2);
     expect(JSON.stringify(row())).toBe(before);
   });
@@ -166,7 +166,7 @@ describe('ingest: status trust fields and feedback labels', () => {
       await ingest.handleMessage('examples', 'pi-1', buf(doc));
       storedExpected += 2;
     }
-    ingest.flush();
+    await ingest.flush();
     const rows = fx.db.select({ reason: examples.reason, label: examples.label }).from(examples).all();
     // Every intact feedback row is stored with its label; a mutated one only if it is still a valid example.
     expect(rows.length).toBeGreaterThanOrEqual(storedExpected);

@@ -79,7 +79,7 @@ describe('provision / broker-auth argument checks (exit 2 before any request)', 
   it('broker-auth needs exactly one of --data-dir and --db', async () => {
     expect(await run('broker-auth', '--out-dir', h.dir)).toBe(2);
     expect(await run('broker-auth', '--data-dir', h.dir, '--db', 'x', '--out-dir', h.dir)).toBe(2);
-    expect(stderr).toMatch(/exactly one of --data-dir or --db/);
+    expect(stderr).toMatch(/exactly one of --data-dir, --db or --registry-url/);
     expect(existsSync(join(h.dir, 'passwd'))).toBe(false);
   });
 });

@@ -78,9 +78,9 @@ describe('writeBrokerAuth', () => {
   });
   afterEach(() => h.close());
 
-  it('writes passwd (non-revoked devices + cloud user) and the deploy/mosquitto ACL, mode 0640', () => {
+  it('writes passwd (non-revoked devices + cloud user) and the deploy/mosquitto ACL, mode 0640', async () => {
     const pwFile = join(h.dir, 'cloud-password');
-    const r = writeBrokerAuth({ registry: h.registry, outDir: out, cloudPasswordFile: pwFile });
+    const r = await writeBrokerAuth({ registry: h.registry, outDir: out, cloudPasswordFile: pwFile });
     expect(r).toMatchObject({ devices: 2, cloud: 'generated' });
     expect(mode(pwFile)).toBe(0o600);
     expect(mode(r.passwdPath)).toBe(0o640);
@@ -92,14 +92,14 @@ describe('writeBrokerAuth', () => {
     expect(rules(readFileSync(r.aclPath, 'utf8'))).toEqual(rules(readFileSync(ACL_TEMPLATE, 'utf8')));
 
     // Re-running without a password file keeps the cloud user's line; an existing password file is reused.
-    expect(writeBrokerAuth({ registry: h.registry, outDir: out }).cloud).toBe('kept');
+    expect((await writeBrokerAuth({ registry: h.registry, outDir: out })).cloud).toBe('kept');
     expect(parsePasswordFile(readFileSync(r.passwdPath, 'utf8')).get('apprentice-cloud')).toBe(users.get('apprentice-cloud'));
-    expect(writeBrokerAuth({ registry: h.registry, outDir: out, cloudPasswordFile: pwFile }).cloud).toBe('password-file');
+    expect((await writeBrokerAuth({ registry: h.registry, outDir: out, cloudPasswordFile: pwFile })).cloud).toBe('password-file');
   });
 
-  it('refuses to write a passwd the cloud could not log in with', () => {
-    expect(() => writeBrokerAuth({ registry: h.registry, outDir: join(h.dir, 'empty') })).toThrow(/no password for the cloud user/);
-    expect(() => writeBrokerAuth({ registry: h.registry, outDir: out, cloudUser: 'pi-a', cloudPasswordFile: join(h.dir, 'p') })).toThrow(/cloud user's name/);
+  it('refuses to write a passwd the cloud could not log in with', async () => {
+    await expect(writeBrokerAuth({ registry: h.registry, outDir: join(h.dir, 'empty') })).rejects.toThrow(/no password for the cloud user/);
+    await expect(writeBrokerAuth({ registry: h.registry, outDir: out, cloudUser: 'pi-a', cloudPasswordFile: join(h.dir, 'p') })).rejects.toThrow(/cloud user's name/);
   });
 
   it('custom cloud user in the ACL', () => {
@@ -137,7 +137,7 @@ describe('a real Mosquitto with the generated files', () => {
     requireMosquittoOrSkip(ctx);
     const dir = join(h.dir, 'broker');
     const pwFile = join(h.dir, 'cloud-password');
-    const r = writeBrokerAuth({ registry: h.registry, outDir: dir, cloudPasswordFile: pwFile });
+    const r = await writeBrokerAuth({ registry: h.registry, outDir: dir, cloudPasswordFile: pwFile });
     cloudPassword = readFileSync(pwFile, 'utf8').trim();
     broker = await startMosquitto({
       dir,

@@ -5,7 +5,30 @@ import { describe, expect, it } from 'vitest';
  * Store modules converted to the dialect-agnostic pattern (issue 15). Add a file here when converting it;
  * the next sessions fan out over the rest (see the list in notes/h15a.md).
  */
-export const CONVERTED_STORES = ['cloud/audit/store.ts', 'cloud/fleet/events-store.ts', 'cloud/ui/secret-store.ts', 'cloud/rollouts/notes.ts'];
+export const CONVERTED_STORES = [
+  'cloud/audit/store.ts',
+  'cloud/fleet/events-store.ts',
+  'cloud/ui/secret-store.ts',
+  'cloud/rollouts/notes.ts',
+  // h15a: fleet, ingest, provisioning, console data, example retention.
+  'cloud/fleet/ingest.ts',
+  'cloud/fleet/example-commit.ts',
+  'cloud/fleet/ingest-counts.ts',
+  'cloud/fleet/device-state-writer.ts',
+  'cloud/fleet/telemetry-history.ts',
+  'cloud/fleet/device-compat.ts',
+  'cloud/fleet/receipts.ts',
+  'cloud/fleet/device-query.ts',
+  'cloud/fleet/rollout-progress.ts',
+  'cloud/fleet/publisher.ts',
+  'cloud/fleet/broker-auth.ts',
+  'cloud/fleet/retention.ts',
+  'cloud/provision/broker-auth.ts',
+  'cloud/provision/reload.ts',
+  'cloud/registry/retention.ts',
+  'cloud/registry/retention-job.ts',
+  'cloud/ui/examples-store.ts',
+];
 
 /** What only SQLite runs: better-sqlite3's synchronous executors, the raw handle, drizzle's SQLite database. */
 const SQLITE_ONLY = [/\.(all|get|run|values)\(\s*\)/, /\.sqlite\b/, /\breg(istry)?\.db\b/, /\bdb\.transaction\(/];

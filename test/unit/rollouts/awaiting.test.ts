@@ -55,7 +55,7 @@ describe('rollouts: devices whose capabilities are unknown', () => {
     expect((await h.view(r.id)).counts).toMatchObject({ desired: 6, incompatible: 0 });
 
     // Connects late with the capability: it gets the release and installs.
-    h.feed('status', 'late', statusWith('late', null, null, [NEEDS]));
+    await h.feed('status', 'late', statusWith('late', null, null, [NEEDS]));
     await h.engine.idle();
     expect(h.fake.desiredRelease('late')).toBe(5);
     expect(h.row(r.id, 'late')).toMatchObject({ state: 'desired', awaitingCapabilities: false });
@@ -75,10 +75,10 @@ describe('rollouts: devices whose capabilities are unknown', () => {
 
     // Back after the rollout completed, with the capability: converges to the release; the install is recorded.
     await h.advance(3600);
-    h.feed('status', 'after', statusWith('after', null, null, [NEEDS]));
+    await h.feed('status', 'after', statusWith('after', null, null, [NEEDS]));
     await h.engine.idle();
     expect(h.fake.desiredRelease('after')).toBe(5);
-    h.feed('status', 'after', statusWith('after', 5, h.shas[5]!, [NEEDS]));
+    await h.feed('status', 'after', statusWith('after', 5, h.shas[5]!, [NEEDS]));
     await h.event('after', 'installed', 5);
     expect(h.row(r.id, 'after')).toMatchObject({ state: 'timed_out', installedAt: new Date().toISOString() });
     expect((await h.view(r.id)).rollout.state).toBe('completed');
@@ -100,7 +100,7 @@ describe('rollouts: devices whose capabilities are unknown', () => {
     await h.advance(31);
     expect(h.row(r.id, 'off')).toMatchObject({ state: 'timed_out', awaitingCapabilities: true });
     expect(h.row(r.id, 'new-1')).toMatchObject({ state: 'desired' });
-    h.feed('status', 'off', statusWith('off', null, null, [NEEDS]));
+    await h.feed('status', 'off', statusWith('off', null, null, [NEEDS]));
     await h.engine.idle();
     expect(h.fake.desiredRelease('off')).toBe(5);
     expect(h.row(r.id, 'off')).toMatchObject({ state: 'timed_out', awaitingCapabilities: false, reason: 'capabilities reported: release sent' });

@@ -49,27 +49,27 @@ export class RolloutHarness {
   }
 
   /** A device message through ingest, committed at once (ingest batches status and telemetry writes). */
-  feed(...args: Parameters<Ingest['handleMessage']>): void {
+  async feed(...args: Parameters<Ingest['handleMessage']>): Promise<void> {
     void this.ingest.handleMessage(...args);
-    this.ingest.flush();
+    await this.ingest.flush();
   }
 
   /** What a device daemon reports after installing `seq`: status, event, then a healthy heartbeat. */
   async install(id: string, seq: number): Promise<void> {
-    this.feed('status', id, statusPayload(id, seq, this.shas[seq]));
-    this.feed('events', id, eventPayload(id, 'installed', seq));
-    this.feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
+    await this.feed('status', id, statusPayload(id, seq, this.shas[seq]));
+    await this.feed('events', id, eventPayload(id, 'installed', seq));
+    await this.feed('telemetry', id, telemetryPayload(id, seq, 'ok'));
     await this.engine.idle();
   }
 
   async event(id: string, type: DeviceEvent['type'], seq: number | null, reason?: DeviceEvent['reason']): Promise<void> {
-    this.feed('events', id, eventPayload(id, type, seq, reason));
+    await this.feed('events', id, eventPayload(id, type, seq, reason));
     await this.engine.idle();
   }
 
   /** The device connects (online status) running `seq`. */
   async online(id: string, seq: number | null): Promise<void> {
-    this.feed('status', id, statusPayload(id, seq, seq === null ? null : this.shas[seq]));
+    await this.feed('status', id, statusPayload(id, seq, seq === null ? null : this.shas[seq]));
     await this.engine.idle();
   }
 

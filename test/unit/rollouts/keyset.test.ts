@@ -34,15 +34,15 @@ describe('unknown_key and key-set versions, through ingest', () => {
     await setCurrentKeySetVersion(h.fx.registry, 4);
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [1], minFailures: 1, deviceTimeoutSeconds: 600 });
-    h.feed('status', 'd01', statusWithTrust('d01', 1, h.shas[1]!, 3));
-    h.feed('status', 'd02', statusWithTrust('d02', 1, h.shas[1]!, null));
+    await h.feed('status', 'd01', statusWithTrust('d01', 1, h.shas[1]!, 3));
+    await h.feed('status', 'd02', statusWithTrust('d02', 1, h.shas[1]!, null));
     await h.event('d01', 'rejected', 2, 'unknown_key');
     await h.event('d02', 'rejected', 2, 'unknown_key');
     for (const id of ['d01', 'd02']) expect(h.row(r.id, id)).toMatchObject({ state: 'desired', reason: 'retrying: unknown_key' });
     let v = (await h.view(r.id));
     expect(v.rollout).toMatchObject({ state: 'fleet', securityAlert: null, pausedAt: null });
     // d01 catches up (key set 4) and installs; the others never settle and time out.
-    h.feed('status', 'd01', statusWithTrust('d01', 1, h.shas[1]!, 4));
+    await h.feed('status', 'd01', statusWithTrust('d01', 1, h.shas[1]!, 4));
     await h.install('d01', 2);
     await h.advance(600);
     v = (await h.view(r.id));
@@ -54,7 +54,7 @@ describe('unknown_key and key-set versions, through ingest', () => {
     await setCurrentKeySetVersion(h.fx.registry, 4);
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [1], deviceTimeoutSeconds: 600 });
-    h.feed('status', 'd03', statusWithTrust('d03', 1, h.shas[1]!, 4));
+    await h.feed('status', 'd03', statusWithTrust('d03', 1, h.shas[1]!, 4));
     await h.event('d03', 'rejected', 2, 'unknown_key');
     const v = (await h.view(r.id));
     expect(v.rollout.securityAlert).toBe('device d03 refused release 2: unknown_key');
@@ -68,7 +68,7 @@ describe('unknown_key and key-set versions, through ingest', () => {
   it('without a published key set the cloud cannot tell, and takes it as catching up (retry)', async () => {
     await h.boot();
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [1] });
-    h.feed('status', 'd04', statusWithTrust('d04', 1, h.shas[1]!, 9));
+    await h.feed('status', 'd04', statusWithTrust('d04', 1, h.shas[1]!, 9));
     await h.event('d04', 'rejected', 2, 'unknown_key');
     expect(h.row(r.id, 'd04')).toMatchObject({ state: 'desired', reason: 'retrying: unknown_key' });
     expect((await h.view(r.id)).rollout.securityAlert).toBeNull();

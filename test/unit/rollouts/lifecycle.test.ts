@@ -55,12 +55,12 @@ describe('rollout lifecycle', () => {
     for (const id of w1) await h.install(id, 2);
     // Degraded telemetry from a wave-2 device restarts that wave's soak.
     await h.advance(50);
-    h.feed('telemetry', w1[0]!, telemetryPayload(w1[0]!, 2, 'degraded'));
+    await h.feed('telemetry', w1[0]!, telemetryPayload(w1[0]!, 2, 'degraded'));
     await h.engine.idle();
     expect((await h.view(r.id)).rollout.canaryHealthySince).toBeNull();
     await h.advance(30);
     expect((await h.view(r.id)).rollout.wave).toBe(1);
-    h.feed('telemetry', w1[0]!, telemetryPayload(w1[0]!, 2, 'ok'));
+    await h.feed('telemetry', w1[0]!, telemetryPayload(w1[0]!, 2, 'ok'));
     await h.advance(65);
     expect((await h.view(r.id)).rollout.wave).toBe(2);
     for (const id of w2) await h.install(id, 2);
@@ -80,7 +80,7 @@ describe('rollout lifecycle', () => {
     const r = await h.engine.create({ model: MODEL, releaseSeq: 2, waves: [0.3, 1], soakSeconds: 10, canaryGraceSeconds: 120, deviceTimeoutSeconds: 3600 });
     const [gone, stays] = (await h.wave(r.id, 0)) as [string, string];
     await h.install(stays, 2);
-    h.feed('status', gone, statusPayload(gone, 1, h.shas[1], 'offline'));
+    await h.feed('status', gone, statusPayload(gone, 1, h.shas[1], 'offline'));
     await h.advance(125);
     const v = (await h.view(r.id));
     expect(v.rollout.replacements).toBe(1);
