@@ -22,7 +22,6 @@ import {
 } from '../../shared/protocol/index.js';
 import { gcAgentArtifacts, republishAgents } from '../agents/delivery.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
@@ -213,8 +212,7 @@ export class ReleasePublisher {
       }
     }
     // Agent tarballs (issue 14) hold retained chunks the same way.
-    // TODO(issue 15): cloud/agents/delivery.ts (converted on another branch) still takes the SQLite registry.
-    cleared.push(...(await gcAgentArtifacts(this, registry as Registry, this.log)));
+    cleared.push(...(await gcAgentArtifacts(this, registry, this.log)));
     return cleared;
   }
 
@@ -259,8 +257,7 @@ export class ReleasePublisher {
       }
     });
     // Agent releases (issue 14): their chunks and each device's retained `agent`.
-    // TODO(issue 15): as gcArtifacts, cloud/agents/delivery.ts still takes the SQLite registry.
-    const agents = await republishAgents(this, registry as Registry, this.concurrency, this.log);
+    const agents = await republishAgents(this, registry, this.concurrency, this.log);
     artifacts += agents.artifacts;
     failed += agents.failed;
     this.log.info({ artifacts, desired, agents: agents.desired, failed }, 'publisher/republished');

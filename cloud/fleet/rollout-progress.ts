@@ -1,5 +1,4 @@
 import { asc, count, eq, sql } from 'drizzle-orm';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
 import { rolloutShadowView, type DeviceShadowView } from '../rollouts/agreement.js';
 import { wavesOf } from '../rollouts/policy.js';
@@ -80,8 +79,7 @@ export async function rolloutProgress(reg: StoreRegistry, id: string, { deviceLi
     waveProgress,
     devices,
     deviceTotal,
-    // TODO(issue 15): agreement.ts (cloud/rollouts, converted on another branch) still takes the SQLite registry.
-    shadow: await rolloutShadowView(reg as Registry, { releaseSeq: r.releaseSeq, agreementMargin: r.agreementMargin }, devices),
+    shadow: await rolloutShadowView(reg, { releaseSeq: r.releaseSeq, agreementMargin: r.agreementMargin }, devices),
     createdAt: r.createdAt,
   };
 }

@@ -62,12 +62,7 @@ describe.each(dialects)('console stores on $name', (d) => {
       expect((await listDeviceEvents(reg, { limit: 10 })).map((e) => e.type)).toEqual(['wave']);
     });
 
-    it('ingest writes every accepted device event, and rolled_back marks the device until its next install', async (ctx) => {
-      if (d.name === 'postgres') {
-        // Ingest's event transaction still calls the rollout store's synchronous applyDeviceEvent (cloud/rollouts, converted on another branch).
-        console.warn('[console-stores] skipping ingest events on postgres: cloud/rollouts/store.ts applyDeviceEvent is not converted yet');
-        return ctx.skip('applyDeviceEvent (cloud/rollouts/store.ts) is SQLite-only until converted');
-      }
+    it('ingest writes every accepted device event, and rolled_back marks the device until its next install', async () => {
       const ingest = await Ingest.create({ registry: reg });
       try {
         await ingest.handleMessage('events', 'pi-1', eventPayload('pi-1', 'rolled_back', 1, 'nan_output'));
