@@ -2,7 +2,6 @@ import { and, desc, eq, isNull, lt, ne, or, sql, type SQL } from 'drizzle-orm';
 import { ensureAgentChunks } from '../agents/delivery.js';
 import { signedAgentOf } from '../agents/manifest.js';
 import { signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { DeviceRow, RolloutRow } from '../registry/schema.js';
 import { q, type Tables, type TxDb } from '../registry/tx.js';
@@ -11,13 +10,6 @@ import { RolloutError } from './policy.js';
 
 /** `status.agent` of a daemon running agent `version` (edge/status/status.ts). */
 export const agentStatusOf = (version: string): string => `apprentice-edge/${version}`;
-
-/**
- * The registry as the publisher (cloud/fleet/publisher.ts) takes it: still the SQLite one until the fleet
- * area is converted (issue 15). The one cast of the rollouts area; on PostgreSQL the publisher's own
- * registry writes (chunks published, GC, republish) need that conversion.
- */
-export const publisherRegistry = (reg: StoreRegistry): Registry => reg as Registry;
 
 /** One release as the rollout steps hand it out, whatever it ships (a model, or the agent itself). */
 export interface DeliveryItem {
@@ -63,7 +55,7 @@ export function modelDeliverable(d: DeliverableDeps): Deliverable {
       const [rel] = await d.registry.q.select().from(d.registry.t.releases).where(eq(d.registry.t.releases.seq, seq)).limit(1);
       if (!rel) throw new RolloutError(`release ${seq} not found`, 'not_found');
       const parent = rel.parentSeq ?? (rel.manifest as { parent?: number | null }).parent ?? null;
-      return { seq, sha256: rel.sha256, parent, ensure: () => d.publisher.ensureChunks(publisherRegistry(d.registry), rel), publish: (id) => d.publisher.publishDesired(id, signedManifestOf(rel)) };
+      return { seq, sha256: rel.sha256, parent, ensure: () => d.publisher.ensureChunks(d.registry, rel), publish: (id) => d.publisher.publishDesired(id, signedManifestOf(rel)) };
     },
     *desiredOf(tx, t, id) {
       const [row] = yield* q(tx.select({ s: t.devices.desiredSeq }).from(t.devices).where(eq(t.devices.id, id)).limit(1));

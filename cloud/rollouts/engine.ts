@@ -10,7 +10,6 @@ import { RolloutSteps } from './steps.js';
 import { AgentConverger, agentConvergeCandidates } from './agent-converge.js';
 import { EngineCpuMeter } from './meter.js';
 import { activeMemberships, activeRollouts, convergeCandidates, patchMember, rolloutsVersionNow, setRollout } from './store.js';
-import { publisherRegistry } from './deliverable.js';
 import { rolloutView, type RolloutView } from './view.js';
 
 export type { RolloutView } from './view.js';
@@ -152,7 +151,7 @@ export class RolloutEngine {
     const resumed = await this.steps.read(activeRollouts);
     if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
     await this.exclusive(async () => {
-      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(publisherRegistry(this.reg));
+      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(this.reg);
       await this.steps.evaluateAll();
     });
   }
@@ -298,7 +297,7 @@ export class RolloutEngine {
    * may have lost retained chunks and desired states published since its last save.
    */
   republish(): Promise<{ artifacts: number; desired: number; failed: number }> {
-    return this.exclusive(() => this.publisher.republishAll(publisherRegistry(this.reg)));
+    return this.exclusive(() => this.publisher.republishAll(this.reg));
   }
 
   /** Re-evaluates every active rollout now. */
@@ -308,7 +307,7 @@ export class RolloutEngine {
 
   /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
   gc(): Promise<string[]> {
-    return this.exclusive(() => this.publisher.gcArtifacts(publisherRegistry(this.reg)));
+    return this.exclusive(() => this.publisher.gcArtifacts(this.reg));
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

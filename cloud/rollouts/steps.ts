@@ -6,7 +6,7 @@ import { AgentIncompatibleError, IncompatibleReleaseError, type ReleasePublisher
 import type { StoreRegistry } from '../registry/open.js';
 import type { DeviceRow, ReleaseRow, RolloutRow } from '../registry/schema.js';
 import { q, type Tables, type TxBody, type TxDb } from '../registry/tx.js';
-import { agentDeliverable, agentTargets, modelDeliverable, publisherRegistry, type Deliverable, type DeliveryItem } from './deliverable.js';
+import { agentDeliverable, agentTargets, modelDeliverable, type Deliverable, type DeliveryItem } from './deliverable.js';
 import { DEVICE_CAPABILITIES } from '../../shared/protocol/compat.js';
 import { RolloutError, assignWaves, rollbackDue, wavesOf, type RolloutRequestParsed } from './policy.js';
 import { supersedeOverlap } from './supersede.js';
@@ -394,7 +394,7 @@ export class RolloutSteps {
 
   async gcQuietly(): Promise<void> {
     try {
-      await this.deps.publisher.gcArtifacts(publisherRegistry(this.deps.registry));
+      await this.deps.publisher.gcArtifacts(this.deps.registry);
     } catch (err) {
       this.log.error({ err }, 'rollouts/gc-failed');
     }

@@ -3,7 +3,6 @@ import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { DeviceEvent, SignedManifest, Telemetry } from '../../shared/protocol/index.js';
 import { IncompatibleReleaseError, signedManifestOf, type ReleasePublisher } from '../fleet/publisher.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { RolloutError, type RolloutRequest, type RolloutTarget } from '../rollouts/policy.js';
@@ -138,7 +137,7 @@ export class ShadowRollouts {
       );
       this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length }, 'shadow/started');
       // The publisher (cloud/fleet, converted separately for issue 15) still types its registry as SQLite's.
-      await this.deps.publisher.ensureChunks(this.deps.registry as Registry, rel);
+      await this.deps.publisher.ensureChunks(this.deps.registry, rel);
       await this.send(run);
       return (await getRun(this.db, id))!;
     });
