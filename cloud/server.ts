@@ -259,7 +259,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       leaderService('advertise', advertise, () => undefined),
       leaderService('rollouts', () => rollouts.start(), () => rollouts.stop()),
       // The engine's start republished every device's normal desired: put the running shadow windows back.
-      leaderService('shadow', async () => (shadow.start(), await shadow.republish()), () => shadow.stop()),
+      leaderService(
+        'shadow',
+        async () => {
+          shadow.start();
+          await shadow.republish();
+        },
+        () => shadow.stop(),
+      ),
       leaderService('rounds', () => rounds.lead(), () => rounds.follow()),
       leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
       leaderService('retention', () => retention.start(), () => retention.stop()),
