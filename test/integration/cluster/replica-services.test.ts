@@ -9,21 +9,22 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
 import mqttLib, { type MqttClient } from 'mqtt';
 import { Registry as PromRegistry } from 'prom-client';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { openFence, StaleLeaderError } from '../../../cloud/cluster/fence.js';
-import { leaderService, Replica } from '../../../cloud/cluster/replica.js';
-import { CloudMqtt } from '../../../cloud/fleet/mqtt.js';
-import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { applyDeviceEventSteps } from '../../../cloud/rollouts/store.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import { parseTopic, topics, type DeviceEvent, type Manifest } from '../../../shared/protocol/index.js';
 import { skipWithoutMosquitto, startMosquitto, type MosquittoBroker } from '../../helpers/broker.js';
+import { Replica as ProcessReplica, nextLeader } from '../../helpers/cluster-replicas.js';
 import { registryDialects } from '../../helpers/dialects.js';
+import { startEngineReplica, type EngineReplica } from '../../helpers/engine-replica.js';
 import { captureLogger } from '../../helpers/log.js';
 import { FleetFixture, MODEL, artifactBytes } from '../../unit/fleet/fixtures.js';
 
@@ -31,30 +32,39 @@ const TAKEOVER_BOUND_MS = 15_000;
 const TICK_SECONDS = 1;
 const pg = registryDialects().find((d) => d.name === 'postgres')!;
 const DEVICES = ['d1', 'd2', 'd3', 'd4'];
-
-interface TestReplica {
-  name: string;
-  replica: Replica;
-  engine: RolloutEngine;
-  publisher: ReleasePublisher;
-  metrics: PromRegistry;
-  stop(): Promise<void>;
-}
+const ENGINE_PROCESS = fileURLToPath(new URL('../../helpers/engine-replica-process.ts', import.meta.url));
 
 describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mosquitto: leader-only rollout engine, takeover, fenced publishes', () => {
   const dir = mkdtempSync(join(tmpdir(), 'apprentice-replica-services-'));
   const fx = new FleetFixture(join(dir, 'fixture'));
   let broker: MosquittoBroker | undefined;
   let observer: MqttClient | undefined;
-  const replicas: TestReplica[] = [];
+  const replicas: EngineReplica[] = [];
+  const processes: ProcessReplica[] = [];
 
-  afterAll(async () => {
-    for (const r of replicas) await r.stop();
+  afterEach(async () => {
+    for (const p of processes.splice(0)) p.signal('SIGKILL');
+    for (const r of replicas.splice(0)) await r.stop();
     await observer?.endAsync();
     await broker?.stop();
+    await pg.close();
+    desired.clear();
+  }, 30_000);
+  afterAll(() => {
     fx.dispose();
     rmSync(dir, { recursive: true, force: true });
-  }, 30_000);
+  });
+
+  /** A fresh broker with a device-side observer of every desired topic. */
+  async function brokerAndObserver(): Promise<void> {
+    broker = await startMosquitto();
+    observer = await mqttLib.connectAsync(broker.url, { clientId: 'observer' });
+    observer.on('message', (topic, payload) => {
+      const t = parseTopic(topic);
+      if (t?.type === 'device' && t.kind === 'desired') desired.set(t.deviceId, payload.length ? (JSON.parse(payload.toString()) as { manifest: Manifest }).manifest.release : null);
+    });
+    await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
+  }
 
   async function seed(reg: StoreRegistry): Promise<void> {
     await reg.q.insert(reg.t.models).values({ name: MODEL, inputSpec: { shape: [4], dtype: 'float32', scaling: { scale: 1, offset: 0 }, raw: 'float32' }, labels: ['a', 'b'], teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp', distillSettings: {} });
@@ -74,37 +84,8 @@ describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mo
     await reg.q.insert(reg.t.devices).values(DEVICES.map((id) => ({ id, groups: ['lab'], credentialHash: 'x', online: true, runningSeq: 1, desiredSeq: 1, lastSeen: at })));
   }
 
-  async function startReplica(name: string, reg: StoreRegistry, url: string): Promise<TestReplica> {
-    const metrics = new PromRegistry();
-    const { log } = captureLogger();
-    const replica = new Replica({ clusterUrl: url, holder: name, timings: { pollMs: 250, renewMs: 250, queryTimeoutMs: 1000, sessionIdleTimeoutMs: 3000 }, log, metrics });
-    const mqtt = new CloudMqtt({ url: broker!.url, clientId: `apprentice-cloud-${name}`, sharedSubscriptions: false, log });
-    await mqtt.start();
-    const publisher = new ReleasePublisher({ mqtt: replica.fencedMqtt(mqtt), dataDir: dir, log });
-    const engine = new RolloutEngine({
-      registry: reg,
-      publisher,
-      log,
-      tickSeconds: TICK_SECONDS,
-      requireTelemetry: false,
-      reissue: () => Promise.reject(new Error('no re-issue in this test')),
-      leads: () => replica.leads(),
-    });
-    await replica.start([leaderService('rollouts', () => engine.start(), () => engine.stop())]);
-    let stopped = false;
-    const r: TestReplica = {
-      name,
-      replica,
-      engine,
-      publisher,
-      metrics,
-      stop: async () => {
-        if (stopped) return;
-        stopped = true;
-        await replica.stop();
-        await mqtt.dispose();
-      },
-    };
+  async function startReplica(name: string, registry: StoreRegistry, url: string): Promise<EngineReplica> {
+    const r = await startEngineReplica({ name, registry, url, brokerUrl: broker!.url, dataDir: dir, tickSeconds: TICK_SECONDS, timings: { pollMs: 250, renewMs: 250, queryTimeoutMs: 1000, sessionIdleTimeoutMs: 3000 }, log: captureLogger().log });
     replicas.push(r);
     return r;
   }
@@ -124,13 +105,7 @@ describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mo
     const url = await pg.url!(ctx);
     const regB = await pg.openAnother();
     await seed(regA);
-    broker = await startMosquitto();
-    observer = await mqttLib.connectAsync(broker.url, { clientId: 'observer' });
-    observer.on('message', (topic, payload) => {
-      const t = parseTopic(topic);
-      if (t?.type === 'device' && t.kind === 'desired') desired.set(t.deviceId, payload.length ? (JSON.parse(payload.toString()) as { manifest: Manifest }).manifest.release : null);
-    });
-    await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
+    await brokerAndObserver();
 
     // One leader (what /healthz reports), one follower.
     const a = await startReplica('a', regA, url);
@@ -196,4 +171,54 @@ describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mo
     for (const id of DEVICES) expect(desired.get(id)).toBe(2);
     console.info(`[replica-services] follower's rollout acted on by the leader after ${followerToLeaderMs} ms (tick ${TICK_SECONDS} s); takeover after stop ${takeoverMs} ms`);
   }, 60_000);
+
+  it('kill -9 of the leader process mid-rollout: another of 3 processes leads within 15 s under the next epoch and completes the rollout; the old epoch is refused', async (ctx) => {
+    const reg = await pg.open(ctx);
+    const url = await pg.url!(ctx);
+    await seed(reg);
+    await brokerAndObserver();
+    const spawnReplica = (name: string) => {
+      const p = new ProcessReplica(name, url, { script: ENGINE_PROCESS, args: [broker!.url, dir, String(TICK_SECONDS)] });
+      processes.push(p);
+      return p;
+    };
+    const first = spawnReplica('p1');
+    const { e: lead1 } = await nextLeader([first], 0, 30_000);
+    const others = [spawnReplica('p2'), spawnReplica('p3')];
+    for (const p of others) await p.next((e) => e.ev === 'ready', 30_000, 'ready');
+    expect(others.flatMap((p) => p.leaderEvents())).toEqual([]);
+
+    // The rollout is created where the API runs: an engine that does not lead (it only writes the registry).
+    const api = new RolloutEngine({ registry: reg, publisher: new ReleasePublisher({ mqtt: { publish: () => Promise.reject(new Error('a follower publishes nothing')) } }), reissue: () => Promise.reject(new Error('none')), leads: () => false });
+    const created = await api.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, waves: [0.25, 1], soakSeconds: 0 });
+    expect(created.state).toBe('pending');
+    await expect.poll(() => rolloutState(reg, created.id), { timeout: 10_000, interval: 100 }).toBe('canary');
+    const canary = (await reg.q.select().from(reg.t.rolloutDevices).where(eq(reg.t.rolloutDevices.rolloutId, created.id))).find((d) => d.wave === 0)!.deviceId;
+    await expect.poll(() => desired.get(canary), { timeout: 10_000 }).toBe(2);
+    expect(await installed(reg, canary)).toMatchObject({ rolloutId: created.id, to: 'installed' });
+    await expect.poll(() => rolloutState(reg, created.id), { timeout: 10_000, interval: 100 }).toBe('fleet');
+    const fleet = DEVICES.filter((d) => d !== canary);
+    for (const id of fleet) await expect.poll(() => desired.get(id), { timeout: 10_000 }).toBe(2);
+
+    const killedAt = Date.now();
+    first.signal('SIGKILL');
+    const { r: winner, e: lead2 } = await nextLeader(others, lead1.epoch!, TAKEOVER_BOUND_MS);
+    const takeoverMs = lead2.t - killedAt;
+    expect(takeoverMs).toBeLessThan(TAKEOVER_BOUND_MS);
+    expect(lead2.epoch).toBe(lead1.epoch! + 1);
+    for (const id of fleet) await installed(reg, id);
+    await expect.poll(() => rolloutState(reg, created.id), { timeout: 10_000, interval: 100 }).toBe('completed');
+    expect(others.filter((p) => p !== winner).flatMap((p) => p.leaderEvents())).toEqual([]);
+
+    const metrics = new PromRegistry();
+    const stale = openFence(url, { metrics });
+    try {
+      const err = await stale.fence.check(lead1.epoch!, 'rollout.desired', 'publish').catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'StaleLeaderError', myEpoch: lead1.epoch, currentEpoch: lead2.epoch });
+      expect(await refusals(metrics)).toBe(1);
+    } finally {
+      await stale.close();
+    }
+    console.info(`[replica-services] kill -9 of the leader process: ${winner.name} led after ${takeoverMs} ms (epoch ${lead2.epoch})`);
+  }, 120_000);
 });
