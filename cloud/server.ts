@@ -313,7 +313,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,
-        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts, leads: () => replica.leads() }, 'upload', seq, () => {})).problems,
       },
       log,
     });
