@@ -23,7 +23,8 @@ import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { openCloudKeys } from './keys/cloud-keys.js';
 import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
-import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
+import { REGISTRY_BUSY_TIMEOUT_MS } from './registry/db.js';
+import { openRegistry, type StoreRegistry } from './registry/open.js';
 import { redactUrl } from './registry/pg.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
@@ -38,7 +39,8 @@ export interface CloudService {
   brokerUrl: string;
   adminToken: string;
   dataDir: string;
-  registry: Registry;
+  /** SQLite under the data dir, or PostgreSQL with registry.url (issue 15). */
+  registry: StoreRegistry;
   rounds: RoundRunner;
   rollouts: RolloutEngine;
   ingest: Ingest;
@@ -96,10 +98,6 @@ function splitBind(bind: string): { host: string; port: number } {
  * in reverse order. Nothing here has side effects until `startCloud` is called.
  */
 export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Promise<CloudService> {
-  if (cfg.registry.url) {
-    // Issue 15 in progress: the registry opens on PostgreSQL (openRegistry), but most stores still run SQLite-only.
-    throw new UsageError(`registry.url (${redactUrl(cfg.registry.url)}): the cloud does not serve from PostgreSQL yet (its stores are being converted); unset registry.url / APPRENTICE_REGISTRY_URL to use SQLite under the data dir`);
-  }
   const dataDir = resolve(cfg.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const stack: (() => Promise<void> | void)[] = [];
@@ -114,8 +112,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.length = 0;
   };
   try {
-    const registry = Registry.open(join(dataDir, 'registry.db'), { busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
-    stack.push(() => registry.dispose());
+    // PostgreSQL with registry.url / APPRENTICE_REGISTRY_URL (several replicas), else SQLite under the data dir.
+    const registry = cfg.registry.url
+      ? await openRegistry({ url: cfg.registry.url, log: log.child({ module: 'registry' }) })
+      : await openRegistry({ path: join(dataDir, 'registry.db'), busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
+    stack.push(() => registry.close());
+    log.info({ dialect: registry.dialect, registry: cfg.registry.url ? redactUrl(cfg.registry.url) : join(dataDir, 'registry.db') }, 'cloud/registry open');
     // Shared mode (several replicas): keys and keyset.json from keys.sharedDir, never generated here.
     const { keys, trustDir, shared: sharedKeys } = openCloudKeys(cfg, dataDir);
     const active = keys.active();

@@ -72,7 +72,6 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     return peer !== undefined && trustedProxies.includes(peer) && fwd ? fwd : peer;
   };
   const ctx: ApiContext = {
-    db: deps.registry.db,
     registry: deps.registry,
     keys: deps.keys,
     broker: deps.broker,
@@ -142,9 +141,10 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
       public: true,
       responses: { 200: { description: 'ok', schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number() }) }, 503: { description: 'the registry cannot be read', schema: errorBodySchema } },
     }),
-    (c) => {
+    async (c) => {
       try {
-        ctx.db.get(sql`select 1`);
+        // A real read on either dialect (SQLite or PostgreSQL); on PostgreSQL it also takes a pool connection.
+        await ctx.registry.q.select({ one: sql<number>`1` }).from(ctx.registry.t.meta).limit(1);
       } catch (err) {
         log.error({ err }, 'cloud/api healthz: registry unavailable');
         throw new ApiError(503, 'unavailable', 'registry unavailable');

@@ -3,7 +3,7 @@ import type { Registry as PromRegistry } from 'prom-client';
 import type { ArtifactStore } from './artifact-store.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import type { RetentionConfig } from '../registry/retention-job.js';
 
@@ -114,7 +114,7 @@ export interface CloudApiLimits {
 }
 
 export interface CloudApiDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   keys: KeyStore;
   /** Bearer token for every route but /healthz and /openapi.json. */
   adminToken: string;
