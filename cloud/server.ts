@@ -179,6 +179,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const publisher = new ReleasePublisher({
       mqtt,
       dataDir,
+      blobs: artifacts.blobs,
       log,
       compatOf: (id) => deviceCompatOf(registry, id),
       // The device's cohort for the model (issue 13): it refuses a manifest of any other line.
@@ -227,7 +228,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       signals: ingest,
       log: shadowLog,
       // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
-      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog, metrics })),
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),
@@ -248,7 +249,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } });
+    const rounds = await RoundRunner.create({ registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } });
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
     scheduler.start();
@@ -283,7 +284,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifactsDir: dataDir,
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
-      artifacts: { store: artifacts.served, trustedProxies: cfg.api.trustedProxies },
+      artifacts: { store: artifacts.served, blobs: artifacts.blobs, trustedProxies: cfg.api.trustedProxies },
       trustDir,
       sharedKeys,
       onKeySetPublished: retainKeySet,
@@ -292,7 +293,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,
-        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, blobs: artifacts.blobs, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
       },
       log,
     });

@@ -80,6 +80,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     shadow: deps.shadow,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    blobs: deps.artifacts?.blobs,
     artifacts: {
       store: deps.artifacts?.store ?? fileArtifactStore({ registry: deps.registry, artifactsDir: deps.artifactsDir, log }),
       adminToken: deps.adminToken,

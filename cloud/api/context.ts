@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import type { ArtifactStore } from './artifact-store.js';
+import type { ArtifactBlobs, ArtifactStore } from './artifact-store.js';
 import type { SignedKeySet } from '../../shared/protocol/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
@@ -18,6 +18,11 @@ export interface ApiContext {
   shadow: ShadowService | undefined;
   fleet: FleetHooks | undefined;
   artifactsDir: string;
+  /**
+   * The artifact store when it is the registry (PostgreSQL, issue 15): uploads and agent pushes are stored
+   * there and release artifacts read from it by sha256; undefined = files under artifactsDir.
+   */
+  blobs: ArtifactBlobs | undefined;
   /** The device-authenticated artifact route (artifacts.ts). */
   artifacts: {
     store: ArtifactStore;
