@@ -23,7 +23,8 @@ import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { openCloudKeys } from './keys/cloud-keys.js';
 import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
-import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
+import { REGISTRY_BUSY_TIMEOUT_MS } from './registry/db.js';
+import { openRegistry, type StoreRegistry } from './registry/open.js';
 import { redactUrl } from './registry/pg.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
@@ -39,7 +40,8 @@ export interface CloudService {
   brokerUrl: string;
   adminToken: string;
   dataDir: string;
-  registry: Registry;
+  /** SQLite under the data dir, or PostgreSQL with registry.url (issue 15). */
+  registry: StoreRegistry;
   rounds: RoundRunner;
   rollouts: RolloutEngine;
   ingest: Ingest;
@@ -97,10 +99,6 @@ function splitBind(bind: string): { host: string; port: number } {
  * in reverse order. Nothing here has side effects until `startCloud` is called.
  */
 export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Promise<CloudService> {
-  if (cfg.registry.url) {
-    // Issue 15 in progress: the registry opens on PostgreSQL (openRegistry), but most stores still run SQLite-only.
-    throw new UsageError(`registry.url (${redactUrl(cfg.registry.url)}): the cloud does not serve from PostgreSQL yet (its stores are being converted); unset registry.url / APPRENTICE_REGISTRY_URL to use SQLite under the data dir`);
-  }
   const dataDir = resolve(cfg.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const stack: (() => Promise<void> | void)[] = [];
@@ -115,8 +113,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.length = 0;
   };
   try {
-    const registry = Registry.open(join(dataDir, 'registry.db'), { busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
-    stack.push(() => registry.dispose());
+    // PostgreSQL with registry.url / APPRENTICE_REGISTRY_URL (several replicas), else SQLite under the data dir.
+    const registry = cfg.registry.url
+      ? await openRegistry({ url: cfg.registry.url, log: log.child({ module: 'registry' }) })
+      : await openRegistry({ path: join(dataDir, 'registry.db'), busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
+    stack.push(() => registry.close());
+    log.info({ dialect: registry.dialect, registry: cfg.registry.url ? redactUrl(cfg.registry.url) : join(dataDir, 'registry.db') }, 'cloud/registry open');
     // Shared mode (several replicas): keys and keyset.json from keys.sharedDir, never generated here.
     const { keys, trustDir, shared: sharedKeys } = openCloudKeys(cfg, dataDir);
     const active = keys.active();
@@ -179,6 +181,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const publisher = new ReleasePublisher({
       mqtt: replica.fencedMqtt(mqtt),
       dataDir,
+      blobs: artifacts.blobs,
       log,
       compatOf: (id) => deviceCompatOf(registry, id),
       // The device's cohort for the model (issue 13): it refuses a manifest of any other line.
@@ -228,7 +231,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       signals: ingest,
       log: shadowLog,
       // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
-      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog, metrics })),
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),
@@ -246,7 +249,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    const roundDeps = { registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } };
+    const roundDeps = { registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } };
     // A replica queues rounds in the registry until it leads; one process recovers and runs them now.
     const rounds = replica.clustered ? RoundRunner.follower(roundDeps) : await RoundRunner.create(roundDeps);
     stack.push(() => rounds.dispose());
@@ -304,7 +307,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifactsDir: dataDir,
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
-      artifacts: { store: artifacts.served, trustedProxies: cfg.api.trustedProxies },
+      artifacts: { store: artifacts.served, blobs: artifacts.blobs, trustedProxies: cfg.api.trustedProxies },
       trustDir,
       sharedKeys,
       onKeySetPublished: retainKeySet,
@@ -313,7 +316,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,
-        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts, leads: () => replica.leads() }, 'upload', seq, () => {})).problems,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, blobs: artifacts.blobs, publish: publisher, rollouts, leads: () => replica.leads() }, 'upload', seq, () => {})).problems,
       },
       log,
     });

@@ -72,7 +72,6 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     return peer !== undefined && trustedProxies.includes(peer) && fwd ? fwd : peer;
   };
   const ctx: ApiContext = {
-    db: deps.registry.db,
     registry: deps.registry,
     keys: deps.keys,
     broker: deps.broker,
@@ -81,6 +80,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     shadow: deps.shadow,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    blobs: deps.artifacts?.blobs,
     artifacts: {
       store: deps.artifacts?.store ?? fileArtifactStore({ registry: deps.registry, artifactsDir: deps.artifactsDir, log }),
       adminToken: deps.adminToken,
@@ -148,9 +148,10 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
         503: { description: 'the registry cannot be read', schema: errorBodySchema },
       },
     }),
-    (c) => {
+    async (c) => {
       try {
-        ctx.db.get(sql`select 1`);
+        // A real read on either dialect (SQLite or PostgreSQL); on PostgreSQL it also takes a pool connection.
+        await ctx.registry.q.select({ one: sql<number>`1` }).from(ctx.registry.t.meta).limit(1);
       } catch (err) {
         log.error({ err }, 'cloud/api healthz: registry unavailable');
         throw new ApiError(503, 'unavailable', 'registry unavailable');

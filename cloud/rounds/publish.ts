@@ -5,11 +5,14 @@ import { inTarget } from '../rollouts/policy.js';
 import { cohortForGroups, cohortSettingsOf, cohortsNow, hasCohorts } from './cohorts.js';
 import { parseRoundModel, type Schedule } from './settings.js';
 import { readArtifact } from './store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ArtifactPublisher, RolloutStarter, RoundPhase } from './types.js';
 
 export interface PublishDeps {
   registry: StoreRegistry;
   dataDir: string;
+  /** The artifact store when it is the registry (PostgreSQL); undefined = files under dataDir. */
+  blobs?: ArtifactBlobs;
   publish: ArtifactPublisher;
   rollouts: RolloutStarter;
   /**
@@ -39,7 +42,7 @@ export async function publishRelease(
   if (!rel.chunksPublished && (deps.leads?.() ?? true)) {
     onPhase('publish', `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)`);
     try {
-      const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256);
+      const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256, deps.blobs);
       const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
       await deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
       await db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq));

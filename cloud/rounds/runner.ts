@@ -285,7 +285,7 @@ export class RoundRunner implements RoundsService {
     if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
     if (this.halted) return; // left `queued`: the next start (or leader) picks it up
     let resolveDone!: () => void;
-    const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
+    const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, blobs: this.deps.blobs, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
     const a: Active = { id, model: row.model, guard, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
     await this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
@@ -431,7 +431,7 @@ export class RoundRunner implements RoundsService {
       const [rel] = await db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).limit(1);
       if (rel) {
         // No worker here, so nothing ever asks this guard for a sequence or a signature.
-        const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, signer: this.deps.signer });
+        const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, blobs: this.deps.blobs, signer: this.deps.signer });
         const a: Active = { id: r.id, model: r.model, guard, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
         this.active.set(r.id, a);
         a.done = this.completeRelease(a, rel.seq)
