@@ -23,13 +23,15 @@ import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { openCloudKeys } from './keys/cloud-keys.js';
 import { UsageError } from '../shared/cli/errors.js';
 import { keysMode } from './config/schema.js';
-import { REGISTRY_BUSY_TIMEOUT_MS, Registry } from './registry/db.js';
+import { REGISTRY_BUSY_TIMEOUT_MS } from './registry/db.js';
+import { openRegistry, type StoreRegistry } from './registry/open.js';
 import { redactUrl } from './registry/pg.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
+import { leaderService, Replica } from './cluster/replica.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -38,7 +40,8 @@ export interface CloudService {
   brokerUrl: string;
   adminToken: string;
   dataDir: string;
-  registry: Registry;
+  /** SQLite under the data dir, or PostgreSQL with registry.url (issue 15). */
+  registry: StoreRegistry;
   rounds: RoundRunner;
   rollouts: RolloutEngine;
   ingest: Ingest;
@@ -96,10 +99,6 @@ function splitBind(bind: string): { host: string; port: number } {
  * in reverse order. Nothing here has side effects until `startCloud` is called.
  */
 export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Promise<CloudService> {
-  if (cfg.registry.url) {
-    // Issue 15 in progress: the registry opens on PostgreSQL (openRegistry), but most stores still run SQLite-only.
-    throw new UsageError(`registry.url (${redactUrl(cfg.registry.url)}): the cloud does not serve from PostgreSQL yet (its stores are being converted); unset registry.url / APPRENTICE_REGISTRY_URL to use SQLite under the data dir`);
-  }
   const dataDir = resolve(cfg.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const stack: (() => Promise<void> | void)[] = [];
@@ -114,8 +113,12 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.length = 0;
   };
   try {
-    const registry = Registry.open(join(dataDir, 'registry.db'), { busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
-    stack.push(() => registry.dispose());
+    // PostgreSQL with registry.url / APPRENTICE_REGISTRY_URL (several replicas), else SQLite under the data dir.
+    const registry = cfg.registry.url
+      ? await openRegistry({ url: cfg.registry.url, log: log.child({ module: 'registry' }) })
+      : await openRegistry({ path: join(dataDir, 'registry.db'), busyTimeoutMs: REGISTRY_BUSY_TIMEOUT_MS });
+    stack.push(() => registry.close());
+    log.info({ dialect: registry.dialect, registry: cfg.registry.url ? redactUrl(cfg.registry.url) : join(dataDir, 'registry.db') }, 'cloud/registry open');
     // Shared mode (several replicas): keys and keyset.json from keys.sharedDir, never generated here.
     const { keys, trustDir, shared: sharedKeys } = openCloudKeys(cfg, dataDir);
     const active = keys.active();
@@ -123,6 +126,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const adminToken = adminTokenOf(cfg, dataDir);
     const metrics = new PromRegistry();
     collectDefaultMetrics({ register: metrics });
+    // Issue 15 item 4: with cluster.enabled only the elected leader runs the services started below by
+    // replica.start, and its publishes are fenced on its epoch; without a cluster they all run here.
+    const replica = new Replica({ ...(cfg.cluster.enabled && cfg.registry.url ? { clusterUrl: cfg.registry.url } : {}), holder: cfg.cluster.replicaId, log, metrics });
     // Release artifacts, teacher files, datasets: files under the data dir on SQLite, the registry on PostgreSQL (issue 15).
     const artifacts = openArtifacts({ registry, dataDir, log, metrics });
     // Chunks of registry puts that a crashed replica never finished (a day is far past any upload); nothing on SQLite.
@@ -171,12 +177,11 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
     ingest.deviceState?.addSink(new TelemetryHistory().sink);
-    const consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays });
-    stack.push(() => consoleRetention.stop());
     await mqtt.start();
     const publisher = new ReleasePublisher({
-      mqtt,
+      mqtt: replica.fencedMqtt(mqtt),
       dataDir,
+      blobs: artifacts.blobs,
       log,
       compatOf: (id) => deviceCompatOf(registry, id),
       // The device's cohort for the model (issue 13): it refuses a manifest of any other line.
@@ -190,7 +195,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         if (!ks) return;
         // The unknown_key rule of rollouts compares each device's key-set version with this one.
         void setCurrentKeySetVersion(registry, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
-        void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
+        // The leader publishes (a follower's publish would be fenced); it watches the same shared file.
+        if (replica.leads()) void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
       } catch (err) {
         log.error({ err }, 'cloud/keyset-unreadable');
       }
@@ -199,13 +205,13 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
       retainKeySet();
     };
-    advertise();
     watchFile(keySetPath(trustDir), { interval: 2_000, persistent: false }, retainKeySet);
     stack.push(() => unwatchFile(keySetPath(trustDir), retainKeySet));
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
-    // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
-    // so signals emitted before it listens lose nothing.
-    const rollouts = await RolloutEngine.create({
+    // Started (as a leader service, below) after the connect: it republishes retained state; it rebuilds its
+    // view from the registry, so signals emitted before it listens lose nothing. On a follower its API calls
+    // only write the registry and the leader's tick acts on them.
+    const rollouts = new RolloutEngine({
       registry,
       publisher,
       signals: ingest,
@@ -215,8 +221,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       reissue: async (prev) => reissueRelease(registry, signer, prev),
       // Agent rollbacks (issue 14): the previous version signed again at a higher agentSeq.
       reissueAgent: async (agentSeq) => (await reissueAgent({ registry, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
+      leads: () => replica.leads(),
     });
-    stack.push(() => rollouts.stop());
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
     const shadowLog = log.child({ module: 'cloud/shadow' });
     const shadow = new ShadowRollouts({
@@ -225,19 +231,16 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       signals: ingest,
       log: shadowLog,
       // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
-      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, log: shadowLog, metrics })),
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),
       rollouts,
     });
-    shadow.start();
-    stack.push(() => shadow.stop());
-    // The engine's start republished every device's normal desired: put the running shadow windows back.
-    await shadow.republish();
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
+      if (!replica.leads()) return;
       advertise();
       void rollouts
         .republish()
@@ -246,14 +249,36 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    const rounds = await RoundRunner.create({ registry, dataDir, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } });
+    const roundDeps = { registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } };
+    // A replica queues rounds in the registry until it leads; one process recovers and runs them now.
+    const rounds = replica.clustered ? RoundRunner.follower(roundDeps) : await RoundRunner.create(roundDeps);
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
-    scheduler.start();
-    stack.push(() => scheduler.stop());
     const retention = new RetentionJob({ registry, config: cfg.retention, log: log.child({ module: 'cloud/retention' }) });
-    retention.start();
-    stack.push(() => retention.stop());
+    let consoleRetention: { stop(): void | Promise<void> } | undefined;
+    // Stopped before the round runner, the MQTT client and the registry (the stack runs in reverse).
+    stack.push(() => replica.stop());
+    await replica.start([
+      leaderService('advertise', advertise, () => undefined),
+      leaderService('rollouts', () => rollouts.start(), () => rollouts.stop()),
+      // The engine's start republished every device's normal desired: put the running shadow windows back.
+      leaderService(
+        'shadow',
+        async () => {
+          shadow.start();
+          await shadow.republish();
+        },
+        () => shadow.stop(),
+      ),
+      leaderService('rounds', () => rounds.lead(), () => rounds.follow()),
+      leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
+      leaderService('retention', () => retention.start(), () => retention.stop()),
+      leaderService(
+        'console-retention',
+        () => void (consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays })),
+        () => consoleRetention?.stop(),
+      ),
+    ]);
 
     const app = createCloudApi({
       registry,
@@ -262,6 +287,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
       rounds,
       rollouts,
+      replicaRole: () => replica.status(),
       shadow,
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
@@ -281,7 +307,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       artifactsDir: dataDir,
       retention: cfg.retention,
       ingestCounts: () => ingest.deviceCounts(),
-      artifacts: { store: artifacts.served, trustedProxies: cfg.api.trustedProxies },
+      artifacts: { store: artifacts.served, blobs: artifacts.blobs, trustedProxies: cfg.api.trustedProxies },
       trustDir,
       sharedKeys,
       onKeySetPublished: retainKeySet,
@@ -290,7 +316,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,
-        publish: async (seq) => (await publishRelease({ registry, dataDir, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, blobs: artifacts.blobs, publish: publisher, rollouts, leads: () => replica.leads() }, 'upload', seq, () => {})).problems,
       },
       log,
     });

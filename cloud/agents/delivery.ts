@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { Logger } from '../../shared/log/index.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
@@ -17,7 +16,7 @@ import { desiredAgents, markAgentChunks } from './store.js';
 /** Makes sure an agent release's chunks are on the broker (all releases sharing its sha256 are marked). */
 export async function ensureAgentChunks(pub: ReleasePublisher, registry: StoreRegistry, row: AgentReleaseRow, { force = false } = {}): Promise<void> {
   if (row.chunksPublished && !force) return;
-  const bytes = await readFile(pub.artifactFile(row.artifactPath));
+  const bytes = await pub.artifactBytes('agent', row.artifactPath, row.sha256);
   const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
   if (!chunkSize) throw new Error(`agent release ${row.agentSeq}: manifest has no artifact.chunkSize`);
   await pub.publishArtifact(row.sha256, bytes, chunkSize);

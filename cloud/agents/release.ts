@@ -1,10 +1,11 @@
-import { mkdir, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkArtifact, DEFAULT_CHUNK_SIZE, sha256Of } from '../../shared/manifest/artifact.js';
 import type { SigningKey } from '../../shared/manifest/keys.js';
 import { PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
 import { type AgentManifest, type AgentPlatform } from '../../shared/protocol/agent.js';
 import type { StoreRegistry } from '../registry/open.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { AgentReleaseRow } from '../registry/schema.js';
 import { releaseArtifactUrl } from '../rounds/manifest.js';
 import { writeFileAtomic } from '../rounds/store.js';
@@ -28,6 +29,8 @@ export class AgentMismatchError extends Error {
 export interface ReleaseAgentInput {
   registry: StoreRegistry;
   dataDir: string;
+  /** The artifact store when it is the registry (PostgreSQL, issue 15): the tarball goes there, not under dataDir. */
+  blobs?: ArtifactBlobs;
   key: SigningKey;
   /** The uploaded tarball (a temp file; moved into the store on success). */
   tarPath: string;
@@ -56,10 +59,15 @@ export async function releaseAgent(i: ReleaseAgentInput): Promise<AgentReleaseRo
   const bytes = new Uint8Array(await readFile(i.tarPath));
   const sha256 = sha256Of(bytes);
   const chunkSize = i.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const relPath = agentArtifactRelPath(sha256);
-  const dest = join(i.dataDir, relPath);
-  await mkdir(join(i.dataDir, 'agents'), { recursive: true });
-  await rename(i.tarPath, dest).catch(() => writeFileAtomic(dest, bytes));
+  let relPath = agentArtifactRelPath(sha256);
+  if (i.blobs?.backend === 'registry') {
+    relPath = (await i.blobs.put('agent', bytes, { sha256, bytes: bytes.byteLength })).relPath;
+    await rm(i.tarPath, { force: true });
+  } else {
+    const dest = join(i.dataDir, relPath);
+    await mkdir(join(i.dataDir, 'agents'), { recursive: true });
+    await rename(i.tarPath, dest).catch(() => writeFileAtomic(dest, bytes));
+  }
   const createdAt = i.now.toISOString();
   const expiresAt = new Date(i.now.getTime() + (i.validityDays ?? AGENT_VALIDITY_DAYS) * 86_400_000).toISOString();
   return insertAgentRelease(i.registry, (agentSeq) => {

@@ -107,7 +107,7 @@ export function agentRoutes(ctx: ApiContext): Hono {
           await mkdir(tmpDir, { recursive: true });
           const n = await streamToFile(body, tmp, max, tooLarge);
           if (n === 0) throw new ApiError(400, 'empty_body', 'the request body is empty; send the agent tar.gz');
-          const row = await releaseAgent({ registry: ctx.registry, dataDir: ctx.artifactsDir, key: ctx.keys.active(), tarPath: tmp, expect: { version: q.version, platform: q.platform }, ...(q.upgradeFrom ? { upgradeFrom: q.upgradeFrom } : {}), publicBaseUrl: ctx.uploads.publicBaseUrl, now: ctx.clock() });
+          const row = await releaseAgent({ registry: ctx.registry, dataDir: ctx.artifactsDir, blobs: ctx.blobs, key: ctx.keys.active(), tarPath: tmp, expect: { version: q.version, platform: q.platform }, ...(q.upgradeFrom ? { upgradeFrom: q.upgradeFrom } : {}), publicBaseUrl: ctx.uploads.publicBaseUrl, now: ctx.clock() });
           pushes.inc({ result: 'released' });
           ctx.log.info({ agentSeq: row.agentSeq, version: row.version, platform: row.platform, sha256: row.sha256, bytes: row.bytes }, 'cloud/api agent pushed');
           await audit(ctx, c, { action: 'agent.push', target: `${row.version}/${row.platform}`, detail: { agentSeq: row.agentSeq, sha256: row.sha256, upgradeFrom: (row.manifest as { upgradeFrom?: string[] }).upgradeFrom } });

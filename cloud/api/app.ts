@@ -72,7 +72,6 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     return peer !== undefined && trustedProxies.includes(peer) && fwd ? fwd : peer;
   };
   const ctx: ApiContext = {
-    db: deps.registry.db,
     registry: deps.registry,
     keys: deps.keys,
     broker: deps.broker,
@@ -81,6 +80,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
     shadow: deps.shadow,
     fleet: deps.fleet,
     artifactsDir: deps.artifactsDir,
+    blobs: deps.artifacts?.blobs,
     artifacts: {
       store: deps.artifacts?.store ?? fileArtifactStore({ registry: deps.registry, artifactsDir: deps.artifactsDir, log }),
       adminToken: deps.adminToken,
@@ -138,18 +138,26 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.get(
     '/healthz',
     describeRoute({
-      summary: 'Liveness: the process answers and the registry can be read',
+      summary: "Liveness: the process answers and the registry can be read; this replica's cluster role and leader epoch",
       public: true,
-      responses: { 200: { description: 'ok', schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number() }) }, 503: { description: 'the registry cannot be read', schema: errorBodySchema } },
+      responses: {
+        200: {
+          description: 'ok; `role` is `single` without a cluster, else `leader` or `follower` (`stopped` while shutting down); `epoch` is the leader epoch this replica leads with (null unless leader)',
+          schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number(), role: z.enum(['single', 'leader', 'follower', 'stopped']), epoch: z.number().int().nullable() }),
+        },
+        503: { description: 'the registry cannot be read', schema: errorBodySchema },
+      },
     }),
-    (c) => {
+    async (c) => {
       try {
-        ctx.db.get(sql`select 1`);
+        // A real read on either dialect (SQLite or PostgreSQL); on PostgreSQL it also takes a pool connection.
+        await ctx.registry.q.select({ one: sql<number>`1` }).from(ctx.registry.t.meta).limit(1);
       } catch (err) {
         log.error({ err }, 'cloud/api healthz: registry unavailable');
         throw new ApiError(503, 'unavailable', 'registry unavailable');
       }
-      return c.json({ status: 'ok' as const, uptimeSeconds: Math.round((Date.now() - started) / 1000) });
+      const { role, epoch } = deps.replicaRole?.() ?? { role: 'single' as const, epoch: null };
+      return c.json({ status: 'ok' as const, uptimeSeconds: Math.round((Date.now() - started) / 1000), role, epoch });
     },
   );
   app.get('/openapi.json', describeRoute({ summary: 'This OpenAPI 3.1 document', public: true, responses: { 200: { description: 'the document' } } }), (c) => c.json((openapi ??= buildOpenApi(app))));

@@ -1,17 +1,16 @@
 import type { Context } from 'hono';
-import type { ArtifactStore } from './artifact-store.js';
+import type { ArtifactBlobs, ArtifactStore } from './artifact-store.js';
 import type { SignedKeySet } from '../../shared/protocol/index.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
-import type { Registry, RegistryDb } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { RetentionConfig } from '../registry/retention-job.js';
 import type { CloudApiLimits, FleetHooks, RolloutsService, RoundsService, ShadowService, UploadHooks } from './types.js';
 
 /** Shared by the resource apps; built once by `createCloudApi`. */
 export interface ApiContext {
-  db: RegistryDb;
-  /** The registry itself, for code that takes its write lock (release sequence allocation). */
-  registry: Registry;
+  /** The registry of either dialect (SQLite or PostgreSQL): `q`/`t` for single statements, `tx` for transaction bodies. */
+  registry: StoreRegistry;
   keys: KeyStore;
   broker: { publicUrl: string };
   rounds: RoundsService;
@@ -19,6 +18,11 @@ export interface ApiContext {
   shadow: ShadowService | undefined;
   fleet: FleetHooks | undefined;
   artifactsDir: string;
+  /**
+   * The artifact store when it is the registry (PostgreSQL, issue 15): uploads and agent pushes are stored
+   * there and release artifacts read from it by sha256; undefined = files under artifactsDir.
+   */
+  blobs: ArtifactBlobs | undefined;
   /** The device-authenticated artifact route (artifacts.ts). */
   artifacts: {
     store: ArtifactStore;
@@ -52,8 +56,3 @@ export const DEFAULT_LIMITS: CloudApiLimits = {
   exportBatchRows: 500,
 };
 
-/** True for a better-sqlite3 unique / primary key violation (a lost insert race). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}

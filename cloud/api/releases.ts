@@ -100,6 +100,17 @@ export function releaseRoutes(ctx: ApiContext): Hono {
       validate('param', seqParam),
       async (c) => {
         const row = await find(c.req.valid('param').seq);
+        const name = `${row.model}-${row.seq}.onnx`;
+        if (ctx.blobs?.backend === 'registry') {
+          // PostgreSQL (issue 15): the bytes live in the registry, by sha256; every replica serves them.
+          const blob = await ctx.blobs.open('model', row.sha256);
+          if (!blob) throw new ApiError(404, 'artifact_missing', `artifact of release ${row.seq} is missing`, 'seq');
+          if (blob.bytes !== row.bytes) {
+            ctx.log.error({ release: row.seq, sha256: row.sha256, expected: row.bytes, actual: blob.bytes }, 'cloud/api release artifact has the wrong size');
+            throw new ApiError(500, 'artifact_corrupt', `artifact of release ${row.seq} does not match the registry`);
+          }
+          return serveBytes(c, { sha256: row.sha256, size: blob.bytes, name, read: (start, end) => blob.read(start, end) });
+        }
         const path = resolve(root, row.artifactPath);
         const rel = relative(root, path);
         if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
@@ -115,7 +126,7 @@ export function releaseRoutes(ctx: ApiContext): Hono {
         return serveBytes(c, {
           sha256: row.sha256,
           size: st.size,
-          name: `${row.model}-${row.seq}.onnx`,
+          name,
           read: (start, end) => Readable.toWeb(createReadStream(path, { start, end })) as unknown as ReadableStream<Uint8Array>,
         });
       },

@@ -1,9 +1,9 @@
 import type { Context } from 'hono';
 import type { Registry as PromRegistry } from 'prom-client';
-import type { ArtifactStore } from './artifact-store.js';
+import type { ArtifactBlobs, ArtifactStore } from './artifact-store.js';
 import type { Logger } from '../../shared/log/index.js';
 import type { KeyStore } from '../keys/store.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { RolloutRow, ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import type { RetentionConfig } from '../registry/retention-job.js';
 
@@ -114,7 +114,7 @@ export interface CloudApiLimits {
 }
 
 export interface CloudApiDeps {
-  registry: Registry;
+  registry: StoreRegistry;
   keys: KeyStore;
   /** Bearer token for every route but /healthz and /openapi.json. */
   adminToken: string;
@@ -122,6 +122,8 @@ export interface CloudApiDeps {
   broker: { publicUrl: string };
   rounds: RoundsService;
   rollouts: RolloutsService;
+  /** This replica's role and leader epoch for /healthz (cloud/cluster/replica.ts); default single, epoch null. */
+  replicaRole?: () => { role: 'single' | 'leader' | 'follower' | 'stopped'; epoch: number | null };
   /** On-device shadow runs (`POST /v1/rollouts` with `shadow`); without it such a request is refused (422). */
   shadow?: ShadowService;
   fleet?: FleetHooks;
@@ -131,6 +133,8 @@ export interface CloudApiDeps {
   artifacts?: {
     /** Default: the registry's release files under artifactsDir. */
     store?: ArtifactStore;
+    /** Where uploads and agent pushes are stored and release artifacts read (cloud/artifacts openArtifacts); default files under artifactsDir. */
+    blobs?: ArtifactBlobs;
     /** Proxy addresses whose `X-Forwarded-Proto: https` is believed (api.trustedProxies). */
     trustedProxies?: readonly string[];
     /** The request's TCP peer; default the node socket's remote address (tests override it). */

@@ -121,6 +121,7 @@ export function uploadRoutes(ctx: ApiContext): Hono {
         const rel = await releaseUploadedModel({
           registry: ctx.registry,
           dataDir: ctx.artifactsDir,
+          blobs: ctx.blobs,
           signer,
           model: name,
           onnx,

@@ -28,7 +28,8 @@ export interface RoundsDeps {
   devices: DeviceInfo[];
   data: Map<string, DeviceData>;
   rows: RoundRow[];
-  storedBy: (id: string) => number;
+  /** Examples of this device in the cloud's registry (either dialect). */
+  storedBy: (id: string) => Promise<number>;
   wait: WaitDeps;
   logHint: string;
 }
@@ -37,7 +38,8 @@ export interface RoundsDeps {
 export async function runRounds(deps: RoundsDeps): Promise<void> {
   const { o, api, devices, data, rows, storedBy, wait } = deps;
   const artifacts = new ServedArtifacts(api);
-  const storedTotal = () => devices.reduce((a, d) => a + storedBy(d.id), 0);
+  const storedOf = async () => new Map(await Promise.all(devices.map(async (d) => [d.id, await storedBy(d.id)] as const)));
+  const storedTotal = async () => [...(await storedOf()).values()].reduce((a, n) => a + n, 0);
 
   /**
    * Waits until every device's selected count (its last telemetry) equals what the cloud stored (the outboxes
@@ -47,13 +49,15 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
   const waitFlushed = async (timeoutMs = 60_000) => {
     const deadline = Date.now() + timeoutMs;
     let sel = new Map<string, number | null>();
+    let stored = new Map<string, number>();
     while (Date.now() < deadline) {
       wait.check();
       sel = await selectedCounts(api, devices);
-      if (devices.every((d) => sel.get(d.id) === storedBy(d.id))) return;
+      stored = await storedOf();
+      if (devices.every((d) => sel.get(d.id) === stored.get(d.id))) return;
       await sleep(300);
     }
-    wait.status(`outboxes not drained after ${timeoutMs / 1000} s: ${devices.map((d) => `${d.id} selected ${sel.get(d.id) ?? '?'}, stored ${storedBy(d.id)}`).join('; ')}`);
+    wait.status(`outboxes not drained after ${timeoutMs / 1000} s: ${devices.map((d) => `${d.id} selected ${sel.get(d.id) ?? '?'}, stored ${stored.get(d.id) ?? '?'}`).join('; ')}`);
   };
   /** One traffic phase on the serving release(s); returns, per device, the traffic answered by its release and the device's own accuracy on it. */
   const traffic = async (want: number | readonly number[]) =>
@@ -93,7 +97,7 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
   const served = new Map<string, number>();
   for (const line of header) o.out(line);
   let roundNo = 0;
-  let stored0 = storedTotal();
+  let stored0 = await storedTotal();
   for (;;) {
     wait.check();
     const rel = current.releaseSeq!;
@@ -114,7 +118,7 @@ export async function runRounds(deps: RoundsDeps): Promise<void> {
       measured.push({ id: d.id, shift: d.shift, examples: sent[i]!.n, evaluated: dd.evaluation.labels.length, studentAccuracy: student, teacherAccuracy: dd.teacherAccuracy, gap: dd.teacherAccuracy - student, trafficStudentAccuracy: sent[i]!.accuracy, ...cohortCols });
     }
     await waitFlushed();
-    const storedNow = storedTotal();
+    const storedNow = await storedTotal();
     const r: RoundRow = {
       round: roundNo,
       roundId: current.id,

@@ -4,7 +4,6 @@ import { count, eq } from 'drizzle-orm';
 import { loadDataset } from '../../shared/data/index.js';
 import { createLogger } from '../../shared/log/index.js';
 import { cloudConfigSchema } from '../config/schema.js';
-import { examples } from '../registry/schema.js';
 import { startCloud, type CloudService } from '../server.js';
 import { cloudClient, type CloudClient } from './cloud-client.js';
 import { freePort, startFleet, type DemoFleet } from './fleet.js';
@@ -145,7 +144,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   });
   const cloud: CloudService = await startCloud(cfg, { log });
   const api = cloudClient(cloud.apiUrl, cloud.adminToken);
-  const storedBy = (id: string) => cloud.registry.db.select({ n: count() }).from(examples).where(eq(examples.deviceId, id)).get()?.n ?? 0;
+  const storedBy = async (id: string): Promise<number> => {
+    const { examples } = cloud.registry.t;
+    const [row] = await cloud.registry.q.select({ n: count() }).from(examples).where(eq(examples.deviceId, id));
+    return Number(row?.n ?? 0);
+  };
   let fleet: DemoFleet | undefined;
   const rows: RoundRow[] = [];
   let pools: PoolSizes = { source: 'mnist:test', perDevice: [] };
@@ -176,7 +179,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
   } finally {
     const devices = fleet?.devices ?? [];
     const examplesOut = await selectedCounts(api, devices)
-      .then((sel) => devices.map((d) => ({ id: d.id, selected: sel.get(d.id) ?? null, stored: storedBy(d.id) })))
+      .then((sel) => Promise.all(devices.map(async (d) => ({ id: d.id, selected: sel.get(d.id) ?? null, stored: await storedBy(d.id) }))))
       .catch(() => []);
     status('stopping: SIGTERM to the edge daemons, then the cloud');
     await fleet?.stop();

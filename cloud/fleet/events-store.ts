@@ -1,13 +1,9 @@
 import { and, desc, eq, inArray, lt } from 'drizzle-orm';
 import type { DeviceEvent } from '../../shared/protocol/index.js';
-import type { RegistryDb, TxDb } from '../registry/db.js';
+import type { TxDb } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
-import * as sqliteTables from '../registry/schema.js';
 import type { DeviceEventRow } from '../registry/schema.js';
-import { q, runSync, type Tables } from '../registry/tx.js';
-
-/** The registry or a transaction of it (ingest records events inside its own transaction). */
-export type Db = RegistryDb | TxDb;
+import { q, type Tables } from '../registry/tx.js';
 
 /** One event to record: a device's own (`source: 'device'`) or a cloud component's note about a device. */
 export interface DeviceEventInput {
@@ -93,11 +89,6 @@ export function* deviceEventSteps(tx: TxDb, t: Tables, rows: readonly DeviceEven
     else if (r.type === 'installed' || r.type === 'committed') yield* q(tx.update(t.devices).set({ rolledBackAt: null }).where(eq(t.devices.id, r.deviceId)));
   }
   return rows.length;
-}
-
-/** deviceEventSteps run synchronously in a caller's own SQLite transaction (ingest, until it is converted). */
-export function insertDeviceEvents(db: Db, rows: readonly DeviceEventInput[], now: Date = new Date()): number {
-  return runSync(db as TxDb, sqliteTables, (tx, t) => deviceEventSteps(tx, t, rows, now));
 }
 
 /**

@@ -23,6 +23,7 @@ import {
 import { gcAgentArtifacts, republishAgents } from '../agents/delivery.js';
 import { mapLimit } from '../../shared/util/map-limit.js';
 import type { StoreRegistry } from '../registry/open.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import type { MqttPublisher } from './mqtt.js';
@@ -64,6 +65,8 @@ export interface ReleasePublisherDeps {
   concurrency?: number;
   /** Base for relative `releases.artifact_path` values (the cloud's data dir); default cwd. */
   dataDir?: string;
+  /** The artifact store when it is the registry (PostgreSQL, issue 15): chunks are read from it by sha256, not from dataDir. */
+  blobs?: ArtifactBlobs;
   /** What a device declared it understands (cloud/fleet/device-compat.ts); without it, every device is protocol 1. */
   compatOf?: (deviceId: string) => Promise<DeviceCompat>;
   /**
@@ -100,9 +103,13 @@ export class ReleasePublisher {
     this.concurrency = deps.concurrency ?? 16;
   }
 
-  /** An artifact path of the registry (relative to the data dir) as a file path. */
-  artifactFile(relPath: string): string {
-    return resolve(this.deps.dataDir ?? '.', relPath);
+  /**
+   * A release's artifact bytes: from the registry's artifact store by sha256 (checked there) when it is one,
+   * else the file at its registry path (relative to the data dir).
+   */
+  async artifactBytes(kind: 'model' | 'agent', relPath: string, sha256: string): Promise<Uint8Array> {
+    if (this.deps.blobs?.backend === 'registry') return this.deps.blobs.readAll(kind, sha256);
+    return readFile(resolve(this.deps.dataDir ?? '.', relPath));
   }
 
   /** Publishes every chunk of `bytes` retained on `artifacts/{sha}/{i}`; checks the sha first. Returns the chunk count. */
@@ -179,8 +186,7 @@ export class ReleasePublisher {
    */
   async ensureChunks(registry: StoreRegistry, row: ReleaseRow, { force = false } = {}): Promise<void> {
     if (row.chunksPublished && !force) return;
-    const path = resolve(this.deps.dataDir ?? '.', row.artifactPath);
-    const bytes = await readFile(path);
+    const bytes = await this.artifactBytes('model', row.artifactPath, row.sha256);
     const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
     if (!chunkSize) throw new PublishError(`release ${row.seq}: manifest has no artifact.chunkSize`);
     await this.publishArtifact(row.sha256, bytes, chunkSize);

@@ -5,13 +5,21 @@ import { inTarget } from '../rollouts/policy.js';
 import { cohortForGroups, cohortSettingsOf, cohortsNow, hasCohorts } from './cohorts.js';
 import { parseRoundModel, type Schedule } from './settings.js';
 import { readArtifact } from './store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ArtifactPublisher, RolloutStarter, RoundPhase } from './types.js';
 
 export interface PublishDeps {
   registry: StoreRegistry;
   dataDir: string;
+  /** The artifact store when it is the registry (PostgreSQL); undefined = files under dataDir. */
+  blobs?: ArtifactBlobs;
   publish: ArtifactPublisher;
   rollouts: RolloutStarter;
+  /**
+   * False on a cluster follower (issue 15): its publishes would be fenced, so the chunks are left to the
+   * leader (a rollout's first step publishes them) and only the rollout row is written. Default: always.
+   */
+  leads?: () => boolean;
 }
 
 /**
@@ -31,10 +39,10 @@ export async function publishRelease(
   const [rel] = await db.select().from(releases).where(eq(releases.seq, seq)).limit(1);
   if (!rel) throw new Error(`round ${roundId}: release ${seq} is not in the registry`);
   const problems: string[] = [];
-  if (!rel.chunksPublished) {
+  if (!rel.chunksPublished && (deps.leads?.() ?? true)) {
     onPhase('publish', `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)`);
     try {
-      const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256);
+      const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256, deps.blobs);
       const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
       await deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
       await db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq));

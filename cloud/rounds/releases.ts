@@ -1,6 +1,5 @@
 import { and, desc, eq, isNull, max } from 'drizzle-orm';
 import { manifestSchema, type Manifest, type SignedManifest } from '../../shared/protocol/schemas.js';
-import type { Registry } from '../registry/db.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { q, type Statement, type Tables, type TxDb } from '../registry/tx.js';
@@ -12,16 +11,6 @@ export const RELEASE_SEQ_HIGH = 'release_seq_high';
 
 export class ReleaseError extends Error {
   override readonly name = 'ReleaseError';
-}
-
-/**
- * SQLite only, for callers not converted to `reg.tx` bodies yet (issue 15): runs `fn` in a write
- * transaction taken up front (BEGIN IMMEDIATE), as `Registry.tx` does for bodies. Nested calls become
- * savepoints. Stores of both dialects use `reg.tx(function* ...)` instead.
- */
-export function writeTransaction<T>(registry: Registry, fn: () => T): T {
-  if (registry.sqlite.inTransaction) return registry.sqlite.transaction(fn)();
-  return registry.sqlite.transaction(fn).immediate();
 }
 
 /**

@@ -4,6 +4,7 @@ import { loadWeightsInto, type WarmStartResult } from '../distill/warm-start.js'
 import { buildModel } from '../models/build.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 import type { StoreRegistry } from '../registry/open.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
 import { trainCohorts } from './cohort-round.js';
@@ -30,6 +31,8 @@ export interface RoundDeps {
   allocateSeq?: (cohort: string | null) => number | Promise<number>;
   onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
   now?: () => Date;
+  /** Where release artifacts are stored and read: the registry on PostgreSQL; undefined = files under job.dataDir. */
+  blobs?: ArtifactBlobs;
 }
 
 export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
@@ -98,7 +101,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
 
     const ctx: RoundContext = {
       job, registry, signer, allocateSeq: deps.allocateSeq, progress, now: deps.now, model, arch, inputSize, classes, teacher, holdout, tHold, backendName: backend.name,
-      teacherImage, cohortOf: await cohortLookup(registry, s),
+      teacherImage, cohortOf: await cohortLookup(registry, s), blobs: deps.blobs,
     };
     const baseOutcome = await shipStudent(ctx, student, { cohort: null, parent, warmFrom: parent, warm, hard, mix, tr, recipe, lr });
     student.dispose();

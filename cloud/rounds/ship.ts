@@ -22,6 +22,7 @@ import { allocateReleaseSeq, insertRelease, recordedHoldoutAccuracy } from './re
 import { selfTestTolerance, type RoundModel } from './settings.js';
 import { readArtifact, storeArtifact, weightsBasePath } from './store.js';
 import { newestHard, type BaseData, type HardExamples } from './transfer-set.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { LineOutcome, ManifestSigner, RoundJob, RoundMetrics, RoundProgress } from './types.js';
 
 /**
@@ -52,6 +53,8 @@ export interface RoundContext {
   teacherImage?: RoundModel['teacher']['image'];
   /** Which cohort each device is judged in by the shadow evaluation (issue 13; cohorts.ts cohortLookup). */
   cohortOf?: CohortOf;
+  /** Where release artifacts are stored and read: the registry on PostgreSQL; undefined = files under job.dataDir. */
+  blobs?: ArtifactBlobs;
 }
 
 /** What one line's student was trained with. */
@@ -93,13 +96,13 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   const recent = newestHard(hard, s.hardEvalCount, inputSize, classes, s.maxDeviceShare);
   const recentTeacherPred = argmaxRows(recent.teacherLogits, classes);
   const hardAgreement = recent.count ? agreement((await evaluateOnnx(artifact, recent.features, inputSize)).predictions, recentTeacherPred) : undefined;
-  const parentEval = parent ? await evaluateParent(job.dataDir, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
+  const parentEval = parent ? await evaluateParent(job.dataDir, ctx.blobs, parent, holdout.features, holdout.labels, recent, recentTeacherPred, inputSize) : undefined;
   // Shadow evaluation on each device's audit traffic (issue 13), recorded for rejected candidates too. The
   // base line on every device; a cohort line on its members, each against the release it runs (the
   // cohort's pooled figures below the minimum), recorded under the line so its rollout finds them.
   progress({ phase: 'evaluate', detail: `${lineName}: shadow evaluation on the newest ${s.shadowAuditPerDevice} audit examples per device` });
   const shadow = await shadowEvaluate({
-    registry, dataDir: job.dataDir, model: model.name, teacher, candidate: artifact, inputSize, classes,
+    registry, dataDir: job.dataDir, blobs: ctx.blobs, model: model.name, teacher, candidate: artifact, inputSize, classes,
     studentImage: model.inputSpec.image, teacherImage: ctx.teacherImage, perDevice: s.shadowAuditPerDevice, minSamples: s.shadowMinSamples,
     ...(line.cohort === null ? { cohortOf: ctx.cohortOf } : { cohortOf: () => line.cohort, devices: line.members ?? [] }),
   });
@@ -169,7 +172,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   // Step 6: the artifact is stored first (content-addressed: the parent signs only a manifest that
   // describes a file it can read), then the round's sequence, then the manifest, signed by the parent.
   progress({ phase: 'store' });
-  const stored = await storeArtifact(job.dataDir, artifact);
+  const stored = await storeArtifact(job.dataDir, artifact, ctx.blobs);
   progress({ phase: 'sign' });
   const seq = await (deps.allocateSeq ?? (() => allocateReleaseSeq(registry)))(line.cohort);
   const manifest = buildReleaseManifest({
@@ -194,7 +197,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   const signed: SignedManifest = await signer.sign(manifest);
 
   // Step 7: content-addressed files first, the registry row last (a row never points at a missing file).
-  const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8);
+  const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8, ctx.blobs);
   await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
   metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
   await insertRelease(registry, {
@@ -218,6 +221,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
 /** The current release's artifact on today's holdout and recent traffic, for comparison (skipped if its file is gone). */
 async function evaluateParent(
   dataDir: string,
+  blobs: ArtifactBlobs | undefined,
   parent: ReleaseRow,
   features: Float32Array,
   labels: Int32Array,
@@ -227,7 +231,7 @@ async function evaluateParent(
 ): Promise<{ holdoutAccuracy?: number; hardAgreement?: number } | undefined> {
   let bytes: Uint8Array;
   try {
-    bytes = await readArtifact(dataDir, parent.artifactPath, parent.sha256);
+    bytes = await readArtifact(dataDir, parent.artifactPath, parent.sha256, blobs);
   } catch {
     return undefined;
   }

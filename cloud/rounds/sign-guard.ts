@@ -7,6 +7,7 @@ import { cohortSettingsOf, cohortsNow } from './cohorts.js';
 import { releaseArtifactUrl } from './manifest.js';
 import { allocateReleaseSeq } from './releases.js';
 import { artifactRelPath, readArtifact } from './store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ManifestSigner } from './types.js';
 
 /** A worker's request the parent refuses to sign (the message goes back to the worker and the log). */
@@ -32,7 +33,7 @@ export class RoundSigningGuard {
 
   constructor(
     private readonly round: { id: string; model: string },
-    private readonly deps: { registry: StoreRegistry; dataDir: string; signer: ManifestSigner; publicBaseUrl?: string | undefined },
+    private readonly deps: { registry: StoreRegistry; dataDir: string; blobs?: ArtifactBlobs | undefined; signer: ManifestSigner; publicBaseUrl?: string | undefined },
   ) {}
 
   /** The sequence of one line of the round (default the base line), allocated on the first request; the same one after. */
@@ -96,7 +97,7 @@ export class RoundSigningGuard {
   private async checkArtifact(m: Manifest): Promise<void> {
     let bytes: Uint8Array;
     try {
-      bytes = await readArtifact(this.deps.dataDir, artifactRelPath(m.artifact.sha256), m.artifact.sha256);
+      bytes = await readArtifact(this.deps.dataDir, artifactRelPath(m.artifact.sha256), m.artifact.sha256, this.deps.blobs);
     } catch (err) {
       throw new SignRefusedError(`no stored artifact with sha256 ${m.artifact.sha256}: ${(err as Error).message}`);
     }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { sha256Of } from '../../shared/manifest/artifact.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 
 /**
  * Content-addressed artifact store under the data dir:
@@ -46,18 +47,27 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
   }
 }
 
-/** Stores model bytes at artifacts/{sha256}.onnx (no-op when an identical file is already there). */
-export async function storeArtifact(dataDir: string, bytes: Uint8Array): Promise<{ sha256: string; relPath: string; path: string }> {
+/**
+ * Stores model bytes at artifacts/{sha256}.onnx (no-op when an identical file is already there), or in the
+ * registry's artifact store when `blobs` is one (PostgreSQL, issue 15: every replica reads it there).
+ * `relPath` is what `releases.artifact_path` records either way.
+ */
+export async function storeArtifact(dataDir: string, bytes: Uint8Array, blobs?: ArtifactBlobs): Promise<{ sha256: string; relPath: string }> {
+  if (blobs?.backend === 'registry') {
+    const { sha256, relPath } = await blobs.put('model', bytes);
+    return { sha256, relPath };
+  }
   const sha256 = sha256Of(bytes);
   const relPath = artifactRelPath(sha256);
   const path = join(dataDir, relPath);
   const existing = await stat(path).catch(() => undefined);
   if (!existing || existing.size !== bytes.byteLength) await writeFileAtomic(path, bytes);
-  return { sha256, relPath, path };
+  return { sha256, relPath };
 }
 
-/** Reads a stored artifact back and checks it still hashes to its name. */
-export async function readArtifact(dataDir: string, relPath: string, sha256: string): Promise<Uint8Array> {
+/** Reads a stored artifact back and checks it still hashes to its name (by sha256 from the registry store when `blobs` is one). */
+export async function readArtifact(dataDir: string, relPath: string, sha256: string, blobs?: ArtifactBlobs): Promise<Uint8Array> {
+  if (blobs?.backend === 'registry') return blobs.readAll('model', sha256);
   const bytes = new Uint8Array(await readFile(join(dataDir, relPath)));
   const actual = sha256Of(bytes);
   if (actual !== sha256) throw new Error(`artifact ${relPath} is corrupt: sha256 ${actual}, expected ${sha256}`);

@@ -8,6 +8,7 @@ import { buildReleaseManifest } from './manifest.js';
 import { allocateReleaseSeq, currentRelease, insertRelease } from './releases.js';
 import { parseRoundModel, selfTestTolerance } from './settings.js';
 import { storeArtifact } from './store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ManifestSigner } from './types.js';
 
 /** Why an uploaded model was refused; the API answers `status` with `code` and the message. */
@@ -29,8 +30,9 @@ export class UploadRejectedError extends Error {
 
 export interface UploadReleaseInput {
   registry: StoreRegistry;
-  /** Artifacts are stored under `${dataDir}/artifacts` (cloud/rounds/store.ts). */
+  /** Artifacts are stored under `${dataDir}/artifacts` (cloud/rounds/store.ts), or in `blobs` when it is the registry's store. */
   dataDir: string;
+  blobs?: ArtifactBlobs;
   signer: ManifestSigner;
   model: string;
   /** The uploaded ONNX bytes (already read from the temp file the body was streamed to). */
@@ -168,7 +170,7 @@ export async function releaseUploadedModel(i: UploadReleaseInput): Promise<Uploa
   });
   const signed = await i.signer.sign(manifest);
   // Content-addressed file first, the registry row last (a row never points at a missing file).
-  const stored = await storeArtifact(i.dataDir, artifact);
+  const stored = await storeArtifact(i.dataDir, artifact, i.blobs);
   await insertRelease(i.registry, {
     model: model.name,
     seq,

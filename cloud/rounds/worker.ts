@@ -1,6 +1,7 @@
 import type { Manifest, SignedManifest } from '../../shared/protocol/schemas.js';
 import { createLogger } from '../../shared/log/index.js';
 import { openRegistry } from '../registry/open.js';
+import { openArtifacts } from '../artifacts/index.js';
 import { runRound } from './round.js';
 import type { ManifestSigner, ParentMessage, RoundJob, WorkerMessage } from './types.js';
 
@@ -54,8 +55,11 @@ async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Prom
   // A worker runs one statement at a time: a small pool, so rounds do not eat PostgreSQL's connection slots.
   const registry = await openRegistry('url' in job.registry ? { url: job.registry.url, poolSize: 2, log } : job.registry);
   try {
+    // Release artifacts where the cloud keeps them: the registry on PostgreSQL, files under the data dir on SQLite.
+    const { blobs } = openArtifacts({ registry, dataDir: job.dataDir, log });
     const outcome = await runRound(job, {
       registry,
+      blobs,
       signer,
       allocateSeq: (cohort) => signer.sequence(cohort),
       onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),

@@ -2,6 +2,7 @@ import type { ImageSpec } from '../../shared/protocol/schemas.js';
 import { argmaxRows, evaluateOnnx } from '../distill/evaluate.js';
 import type { StoreRegistry } from '../registry/open.js';
 import { readArtifact } from '../rounds/store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import { teacherLabelRows } from '../rounds/transfer-set.js';
 import type { Teacher } from '../teacher/ort-teacher.js';
 import { baseLineOnly, cohortKey, type CohortOf } from './cohort.js';
@@ -43,6 +44,8 @@ export interface ShadowEvaluation {
 export interface ShadowEvalInput {
   registry: StoreRegistry;
   dataDir: string;
+  /** The artifact store when it is the registry (PostgreSQL); undefined = files under dataDir. */
+  blobs?: ArtifactBlobs;
   model: string;
   teacher: Teacher;
   /** The artifact that would ship. */
@@ -99,7 +102,7 @@ export async function shadowEvaluate(i: ShadowEvalInput): Promise<ShadowEvaluati
     const rel = running.get(l.kept[idx[0]!]!.deviceId)!;
     let bytes: Uint8Array;
     try {
-      bytes = await readArtifact(i.dataDir, rel.artifactPath, rel.sha256);
+      bytes = await readArtifact(i.dataDir, rel.artifactPath, rel.sha256, i.blobs);
     } catch {
       missingRunning.push(seq);
       continue;

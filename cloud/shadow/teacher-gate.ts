@@ -8,6 +8,7 @@ import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
 import { releaseBySeq } from '../rounds/releases.js';
 import { parseRoundModel } from '../rounds/settings.js';
 import { readArtifact } from '../rounds/store.js';
+import type { ArtifactBlobs } from '../artifacts/types.js';
 import { teacherLabelRows } from '../rounds/transfer-set.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { shadowRunInterval } from './stats.js';
@@ -43,6 +44,8 @@ export interface ModelTeacher {
 export interface TeacherGateDeps {
   registry: StoreRegistry;
   dataDir: string;
+  /** The artifact store when it is the registry (PostgreSQL); undefined = files under dataDir. */
+  blobs?: ArtifactBlobs;
   /** The model's teacher; default {@link modelTeacher} (the one its rounds use). */
   teacherOf?: (model: string) => Promise<ModelTeacher>;
   log?: Logger;
@@ -192,7 +195,7 @@ async function score(deps: TeacherGateDeps, run: ShadowRunRow, rows: Awaited<Ret
     if (!rel) return undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256);
+      bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256, deps.blobs);
     } catch {
       return undefined;
     }

@@ -1,6 +1,6 @@
 import { Hono, type Context } from 'hono';
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { assetRoutes } from './assets.js';
 import { ApiCallError, actorOf, type ApiCall, type UiContext } from './context.js';
 import type { ConsoleData } from './data.js';
@@ -21,7 +21,7 @@ export interface ConsoleDeps {
   /** The JSON API app (cloud/api): every read and action of the console goes through it, in process. */
   api: { request: (path: string, init: RequestInit, env: { consoleActor?: string }) => Response | Promise<Response> };
   adminToken: string;
-  registry: Registry;
+  registry: StoreRegistry;
   data: ConsoleData;
   dataDir: string;
   log: Logger;

@@ -1,5 +1,5 @@
 import type { Logger } from '../../shared/log/index.js';
-import type { Registry } from '../registry/db.js';
+import type { StoreRegistry } from '../registry/open.js';
 import type { ConsoleData } from './data.js';
 import type { LiveHub } from './live.js';
 import type { Session } from './session.js';
@@ -24,7 +24,7 @@ export interface UiContext {
   api: ApiCall;
   apiRaw: ApiRaw;
   data: ConsoleData;
-  registry: Registry;
+  registry: StoreRegistry;
   dataDir: string;
   live: LiveHub;
   log: Logger;

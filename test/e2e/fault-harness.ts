@@ -16,6 +16,7 @@ import { allocateReleaseSeqIn } from '../../cloud/rounds/releases.js';
 import { runSync } from '../../cloud/registry/tx.js';
 import { examples, models, releases, rollouts } from '../../cloud/registry/schema.js';
 import { Registry } from '../../cloud/registry/db.js';
+import { sqliteRegistry } from '../helpers/sqlite-registry.js';
 import { startCloud, type CloudService } from '../../cloud/server.js';
 import { parseEdgeConfig, type EdgeConfig } from '../../edge/config/index.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
@@ -69,8 +70,8 @@ export class FaultWorld {
     return w;
   }
 
-  get registry() {
-    return this.c.registry;
+  get registry(): Registry {
+    return sqliteRegistry(this.c.registry);
   }
 
   private get c(): CloudService {
@@ -121,7 +122,7 @@ export class FaultWorld {
   }
 
   /** A signed release of a tiny model in the registry (as a round stores one); `badSelfTest` makes it fail its self-test on devices. */
-  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024, dataDir = this.cloudCfg.dataDir }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number; dataDir?: string }, registry: Registry = this.c.registry): ReleaseInfo {
+  addRelease({ seed, badSelfTest = false, sizes = [784, 16, 10], chunkSize = 16 * 1024, dataDir = this.cloudCfg.dataDir }: { seed: number; badSelfTest?: boolean; sizes?: number[]; chunkSize?: number; dataDir?: string }, registry: Registry = this.registry): ReleaseInfo {
     registry.db
       .insert(models)
       .values({ name: MODEL, inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1 / 255, offset: 0 }, raw: 'uint8' }, labels: Array.from({ length: 10 }, (_, i) => `digit_${i}`), teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp:16', distillSettings: {} })
@@ -153,7 +154,7 @@ export class FaultWorld {
   }
 
   rolloutRow(id: string) {
-    return this.c.registry.db.select().from(rollouts).where(eq(rollouts.id, id)).get();
+    return this.registry.db.select().from(rollouts).where(eq(rollouts.id, id)).get();
   }
 
   /** Provisions the device through the cloud API and writes its edge config (like `apprentice provision`). */
@@ -251,7 +252,7 @@ export class FaultWorld {
         depth += o.depth + writer.pending;
         dropped += o.dropped + o.evicted;
       }
-      const stored = this.c.registry.db.select({ id: examples.id }).from(examples).all().length;
+      const stored = this.registry.db.select({ id: examples.id }).from(examples).all().length;
       return { selected, depth, dropped, stored };
     };
     await waitFor(() => {
@@ -265,7 +266,7 @@ export class FaultWorld {
   }
 
   storedIds(): string[] {
-    return this.c.registry.db.select({ id: examples.id }).from(examples).all().map((r) => r.id);
+    return this.registry.db.select({ id: examples.id }).from(examples).all().map((r) => r.id);
   }
 
   async dispose(): Promise<void> {

@@ -12,7 +12,6 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCloudApi } from '../../../cloud/api/app.js';
 import { RoundInProgressError, type RolloutsService, type RoundsService } from '../../../cloud/api/types.js';
 import { KeyStore } from '../../../cloud/keys/store.js';
-import type { Registry } from '../../../cloud/registry/db.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { recordShadowEval } from '../../../cloud/shadow/store.js';
 import { verifyManifest } from '../../../shared/manifest/sign.js';
@@ -51,8 +50,7 @@ describe.each(dialects)('models, rounds, releases and uploads API on $name', (d)
     rounds = new RecordingRounds(reg);
     published.length = 0;
     app = createCloudApi({
-      // CloudApiDeps still types the registry as SQLite's; these routes use only the dialect-agnostic `q`/`t`.
-      registry: reg as unknown as Registry,
+      registry: reg,
       keys,
       adminToken: TOKEN,
       broker: { publicUrl: 'mqtts://broker.example.com:8883' },

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -44,10 +44,17 @@ describe('opening the registry by URL (issue 15)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('the cloud refuses registry.url until its stores run on PostgreSQL, instead of silently using SQLite', async () => {
-    const cfg = loadCloudConfig({ env: { APPRENTICE_REGISTRY_URL: 'postgres://app:pw@127.0.0.1:5432/apprentice' } });
-    const err = await startCloud(cfg, { log: silentLogger }).catch((e: Error) => e);
-    expect(err).toBeInstanceOf(UsageError);
-    expect((err as Error).message).toContain('registry.url (postgres://app:***@127.0.0.1:5432/apprentice): the cloud does not serve from PostgreSQL yet');
+  it('the cloud opens registry.url on PostgreSQL, never silently SQLite: an unreachable URL fails its start, redacted', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'registry-url-cloud-'));
+    try {
+      const cfg = loadCloudConfig({ env: { APPRENTICE_REGISTRY_URL: 'postgres://app:pw@127.0.0.1:1/apprentice', APPRENTICE_DATA_DIR: dataDir } });
+      expect(cfg.dataDir).toBe(dataDir);
+      const err = await startCloud(cfg, { log: silentLogger }).catch((e: Error) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toMatch(/^registry: cannot connect to PostgreSQL at postgres:\/\/app:\*\*\*@127\.0\.0\.1:1\/apprentice: /);
+      expect(existsSync(join(dataDir, 'registry.db'))).toBe(false);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
