@@ -30,11 +30,7 @@ describe.each(dialects)('rollout progress for the console (counts in SQL, a boun
   });
   afterAll(() => d.close());
 
-  it('counts every device per state and wave, and lists only the page, failed and quarantined first', async (ctx) => {
-    if (d.name === 'postgres') {
-      console.warn('[rollout-progress] skipping on postgres: its shadow figures come from cloud/rollouts/agreement.ts, SQLite-only until converted');
-      return ctx.skip('rolloutShadowView (cloud/rollouts/agreement.ts) is SQLite-only until converted');
-    }
+  it('counts every device per state and wave, and lists only the page, failed and quarantined first', async () => {
     if (!reg) throw new Error('registry not opened');
     const p = (await rolloutProgress(reg, 'ro-1', { deviceLimit: 25 }))!;
     const expected: Record<string, number> = {};
