@@ -11,15 +11,18 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { count, eq } from 'drizzle-orm';
+import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRegistry, type StoreRegistry } from '../../cloud/registry/open.js';
 import { parseEdgeConfig } from '../../edge/config/index.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
 import { generateSigningKey, sha256Of } from '../../shared/manifest/index.js';
 import { silentLogger } from '../../shared/log/index.js';
+import { topics } from '../../shared/protocol/index.js';
 import { denseModel } from '../fixtures/onnx-models.js';
 import { freePort, skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
 import { REPO_ROOT, runCli } from '../helpers/cli.js';
+import { clearRetained } from '../helpers/retained.js';
 import { admin, databaseUrl, postgresSkipReason, throwawayName } from '../helpers/pg-throwaway.js';
 
 const TOKEN = 'pg-e2e-admin-token-0123456789';
@@ -108,6 +111,21 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
     expect(await state()).toEqual({ selected: n, depth: 0, stored: n });
   }
 
+  /** The retained message on `topic`, or undefined when the broker holds none (waits briefly for it). */
+  async function retained(topic: string): Promise<Buffer | undefined> {
+    const c = await connectAsync(broker.url, { clientId: `pg-e2e-probe-${++seed}`, clean: true, reconnectPeriod: 0, connectTimeout: 5000 });
+    try {
+      const got = new Promise<Buffer | undefined>((resolve) => {
+        c.on('message', (t, payload, packet) => t === topic && packet.retain && resolve(payload.byteLength ? payload : undefined));
+        setTimeout(() => resolve(undefined), 1_500);
+      });
+      await c.subscribeAsync(topic, { qos: 1 });
+      return await got;
+    } finally {
+      await c.endAsync();
+    }
+  }
+
   let seed = 0;
   async function predict(n: number): Promise<void> {
     for (let i = 0; i < n; i++) {
@@ -169,11 +187,17 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
     const model = denseModel({ sizes: [784, 16, 10], seed: 7 });
     const up = await call('POST', `/v1/models/${MODEL}/releases`, model.bytes, { 'content-type': 'application/octet-stream' });
     expect(up.status, await up.clone().text()).toBe(201);
-    const { seq } = (await up.json()) as { seq: number };
+    const { seq, problems } = (await up.json()) as { seq: number; problems: string[] };
+    // The upload's publish read the artifact back from PostgreSQL and retained its chunks.
+    expect(problems).toEqual([]);
     const [rel] = await rows((r) => r.q.select().from(r.t.releases).where(eq(r.t.releases.seq, seq)));
     expect(rel).toMatchObject({ model: MODEL, sha256: sha256Of(model.bytes), bytes: model.bytes.byteLength });
     const [blob] = await rows((r) => r.q.select().from(r.t.artifactBlobs).where(eq(r.t.artifactBlobs.sha256, rel!.sha256)));
     expect(Number(blob!.bytes)).toBe(model.bytes.byteLength);
+    const chunkSize = (rel!.manifest as { artifact: { chunkSize: number } }).artifact.chunkSize;
+    const chunk0 = topics.artifactChunk(rel!.sha256, 0);
+    expect(rel!.chunksPublished).toBe(true);
+    expect(await retained(chunk0)).toEqual(Buffer.from(model.bytes.subarray(0, chunkSize)));
     const onDisk = join(dataDir1, 'artifacts');
     expect(existsSync(onDisk) ? readdirSync(onDisk) : []).toEqual([]);
 
@@ -191,9 +215,13 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
     expect(await rows(async (r) => (await r.q.select().from(r.t.deviceEvents).where(eq(r.t.deviceEvents.deviceId, DEVICE))).map((e) => e.type))).toContain('installed');
 
     // Restart on a fresh, empty data dir: everything the cloud serves comes from PostgreSQL.
+    // The retained chunks are gone too (a broker that lost them): the restarted cloud republishes them from PostgreSQL.
     await stopCloudProcess();
+    await clearRetained(broker.url, [chunk0]);
+    expect(await retained(chunk0)).toBeUndefined();
     const dataDir2 = join(dir, 'cloud-2');
     cloud = await startCloudProcess(dataDir2);
+    await waitFor(async () => (await retained(chunk0))?.equals(Buffer.from(model.bytes.subarray(0, chunkSize))), 20_000, { intervalMs: 200, message: 'chunk 0 republished by the restarted cloud' });
     const devices = (await (await call('GET', '/v1/devices')).json()) as { devices: { id: string }[] };
     expect(devices.devices.map((d) => d.id)).toContain(DEVICE);
     expect(await (await call('GET', `/v1/rollouts/${rolloutId}`)).json()).toMatchObject({ id: rolloutId, state: 'completed' });
