@@ -31,6 +31,7 @@ import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './sh
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
+import { leaderService, Replica } from './cluster/replica.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -125,6 +126,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     const adminToken = adminTokenOf(cfg, dataDir);
     const metrics = new PromRegistry();
     collectDefaultMetrics({ register: metrics });
+    // Issue 15 item 4: with cluster.enabled only the elected leader runs the services started below by
+    // replica.start, and its publishes are fenced on its epoch; without a cluster they all run here.
+    const replica = new Replica({ ...(cfg.cluster.enabled && cfg.registry.url ? { clusterUrl: cfg.registry.url } : {}), holder: cfg.cluster.replicaId, log, metrics });
     // Release artifacts, teacher files, datasets: files under the data dir on SQLite, the registry on PostgreSQL (issue 15).
     const artifacts = openArtifacts({ registry, dataDir, log, metrics });
     // Chunks of registry puts that a crashed replica never finished (a day is far past any upload); nothing on SQLite.
@@ -173,11 +177,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     await ingest.start();
     // The console's data (issue 12): telemetry history in the batched writer's transactions, and retention.
     ingest.deviceState?.addSink(new TelemetryHistory().sink);
-    const consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays });
-    stack.push(() => consoleRetention.stop());
     await mqtt.start();
     const publisher = new ReleasePublisher({
-      mqtt,
+      mqtt: replica.fencedMqtt(mqtt),
       dataDir,
       blobs: artifacts.blobs,
       log,
@@ -193,7 +195,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         if (!ks) return;
         // The unknown_key rule of rollouts compares each device's key-set version with this one.
         void setCurrentKeySetVersion(registry, ks.keyset.version).catch((err: unknown) => log.error({ err }, 'cloud/keyset-version-failed'));
-        void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
+        // The leader publishes (a follower's publish would be fenced); it watches the same shared file.
+        if (replica.leads()) void publisher.publishKeySet(ks).catch((err: unknown) => log.error({ err }, 'cloud/publish-keyset-failed'));
       } catch (err) {
         log.error({ err }, 'cloud/keyset-unreadable');
       }
@@ -202,13 +205,13 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       void publisher.publishCloudInfo().catch((err: unknown) => log.error({ err }, 'cloud/publish-info-failed'));
       retainKeySet();
     };
-    advertise();
     watchFile(keySetPath(trustDir), { interval: 2_000, persistent: false }, retainKeySet);
     stack.push(() => unwatchFile(keySetPath(trustDir), retainKeySet));
     const signer = { sign: (m: Manifest) => signManifest(m, keys.active()) };
-    // Started after the connect (it republishes retained state); it rebuilds its view from the registry,
-    // so signals emitted before it listens lose nothing.
-    const rollouts = await RolloutEngine.create({
+    // Started (as a leader service, below) after the connect: it republishes retained state; it rebuilds its
+    // view from the registry, so signals emitted before it listens lose nothing. On a follower its API calls
+    // only write the registry and the leader's tick acts on them.
+    const rollouts = new RolloutEngine({
       registry,
       publisher,
       signals: ingest,
@@ -218,8 +221,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       reissue: async (prev) => reissueRelease(registry, signer, prev),
       // Agent rollbacks (issue 14): the previous version signed again at a higher agentSeq.
       reissueAgent: async (agentSeq) => (await reissueAgent({ registry, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
+      leads: () => replica.leads(),
     });
-    stack.push(() => rollouts.stop());
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
     const shadowLog = log.child({ module: 'cloud/shadow' });
     const shadow = new ShadowRollouts({
@@ -234,13 +237,10 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       reissue: async (seq) => reissueRelease(registry, signer, seq),
       rollouts,
     });
-    shadow.start();
-    stack.push(() => shadow.stop());
-    // The engine's start republished every device's normal desired: put the running shadow windows back.
-    await shadow.republish();
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
+      if (!replica.leads()) return;
       advertise();
       void rollouts
         .republish()
@@ -249,14 +249,36 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     };
     mqtt.raw?.on('connect', onReconnect);
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
-    const rounds = await RoundRunner.create({ registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } });
+    const roundDeps = { registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } };
+    // A replica queues rounds in the registry until it leads; one process recovers and runs them now.
+    const rounds = replica.clustered ? RoundRunner.follower(roundDeps) : await RoundRunner.create(roundDeps);
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
-    scheduler.start();
-    stack.push(() => scheduler.stop());
     const retention = new RetentionJob({ registry, config: cfg.retention, log: log.child({ module: 'cloud/retention' }) });
-    retention.start();
-    stack.push(() => retention.stop());
+    let consoleRetention: { stop(): void | Promise<void> } | undefined;
+    // Stopped before the round runner, the MQTT client and the registry (the stack runs in reverse).
+    stack.push(() => replica.stop());
+    await replica.start([
+      leaderService('advertise', advertise, () => undefined),
+      leaderService('rollouts', () => rollouts.start(), () => rollouts.stop()),
+      // The engine's start republished every device's normal desired: put the running shadow windows back.
+      leaderService(
+        'shadow',
+        async () => {
+          shadow.start();
+          await shadow.republish();
+        },
+        () => shadow.stop(),
+      ),
+      leaderService('rounds', () => rounds.lead(), () => rounds.follow()),
+      leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
+      leaderService('retention', () => retention.start(), () => retention.stop()),
+      leaderService(
+        'console-retention',
+        () => void (consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays })),
+        () => consoleRetention?.stop(),
+      ),
+    ]);
 
     const app = createCloudApi({
       registry,
@@ -265,6 +287,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       broker: { publicUrl: cfg.mqtt.publicUrl ?? brokerUrl },
       rounds,
       rollouts,
+      replicaRole: () => replica.status(),
       shadow,
       fleet: {
         onDeviceProvisioned: (id, groups) => rollouts.onDeviceProvisioned(id, groups),
@@ -293,7 +316,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       uploads: {
         publicBaseUrl: cfg.api.publicBaseUrl,
         metrics,
-        publish: async (seq) => (await publishRelease({ registry, dataDir, blobs: artifacts.blobs, publish: publisher, rollouts }, 'upload', seq, () => {})).problems,
+        publish: async (seq) => (await publishRelease({ registry, dataDir, blobs: artifacts.blobs, publish: publisher, rollouts, leads: () => replica.leads() }, 'upload', seq, () => {})).problems,
       },
       log,
     });

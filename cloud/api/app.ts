@@ -138,9 +138,15 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   app.get(
     '/healthz',
     describeRoute({
-      summary: 'Liveness: the process answers and the registry can be read',
+      summary: "Liveness: the process answers and the registry can be read; this replica's cluster role and leader epoch",
       public: true,
-      responses: { 200: { description: 'ok', schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number() }) }, 503: { description: 'the registry cannot be read', schema: errorBodySchema } },
+      responses: {
+        200: {
+          description: 'ok; `role` is `single` without a cluster, else `leader` or `follower` (`stopped` while shutting down); `epoch` is the leader epoch this replica leads with (null unless leader)',
+          schema: z.object({ status: z.literal('ok'), uptimeSeconds: z.number(), role: z.enum(['single', 'leader', 'follower', 'stopped']), epoch: z.number().int().nullable() }),
+        },
+        503: { description: 'the registry cannot be read', schema: errorBodySchema },
+      },
     }),
     async (c) => {
       try {
@@ -150,7 +156,8 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
         log.error({ err }, 'cloud/api healthz: registry unavailable');
         throw new ApiError(503, 'unavailable', 'registry unavailable');
       }
-      return c.json({ status: 'ok' as const, uptimeSeconds: Math.round((Date.now() - started) / 1000) });
+      const { role, epoch } = deps.replicaRole?.() ?? { role: 'single' as const, epoch: null };
+      return c.json({ status: 'ok' as const, uptimeSeconds: Math.round((Date.now() - started) / 1000), role, epoch });
     },
   );
   app.get('/openapi.json', describeRoute({ summary: 'This OpenAPI 3.1 document', public: true, responses: { 200: { description: 'the document' } } }), (c) => c.json((openapi ??= buildOpenApi(app))));

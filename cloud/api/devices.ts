@@ -12,7 +12,7 @@ import { describeRoute, validate } from './middleware.js';
 import { groupName, limitQuery, seqString } from './schemas.js';
 import { audit, idCursor } from './audit.js';
 import { listDeviceEvents } from '../fleet/events-store.js';
-import { ATTENTION_REASONS, DEVICE_STATES, queryDevices } from '../fleet/device-query.js';
+import { ATTENTION_REASONS, DEVICE_STATES, deviceBasics, queryDevices } from '../fleet/device-query.js';
 import { RESOLUTIONS, telemetrySeries } from '../fleet/telemetry-history.js';
 
 export const provisionBodySchema = z.strictObject({
@@ -101,19 +101,7 @@ const errors = { 400: { description: 'invalid request', schema: errorBodySchema 
 
 function view(row: DeviceRow, model: string | null): DeviceView {
   return {
-    id: row.id,
-    groups: row.groups as string[],
-    status: row.revoked ? 'revoked' : row.online ? 'online' : row.lastSeen ? 'offline' : 'never_seen',
-    online: row.online,
-    lastSeen: row.lastSeen,
-    running: row.runningSeq === null ? null : { model, release: row.runningSeq, sha256: row.runningSha256 },
-    desiredRelease: row.desiredSeq,
-    revoked: row.revoked,
-    protocol: { version: row.protocolVersion ?? 1, capabilities: row.capabilities ?? [] },
-    trust: row.trust ?? null,
-    degraded: row.degraded,
-    agent: row.agent,
-    platform: row.platform,
+    ...deviceBasics(row, model),
     createdAt: row.createdAt,
   };
 }

@@ -122,6 +122,8 @@ export interface CloudApiDeps {
   broker: { publicUrl: string };
   rounds: RoundsService;
   rollouts: RolloutsService;
+  /** This replica's role and leader epoch for /healthz (cloud/cluster/replica.ts); default single, epoch null. */
+  replicaRole?: () => { role: 'single' | 'leader' | 'follower' | 'stopped'; epoch: number | null };
   /** On-device shadow runs (`POST /v1/rollouts` with `shadow`); without it such a request is refused (422). */
   shadow?: ShadowService;
   fleet?: FleetHooks;

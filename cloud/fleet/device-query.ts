@@ -1,5 +1,6 @@
 import { and, asc, count, desc, eq, isNotNull, sql, type SQL } from 'drizzle-orm';
 import type { StoreRegistry } from '../registry/open.js';
+import type { DeviceRow } from '../registry/schema.js';
 
 /** What the device list filters on: the overview's tiles. */
 export const DEVICE_STATES = ['online', 'offline', 'never_seen', 'revoked', 'attention'] as const;
@@ -231,14 +232,22 @@ function listQuery(reg: StoreRegistry, d: DialectSql, now: Date) {
 
 type ListRow = Awaited<ReturnType<typeof listQuery>>[number];
 
-function item(r: ListRow): DeviceListItem {
+/** The columns of a device row that the API's device view and the device list both show. */
+type DeviceColumns = Pick<DeviceRow, 'id' | 'revoked' | 'online' | 'lastSeen' | 'runningSeq' | 'runningSha256' | 'desiredSeq' | 'protocolVersion' | 'degraded' | 'agent' | 'platform'> & {
+  groups: unknown;
+  capabilities: unknown;
+  trust: unknown;
+};
+
+/** A device as the API shows it (GET /v1/devices/{id} and the device list); `model` is its running release's. */
+export function deviceBasics(r: DeviceColumns, model: string | null) {
   return {
     id: r.id,
     groups: r.groups as string[],
-    status: r.revoked ? 'revoked' : r.online ? 'online' : r.lastSeen ? 'offline' : 'never_seen',
+    status: (r.revoked ? 'revoked' : r.online ? 'online' : r.lastSeen ? 'offline' : 'never_seen') as DeviceListItem['status'],
     online: r.online,
     lastSeen: r.lastSeen,
-    running: r.runningSeq === null ? null : { model: r.model, release: r.runningSeq, sha256: r.runningSha256 },
+    running: r.runningSeq === null ? null : { model, release: r.runningSeq, sha256: r.runningSha256 },
     desiredRelease: r.desiredSeq,
     revoked: r.revoked,
     protocol: { version: r.protocolVersion ?? 1, capabilities: (r.capabilities as string[] | null) ?? [] },
@@ -246,6 +255,12 @@ function item(r: ListRow): DeviceListItem {
     degraded: r.degraded,
     agent: r.agent,
     platform: r.platform,
+  };
+}
+
+function item(r: ListRow): DeviceListItem {
+  return {
+    ...deviceBasics(r, r.model),
     health: r.health,
     attention: ATTENTION_REASONS.filter((k) => r[k] === 1),
     createdAt: r.createdAt,

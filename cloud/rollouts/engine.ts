@@ -52,6 +52,13 @@ export interface RolloutEngineDeps {
   republishOnStart?: boolean;
   /** Prometheus registry for the engine's CPU and event counters (cloud/rollouts/meter.ts); a private one by default. */
   metrics?: PromRegistry;
+  /**
+   * Whether this replica acts on rollouts (issue 15: the cluster leader; always, without a cluster). On a
+   * follower the API calls (create, pause, resume, abort, rollback, provisioning) only write the registry:
+   * they publish nothing, and the leader's tick, which reads every active rollout from the registry, acts
+   * on them within `tickSeconds`. Default: always.
+   */
+  leads?: () => boolean;
 }
 
 /** The engine's cached view of rollouts (see `RolloutEngine.cache`). */
@@ -189,7 +196,7 @@ export class RolloutEngine {
       const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
       return Promise.reject(new RolloutError(`invalid rollout: ${why}`, 'invalid'));
     }
-    return this.exclusive(() => this.steps.create(parsed.data));
+    return this.exclusive(() => this.steps.create(parsed.data, { act: this.leads() }));
   }
 
   /** Stops an active rollout where it is. No rollback: devices keep what they installed (see `rollback`). */
@@ -199,7 +206,7 @@ export class RolloutEngine {
       if (!ABORTABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
       await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'aborted', reason, pausedAt: null }));
       this.log.warn({ rollout: id, reason }, 'rollouts/aborted');
-      await this.steps.gcQuietly();
+      if (this.leads()) await this.steps.gcQuietly();
       return this.steps.mustGet(id);
     });
   }
@@ -217,7 +224,8 @@ export class RolloutEngine {
       if (latest?.id !== id) throw new RolloutError(`rollout ${id} is not the latest of model ${r.model} (${latest?.id} is)`, 'conflict');
       if (r.state !== 'rolling_back') await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'rolling_back', reason }));
       this.log.warn({ rollout: id, reason }, 'rollouts/rollback-requested');
-      await this.steps.continueRollback(await this.steps.mustGet(id));
+      // On a follower the leader's tick continues a rolling_back rollout.
+      if (this.leads()) await this.steps.continueRollback(await this.steps.mustGet(id));
       return this.steps.mustGet(id);
     });
   }
@@ -254,7 +262,7 @@ export class RolloutEngine {
         yield* setRollout(tx, t, id, now, { pausedAt: null, pauseReason: null, replacements: 0, canaryHealthySince: null }, { from: r.state, to: r.state, reason: `${reason} after ${Math.round(pausedMs / 1000)} s (was: ${r.pauseReason})` });
       });
       this.log.info({ rollout: id, pausedSeconds: pausedMs / 1000 }, 'rollouts/resumed');
-      await this.steps.evaluateAll();
+      if (this.leads()) await this.steps.evaluateAll();
       return this.steps.mustGet(id);
     });
   }
@@ -277,17 +285,23 @@ export class RolloutEngine {
    * when its desired release is missing or older. Also runs on every `online` status.
    */
   onDeviceProvisioned(deviceId: string, groups?: readonly string[]): Promise<void> {
+    // On a follower: the device converges on the leader when the leader sees its online status.
+    if (!this.leads()) return Promise.resolve();
     return this.exclusive(() => this.steps.converge(deviceId, groups));
   }
 
   /** Clears a revoked device's retained desired state; rollouts stop counting it. */
   onDeviceRevoked(deviceId: string): Promise<void> {
     return this.exclusive(async () => {
-      await this.publisher.clearDesired(deviceId);
-      await this.publisher.clearAgent(deviceId);
+      const leads = this.leads();
+      // On a follower the retained desired stays on the broker (the device's credentials are gone with it).
+      if (leads) {
+        await this.publisher.clearDesired(deviceId);
+        await this.publisher.clearAgent(deviceId);
+      }
       const { devices } = this.reg.t;
       await this.reg.q.update(devices).set({ desiredSeq: null, desiredAgentSeq: null }).where(eq(devices.id, deviceId));
-      await this.steps.evaluateAll();
+      if (leads) await this.steps.evaluateAll();
     });
   }
 
@@ -308,6 +322,10 @@ export class RolloutEngine {
   /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
   gc(): Promise<string[]> {
     return this.exclusive(() => this.publisher.gcArtifacts(this.reg));
+  }
+
+  private leads(): boolean {
+    return this.deps.leads?.() ?? true;
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

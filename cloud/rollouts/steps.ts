@@ -120,7 +120,8 @@ export class RolloutSteps {
     return rel;
   }
 
-  async create(req: RolloutRequestParsed): Promise<RolloutRow> {
+  /** `act` false (a cluster follower): store the rollout only; the leader's tick checks the artifact and gives the first wave. */
+  async create(req: RolloutRequestParsed, { act = true }: { act?: boolean } = {}): Promise<RolloutRow> {
     const kind = req.kind;
     let skipped: { id: string; reason: string }[] = [];
     let targeted = await this.read((tx, t) => targetedDevices(tx, t, req.target));
@@ -150,7 +151,7 @@ export class RolloutSteps {
     const waves = wavesOf(req);
     const assigned = assignWaves(id, targeted, waves);
     // Before anything is stored: a missing or corrupt artifact fails the request, not a rollout.
-    await (await this.of({ kind }).item(req.releaseSeq)).ensure();
+    if (act) await (await this.of({ kind }).item(req.releaseSeq)).ensure();
     // Strictly increasing creation times: "latest rollout" must not depend on a random id tie-break.
     const { rollouts } = this.reg.t;
     const [last] = await this.reg.q.select({ at: rollouts.createdAt }).from(rollouts).orderBy(desc(rollouts.createdAt)).limit(1);
@@ -188,8 +189,8 @@ export class RolloutSteps {
       return out;
     });
     for (const s of superseded) this.log.info({ rollout: s.rollout, by: id, devices: s.devices, remaining: s.remaining }, 'rollouts/superseded');
-    this.log.info({ rollout: id, model: req.model, kind, release: req.releaseSeq, devices: targeted.length, incompatible: skipped.length, waves }, 'rollouts/created');
-    await this.step(id);
+    this.log.info({ rollout: id, model: req.model, kind, release: req.releaseSeq, devices: targeted.length, incompatible: skipped.length, waves, acted: act }, 'rollouts/created');
+    if (act) await this.step(id);
     return this.mustGet(id);
   }
 

@@ -15,6 +15,11 @@ export interface PublishDeps {
   blobs?: ArtifactBlobs;
   publish: ArtifactPublisher;
   rollouts: RolloutStarter;
+  /**
+   * False on a cluster follower (issue 15): its publishes would be fenced, so the chunks are left to the
+   * leader (a rollout's first step publishes them) and only the rollout row is written. Default: always.
+   */
+  leads?: () => boolean;
 }
 
 /**
@@ -34,7 +39,7 @@ export async function publishRelease(
   const [rel] = await db.select().from(releases).where(eq(releases.seq, seq)).limit(1);
   if (!rel) throw new Error(`round ${roundId}: release ${seq} is not in the registry`);
   const problems: string[] = [];
-  if (!rel.chunksPublished) {
+  if (!rel.chunksPublished && (deps.leads?.() ?? true)) {
     onPhase('publish', `${rel.sha256.slice(0, 12)}… (${rel.bytes} bytes)`);
     try {
       const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256, deps.blobs);

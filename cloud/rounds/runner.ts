@@ -93,6 +93,12 @@ export class RoundRunner implements RoundsService {
   private writes: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
   private stopping = false;
+  /**
+   * False on a cluster follower (issue 15): rounds are only queued in the registry, and the leader runs
+   * them (`lead()` recovers them, then polls for rounds queued by another replica).
+   */
+  private leading = true;
+  private pollTimer: NodeJS.Timeout | undefined;
 
   private readonly deps: RoundRunnerDeps & { blobs: ArtifactBlobs };
 
@@ -103,11 +109,53 @@ export class RoundRunner implements RoundsService {
     this.deps = { ...deps, blobs: deps.blobs ?? openArtifacts({ registry: deps.registry, dataDir: deps.dataDir, log: this.log }).blobs };
   }
 
+  /** Not running rounds: stopping, or a follower. */
+  private get halted(): boolean {
+    return this.stopping || !this.leading;
+  }
+
   static async create(deps: RoundRunnerDeps): Promise<RoundRunner> {
     registryLocation(deps.registry);
     const runner = new RoundRunner(deps);
     await runner.recover();
     return runner;
+  }
+
+  /** A cluster replica's runner, not leading yet: it queues rounds in the registry until `lead()`. */
+  static follower(deps: RoundRunnerDeps): RoundRunner {
+    registryLocation(deps.registry);
+    const runner = new RoundRunner(deps);
+    runner.leading = false;
+    return runner;
+  }
+
+  /**
+   * Became the cluster leader: recovers the rounds left `queued` or `running` (a dead leader's: failed and
+   * retried), then picks up rounds other replicas queue, every `pollQueuedMs` (default 2 s).
+   */
+  async lead(pollQueuedMs = 2000): Promise<void> {
+    if (this.leading || this.stopping) return;
+    this.leading = true;
+    await this.recover();
+    this.pollTimer = setInterval(() => void this.pickUpQueued().catch((err: unknown) => this.log.warn({ err }, 'rounds/poll-queued failed')), pollQueuedMs);
+    this.pollTimer.unref();
+  }
+
+  /** Stopped being leader: stops the workers (their rounds stay `running`: the next leader fails and retries them). */
+  async follow(graceMs = 5000): Promise<void> {
+    if (!this.leading) return;
+    this.leading = false;
+    clearInterval(this.pollTimer);
+    this.pollTimer = undefined;
+    await this.stopWorkers(graceMs);
+  }
+
+  private async pickUpQueued(): Promise<void> {
+    if (this.halted) return;
+    const { rounds } = this.deps.registry.t;
+    const rows = await this.deps.registry.q.select({ id: rounds.id }).from(rounds).where(eq(rounds.state, 'queued')).orderBy(asc(rounds.createdAt));
+    for (const { id } of rows) if (!this.queue.includes(id) && !this.launching.has(id) && !this.active.has(id)) this.queue.push(id);
+    this.pump();
   }
 
   private get opts(): Required<Pick<RoundRunnerOptions, 'maxAttempts' | 'maxConcurrent' | 'progressWriteMs' | 'maxWallSeconds'>> & RoundRunnerOptions {
@@ -132,7 +180,7 @@ export class RoundRunner implements RoundsService {
       if (busy) throw new RoundConflictError(model, busy.id);
       yield* q(tx.insert(rounds).values({ id, model, state: 'queued', trigger, attempts: carriedAttempts, createdAt }));
     });
-    if (this.stopping) return { id }; // left `queued`: the next start picks it up
+    if (this.halted) return { id }; // left `queued`: the next start (or the leader) picks it up
     this.log.info({ round: id, model, trigger }, 'round queued');
     this.queue.push(id);
     this.pump();
@@ -169,6 +217,11 @@ export class RoundRunner implements RoundsService {
    */
   async dispose(graceMs = 5000): Promise<void> {
     this.stopping = true;
+    clearInterval(this.pollTimer);
+    await this.stopWorkers(graceMs);
+  }
+
+  private async stopWorkers(graceMs: number): Promise<void> {
     this.queue.length = 0;
     const waits = [...this.active.values()].map(async (a) => {
       a.child?.kill('SIGTERM');
@@ -208,7 +261,7 @@ export class RoundRunner implements RoundsService {
   }
 
   private pump(): void {
-    while (!this.stopping && this.queue.length && this.active.size + this.launching.size < this.opts.maxConcurrent) {
+    while (!this.halted && this.queue.length && this.active.size + this.launching.size < this.opts.maxConcurrent) {
       const id = this.queue.shift()!;
       this.launching.add(id);
       this.launch(id)
@@ -236,7 +289,7 @@ export class RoundRunner implements RoundsService {
     const [modelRow] = row ? await db.select().from(t.models).where(eq(t.models.name, row.model)).limit(1) : [];
     if (!row) return;
     if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
-    if (this.stopping) return; // left `queued`: the next start picks it up
+    if (this.halted) return; // left `queued`: the next start (or leader) picks it up
     let resolveDone!: () => void;
     const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, blobs: this.deps.blobs, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
     const a: Active = { id, model: row.model, guard, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
@@ -317,7 +370,7 @@ export class RoundRunner implements RoundsService {
   }
 
   private async finish(a: Active, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<void> {
-    if (this.stopping && !a.outcome) return; // left `running`: recovered (failed + retried) at the next start
+    if (this.halted && !a.outcome) return; // left `running`: recovered (failed + retried) at the next start
     const finishedAt = nowIso();
     const o = a.outcome;
     // A worker that died after inserting its release (before reporting) still produced a valid, signed release.

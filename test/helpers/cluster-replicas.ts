@@ -28,11 +28,13 @@ export class Replica {
   readonly child: ChildProcess;
   stderr = '';
 
+  /** `script` (default cluster-replica-process.ts) runs with `<url> <name> ...args`. */
   constructor(
     readonly name: string,
     url: string,
+    { script = SCRIPT, args = [] }: { script?: string; args?: string[] } = {},
   ) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, url, name], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, ['--import', 'tsx', script, url, name, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       const e = JSON.parse(line) as Ev;

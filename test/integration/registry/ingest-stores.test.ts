@@ -43,11 +43,14 @@ describe.each(dialects)('ingest stores on $name', (d) => {
   const device = async (id: string) => (await reg.q.select().from(reg.t.devices).where(eq(reg.t.devices.id, id)))[0]!;
 
   it('commits a batch before settling its promise, stores it once however often delivered, rows intact', async () => {
-    const i = await start({ flushMs: 5 });
+    // The batch waits up to flushMs for more: long enough that the read below always runs before the commit.
+    const i = await start({ flushMs: 1000 });
     const b = examplesPayload('pi-1', 40, { size: 16, label: 1 });
-    const first = i.handleMessage('examples', 'pi-1', b.payload);
+    let settled = false;
+    const first = Promise.resolve(i.handleMessage('examples', 'pi-1', b.payload)).then(() => void (settled = true));
     const again = i.handleMessage('examples', 'pi-1', b.payload); // queued before the first commit: ON CONFLICT dedupes it
     expect(await storedIds()).toEqual([]);
+    expect(settled).toBe(false);
     await Promise.all([first, again]);
     expect(await storedIds()).toEqual([...b.ids].sort());
     await i.handleMessage('examples', 'pi-1', b.payload); // after the commit: found stored, no transaction

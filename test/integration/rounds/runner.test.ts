@@ -167,6 +167,33 @@ describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
     expect(await r3.list('h')).toHaveLength(2);
   });
 
+  it('cluster (issue 15): a follower only queues; the leader runs rounds other replicas queue; a step-down leaves its round to the next leader', async () => {
+    await fake(registry, 'q', 'release');
+    const follower = RoundRunner.follower({ registry, dataDir: tmp.dir, signer, publish, rollouts, options: { workerPath: FAKE_WORKER } });
+    runners.push(follower);
+    const leader = RoundRunner.follower({ registry, dataDir: tmp.dir, signer, publish, rollouts, options: { workerPath: FAKE_WORKER } });
+    runners.push(leader);
+    await leader.lead(100);
+    // Queued through the follower's API: stored, not run there.
+    const { id } = await follower.start('q', 'manual');
+    expect(follower.workerPid(id)).toBeUndefined();
+    // The leader's poll picks it up from the registry and runs it to a release.
+    await expect.poll(async () => (await leader.get(id))?.state, { timeout: 10_000, interval: 50 }).toBe('released');
+    expect(publish.calls).toHaveLength(1);
+
+    await fake(registry, 'hq', 'hang');
+    const { id: hung } = await follower.start('hq', 'manual');
+    await expect.poll(async () => (await leader.get(hung))?.progress?.epoch, { timeout: 10_000, interval: 50 }).toBeDefined();
+    // Stepping down stops the worker and leaves the round `running` ...
+    await leader.follow(200);
+    expect((await leader.get(hung))!.state).toBe('running');
+    // ... for the next leader, which fails it and retries it.
+    await follower.lead(100);
+    const retry = (await follower.list('hq')).find((v) => v.trigger === 'retry')!;
+    expect(await follower.get(hung)).toMatchObject({ state: 'failed', error: `cloud restarted during round; retried as ${retry.id}` });
+    await expect.poll(async () => (await follower.get(retry.id))?.state, { timeout: 10_000, interval: 50 }).toBe('running');
+  });
+
   it('after a restart: finishes publishing a round whose release was already stored', async () => {
     await fake(registry, 'p', 'release', { autoRollout: true });
     const id = newId();

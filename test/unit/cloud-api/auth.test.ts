@@ -19,8 +19,21 @@ describe('cloud API auth', () => {
 
   it('answers /healthz and /openapi.json without a token', async () => {
     expect((await get('/healthz')).status).toBe(200);
-    expect(await json(await get('/healthz'))).toMatchObject({ status: 'ok' });
+    expect(await json(await get('/healthz'))).toMatchObject({ status: 'ok', role: 'single', epoch: null });
     expect((await get('/openapi.json')).status).toBe(200);
+  });
+
+  it("/healthz reports the replica's role and epoch as the cluster gives them, without a token", async () => {
+    let now: { role: 'leader' | 'follower'; epoch: number | null } = { role: 'follower', epoch: null };
+    const r = harness({ replicaRole: () => now });
+    try {
+      expect(await json(await r.app.request('/healthz'))).toMatchObject({ status: 'ok', role: 'follower', epoch: null });
+      now = { role: 'leader', epoch: 7 };
+      const body = await json(await r.app.request('/healthz'));
+      expect(body).toEqual({ status: 'ok', uptimeSeconds: expect.any(Number), role: 'leader', epoch: 7 });
+    } finally {
+      r.close();
+    }
   });
 
   it.each([

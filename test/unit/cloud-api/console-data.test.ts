@@ -2,12 +2,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceStateWriter } from '../../../cloud/fleet/device-state-writer.js';
 import { recordDeviceEvents } from '../../../cloud/fleet/events-store.js';
 import { TelemetryHistory } from '../../../cloud/fleet/telemetry-history.js';
-import { devices, rolloutDevices, rollouts } from '../../../cloud/registry/schema.js';
-import { eq } from 'drizzle-orm';
+import { rolloutDevices, rollouts } from '../../../cloud/registry/schema.js';
 import type { Telemetry } from '../../../shared/protocol/index.js';
-import { call, harness, json, seedDevice, seedModel, seedRelease, type Harness } from './helpers.js';
+import { ATTENTION_FLEET_NOW, ATTENTION_FLEET_SUMMARY, seedAttentionFleet } from '../../helpers/attention-fleet.js';
+import { call, harness, json, type Harness } from './helpers.js';
 
-const NOW = new Date('2026-11-30T12:00:00.000Z');
+const NOW = ATTENTION_FLEET_NOW;
 const clock = () => NOW;
 
 function telemetry(deviceId: string, at: string, requests: number): Telemetry {
@@ -17,50 +17,11 @@ function telemetry(deviceId: string, at: string, requests: number): Telemetry {
   };
 }
 
-/**
- * A fleet with one device per attention reason, plus healthy, offline, never-seen and revoked ones.
- * Releases 1 and 2 of `digits`.
- */
-function seedFleet(h: Harness): void {
-  seedModel(h);
-  seedRelease(h, { seq: 1, bytes: Buffer.from('r1') });
-  seedRelease(h, { seq: 2, bytes: Buffer.from('r2') });
-  const seen = '2026-11-30T11:59:00.000Z';
-  seedDevice(h, 'ok-1', { groups: ['kitchen'], online: true, lastSeen: seen, runningSeq: 2, health: 'ok' });
-  seedDevice(h, 'ok-2', { groups: ['kitchen', 'eu'], online: true, lastSeen: seen, runningSeq: 2 });
-  seedDevice(h, 'off-1', { groups: ['eu'], online: false, lastSeen: '2026-11-29T00:00:00.000Z', runningSeq: 1 });
-  seedDevice(h, 'new-1');
-  seedDevice(h, 'gone-1', { revoked: true, runningSeq: 1, lastSeen: seen });
-  seedDevice(h, 'sick-1', { online: true, lastSeen: seen, runningSeq: 1, health: 'degraded' });
-  seedDevice(h, 'drop-1', { online: true, lastSeen: seen, runningSeq: 1, droppedAt: '2026-11-30T11:30:00.000Z' });
-  seedDevice(h, 'drop-old', { online: true, lastSeen: seen, runningSeq: 1, droppedAt: '2026-11-30T10:00:00.000Z' });
-  seedDevice(h, 'stale-1', { online: true, lastSeen: seen, trust: { keysetVersion: 3, state: 'trust_stale' } });
-  seedDevice(h, 'back-1', { online: true, lastSeen: seen, rolledBackAt: '2026-11-30T11:00:00.000Z' });
-  seedDevice(h, 'fail-1', { online: true, lastSeen: seen });
-  seedDevice(h, 'quar-1', { online: true, lastSeen: seen });
-  seedDevice(h, 'fail-old', { online: true, lastSeen: seen });
-  const db = h.registry.db;
-  // Agent versions (issue 14); the revoked device's is not counted.
-  for (const [id, agent] of [['ok-1', '0.2.0'], ['ok-2', '0.2.0'], ['off-1', '0.1.0'], ['gone-1', '0.1.0']] as const) {
-    db.update(devices).set({ agent: `apprentice-edge/${agent}`, platform: 'linux-x64' }).where(eq(devices.id, id)).run();
-  }
-  db.insert(rollouts).values([
-    { id: 'ro-live', model: 'digits', releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'fleet' },
-    { id: 'ro-aborted', model: 'digits', releaseSeq: 2, target: { kind: 'all' }, canaryShare: 0.1, soakSeconds: 60, failureThreshold: 0.2, state: 'aborted' },
-  ]).run();
-  db.insert(rolloutDevices).values([
-    { rolloutId: 'ro-live', deviceId: 'fail-1', canary: true, state: 'failed', reason: 'self_test_failed' },
-    { rolloutId: 'ro-live', deviceId: 'quar-1', canary: true, state: 'quarantined' },
-    { rolloutId: 'ro-live', deviceId: 'ok-1', canary: false, state: 'installed' },
-    { rolloutId: 'ro-aborted', deviceId: 'fail-old', canary: true, state: 'failed' },
-  ]).run();
-}
-
 describe('console data routes', () => {
   let h: Harness;
-  beforeEach(() => {
+  beforeEach(async () => {
     h = harness({ clock });
-    seedFleet(h);
+    await seedAttentionFleet(h.registry);
   });
   afterEach(() => h.close());
 
@@ -72,24 +33,7 @@ describe('console data routes', () => {
 
   it('GET /v1/fleet/summary counts tiles, attention by reason, and devices per running release', async () => {
     const s = await json(await call(h.app, 'GET', '/v1/fleet/summary'));
-    expect(s).toEqual({
-      total: 12,
-      online: 10,
-      offline: 1,
-      neverSeen: 1,
-      revoked: 1,
-      attention: 6,
-      attentionBy: { rollout_failed: 1, quarantined: 1, rolled_back: 1, unhealthy: 1, outbox_dropping: 1, trust_stale: 1 },
-      releases: [
-        { model: 'digits', release: 1, devices: 4 },
-        { model: 'digits', release: 2, devices: 2 },
-      ],
-      agents: [
-        { agent: 'apprentice-edge/0.2.0', platform: 'linux-x64', devices: 2 },
-        { agent: 'apprentice-edge/0.1.0', platform: 'linux-x64', devices: 1 },
-      ],
-      at: NOW.toISOString(),
-    });
+    expect(s).toEqual(ATTENTION_FLEET_SUMMARY);
     expect((await call(h.app, 'GET', '/v1/fleet/summary?x=1')).status).toBe(400);
   });
 

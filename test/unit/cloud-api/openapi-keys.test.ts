@@ -66,6 +66,10 @@ describe('GET /openapi.json', () => {
     const served = new Set(h.app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`));
     expect([...served].sort()).toEqual(ops.sort());
     expect(doc.paths['/healthz'].get.security).toEqual([]);
+    // Issue 15: every replica's /healthz says its role and leader epoch.
+    const health = doc.paths['/healthz'].get.responses['200'].content['application/json'].schema;
+    expect(health.required).toEqual(expect.arrayContaining(['status', 'uptimeSeconds', 'role', 'epoch']));
+    expect(health.properties.role.enum).toEqual(['single', 'leader', 'follower', 'stopped']);
     // Device HTTP Basic or the admin token, checked by the route itself.
     expect(doc.paths['/v1/artifacts/{sha256}'].get.security).toEqual([]);
     expect(doc.paths['/v1/devices'].get.security).toBeUndefined();
