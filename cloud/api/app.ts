@@ -61,7 +61,7 @@ export function createCloudApi(deps: CloudApiDeps): Hono {
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
     (promReg.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [promReg] });
   const consoleRefusals = counter('apprentice_console_refused_total', 'Console requests refused, by reason (no_session, bad_csrf, bad_token, rate_limited; login_table_full: the login limit forgot an address)', ['reason'] as const);
-  const apiRefusals = counter('apprentice_cloud_api_refused_total', "Admin API requests refused because of the cloud's own state, by reason (registry_busy: the registry's write lock was held past its busy timeout; 503 + Retry-After)", ['reason'] as const);
+  const apiRefusals = counter('apprentice_cloud_api_refused_total', "Admin API requests refused because of the cloud's own state, by reason (registry_busy: the registry's write lock was held past its busy timeout; registry_unavailable: PostgreSQL unreachable or contended past its retries; 503 + Retry-After)", ['reason'] as const);
   const auditFailures = counter('apprentice_audit_write_failed_total', 'Audit entries that could not be written (the action itself went ahead), by source (api, console)', ['source'] as const);
   const trustedProxies = deps.artifacts?.trustedProxies ?? [];
   const clientAddress = deps.artifacts?.clientAddress ?? socketAddress;

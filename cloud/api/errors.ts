@@ -1,6 +1,7 @@
 import type { ErrorHandler } from 'hono';
 import { ApiError, apiErrorHandler, errorBody } from '../../shared/http/errors.js';
 import type { Logger } from '../../shared/log/index.js';
+import { isTransientPgError } from '../fleet/serial-retry.js';
 import { isRegistryBusy } from '../registry/db.js';
 import { RolloutError } from '../rollouts/policy.js';
 import { RoundConflictError, UnknownModelError } from '../rounds/types.js';
@@ -44,6 +45,13 @@ export function onApiError({ log, refused }: { log: Logger; refused?: { inc(labe
         refused?.inc({ reason: 'registry_busy' });
         c.header('Retry-After', '1');
         return c.json(errorBody('registry_busy', 'the registry is busy (another writer holds its lock); retry shortly'), 503);
+      }
+      // PostgreSQL unreachable, restarting, out of connections, or contended past the registry's own retries.
+      if (isTransientPgError(err)) {
+        log.warn({ err, method: c.req.method, path: c.req.path }, 'cloud/api: registry unavailable, answered 503');
+        refused?.inc({ reason: 'registry_unavailable' });
+        c.header('Retry-After', '1');
+        return c.json(errorBody('registry_unavailable', 'the registry database is not reachable right now; retry shortly'), 503);
       }
       return undefined;
     },

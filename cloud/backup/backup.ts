@@ -53,7 +53,7 @@ export interface BackupResult {
  */
 export async function backupCloud({ dataDir, out, now = new Date() }: { dataDir: string; out: string; now?: Date }): Promise<BackupResult> {
   const source = join(dataDir, REGISTRY_FILE);
-  if (!existsSync(source)) throw new UsageError(`--data-dir: ${dataDir} has no ${REGISTRY_FILE} (not a cloud data dir)`);
+  if (!existsSync(source)) throw new UsageError(`--data-dir: ${dataDir} has no ${REGISTRY_FILE} (not a cloud data dir; a cloud whose registry is on PostgreSQL (registry.url) is backed up with pg_dump)`);
   if (!existsSync(join(dataDir, KEYS_DIR, KEY_INDEX_FILE))) throw new UsageError(`--data-dir: ${dataDir} has no key store (${KEYS_DIR}/${KEY_INDEX_FILE})`);
   if (existsSync(out) && readdirSync(out).length > 0) throw new UsageError(`--out: ${out} exists and is not empty`);
   mkdirSync(out, { recursive: true, mode: 0o700 });

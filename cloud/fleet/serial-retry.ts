@@ -10,15 +10,22 @@ const TRANSIENT = /^SQLITE_(BUSY|LOCKED|IOERR|FULL|READONLY|CANTOPEN|PROTOCOL)/;
  */
 const TRANSIENT_PG = /^(08...|57P0[123]|53[13]00|40001|40P01|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE)$/;
 
-/** True for an error a later attempt may not meet: the database was locked, full or unwritable. */
-export function isTransientDbError(err: unknown): boolean {
-  if (err instanceof TransientError) return true;
-  // drizzle wraps the driver's error: look at its causes too.
+/** True when `err` or one of its causes (drizzle wraps the driver's error) has a code `re` matches. */
+function hasCode(err: unknown, re: RegExp): boolean {
   for (let e = err as { code?: unknown; cause?: unknown } | null | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    const code = String(e.code ?? '');
-    if (TRANSIENT.test(code) || TRANSIENT_PG.test(code)) return true;
+    if (re.test(String(e.code ?? ''))) return true;
   }
   return false;
+}
+
+/** True for an error a later attempt may not meet: the database was locked, full or unwritable. */
+export function isTransientDbError(err: unknown): boolean {
+  return err instanceof TransientError || hasCode(err, TRANSIENT) || hasCode(err, TRANSIENT_PG);
+}
+
+/** The PostgreSQL part of isTransientDbError: the server unreachable, shutting down, out of connections, or contended past the retries. */
+export function isTransientPgError(err: unknown): boolean {
+  return hasCode(err, TRANSIENT_PG);
 }
 
 /** Thrown by a job to ask for a retry (e.g. a prerequisite write failed and was logged already). */

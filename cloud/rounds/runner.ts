@@ -7,6 +7,7 @@ import type { RoundRow } from '../registry/schema.js';
 import { q } from '../registry/tx.js';
 import { cohortSummary, publishCohortLines } from './cohort-publish.js';
 import { publishRelease, type PublishDeps } from './publish.js';
+import { openArtifacts, type ArtifactBlobs } from '../artifacts/index.js';
 import { parseRoundModel } from './settings.js';
 import { forkWorker } from './spawn.js';
 import { RoundSigningGuard } from './sign-guard.js';
@@ -99,8 +100,13 @@ export class RoundRunner implements RoundsService {
   private leading = true;
   private pollTimer: NodeJS.Timeout | undefined;
 
-  private constructor(private readonly deps: RoundRunnerDeps) {
+  private readonly deps: RoundRunnerDeps & { blobs: ArtifactBlobs };
+
+  private constructor(deps: RoundRunnerDeps) {
     this.log = deps.log ?? silentLogger;
+    // The worker stores artifacts where openArtifacts says for its registry's dialect (worker.ts); this side
+    // (signing guard, publish) must read them from the same place, so it defaults the same way.
+    this.deps = { ...deps, blobs: deps.blobs ?? openArtifacts({ registry: deps.registry, dataDir: deps.dataDir, log: this.log }).blobs };
   }
 
   /** Not running rounds: stopping, or a follower. */

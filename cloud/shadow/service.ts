@@ -136,7 +136,6 @@ export class ShadowRollouts {
         now,
       );
       this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length }, 'shadow/started');
-      // The publisher (cloud/fleet, converted separately for issue 15) still types its registry as SQLite's.
       await this.deps.publisher.ensureChunks(this.deps.registry, rel);
       await this.send(run);
       return (await getRun(this.db, id))!;

@@ -230,7 +230,7 @@ describe.each(dialects)('registry artifact store on $name', (d) => {
     await reg.q.insert(reg.t.releases).values({ model: 'digits', seq: 3, sha256: put.sha256, bytes: put.bytes, quantization: 'int8', metrics: {}, manifest: { v: 1 }, signature: { alg: 'ed25519', keyId: 'k', sig: 'AA==' }, artifactPath: put.relPath });
     // A teacher file in the same store is not a release: devices cannot fetch it.
     const teacher = await arts.blobs.put('teacher', randomBytes(100));
-    const registry = reg as unknown as Registry; // the API's deps are still typed SQLite (issue 15 in progress); the artifact route uses only `q` and `t`
+    const registry = reg as unknown as Registry; // FakeRounds/FakeRollouts (the SQLite API harness) want SQLite's type; this route uses only `q` and `t`
     const app = createCloudApi({ registry, keys, adminToken: TOKEN, broker: { publicUrl: 'mqtt://x' }, rounds: new FakeRounds(registry), rollouts: new FakeRollouts(registry), artifactsDir: join(dir, 'no-files-here'), artifacts: { store: arts.served, clientAddress: () => '127.0.0.1' } });
     const auth = { authorization: `Basic ${Buffer.from('pi-1:s3cret').toString('base64')}` };
 

@@ -2,7 +2,9 @@
  * Stand-in for cloud/rounds/worker.ts in runner tests: speaks the same IPC protocol but does no
  * training. `distillSettings.fake` picks the behaviour.
  */
+import { openArtifacts } from '../../../cloud/artifacts/index.js';
 import { openRegistry } from '../../../cloud/registry/open.js';
+import { silentLogger } from '../../../shared/log/index.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
 import { insertRelease } from '../../../cloud/rounds/releases.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
@@ -51,7 +53,8 @@ async function run(job: RoundJob): Promise<void> {
       const registry = await openRegistry(job.registry);
       const m = denseModel({ sizes: [784, 10], seed: 3 });
       // The protocol: store the artifact, ask the parent for the round's sequence, then for the signature.
-      const stored = await storeArtifact(job.dataDir, m.bytes);
+      // Where the real worker stores it: the registry's artifact store on PostgreSQL, files on SQLite.
+      const stored = await storeArtifact(job.dataDir, m.bytes, openArtifacts({ registry, dataDir: job.dataDir, log: silentLogger }).blobs);
       const seq = await askSequence();
       const build = (over: { model?: string; seq?: number; bytes?: Uint8Array; url?: string; cohort?: string } = {}): Manifest => buildReleaseManifest({
         model: over.model ?? job.model.name,

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
@@ -5,7 +6,9 @@ import { eq } from 'drizzle-orm';
 import { Hono } from 'hono';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openArtifacts } from '../../../cloud/artifacts/index.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { silentLogger } from '../../../shared/log/index.js';
 import { RoundRunner } from '../../../cloud/rounds/runner.js';
 import type { RoundView } from '../../../cloud/rounds/types.js';
 import { trainTeacher } from '../../../cloud/teacher/train-teacher.js';
@@ -122,7 +125,12 @@ describe.each(dialects)('rounds end to end on $name', (d) => {
     expect(m.metrics.hardAgreement).toBeGreaterThan(0.5);
     expect(Date.parse(m.expiresAt) - Date.parse(m.createdAt)).toBe(30 * 86_400_000);
 
-    const bytes = new Uint8Array(await readFile(join(tmp.dir, rel.artifactPath)));
+    // SQLite: the file under the data dir; PostgreSQL (issue 15): the registry's artifact store, and no file on this disk.
+    const bytes =
+      registry.dialect === 'postgres'
+        ? await openArtifacts({ registry, dataDir: tmp.dir, log: silentLogger }).blobs.readAll('model', m.artifact.sha256)
+        : new Uint8Array(await readFile(join(tmp.dir, rel.artifactPath)));
+    expect(existsSync(join(tmp.dir, rel.artifactPath))).toBe(registry.dialect === 'sqlite');
     expect(bytes.byteLength).toBe(m.artifact.bytes);
     expect(sha256Of(bytes)).toBe(m.artifact.sha256);
 

@@ -1,7 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openArtifacts } from '../../../cloud/artifacts/index.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
+import { silentLogger } from '../../../shared/log/index.js';
 import { RoundRunner, type RoundRunnerDeps } from '../../../cloud/rounds/runner.js';
 import { RoundConfigError } from '../../../cloud/rounds/settings.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
@@ -198,7 +200,7 @@ describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
     const { models, releases, rounds } = registry.t;
     await registry.q.insert(rounds).values({ id, model: 'p', state: 'running', trigger: 'manual', attempts: 1, startedAt: new Date().toISOString() });
     const m = denseModel({ sizes: [4, 2] });
-    const stored = await storeArtifact(tmp.dir, m.bytes);
+    const stored = await storeArtifact(tmp.dir, m.bytes, openArtifacts({ registry, dataDir: tmp.dir, log: silentLogger }).blobs);
     await registry.q
       .insert(releases)
       .values({ model: 'p', seq: 5, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.8 }, manifest: { artifact: { chunkSize: 2048 }, lineage: { exampleCount: 4 } }, signature: {}, roundId: id, artifactPath: stored.relPath });
