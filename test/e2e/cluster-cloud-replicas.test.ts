@@ -6,7 +6,7 @@
  * 15 s and completes the rollout from the registry; the dead leader's epoch is refused by the fence.
  * Device installs are applied to the registry as any replica's ingest applies them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ import { silentLogger } from '../../shared/log/index.js';
 import { signKeySet, signManifest } from '../../shared/manifest/index.js';
 import { parseTopic, topics, type Manifest } from '../../shared/protocol/index.js';
 import { freePort, skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
-import { REPO_ROOT } from '../helpers/cli.js';
+import { spawnCloud, type CloudChild } from '../helpers/cloud-process.js';
 import { registryDialects } from '../helpers/dialects.js';
 import { FleetFixture, MODEL, artifactBytes } from '../unit/fleet/fixtures.js';
 
@@ -41,21 +41,24 @@ interface Health {
 
 class CloudProcess {
   readonly child: ChildProcess;
-  stderr = '';
+  private readonly proc: CloudChild;
   constructor(
     readonly id: string,
     readonly apiUrl: string,
     configFile: string,
   ) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', configFile], { cwd: REPO_ROOT, env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-5000)));
+    this.proc = spawnCloud(configFile);
+    this.child = this.proc.child;
   }
   async health(): Promise<Health | undefined> {
     const res = await fetch(`${this.apiUrl}/healthz`).catch(() => undefined);
     return res?.ok ? ((await res.json()) as Health) : undefined;
   }
+  get stderr(): string {
+    return this.proc.stderr();
+  }
   alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
+    return this.proc.alive();
   }
 }
 

@@ -4,7 +4,7 @@
  * `POST /v1/devices`, and tiny signed releases inserted in the cloud's registry and rolled out by its
  * RolloutEngine. Every scenario ends with `assertConverged` and `assertNoExampleLost`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,7 @@ import { createLogger, silentLogger, type Logger } from '../../shared/log/index.
 import { manifestSchema, type Manifest } from '../../shared/protocol/index.js';
 import { makeRelease } from '../fixtures/edge-release.js';
 import { freePort, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
-import { REPO_ROOT } from '../helpers/cli.js';
+import { spawnCloud as spawnCloudChild, waitForCloudApi } from '../helpers/cloud-process.js';
 import { DaemonProcess } from '../integration/edge/harness.js';
 
 export const MODEL = 'mnist-student';
@@ -37,6 +37,29 @@ const LOG: Logger = process.env.FAULTS_LOG ? createLogger({ name: 'faults', leve
 export interface ReleaseInfo {
   seq: number;
   sha256: string;
+}
+
+/** What `POST /v1/devices` answers that an edge config needs. */
+export type ProvisionedDevice = { deviceId: string; mqtt: { url: string; username: string; password: string }; trustedKeys: { keyId: string; publicKeyPem: string }[] };
+
+/** An edge config for a drill device (fast reconnects and receipts, every answered example sent) from its provisioning bundle. */
+export function drillEdgeConfig(bundle: ProvisionedDevice, dataDir: string): EdgeConfig {
+  return parseEdgeConfig({
+    version: 1,
+    deviceId: bundle.deviceId,
+    mqtt: { ...bundle.mqtt, reconnectMs: 200, keepaliveSeconds: 5, connectTimeoutMs: 2_000 },
+    trustedKeys: bundle.trustedKeys,
+    dataDir,
+    api: { bind: '127.0.0.1:0' },
+    // Every answered example is a hard example: the proofs count them.
+    selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
+    // The adaptive receipt wait (3× observed latency, doubling per resend) is capped at 12 s: a drill on a
+    // loaded CI machine must not wait out minutes-long field backoffs after each cloud kill.
+    outbox: { ackTimeoutMs: 2_000, receiptTimeoutMs: 3_000, receiptTimeoutMaxMs: 12_000, connectJitterMs: 200, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
+    runtime: { healthWindowSeconds: 1 },
+    updates: { mqttIdleTimeoutMs: 3_000, retryInitialMs: 300, retryMaxMs: 2_000 },
+    telemetrySeconds: 1,
+  });
 }
 
 export class FaultWorld {
@@ -88,19 +111,10 @@ export class FaultWorld {
     const port = await freePort();
     const file = join(this.dir, 'cloud.json');
     writeFileSync(file, JSON.stringify({ ...this.cloudCfg, api: { ...this.cloudCfg.api, bind: `127.0.0.1:${port}` } }, null, 2));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', file], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-5_000)));
+    const c = spawnCloudChild(file, env);
     const apiUrl = `http://127.0.0.1:${port}`;
-    await waitFor(async () => {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cloud process exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
-      return (await fetch(`${apiUrl}/healthz`).catch(() => undefined))?.ok;
-    }, 60_000, { intervalMs: 100, message: 'cloud process API' });
-    return { child, apiUrl, token: TOKEN };
+    await waitForCloudApi(c, apiUrl);
+    return { child: c.child, apiUrl, token: TOKEN };
   }
 
   /** The registry file, opened by the test itself (while the cloud runs as another process). */
@@ -161,23 +175,7 @@ export class FaultWorld {
   async provision(id: string, { dataDir = join(this.dir, 'devices', id) }: { dataDir?: string } = {}): Promise<EdgeConfig> {
     const res = await fetch(`${this.c.apiUrl}/v1/devices`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ id }) });
     if (res.status !== 201) throw new Error(`provision ${id}: ${res.status} ${await res.text()}`);
-    const bundle = (await res.json()) as { deviceId: string; mqtt: { url: string; username: string; password: string }; trustedKeys: { keyId: string; publicKeyPem: string }[] };
-    const config = parseEdgeConfig({
-      version: 1,
-      deviceId: bundle.deviceId,
-      mqtt: { ...bundle.mqtt, reconnectMs: 200, keepaliveSeconds: 5, connectTimeoutMs: 2_000 },
-      trustedKeys: bundle.trustedKeys,
-      dataDir,
-      api: { bind: '127.0.0.1:0' },
-      // Every answered example is a hard example: the proofs count them.
-      selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
-      // The adaptive receipt wait (3× observed latency, doubling per resend) is capped at 12 s: a drill on a
-      // loaded CI machine must not wait out minutes-long field backoffs after each cloud kill.
-      outbox: { ackTimeoutMs: 2_000, receiptTimeoutMs: 3_000, receiptTimeoutMaxMs: 12_000, connectJitterMs: 200, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
-      runtime: { healthWindowSeconds: 1 },
-      updates: { mqttIdleTimeoutMs: 3_000, retryInitialMs: 300, retryMaxMs: 2_000 },
-      telemetrySeconds: 1,
-    });
+    const config = drillEdgeConfig((await res.json()) as ProvisionedDevice, dataDir);
     this.configs.set(id, config);
     return config;
   }

@@ -6,7 +6,7 @@
  * is stopped and started again on a fresh, empty data dir: the state survives because it lives in the database.
  * Also: `apprentice backup` refuses a PostgreSQL registry (exit 2) and points to pg_dump.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,14 +14,15 @@ import { count, eq } from 'drizzle-orm';
 import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRegistry, type StoreRegistry } from '../../cloud/registry/open.js';
-import { parseEdgeConfig } from '../../edge/config/index.js';
+import { drillEdgeConfig, type ProvisionedDevice } from './fault-harness.js';
 import { EdgeDaemon } from '../../edge/daemon.js';
 import { generateSigningKey, sha256Of } from '../../shared/manifest/index.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { topics } from '../../shared/protocol/index.js';
 import { denseModel } from '../fixtures/onnx-models.js';
 import { freePort, skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
-import { REPO_ROOT, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
+import { spawnCloud, waitForCloudApi } from '../helpers/cloud-process.js';
 import { clearRetained } from '../helpers/retained.js';
 import { admin, databaseUrl, postgresSkipReason, throwawayName } from '../helpers/pg-throwaway.js';
 
@@ -69,15 +70,10 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
         rollouts: { tickSeconds: 0.3 },
       }),
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/main.ts', 'cloud', '--config', file], { cwd: REPO_ROOT, env: { ...process.env, APPRENTICE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-8_000)));
+    const c = spawnCloud(file);
     const api = `http://127.0.0.1:${port}`;
-    await waitFor(async () => {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`cloud process exited ${child.exitCode ?? child.signalCode}: ${stderr}`);
-      return (await fetch(`${api}/healthz`).catch(() => undefined))?.ok;
-    }, 60_000, { intervalMs: 100, message: 'cloud process API' });
-    return { child, api, stderr: () => stderr };
+    await waitForCloudApi(c, api);
+    return { child: c.child, api, stderr: c.stderr };
   }
 
   async function stopCloudProcess(): Promise<void> {
@@ -163,20 +159,7 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
     // Provision a device through the API and run a real edge daemon with the bundle.
     const prov = await call('POST', '/v1/devices', { id: DEVICE });
     expect(prov.status).toBe(201);
-    const bundle = (await prov.json()) as { deviceId: string; mqtt: { url: string; username: string; password: string }; trustedKeys: { keyId: string; publicKeyPem: string }[] };
-    const edge = parseEdgeConfig({
-      version: 1,
-      deviceId: bundle.deviceId,
-      mqtt: { ...bundle.mqtt, reconnectMs: 200, keepaliveSeconds: 5, connectTimeoutMs: 2_000 },
-      trustedKeys: bundle.trustedKeys,
-      dataDir: join(dir, 'device'),
-      api: { bind: '127.0.0.1:0' },
-      selection: { audit: { rate: 1 }, lowConfidence: { enabled: false }, lowMargin: { enabled: false }, highEntropy: { enabled: false }, caps: { perMinute: null, perHour: null }, dedupe: { enabled: false } },
-      outbox: { ackTimeoutMs: 2_000, receiptTimeoutMs: 3_000, receiptTimeoutMaxMs: 12_000, connectJitterMs: 200, backoff: { initialMs: 100, maxMs: 1_000 }, batch: { maxExamples: 5 } },
-      runtime: { healthWindowSeconds: 1 },
-      updates: { mqttIdleTimeoutMs: 3_000, retryInitialMs: 300, retryMaxMs: 2_000 },
-      telemetrySeconds: 1,
-    });
+    const edge = drillEdgeConfig((await prov.json()) as ProvisionedDevice, join(dir, 'device'));
     daemon = await EdgeDaemon.create(edge, { log: silentLogger, env: {} });
     await daemon.start();
     await waitFor(async () => rows(async (r) => (await r.q.select().from(r.t.devices).where(eq(r.t.devices.id, DEVICE)))[0]?.online === true), 20_000, { intervalMs: 100, message: 'device online in PostgreSQL' });
