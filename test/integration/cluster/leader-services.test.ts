@@ -116,7 +116,8 @@ describe.skipIf(skip !== undefined)('LeaderServices driven by LeaderElector on P
     expect(b.services.status()).toEqual({ role: 'follower', epoch: null, running: [] });
     const epoch = a.services.status().epoch!;
 
-    const { rows } = await pool.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1`, [DEFAULT_LEADER_LOCK_KEY]);
+    // This database's lock only: other test files hold the same key in their own databases at the same time.
+    const { rows } = await pool.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [DEFAULT_LEADER_LOCK_KEY]);
     await drizzle(pool).execute(sql`SELECT pg_terminate_backend(${rows[0]!.pid})`);
 
     // Either replica may win the next election (a reconnects and polls too); exactly one runs the services.
