@@ -173,6 +173,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     // it in that window is received (or in its socket) but neither committed nor acknowledged.
     const victim = clouds[1]!;
     const resendsBeforeKill = devices.reduce((n, d) => n + d.resends, 0);
+    const victimRole = ((await (await fetch(`${victim.apiUrl}/healthz`)).json()) as { role: string }).role;
     victim.child.kill('SIGSTOP');
     await new Promise((r) => setTimeout(r, 600));
     for (const d of devices) d.inFlightAtKill = new Set(d.outbox.keys());
@@ -209,7 +210,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     // brings those back too.
     const queuedForDead = new Set(redelivered).size - redeliveredInFlight.length;
     console.info(
-      `[cluster-ingest-kill] ${selected.size} selected = ${ids.length} stored (0 lost, 0 twice); kill -9 of ${victim.id}: ${inFlight.length} in flight at the kill, ${redeliveredInFlight.length} of them re-sent and stored (${resends} re-sends of ${new Set(redelivered).size} ids in all, ${resendsBeforeKill} before the kill; ${queuedForDead} ids sent after the kill were re-sent too); replicas up in ${startedMs} ms, test ${Date.now() - t0} ms`,
+      `[cluster-ingest-kill] ${selected.size} selected = ${ids.length} stored (0 lost, 0 twice); kill -9 of ${victim.id} (${victimRole}): ${inFlight.length} in flight at the kill, ${redeliveredInFlight.length} of them re-sent and stored (${resends} re-sends of ${new Set(redelivered).size} ids in all, ${resendsBeforeKill} before the kill; ${queuedForDead} ids sent after the kill were re-sent too); replicas up in ${startedMs} ms, test ${Date.now() - t0} ms`,
     );
   }, 120_000);
 });
