@@ -141,7 +141,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
           dataDir,
           api: { bind: `127.0.0.1:${port}`, adminToken: TOKEN },
           registry: { url },
-          mqtt: { url: broker.url, sharedSubscriptions: true },
+          mqtt: { url: broker.url, sharedSubscriptions: true, protocolVersion: 5 },
           keys: { sharedDir: shared },
           cluster: { enabled: true, replicaId: id },
           rounds: { tickSeconds: 3600 },
