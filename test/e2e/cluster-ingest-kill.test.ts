@@ -1,7 +1,8 @@
 /**
  * Issue 15 item 6, second proof: three `apprentice cloud` processes with cluster.enabled on one throwaway
  * PostgreSQL registry ingest device examples through the shared subscription (`$share/cloud/...`, MQTT 5,
- * Mosquitto). Devices keep sending; one replica is killed with SIGKILL in the middle; they keep sending.
+ * Mosquitto). Devices keep sending; one replica is stopped (SIGSTOP, 600 ms, so it certainly holds messages
+ * in flight) and killed with SIGKILL in the middle; they keep sending.
  * Each device here is an outbox in miniature, with the real protocol: a batch of fresh example ids on
  * `devices/{id}/examples` (QoS 1), a row deleted only on the cloud's `stored` receipt (sent after the
  * commit), rows without a receipt re-sent under a new batch id after a receipt timeout. Once every
