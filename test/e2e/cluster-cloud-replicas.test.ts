@@ -7,7 +7,7 @@
  * Device installs are applied to the registry as any replica's ingest applies them.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
@@ -15,16 +15,13 @@ import mqttLib, { type MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openFence } from '../../cloud/cluster/fence.js';
 import { openArtifacts } from '../../cloud/artifacts/index.js';
-import { draftKeySet, publishKeySet } from '../../cloud/keys/keyset-file.js';
-import { initRoot } from '../../cloud/keys/root.js';
-import { KeyStore } from '../../cloud/keys/store.js';
 import { openRegistry, type StoreRegistry } from '../../cloud/registry/open.js';
 import { applyDeviceEventSteps } from '../../cloud/rollouts/store.js';
 import { silentLogger } from '../../shared/log/index.js';
-import { signKeySet, signManifest } from '../../shared/manifest/index.js';
+import { signManifest } from '../../shared/manifest/index.js';
 import { parseTopic, topics, type Manifest } from '../../shared/protocol/index.js';
-import { freePort, skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
-import { spawnCloud, type CloudChild } from '../helpers/cloud-process.js';
+import { skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+import { sharedClusterKeys, spawnCloud, writeReplicaConfig, type CloudChild } from '../helpers/cloud-process.js';
 import { registryDialects } from '../helpers/dialects.js';
 import { FleetFixture, MODEL, artifactBytes } from '../unit/fleet/fixtures.js';
 
@@ -102,10 +99,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     } finally {
       fx.dispose();
     }
-    const shared = join(root, 'keys');
-    const admin = KeyStore.open({ dir: shared });
-    const rootPub = initRoot(join(root, 'root.pem'));
-    publishKeySet(shared, signKeySet(draftKeySet({ keys: admin.list(), root: rootPub, expiresDays: 30 }), [readFileSync(join(root, 'root.pem'), 'utf8')]), admin.active());
+    const shared = sharedClusterKeys(root);
     broker = await startMosquitto();
     const desired = new Map<string, number | null>();
     observer = await mqttLib.connectAsync(broker.url, { clientId: 'observer' });
@@ -116,24 +110,8 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
 
     for (const id of ['r1', 'r2', 'r3']) {
-      const port = await freePort();
-      const dataDir = join(root, id);
-      mkdirSync(dataDir, { recursive: true });
-      const file = join(dataDir, 'cloud.json');
-      writeFileSync(
-        file,
-        JSON.stringify({
-          dataDir,
-          api: { bind: `127.0.0.1:${port}`, adminToken: TOKEN },
-          registry: { url },
-          mqtt: { url: broker.url, sharedSubscriptions: true },
-          keys: { sharedDir: shared },
-          cluster: { enabled: true, replicaId: id },
-          rounds: { tickSeconds: 3600 },
-          rollouts: { tickSeconds: 1 },
-        }),
-      );
-      clouds.push(new CloudProcess(id, `http://127.0.0.1:${port}`, file));
+      const { file, apiUrl } = await writeReplicaConfig(root, id, { registryUrl: url, brokerUrl: broker.url, sharedDir: shared, adminToken: TOKEN, extra: { rollouts: { tickSeconds: 1 } } });
+      clouds.push(new CloudProcess(id, apiUrl, file));
     }
     for (const c of clouds) {
       await waitFor(async () => {

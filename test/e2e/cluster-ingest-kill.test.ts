@@ -11,19 +11,15 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqttLib, { type MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
-import { draftKeySet, publishKeySet } from '../../cloud/keys/keyset-file.js';
-import { initRoot } from '../../cloud/keys/root.js';
-import { KeyStore } from '../../cloud/keys/store.js';
-import { signKeySet } from '../../shared/manifest/index.js';
 import { PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
 import { topics } from '../../shared/protocol/index.js';
-import { freePort, skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
-import { spawnCloud, type CloudChild } from '../helpers/cloud-process.js';
+import { skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
+import { sharedClusterKeys, spawnCloud, waitForCloudApi, writeReplicaConfig, type CloudChild } from '../helpers/cloud-process.js';
 import { registryDialects } from '../helpers/dialects.js';
 
 const TOKEN = 'cluster-ingest-token-0123456789';
@@ -125,38 +121,15 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     const at = new Date().toISOString();
     await reg.q.insert(reg.t.devices).values(DEVICES.map((id) => ({ id, groups: ['lab'], credentialHash: 'x', online: true, lastSeen: at, protocolVersion: PROTOCOL_REVISION, capabilities: ['receipts'] })));
     // (What a daemon's status registers: without the `receipts` capability the cloud sends none.)
-    const shared = join(root, 'keys');
-    const admin = KeyStore.open({ dir: shared });
-    const rootPub = initRoot(join(root, 'root.pem'));
-    publishKeySet(shared, signKeySet(draftKeySet({ keys: admin.list(), root: rootPub, expiresDays: 30 }), [readFileSync(join(root, 'root.pem'), 'utf8')]), admin.active());
+    const shared = sharedClusterKeys(root);
     broker = await startMosquitto();
 
     for (const id of ['r1', 'r2', 'r3']) {
-      const port = await freePort();
-      const dataDir = join(root, id);
-      mkdirSync(dataDir, { recursive: true });
-      const file = join(dataDir, 'cloud.json');
-      writeFileSync(
-        file,
-        JSON.stringify({
-          dataDir,
-          api: { bind: `127.0.0.1:${port}`, adminToken: TOKEN },
-          registry: { url },
-          mqtt: { url: broker.url, sharedSubscriptions: true, protocolVersion: 5 },
-          keys: { sharedDir: shared },
-          cluster: { enabled: true, replicaId: id },
-          rounds: { tickSeconds: 3600 },
-        }),
-      );
+      const { file, apiUrl } = await writeReplicaConfig(root, id, { registryUrl: url, brokerUrl: broker.url, sharedDir: shared, adminToken: TOKEN, mqtt: { protocolVersion: 5 } });
       const proc = spawnCloud(file);
-      clouds.push({ id, apiUrl: `http://127.0.0.1:${port}`, proc, child: proc.child });
+      clouds.push({ id, apiUrl, proc, child: proc.child });
     }
-    for (const c of clouds) {
-      await waitFor(async () => {
-        if (!c.proc.alive()) throw new Error(`cloud ${c.id} exited: ${c.proc.stderr()}`);
-        return (await fetch(`${c.apiUrl}/healthz`).catch(() => undefined))?.ok;
-      }, 90_000, { intervalMs: 200, message: `cloud ${c.id} /healthz` });
-    }
+    for (const c of clouds) await waitForCloudApi(c.proc, c.apiUrl, 90_000);
     const startedMs = Date.now() - t0;
 
     for (const id of DEVICES) devices.push(await Device.connect(broker.url, id));

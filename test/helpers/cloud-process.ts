@@ -1,5 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { waitFor } from './broker.js';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { draftKeySet, publishKeySet } from '../../cloud/keys/keyset-file.js';
+import { initRoot } from '../../cloud/keys/root.js';
+import { KeyStore } from '../../cloud/keys/store.js';
+import { signKeySet } from '../../shared/manifest/index.js';
+import { freePort, waitFor } from './broker.js';
 import { REPO_ROOT } from './cli.js';
 
 /** `apprentice cloud --config FILE` as its own process, as the e2e tests run it (to SIGKILL it, or several). */
@@ -33,4 +39,42 @@ export async function waitForCloudApi(c: CloudChild, apiUrl: string, timeoutMs =
     timeoutMs,
     { intervalMs: 100, message: 'cloud process API' },
   );
+}
+
+/** Shared signing keys and a root-signed key set under `root/keys`, as every replica of a cluster reads them. */
+export function sharedClusterKeys(root: string): string {
+  const shared = join(root, 'keys');
+  const admin = KeyStore.open({ dir: shared });
+  const rootPub = initRoot(join(root, 'root.pem'));
+  publishKeySet(shared, signKeySet(draftKeySet({ keys: admin.list(), root: rootPub, expiresDays: 30 }), [readFileSync(join(root, 'root.pem'), 'utf8')]), admin.active());
+  return shared;
+}
+
+/**
+ * Writes replica `id`'s cloud.json under `root/id`: cluster on, shared keys, one external broker with shared
+ * subscriptions, the registry at `registryUrl`; `extra` adds to it. Returns the file and the replica's API URL.
+ */
+export async function writeReplicaConfig(
+  root: string,
+  id: string,
+  o: { registryUrl: string; brokerUrl: string; sharedDir: string; adminToken: string; mqtt?: Record<string, unknown>; extra?: Record<string, unknown> },
+): Promise<{ file: string; apiUrl: string }> {
+  const port = await freePort();
+  const dataDir = join(root, id);
+  mkdirSync(dataDir, { recursive: true });
+  const file = join(dataDir, 'cloud.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      dataDir,
+      api: { bind: `127.0.0.1:${port}`, adminToken: o.adminToken },
+      registry: { url: o.registryUrl },
+      mqtt: { url: o.brokerUrl, sharedSubscriptions: true, ...o.mqtt },
+      keys: { sharedDir: o.sharedDir },
+      cluster: { enabled: true, replicaId: id },
+      rounds: { tickSeconds: 3600 },
+      ...o.extra,
+    }),
+  );
+  return { file, apiUrl: `http://127.0.0.1:${port}` };
 }
