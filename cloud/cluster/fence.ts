@@ -86,6 +86,14 @@ export class Fence {
     });
   }
 
+  /**
+   * Throws (logged, counted) unless `current`, an epoch the caller read itself (inside its own transaction,
+   * fenced-tx.ts), is `epoch`.
+   */
+  verify(kind: FenceKind, action: string, epoch: number | null, current: number | null): void {
+    if (epoch === null || current !== epoch) throw this.refuse(kind, action, epoch, current);
+  }
+
   /** Refuses unless `epoch` is the cluster's epoch right now (one read, no transaction). */
   async check(epoch: number | null, action: string, kind: FenceKind = 'check'): Promise<void> {
     if (epoch === null) throw this.refuse(kind, action, null, null);

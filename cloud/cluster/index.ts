@@ -5,3 +5,4 @@ export { claimRound, releaseRound, roundClaims, type RoundClaim } from './round-
 export { readLeader, errorText, type ClusterDb, type ClusterTx, type LeaderRow, type RoundClaimRow } from './store.js';
 export { clusterLeader, clusterRoundClaims } from './schema-pg.js';
 export { LeaderServices, type LeaderService, type ReplicaRole, type RoleStatus } from './leader-services.js';
+export { leaderWriter, type LeaderWriter } from './fenced-tx.js';

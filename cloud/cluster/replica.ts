@@ -2,6 +2,8 @@ import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { MqttPublisher } from '../fleet/mqtt.js';
 import { openFence, type Fence } from './fence.js';
+import { leaderWriter, type LeaderWriter } from './fenced-tx.js';
+import type { StoreRegistry } from '../registry/open.js';
 import { LeaderElector, type LeaderTimings } from './leader.js';
 import { LeaderServices, type LeaderService, type RoleStatus } from './leader-services.js';
 
@@ -62,6 +64,14 @@ export class Replica {
     if (!this.fence || !this.elector) return mqtt;
     const publish = this.fence.fence.guardPublish(this.elector, 'mqtt.publish', (topic: string, payload: Buffer | string, o: Parameters<MqttPublisher['publish']>[2]) => mqtt.publish(topic, payload, o));
     return { publish };
+  }
+
+  /**
+   * The registry writes of a leader-only service started under `epoch` (fenced-tx.ts): fenced on a cluster,
+   * `reg.tx` itself in one process.
+   */
+  writer(reg: StoreRegistry, epoch: number): LeaderWriter {
+    return leaderWriter(reg, epoch, this.fence?.fence);
   }
 
   /** True while this replica runs the leader-only services (single, or the elected leader). */

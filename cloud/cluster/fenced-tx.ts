@@ -1,0 +1,59 @@
+import { eq, sql } from 'drizzle-orm';
+import type { StoreRegistry } from '../registry/open.js';
+import { q, type TxBody, type TxDb } from '../registry/tx.js';
+import type { Fence } from './fence.js';
+import { clusterLeader } from './schema-pg.js';
+import type { ClusterTx } from './store.js';
+
+/**
+ * The leader's registry writes, fenced on its epoch (issue 15, item 4: "a leader epoch is checked before
+ * every write the leader makes").
+ *
+ * A leader-only service gets a `LeaderWriter` for the epoch it was started under and writes through
+ * `writer.tx(action, body)` instead of `reg.tx(body)`. On a cluster (PostgreSQL, `fence` given, epoch > 0)
+ * the body runs after a first statement that reads `cluster_leader.epoch` FOR KEY SHARE in the same
+ * transaction: a takeover's epoch bump (FOR UPDATE) waits for it, so the write either commits before the
+ * new epoch exists or sees it and is refused with `StaleLeaderError` (logged and counted by the fence,
+ * `apprentice_cluster_fence_refusals_total{kind="write"}`). Without a cluster (SQLite, or epoch 0 from
+ * `LeaderServices.single()`) it is `reg.tx(body)`: one process has nobody to be fenced against.
+ *
+ * The body stays re-runnable (tx.ts rules): the epoch read is one more yielded statement.
+ */
+export interface LeaderWriter {
+  /** The epoch this writer acts under (0 without a cluster). */
+  readonly epoch: number;
+  /** True when writes are checked against cluster_leader (a cluster leader on PostgreSQL). */
+  readonly fenced: boolean;
+  tx<R>(action: string, body: TxBody<R>): Promise<R>;
+}
+
+/** How long the epoch read waits behind a takeover in progress before the write fails (ms). */
+const LOCK_TIMEOUT_MS = 5000;
+
+export function leaderWriter(reg: StoreRegistry, epoch: number, fence?: Fence): LeaderWriter {
+  if (!fence || reg.dialect !== 'postgres' || epoch <= 0) {
+    return { epoch, fenced: false, tx: (_action, body) => reg.tx(body) };
+  }
+  return {
+    epoch,
+    fenced: true,
+    tx: <R>(action: string, body: TxBody<R>) =>
+      reg.tx(function* (tx, t) {
+        const current = yield* lockEpoch(tx);
+        fence.verify('write', action, epoch, current);
+        return yield* body(tx, t);
+      }),
+  };
+}
+
+/** The registry transaction seen as the PostgreSQL transaction it is at runtime (tx.ts types every tx as SQLite's). */
+function asPg(tx: TxDb): ClusterTx {
+  return tx as unknown as ClusterTx;
+}
+
+function* lockEpoch(tx: TxDb): Generator<PromiseLike<unknown>, number | null, unknown> {
+  const pgTx = asPg(tx);
+  yield* q(pgTx.execute(sql.raw(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`)));
+  const rows = yield* q(pgTx.select({ epoch: clusterLeader.epoch }).from(clusterLeader).where(eq(clusterLeader.id, 1)).for('key share'));
+  return rows[0]?.epoch ?? null;
+}
