@@ -32,6 +32,7 @@ import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
 import { leaderService, Replica } from './cluster/replica.js';
+import { fencedRegistry } from './cluster/fenced-tx.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -260,7 +261,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.push(() => replica.stop());
     await replica.start([
       leaderService('advertise', advertise, () => undefined),
-      leaderService('rollouts', () => rollouts.start(), () => rollouts.stop()),
+      // The leader's registry writes are fenced on the epoch it was elected under (a plain tx in one process).
+      leaderService('rollouts', (epoch) => rollouts.start(replica.writer(registry, epoch)), () => rollouts.stop()),
       // The engine's start republished every device's normal desired: put the running shadow windows back.
       leaderService(
         'shadow',
@@ -272,10 +274,10 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       ),
       leaderService('rounds', () => rounds.lead(), () => rounds.follow()),
       leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
-      leaderService('retention', () => retention.start(), () => retention.stop()),
+      leaderService('retention', (epoch) => retention.start(undefined, replica.writer(registry, epoch)), () => retention.stop()),
       leaderService(
         'console-retention',
-        () => void (consoleRetention = startConsoleRetention({ registry, log, eventRetentionDays: cfg.console.eventRetentionDays })),
+        (epoch) => void (consoleRetention = startConsoleRetention({ registry: fencedRegistry(registry, replica.writer(registry, epoch), 'console-retention.delete'), log, eventRetentionDays: cfg.console.eventRetentionDays })),
         () => consoleRetention?.stop(),
       ),
     ]);

@@ -58,12 +58,13 @@ export async function agentReleasesBySha(reg: StoreRegistry, sha256: string): Pr
 }
 
 export async function markAgentChunks(reg: StoreRegistry, sha256: string, published: boolean): Promise<void> {
-  await reg.q.update(reg.t.agentReleases).set({ chunksPublished: published }).where(eq(reg.t.agentReleases.sha256, sha256));
+  // Transactions, not single statements: on the leader's fenced registry (issue 15) they are refused after a takeover.
+  await reg.tx((tx, t) => q(tx.update(t.agentReleases).set({ chunksPublished: published }).where(eq(t.agentReleases.sha256, sha256))));
 }
 
 /** Records the agent release retained on the device's `agent` topic (null: cleared). */
 export async function setDesiredAgent(reg: StoreRegistry, deviceId: string, agentSeq: number | null): Promise<void> {
-  await reg.q.update(reg.t.devices).set({ desiredAgentSeq: agentSeq }).where(eq(reg.t.devices.id, deviceId));
+  await reg.tx((tx, t) => q(tx.update(t.devices).set({ desiredAgentSeq: agentSeq }).where(eq(t.devices.id, deviceId))));
 }
 
 /** Non-revoked devices with a desired agent release, and the releases they name. */

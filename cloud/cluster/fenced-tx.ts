@@ -57,3 +57,33 @@ function* lockEpoch(tx: TxDb): Generator<PromiseLike<unknown>, number | null, un
   const rows = yield* q(pgTx.select({ epoch: clusterLeader.epoch }).from(clusterLeader).where(eq(clusterLeader.id, 1)).for('key share'));
   return rows[0]?.epoch ?? null;
 }
+
+/**
+ * The registry as a leader-only service writes it: `tx` goes through the writer (fenced on its epoch),
+ * everything else (`t`, `q` for reads, `dialect`) is `reg`'s own. `writer` may be a function, read at each
+ * transaction: a service that is started and stopped (the rollout engine) sets its writer on start and
+ * clears it on stop; without one (`undefined`) the view's `tx` is `reg.tx`.
+ *
+ * Single statements on `q` are NOT fenced: a leader path writes through `tx` (a one-statement body is
+ * fine). The view does not own the registry: `close()` does nothing.
+ *
+ * @example
+ * const reg = fencedRegistry(registry, replica.writer(registry, epoch), 'retention');
+ * await enforceRetention(reg, model, limits); // its deletes are refused once another replica took over
+ */
+export function fencedRegistry(reg: StoreRegistry, writer: LeaderWriter | (() => LeaderWriter | undefined), action: string): StoreRegistry {
+  if (typeof writer !== 'function' && !writer.fenced) return reg;
+  const current = typeof writer === 'function' ? writer : () => writer;
+  // A prototype view: getters and methods of the registry run with `this` = the view and find its fields.
+  const view = Object.create(reg) as StoreRegistry;
+  Object.defineProperties(view, {
+    tx: {
+      value: <R>(body: TxBody<R>): Promise<R> => {
+        const w = current();
+        return w ? w.tx(action, body) : reg.tx(body);
+      },
+    },
+    close: { value: async (): Promise<void> => undefined },
+  });
+  return view;
+}

@@ -120,7 +120,8 @@ export async function pruneDeviceEvents(reg: StoreRegistry, cutoff: Date, batch 
   for (;;) {
     const ids = (await reg.q.select({ id: deviceEvents.id }).from(deviceEvents).where(lt(deviceEvents.receivedAt, cutoff.toISOString())).limit(batch)).map((r) => r.id);
     if (ids.length === 0) return total;
-    await reg.q.delete(deviceEvents).where(inArray(deviceEvents.id, ids));
+    // A transaction, so the leader's fenced registry (console retention, issue 15) refuses it after a takeover.
+    await reg.tx((tx, t) => q(tx.delete(t.deviceEvents).where(inArray(t.deviceEvents.id, ids))));
     total += ids.length;
     if (ids.length < batch) return total;
     // Let the event loop (and ingest's writes) in between batches.

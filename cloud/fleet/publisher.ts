@@ -25,6 +25,7 @@ import { mapLimit } from '../../shared/util/map-limit.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { ReleaseRow } from '../registry/schema.js';
+import { q } from '../registry/tx.js';
 import { ACTIVE_ROLLOUT_STATES } from '../rollouts/policy.js';
 import type { MqttPublisher } from './mqtt.js';
 
@@ -190,8 +191,8 @@ export class ReleasePublisher {
     const chunkSize = (row.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize;
     if (!chunkSize) throw new PublishError(`release ${row.seq}: manifest has no artifact.chunkSize`);
     await this.publishArtifact(row.sha256, bytes, chunkSize);
-    const { releases } = registry.t;
-    await registry.q.update(releases).set({ chunksPublished: true }).where(eq(releases.sha256, row.sha256));
+    // A transaction, not a single statement: on the leader's fenced registry (issue 15) it is refused after a takeover.
+    await registry.tx((tx, t) => q(tx.update(t.releases).set({ chunksPublished: true }).where(eq(t.releases.sha256, row.sha256))));
   }
 
   /**
@@ -211,7 +212,7 @@ export class ReleasePublisher {
     for (const [sha, row] of bySha) {
       try {
         await this.clearArtifact(sha, chunkCountOf(row));
-        await registry.q.update(releases).set({ chunksPublished: false }).where(eq(releases.sha256, sha));
+        await registry.tx((tx, t) => q(tx.update(t.releases).set({ chunksPublished: false }).where(eq(t.releases.sha256, sha))));
         cleared.push(sha);
       } catch (err) {
         this.log.error({ err, sha256: sha }, 'publisher/gc-failed');

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { fencedRegistry, type LeaderWriter } from '../cluster/fenced-tx.js';
 import type { StoreRegistry } from './open.js';
 import { enforceRetention, modelsWithExamples, type RetentionLimits, type RetentionOutcome } from './retention.js';
 
@@ -36,13 +37,25 @@ export class RetentionJob {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<RetentionOutcome[]> | undefined;
   private stopped = false;
+  /** The writer of the epoch the job was started under (cloud/cluster/fenced-tx.ts), until `stop`. */
+  private writer: LeaderWriter | undefined;
+  /** The registry the passes delete through: its transactions go through `writer` when there is one. */
+  private readonly reg: StoreRegistry;
 
   constructor(
     private readonly deps: { registry: StoreRegistry; config: RetentionConfig; log?: Logger; now?: () => Date },
-  ) {}
+  ) {
+    this.reg = fencedRegistry(deps.registry, () => this.writer, 'retention.delete');
+  }
 
-  start(firstDelayMs = 5_000): void {
+  /**
+   * `writer`: on a cluster, the leader's writes for the epoch it was elected under (`Replica.writer`): a
+   * pass's deletes are refused (logged, counted, retried at the next tick by whoever leads) once another
+   * replica took over. Without one (one process, tests) they are plain transactions.
+   */
+  start(firstDelayMs = 5_000, writer?: LeaderWriter): void {
     this.stopped = false;
+    this.writer = writer;
     this.schedule(firstDelayMs);
   }
 
@@ -51,6 +64,7 @@ export class RetentionJob {
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => undefined);
+    this.writer = undefined;
   }
 
   /** One pass over every model with examples; resolves with what it did. Concurrent calls share a pass. */
@@ -60,7 +74,8 @@ export class RetentionJob {
   }
 
   private async pass(): Promise<RetentionOutcome[]> {
-    const { registry, config } = this.deps;
+    const { config } = this.deps;
+    const registry = this.reg;
     const log = this.deps.log ?? silentLogger;
     const out: RetentionOutcome[] = [];
     for (const model of await modelsWithExamples(registry)) {

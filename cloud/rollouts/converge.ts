@@ -91,7 +91,7 @@ async function deliverAwaiting(s: RolloutSteps, dev: DeviceRow): Promise<boolean
   for (const row of await s.read((tx, t) => awaitingRows(tx, t, dev.id))) {
     const r = await s.mustGet(row.rolloutId);
     const now = s.now();
-    await s.read((tx, t) => patchMember(tx, t, r.id, dev.id, { awaitingCapabilities: false, updatedAt: now.toISOString() }));
+    await s.tx((tx, t) => patchMember(tx, t, r.id, dev.id, { awaitingCapabilities: false, updatedAt: now.toISOString() }));
     if (row.state !== 'desired' && row.state !== 'timed_out') continue;
     const kind = s.of(r);
     const rel = await kind.item(r.releaseSeq);
@@ -101,7 +101,7 @@ async function deliverAwaiting(s: RolloutSteps, dev: DeviceRow): Promise<boolean
     } catch (err) {
       if (!(err instanceof IncompatibleReleaseError)) {
         // Not decided: try again on its next status.
-        await s.read((tx, t) => patchMember(tx, t, r.id, dev.id, { awaitingCapabilities: true }));
+        await s.tx((tx, t) => patchMember(tx, t, r.id, dev.id, { awaitingCapabilities: true }));
         throw err;
       }
       const needs = `needs ${err.missing.join(', ')}`;

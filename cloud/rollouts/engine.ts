@@ -1,6 +1,8 @@
 import { and, desc, eq } from 'drizzle-orm';
 import type { Registry as PromRegistry } from 'prom-client';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
+import { StaleLeaderError } from '../cluster/fence.js';
+import { fencedRegistry, type LeaderWriter } from '../cluster/fenced-tx.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { RolloutRow } from '../registry/schema.js';
 import type { FleetSignalMap, FleetSignals } from '../fleet/ingest.js';
@@ -104,6 +106,14 @@ export class RolloutEngine {
   private readonly handling = new Set<Promise<void>>();
   /** Late joiners of fleet-stage and finished agent rollouts (issue 14). */
   private readonly agents: AgentConverger;
+  /** The writer of the epoch this engine was started under (`start`), until `stop`. */
+  private writer: LeaderWriter | undefined;
+  /**
+   * The registry the leader's work writes (ticks, steps, late devices, republish): its transactions go
+   * through `writer`, so on a cluster they are refused once another replica took over (issue 15 item 4).
+   * The API's own writes (create, pause, abort, …) use `deps.registry`: any replica makes them.
+   */
+  private readonly leaderReg: StoreRegistry;
 
   constructor(private readonly deps: RolloutEngineDeps) {
     this.log = deps.log ?? silentLogger;
@@ -111,18 +121,21 @@ export class RolloutEngine {
     // Resolved at call time, so fake timers installed after construction still apply.
     this.timers = deps.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
     this.meter = new EngineCpuMeter(deps.metrics);
+    this.leaderReg = fencedRegistry(deps.registry, () => this.writer, 'rollouts.write');
     // The engine's awaits are on the publisher and on re-issues: the meter stops counting while they wait.
     this.publisher = this.meter.wrap(deps.publisher);
     const reissueAgent = deps.reissueAgent;
     this.steps = new RolloutSteps({
       ...deps,
+      registry: this.leaderReg,
+      apiRegistry: deps.registry,
       publisher: this.publisher,
       reissue: (prev) => this.meter.waitOn(deps.reissue(prev)),
       ...(reissueAgent ? { reissueAgent: (prev: number) => this.meter.waitOn(reissueAgent(prev)) } : {}),
       log: this.log,
       now: this.now,
     });
-    this.agents = new AgentConverger({ registry: deps.registry, agent: this.steps.of({ kind: 'agent' }), give: (r, item, id) => this.steps.give(r, item, [id], true), log: this.log, ...(deps.metrics ? { metrics: deps.metrics } : {}) });
+    this.agents = new AgentConverger({ registry: this.leaderReg, agent: this.steps.of({ kind: 'agent' }), give: (r, item, id) => this.steps.give(r, item, [id], true), log: this.log, ...(deps.metrics ? { metrics: deps.metrics } : {}) });
   }
 
   static async create(deps: RolloutEngineDeps): Promise<RolloutEngine> {
@@ -135,9 +148,15 @@ export class RolloutEngine {
     return this.deps.registry;
   }
 
-  /** Subscribes to signals, starts the tick, republishes retained state, and resumes every non-terminal rollout. */
-  async start(): Promise<void> {
+  /**
+   * Subscribes to signals, starts the tick, republishes retained state, and resumes every non-terminal rollout.
+   * `writer`: the leader's registry writes for the epoch this replica was elected under
+   * (`Replica.writer(registry, epoch)`); every write of the tick and the steps goes through it until `stop`.
+   * Without one (a single process, tests) they are plain registry transactions.
+   */
+  async start(writer?: LeaderWriter): Promise<void> {
     if (this.interval !== undefined) return;
+    this.writer = writer;
     const s = this.deps.signals;
     if (s) {
       const onEvent = (e: FleetSignalMap['event'][0]): void => {
@@ -158,7 +177,7 @@ export class RolloutEngine {
     const resumed = await this.steps.read(activeRollouts);
     if (resumed.length) this.log.info({ rollouts: resumed.map((r) => `${r.id}:${r.state}`) }, 'rollouts/resuming');
     await this.exclusive(async () => {
-      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(this.reg);
+      if (this.deps.republishOnStart ?? true) await this.publisher.republishAll(this.leaderReg);
       await this.steps.evaluateAll();
     });
   }
@@ -170,6 +189,7 @@ export class RolloutEngine {
     for (const off of this.offs) off();
     this.offs = [];
     await this.idle();
+    this.writer = undefined;
   }
 
   dispose(): Promise<void> {
@@ -196,7 +216,13 @@ export class RolloutEngine {
       const why = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
       return Promise.reject(new RolloutError(`invalid rollout: ${why}`, 'invalid'));
     }
-    return this.exclusive(() => this.steps.create(parsed.data, { act: this.leads() }));
+    return this.exclusive(async () => {
+      const act = this.leads();
+      const row = await this.steps.create(parsed.data, { act });
+      if (!act) return row;
+      await this.asLeader(() => this.steps.step(row.id));
+      return this.steps.mustGet(row.id);
+    });
   }
 
   /** Stops an active rollout where it is. No rollback: devices keep what they installed (see `rollback`). */
@@ -204,7 +230,7 @@ export class RolloutEngine {
     return this.exclusive(async () => {
       const r = await this.steps.mustGet(id);
       if (!ABORTABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
-      await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'aborted', reason, pausedAt: null }));
+      await this.steps.apiWrite((tx, t) => setRollout(tx, t, id, this.now(), { state: 'aborted', reason, pausedAt: null }));
       this.log.warn({ rollout: id, reason }, 'rollouts/aborted');
       if (this.leads()) await this.steps.gcQuietly();
       return this.steps.mustGet(id);
@@ -222,10 +248,10 @@ export class RolloutEngine {
       if (!ROLLBACKABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
       const latest = (await this.list({ model: r.model, limit: 1 }))[0];
       if (latest?.id !== id) throw new RolloutError(`rollout ${id} is not the latest of model ${r.model} (${latest?.id} is)`, 'conflict');
-      if (r.state !== 'rolling_back') await this.steps.write((tx, t) => setRollout(tx, t, id, this.now(), { state: 'rolling_back', reason }));
+      if (r.state !== 'rolling_back') await this.steps.apiWrite((tx, t) => setRollout(tx, t, id, this.now(), { state: 'rolling_back', reason }));
       this.log.warn({ rollout: id, reason }, 'rollouts/rollback-requested');
       // On a follower the leader's tick continues a rolling_back rollout.
-      if (this.leads()) await this.steps.continueRollback(await this.steps.mustGet(id));
+      if (this.leads()) await this.asLeader(async () => this.steps.continueRollback(await this.steps.mustGet(id)));
       return this.steps.mustGet(id);
     });
   }
@@ -240,7 +266,7 @@ export class RolloutEngine {
       if (!PAUSABLE.includes(r.state)) throw new RolloutError(`rollout ${id} is ${r.state}`, 'conflict');
       if (r.pausedAt) throw new RolloutError(`rollout ${id} is already paused (${r.pauseReason})`, 'conflict');
       const now = this.now();
-      await this.steps.write((tx, t) => setRollout(tx, t, id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason: `paused: ${reason}` }));
+      await this.steps.apiWrite((tx, t) => setRollout(tx, t, id, now, { pausedAt: now.toISOString(), pauseReason: reason }, { from: r.state, to: r.state, reason: `paused: ${reason}` }));
       this.log.warn({ rollout: id, reason }, 'rollouts/paused');
       return this.steps.mustGet(id);
     });
@@ -254,7 +280,7 @@ export class RolloutEngine {
       const now = this.now();
       const pausedMs = Math.max(0, now.getTime() - Date.parse(r.pausedAt));
       const steps = this.steps;
-      await steps.write(function* (tx, t) {
+      await steps.apiWrite(function* (tx, t) {
         for (const d of yield* steps.desiredRows(tx, t, { id, wave: Number.MAX_SAFE_INTEGER })) {
           if (!d.deadlineAt) continue;
           yield* patchMember(tx, t, id, d.deviceId, { deadlineAt: new Date(Date.parse(d.deadlineAt) + pausedMs).toISOString() });
@@ -311,7 +337,7 @@ export class RolloutEngine {
    * may have lost retained chunks and desired states published since its last save.
    */
   republish(): Promise<{ artifacts: number; desired: number; failed: number }> {
-    return this.exclusive(() => this.publisher.republishAll(this.reg));
+    return this.exclusive(() => this.publisher.republishAll(this.leaderReg));
   }
 
   /** Re-evaluates every active rollout now. */
@@ -321,11 +347,25 @@ export class RolloutEngine {
 
   /** Clears retained chunks nobody needs (ReleasePublisher.gcArtifacts), in the queue. */
   gc(): Promise<string[]> {
-    return this.exclusive(() => this.publisher.gcArtifacts(this.reg));
+    return this.exclusive(() => this.publisher.gcArtifacts(this.leaderReg));
   }
 
   private leads(): boolean {
     return this.deps.leads?.() ?? true;
+  }
+
+  /**
+   * The leader's part of an API call (the first step of a new rollout, a rollback's re-issue): a refusal
+   * because another replica took over meanwhile (already logged and counted by the fence) leaves it to the
+   * new leader's tick, and the API call, whose own write committed, still succeeds.
+   */
+  private async asLeader(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof StaleLeaderError)) throw err;
+      this.log.warn({ action: err.action, epoch: err.myEpoch, currentEpoch: err.currentEpoch }, 'rollouts/left-to-the-new-leader');
+    }
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

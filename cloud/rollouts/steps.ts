@@ -18,7 +18,13 @@ import { WaveChecks } from './waves.js';
 import { AgreementGate } from './agreement.js';
 
 export interface RolloutStepsDeps {
+  /**
+   * The registry the leader's work writes (ticks, waves, rollbacks, late devices): on a cluster a fenced view
+   * (cluster/fenced-tx.ts `fencedRegistry`), whose `tx` is refused once another replica took over.
+   */
   registry: StoreRegistry;
+  /** The registry itself, for the API's writes (any replica may make them; never fenced). Default: `registry`. */
+  apiRegistry?: StoreRegistry;
   publisher: ReleasePublisher;
   reissue(previousSeq: number): Promise<number>;
   /** Re-issues an agent release at a higher agentSeq (issue 14); agent rollbacks need it. */
@@ -93,13 +99,30 @@ export class RolloutSteps {
     return run(this.reg, body);
   }
 
-  /** Store steps in one transaction; the cache of rollouts is dropped once it committed (store.ts `rolloutsChanged`). */
+  /**
+   * The leader's store steps in one transaction (fenced on a cluster); the cache of rollouts is dropped once
+   * it committed (store.ts `rolloutsChanged`).
+   */
   async write<R>(body: TxBody<R>): Promise<R> {
     try {
       return await this.reg.tx(body);
     } finally {
       rolloutsChanged();
     }
+  }
+
+  /** An API call's own store steps (create, pause, abort, …) in one transaction: never fenced (any replica serves the API). */
+  async apiWrite<R>(body: TxBody<R>): Promise<R> {
+    try {
+      return await (this.deps.apiRegistry ?? this.reg).tx(body);
+    } finally {
+      rolloutsChanged();
+    }
+  }
+
+  /** The leader's write of rows other than `rollouts` (a member's flags, a device's desired): fenced, the cache kept. */
+  tx<R>(body: TxBody<R>): Promise<R> {
+    return this.reg.tx(body);
   }
 
   /** What the rollout ships: a model release or an agent release (issue 14). */
@@ -120,7 +143,11 @@ export class RolloutSteps {
     return rel;
   }
 
-  /** `act` false (a cluster follower): store the rollout only; the leader's tick checks the artifact and gives the first wave. */
+  /**
+   * Stores a new rollout (an API write). `act` (the leader): the artifact is checked first; the engine then
+   * runs the first `step`. `act` false (a cluster follower): stored only; the leader's tick checks the
+   * artifact and gives the first wave.
+   */
   async create(req: RolloutRequestParsed, { act = true }: { act?: boolean } = {}): Promise<RolloutRow> {
     const kind = req.kind;
     let skipped: { id: string; reason: string }[] = [];
@@ -157,7 +184,7 @@ export class RolloutSteps {
     const [last] = await this.reg.q.select({ at: rollouts.createdAt }).from(rollouts).orderBy(desc(rollouts.createdAt)).limit(1);
     const atDate = new Date(Math.max(this.now().getTime(), last ? Date.parse(last.at) + 1 : 0));
     const at = atDate.toISOString();
-    const superseded = await this.write(function* (tx, t) {
+    const superseded = await this.apiWrite(function* (tx, t) {
       const ids = new Set(targeted.map((d) => d.id));
       const out: { rollout: string; devices: number; remaining: number }[] = [];
       for (const old of yield* activeRollouts(tx, t)) {
@@ -190,7 +217,7 @@ export class RolloutSteps {
     });
     for (const s of superseded) this.log.info({ rollout: s.rollout, by: id, devices: s.devices, remaining: s.remaining }, 'rollouts/superseded');
     this.log.info({ rollout: id, model: req.model, kind, release: req.releaseSeq, devices: targeted.length, incompatible: skipped.length, waves, acted: act }, 'rollouts/created');
-    if (act) await this.step(id);
+    // The first step (the canary's release) is the leader's: the engine runs it (`step`) when `act`.
     return this.mustGet(id);
   }
 
@@ -204,7 +231,8 @@ export class RolloutSteps {
     }
   }
 
-  private async step(id: string): Promise<void> {
+  /** One step of rollout `id`'s state machine (the leader's: its writes go through `registry`). */
+  async step(id: string): Promise<void> {
     const r = await this.mustGet(id);
     switch (r.state) {
       case 'pending': {
@@ -341,7 +369,7 @@ export class RolloutSteps {
       await rel.publish(deviceId);
     } catch (err) {
       const kind = this.of(r);
-      await this.read((tx, t) => kind.setDesired(tx, t, deviceId, prev?.desiredSeq ?? null));
+      await this.tx((tx, t) => kind.setDesired(tx, t, deviceId, prev?.desiredSeq ?? null));
       const move = (to: 'incompatible' | 'waiting', reason: string) => this.write((tx, t) => moveMember(tx, t, { rolloutId: r.id, deviceId, from: 'desired', to, now: this.now(), reason }));
       if (err instanceof AgentIncompatibleError) {
         // Its capabilities changed since the rollout was created (an older daemon came back): nothing sent.

@@ -52,7 +52,8 @@ export async function startEngineReplica(o: EngineReplicaOptions): Promise<Engin
     reissue: () => Promise.reject(new Error('no re-issue in this test')),
     leads: () => replica.leads(),
   });
-  await replica.start([leaderService('rollouts', () => engine.start(), () => engine.stop())]);
+  // As cloud/server.ts: the engine's registry writes are fenced on the epoch it was started under.
+  await replica.start([leaderService('rollouts', (epoch) => engine.start(replica.writer(o.registry, epoch)), () => engine.stop())]);
   let stopped = false;
   return {
     name: o.name,

@@ -6,7 +6,7 @@
  * the leader's tick; the leader is stopped mid-rollout; the other replica leads within 15 s under the next
  * epoch and completes the rollout from the registry; the old leader's publishes are refused and counted.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,7 @@ import { parseTopic, topics, type DeviceEvent, type Manifest } from '../../../sh
 import { skipWithoutMosquitto, startMosquitto, type MosquittoBroker } from '../../helpers/broker.js';
 import { Replica as ProcessReplica, nextLeader } from '../../helpers/cluster-replicas.js';
 import { registryDialects } from '../../helpers/dialects.js';
+import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
 import { startEngineReplica, type EngineReplica } from '../../helpers/engine-replica.js';
 import { captureLogger } from '../../helpers/log.js';
 import { FleetFixture, MODEL, artifactBytes } from '../../unit/fleet/fixtures.js';
@@ -66,23 +67,7 @@ describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mo
     await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
   }
 
-  async function seed(reg: StoreRegistry): Promise<void> {
-    await reg.q.insert(reg.t.models).values({ name: MODEL, inputSpec: { shape: [4], dtype: 'float32', scaling: { scale: 1, offset: 0 }, raw: 'float32' }, labels: ['a', 'b'], teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp', distillSettings: {} });
-    mkdirSync(join(dir, 'artifacts'), { recursive: true });
-    for (const [seq, parent] of [
-      [1, null],
-      [2, 1],
-    ] as const) {
-      const bytes = artifactBytes(seq);
-      const m = fx.manifest(seq, bytes, { parent });
-      const signed = signManifest(m, fx.key);
-      const artifactPath = `artifacts/${m.artifact.sha256}.onnx`;
-      writeFileSync(join(dir, artifactPath), bytes);
-      await reg.q.insert(reg.t.releases).values({ model: MODEL, seq, sha256: m.artifact.sha256, bytes: bytes.byteLength, quantization: 'fp32', metrics: m.metrics, manifest: signed.manifest, signature: signed.signature, parentSeq: parent, artifactPath });
-    }
-    const at = new Date().toISOString();
-    await reg.q.insert(reg.t.devices).values(DEVICES.map((id) => ({ id, groups: ['lab'], credentialHash: 'x', online: true, runningSeq: 1, desiredSeq: 1, lastSeen: at })));
-  }
+  const seed = (reg: StoreRegistry) => seedRolloutRegistry(reg, fx, dir, DEVICES);
 
   async function startReplica(name: string, registry: StoreRegistry, url: string): Promise<EngineReplica> {
     const r = await startEngineReplica({ name, registry, url, brokerUrl: broker!.url, dataDir: dir, tickSeconds: TICK_SECONDS, timings: { pollMs: 250, renewMs: 250, queryTimeoutMs: 1000, sessionIdleTimeoutMs: 3000 }, log: captureLogger().log });
