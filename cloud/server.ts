@@ -22,7 +22,7 @@ import { readPublishedKeySet, keySetPath } from './keys/keyset-file.js';
 import { setCurrentKeySetVersion } from './rollouts/keyset.js';
 import { openCloudKeys } from './keys/cloud-keys.js';
 import { UsageError } from '../shared/cli/errors.js';
-import { keysMode } from './config/schema.js';
+import { keysMode, mqttSessionExpirySeconds } from './config/schema.js';
 import { REGISTRY_BUSY_TIMEOUT_MS } from './registry/db.js';
 import { openRegistry, type StoreRegistry } from './registry/open.js';
 import { redactUrl } from './registry/pg.js';
@@ -150,6 +150,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       stack.push(() => broker!.stop());
       brokerUrl = broker.url;
     }
+    if (cfg.cluster.enabled && cfg.mqtt.protocolVersion !== 5) {
+      log.warn({ protocolVersion: cfg.mqtt.protocolVersion }, 'cloud/mqtt: on MQTT 3.1.1 the broker decides how long a dead replica keeps its share of device messages (Mosquitto persistent_client_expiration, default never); set mqtt.protocolVersion 5 for a session expiry of mqtt.sessionExpirySeconds');
+    }
     // Constructed, not connected: Ingest registers its handlers first, so nothing the broker queued for
     // our persistent session arrives before its consumer (issue 9 "startup gap").
     const mqtt = new CloudMqtt({
@@ -160,6 +163,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       password,
       sharedSubscriptions: !broker && cfg.mqtt.sharedSubscriptions,
       protocolVersion: cfg.mqtt.protocolVersion,
+      // MQTT 5: a replica's session expires minutes after it died, so the $share group stops giving it messages.
+      sessionExpirySeconds: mqttSessionExpirySeconds(cfg),
       log,
       metrics,
       ...(cfg.mqtt.caFile ? { clientOptions: { ca: readFileSync(cfg.mqtt.caFile) } } : {}),

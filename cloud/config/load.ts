@@ -17,6 +17,7 @@ export const CLOUD_ENV: Record<string, string[]> = {
   APPRENTICE_MQTT_PUBLIC_URL: ['mqtt', 'publicUrl'],
   APPRENTICE_MQTT_EMBEDDED_BIND: ['mqtt', 'embedded', 'bind'],
   APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: ['mqtt', 'sharedSubscriptions'],
+  APPRENTICE_MQTT_SESSION_EXPIRY_SECONDS: ['mqtt', 'sessionExpirySeconds'],
   APPRENTICE_SIGNING_KEY_FILE: ['keys', 'signingKeyFile'],
   APPRENTICE_KEYS_MODE: ['keys', 'mode'],
   APPRENTICE_KEYS_SHARED_DIR: ['keys', 'sharedDir'],
@@ -26,6 +27,13 @@ export const CLOUD_ENV: Record<string, string[]> = {
 
 /** Env overrides read as booleans: `1`/`true` on, `0`/`false` off; anything else fails validation naming the field. */
 const BOOLEAN_ENV = new Set(['APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS', 'APPRENTICE_CLUSTER_ENABLED']);
+
+/** Env overrides read as integers; anything else stays a string and fails validation naming the field. */
+const INTEGER_ENV = new Set(['APPRENTICE_MQTT_SESSION_EXPIRY_SECONDS']);
+
+function envInteger(v: string): number | string {
+  return /^\d{1,12}$/.test(v) ? Number(v) : v;
+}
 
 function envBoolean(v: string): boolean | string {
   if (v === '1' || v === 'true') return true;
@@ -65,7 +73,7 @@ export function loadCloudConfig({ file, env = process.env, overrides = {} }: { f
   for (const [name, path] of Object.entries(CLOUD_ENV)) {
     const v = env[name];
     if (v === undefined || v === '') continue;
-    setPath(raw, path, BOOLEAN_ENV.has(name) ? envBoolean(v) : v);
+    setPath(raw, path, BOOLEAN_ENV.has(name) ? envBoolean(v) : INTEGER_ENV.has(name) ? envInteger(v) : v);
   }
   for (const [dotted, v] of Object.entries(overrides)) if (v !== undefined) setPath(raw, dotted.split('.'), v);
   const r = cloudConfigSchema.safeParse(raw);

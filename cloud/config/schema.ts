@@ -18,6 +18,12 @@ export function defaultReplicaId(): string {
  * The cloud's config file (`cloud.json`). Every field has a default, so `{}` (or no file at all) runs
  * a single-machine cloud: embedded aedes broker, API on 127.0.0.1:8787, data under ./.apprentice/cloud.
  */
+/** Session expiry defaults (MQTT 5): one process keeps its session a week; a cluster replica 5 minutes. */
+export const SINGLE_SESSION_EXPIRY_SECONDS = 7 * 24 * 3600;
+export const CLUSTER_SESSION_EXPIRY_SECONDS = 300;
+/** The largest session expiry accepted: 30 days. */
+const SESSION_EXPIRY_MAX_SECONDS = 30 * 24 * 3600;
+
 export const cloudConfigSchema = z.strictObject({
   version: z.literal(1).default(1),
   dataDir: z.string().min(1).default('.apprentice/cloud'),
@@ -72,6 +78,19 @@ export const cloudConfigSchema = z.strictObject({
       /** `$share/cloud/...` subscriptions (Mosquitto/EMQX); aedes has none. */
       sharedSubscriptions: z.boolean().default(false),
       protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+      /**
+       * MQTT 5 only: how long the broker keeps this cloud's session (its subscriptions and the device
+       * messages queued for it) after a disconnect. Default (`mqttSessionExpirySeconds`): 7 days for one
+       * process; 300 s with `cluster.enabled`, because a dead replica's session stays in the `$share` group
+       * and the broker keeps giving it its turn of device messages until the session expires (README
+       * "Running several replicas"). With MQTT 3.1.1 the broker decides (Mosquitto `persistent_client_expiration`).
+       */
+      sessionExpirySeconds: z
+        .number()
+        .int()
+        .min(10)
+        .max(SESSION_EXPIRY_MAX_SECONDS)
+        .optional(),
       /**
        * With an external Mosquitto: revoking a device rewrites `authDir/passwd` and `authDir/acl` and
        * sends the broker (PID in `pidFile`) SIGHUP, which ends the device's live session.
@@ -143,10 +162,20 @@ export const cloudConfigSchema = z.strictObject({
   if (shared && c.keys.sharedDir === undefined) ctx.addIssue({ code: 'custom', path: ['keys', 'sharedDir'], message: `required with ${why}: the directory every replica reads its signing keys from (APPRENTICE_KEYS_SHARED_DIR)` });
   if (c.cluster.enabled && c.keys.mode === 'local') ctx.addIssue({ code: 'custom', path: ['keys', 'mode'], message: 'must be "shared" with cluster.enabled: replicas must sign with the same keys' });
   if (shared && c.api.adminToken === undefined) ctx.addIssue({ code: 'custom', path: ['api', 'adminToken'], message: `required with ${why} (set api.adminToken or APPRENTICE_ADMIN_TOKEN, the same on every replica); it is never generated per data dir there` });
+  if (c.cluster.enabled && c.registry.url === undefined) ctx.addIssue({ code: 'custom', path: ['registry', 'url'], message: 'required with cluster.enabled (APPRENTICE_REGISTRY_URL, a postgres:// URL): replicas elect their leader and fence its writes in PostgreSQL; on SQLite they cannot' });
+  if (c.mqtt.sessionExpirySeconds !== undefined && c.mqtt.protocolVersion !== 5) ctx.addIssue({ code: 'custom', path: ['mqtt', 'sessionExpirySeconds'], message: 'needs mqtt.protocolVersion 5: MQTT 3.1.1 has no session expiry (the broker decides, e.g. Mosquitto persistent_client_expiration)' });
   if (c.cluster.enabled && c.mqtt.url === undefined) ctx.addIssue({ code: 'custom', path: ['mqtt', 'url'], message: 'required with cluster.enabled: every replica connects to the same external broker (the embedded one is per process)' });
   if (c.cluster.enabled && !c.mqtt.sharedSubscriptions) ctx.addIssue({ code: 'custom', path: ['mqtt', 'sharedSubscriptions'], message: 'must be true with cluster.enabled (APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS=1): each device message must reach one replica, not every one' });
 });
 export type CloudConfig = z.infer<typeof cloudConfigSchema>;
+
+/**
+ * The MQTT 5 session expiry this cloud asks for (`mqtt.sessionExpirySeconds`, else the default): a replica's
+ * session outlives it by a few minutes only, one process's by a week (device messages queue through an outage).
+ */
+export function mqttSessionExpirySeconds(c: { mqtt: { sessionExpirySeconds?: number | undefined }; cluster: { enabled: boolean } }): number {
+  return c.mqtt.sessionExpirySeconds ?? (c.cluster.enabled ? CLUSTER_SESSION_EXPIRY_SECONDS : SINGLE_SESSION_EXPIRY_SECONDS);
+}
 
 /** Where the signing keys come from: the explicit `keys.mode`, else shared when a shared dir is given or in a cluster. */
 export function keysMode(c: { keys: { mode?: 'local' | 'shared'; sharedDir?: string }; cluster: { enabled: boolean } }): 'local' | 'shared' {

@@ -17,7 +17,7 @@ const root = mkdtempSync(join(tmpdir(), 'apprentice-cluster-cli-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** The variables a developer's shell might have set, cleared (loadCloudConfig ignores empty values). */
-const CLEAN = { APPRENTICE_ADMIN_TOKEN: '', APPRENTICE_SIGNING_KEY: '', APPRENTICE_KEYS_MODE: '', APPRENTICE_KEYS_SHARED_DIR: '', APPRENTICE_CLUSTER_ENABLED: '', APPRENTICE_MQTT_URL: '' };
+const CLEAN = { APPRENTICE_ADMIN_TOKEN: '', APPRENTICE_SIGNING_KEY: '', APPRENTICE_KEYS_MODE: '', APPRENTICE_KEYS_SHARED_DIR: '', APPRENTICE_CLUSTER_ENABLED: '', APPRENTICE_MQTT_URL: '', APPRENTICE_REGISTRY_URL: '', APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '' };
 const errorLines = (stderr: string) => stderr.trim().split('\n').filter((l) => l.startsWith('error'));
 
 describe('apprentice cloud as a replica, and keys --keys-dir', () => {
@@ -28,6 +28,17 @@ describe('apprentice cloud as a replica, and keys --keys-dir', () => {
     });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/api\.adminToken: required with cluster\.enabled \(set api\.adminToken or APPRENTICE_ADMIN_TOKEN/);
+    expect(existsSync(data)).toBe(false);
+  }, 60_000);
+
+  it('cluster.enabled on SQLite (no registry.url): exit 2, one line naming registry.url and cluster.enabled, data dir untouched', async () => {
+    const data = join(root, 'on-sqlite');
+    const r = await runCli(['cloud', '--data-dir', data], {
+      env: { ...CLEAN, APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_KEYS_SHARED_DIR: join(root, 'keys'), APPRENTICE_MQTT_URL: 'mqtt://127.0.0.1:1', APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1', APPRENTICE_ADMIN_TOKEN: 'replica-admin-token-0123456789' },
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/registry\.url: required with cluster\.enabled \(APPRENTICE_REGISTRY_URL/);
+    expect(r.stderr).not.toMatch(/api\.adminToken|keys\.sharedDir|mqtt\./);
     expect(existsSync(data)).toBe(false);
   }, 60_000);
 

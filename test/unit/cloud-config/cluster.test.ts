@@ -4,10 +4,20 @@
  */
 import { describe, expect, it } from 'vitest';
 import { loadCloudConfig } from '../../../cloud/config/load.js';
-import { cloudConfigSchema, defaultReplicaId, keysMode } from '../../../cloud/config/schema.js';
+import { CLUSTER_SESSION_EXPIRY_SECONDS, SINGLE_SESSION_EXPIRY_SECONDS, cloudConfigSchema, defaultReplicaId, keysMode, mqttSessionExpirySeconds } from '../../../cloud/config/schema.js';
 import { UsageError } from '../../../shared/cli/errors.js';
 
 const TOKEN = 'cluster-admin-token-0123456789';
+const PG_URL = 'postgres://apprentice:secret@db:5432/apprentice';
+/** Everything a replica needs, from the environment. */
+const REPLICA_ENV = {
+  APPRENTICE_CLUSTER_ENABLED: '1',
+  APPRENTICE_KEYS_SHARED_DIR: '/k',
+  APPRENTICE_ADMIN_TOKEN: TOKEN,
+  APPRENTICE_MQTT_URL: 'mqtt://b:1883',
+  APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1',
+  APPRENTICE_REGISTRY_URL: PG_URL,
+};
 
 function refusal(env: Record<string, string>): string {
   try {
@@ -37,9 +47,11 @@ describe('cluster config', () => {
         APPRENTICE_ADMIN_TOKEN: TOKEN,
         APPRENTICE_MQTT_URL: 'mqtt://mosquitto:1883',
         APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1',
+        APPRENTICE_REGISTRY_URL: PG_URL,
       },
     });
     expect(c.cluster).toEqual({ enabled: true, replicaId: 'cloud-2' });
+    expect(c.registry.url).toBe(PG_URL);
     expect(c.keys.sharedDir).toBe('/run/secrets/keys');
     expect(keysMode(c)).toBe('shared');
   });
@@ -62,9 +74,30 @@ describe('cluster config', () => {
     expect(msg).toMatch(/keys\.sharedDir: required with cluster\.enabled/);
     expect(msg).toMatch(/mqtt\.url: required with cluster\.enabled/);
     expect(msg).toMatch(/mqtt\.sharedSubscriptions: must be true with cluster\.enabled/);
-    expect(refusal({ APPRENTICE_CLUSTER_ENABLED: '1', APPRENTICE_ADMIN_TOKEN: TOKEN, APPRENTICE_KEYS_SHARED_DIR: '/k', APPRENTICE_MQTT_URL: 'mqtt://b:1883', APPRENTICE_MQTT_SHARED_SUBSCRIPTIONS: '1', APPRENTICE_KEYS_MODE: 'local' })).toMatch(
+    expect(refusal({ ...REPLICA_ENV, APPRENTICE_KEYS_MODE: 'local' })).toMatch(
       /keys\.mode: must be "shared" with cluster\.enabled/,
     );
+  });
+
+  it('cluster.enabled on SQLite (no registry.url) is refused, naming both settings; with the URL it loads', () => {
+    const { APPRENTICE_REGISTRY_URL: _url, ...onSqlite } = REPLICA_ENV;
+    const msg = refusal(onSqlite);
+    expect(msg.split('\n').filter((l) => l.includes(':')).slice(1)).toEqual([expect.stringMatching(/^registry\.url: required with cluster\.enabled \(APPRENTICE_REGISTRY_URL, a postgres:\/\/ URL\): replicas elect their leader/)]);
+    expect(loadCloudConfig({ env: REPLICA_ENV }).registry.url).toBe(PG_URL);
+    // One process on SQLite needs none of it.
+    expect(loadCloudConfig({ env: {} }).registry.url).toBeUndefined();
+  });
+
+  it('MQTT session expiry: a week for one process, minutes for a replica, configurable on MQTT 5 only', () => {
+    expect(mqttSessionExpirySeconds(loadCloudConfig({ env: {} }))).toBe(SINGLE_SESSION_EXPIRY_SECONDS);
+    const replica = loadCloudConfig({ env: REPLICA_ENV });
+    expect(mqttSessionExpirySeconds(replica)).toBe(CLUSTER_SESSION_EXPIRY_SECONDS);
+    expect(CLUSTER_SESSION_EXPIRY_SECONDS).toBeLessThan(SINGLE_SESSION_EXPIRY_SECONDS);
+    const set = loadCloudConfig({ env: { ...REPLICA_ENV, APPRENTICE_MQTT_SESSION_EXPIRY_SECONDS: '120' }, overrides: { 'mqtt.protocolVersion': 5 } });
+    expect(mqttSessionExpirySeconds(set)).toBe(120);
+    expect(refusal({ APPRENTICE_MQTT_SESSION_EXPIRY_SECONDS: '120' })).toMatch(/mqtt\.sessionExpirySeconds: needs mqtt\.protocolVersion 5/);
+    expect(refusal({ APPRENTICE_MQTT_SESSION_EXPIRY_SECONDS: 'soon' })).toMatch(/mqtt\.sessionExpirySeconds/);
+    expect(() => cloudConfigSchema.parse({ mqtt: { protocolVersion: 5, sessionExpirySeconds: 5 } })).toThrow(/sessionExpirySeconds/);
   });
 
   it('refuses a boolean variable it cannot read and a replica id that is no MQTT client id', () => {

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadCloudConfig } from '../../../cloud/config/load.js';
-import { keysMode } from '../../../cloud/config/schema.js';
+import { CLUSTER_SESSION_EXPIRY_SECONDS, keysMode, mqttSessionExpirySeconds } from '../../../cloud/config/schema.js';
 import { aclText } from '../../../cloud/provision/broker-auth.js';
 import { REPO_ROOT } from '../../helpers/cli.js';
 
@@ -154,13 +154,16 @@ describe('deploy/compose.yaml', () => {
       const mount = s.volumes!.find((v) => v.split(':')[1] === configPath)!;
       expect(mount, `${name}: ${configPath} is not mounted`).toBeDefined();
       // What the operator's env files add (./local/cluster.env, ./local/cloud-N.env).
-      const env = { ...s.environment, APPRENTICE_ADMIN_TOKEN: 'operator-admin-token-0123456789', APPRENTICE_MQTT_PASSWORD: 'secret' };
+      const env = { ...s.environment, APPRENTICE_ADMIN_TOKEN: 'operator-admin-token-0123456789', APPRENTICE_MQTT_PASSWORD: 'secret', APPRENTICE_REGISTRY_URL: 'postgres://apprentice:secret@postgres:5432/apprentice' };
       const cfg = loadCloudConfig({ file: resolve(DEPLOY, mount.split(':')[0]!), env });
       expect(cfg.cluster).toEqual({ enabled: true, replicaId: s.environment!.APPRENTICE_REPLICA_ID });
       expect(keysMode(cfg)).toBe('shared');
       expect(cfg.keys.sharedDir).toBe('/run/secrets/apprentice-keys');
       expect(cfg.mqtt.clientId).toBe(s.environment!.APPRENTICE_MQTT_CLIENT_ID);
       expect(cfg.mqtt.sharedSubscriptions).toBe(true);
+      // MQTT 5, so the replica's session expires minutes after it dies (README "Running several replicas").
+      expect(cfg.mqtt.protocolVersion).toBe(5);
+      expect(mqttSessionExpirySeconds(cfg)).toBe(CLUSTER_SESSION_EXPIRY_SECONDS);
       const brokerHost = new URL(cfg.mqtt.url!).hostname;
       expect(compose.services[brokerHost]?.profiles).toContain('cluster');
       expect(s.volumes!.some((v) => v.split(':')[1] === cfg.mqtt.caFile)).toBe(true);
