@@ -34,3 +34,8 @@ export async function releaseRound(fence: Fence, epoch: number | null, modelId: 
 export async function roundClaims(db: ClusterDb): Promise<RoundClaimRow[]> {
   return listRoundClaims(db);
 }
+
+/** Every model's claim, read in a transaction fenced on `epoch` (a stale leader cannot even recover). */
+export async function roundClaimsFenced(fence: Fence, epoch: number | null): Promise<RoundClaimRow[]> {
+  return fence.write(epoch, 'round.claims', (tx) => listRoundClaims(tx));
+}
