@@ -162,8 +162,8 @@ describe.skipIf(skipWithoutMosquitto())('a round across a leader takeover (3 clo
     // The stale leader resumes: its worker's sequence/signature request is refused by the fence, and it steps down.
     process.kill(l2pid, 'SIGCONT');
     stopped.delete(l2pid);
-    await waitFor(() => /round\.(sequence|sign) refused: leader epoch \d+ is stale/.test(l2.proc.stderr()), 30_000, {
-      message: `the stale leader's round sign refused (stderr: ${l2.proc.stderr().slice(-2000)})`,
+    await waitFor(() => /round\.(sequence|sign) refused: leader epoch \d+ is stale/.test(l2.proc.stderr()), 30_000, { message: "the stale leader's round sign refused" }).catch((err: Error) => {
+      throw new Error(`${err.message}; its stderr: ${l2.proc.stderr().slice(-2000)}`);
     });
     mark('b: stale sign refused');
     await expect.poll(async () => (await health(l2))?.role, { timeout: 15_000, interval: 200 }).toBe('follower');
