@@ -257,7 +257,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     stack.push(() => void mqtt.raw?.off('connect', onReconnect));
     const roundDeps = { registry, dataDir, blobs: artifacts.blobs, signer, publish: publisher, rollouts, log, options: { publicBaseUrl: cfg.api.publicBaseUrl, maxAttempts: cfg.rounds.maxAttempts, maxWallSeconds: cfg.rounds.maxWallSeconds } };
     // A replica queues rounds in the registry until it leads; one process recovers and runs them now.
-    const rounds = replica.clustered ? RoundRunner.follower(roundDeps) : await RoundRunner.create(roundDeps);
+    // On a cluster the leader's round writes, model claims, sequences and signatures are fenced on its epoch.
+    const rounds = replica.clusterFence ? RoundRunner.follower({ ...roundDeps, cluster: { fence: replica.clusterFence, holder: cfg.cluster.replicaId } }) : await RoundRunner.create(roundDeps);
     stack.push(() => rounds.dispose());
     const scheduler = new Scheduler({ registry, rounds, log, tickMs: cfg.rounds.tickSeconds * 1000 });
     const retention = new RetentionJob({ registry, config: cfg.retention, log: log.child({ module: 'cloud/retention' }) });
@@ -277,7 +278,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
         },
         () => shadow.stop(),
       ),
-      leaderService('rounds', () => rounds.lead(), () => rounds.follow()),
+      leaderService('rounds', (epoch) => rounds.lead(epoch), () => rounds.follow()),
       leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
       leaderService('retention', (epoch) => retention.start(undefined, replica.writer(registry, epoch)), () => retention.stop()),
       leaderService(

@@ -56,6 +56,11 @@ export class Replica {
     return this.elector !== undefined;
   }
 
+  /** The fence (its own pool on `registry.url`) for services that fence acts outside the registry, e.g. round signing; undefined without a cluster. */
+  get clusterFence(): Fence | undefined {
+    return this.fence?.fence;
+  }
+
   /**
    * `mqtt` with every publish fenced on this replica's epoch (a read of cluster_leader before each); without
    * a cluster, `mqtt` itself.

@@ -7,7 +7,8 @@ import { deleteRoundClaim, listRoundClaims, lockRoundClaim, upsertRoundClaim, ty
  * - no claim: the model is ours for this round;
  * - a claim of an OLDER epoch: its leader died or was fenced, so the round it ran is orphaned. The claim
  *   moves to us and `orphaned` names that round, for the caller to mark it failed and retry it;
- * - a claim of OUR epoch: a round of this model is already running; no second one.
+ * - a claim of OUR epoch for another round: a round of this model is already running; no second one
+ *   (for the same round: still ours, the claim is refreshed).
  * `release` ends the claim when the round finishes (fenced too: a stale leader cannot free a new claim).
  */
 export type RoundClaim =
@@ -17,11 +18,12 @@ export type RoundClaim =
 export async function claimRound(fence: Fence, epoch: number | null, holder: string, modelId: string, roundId: string): Promise<RoundClaim> {
   return fence.write(epoch, 'round.claim', async (tx) => {
     const prior = await lockRoundClaim(tx, modelId);
-    if (prior && prior.epoch === epoch) {
+    // Our own claim for this very round (a launch retried after its first attempt failed) is still ours.
+    if (prior && prior.epoch === epoch && prior.roundId !== roundId) {
       return { claimed: false, running: { roundId: prior.roundId, epoch: prior.epoch, holder: prior.holder } };
     }
     await upsertRoundClaim(tx, { modelId, roundId, epoch: epoch as number, holder });
-    return { claimed: true, orphaned: prior ? { roundId: prior.roundId, epoch: prior.epoch, holder: prior.holder } : null };
+    return { claimed: true, orphaned: prior && prior.epoch !== epoch ? { roundId: prior.roundId, epoch: prior.epoch, holder: prior.holder } : null };
   });
 }
 
@@ -33,4 +35,9 @@ export async function releaseRound(fence: Fence, epoch: number | null, modelId: 
 /** Every model's claim (for a new leader resuming, and for the console). */
 export async function roundClaims(db: ClusterDb): Promise<RoundClaimRow[]> {
   return listRoundClaims(db);
+}
+
+/** Every model's claim, read in a transaction fenced on `epoch` (a stale leader cannot even recover). */
+export async function roundClaimsFenced(fence: Fence, epoch: number | null): Promise<RoundClaimRow[]> {
+  return fence.write(epoch, 'round.claims', (tx) => listRoundClaims(tx));
 }

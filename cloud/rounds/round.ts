@@ -33,6 +33,8 @@ export interface RoundDeps {
   now?: () => Date;
   /** Where release artifacts are stored and read: the registry on PostgreSQL; undefined = files under job.dataDir. */
   blobs?: ArtifactBlobs;
+  /** Inserts a line's release row (the worker's is fenced on the job's epoch, fenced-store.ts); default insertRelease. */
+  storeRelease?: RoundContext['storeRelease'];
 }
 
 export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
@@ -101,7 +103,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
 
     const ctx: RoundContext = {
       job, registry, signer, allocateSeq: deps.allocateSeq, progress, now: deps.now, model, arch, inputSize, classes, teacher, holdout, tHold, backendName: backend.name,
-      teacherImage, cohortOf: await cohortLookup(registry, s), blobs: deps.blobs,
+      teacherImage, cohortOf: await cohortLookup(registry, s), blobs: deps.blobs, storeRelease: deps.storeRelease,
     };
     const baseOutcome = await shipStudent(ctx, student, { cohort: null, parent, warmFrom: parent, warm, hard, mix, tr, recipe, lr });
     student.dispose();

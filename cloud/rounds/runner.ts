@@ -11,6 +11,7 @@ import { openArtifacts, type ArtifactBlobs } from '../artifacts/index.js';
 import { parseRoundModel } from './settings.js';
 import { forkWorker } from './spawn.js';
 import { RoundSigningGuard } from './sign-guard.js';
+import { RoundFencing, type RoundsCluster } from './fencing.js';
 import {
   RoundConflictError,
   UnknownModelError,
@@ -49,6 +50,8 @@ export interface RoundRunnerDeps extends PublishDeps {
   signer: ManifestSigner;
   log?: Logger;
   options?: RoundRunnerOptions;
+  /** A cluster replica's fence and name: the leader's round writes, claims, sequences and signatures are fenced on its epoch. */
+  cluster?: RoundsCluster;
 }
 
 interface Active {
@@ -65,6 +68,8 @@ interface Active {
   timedOut?: boolean;
   /** The round's one sequence and one signature (issue 10 item 9). */
   guard: RoundSigningGuard;
+  /** The epoch (and fence) the round was launched under: its row writes and signature are fenced on it. */
+  fencing: RoundFencing;
 }
 
 const nowIso = () => new Date().toISOString();
@@ -99,6 +104,8 @@ export class RoundRunner implements RoundsService {
    */
   private leading = true;
   private pollTimer: NodeJS.Timeout | undefined;
+  /** The epoch this runner leads under (0 and unfenced in one process); replaced at each `lead(epoch)`. */
+  private fencing: RoundFencing;
 
   private readonly deps: RoundRunnerDeps & { blobs: ArtifactBlobs };
 
@@ -107,6 +114,7 @@ export class RoundRunner implements RoundsService {
     // The worker stores artifacts where openArtifacts says for its registry's dialect (worker.ts); this side
     // (signing guard, publish) must read them from the same place, so it defaults the same way.
     this.deps = { ...deps, blobs: deps.blobs ?? openArtifacts({ registry: deps.registry, dataDir: deps.dataDir, log: this.log }).blobs };
+    this.fencing = new RoundFencing(deps.registry, 0, undefined, this.log);
   }
 
   /** Not running rounds: stopping, or a follower. */
@@ -130,11 +138,13 @@ export class RoundRunner implements RoundsService {
   }
 
   /**
-   * Became the cluster leader: recovers the rounds left `queued` or `running` (a dead leader's: failed and
-   * retried), then picks up rounds other replicas queue, every `pollQueuedMs` (default 2 s).
+   * Became the cluster leader under `epoch`: recovers the rounds left `queued` or `running` (a dead or
+   * fenced leader's: failed and retried), then picks up rounds other replicas queue, every `pollQueuedMs`
+   * (default 2 s). With `deps.cluster` every round write, claim, sequence and signature is fenced on `epoch`.
    */
-  async lead(pollQueuedMs = 2000): Promise<void> {
+  async lead(epoch: number, pollQueuedMs = 2000): Promise<void> {
     if (this.leading || this.stopping) return;
+    this.fencing = new RoundFencing(this.deps.registry, epoch, this.deps.cluster, this.log);
     this.leading = true;
     await this.recover();
     this.pollTimer = setInterval(() => void this.pickUpQueued().catch((err: unknown) => this.log.warn({ err }, 'rounds/poll-queued failed')), pollQueuedMs);
@@ -167,12 +177,16 @@ export class RoundRunner implements RoundsService {
     return this.enqueue(model, trigger, 0);
   }
 
-  /** `attempts` carries over from the round a retry replaces, so retries stop at maxAttempts. */
+  /**
+   * `attempts` carries over from the round a retry replaces, so retries stop at maxAttempts. A retry is the
+   * leader's write (fenced); a start through the API only queues, on any replica.
+   */
   private async enqueue(model: string, trigger: RoundTrigger, carriedAttempts: number): Promise<{ id: string }> {
     if (this.stopping) throw new Error('round runner is stopping');
     const id = randomUUID();
     const createdAt = nowIso();
-    await this.deps.registry.tx(function* (tx, { models, rounds }) {
+    const tx = trigger === 'retry' ? this.fencing.writer.tx.bind(this.fencing.writer, 'round.retry') : this.deps.registry.tx.bind(this.deps.registry);
+    await tx(function* (tx, { models, rounds }) {
       const [row] = yield* q(tx.select().from(models).where(eq(models.name, model)).limit(1));
       if (!row) throw new UnknownModelError(model);
       parseRoundModel(row);
@@ -252,10 +266,12 @@ export class RoundRunner implements RoundsService {
     };
   }
 
-  /** Writes a round row; writes go out one at a time, in call order, as the synchronous writes did. */
-  private update(id: string, set: Partial<RoundRow>): Promise<void> {
-    const { rounds } = this.deps.registry.t;
-    const done = this.writes.then(() => this.deps.registry.q.update(rounds).set(set).where(eq(rounds.id, id)));
+  /**
+   * Writes a round row; writes go out one at a time, in call order, as the synchronous writes did. Fenced on
+   * the epoch of `fencing` (the round's launch, or this runner's lead) on a cluster.
+   */
+  private update(id: string, set: Partial<RoundRow>, fencing = this.fencing): Promise<void> {
+    const done = this.writes.then(() => fencing.update(id, set));
     this.writes = done.catch(() => {});
     return done.then(() => {});
   }
@@ -279,7 +295,7 @@ export class RoundRunner implements RoundsService {
     const now = Date.now();
     if (force || phaseChanged || now - a.lastWrite >= this.opts.progressWriteMs) {
       a.lastWrite = now;
-      this.update(a.id, { progress: a.progress }).catch((err: Error) => this.log.warn({ err, round: a.id }, 'rounds/progress write failed'));
+      this.update(a.id, { progress: a.progress }, a.fencing).catch((err: Error) => this.log.warn({ err, round: a.id }, 'rounds/progress write failed'));
     }
   }
 
@@ -288,15 +304,29 @@ export class RoundRunner implements RoundsService {
     const [row] = await db.select().from(t.rounds).where(eq(t.rounds.id, id)).limit(1);
     const [modelRow] = row ? await db.select().from(t.models).where(eq(t.models.name, row.model)).limit(1) : [];
     if (!row) return;
-    if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() });
-    if (this.halted) return; // left `queued`: the next start (or leader) picks it up
+    const fencing = this.fencing;
+    if (!modelRow) return this.update(id, { state: 'failed', error: `model ${row.model} no longer exists`, finishedAt: nowIso() }, fencing);
+    if (this.halted || row.state !== 'queued') return; // left `queued` for the next start (or leader); or no longer queued
+    // At most one round per model across the cluster: claim the model first (an older epoch's claim moves here).
+    const claim = await fencing.claim(row.model, id);
+    if (claim && !claim.claimed) {
+      this.log.warn({ round: id, model: row.model, running: claim.running }, 'rounds: another round of this model holds the claim; left queued');
+      return;
+    }
     let resolveDone!: () => void;
-    const guard = new RoundSigningGuard({ id, model: row.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, blobs: this.deps.blobs, signer: this.deps.signer, publicBaseUrl: this.opts.publicBaseUrl });
-    const a: Active = { id, model: row.model, guard, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
+    const guard = this.signingGuard({ id, model: row.model }, fencing, this.opts.publicBaseUrl);
+    const a: Active = { id, model: row.model, guard, fencing, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
-    await this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null });
+    try {
+      await this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null }, fencing);
+    } catch (err) {
+      this.active.delete(id);
+      resolveDone();
+      throw err;
+    }
 
-    const job: RoundJob = { roundId: id, registry: registryLocation(this.deps.registry), dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend };
+    const epoch = fencing.jobEpoch;
+    const job: RoundJob = { roundId: id, registry: registryLocation(this.deps.registry), dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend, ...(epoch !== undefined ? { epoch } : {}) };
     const child = forkWorker({ path: this.opts.workerPath, execArgv: this.opts.workerExecArgv });
     a.child = child;
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -319,6 +349,8 @@ export class RoundRunner implements RoundsService {
       clearTimeout(wallTimer);
       clearTimeout(killTimer);
       this.finish(a, code, signal, spawnError)
+        // The round ended here (not left `running` for the next leader): free the model's claim.
+        .then((ended) => (ended ? fencing.release(a.model, id) : undefined))
         .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/finish failed'))
         .finally(() => {
           this.active.delete(id);
@@ -369,8 +401,9 @@ export class RoundRunner implements RoundsService {
     }
   }
 
-  private async finish(a: Active, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<void> {
-    if (this.halted && !a.outcome) return; // left `running`: recovered (failed + retried) at the next start
+  /** Records how the worker ended; false when the round is left `running` (stopping or stepped down) for the next start or leader. */
+  private async finish(a: Active, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<boolean> {
+    if (this.halted && !a.outcome) return false; // left `running`: recovered (failed + retried) at the next start
     const finishedAt = nowIso();
     const o = a.outcome;
     // A worker that died after inserting its release (before reporting) still produced a valid, signed release.
@@ -378,17 +411,18 @@ export class RoundRunner implements RoundsService {
     const [orphan] = o ? [] : await this.deps.registry.q.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, a.id), isNull(releases.cohort))).limit(1);
     if (orphan) {
       this.log.warn({ round: a.id, release: orphan.seq, code, signal }, 'worker exited after storing its release');
-      return this.completeRelease(a, orphan.seq);
+      await this.completeRelease(a, orphan.seq);
+      return true;
     }
     // Issue 13: the cohort lines' outcomes go in the round's metrics; their releases are published either way.
     const metrics = o?.cohorts ? { ...o.metrics, cohorts: o.cohorts.map(cohortSummary) } : o?.metrics;
     if (o?.state === 'rejected') {
       const cohortProblems = await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true));
       this.setProgress(a, { phase: 'done', detail: 'rejected by the gate' }, true);
-      await this.update(a.id, { state: 'rejected', error: [o.reason, ...cohortProblems].join('; '), metrics, exampleCount: o.exampleCount, finishedAt });
+      await this.update(a.id, { state: 'rejected', error: [o.reason, ...cohortProblems].join('; '), metrics, exampleCount: o.exampleCount, finishedAt }, a.fencing);
       this.log.info({ round: a.id, reason: o.reason }, 'round rejected');
     } else if (o?.state === 'released') {
-      await this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount });
+      await this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount }, a.fencing);
       await this.completeRelease(a, o.releaseSeq);
     } else {
       const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
@@ -400,9 +434,10 @@ export class RoundRunner implements RoundsService {
             ? `worker killed by ${signal}`
             : `worker exited with code ${code}`;
       const reason = [a.error ?? how, a.error ? `(${how})` : '', tail && !a.error ? `stderr: ${tail}` : ''].filter(Boolean).join(' ');
-      await this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt });
+      await this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt }, a.fencing);
       this.log.warn({ round: a.id, reason }, 'round failed');
     }
+    return true;
   }
 
   /** Steps 8–9 (publish.ts), then the round is `released`. */
@@ -415,47 +450,63 @@ export class RoundRunner implements RoundsService {
     // After a recovery the round row may lack what the worker would have reported: take it from the release.
     const [row] = await db.select({ metrics: t.rounds.metrics }).from(t.rounds).where(eq(t.rounds.id, a.id)).limit(1);
     const fromRelease = row?.metrics ? {} : { metrics: rel.metrics, exampleCount: (rel.manifest as { lineage?: { exampleCount?: number } }).lineage?.exampleCount ?? null };
-    await this.update(a.id, { state: 'released', releaseSeq: seq, error: problems.length ? problems.join('; ') : null, finishedAt: nowIso(), ...fromRelease });
+    await this.update(a.id, { state: 'released', releaseSeq: seq, error: problems.length ? problems.join('; ') : null, finishedAt: nowIso(), ...fromRelease }, a.fencing);
     this.log.info({ round: a.id, release: seq, problems }, 'round released');
   }
 
+  /** A round's signing guard: its sequence allocated, and its signature given, only under `fencing`'s epoch. */
+  private signingGuard(round: { id: string; model: string }, fencing: RoundFencing, publicBaseUrl?: string): RoundSigningGuard {
+    const { registry, dataDir, blobs, signer } = this.deps;
+    return new RoundSigningGuard(round, { registry, dataDir, blobs, signer, publicBaseUrl, allocateSeq: () => fencing.allocateSeq(), authorize: (action) => fencing.authorize(action) });
+  }
+
   /**
-   * Rounds a previous process left behind. `running` with a release row: the worker finished, the
-   * cloud died before publishing, so finish steps 8–9. Other `running`: failed ("cloud restarted
-   * during round") and retried as a new round while attempts < maxAttempts. `queued`: queued again.
+   * Rounds a previous process (or leader) left behind. `running` with a release row: the worker finished,
+   * the cloud died before publishing, so finish steps 8–9. Other `running`: failed ("cloud restarted during
+   * round", or on a cluster "leader changed (epoch N→M) during round", N from the model's orphaned claim)
+   * and retried as a new round while attempts < maxAttempts. `queued`: queued again. Claims of older
+   * epochs whose round is not queued again are freed (a retry claims the model anew).
    */
   private async recover(): Promise<void> {
     const { q: db, t } = this.deps.registry;
     const { releases, rounds } = t;
+    const fencing = this.fencing;
+    const orphans = await fencing.orphanClaims();
     const left = await db.select().from(rounds).where(inArray(rounds.state, ['queued', 'running'])).orderBy(asc(rounds.createdAt));
-    const retries: { model: string; attempts: number; from: string }[] = [];
+    const retries: { model: string; attempts: number; from: string; why: string }[] = [];
+    const requeued = new Set<string>();
     for (const r of left) {
       if (r.state === 'queued') {
+        requeued.add(r.id);
         this.queue.push(r.id);
         continue;
       }
       const [rel] = await db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).limit(1);
       if (rel) {
         // No worker here, so nothing ever asks this guard for a sequence or a signature.
-        const guard = new RoundSigningGuard({ id: r.id, model: r.model }, { registry: this.deps.registry, dataDir: this.deps.dataDir, blobs: this.deps.blobs, signer: this.deps.signer });
-        const a: Active = { id: r.id, model: r.model, guard, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
+        const a: Active = { id: r.id, model: r.model, guard: this.signingGuard(r, fencing), fencing, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
         this.active.set(r.id, a);
         a.done = this.completeRelease(a, rel.seq)
+          .then(() => fencing.release(r.model, r.id))
           .catch((err: Error) => this.log.error({ err, round: r.id }, 'rounds/recover failed'))
           .finally(() => {
             this.active.delete(r.id);
             this.pump();
           });
+        requeued.add(r.id);
         continue;
       }
       const retry = r.attempts < this.opts.maxAttempts;
-      await this.update(r.id, { state: 'failed', error: `cloud restarted during round${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() });
-      if (retry) retries.push({ model: r.model, attempts: r.attempts, from: r.id });
+      const why = fencing.interruption(orphans.get(r.id));
+      await this.update(r.id, { state: 'failed', error: `${why}${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() }, fencing);
+      this.log.warn({ round: r.id, model: r.model, reason: why, retry }, 'round interrupted; failed');
+      if (retry) retries.push({ model: r.model, attempts: r.attempts, from: r.id, why });
     }
+    for (const c of orphans.values()) if (!requeued.has(c.roundId)) await fencing.release(c.modelId, c.roundId);
     for (const r of retries) {
       try {
         const { id } = await this.enqueue(r.model, 'retry', r.attempts);
-        await this.update(r.from, { error: `cloud restarted during round; retried as ${id}` });
+        await this.update(r.from, { error: `${r.why}; retried as ${id}` }, fencing);
       } catch (err) {
         this.log.warn({ err, round: r.from }, 'rounds/retry not started');
       }

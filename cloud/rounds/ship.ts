@@ -18,7 +18,7 @@ import type { chooseLearningRate } from './lr.js';
 import { buildReleaseManifest } from './manifest.js';
 import type { MixStats } from './mix.js';
 import type { RoundRecipe } from './recipe.js';
-import { allocateReleaseSeq, insertRelease, recordedHoldoutAccuracy } from './releases.js';
+import { allocateReleaseSeq, insertRelease, recordedHoldoutAccuracy, type NewRelease } from './releases.js';
 import { selfTestTolerance, type RoundModel } from './settings.js';
 import { readArtifact, storeArtifact, weightsBasePath } from './store.js';
 import { newestHard, type BaseData, type HardExamples } from './transfer-set.js';
@@ -55,6 +55,8 @@ export interface RoundContext {
   cohortOf?: CohortOf;
   /** Where release artifacts are stored and read: the registry on PostgreSQL; undefined = files under job.dataDir. */
   blobs?: ArtifactBlobs;
+  /** Inserts the release row (step 7); default insertRelease. The worker's is fenced on its job's epoch. */
+  storeRelease?: (row: NewRelease) => Promise<void>;
 }
 
 /** What one line's student was trained with. */
@@ -200,7 +202,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
   const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8, ctx.blobs);
   await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
   metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
-  await insertRelease(registry, {
+  await (ctx.storeRelease ?? ((row: NewRelease) => insertRelease(registry, row)))({
     model: model.name,
     seq,
     sha256: stored.sha256,

@@ -21,6 +21,10 @@ export class SignRefusedError extends Error {
  * signature per line, for a manifest of that line's sequence, the round's model, and exactly the
  * artifact stored under the data dir (its sha256, length and chunk hashes recomputed from the file).
  * Whatever else a worker asks for is refused.
+ *
+ * On a cluster (issue 15 item 4) the runner passes `allocateSeq` (a transaction fenced on its epoch) and
+ * `authorize` (Fence.check): a leader paused past a takeover that resumes gets neither a sequence nor a
+ * signature (StaleLeaderError, logged and counted by the fence).
  */
 export class RoundSigningGuard {
   /** One sequence per release line (issue 13): null = the base line, else the cohort. */
@@ -33,7 +37,17 @@ export class RoundSigningGuard {
 
   constructor(
     private readonly round: { id: string; model: string },
-    private readonly deps: { registry: StoreRegistry; dataDir: string; blobs?: ArtifactBlobs | undefined; signer: ManifestSigner; publicBaseUrl?: string | undefined },
+    private readonly deps: {
+      registry: StoreRegistry;
+      dataDir: string;
+      blobs?: ArtifactBlobs | undefined;
+      signer: ManifestSigner;
+      publicBaseUrl?: string | undefined;
+      /** Allocates a sequence (default: allocateReleaseSeq on the registry). */
+      allocateSeq?: () => Promise<number>;
+      /** Throws unless the caller may still sign (the cluster fence's epoch check); called right before signing. */
+      authorize?: (action: string) => Promise<void>;
+    },
   ) {}
 
   /** The sequence of one line of the round (default the base line), allocated on the first request; the same one after. */
@@ -42,7 +56,7 @@ export class RoundSigningGuard {
     if (seq !== undefined) return seq;
     let pending = this.allocating.get(cohort);
     if (!pending) {
-      pending = allocateReleaseSeq(this.deps.registry).then(
+      pending = (this.deps.allocateSeq ?? (() => allocateReleaseSeq(this.deps.registry)))().then(
         (s) => {
           this.seqs.set(cohort, s);
           return s;
@@ -78,6 +92,8 @@ export class RoundSigningGuard {
     try {
       if (line !== null) await this.checkCohort(line);
       await this.checkArtifact(m);
+      // Last, right before the key is used: a stale leader never signs (the line stays unsigned, the worker fails).
+      await this.deps.authorize?.('round.sign');
       this.signed.add(line);
     } finally {
       this.busy = false;

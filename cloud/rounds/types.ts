@@ -89,6 +89,11 @@ export interface RoundJob {
   publicBaseUrl?: string;
   /** tfjs backend for the worker (default: auto). */
   backend?: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+  /**
+   * The cluster leader epoch the round was launched under (issue 15 item 4; absent without a cluster): the
+   * worker stores its release only in a transaction fenced on it (fenced-store.ts).
+   */
+  epoch?: number;
 }
 
 /** Metrics of a round (rounds.metrics); the numeric subset goes into the manifest. */

@@ -6,7 +6,6 @@
  * ends `failed` with the restart named and is retried as a new round that finishes, and every example
  * the devices selected is stored once (stored = selected, 0 evicted, 0 dropped).
  */
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
@@ -14,28 +13,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { models, rounds } from '../../cloud/registry/schema.js';
 import { denseModel } from '../fixtures/onnx-models.js';
 import { skipWithoutMosquitto, sleep, waitFor } from '../helpers/broker.js';
+import { childPids, pidAlive } from '../helpers/cloud-process.js';
 import { FaultWorld, MODEL } from './fault-harness.js';
-
-/** Children of `pid` (the round worker of a cloud process). */
-function childrenOf(pid: number): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((n) => n > 0);
-  } catch {
-    return []; // ps exits 1 when there are none
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface RoundRow {
   id: string;
@@ -93,7 +72,7 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
       90_000,
       { intervalMs: 100, message: 'the round training' },
     );
-    const workers = childrenOf(cloud.child.pid!);
+    const workers = childPids(cloud.child.pid!);
     expect(workers.length).toBeGreaterThan(0);
     const exited = new Promise<NodeJS.Signals | null>((r) => cloud.child.once('exit', (_c, s) => r(s)));
     cloud.child.kill('SIGKILL');
@@ -127,6 +106,6 @@ describe.skipIf(skipWithoutMosquitto())('fault drill: the cloud killed (SIGKILL)
     for (const d of w.daemons.values()) expect(d.snapshot().outbox).toMatchObject({ evicted: 0, dropped: 0, depth: 0 });
     // The killed cloud's worker noticed (IPC disconnect) and exited: no orphan keeps training. It sees
     // the disconnect only between training steps, so this can take a while on a loaded machine.
-    await waitFor(() => workers.every((p) => !alive(p)), 60_000, { message: 'the round worker to exit after its cloud died' });
+    await waitFor(() => workers.every((p) => !pidAlive(p)), 60_000, { message: 'the round worker to exit after its cloud died' });
   }, 240_000);
 });

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { draftKeySet, publishKeySet } from '../../cloud/keys/keyset-file.js';
@@ -77,4 +77,30 @@ export async function writeReplicaConfig(
     }),
   );
   return { file, apiUrl: `http://127.0.0.1:${port}` };
+}
+
+/** Child processes of `pid` whose command line contains `match` (e.g. a cloud process's round worker). */
+export function childPids(pid: number, match = ''): number[] {
+  let out: string;
+  try {
+    out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(pid)], { encoding: 'utf8' });
+  } catch {
+    return []; // ps exits 1 when there are none
+  }
+  return out
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && line.includes(match))
+    .map((line) => Number(line.split(/\s+/)[0]))
+    .filter((n) => n > 0);
+}
+
+/** True while a process with this pid exists (a zombie counts until reaped). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }

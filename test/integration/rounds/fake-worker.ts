@@ -1,12 +1,14 @@
 /**
  * Stand-in for cloud/rounds/worker.ts in runner tests: speaks the same IPC protocol but does no
- * training. `distillSettings.fake` picks the behaviour.
+ * training. `distillSettings.fake` picks the behaviour; with `waitBefore` ('sequence' | 'sign' | 'store')
+ * and `gate` (a file) a releasing worker waits at that step until the file exists (a takeover meanwhile).
  */
+import { existsSync } from 'node:fs';
 import { openArtifacts } from '../../../cloud/artifacts/index.js';
 import { openRegistry } from '../../../cloud/registry/open.js';
 import { silentLogger } from '../../../shared/log/index.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
-import { insertRelease } from '../../../cloud/rounds/releases.js';
+import { openReleaseStore } from '../../../cloud/rounds/fenced-store.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
 import type { ParentMessage, RoundJob, WorkerMessage } from '../../../cloud/rounds/types.js';
 import type { Manifest, SignedManifest } from '../../../shared/protocol/schemas.js';
@@ -33,7 +35,13 @@ const askSequence = async (cohort?: string): Promise<number> => {
 const askSign = (manifest: Manifest) => ask((requestId) => ({ type: 'sign', requestId, manifest }));
 
 async function run(job: RoundJob): Promise<void> {
-  const mode = (job.model.distillSettings as { fake?: string }).fake ?? 'release';
+  const settings = job.model.distillSettings as { fake?: string; waitBefore?: string; gate?: string };
+  const mode = settings.fake ?? 'release';
+  const hold = async (step: 'sequence' | 'sign' | 'store') => {
+    if (settings.waitBefore !== step || !settings.gate) return;
+    await progress('train', 2); // tells the test it is waiting
+    while (!existsSync(settings.gate)) await new Promise((r) => setTimeout(r, 20));
+  };
   await progress('train', 1);
   switch (mode) {
     case 'crash':
@@ -55,6 +63,7 @@ async function run(job: RoundJob): Promise<void> {
       // The protocol: store the artifact, ask the parent for the round's sequence, then for the signature.
       // Where the real worker stores it: the registry's artifact store on PostgreSQL, files on SQLite.
       const stored = await storeArtifact(job.dataDir, m.bytes, openArtifacts({ registry, dataDir: job.dataDir, log: silentLogger }).blobs);
+      await hold('sequence');
       const seq = await askSequence();
       const build = (over: { model?: string; seq?: number; bytes?: Uint8Array; url?: string; cohort?: string } = {}): Manifest => buildReleaseManifest({
         model: over.model ?? job.model.name,
@@ -101,10 +110,14 @@ async function run(job: RoundJob): Promise<void> {
         await send({ type: 'done', outcome: { state: 'rejected', reason: JSON.stringify(results), exampleCount: 0, metrics: {} } });
         process.exit(0);
       }
+      await hold('sign');
       const signedMsg = await askSign(build());
-      if (signedMsg.type !== 'signed') throw new Error(`not signed: ${JSON.stringify(signedMsg)}`);
+      if (signedMsg.type !== 'signed') throw new Error(`not signed: ${signedMsg.type === 'sign-failed' ? signedMsg.message : signedMsg.type}`);
       const signed: SignedManifest = signedMsg.signed;
-      await insertRelease(registry, { model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath });
+      await hold('store');
+      // Stored as the real worker stores it: fenced on the job's epoch on a cluster (fenced-store.ts).
+      const releases = openReleaseStore(job, registry);
+      await releases.store({ model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath }).finally(() => releases.close());
       await registry.close();
       if (mode === 'die-after-release') process.exit(9);
       await send({ type: 'done', outcome: { state: 'released', releaseSeq: seq, sha256: stored.sha256, artifactPath: stored.relPath, chunkSize: 4096, exampleCount: 0, metrics: { holdoutAccuracy: 0.9 } } });
@@ -114,7 +127,12 @@ async function run(job: RoundJob): Promise<void> {
 }
 
 process.on('message', (msg: ParentMessage) => {
-  if (msg.type === 'job') void run(msg.job);
+  if (msg.type === 'job') {
+    run(msg.job).catch(async (err: Error) => {
+      await send({ type: 'error', message: err.message });
+      process.exit(1);
+    });
+  }
   else {
     const p = pending.get(msg.requestId);
     pending.delete(msg.requestId);

@@ -173,7 +173,7 @@ describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
     runners.push(follower);
     const leader = RoundRunner.follower({ registry, dataDir: tmp.dir, signer, publish, rollouts, options: { workerPath: FAKE_WORKER } });
     runners.push(leader);
-    await leader.lead(100);
+    await leader.lead(0, 100);
     // Queued through the follower's API: stored, not run there.
     const { id } = await follower.start('q', 'manual');
     expect(follower.workerPid(id)).toBeUndefined();
@@ -188,7 +188,7 @@ describe.each(dialects)('RoundRunner (fake worker process) on $name', (d) => {
     await leader.follow(200);
     expect((await leader.get(hung))!.state).toBe('running');
     // ... for the next leader, which fails it and retries it.
-    await follower.lead(100);
+    await follower.lead(0, 100);
     const retry = (await follower.list('hq')).find((v) => v.trigger === 'retry')!;
     expect(await follower.get(hung)).toMatchObject({ state: 'failed', error: `cloud restarted during round; retried as ${retry.id}` });
     await expect.poll(async () => (await follower.get(retry.id))?.state, { timeout: 10_000, interval: 50 }).toBe('running');

@@ -171,6 +171,8 @@ describe.skipIf(skip !== undefined)('Fence on PostgreSQL', () => {
     const e = (await readLeader(db))!.epoch;
     expect(await claimRound(fence, e, 'c', 'digits', 'r1')).toEqual({ claimed: true, orphaned: null });
     expect(await claimRound(fence, e, 'c', 'digits', 'r2')).toEqual({ claimed: false, running: { roundId: 'r1', epoch: e, holder: 'c' } });
+    // The same round claiming again (its launch retried) keeps its claim.
+    expect(await claimRound(fence, e, 'c', 'digits', 'r1')).toEqual({ claimed: true, orphaned: null });
     expect(await claimRound(fence, e, 'c', 'letters', 'r3')).toEqual({ claimed: true, orphaned: null });
     const next = await bumpEpoch(db, 'd');
     await expect(claimRound(fence, e, 'c', 'digits', 'r4')).rejects.toBeInstanceOf(StaleLeaderError);
