@@ -2,6 +2,8 @@
  * A small fleet in a cluster test's registry: model MODEL, releases 1 and 2 (2's parent is 1) with their
  * artifact files under `dir`/artifacts (releases.artifact_path resolves against the publisher's dataDir),
  * and `ids` online in group `lab`, running and desired release 1, declaring `manifest.shadow` (protocol 2).
+ * `put` stores an artifact elsewhere instead (the registry's blobs, as `apprentice cloud` on PostgreSQL reads
+ * them) and returns its artifact_path.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +12,7 @@ import { signManifest } from '../../shared/manifest/index.js';
 import { DEVICE_CAPABILITIES } from '../../shared/protocol/index.js';
 import { MODEL, artifactBytes, type FleetFixture } from '../unit/fleet/fixtures.js';
 
-export async function seedClusterFleet(reg: StoreRegistry, fx: FleetFixture, dir: string, ids: readonly string[]): Promise<void> {
+export async function seedClusterFleet(reg: StoreRegistry, fx: FleetFixture, dir: string, ids: readonly string[], put?: (bytes: Buffer) => Promise<string>): Promise<void> {
   await reg.q.insert(reg.t.models).values({ name: MODEL, inputSpec: { shape: [4], dtype: 'float32', scaling: { scale: 1, offset: 0 }, raw: 'float32' }, labels: ['a', 'b'], teacher: { files: [], outputKind: 'logits' }, studentSpec: 'mlp', distillSettings: {} });
   mkdirSync(join(dir, 'artifacts'), { recursive: true });
   for (const [seq, parent] of [
@@ -20,8 +22,9 @@ export async function seedClusterFleet(reg: StoreRegistry, fx: FleetFixture, dir
     const bytes = artifactBytes(seq);
     const m = fx.manifest(seq, bytes, { parent });
     const signed = signManifest(m, fx.key);
-    const artifactPath = `artifacts/${m.artifact.sha256}.onnx`;
-    writeFileSync(join(dir, artifactPath), bytes);
+    let artifactPath = `artifacts/${m.artifact.sha256}.onnx`;
+    if (put) artifactPath = await put(bytes);
+    else writeFileSync(join(dir, artifactPath), bytes);
     await reg.q.insert(reg.t.releases).values({ model: MODEL, seq, sha256: m.artifact.sha256, bytes: bytes.byteLength, quantization: 'fp32', metrics: m.metrics, manifest: signed.manifest, signature: signed.signature, parentSeq: parent, artifactPath });
   }
   const at = new Date().toISOString();
