@@ -13,6 +13,7 @@ import { q, type Tables, type TxDb } from '../registry/tx.js';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
 import { recordReleaseShadowEval } from './store.js';
 import { releaseBySeq } from '../rounds/releases.js';
+import { StaleLeaderError } from '../cluster/fence.js';
 import { leaderWriter, type LeaderWriter } from '../cluster/fenced-tx.js';
 import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setDeviceIn, setRun, setRunIn, shadowingRunOf, type ShadowRunState } from './run-store.js';
 
@@ -218,8 +219,14 @@ export class ShadowRollouts {
       const now = this.now();
       for (const run of await listRuns(this.db, { state: ['switching', 'aborting'], limit: 1000 })) {
         const reason = run.reason ?? `${run.state === 'switching' ? 'switched' : 'aborted'} by operator`;
-        if (run.state === 'aborting') await this.end(run, 'aborted', reason);
-        else await this.doSwitch(run, reason, await this.gate({ run, devices: await devicesOf(this.db, run.id), now }));
+        try {
+          if (run.state === 'aborting') await this.end(run, 'aborted', reason);
+          else await this.doSwitch(run, reason, await this.gate({ run, devices: await devicesOf(this.db, run.id), now }));
+        } catch (err) {
+          // A stale leader stops here (the next leader carries it out); one failing run does not hold up the others.
+          if (err instanceof StaleLeaderError) throw err;
+          this.log.error({ err, run: run.id, state: run.state }, 'shadow/request-failed: retried at the next tick');
+        }
       }
       for (const run of await listRuns(this.db, { state: 'shadowing', limit: 1000 })) {
         if (Date.parse(run.until) > now.getTime()) {
