@@ -33,6 +33,7 @@ import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
 import { leaderService, Replica } from './cluster/replica.js';
 import { fencedRegistry } from './cluster/fenced-tx.js';
+import { RevokedRetained } from './fleet/revocations.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -242,7 +243,14 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),
       rollouts,
+      // Issue 15: on a cluster the API's create / switch / abort only write the registry, and the leader's
+      // shadow tick acts on them under its fenced writer; every replica records the devices' figures.
+      clustered: replica.clustered,
+      writer: (epoch) => replica.writer(registry, epoch),
     });
+    if (replica.clustered) stack.push(shadow.listen());
+    // Revoked devices' retained desired / agent, cleared by the leader (a follower's API only revokes the row).
+    const revocations = new RevokedRetained({ registry, publisher, rollouts, writer: (epoch) => replica.writer(registry, epoch), log, metrics, tickSeconds: cfg.rollouts.tickSeconds });
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
     // retained state it had not saved yet (a crash). Put it back.
     const onReconnect = (): void => {
@@ -272,12 +280,15 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       // The engine's start republished every device's normal desired: put the running shadow windows back.
       leaderService(
         'shadow',
-        async () => {
-          shadow.start();
+        async (epoch) => {
+          shadow.start(epoch);
           await shadow.republish();
+          // What an API call recorded and the old leader had not acted on yet (pending sends, switches, aborts).
+          await shadow.tick().catch((err: unknown) => shadowLog.error({ err }, 'shadow/tick-failed'));
         },
         () => shadow.stop(),
       ),
+      leaderService('revocations', (epoch) => revocations.start(epoch), () => revocations.stop()),
       leaderService('rounds', (epoch) => rounds.lead(epoch), () => rounds.follow()),
       leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),
       leaderService('retention', (epoch) => retention.start(undefined, replica.writer(registry, epoch)), () => retention.stop()),
@@ -309,6 +320,8 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
               log.error({ err, device: id }, 'cloud/mosquitto-reload-failed: run apprentice broker-auth and reload mosquitto by hand');
             }
           }
+          // On a cluster the leader's sweep clears its retained messages (revocations.ts); now when this replica leads.
+          if (replica.clustered) return revocations.kick();
           return rollouts.onDeviceRevoked(id);
         },
       },

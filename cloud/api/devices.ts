@@ -223,6 +223,7 @@ export function deviceRoutes(ctx: ApiContext): Hono {
       '/:id',
       describeRoute({
         summary: 'Revoke a device: it is dropped from the broker password file at the next `apprentice broker-auth`',
+        description: 'Its retained desired and agent releases are cleared from the broker: at once by one process; on a cluster (issue 15) by the leader within a tick, whichever replica took the call.',
         responses: { 200: { description: 'the revoked device', schema: deviceSchema }, ...errors },
       }),
       validate('param', deviceParamSchema),

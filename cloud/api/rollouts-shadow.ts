@@ -23,7 +23,7 @@ export const shadowOptionSchema = z.strictObject({
 
 const figuresSchema = z.strictObject({
   deviceId: z.string(),
-  /** pending → sent → running → dropped; incompatible (the device lacks `manifest.shadow`). */
+  /** pending (not sent yet: on a cluster, until the leader's tick) → sent → running → dropped; incompatible (the device lacks `manifest.shadow`). */
   state: z.string(),
   reason: z.string().nullable(),
   requests: z.number().int(),
@@ -48,7 +48,10 @@ export const shadowDetailSchema = z.strictObject({
   /** The sequence of the signed shadow manifest the devices got. */
   shadowRelease: z.number().int(),
   until: z.string(),
-  /** shadowing → switched | expired | aborted */
+  /**
+   * shadowing → switched | expired | aborted. On a cluster (issue 15) an operator's switch or abort is first
+   * `switching` / `aborting`: recorded by whichever replica took the call, carried out by the leader.
+   */
   state: z.string(),
   reason: z.string().nullable(),
   autoSwitch: z.boolean(),
@@ -100,6 +103,9 @@ export function shadowDetail(v: ShadowViewLike): ShadowDetail {
     updatedAt: r.updatedAt,
   };
 }
+
+/** A switch or abort recorded but not carried out yet (a cluster's leader does it): the API answers 202. */
+export const shadowAccepted = (d: ShadowDetail): boolean => d.state === 'switching' || d.state === 'aborting';
 
 /** Shadow run ids (`shadow-…`, cloud/shadow) never collide with rollout ids. */
 export const isShadowId = (id: string): boolean => id.startsWith('shadow-');

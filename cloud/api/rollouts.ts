@@ -14,7 +14,7 @@ import { ApiError, errorBodySchema, notFound } from './errors.js';
 import { describeRoute, validate } from './middleware.js';
 import { modelName, rolloutPolicyFields, rolloutTargetSchema, rolloutWaveFields } from './schemas.js';
 import type { RolloutTarget } from './types.js';
-import { isShadowId, shadowDetail, shadowDetailOf, shadowDetailSchema, shadowOptionSchema, shadowService } from './rollouts-shadow.js';
+import { isShadowId, shadowAccepted, shadowDetail, shadowDetailOf, shadowDetailSchema, shadowOptionSchema, shadowService } from './rollouts-shadow.js';
 
 export const createRolloutBodySchema = z
   .strictObject({
@@ -170,7 +170,7 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       describeRoute({
         summary: 'Start a rollout in waves (the first wave is the canaries), each soaked and checked before the next',
         responses: {
-          201: { description: 'the rollout; with `shadow`, the shadow run (kind "shadow") whose switch starts the rollout', schema: z.union([rolloutSchema, shadowDetailSchema]) },
+          201: { description: 'the rollout; with `shadow`, the shadow run (kind "shadow") whose switch starts the rollout (on a cluster its devices stay `pending` until the leader sends, within a tick)', schema: z.union([rolloutSchema, shadowDetailSchema]) },
           400: { description: 'invalid body', schema: errorBodySchema },
           409: { description: 'conflicts with another rollout (rollout_conflict)', schema: errorBodySchema },
           422: { description: 'unknown model, release or devices, or a target the engine cannot serve (invalid_rollout)', schema: errorBodySchema },
@@ -239,7 +239,11 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
       '/:id/switch',
       describeRoute({
         summary: "Switch a shadow run now: re-issue the candidate's bytes at a new sequence and start its rollout",
-        responses: { 200: { description: 'the shadow run, switched', schema: shadowDetailSchema }, ...notFoundDoc, 409: { description: 'the run is no longer shadowing (rollout_conflict)', schema: errorBodySchema } },
+        responses: {
+          200: { description: 'the shadow run, switched', schema: shadowDetailSchema },
+          202: { description: 'on a cluster (issue 15): the switch is recorded (state `switching`) and the leader carries it out within a tick; poll the run', schema: shadowDetailSchema },
+          ...notFoundDoc,
+          409: { description: 'the run is no longer shadowing (rollout_conflict)', schema: errorBodySchema } },
       }),
       validate('param', idParam),
       validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('switched by operator') }), { optional: true }),
@@ -249,12 +253,21 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
         await shadowDetailOf(ctx, id);
         await shadowService(ctx).switch(id, c.req.valid('json').reason);
         await audit(ctx, c, { action: 'rollout.switch', target: id, detail: { reason: c.req.valid('json').reason } });
-        return c.json(await shadowDetailOf(ctx, id));
+        const run = await shadowDetailOf(ctx, id);
+        return c.json(run, shadowAccepted(run) ? 202 : 200);
       },
     )
     .post(
       '/:id/abort',
-      describeRoute({ summary: 'Abort a rollout (devices keep what they run; see rollback), or end a shadow run with no switch', responses: { 200: { description: 'the rollout, or the shadow run', schema: z.union([rolloutDetailSchema, shadowDetailSchema]) }, ...notFoundDoc, ...conflictDoc } }),
+      describeRoute({
+        summary: 'Abort a rollout (devices keep what they run; see rollback), or end a shadow run with no switch',
+        responses: {
+          200: { description: 'the rollout, or the shadow run', schema: z.union([rolloutDetailSchema, shadowDetailSchema]) },
+          202: { description: 'a shadow run on a cluster (issue 15): the abort is recorded (state `aborting`) and the leader carries it out within a tick', schema: shadowDetailSchema },
+          ...notFoundDoc,
+          ...conflictDoc,
+        },
+      }),
       validate('param', idParam),
       validate('json', z.strictObject({ reason: z.string().min(1).max(512).default('aborted by operator') }), { optional: true }),
       async (c) => {
@@ -263,7 +276,8 @@ export function rolloutRoutes(ctx: ApiContext): Hono {
           await shadowDetailOf(ctx, id);
           await shadowService(ctx).abort(id, c.req.valid('json').reason);
           await audit(ctx, c, { action: 'rollout.abort', target: id, detail: { reason: c.req.valid('json').reason } });
-          return c.json(await shadowDetailOf(ctx, id));
+          const run = await shadowDetailOf(ctx, id);
+          return c.json(run, shadowAccepted(run) ? 202 : 200);
         }
         await detail(id);
         await ctx.rollouts.abort(id, c.req.valid('json').reason);

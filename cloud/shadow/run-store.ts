@@ -2,14 +2,18 @@ import { and, desc, eq, inArray } from 'drizzle-orm';
 import type { ShadowTelemetry, SignedManifest } from '../../shared/protocol/index.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ShadowDeviceRow, ShadowRunRow } from '../registry/schema.js';
-import { q, type Tables } from '../registry/tx.js';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
 
 /**
  * The DB side of on-device shadow runs (issue 13 item 4): runs, their devices and the figures the
  * devices report. Every function takes the registry of either dialect and returns a Promise (issue 15).
  */
 
-export const SHADOW_RUN_STATES = ['shadowing', 'switched', 'expired', 'aborted'] as const;
+/**
+ * `switching` / `aborting`: an operator's switch or abort recorded by a cluster replica's API (issue 15): the
+ * leader's shadow tick acts on it (the publishes are the leader's), then moves it to `switched` / `aborted`.
+ */
+export const SHADOW_RUN_STATES = ['shadowing', 'switching', 'aborting', 'switched', 'expired', 'aborted'] as const;
 export type ShadowRunState = (typeof SHADOW_RUN_STATES)[number];
 /** `refused`: the device sent a `rejected` event for the shadow release (its reason in `reason`). */
 export const SHADOW_DEVICE_STATES = ['pending', 'sent', 'running', 'dropped', 'incompatible', 'refused'] as const;
@@ -46,25 +50,34 @@ export async function runOfRollout(reg: StoreRegistry, rolloutId: string): Promi
   return row;
 }
 
-export async function listRuns(reg: StoreRegistry, f: { state?: ShadowRunState; limit?: number } = {}): Promise<ShadowRunRow[]> {
+export async function listRuns(reg: StoreRegistry, f: { state?: ShadowRunState | readonly ShadowRunState[]; limit?: number } = {}): Promise<ShadowRunRow[]> {
   const { shadowRuns } = reg.t;
+  const states = f.state === undefined ? undefined : typeof f.state === 'string' ? [f.state] : [...f.state];
   return reg.q
     .select()
     .from(shadowRuns)
-    .where(f.state ? eq(shadowRuns.state, f.state) : undefined)
+    .where(states ? inArray(shadowRuns.state, states) : undefined)
     .orderBy(desc(shadowRuns.createdAt), desc(shadowRuns.id))
     .limit(f.limit ?? 100);
 }
 
-/** Compare-and-set on the run's state; returns whether it moved. */
-export async function setRun(reg: StoreRegistry, id: string, from: ShadowRunState, patch: Partial<Pick<ShadowRunRow, 'state' | 'reason' | 'switchedSeq' | 'rolloutId'>>, now: Date): Promise<boolean> {
-  const { shadowRuns } = reg.t;
-  const moved = await reg.q
-    .update(shadowRuns)
-    .set({ ...patch, updatedAt: now.toISOString() })
-    .where(and(eq(shadowRuns.id, id), eq(shadowRuns.state, from)))
-    .returning({ id: shadowRuns.id });
+type RunPatch = Partial<Pick<ShadowRunRow, 'state' | 'reason' | 'switchedSeq' | 'rolloutId'>>;
+
+/** Compare-and-set on the run's state, in a transaction (a leader's fenced writer, cluster/fenced-tx.ts); returns whether it moved. */
+export function* setRunIn(tx: TxDb, t: Tables, id: string, from: ShadowRunState, patch: RunPatch, now: Date): Generator<PromiseLike<unknown>, boolean, unknown> {
+  const moved = yield* q(
+    tx
+      .update(t.shadowRuns)
+      .set({ ...patch, updatedAt: now.toISOString() })
+      .where(and(eq(t.shadowRuns.id, id), eq(t.shadowRuns.state, from)))
+      .returning({ id: t.shadowRuns.id }),
+  );
   return moved.length > 0;
+}
+
+/** Compare-and-set on the run's state; returns whether it moved. */
+export async function setRun(reg: StoreRegistry, id: string, from: ShadowRunState, patch: RunPatch, now: Date): Promise<boolean> {
+  return reg.tx((tx, t) => setRunIn(tx, t, id, from, patch, now));
 }
 
 export async function devicesOf(reg: StoreRegistry, runId: string, states?: readonly ShadowDeviceState[]): Promise<ShadowDeviceRow[]> {
@@ -76,12 +89,17 @@ export async function devicesOf(reg: StoreRegistry, runId: string, states?: read
     .orderBy(shadowDevices.deviceId);
 }
 
+export function* setDeviceIn(tx: TxDb, t: Tables, runId: string, deviceId: string, patch: { state: ShadowDeviceState; reason?: string | null }, now: Date): Generator<PromiseLike<unknown>, void, unknown> {
+  yield* q(
+    tx
+      .update(t.shadowDevices)
+      .set({ state: patch.state, reason: patch.reason ?? null, updatedAt: now.toISOString() })
+      .where(and(eq(t.shadowDevices.runId, runId), eq(t.shadowDevices.deviceId, deviceId))),
+  );
+}
+
 export async function setDevice(reg: StoreRegistry, runId: string, deviceId: string, patch: { state: ShadowDeviceState; reason?: string | null }, now: Date): Promise<void> {
-  const { shadowDevices } = reg.t;
-  await reg.q
-    .update(shadowDevices)
-    .set({ state: patch.state, reason: patch.reason ?? null, updatedAt: now.toISOString() })
-    .where(and(eq(shadowDevices.runId, runId), eq(shadowDevices.deviceId, deviceId)));
+  await reg.tx((tx, t) => setDeviceIn(tx, t, runId, deviceId, patch, now));
 }
 
 /** The shadowing run that sent release `shadowSeq` to `deviceId`, if any. */

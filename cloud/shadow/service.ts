@@ -9,10 +9,13 @@ import { RolloutError, type RolloutRequest, type RolloutTarget } from '../rollou
 import { capabilitiesKnown } from '../rollouts/steps.js';
 import { run as runStore, targetedDevices } from '../rollouts/store.js';
 import { eq } from 'drizzle-orm';
+import { q, type Tables, type TxDb } from '../registry/tx.js';
 import { agreementGate, type ShadowSwitchDecision, type ShadowSwitchGate } from './switch-gate.js';
 import { recordReleaseShadowEval } from './store.js';
 import { releaseBySeq } from '../rounds/releases.js';
-import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setRun, shadowingRunOf, type ShadowRunState } from './run-store.js';
+import { StaleLeaderError } from '../cluster/fence.js';
+import { leaderWriter, type LeaderWriter } from '../cluster/fenced-tx.js';
+import { devicesOf, getRun, insertRun, listRuns, recordShadowTelemetry, runOfRollout, setDevice, setDeviceIn, setRun, setRunIn, shadowingRunOf, type ShadowRunState } from './run-store.js';
 
 export interface ShadowRolloutsDeps {
   registry: StoreRegistry;
@@ -32,6 +35,14 @@ export interface ShadowRolloutsDeps {
   /** Window checks and retries of unsent devices; default 10 s. */
   tickSeconds?: number;
   newId?: () => string;
+  /**
+   * A cluster replica (issue 15 item 4): the API calls (`create`, `switch`, `abort`) only write the registry
+   * (a run with `pending` devices, a run `switching` / `aborting`) and the leader's tick acts on them, on
+   * whichever replica the call came in. Default false: one process acts at once, as before.
+   */
+  clustered?: boolean;
+  /** The leader's fenced registry writer for the epoch `start(epoch)` got (Replica.writer); default unfenced. */
+  writer?: (epoch: number) => LeaderWriter;
 }
 
 export interface ShadowStartRequest {
@@ -74,36 +85,55 @@ export class ShadowRollouts {
   private tail: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private off: (() => void) | undefined;
+  /** The leader path's run and device writes: fenced on the epoch of `start(epoch)` on a cluster. */
+  private writer: LeaderWriter;
 
   constructor(private readonly deps: ShadowRolloutsDeps) {
     this.log = deps.log ?? silentLogger;
     this.now = deps.now ?? (() => new Date());
     this.gate = deps.gate ?? agreementGate;
+    this.writer = leaderWriter(deps.registry, 0);
   }
 
   private get db(): StoreRegistry {
     return this.deps.registry;
   }
 
-  start(): void {
+  /**
+   * As leader (epoch 0: one process): ticks, and (one process) records the devices' figures. A cluster
+   * replica records them on every replica instead (`listen`, cloud/server.ts): ingest runs on all of them.
+   */
+  start(epoch = 0): void {
     if (this.timer) return;
+    this.writer = this.deps.writer?.(epoch) ?? leaderWriter(this.deps.registry, epoch);
+    if (!this.deps.clustered) this.listen();
+    this.timer = setInterval(() => void this.tick().catch((err: unknown) => this.log.error({ err }, 'shadow/tick-failed')), (this.deps.tickSeconds ?? 10) * 1000);
+    this.timer.unref();
+  }
+
+  /** Records the shadow figures of telemetry and the refusals in device events (registry writes only). */
+  listen(): () => void {
     const s = this.deps.signals;
-    if (s) {
+    if (s && !this.off) {
       const onTelemetry = (e: FleetSignalMap['telemetry'][0]): void => void this.onTelemetry(e.deviceId, e.telemetry);
       const onEvent = (e: FleetSignalMap['event'][0]): void => void this.onEvent(e.deviceId, e.event);
       s.on('telemetry', onTelemetry);
       s.on('event', onEvent);
-      this.off = () => (s.off('telemetry', onTelemetry), s.off('event', onEvent));
+      this.off = () => (s.off('telemetry', onTelemetry), s.off('event', onEvent), (this.off = undefined));
     }
-    this.timer = setInterval(() => void this.tick().catch((err: unknown) => this.log.error({ err }, 'shadow/tick-failed')), (this.deps.tickSeconds ?? 10) * 1000);
-    this.timer.unref();
+    return () => this.off?.();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
-    this.off?.();
+    if (!this.deps.clustered) this.off?.();
     await this.tail.catch(() => undefined);
+  }
+
+  /** On a cluster: what an API call recorded is acted on now when this replica leads, else at the leader's next tick. */
+  private kick(): void {
+    if (this.timer) void this.tick().catch((err: unknown) => this.log.error({ err }, 'shadow/tick-failed'));
   }
 
   /** Starts a run: signs the shadow manifest and sends it to the target's devices. Throws RolloutError. */
@@ -135,9 +165,10 @@ export class ShadowRollouts {
         targets,
         now,
       );
-      this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length }, 'shadow/started');
-      await this.deps.publisher.ensureChunks(this.deps.registry, rel);
-      await this.send(run);
+      this.log.info({ run: id, model: req.model, release: req.releaseSeq, shadowSeq: seq, until: run.until, devices: targets.length, clustered: !!this.deps.clustered }, 'shadow/started');
+      // A cluster replica: the devices stay `pending` until the leader's tick sends (ensureChunks then too).
+      if (this.deps.clustered) this.kick();
+      else await this.send(run);
       return (await getRun(this.db, id))!;
     });
   }
@@ -161,6 +192,7 @@ export class ShadowRollouts {
   switch(id: string, reason = 'switched by operator'): Promise<ShadowView> {
     return this.exclusive(async () => {
       const run = await this.mustBeShadowing(id);
+      if (this.deps.clustered) return this.request(run, 'switching', reason);
       // The operator overrides the run's decision, not the per-device evidence: devices the gate holds are held.
       const decision = await this.gate({ run, devices: await devicesOf(this.db, run.id), now: this.now() });
       await this.doSwitch(run, reason, decision);
@@ -172,15 +204,30 @@ export class ShadowRollouts {
   abort(id: string, reason = 'aborted by operator'): Promise<ShadowView> {
     return this.exclusive(async () => {
       const run = await this.mustBeShadowing(id);
+      if (this.deps.clustered) return this.request(run, 'aborting', reason);
       await this.end(run, 'aborted', reason);
       return (await this.get(id))!;
     });
   }
 
-  /** Sends to devices still pending; ends runs whose window closed (switch when auto and the gate passes). */
+  /**
+   * Sends to devices still pending; ends runs whose window closed (switch when auto and the gate passes);
+   * carries out the switches and aborts that a cluster replica's API recorded (`switching`, `aborting`).
+   */
   tick(): Promise<void> {
     return this.exclusive(async () => {
       const now = this.now();
+      for (const run of await listRuns(this.db, { state: ['switching', 'aborting'], limit: 1000 })) {
+        const reason = run.reason ?? `${run.state === 'switching' ? 'switched' : 'aborted'} by operator`;
+        try {
+          if (run.state === 'aborting') await this.end(run, 'aborted', reason);
+          else await this.doSwitch(run, reason, await this.gate({ run, devices: await devicesOf(this.db, run.id), now }));
+        } catch (err) {
+          // A stale leader stops here (the next leader carries it out); one failing run does not hold up the others.
+          if (err instanceof StaleLeaderError) throw err;
+          this.log.error({ err, run: run.id, state: run.state }, 'shadow/request-failed: retried at the next tick');
+        }
+      }
       for (const run of await listRuns(this.db, { state: 'shadowing', limit: 1000 })) {
         if (Date.parse(run.until) > now.getTime()) {
           await this.send(run);
@@ -245,6 +292,14 @@ export class ShadowRollouts {
     return { run, devices: devs, decision: await this.gate({ run, devices: devs, now: this.now() }) };
   }
 
+  /** A cluster replica's switch or abort: recorded on the run (compare-and-set), carried out by the leader's tick. */
+  private async request(run: ShadowRunRow, state: 'switching' | 'aborting', reason: string): Promise<ShadowView> {
+    if (!(await setRun(this.db, run.id, 'shadowing', { state, reason }, this.now()))) throw new RolloutError(`shadow run ${run.id} is no longer shadowing`, 'conflict');
+    this.log.info({ run: run.id, state, reason }, 'shadow/requested: the leader carries it out');
+    this.kick();
+    return (await this.get(run.id))!;
+  }
+
   private async mustBeShadowing(id: string): Promise<ShadowRunRow> {
     const run = await getRun(this.db, id);
     if (!run) throw new RolloutError(`shadow run ${id} not found`, 'not_found');
@@ -255,18 +310,23 @@ export class ShadowRollouts {
   /** Publishes the shadow desired to each pending device; no capability → `incompatible`, unknown yet → stays pending. */
   private async send(run: ShadowRunRow): Promise<void> {
     const now = this.now();
-    for (const d of await devicesOf(this.db, run.id, ['pending'])) {
+    const pending = await devicesOf(this.db, run.id, ['pending']);
+    if (!pending.length) return;
+    // The candidate's chunks first (a no-op once `chunks_published`): a cluster replica's API sent nothing.
+    const rel = await releaseBySeq(this.db, run.releaseSeq);
+    if (rel) await this.deps.publisher.ensureChunks(this.deps.registry, rel);
+    for (const d of pending) {
       const { devices } = this.db.t;
       const [dev] = await this.db.q.select().from(devices).where(eq(devices.id, d.deviceId)).limit(1);
       if (!dev || dev.revoked) continue;
       try {
         await this.deps.publisher.publishDesired(d.deviceId, run.signed as SignedManifest);
-        await setDevice(this.db, run.id, d.deviceId, { state: 'sent' }, now);
+        await this.writer.tx('shadow.send', (tx, t) => setDeviceIn(tx, t, run.id, d.deviceId, { state: 'sent' }, now));
       } catch (err) {
         if (!(err instanceof IncompatibleReleaseError)) {
           this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/send-failed: retried at the next tick');
         } else if (capabilitiesKnown(dev)) {
-          await setDevice(this.db, run.id, d.deviceId, { state: 'incompatible', reason: `missing capability: ${err.message}`.slice(0, 256) }, now);
+          await this.writer.tx('shadow.send', (tx, t) => setDeviceIn(tx, t, run.id, d.deviceId, { state: 'incompatible', reason: `missing capability: ${err.message}`.slice(0, 256) }, now));
         }
       }
     }
@@ -274,6 +334,8 @@ export class ShadowRollouts {
 
   /** The switch: the candidate's bytes at a new sequence, rolled out as a normal release to the same target. */
   private async doSwitch(run: ShadowRunRow, reason: string, decision: ShadowSwitchDecision): Promise<void> {
+    // Fenced before the re-issue and the rollout (their writes are not the shadow's): a stale leader stops here.
+    await this.writer.tx('shadow.switch', (tx, t) => this.stillIn(tx, t, run));
     await this.restoreDesired(run);
     const seq = await this.deps.reissue(run.releaseSeq);
     // Before the rollout starts: its agreement gate reads them for its first wave.
@@ -283,13 +345,15 @@ export class ShadowRollouts {
     }
     const policy = run.policy as ShadowStartRequest['policy'];
     const rollout = await this.deps.rollouts.create({ ...policy, model: run.model, releaseSeq: seq, target: run.target as RolloutTarget });
-    await setRun(this.db, run.id, 'shadowing', { state: 'switched', reason, switchedSeq: seq, rolloutId: rollout.id }, this.now());
+    const at = this.now();
+    await this.writer.tx('shadow.switch', (tx, t) => setRunIn(tx, t, run.id, run.state as ShadowRunState, { state: 'switched', reason, switchedSeq: seq, rolloutId: rollout.id }, at));
     this.log.info({ run: run.id, release: run.releaseSeq, switchedSeq: seq, rollout: rollout.id, reason }, 'shadow/switched');
   }
 
   private async end(run: ShadowRunRow, state: 'expired' | 'aborted', reason: string): Promise<void> {
     await this.restoreDesired(run);
-    await setRun(this.db, run.id, 'shadowing', { state, reason }, this.now());
+    const at = this.now();
+    await this.writer.tx(`shadow.${state}`, (tx, t) => setRunIn(tx, t, run.id, run.state as ShadowRunState, { state, reason }, at));
     this.log.warn({ run: run.id, release: run.releaseSeq, state, reason }, 'shadow/ended');
   }
 
@@ -310,6 +374,12 @@ export class ShadowRollouts {
         this.log.warn({ err, run: run.id, deviceId: d.deviceId }, 'shadow/restore-desired-failed');
       }
     }
+  }
+
+  /** Throws unless the run is still in the state this step read (a fenced transaction's first check). */
+  private *stillIn(tx: TxDb, t: Tables, run: ShadowRunRow): Generator<PromiseLike<unknown>, void, unknown> {
+    const [row] = yield* q(tx.select({ state: t.shadowRuns.state }).from(t.shadowRuns).where(eq(t.shadowRuns.id, run.id)).limit(1));
+    if (row?.state !== run.state) throw new RolloutError(`shadow run ${run.id} is ${row?.state ?? 'gone'}, not ${run.state}`, 'conflict');
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,6 +1,5 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { ApiError } from './errors.js';
 
 /**
@@ -61,30 +60,56 @@ export interface LimitBodyOptions {
 /**
  * Caps the request body at `maxBytes` (413; 400 for an invalid Content-Length). A request with a
  * Content-Length is judged on the header alone (Node's HTTP parser never delivers more bytes than it
- * declares); chunked or length-less bodies go through hono's `bodyLimit`, which counts while streaming.
- * The split keeps the hot path off `c.req.raw.body`: touching it makes @hono/node-server build a full
- * WHATWG Request and stream per call.
+ * declares). On a socket, a request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
+ * §6.3: a DELETE from curl or fetch) and passes as is. Chunked bodies, and length-less ones that do not come
+ * through Node's parser (app.request()), are read here, counted while they arrive (413 past the limit), and
+ * handed on as a buffered request. The split keeps the hot path off `c.req.raw.body`: touching it makes
+ * @hono/node-server build a full WHATWG Request and stream per call.
+ *
+ * (Not hono's `bodyLimit`: it re-wraps `c.req.raw` with `new Request(c.req.raw, …)`, which throws on
+ * @hono/node-server's request object, so every chunked or length-less request answered 500.)
  *
  * @example
  * app.post('/v1/predict', limitBody({ maxBytes: 1 << 20 }), handler);
  */
 export function limitBody({ maxBytes = 1 << 20, strictLength = false }: LimitBodyOptions = {}): MiddlewareHandler {
-  const streaming = bodyLimit({
-    maxSize: maxBytes,
-    onError: () => {
-      throw tooLarge(maxBytes);
-    },
-  });
-  return function limitBody(c, next) {
+  return async function limitBody(c, next) {
     const length = header(c, 'content-length');
-    if (length !== undefined && header(c, 'transfer-encoding') === undefined) {
+    const chunked = header(c, 'transfer-encoding') !== undefined;
+    if (length !== undefined && !chunked) {
       const n = Number(length);
       if (!Number.isSafeInteger(n) || n < 0 || (strictLength && !/^\d+$/.test(length))) throw new ApiError(400, 'invalid_request', 'invalid Content-Length');
       if (n > maxBytes) throw tooLarge(maxBytes);
       return next();
     }
-    return streaming(c, next);
+    const onSocket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming !== undefined;
+    if (onSocket && !chunked) return next();
+    await readCapped(c, maxBytes);
+    return next();
   };
+}
+
+/** Reads the body, 413 once past `maxBytes`, and replaces the request with one holding the bytes read. */
+async function readCapped(c: Context, maxBytes: number): Promise<void> {
+  const raw = c.req.raw;
+  if (!raw.body) return;
+  const reader = raw.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      void reader.cancel().catch(() => undefined);
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  const headers = new Headers(raw.headers);
+  headers.delete('transfer-encoding');
+  headers.set('content-length', String(size));
+  c.req.raw = new Request(raw.url, { method: raw.method, headers, body: size ? Buffer.concat(chunks) : null, signal: raw.signal });
 }
 
 /**

@@ -7,9 +7,10 @@
  */
 import { Registry as PromRegistry } from 'prom-client';
 import { leaderService, Replica } from '../../cloud/cluster/replica.js';
+import type { LeaderService } from '../../cloud/cluster/leader-services.js';
 import type { LeaderTimings } from '../../cloud/cluster/leader.js';
 import { CloudMqtt } from '../../cloud/fleet/mqtt.js';
-import { ReleasePublisher } from '../../cloud/fleet/publisher.js';
+import { ReleasePublisher, type ReleasePublisherDeps } from '../../cloud/fleet/publisher.js';
 import type { StoreRegistry } from '../../cloud/registry/open.js';
 import { RolloutEngine } from '../../cloud/rollouts/engine.js';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
@@ -34,6 +35,10 @@ export interface EngineReplicaOptions {
   tickSeconds: number;
   timings?: Partial<LeaderTimings>;
   log?: Logger;
+  /** What the publisher learns about a device (default: nothing, a protocol-1 daemon). */
+  compatOf?: ReleasePublisherDeps['compatOf'];
+  /** More leader-only services, started after the engine (as cloud/server.ts orders them), built on this replica's parts. */
+  services?: (parts: { replica: Replica; publisher: ReleasePublisher; engine: RolloutEngine; metrics: PromRegistry }) => LeaderService[];
 }
 
 export async function startEngineReplica(o: EngineReplicaOptions): Promise<EngineReplica> {
@@ -42,7 +47,7 @@ export async function startEngineReplica(o: EngineReplicaOptions): Promise<Engin
   const replica = new Replica({ clusterUrl: o.url, holder: o.name, ...(o.timings ? { timings: o.timings } : {}), log, metrics });
   const mqtt = new CloudMqtt({ url: o.brokerUrl, clientId: `apprentice-cloud-${o.name}`, sharedSubscriptions: false, log });
   await mqtt.start();
-  const publisher = new ReleasePublisher({ mqtt: replica.fencedMqtt(mqtt), dataDir: o.dataDir, log });
+  const publisher = new ReleasePublisher({ mqtt: replica.fencedMqtt(mqtt), dataDir: o.dataDir, log, ...(o.compatOf ? { compatOf: o.compatOf } : {}) });
   const engine = new RolloutEngine({
     registry: o.registry,
     publisher,
@@ -53,7 +58,10 @@ export async function startEngineReplica(o: EngineReplicaOptions): Promise<Engin
     leads: () => replica.leads(),
   });
   // As cloud/server.ts: the engine's registry writes are fenced on the epoch it was started under.
-  await replica.start([leaderService('rollouts', (epoch) => engine.start(replica.writer(o.registry, epoch)), () => engine.stop())]);
+  await replica.start([
+    leaderService('rollouts', (epoch) => engine.start(replica.writer(o.registry, epoch)), () => engine.stop()),
+    ...(o.services?.({ replica, publisher, engine, metrics }) ?? []),
+  ]);
   let stopped = false;
   return {
     name: o.name,
