@@ -109,7 +109,11 @@ export async function importModelInputs<M extends ModelInputs>(blobs: ArtifactBl
     const st = await stat(f.text).catch((err: NodeJS.ErrnoException) => err);
     if (st instanceof Error) throw new ModelInputError(f.field, `${f.text} cannot be read on this replica (${st.code ?? st.message}); give a path this replica can read, or an artifact:SHA256 reference`);
     if (!st.isFile()) throw new ModelInputError(f.field, `${f.text} is not a file`);
-    const put = await blobs.put(f.kind, { path: f.text });
+    const put = await blobs.put(f.kind, { path: f.text }).catch((err: NodeJS.ErrnoException) => {
+      // Found but not readable (permissions): the caller's problem, not the store's.
+      if (typeof err.code === 'string' && err.code.startsWith('E') && err.syscall) throw new ModelInputError(f.field, `${f.text} cannot be read on this replica (${err.code})`);
+      throw err;
+    });
     imported.push({ field: f.field, path: f.text, sha256: put.sha256, bytes: put.bytes, created: put.created });
     log.info({ field: f.field, path: f.text, sha256: put.sha256, bytes: put.bytes, created: put.created }, 'artifacts: model input imported into the artifact store');
     sources[put.sha256] = f.text;

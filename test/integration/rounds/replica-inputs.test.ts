@@ -20,7 +20,9 @@ import { openArtifacts, type Artifacts } from '../../../cloud/artifacts/index.js
 import { KeyStore } from '../../../cloud/keys/store.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import type { ModelRow } from '../../../cloud/registry/schema.js';
+import { openModelTeacher } from '../../../cloud/rounds/inputs.js';
 import { runRound } from '../../../cloud/rounds/round.js';
+import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
 import type { RoundOutcome, RoundProgress } from '../../../cloud/rounds/types.js';
 import { loadReleaseWeights, warmStartKey } from '../../../cloud/rounds/warm-weights.js';
 import { buildModel } from '../../../cloud/models/build.js';
@@ -164,6 +166,21 @@ describe.each(pg)('model inputs every replica reaches, on $name', (d) => {
     expect(details2.some((x) => x.includes('warm start from #1'))).toBe(true);
     expect(details2.some((x) => x.includes('from scratch'))).toBe(false);
   }, 240_000);
+
+  it("the shadow teacher gate's teacher (openModelTeacher) opens the referenced teacher on another replica", async () => {
+    const c = await replica('replica-d');
+    const opened = await openModelTeacher(c.reg, c.artifacts.blobs, 'mnist', silentLogger);
+    const original = await Teacher.create([TEACHER_FIXTURE]);
+    try {
+      expect(opened).toMatchObject({ inputSize: 784, classes: 10 });
+      expect(opened.teacher.id).toBe(original.id);
+      const x = new Float32Array(784).map((_, i) => (i % 13) / 13);
+      expect([...(await opened.teacher.logits(x, 784)).logits]).toEqual([...(await original.logits(x, 784)).logits]);
+    } finally {
+      await opened.teacher.dispose();
+      await original.dispose();
+    }
+  });
 
   it('missing warm-start weights train from scratch with the reason; they never fail the round', async () => {
     const b = await replica('replica-b');
