@@ -20,7 +20,8 @@ import { openArtifacts, type Artifacts } from '../../../cloud/artifacts/index.js
 import { KeyStore } from '../../../cloud/keys/store.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import type { ModelRow } from '../../../cloud/registry/schema.js';
-import { openModelTeacher } from '../../../cloud/rounds/inputs.js';
+import { openModelTeacher, resolveRoundInputs } from '../../../cloud/rounds/inputs.js';
+import { parseRoundModel } from '../../../cloud/rounds/settings.js';
 import { runRound } from '../../../cloud/rounds/round.js';
 import { Teacher } from '../../../cloud/teacher/ort-teacher.js';
 import type { RoundOutcome, RoundProgress } from '../../../cloud/rounds/types.js';
@@ -33,6 +34,7 @@ import { silentLogger } from '../../../shared/log/index.js';
 import { call, json, TOKEN } from '../../unit/cloud-api/helpers.js';
 import { DIGITS, MNIST_INPUT_SPEC, TestSigner } from '../../unit/rounds/helpers.js';
 import { registryDialects } from '../../helpers/dialects.js';
+import { captureLogger } from '../../helpers/log.js';
 import { openForSuite } from '../../helpers/dialects-suite.js';
 
 const TEACHER_FIXTURE = join(import.meta.dirname, '../../bench/fixtures/teacher-cnn16x32x128.onnx');
@@ -180,6 +182,21 @@ describe.each(pg)('model inputs every replica reaches, on $name', (d) => {
       await opened.teacher.dispose();
       await original.dispose();
     }
+  });
+
+  it('a plain path left in a row is read where this replica has it, with a warning; the file store passes paths through silently', async () => {
+    const b = await replica('replica-b');
+    const row = await modelRow('mnist');
+    const legacy = parseRoundModel({ ...row, teacher: { files: [TEACHER_FIXTURE], outputKind: 'logits' }, distillSettings: { ...(row.distillSettings as object), baseData: 'mnist:train' } });
+    const cap = captureLogger();
+    const got = await resolveRoundInputs(legacy, b.artifacts.blobs, cap.log);
+    expect(got).toEqual({ teacherFiles: [TEACHER_FIXTURE], teacherNames: [TEACHER_FIXTURE], baseData: 'mnist:train', holdout: 'split:0.2' });
+    expect(cap.lines()).toEqual([expect.objectContaining({ level: 40, field: 'teacher.files[0]', path: TEACHER_FIXTURE, model: 'mnist' })]);
+    const quiet = captureLogger();
+    const files = openArtifacts({ registry: b.reg, dataDir: b.dataDir, log: silentLogger, backend: 'file' });
+    const missing = parseRoundModel({ ...row, teacher: { files: ['/nowhere/teacher.onnx'], outputKind: 'logits' }, distillSettings: { ...(row.distillSettings as object), baseData: 'csv:/nowhere/base.csv' } });
+    expect(await resolveRoundInputs(missing, files.blobs, quiet.log)).toMatchObject({ teacherFiles: ['/nowhere/teacher.onnx'], baseData: 'csv:/nowhere/base.csv' });
+    expect(quiet.lines()).toEqual([]);
   });
 
   it('missing warm-start weights train from scratch with the reason; they never fail the round', async () => {
