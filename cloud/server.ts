@@ -28,6 +28,7 @@ import { openRegistry, type StoreRegistry } from './registry/open.js';
 import { redactUrl } from './registry/pg.js';
 import { reissueRelease, RoundRunner, Scheduler, signShadowManifest } from './rounds/index.js';
 import { agreementGate, allGates, ShadowRollouts, teacherSwitchGate } from './shadow/index.js';
+import { openModelTeacher } from './rounds/inputs.js';
 import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
@@ -237,8 +238,9 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       publisher,
       signals: ingest,
       log: shadowLog,
-      // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13).
-      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
+      // The devices' own agreement, and the teacher's labels on the disagreements they sent (issue 13), its files
+      // resolved through the artifact store like a round's (issue 15).
+      gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics, teacherOf: (model) => openModelTeacher(registry, artifacts.blobs, model, shadowLog) })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
       reissue: async (seq) => reissueRelease(registry, signer, seq),

@@ -5,7 +5,8 @@ import { inputSpecSchema } from '../../shared/protocol/schemas.js';
 import type { ModelRow } from '../registry/schema.js';
 import type { ApiContext } from './context.js';
 import { audit } from './audit.js';
-import { conflict, errorBodySchema, notFound } from './errors.js';
+import { badRequest, conflict, errorBodySchema, notFound } from './errors.js';
+import { importModelInputs, ModelInputError } from '../artifacts/model-inputs.js';
 import { describeRoute, validate } from './middleware.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 import { cohortSettingsProblem, distillSettingsFields } from '../rounds/settings.js';
@@ -58,7 +59,12 @@ export const modelBodySchema = z
   .strictObject({
     inputSpec: inputSpecSchema,
     labels: z.array(z.string().min(1).max(128)).min(2).max(4096),
-    teacher: z.strictObject({ files: z.array(z.string().min(1).max(4096)).min(1).max(16), outputKind: z.enum(['logits', 'probs']).default('logits') }),
+    teacher: z.strictObject({
+      files: z.array(z.string().min(1).max(4096)).min(1).max(16),
+      outputKind: z.enum(['logits', 'probs']).default('logits'),
+      /** `sha256 → path` of imported files (what a GET shows; given back, it keeps the names). */
+      sources: z.record(z.string().regex(/^[0-9a-f]{64}$/), z.string().max(4096)).optional(),
+    }),
     studentSpec,
     distill: distillSettingsSchema,
     /** Omitted or null: rounds only start by hand. */
@@ -83,7 +89,7 @@ export const modelSchema = z.strictObject({
   name: z.string(),
   inputSpec: inputSpecSchema,
   labels: z.array(z.string()),
-  teacher: z.strictObject({ files: z.array(z.string()), outputKind: z.enum(['logits', 'probs']) }),
+  teacher: z.strictObject({ files: z.array(z.string()), outputKind: z.enum(['logits', 'probs']), sources: z.record(z.string(), z.string()).optional() }),
   studentSpec: z.string(),
   distill: z.record(z.string(), z.unknown()),
   schedule: z.record(z.string(), z.unknown()).nullable(),
@@ -115,6 +121,23 @@ async function latest(ctx: ApiContext, name: string): Promise<number | null> {
   return row?.seq ?? null;
 }
 
+/**
+ * With the registry artifact store (PostgreSQL, issue 15 item 2) the teacher files and dataset files a model
+ * names are imported into it, and the row keeps `artifact:SHA256` references, so a round runs on any replica.
+ * A path this replica cannot read, a directory, or an unknown reference is a 400 naming the field. On the file
+ * store (SQLite, one process) the body is stored as given.
+ */
+async function storedInputs(ctx: ApiContext, body: ModelBody): Promise<ModelBody> {
+  if (ctx.blobs?.backend !== 'registry') return body;
+  try {
+    // Each imported file is logged there (field, path, sha256, bytes).
+    return (await importModelInputs(ctx.blobs, body, ctx.log)).model;
+  } catch (err) {
+    if (err instanceof ModelInputError) throw badRequest(err.message, err.field, 'invalid_model_input');
+    throw err;
+  }
+}
+
 /** `/v1/models`: what to distil and how (input spec, labels, teacher, student, distillation settings, schedule). */
 export function modelRoutes(ctx: ApiContext): Hono {
   return new Hono()
@@ -133,7 +156,7 @@ export function modelRoutes(ctx: ApiContext): Hono {
       validate('json', modelBodySchema),
       async (c) => {
         const { name } = c.req.valid('param');
-        const body = c.req.valid('json');
+        const body = await storedInputs(ctx, c.req.valid('json'));
         const values = { inputSpec: body.inputSpec, labels: body.labels, teacher: body.teacher, studentSpec: body.studentSpec, distillSettings: body.distill, schedule: body.schedule };
         const { q: db, t } = ctx.registry;
         const { examples, models, releases } = t;

@@ -1,6 +1,5 @@
 import { describeAugment } from '../distill/augment.js';
 import { trainModel } from '../distill/trainer.js';
-import { loadWeightsInto } from '../distill/warm-start.js';
 import { buildModel } from '../models/build.js';
 import { baseSubset, cohortTrainingOf } from './cohort-training.js';
 import { cohortMembers, cohortsNow, hasCohorts } from './cohorts.js';
@@ -9,7 +8,7 @@ import { mixTransferSet } from './mix.js';
 import type { RoundRecipe } from './recipe.js';
 import { currentRelease } from './releases.js';
 import { shipStudent, type RoundContext } from './ship.js';
-import { weightsBasePath } from './store.js';
+import { loadReleaseWeights } from './warm-weights.js';
 import { loadHardExamples, sameImageSpec, type BaseData } from './transfer-set.js';
 import type { LineOutcome } from './types.js';
 
@@ -68,7 +67,7 @@ export async function trainCohorts(ctx: RoundContext, inp: CohortInputs): Promis
     );
     const student = buildModel(arch, { inputSize, classes, imageShape: inp.imageShape, seed: s.seed });
     try {
-      const warm = await loadWeightsInto(student, weightsBasePath(job.dataDir, base.sha256), arch.text);
+      const warm = await loadReleaseWeights({ dataDir: job.dataDir, registry: ctx.registry, blobs: ctx.blobs }, base.sha256, student, arch.text);
       const epochs = how.epochs;
       const augmented = how.augment ? `, augmented with the teacher (${describeAugment(how.augment)})` : '';
       progress({ phase: 'train', detail: `cohort ${c.name}: ${arch.text} on ${mix.transferCount} examples (${mix.baseCount} base + ${mix.hardCount} hard ×${mix.hardRepeat})${augmented}, ${warm.loaded ? `warm start from base #${base.seq}` : `from scratch: ${warm.reason}`}`, epoch: 0, epochs });

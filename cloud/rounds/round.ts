@@ -1,10 +1,12 @@
 import type * as tf from '@tensorflow/tfjs';
 import { trainModel } from '../distill/trainer.js';
-import { loadWeightsInto, type WarmStartResult } from '../distill/warm-start.js';
+import type { WarmStartResult } from '../distill/warm-start.js';
 import { buildModel } from '../models/build.js';
 import { imageShapeOf, isConv, parseArch } from '../models/spec.js';
 import type { StoreRegistry } from '../registry/open.js';
+import { fileBlobs } from '../artifacts/file-blobs.js';
 import type { ArtifactBlobs } from '../artifacts/types.js';
+import { silentLogger, type Logger } from '../../shared/log/index.js';
 import { Teacher } from '../teacher/ort-teacher.js';
 import { initBackend } from '../tf/backend.js';
 import { trainCohorts } from './cohort-round.js';
@@ -15,7 +17,9 @@ import { mixTransferSet } from './mix.js';
 import { currentRelease } from './releases.js';
 import { parseRoundModel, RoundConfigError } from './settings.js';
 import { shipStudent, type RoundContext } from './ship.js';
-import { teacherCacheDir, weightsBasePath } from './store.js';
+import { resolveRoundInputs } from './inputs.js';
+import { teacherCacheDir } from './store.js';
+import { loadReleaseWeights } from './warm-weights.js';
 import { baseTeacherLogits, loadBaseData, loadHardExamples, sameImageSpec } from './transfer-set.js';
 import { imageSize } from '../../shared/image/preprocess.js';
 import type { ManifestSigner, RoundJob, RoundOutcome, RoundProgress } from './types.js';
@@ -31,10 +35,15 @@ export interface RoundDeps {
   allocateSeq?: (cohort: string | null) => number | Promise<number>;
   onProgress?: (p: Omit<RoundProgress, 'at'>) => void;
   now?: () => Date;
-  /** Where release artifacts are stored and read: the registry on PostgreSQL; undefined = files under job.dataDir. */
+  /**
+   * Where release artifacts, warm-start weights and the model's `artifact:` inputs are stored and read: the
+   * registry on PostgreSQL; undefined = files under job.dataDir.
+   */
   blobs?: ArtifactBlobs;
   /** Inserts a line's release row (the worker's is fenced on the job's epoch, fenced-store.ts); default insertRelease. */
   storeRelease?: RoundContext['storeRelease'];
+  /** Where input warnings go (a plain path on PostgreSQL); default: the rounds' own logger. */
+  log?: Logger;
 }
 
 export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOutcome> {
@@ -50,16 +59,19 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
   const imageShape = isConv(arch) ? imageShapeOf(model.inputSpec.shape, 'studentSpec', model.inputSpec.image) : undefined;
 
   const backend = await initBackend(job.backend);
+  // Teacher files and dataset files as this replica's local paths (artifact: references resolved through the store).
+  const inputs = await resolveRoundInputs(model, deps.blobs ?? fileBlobs({ dataDir: job.dataDir, log: deps.log ?? silentLogger }), deps.log);
+  const data = { ...s, baseData: inputs.baseData, holdout: inputs.holdout };
   progress({ phase: 'transfer-set', detail: `${s.baseData} (backend ${backend.name})` });
-  const { train, holdout } = await loadBaseData(s, inputSize, model.inputSpec.scaling, model.inputSpec.image);
-  const teacher = await Teacher.create(model.teacher.files, { outputKind: model.teacher.outputKind, intraOpNumThreads: 1 });
+  const { train, holdout } = await loadBaseData(data, inputSize, model.inputSpec.scaling, model.inputSpec.image);
+  const teacher = await Teacher.create(inputs.teacherFiles, { outputKind: model.teacher.outputKind, intraOpNumThreads: 1, names: inputs.teacherNames });
   let student: tf.LayersModel | undefined;
   try {
     progress({ phase: 'teacher', detail: `soft labels for ${train.count} base examples` });
     const cacheDir = teacherCacheDir(job.dataDir);
     // A teacher with its own image form sees the same base images through its own preprocessing (issue 11).
     const teacherImage = model.teacher.image;
-    const teacherBase = teacherImage && !sameImageSpec(teacherImage, model.inputSpec.image) ? await loadBaseData(s, imageSize(teacherImage), undefined, teacherImage) : { train, holdout };
+    const teacherBase = teacherImage && !sameImageSpec(teacherImage, model.inputSpec.image) ? await loadBaseData(data, imageSize(teacherImage), undefined, teacherImage) : { train, holdout };
     if (teacherBase.train.count !== train.count || teacherBase.holdout.count !== holdout.count) {
       throw new RoundConfigError(`teacher.image: the base data loads as ${teacherBase.train.count}/${teacherBase.holdout.count} examples for the teacher, ${train.count}/${holdout.count} for the student`);
     }
@@ -82,7 +94,7 @@ export async function runRound(job: RoundJob, deps: RoundDeps): Promise<RoundOut
       ? { loaded: false, reason: 'warm start disabled' }
       : !parent
         ? { loaded: false, reason: 'no current release' }
-        : await loadWeightsInto(student, weightsBasePath(job.dataDir, parent.sha256), arch.text);
+        : await loadReleaseWeights({ dataDir: job.dataDir, registry, blobs: deps.blobs }, parent.sha256, student, arch.text);
     if (s.lr === 'auto') progress({ phase: 'train', detail: `lr auto: trying ${s.lrCandidates.join(', ')}` });
     const base = { features: train.features, count: train.count, labels: train.labels, teacherLogits: tTrain.logits };
     const lr = await chooseLearningRate(arch, base, s, { inputSize, classes, imageShape });

@@ -16,6 +16,8 @@ export class RoundConfigError extends Error {
 
 const positiveInt = z.number().int().min(1);
 const fraction = z.number().min(0).max(1);
+/** At most one entry per file a model names (16 teacher files, a few dataset files). */
+const inputSources = z.record(z.string().regex(/^[0-9a-f]{64}$/), z.string().max(4096)).refine((r) => Object.keys(r).length <= 32, 'at most 32 entries');
 
 /**
  * `models.distill_settings`. Every field but `baseData` has a default. Unknown keys are ignored, and
@@ -50,6 +52,11 @@ export const distillSettingsFields = z.object({
 
   /** Base transfer set, a shared/data spec such as `mnist:train` or `unlabeled:idx:...`. */
   baseData: z.string().min(3),
+  /**
+   * `sha256 → path` of the dataset files registration imported into the artifact store (PostgreSQL, issue 15),
+   * whose specs now name `artifact:SHA256`: for logs and errors only (cloud/artifacts/model-inputs.ts).
+   */
+  sources: inputSources.optional(),
   /** Keep only this many base examples (after a shuffle with `seed`). */
   baseLimit: positiveInt.optional(),
   /**
@@ -185,6 +192,8 @@ export type Schedule = z.infer<typeof scheduleSchema>;
 
 const teacherSchema = z.object({
   files: z.array(z.string().min(1)).min(1),
+  /** `sha256 → path` of the files imported at registration (see distillSettings.sources). */
+  sources: inputSources.optional(),
   outputKind: z.enum(['logits', 'probs']).default('logits'),
   /**
    * The teacher's own image form (issue 11), when it differs from the student's (e.g. a 224×224 NCHW

@@ -3,7 +3,7 @@ import type { SignedManifest } from '../../shared/protocol/schemas.js';
 import type { Augment } from '../distill/augment.js';
 import { agreement, argmaxRows, evaluateOnnx, measureLatency, scorePredictions } from '../distill/evaluate.js';
 import type { TrainResult } from '../distill/trainer.js';
-import { saveWeights, type WarmStartResult } from '../distill/warm-start.js';
+import type { WarmStartResult } from '../distill/warm-start.js';
 import { exportToOnnx, quantizeInt8 } from '../export/index.js';
 import type { parseArch } from '../models/spec.js';
 import type { StoreRegistry } from '../registry/open.js';
@@ -20,7 +20,8 @@ import type { MixStats } from './mix.js';
 import type { RoundRecipe } from './recipe.js';
 import { allocateReleaseSeq, insertRelease, recordedHoldoutAccuracy, type NewRelease } from './releases.js';
 import { selfTestTolerance, type RoundModel } from './settings.js';
-import { readArtifact, storeArtifact, weightsBasePath } from './store.js';
+import { readArtifact, storeArtifact } from './store.js';
+import { saveReleaseWeights } from './warm-weights.js';
 import { newestHard, type BaseData, type HardExamples } from './transfer-set.js';
 import type { ArtifactBlobs } from '../artifacts/types.js';
 import type { LineOutcome, ManifestSigner, RoundJob, RoundMetrics, RoundProgress } from './types.js';
@@ -200,7 +201,7 @@ export async function shipStudent(ctx: RoundContext, student: tf.LayersModel, li
 
   // Step 7: content-addressed files first, the registry row last (a row never points at a missing file).
   const other = await storeArtifact(job.dataDir, s.artifact === 'int8' ? fp32 : int8, ctx.blobs);
-  await saveWeights(student, weightsBasePath(job.dataDir, stored.sha256), arch.text);
+  await saveReleaseWeights({ dataDir: job.dataDir, registry, blobs: ctx.blobs }, stored.sha256, student, arch.text);
   metrics[s.artifact === 'int8' ? 'fp32Sha256' : 'int8Sha256'] = other.sha256;
   await (ctx.storeRelease ?? ((row: NewRelease) => insertRelease(registry, row)))({
     model: model.name,

@@ -24,6 +24,8 @@ export interface TeacherOptions {
   outputKind?: TeacherOutputKind;
   batchSize?: number;
   intraOpNumThreads?: number;
+  /** How each file is named in errors (default: its path), e.g. `artifact:1f… (from /data/teacher.onnx)`. */
+  names?: string[];
 }
 
 /**
@@ -39,14 +41,15 @@ export class Teacher {
     readonly id: string,
   ) {}
 
-  static async create(files: string[], { outputKind = 'logits', batchSize = 512, intraOpNumThreads }: TeacherOptions = {}): Promise<Teacher> {
+  static async create(files: string[], { outputKind = 'logits', batchSize = 512, intraOpNumThreads, names }: TeacherOptions = {}): Promise<Teacher> {
     if (files.length === 0) throw new TeacherError('--teacher: at least one ONNX file is required');
     const members: Member[] = [];
     try {
-      for (const file of files) {
+      for (const [i, path] of files.entries()) {
+        const file = names?.[i] ?? path;
         let bytes: Buffer;
         try {
-          bytes = await readFile(file);
+          bytes = await readFile(path);
         } catch (err) {
           throw new TeacherError(`${file}: cannot read teacher model (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
         }

@@ -29,13 +29,18 @@ import { admin, databaseUrl, postgresSkipReason, throwawayName } from '../helper
 const TOKEN = 'pg-e2e-admin-token-0123456789';
 const MODEL = 'digits-pg';
 const DEVICE = 'pg-dev-1';
-const SPEC = {
-  inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1, offset: 0 } },
-  labels: Array.from({ length: 10 }, (_, i) => `d${i}`),
-  teacher: { files: ['teacher.onnx'], outputKind: 'logits' },
-  studentSpec: 'mlp:16',
-  distill: { temperature: 4, alpha: 0.9, epochs: 2, batchSize: 32, lr: 0.01, baseData: 'csv:base.csv', holdout: 'csv:holdout.csv', tolerance: 0.01 },
-};
+/** The model, with its teacher and dataset files written under `dir` (on PostgreSQL registration imports them into the artifact store). */
+function spec(dir: string) {
+  writeFileSync(join(dir, 'teacher.onnx'), denseModel({ sizes: [784, 10], seed: 3 }).bytes);
+  for (const f of ['base.csv', 'holdout.csv']) writeFileSync(join(dir, f), `label,${Array.from({ length: 784 }, (_, i) => `x${i}`).join(',')}\n1,${new Array(784).fill(0.5).join(',')}\n`);
+  return {
+    inputSpec: { shape: [784], dtype: 'float32', scaling: { scale: 1, offset: 0 } },
+    labels: Array.from({ length: 10 }, (_, i) => `d${i}`),
+    teacher: { files: [join(dir, 'teacher.onnx')], outputKind: 'logits' },
+    studentSpec: 'mlp:16',
+    distill: { temperature: 4, alpha: 0.9, epochs: 2, batchSize: 32, lr: 0.01, baseData: `csv:${join(dir, 'base.csv')}`, holdout: `csv:${join(dir, 'holdout.csv')}`, tolerance: 0.01 },
+  };
+}
 
 const pgSkip = await postgresSkipReason('the PostgreSQL cloud e2e test');
 
@@ -165,8 +170,12 @@ describe.skipIf(skipWithoutMosquitto() || pgSkip !== undefined)('the cloud on Po
     await waitFor(async () => rows(async (r) => (await r.q.select().from(r.t.devices).where(eq(r.t.devices.id, DEVICE)))[0]?.online === true), 20_000, { intervalMs: 100, message: 'device online in PostgreSQL' });
 
     // Upload a release: stored in the registry's artifact store, not under the data dir.
-    const created = await call('PUT', `/v1/models/${MODEL}`, SPEC);
+    const created = await call('PUT', `/v1/models/${MODEL}`, spec(dir));
     expect(created.status, await created.clone().text()).toBe(201);
+    // Its teacher and dataset files were stored in the artifact store: the row names them by reference, not by this host's paths.
+    const stored = (await created.clone().json()) as { teacher: { files: string[] }; distill: { baseData: string; holdout: string } };
+    expect(stored.teacher.files).toEqual([expect.stringMatching(/^artifact:[0-9a-f]{64}$/)]);
+    expect([stored.distill.baseData, stored.distill.holdout]).toEqual([expect.stringMatching(/^csv:artifact:[0-9a-f]{64}$/), expect.stringMatching(/^csv:artifact:[0-9a-f]{64}$/)]);
     const model = denseModel({ sizes: [784, 16, 10], seed: 7 });
     const up = await call('POST', `/v1/models/${MODEL}/releases`, model.bytes, { 'content-type': 'application/octet-stream' });
     expect(up.status, await up.clone().text()).toBe(201);

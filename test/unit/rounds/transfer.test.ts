@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { eq } from 'drizzle-orm';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { loadWeightsInto, saveWeights } from '../../../cloud/distill/warm-start.js';
+import { loadPackedWeightsInto, loadWeightsInto, packWeights, saveWeights } from '../../../cloud/distill/warm-start.js';
 import { buildModel } from '../../../cloud/models/build.js';
 import { parseArch } from '../../../cloud/models/spec.js';
 import type { StoreRegistry } from '../../../cloud/registry/open.js';
@@ -195,6 +195,28 @@ describe('warm start weights', () => {
     expect(await loadWeightsInto(dst, `${tmp.dir}/missing`, arch.text)).toMatchObject({ loaded: false, reason: expect.stringContaining('ENOENT') });
     tf.dispose([x]);
     for (const m of [src, dst, wider, moreInputs]) m.dispose();
+  });
+
+  it('packs weights into one blob (the artifact store form) with the same checks, and refuses malformed bytes', async () => {
+    await tf.setBackend('cpu');
+    const arch = parseArch('mlp:4');
+    const src = buildModel(arch, { inputSize: 6, classes: 3, seed: 1 });
+    const packed = packWeights(src, arch.text);
+    const dst = buildModel(arch, { inputSize: 6, classes: 3, seed: 99 });
+    const x = tf.ones([1, 6]);
+    const before = Array.from((dst.predict(x) as tf.Tensor).dataSync());
+    expect(loadPackedWeightsInto(dst, packed, arch.text)).toEqual({ loaded: true });
+    const after = Array.from((dst.predict(x) as tf.Tensor).dataSync());
+    expect(after).not.toEqual(before);
+    expect(after).toEqual(Array.from((src.predict(x) as tf.Tensor).dataSync()));
+    const wider = buildModel(parseArch('mlp:5'), { inputSize: 6, classes: 3 });
+    expect(loadPackedWeightsInto(wider, packed, 'mlp:5')).toEqual({ loaded: false, reason: 'architecture changed (mlp:4 → mlp:5)' });
+    expect(loadPackedWeightsInto(dst, packed.subarray(0, packed.byteLength - 4), arch.text)).toMatchObject({ loaded: false, reason: expect.stringMatching(/weights file has \d+ bytes, expected/) });
+    expect(loadPackedWeightsInto(dst, packed.subarray(0, 3), arch.text)).toMatchObject({ loaded: false, reason: expect.stringContaining('malformed') });
+    expect(loadPackedWeightsInto(dst, Uint8Array.from([2, 0, 0, 0, 123, 120]), arch.text)).toEqual({ loaded: false, reason: 'parent weights index is not JSON' });
+    expect(loadPackedWeightsInto(dst, Uint8Array.from([4, 0, 0, 0, ...Buffer.from('null')]), arch.text)).toEqual({ loaded: false, reason: 'parent weights index has an unknown format' });
+    tf.dispose([x]);
+    for (const m of [src, dst, wider]) m.dispose();
   });
 });
 
