@@ -32,7 +32,7 @@ import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
 import { leaderService, Replica } from './cluster/replica.js';
-import { fencedRegistry } from './cluster/fenced-tx.js';
+import { fencedRegistry, type LeaderWriter } from './cluster/fenced-tx.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -224,13 +224,20 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       log,
       metrics,
       tickSeconds: cfg.rollouts.tickSeconds,
-      reissue: async (prev) => reissueRelease(registry, signer, prev),
+      // The engine re-issues as the leader and passes its fenced view: a stale leader's re-issue inserts no row.
+      reissue: async (prev, leaderReg) => reissueRelease(leaderReg, signer, prev),
       // Agent rollbacks (issue 14): the previous version signed again at a higher agentSeq.
-      reissueAgent: async (agentSeq) => (await reissueAgent({ registry, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
+      reissueAgent: async (agentSeq, leaderReg) => (await reissueAgent({ registry: leaderReg, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
       leads: () => replica.leads(),
     });
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
     const shadowLog = log.child({ module: 'cloud/shadow' });
+    // The switch's re-issue (the window's end on the leader's tick, or an operator's switch) writes through the
+    // epoch the shadow service was started under, so a stale leader's switch inserts no release row. Without it
+    // (a follower, or before the start) the view is the plain registry. A shadow start's signature (an API call,
+    // on any replica) stays plain.
+    let shadowWriter: LeaderWriter | undefined;
+    const shadowReg = fencedRegistry(registry, () => shadowWriter, 'shadow.reissue');
     const shadow = new ShadowRollouts({
       registry,
       publisher,
@@ -240,7 +247,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
-      reissue: async (seq) => reissueRelease(registry, signer, seq),
+      reissue: async (seq) => reissueRelease(shadowReg, signer, seq),
       rollouts,
     });
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
@@ -272,11 +279,15 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       // The engine's start republished every device's normal desired: put the running shadow windows back.
       leaderService(
         'shadow',
-        async () => {
+        async (epoch) => {
+          shadowWriter = replica.writer(registry, epoch);
           shadow.start();
           await shadow.republish();
         },
-        () => shadow.stop(),
+        async () => {
+          await shadow.stop();
+          shadowWriter = undefined;
+        },
       ),
       leaderService('rounds', (epoch) => rounds.lead(epoch), () => rounds.follow()),
       leaderService('scheduler', () => scheduler.start(), () => scheduler.stop()),

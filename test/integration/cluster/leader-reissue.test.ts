@@ -1,0 +1,134 @@
+/**
+ * Issue 15 item 4 for re-issues: a rollback's re-issue is leader work, so the rollout engine makes it through
+ * its fenced leader view (RolloutEngineDeps.reissue gets the registry to write with, and cloud/server.ts
+ * passes it to reissueRelease). An engine started under epoch N that has not noticed a takeover to N+1
+ * allocates no sequence and inserts no release row, whether the rollback comes through its API or its tick;
+ * the engine of N+1 then re-issues once. Real reissueRelease and signer, on PostgreSQL.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import { Registry as PromRegistry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Fence } from '../../../cloud/cluster/fence.js';
+import { leaderWriter } from '../../../cloud/cluster/fenced-tx.js';
+import { bumpEpoch } from '../../../cloud/cluster/store.js';
+import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
+import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
+import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import { RELEASE_SEQ_HIGH, reissueRelease } from '../../../cloud/rounds/releases.js';
+import { signManifest } from '../../../shared/manifest/index.js';
+import type { Manifest } from '../../../shared/protocol/schemas.js';
+import { captureLogger } from '../../helpers/log.js';
+import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
+import { createThrowawayDb, postgresSkipReason, type ThrowawayDb } from '../../helpers/pg-throwaway.js';
+import { FakeMqtt, FleetFixture, MODEL } from '../../unit/fleet/fixtures.js';
+
+const DEVICES = ['d1', 'd2', 'd3'];
+
+describe("a stale leader's rollback re-issue writes no release row (PostgreSQL)", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'apprentice-leader-reissue-'));
+  const fx = new FleetFixture(join(dir, 'fixture'));
+  const metrics = new PromRegistry();
+  const captured = captureLogger();
+  const signer = { sign: (m: Manifest) => signManifest(m, fx.key) };
+  let skip: string | undefined;
+  let db: ThrowawayDb | undefined;
+  let reg: StoreRegistry;
+  let pool: pg.Pool;
+  let fence: Fence;
+  const engines: RolloutEngine[] = [];
+  /** The registries the engines handed to `reissue` (the engine's leader view, not `reg`). */
+  const reissuedWith: StoreRegistry[] = [];
+
+  beforeAll(async () => {
+    skip = await postgresSkipReason('fenced re-issues');
+    if (skip) return;
+    db = await createThrowawayDb();
+    reg = await openRegistry({ url: db.url, poolSize: 4 });
+    pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    fence = new Fence({ db: drizzle(pool), metrics, log: captured.log });
+    await seedRolloutRegistry(reg, fx, dir, DEVICES);
+  });
+  afterAll(async () => {
+    for (const e of engines) await e.stop();
+    await reg?.close();
+    await pool?.end();
+    await db?.drop();
+    fx.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** An engine wired as cloud/server.ts wires it: the re-issue writes with the registry the engine passes. */
+  function engine(): RolloutEngine {
+    const e = new RolloutEngine({
+      registry: reg,
+      publisher: new ReleasePublisher({ mqtt: new FakeMqtt(), dataDir: dir }),
+      reissue: async (prev, leaderReg) => {
+        reissuedWith.push(leaderReg);
+        return reissueRelease(leaderReg, signer, prev);
+      },
+      requireTelemetry: false,
+      tickSeconds: 3600,
+      log: captured.log,
+    });
+    engines.push(e);
+    return e;
+  }
+
+  const releases = async () => (await reg.q.select({ seq: reg.t.releases.seq, metrics: reg.t.releases.metrics }).from(reg.t.releases).orderBy(reg.t.releases.seq)).map((r) => ({ seq: r.seq, reissueOf: (r.metrics as { reissueOf?: number }).reissueOf ?? null }));
+  const seqHigh = async () => (await reg.q.select({ v: reg.t.meta.value }).from(reg.t.meta).where(eq(reg.t.meta.key, RELEASE_SEQ_HIGH)))[0]?.v ?? null;
+  const rollout = async (id: string) => (await reg.q.select().from(reg.t.rollouts).where(eq(reg.t.rollouts.id, id)))[0]!;
+  const desiredSeqs = async () => (await reg.q.select({ s: reg.t.devices.desiredSeq }).from(reg.t.devices)).map((d) => d.s);
+  const writeRefusals = async () => (await metrics.getSingleMetric('apprentice_cluster_fence_refusals_total')!.get()).values.find((v) => v.labels.kind === 'write')?.value ?? 0;
+
+  it('refused through the API and the tick of the stale engine; the engine of the new epoch re-issues once', async (ctx) => {
+    if (skip) return ctx.skip(skip);
+    const cluster = drizzle(pool);
+    const epochA = await bumpEpoch(cluster, 'replica-a');
+    const a = engine();
+    await a.start(leaderWriter(reg, epochA, fence));
+    const created = await a.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
+    expect(created.state).toBe('fleet');
+    expect(await desiredSeqs()).toEqual([2, 2, 2]);
+
+    // replica-b takes over; replica-a has not noticed and takes an operator's rollback.
+    const epochB = await bumpEpoch(cluster, 'replica-b');
+    const before = { releases: await releases(), high: await seqHigh(), refusals: await writeRefusals() };
+    expect(before.releases).toEqual([
+      { seq: 1, reissueOf: null },
+      { seq: 2, reissueOf: null },
+    ]);
+    const answered = await a.rollback(created.id, 'bad release');
+
+    // The API's own write landed (any replica makes it); the re-issue was refused: no row, no sequence.
+    expect(answered).toMatchObject({ state: 'rolling_back', rollbackSeq: null });
+    expect(reissuedWith.length).toBeGreaterThan(0);
+    expect(reissuedWith.every((r) => r !== reg)).toBe(true);
+    expect(await releases()).toEqual(before.releases);
+    expect(await seqHigh()).toBe(before.high);
+    expect(await writeRefusals()).toBeGreaterThan(before.refusals);
+    expect(captured.lines().find((l) => l.msg === 'rollouts/left-to-the-new-leader')).toMatchObject({ action: 'rollouts.write', epoch: epochA, currentEpoch: epochB });
+
+    // Its tick retries the rolling_back rollout: refused again, still nothing.
+    const afterApi = await writeRefusals();
+    await a.evaluate();
+    expect(await releases()).toEqual(before.releases);
+    expect(await seqHigh()).toBe(before.high);
+    expect(await writeRefusals()).toBeGreaterThan(afterApi);
+    expect((await rollout(created.id)).state).toBe('rolling_back');
+    expect(await desiredSeqs()).toEqual([2, 2, 2]);
+
+    // The engine of the new epoch continues the rollback at its start: one re-issue of release 1.
+    const refusedByA = await writeRefusals();
+    const b = engine();
+    await b.start(leaderWriter(reg, epochB, fence));
+    expect(await releases()).toEqual([...before.releases, { seq: 3, reissueOf: 1 }]);
+    expect(await rollout(created.id)).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
+    expect(await desiredSeqs()).toEqual([3, 3, 3]);
+    expect(await writeRefusals()).toBe(refusedByA);
+  });
+});
