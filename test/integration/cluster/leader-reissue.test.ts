@@ -3,7 +3,8 @@
  * its fenced leader view (RolloutEngineDeps.reissue gets the registry to write with, and cloud/server.ts
  * passes it to reissueRelease). An engine started under epoch N that has not noticed a takeover to N+1
  * allocates no sequence and inserts no release row, whether the rollback comes through its API or its tick;
- * the engine of N+1 then re-issues once. Real reissueRelease and signer, on PostgreSQL.
+ * the engine of N+1 then re-issues once. The same for an agent rollback (reissueAgent, issue 14). Real
+ * reissueRelease / reissueAgent and signatures, on PostgreSQL.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,9 +20,12 @@ import { bumpEpoch } from '../../../cloud/cluster/store.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
+import { reissueAgent } from '../../../cloud/agents/release.js';
 import { RELEASE_SEQ_HIGH, reissueRelease } from '../../../cloud/rounds/releases.js';
+import { DEVICE_CAPABILITIES } from '../../../shared/protocol/index.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import type { Manifest } from '../../../shared/protocol/schemas.js';
+import { pushTinyAgent } from '../../helpers/agent-cloud.js';
 import { captureLogger } from '../../helpers/log.js';
 import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
 import { createThrowawayDb, postgresSkipReason, type ThrowawayDb } from '../../helpers/pg-throwaway.js';
@@ -70,6 +74,10 @@ describe("a stale leader's rollback re-issue writes no release row (PostgreSQL)"
       reissue: async (prev, leaderReg) => {
         reissuedWith.push(leaderReg);
         return reissueRelease(leaderReg, signer, prev);
+      },
+      reissueAgent: async (agentSeq, leaderReg) => {
+        reissuedWith.push(leaderReg);
+        return (await reissueAgent({ registry: leaderReg, key: fx.key, agentSeq, now: new Date() })).agentSeq;
       },
       requireTelemetry: false,
       tickSeconds: 3600,
@@ -130,5 +138,31 @@ describe("a stale leader's rollback re-issue writes no release row (PostgreSQL)"
     expect(await rollout(created.id)).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
     expect(await desiredSeqs()).toEqual([3, 3, 3]);
     expect(await writeRefusals()).toBe(refusedByA);
+  });
+
+  it("an agent rollback's re-issue (reissueAgent) is refused the same way: no agent release row", async (ctx) => {
+    if (skip) return ctx.skip(skip);
+    const cluster = drizzle(pool);
+    for (const version of ['0.1.0', '0.2.0']) await pushTinyAgent(fx, dir, { version, registry: reg, dataDir: dir });
+    await reg.q.update(reg.t.devices).set({ platform: 'linux-x64', agent: 'apprentice-edge/0.1.0', capabilities: [DEVICE_CAPABILITIES.agentUpdate] });
+    const agentRows = async () => (await reg.q.select({ seq: reg.t.agentReleases.agentSeq, version: reg.t.agentReleases.version, reissueOf: reg.t.agentReleases.reissueOf }).from(reg.t.agentReleases).orderBy(reg.t.agentReleases.agentSeq));
+    const epochA = await bumpEpoch(cluster, 'replica-a');
+    const a = engine();
+    await a.start(leaderWriter(reg, epochA, fence));
+    const created = await a.create({ model: 'agent:linux-x64', kind: 'agent', releaseSeq: 2, target: { kind: 'all' }, waves: [1], soakSeconds: 0 });
+
+    const epochB = await bumpEpoch(cluster, 'replica-b');
+    const before = { rows: await agentRows(), refusals: await writeRefusals(), handedOut: reissuedWith.length };
+    expect(before.rows.map((r) => r.seq)).toEqual([1, 2]);
+    expect(await a.rollback(created.id, 'bad agent')).toMatchObject({ state: 'rolling_back', rollbackSeq: null });
+    expect(reissuedWith.length).toBeGreaterThan(before.handedOut);
+    expect(reissuedWith.every((r) => r !== reg)).toBe(true);
+    expect(await agentRows()).toEqual(before.rows);
+    expect(await writeRefusals()).toBeGreaterThan(before.refusals);
+
+    const b = engine();
+    await b.start(leaderWriter(reg, epochB, fence));
+    expect(await agentRows()).toEqual([...before.rows, { seq: 3, version: '0.1.0', reissueOf: 1 }]);
+    expect(await rollout(created.id)).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
   });
 });
