@@ -32,7 +32,7 @@ import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
 import { leaderService, Replica } from './cluster/replica.js';
-import { fencedRegistry, type LeaderWriter } from './cluster/fenced-tx.js';
+import { fencedRegistry, leaderSlot } from './cluster/fenced-tx.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
 
@@ -236,8 +236,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
     // epoch the shadow service was started under, so a stale leader's switch inserts no release row. Without it
     // (a follower, or before the start) the view is the plain registry. A shadow start's signature (an API call,
     // on any replica) stays plain.
-    let shadowWriter: LeaderWriter | undefined;
-    const shadowReg = fencedRegistry(registry, () => shadowWriter, 'shadow.reissue');
+    const shadowSlot = leaderSlot(registry, 'shadow.reissue');
     const shadow = new ShadowRollouts({
       registry,
       publisher,
@@ -247,7 +246,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
-      reissue: async (seq) => reissueRelease(shadowReg, signer, seq),
+      reissue: async (seq) => reissueRelease(shadowSlot.registry, signer, seq),
       rollouts,
     });
     // The first CONNACK came before: every later one is a reconnect, after which the broker may have lost
@@ -280,13 +279,13 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       leaderService(
         'shadow',
         async (epoch) => {
-          shadowWriter = replica.writer(registry, epoch);
+          shadowSlot.lead(replica.writer(registry, epoch));
           shadow.start();
           await shadow.republish();
         },
         async () => {
           await shadow.stop();
-          shadowWriter = undefined;
+          shadowSlot.follow();
         },
       ),
       leaderService('rounds', (epoch) => rounds.lead(epoch), () => rounds.follow()),

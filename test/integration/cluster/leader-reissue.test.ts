@@ -15,13 +15,14 @@ import pg from 'pg';
 import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fence } from '../../../cloud/cluster/fence.js';
-import { leaderWriter } from '../../../cloud/cluster/fenced-tx.js';
+import { leaderSlot, leaderWriter } from '../../../cloud/cluster/fenced-tx.js';
 import { bumpEpoch } from '../../../cloud/cluster/store.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
 import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { reissueAgent } from '../../../cloud/agents/release.js';
-import { RELEASE_SEQ_HIGH, reissueRelease } from '../../../cloud/rounds/releases.js';
+import { RELEASE_SEQ_HIGH, reissueRelease, signShadowManifest } from '../../../cloud/rounds/releases.js';
+import { ShadowRollouts } from '../../../cloud/shadow/index.js';
 import { DEVICE_CAPABILITIES } from '../../../shared/protocol/index.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import type { Manifest } from '../../../shared/protocol/schemas.js';
@@ -164,5 +165,41 @@ describe("a stale leader's rollback re-issue writes no release row (PostgreSQL)"
     await b.start(leaderWriter(reg, epochB, fence));
     expect(await agentRows()).toEqual([...before.rows, { seq: 3, version: '0.1.0', reissueOf: 1 }]);
     expect(await rollout(created.id)).toMatchObject({ state: 'rolled_back', rollbackSeq: 3 });
+  });
+
+  it("the shadow switch's re-issue, wired as cloud/server.ts wires it, is refused under a stale epoch: no release row, the run stays shadowing", async (ctx) => {
+    if (skip) return ctx.skip(skip);
+    const cluster = drizzle(pool);
+    // server.ts: the shadow service's re-issue writes through the epoch its leader service was started under.
+    const slot = leaderSlot(reg, 'shadow.reissue');
+    const epochA = await bumpEpoch(cluster, 'replica-a');
+    const rollouts = engine();
+    const shadow = new ShadowRollouts({
+      registry: reg,
+      publisher: new ReleasePublisher({ mqtt: new FakeMqtt(), dataDir: dir }),
+      signShadow: (seq, until) => signShadowManifest(reg, signer, seq, until),
+      reissue: async (seq) => reissueRelease(slot.registry, signer, seq),
+      rollouts,
+      log: captured.log,
+    });
+    slot.lead(leaderWriter(reg, epochA, fence));
+    const run = await shadow.create({ model: MODEL, releaseSeq: 2, target: { kind: 'all' }, policy: { waves: [1], soakSeconds: 0 }, minutes: 30 });
+
+    const epochB = await bumpEpoch(cluster, 'replica-b');
+    const before = { releases: await releases(), refusals: await writeRefusals() };
+    await expect(shadow.switch(run.id, 'operator on the stale leader')).rejects.toThrow(/shadow\.reissue refused: leader epoch \d+ is stale/);
+    expect(await releases()).toEqual(before.releases);
+    expect(await writeRefusals()).toBe(before.refusals + 1);
+    expect((await shadow.get(run.id))!.run).toMatchObject({ state: 'shadowing', switchedSeq: null });
+
+    // The shadow service started again by the new leader (its writer of epoch B): the switch re-issues once.
+    slot.follow();
+    slot.lead(leaderWriter(reg, epochB, fence));
+    await rollouts.start(leaderWriter(reg, epochB, fence));
+    const switched = (await shadow.switch(run.id, 'operator on the new leader')).run;
+    const added = (await releases()).slice(before.releases.length);
+    expect(added).toEqual([{ seq: switched.switchedSeq, reissueOf: 2 }]);
+    expect(switched).toMatchObject({ state: 'switched' });
+    await shadow.stop();
   });
 });
