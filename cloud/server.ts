@@ -33,7 +33,7 @@ import { publishRelease } from './rounds/publish.js';
 import { RetentionJob } from './registry/retention-job.js';
 import { openArtifacts } from './artifacts/index.js';
 import { leaderService, Replica } from './cluster/replica.js';
-import { fencedRegistry } from './cluster/fenced-tx.js';
+import { fencedRegistry, leaderSlot } from './cluster/fenced-tx.js';
 import { RevokedRetained } from './fleet/revocations.js';
 
 export const CLOUD_MQTT_USER = 'apprentice-cloud';
@@ -226,13 +226,19 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       log,
       metrics,
       tickSeconds: cfg.rollouts.tickSeconds,
-      reissue: async (prev) => reissueRelease(registry, signer, prev),
+      // The engine re-issues as the leader and passes its fenced view: a stale leader's re-issue inserts no row.
+      reissue: async (prev, leaderReg) => reissueRelease(leaderReg, signer, prev),
       // Agent rollbacks (issue 14): the previous version signed again at a higher agentSeq.
-      reissueAgent: async (agentSeq) => (await reissueAgent({ registry, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
+      reissueAgent: async (agentSeq, leaderReg) => (await reissueAgent({ registry: leaderReg, key: keys.active(), agentSeq, now: new Date() })).agentSeq,
       leads: () => replica.leads(),
     });
     // On-device shadow runs (issue 13 item 4): their switch re-issues the candidate and starts a rollout.
     const shadowLog = log.child({ module: 'cloud/shadow' });
+    // The switch's re-issue (the window's end on the leader's tick, or an operator's switch) writes through the
+    // epoch the shadow service was started under, so a stale leader's switch inserts no release row. Without it
+    // (a follower, or before the start) the view is the plain registry. A shadow start's signature (an API call,
+    // on any replica) stays plain.
+    const shadowSlot = leaderSlot(registry, 'shadow.reissue');
     const shadow = new ShadowRollouts({
       registry,
       publisher,
@@ -243,7 +249,7 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       gate: allGates(agreementGate, teacherSwitchGate({ registry, dataDir, blobs: artifacts.blobs, log: shadowLog, metrics, teacherOf: (model) => openModelTeacher(registry, artifacts.blobs, model, shadowLog) })),
       tickSeconds: cfg.rollouts.tickSeconds,
       signShadow: async (seq, until) => signShadowManifest(registry, signer, seq, until),
-      reissue: async (seq) => reissueRelease(registry, signer, seq),
+      reissue: async (seq) => reissueRelease(shadowSlot.registry, signer, seq),
       rollouts,
       // Issue 15: on a cluster the API's create / switch / abort only write the registry, and the leader's
       // shadow tick acts on them under its fenced writer; every replica records the devices' figures.
@@ -283,12 +289,16 @@ export async function startCloud(cfg: CloudConfig, { log }: { log: Logger }): Pr
       leaderService(
         'shadow',
         async (epoch) => {
+          shadowSlot.lead(replica.writer(registry, epoch));
           shadow.start(epoch);
           await shadow.republish();
           // What an API call recorded and the old leader had not acted on yet (pending sends, switches, aborts).
           await shadow.tick().catch((err: unknown) => shadowLog.error({ err }, 'shadow/tick-failed'));
         },
-        () => shadow.stop(),
+        async () => {
+          await shadow.stop();
+          shadowSlot.follow();
+        },
       ),
       leaderService('revocations', (epoch) => revocations.start(epoch), () => revocations.stop()),
       leaderService('rounds', (epoch) => rounds.lead(epoch), () => rounds.follow()),

@@ -87,3 +87,31 @@ export function fencedRegistry(reg: StoreRegistry, writer: LeaderWriter | (() =>
   });
   return view;
 }
+
+/** A fenced registry view for a leader service started and stopped from outside (`leaderSlot`). */
+export interface LeaderSlot {
+  /** Writes through the writer of the current `lead`; the plain registry before it and after `follow`. */
+  readonly registry: StoreRegistry;
+  /** The service was started as the leader under `writer`'s epoch. */
+  lead(writer: LeaderWriter): void;
+  /** The service stopped (a step-down): its writes are plain again, as on any follower. */
+  follow(): void;
+}
+
+/**
+ * `fencedRegistry` over a writer that a leader service's start sets and its stop clears, for a service
+ * that does not take the writer itself (cloud/server.ts: the shadow service's re-issue at a switch).
+ *
+ * @example
+ * const slot = leaderSlot(registry, 'shadow.reissue');
+ * const shadow = new ShadowRollouts({ ..., reissue: (seq) => reissueRelease(slot.registry, signer, seq) });
+ * leaderService('shadow', (epoch) => { slot.lead(replica.writer(registry, epoch)); shadow.start(); }, async () => { await shadow.stop(); slot.follow(); });
+ */
+export function leaderSlot(reg: StoreRegistry, action: string): LeaderSlot {
+  let writer: LeaderWriter | undefined;
+  return {
+    registry: fencedRegistry(reg, () => writer, action),
+    lead: (w) => void (writer = w),
+    follow: () => void (writer = undefined),
+  };
+}

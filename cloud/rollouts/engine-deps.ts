@@ -17,10 +17,17 @@ export interface RolloutEngineDeps {
    * Re-issues release `previousSeq`'s model under a new, higher sequence (devices never accept a
    * lower one), stores it as a releases row (same artifact, new signed manifest) and returns its seq.
    * Implemented by cloud/rounds, which holds the signing key.
+   *
+   * `registry`: the registry to write the row with. The engine re-issues only as the leader (a rollback, a
+   * quarantine) and passes its leader view: on a cluster a fenced one (cluster/fenced-tx.ts), so a stale
+   * leader's re-issue is refused and inserts no row after a takeover (issue 15 item 4).
    */
-  reissue(previousSeq: number): Promise<number>;
-  /** Re-issues agent release `agentSeq` at a higher agentSeq (cloud/agents/release.ts); agent rollbacks need it (issue 14). */
-  reissueAgent?(agentSeq: number): Promise<number>;
+  reissue(previousSeq: number, registry: StoreRegistry): Promise<number>;
+  /**
+   * Re-issues agent release `agentSeq` at a higher agentSeq (cloud/agents/release.ts); agent rollbacks need it
+   * (issue 14). `registry` as for `reissue`: the engine's leader view.
+   */
+  reissueAgent?(agentSeq: number, registry: StoreRegistry): Promise<number>;
   /** Ingest's signals: device events, statuses and telemetry trigger an evaluation at once. */
   signals?: FleetSignals;
   log?: Logger;

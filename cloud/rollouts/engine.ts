@@ -77,15 +77,16 @@ export class RolloutEngine {
     this.meter = new EngineCpuMeter(deps.metrics);
     this.leaderReg = fencedRegistry(deps.registry, () => this.writer, 'rollouts.write');
     // The engine's awaits are on the publisher and on re-issues: the meter stops counting while they wait.
+    // Re-issues are leader work (a rollback, a quarantine): they write through the fenced leader view.
     this.publisher = this.meter.wrap(deps.publisher);
-    const reissueAgent = deps.reissueAgent;
+    const { reissue, reissueAgent, ...shared } = deps;
     this.steps = new RolloutSteps({
-      ...deps,
+      ...shared,
       registry: this.leaderReg,
       apiRegistry: deps.registry,
       publisher: this.publisher,
-      reissue: (prev) => this.meter.waitOn(deps.reissue(prev)),
-      ...(reissueAgent ? { reissueAgent: (prev: number) => this.meter.waitOn(reissueAgent(prev)) } : {}),
+      reissue: (prev) => this.meter.waitOn(reissue(prev, this.leaderReg)),
+      ...(reissueAgent ? { reissueAgent: (prev: number) => this.meter.waitOn(reissueAgent(prev, this.leaderReg)) } : {}),
       log: this.log,
       now: this.now,
     });

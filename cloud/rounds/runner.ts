@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, inArray, isNull } from 'drizzle-orm';
 import { silentLogger, type Logger } from '../../shared/log/index.js';
@@ -9,23 +8,21 @@ import { cohortSummary, publishCohortLines } from './cohort-publish.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import { openArtifacts, type ArtifactBlobs } from '../artifacts/index.js';
 import { parseRoundModel } from './settings.js';
-import { forkWorker } from './spawn.js';
 import { RoundSigningGuard } from './sign-guard.js';
 import { RoundFencing, type RoundsCluster } from './fencing.js';
+import { recoverRounds } from './recovery.js';
+import { failureReason, nowIso, registryLocation, superviseWorker, type ActiveRound } from './worker-process.js';
 import {
   RoundConflictError,
   UnknownModelError,
   type ManifestSigner,
-  type RegistryLocation,
   type RoundJob,
   type RoundMetrics,
-  type RoundOutcome,
   type RoundProgress,
   type RoundsService,
   type RoundState,
   type RoundTrigger,
   type RoundView,
-  type WorkerMessage,
 } from './types.js';
 
 export interface RoundRunnerOptions {
@@ -54,35 +51,6 @@ export interface RoundRunnerDeps extends PublishDeps {
   cluster?: RoundsCluster;
 }
 
-interface Active {
-  id: string;
-  model: string;
-  child?: ChildProcess;
-  progress: RoundProgress;
-  lastWrite: number;
-  outcome?: RoundOutcome;
-  error?: string;
-  stderr: string;
-  done: Promise<void>;
-  /** Set when the wall-clock limit killed the worker. */
-  timedOut?: boolean;
-  /** The round's one sequence and one signature (issue 10 item 9). */
-  guard: RoundSigningGuard;
-  /** The epoch (and fence) the round was launched under: its row writes and signature are fenced on it. */
-  fencing: RoundFencing;
-}
-
-const nowIso = () => new Date().toISOString();
-const STDERR_TAIL = 2000;
-
-/** Where the worker opens the registry this process uses: the same PostgreSQL URL or SQLite file (issue 15). */
-function registryLocation(reg: StoreRegistry): RegistryLocation {
-  if (reg.dialect === 'postgres') return { url: reg.url };
-  // The worker opens the file itself; an in-memory database cannot be shared with it.
-  if (reg.sqlite.memory) throw new Error('RoundRunner needs a file-backed registry (the round worker opens the same SQLite file)');
-  return { path: reg.sqlite.name };
-}
-
 /**
  * Runs distillation rounds in child processes (worker.ts does steps 1–7), keeps `rounds` rows and
  * live progress, and does steps 8–9 (publish the artifact's retained chunks, start a rollout) in
@@ -90,7 +58,7 @@ function registryLocation(reg: StoreRegistry): RegistryLocation {
  * Use `RoundRunner.create()` (it recovers rounds a previous process left behind) and `dispose()`.
  */
 export class RoundRunner implements RoundsService {
-  private readonly active = new Map<string, Active>();
+  private readonly active = new Map<string, ActiveRound>();
   private readonly queue: string[] = [];
   /** Rounds taken off the queue whose worker is being started (launch reads the registry first). */
   private readonly launching = new Set<string>();
@@ -289,7 +257,7 @@ export class RoundRunner implements RoundsService {
     }
   }
 
-  private setProgress(a: Active, p: Omit<RoundProgress, 'at'> & { at?: string }, force = false): void {
+  private setProgress(a: ActiveRound, p: Omit<RoundProgress, 'at'> & { at?: string }, force = false): void {
     const phaseChanged = p.phase !== a.progress.phase;
     a.progress = { ...p, at: p.at ?? nowIso() };
     const now = Date.now();
@@ -315,7 +283,7 @@ export class RoundRunner implements RoundsService {
     }
     let resolveDone!: () => void;
     const guard = this.signingGuard({ id, model: row.model }, fencing, this.opts.publicBaseUrl);
-    const a: Active = { id, model: row.model, guard, fencing, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
+    const a: ActiveRound = { id, model: row.model, guard, fencing, progress: { phase: 'starting', at: nowIso() }, lastWrite: Date.now(), stderr: '', done: new Promise((r) => (resolveDone = r)) };
     this.active.set(id, a);
     try {
       await this.update(id, { state: 'running', attempts: row.attempts + 1, startedAt: nowIso(), progress: a.progress, error: null }, fencing);
@@ -327,82 +295,28 @@ export class RoundRunner implements RoundsService {
 
     const epoch = fencing.jobEpoch;
     const job: RoundJob = { roundId: id, registry: registryLocation(this.deps.registry), dataDir: this.deps.dataDir, model: modelRow, publicBaseUrl: this.opts.publicBaseUrl, backend: this.opts.backend, ...(epoch !== undefined ? { epoch } : {}) };
-    const child = forkWorker({ path: this.opts.workerPath, execArgv: this.opts.workerExecArgv });
-    a.child = child;
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      a.stderr = (a.stderr + chunk).slice(-STDERR_TAIL);
+    superviseWorker(a, job, {
+      workerPath: this.opts.workerPath,
+      workerExecArgv: this.opts.workerExecArgv,
+      maxWallSeconds: this.opts.maxWallSeconds,
+      log: this.log,
+      onProgress: (p) => this.setProgress(a, p),
+      onExit: (code, signal, spawnError) => {
+        this.finish(a, code, signal, spawnError)
+          // The round ended here (not left `running` for the next leader): free the model's claim.
+          .then((ended) => (ended ? fencing.release(a.model, id) : undefined))
+          .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/finish failed'))
+          .finally(() => {
+            this.active.delete(id);
+            resolveDone();
+            this.pump();
+          });
+      },
     });
-    child.on('message', (msg: WorkerMessage) => this.onMessage(a, msg));
-    // A hung worker (a stuck teacher, a training loop that never converges) must not hold the model's
-    // round slot for ever (issue 9): SIGTERM at the limit, SIGKILL if it does not leave.
-    let killTimer: NodeJS.Timeout | undefined;
-    const wallTimer = setTimeout(() => {
-      a.timedOut = true;
-      this.log.warn({ round: id, maxWallSeconds: this.opts.maxWallSeconds }, 'round over its wall-clock limit; stopping its worker');
-      child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    }, this.opts.maxWallSeconds * 1000);
-    let exited = false;
-    const onExit = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => {
-      if (exited) return;
-      exited = true;
-      clearTimeout(wallTimer);
-      clearTimeout(killTimer);
-      this.finish(a, code, signal, spawnError)
-        // The round ended here (not left `running` for the next leader): free the model's claim.
-        .then((ended) => (ended ? fencing.release(a.model, id) : undefined))
-        .catch((err: Error) => this.log.error({ err, round: id }, 'rounds/finish failed'))
-        .finally(() => {
-          this.active.delete(id);
-          resolveDone();
-          this.pump();
-        });
-    };
-    child.on('exit', (code, signal) => onExit(code, signal));
-    // 'error' also fires when a send to a dying worker fails; only a failed spawn (no pid) ends the round here, else 'exit' follows.
-    child.on('error', (err) => (child.pid === undefined ? onExit(null, null, err) : this.log.warn({ err, round: id }, 'rounds/worker channel error')));
-    child.send({ type: 'job', job });
-    this.log.info({ round: id, model: row.model, pid: child.pid }, 'round worker started');
-  }
-
-  private onMessage(a: Active, msg: WorkerMessage): void {
-    try {
-      if (msg.type === 'progress') this.setProgress(a, msg.progress);
-      else if (msg.type === 'done') a.outcome = msg.outcome;
-      else if (msg.type === 'error') a.error = msg.message;
-      else if (msg.type === 'sequence') {
-        a.guard.sequence(typeof msg.cohort === 'string' ? msg.cohort : null).then(
-          (seq) => {
-            this.log.info({ round: a.id, release: seq }, 'round allocated its release sequence');
-            a.child?.send({ type: 'sequence', requestId: msg.requestId, seq });
-          },
-          (err: Error) => {
-            this.log.warn({ err, round: a.id }, 'round release sequence not allocated');
-            a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: `no release sequence: ${err?.message ?? String(err)}` });
-          },
-        );
-      } else if (msg.type === 'sign') {
-        Promise.resolve()
-          .then(() => a.guard.sign(msg.manifest))
-          .then(
-            (signed) => {
-              this.log.info({ round: a.id, release: signed.manifest.release, sha256: signed.manifest.artifact.sha256 }, 'round manifest signed');
-              a.child?.send({ type: 'signed', requestId: msg.requestId, signed });
-            },
-            (err: Error) => {
-              this.log.warn({ round: a.id, reason: err?.message }, 'round signing request refused');
-              a.child?.send({ type: 'sign-failed', requestId: msg.requestId, message: err?.message ?? String(err) });
-            },
-          );
-      }
-    } catch (err) {
-      // One bad message never takes the cloud down (STYLE.md §5).
-      this.log.error({ err, round: a.id }, 'rounds/message failed');
-    }
   }
 
   /** Records how the worker ended; false when the round is left `running` (stopping or stepped down) for the next start or leader. */
-  private async finish(a: Active, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<boolean> {
+  private async finish(a: ActiveRound, code: number | null, signal: NodeJS.Signals | null, spawnError?: Error): Promise<boolean> {
     if (this.halted && !a.outcome) return false; // left `running`: recovered (failed + retried) at the next start
     const finishedAt = nowIso();
     const o = a.outcome;
@@ -425,15 +339,7 @@ export class RoundRunner implements RoundsService {
       await this.update(a.id, { releaseSeq: o.releaseSeq, metrics, exampleCount: o.exampleCount }, a.fencing);
       await this.completeRelease(a, o.releaseSeq);
     } else {
-      const tail = a.stderr.trim().split('\n').slice(-5).join('\n');
-      const how = a.timedOut
-        ? `round exceeded its wall-clock limit of ${this.opts.maxWallSeconds} s (rounds.maxWallSeconds); worker stopped`
-        : spawnError
-          ? `worker could not start: ${spawnError.message}`
-          : signal
-            ? `worker killed by ${signal}`
-            : `worker exited with code ${code}`;
-      const reason = [a.error ?? how, a.error ? `(${how})` : '', tail && !a.error ? `stderr: ${tail}` : ''].filter(Boolean).join(' ');
+      const reason = failureReason(a, code, signal, spawnError, this.opts.maxWallSeconds);
       await this.update(a.id, { state: 'failed', error: reason, progress: a.progress, finishedAt }, a.fencing);
       this.log.warn({ round: a.id, reason }, 'round failed');
     }
@@ -441,7 +347,7 @@ export class RoundRunner implements RoundsService {
   }
 
   /** Steps 8–9 (publish.ts), then the round is `released`. */
-  private async completeRelease(a: Active, seq: number): Promise<void> {
+  private async completeRelease(a: ActiveRound, seq: number): Promise<void> {
     const { q: db, t } = this.deps.registry;
     const { release: rel, problems: baseProblems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
     const problems = [...baseProblems, ...(await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true)))];
@@ -460,57 +366,33 @@ export class RoundRunner implements RoundsService {
     return new RoundSigningGuard(round, { registry, dataDir, blobs, signer, publicBaseUrl, allocateSeq: () => fencing.allocateSeq(), authorize: (action) => fencing.authorize(action) });
   }
 
-  /**
-   * Rounds a previous process (or leader) left behind. `running` with a release row: the worker finished,
-   * the cloud died before publishing, so finish steps 8–9. Other `running`: failed ("cloud restarted during
-   * round", or on a cluster "leader changed (epoch N→M) during round", N from the model's orphaned claim)
-   * and retried as a new round while attempts < maxAttempts. `queued`: queued again. Claims of older
-   * epochs whose round is not queued again are freed (a retry claims the model anew).
-   */
+  /** Recovers what a previous process (or leader) left behind (recovery.ts), under this runner's current epoch. */
   private async recover(): Promise<void> {
-    const { q: db, t } = this.deps.registry;
-    const { releases, rounds } = t;
     const fencing = this.fencing;
-    const orphans = await fencing.orphanClaims();
-    const left = await db.select().from(rounds).where(inArray(rounds.state, ['queued', 'running'])).orderBy(asc(rounds.createdAt));
-    const retries: { model: string; attempts: number; from: string; why: string }[] = [];
-    const requeued = new Set<string>();
-    for (const r of left) {
-      if (r.state === 'queued') {
-        requeued.add(r.id);
-        this.queue.push(r.id);
-        continue;
-      }
-      const [rel] = await db.select({ seq: releases.seq }).from(releases).where(and(eq(releases.roundId, r.id), isNull(releases.cohort))).limit(1);
-      if (rel) {
-        // No worker here, so nothing ever asks this guard for a sequence or a signature.
-        const a: Active = { id: r.id, model: r.model, guard: this.signingGuard(r, fencing), fencing, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
-        this.active.set(r.id, a);
-        a.done = this.completeRelease(a, rel.seq)
-          .then(() => fencing.release(r.model, r.id))
-          .catch((err: Error) => this.log.error({ err, round: r.id }, 'rounds/recover failed'))
-          .finally(() => {
-            this.active.delete(r.id);
-            this.pump();
-          });
-        requeued.add(r.id);
-        continue;
-      }
-      const retry = r.attempts < this.opts.maxAttempts;
-      const why = fencing.interruption(orphans.get(r.id));
-      await this.update(r.id, { state: 'failed', error: `${why}${retry ? '; retrying' : `; not retried after ${r.attempts} attempts`}`, finishedAt: nowIso() }, fencing);
-      this.log.warn({ round: r.id, model: r.model, reason: why, retry }, 'round interrupted; failed');
-      if (retry) retries.push({ model: r.model, attempts: r.attempts, from: r.id, why });
-    }
-    for (const c of orphans.values()) if (!requeued.has(c.roundId)) await fencing.release(c.modelId, c.roundId);
-    for (const r of retries) {
-      try {
-        const { id } = await this.enqueue(r.model, 'retry', r.attempts);
-        await this.update(r.from, { error: `${r.why}; retried as ${id}` }, fencing);
-      } catch (err) {
-        this.log.warn({ err, round: r.from }, 'rounds/retry not started');
-      }
-    }
+    await recoverRounds({
+      registry: this.deps.registry,
+      fencing,
+      maxAttempts: this.opts.maxAttempts,
+      log: this.log,
+      requeue: (id) => this.queue.push(id),
+      resumePublish: (r, seq) => this.resumePublish(r, seq, fencing),
+      update: (id, set) => this.update(id, set, fencing),
+      retry: (model, attempts) => this.enqueue(model, 'retry', attempts),
+    });
     this.pump();
+  }
+
+  /** A `running` round whose worker stored its release before the cloud died: steps 8–9 here, then its claim is freed. */
+  private resumePublish(r: Pick<RoundRow, 'id' | 'model'>, seq: number, fencing: RoundFencing): void {
+    // No worker here, so nothing ever asks this guard for a sequence or a signature.
+    const a: ActiveRound = { id: r.id, model: r.model, guard: this.signingGuard(r, fencing), fencing, progress: { phase: 'publish', at: nowIso() }, lastWrite: 0, stderr: '', done: Promise.resolve() };
+    this.active.set(r.id, a);
+    a.done = this.completeRelease(a, seq)
+      .then(() => fencing.release(r.model, r.id))
+      .catch((err: Error) => this.log.error({ err, round: r.id }, 'rounds/recover failed'))
+      .finally(() => {
+        this.active.delete(r.id);
+        this.pump();
+      });
   }
 }

@@ -12,17 +12,21 @@ import { deviceCompatOf } from '../../cloud/fleet/device-compat.js';
 import { Ingest } from '../../cloud/fleet/ingest.js';
 import { CloudMqtt } from '../../cloud/fleet/mqtt.js';
 import { ReleasePublisher } from '../../cloud/fleet/publisher.js';
+import type { StoreRegistry } from '../../cloud/registry/open.js';
 import type { AgentReleaseRow } from '../../cloud/registry/schema.js';
 import { RolloutEngine } from '../../cloud/rollouts/engine.js';
 import { tinyBundle } from '../fixtures/agent-tar.js';
 import type { FleetFixture } from '../unit/fleet/fixtures.js';
 
-/** Packs a tiny agent bundle of `version` in `work` and pushes it (cloud/agents/release.ts) into the fixture's registry. */
-export async function pushTinyAgent(fx: FleetFixture, work: string, o: { version: string; platform?: 'linux-x64' | 'linux-arm64'; upgradeFrom?: string[] }): Promise<AgentReleaseRow> {
+/**
+ * Packs a tiny agent bundle of `version` in `work` and pushes it (cloud/agents/release.ts) into the fixture's
+ * registry, or into `o.registry` with its tarball under `o.dataDir` (a PostgreSQL registry of a cluster test).
+ */
+export async function pushTinyAgent(fx: FleetFixture, work: string, o: { version: string; platform?: 'linux-x64' | 'linux-arm64'; upgradeFrom?: string[]; registry?: StoreRegistry; dataDir?: string }): Promise<AgentReleaseRow> {
   const platform = o.platform ?? 'linux-x64';
   const tar = join(work, `push-${o.version}-${platform}.tar.gz`);
   writeFileSync(tar, await tinyBundle(work, o.version, platform));
-  return releaseAgent({ registry: fx.registry, dataDir: fx.dir, key: fx.key, tarPath: tar, now: new Date(), ...(o.upgradeFrom ? { upgradeFrom: o.upgradeFrom } : {}) });
+  return releaseAgent({ registry: o.registry ?? fx.registry, dataDir: o.dataDir ?? fx.dir, key: fx.key, tarPath: tar, now: new Date(), ...(o.upgradeFrom ? { upgradeFrom: o.upgradeFrom } : {}) });
 }
 
 export interface AgentCloud {

@@ -111,7 +111,9 @@ describe('RoundRunner fenced on the leader epoch (PostgreSQL, two replicas)', ()
     expect(b.signer.signed).toHaveLength(1);
     const rows = await b.registry.q.select({ roundId: releases.roundId }).from(releases).where(eq(releases.model, model));
     expect(rows).toEqual([{ roundId: retryId }]);
-    // The round ended: its claim is freed (the orphan's moved to the retry first).
+    // The round ended: its claim is freed (the orphan's moved to the retry first). The row says `released`
+    // before the claim is freed: wait until the round left b's runner.
+    await b.runner.settled(retryId);
     expect((await roundClaims(drizzle(pool))).filter((c) => c.modelId === model)).toEqual([]);
     expect(await b.runner.get(id)).toMatchObject({ state: 'failed' }); // nothing of a's landed after it
   }
