@@ -6,19 +6,15 @@
  * the engine of N+1 then re-issues once. The same for an agent rollback (reissueAgent, issue 14). Real
  * reissueRelease / reissueAgent and signatures, on PostgreSQL.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fence } from '../../../cloud/cluster/fence.js';
 import { leaderSlot, leaderWriter } from '../../../cloud/cluster/fenced-tx.js';
 import { bumpEpoch } from '../../../cloud/cluster/store.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
-import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
 import { reissueAgent } from '../../../cloud/agents/release.js';
 import { RELEASE_SEQ_HIGH, reissueRelease, signShadowManifest } from '../../../cloud/rounds/releases.js';
@@ -27,45 +23,26 @@ import { DEVICE_CAPABILITIES } from '../../../shared/protocol/index.js';
 import { signManifest } from '../../../shared/manifest/index.js';
 import type { Manifest } from '../../../shared/protocol/schemas.js';
 import { pushTinyAgent } from '../../helpers/agent-cloud.js';
-import { captureLogger } from '../../helpers/log.js';
-import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
-import { createThrowawayDb, postgresSkipReason, type ThrowawayDb } from '../../helpers/pg-throwaway.js';
-import { FakeMqtt, FleetFixture, MODEL } from '../../unit/fleet/fixtures.js';
+import { fencedPgFleet } from '../../helpers/fenced-pg-fleet.js';
+import { FakeMqtt, MODEL } from '../../unit/fleet/fixtures.js';
 
 const DEVICES = ['d1', 'd2', 'd3'];
 
 describe("a stale leader's rollback re-issue writes no release row (PostgreSQL)", () => {
-  const dir = mkdtempSync(join(tmpdir(), 'apprentice-leader-reissue-'));
-  const fx = new FleetFixture(join(dir, 'fixture'));
-  const metrics = new PromRegistry();
-  const captured = captureLogger();
+  const env = fencedPgFleet('fenced re-issues', 'leader-reissue', DEVICES);
+  const { dir, fx, metrics, captured } = env;
   const signer = { sign: (m: Manifest) => signManifest(m, fx.key) };
   let skip: string | undefined;
-  let db: ThrowawayDb | undefined;
   let reg: StoreRegistry;
   let pool: pg.Pool;
   let fence: Fence;
+  beforeAll(() => void ({ skip, reg, pool, fence } = env));
   const engines: RolloutEngine[] = [];
+  env.stopping.push(async () => {
+    for (const e of engines) await e.stop();
+  });
   /** The registries the engines handed to `reissue` (the engine's leader view, not `reg`). */
   const reissuedWith: StoreRegistry[] = [];
-
-  beforeAll(async () => {
-    skip = await postgresSkipReason('fenced re-issues');
-    if (skip) return;
-    db = await createThrowawayDb();
-    reg = await openRegistry({ url: db.url, poolSize: 4 });
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
-    fence = new Fence({ db: drizzle(pool), metrics, log: captured.log });
-    await seedRolloutRegistry(reg, fx, dir, DEVICES);
-  });
-  afterAll(async () => {
-    for (const e of engines) await e.stop();
-    await reg?.close();
-    await pool?.end();
-    await db?.drop();
-    fx.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
 
   /** An engine wired as cloud/server.ts wires it: the re-issue writes with the registry the engine passes. */
   function engine(): RolloutEngine {

@@ -7,13 +7,9 @@
  * stale tick is the registry fence alone (the publish fence has its own tests).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { and, eq, lt } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
-import { Registry as PromRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fence } from '../../../cloud/cluster/fence.js';
 import { fencedRegistry, leaderWriter } from '../../../cloud/cluster/fenced-tx.js';
@@ -21,43 +17,24 @@ import { startConsoleRetention } from '../../../cloud/fleet/retention.js';
 import { RetentionJob, retentionConfigSchema } from '../../../cloud/registry/retention-job.js';
 import { bumpEpoch } from '../../../cloud/cluster/store.js';
 import { ReleasePublisher } from '../../../cloud/fleet/publisher.js';
-import { openRegistry, type StoreRegistry } from '../../../cloud/registry/open.js';
+import type { StoreRegistry } from '../../../cloud/registry/open.js';
 import { RolloutEngine } from '../../../cloud/rollouts/engine.js';
-import { captureLogger } from '../../helpers/log.js';
-import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
-import { createThrowawayDb, postgresSkipReason, type ThrowawayDb } from '../../helpers/pg-throwaway.js';
-import { FakeMqtt, FleetFixture, MODEL } from '../../unit/fleet/fixtures.js';
+import { fencedPgFleet } from '../../helpers/fenced-pg-fleet.js';
+import { FakeMqtt, MODEL } from '../../unit/fleet/fixtures.js';
 
 const DEVICES = ['d1', 'd2', 'd3', 'd4'];
 
 describe('the rollout engine writes through its epoch on PostgreSQL', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'apprentice-leader-writes-'));
-  const fx = new FleetFixture(join(dir, 'fixture'));
-  const metrics = new PromRegistry();
-  const captured = captureLogger();
+  const env = fencedPgFleet('the fenced rollout engine', 'leader-writes', DEVICES);
+  const { dir, fx, metrics, captured } = env;
   let skip: string | undefined;
-  let db: ThrowawayDb | undefined;
   let reg: StoreRegistry;
   let pool: pg.Pool;
   let fence: Fence;
+  beforeAll(() => void ({ skip, reg, pool, fence } = env));
   const engines: RolloutEngine[] = [];
-
-  beforeAll(async () => {
-    skip = await postgresSkipReason('the fenced rollout engine');
-    if (skip) return;
-    db = await createThrowawayDb();
-    reg = await openRegistry({ url: db.url, poolSize: 4 });
-    pool = new pg.Pool({ connectionString: db.url, max: 2 });
-    fence = new Fence({ db: drizzle(pool), metrics, log: captured.log });
-    await seedRolloutRegistry(reg, fx, dir, DEVICES);
-  });
-  afterAll(async () => {
+  env.stopping.push(async () => {
     for (const e of engines) await e.stop();
-    await reg?.close();
-    await pool?.end();
-    await db?.drop();
-    fx.dispose();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   /** An engine with its own fake broker; no automatic tick (the test calls `evaluate()`, what the tick runs). */

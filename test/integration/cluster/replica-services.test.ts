@@ -24,7 +24,7 @@ import { parseTopic, topics, type DeviceEvent, type Manifest } from '../../../sh
 import { skipWithoutMosquitto, startMosquitto, type MosquittoBroker } from '../../helpers/broker.js';
 import { Replica as ProcessReplica, nextLeader } from '../../helpers/cluster-replicas.js';
 import { registryDialects } from '../../helpers/dialects.js';
-import { seedRolloutRegistry } from '../../helpers/pg-rollout-seed.js';
+import { seedClusterFleet } from '../../helpers/cluster-fleet.js';
 import { startEngineReplica, type EngineReplica } from '../../helpers/engine-replica.js';
 import { captureLogger } from '../../helpers/log.js';
 import { FleetFixture, MODEL, artifactBytes } from '../../unit/fleet/fixtures.js';
@@ -67,7 +67,7 @@ describe.skipIf(skipWithoutMosquitto())('two cloud replicas on PostgreSQL and Mo
     await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
   }
 
-  const seed = (reg: StoreRegistry) => seedRolloutRegistry(reg, fx, dir, DEVICES);
+  const seed = (reg: StoreRegistry) => seedClusterFleet(reg, fx, dir, DEVICES);
 
   async function startReplica(name: string, registry: StoreRegistry, url: string): Promise<EngineReplica> {
     const r = await startEngineReplica({ name, registry, url, brokerUrl: broker!.url, dataDir: dir, tickSeconds: TICK_SECONDS, timings: { pollMs: 250, renewMs: 250, queryTimeoutMs: 1000, sessionIdleTimeoutMs: 3000 }, log: captureLogger().log });
