@@ -229,8 +229,18 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     for (const d of devices) await d.release();
     for (const d of devices) await expect.poll(() => d.events.map((e) => e.type), { timeout: 10_000 }).toEqual(['installed', 'committed']);
     for (const d of devices) expect([d.id, d.installed, d.refused]).toEqual([d.id, [2], []]);
-    await new Promise((r) => setTimeout(r, 1_000));
-    const storedBeforeRestart = (await eventRows()).length;
+    // Settled: the live replicas' counters stay put for a second and account for every stored event.
+    const leaderBeforeKill = acceptedBeforeKill.find(([id]) => id === leader.id)![1];
+    const live = async () => (await next!.eventsAccepted()) + (await follower.eventsAccepted());
+    let storedBeforeRestart = -1;
+    await waitFor(async () => {
+      const before = await live();
+      await new Promise((r) => setTimeout(r, 1_000));
+      const n = (await eventRows()).length;
+      if ((await live()) !== before || n !== leaderBeforeKill + before) return false;
+      storedBeforeRestart = n;
+      return true;
+    }, 20_000, { intervalMs: 100, message: 'live ingest settled' });
     const stateBeforeRestart = await state();
 
     // The killed replica comes back (as systemd restarts it) under its id, so its MQTT session: it ingests what
@@ -247,7 +257,6 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     await expect.poll(state, { timeout: 30_000, interval: 200 }).toBe('completed').catch(async (err: Error) => {
       throw new Error(`${err.message}: members ${JSON.stringify((await members()).map((m) => [m.deviceId, m.state]))}; stderr ${clouds.map((c) => `${c.id}: ${c.stderr.slice(-1500)}`).join(' | ')}`);
     });
-    const completedMs = Date.now() - releasedAt;
     expect((await members()).map((m) => m.state).sort()).toEqual(DEVICES.map(() => 'installed'));
     // Every event the devices sent is in the registry once, the queued ones included.
     await expect.poll(eventRows, { timeout: 15_000, interval: 200 }).toEqual(sent());
@@ -256,7 +265,6 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
 
     // Each event was accepted by exactly one replica: the dead leader before the kill, the others up to now.
     const acceptedAfter = await Promise.all([next!, follower, back].map(async (c) => [c === back ? `${c.id}(restarted)` : c.id, await c.eventsAccepted()] as const));
-    const leaderBeforeKill = acceptedBeforeKill.find(([id]) => id === leader.id)![1];
     expect(leaderBeforeKill + acceptedAfter.reduce((n, [, v]) => n + v, 0)).toBe(total);
     // Accepted by replicas while they were followers: these events reached the leader's engine through the registry only.
     // (The new leader's count before the kill, when it followed; the other follower's and the restarted replica's in all.)
@@ -265,6 +273,8 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     // What Mosquitto queued in the dead leader's session reached the registry through that replica once it was back.
     expect(acceptedAfter[2]![1]).toBe(total - storedBeforeRestart);
     const transitions = await reg.q.select().from(reg.t.rolloutTransitions).where(eq(reg.t.rolloutTransitions.rolloutId, body.id));
+    // When the rollout completed, by its own transition (the restart above may have come after it).
+    const completedMs = Date.parse(transitions.find((x) => x.deviceId === null && x.toState === 'completed')!.at) - releasedAt;
     const installedBy = transitions.filter((x) => x.toState === 'installed' && x.deviceId).map((x) => `${x.deviceId}: ${x.reason ?? ''}`);
 
     const stale = openFence(url);
@@ -274,7 +284,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
       await stale.close();
     }
     console.info(
-      `[cluster-cloud-replicas] replicas up in ${startedMs} ms; kill -9 of leader ${leader.id}: ${next!.id} reported leader (epoch ${epoch2}) after ${takeoverMs} ms; events accepted before the kill ${JSON.stringify(Object.fromEntries(acceptedBeforeKill))}, at the end ${JSON.stringify(Object.fromEntries(acceptedAfter))}; ${total - storedBeforeRestart} of ${total} events waited in the dead leader's session (rollout ${stateBeforeRestart} before its restart, completed ${completedMs} ms after the fleet was released); installs recorded: ${JSON.stringify(installedBy)}; test ${Date.now() - t0} ms`,
+      `[cluster-cloud-replicas] replicas up in ${startedMs} ms; kill -9 of leader ${leader.id}: ${next!.id} reported leader (epoch ${epoch2}) after ${takeoverMs} ms; events accepted before the kill ${JSON.stringify(Object.fromEntries(acceptedBeforeKill))}, at the end ${JSON.stringify(Object.fromEntries(acceptedAfter))}; ${total - storedBeforeRestart} of ${total} events waited in the dead leader's session (rollout ${stateBeforeRestart} before its restart; completed ${completedMs} ms after the fleet was released, ${completedMs + releasedAt - killedAt} ms after the kill); installs recorded: ${JSON.stringify(installedBy)}; test ${Date.now() - t0} ms`,
     );
   }, 180_000);
 });
