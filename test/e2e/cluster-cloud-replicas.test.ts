@@ -3,7 +3,8 @@
  * cluster.enabled on one throwaway PostgreSQL registry, shared keys and one Mosquitto, each subscribed to the
  * device topics through `$share` on MQTT 5. /healthz names one leader (and its epoch) and two followers.
  * The devices are provisioned through the replicas' API and speak the device protocol over MQTT with their
- * own logins (test/integration/fleet/device-sim.ts: verify the signed desired state, fetch the retained
+ * own logins, checked by the broker (password file and ACL as `apprentice broker-auth` writes them, reloaded
+ * after provisioning) (test/integration/fleet/device-sim.ts: verify the signed desired state, fetch the retained
  * chunks, then `installed`, the retained status, telemetry and, after a health window, `committed`).
  * A rollout created through a FOLLOWER's API is given by the leader; the canary's install advances it to the
  * fleet wave; kill -9 of the leader while the fleet devices have not installed yet (held: a slow link):
@@ -12,7 +13,7 @@
  * counters show device events accepted by followers: they reached the leader's engine only through the registry.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
@@ -21,6 +22,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openFence } from '../../cloud/cluster/fence.js';
 import { openArtifacts } from '../../cloud/artifacts/index.js';
 import { KeyStore } from '../../cloud/keys/store.js';
+import { ACL_FILE, DEFAULT_CLOUD_USER, PASSWD_FILE, writeBrokerAuth } from '../../cloud/provision/broker-auth.js';
+import { reloadMosquittoAuth } from '../../cloud/provision/reload.js';
 import type { StoreRegistry } from '../../cloud/registry/open.js';
 import { silentLogger } from '../../shared/log/index.js';
 import { signManifest, type SigningKey } from '../../shared/manifest/index.js';
@@ -124,9 +127,19 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     } finally {
       fx.dispose();
     }
-    broker = await startMosquitto();
+    // Mosquitto with logins and the ACL (`apprentice broker-auth`): the cloud's user now, each device's once
+    // provisioned. (One cloud user for the three replicas, each with its own client id.)
+    const auth = { authDir: join(root, 'auth'), pidFile: join(root, 'mosquitto.pid'), cloudPasswordFile: join(root, 'cloud-mqtt-password') };
+    const cloudLogin = { username: DEFAULT_CLOUD_USER, password: 'cloud-mqtt-password-0123456789' };
+    writeFileSync(auth.cloudPasswordFile, `${cloudLogin.password}\n`, { mode: 0o600 });
+    await writeBrokerAuth({ registry: reg, outDir: auth.authDir, cloudPasswordFile: auth.cloudPasswordFile });
+    broker = await startMosquitto({
+      fullConfig: ({ port }) =>
+        ['per_listener_settings false', 'allow_anonymous false', `password_file ${join(auth.authDir, PASSWD_FILE)}`, `acl_file ${join(auth.authDir, ACL_FILE)}`, `listener ${port} 127.0.0.1`, 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+    });
+    writeFileSync(auth.pidFile, `${broker.pid}\n`);
     const desired = new Map<string, number | null>();
-    observer = await mqttLib.connectAsync(broker.url, { clientId: 'observer' });
+    observer = await mqttLib.connectAsync(broker.url, { clientId: 'observer', ...cloudLogin });
     observer.on('message', (topic, payload) => {
       const t = parseTopic(topic);
       if (t?.type === 'device' && t.kind === 'desired') desired.set(t.deviceId, payload.length ? (JSON.parse(payload.toString()) as { manifest: Manifest }).manifest.release : null);
@@ -134,7 +147,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     await observer.subscribeAsync(DEVICES.map((id) => topics.desired(id)), { qos: 1 });
 
     for (const id of ['r1', 'r2', 'r3']) {
-      const { file, apiUrl } = await writeReplicaConfig(root, id, { registryUrl: url, brokerUrl: broker.url, sharedDir: shared, adminToken: TOKEN, mqtt: { protocolVersion: 5 }, extra: { rollouts: { tickSeconds: 1 } } });
+      const { file, apiUrl } = await writeReplicaConfig(root, id, { registryUrl: url, brokerUrl: broker.url, sharedDir: shared, adminToken: TOKEN, mqtt: { protocolVersion: 5, ...cloudLogin }, extra: { rollouts: { tickSeconds: 1 } } });
       clouds.push(new CloudProcess(id, apiUrl, file));
     }
     for (const c of clouds) {
@@ -157,12 +170,20 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     const followers = clouds.filter((c) => c !== leader);
 
     // Each device is provisioned through a replica's API (round robin) and logs in with its bundle, on release 1.
+    const bundles: ProvisionedDevice[] = [];
     for (const [i, id] of DEVICES.entries()) {
       const res = await clouds[i % clouds.length]!.call('POST', '/v1/devices', { id, groups: ['lab'] });
       const bundle = (await res.json()) as ProvisionedDevice;
       expect(res.status, JSON.stringify(bundle)).toBe(201);
+      bundles.push(bundle);
+    }
+    // The operator's `apprentice broker-auth` + reload: the provisioned devices' logins reach the broker.
+    expect(await reloadMosquittoAuth(reg, auth)).toMatchObject({ devices: DEVICES.length, pid: broker.pid });
+    await expect(mqttLib.connectAsync(broker.url, { clientId: 'intruder', username: DEVICES[0], password: 'not-its-password', reconnectPeriod: 0 })).rejects.toThrow(/Not authorized|Bad username or password/i);
+    for (const bundle of bundles) {
+      const id = bundle.deviceId;
       devices.push(
-        await SimDevice.connect(broker.url, id, bundle.trustedKeys.map((k) => ({ keyId: k.keyId, publicKeyPem: k.publicKeyPem })), {
+        await SimDevice.connect(bundle.mqtt.url, id, bundle.trustedKeys.map((k) => ({ keyId: k.keyId, publicKeyPem: k.publicKeyPem })), {
           login: { username: bundle.mqtt.username, password: bundle.mqtt.password, clientId: id },
           running: { release: 1, sha256: release1 },
           commitAfterMs: COMMIT_AFTER_MS,
