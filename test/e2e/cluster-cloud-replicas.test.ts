@@ -194,6 +194,8 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     // Their statuses were ingested (by whichever replica the share gave them to): online on release 1.
     for (const id of DEVICES) await expect.poll(async () => { const r = await deviceRow(id); return [r?.online, r?.runningSeq]; }, { timeout: 15_000, interval: 200 }).toEqual([true, 1]);
 
+    // Every device holds what it receives (a slow link) until told: the canary once known, the fleet after the kill.
+    for (const d of devices) d.hold();
     // Created through a follower's API: stored there, given by the leader.
     const res = await followers[0]!.call('POST', '/v1/rollouts', { model: MODEL, release: 2, target: 'all', waves: [0.25, 1], soakSeconds: 0 });
     const body = (await res.json()) as { id: string; state: string };
@@ -201,11 +203,10 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud processes with cluster.enabled 
     expect(body.state).toBe('pending');
     const members = async () => reg.q.select().from(reg.t.rolloutDevices).where(eq(reg.t.rolloutDevices.rolloutId, body.id));
     const state = async () => (await reg.q.select({ s: reg.t.rollouts.state }).from(reg.t.rollouts).where(eq(reg.t.rollouts.id, body.id)))[0]?.s;
-    // The fleet wave's devices hold what they receive (a slow link) until after the kill: the rollout is mid-way then.
     await expect.poll(state, { timeout: 15_000, interval: 200 }).toBe('canary');
     const canary = (await members()).find((d) => d.wave === 0)!.deviceId;
     const fleet = DEVICES.filter((d) => d !== canary);
-    for (const d of devices) if (d.id !== canary) d.hold();
+    await devices.find((d) => d.id === canary)!.release();
     // The canary installs over MQTT: its events, status and telemetry are ingested by any replica; the
     // leader's engine sees them in the registry and starts the fleet wave.
     await expect.poll(() => desired.get(canary), { timeout: 10_000 }).toBe(2);
