@@ -13,7 +13,8 @@
  *   round-robin, open loop, while ingest runs; p50/p99 per endpoint.
  * - CPU in the window from /proc: each replica's process tree, the PostgreSQL backends of its database, all
  *   PostgreSQL processes (the server is shared with other users of this machine), Mosquitto, this process
- *   (devices and API client), and the machine's busy fraction; CPU ms per example per replica.
+ *   (devices and API client), and the machine's busy fraction; CPU ms per example per replica; the database's
+ *   commits/s (pg_stat_database) and the server's durability settings.
  * Writes test/bench/results/replicas.json and prints a one-line summary.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -65,15 +66,24 @@ async function inserted(r: Replica): Promise<number> {
   return promCounter(await res.text(), 'apprentice_cloud_ingest_examples_total', { result: 'inserted' });
 }
 
-/** pids of the PostgreSQL backends serving database `name` (asked on the maintenance database). */
-async function backendsOf(name: string): Promise<number[]> {
+/** Runs one query on the test server's maintenance database. */
+async function adminQuery<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
   const c = new pg.Client({ connectionString: ADMIN_URL });
   await c.connect();
   try {
-    return (await c.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [name])).rows.map((r) => r.pid);
+    return (await c.query<R>(text, values)).rows;
   } finally {
     await c.end();
   }
+}
+
+/** pids of the PostgreSQL backends serving database `name`, and its committed transactions so far (pg_stat_database). */
+async function dbStats(name: string): Promise<{ backends: number[]; commits: number }> {
+  const [backends, stat] = await Promise.all([
+    adminQuery<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [name]),
+    adminQuery<{ xact_commit: string }>('SELECT xact_commit FROM pg_stat_database WHERE datname = $1', [name]),
+  ]);
+  return { backends: backends.map((r) => r.pid), commits: Number(stat[0]?.xact_commit ?? NaN) };
 }
 
 interface Snapshot {
@@ -83,11 +93,12 @@ interface Snapshot {
   self: NodeJS.CpuUsage;
   inserted: number[];
   backends: number[];
+  commits: number;
 }
 
 async function snapshot(replicas: Replica[], db: string): Promise<Snapshot> {
-  const [ins, backends] = await Promise.all([Promise.all(replicas.map(inserted)), backendsOf(db)]);
-  return { at: performance.now(), procs: readAllProcStats(), machine: readMachineCpu(), self: process.cpuUsage(), inserted: ins, backends };
+  const [ins, { backends, commits }] = await Promise.all([Promise.all(replicas.map(inserted)), dbStats(db)]);
+  return { at: performance.now(), procs: readAllProcStats(), machine: readMachineCpu(), self: process.cpuUsage(), inserted: ins, backends, commits };
 }
 
 /** Admin GETs at API_RPS, open loop, to the replicas in turn; latencies of requests started in [from, to). */
@@ -211,6 +222,8 @@ async function runN(n: number, root: string, shared: string, broker: MosquittoBr
         postgresBackendsOfThisDbSeconds: round(pgBackends),
         postgresBackendsMsPerExample: cpuMsPerExample(pgBackends, storedInWindow),
         postgresAllProcessesSeconds: round(pgAll),
+        // pg_stat_database counts every transaction of the database (the replicas' reads too); PostgreSQL flushes these counters about once a second.
+        postgresCommitsPerSecond: round((b.commits - a.commits) / windowSeconds, 1),
         mosquittoSeconds: round(mosquitto),
         benchProcessSeconds: round(self),
         benchEventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
@@ -237,6 +250,9 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'apprentice-bench-replicas-'));
   const loadBefore = loadavg();
   const broker = await startMosquitto();
+  const postgresSettings = Object.fromEntries(
+    (await adminQuery<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('server_version', 'fsync', 'synchronous_commit', 'shared_buffers', 'max_connections')")).map((r) => [r.name, r.setting]),
+  );
   const runs: Awaited<ReturnType<typeof runN>>[] = [];
   try {
     const shared = sharedClusterKeys(root);
@@ -264,6 +280,7 @@ async function main(): Promise<void> {
     loadavgBefore: loadBefore,
     loadavgAfter: loadavg(),
     config: { devices: DEVICES, batch: BATCH, sendEveryMs: SEND_EVERY_MS, perDeviceExamplesPerSecond: (BATCH * 1000) / SEND_EVERY_MS, inputFloats: FEATURES, receiptTimeoutMs: RECEIPT_TIMEOUT_MS, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, apiRps: API_RPS, endpoints: ENDPOINTS, cloudConfig: 'defaults + cluster.enabled, registry.url (one PostgreSQL 15 database per N), mqtt.protocolVersion 5 with sharedSubscriptions (one Mosquitto for all N)' },
+    postgresSettings,
     runs,
     ratiosVsOneReplica: base ? runs.map((r) => ({ replicas: r.replicas, ...ratios(pick(headline(r)), pick(headline(base))) })) : [],
     scalingTarget: 'none: N processes on 2 shared cores cannot show scaling; read what saturates from cpu.ranking and cpu.machineBusyFraction',
