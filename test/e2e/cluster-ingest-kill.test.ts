@@ -3,24 +3,22 @@
  * PostgreSQL registry ingest device examples through the shared subscription (`$share/cloud/...`, MQTT 5,
  * Mosquitto). Devices keep sending; one replica is stopped (SIGSTOP, 600 ms, so it certainly holds messages
  * in flight) and killed with SIGKILL in the middle; they keep sending.
- * Each device here is an outbox in miniature, with the real protocol: a batch of fresh example ids on
+ * Each device is an outbox in miniature (test/helpers/outbox-device.ts), with the real protocol: a batch of fresh example ids on
  * `devices/{id}/examples` (QoS 1), a row deleted only on the cloud's `stored` receipt (sent after the
  * commit), rows without a receipt re-sent under a new batch id after a receipt timeout. Once every
  * outbox is empty: the example ids stored in PostgreSQL are exactly the ids the devices selected (none
  * lost, none twice), and what the killed replica had in flight was delivered again (counted).
  */
 import type { ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import mqttLib, { type MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROTOCOL_REVISION } from '../../shared/protocol/compat.js';
-import { topics } from '../../shared/protocol/index.js';
 import { skipWithoutMosquitto, startMosquitto, waitFor, type MosquittoBroker } from '../helpers/broker.js';
 import { sharedClusterKeys, spawnCloud, waitForCloudApi, writeReplicaConfig, type CloudChild } from '../helpers/cloud-process.js';
 import { registryDialects } from '../helpers/dialects.js';
+import { OutboxDevice, outboxDepth as depthOf } from '../helpers/outbox-device.js';
 
 const TOKEN = 'cluster-ingest-token-0123456789';
 const DEVICES = ['k1', 'k2', 'k3', 'k4'];
@@ -29,79 +27,10 @@ const SEND_EVERY_MS = 40;
 const RECEIPT_TIMEOUT_MS = 2_000;
 const pg = registryDialects().find((d) => d.name === 'postgres')!;
 
-/** A device's outbox in miniature: rows until a `stored` receipt, re-sent under a new batch id on a timeout. */
-class Device {
-  /** Every example id this device selected. */
-  readonly selected = new Set<string>();
-  /** id → when it was last sent (deleted on `stored`). */
-  readonly outbox = new Map<string, number>();
-  /** Example ids sent more than once (no receipt within the timeout). */
-  readonly resent = new Set<string>();
-  resends = 0;
-  /** Ids that were waiting for a receipt at the kill. */
-  inFlightAtKill = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
-  private constructor(
-    readonly id: string,
-    private readonly client: MqttClient,
-  ) {}
-
-  static async connect(url: string, id: string): Promise<Device> {
-    const client = await mqttLib.connectAsync(url, { clientId: `dev-${id}`, clean: true, reconnectPeriod: 200 });
-    const d = new Device(id, client);
-    client.on('message', (_topic, payload) => {
-      const r = JSON.parse(payload.toString()) as { kind: string; stored?: string[]; refused?: unknown[]; deferred?: unknown[] };
-      if (r.kind !== 'examples') throw new Error(`unexpected receipt ${payload.toString()}`);
-      if (r.refused?.length || r.deferred?.length) throw new Error(`refused/deferred: ${payload.toString()}`);
-      for (const x of r.stored ?? []) d.outbox.delete(x);
-    });
-    await client.subscribeAsync(topics.receipts(id), { qos: 1 });
-    return d;
-  }
-
-  private publish(ids: string[]): void {
-    const at = new Date().toISOString();
-    const examples = ids.map((id, i) => ({ id, input: Buffer.from(new Float32Array([i, 1, 2, 3]).buffer).toString('base64'), output: [0.6, 0.4], model: null, release: null, at, reason: 'audit' as const }));
-    const now = Date.now();
-    for (const x of ids) this.outbox.set(x, now);
-    void this.client.publishAsync(topics.examples(this.id), JSON.stringify({ v: 1, deviceId: this.id, batchId: randomUUID(), examples }), { qos: 1 }).catch(() => undefined);
-  }
-
-  /** Selects BATCH fresh examples and sends them. */
-  send(): void {
-    const ids = Array.from({ length: BATCH }, () => randomUUID());
-    for (const x of ids) this.selected.add(x);
-    this.publish(ids);
-  }
-
-  /** Re-sends (new batch id, same example ids) the rows whose receipt is overdue. */
-  resendOverdue(): void {
-    const now = Date.now();
-    const due = [...this.outbox].filter(([, t]) => now - t > RECEIPT_TIMEOUT_MS).map(([x]) => x);
-    for (let i = 0; i < due.length; i += BATCH) {
-      const chunk = due.slice(i, i + BATCH);
-      for (const x of chunk) this.resent.add(x);
-      this.resends += chunk.length;
-      this.publish(chunk);
-    }
-  }
-
-  start(): void {
-    this.timer = setInterval(() => this.send(), SEND_EVERY_MS);
-  }
-  stop(): void {
-    clearInterval(this.timer);
-  }
-  async end(): Promise<void> {
-    this.stop();
-    await this.client.endAsync(true);
-  }
-}
-
 describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $share: kill -9 of one while devices send', () => {
   const root = mkdtempSync(join(tmpdir(), 'apprentice-cluster-ingest-'));
   const clouds: { id: string; apiUrl: string; proc: CloudChild; child: ChildProcess }[] = [];
-  const devices: Device[] = [];
+  const devices: OutboxDevice[] = [];
   let broker: MosquittoBroker | undefined;
   let resender: NodeJS.Timeout | undefined;
 
@@ -132,8 +61,8 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     for (const c of clouds) await waitForCloudApi(c.proc, c.apiUrl, 90_000);
     const startedMs = Date.now() - t0;
 
-    for (const id of DEVICES) devices.push(await Device.connect(broker.url, id));
-    const outboxDepth = () => devices.reduce((n, d) => n + d.outbox.size, 0);
+    for (const id of DEVICES) devices.push(await OutboxDevice.connect(broker.url, id, { batch: BATCH, sendEveryMs: SEND_EVERY_MS, receiptTimeoutMs: RECEIPT_TIMEOUT_MS }));
+    const outboxDepth = () => depthOf(devices);
     const storedIds = async () => (await reg.q.select({ id: reg.t.examples.id }).from(reg.t.examples)).map((r) => r.id);
     for (const d of devices) d.start();
     resender = setInterval(() => devices.forEach((d) => d.resendOverdue()), 250);
@@ -150,7 +79,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     const victimRole = ((await (await fetch(`${victim.apiUrl}/healthz`)).json()) as { role: string }).role;
     victim.child.kill('SIGSTOP');
     await new Promise((r) => setTimeout(r, 600));
-    for (const d of devices) d.inFlightAtKill = new Set(d.outbox.keys());
+    const inFlightAtKill = devices.map((d) => new Set(d.outbox.keys()));
     victim.child.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 4_000));
     for (const d of devices) d.stop();
@@ -162,6 +91,8 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
 
     const selected = new Set(devices.flatMap((d) => [...d.selected]));
     const ids = await storedIds();
+    // Every receipt named its examples stored (none refused or deferred).
+    expect(devices.flatMap((d) => d.unexpected)).toEqual([]);
     // None twice (the primary key would refuse it anyway: the count is the check), none lost, none extra.
     expect(new Set(ids).size).toBe(ids.length);
     expect(ids.length).toBe(selected.size);
@@ -170,7 +101,7 @@ describe.skipIf(skipWithoutMosquitto())('3 cloud replicas ingesting through $sha
     // The killed replica's in-flight examples: waiting for a receipt when it died (the live replicas answer
     // theirs within the receipt timeout), stored only because they were delivered again (re-sent under a new
     // batch id after the timeout, to a live replica).
-    const inFlight = devices.flatMap((d) => [...d.inFlightAtKill]);
+    const inFlight = inFlightAtKill.flatMap((s) => [...s]);
     const redelivered = devices.flatMap((d) => [...d.resent]);
     const inFlightSet = new Set(inFlight);
     const redeliveredInFlight = [...new Set(redelivered)].filter((x) => inFlightSet.has(x));
