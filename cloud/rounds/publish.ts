@@ -1,4 +1,5 @@
 import { and, eq } from 'drizzle-orm';
+import { q } from '../registry/tx.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { ReleaseRow } from '../registry/schema.js';
 import { inTarget } from '../rollouts/policy.js';
@@ -20,6 +21,12 @@ export interface PublishDeps {
    * leader (a rollout's first step publishes them) and only the rollout row is written. Default: always.
    */
   leads?: () => boolean;
+  /**
+   * The round runner's leader check (issue 15), called right before the automatic rollout is created; throws
+   * when this replica's epoch is stale, and the rollout is left to the new leader (its recovery publishes the
+   * release again). Default: nothing to check.
+   */
+  authorize?: (action: string) => Promise<void>;
 }
 
 /**
@@ -45,7 +52,10 @@ export async function publishRelease(
       const bytes = await readArtifact(deps.dataDir, rel.artifactPath, rel.sha256, deps.blobs);
       const chunkSize = (rel.manifest as { artifact?: { chunkSize?: number } }).artifact?.chunkSize ?? 128 * 1024;
       await deps.publish.publishArtifact(rel.sha256, bytes, chunkSize);
-      await db.update(releases).set({ chunksPublished: true }).where(eq(releases.seq, seq));
+      // A transaction, so a runner's fenced registry view fences it (a stale leader sets no flag).
+      await deps.registry.tx(function* (tx, t) {
+        yield* q(tx.update(t.releases).set({ chunksPublished: true }).where(eq(t.releases.seq, seq)));
+      });
     } catch (err) {
       problems.push(`publish failed: ${(err as Error).message}`);
     }
@@ -64,6 +74,7 @@ export async function publishRelease(
     if (target) {
       onPhase('rollout', `release ${seq}${rel.cohort ? ` to cohort ${rel.cohort}` : ''}`);
       try {
+        await deps.authorize?.('round.rollout');
         await deps.rollouts.create({ model: rel.model, releaseSeq: seq, ...schedule.rollout, target });
       } catch (err) {
         problems.push(`rollout failed: ${(err as Error).message}`);

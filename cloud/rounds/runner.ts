@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../../shared/log/index.js';
 import type { StoreRegistry } from '../registry/open.js';
 import type { RoundRow } from '../registry/schema.js';
 import { q } from '../registry/tx.js';
+import { fencedRegistry } from '../cluster/fenced-tx.js';
 import { cohortSummary, publishCohortLines } from './cohort-publish.js';
 import { publishRelease, type PublishDeps } from './publish.js';
 import { openArtifacts, type ArtifactBlobs } from '../artifacts/index.js';
@@ -349,8 +350,10 @@ export class RoundRunner implements RoundsService {
   /** Steps 8–9 (publish.ts), then the round is `released`. */
   private async completeRelease(a: ActiveRound, seq: number): Promise<void> {
     const { q: db, t } = this.deps.registry;
-    const { release: rel, problems: baseProblems } = await publishRelease(this.deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
-    const problems = [...baseProblems, ...(await publishCohortLines(this.deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true)))];
+    // Leader work (issue 15): the chunk flag is a fenced write, and the automatic rollout waits on the fence check.
+    const deps = { ...this.deps, registry: fencedRegistry(this.deps.registry, a.fencing.writer, 'round.publish'), authorize: (action: string) => a.fencing.authorize(action) };
+    const { release: rel, problems: baseProblems } = await publishRelease(deps, a.id, seq, (phase, detail) => this.setProgress(a, { phase, detail }, true));
+    const problems = [...baseProblems, ...(await publishCohortLines(deps, a.id, (phase, detail) => this.setProgress(a, { phase, detail }, true)))];
     this.setProgress(a, { phase: 'done', detail: `release ${seq}` }, true);
     // The release exists and is signed: the round is released even if publishing must be retried.
     // After a recovery the round row may lack what the worker would have reported: take it from the release.

@@ -47,4 +47,14 @@ describe.each(dialects)('publishRelease as leader and as follower on $name', (d)
     expect(publish.calls).toEqual([{ sha256: leader.release.sha256, bytes: leader.release.bytes, chunkSize: 2048 }]);
     expect(await chunksPublished()).toBe(true);
   });
+
+  it('a runner whose leader check fails (a stale leader) starts no automatic rollout, and says why', async () => {
+    const rollouts = new FakeRollouts();
+    const stale = async (action: string) => {
+      throw new Error(`${action} refused: leader epoch 1 is stale (cluster_leader.epoch = 2)`);
+    };
+    const r = await publishRelease({ registry, dataDir: tmp.dir, publish: new FakePublisher(), rollouts, authorize: stale }, 'round-1', 1, () => {});
+    expect(rollouts.calls).toEqual([]);
+    expect(r.problems).toEqual(['rollout failed: round.rollout refused: leader epoch 1 is stale (cluster_leader.epoch = 2)']);
+  });
 });
