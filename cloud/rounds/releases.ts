@@ -56,7 +56,10 @@ export async function releaseBySeq(reg: StoreRegistry, seq: number): Promise<Rel
 export type NewRelease = Tables['releases']['$inferInsert'];
 
 export async function insertRelease(reg: StoreRegistry, row: NewRelease): Promise<void> {
-  await reg.q.insert(reg.t.releases).values(row);
+  // A transaction, so a fenced registry view (a round worker on a cluster, fenced-store.ts) fences it.
+  await reg.tx(function* (tx, t) {
+    yield* q(tx.insert(t.releases).values(row));
+  });
 }
 
 /** The holdout accuracy a release recorded (what the next round's gate compares against). */

@@ -2,7 +2,7 @@ import type { Manifest, SignedManifest } from '../../shared/protocol/schemas.js'
 import { createLogger } from '../../shared/log/index.js';
 import { openRegistry } from '../registry/open.js';
 import { openArtifacts } from '../artifacts/index.js';
-import { openReleaseStore } from './fenced-store.js';
+import { releaseStore } from './fenced-store.js';
 import { runRound } from './round.js';
 import type { ManifestSigner, ParentMessage, RoundJob, WorkerMessage } from './types.js';
 
@@ -58,21 +58,16 @@ async function run(job: RoundJob, signer: ReturnType<typeof remoteSigner>): Prom
   try {
     // Release artifacts where the cloud keeps them: the registry on PostgreSQL, files under the data dir on SQLite.
     const { blobs } = openArtifacts({ registry, dataDir: job.dataDir, log });
-    // On a cluster the release is stored only while the job's epoch is the leader's (fenced-store.ts).
-    const releases = openReleaseStore(job, registry, log);
-    try {
-      const outcome = await runRound(job, {
-        registry,
-        blobs,
-        signer,
-        allocateSeq: (cohort) => signer.sequence(cohort),
-        storeRelease: (row) => releases.store(row),
-        onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),
-      });
-      await send({ type: 'done', outcome });
-    } finally {
-      await releases.close();
-    }
+    const outcome = await runRound(job, {
+      registry,
+      blobs,
+      signer,
+      allocateSeq: (cohort) => signer.sequence(cohort),
+      // On a cluster the release is stored only while the job's epoch is the leader's (fenced-store.ts).
+      storeRelease: releaseStore(job, registry, log),
+      onProgress: (p) => void send({ type: 'progress', progress: { ...p, at: new Date().toISOString() } }),
+    });
+    await send({ type: 'done', outcome });
   } finally {
     await registry.close();
   }

@@ -8,7 +8,7 @@ import { openArtifacts } from '../../../cloud/artifacts/index.js';
 import { openRegistry } from '../../../cloud/registry/open.js';
 import { silentLogger } from '../../../shared/log/index.js';
 import { buildReleaseManifest } from '../../../cloud/rounds/manifest.js';
-import { openReleaseStore } from '../../../cloud/rounds/fenced-store.js';
+import { releaseStore } from '../../../cloud/rounds/fenced-store.js';
 import { storeArtifact } from '../../../cloud/rounds/store.js';
 import type { ParentMessage, RoundJob, WorkerMessage } from '../../../cloud/rounds/types.js';
 import type { Manifest, SignedManifest } from '../../../shared/protocol/schemas.js';
@@ -116,8 +116,7 @@ async function run(job: RoundJob): Promise<void> {
       const signed: SignedManifest = signedMsg.signed;
       await hold('store');
       // Stored as the real worker stores it: fenced on the job's epoch on a cluster (fenced-store.ts).
-      const releases = openReleaseStore(job, registry);
-      await releases.store({ model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath }).finally(() => releases.close());
+      await releaseStore(job, registry)({ model: job.model.name, seq, sha256: stored.sha256, bytes: m.bytes.byteLength, quantization: 'fp32', metrics: { holdoutAccuracy: 0.9 }, manifest: signed.manifest, signature: signed.signature, parentSeq: null, roundId: job.roundId, artifactPath: stored.relPath });
       await registry.close();
       if (mode === 'die-after-release') process.exit(9);
       await send({ type: 'done', outcome: { state: 'released', releaseSeq: seq, sha256: stored.sha256, artifactPath: stored.relPath, chunkSize: 4096, exampleCount: 0, metrics: { holdoutAccuracy: 0.9 } } });
